@@ -1,0 +1,265 @@
+#include "map.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+namespace mesh {
+
+namespace {
+// Reads the kernel's description of a map fd; fails when the fd is not a map.
+bool MapInfo(int fd, struct bpf_map_info* out) {
+  __u32 len = sizeof(*out);
+  memset(out, 0, sizeof(*out));
+  return bpf_obj_get_info_by_fd(fd, out, &len) == 0;
+}
+}  // namespace
+
+Napi::Function MapHandle::Init(Napi::Env env) {
+  return DefineClass(env, "MapHandle",
+                     {
+                         StaticMethod<&MapHandle::Create>("create"),
+                         StaticMethod<&MapHandle::OpenPinned>("openPinned"),
+                         StaticMethod<&MapHandle::OpenById>("openById"),
+                         InstanceMethod<&MapHandle::Info>("info"),
+                         InstanceAccessor<&MapHandle::GetFd>("fd"),
+                         InstanceMethod<&MapHandle::Lookup>("lookup"),
+                         InstanceMethod<&MapHandle::LookupAndDelete>("lookupAndDelete"),
+                         InstanceMethod<&MapHandle::Update>("update"),
+                         InstanceMethod<&MapHandle::Delete>("delete"),
+                         InstanceMethod<&MapHandle::NextKey>("nextKey"),
+                         InstanceMethod<&MapHandle::LookupBatch>("lookupBatch"),
+                         InstanceMethod<&MapHandle::UpdateBatch>("updateBatch"),
+                         InstanceMethod<&MapHandle::DeleteBatch>("deleteBatch"),
+                         InstanceMethod<&MapHandle::Pin>("pin"),
+                         InstanceMethod<&MapHandle::Freeze>("freeze"),
+                         InstanceMethod<&MapHandle::JsClose>("close"),
+                     });
+}
+
+Napi::Object MapHandle::FromFd(Napi::Env env, int fd, bool dup) {
+  int own = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : fd;
+  if (own < 0) ThrowBpf(env, "map_open", "fd " + std::to_string(fd), errno);
+  return Data(env)->map_ctor.New({Napi::External<int>::New(env, &own)});
+}
+
+// Constructed only through FromFd (an External carrying an owned fd), so JS cannot forge a handle.
+MapHandle::MapHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MapHandle>(info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "MapHandle is created by the library, not by new");
+  int fd = *info[0].As<Napi::External<int>>().Data();
+  Value().TypeTag(&kMapTag);
+  if (!MapInfo(fd, &info_)) {
+    int err = errno;
+    close(fd);
+    ThrowBpf(env, "map_info", "fd " + std::to_string(fd), err == EINVAL ? EBADF : err);
+  }
+  fd_ = fd;
+  name_ = info_.name;
+  Track(env, this);
+}
+
+MapHandle::~MapHandle() { Close(); }
+
+void MapHandle::Close() {
+  if (fd_ >= 0) {
+    close(fd_);
+    fd_ = -1;
+    Untrack(Env(), this);
+  }
+}
+
+int MapHandle::Fd(Napi::Env env) const {
+  if (fd_ < 0) throw Napi::TypeError::New(env, "map " + name_ + " is closed");
+  return fd_;
+}
+
+Napi::Value MapHandle::JsClose(const Napi::CallbackInfo& info) {
+  Close();
+  return info.Env().Undefined();
+}
+
+Napi::Value MapHandle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+// create({type, keySize, valueSize, maxEntries, flags, name, innerMapFd, numaNode})
+Napi::Value MapHandle::Create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "create options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto u32 = [&](const char* k, uint32_t def) -> uint32_t {
+    Napi::Value v = o.Get(k);
+    return v.IsUndefined() ? def : v.As<Napi::Number>().Uint32Value();
+  };
+  std::string name = o.Get("name").IsString() ? o.Get("name").As<Napi::String>().Utf8Value() : "";
+  LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = u32("flags", 0));
+  Napi::Value inner = o.Get("innerMapFd");
+  if (inner.IsNumber()) opts.inner_map_fd = inner.As<Napi::Number>().Uint32Value();
+  int fd = bpf_map_create((enum bpf_map_type)u32("type", 0), name.empty() ? nullptr : name.c_str(),
+                          u32("keySize", 0), u32("valueSize", 0), u32("maxEntries", 0), &opts);
+  if (fd < 0) ThrowBpf(env, "map_create", name.empty() ? "(unnamed)" : name, errno);
+  return FromFd(env, fd, false);
+}
+
+Napi::Value MapHandle::OpenPinned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) ThrowBpf(env, "map_open_pinned", path, errno);
+  struct bpf_map_info mi;
+  if (!MapInfo(fd, &mi)) {
+    close(fd);
+    ThrowBpf(env, "map_open_pinned", path + " (not a map)", EINVAL);
+  }
+  return FromFd(env, fd, false);
+}
+
+Napi::Value MapHandle::OpenById(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t id = ArgU32(info, 0, "id");
+  int fd = bpf_map_get_fd_by_id(id);
+  if (fd < 0) ThrowBpf(env, "map_open_by_id", "id " + std::to_string(id), errno);
+  return FromFd(env, fd, false);
+}
+
+Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", name_);
+  o.Set("type", info_.type);
+  o.Set("id", info_.id);
+  o.Set("keySize", info_.key_size);
+  o.Set("valueSize", info_.value_size);
+  o.Set("maxEntries", info_.max_entries);
+  o.Set("flags", info_.map_flags);
+  return o;
+}
+
+// lookup(key, out, flags) → true, or false when the key is absent.
+Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+  int err = flags ? bpf_map_lookup_elem_flags(fd, key.Data(), out.Data(), flags)
+                  : bpf_map_lookup_elem(fd, key.Data(), out.Data());
+  if (err) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_lookup", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  if (bpf_map_lookup_and_delete_elem(fd, key, out.Data())) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_lookup_and_delete", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  auto value = info[1].As<Napi::Buffer<uint8_t>>();
+  uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
+  if (bpf_map_update_elem(fd, key, value.Data(), flags)) ThrowBpf(env, "map_update", name_, errno);
+  return env.Undefined();
+}
+
+Napi::Value MapHandle::Delete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  if (bpf_map_delete_elem(fd, key.Data())) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_delete", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// nextKey(key | null, out) → false after the last key.
+Napi::Value MapHandle::NextKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  if (bpf_map_get_next_key(fd, key, out.Data())) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_next_key", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// lookupBatch(inToken | null, outToken, keys, values, count, elemFlags, andDelete) → [count, done]
+Napi::Value MapHandle::LookupBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* in = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  void* out = info[1].As<Napi::Buffer<uint8_t>>().Data();
+  void* keys = info[2].As<Napi::Buffer<uint8_t>>().Data();
+  void* values = info[3].As<Napi::Buffer<uint8_t>>().Data();
+  __u32 count = info[4].As<Napi::Number>().Uint32Value();
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = (__u64)info[5].As<Napi::Number>().Int64Value());
+  bool and_delete = info[6].ToBoolean();
+  int err = and_delete ? bpf_map_lookup_and_delete_batch(fd, in, out, keys, values, &count, &opts)
+                       : bpf_map_lookup_batch(fd, in, out, keys, values, &count, &opts);
+  bool done = false;
+  if (err) {
+    if (errno != ENOENT) ThrowBpf(env, and_delete ? "map_lookup_and_delete_batch" : "map_lookup_batch", name_, errno);
+    done = true;
+  }
+  Napi::Array r = Napi::Array::New(env, 2);
+  r.Set(0u, count);
+  r.Set(1u, done);
+  return r;
+}
+
+// updateBatch(keys, values, count, elemFlags) → count written
+Napi::Value MapHandle::UpdateBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* keys = info[0].As<Napi::Buffer<uint8_t>>().Data();
+  void* values = info[1].As<Napi::Buffer<uint8_t>>().Data();
+  __u32 count = info[2].As<Napi::Number>().Uint32Value();
+  LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = (__u64)info[3].As<Napi::Number>().Int64Value());
+  if (bpf_map_update_batch(fd, keys, values, &count, &opts))
+    ThrowBpf(env, "map_update_batch", name_ + " (after " + std::to_string(count) + " elements)", errno);
+  return Napi::Number::New(env, count);
+}
+
+// deleteBatch(keys, count) → count deleted; a missing key stops the batch with ENOENT.
+Napi::Value MapHandle::DeleteBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  void* keys = info[0].As<Napi::Buffer<uint8_t>>().Data();
+  __u32 count = info[1].As<Napi::Number>().Uint32Value();
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  if (bpf_map_delete_batch(fd, keys, &count, &opts))
+    ThrowBpf(env, "map_delete_batch", name_ + " (after " + std::to_string(count) + " elements)", errno);
+  return Napi::Number::New(env, count);
+}
+
+Napi::Value MapHandle::Pin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  if (bpf_obj_pin(Fd(env), path.c_str())) ThrowBpf(env, "map_pin", name_ + " at " + path, errno);
+  return env.Undefined();
+}
+
+Napi::Value MapHandle::Freeze(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (bpf_map_freeze(Fd(env))) ThrowBpf(env, "map_freeze", name_, errno);
+  return env.Undefined();
+}
+
+}  // namespace mesh

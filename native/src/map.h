@@ -1,0 +1,49 @@
+// MapHandle: one fd of a BPF map. Keys and values cross as Buffers already encoded by the TS codecs,
+// whose sizes the TS layer checks against the kernel's (a wrong size never reaches a syscall).
+#pragma once
+
+#include <bpf/bpf.h>
+#include <napi.h>
+
+#include <string>
+
+#include "addon.h"
+
+namespace mesh {
+
+class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // Wraps fd; with dup, the handle owns a duplicate and the caller keeps fd.
+  static Napi::Object FromFd(Napi::Env env, int fd, bool dup);
+  explicit MapHandle(const Napi::CallbackInfo& info);
+  ~MapHandle() override;
+  void Close() override;
+  int Fd(Napi::Env env) const;
+  const std::string& name() const { return name_; }
+
+ private:
+  static Napi::Value Create(const Napi::CallbackInfo& info);
+  static Napi::Value OpenPinned(const Napi::CallbackInfo& info);
+  static Napi::Value OpenById(const Napi::CallbackInfo& info);
+
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value Lookup(const Napi::CallbackInfo& info);
+  Napi::Value LookupAndDelete(const Napi::CallbackInfo& info);
+  Napi::Value Update(const Napi::CallbackInfo& info);
+  Napi::Value Delete(const Napi::CallbackInfo& info);
+  Napi::Value NextKey(const Napi::CallbackInfo& info);
+  Napi::Value LookupBatch(const Napi::CallbackInfo& info);
+  Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
+  Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
+  Napi::Value Pin(const Napi::CallbackInfo& info);
+  Napi::Value Freeze(const Napi::CallbackInfo& info);
+  Napi::Value JsClose(const Napi::CallbackInfo& info);
+
+  int fd_ = -1;
+  std::string name_;
+  struct bpf_map_info info_ = {};
+};
+
+}  // namespace mesh

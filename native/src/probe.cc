@@ -1,0 +1,81 @@
+#include "probe.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+namespace mesh {
+
+namespace {
+constexpr uint32_t kTcxIngress = 46;
+
+// Loads "r0 = 0; exit" as a program of the given type; -errno on failure.
+int LoadTrivial(enum bpf_prog_type type, enum bpf_attach_type expected) {
+  struct bpf_insn insns[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+      {.code = BPF_JMP | BPF_EXIT, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+  };
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected);
+  int fd = bpf_prog_load(type, "mesh_probe", "GPL", insns, 2, &opts);
+  return fd < 0 ? -errno : fd;
+}
+
+// Asks link_create for an attachment that cannot succeed: the error tells whether the kernel knows the
+// attach mode (a lookup error for the bad target) or not (EINVAL), with no side effect either way.
+Napi::Value ProbeLink(Napi::Env env, enum bpf_prog_type type, enum bpf_attach_type attach, int bad_target,
+                      int known_errno) {
+  int prog = LoadTrivial(type, attach);
+  if (prog < 0) {
+    if (prog == -EPERM) ThrowBpf(env, "probe", "load a probe program", EPERM);
+    return Napi::Boolean::New(env, false);
+  }
+  int fd = bpf_link_create(prog, bad_target, attach, nullptr);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) close(fd);
+  close(prog);
+  return Napi::Boolean::New(env, fd >= 0 || err == known_errno);
+}
+}  // namespace
+
+// programType(type) / mapType(type) → 1 supported, 0 not, negative errno when libbpf cannot tell.
+static Napi::Value ProbeProgType(const Napi::CallbackInfo& info) {
+  int r = libbpf_probe_bpf_prog_type((enum bpf_prog_type)ArgU32(info, 0, "type"), nullptr);
+  return Napi::Number::New(info.Env(), r);
+}
+
+static Napi::Value ProbeMapType(const Napi::CallbackInfo& info) {
+  int r = libbpf_probe_bpf_map_type((enum bpf_map_type)ArgU32(info, 0, "type"), nullptr);
+  return Napi::Number::New(info.Env(), r);
+}
+
+static Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
+  int r = libbpf_probe_bpf_helper((enum bpf_prog_type)ArgU32(info, 0, "programType"),
+                                  (enum bpf_func_id)ArgU32(info, 1, "helper"), nullptr);
+  return Napi::Number::New(info.Env(), r);
+}
+
+// attachModes() → { tcx, sockmapLink, cgroupLink, stats }
+static Napi::Value ProbeAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tcx", ProbeLink(env, BPF_PROG_TYPE_SCHED_CLS, (enum bpf_attach_type)kTcxIngress, 0x7fffffff, ENODEV));
+  o.Set("sockmapLink", ProbeLink(env, BPF_PROG_TYPE_SK_MSG, BPF_SK_MSG_VERDICT, -1, EBADF));
+  o.Set("cgroupLink", ProbeLink(env, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_INGRESS, -1, EBADF));
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  o.Set("stats", Napi::Boolean::New(env, fd >= 0));
+  if (fd >= 0) close(fd);
+  return o;
+}
+
+Napi::Object InitProbe(Napi::Env env, Napi::Object exports) {
+  exports.Set("probeProgramType", Napi::Function::New<ProbeProgType>(env, "probeProgramType"));
+  exports.Set("probeMapType", Napi::Function::New<ProbeMapType>(env, "probeMapType"));
+  exports.Set("probeHelper", Napi::Function::New<ProbeHelper>(env, "probeHelper"));
+  exports.Set("probeAttach", Napi::Function::New<ProbeAttach>(env, "probeAttach"));
+  return exports;
+}
+
+}  // namespace mesh

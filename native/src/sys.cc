@@ -1,0 +1,143 @@
+#include "sys.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "errors.h"
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+namespace mesh {
+
+NetnsGuard::NetnsGuard(Napi::Env env, const std::string& path) {
+  if (path.empty()) return;
+  int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (target < 0) ThrowBpf(env, "netns_enter", path, errno);
+  orig_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (orig_ < 0 || setns(target, CLONE_NEWNET)) {
+    int err = errno;
+    close(target);
+    if (orig_ >= 0) close(orig_);
+    orig_ = -1;
+    ThrowBpf(env, "netns_enter", path, err);
+  }
+  close(target);
+}
+
+NetnsGuard::~NetnsGuard() {
+  if (orig_ < 0) return;
+  // Failing to return would leave the JS thread in another namespace: nothing sane can continue.
+  if (setns(orig_, CLONE_NEWNET)) abort();
+  close(orig_);
+}
+
+int OpenCgroup(Napi::Env env, const std::string& path, const char* op) {
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) ThrowBpf(env, op, "cgroup " + path, errno);
+  struct statfs st;
+  if (fstatfs(fd, &st) == 0 && st.f_type != CGROUP2_SUPER_MAGIC) {
+    close(fd);
+    ThrowBpf(env, op, path + " is not a cgroup v2 directory", ENOTDIR);
+  }
+  return fd;
+}
+
+static Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
+  int n = libbpf_num_possible_cpus();
+  if (n < 0) ThrowBpf(info.Env(), "num_possible_cpus", "/sys/devices/system/cpu/possible", -n);
+  return Napi::Number::New(info.Env(), n);
+}
+
+// socketCookie(fd) → bigint, the cookie BPF programs see for that socket (bpf_get_socket_cookie).
+static Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t fd = ArgU32(info, 0, "fd");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  if (getsockopt((int)fd, SOL_SOCKET, SO_COOKIE, &cookie, &len)) ThrowBpf(env, "socket_cookie", "fd " + std::to_string(fd), errno);
+  return Napi::BigInt::New(env, cookie);
+}
+
+// ifNameToIndex(name, netns?) → ifindex
+static Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = ArgString(info, 0, "interface");
+  std::string netns = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+  unsigned idx;
+  {
+    NetnsGuard ns(env, netns);
+    idx = if_nametoindex(name.c_str());
+  }
+  if (!idx) ThrowBpf(env, "if_nametoindex", name + (netns.empty() ? "" : " in " + netns), errno ? errno : ENODEV);
+  return Napi::Number::New(env, idx);
+}
+
+// cgroupId(path) → bigint, the id BPF programs see (bpf_get_current_cgroup_id, bpf_skb_cgroup_id).
+static Napi::Value CgroupId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "cgroup");
+  struct {
+    struct file_handle fh;
+    uint64_t id;
+  } h;
+  h.fh.handle_bytes = sizeof(uint64_t);
+  int mount_id;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), &h.fh, &mount_id, 0)) ThrowBpf(env, "cgroup_id", path, errno);
+  uint64_t id;
+  memcpy(&id, h.fh.f_handle, sizeof id);
+  return Napi::BigInt::New(env, id);
+}
+
+// enableStats() → fd; run counts and run time are collected while any such fd is open.
+static Napi::Value EnableStats(const Napi::CallbackInfo& info) {
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) ThrowBpf(info.Env(), "enable_stats", "run_time", errno);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  close((int)ArgU32(info, 0, "fd"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value IsBpffs(const Napi::CallbackInfo& info) {
+  std::string path = ArgString(info, 0, "path");
+  struct statfs st;
+  if (statfs(path.c_str(), &st)) return Napi::Boolean::New(info.Env(), false);
+  return Napi::Boolean::New(info.Env(), st.f_type == BPF_FS_MAGIC);
+}
+
+static Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  mkdir(path.c_str(), 0700);
+  if (mount("bpf", path.c_str(), "bpf", 0, "mode=0700")) ThrowBpf(env, "mount_bpffs", path, errno);
+  return env.Undefined();
+}
+
+Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
+  exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
+  exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
+  exports.Set("ifNameToIndex", Napi::Function::New<IfNameToIndex>(env, "ifNameToIndex"));
+  exports.Set("cgroupId", Napi::Function::New<CgroupId>(env, "cgroupId"));
+  exports.Set("enableStats", Napi::Function::New<EnableStats>(env, "enableStats"));
+  exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
+  exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
+  exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
+  return exports;
+}
+
+}  // namespace mesh

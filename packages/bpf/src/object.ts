@@ -1,0 +1,271 @@
+/** Objects: an ObjectSpec describes what to load (an ELF image, constants, map sizes, pin paths); load()
+ *  turns it into a BpfObject, the live programs and maps. */
+import { join } from 'node:path';
+
+import { type Codec, none } from './codec.js';
+import { type AttachType, attachTypes, type MapType, mapTypes, nameOf, type ProgramType, programTypes } from './constants.js';
+import { assertOpen } from './errors.js';
+import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
+import { native, type NativeObject } from './native.js';
+import { Owner } from './owner.js';
+import { Program } from './program.js';
+import { RingBuffer, type RingBufferOptions } from './ringbuf.js';
+
+export interface MapSpec {
+  name: string;
+  type: MapType | `unknown(${number})`;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  /** .rodata/.data/.bss: the object's global variables. */
+  internal: boolean;
+  pinPath: string | null;
+}
+
+export interface ProgramSpec {
+  name: string;
+  section: string;
+  type: ProgramType | `unknown(${number})`;
+  attachType: AttachType | `unknown(${number})`;
+  autoload: boolean;
+}
+
+export interface ConstantSpec {
+  name: string;
+  size: number;
+  section: string;
+}
+
+let embeddedImages: Record<string, Buffer> | undefined;
+const images = () => (embeddedImages ??= native.embeddedObjects());
+
+export class ObjectSpec implements Disposable {
+  private handle: NativeObject | undefined;
+  readonly name: string;
+
+  private constructor(handle: NativeObject) {
+    this.handle = handle;
+    this.name = handle.name;
+  }
+
+  /** The names of the objects compiled into the addon. */
+  static embeddedNames(): string[] {
+    return Object.keys(images());
+  }
+
+  /** An object compiled into the addon (a libbpf skeleton's ELF image). */
+  static embedded(name: string): ObjectSpec {
+    const img = images()[name];
+    if (!img) throw new TypeError(`no embedded object ${JSON.stringify(name)}; embedded: ${Object.keys(images()).join(', ')}`);
+    return new ObjectSpec(new native.ObjectHandle('mem', img, name));
+  }
+
+  /** A compiled `.bpf.o` file. */
+  static file(path: string): ObjectSpec {
+    if (typeof path !== 'string') throw new TypeError('path must be a string');
+    return new ObjectSpec(new native.ObjectHandle('file', path));
+  }
+
+  /** An ELF image in memory; `name` names the object (and prefixes its internal maps). */
+  static buffer(image: Buffer, name: string): ObjectSpec {
+    if (!Buffer.isBuffer(image)) throw new TypeError('image must be a Buffer');
+    if (typeof name !== 'string' || !name) throw new TypeError('name must be a non-empty string');
+    return new ObjectSpec(new native.ObjectHandle('mem', image, name));
+  }
+
+  get maps(): MapSpec[] {
+    return this.h().maps().map((m) => ({ ...m, type: nameOf(mapTypes, m.type) }));
+  }
+
+  get programs(): ProgramSpec[] {
+    return this.h()
+      .programs()
+      .map((p) => ({
+        name: p.name,
+        section: p.section,
+        type: nameOf(programTypes, p.type),
+        attachType: nameOf(attachTypes, p.expectedAttachType),
+        autoload: p.autoload,
+      }));
+  }
+
+  get constants(): ConstantSpec[] {
+    return this.h().constants();
+  }
+
+  /**
+   * Sets a global variable (`const volatile` in .rodata, or .data/.bss) before load. Numbers and bigints are
+   * written little-endian at the variable's size; a Buffer must have exactly that size.
+   */
+  setConstant(name: string, value: number | bigint | boolean | Buffer): this {
+    const h = this.h();
+    const c = h.constants().find((x) => x.name === name);
+    if (!c) throw new TypeError(`object ${this.name} has no global variable ${JSON.stringify(name)}`);
+    h.setConstant(name, encodeConstant(name, c.size, value));
+    return this;
+  }
+
+  setMaxEntries(map: string, n: number): this {
+    if (!Number.isInteger(n) || n < 1 || n > 0xffffffff) throw new RangeError(`maxEntries must be a positive integer, got ${n}`);
+    this.h().setMaxEntries(map, n);
+    return this;
+  }
+
+  /** Pins one map at `path` on load; an existing compatible pinned map is reused instead of created. */
+  setPinPath(map: string, path: string | null): this {
+    this.h().setPinPath(map, path);
+    return this;
+  }
+
+  /** Pins every non-internal map as `<dir>/<map name>` on load, reusing maps already pinned there: a new
+   *  process adopts the maps of the one before it. */
+  pinMaps(dir: string): this {
+    if (typeof dir !== 'string') throw new TypeError('dir must be a string');
+    for (const m of this.maps) if (!m.internal) this.h().setPinPath(m.name, join(dir, m.name));
+    return this;
+  }
+
+  /** Leaves a program out of load(). */
+  setAutoload(program: string, on: boolean): this {
+    this.h().setAutoload(program, on);
+    return this;
+  }
+
+  /** Loads programs and maps into the kernel. The spec is consumed: it cannot be loaded twice. */
+  load(): BpfObject {
+    const h = this.h();
+    try {
+      h.load();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+    this.handle = undefined;
+    return new BpfObject(h);
+  }
+
+  get isClosed(): boolean {
+    return this.handle === undefined;
+  }
+
+  close(): void {
+    this.handle?.close();
+    this.handle = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  private h(): NativeObject {
+    if (!this.handle) throw new TypeError(`object spec ${this.name} is closed or already loaded`);
+    return this.handle;
+  }
+}
+
+function encodeConstant(name: string, size: number, value: number | bigint | boolean | Buffer): Buffer {
+  if (Buffer.isBuffer(value)) {
+    if (value.length !== size) throw new RangeError(`constant ${name} is ${size} bytes, got a Buffer of ${value.length}`);
+    return value;
+  }
+  const b = Buffer.alloc(size);
+  if (typeof value === 'boolean') value = value ? 1 : 0;
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value)) throw new TypeError(`constant ${name} must be an integer, got ${value}`);
+    value = BigInt(value);
+  }
+  if (typeof value !== 'bigint') throw new TypeError(`constant ${name} must be a number, bigint, boolean or Buffer`);
+  if (size > 8) throw new TypeError(`constant ${name} is ${size} bytes: pass a Buffer`);
+  const bits = BigInt(size * 8);
+  if (value < -(1n << (bits - 1n)) || value >= 1n << bits) throw new RangeError(`constant ${name} (${size} bytes) cannot hold ${value}`);
+  const u = BigInt.asUintN(size * 8, value);
+  for (let i = 0; i < size; i++) b[i] = Number((u >> BigInt(8 * i)) & 0xffn);
+  return b;
+}
+
+export class BpfObject implements Disposable {
+  readonly name: string;
+  private handle: NativeObject | undefined;
+  private readonly owner = new Owner();
+
+  /** @internal use ObjectSpec.load(). */
+  constructor(handle: NativeObject) {
+    this.handle = handle;
+    this.name = handle.name;
+  }
+
+  /** Convenience: ObjectSpec.embedded(name).load(). */
+  static loadEmbedded(name: string): BpfObject {
+    return ObjectSpec.embedded(name).load();
+  }
+
+  get maps(): MapSpec[] {
+    return this.h().maps().map((m) => ({ ...m, type: nameOf(mapTypes, m.type) }));
+  }
+
+  get programNames(): string[] {
+    return this.h()
+      .programs()
+      .map((p) => p.name);
+  }
+
+  /** Opens a map with codecs for its key and value; their sizes must equal the kernel's. */
+  map<K, V>(name: string, codecs: MapCodecs<K, V>): BpfMap<K, V> {
+    checkCodecs(codecs);
+    return new BpfMap(this.h().openMap(name), codecs, this.owner);
+  }
+
+  /** Opens a per-CPU map; values come back one per possible CPU. */
+  perCpuMap<K, V>(name: string, codecs: MapCodecs<K, V>): PerCpuMap<K, V> {
+    checkCodecs(codecs);
+    return new PerCpuMap(this.h().openMap(name), codecs, this.owner);
+  }
+
+  program(name: string): Program {
+    return new Program(this.h().openProgram(name), this.owner);
+  }
+
+  /** Consumes a ringbuf map of this object from the event loop. */
+  ringBuffer<T = Buffer>(
+    name: string,
+    onRecords: (records: T[]) => void,
+    opts: RingBufferOptions & { codec?: Codec<T> } = {},
+  ): RingBuffer<T> {
+    const map = new BpfMap(this.h().openMap(name), { key: none, value: none });
+    try {
+      const codec = opts.codec;
+      const decode = codec ? (b: Buffer) => codec.decode(b, 0) : undefined;
+      return new RingBuffer<T>(map, onRecords, decode, opts, this.owner);
+    } finally {
+      map.close();
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.handle === undefined;
+  }
+
+  /** Closes links, then maps and programs opened from this object, then the object itself. */
+  close(): void {
+    if (!this.handle) return;
+    this.owner.closeAll();
+    this.handle.close();
+    this.handle = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  private h(): NativeObject {
+    assertOpen(this.handle === undefined, `object ${this.name}`);
+    return this.handle!;
+  }
+}
+
+function checkCodecs(codecs: MapCodecs<unknown, unknown>): void {
+  if (!codecs || typeof codecs !== 'object' || !codecs.key || !codecs.value) {
+    throw new TypeError('map codecs must be given as { key, value }');
+  }
+}

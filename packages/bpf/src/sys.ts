@@ -1,0 +1,46 @@
+/** System facilities around BPF: bpffs, cgroup ids, socket cookies, interface indexes. */
+import type { Socket } from 'node:net';
+
+import { native } from './native.js';
+
+/** The default bpffs mount point. */
+export const BPFFS = '/sys/fs/bpf';
+
+/** Mounts bpffs at `path` unless one is mounted there already. */
+export function ensureBpffs(path: string = BPFFS): void {
+  if (!native.isBpffs(path)) native.mountBpffs(path);
+}
+
+export function isBpffs(path: string): boolean {
+  return native.isBpffs(path);
+}
+
+/** The id BPF programs see for a cgroup v2 directory (bpf_get_current_cgroup_id, bpf_skb_cgroup_id). */
+export function cgroupId(path: string): bigint {
+  if (typeof path !== 'string') throw new TypeError('cgroup path must be a string');
+  return native.cgroupId(path);
+}
+
+/** The socket's fd, for a node:net Socket or a number. */
+export function socketFd(socket: Socket | number): number {
+  if (typeof socket === 'number') return socket;
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new TypeError('socket has no file descriptor (not connected, or not a TCP/IPC socket)');
+  return fd;
+}
+
+/** The cookie BPF programs see for this socket (bpf_get_socket_cookie); also what sockmap lookups return. */
+export function socketCookie(socket: Socket | number): bigint {
+  return native.socketCookie(socketFd(socket));
+}
+
+/** An interface's index, in the current or the given network namespace (e.g. /run/netns/pod1). */
+export function ifIndex(name: string, netns?: string): number {
+  if (typeof name !== 'string') throw new TypeError('interface name must be a string');
+  return native.ifNameToIndex(name, netns);
+}
+
+/** How many native handles are open in this process (for leak checks). */
+export function liveHandles(): number {
+  return native.liveHandles();
+}

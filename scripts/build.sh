@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds everything in order: BPF objects and skeletons → the native addon that embeds them → generated
+# TS names → TypeScript. Each step is incremental.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+log "bpf: objects and skeletons"
+make -C bpf -s OUT="$ROOT/build/bpf"
+
+log "native: addon (cmake-js)"
+(cd native && npx --no-install cmake-js compile --directory . --out build --CDMESH_BPF_OUT="$ROOT/build/bpf" >build.log 2>&1) || {
+  cat native/build.log >&2
+  exit 1
+}
+
+# @mesh/bpf ships the addon and the compiled objects in prebuilds/.
+PREBUILDS=packages/bpf/prebuilds
+mkdir -p "$PREBUILDS/linux-x64" "$PREBUILDS/bpf"
+cp native/build/Release/mesh_bpf.node "$PREBUILDS/linux-x64/mesh_bpf.node"
+cp build/bpf/*.bpf.o "$PREBUILDS/bpf/"
+
+log "generated names"
+node scripts/gen-objects.mjs
+
+log "typescript"
+npx --no-install tsc -b packages/bpf

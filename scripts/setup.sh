@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks (it has Node.js, npm, g++, make, cmake, python3) and the
+# workspace's npm dependencies. Safe to run again: it only installs what is missing.
+source "$(dirname "$0")/lib.sh"
+
+# Build: clang/llvm (BPF compiler, llvm-strip), libbpf-dev, bpftool (vmlinux.h, skeletons), libelf/zlib.
+# Tests and benchmarks: iproute2 (ip, tc), util-linux (setpriv), curl, tshark (checksum cross-checks), hyperfine.
+APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# bpffs, for pinning (tests and the agent pin under /sys/fs/bpf).
+if [ "$(id -u)" = 0 ] && ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+log "pnpm install"
+cd "$ROOT"
+pnpm install --frozen-lockfile --reporter=silent
