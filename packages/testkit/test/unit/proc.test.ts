@@ -11,7 +11,7 @@ import {
   waitForExit,
   waitForLine,
   waitForPort,
-} from '../src/index.js';
+} from '../../src/index.js';
 
 const tracker = new ProcessTracker('proc.test');
 afterAll(() => tracker.close());

@@ -20,7 +20,7 @@ import {
   readPcap,
   writePcap,
   type PacketSpec,
-} from '../src/index.js';
+} from '../../src/index.js';
 
 // Deliberately naive and separate from src/checksum.ts: one big sum over the concatenation, folded at the end.
 function naiveSum(...parts: Uint8Array[]): number {
