@@ -48,12 +48,17 @@ std::string LogCapture::VerifierLog(const std::string& all) {
   return log;
 }
 
+static Napi::Value VerifierLogOrUndefined(Napi::Env env, const std::string& libbpf_log) {
+  std::string v = LogCapture::VerifierLog(libbpf_log);
+  return v.empty() ? env.Undefined() : Napi::String::New(env, v);
+}
+
 static std::string ErrnoName(int err) {
   const char* name = strerrorname_np(err);
   return name ? name : "E" + std::to_string(err);
 }
 
-Napi::Error BpfError(Napi::Env env, const char* op, const std::string& subject, int err, const std::string& log) {
+Napi::Error BpfError(Napi::Env env, const char* op, const std::string& subject, int err, const std::string& libbpf_log) {
   if (err < 0) err = -err;
   AddonData* data = Data(env);
   if (data->bpf_error.IsEmpty()) {
@@ -65,13 +70,14 @@ Napi::Error BpfError(Napi::Env env, const char* op, const std::string& subject, 
       Napi::Number::New(env, err),
       Napi::String::New(env, ErrnoName(err)),
       Napi::String::New(env, strerror(err)),
-      log.empty() ? env.Undefined() : Napi::String::New(env, log),
+      VerifierLogOrUndefined(env, libbpf_log),
+      libbpf_log.empty() ? env.Undefined() : Napi::String::New(env, libbpf_log),
   });
   return Napi::Error(env, e);
 }
 
-void ThrowBpf(Napi::Env env, const char* op, const std::string& subject, int err, const std::string& log) {
-  throw BpfError(env, op, subject, err, log);
+void ThrowBpf(Napi::Env env, const char* op, const std::string& subject, int err, const std::string& libbpf_log) {
+  throw BpfError(env, op, subject, err, libbpf_log);
 }
 
 void ThrowNotSupported(Napi::Env env, const std::string& feature, const std::string& why) {

@@ -8,11 +8,12 @@
 
 namespace mesh {
 
-// `err` is a positive errno. `log` is the verifier (or libbpf) log, when there is one.
+// `err` is a positive errno. `libbpf_log` is what libbpf printed during the operation; the verifier's log is
+// extracted from it when present.
 Napi::Error BpfError(Napi::Env env, const char* op, const std::string& subject, int err,
-                     const std::string& log = "");
+                     const std::string& libbpf_log = "");
 [[noreturn]] void ThrowBpf(Napi::Env env, const char* op, const std::string& subject, int err,
-                           const std::string& log = "");
+                           const std::string& libbpf_log = "");
 [[noreturn]] void ThrowNotSupported(Napi::Env env, const std::string& feature, const std::string& why);
 
 // libbpf prints through one global callback; while a LogCapture is alive on this thread, output is

@@ -279,8 +279,7 @@ Napi::Value ObjectHandle::Load(const Napi::CallbackInfo& info) {
     static const std::regex failed_map("map '([^']+)': (?:failed|can't)");
     std::smatch m;
     if (std::regex_search(all, m, failed_prog) || std::regex_search(all, m, failed_map)) subject += "/" + m[1].str();
-    std::string log = LogCapture::VerifierLog(all);
-    ThrowBpf(env, "object_load", subject, -err, log.empty() ? all : log);
+    ThrowBpf(env, "object_load", subject, -err, all);
   }
   loaded_ = true;
   return env.Undefined();

@@ -1,9 +1,15 @@
 #include "ringbuf.h"
 
+#include <errno.h>
+
 #include "errors.h"
 #include "map.h"
 
 namespace mesh {
+
+namespace {
+constexpr int kBatchFull = -ECANCELED;
+}
 
 Napi::Function RingBufferHandle::Init(Napi::Env env) {
   return DefineClass(env, "RingBufferHandle",
@@ -63,8 +69,9 @@ void RingBufferHandle::Close() {
 int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {
   auto* self = static_cast<RingBufferHandle*>(ctx);
   self->batch_.emplace_back(static_cast<const char*>(data), size);
-  // A positive return stops ring_buffer__consume, so one JS call never carries more than max_batch_ records.
-  return self->batch_.size() >= self->max_batch_ ? 1 : 0;
+  // A negative return stops ring_buffer__consume after this record (already consumed), so one JS call never
+  // carries more than max_batch_ records.
+  return self->batch_.size() >= self->max_batch_ ? kBatchFull : 0;
 }
 
 size_t RingBufferHandle::Drain(Napi::Env env, bool from_loop) {
@@ -72,7 +79,7 @@ size_t RingBufferHandle::Drain(Napi::Env env, bool from_loop) {
   while (rb_) {
     batch_.clear();
     int n = ring_buffer__consume(rb_);
-    if (n < 0 && batch_.empty()) {
+    if (n < 0 && n != kBatchFull) {
       if (!from_loop) ThrowBpf(env, "ringbuf_consume", name_, -n);
       break;
     }

@@ -66,3 +66,13 @@ export const BPF_F_LOCK = 4;
 export function nameOf<T extends readonly string[]>(t: { names: T }, n: number): T[number] | `unknown(${number})` {
   return t.names[n] ?? `unknown(${n})`;
 }
+
+/**
+ * The attach type a program was loaded for. The kernel's field is 0 both for "none" (tc, xdp on old libbpf,
+ * socket filters) and for cgroup_inet_ingress, so 0 counts only for cgroup_skb programs.
+ */
+export function expectedAttachType(programType: number, attachType: number): AttachType | undefined {
+  if (attachType < 0) return undefined;
+  if (attachType === 0 && programType !== programTypes.byName.cgroup_skb) return undefined;
+  return attachTypes.names[attachType];
+}

@@ -18,17 +18,30 @@ export class BpfError extends Error {
   readonly errno: number;
   /** The errno's name: `ENOENT`, `EPERM`, … */
   readonly code: string;
-  /** The verifier's log when a program load failed (or libbpf's output when there is no verifier log). */
+  /** The verifier's log when a program load failed. */
   readonly verifierLog: string | undefined;
+  /** What libbpf printed during the failed operation, if anything. */
+  readonly libbpfLog: string | undefined;
 
-  constructor(op: string, subject: string, errno: number, code: string, description: string, log?: string) {
+  constructor(
+    op: string,
+    subject: string,
+    errno: number,
+    code: string,
+    description: string,
+    verifierLog?: string,
+    libbpfLog?: string,
+  ) {
     const hint = privilegeHints[code];
     let message = `${op} ${subject}: ${description.toLowerCase()} (${code})`;
     if (hint && !(code === 'EACCES' && !op.endsWith('_load'))) message += `: ${hint}`;
-    if (log) {
+    if (verifierLog) {
       // The verifier's verdict is in its last lines; the whole log stays in verifierLog.
-      const tail = log.trimEnd().split('\n').slice(-3).join('\n');
-      message += `\n${tail}`;
+      message += `\n${verifierLog.trimEnd().split('\n').slice(-3).join('\n')}`;
+    } else if (libbpfLog && code !== 'EPERM') {
+      // libbpf's own reason (e.g. a pinned map that does not match) is its first complaint.
+      const reason = libbpfLog.split('\n').find((l) => /libbpf: /.test(l));
+      if (reason) message += `\n${reason.trim()}`;
     }
     super(message);
     this.name = 'BpfError';
@@ -36,7 +49,8 @@ export class BpfError extends Error {
     this.subject = subject;
     this.errno = errno;
     this.code = code;
-    this.verifierLog = log;
+    this.verifierLog = verifierLog;
+    this.libbpfLog = libbpfLog;
   }
 }
 

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 
 import { type Codec, none } from './codec.js';
-import { type AttachType, attachTypes, type MapType, mapTypes, nameOf, type ProgramType, programTypes } from './constants.js';
+import { type AttachType, expectedAttachType, type MapType, mapTypes, nameOf, type ProgramType, programTypes } from './constants.js';
 import { assertOpen } from './errors.js';
 import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
 import { native, type NativeObject } from './native.js';
@@ -27,7 +27,7 @@ export interface ProgramSpec {
   name: string;
   section: string;
   type: ProgramType | `unknown(${number})`;
-  attachType: AttachType | `unknown(${number})`;
+  attachType: AttachType | undefined;
   autoload: boolean;
 }
 
@@ -85,7 +85,7 @@ export class ObjectSpec implements Disposable {
         name: p.name,
         section: p.section,
         type: nameOf(programTypes, p.type),
-        attachType: nameOf(attachTypes, p.expectedAttachType),
+        attachType: expectedAttachType(p.type, p.expectedAttachType),
         autoload: p.autoload,
       }));
   }

@@ -3,6 +3,7 @@ import {
   type AttachType,
   attachTypes,
   cgroupAttachTypes,
+  expectedAttachType,
   nameOf,
   type ProgramType,
   programTypes,
@@ -87,7 +88,7 @@ export class Program implements Disposable {
     this.handle = handle;
     this.name = info.name;
     this.type = nameOf(programTypes, info.type);
-    this.attachType = info.expectedAttachType >= 0 ? (attachTypes.names[info.expectedAttachType] as AttachType) : undefined;
+    this.attachType = expectedAttachType(info.type, info.expectedAttachType);
     this.owner = owner;
     owner?.adopt(this);
   }

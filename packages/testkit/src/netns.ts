@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { atExit } from './exit.js';
 import { ipFamily } from './ip.js';
@@ -38,6 +39,7 @@ export function inNetns(ns: Netns | string, cmd: string, args: readonly string[]
 export async function createNetns(prefix = 'tk'): Promise<Netns> {
   const ip = ensureTool('ip');
   const name = uniqueName(prefix, NETNS_NAME_MAX);
+  const path = `${NETNS_DIR}/${name}`;
   await runChecked(ip, ['netns', 'add', name]);
   const tracker = new ProcessTracker(`netns ${name}`);
   const unregister = atExit(() => {
@@ -53,6 +55,7 @@ export async function createNetns(prefix = 'tk'): Promise<Netns> {
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await tracker.close();
+      if (!existsSync(path)) return unregister(); // someone ran `ip netns delete` already
       // Processes forked by ours outside their process group keep the namespace alive after delete.
       for (let attempt = 0; attempt < 20; attempt++) {
         const pids = await leftoverPids(ip, name);
@@ -71,7 +74,7 @@ export async function createNetns(prefix = 'tk'): Promise<Netns> {
 
   const ns: Netns = {
     name,
-    path: `${NETNS_DIR}/${name}`,
+    path,
     get closed() {
       return closing !== undefined;
     },

@@ -39,6 +39,11 @@ export function findTool(name: string): string | undefined {
   return found;
 }
 
+/** Debian package that provides `name`, when the tests know it. */
+export function toolPackage(name: string): string | undefined {
+  return APT_PACKAGE[name];
+}
+
 export function hasTool(name: string): boolean {
   return findTool(name) !== undefined;
 }
@@ -47,7 +52,7 @@ export function hasTool(name: string): boolean {
 export function ensureTool(name: string): string {
   const found = findTool(name);
   if (found !== undefined) return found;
-  const pkg = APT_PACKAGE[name];
+  const pkg = toolPackage(name);
   const hint = pkg === undefined
     ? 'install the Debian package that provides it'
     : `install the Debian package ${pkg} (apt-get install ${pkg})`;

@@ -15,10 +15,6 @@ import {
 } from '../../src/index.js';
 
 const made: string[] = [];
-// Checked after every test in this file, failing ones included.
-afterAll(() => {
-  for (const path of made) expect(existsSync(path)).toBe(false);
-});
 
 async function cgroup(prefix: string): Promise<Cgroup> {
   const cg = await createCgroup(prefix);
@@ -27,6 +23,11 @@ async function cgroup(prefix: string): Promise<Cgroup> {
 }
 
 describePrivileged('cgroups', () => {
+  // Checked after every test here, failing ones included: nothing they made may be left.
+  afterAll(() => {
+    for (const path of made) expect(existsSync(path)).toBe(false);
+  });
+
   it('finds the cgroup2 mount from /proc/mounts', () => {
     const mount = cgroup2Mount();
     expect(readFileSync('/proc/mounts', 'utf8')).toContain(` ${mount} cgroup2 `);

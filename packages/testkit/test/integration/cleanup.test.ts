@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,8 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged, pidAlive, waitForExit, waitForLine, type ProcessTracker } from '../../src/index.js';
-import { processes } from '../../src/index.js';
+import { describePrivileged, pidAlive, processes, waitForExit, waitForLine } from '../../src/index.js';
 
 // A separate Node process that makes a namespace, a veth, a cgroup and processes in each, then dies without
 // closing any of them — the way a test worker dies when a test throws past its cleanup or vitest stops it.
@@ -29,20 +27,8 @@ if (how === 'exit') process.exit(1);
 setInterval(() => {}, 1000); // 'signal': wait to be stopped
 `;
 
+// Transpiled copy of src/ plus the leaker script, made once per run of this file.
 let dir: string;
-beforeAll(() => {
-  // Node 20 cannot run TypeScript; transpile the modules the leaker needs (all but the vitest-bound env.ts).
-  dir = mkdtempSync(join(tmpdir(), 'testkit-leak-'));
-  for (const file of readdirSync(SRC).filter((f) => f.endsWith('.ts') && f !== 'env.ts' && f !== 'index.ts')) {
-    const { outputText } = ts.transpileModule(readFileSync(join(SRC, file), 'utf8'), {
-      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
-    });
-    writeFileSync(join(dir, file.replace(/\.ts$/, '.js')), outputText);
-  }
-  writeFileSync(join(dir, 'leaker.mjs'), LEAKER);
-  writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Leaked {
   netns: string[];
@@ -51,8 +37,8 @@ interface Leaked {
   pids: number[];
 }
 
-async function leak(how: 'throw' | 'exit' | 'signal', tracker: ProcessTracker = processes): Promise<Leaked> {
-  const child = tracker.spawn(process.execPath, [join(dir, 'leaker.mjs'), how]);
+async function leak(how: 'throw' | 'exit' | 'signal'): Promise<Leaked> {
+  const child = processes.spawn(process.execPath, [join(dir, 'leaker.mjs'), how]);
   const [line] = await waitForLine(child, /^\{.*\}$/, 20_000);
   const leaked = JSON.parse(line) as Leaked;
   if (how === 'signal') child.kill('SIGTERM'); // what vitest does to a fork worker it is done with
@@ -69,6 +55,20 @@ function expectNothingLeft(leaked: Leaked): void {
 }
 
 describePrivileged('cleanup of what a dying process left open', () => {
+  beforeAll(() => {
+    // Node 20 cannot run TypeScript; transpile the modules the leaker needs (all but the vitest-bound env.ts).
+    dir = mkdtempSync(join(tmpdir(), 'testkit-leak-'));
+    for (const file of readdirSync(SRC).filter((f) => f.endsWith('.ts') && f !== 'env.ts' && f !== 'index.ts')) {
+      const { outputText } = ts.transpileModule(readFileSync(join(SRC, file), 'utf8'), {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+      });
+      writeFileSync(join(dir, file.replace(/\.ts$/, '.js')), outputText);
+    }
+    writeFileSync(join(dir, 'leaker.mjs'), LEAKER);
+    writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
   it.each(['throw', 'exit', 'signal'] as const)('removes it all when the process ends by %s', async (how) => {
     expectNothingLeft(await leak(how));
   });

@@ -22,11 +22,6 @@ function netnsList(): string {
 }
 
 const made: string[] = [];
-// Checked after every test in this file, failing ones included: nothing they made may be left.
-afterAll(() => {
-  const list = netnsList();
-  for (const name of made) expect(list).not.toMatch(new RegExp(`^${name}\\b`, 'm'));
-});
 
 async function netns(prefix: string): Promise<Netns> {
   const ns = await createNetns(prefix);
@@ -35,6 +30,12 @@ async function netns(prefix: string): Promise<Netns> {
 }
 
 describePrivileged('network namespaces', () => {
+  // Checked after every test here, failing ones included: nothing they made may be left.
+  afterAll(() => {
+    const list = netnsList();
+    for (const name of made) expect(list).not.toMatch(new RegExp(`^${name}\\b`, 'm'));
+  });
+
   it('connects two namespaces over a veth pair, IPv4 and IPv6', async () => {
     await using a = await netns('tka');
     await using b = await netns('tkb');
@@ -60,6 +61,7 @@ describePrivileged('network namespaces', () => {
     expect((await ns.execChecked('ip', ['route', 'show', 'default'])).stdout).toBe('');
     expect((await ns.execChecked('ip', ['-6', 'route', 'show', 'default'])).stdout).toBe('');
     expect((await ns.execChecked('ip', ['-br', 'link'])).stdout).toMatch(/^lo\s+UNKNOWN/);
+    await expect(ns.waitForListen(9, 200)).rejects.toThrow(/nothing listening on tcp port 9 within 200 ms/);
   });
 
   it('stops every process inside on close, also those it did not start directly', async () => {
