@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -51,10 +52,36 @@ static Napi::Value ProbeMapType(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// Loads "call helper; exit" and reads the verifier's verdict. libbpf 1.1's own helper probe misses the wording
+// newer kernels use ("program of this type cannot use helper"), so the check lives here.
 static Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
-  int r = libbpf_probe_bpf_helper((enum bpf_prog_type)ArgU32(info, 0, "programType"),
-                                  (enum bpf_func_id)ArgU32(info, 1, "helper"), nullptr);
-  return Napi::Number::New(info.Env(), r);
+  Napi::Env env = info.Env();
+  auto type = (enum bpf_prog_type)ArgU32(info, 0, "programType");
+  int32_t helper = (int32_t)ArgU32(info, 1, "helper");
+  struct bpf_insn insns[] = {
+      {.code = BPF_JMP | BPF_CALL, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = helper},
+      {.code = BPF_JMP | BPF_EXIT, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+  };
+  enum bpf_attach_type expected = (enum bpf_attach_type)0;
+  if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR) expected = BPF_CGROUP_INET4_CONNECT;
+  if (type == BPF_PROG_TYPE_CGROUP_SOCKOPT) expected = BPF_CGROUP_GETSOCKOPT;
+  if (type == BPF_PROG_TYPE_SK_LOOKUP) expected = BPF_SK_LOOKUP;
+  char log[4096] = "";
+  LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected, .log_level = 1, .log_size = sizeof log,
+              .log_buf = log);
+  int fd = bpf_prog_load(type, "mesh_probe", "GPL", insns, 2, &opts);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    close(fd);
+    return Napi::Number::New(env, 1);
+  }
+  if (err == EPERM) ThrowBpf(env, "probe", "helper " + std::to_string(helper), EPERM);
+  if (strstr(log, "invalid func ") || strstr(log, "unknown func ") || strstr(log, "cannot use helper"))
+    return Napi::Number::New(env, 0);
+  // The program type itself is unknown to this kernel.
+  if (err == EINVAL && log[0] == '\0') return Napi::Number::New(env, 0);
+  // Any other complaint is about arguments: the helper exists for this type.
+  return Napi::Number::New(env, 1);
 }
 
 // attachModes() → { tcx, sockmapLink, cgroupLink, stats }

@@ -72,6 +72,13 @@ export async function localUdpEcho(family: 4 | 6, host: string): Promise<LocalUd
   return { port: sock.address().port, sources, close, [Symbol.asyncDispose]: close };
 }
 
+/** `size` bytes of the stream pattern the peer fixture writes: the byte at stream offset o is 'a' + o % 26. */
+export function pattern(from: number, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) b[i] = 0x61 + ((from + i) % 26);
+  return b;
+}
+
 /** An address as 16 bytes, IPv4 in the first 4: how struct sock_key holds both families. */
 export function ip16(addr: string): Buffer {
   const b = Buffer.alloc(16);
