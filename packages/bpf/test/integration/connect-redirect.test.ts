@@ -66,9 +66,12 @@ async function unusedPort(host: string): Promise<number> {
   const port = (probe.address() as AddressInfo).port;
   await new Promise((r) => probe.close(r));
   const s = connect(port, host);
-  const [err] = (await once(s, 'error').catch((e: unknown) => [e])) as [NodeJS.ErrnoException];
+  const outcome = await new Promise<string>((resolve) => {
+    s.once('connect', () => resolve('connected'));
+    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+  });
   s.destroy();
-  expect(err.code).toBe('ECONNREFUSED');
+  expect(outcome).toBe('ECONNREFUSED');
   return port;
 }
 
