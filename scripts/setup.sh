@@ -4,8 +4,10 @@
 source "$(dirname "$0")/lib.sh"
 
 # Build: clang/llvm (BPF compiler, llvm-strip), libbpf-dev, bpftool (vmlinux.h, skeletons), libelf/zlib.
-# Tests and benchmarks: iproute2 (ip, tc), util-linux (setpriv), curl, tshark (checksum cross-checks), hyperfine.
-APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark)
+# Tests: iproute2 (ip, tc), util-linux (setpriv), curl, tshark (checksum cross-checks); the second kernel of
+# ../shared/tools/guest-kernel (qemu, Debian's stock kernel, busybox), for the 6.1 verifier and fallbacks.
+APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark
+  qemu-system-x86 linux-image-amd64 busybox-static)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

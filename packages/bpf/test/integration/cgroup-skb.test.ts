@@ -135,7 +135,7 @@ describePrivileged('cgroup_skb ingress and egress on a cgroup', () => {
 
       g.blocked.set(port, 0);
       for (const text of ['x', 'y']) await send(text);
-      expect(g.blocked.get(port)).toBe(2);
+      await expect.poll(() => g.blocked.get(port), { timeout: 2000 }).toBe(2);
 
       // Unblocked, the same server answers: the drops were the program's.
       g.blocked.delete(port);

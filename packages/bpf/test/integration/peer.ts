@@ -1,9 +1,9 @@
 /** Drives fixtures/peer.mjs, a socket peer in another process (inside a test's cgroup), over its IPC channel. */
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, SpawnOptions } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
-import { capturedOutput, stopProcess, type Cgroup } from '@mesh/testkit';
+import { capturedOutput, stopProcess } from '@mesh/testkit';
 
 const PEER = fileURLToPath(new URL('./fixtures/peer.mjs', import.meta.url));
 const START_TIMEOUT_MS = 10_000;
@@ -36,7 +36,8 @@ export interface Peer {
   /** A second fd for one of the peer's connections, in this process (SCM_RIGHTS through the IPC channel). */
   handOver(conn: number): Promise<Socket>;
   udpListen(args: { family: 4 | 6; host: string; port?: number }): Promise<{ port: number }>;
-  udpExchange(args: { family: 4 | 6; host: string; port: number; payloads: string[]; timeoutMs?: number }): Promise<{
+  /** Binds to `bind` (default: loopback of the family), then sends each payload and waits for its answer. */
+  udpExchange(args: { family: 4 | 6; host: string; port: number; payloads: string[]; timeoutMs?: number; bind?: string }): Promise<{
     localPort: number;
     results: UdpResult[];
   }>;
@@ -44,9 +45,14 @@ export interface Peer {
   close(): Promise<void>;
 }
 
-/** Starts a peer inside `cg`; it has joined the cgroup before its first instruction. */
-export async function startPeer(cg: Cgroup): Promise<Peer> {
-  const child = cg.spawn(process.execPath, [PEER], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+/** Where a peer runs: a testkit Cgroup or Netns, whose close() also stops the peer. */
+export interface Spawner {
+  spawn(cmd: string, args?: readonly string[], opts?: SpawnOptions): ChildProcess;
+}
+
+/** Starts a peer inside `where` (a cgroup: it has joined it before its first instruction). */
+export async function startPeer(where: Spawner): Promise<Peer> {
+  const child = where.spawn(process.execPath, [PEER], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   const pending = new Map<number, { resolve: (v: [unknown, Socket | undefined]) => void; reject: (e: Error) => void }>();
   let nextId = 1;
   let exited = false;
