@@ -1,9 +1,8 @@
 /** Link handles: one attachment of a program to a hook. Closing a link detaches it unless it was pinned
  *  (bpf_links) or disconnected (netlink tc filters and BPF_PROG_ATTACH attachments). */
 import { type AttachType, attachTypes, type LinkType, linkTypes, nameOf } from './constants.js';
-import { assertOpen } from './errors.js';
 import { native, type NativeLink } from './native.js';
-import type { Owner } from './owner.js';
+import { Handle, type Owner } from './owner.js';
 import type { Program } from './program.js';
 
 export interface LinkInfo {
@@ -21,21 +20,17 @@ export interface LinkInfo {
   direction?: 'ingress' | 'egress';
 }
 
-export class Link implements Disposable {
+export class Link extends Handle<NativeLink> {
   /** 'link': a kernel bpf_link; 'tc': a clsact filter; 'attach': a BPF_PROG_ATTACH attachment. */
   readonly kind: 'link' | 'tc' | 'attach';
-  private readonly handle: NativeLink;
-  private readonly owner: Owner | undefined;
-  private closed = false;
-  private description: string;
+  private readonly description: string;
 
   /** @internal made by Program.attach*() or Link.openPinned(). */
   constructor(handle: NativeLink, owner?: Owner) {
-    this.handle = handle;
+    super(handle);
     this.kind = handle.kind;
     this.description = handle.info().description;
-    this.owner = owner;
-    owner?.adopt(this, 'link');
+    this.adoptBy(owner, 'link');
   }
 
   /** Opens a pinned bpf_link, e.g. to adopt an attachment a previous process left in place. */
@@ -81,30 +76,11 @@ export class Link implements Disposable {
     this.handle.disconnect();
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.handle.close();
-    this.markClosed();
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  toString(): string {
+  override toString(): string {
     return `Link(${this.kind}: ${this.description})`;
   }
 
-  private markClosed(): void {
-    this.closed = true;
-    this.owner?.release(this);
-  }
-
-  private check(): void {
-    assertOpen(this.closed, `link ${this.description}`);
+  protected describe(): string {
+    return `link ${this.description}`;
   }
 }

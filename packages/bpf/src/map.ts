@@ -2,9 +2,8 @@
  *  kernel's right then, so a wrong struct fails at open, not at the first lookup. */
 import type { Codec } from './codec.js';
 import { type MapType, mapTypes, nameOf, perCpuMapTypes, type UpdateFlag, updateFlags } from './constants.js';
-import { assertOpen } from './errors.js';
 import { native, type NativeMap } from './native.js';
-import { Owner } from './owner.js';
+import { Handle, type Owner } from './owner.js';
 
 export interface MapCodecs<K, V> {
   key: Codec<K>;
@@ -54,24 +53,22 @@ function checkCount(n: number, what: string): void {
  * What maps share. `VIn` is what set() takes, `VOut` what get() returns: the value itself for ordinary maps,
  * one value per possible CPU for per-CPU maps.
  */
-export abstract class MapBase<K, VIn, VOut> implements Disposable {
+export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
   readonly name: string;
   readonly type: MapType | `unknown(${number})`;
   readonly keySize: number;
   readonly valueSize: number;
   readonly maxEntries: number;
-  protected readonly handle: NativeMap;
   protected readonly key: Codec<K>;
   protected readonly value: Codec<any>;
   /** Bytes of one value as the syscall moves it (all CPUs' slots for per-CPU maps). */
   protected readonly valueBufSize: number;
   private readonly keyBuf: Buffer;
   private readonly valBuf: Buffer;
-  private closed = false;
-  private readonly owner: Owner | undefined;
   private readonly id: number;
 
   protected constructor(handle: NativeMap, codecs: MapCodecs<K, any>, perCpu: boolean, owner?: Owner) {
+    super(handle);
     const info = handle.info();
     const type = nameOf(mapTypes, info.type);
     const isPerCpu = perCpuMapTypes.has(type as MapType);
@@ -88,7 +85,6 @@ export abstract class MapBase<K, VIn, VOut> implements Disposable {
     if (codecs.value.size !== info.valueSize) {
       fail(new TypeError(`map ${info.name}: value codec ${codecs.value.name} is ${codecs.value.size} bytes, the kernel's value is ${info.valueSize}`));
     }
-    this.handle = handle;
     this.name = info.name;
     this.type = type;
     this.keySize = info.keySize;
@@ -100,8 +96,7 @@ export abstract class MapBase<K, VIn, VOut> implements Disposable {
     this.valueBufSize = perCpu ? Math.ceil(info.valueSize / 8) * 8 * numPossibleCpus() : info.valueSize;
     this.keyBuf = Buffer.alloc(info.keySize);
     this.valBuf = Buffer.alloc(this.valueBufSize);
-    this.owner = owner;
-    owner?.adopt(this);
+    this.adoptBy(owner);
   }
 
   protected abstract encodeValue(v: VIn, buf: Buffer): void;
@@ -261,32 +256,11 @@ export abstract class MapBase<K, VIn, VOut> implements Disposable {
     this.handle.freeze();
   }
 
-  /** @internal the native handle, for attach and ring buffer calls. */
-  nativeHandle(): NativeMap {
-    this.check();
-    return this.handle;
+  protected describe(): string {
+    return `map ${this.name}`;
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.handle.close();
-    this.owner?.release(this);
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
-  }
-
-  protected check(): void {
-    assertOpen(this.closed, `map ${this.name}`);
-  }
-
-  toString(): string {
+  override toString(): string {
     return `${this.constructor.name}(${this.name}, ${this.type}, id ${this.id})`;
   }
 }

@@ -8,11 +8,11 @@ import {
   type ProgramType,
   programTypes,
 } from './constants.js';
-import { assertOpen, NotSupportedError } from './errors.js';
+import { NotSupportedError } from './errors.js';
 import { Link } from './link.js';
 import type { MapBase } from './map.js';
 import { native, type NativeProgram } from './native.js';
-import type { Owner } from './owner.js';
+import { Handle, type Owner } from './owner.js';
 import { features } from './probe.js';
 
 export interface TestRunOptions {
@@ -73,24 +73,22 @@ export interface CgroupAttachOptions {
 /** Minimum input per program type that the kernel's test runner accepts. */
 const minTestInput: Partial<Record<ProgramType, number>> = { sched_cls: 14, sched_act: 14, cgroup_skb: 14, xdp: 14 };
 
-export class Program implements Disposable {
+export class Program extends Handle<NativeProgram> {
   readonly name: string;
   readonly type: ProgramType | `unknown(${number})`;
   /** The attach type libbpf derived from the section name, when the program came from an object. */
   readonly attachType: AttachType | undefined;
-  private readonly handle: NativeProgram;
   private readonly owner: Owner | undefined;
-  private closed = false;
 
   /** @internal use BpfObject.program() or Program.openPinned(). */
   constructor(handle: NativeProgram, owner?: Owner) {
+    super(handle);
     const info = handle.info();
-    this.handle = handle;
     this.name = info.name;
     this.type = nameOf(programTypes, info.type);
     this.attachType = expectedAttachType(info.type, info.expectedAttachType);
     this.owner = owner;
-    owner?.adopt(this);
+    this.adoptBy(owner);
   }
 
   static openPinned(path: string): Program {
@@ -209,34 +207,12 @@ export class Program implements Disposable {
     this.handle.pin(path);
   }
 
-  /** @internal */
-  nativeHandle(): NativeProgram {
-    this.check();
-    return this.handle;
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  /** Closes this fd. Attachments keep the program alive in the kernel; they are closed with the object. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.handle.close();
-    this.owner?.release(this);
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
+  protected describe(): string {
+    return `program ${this.name}`;
   }
 
   private adoptLink(l: ReturnType<typeof native.attachTcx>): Link {
     return new Link(l, this.owner);
-  }
-
-  private check(): void {
-    assertOpen(this.closed, `program ${this.name}`);
   }
 }
 

@@ -1,10 +1,9 @@
 /** Ring buffer consumption wired into the event loop: records arrive in batches through a callback, read when
  *  libbpf's epoll fd is readable. Nothing blocks JS and nothing spins. */
 import type { Codec } from './codec.js';
-import { assertOpen } from './errors.js';
 import type { MapBase } from './map.js';
 import { native, type NativeRingBuffer } from './native.js';
-import type { Owner } from './owner.js';
+import { Handle, type Owner } from './owner.js';
 
 export interface RingBufferOptions {
   /** Most records per callback; default 4096. */
@@ -13,11 +12,8 @@ export interface RingBufferOptions {
   ref?: boolean;
 }
 
-export class RingBuffer<T = Buffer> implements Disposable {
+export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
   readonly name: string;
-  private readonly handle: NativeRingBuffer;
-  private readonly owner: Owner | undefined;
-  private closed = false;
 
   /** @internal use BpfObject.ringBuffer() or RingBuffer.open(). */
   constructor(
@@ -27,16 +23,10 @@ export class RingBuffer<T = Buffer> implements Disposable {
     opts: RingBufferOptions,
     owner?: Owner,
   ) {
-    if (map.type !== 'ringbuf') throw new TypeError(`map ${map.name} is ${map.type}, not a ringbuf`);
-    if (typeof onRecords !== 'function') throw new TypeError('onRecords must be a function');
-    const maxBatch = opts.maxBatch ?? 4096;
-    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1 << 20) throw new RangeError(`maxBatch must be in [1, 2^20], got ${maxBatch}`);
+    super(RingBuffer.openNative(map, onRecords, decode, opts));
     this.name = map.name;
-    const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    this.handle = new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch);
     if (opts.ref === false) this.handle.unref();
-    this.owner = owner;
-    owner?.adopt(this);
+    this.adoptBy(owner);
   }
 
   /**
@@ -58,9 +48,23 @@ export class RingBuffer<T = Buffer> implements Disposable {
     return new RingBuffer<T>(map, onRecords, decode, opts);
   }
 
+  private static openNative<T>(
+    map: MapBase<unknown, unknown, unknown>,
+    onRecords: (records: T[]) => void,
+    decode: ((b: Buffer) => T) | undefined,
+    opts: RingBufferOptions,
+  ): NativeRingBuffer {
+    if (map.type !== 'ringbuf') throw new TypeError(`map ${map.name} is ${map.type}, not a ringbuf`);
+    if (typeof onRecords !== 'function') throw new TypeError('onRecords must be a function');
+    const maxBatch = opts.maxBatch ?? 4096;
+    if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1 << 20) throw new RangeError(`maxBatch must be in [1, 2^20], got ${maxBatch}`);
+    const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch);
+  }
+
   /** Delivers what is in the ring now, synchronously; returns the number of records. */
   consume(): number {
-    assertOpen(this.closed, `ring buffer ${this.name}`);
+    this.check();
     return this.handle.consume();
   }
 
@@ -76,18 +80,7 @@ export class RingBuffer<T = Buffer> implements Disposable {
     this.handle.unref();
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.handle.close();
-    this.owner?.release(this);
-  }
-
-  [Symbol.dispose](): void {
-    this.close();
+  protected describe(): string {
+    return `ring buffer ${this.name}`;
   }
 }
