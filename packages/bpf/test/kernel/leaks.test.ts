@@ -1,6 +1,8 @@
 // Opening and closing 1,000 objects, maps, ring buffers and links leaves the fd count where it started.
 import { createCgroup, describePrivileged, fdCount, openFds, type Cgroup } from '@mesh/testkit';
+import { once } from 'node:events';
 import { setFlagsFromString } from 'node:v8';
+import { Worker } from 'node:worker_threads';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -45,6 +47,25 @@ describePrivileged('fd ownership', () => {
     for (let i = 0; i < 1000; i++) round();
     for (let i = 0; i < 100; i++) ringRound();
     expect({ fds: fdCount(), handles: liveHandles() }, JSON.stringify(openFds().slice(-5))).toEqual({ fds, handles });
+  });
+
+  it('a worker thread that exits with handles open releases them (environment cleanup hook)', async () => {
+    const fds = fdCount();
+    const entry = new URL('../../dist/index.js', import.meta.url).href;
+    const worker = new Worker(
+      `import(${JSON.stringify(entry)}).then(({ BpfMap, ObjectSpec, codec }) => {
+         const held = [ObjectSpec.embedded('tc_filter').load()];
+         for (let i = 0; i < 50; i++) held.push(BpfMap.create({ type: 'array', maxEntries: 1 }, { key: codec.u32, value: codec.u32 }));
+         globalThis.held = held;
+         require('node:worker_threads').parentPort.postMessage(held.length);
+       });`,
+      { eval: true },
+    );
+    const [n] = (await once(worker, 'message')) as [number];
+    expect(n).toBe(51);
+    expect(fdCount()).toBeGreaterThan(fds + 50);
+    await worker.terminate();
+    expect(fdCount()).toBe(fds);
   });
 
   it('handles dropped without close() are released by the garbage collector', async () => {
