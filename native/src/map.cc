@@ -26,6 +26,10 @@ Napi::Function MapHandle::Init(Napi::Env env) {
                          StaticMethod<&MapHandle::OpenById>("openById"),
                          InstanceMethod<&MapHandle::Info>("info"),
                          InstanceAccessor<&MapHandle::GetFd>("fd"),
+                         InstanceMethod<&MapHandle::BindScratch>("bindScratch"),
+                         InstanceMethod<&MapHandle::LookupScratch>("lookupScratch"),
+                         InstanceMethod<&MapHandle::UpdateScratch>("updateScratch"),
+                         InstanceMethod<&MapHandle::DeleteScratch>("deleteScratch"),
                          InstanceMethod<&MapHandle::Lookup>("lookup"),
                          InstanceMethod<&MapHandle::LookupAndDelete>("lookupAndDelete"),
                          InstanceMethod<&MapHandle::Update>("update"),
@@ -68,6 +72,10 @@ void MapHandle::Close() {
   if (fd_ >= 0) {
     close(fd_);
     fd_ = -1;
+    key_ = value_ = nullptr;
+    bound_ = false;
+    if (!scratch_key_.IsEmpty()) scratch_key_.Reset();
+    if (!scratch_value_.IsEmpty()) scratch_value_.Reset();
     Untrack(Env(), this);
   }
 }
@@ -136,6 +144,57 @@ Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
   o.Set("maxEntries", info_.max_entries);
   o.Set("flags", info_.map_flags);
   return o;
+}
+
+// bindScratch(key, value): the buffers the *Scratch calls read keys from and write values to. Sizes are
+// checked against the map's here, once; the references keep the buffers alive while bound.
+Napi::Value MapHandle::BindScratch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env);
+  auto key = ArgBuffer(info, 0, "key");
+  auto value = ArgBuffer(info, 1, "value");
+  if (key.Length() < info_.key_size || value.Length() < info_.value_size)
+    throw Napi::RangeError::New(env, "scratch buffers are smaller than the map's key or value");
+  scratch_key_ = Napi::Persistent(key);
+  scratch_value_ = Napi::Persistent(value);
+  key_ = key.Data();
+  value_ = value.Data();
+  bound_ = true;
+  return env.Undefined();
+}
+
+// lookupScratch() → true (value written to the bound value buffer) or false when the key is absent.
+Napi::Value MapHandle::LookupScratch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
+  if (bpf_map_lookup_elem(fd, key_, value_)) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_lookup", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+// updateScratch(flags): writes the bound key → the bound value.
+Napi::Value MapHandle::UpdateScratch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
+  uint64_t flags = info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0;
+  if (bpf_map_update_elem(fd, info_.key_size ? key_ : nullptr, value_, flags)) ThrowBpf(env, "map_update", name_, errno);
+  return env.Undefined();
+}
+
+// deleteScratch() → false when the bound key was absent.
+Napi::Value MapHandle::DeleteScratch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
+  if (bpf_map_delete_elem(fd, key_)) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_delete", name_, errno);
+  }
+  return Napi::Boolean::New(env, true);
 }
 
 // lookup(key, out, flags) → true, or false when the key is absent.

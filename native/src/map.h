@@ -29,6 +29,10 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
 
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value BindScratch(const Napi::CallbackInfo& info);
+  Napi::Value LookupScratch(const Napi::CallbackInfo& info);
+  Napi::Value UpdateScratch(const Napi::CallbackInfo& info);
+  Napi::Value DeleteScratch(const Napi::CallbackInfo& info);
   Napi::Value Lookup(const Napi::CallbackInfo& info);
   Napi::Value LookupAndDelete(const Napi::CallbackInfo& info);
   Napi::Value Update(const Napi::CallbackInfo& info);
@@ -44,6 +48,12 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   int fd_ = -1;
   std::string name_;
   struct bpf_map_info info_ = {};
+  // Key and value buffers bound once by the TS handle, so single-element calls cross N-API with no
+  // arguments to convert (the syscall is most of the cost; argument marshalling was a fifth of it).
+  Napi::Reference<Napi::Buffer<uint8_t>> scratch_key_, scratch_value_;
+  uint8_t* key_ = nullptr;
+  uint8_t* value_ = nullptr;
+  bool bound_ = false;
 };
 
 }  // namespace mesh

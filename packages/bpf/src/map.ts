@@ -96,11 +96,13 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     this.valueBufSize = perCpu ? Math.ceil(info.valueSize / 8) * 8 * numPossibleCpus() : info.valueSize;
     this.keyBuf = Buffer.alloc(info.keySize);
     this.valBuf = Buffer.alloc(this.valueBufSize);
+    handle.bindScratch(this.keyBuf, this.valBuf);
     this.adoptBy(owner);
   }
 
-  protected abstract encodeValue(v: VIn, buf: Buffer): void;
-  protected abstract decodeValue(buf: Buffer): VOut;
+  /** Encode/decode one value at `offset` (batches lay values side by side, valueBufSize apart). */
+  protected abstract encodeValue(v: VIn, buf: Buffer, offset: number): void;
+  protected abstract decodeValue(buf: Buffer, offset: number): VOut;
 
   /** The kernel's view of the map (type, sizes, id). */
   info(): MapInfo {
@@ -117,8 +119,8 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
   get(key: K): VOut | undefined {
     this.check();
     this.key.encode(key, this.keyBuf, 0);
-    if (!this.handle.lookup(this.keyBuf, this.valBuf, 0)) return undefined;
-    return this.decodeValue(this.valBuf);
+    if (!this.handle.lookupScratch()) return undefined;
+    return this.decodeValue(this.valBuf, 0);
   }
 
   has(key: K): boolean {
@@ -127,7 +129,7 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
 
   /** Writes key → value. `flag`: 'any' (default), 'noexist' (fails with EEXIST if present), 'exist'. */
   set(key: K, value: VIn, flag: UpdateFlag | number = 'any'): void {
-    this.write(key, flag, (buf) => this.encodeValue(value, buf));
+    this.write(key, flag, (buf) => this.encodeValue(value, buf, 0));
   }
 
   protected write(key: K, flag: UpdateFlag | number, fill: (valueBuf: Buffer) => void): void {
@@ -137,14 +139,14 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     // Slots and padding not written by fill() must not carry bytes of an earlier call.
     if (this.valueBufSize !== this.valueSize) this.valBuf.fill(0);
     fill(this.valBuf);
-    this.handle.update(this.keySize ? this.keyBuf : null, this.valBuf, f);
+    this.handle.updateScratch(f);
   }
 
   /** Removes key; false when it was absent. */
   delete(key: K): boolean {
     this.check();
     this.key.encode(key, this.keyBuf, 0);
-    return this.handle.delete(this.keyBuf);
+    return this.handle.deleteScratch();
   }
 
   /** Looks up and removes key in one step (hash maps since 5.14; queues and stacks take no key). */
@@ -152,7 +154,7 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     this.check();
     this.key.encode(key, this.keyBuf, 0);
     if (!this.handle.lookupAndDelete(this.keySize ? this.keyBuf : null, this.valBuf)) return undefined;
-    return this.decodeValue(this.valBuf);
+    return this.decodeValue(this.valBuf, 0);
   }
 
   /** Keys in the kernel's iteration order. Entries added or removed meanwhile may or may not be seen. */
@@ -201,7 +203,7 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
       for (let i = 0; i < count; i++) {
         out.push([
           this.key.decode(keys, i * this.keySize),
-          this.decodeValue(values.subarray(i * this.valueBufSize, (i + 1) * this.valueBufSize)),
+          this.decodeValue(values, i * this.valueBufSize),
         ]);
       }
       if (done) return out;
@@ -221,7 +223,7 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     const values = Buffer.alloc(list.length * this.valueBufSize);
     list.forEach(([k, v], i) => {
       this.key.encode(k, keys, i * this.keySize);
-      this.encodeValue(v, values.subarray(i * this.valueBufSize, (i + 1) * this.valueBufSize));
+      this.encodeValue(v, values, i * this.valueBufSize);
     });
     return this.handle.updateBatch(keys, values, list.length, f);
   }
@@ -287,12 +289,12 @@ export class BpfMap<K, V> extends MapBase<K, V, V> {
     return new BpfMap(native.MapHandle.openById(id), codecs);
   }
 
-  protected encodeValue(v: V, buf: Buffer): void {
-    this.value.encode(v, buf, 0);
+  protected encodeValue(v: V, buf: Buffer, offset: number): void {
+    this.value.encode(v, buf, offset);
   }
 
-  protected decodeValue(buf: Buffer): V {
-    return this.value.decode(buf, 0);
+  protected decodeValue(buf: Buffer, offset: number): V {
+    return this.value.decode(buf, offset);
   }
 }
 
@@ -330,14 +332,14 @@ export class PerCpuMap<K, V> extends MapBase<K, V, V[]> {
     return all?.reduce(add);
   }
 
-  protected encodeValue(v: V, buf: Buffer): void {
-    for (let i = 0; i < numPossibleCpus(); i++) this.value.encode(v, buf, i * this.slot);
+  protected encodeValue(v: V, buf: Buffer, offset: number): void {
+    for (let i = 0; i < numPossibleCpus(); i++) this.value.encode(v, buf, offset + i * this.slot);
   }
 
-  protected decodeValue(buf: Buffer): V[] {
+  protected decodeValue(buf: Buffer, offset: number): V[] {
     const n = numPossibleCpus();
     const out = new Array<V>(n);
-    for (let i = 0; i < n; i++) out[i] = this.value.decode(buf, i * this.slot);
+    for (let i = 0; i < n; i++) out[i] = this.value.decode(buf, offset + i * this.slot);
     return out;
   }
 }

@@ -19,6 +19,11 @@ export interface NativeMapInfo {
 export interface NativeMap {
   readonly fd: number;
   info(): NativeMapInfo;
+  /** Binds the buffers the *Scratch calls use: single-element calls then carry no arguments. */
+  bindScratch(key: Buffer, value: Buffer): void;
+  lookupScratch(): boolean;
+  updateScratch(flags: number): void;
+  deleteScratch(): boolean;
   lookup(key: Buffer, out: Buffer, flags: number): boolean;
   lookupAndDelete(key: Buffer | null, out: Buffer): boolean;
   update(key: Buffer | null, value: Buffer, flags: number): void;
