@@ -23,4 +23,4 @@ log "generated names"
 node scripts/gen-objects.mjs
 
 log "typescript"
-npx --no-install tsc -b packages/bpf
+npx --no-install tsc -b packages/bpf packages/split

@@ -2,7 +2,8 @@
 // that kernel's verifier, the probes report what 6.1 lacks (TCX, sockmap links), and attachment falls back
 // to clsact and BPF_PROG_ATTACH there.
 import { describePrivileged, run } from '@mesh/testkit';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
@@ -12,20 +13,29 @@ const guest = fileURLToPath(new URL('../../../../../shared/tools/guest-kernel', 
 describePrivileged('on a second kernel (6.1 guest)', () => {
   it('loads every object, probes 6.1 features and attaches through the fallbacks', async () => {
     expect(existsSync(guest), `${guest} (PLATFORM.md: the qemu route to a second kernel)`).toBe(true);
-    // Module autoloading does not reach the guest's modules: load the tc ones by hand.
-    const r = await run(
-      guest,
-      ['--', '/bin/sh', '-c', 'modprobe sch_ingress; modprobe cls_bpf; exec node packages/bpf/test/fixtures/second-kernel.mjs'],
-      { cwd: repo, timeoutMs: 240_000 },
-    );
-    const line = r.stdout.split('\n').find((l) => l.startsWith('{"kernel"'));
-    expect(line, `${r.stdout}\n${r.stderr}`).toBeDefined();
-    const out = JSON.parse(line!);
-    expect(out.kernel).toMatch(/^6\.1\./);
-    expect(out.attach).toEqual({ tcx: false, sockmapLink: false, cgroupLink: true, stats: true });
-    expect(out.loaded).toEqual({ skb_guard: 2, sock_redirect: 8, sock_track: 3, tc_filter: 1 });
-    expect(out.retval).toBe(0);
-    expect(out.tcLinkKind).toBe('tc');
-    expect(out.sockmapLinkKind).toBe('attach');
+    // The result comes back through a file in the shared repository directory (the guest's only writable share).
+    const dir = mkdtempSync(join(repo, 'build', 'guest-'));
+    const result = join(dir, 'result.json');
+    try {
+      // Module autoloading does not reach the guest's modules: load the tc ones by hand.
+      const r = await run(
+        guest,
+        ['--', '/bin/sh', '-c', `modprobe sch_ingress; modprobe cls_bpf; exec node packages/bpf/test/fixtures/second-kernel.mjs ${result}`],
+        { cwd: repo, timeoutMs: 240_000 },
+      );
+      expect(existsSync(result), `${r.stdout}\n${r.stderr}`).toBe(true);
+      check(JSON.parse(readFileSync(result, 'utf8')));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 300_000);
 });
+
+function check(out: Record<string, unknown>): void {
+  expect(out.kernel).toMatch(/^6\.1\./);
+  expect(out.attach).toEqual({ tcx: false, sockmapLink: false, cgroupLink: true, stats: true });
+  expect(out.loaded).toEqual({ skb_guard: 2, sock_redirect: 8, sock_track: 3, split: 8, tc_filter: 1 });
+  expect(out.retval).toBe(0);
+  expect(out.tcLinkKind).toBe('tc');
+  expect(out.sockmapLinkKind).toBe('attach');
+}

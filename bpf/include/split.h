@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Maps of the split programs (bpf/split/split.bpf.c), shared with @mesh/split's codecs.
+ * Fixed-width types, explicit padding, sizes asserted below.
+ *
+ * A service address (VIP, port, protocol) maps to a svc_value: which table version is live and, per backend
+ * (an HTTPRoute backendRef), its cumulative weight and endpoint count. Endpoints live in their own map keyed
+ * by (service id, version, backend, index). A connect() picks a backend by weight, then an endpoint uniformly.
+ */
+#ifndef MESH_BPF_SPLIT_H
+#define MESH_BPF_SPLIT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define SPLIT_MAX_BACKENDS 16
+
+/* addr: network order; IPv4 in addr[0], the rest zero. port: network order. */
+struct svc_key {
+	__u32 addr[4];
+	__u16 port;
+	__u8 proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 family; /* AF_INET / AF_INET6 */
+}; /* 20 bytes */
+
+struct svc_value {
+	__u32 id;           /* stable per service address */
+	__u32 version;      /* endpoint table in use */
+	__u32 nbackends;    /* ≤ SPLIT_MAX_BACKENDS */
+	__u32 total_weight; /* cum_weight[nbackends - 1]; 0: no backend can take traffic */
+	/* Running sums of weights. A backend with no endpoint keeps its weight: connections that pick it are
+	 * refused, as the Gateway API asks for the share of a backend that cannot serve. */
+	__u32 cum_weight[SPLIT_MAX_BACKENDS];
+	__u32 nendpoints[SPLIT_MAX_BACKENDS];
+}; /* 144 bytes */
+
+struct ep_key {
+	__u32 svc_id;
+	__u32 version;
+	__u16 backend;
+	__u16 index;
+}; /* 12 bytes */
+
+struct ep_value {
+	__u32 addr[4]; /* network order; IPv4 in addr[0] */
+	__u16 port;    /* network order */
+	__u8 family;
+	__u8 pad;
+}; /* 20 bytes */
+
+/* Per socket (sk_storage): the address the application dialled, for getpeername and connected recvmsg. */
+struct sock_orig {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 valid;
+}; /* 20 bytes */
+
+/* Unconnected UDP: which service address a backend's reply must appear to come from. */
+struct revnat_key {
+	__u64 cookie;
+	__u32 addr[4];
+	__u16 port;
+	__u16 pad1;
+	__u32 pad2;
+}; /* 32 bytes */
+
+enum split_counter {
+	SPLIT_CONNECT_REWRITE,
+	SPLIT_CONNECT_NO_BACKEND, /* a service with all weights 0 or no endpoints: connect() refused */
+	SPLIT_SENDMSG_REWRITE,
+	SPLIT_SENDMSG_NO_BACKEND,
+	SPLIT_RECVMSG_REWRITE,
+	SPLIT_GETPEERNAME_REWRITE,
+	SPLIT_TABLE_RETRY, /* an endpoint slot vanished under a table swap and the service was read again */
+	SPLIT_COUNTER_MAX,
+};
+
+#ifdef __cplusplus
+#define SPLIT_SIZE_CHECK(type, size) static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
+#else
+#define SPLIT_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
+#endif
+SPLIT_SIZE_CHECK(svc_key, 20);
+SPLIT_SIZE_CHECK(svc_value, 144);
+SPLIT_SIZE_CHECK(ep_key, 12);
+SPLIT_SIZE_CHECK(ep_value, 20);
+SPLIT_SIZE_CHECK(sock_orig, 20);
+SPLIT_SIZE_CHECK(revnat_key, 32);
+
+#endif /* MESH_BPF_SPLIT_H */

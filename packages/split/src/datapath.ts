@@ -1,0 +1,115 @@
+/** The split datapath: the embedded split programs loaded and attached to a cgroup v2 subtree, and the
+ *  snapshots applied to their maps. */
+import { join } from 'node:path';
+
+import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap } from '@mesh/bpf';
+
+import { compile, type RouteStatus } from './compile.js';
+import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type EpKey, type EpValue, type SvcKey, type SvcValue } from './maps.js';
+import type { Snapshot } from './model.js';
+import { type ApplyStats, ServiceTable } from './table.js';
+
+const names = embedded.split;
+
+export interface SplitOptions {
+  /** Capacity of the service table (service addresses); default 16,384. */
+  maxServices?: number;
+  /** Capacity of the endpoint table; during a swap a service's old and new endpoints coexist, so leave room. */
+  maxEndpoints?: number;
+  /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
+  pinDir?: string;
+}
+
+export interface ApplyResult {
+  stats: ApplyStats;
+  routes: RouteStatus[];
+  services: number;
+}
+
+export class SplitDatapath implements Disposable {
+  private readonly obj: BpfObject;
+  private readonly table: ServiceTable;
+  readonly servicesMap: BpfMap<SvcKey, SvcValue>;
+  readonly endpointsMap: BpfMap<EpKey, EpValue>;
+  private readonly countersMap: PerCpuMap<number, bigint>;
+  private readonly links: Link[] = [];
+
+  private constructor(obj: BpfObject) {
+    this.obj = obj;
+    this.servicesMap = obj.map(names.maps.split_services, { key: svcKey, value: svcValue });
+    this.endpointsMap = obj.map(names.maps.split_endpoints, { key: epKey, value: epValue });
+    this.countersMap = obj.perCpuMap(names.maps.split_counters, { key: c.u32, value: c.u64 });
+    this.table = new ServiceTable(this.servicesMap, this.endpointsMap);
+    this.table.adopt();
+  }
+
+  static load(opts: SplitOptions = {}): SplitDatapath {
+    const spec = ObjectSpec.embedded(names.name);
+    try {
+      if (opts.maxServices !== undefined) spec.setMaxEntries(names.maps.split_services, opts.maxServices);
+      if (opts.maxEndpoints !== undefined) spec.setMaxEntries(names.maps.split_endpoints, opts.maxEndpoints);
+      if (opts.pinDir !== undefined) {
+        for (const m of [names.maps.split_services, names.maps.split_endpoints, names.maps.split_revnat, names.maps.split_counters]) {
+          spec.setPinPath(m, join(opts.pinDir, m));
+        }
+      }
+    } catch (err) {
+      spec.close();
+      throw err;
+    }
+    return new SplitDatapath(spec.load());
+  }
+
+  /** Attaches every split hook (connect, sendmsg, recvmsg, getpeername; IPv4 and IPv6) to a cgroup v2 directory:
+   *  sockets of processes in that subtree are served. */
+  attach(cgroupPath: string): Link[] {
+    const made: Link[] = [];
+    try {
+      for (const p of Object.values(names.programs)) made.push(this.obj.program(p).attachCgroup(cgroupPath));
+    } catch (err) {
+      made.forEach((l) => l.close());
+      throw err;
+    }
+    this.links.push(...made);
+    return made;
+  }
+
+  /**
+   * Validates and compiles the snapshot, then writes the difference. A snapshot that fails validation throws
+   * SnapshotError before any map is touched, so the previous one stays in force.
+   */
+  apply(snapshot: Snapshot): ApplyResult {
+    const compiled = compile(snapshot);
+    const stats = this.table.apply(compiled.services);
+    return { stats, routes: compiled.routes, services: this.table.size };
+  }
+
+  /** What the programs counted, summed over CPUs. */
+  counters(): Record<CounterName, bigint> {
+    const out = {} as Record<CounterName, bigint>;
+    counterNames.forEach((n, i) => {
+      out[n] = (this.countersMap.get(i) ?? []).reduce((a, b) => a + b, 0n);
+    });
+    return out;
+  }
+
+  /** Entries in use and capacity of the service and endpoint tables (map pressure). */
+  fill(): { services: { used: number; max: number }; endpoints: { used: number; max: number } } {
+    let endpoints = 0;
+    for (const _ of this.endpointsMap.keys()) endpoints++;
+    return {
+      services: { used: this.table.size, max: this.servicesMap.maxEntries },
+      endpoints: { used: endpoints, max: this.endpointsMap.maxEntries },
+    };
+  }
+
+  /** Detaches (unless links were pinned) and closes everything. */
+  close(): void {
+    this.links.length = 0;
+    this.obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

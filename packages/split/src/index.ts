@@ -1,0 +1,10 @@
+export { compile } from './compile.js';
+export type { Compiled, CompiledService, CompiledBackend, Endpoint, Condition, RouteStatus, RouteParentStatus } from './compile.js';
+export { SplitDatapath } from './datapath.js';
+export type { SplitOptions, ApplyResult } from './datapath.js';
+export { validateSnapshot, SnapshotError, serviceIPs, namespaceOf, SERVICE_NAME_LABEL, MAX_WEIGHT, MAX_BACKEND_REFS } from './model.js';
+export type { Snapshot, Service, ServicePort, EndpointSlice, HTTPRoute, ParentRef, BackendRef, ObjectMeta, Protocol } from './model.js';
+export { ServiceTable } from './table.js';
+export type { ApplyStats } from './table.js';
+export { counterNames } from './maps.js';
+export type { CounterName } from './maps.js';

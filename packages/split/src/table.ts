@@ -1,0 +1,169 @@
+/**
+ * Writes compiled services into the split maps as a difference against what is installed.
+ *
+ * No connect() ever sees a service without backends or a mix of two tables: a service's endpoints live under
+ * (service id, version); a changed endpoint set is written under a new version first, then the service entry
+ * (one atomic map update) switches to it, then the old version's slots are deleted. A program that read the
+ * old version just before the switch and finds its slot gone reads the service again (SPLIT_TABLE_RETRY).
+ * A weight change alone rewrites only the service entry.
+ */
+import type { BpfMap } from '@mesh/bpf';
+
+import type { CompiledBackend, CompiledService } from './compile.js';
+import { addr16, AF_INET, AF_INET6, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, type SvcKey, type SvcValue } from './maps.js';
+
+export interface ApplyStats {
+  /** Map element writes and deletes this apply made, per map. */
+  serviceWrites: number;
+  serviceDeletes: number;
+  endpointWrites: number;
+  endpointDeletes: number;
+}
+
+interface Installed {
+  key: SvcKey;
+  value: SvcValue;
+  /** Endpoint lists per backend, as written under value.version. */
+  endpoints: { addr: string; port: number }[][];
+}
+
+const BATCH = 4096;
+
+export class ServiceTable {
+  private readonly installed = new Map<string, Installed>();
+  private nextId = 1;
+
+  constructor(
+    private readonly services: BpfMap<SvcKey, SvcValue>,
+    private readonly endpoints: BpfMap<EpKey, EpValue>,
+  ) {}
+
+  /** Rebuilds what is installed from the maps themselves (a restarted agent adopting pinned maps). */
+  adopt(): number {
+    this.installed.clear();
+    for (const [key, value] of this.services.getBatch()) {
+      const family = key.family;
+      const endpoints: Installed['endpoints'] = [];
+      for (let b = 0; b < value.nbackends; b++) {
+        const list: { addr: string; port: number }[] = [];
+        for (let i = 0; i < value.nendpoints[b]!; i++) {
+          const ep = this.endpoints.get({ svcId: value.id, version: value.version, backend: b, index: i });
+          if (ep) list.push({ addr: fromAddr16(ep.addr, family), port: ep.port });
+        }
+        endpoints.push(list);
+      }
+      const proto = key.proto === IPPROTO.UDP ? 'UDP' : 'TCP';
+      this.installed.set(`${fromAddr16(key.addr, family)}|${key.port}|${proto}`, { key, value, endpoints });
+      this.nextId = Math.max(this.nextId, value.id + 1);
+    }
+    return this.installed.size;
+  }
+
+  get size(): number {
+    return this.installed.size;
+  }
+
+  /** Installs `desired` (the whole set of services) and removes what is no longer in it. */
+  apply(desired: CompiledService[]): ApplyStats {
+    const stats: ApplyStats = { serviceWrites: 0, serviceDeletes: 0, endpointWrites: 0, endpointDeletes: 0 };
+    const epWrites: [EpKey, EpValue][] = [];
+    const svcWrites: [string, Installed][] = [];
+    const epDeletes: EpKey[] = [];
+    const wanted = new Set<string>();
+
+    for (const d of desired) {
+      wanted.add(d.key);
+      if (d.backends.length > MAX_BACKENDS) throw new RangeError(`${d.service}: ${d.backends.length} backends, at most ${MAX_BACKENDS}`);
+      const old = this.installed.get(d.key);
+      const lists = d.backends.map((b) => b.endpoints);
+      const sameEndpoints = old !== undefined && sameLists(old.endpoints, lists);
+      const id = old?.value.id ?? this.nextId++;
+      const version = sameEndpoints ? old.value.version : (old?.value.version ?? 0) + 1;
+      const value = svcValueOf(id, version, d.backends);
+      if (!sameEndpoints) {
+        lists.forEach((list, b) =>
+          list.forEach((ep, index) => epWrites.push([{ svcId: id, version, backend: b, index }, epValueOf(ep.addr, ep.port)])),
+        );
+        if (old) epDeletes.push(...slotsOf(old));
+      }
+      // A new version always changes the value, so this also covers every endpoint change.
+      if (!old || !sameValue(old.value, value)) {
+        svcWrites.push([d.key, { key: old?.key ?? svcKeyOf(d), value, endpoints: lists }]);
+      }
+    }
+    const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
+
+    // 1. New endpoint slots (invisible until a service entry points at their version).
+    stats.endpointWrites = writeBatches(this.endpoints, epWrites);
+    // 2. Service entries switch to them, one atomic update each.
+    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]));
+    for (const [k, i] of svcWrites) this.installed.set(k, i);
+    // 3. Removed services disappear, then every slot no entry points at any more.
+    for (const [k, i] of removed) {
+      if (this.services.delete(i.key)) stats.serviceDeletes++;
+      epDeletes.push(...slotsOf(i));
+      this.installed.delete(k);
+    }
+    stats.endpointDeletes = deleteBatches(this.endpoints, epDeletes);
+    return stats;
+  }
+}
+
+function slotsOf(i: Installed): EpKey[] {
+  const out: EpKey[] = [];
+  i.endpoints.forEach((list, b) => list.forEach((_, index) => out.push({ svcId: i.value.id, version: i.value.version, backend: b, index })));
+  return out;
+}
+
+function svcKeyOf(d: CompiledService): SvcKey {
+  return { addr: addr16(d.addr), port: d.port, proto: IPPROTO[d.proto], family: d.family === 4 ? AF_INET : AF_INET6 };
+}
+
+function epValueOf(addr: string, port: number): EpValue {
+  return { addr: addr16(addr), port, family: familyOf(addr) };
+}
+
+function svcValueOf(id: number, version: number, backends: CompiledBackend[]): SvcValue {
+  const cumWeight = new Array<number>(MAX_BACKENDS).fill(0);
+  const nendpoints = new Array<number>(MAX_BACKENDS).fill(0);
+  let sum = 0;
+  backends.forEach((b, i) => {
+    sum += b.weight;
+    cumWeight[i] = sum;
+    nendpoints[i] = b.endpoints.length;
+  });
+  return { id, version, nbackends: backends.length, totalWeight: sum, cumWeight, nendpoints };
+}
+
+function sameLists(a: { addr: string; port: number }[][], b: { addr: string; port: number }[][]): boolean {
+  return a.length === b.length && a.every((la, i) => {
+    const lb = b[i]!;
+    return la.length === lb.length && la.every((e, j) => e.addr === lb[j]!.addr && e.port === lb[j]!.port);
+  });
+}
+
+function sameValue(a: SvcValue, b: SvcValue): boolean {
+  return a.id === b.id && a.version === b.version && a.nbackends === b.nbackends && a.totalWeight === b.totalWeight &&
+    a.cumWeight.every((x, i) => x === b.cumWeight[i]) && a.nendpoints.every((x, i) => x === b.nendpoints[i]);
+}
+
+function writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][]): number {
+  let n = 0;
+  for (let i = 0; i < entries.length; i += BATCH) n += map.setBatch(entries.slice(i, i + BATCH));
+  return n;
+}
+
+function deleteBatches<K>(map: BpfMap<K, unknown>, keys: K[]): number {
+  let n = 0;
+  for (let i = 0; i < keys.length; i += BATCH) {
+    const chunk = keys.slice(i, i + BATCH);
+    try {
+      n += map.deleteBatch(chunk);
+    } catch (err) {
+      // A slot already gone (ENOENT) stops the batch; delete the rest one by one.
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+      for (const k of chunk) if (map.delete(k)) n++;
+    }
+  }
+  return n;
+}
