@@ -2,7 +2,7 @@
 import { createCgroup, describePrivileged, type Cgroup } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { SplitDatapath } from '../../src/index.js';
+import { SnapshotError, SplitDatapath } from '../../src/index.js';
 import { dialScript, namedServer, route, service, slice, snapshot, threeSigma, type NamedServer } from '../support.js';
 
 const VIP = '127.0.0.100';
@@ -76,5 +76,22 @@ describePrivileged('weighted split per connection', () => {
     expect(r.errors).toEqual({ EPERM: 20 });
     expect(v1.accepted + v2.accepted).toBe(before);
     expect(dp.counters().connect_no_backend).toBeGreaterThanOrEqual(20n);
+  });
+
+  it('an invalid snapshot is rejected whole: maps untouched, traffic keeps following the previous one', async () => {
+    dp.apply(topology(90, 10));
+    const before = { services: dp.servicesMap.getBatch(), endpoints: dp.endpointsMap.getBatch() };
+    for (const bad of [
+      topology(-1, 10),
+      topology(2.5, 10),
+      // A VIP collision: a new Service claims the address of reviews.
+      { ...topology(50, 50), services: [...topology(50, 50).services, service('imposter', VIP, 80)] },
+    ]) {
+      expect(() => dp.apply(bad)).toThrow(SnapshotError);
+    }
+    expect({ services: dp.servicesMap.getBatch(), endpoints: dp.endpointsMap.getBatch() }).toEqual(before);
+    const n = 2000;
+    const r = await dial(n);
+    expect(Math.abs((r.byName.v1 ?? 0) - 0.9 * n)).toBeLessThanOrEqual(threeSigma(n, 0.9));
   });
 });
