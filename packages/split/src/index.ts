@@ -8,3 +8,4 @@ export { ServiceTable } from './table.js';
 export type { ApplyStats } from './table.js';
 export { counterNames } from './maps.js';
 export type { CounterName } from './maps.js';
+export { syntheticSnapshot } from './synthetic.js';

@@ -86,21 +86,5 @@ export function threeSigma(n: number, p: number): number {
   return 3 * Math.sqrt(n * p * (1 - p));
 }
 
-/**
- * `n` routed services, each split 90/10 over two backend Services of `perBackend` endpoints (3n Services in
- * all). Addresses in 127.0.0.0/8: VIPs never leave the machine, endpoints are never dialled.
- */
-export function bigSnapshot(n: number, perBackend: number): Snapshot {
-  const ip = (i: number, base: number) => `127.${base + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`;
-  const s: Snapshot = { services: [], endpointSlices: [], httpRoutes: [] };
-  for (let i = 0; i < n; i++) {
-    const name = `svc-${i}`;
-    s.services.push(service(name, ip(i, 10), 80));
-    for (const [v, vipBase, epBase] of [['a', 20, 40], ['b', 30, 60]] as const) {
-      s.services.push(service(`${name}-${v}`, ip(i, vipBase), 80));
-      s.endpointSlices.push(slice(`${name}-${v}`, Array.from({ length: perBackend }, (_, j) => ip(i * perBackend + j, epBase)), 8080));
-    }
-    s.httpRoutes.push(route(name, name, 80, [[`${name}-a`, 90], [`${name}-b`, 10]]));
-  }
-  return s;
-}
+
+export { syntheticSnapshot as bigSnapshot } from '../src/index.js';

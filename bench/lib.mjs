@@ -1,0 +1,77 @@
+// What every benchmark shares: the machine/kernel/commit header of a result file, medians, building a C
+// helper, and cleanup of what a run started (also when it is interrupted).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export const round = (x, digits = 3) => Number(x.toFixed(digits));
+
+function git(...args) {
+  return execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim();
+}
+
+/** machine, kernel, node, commit and date, for the head of a result file. */
+export function header(bench, loadBefore) {
+  return {
+    bench,
+    machine: {
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: availableParallelism(),
+      memoryBytes: totalmem(),
+      // A 1-minute load near the core count means other work shared the machine: noisy figures.
+      loadavg1m: { before: round(loadBefore, 2), after: round(loadavg()[0], 2) },
+    },
+    kernel: release(),
+    node: process.version,
+    commit: { sha: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain') !== '' },
+    date: new Date().toISOString(),
+  };
+}
+
+export function writeResult(name, result) {
+  const file = join(root, 'bench/results', `${name}.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  return file;
+}
+
+/** Compiles bench/<src> into build/bench/<name>. */
+export function buildC(src, name, libs = []) {
+  const out = join(root, 'build/bench', name);
+  mkdirSync(dirname(out), { recursive: true });
+  const r = spawnSync('cc', ['-O2', '-Wall', '-Wextra', '-o', out, join(root, 'bench', src), ...libs], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cc ${src} failed (run scripts/setup.sh first):\n${r.stderr ?? r.error}`);
+  return out;
+}
+
+const cleanups = [];
+/** Runs fn at exit, on SIGINT/SIGTERM, or when the bench throws; last registered runs first. */
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+export function cleanup() {
+  while (cleanups.length) {
+    try {
+      cleanups.pop()();
+    } catch (err) {
+      console.error(`cleanup: ${err.message}`);
+    }
+  }
+}
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    cleanup();
+    process.exit(130);
+  });
+}
+process.on('exit', cleanup);

@@ -1,0 +1,118 @@
+// bench:split: the cost of connect()+close() on loopback with the split programs attached vs without, at 10
+// and at 10,000 services, side by side in one run (arms interleaved per repetition); and how long applying a
+// 10,000-service / 100,000-endpoint snapshot and a one-weight change takes. Writes bench/results/split.json.
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
+
+import { buildC, cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
+
+const params = { connections: 20_000, reps: 5, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80 };
+const loadBefore = loadavg()[0];
+const connloop = buildC('split/connloop.c', 'connloop');
+
+// A scratch cgroup v2 directory; the dialler moves itself in before it execs (never this process).
+const cgroupRoot = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+if (!cgroupRoot) throw new Error('no cgroup2 mount');
+function cgroup(name) {
+  const path = join(cgroupRoot, `mesh-bench-${name}-${process.pid}`);
+  mkdirSync(path);
+  onCleanup(() => rmdirSync(path));
+  return path;
+}
+
+function dial(cg, host, port) {
+  const r = spawnSync('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'dial', cg, connloop, 'dial', host, String(port), String(params.connections)], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`connloop dial failed: ${r.stderr}`);
+  const out = JSON.parse(r.stdout);
+  if (out.failed) throw new Error(`${out.failed} of ${out.n} connects to ${host}:${port} failed`);
+  return out.ns_per_conn;
+}
+
+const server = spawn(connloop, ['serve', params.serverHost], { stdio: ['ignore', 'pipe', 'inherit'] });
+onCleanup(() => server.kill('SIGKILL'));
+const [portLine] = await once(server.stdout, 'data');
+const serverPort = Number(String(portLine).trim());
+
+const plainCg = cgroup('plain');
+const meshCg = cgroup('mesh');
+const dp = SplitDatapath.load({ maxServices: 16_384, maxEndpoints: 262_144 });
+onCleanup(() => dp.close());
+dp.attach(meshCg);
+
+/** The benched service plus synthetic ones up to `total` services. */
+function snapshotWith(total) {
+  const s = syntheticSnapshot(Math.floor((total - 1) / 3), 10);
+  s.services.push({ kind: 'Service', metadata: { name: 'bench' }, spec: { clusterIP: params.vip, ports: [{ port: params.vipPort }] } });
+  s.endpointSlices.push({
+    kind: 'EndpointSlice',
+    metadata: { name: 'bench-1', labels: { 'kubernetes.io/service-name': 'bench' } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [params.serverHost] }],
+    ports: [{ port: serverPort }],
+  });
+  return s;
+}
+
+const raw = {};
+const scenarios = { 10: snapshotWith(10), 10000: snapshotWith(10_000) };
+for (const [n, snap] of Object.entries(scenarios)) {
+  const res = dp.apply(snap);
+  if (res.services !== Number(n)) throw new Error(`expected ${n} services, the table has ${res.services}`);
+  dial(meshCg, params.vip, params.vipPort); // warm-up
+  dial(plainCg, params.serverHost, serverPort);
+  raw[n] = { without: [], with: [] };
+  for (let i = 0; i < params.reps; i++) {
+    raw[n].without.push(dial(plainCg, params.serverHost, serverPort));
+    raw[n].with.push(dial(meshCg, params.vip, params.vipPort));
+  }
+}
+
+// Applying: a fresh table with the 10,000-service / 100,000-endpoint snapshot, then one weight change.
+dp.apply({ services: [], endpointSlices: [], httpRoutes: [] });
+const big = syntheticSnapshot(3_334, 15);
+let t = performance.now();
+const full = dp.apply(big);
+const applyFullMs = performance.now() - t;
+big.httpRoutes[42].spec.rules[0].backendRefs[1].weight = 25;
+t = performance.now();
+const one = dp.apply(big);
+const applyOneMs = performance.now() - t;
+
+const medians = Object.fromEntries(Object.entries(raw).map(([n, r]) => [n, { without_ns: round(median(r.without), 1), with_ns: round(median(r.with), 1) }]));
+const result = {
+  ...header('split', loadBefore),
+  params,
+  units: 'ns per connect()+close() of one TCP connection on loopback, measured by a C client (bench/split/connloop.c)',
+  raw,
+  medians,
+  apply: {
+    services: big.services.length,
+    endpoints: big.endpointSlices.reduce((a, s) => a + s.endpoints.length, 0),
+    full_ms: round(applyFullMs, 1),
+    full_stats: full.stats,
+    one_weight_ms: round(applyOneMs, 2),
+    one_weight_stats: one.stats,
+  },
+  ratios: {
+    connect_cost_10: round(medians[10].with_ns / medians[10].without_ns),
+    connect_cost_10000: round(medians[10000].with_ns / medians[10000].without_ns),
+  },
+};
+const file = writeResult('split', result);
+cleanup();
+
+console.log(`connect()+close() on loopback, median of ${params.reps} × ${params.connections} connections`);
+for (const [n, m] of Object.entries(medians)) {
+  console.log(`  ${n.padStart(6)} services: without ${m.without_ns} ns, with split ${m.with_ns} ns  → ×${result.ratios[`connect_cost_${n}`]}`);
+}
+console.log(`apply ${result.apply.services} services / ${result.apply.endpoints} endpoints: ${result.apply.full_ms} ms; one weight change: ${result.apply.one_weight_ms} ms (${JSON.stringify(one.stats)})`);
+console.log(`wrote ${file}`);
