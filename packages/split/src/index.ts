@@ -9,3 +9,5 @@ export type { ApplyStats } from './table.js';
 export { counterNames } from './maps.js';
 export type { CounterName } from './maps.js';
 export { syntheticSnapshot } from './synthetic.js';
+export { endpointSlicesFor } from './workloads.js';
+export type { WorkloadEndpoints } from './workloads.js';
