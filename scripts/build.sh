@@ -16,7 +16,9 @@ log "native: addon (cmake-js)"
 # @mesh/bpf ships the addon and the compiled objects in prebuilds/.
 PREBUILDS=packages/bpf/prebuilds
 mkdir -p "$PREBUILDS/linux-x64" "$PREBUILDS/bpf"
-cp native/build/Release/mesh_bpf.node "$PREBUILDS/linux-x64/mesh_bpf.node"
+# Copy, then rename over: rewriting the file in place crashes every process that has the addon loaded (SIGSEGV).
+cp native/build/Release/mesh_bpf.node "$PREBUILDS/linux-x64/mesh_bpf.node.tmp"
+mv -f "$PREBUILDS/linux-x64/mesh_bpf.node.tmp" "$PREBUILDS/linux-x64/mesh_bpf.node"
 cp build/bpf/*.bpf.o "$PREBUILDS/bpf/"
 
 log "generated names"

@@ -207,12 +207,14 @@ Napi::Value LinkHandle::Update(const Napi::CallbackInfo& info) {
       int err;
       const bool sockmap = s_.attach_type == BPF_SK_MSG_VERDICT || s_.attach_type == BPF_SK_SKB_STREAM_PARSER ||
                            s_.attach_type == BPF_SK_SKB_STREAM_VERDICT || s_.attach_type == BPF_SK_SKB_VERDICT;
-      if (sockmap) {
-        // A sockmap holds one program per attach type: attaching another replaces it.
-        err = bpf_prog_attach(new_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type, 0);
-      } else {
+      if (!sockmap && (s_.attach_flags & BPF_F_ALLOW_MULTI)) {
+        // Among several programs on the cgroup, replace exactly ours.
         LIBBPF_OPTS(bpf_prog_attach_opts, opts, .flags = BPF_F_ALLOW_MULTI | BPF_F_REPLACE, .replace_prog_fd = s_.prog_fd);
         err = bpf_prog_attach_opts(new_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type, &opts);
+      } else {
+        // One program per hook (a sockmap, or a cgroup attachment without ALLOW_MULTI): attaching another with
+        // the same flags replaces it in place.
+        err = bpf_prog_attach(new_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type, s_.attach_flags);
       }
       if (err) ThrowBpf(env, "link_update", s_.description, errno);
       close(s_.prog_fd);
@@ -291,6 +293,7 @@ static Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
     if (bpf_prog_attach(p->Fd(env), cg.fd, (enum bpf_attach_type)type, (unsigned)legacy_flags))
       ThrowBpf(env, "link_attach_cgroup", init.description, errno);
     init.kind = LinkKind::kAttach;
+    init.attach_flags = (uint32_t)legacy_flags;
     init.prog_fd = Dup(env, p->Fd(env), "link_attach_cgroup");
     init.target_fd = cg.release();
   }

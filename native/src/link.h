@@ -22,6 +22,7 @@ struct LinkInit {
   int prog_fd = -1;    // kAttach: owned duplicate, for detach
   int target_fd = -1;  // kAttach: owned (cgroup dir or map)
   uint32_t attach_type = 0;
+  uint32_t attach_flags = 0;  // kAttach: the BPF_PROG_ATTACH flags, which a replacement must repeat
   // kTc
   int ifindex = 0;
   int attach_point = 0;  // BPF_TC_INGRESS / BPF_TC_EGRESS

@@ -34,7 +34,9 @@ export class BpfError extends Error {
   ) {
     const hint = privilegeHints[code];
     let message = `${op} ${subject}: ${description.toLowerCase()} (${code})`;
-    if (hint && !(code === 'EACCES' && !op.endsWith('_load'))) message += `: ${hint}`;
+    // EPERM from link_update means "not the expected program", not a missing privilege.
+    const privilegeProblem = !(code === 'EACCES' && !op.endsWith('_load')) && !(code === 'EPERM' && op === 'link_update');
+    if (hint && privilegeProblem) message += `: ${hint}`;
     if (verifierLog) {
       // The verifier's verdict is in its last lines; the whole log stays in verifierLog.
       message += `\n${verifierLog.trimEnd().split('\n').slice(-3).join('\n')}`;

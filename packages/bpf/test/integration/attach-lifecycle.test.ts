@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import {
-  BPFFS, BpfError, cgroupId, codec as c, embedded, features, Link, ObjectSpec, queryCgroup, socketFd, type AttachType,
+  BPFFS, BpfError, cgroupId, codec as c, embedded, features, Link, liveHandles, ObjectSpec, queryCgroup, socketFd, type AttachType,
 } from '../../src/index.js';
 import { Counter, sockKey } from '../programs.js';
 import { ip16 } from './support.js';
@@ -39,6 +39,7 @@ const allTypes = rows.map((r) => r.attachType);
 
 let cg: Cgroup;
 const pinDirs: string[] = [];
+const handlesAtStart = liveHandles();
 
 beforeAll(async () => {
   cg = await createCgroup('bpflife');
@@ -47,6 +48,7 @@ afterAll(async () => {
   for (const dir of pinDirs) rmSync(dir, { recursive: true, force: true });
   await cg?.close();
   expect(existsSync(cg.path)).toBe(false);
+  expect(liveHandles()).toBe(handlesAtStart);
 });
 
 /** What is attached to the scratch cgroup, for every attach type that has something. */
@@ -105,30 +107,31 @@ describePrivileged('attachment lifecycle', () => {
 
   it('a pinned cgroup link survives its object; openPinned() adopts it and detach() removes it', () => {
     const pin = join(pinDir(), 'sockops');
-    let id: number;
-    {
-      using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
-      const prog = obj.program(embedded.sock_track.programs.sockops_track);
-      id = prog.info().id;
-      prog.attachCgroup(cg.path).pin(pin);
-    }
-    expect(attachedNow()).toEqual({ cgroup_sock_ops: [id] });
-
-    const adopted = Link.openPinned(pin);
     try {
+      let id: number;
+      {
+        using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
+        const prog = obj.program(embedded.sock_track.programs.sockops_track);
+        id = prog.info().id;
+        prog.attachCgroup(cg.path).pin(pin);
+      }
+      expect(attachedNow()).toEqual({ cgroup_sock_ops: [id] });
+
+      const adopted = Link.openPinned(pin);
       expect(adopted.kind).toBe('link');
       expect(adopted.info()).toMatchObject({ linkType: 'cgroup', programId: id, attachType: 'cgroup_sock_ops' });
       // Closing an adopted pinned link keeps the attachment: the pin still holds it.
       adopted.close();
       expect(attachedNow()).toEqual({ cgroup_sock_ops: [id] });
+
       const again = Link.openPinned(pin);
       again.detach();
       expect(again.isClosed).toBe(true);
+      expect(attachedNow()).toEqual({});
     } finally {
-      adopted.close();
+      // The pin is the last holder of a link no handle refers to: removing it detaches whatever is left.
       rmSync(pin, { force: true });
     }
-    expect(attachedNow()).toEqual({});
   });
 
   it.each([

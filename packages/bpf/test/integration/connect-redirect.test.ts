@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterAll, expect, it } from 'vitest';
 
-import { codec as c, embedded, ObjectSpec } from '../../src/index.js';
+import { codec as c, embedded, liveHandles, ObjectSpec } from '../../src/index.js';
 import { endpoint4, endpoint6, Hook } from '../programs.js';
 import { startPeer } from './peer.js';
 import { localTcpServer, localUdpEcho, pattern, readArray } from './support.js';
@@ -19,8 +19,11 @@ const families = [
 ] as const;
 
 const made: string[] = [];
+const handlesAtStart = liveHandles();
 afterAll(() => {
+  // Whatever happened in the tests, no scratch cgroup and no native handle is left behind.
   for (const path of made) expect(existsSync(path)).toBe(false);
+  expect(liveHandles()).toBe(handlesAtStart);
 });
 
 async function scratchCgroup(): Promise<Cgroup> {

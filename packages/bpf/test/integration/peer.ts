@@ -28,11 +28,11 @@ export interface Peer {
   listen(args: { host: string; port?: number; mode?: 'echo' | 'sink' }): Promise<{ port: number }>;
   serverStats(): Promise<{ accepted: number; open: number; received: number }>;
   connect(args: { host: string; port: number; count?: number; timeoutMs?: number }): Promise<ConnInfo[]>;
+  /** One connect attempt: how it ended (an errno name, or 'TIMEOUT' when nothing happened within timeoutMs). */
   tryConnect(args: { host: string; port: number; timeoutMs: number }): Promise<{ connected: boolean; code?: string }>;
   write(args: { sizes: number[]; conn?: number }): Promise<{ bytes: number }>;
   /** Ends the connections and returns, per connection, what it received. */
   finish(args?: { conn?: number; timeoutMs?: number }): Promise<string[]>;
-  destroyAll(): Promise<{ destroyed: number }>;
   /** A second fd for one of the peer's connections, in this process (SCM_RIGHTS through the IPC channel). */
   handOver(conn: number): Promise<Socket>;
   udpListen(args: { family: 4 | 6; host: string; port?: number }): Promise<{ port: number }>;
@@ -116,7 +116,6 @@ export async function startPeer(where: Spawner): Promise<Peer> {
     tryConnect: (a) => value('tryConnect', a),
     write: (a) => value('write', a),
     finish: (a) => value('finish', a),
-    destroyAll: () => value('destroyAll'),
     async handOver(conn) {
       const [, handle] = await call('handOver', { conn });
       if (!handle) throw new Error(`peer handOver ${conn}: no socket came with the answer`);

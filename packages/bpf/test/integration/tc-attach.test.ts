@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import {
-  BPFFS, codec as c, embedded, ifIndex, Link, NotSupportedError, ObjectSpec, type BpfObject, type TcAttachOptions,
+  BPFFS, codec as c, embedded, ifIndex, Link, liveHandles, NotSupportedError, ObjectSpec, type BpfObject, type TcAttachOptions,
 } from '../../src/index.js';
 import { AF_INET, AF_INET6, dropEvent, IPPROTO_TCP, IPPROTO_UDP, l4Counters, l4Key, lpmV4Key, lpmV6Key, sumCounters, Verdict } from '../programs.js';
 import { startPeer, type Peer } from './peer.js';
@@ -30,6 +30,7 @@ let server: Peer;
 const udpPort = { 4: 0, 6: 0 };
 let tcpPort6 = 0;
 const pinDirs: string[] = [];
+const handlesAtStart = liveHandles();
 
 beforeAll(async () => {
   nsA = await createNetns('bpftca');
@@ -48,6 +49,7 @@ afterAll(async () => {
   await nsA?.close();
   await nsB?.close();
   await veth?.close();
+  expect(liveHandles()).toBe(handlesAtStart);
 });
 
 /** Where each direction is attached: ingress on B's end (what arrives from A), egress on A's end (what leaves A). */
@@ -203,26 +205,30 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
     mkdirSync(dir);
     pinDirs.push(dir);
     const pin = join(dir, 'tc_ingress');
-    let progId: number;
-    let linkId: number | undefined;
-    {
-      using obj = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
-      const link = attach(obj, 'ingress', 'tcx');
-      link.pin(pin);
-      progId = obj.program(names.programs.tc_filter).info().id;
-      linkId = link.info().id;
-    }
-    // The object and its link handle are closed: the attachment is still there, still dropping the port.
-    expect((await exchange(4, ['still'], 300)).results).toEqual([{ timedOut: true }]);
-    const adopted = Link.openPinned(pin);
     try {
-      expect(adopted.info()).toMatchObject({ linkType: 'tcx', id: linkId, programId: progId, ifindex: ifIndex(veth.nameB, nsB.path), attachType: 'tcx_ingress' });
+      let progId: number;
+      let linkId: number | undefined;
+      {
+        using obj = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
+        const link = attach(obj, 'ingress', 'tcx');
+        link.pin(pin);
+        progId = obj.program(names.programs.tc_filter).info().id;
+        linkId = link.info().id;
+      }
+      // The object and its link handle are closed: the attachment is still there, still dropping the port.
+      expect((await exchange(4, ['still'], 300)).results).toEqual([{ timedOut: true }]);
+
+      const adopted = Link.openPinned(pin);
+      expect(adopted.info()).toMatchObject({
+        linkType: 'tcx', id: linkId, programId: progId, ifindex: ifIndex(veth.nameB, nsB.path), attachType: 'tcx_ingress',
+      });
       adopted.detach();
+      expect(adopted.isClosed).toBe(true);
+      expect((await exchange(4, ['gone'])).results).toEqual(answered(['gone'], 4));
     } finally {
-      adopted.close();
+      // The pin is the last holder of a link no handle refers to: removing it detaches whatever is left.
       rmSync(pin, { force: true });
     }
-    expect((await exchange(4, ['gone'])).results).toEqual(answered(['gone'], 4));
   });
 
   it('clsact: pin() is not supported; disconnect() leaves the filter attached after close', async () => {
