@@ -57,13 +57,16 @@ describePrivileged('fd ownership', () => {
          const held = [ObjectSpec.embedded('tc_filter').load()];
          for (let i = 0; i < 50; i++) held.push(BpfMap.create({ type: 'array', maxEntries: 1 }, { key: codec.u32, value: codec.u32 }));
          globalThis.held = held;
-         require('node:worker_threads').parentPort.postMessage(held.length);
+         const port = require('node:worker_threads').parentPort;
+         // A listener keeps the worker alive until terminate(): it must not exit on its own before the check.
+         port.on('message', () => {});
+         port.postMessage(held.length);
        });`,
       { eval: true },
     );
     const [n] = (await once(worker, 'message')) as [number];
     expect(n).toBe(51);
-    expect(fdCount()).toBeGreaterThan(fds + 50);
+    expect(fdCount(), JSON.stringify(openFds().map((f) => f.target))).toBeGreaterThan(fds + 50);
     await worker.terminate();
     expect(fdCount()).toBe(fds);
   });
