@@ -1,15 +1,15 @@
 // skb_guard's cgroup_skb programs on a scratch cgroup: a peer inside does real TCP and UDP over loopback; the
 // programs count its packets per direction and drop those to blocked ports.
-import { createCgroup, describePrivileged, type Cgroup } from '@mesh/testkit';
+import { describePrivileged, type Cgroup } from '@mesh/testkit';
 import dgram from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { codec as c, embedded, liveHandles, ObjectSpec } from '../../src/index.js';
+
+import { codec as c, embedded, ObjectSpec } from '../../src/index.js';
 import { skbCounters, sumCounters } from '../programs.js';
 import { startPeer } from './peer.js';
-import { localTcpServer, localUdpEcho } from './support.js';
+import { localTcpServer, localUdpEcho, scratchCgroups } from './support.js';
 
 const names = embedded.skb_guard;
 const INGRESS = 0;
@@ -18,19 +18,7 @@ const UDP_HEADERS = { 4: 20 + 8, 6: 40 + 8 } as const;
 // IPv4 + TCP with the timestamp option, which Linux puts on every segment after the handshake.
 const TCP4_HEADERS = 20 + 20 + 12;
 
-const made: string[] = [];
-const handlesAtStart = liveHandles();
-afterAll(() => {
-  // Whatever happened in the tests, no scratch cgroup and no native handle is left behind.
-  for (const path of made) expect(existsSync(path)).toBe(false);
-  expect(liveHandles()).toBe(handlesAtStart);
-});
-
-async function scratchCgroup(): Promise<Cgroup> {
-  const cg = await createCgroup('bpfskb');
-  made.push(cg.path);
-  return cg;
-}
+const scratchCgroup = scratchCgroups('bpfskb');
 
 /** skb_guard with both programs attached to `cg`. */
 function guard(cg: Cgroup) {

@@ -1,15 +1,15 @@
 // sock_redirect's sock_addr programs on a scratch cgroup: a peer inside the cgroup talks to a service address
 // ("VIP") where nothing listens and reaches the real server, while every address it sees is still the VIP.
-import { createCgroup, describePrivileged, type Cgroup } from '@mesh/testkit';
+import { describePrivileged, type Cgroup } from '@mesh/testkit';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { codec as c, embedded, liveHandles, ObjectSpec } from '../../src/index.js';
+
+import { codec as c, embedded, ObjectSpec } from '../../src/index.js';
 import { endpoint4, endpoint6, Hook } from '../programs.js';
 import { startPeer } from './peer.js';
-import { localTcpServer, localUdpEcho, pattern, readArray } from './support.js';
+import { localTcpServer, localUdpEcho, pattern, readArray, scratchCgroups } from './support.js';
 
 const names = embedded.sock_redirect;
 const HOOKS = Object.keys(Hook).length;
@@ -18,19 +18,7 @@ const families = [
   { family: 6, host: '::1', connect: Hook.CONNECT6, getpeername: Hook.GETPEERNAME6, sendmsg: Hook.SENDMSG6, recvmsg: Hook.RECVMSG6 },
 ] as const;
 
-const made: string[] = [];
-const handlesAtStart = liveHandles();
-afterAll(() => {
-  // Whatever happened in the tests, no scratch cgroup and no native handle is left behind.
-  for (const path of made) expect(existsSync(path)).toBe(false);
-  expect(liveHandles()).toBe(handlesAtStart);
-});
-
-async function scratchCgroup(): Promise<Cgroup> {
-  const cg = await createCgroup('bpfrd');
-  made.push(cg.path);
-  return cg;
-}
+const scratchCgroup = scratchCgroups('bpfrd');
 
 /** sock_redirect with all eight programs attached to `cg`. */
 function redirector(cg: Cgroup) {

@@ -1,15 +1,15 @@
 // sock_track's socket-map programs on real loopback connections: msg_count (sk_msg) on the sockhash that
 // sockops fills from a scratch cgroup, and skb_verdict (sk_skb stream_verdict) on a sockmap filled by fd.
-import { createCgroup, describePrivileged, type Cgroup } from '@mesh/testkit';
+import { describePrivileged, type Cgroup } from '@mesh/testkit';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { codec as c, embedded, liveHandles, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
+
+import { codec as c, embedded, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
 import { connState, Counter, Role, sockKey } from '../programs.js';
 import { startPeer } from './peer.js';
-import { localTcpServer, pattern } from './support.js';
+import { localTcpServer, pattern, scratchCgroups } from './support.js';
 
 const names = embedded.sock_track;
 /** Writes per connection, each flushed before the next: one sendmsg() each. */
@@ -17,19 +17,7 @@ const SIZES = [100, 1000, 5000, 1];
 const PER_CONN = SIZES.reduce((a, b) => a + b, 0);
 const CONNS = 3;
 
-const made: string[] = [];
-const handlesAtStart = liveHandles();
-afterAll(() => {
-  // Whatever happened in the tests, no scratch cgroup and no native handle is left behind.
-  for (const path of made) expect(existsSync(path)).toBe(false);
-  expect(liveHandles()).toBe(handlesAtStart);
-});
-
-async function scratchCgroup(): Promise<Cgroup> {
-  const cg = await createCgroup('bpfmsg');
-  made.push(cg.path);
-  return cg;
-}
+const scratchCgroup = scratchCgroups('bpfmsg');
 
 /** sock_track with sockops on `cg` and msg_count on the sockhash sockops fills. */
 function msgCounting(cg: Cgroup) {

@@ -1,13 +1,13 @@
 // sock_track's sockops program on a scratch cgroup, driven by real TCP connections over loopback from peer
 // processes inside the cgroup: the counters, the flows LRU, the sockhash and the sk_storage it fills.
-import { createCgroup, describePrivileged, type Cgroup } from '@mesh/testkit';
-import { existsSync } from 'node:fs';
-import { afterAll, expect, it } from 'vitest';
+import { describePrivileged, type Cgroup } from '@mesh/testkit';
+import { expect, it } from 'vitest';
 
-import { codec as c, embedded, liveHandles, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
+
+import { codec as c, embedded, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
 import { connState, Counter, flowInfo, Role, sockKey } from '../programs.js';
 import { startPeer } from './peer.js';
-import { localTcpServer, sockKeyOf } from './support.js';
+import { localTcpServer, scratchCgroups, sockKeyOf } from './support.js';
 
 const names = embedded.sock_track;
 const N = 20;
@@ -16,19 +16,7 @@ const hosts = [
   { family: 6, host: '::1' },
 ] as const;
 
-const made: string[] = [];
-const handlesAtStart = liveHandles();
-afterAll(() => {
-  // Whatever happened in the tests, no scratch cgroup and no native handle is left behind.
-  for (const path of made) expect(existsSync(path)).toBe(false);
-  expect(liveHandles()).toBe(handlesAtStart);
-});
-
-async function scratchCgroup(): Promise<Cgroup> {
-  const cg = await createCgroup('bpfso');
-  made.push(cg.path);
-  return cg;
-}
+const scratchCgroup = scratchCgroups('bpfso');
 
 /** sock_track loaded with its sockops program attached to `cg`, and its maps opened. */
 function tracker(cg: Cgroup) {

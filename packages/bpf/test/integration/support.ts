@@ -1,9 +1,12 @@
 /** Servers in the test process and small helpers shared by the integration tests. */
+import { createCgroup, type Cgroup } from '@mesh/testkit';
 import dgram from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { afterAll, expect } from 'vitest';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 
-import { codec as c, type BpfMap } from '../../src/index.js';
+import { codec as c, liveHandles, type BpfMap } from '../../src/index.js';
 import { AF_INET, AF_INET6 } from '../programs.js';
 
 export interface LocalTcpServer extends AsyncDisposable {
@@ -100,4 +103,22 @@ export function sockKeyOf(local: { address: string; port: number }, remote: { ad
 /** Every slot of an array map of counters, as numbers. */
 export function readArray(map: BpfMap<number, number>, n: number): number[] {
   return Array.from({ length: n }, (_, i) => map.get(i) ?? 0);
+}
+
+/**
+ * Scratch cgroups for one test file: returns a function that makes one. After the file's tests, whatever
+ * happened in them, every cgroup made must be gone and no native handle left open.
+ */
+export function scratchCgroups(prefix: string): () => Promise<Cgroup> {
+  const made: string[] = [];
+  const handlesAtStart = liveHandles();
+  afterAll(() => {
+    for (const path of made) expect(existsSync(path)).toBe(false);
+    expect(liveHandles()).toBe(handlesAtStart);
+  });
+  return async () => {
+    const cg = await createCgroup(prefix);
+    made.push(cg.path);
+    return cg;
+  };
 }
