@@ -3,7 +3,7 @@
 // the figures are medians over the repetitions. Writes bench/results/bpf.json and prints a table.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, release, totalmem } from 'node:os';
+import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +144,7 @@ function git(...args) {
 const round = (x, digits = 3) => Number(x.toFixed(digits));
 
 // --- run ---
+const loadBefore = loadavg()[0];
 const bin = buildMaploop();
 const js = jsArms();
 const raw = { c: [], js: [], jsRaw: [] };
@@ -204,7 +205,13 @@ const diagnostics = Object.fromEntries(
 const status = git('status', '--porcelain');
 const result = {
   bench: 'bpf',
-  machine: { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), memoryBytes: totalmem() },
+  machine: {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: availableParallelism(),
+    memoryBytes: totalmem(),
+    // Other work on the machine shows up as spread; the bench alone adds about 1 to the 1-minute load.
+    loadavg1m: { before: round(loadBefore, 2), after: round(loadavg()[0], 2) },
+  },
   kernel: release(),
   node: process.version,
   libbpf,
@@ -233,4 +240,9 @@ for (const op of OPS) {
 console.log(
   `js_vs_c_single_op ${ratios.js_vs_c_single_op} (goal ≥ 0.5)  batch_vs_single ${ratios.batch_vs_single}  js_vs_c_batch ${ratios.js_vs_c_batch}`,
 );
+// The bench itself keeps about one core busy; more than that plus a quarter of the cores is someone else.
+const busy = Math.max(loadBefore, loadavg()[0]);
+if (busy > 1 + availableParallelism() / 4) {
+  console.log(`note: load average ${busy.toFixed(1)} on ${availableParallelism()} cores during the run; the figures are noisy`);
+}
 console.log(`wrote ${relative(root, resultFile)}`);

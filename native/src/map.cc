@@ -1,5 +1,9 @@
 #include "map.h"
 
+#include <bpf/libbpf.h>
+
+#include <algorithm>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -43,6 +47,30 @@ Napi::Function MapHandle::Init(Napi::Env env) {
                          InstanceMethod<&MapHandle::JsClose>("close"),
                      });
 }
+
+size_t MapHandle::ValueBytes() const {
+  switch (info_.type) {
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: {
+      int cpus = libbpf_num_possible_cpus();
+      return ((info_.value_size + 7) / 8 * 8) * (cpus > 0 ? cpus : 1);
+    }
+    default:
+      return info_.value_size;
+  }
+}
+
+// The kernel reads and writes these buffers by the map's sizes: a short one would be overrun.
+void MapHandle::CheckSize(Napi::Env env, const Napi::Buffer<uint8_t>& buf, size_t elem, size_t count,
+                          const char* what) const {
+  if (buf.Length() < elem * count)
+    throw Napi::RangeError::New(env, "map " + Subject() + ": " + what + " buffer has " + std::to_string(buf.Length()) +
+                                         " bytes, needs " + std::to_string(elem * count));
+}
+
+std::string MapHandle::Subject() const { return name_.empty() ? "(unnamed, id " + std::to_string(info_.id) + ")" : name_; }
 
 Napi::Object MapHandle::FromFd(Napi::Env env, int fd, bool dup) {
   int own = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : fd;
@@ -153,8 +181,8 @@ Napi::Value MapHandle::BindScratch(const Napi::CallbackInfo& info) {
   Fd(env);
   auto key = ArgBuffer(info, 0, "key");
   auto value = ArgBuffer(info, 1, "value");
-  if (key.Length() < info_.key_size || value.Length() < info_.value_size)
-    throw Napi::RangeError::New(env, "scratch buffers are smaller than the map's key or value");
+  CheckSize(env, key, info_.key_size, 1, "key");
+  CheckSize(env, value, ValueBytes(), 1, "value");
   scratch_key_ = Napi::Persistent(key);
   scratch_value_ = Napi::Persistent(value);
   key_ = key.Data();
@@ -170,7 +198,7 @@ Napi::Value MapHandle::LookupScratch(const Napi::CallbackInfo& info) {
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
   if (bpf_map_lookup_elem(fd, key_, value_)) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_lookup", name_, errno);
+    ThrowBpf(env, "map_lookup", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -181,7 +209,7 @@ Napi::Value MapHandle::UpdateScratch(const Napi::CallbackInfo& info) {
   int fd = Fd(env);
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
   uint64_t flags = info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0;
-  if (bpf_map_update_elem(fd, info_.key_size ? key_ : nullptr, value_, flags)) ThrowBpf(env, "map_update", name_, errno);
+  if (bpf_map_update_elem(fd, info_.key_size ? key_ : nullptr, value_, flags)) ThrowBpf(env, "map_update", Subject(), errno);
   return env.Undefined();
 }
 
@@ -192,7 +220,7 @@ Napi::Value MapHandle::DeleteScratch(const Napi::CallbackInfo& info) {
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
   if (bpf_map_delete_elem(fd, key_)) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_delete", name_, errno);
+    ThrowBpf(env, "map_delete", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -201,14 +229,16 @@ Napi::Value MapHandle::DeleteScratch(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  auto key = info[0].As<Napi::Buffer<uint8_t>>();
-  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  auto key = ArgBuffer(info, 0, "key");
+  auto out = ArgBuffer(info, 1, "value");
+  CheckSize(env, key, info_.key_size, 1, "key");
+  CheckSize(env, out, ValueBytes(), 1, "value");
   uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
   int err = flags ? bpf_map_lookup_elem_flags(fd, key.Data(), out.Data(), flags)
                   : bpf_map_lookup_elem(fd, key.Data(), out.Data());
   if (err) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_lookup", name_, errno);
+    ThrowBpf(env, "map_lookup", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -216,11 +246,19 @@ Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
-  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  void* key = nullptr;
+  if (info[0].IsBuffer()) {
+    auto k = info[0].As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, k, info_.key_size, 1, "key");
+    key = k.Data();
+  } else if (info_.key_size) {
+    throw Napi::TypeError::New(env, "map " + Subject() + ": key must be a Buffer");
+  }
+  auto out = ArgBuffer(info, 1, "value");
+  CheckSize(env, out, ValueBytes(), 1, "value");
   if (bpf_map_lookup_and_delete_elem(fd, key, out.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_lookup_and_delete", name_, errno);
+    ThrowBpf(env, "map_lookup_and_delete", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -228,20 +266,29 @@ Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
-  auto value = info[1].As<Napi::Buffer<uint8_t>>();
+  void* key = nullptr;
+  if (info[0].IsBuffer()) {
+    auto k = info[0].As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, k, info_.key_size, 1, "key");
+    key = k.Data();
+  } else if (info_.key_size) {
+    throw Napi::TypeError::New(env, "map " + Subject() + ": key must be a Buffer");
+  }
+  auto value = ArgBuffer(info, 1, "value");
+  CheckSize(env, value, ValueBytes(), 1, "value");
   uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
-  if (bpf_map_update_elem(fd, key, value.Data(), flags)) ThrowBpf(env, "map_update", name_, errno);
+  if (bpf_map_update_elem(fd, key, value.Data(), flags)) ThrowBpf(env, "map_update", Subject(), errno);
   return env.Undefined();
 }
 
 Napi::Value MapHandle::Delete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  auto key = info[0].As<Napi::Buffer<uint8_t>>();
+  auto key = ArgBuffer(info, 0, "key");
+  CheckSize(env, key, info_.key_size, 1, "key");
   if (bpf_map_delete_elem(fd, key.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_delete", name_, errno);
+    ThrowBpf(env, "map_delete", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -250,11 +297,17 @@ Napi::Value MapHandle::Delete(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::NextKey(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* key = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
-  auto out = info[1].As<Napi::Buffer<uint8_t>>();
+  void* key = nullptr;
+  if (info[0].IsBuffer()) {
+    auto k = info[0].As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, k, info_.key_size, 1, "key");
+    key = k.Data();
+  }
+  auto out = ArgBuffer(info, 1, "next key");
+  CheckSize(env, out, info_.key_size, 1, "next key");
   if (bpf_map_get_next_key(fd, key, out.Data())) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_next_key", name_, errno);
+    ThrowBpf(env, "map_next_key", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
 }
@@ -263,18 +316,31 @@ Napi::Value MapHandle::NextKey(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::LookupBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* in = info[0].IsBuffer() ? info[0].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
-  void* out = info[1].As<Napi::Buffer<uint8_t>>().Data();
-  void* keys = info[2].As<Napi::Buffer<uint8_t>>().Data();
-  void* values = info[3].As<Napi::Buffer<uint8_t>>().Data();
-  __u32 count = info[4].As<Napi::Number>().Uint32Value();
+  // The resume token is a key (arrays) or a bucket index (hashes): at least max(key size, 8) bytes.
+  const size_t token = std::max<size_t>(info_.key_size, 8);
+  void* in = nullptr;
+  if (info[0].IsBuffer()) {
+    auto t = info[0].As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, t, token, 1, "batch token");
+    in = t.Data();
+  }
+  auto outTok = ArgBuffer(info, 1, "batch token");
+  auto keysBuf = ArgBuffer(info, 2, "keys");
+  auto valuesBuf = ArgBuffer(info, 3, "values");
+  __u32 count = ArgU32(info, 4, "count");
+  CheckSize(env, outTok, token, 1, "batch token");
+  CheckSize(env, keysBuf, info_.key_size, count, "keys");
+  CheckSize(env, valuesBuf, ValueBytes(), count, "values");
+  void* out = outTok.Data();
+  void* keys = keysBuf.Data();
+  void* values = valuesBuf.Data();
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = (__u64)info[5].As<Napi::Number>().Int64Value());
   bool and_delete = info[6].ToBoolean();
   int err = and_delete ? bpf_map_lookup_and_delete_batch(fd, in, out, keys, values, &count, &opts)
                        : bpf_map_lookup_batch(fd, in, out, keys, values, &count, &opts);
   bool done = false;
   if (err) {
-    if (errno != ENOENT) ThrowBpf(env, and_delete ? "map_lookup_and_delete_batch" : "map_lookup_batch", name_, errno);
+    if (errno != ENOENT) ThrowBpf(env, and_delete ? "map_lookup_and_delete_batch" : "map_lookup_batch", Subject(), errno);
     done = true;
   }
   Napi::Array r = Napi::Array::New(env, 2);
@@ -287,12 +353,14 @@ Napi::Value MapHandle::LookupBatch(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::UpdateBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* keys = info[0].As<Napi::Buffer<uint8_t>>().Data();
-  void* values = info[1].As<Napi::Buffer<uint8_t>>().Data();
-  __u32 count = info[2].As<Napi::Number>().Uint32Value();
+  auto keysBuf = ArgBuffer(info, 0, "keys");
+  auto valuesBuf = ArgBuffer(info, 1, "values");
+  __u32 count = ArgU32(info, 2, "count");
+  CheckSize(env, keysBuf, info_.key_size, count, "keys");
+  CheckSize(env, valuesBuf, ValueBytes(), count, "values");
   LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = (__u64)info[3].As<Napi::Number>().Int64Value());
-  if (bpf_map_update_batch(fd, keys, values, &count, &opts))
-    ThrowBpf(env, "map_update_batch", name_ + " (after " + std::to_string(count) + " elements)", errno);
+  if (bpf_map_update_batch(fd, keysBuf.Data(), valuesBuf.Data(), &count, &opts))
+    ThrowBpf(env, "map_update_batch", Subject() + " (after " + std::to_string(count) + " elements)", errno);
   return Napi::Number::New(env, count);
 }
 
@@ -300,24 +368,25 @@ Napi::Value MapHandle::UpdateBatch(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::DeleteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* keys = info[0].As<Napi::Buffer<uint8_t>>().Data();
-  __u32 count = info[1].As<Napi::Number>().Uint32Value();
+  auto keysBuf = ArgBuffer(info, 0, "keys");
+  __u32 count = ArgU32(info, 1, "count");
+  CheckSize(env, keysBuf, info_.key_size, count, "keys");
   LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  if (bpf_map_delete_batch(fd, keys, &count, &opts))
-    ThrowBpf(env, "map_delete_batch", name_ + " (after " + std::to_string(count) + " elements)", errno);
+  if (bpf_map_delete_batch(fd, keysBuf.Data(), &count, &opts))
+    ThrowBpf(env, "map_delete_batch", Subject() + " (after " + std::to_string(count) + " elements)", errno);
   return Napi::Number::New(env, count);
 }
 
 Napi::Value MapHandle::Pin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
-  if (bpf_obj_pin(Fd(env), path.c_str())) ThrowBpf(env, "map_pin", name_ + " at " + path, errno);
+  if (bpf_obj_pin(Fd(env), path.c_str())) ThrowBpf(env, "map_pin", Subject() + " at " + path, errno);
   return env.Undefined();
 }
 
 Napi::Value MapHandle::Freeze(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (bpf_map_freeze(Fd(env))) ThrowBpf(env, "map_freeze", name_, errno);
+  if (bpf_map_freeze(Fd(env))) ThrowBpf(env, "map_freeze", Subject(), errno);
   return env.Undefined();
 }
 

@@ -45,6 +45,12 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   Napi::Value Freeze(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
 
+  // Bytes one value occupies in a syscall buffer (all CPUs' slots for per-CPU maps).
+  size_t ValueBytes() const;
+  // Throws RangeError unless buf holds `count` elements of `elem` bytes.
+  void CheckSize(Napi::Env env, const Napi::Buffer<uint8_t>& buf, size_t elem, size_t count, const char* what) const;
+  std::string Subject() const;
+
   int fd_ = -1;
   std::string name_;
   struct bpf_map_info info_ = {};

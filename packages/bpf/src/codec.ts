@@ -43,6 +43,18 @@ function intCodec(name: string, size: 1 | 2 | 4, signed: boolean, be = false): C
   };
 }
 
+// Buffer.writeBig(U)Int64LE costs about three times a DataView's setBig(U)int64, so 64-bit encodes go through a
+// DataView cached per ArrayBuffer (buffers of the pool share one; byteOffset locates each in it).
+const views = new WeakMap<ArrayBufferLike, DataView>();
+function viewOf(b: Buffer): DataView {
+  let v = views.get(b.buffer);
+  if (!v) {
+    v = new DataView(b.buffer);
+    views.set(b.buffer, v);
+  }
+  return v;
+}
+
 function bigCodec(name: string, signed: boolean): Codec<bigint> {
   const min = signed ? -(1n << 63n) : 0n;
   const max = signed ? (1n << 63n) - 1n : (1n << 64n) - 1n;
@@ -58,8 +70,9 @@ function bigCodec(name: string, signed: boolean): Codec<bigint> {
       }
       if (typeof x !== 'bigint') throw new TypeError(`${name} value must be a bigint, got ${typeof x}`);
       if (x < min || x > max) throw new RangeError(`${name} value ${x} is out of range`);
-      if (signed) b.writeBigInt64LE(x, o);
-      else b.writeBigUInt64LE(x, o);
+      if (o < 0 || o + 8 > b.length) throw new RangeError(`${name}: offset ${o} is outside the buffer`);
+      if (signed) viewOf(b).setBigInt64(b.byteOffset + o, x, true);
+      else viewOf(b).setBigUint64(b.byteOffset + o, x, true);
     },
     decode: signed ? (b, o) => b.readBigInt64LE(o) : (b, o) => b.readBigUInt64LE(o),
   };
@@ -84,7 +97,7 @@ export const u64n: Codec<number> = {
   name: 'u64n',
   encode(v, b, o) {
     if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`u64n value ${v} is not a safe non-negative integer`);
-    b.writeBigUInt64LE(BigInt(v), o);
+    u64.encode(BigInt(v), b, o);
   },
   decode: (b, o) => Number(b.readBigUInt64LE(o)),
 };

@@ -35,6 +35,18 @@ describePrivileged('argument checks', () => {
     expect([...m.keys()]).toEqual([]);
   });
 
+  it('the addon refuses buffers shorter than the map needs, so the kernel never reads or writes past them', () => {
+    using m = BpfMap.create({ type: 'hash', maxEntries: 16 }, { key: c.u32, value: c.u64 });
+    const h = m.nativeHandle();
+    expect(() => h.lookup(Buffer.alloc(1), Buffer.alloc(8), 0)).toThrow(/key buffer has 1 bytes, needs 4/);
+    expect(() => h.lookup(Buffer.alloc(4), Buffer.alloc(4), 0)).toThrow(/value buffer has 4 bytes, needs 8/);
+    expect(() => h.update(Buffer.alloc(4), Buffer.alloc(7), 0)).toThrow(RangeError);
+    expect(() => h.updateBatch(Buffer.alloc(4), Buffer.alloc(8), 1000, 0)).toThrow(/keys buffer has 4 bytes, needs 4000/);
+    expect(() => h.deleteBatch(Buffer.alloc(8), 3)).toThrow(RangeError);
+    expect(() => h.lookupBatch(null, Buffer.alloc(8), Buffer.alloc(4), Buffer.alloc(8), 2, 0, false)).toThrow(RangeError);
+    expect([...m.keys()]).toEqual([]);
+  });
+
   it('map creation checks type, size and name before the syscall', () => {
     expect(() => BpfMap.create({ type: 'hashy' as never, maxEntries: 1 }, { key: c.u32, value: c.u32 })).toThrow(/unknown map type "hashy"/);
     expect(() => BpfMap.create({ type: 'hash', maxEntries: 0 }, { key: c.u32, value: c.u32 })).toThrow(RangeError);
