@@ -33,7 +33,8 @@ export function header(bench, loadBefore) {
     },
     kernel: release(),
     node: process.version,
-    commit: { sha: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain') !== '' },
+    // Dirty: the tree differs from the commit outside bench/results (where results are being written).
+    commit: { sha: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--', '.', ':!bench/results') !== '' },
     date: new Date().toISOString(),
   };
 }

@@ -1,17 +1,14 @@
 // bench:bpf: map get/set from JS through @mesh/bpf, single and batch, against a C loop (maploop.c) doing the same
 // syscalls on the same kind of map in the same run. Arms alternate (C, JS, C, JS…) so drift hits both alike;
 // the figures are medians over the repetitions. Writes bench/results/bpf.json and prints a table.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { loadavg } from 'node:os';
+import { relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 
 import { BpfMap, codec } from '@mesh/bpf';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
-const resultFile = join(root, 'bench/results/bpf.json');
+import { buildC, header, median, root, round, writeResult } from '../lib.mjs';
 
 const params = {
   mapType: 'hash',
@@ -28,15 +25,6 @@ const params = {
 };
 const OPS = ['set', 'get', 'setBatch', 'getBatch'];
 
-function buildMaploop() {
-  const out = join(root, 'build/bench/maploop');
-  mkdirSync(dirname(out), { recursive: true });
-  const r = spawnSync('cc', ['-O2', '-Wall', '-Wextra', '-o', out, join(root, 'bench/bpf/maploop.c'), '-lbpf'], {
-    encoding: 'utf8',
-  });
-  if (r.status !== 0) throw new Error(`cc maploop.c failed (is libbpf-dev installed? run scripts/setup.sh):\n${r.stderr ?? r.error}`);
-  return out;
-}
 
 function runC(bin) {
   const { entries, batchSize, singleOps, batchElems, maxMsPerArm } = params;
@@ -131,21 +119,10 @@ function runJs(arms) {
   return out;
 }
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function git(...args) {
-  return execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim();
-}
-
-const round = (x, digits = 3) => Number(x.toFixed(digits));
 
 // --- run ---
 const loadBefore = loadavg()[0];
-const bin = buildMaploop();
+const bin = buildC('bpf/maploop.c', 'maploop', ['-lbpf']);
 const js = jsArms();
 const raw = { c: [], js: [], jsRaw: [] };
 
@@ -202,21 +179,9 @@ const diagnostics = Object.fromEntries(
   ]),
 );
 
-const status = git('status', '--porcelain');
 const result = {
-  bench: 'bpf',
-  machine: {
-    cpu: cpus()[0]?.model ?? 'unknown',
-    cores: availableParallelism(),
-    memoryBytes: totalmem(),
-    // Other work on the machine shows up as spread; the bench alone adds about 1 to the 1-minute load.
-    loadavg1m: { before: round(loadBefore, 2), after: round(loadavg()[0], 2) },
-  },
-  kernel: release(),
-  node: process.version,
+  ...header('bpf', loadBefore),
   libbpf,
-  commit: { sha: git('rev-parse', 'HEAD'), dirty: status !== '' },
-  date: new Date().toISOString(),
   params: { ...params, order: 'per repetition: C, JS api, JS raw; each runs set, get, setBatch, getBatch' },
   units: 'opsPerSec is operations per second for set/get and elements per second for setBatch/getBatch',
   raw,
@@ -225,8 +190,7 @@ const result = {
   ratios,
   diagnostics,
 };
-mkdirSync(dirname(resultFile), { recursive: true });
-writeFileSync(resultFile, JSON.stringify(result, null, 2) + '\n');
+const resultFile = writeResult('bpf', result);
 
 const fmt = (x) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : `${(x / 1e3).toFixed(0)} k/s`);
 console.log(`\n@mesh/bpf map throughput, median of ${params.reps} (hash, u32 → u64, ${params.entries} entries, batch ${params.batchSize})`);
