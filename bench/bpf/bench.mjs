@@ -2,7 +2,7 @@
 // syscalls on the same kind of map in the same run. Arms alternate (C, JS, C, JS…) so drift hits both alike;
 // the figures are medians over the repetitions. Writes bench/results/bpf.json and prints a table.
 import { spawnSync } from 'node:child_process';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import { relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 

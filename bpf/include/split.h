@@ -49,7 +49,7 @@ struct ep_value {
 	__u8 pad;
 }; /* 20 bytes */
 
-/* Per socket (sk_storage): the address the application dialled, for getpeername and connected recvmsg. */
+/* Per socket (by cookie): the address the application dialled, for getpeername and connected recvmsg. */
 struct sock_orig {
 	__u32 addr[4];
 	__u16 port;
@@ -74,6 +74,7 @@ enum split_counter {
 	SPLIT_RECVMSG_REWRITE,
 	SPLIT_GETPEERNAME_REWRITE,
 	SPLIT_TABLE_RETRY, /* an endpoint slot vanished under a table swap and the service was read again */
+	SPLIT_ORIG_FULL,   /* split_orig was full: that socket's getpeername() shows the endpoint */
 	SPLIT_COUNTER_MAX,
 };
 

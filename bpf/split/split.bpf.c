@@ -26,10 +26,14 @@ struct {
 	__type(value, struct ep_value);
 } split_endpoints SEC(".maps");
 
+/*
+ * Socket cookie → the address it dialled. A preallocated hash rather than sk_storage: inserting here costs a
+ * fraction of allocating socket storage on every connect(); split_release deletes the entry when the socket goes.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct sock_orig);
 } split_orig SEC(".maps");
 
@@ -151,21 +155,19 @@ static __always_inline void store6(struct bpf_sock_addr *ctx, const __u32 *addr,
 
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key)
 {
-	struct bpf_sock *sk = ctx->sk;
-	struct sock_orig *o;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct sock_orig o = {};
 
-	if (!sk)
-		return;
-	o = bpf_sk_storage_get(&split_orig, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!o)
-		return;
-	o->addr[0] = key->addr[0];
-	o->addr[1] = key->addr[1];
-	o->addr[2] = key->addr[2];
-	o->addr[3] = key->addr[3];
-	o->port = key->port;
-	o->family = key->family;
-	o->valid = 1;
+	o.addr[0] = key->addr[0];
+	o.addr[1] = key->addr[1];
+	o.addr[2] = key->addr[2];
+	o.addr[3] = key->addr[3];
+	o.port = key->port;
+	o.family = key->family;
+	o.valid = 1;
+	/* Full: this socket's getpeername() will show the endpoint; counted so the table can be sized. */
+	if (bpf_map_update_elem(&split_orig, &cookie, &o, BPF_ANY))
+		count(SPLIT_ORIG_FULL);
 }
 
 /* connect(): 1 lets it proceed (rewritten or not); 0 refuses it (EPERM) for a service with no backend. */
@@ -247,7 +249,6 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 	struct revnat_key rk = {};
 	struct ep_value *vip;
 	struct sock_orig *o;
-	struct bpf_sock *sk;
 
 	rk.cookie = bpf_get_socket_cookie(ctx);
 	if (v6) {
@@ -269,10 +270,7 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	}
 	/* A connected UDP socket receives only from the endpoint it was connected to. */
-	sk = ctx->sk;
-	if (!sk)
-		return 1;
-	o = bpf_sk_storage_get(&split_orig, sk, 0, 0);
+	o = bpf_map_lookup_elem(&split_orig, &rk.cookie);
 	if (o && o->valid && o->family == (v6 ? AF_INET6 : AF_INET)) {
 		if (v6)
 			store6(ctx, o->addr, o->port);
@@ -285,12 +283,9 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 
 static __always_inline int do_getpeername(struct bpf_sock_addr *ctx, int v6)
 {
-	struct bpf_sock *sk = ctx->sk;
-	struct sock_orig *o;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct sock_orig *o = bpf_map_lookup_elem(&split_orig, &cookie);
 
-	if (!sk)
-		return 1;
-	o = bpf_sk_storage_get(&split_orig, sk, 0, 0);
 	if (!o || !o->valid || o->family != (v6 ? AF_INET6 : AF_INET))
 		return 1;
 	if (v6)
@@ -347,4 +342,14 @@ SEC("cgroup/getpeername6")
 int split_getpeername6(struct bpf_sock_addr *ctx)
 {
 	return do_getpeername(ctx, 1);
+}
+
+/* A socket of the subtree is released: forget what it dialled. */
+SEC("cgroup/sock_release")
+int split_release(struct bpf_sock *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	bpf_map_delete_elem(&split_orig, &cookie);
+	return 1;
 }

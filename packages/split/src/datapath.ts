@@ -16,6 +16,9 @@ export interface SplitOptions {
   maxServices?: number;
   /** Capacity of the endpoint table; during a swap a service's old and new endpoints coexist, so leave room. */
   maxEndpoints?: number;
+  /** Capacity of the per-connection table (what each socket dialled, for getpeername); default 65,536 live
+   *  connections. When full, new connections still work but show the endpoint as their peer (counter orig_full). */
+  maxConnections?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
 }
@@ -32,6 +35,7 @@ export class SplitDatapath implements Disposable {
   readonly servicesMap: BpfMap<SvcKey, SvcValue>;
   readonly endpointsMap: BpfMap<EpKey, EpValue>;
   private readonly countersMap: PerCpuMap<number, bigint>;
+  private readonly origMap: BpfMap<bigint, Buffer>;
   private readonly links: Link[] = [];
 
   private constructor(obj: BpfObject) {
@@ -39,6 +43,7 @@ export class SplitDatapath implements Disposable {
     this.servicesMap = obj.map(names.maps.split_services, { key: svcKey, value: svcValue });
     this.endpointsMap = obj.map(names.maps.split_endpoints, { key: epKey, value: epValue });
     this.countersMap = obj.perCpuMap(names.maps.split_counters, { key: c.u32, value: c.u64 });
+    this.origMap = obj.map(names.maps.split_orig, { key: c.u64, value: c.bytes(20) });
     this.table = new ServiceTable(this.servicesMap, this.endpointsMap);
     this.table.adopt();
   }
@@ -48,8 +53,9 @@ export class SplitDatapath implements Disposable {
     try {
       if (opts.maxServices !== undefined) spec.setMaxEntries(names.maps.split_services, opts.maxServices);
       if (opts.maxEndpoints !== undefined) spec.setMaxEntries(names.maps.split_endpoints, opts.maxEndpoints);
+      if (opts.maxConnections !== undefined) spec.setMaxEntries(names.maps.split_orig, opts.maxConnections);
       if (opts.pinDir !== undefined) {
-        for (const m of [names.maps.split_services, names.maps.split_endpoints, names.maps.split_revnat, names.maps.split_counters]) {
+        for (const m of [names.maps.split_services, names.maps.split_endpoints, names.maps.split_orig, names.maps.split_revnat, names.maps.split_counters]) {
           spec.setPinPath(m, join(opts.pinDir, m));
         }
       }
@@ -93,13 +99,17 @@ export class SplitDatapath implements Disposable {
     return out;
   }
 
-  /** Entries in use and capacity of the service and endpoint tables (map pressure). */
-  fill(): { services: { used: number; max: number }; endpoints: { used: number; max: number } } {
-    let endpoints = 0;
-    for (const _ of this.endpointsMap.keys()) endpoints++;
+  /** Entries in use and capacity of each table (map pressure). */
+  fill(): Record<'services' | 'endpoints' | 'connections', { used: number; max: number }> {
+    const count = (m: { keys(): IterableIterator<unknown> }) => {
+      let n = 0;
+      for (const _ of m.keys()) n++;
+      return n;
+    };
     return {
       services: { used: this.table.size, max: this.servicesMap.maxEntries },
-      endpoints: { used: endpoints, max: this.endpointsMap.maxEntries },
+      endpoints: { used: count(this.endpointsMap), max: this.endpointsMap.maxEntries },
+      connections: { used: count(this.origMap), max: this.origMap.maxEntries },
     };
   }
 

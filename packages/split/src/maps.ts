@@ -47,6 +47,7 @@ export const counterNames = [
   'recvmsg_rewrite',
   'getpeername_rewrite',
   'table_retry',
+  'orig_full',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

@@ -50,6 +50,9 @@ describePrivileged('weighted split per connection', () => {
     expect(Math.abs(r.byName.v1! - 0.9 * n)).toBeLessThanOrEqual(threeSigma(n, 0.9));
     expect(r.peers).toEqual({ [`${VIP}:80`]: n });
     expect(dp.counters().connect_rewrite).toBeGreaterThanOrEqual(BigInt(n));
+    // Each socket's dialled address is forgotten when the socket is released: the table does not grow.
+    expect(dp.fill().connections.used).toBe(0);
+    expect(dp.counters().orig_full).toBe(0n);
   });
 
   it('0/100 sends everything to one side; the weight-0 backend gets nothing', async () => {
