@@ -8,11 +8,13 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
+import { enableStats, Program } from '@mesh/bpf';
 import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
 
 import { buildC, cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
 
-const params = { connections: 20_000, reps: 5, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80 };
+// The dialler and the server are pinned to different CPUs, so the two arms do not race for one core.
+const params = { connections: 50_000, reps: 9, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, clientCpu: 0, serverCpu: 1 };
 const loadBefore = loadavg()[0];
 const connloop = buildC('split/connloop.c', 'connloop');
 
@@ -27,7 +29,8 @@ function cgroup(name) {
 }
 
 function dial(cg, host, port) {
-  const r = spawnSync('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'dial', cg, connloop, 'dial', host, String(port), String(params.connections)], {
+  const argv = ['taskset', '-c', String(params.clientCpu), connloop, 'dial', host, String(port), String(params.connections)];
+  const r = spawnSync('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'dial', cg, ...argv], {
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -37,7 +40,7 @@ function dial(cg, host, port) {
   return out.ns_per_conn;
 }
 
-const server = spawn(connloop, ['serve', params.serverHost], { stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn('taskset', ['-c', String(params.serverCpu), connloop, 'serve', params.serverHost], { stdio: ['ignore', 'pipe', 'inherit'] });
 onCleanup(() => server.kill('SIGKILL'));
 const [portLine] = await once(server.stdout, 'data');
 const serverPort = Number(String(portLine).trim());
@@ -46,7 +49,7 @@ const plainCg = cgroup('plain');
 const meshCg = cgroup('mesh');
 const dp = SplitDatapath.load({ maxServices: 16_384, maxEndpoints: 262_144 });
 onCleanup(() => dp.close());
-dp.attach(meshCg);
+const links = dp.attach(meshCg);
 
 /** The benched service plus synthetic ones up to `total` services. */
 function snapshotWith(total) {
@@ -70,10 +73,39 @@ for (const [n, snap] of Object.entries(scenarios)) {
   dial(meshCg, params.vip, params.vipPort); // warm-up
   dial(plainCg, params.serverHost, serverPort);
   raw[n] = { without: [], with: [] };
+  // ABBA order: whichever arm runs second in a pair does not always run second.
   for (let i = 0; i < params.reps; i++) {
-    raw[n].without.push(dial(plainCg, params.serverHost, serverPort));
-    raw[n].with.push(dial(meshCg, params.vip, params.vipPort));
+    const arms = [
+      () => raw[n].without.push(dial(plainCg, params.serverHost, serverPort)),
+      () => raw[n].with.push(dial(meshCg, params.vip, params.vipPort)),
+    ];
+    if (i % 2) arms.reverse();
+    arms.forEach((a) => a());
   }
+}
+
+// In-kernel cost, from BPF run-time stats: the split programs' run time per connection (a low-noise figure;
+// the wall-clock arms above also carry the kernel's own variance).
+function programCost() {
+  const progs = links.map((l) => Program.openById(l.info().programId));
+  const stats = enableStats();
+  const before = progs.map((p) => p.stats());
+  dial(meshCg, params.vip, params.vipPort);
+  const after = progs.map((p) => p.stats());
+  stats.close();
+  const out = {};
+  progs.forEach((p, i) => {
+    const runs = after[i].runCount - before[i].runCount;
+    if (runs > 0n) out[p.name] = { runs: Number(runs), ns_per_run: round(Number(after[i].runTimeNs - before[i].runTimeNs) / Number(runs), 1) };
+    p.close();
+  });
+  const total = Object.values(out).reduce((a, x) => a + x.ns_per_run * x.runs, 0) / params.connections;
+  return { programs: out, ns_per_connection: round(total, 1) };
+}
+const bpfCost = {};
+for (const [n, snap] of Object.entries(scenarios)) {
+  dp.apply(snap);
+  bpfCost[n] = programCost();
 }
 
 // Applying: a fresh table with the 10,000-service / 100,000-endpoint snapshot, then one weight change.
@@ -102,6 +134,7 @@ const result = {
     one_weight_ms: round(applyOneMs, 2),
     one_weight_stats: one.stats,
   },
+  bpf_cost: bpfCost,
   ratios: {
     connect_cost_10: round(medians[10].with_ns / medians[10].without_ns),
     connect_cost_10000: round(medians[10000].with_ns / medians[10000].without_ns),
@@ -114,5 +147,6 @@ console.log(`connect()+close() on loopback, median of ${params.reps} × ${params
 for (const [n, m] of Object.entries(medians)) {
   console.log(`  ${n.padStart(6)} services: without ${m.without_ns} ns, with split ${m.with_ns} ns  → ×${result.ratios[`connect_cost_${n}`]}`);
 }
+for (const [n, c] of Object.entries(bpfCost)) console.log(`  ${n.padStart(6)} services: split programs run ${c.ns_per_connection} ns per connection in the kernel`);
 console.log(`apply ${result.apply.services} services / ${result.apply.endpoints} endpoints: ${result.apply.full_ms} ms; one weight change: ${result.apply.one_weight_ms} ms (${JSON.stringify(one.stats)})`);
 console.log(`wrote ${file}`);
