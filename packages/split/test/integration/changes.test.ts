@@ -85,4 +85,26 @@ describePrivileged('changes under traffic', () => {
     expect(after).toEqual({ v1b: 500 });
     expect(v1.accepted).toBe(before);
   });
+
+  it('connections made while endpoint tables are swapped 60 times never find a service without backends', async () => {
+    dp.apply(topology(50, 50, [v1]));
+    const n = 6000;
+    const dialing = cg.run(process.execPath, [dialScript, VIP, '80', String(n), '16'], { timeoutMs: 120_000 });
+    // Alternate v1's endpoints between two servers: every apply writes a new table version and drops the old one.
+    for (let i = 0; i < 60; i++) {
+      dp.apply(topology(50, 50, i % 2 ? [v1] : [v1b]));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const r = await dialing;
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { done: number; byName: Record<string, number>; errors: Record<string, number> };
+    expect(out.errors).toEqual({});
+    expect(out.done).toBe(n);
+    expect(Object.values(out.byName).reduce((a, b) => a + b, 0)).toBe(n);
+    // The swaps happened while the client dialled: both tables served some of its connections.
+    expect(out.byName.v1).toBeGreaterThan(0);
+    expect(out.byName.v1b).toBeGreaterThan(0);
+    // Lookups that met a half-swapped table, if any, were retried (table_retry) rather than refused.
+    expect(dp.counters().connect_no_backend).toBe(0n);
+  });
 });
