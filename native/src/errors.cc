@@ -14,16 +14,22 @@ namespace mesh {
 static thread_local std::string* capture = nullptr;
 
 static int PrintFn(enum libbpf_print_level level, const char* fmt, va_list args) {
-  char line[4096];
-  int n = vsnprintf(line, sizeof line, fmt, args);
+  // libbpf prints a whole verifier log in one call: size the text first, never truncate it.
+  va_list copy;
+  va_copy(copy, args);
+  int n = vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
   if (n < 0) return 0;
+  std::string text(n + 1, '\0');
+  vsnprintf(text.data(), text.size(), fmt, args);
+  text.resize(n);
   if (capture) {
-    capture->append(line, std::min<size_t>(n, sizeof line - 1));
+    capture->append(text);
     return n;
   }
   // Outside a capture, libbpf's warnings are noise for a library; MESH_BPF_DEBUG shows them.
   static const bool debug = getenv("MESH_BPF_DEBUG") != nullptr;
-  if (debug || (level == LIBBPF_WARN && getenv("MESH_BPF_WARN"))) fputs(line, stderr);
+  if (debug || (level == LIBBPF_WARN && getenv("MESH_BPF_WARN"))) fputs(text.c_str(), stderr);
   return n;
 }
 

@@ -1,0 +1,408 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * HTTP/1.x golden signals and TCP metrics for the sockets of a cgroup subtree, aggregated in the kernel.
+ *
+ * sockops marks each established TCP connection (client or server side) with per-socket state. cgroup_skb
+ * egress and ingress see its packets: a connection alternates request, response, request, …; the first bytes
+ * of a request give the method, the first bytes of its response the status, and their arrival times the
+ * duration. Bytes are collected across segments and writes until the line can be read, so requests written in
+ * small pieces still count. Streams that do not start like HTTP/1.x are marked and ignored.
+ * User space reads per-CPU aggregates; no per-request event leaves the kernel.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "bpf_consts.h"
+#include "http.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct http_conn);
+} http_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct http_key);
+	__type(value, struct http_value);
+} http_requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct l4_pair_key);
+	__type(value, struct l4_pair_value);
+} tcp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HTTP_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} http_counters SEC(".maps");
+
+/*
+ * The bucket of a duration: upper bounds 5, 10, 25, 50, 75, 100, 250, 500, 750 ms, 1, 2.5, 5, 7.5, 10 s
+ * (OpenTelemetry's defaults), then +Inf. Comparisons rather than a table: a constant array would need a
+ * .rodata map for 14 numbers.
+ */
+static __always_inline __u32 bucket_of(__u64 d)
+{
+	const __u64 ms = 1000000ULL;
+
+	if (d <= 100 * ms) {
+		if (d <= 25 * ms)
+			return d <= 5 * ms ? 0 : d <= 10 * ms ? 1 : 2;
+		return d <= 50 * ms ? 3 : d <= 75 * ms ? 4 : 5;
+	}
+	if (d <= 1000 * ms)
+		return d <= 250 * ms ? 6 : d <= 500 * ms ? 7 : d <= 750 * ms ? 8 : 9;
+	return d <= 2500 * ms ? 10 : d <= 5000 * ms ? 11 : d <= 7500 * ms ? 12 : d <= 10000 * ms ? 13 : 14;
+}
+
+/* The key user space inserts at load: what cannot get its own entry once a map is full is counted here. */
+#define OVERFLOW_CGROUP 0xffffffffffffffffULL
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *n = bpf_map_lookup_elem(&http_counters, &idx);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline void *lookup_or_init(void *map, void *key, void *zero, void *overflow_key, __u32 overflow_counter)
+{
+	void *v = bpf_map_lookup_elem(map, key);
+
+	if (v)
+		return v;
+	if (bpf_map_update_elem(map, key, zero, BPF_NOEXIST) == 0 || (v = bpf_map_lookup_elem(map, key)))
+		return v ? v : bpf_map_lookup_elem(map, key);
+	count(overflow_counter);
+	return bpf_map_lookup_elem(map, overflow_key);
+}
+
+static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
+{
+	struct l4_pair_key key = {}, over = {};
+	struct l4_pair_value zero = {};
+
+	key.cgroup_id = c->cgroup_id;
+	key.remote_ip[0] = c->remote_ip[0];
+	key.remote_ip[1] = c->remote_ip[1];
+	key.remote_ip[2] = c->remote_ip[2];
+	key.remote_ip[3] = c->remote_ip[3];
+	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
+	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
+	key.family = c->family;
+	over.cgroup_id = OVERFLOW_CGROUP;
+	return lookup_or_init(&tcp_stats, &key, &zero, &over, HTTP_C_TCP_OVERFLOW);
+}
+
+static __always_inline void record(struct http_conn *c, __u16 status)
+{
+	struct http_key key = {}, over = {};
+	struct http_value zero = {};
+	struct http_value *v;
+	__u64 d = c->resp_start_ns - c->req_start_ns;
+	__u32 b = bucket_of(d);
+
+	key.cgroup_id = c->cgroup_id;
+	key.remote_ip[0] = c->remote_ip[0];
+	key.remote_ip[1] = c->remote_ip[1];
+	key.remote_ip[2] = c->remote_ip[2];
+	key.remote_ip[3] = c->remote_ip[3];
+	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
+	key.status = status;
+	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
+	key.method = c->method;
+	key.family = c->family;
+	over.cgroup_id = OVERFLOW_CGROUP;
+	v = lookup_or_init(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
+	count(HTTP_C_REQUESTS);
+	if (!v)
+		return;
+	v->count += 1;
+	v->sum_ns += d;
+	v->buckets[b < HTTP_BUCKETS ? b : HTTP_BOUNDS] += 1;
+}
+
+#define PARSE_MORE 0
+#define PARSE_OK 1
+#define PARSE_BAD 2
+
+static __always_inline int is_upper(__u8 ch)
+{
+	return ch >= 'A' && ch <= 'Z';
+}
+
+/* The request line's method: an upper-case token, a space, then a request target ('/', '*' or absolute). */
+static __always_inline int parse_method(const __u8 *p, __u32 n, __u8 *method)
+{
+	__u32 len = 0;
+
+	for (__u32 i = 0; i < HTTP_PREFIX - 1; i++) {
+		if (i >= n)
+			return PARSE_MORE;
+		if (p[i] == ' ') {
+			len = i;
+			break;
+		}
+		if (!is_upper(p[i]))
+			return PARSE_BAD;
+	}
+	if (len == 0)
+		return PARSE_BAD;
+	if (len + 1 >= n)
+		return PARSE_MORE;
+	if (p[(len + 1) & (HTTP_PREFIX - 1)] != '/' && p[(len + 1) & (HTTP_PREFIX - 1)] != '*' &&
+	    p[(len + 1) & (HTTP_PREFIX - 1)] != 'h')
+		return PARSE_BAD;
+	*method = HTTP_M_OTHER;
+	if (len == 3 && p[0] == 'G' && p[1] == 'E' && p[2] == 'T')
+		*method = HTTP_M_GET;
+	else if (len == 3 && p[0] == 'P' && p[1] == 'U' && p[2] == 'T')
+		*method = HTTP_M_PUT;
+	else if (len == 4 && p[0] == 'H' && p[1] == 'E' && p[2] == 'A' && p[3] == 'D')
+		*method = HTTP_M_HEAD;
+	else if (len == 4 && p[0] == 'P' && p[1] == 'O' && p[2] == 'S' && p[3] == 'T')
+		*method = HTTP_M_POST;
+	else if (len == 5 && p[0] == 'P' && p[1] == 'A' && p[2] == 'T' && p[3] == 'C' && p[4] == 'H')
+		*method = HTTP_M_PATCH;
+	else if (len == 5 && p[0] == 'T' && p[1] == 'R' && p[2] == 'A' && p[3] == 'C' && p[4] == 'E')
+		*method = HTTP_M_TRACE;
+	else if (len == 6 && p[0] == 'D' && p[1] == 'E' && p[2] == 'L' && p[3] == 'E' && p[4] == 'T' && p[5] == 'E')
+		*method = HTTP_M_DELETE;
+	else if (len == 7 && p[0] == 'O' && p[1] == 'P' && p[2] == 'T' && p[3] == 'I' && p[4] == 'O' && p[5] == 'N' &&
+		 p[6] == 'S')
+		*method = HTTP_M_OPTIONS;
+	else if (len == 7 && p[0] == 'C' && p[1] == 'O' && p[2] == 'N' && p[3] == 'N' && p[4] == 'E' && p[5] == 'C' &&
+		 p[6] == 'T')
+		*method = HTTP_M_CONNECT;
+	return PARSE_OK;
+}
+
+/* "HTTP/1.x NNN": 12 bytes. Checked as they arrive, so a stream that is not a status line fails early. */
+static __always_inline int parse_status(const __u8 *p, __u32 n, __u16 *status)
+{
+	for (__u32 i = 0; i < 12; i++) {
+		__u8 ch, want;
+
+		if (i >= n)
+			return PARSE_MORE;
+		ch = p[i];
+		want = i == 0 ? 'H' : i == 1 || i == 2 ? 'T' : i == 3 ? 'P' : i == 4 ? '/' : i == 5 ? '1' : '.';
+		if (i < 7 && ch != want)
+			return PARSE_BAD;
+		if (i == 7 && ch != '0' && ch != '1')
+			return PARSE_BAD;
+		if (i == 8 && ch != ' ')
+			return PARSE_BAD;
+		if (i >= 9 && (ch < '0' || ch > '9'))
+			return PARSE_BAD;
+	}
+	*status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+	return PARSE_OK;
+}
+
+/* Appends up to HTTP_PREFIX - *len bytes of payload to buf. */
+static __always_inline void collect(struct __sk_buff *skb, __u32 off, __u32 avail, __u8 *buf, __u8 *len)
+{
+	__u8 tmp[2 * HTTP_PREFIX] = {};
+	__u32 have = *len, want;
+
+	if (have >= HTTP_PREFIX)
+		return;
+	want = HTTP_PREFIX - have;
+	if (want > avail)
+		want = avail;
+	/*
+	 * For the verifier: the barrier keeps the compiler from folding the mask into the comparisons above, so
+	 * the length passed to bpf_skb_load_bytes is provably within tmp.
+	 */
+	asm volatile("" : "+r"(want));
+	want &= 2 * HTTP_PREFIX - 1;
+	if (want == 0)
+		return;
+	if (bpf_skb_load_bytes(skb, off, tmp, want))
+		return;
+	for (__u32 i = 0; i < HTTP_PREFIX; i++) {
+		__u32 pos = have + i;
+
+		if (i >= want || pos >= HTTP_PREFIX)
+			break;
+		/* Again for the verifier: index through the mask, not through a pointer the compiler advanced. */
+		asm volatile("" : "+r"(pos));
+		buf[pos & (HTTP_PREFIX - 1)] = tmp[i];
+	}
+	*len = have + want;
+}
+
+static __always_inline void request_bytes(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len)
+{
+	__u8 method = 0;
+	int r;
+
+	switch (c->state) {
+	case HTTP_ST_NEW:
+	case HTTP_ST_IDLE:
+		c->req_start_ns = bpf_ktime_get_ns();
+		c->req_len = 0;
+		c->state = HTTP_ST_REQ_PFX;
+		break;
+	case HTTP_ST_REQ_PFX:
+		break;
+	default:
+		return; /* the rest of a request already read, or not HTTP */
+	}
+	collect(skb, off, len, c->req_pfx, &c->req_len);
+	r = parse_method(c->req_pfx, c->req_len, &method);
+	if (r == PARSE_OK) {
+		c->method = method;
+		c->state = HTTP_ST_AWAIT;
+	} else if (r == PARSE_BAD) {
+		c->state = HTTP_ST_NOT_HTTP;
+		count(HTTP_C_NOT_HTTP);
+	}
+}
+
+static __always_inline void response_bytes(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len)
+{
+	__u16 status = 0;
+	int r;
+
+	if (c->state == HTTP_ST_AWAIT) {
+		c->resp_start_ns = bpf_ktime_get_ns();
+		c->resp_len = 0;
+		c->state = HTTP_ST_RESP_PFX;
+	} else if (c->state != HTTP_ST_RESP_PFX) {
+		return; /* the rest of a response already read, or data nobody asked for */
+	}
+	collect(skb, off, len, c->resp_pfx, &c->resp_len);
+	r = parse_status(c->resp_pfx, c->resp_len, &status);
+	if (r == PARSE_MORE)
+		return;
+	if (r == PARSE_BAD) {
+		count(HTTP_C_UNPARSED_STATUS);
+		status = 0;
+	}
+	record(c, status);
+	c->state = HTTP_ST_IDLE;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int egress)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct http_conn *c;
+	struct l4_pair_value *t;
+	__u32 ip_len, off, payload;
+	__u8 b;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return 1;
+	c = bpf_sk_storage_get(&http_conns, sk, 0, 0);
+	if (!c)
+		return 1;
+	if (c->cgroup_id == 0) {
+		/* The first packet after the handshake: now the socket's cgroup is known, the connection counts. */
+		c->cgroup_id = bpf_skb_cgroup_id(skb);
+		t = tcp_entry(c);
+		if (t)
+			t->opened += 1;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 0, &b, 1))
+			return 1;
+		ip_len = (b & 0xf) * 4;
+	} else {
+		ip_len = 40;
+	}
+	if (bpf_skb_load_bytes(skb, ip_len + 12, &b, 1))
+		return 1;
+	off = ip_len + (b >> 4) * 4;
+	if (skb->len <= off)
+		return 1;
+	payload = skb->len - off;
+	t = tcp_entry(c);
+	if (t) {
+		if (egress)
+			t->bytes_sent += payload;
+		else
+			t->bytes_received += payload;
+	}
+	if (c->state == HTTP_ST_NOT_HTTP)
+		return 1;
+	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
+		request_bytes(skb, c, off, payload);
+	else
+		response_bytes(skb, c, off, payload);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int http_egress(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int http_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}
+
+SEC("sockops")
+int http_sockops(struct bpf_sock_ops *skops)
+{
+	struct http_conn *c;
+	struct l4_pair_value *t;
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
+		struct bpf_sock *sk = skops->sk;
+
+		if (!sk)
+			return 1;
+		c = bpf_sk_storage_get(&http_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c)
+			return 1;
+		c->role = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? HTTP_ROLE_CLIENT : HTTP_ROLE_SERVER;
+		c->family = skops->family == AF_INET6 ? AF_INET6 : AF_INET;
+		if (c->family == AF_INET) {
+			c->remote_ip[0] = skops->remote_ip4;
+		} else {
+			c->remote_ip[0] = skops->remote_ip6[0];
+			c->remote_ip[1] = skops->remote_ip6[1];
+			c->remote_ip[2] = skops->remote_ip6[2];
+			c->remote_ip[3] = skops->remote_ip6[3];
+		}
+		c->remote_port = (__u16)bpf_ntohl(skops->remote_port);
+		c->local_port = (__u16)skops->local_port;
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		break;
+	}
+	case BPF_SOCK_OPS_STATE_CB: {
+		struct bpf_sock *sk = skops->sk;
+
+		if (skops->args[1] != BPF_TCP_CLOSE || !sk)
+			return 1;
+		c = bpf_sk_storage_get(&http_conns, sk, 0, 0);
+		if (!c || c->cgroup_id == 0)
+			return 1;
+		t = tcp_entry(c);
+		if (t)
+			t->closed += 1;
+		break;
+	}
+	}
+	return 1;
+}
