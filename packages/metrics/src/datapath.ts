@@ -1,0 +1,180 @@
+/** The metrics datapath: the embedded http programs attached to a cgroup v2 subtree, and their aggregates
+ *  read at scrape time (summed over CPUs). */
+import { type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap } from '@mesh/bpf';
+
+import {
+  counterNames,
+  type CounterName,
+  httpKey,
+  httpValue,
+  METHODS,
+  OVERFLOW_CGROUP,
+  pairKey,
+  pairValue,
+  type HttpKey,
+  type PairKey,
+} from './maps.js';
+
+const names = embedded.http;
+const AF_INET = 2;
+
+export type Direction = 'client' | 'server';
+
+/** One aggregate: requests of one local workload with one peer, method and status. */
+export interface HttpSample {
+  direction: Direction;
+  /** cgroup id of the local workload's socket; undefined for the overflow series. */
+  cgroupId: bigint | undefined;
+  remoteIp: string;
+  /** client: the server port dialled; server: the local port served. */
+  port: number;
+  method: (typeof METHODS)[number];
+  /** 0 when the response did not start with a status line. */
+  status: number;
+  count: number;
+  sumSeconds: number;
+  /** Non-cumulative counts per bucket (15: the OpenTelemetry bounds, then +Inf). */
+  buckets: number[];
+}
+
+export interface TcpSample {
+  direction: Direction;
+  cgroupId: bigint | undefined;
+  remoteIp: string;
+  port: number;
+  opened: number;
+  closed: number;
+  bytesSent: number;
+  bytesReceived: number;
+}
+
+export interface MetricsSnapshot {
+  http: HttpSample[];
+  tcp: TcpSample[];
+  counters: Record<CounterName, number>;
+}
+
+export interface MetricsOptions {
+  /** Capacity of the request aggregation map (distinct workload/peer/method/status keys); default 8,192. */
+  maxHttpKeys?: number;
+  /** Capacity of the TCP pair map; default 8,192. */
+  maxTcpKeys?: number;
+}
+
+const ipOf = (b: Buffer, family: number) => c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
+
+export class MetricsDatapath implements Disposable {
+  private readonly obj: BpfObject;
+  private readonly http: PerCpuMap<HttpKey, { count: number; sumNs: number; buckets: number[] }>;
+  private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
+  private readonly counters: PerCpuMap<number, bigint>;
+  private readonly links: Link[] = [];
+
+  private constructor(obj: BpfObject) {
+    this.obj = obj;
+    this.http = obj.perCpuMap(names.maps.http_requests, { key: httpKey, value: httpValue });
+    this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
+    this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
+    // The overflow entries exist before any program runs, so a full map always has somewhere to count.
+    const zero16 = Buffer.alloc(16);
+    this.http.set(
+      { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, status: 0, dir: 0, method: 0, family: 0 },
+      { count: 0, sumNs: 0, buckets: new Array(15).fill(0) },
+      'noexist',
+    );
+    this.tcp.set({ cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, dir: 0, family: 0 }, { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 }, 'noexist');
+  }
+
+  static load(opts: MetricsOptions = {}): MetricsDatapath {
+    const spec = ObjectSpec.embedded(names.name);
+    try {
+      if (opts.maxHttpKeys !== undefined) spec.setMaxEntries(names.maps.http_requests, opts.maxHttpKeys);
+      if (opts.maxTcpKeys !== undefined) spec.setMaxEntries(names.maps.tcp_stats, opts.maxTcpKeys);
+    } catch (err) {
+      spec.close();
+      throw err;
+    }
+    return new MetricsDatapath(spec.load());
+  }
+
+  /** Attaches sockops and cgroup_skb ingress/egress to a cgroup v2 directory: its TCP sockets are measured. */
+  attach(cgroupPath: string): Link[] {
+    const made: Link[] = [];
+    try {
+      for (const p of Object.values(names.programs)) made.push(this.obj.program(p).attachCgroup(cgroupPath));
+    } catch (err) {
+      made.forEach((l) => l.close());
+      throw err;
+    }
+    this.links.push(...made);
+    return made;
+  }
+
+  /** Reads every aggregate (one batch read per map), summed over CPUs. */
+  read(): MetricsSnapshot {
+    const http: HttpSample[] = [];
+    for (const [k, perCpu] of this.http.getBatch()) {
+      const buckets = new Array<number>(15).fill(0);
+      let count = 0, sumNs = 0;
+      for (const v of perCpu) {
+        count += v.count;
+        sumNs += v.sumNs;
+        v.buckets.forEach((b, i) => (buckets[i]! += b));
+      }
+      if (count === 0) continue;
+      const overflow = k.cgroupId === OVERFLOW_CGROUP;
+      http.push({
+        direction: k.dir === 1 ? 'server' : 'client',
+        cgroupId: overflow ? undefined : k.cgroupId,
+        remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
+        port: k.port,
+        method: METHODS[k.method] ?? '_OTHER',
+        status: k.status,
+        count,
+        sumSeconds: sumNs / 1e9,
+        buckets,
+      });
+    }
+    const tcp: TcpSample[] = [];
+    for (const [k, perCpu] of this.tcp.getBatch()) {
+      const s = perCpu.reduce(
+        (a, v) => ({ opened: a.opened + v.opened, closed: a.closed + v.closed, bytesSent: a.bytesSent + v.bytesSent, bytesReceived: a.bytesReceived + v.bytesReceived }),
+        { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 },
+      );
+      if (s.opened + s.closed + s.bytesSent + s.bytesReceived === 0) continue;
+      const overflow = k.cgroupId === OVERFLOW_CGROUP;
+      tcp.push({
+        direction: k.dir === 1 ? 'server' : 'client',
+        cgroupId: overflow ? undefined : k.cgroupId,
+        remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
+        port: k.port,
+        ...s,
+      });
+    }
+    const counters = {} as Record<CounterName, number>;
+    counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
+    return { http, tcp, counters };
+  }
+
+  /** Entries in use and capacity of the aggregation maps (map pressure). */
+  fill(): Record<'http_requests' | 'tcp_stats', { used: number; max: number }> {
+    const count = (m: { keys(): IterableIterator<unknown> }) => {
+      let n = 0;
+      for (const _ of m.keys()) n++;
+      return n;
+    };
+    return {
+      http_requests: { used: count(this.http), max: this.http.maxEntries },
+      tcp_stats: { used: count(this.tcp), max: this.tcp.maxEntries },
+    };
+  }
+
+  close(): void {
+    this.links.length = 0;
+    this.obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Prometheus exposition of the kernel's aggregates through prom-client. Names follow the OpenTelemetry HTTP
+ * semantic conventions as Prometheus spells them: http_server_request_duration_seconds and
+ * http_client_request_duration_seconds histograms (OTel's default buckets), labels http_request_method (unknown
+ * methods as _OTHER) and http_response_status_code, plus source/destination workload, namespace and service.
+ * The kernel is read once per scrape; series are capped, and what exceeds the cap is merged into one overflow
+ * series per metric and counted.
+ */
+import { type Registry } from 'prom-client';
+
+import type { Direction, HttpSample, MetricsSnapshot, TcpSample } from './datapath.js';
+import { BUCKET_BOUNDS_S, type CounterName } from './maps.js';
+
+export interface Identity {
+  workload: string;
+  namespace: string;
+  service?: string;
+}
+
+/** Names what the kernel knows by cgroup id and address. The agent resolves them from its config. */
+export interface IdentityResolver {
+  /** The local workload of a socket, by the socket's cgroup id. */
+  local(cgroupId: bigint): Identity | undefined;
+  /** The peer: for clients, the address and port dialled (a workload or a service); for servers, the client's address. */
+  peer(ip: string, port: number, direction: Direction): Identity | undefined;
+}
+
+export const defaultResolver: IdentityResolver = {
+  local: (id) => ({ workload: `cgroup-${id}`, namespace: '' }),
+  peer: (ip) => ({ workload: ip, namespace: '' }),
+};
+
+export interface MetricsSource {
+  read(): MetricsSnapshot;
+  fill(): Record<string, { used: number; max: number }>;
+}
+
+export interface ExporterOptions {
+  resolver?: IdentityResolver;
+  /** Most label sets per metric; the rest merge into one overflow series. Default 10,000. */
+  maxSeries?: number;
+  /** A snapshot younger than this is reused (several metrics are rendered per scrape). Default 200 ms. */
+  cacheMs?: number;
+}
+
+const OVERFLOW = '_overflow';
+const identityLabels = ['source_workload', 'source_namespace', 'destination_workload', 'destination_namespace', 'destination_service'] as const;
+type Labels = Record<string, string>;
+
+interface PromValue {
+  labels: Labels;
+  value: number;
+  metricName?: string;
+}
+
+/** A metric object prom-client's Registry can render: name, help, type and get(). */
+interface CustomMetric {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  aggregator: 'sum';
+  get(): Promise<{ name: string; help: string; type: string; aggregator: 'sum'; values: PromValue[] }>;
+  reset(): void;
+}
+
+export class KernelMetrics {
+  private readonly resolver: IdentityResolver;
+  private readonly maxSeries: number;
+  private readonly cacheMs: number;
+  private cached: { at: number; snap: MetricsSnapshot; fill: Record<string, { used: number; max: number }> } | undefined;
+  /** Requests and TCP aggregates merged into overflow series since start, by the user-space cap. */
+  private overflowed = 0;
+
+  constructor(
+    private readonly source: MetricsSource,
+    opts: ExporterOptions = {},
+  ) {
+    this.resolver = opts.resolver ?? defaultResolver;
+    this.maxSeries = opts.maxSeries ?? 10_000;
+    this.cacheMs = opts.cacheMs ?? 200;
+    if (!Number.isInteger(this.maxSeries) || this.maxSeries < 1) throw new RangeError(`maxSeries must be a positive integer, got ${this.maxSeries}`);
+  }
+
+  /** Registers every metric in a prom-client registry. */
+  register(registry: Registry): void {
+    for (const m of this.metrics()) registry.registerMetric(m as never);
+  }
+
+  private snapshot() {
+    const now = Date.now();
+    if (!this.cached || now - this.cached.at > this.cacheMs) {
+      this.cached = { at: now, snap: this.source.read(), fill: this.source.fill() };
+    }
+    return this.cached;
+  }
+
+  private identities(direction: Direction, cgroupId: bigint | undefined, ip: string, port: number): Labels {
+    if (cgroupId === undefined) return Object.fromEntries(identityLabels.map((l) => [l, OVERFLOW]));
+    const local = this.resolver.local(cgroupId) ?? { workload: `cgroup-${cgroupId}`, namespace: '' };
+    const peer = this.resolver.peer(ip, port, direction) ?? { workload: ip, namespace: '' };
+    const [src, dst] = direction === 'client' ? [local, peer] : [peer, local];
+    return {
+      source_workload: src.workload,
+      source_namespace: src.namespace,
+      destination_workload: dst.workload,
+      destination_namespace: dst.namespace,
+      destination_service: dst.service ?? '',
+    };
+  }
+
+  /** Groups samples by label set, up to maxSeries sets; the rest go to one overflow set. */
+  private group<S>(samples: S[], labelsOf: (s: S) => Labels, add: (acc: S | undefined, s: S) => S, weight: (s: S) => number) {
+    const out = new Map<string, { labels: Labels; acc: S }>();
+    for (const s of samples) {
+      let labels = labelsOf(s);
+      let key = JSON.stringify(labels);
+      if (!out.has(key) && out.size >= this.maxSeries) {
+        labels = Object.fromEntries(Object.keys(labels).map((k) => [k, OVERFLOW]));
+        key = JSON.stringify(labels);
+        this.overflowed += weight(s);
+      }
+      const cur = out.get(key);
+      out.set(key, { labels, acc: add(cur?.acc, s) });
+    }
+    return [...out.values()];
+  }
+
+  private histogram(direction: Direction): CustomMetric {
+    const name = `http_${direction}_request_duration_seconds`;
+    const help = `Duration of HTTP ${direction} requests: first byte of the request to first byte of the response, measured in the kernel.`;
+    const get = async () => {
+      const samples = this.snapshot().snap.http.filter((s) => s.direction === direction);
+      const groups = this.group<HttpSample>(
+        samples,
+        (s) => ({
+          http_request_method: s.cgroupId === undefined ? OVERFLOW : s.method || '_OTHER',
+          http_response_status_code: s.cgroupId === undefined ? OVERFLOW : s.status ? String(s.status) : '',
+          ...this.identities(direction, s.cgroupId, s.remoteIp, s.port),
+        }),
+        (acc, s) => (acc ? { ...acc, count: acc.count + s.count, sumSeconds: acc.sumSeconds + s.sumSeconds, buckets: acc.buckets.map((b, i) => b + s.buckets[i]!) } : { ...s, buckets: [...s.buckets] }),
+        (s) => s.count,
+      );
+      const values: PromValue[] = [];
+      for (const { labels, acc } of groups) {
+        let cumulative = 0;
+        BUCKET_BOUNDS_S.forEach((le, i) => {
+          cumulative += acc.buckets[i]!;
+          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: String(le) }, value: cumulative });
+        });
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: acc.count });
+        values.push({ metricName: `${name}_sum`, labels, value: acc.sumSeconds });
+        values.push({ metricName: `${name}_count`, labels, value: acc.count });
+      }
+      return { name, help, type: 'histogram', aggregator: 'sum' as const, values };
+    };
+    return { name, help, type: 'histogram', aggregator: 'sum', get, reset() {} };
+  }
+
+  private tcpCounter(name: string, help: string, field: keyof Pick<TcpSample, 'opened' | 'closed' | 'bytesSent' | 'bytesReceived'>): CustomMetric {
+    const get = async () => {
+      const groups = this.group<TcpSample>(
+        this.snapshot().snap.tcp,
+        (s) => this.identities(s.direction, s.cgroupId, s.remoteIp, s.port),
+        (acc, s) => (acc ? { ...acc, [field]: acc[field] + s[field] } : { ...s }),
+        () => 0,
+      );
+      return { name, help, type: 'counter', aggregator: 'sum' as const, values: groups.map(({ labels, acc }) => ({ labels, value: acc[field] })) };
+    };
+    return { name, help, type: 'counter', aggregator: 'sum', get, reset() {} };
+  }
+
+  private simple(name: string, help: string, type: 'counter' | 'gauge', values: () => PromValue[]): CustomMetric {
+    const get = async () => ({ name, help, type, aggregator: 'sum' as const, values: values() });
+    return { name, help, type, aggregator: 'sum', get, reset() {} };
+  }
+
+  private metrics(): CustomMetric[] {
+    const kernelCounter = (n: CounterName) => () => [{ labels: {}, value: this.snapshot().snap.counters[n] }];
+    return [
+      this.histogram('server'),
+      this.histogram('client'),
+      this.tcpCounter('mesh_tcp_connections_opened_total', 'TCP connections established, per workload pair.', 'opened'),
+      this.tcpCounter('mesh_tcp_connections_closed_total', 'TCP connections closed, per workload pair.', 'closed'),
+      this.tcpCounter('mesh_tcp_sent_bytes_total', 'TCP payload bytes sent, per workload pair.', 'bytesSent'),
+      this.tcpCounter('mesh_tcp_received_bytes_total', 'TCP payload bytes received, per workload pair.', 'bytesReceived'),
+      this.simple('mesh_http_not_http_connections_total', 'Connections whose first bytes were not HTTP/1.x (not counted as requests).', 'counter', kernelCounter('not_http')),
+      this.simple('mesh_http_unparsed_responses_total', 'Responses that did not start with a status line (recorded with an empty status code).', 'counter', kernelCounter('unparsed_status')),
+      this.simple('mesh_metrics_kernel_overflow_total', 'Exchanges or connections counted under the overflow key because an aggregation map was full.', 'counter', () => [
+        { labels: { map: 'http_requests' }, value: this.snapshot().snap.counters.http_overflow },
+        { labels: { map: 'tcp_stats' }, value: this.snapshot().snap.counters.tcp_overflow },
+      ]),
+      this.simple('mesh_metrics_series_overflow_total', 'Requests merged into an overflow series because a metric reached its series cap.', 'counter', () => {
+        this.snapshot();
+        return [{ labels: {}, value: this.overflowed }];
+      }),
+      this.simple('mesh_bpf_map_entries', 'Entries in use in a BPF map of the mesh.', 'gauge', () =>
+        Object.entries(this.snapshot().fill).map(([map, f]) => ({ labels: { map }, value: f.used })),
+      ),
+      this.simple('mesh_bpf_map_capacity', 'Capacity (max entries) of a BPF map of the mesh.', 'gauge', () =>
+        Object.entries(this.snapshot().fill).map(([map, f]) => ({ labels: { map }, value: f.max })),
+      ),
+    ];
+  }
+}

@@ -1,0 +1,27 @@
+/** Codecs mirroring bpf/include/http.h. */
+import { codec as c } from '@mesh/bpf';
+
+export const HTTP_BUCKETS = 15;
+/** OpenTelemetry's default bucket bounds for http.*.request.duration, in seconds; the 15th bucket is +Inf. */
+export const BUCKET_BOUNDS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] as const;
+/** The key every map holds from load on, where what finds no room of its own is counted. */
+export const OVERFLOW_CGROUP = 0xffffffffffffffffn;
+
+export const METHODS = ['', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', '_OTHER'] as const;
+
+export const httpKey = c.struct(
+  { cgroupId: c.u64, remoteIp: c.bytes(16), port: c.u16, status: c.u16, dir: c.u8, method: c.u8, family: c.u8, pad: c.pad(5) },
+  { name: 'http_key' },
+);
+export const httpValue = c.struct({ count: c.u64n, sumNs: c.u64n, buckets: c.array(c.u64n, HTTP_BUCKETS) }, { name: 'http_value' });
+export const pairKey = c.struct(
+  { cgroupId: c.u64, remoteIp: c.bytes(16), port: c.u16, dir: c.u8, family: c.u8, pad: c.pad(4) },
+  { name: 'l4_pair_key' },
+);
+export const pairValue = c.struct({ opened: c.u64n, closed: c.u64n, bytesSent: c.u64n, bytesReceived: c.u64n }, { name: 'l4_pair_value' });
+
+export const counterNames = ['requests', 'not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow'] as const;
+export type CounterName = (typeof counterNames)[number];
+
+export type HttpKey = c.Infer<typeof httpKey>;
+export type PairKey = c.Infer<typeof pairKey>;

@@ -1,0 +1,48 @@
+/** A measured topology: a scratch cgroup with the metrics programs, an HTTP server and clients inside it. */
+import { createCgroup, type Cgroup, waitForLine } from '@mesh/testkit';
+import type { ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+import { MetricsDatapath, type HttpSample } from '../src/index.js';
+
+export const serverScript = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url));
+
+export interface Topology {
+  cg: Cgroup;
+  dp: MetricsDatapath;
+  close(): Promise<void>;
+}
+
+export async function topology(prefix: string): Promise<Topology> {
+  const cg = await createCgroup(prefix);
+  const dp = MetricsDatapath.load();
+  try {
+    dp.attach(cg.path);
+  } catch (err) {
+    dp.close();
+    await cg.close();
+    throw err;
+  }
+  return {
+    cg,
+    dp,
+    close: async () => {
+      dp.close();
+      await cg.close();
+    },
+  };
+}
+
+/** Starts the fixture server inside the cgroup; resolves with its port. */
+export async function startServer(cg: Cgroup, host: string, statuses: number[], delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
+  const child = cg.spawn(process.execPath, [serverScript, host, statuses.join(','), String(delayMs)]);
+  const [line] = await waitForLine(child, /^\{"port":\d+\}$/, 15_000);
+  return { port: (JSON.parse(line) as { port: number }).port, child };
+}
+
+/** Request counts per status for one direction and port. */
+export function byStatus(samples: HttpSample[], direction: 'client' | 'server', port: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of samples) if (s.direction === direction && s.port === port) out[s.status] = (out[s.status] ?? 0) + s.count;
+  return out;
+}
