@@ -1,0 +1,77 @@
+// Requests in many small writes, HTTP/1.0, large bodies in many segments (content-length and chunked), and a
+// stream of random bytes: counts stay exact for the HTTP traffic and the random stream is not counted as HTTP.
+import { describePrivileged, ensureTool } from '@mesh/testkit';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { byStatus, startServer, topology, type Topology } from '../support.js';
+
+const rawClient = fileURLToPath(new URL('../fixtures/raw-client.mjs', import.meta.url));
+const HOST = '127.0.0.13';
+
+describePrivileged('parsing across segments and writes', () => {
+  let t: Topology;
+  let port: number;
+
+  beforeAll(async () => {
+    t = await topology('metparse');
+    port = (await startServer(t.cg, HOST, [200, 404])).port;
+  });
+  afterAll(async () => t?.close());
+
+  const delta = async (fn: () => Promise<void>) => {
+    const was = { client: byStatus(t.dp.read().http, 'client', port), server: byStatus(t.dp.read().http, 'server', port) };
+    await fn();
+    const now = t.dp.read();
+    const d = (a: Record<string, number>, b: Record<string, number>) =>
+      Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => v !== 0));
+    return { client: d(byStatus(now.http, 'client', port), was.client), server: d(byStatus(now.http, 'server', port), was.server), counters: now.counters };
+  };
+
+  async function raw(mode: string, ...extra: string[]) {
+    const r = await t.cg.run(process.execPath, [rawClient, HOST, String(port), mode, ...extra], { timeoutMs: 120_000 });
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as { statuses: Record<string, number>; sentValid?: number };
+  }
+
+  it('20 keep-alive requests written 3 bytes at a time are 20 requests', async () => {
+    const d = await delta(async () => {
+      expect((await raw('small-writes')).statuses).toEqual({ 200: 10, 404: 10 });
+    });
+    expect(d.client).toEqual({ 200: 10, 404: 10 });
+    expect(d.server).toEqual({ 200: 10, 404: 10 });
+  });
+
+  it('HTTP/1.0, one request per connection', async () => {
+    const d = await delta(async () => {
+      expect((await raw('http10')).statuses).toEqual({ 200: 5, 404: 5 });
+    });
+    expect(d.client).toEqual({ 200: 5, 404: 5 });
+    expect(d.server).toEqual({ 200: 5, 404: 5 });
+  });
+
+  it('1 MB request and response bodies in many segments, content-length and chunked (curl)', async () => {
+    const curl = ensureTool('curl');
+    const d = await delta(async () => {
+      for (const chunked of [false, true]) {
+        const args = ['-s', '-o', '/dev/null', '-w', '%{http_code}\\n', '--data-binary', '@-', ...(chunked ? ['-H', 'Transfer-Encoding: chunked'] : []), `http://${HOST}:${port}/upload`, `http://${HOST}:${port}/upload`];
+        const r = await t.cg.run(curl, args, { timeoutMs: 60_000, input: Buffer.alloc(1 << 20, 'b') });
+        expect(r.code, r.stderr).toBe(0);
+      }
+    });
+    // 4 POSTs (2 per curl run, on one keep-alive connection each): alternating 200/404 at the server.
+    expect(Object.values(d.client).reduce((a, b) => a + b, 0)).toBe(4);
+    expect(d.server).toEqual(d.client);
+  });
+
+  it('a stream of random bytes is not counted as HTTP', async () => {
+    const before = t.dp.read().counters.not_http;
+    const d = await delta(async () => {
+      await raw('random');
+    });
+    expect(d.client).toEqual({});
+    expect(d.server).toEqual({});
+    // Both ends saw a stream that does not start like HTTP/1.x.
+    expect(t.dp.read().counters.not_http - before).toBe(2);
+  });
+});
