@@ -19,8 +19,8 @@ export interface Identity {
 
 /** Names what the kernel knows by cgroup id and address. The agent resolves them from its config. */
 export interface IdentityResolver {
-  /** The local workload of a socket, by the socket's cgroup id. */
-  local(cgroupId: bigint): Identity | undefined;
+  /** The local workload of a socket, by the socket's cgroup id; for servers, `port` is the port served. */
+  local(cgroupId: bigint, port: number, direction: Direction): Identity | undefined;
   /** The peer: for clients, the address and port dialled (a workload or a service); for servers, the client's address. */
   peer(ip: string, port: number, direction: Direction): Identity | undefined;
 }
@@ -96,7 +96,7 @@ export class KernelMetrics {
 
   private identities(direction: Direction, cgroupId: bigint | undefined, ip: string, port: number): Labels {
     if (cgroupId === undefined) return Object.fromEntries(identityLabels.map((l) => [l, OVERFLOW]));
-    const local = this.resolver.local(cgroupId) ?? { workload: `cgroup-${cgroupId}`, namespace: '' };
+    const local = this.resolver.local(cgroupId, port, direction) ?? { workload: `cgroup-${cgroupId}`, namespace: '' };
     const peer = this.resolver.peer(ip, port, direction) ?? { workload: ip, namespace: '' };
     const [src, dst] = direction === 'client' ? [local, peer] : [peer, local];
     return {

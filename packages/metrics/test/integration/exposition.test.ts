@@ -1,0 +1,83 @@
+// Durations land in the right histogram buckets, and the scraped exposition passes promtool.
+import { describePrivileged, ensureTool } from '@mesh/testkit';
+import { spawnSync } from 'node:child_process';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { KernelMetrics } from '../../src/index.js';
+import { startServer, topology, type Topology } from '../support.js';
+
+const HOST = '127.0.0.14';
+
+describePrivileged(
+  'durations and exposition',
+  () => {
+    let t: Topology;
+    let slow: number, fast: number;
+
+    beforeAll(async () => {
+      t = await topology('metexp');
+      slow = (await startServer(t.cg, HOST, [200], 50)).port;
+      fast = (await startServer(t.cg, HOST, [200], 0)).port;
+      for (const port of [slow, fast]) {
+        const r = await t.cg.run(ensureTool('hey'), ['-n', '100', '-c', '4', `http://${HOST}:${port}/`], { timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(0);
+      }
+    });
+    afterAll(async () => t?.close());
+
+    const buckets = (port: number, direction: 'client' | 'server') => {
+      const b = new Array<number>(15).fill(0);
+      for (const s of t.dp.read().http) if (s.port === port && s.direction === direction) s.buckets.forEach((x, i) => (b[i]! += x));
+      return b;
+    };
+
+    it('a server that waits 50 ms puts its requests around the 0.05 s bound; a 0 ms server keeps them under 5 ms', () => {
+      for (const dir of ['client', 'server'] as const) {
+        const s = buckets(slow, dir);
+        // Index 3 is (0.025, 0.05], 4 is (0.05, 0.075]. Node's timers may fire a fraction of a millisecond
+        // early, so a few land just under 0.05; none below 25 ms, none above 100 ms.
+        expect(s.slice(0, 3).reduce((a, x) => a + x, 0), `${dir} ${s}`).toBe(0);
+        expect(s[3]! + s[4]! + s[5]!, `${dir} ${s}`).toBe(100);
+        expect(s[4]!, `${dir} ${s}`).toBeGreaterThanOrEqual(90);
+        const f = buckets(fast, dir);
+        expect(f[0]!, `${dir} ${f}`).toBeGreaterThanOrEqual(95);
+        expect(f.reduce((a, x) => a + x, 0)).toBe(100);
+      }
+    });
+
+    it('the scraped text passes promtool check metrics and carries the OTel names and labels', async () => {
+      // Only the mesh's metrics: prom-client's own nodejs_* defaults carry names promtool lints.
+      const registry = new Registry();
+      new KernelMetrics(t.dp).register(registry);
+      const text = await registry.metrics();
+      const r = spawnSync(ensureTool('promtool'), ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      expect(`${r.stdout}${r.stderr}`.trim()).toBe('');
+      expect(r.status).toBe(0);
+      // Both servers run in one workload and are dialled from one address: one series of 200 requests.
+      const line = new RegExp(`^http_server_request_duration_seconds_count\\{[^}]*http_request_method="GET"[^}]*http_response_status_code="200"[^}]*\\} 200$`, 'm');
+      expect(text).toMatch(line);
+      expect(text).toMatch(/^http_client_request_duration_seconds_bucket\{.*le="0.075".*\} \d+$/m);
+      expect(text).toMatch(/^mesh_tcp_connections_opened_total\{/m);
+      expect(text).toMatch(/^mesh_bpf_map_entries\{map="http_requests"\} \d+$/m);
+    });
+
+    it('a series cap merges what exceeds it into one overflow series and counts it', async () => {
+      const registry = new Registry();
+      // Name the served service by port, so the two servers are two series; the cap keeps one.
+      const resolver = {
+        local: (id: bigint, port: number) => ({ workload: `w${id}`, namespace: 'test', service: `svc-${port}` }),
+        peer: (ip: string) => ({ workload: ip, namespace: 'test' }),
+      };
+      new KernelMetrics(t.dp, { maxSeries: 1, resolver }).register(registry);
+      const text = await registry.metrics();
+      const counts = [...text.matchAll(/^http_server_request_duration_seconds_count\{([^}]*)\} (\d+)$/gm)];
+      // One series kept, one overflow series; no request lost between them.
+      expect(counts.length).toBe(2);
+      expect(counts.some(([, labels]) => labels!.includes('source_workload="_overflow"'))).toBe(true);
+      expect(counts.reduce((a, m) => a + Number(m[2]), 0)).toBe(200);
+      expect(text).toMatch(/^mesh_metrics_series_overflow_total [1-9]\d*$/m);
+    });
+  },
+  { tools: ['hey', 'promtool'] },
+);
