@@ -1,0 +1,66 @@
+// nginx (Debian's) as the server, hey as the client, both in the measured cgroup: exact counts per status.
+import { describePrivileged, ensureTool, waitForPort } from '@mesh/testkit';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { byStatus, topology, type Topology } from '../support.js';
+
+const HOST = '127.0.0.17';
+const PORT = 18417;
+
+describePrivileged(
+  'nginx',
+  () => {
+    let t: Topology;
+    let dir: string;
+
+    beforeAll(async () => {
+      t = await topology('metnginx');
+      dir = mkdtempSync(join(tmpdir(), 'mesh-nginx-'));
+      writeFileSync(
+        join(dir, 'nginx.conf'),
+        `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen ${HOST}:${PORT};
+    location /ok { return 200 "ok\\n"; }
+    location /missing { return 404; }
+    location /down { return 503; }
+  }
+}
+`,
+      );
+      t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', join(dir, 'nginx.conf')]);
+      await waitForPort(HOST, PORT, 15_000);
+    });
+    afterAll(async () => {
+      await t?.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('600 requests each to a 200, a 404 and a 503 location: counted exactly, client and server side', async () => {
+      // waitForPort's probe connection came from outside the cgroup: it is not measured.
+      for (const path of ['ok', 'missing', 'down']) {
+        const r = await t.cg.run(ensureTool('hey'), ['-n', '600', '-c', '6', `http://${HOST}:${PORT}/${path}`], { timeoutMs: 60_000 });
+        expect(r.code, r.stderr).toBe(0);
+      }
+      const snap = t.dp.read();
+      expect(byStatus(snap.http, 'client', PORT)).toEqual({ 200: 600, 404: 600, 503: 600 });
+      expect(byStatus(snap.http, 'server', PORT)).toEqual({ 200: 600, 404: 600, 503: 600 });
+    });
+  },
+  { tools: ['hey', 'nginx'] },
+);
