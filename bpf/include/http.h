@@ -59,7 +59,10 @@ struct http_conn {
 	__u8 pad[2];
 	__u8 req_pfx[HTTP_PREFIX];
 	__u8 resp_pfx[HTTP_PREFIX];
-}; /* 88 bytes */
+	/* Payload bytes not yet added to tcp_stats: flushed once per exchange and at close, not per packet. */
+	__u64 unflushed_sent;
+	__u64 unflushed_received;
+}; /* 104 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -110,7 +113,7 @@ enum http_counter {
 #else
 #define HTTP_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
-HTTP_SIZE_CHECK(http_conn, 88);
+HTTP_SIZE_CHECK(http_conn, 104);
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);

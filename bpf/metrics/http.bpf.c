@@ -104,6 +104,19 @@ static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
 	return lookup_or_init(&tcp_stats, &key, &zero, &over, HTTP_C_TCP_OVERFLOW);
 }
 
+/* Adds the bytes counted on the connection since the last flush to its tcp_stats entry. */
+static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_value *t)
+{
+	if (!t)
+		t = tcp_entry(c);
+	if (!t)
+		return;
+	t->bytes_sent += c->unflushed_sent;
+	t->bytes_received += c->unflushed_received;
+	c->unflushed_sent = 0;
+	c->unflushed_received = 0;
+}
+
 static __always_inline void record(struct http_conn *c, __u16 status)
 {
 	struct http_key key = {}, over = {};
@@ -125,6 +138,7 @@ static __always_inline void record(struct http_conn *c, __u16 status)
 	over.cgroup_id = OVERFLOW_CGROUP;
 	v = lookup_or_init(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
 	count(HTTP_C_REQUESTS);
+	flush_bytes(c, 0);
 	if (!v)
 		return;
 	v->count += 1;
@@ -218,6 +232,12 @@ static __always_inline void collect(struct __sk_buff *skb, __u32 off, __u32 avai
 
 	if (have >= HTTP_PREFIX)
 		return;
+	/* The usual case: the line starts in this segment with enough bytes to read it, straight into place. */
+	if (have == 0 && avail >= HTTP_PREFIX) {
+		if (bpf_skb_load_bytes(skb, off, buf, HTTP_PREFIX) == 0)
+			*len = HTTP_PREFIX;
+		return;
+	}
 	want = HTTP_PREFIX - have;
 	if (want > avail)
 		want = avail;
@@ -331,13 +351,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (skb->len <= off)
 		return 1;
 	payload = skb->len - off;
-	t = tcp_entry(c);
-	if (t) {
-		if (egress)
-			t->bytes_sent += payload;
-		else
-			t->bytes_received += payload;
-	}
+	if (egress)
+		c->unflushed_sent += payload;
+	else
+		c->unflushed_received += payload;
+	/* A stream that is not request/response (or a long body) still shows its bytes every 64 KiB. */
+	if (c->unflushed_sent + c->unflushed_received >= 65536)
+		flush_bytes(c, 0);
 	if (c->state == HTTP_ST_NOT_HTTP)
 		return 1;
 	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
@@ -401,6 +421,7 @@ int http_sockops(struct bpf_sock_ops *skops)
 		t = tcp_entry(c);
 		if (t)
 			t->closed += 1;
+		flush_bytes(c, t);
 		break;
 	}
 	}

@@ -64,11 +64,22 @@ describePrivileged('parsing across segments and writes', () => {
     expect(d.server).toEqual(d.client);
   });
 
-  it('a stream of random bytes is not counted as HTTP', async () => {
+  it('a stream of random bytes is not counted as HTTP; its bytes are, exactly, on both ends', async () => {
+    const bytes = (dir: 'client' | 'server') => {
+      const s = t.dp.read().tcp.filter((x) => x.port === port && x.direction === dir);
+      return { sent: s.reduce((a, x) => a + x.bytesSent, 0), received: s.reduce((a, x) => a + x.bytesReceived, 0), closed: s.reduce((a, x) => a + x.closed, 0) };
+    };
+    const [c0, s0] = [bytes('client'), bytes('server')];
     const before = t.dp.read().counters.not_http;
     const d = await delta(async () => {
       await raw('random');
     });
+    // Closed connections have flushed their byte counts.
+    for (let i = 0; i < 50 && bytes('server').closed === s0.closed; i++) await new Promise((r) => setTimeout(r, 50));
+    const [c1, s1] = [bytes('client'), bytes('server')];
+    expect(c1.sent - c0.sent).toBe(64 * 1024);
+    expect(s1.received - s0.received).toBe(64 * 1024);
+    expect(c1.received - c0.received).toBe(s1.sent - s0.sent);
     expect(d.client).toEqual({});
     expect(d.server).toEqual({});
     // Both ends saw a stream that does not start like HTTP/1.x.

@@ -1,0 +1,112 @@
+// bench:metrics: hey against nginx on loopback with the metrics programs attached vs not, side by side in one
+// run (arms alternate, ABBA), and the programs' in-kernel cost per request from BPF run-time stats.
+// Writes bench/results/metrics.json.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { enableStats, Program } from '@mesh/bpf';
+import { MetricsDatapath } from '@mesh/metrics';
+
+import { cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
+
+const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, heyCpu: 0, serverCpu: 1 };
+const loadBefore = loadavg()[0];
+
+const cgroupRoot = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+if (!cgroupRoot) throw new Error('no cgroup2 mount');
+function cgroup(name) {
+  const path = join(cgroupRoot, `mesh-bench-${name}-${process.pid}`);
+  mkdirSync(path);
+  onCleanup(() => rmdirSync(path));
+  return path;
+}
+const inCgroup = (cg, argv) => ['/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'x', cg, ...argv]];
+
+const plainCg = cgroup('plain');
+const meshCg = cgroup('mesh');
+const dp = MetricsDatapath.load();
+onCleanup(() => dp.close());
+const links = dp.attach(meshCg);
+
+// One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too.
+function startNginx(cg, port) {
+  const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-nginx-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'nginx.conf'), `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  server { listen ${params.host}:${port}; location / { return 200 "${'x'.repeat(1024)}"; } } }
+`);
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.serverCpu), 'nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
+  const child = spawn(cmd, args, { stdio: 'ignore' });
+  onCleanup(() => child.kill('SIGKILL'));
+}
+startNginx(plainCg, params.port);
+startNginx(meshCg, params.port + 1);
+spawnSync('sleep', ['0.5']);
+
+function hey(cg, port) {
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.heyCpu), 'hey', '-z', `${params.durationS}s`, '-c', String(params.connections), `http://${params.host}:${port}/`]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (params.durationS + 30) * 1000 });
+  if (r.status !== 0) throw new Error(`hey failed: ${r.stderr}`);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
+  const p99 = Number(/99%% in ([\d.]+) secs/.exec(r.stdout.replace(/99% in/, '99%% in'))?.[1]);
+  const total = Number(/\[200\]\s+(\d+) responses/.exec(r.stdout)?.[1]);
+  if (!rps || !p99 || !total) throw new Error(`unexpected hey output:\n${r.stdout}`);
+  return { rps, p99_ms: p99 * 1000, requests: total };
+}
+
+const raw = { without: [], with: [] };
+hey(plainCg, params.port); // warm-up
+hey(meshCg, params.port + 1);
+for (let i = 0; i < params.reps; i++) {
+  const arms = [() => raw.without.push(hey(plainCg, params.port)), () => raw.with.push(hey(meshCg, params.port + 1))];
+  if (i % 2) arms.reverse();
+  arms.forEach((a) => a());
+}
+
+// In-kernel cost: the http programs' run time over one measured run, per request.
+const progs = links.map((l) => Program.openById(l.info().programId));
+const stats = enableStats();
+const before = progs.map((p) => p.stats());
+const measured = hey(meshCg, params.port + 1);
+const after = progs.map((p) => p.stats());
+stats.close();
+const perProgram = {};
+let totalNs = 0;
+progs.forEach((p, i) => {
+  const runs = Number(after[i].runCount - before[i].runCount);
+  const ns = Number(after[i].runTimeNs - before[i].runTimeNs);
+  totalNs += ns;
+  perProgram[p.name] = { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 };
+  p.close();
+});
+const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
+
+const med = (arm, k) => median(raw[arm].map((r) => r[k]));
+const medians = {
+  without: { rps: round(med('without', 'rps'), 1), p99_ms: round(med('without', 'p99_ms'), 3) },
+  with: { rps: round(med('with', 'rps'), 1), p99_ms: round(med('with', 'p99_ms'), 3) },
+};
+const result = {
+  ...header('metrics', loadBefore),
+  params,
+  units: 'rps: requests per second (hey, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request',
+  raw,
+  medians,
+  kernel: { ...measured, programs: perProgram, requests_counted_server_side: counted },
+  ns_per_request: round(totalNs / measured.requests, 1),
+  ratios: {
+    throughput: round(medians.with.rps / medians.without.rps),
+    p99: round(medians.with.p99_ms / medians.without.p99_ms),
+  },
+};
+const file = writeResult('metrics', result);
+cleanup();
+console.log(`hey -z ${params.durationS}s -c ${params.connections} against nginx, median of ${params.reps}`);
+console.log(`  without: ${medians.without.rps} rps, p99 ${medians.without.p99_ms} ms`);
+console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`);
+console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
+console.log(`wrote ${file}`);
