@@ -100,7 +100,6 @@ struct l4_pair_value {
 }; /* 32 bytes */
 
 enum http_counter {
-	HTTP_C_REQUESTS,         /* request/response exchanges recorded */
 	HTTP_C_NOT_HTTP,         /* connections whose data was not HTTP/1.x */
 	HTTP_C_UNPARSED_STATUS,  /* responses that did not start with a status line (recorded with status 0) */
 	HTTP_C_HTTP_OVERFLOW,    /* exchanges recorded under the overflow key: http_requests was full */

@@ -137,8 +137,6 @@ static __always_inline void record(struct http_conn *c, __u16 status)
 	key.family = c->family;
 	over.cgroup_id = OVERFLOW_CGROUP;
 	v = lookup_or_init(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
-	count(HTTP_C_REQUESTS);
-	flush_bytes(c, 0);
 	if (!v)
 		return;
 	v->count += 1;
@@ -246,9 +244,9 @@ static __always_inline void collect(struct __sk_buff *skb, __u32 off, __u32 avai
 	 * the length passed to bpf_skb_load_bytes is provably within tmp.
 	 */
 	asm volatile("" : "+r"(want));
-	want &= 2 * HTTP_PREFIX - 1;
-	if (want == 0)
-		return;
+	/* want is in [1, HTTP_PREFIX] here (payload is non-empty, have < HTTP_PREFIX); this form proves it to
+	 * verifiers that do not narrow a range on "!= 0" (Linux 6.1). */
+	want = ((want - 1) & (HTTP_PREFIX - 1)) + 1;
 	if (bpf_skb_load_bytes(skb, off, tmp, want))
 		return;
 	for (__u32 i = 0; i < HTTP_PREFIX; i++) {
@@ -338,15 +336,25 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		if (t)
 			t->opened += 1;
 	}
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		if (bpf_skb_load_bytes(skb, 0, &b, 1))
+	/* Header lengths by direct packet access (the headers are always in the linear part): no helper call. */
+	{
+		void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+		__u8 *p = data;
+
+		if (skb->protocol == bpf_htons(ETH_P_IP)) {
+			if (data + 1 > end)
+				return 1;
+			ip_len = (p[0] & 0xf) * 4;
+		} else {
+			ip_len = 40;
+		}
+		if (ip_len < 20 || ip_len > 60)
 			return 1;
-		ip_len = (b & 0xf) * 4;
-	} else {
-		ip_len = 40;
+		p = data + ip_len + 12;
+		if ((void *)(p + 1) > end)
+			return 1;
+		b = *p;
 	}
-	if (bpf_skb_load_bytes(skb, ip_len + 12, &b, 1))
-		return 1;
 	off = ip_len + (b >> 4) * 4;
 	if (skb->len <= off)
 		return 1;
@@ -355,7 +363,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		c->unflushed_sent += payload;
 	else
 		c->unflushed_received += payload;
-	/* A stream that is not request/response (or a long body) still shows its bytes every 64 KiB. */
+	/* Byte counts reach tcp_stats every 64 KiB per connection and when it closes: no map update per packet. */
 	if (c->unflushed_sent + c->unflushed_received >= 65536)
 		flush_bytes(c, 0);
 	if (c->state == HTTP_ST_NOT_HTTP)

@@ -20,7 +20,7 @@ export const pairKey = c.struct(
 );
 export const pairValue = c.struct({ opened: c.u64n, closed: c.u64n, bytesSent: c.u64n, bytesReceived: c.u64n }, { name: 'l4_pair_value' });
 
-export const counterNames = ['requests', 'not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow'] as const;
+export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow'] as const;
 export type CounterName = (typeof counterNames)[number];
 
 export type HttpKey = c.Infer<typeof httpKey>;
