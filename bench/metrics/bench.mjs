@@ -2,30 +2,20 @@
 // run (arms alternate, ABBA), and the programs' in-kernel cost per request from BPF run-time stats.
 // Writes bench/results/metrics.json.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { enableStats, Program } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
+import { cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
 const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, heyCpu: 0, serverCpu: 1 };
 const loadBefore = loadavg()[0];
 
-const cgroupRoot = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
-if (!cgroupRoot) throw new Error('no cgroup2 mount');
-function cgroup(name) {
-  const path = join(cgroupRoot, `mesh-bench-${name}-${process.pid}`);
-  mkdirSync(path);
-  onCleanup(() => rmdirSync(path));
-  return path;
-}
-const inCgroup = (cg, argv) => ['/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'x', cg, ...argv]];
-
-const plainCg = cgroup('plain');
-const meshCg = cgroup('mesh');
+const plainCg = scratchCgroup('plain');
+const meshCg = scratchCgroup('mesh');
 const dp = MetricsDatapath.load();
 onCleanup(() => dp.close());
 const links = dp.attach(meshCg);

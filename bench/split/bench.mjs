@@ -3,7 +3,6 @@
 // 10,000-service / 100,000-endpoint snapshot and a one-weight change takes. Writes bench/results/split.json.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -11,26 +10,16 @@ import { performance } from 'node:perf_hooks';
 import { enableStats, Program } from '@mesh/bpf';
 import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
 
-import { buildC, cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
+import { buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
 // The dialler and the server are pinned to different CPUs, so the two arms do not race for one core.
 const params = { connections: 50_000, reps: 9, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, clientCpu: 0, serverCpu: 1 };
 const loadBefore = loadavg()[0];
 const connloop = buildC('split/connloop.c', 'connloop');
 
-// A scratch cgroup v2 directory; the dialler moves itself in before it execs (never this process).
-const cgroupRoot = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
-if (!cgroupRoot) throw new Error('no cgroup2 mount');
-function cgroup(name) {
-  const path = join(cgroupRoot, `mesh-bench-${name}-${process.pid}`);
-  mkdirSync(path);
-  onCleanup(() => rmdirSync(path));
-  return path;
-}
-
 function dial(cg, host, port) {
-  const argv = ['taskset', '-c', String(params.clientCpu), connloop, 'dial', host, String(port), String(params.connections)];
-  const r = spawnSync('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'dial', cg, ...argv], {
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.clientCpu), connloop, 'dial', host, String(port), String(params.connections)]);
+  const r = spawnSync(cmd, args, {
     encoding: 'utf8',
     timeout: 120_000,
   });
@@ -45,8 +34,8 @@ onCleanup(() => server.kill('SIGKILL'));
 const [portLine] = await once(server.stdout, 'data');
 const serverPort = Number(String(portLine).trim());
 
-const plainCg = cgroup('plain');
-const meshCg = cgroup('mesh');
+const plainCg = scratchCgroup('plain');
+const meshCg = scratchCgroup('mesh');
 const dp = SplitDatapath.load({ maxServices: 16_384, maxEndpoints: 262_144 });
 onCleanup(() => dp.close());
 const links = dp.attach(meshCg);

@@ -239,6 +239,13 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     return this.handle.deleteBatch(buf, list.length);
   }
 
+  /** How many keys the map holds now (a walk over the keys: O(entries) syscalls). */
+  count(): number {
+    let n = 0;
+    for (const _ of this.keys()) n++;
+    return n;
+  }
+
   /** Deletes every key; returns how many. */
   clear(): number {
     let n = 0;

@@ -8,6 +8,7 @@ import { assertOpen } from './errors.js';
 import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
 import { native, type NativeObject } from './native.js';
 import { Owner } from './owner.js';
+import type { Link } from './link.js';
 import { Program } from './program.js';
 import { RingBuffer, type RingBufferOptions } from './ringbuf.js';
 
@@ -188,6 +189,7 @@ export class BpfObject implements Disposable {
   readonly name: string;
   private handle: NativeObject | undefined;
   private readonly owner = new Owner();
+  private readonly programs = new Map<string, Program>();
 
   /** @internal use ObjectSpec.load(). */
   constructor(handle: NativeObject) {
@@ -222,8 +224,28 @@ export class BpfObject implements Disposable {
     return new PerCpuMap(this.h().openMap(name), codecs, this.owner);
   }
 
+  /** The program named `name`; the same handle each time until it is closed. */
   program(name: string): Program {
-    return new Program(this.h().openProgram(name), this.owner);
+    const cached = this.programs.get(name);
+    if (cached && !cached.isClosed) return cached;
+    const p = new Program(this.h().openProgram(name), this.owner);
+    this.programs.set(name, p);
+    return p;
+  }
+
+  /**
+   * Attaches programs of this object to one cgroup v2 directory, each at the attach type of its section —
+   * all of them by default. All or nothing: if one attach fails, those made are detached and the error thrown.
+   */
+  attachCgroup(cgroupPath: string, programs: readonly string[] = this.programNames): Link[] {
+    const made: Link[] = [];
+    try {
+      for (const p of programs) made.push(this.program(p).attachCgroup(cgroupPath));
+    } catch (err) {
+      made.forEach((l) => l.close());
+      throw err;
+    }
+    return made;
   }
 
   /** Consumes a ringbuf map of this object from the event loop. */

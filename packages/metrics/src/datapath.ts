@@ -68,7 +68,6 @@ export class MetricsDatapath implements Disposable {
   private readonly http: PerCpuMap<HttpKey, { count: number; sumNs: number; buckets: number[] }>;
   private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
   private readonly counters: PerCpuMap<number, bigint>;
-  private readonly links: Link[] = [];
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
@@ -99,15 +98,7 @@ export class MetricsDatapath implements Disposable {
 
   /** Attaches sockops and cgroup_skb ingress/egress to a cgroup v2 directory: its TCP sockets are measured. */
   attach(cgroupPath: string): Link[] {
-    const made: Link[] = [];
-    try {
-      for (const p of Object.values(names.programs)) made.push(this.obj.program(p).attachCgroup(cgroupPath));
-    } catch (err) {
-      made.forEach((l) => l.close());
-      throw err;
-    }
-    this.links.push(...made);
-    return made;
+    return this.obj.attachCgroup(cgroupPath);
   }
 
   /** Reads every aggregate (one batch read per map), summed over CPUs. */
@@ -158,19 +149,13 @@ export class MetricsDatapath implements Disposable {
 
   /** Entries in use and capacity of the aggregation maps (map pressure). */
   fill(): Record<'http_requests' | 'tcp_stats', { used: number; max: number }> {
-    const count = (m: { keys(): IterableIterator<unknown> }) => {
-      let n = 0;
-      for (const _ of m.keys()) n++;
-      return n;
-    };
     return {
-      http_requests: { used: count(this.http), max: this.http.maxEntries },
-      tcp_stats: { used: count(this.tcp), max: this.tcp.maxEntries },
+      http_requests: { used: this.http.count(), max: this.http.maxEntries },
+      tcp_stats: { used: this.tcp.count(), max: this.tcp.maxEntries },
     };
   }
 
   close(): void {
-    this.links.length = 0;
     this.obj.close();
   }
 

@@ -36,7 +36,6 @@ export class SplitDatapath implements Disposable {
   readonly endpointsMap: BpfMap<EpKey, EpValue>;
   private readonly countersMap: PerCpuMap<number, bigint>;
   private readonly origMap: BpfMap<bigint, Buffer>;
-  private readonly links: Link[] = [];
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
@@ -69,15 +68,7 @@ export class SplitDatapath implements Disposable {
   /** Attaches every split hook (connect, sendmsg, recvmsg, getpeername; IPv4 and IPv6) to a cgroup v2 directory:
    *  sockets of processes in that subtree are served. */
   attach(cgroupPath: string): Link[] {
-    const made: Link[] = [];
-    try {
-      for (const p of Object.values(names.programs)) made.push(this.obj.program(p).attachCgroup(cgroupPath));
-    } catch (err) {
-      made.forEach((l) => l.close());
-      throw err;
-    }
-    this.links.push(...made);
-    return made;
+    return this.obj.attachCgroup(cgroupPath);
   }
 
   /**
@@ -101,21 +92,15 @@ export class SplitDatapath implements Disposable {
 
   /** Entries in use and capacity of each table (map pressure). */
   fill(): Record<'services' | 'endpoints' | 'connections', { used: number; max: number }> {
-    const count = (m: { keys(): IterableIterator<unknown> }) => {
-      let n = 0;
-      for (const _ of m.keys()) n++;
-      return n;
-    };
     return {
       services: { used: this.table.size, max: this.servicesMap.maxEntries },
-      endpoints: { used: count(this.endpointsMap), max: this.endpointsMap.maxEntries },
-      connections: { used: count(this.origMap), max: this.origMap.maxEntries },
+      endpoints: { used: this.endpointsMap.count(), max: this.endpointsMap.maxEntries },
+      connections: { used: this.origMap.count(), max: this.origMap.maxEntries },
     };
   }
 
   /** Detaches (unless links were pinned) and closes everything. */
   close(): void {
-    this.links.length = 0;
     this.obj.close();
   }
 

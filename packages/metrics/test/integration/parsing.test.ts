@@ -23,7 +23,7 @@ describePrivileged('parsing across segments and writes', () => {
     const was = { client: byStatus(t.dp.read().http, 'client', port), server: byStatus(t.dp.read().http, 'server', port) };
     await fn();
     const now = t.dp.read();
-    const d = (a: Record<string, number>, b: Record<string, number>) =>
+    const d = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
       Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => v !== 0));
     return { client: d(byStatus(now.http, 'client', port), was.client), server: d(byStatus(now.http, 'server', port), was.server), counters: now.counters };
   };
