@@ -174,6 +174,30 @@ Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The three single-element syscalls, shared by the argument-taking and the bound-buffer entry points:
+// an absent key is `false`, any other failure a BpfError.
+Napi::Value MapHandle::DoLookup(Napi::Env env, void* key, void* value, uint64_t flags) {
+  int fd = Fd(env);
+  int err = flags ? bpf_map_lookup_elem_flags(fd, key, value, flags) : bpf_map_lookup_elem(fd, key, value);
+  if (err) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_lookup", Subject(), errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
+void MapHandle::DoUpdate(Napi::Env env, void* key, void* value, uint64_t flags) {
+  if (bpf_map_update_elem(Fd(env), info_.key_size ? key : nullptr, value, flags)) ThrowBpf(env, "map_update", Subject(), errno);
+}
+
+Napi::Value MapHandle::DoDelete(Napi::Env env, void* key) {
+  if (bpf_map_delete_elem(Fd(env), key)) {
+    if (errno == ENOENT) return Napi::Boolean::New(env, false);
+    ThrowBpf(env, "map_delete", Subject(), errno);
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 // bindScratch(key, value): the buffers the *Scratch calls read keys from and write values to. Sizes are
 // checked against the map's here, once; the references keep the buffers alive while bound.
 Napi::Value MapHandle::BindScratch(const Napi::CallbackInfo& info) {
@@ -194,53 +218,33 @@ Napi::Value MapHandle::BindScratch(const Napi::CallbackInfo& info) {
 // lookupScratch() → true (value written to the bound value buffer) or false when the key is absent.
 Napi::Value MapHandle::LookupScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  if (bpf_map_lookup_elem(fd, key_, value_)) {
-    if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_lookup", Subject(), errno);
-  }
-  return Napi::Boolean::New(env, true);
+  return DoLookup(env, key_, value_, 0);
 }
 
 // updateScratch(flags): writes the bound key → the bound value.
 Napi::Value MapHandle::UpdateScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  uint64_t flags = info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0;
-  if (bpf_map_update_elem(fd, info_.key_size ? key_ : nullptr, value_, flags)) ThrowBpf(env, "map_update", Subject(), errno);
+  DoUpdate(env, key_, value_, info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0);
   return env.Undefined();
 }
 
 // deleteScratch() → false when the bound key was absent.
 Napi::Value MapHandle::DeleteScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  if (bpf_map_delete_elem(fd, key_)) {
-    if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_delete", Subject(), errno);
-  }
-  return Napi::Boolean::New(env, true);
+  return DoDelete(env, key_);
 }
 
 // lookup(key, out, flags) → true, or false when the key is absent.
 Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   auto key = ArgBuffer(info, 0, "key");
   auto out = ArgBuffer(info, 1, "value");
   CheckSize(env, key, info_.key_size, 1, "key");
   CheckSize(env, out, ValueBytes(), 1, "value");
-  uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
-  int err = flags ? bpf_map_lookup_elem_flags(fd, key.Data(), out.Data(), flags)
-                  : bpf_map_lookup_elem(fd, key.Data(), out.Data());
-  if (err) {
-    if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_lookup", Subject(), errno);
-  }
-  return Napi::Boolean::New(env, true);
+  return DoLookup(env, key.Data(), out.Data(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0);
 }
 
 Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
@@ -265,7 +269,6 @@ Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
 
 Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   void* key = nullptr;
   if (info[0].IsBuffer()) {
     auto k = info[0].As<Napi::Buffer<uint8_t>>();
@@ -276,21 +279,15 @@ Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
   }
   auto value = ArgBuffer(info, 1, "value");
   CheckSize(env, value, ValueBytes(), 1, "value");
-  uint64_t flags = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0;
-  if (bpf_map_update_elem(fd, key, value.Data(), flags)) ThrowBpf(env, "map_update", Subject(), errno);
+  DoUpdate(env, key, value.Data(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0);
   return env.Undefined();
 }
 
 Napi::Value MapHandle::Delete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = Fd(env);
   auto key = ArgBuffer(info, 0, "key");
   CheckSize(env, key, info_.key_size, 1, "key");
-  if (bpf_map_delete_elem(fd, key.Data())) {
-    if (errno == ENOENT) return Napi::Boolean::New(env, false);
-    ThrowBpf(env, "map_delete", Subject(), errno);
-  }
-  return Napi::Boolean::New(env, true);
+  return DoDelete(env, key.Data());
 }
 
 // nextKey(key | null, out) → false after the last key.

@@ -63,6 +63,17 @@ export interface MetricsOptions {
 
 const ipOf = (b: Buffer, family: number) => c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
 
+/** The identity fields both aggregation keys carry; the overflow key has no workload and no peer. */
+function where(k: { cgroupId: bigint; remoteIp: Buffer; port: number; dir: number; family: number }) {
+  const overflow = k.cgroupId === OVERFLOW_CGROUP;
+  return {
+    direction: (k.dir === 1 ? 'server' : 'client') as Direction,
+    cgroupId: overflow ? undefined : k.cgroupId,
+    remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
+    port: k.port,
+  };
+}
+
 export class MetricsDatapath implements Disposable {
   private readonly obj: BpfObject;
   private readonly http: PerCpuMap<HttpKey, { count: number; sumNs: number; buckets: number[] }>;
@@ -113,12 +124,8 @@ export class MetricsDatapath implements Disposable {
         v.buckets.forEach((b, i) => (buckets[i]! += b));
       }
       if (count === 0) continue;
-      const overflow = k.cgroupId === OVERFLOW_CGROUP;
       http.push({
-        direction: k.dir === 1 ? 'server' : 'client',
-        cgroupId: overflow ? undefined : k.cgroupId,
-        remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
-        port: k.port,
+        ...where(k),
         method: METHODS[k.method] ?? '_OTHER',
         status: k.status,
         count,
@@ -133,14 +140,7 @@ export class MetricsDatapath implements Disposable {
         { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 },
       );
       if (s.opened + s.closed + s.bytesSent + s.bytesReceived === 0) continue;
-      const overflow = k.cgroupId === OVERFLOW_CGROUP;
-      tcp.push({
-        direction: k.dir === 1 ? 'server' : 'client',
-        cgroupId: overflow ? undefined : k.cgroupId,
-        remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
-        port: k.port,
-        ...s,
-      });
+      tcp.push({ ...where(k), ...s });
     }
     const counters = {} as Record<CounterName, number>;
     counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
