@@ -75,14 +75,18 @@ static __always_inline void count(__u32 idx)
 		*n += 1;
 }
 
+/* The entry for key, created zeroed if absent; the overflow entry when the map is full. */
 static __always_inline void *lookup_or_init(void *map, void *key, void *zero, void *overflow_key, __u32 overflow_counter)
 {
 	void *v = bpf_map_lookup_elem(map, key);
 
 	if (v)
 		return v;
-	if (bpf_map_update_elem(map, key, zero, BPF_NOEXIST) == 0 || (v = bpf_map_lookup_elem(map, key)))
-		return v ? v : bpf_map_lookup_elem(map, key);
+	/* EEXIST (another CPU created it meanwhile) is fine; E2BIG (full) leaves the lookup empty. */
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(map, key);
+	if (v)
+		return v;
 	count(overflow_counter);
 	return bpf_map_lookup_elem(map, overflow_key);
 }

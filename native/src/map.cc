@@ -174,6 +174,17 @@ Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// A key argument that may be absent only for maps without keys (queues, stacks): its data, or nullptr.
+void* MapHandle::KeyOrNull(Napi::Env env, const Napi::Value& v) const {
+  if (v.IsBuffer()) {
+    auto k = v.As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, k, info_.key_size, 1, "key");
+    return k.Data();
+  }
+  if (info_.key_size) throw Napi::TypeError::New(env, "map " + Subject() + ": key must be a Buffer");
+  return nullptr;
+}
+
 // The three single-element syscalls, shared by the argument-taking and the bound-buffer entry points:
 // an absent key is `false`, any other failure a BpfError.
 Napi::Value MapHandle::DoLookup(Napi::Env env, void* key, void* value, uint64_t flags) {
@@ -250,14 +261,7 @@ Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  void* key = nullptr;
-  if (info[0].IsBuffer()) {
-    auto k = info[0].As<Napi::Buffer<uint8_t>>();
-    CheckSize(env, k, info_.key_size, 1, "key");
-    key = k.Data();
-  } else if (info_.key_size) {
-    throw Napi::TypeError::New(env, "map " + Subject() + ": key must be a Buffer");
-  }
+  void* key = KeyOrNull(env, info[0]);
   auto out = ArgBuffer(info, 1, "value");
   CheckSize(env, out, ValueBytes(), 1, "value");
   if (bpf_map_lookup_and_delete_elem(fd, key, out.Data())) {
@@ -269,14 +273,7 @@ Napi::Value MapHandle::LookupAndDelete(const Napi::CallbackInfo& info) {
 
 Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  void* key = nullptr;
-  if (info[0].IsBuffer()) {
-    auto k = info[0].As<Napi::Buffer<uint8_t>>();
-    CheckSize(env, k, info_.key_size, 1, "key");
-    key = k.Data();
-  } else if (info_.key_size) {
-    throw Napi::TypeError::New(env, "map " + Subject() + ": key must be a Buffer");
-  }
+  void* key = KeyOrNull(env, info[0]);
   auto value = ArgBuffer(info, 1, "value");
   CheckSize(env, value, ValueBytes(), 1, "value");
   DoUpdate(env, key, value.Data(), info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : 0);

@@ -50,6 +50,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   // Throws RangeError unless buf holds `count` elements of `elem` bytes.
   void CheckSize(Napi::Env env, const Napi::Buffer<uint8_t>& buf, size_t elem, size_t count, const char* what) const;
   std::string Subject() const;
+  void* KeyOrNull(Napi::Env env, const Napi::Value& v) const;
   Napi::Value DoLookup(Napi::Env env, void* key, void* value, uint64_t flags);
   void DoUpdate(Napi::Env env, void* key, void* value, uint64_t flags);
   Napi::Value DoDelete(Napi::Env env, void* key);
