@@ -5,7 +5,7 @@ export { BpfError, NotSupportedError } from './errors.js';
 export { BpfMap, PerCpuMap, MapBase, numPossibleCpus } from './map.js';
 export type { MapCodecs, MapInfo, CreateMapOptions } from './map.js';
 export { ObjectSpec, BpfObject } from './object.js';
-export type { MapSpec, ProgramSpec, ConstantSpec } from './object.js';
+export type { MapSpec, ProgramSpec, ConstantSpec, PinnedAttachment } from './object.js';
 export { Program, enableStats } from './program.js';
 export type { TestRunOptions, TestRunResult, ProgramInfo, TcAttachOptions, CgroupAttachOptions, TcDirection } from './program.js';
 export { Link } from './link.js';

@@ -1,5 +1,6 @@
 /** Objects: an ObjectSpec describes what to load (an ELF image, constants, map sizes, pin paths); load()
  *  turns it into a BpfObject, the live programs and maps. */
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { type Codec, none } from './codec.js';
@@ -8,7 +9,7 @@ import { assertOpen } from './errors.js';
 import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
 import { native, type NativeObject } from './native.js';
 import { Owner } from './owner.js';
-import type { Link } from './link.js';
+import { Link } from './link.js';
 import { Program } from './program.js';
 import { RingBuffer, type RingBufferOptions } from './ringbuf.js';
 
@@ -185,6 +186,16 @@ function encodeConstant(name: string, size: number, value: number | bigint | boo
   return b;
 }
 
+/** What attachCgroupPinned() did for one program. */
+export interface PinnedAttachment {
+  program: string;
+  path: string;
+  /** attached: a new pinned link; adopted: a pinned link already ran this program; replaced: it ran another
+   *  build and now runs this one. */
+  outcome: 'attached' | 'adopted' | 'replaced';
+  linkId: number;
+}
+
 export class BpfObject implements Disposable {
   readonly name: string;
   private handle: NativeObject | undefined;
@@ -246,6 +257,57 @@ export class BpfObject implements Disposable {
       throw err;
     }
     return made;
+  }
+
+  /**
+   * Attaches programs of this object to a cgroup v2 directory through links pinned as `<linkDir>/<program>`,
+   * adopting what a previous process pinned there: a pinned link that already runs this very program (same
+   * tag) is kept, one that runs another build is switched to this program in place (no moment without a
+   * program), and a missing one is attached and pinned. Pinned links of programs this object does not have,
+   * or attached to another cgroup, are detached. Never makes a second attachment of a program. The process
+   * keeps no link open: the pins hold the attachments, which outlive it.
+   */
+  attachCgroupPinned(cgroupPath: string, linkDir: string, programs: readonly string[] = this.programNames): PinnedAttachment[] {
+    mkdirSync(linkDir, { recursive: true });
+    const wanted = new Set(programs);
+    const cgId = native.cgroupId(cgroupPath);
+    for (const f of readdirSync(linkDir)) {
+      if (wanted.has(f)) continue;
+      const stale = Link.openPinned(join(linkDir, f));
+      stale.detach();
+      rmSync(join(linkDir, f), { force: true });
+    }
+    const out: PinnedAttachment[] = [];
+    for (const name of programs) {
+      const prog = this.program(name);
+      const path = join(linkDir, name);
+      let link: Link | undefined;
+      if (existsSync(path)) {
+        link = Link.openPinned(path);
+        const info = link.info();
+        if (info.cgroupId !== undefined && info.cgroupId !== cgId) {
+          link.detach();
+          rmSync(path, { force: true });
+          link = undefined;
+        } else {
+          const running = Program.openById(info.programId);
+          const same = running.info().tag === prog.info().tag;
+          running.close();
+          if (!same) link.update(prog);
+          out.push({ program: name, path, outcome: same ? 'adopted' : 'replaced', linkId: info.id ?? 0 });
+          link.close(); // the pin holds the attachment
+          continue;
+        }
+      }
+      link = prog.attachCgroup(cgroupPath);
+      try {
+        link.pin(path);
+        out.push({ program: name, path, outcome: 'attached', linkId: link.info().id ?? 0 });
+      } finally {
+        link.close(); // pinned: stays attached; not pinned (pin failed): detached
+      }
+    }
+    return out;
   }
 
   /** Consumes a ringbuf map of this object from the event loop. */

@@ -1,6 +1,6 @@
 /** The metrics datapath: the embedded http programs attached to a cgroup v2 subtree, and their aggregates
  *  read at scrape time (summed over CPUs). */
-import { type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap } from '@mesh/bpf';
+import { type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
 import {
   counterNames,
@@ -59,6 +59,9 @@ export interface MetricsOptions {
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */
   maxTcpKeys?: number;
+  /** Pin every map here and adopt maps already pinned: a restarted agent keeps the counts and the state of
+   *  connections in flight. */
+  pinDir?: string;
 }
 
 const ipOf = (b: Buffer, family: number) => c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
@@ -85,14 +88,13 @@ export class MetricsDatapath implements Disposable {
     this.http = obj.perCpuMap(names.maps.http_requests, { key: httpKey, value: httpValue });
     this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
     this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
-    // The overflow entries exist before any program runs, so a full map always has somewhere to count.
+    // The overflow entries exist before any program runs, so a full map always has somewhere to count. Maps
+    // adopted from pins already have them (with counts that must not be reset).
     const zero16 = Buffer.alloc(16);
-    this.http.set(
-      { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, status: 0, dir: 0, method: 0, family: 0 },
-      { count: 0, sumNs: 0, buckets: new Array(15).fill(0) },
-      'noexist',
-    );
-    this.tcp.set({ cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, dir: 0, family: 0 }, { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 }, 'noexist');
+    const httpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, status: 0, dir: 0, method: 0, family: 0 };
+    if (this.http.get(httpOverflow) === undefined) this.http.set(httpOverflow, { count: 0, sumNs: 0, buckets: new Array(15).fill(0) }, 'noexist');
+    const tcpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, dir: 0, family: 0 };
+    if (this.tcp.get(tcpOverflow) === undefined) this.tcp.set(tcpOverflow, { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 }, 'noexist');
   }
 
   static load(opts: MetricsOptions = {}): MetricsDatapath {
@@ -100,6 +102,7 @@ export class MetricsDatapath implements Disposable {
     try {
       if (opts.maxHttpKeys !== undefined) spec.setMaxEntries(names.maps.http_requests, opts.maxHttpKeys);
       if (opts.maxTcpKeys !== undefined) spec.setMaxEntries(names.maps.tcp_stats, opts.maxTcpKeys);
+      if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();
       throw err;
@@ -110,6 +113,17 @@ export class MetricsDatapath implements Disposable {
   /** Attaches sockops and cgroup_skb ingress/egress to a cgroup v2 directory: its TCP sockets are measured. */
   attach(cgroupPath: string): Link[] {
     return this.obj.attachCgroup(cgroupPath);
+  }
+
+  /** Attaches through links pinned in `linkDir`, adopting or replacing in place what is pinned there
+   *  (see BpfObject.attachCgroupPinned): restarts never attach a second copy. */
+  attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[] {
+    return this.obj.attachCgroupPinned(cgroupPath, linkDir);
+  }
+
+  /** Run count and run time of each program (BPF stats must be enabled for them to grow). */
+  programStats(): { program: string; runCount: bigint; runTimeNs: bigint }[] {
+    return this.obj.programNames.map((p) => ({ program: p, ...this.obj.program(p).stats() }));
   }
 
   /** Reads every aggregate (one batch read per map), summed over CPUs. */

@@ -2,9 +2,9 @@
  *  snapshots applied to their maps. */
 import { join } from 'node:path';
 
-import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
-import { compile, type RouteStatus } from './compile.js';
+import { compile, type CompiledService, type RouteStatus } from './compile.js';
 import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type EpKey, type EpValue, type SvcKey, type SvcValue } from './maps.js';
 import type { Snapshot } from './model.js';
 import { type ApplyStats, ServiceTable } from './table.js';
@@ -27,6 +27,8 @@ export interface ApplyResult {
   stats: ApplyStats;
   routes: RouteStatus[];
   services: number;
+  /** What was installed: every service address with its weighted backends and their endpoints. */
+  compiled: CompiledService[];
 }
 
 export class SplitDatapath implements Disposable {
@@ -71,6 +73,17 @@ export class SplitDatapath implements Disposable {
     return this.obj.attachCgroup(cgroupPath);
   }
 
+  /** Attaches through links pinned in `linkDir`, adopting or replacing in place what is pinned there
+   *  (see BpfObject.attachCgroupPinned): restarts never attach a second copy. */
+  attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[] {
+    return this.obj.attachCgroupPinned(cgroupPath, linkDir);
+  }
+
+  /** Run count and run time of each program (BPF stats must be enabled for them to grow). */
+  programStats(): { program: string; runCount: bigint; runTimeNs: bigint }[] {
+    return this.obj.programNames.map((p) => ({ program: p, ...this.obj.program(p).stats() }));
+  }
+
   /**
    * Validates and compiles the snapshot, then writes the difference. A snapshot that fails validation throws
    * SnapshotError before any map is touched, so the previous one stays in force.
@@ -78,7 +91,7 @@ export class SplitDatapath implements Disposable {
   apply(snapshot: Snapshot): ApplyResult {
     const compiled = compile(snapshot);
     const stats = this.table.apply(compiled.services);
-    return { stats, routes: compiled.routes, services: this.table.size };
+    return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
   }
 
   /** What the programs counted, summed over CPUs. */

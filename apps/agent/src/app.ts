@@ -1,0 +1,260 @@
+/**
+ * The agent, wired in one place: config source → validation → datapath (split maps, workload cgroups) and the
+ * identity names metrics use; the HTTP endpoints; readiness; shutdown. Subsystems do not reach into each
+ * other's maps: the agent hands each package its part of a validated config.
+ */
+import type { Server } from 'node:http';
+
+import { enableStats } from '@mesh/bpf';
+import { KernelMetrics, type IdentityResolver } from '@mesh/metrics';
+import type { CompiledService, RouteStatus } from '@mesh/split';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+
+import { ConfigError, type ResolvedConfig, resolveConfig } from './config/objects.js';
+import type { ConfigSource, ConfigUpdate } from './config/source.js';
+import { MeshDatapath } from './datapath.js';
+import { ConfigResolver } from './identity.js';
+import type { Logger } from './log.js';
+import { parseHostPort } from './paths.js';
+import { startServer } from './server.js';
+import { PairStats } from './stats.js';
+
+export const VERSION = '0.1.0';
+
+export interface AgentOptions {
+  source: ConfigSource;
+  /** HOST:PORT of the HTTP endpoints; a loopback address. */
+  listen: string;
+  pinRoot: string;
+  cgroupRoot: string;
+  log: Logger;
+  maxServices?: number;
+  maxEndpoints?: number;
+  /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
+  bpfStats?: boolean;
+}
+
+interface Applied {
+  generation: number;
+  revision: string;
+  at: string;
+  config: ResolvedConfig;
+  services: CompiledService[];
+  routes: RouteStatus[];
+  writes: number;
+}
+
+export class Agent {
+  private datapath: MeshDatapath | undefined;
+  private server: Server | undefined;
+  private applied: Applied | undefined;
+  private lastError: { at: string; revision?: string; message: string; problems: string[] } | undefined;
+  private resolver: IdentityResolver = { local: () => undefined, peer: () => undefined };
+  private readonly registry = new Registry();
+  private readonly stats: PairStats;
+  private stopping = false;
+  private statsHandle: { close(): void } | undefined;
+  private readonly log: Logger;
+  private readonly reloads: Counter;
+  private readonly generation: Gauge;
+  private readonly lastOk: Gauge;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.log = opts.log;
+    this.stats = new PairStats(() => this.dp().metrics.read().http, () => this.resolver);
+    this.reloads = new Counter({ name: 'mesh_agent_config_reloads_total', help: 'Config snapshots the agent tried to apply, by result.', labelNames: ['result'], registers: [this.registry] });
+    this.reloads.inc({ result: 'success' }, 0);
+    this.reloads.inc({ result: 'failure' }, 0);
+    this.generation = new Gauge({ name: 'mesh_agent_config_generation', help: 'Config generation in force (1 for the first applied since start).', registers: [this.registry] });
+    this.lastOk = new Gauge({ name: 'mesh_agent_config_last_reload_successful', help: '1 if the last config snapshot was applied, 0 if it was rejected.', registers: [this.registry] });
+    new Gauge({ name: 'mesh_agent_info', help: 'The agent build and where it keeps the datapath.', labelNames: ['version', 'pin_root', 'cgroup_root'], registers: [this.registry] })
+      .set({ version: VERSION, pin_root: opts.pinRoot, cgroup_root: opts.cgroupRoot }, 1);
+    const notReady = () => this.notReady();
+    new Gauge({
+      name: 'mesh_agent_ready',
+      help: '1 once programs are attached and the first config is applied.',
+      registers: [this.registry],
+      collect() {
+        this.set(notReady() === undefined ? 1 : 0);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  private dp(): MeshDatapath {
+    if (!this.datapath) throw new Error('datapath not open');
+    return this.datapath;
+  }
+
+  /** Opens (or adopts) the datapath, applies the first config, serves the endpoints. Rejects when the first
+   *  config is invalid: nothing of a previous agent's datapath is changed then. */
+  async start(): Promise<void> {
+    const { log, opts } = this;
+    // The first config is validated before the kernel is touched: a bad file leaves a running datapath alone.
+    let queued: ConfigUpdate | undefined;
+    const first = await new Promise<ConfigUpdate>((resolve) => {
+      let got = false;
+      opts.source.start((u) => {
+        if (!got) {
+          got = true;
+          resolve(u);
+        } else if (this.applied) this.onUpdate(u);
+        else queued = u;
+      });
+    });
+    if (first.error) throw first.error;
+    resolveConfig(first.snapshot); // throws ConfigError naming every problem
+
+    if (opts.bpfStats) this.statsHandle = enableStats();
+    const t0 = performance.now();
+    this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints });
+    const outcomes = this.datapath.attachments.reduce<Record<string, number>>((a, x) => ((a[x.outcome] = (a[x.outcome] ?? 0) + 1), a), {});
+    log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: this.datapath.attachments.length, ...outcomes, ms: Math.round(performance.now() - t0) });
+
+    const metrics = new KernelMetrics(
+      { read: () => this.dp().metrics.read(), fill: () => ({ ...this.dp().metrics.fill(), ...prefixed('split_', this.dp().split.fill()) }) },
+      { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
+    );
+    metrics.register(this.registry);
+
+    this.onUpdate(first);
+    if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
+    if (queued) this.onUpdate(queued);
+    this.stats.start();
+
+    const { host, port } = parseHostPort(opts.listen);
+    this.server = await startServer(host, port, {
+      registry: this.registry,
+      healthy: () => !this.stopping,
+      notReady: () => this.notReady(),
+      api: {
+        '/v1/status': () => this.status(),
+        '/v1/services': () => this.services(),
+        '/v1/workloads': () => this.workloads(),
+        '/v1/stat': (q) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
+      },
+    }, log);
+    log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
+  }
+
+  private notReady(): string | undefined {
+    if (!this.datapath) return 'programs are not attached yet';
+    if (!this.applied) return 'no config applied yet';
+    return undefined;
+  }
+
+  private onUpdate(u: ConfigUpdate): void {
+    const { log } = this;
+    if (u.error) return this.reject(u.error, u.revision);
+    const t0 = performance.now();
+    let config: ResolvedConfig;
+    try {
+      config = resolveConfig(u.snapshot);
+    } catch (err) {
+      return this.reject(err as Error, u.revision);
+    }
+    try {
+      const dp = this.dp();
+      dp.ensureCgroups(config.workloads.map((w) => w.cgroup));
+      const r = dp.split.apply(config.routing);
+      this.resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
+      const writes = r.stats.serviceWrites + r.stats.serviceDeletes + r.stats.endpointWrites + r.stats.endpointDeletes;
+      const generation = (this.applied?.generation ?? 0) + 1;
+      this.applied = { generation, revision: u.revision, at: new Date().toISOString(), config, services: r.compiled, routes: r.routes, writes };
+      this.generation.set(generation);
+      this.lastOk.set(1);
+      this.reloads.inc({ result: 'success' });
+      for (const rt of r.routes) {
+        for (const p of rt.parents) {
+          const bad = p.conditions.filter((c) => c.status !== 'True');
+          if (bad.length) log.warn('route not fully accepted', { route: rt.route, parent: p.parentRef.name, conditions: bad });
+        }
+      }
+      log.info('config applied', {
+        generation,
+        revision: u.revision,
+        services: config.routing.services.length,
+        workloads: config.workloads.length,
+        routes: config.routing.httpRoutes.length,
+        serviceAddresses: r.services,
+        mapWrites: writes,
+        ms: Math.round((performance.now() - t0) * 10) / 10,
+      });
+    } catch (err) {
+      this.reject(err as Error, u.revision);
+    }
+  }
+
+  private reject(err: Error, revision?: string): void {
+    const problems = err instanceof ConfigError ? err.problems : ((err as { problems?: string[] }).problems ?? [err.message]);
+    this.lastError = { at: new Date().toISOString(), revision, message: err.message, problems };
+    this.reloads.inc({ result: 'failure' });
+    this.lastOk.set(0);
+    this.log.error(this.applied ? 'config rejected; the previous config stays in force' : 'config rejected', {
+      revision,
+      generation: this.applied?.generation ?? 0,
+      problems,
+    });
+  }
+
+  status() {
+    const dp = this.datapath;
+    return {
+      version: VERSION,
+      pid: process.pid,
+      ready: this.notReady() === undefined,
+      notReady: this.notReady(),
+      source: this.opts.source.description,
+      cgroupRoot: this.opts.cgroupRoot,
+      pinRoot: this.opts.pinRoot,
+      config: this.applied
+        ? { generation: this.applied.generation, revision: this.applied.revision, appliedAt: this.applied.at, mapWrites: this.applied.writes }
+        : undefined,
+      lastError: this.lastError,
+      programs: dp?.links() ?? [],
+      maps: dp ? { ...dp.metrics.fill(), ...prefixed('split_', dp.split.fill()) } : {},
+      counters: dp ? { split: dp.split.counters(), metrics: dp.metrics.read().counters } : {},
+    };
+  }
+
+  services() {
+    return {
+      generation: this.applied?.generation ?? 0,
+      services: (this.applied?.services ?? []).map((s) => {
+        const total = s.backends.reduce((a, b) => a + b.weight, 0);
+        return {
+          service: s.service,
+          address: s.family === 6 ? `[${s.addr}]:${s.port}` : `${s.addr}:${s.port}`,
+          protocol: s.proto,
+          route: s.route,
+          backends: s.backends.map((b) => ({ ref: b.ref, weight: b.weight, share: total ? b.weight / total : 0, endpoints: b.endpoints.map((e) => `${e.addr}:${e.port}`) })),
+        };
+      }),
+      routes: this.applied?.routes ?? [],
+    };
+  }
+
+  workloads() {
+    return {
+      cgroupRoot: this.opts.cgroupRoot,
+      workloads: (this.applied?.config.workloads ?? []).map((w) => ({ ...w, cgroupPath: `${this.opts.cgroupRoot}/${w.cgroup}` })),
+    };
+  }
+
+  /** Stops serving and closes the agent's handles. The datapath keeps running from its pins. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.opts.source.stop();
+    this.stats.stop();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server?.closeAllConnections();
+    this.datapath?.close();
+    this.datapath = undefined;
+    this.statsHandle?.close();
+    this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
+  }
+}
+
+function prefixed<T>(p: string, o: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [p + k, v]));
+}

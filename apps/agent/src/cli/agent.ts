@@ -1,0 +1,134 @@
+/** mesh-agent: the node agent. Reads the config (file or directory of YAML), attaches the datapath to the
+ *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
+import { parseArgs } from 'node:util';
+
+import { Agent, VERSION } from '../app.js';
+import { ConfigError, resolveConfig } from '../config/objects.js';
+import { FileSource, loadConfig } from '../config/file.js';
+import { createLogger, type Level, LEVELS } from '../log.js';
+import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
+import { EXIT, isLoopback, UsageError } from './exit.js';
+
+export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]
+
+Runs the mesh on this machine: attaches the split and metrics programs to the mesh's cgroup v2 subtree,
+applies the Services, EndpointSlices, HTTPRoutes and Workloads of PATH, and re-applies them when PATH changes.
+A config that fails validation is rejected whole; the previous one stays in force.
+
+Options:
+  --config PATH        a YAML file, or a directory of *.yaml/*.yml/*.json files (multi-document)   [required]
+  --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the meshctl API     [${DEFAULT_API}]
+  --pin-root DIR       bpffs directory for the mesh's pinned maps and links                    [${DEFAULT_PIN_ROOT}]
+  --cgroup-root DIR    cgroup v2 directory whose subtree is the mesh        [<cgroup2 mount>/mesh]
+  --log-level LEVEL    debug, info, warn or error                                                 [info]
+  --bpf-stats          keep the kernel's BPF run-time statistics on (shown by meshctl status)
+  --max-services N     capacity of the service table                                             [16384]
+  --max-endpoints N    capacity of the endpoint table                                           [131072]
+  --check              validate the config, print what it holds, and exit
+  --version            print the version
+  -h, --help           this text
+
+Exit status: 0 stopped by SIGTERM/SIGINT (the datapath keeps running), 1 failure, 2 usage, 3 invalid config.
+Logs: one JSON object per line on stderr.`;
+
+export async function main(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string' },
+        listen: { type: 'string', default: DEFAULT_API },
+        'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT },
+        'cgroup-root': { type: 'string' },
+        'log-level': { type: 'string', default: 'info' },
+        'bpf-stats': { type: 'boolean', default: false },
+        'max-services': { type: 'string' },
+        'max-endpoints': { type: 'string' },
+        check: { type: 'boolean', default: false },
+        version: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+    if (args.help) {
+      process.stdout.write(AGENT_HELP + '\n');
+      return EXIT.OK;
+    }
+    if (args.version) {
+      process.stdout.write(`mesh-agent ${VERSION}\n`);
+      return EXIT.OK;
+    }
+    if (!args.config) throw new UsageError('--config is required');
+    if (!LEVELS.includes(args['log-level'] as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
+    const { host } = parseHostPort(args.listen!);
+    if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
+    for (const f of ['max-services', 'max-endpoints'] as const) {
+      if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
+    }
+  } catch (err) {
+    process.stderr.write(`mesh-agent: ${(err as Error).message}\n\n${AGENT_HELP}\n`);
+    return EXIT.USAGE;
+  }
+
+  const log = createLogger({ level: args['log-level'] as Level });
+  if (args.check) {
+    try {
+      const cfg = resolveConfig(loadConfig(args.config));
+      process.stdout.write(
+        `${args.config}: valid: ${cfg.routing.services.length} services, ${cfg.routing.httpRoutes.length} routes, ${cfg.workloads.length} workloads, ` +
+          `${cfg.routing.endpointSlices.length} endpoint slices\n`,
+      );
+      return EXIT.OK;
+    } catch (err) {
+      process.stderr.write(`mesh-agent: invalid config: ${(err as Error).message}\n`);
+      return err instanceof ConfigError || (err as Error).name === 'SnapshotError' ? EXIT.CONFIG : EXIT.FAILURE;
+    }
+  }
+
+  let cgroupRoot: string;
+  try {
+    cgroupRoot = args['cgroup-root'] ?? defaultCgroupRoot();
+  } catch (err) {
+    log.error('cannot find the cgroup v2 hierarchy', { err });
+    return EXIT.FAILURE;
+  }
+  const agent = new Agent({
+    source: new FileSource(args.config),
+    listen: args.listen!,
+    pinRoot: args['pin-root']!,
+    cgroupRoot,
+    log,
+    bpfStats: args['bpf-stats'],
+    maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
+    maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
+  });
+  log.info('starting', { version: VERSION, pid: process.pid, config: args.config });
+  try {
+    await agent.start();
+  } catch (err) {
+    const invalid = err instanceof ConfigError || (err as Error).name === 'SnapshotError';
+    log.error(invalid ? 'invalid config; nothing was changed' : 'start-up failed', {
+      err,
+      problems: (err as { problems?: string[] }).problems,
+    });
+    if (invalid) process.stderr.write(`mesh-agent: invalid config: ${(err as Error).message}\n`);
+    await agent.stop().catch(() => undefined);
+    return invalid ? EXIT.CONFIG : EXIT.FAILURE;
+  }
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      log.info('signal received; stopping', { signal });
+      agent.stop().then(
+        () => resolve(EXIT.OK),
+        (err) => {
+          log.error('stop failed', { err });
+          resolve(EXIT.FAILURE);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}

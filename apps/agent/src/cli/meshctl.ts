@@ -1,0 +1,313 @@
+/** meshctl: the mesh's command line. Reads the agent's API on its loopback address; `run` starts a command
+ *  inside a workload's cgroup, `uninstall` removes the datapath from the kernel. */
+import { spawn } from 'node:child_process';
+import { request } from 'node:http';
+import { parseArgs } from 'node:util';
+
+import { VERSION } from '../app.js';
+import { uninstall } from '../datapath.js';
+import type { PairStat } from '../stats.js';
+import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
+import { EXIT, UsageError } from './exit.js';
+
+const COMMANDS: Record<string, { summary: string; usage: string; help: string }> = {
+  run: {
+    summary: 'start a command inside a workload (its cgroup), so the mesh serves its sockets',
+    usage: 'meshctl run --workload NAME [--namespace NS] -- COMMAND [ARGS...]',
+    help: `The command joins the workload's cgroup before it starts and gets MESH_WORKLOAD, MESH_NAMESPACE and
+MESH_ADDRESS (the workload's first address) in its environment. meshctl forwards SIGINT, SIGTERM and SIGHUP
+to it and exits with its status (128+N when it was killed by signal N).`,
+  },
+  status: {
+    summary: 'the agent: readiness, programs and links, map fill, config generation, last error',
+    usage: 'meshctl status [--json]',
+    help: 'Exit status 0 when the agent is ready and its last config was applied, 3 when the last config was rejected.',
+  },
+  services: {
+    summary: 'service addresses with their backends, weights and endpoints',
+    usage: 'meshctl services [--json]',
+    help: 'What the agent installed in the kernel from its config, and the status of each HTTPRoute.',
+  },
+  stat: {
+    summary: 'request rate, success rate and p50/p95/p99 latency per workload pair',
+    usage: 'meshctl stat [--window SECONDS] [--json]',
+    help: `Read from the kernel's aggregates by the agent over the last SECONDS (default 10, at most 60).
+client rows are measured at the caller's sockets, server rows at the callee's.`,
+  },
+  uninstall: {
+    summary: 'detach every program of the mesh, remove its pins and its empty cgroups',
+    usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--force]',
+    help: `Refuses while an agent answers at --agent (it owns the datapath; stop it first) unless --force.
+Exit status 0 when nothing of the mesh is left; 1 when cgroups still hold processes (listed).`,
+  },
+  version: { summary: 'print the version', usage: 'meshctl version', help: '' },
+};
+
+export const MESHCTL_HELP = `Usage: meshctl [--agent HOST:PORT] COMMAND [options]
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([n, c]) => `  ${n.padEnd(10)} ${c.summary}`)
+  .join('\n')}
+
+Global options:
+  --agent HOST:PORT   the agent's API address [${DEFAULT_API}, or $MESH_AGENT]
+  -h, --help          help; 'meshctl COMMAND --help' for one command
+
+Exit status: 0 ok, 1 failure, 2 usage, 3 config rejected, 4 agent unreachable, 5 not found.`;
+
+const commandHelp = (n: string) => `Usage: ${COMMANDS[n]!.usage}\n\n${COMMANDS[n]!.summary}.\n${COMMANDS[n]!.help ? `\n${COMMANDS[n]!.help}\n` : ''}`;
+
+class Unreachable extends Error {}
+
+function get<T>(agent: string, path: string): Promise<T> {
+  const { host, port } = parseHostPort(agent);
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, timeout: 5000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        if (res.statusCode !== 200) return reject(new Error(`agent answered ${res.statusCode} for ${path}: ${text.trim()}`));
+        try {
+          resolve(JSON.parse(text) as T);
+        } catch {
+          reject(new Error(`agent sent a non-JSON answer for ${path}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Unreachable(`no answer from the agent at ${agent} within 5 s`)));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(err instanceof Unreachable ? err : new Unreachable(`cannot reach the agent at ${agent} (${err.code ?? err.message}); is mesh-agent running? (--agent, $MESH_AGENT)`)),
+    );
+    req.end();
+  });
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+const fmtMs = (v: number | undefined) => (v === undefined ? '-' : v < 10 ? `${v.toFixed(2)}ms` : `${v.toFixed(1)}ms`);
+const fmtPct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).toFixed(2)}%`);
+
+export function formatStat(pairs: PairStat[]): string {
+  if (pairs.length === 0) return 'no requests seen yet\n';
+  return table([
+    ['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99'],
+    ...pairs.map((p) => [p.direction, p.source, p.destination, p.service || '-', String(p.requests), p.rps.toFixed(1), fmtPct(p.successRate), fmtMs(p.p50Ms), fmtMs(p.p95Ms), fmtMs(p.p99Ms)]),
+  ]);
+}
+
+interface Status {
+  version: string;
+  pid: number;
+  ready: boolean;
+  notReady?: string;
+  source: string;
+  cgroupRoot: string;
+  pinRoot: string;
+  config?: { generation: number; revision: string; appliedAt: string; mapWrites: number };
+  lastError?: { at: string; message: string; problems: string[] };
+  programs: { family: string; program: string; linkId: number; programId: number; tag: string; attachType: string; runCount: string; runTimeNs: string }[];
+  maps: Record<string, { used: number; max: number }>;
+}
+
+interface Services {
+  generation: number;
+  services: { service: string; address: string; protocol: string; route?: string; backends: { ref: string; weight: number; share: number; endpoints: string[] }[] }[];
+  routes: { route: string; parents: { parentRef: { name: string }; conditions: { type: string; status: string; reason: string; message: string }[] }[] }[];
+}
+
+interface Workloads {
+  workloads: { name: string; namespace: string; addresses: string[]; cgroupPath: string }[];
+}
+
+async function run(agent: string, argv: string[]): Promise<number> {
+  const dash = argv.indexOf('--');
+  const { values } = parseArgs({ args: dash < 0 ? argv : argv.slice(0, dash), options: { workload: { type: 'string' }, namespace: { type: 'string' } }, strict: true });
+  const cmd = dash < 0 ? [] : argv.slice(dash + 1);
+  if (!values.workload) throw new UsageError('--workload is required');
+  if (cmd.length === 0) throw new UsageError('give the command after --, e.g. meshctl run --workload web -- node server.js');
+  const { workloads } = await get<Workloads>(agent, '/v1/workloads');
+  const matches = workloads.filter((w) => w.name === values.workload && (values.namespace === undefined || w.namespace === values.namespace));
+  if (matches.length !== 1) {
+    process.stderr.write(
+      matches.length === 0
+        ? `meshctl: no workload ${values.namespace ? `${values.namespace}/` : ''}${values.workload} in the agent's config (known: ${workloads.map((w) => `${w.namespace}/${w.name}`).join(', ') || 'none'})\n`
+        : `meshctl: workload ${values.workload} exists in several namespaces (${matches.map((w) => w.namespace).join(', ')}): give --namespace\n`,
+    );
+    return EXIT.NOT_FOUND;
+  }
+  const w = matches[0]!;
+  // The child joins the cgroup itself and then becomes the command: meshctl is never moved.
+  const child = spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" || exit 126; shift; exec "$@"', 'meshctl-run', w.cgroupPath, ...cmd], {
+    stdio: 'inherit',
+    env: { ...process.env, MESH_WORKLOAD: w.name, MESH_NAMESPACE: w.namespace, MESH_ADDRESS: w.addresses[0] ?? '' },
+  });
+  const forward = (s: NodeJS.Signals) => () => child.kill(s);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
+  for (const [s, h] of handlers) process.on(s, h);
+  return new Promise((resolve) => {
+    child.on('error', (err) => {
+      process.stderr.write(`meshctl: cannot start ${cmd[0]}: ${err.message}\n`);
+      resolve(EXIT.FAILURE);
+    });
+    child.on('exit', (code, signal) => {
+      for (const [s, h] of handlers) process.off(s, h);
+      resolve(code ?? 128 + (signal ? ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0 : 0));
+    });
+  });
+}
+
+async function status(agent: string, json: boolean): Promise<number> {
+  const s = await get<Status>(agent, '/v1/status');
+  if (json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+  else {
+    const lines = [
+      `agent        ${s.version} (pid ${s.pid}) at ${agent}: ${s.ready ? 'ready' : `NOT READY: ${s.notReady}`}`,
+      `config       ${s.source}: ${s.config ? `generation ${s.config.generation} (revision ${s.config.revision}, applied ${s.config.appliedAt}, ${s.config.mapWrites} map writes)` : 'none applied'}`,
+      `last error   ${s.lastError ? `${s.lastError.at}: rejected:\n${s.lastError.problems.map((p) => `               ${p}`).join('\n')}` : 'none'}`,
+      `cgroup root  ${s.cgroupRoot}`,
+      `pins         ${s.pinRoot}`,
+      '',
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    process.stdout.write(
+      table([
+        ['PROGRAM', 'FAMILY', 'HOOK', 'LINK', 'PROG', 'TAG', 'RUNS'],
+        ...s.programs.map((p) => [p.program, p.family, p.attachType, String(p.linkId), String(p.programId), p.tag, p.runCount === '0' ? '-' : p.runCount]),
+      ]) + '\n',
+    );
+    process.stdout.write(
+      table([
+        ['MAP', 'USED', 'CAPACITY', 'FILL'],
+        ...Object.entries(s.maps).map(([m, f]) => [m, String(f.used), String(f.max), `${((f.used / f.max) * 100).toFixed(1)}%`]),
+      ]),
+    );
+  }
+  if (!s.ready) return EXIT.FAILURE;
+  return s.lastError && (!s.config || s.lastError.at > s.config.appliedAt) ? EXIT.CONFIG : EXIT.OK;
+}
+
+async function services(agent: string, json: boolean): Promise<number> {
+  const s = await get<Services>(agent, '/v1/services');
+  if (json) {
+    process.stdout.write(JSON.stringify(s, null, 2) + '\n');
+    return EXIT.OK;
+  }
+  const rows = [['SERVICE', 'ADDRESS', 'PROTO', 'ROUTE', 'BACKEND', 'WEIGHT', 'SHARE', 'ENDPOINTS']];
+  for (const svc of s.services) {
+    svc.backends.forEach((b, i) =>
+      rows.push([
+        i === 0 ? svc.service : '',
+        i === 0 ? svc.address : '',
+        i === 0 ? svc.protocol : '',
+        i === 0 ? (svc.route ?? '-') : '',
+        b.ref,
+        String(b.weight),
+        `${(b.share * 100).toFixed(1)}%`,
+        b.endpoints.join(',') || '(none)',
+      ]),
+    );
+  }
+  process.stdout.write(`config generation ${s.generation}\n\n` + table(rows));
+  const bad = s.routes.flatMap((r) => r.parents.flatMap((p) => p.conditions.filter((c) => c.status !== 'True').map((c) => `  ${r.route} → ${p.parentRef.name}: ${c.type}=False (${c.reason}): ${c.message}`)));
+  if (bad.length) process.stdout.write(`\nroutes not fully accepted:\n${bad.join('\n')}\n`);
+  return EXIT.OK;
+}
+
+async function stat(agent: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { window: { type: 'string', default: '10' }, json: { type: 'boolean', default: false } }, strict: true });
+  const w = Number(values.window!.replace(/s$/, ''));
+  if (!Number.isFinite(w) || w <= 0 || w > 60) throw new UsageError('--window must be a number of seconds in (0, 60]');
+  const r = await get<{ windowSeconds: number; pairs: PairStat[] }>(agent, `/v1/stat?window=${w}`);
+  if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+  else process.stdout.write(`last ${r.windowSeconds}s\n` + formatStat(r.pairs));
+  return EXIT.OK;
+}
+
+async function doUninstall(agent: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { 'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT }, 'cgroup-root': { type: 'string' }, force: { type: 'boolean', default: false } },
+    strict: true,
+  });
+  if (!values.force) {
+    const alive = await get<Status>(agent, '/v1/status').then(
+      (s) => s,
+      () => undefined,
+    );
+    if (alive && alive.pinRoot === values['pin-root']) {
+      process.stderr.write(`meshctl: an agent (pid ${alive.pid}) is running at ${agent} and owns ${alive.pinRoot}: stop it first, or pass --force\n`);
+      return EXIT.FAILURE;
+    }
+  }
+  const r = uninstall(values['pin-root']!, values['cgroup-root'] ?? defaultCgroupRoot());
+  process.stdout.write(
+    `detached ${r.linksDetached.length} links, removed ${r.pinsRemoved} pins under ${values['pin-root']}, removed ${r.cgroupsRemoved.length} cgroups\n`,
+  );
+  if (r.cgroupsBusy.length) {
+    process.stderr.write(`meshctl: these cgroups still hold processes and were left in place:\n${r.cgroupsBusy.map((c) => `  ${c}`).join('\n')}\n`);
+    return EXIT.FAILURE;
+  }
+  return EXIT.OK;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let agent = process.env.MESH_AGENT || DEFAULT_API;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--agent') agent = argv[++i] ?? '';
+    else if (a.startsWith('--agent=')) agent = a.slice(8);
+    else break;
+  }
+  const command = argv[i];
+  const rest = argv.slice(i + 1);
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(MESHCTL_HELP + '\n');
+    return command === undefined ? EXIT.USAGE : EXIT.OK;
+  }
+  if (!COMMANDS[command]) {
+    process.stderr.write(`meshctl: unknown command ${JSON.stringify(command)}\n\n${MESHCTL_HELP}\n`);
+    return EXIT.USAGE;
+  }
+  const before = rest.indexOf('--') < 0 ? rest : rest.slice(0, rest.indexOf('--'));
+  if (before.includes('--help') || before.includes('-h')) {
+    process.stdout.write(commandHelp(command));
+    return EXIT.OK;
+  }
+  try {
+    parseHostPort(agent);
+    const json = () => parseArgs({ args: rest, options: { json: { type: 'boolean', default: false } }, strict: true }).values.json!;
+    switch (command) {
+      case 'run':
+        return await run(agent, rest);
+      case 'status':
+        return await status(agent, json());
+      case 'services':
+        return await services(agent, json());
+      case 'stat':
+        return await stat(agent, rest);
+      case 'uninstall':
+        return await doUninstall(agent, rest);
+      case 'version':
+        process.stdout.write(`meshctl ${VERSION}\n`);
+        return EXIT.OK;
+    }
+    return EXIT.USAGE;
+  } catch (err) {
+    if (err instanceof Unreachable) {
+      process.stderr.write(`meshctl: ${err.message}\n`);
+      return EXIT.UNREACHABLE;
+    }
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') || /HOST:PORT/.test((err as Error).message)) {
+      process.stderr.write(`meshctl ${command}: ${(err as Error).message}\n\n${commandHelp(command)}`);
+      return EXIT.USAGE;
+    }
+    process.stderr.write(`meshctl ${command}: ${(err as Error).message}\n`);
+    return EXIT.FAILURE;
+  }
+}

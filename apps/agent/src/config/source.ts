@@ -1,0 +1,17 @@
+/** A config source produces snapshots of the mesh's objects: the file source on one machine, the Kubernetes
+ *  source (Services, EndpointSlices, HTTPRoutes from the API server) across machines. Same snapshot type. */
+import type { ConfigSnapshot } from './objects.js';
+
+export type ConfigUpdate =
+  /** A new set of objects; `revision` identifies it in logs and status (a content hash, a resourceVersion). */
+  | { snapshot: ConfigSnapshot; revision: string; error?: undefined }
+  /** The source could not produce a snapshot (unreadable, bad syntax…): the agent keeps what it has. */
+  | { error: Error; revision?: string; snapshot?: undefined };
+
+export interface ConfigSource {
+  /** Human-readable, for logs: "file /etc/mesh/mesh.yaml". */
+  readonly description: string;
+  /** Starts watching; the first update is delivered before start() returns or soon after. */
+  start(onUpdate: (u: ConfigUpdate) => void): void;
+  stop(): void;
+}

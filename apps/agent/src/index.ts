@@ -1,0 +1,14 @@
+export { Agent, VERSION } from './app.js';
+export type { AgentOptions } from './app.js';
+export { ConfigError, resolveConfig, KINDS, WORKLOAD_API_VERSION, MESH_GROUP } from './config/objects.js';
+export type { ConfigSnapshot, ResolvedConfig, ResolvedWorkload, Workload, Origin } from './config/objects.js';
+export { FileSource, loadConfig, parseConfig } from './config/file.js';
+export type { ConfigSource, ConfigUpdate } from './config/source.js';
+export { MeshDatapath, pinnedLinks, uninstall } from './datapath.js';
+export type { UninstallReport, LinkStatus } from './datapath.js';
+export { ConfigResolver } from './identity.js';
+export { createLogger } from './log.js';
+export type { Logger, Level } from './log.js';
+export { PairStats, quantile } from './stats.js';
+export type { PairStat } from './stats.js';
+export { DEFAULT_API, DEFAULT_PIN_ROOT, cgroup2Mount, defaultCgroupRoot } from './paths.js';

@@ -1,0 +1,142 @@
+/**
+ * Rate, success rate and latency percentiles per workload pair over a recent window, for `meshctl stat`:
+ * the kernel's aggregates sampled every second, kept for a minute, and differenced. Percentiles are
+ * interpolated within histogram buckets, as Prometheus' histogram_quantile() does.
+ */
+import { BUCKET_BOUNDS_S, type HttpSample, type IdentityResolver } from '@mesh/metrics';
+
+export interface PairStat {
+  /** client: measured at the caller's socket; server: measured at the callee's. */
+  direction: 'client' | 'server';
+  source: string;
+  destination: string;
+  /** The Service the client dialled, where known. */
+  service: string;
+  requests: number;
+  rps: number;
+  /** Share of responses that are not 5xx (nor unparsable); undefined with no requests in the window. */
+  successRate: number | undefined;
+  p50Ms: number | undefined;
+  p95Ms: number | undefined;
+  p99Ms: number | undefined;
+}
+
+interface Agg {
+  direction: 'client' | 'server';
+  source: string;
+  destination: string;
+  service: string;
+  count: number;
+  failures: number;
+  buckets: number[];
+}
+
+interface Sample {
+  at: number;
+  pairs: Map<string, Agg>;
+}
+
+const NBUCKETS = BUCKET_BOUNDS_S.length + 1;
+
+/** The q-quantile (0..1) of a non-cumulative histogram over BUCKET_BOUNDS_S (+Inf last), in seconds. */
+export function quantile(q: number, buckets: number[]): number | undefined {
+  const total = buckets.reduce((a, b) => a + b, 0);
+  if (total <= 0) return undefined;
+  const rank = q * total;
+  let cum = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    const n = buckets[i]!;
+    if (cum + n >= rank && n > 0) {
+      if (i >= BUCKET_BOUNDS_S.length) return BUCKET_BOUNDS_S.at(-1); // the +Inf bucket: the last finite bound
+      const lo = i === 0 ? 0 : BUCKET_BOUNDS_S[i - 1]!;
+      const hi = BUCKET_BOUNDS_S[i]!;
+      return lo + (hi - lo) * ((rank - cum) / n);
+    }
+    cum += n;
+  }
+  return BUCKET_BOUNDS_S.at(-1);
+}
+
+export class PairStats {
+  private readonly samples: Sample[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly read: () => HttpSample[],
+    private readonly resolver: () => IdentityResolver,
+    private readonly keepMs = 65_000,
+  ) {}
+
+  start(everyMs = 1000): void {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** Takes one sample now (also called by the timer). */
+  sample(now = Date.now()): void {
+    let http: HttpSample[];
+    try {
+      http = this.read();
+    } catch {
+      return; // a failed read leaves a gap, not a crash
+    }
+    const r = this.resolver();
+    const pairs = new Map<string, Agg>();
+    for (const s of http) {
+      if (s.cgroupId === undefined) continue;
+      const local = r.local(s.cgroupId, s.port, s.direction);
+      const peer = r.peer(s.remoteIp, s.port, s.direction);
+      const localName = local ? `${local.namespace}/${local.workload}` : `cgroup-${s.cgroupId}`;
+      const peerName = peer && peer.workload !== 'unknown' ? `${peer.namespace}/${peer.workload}` : s.remoteIp;
+      const [source, destination] = s.direction === 'client' ? [localName, peerName] : [peerName, localName];
+      const service = s.direction === 'client' ? (peer?.service ?? '') : (local?.service ?? '');
+      const key = `${s.direction}|${source}|${destination}|${service}`;
+      const a = pairs.get(key) ?? { direction: s.direction, source, destination, service, count: 0, failures: 0, buckets: new Array(NBUCKETS).fill(0) };
+      a.count += s.count;
+      if (s.status === 0 || s.status >= 500) a.failures += s.count;
+      s.buckets.forEach((b, i) => (a.buckets[i]! += b));
+      pairs.set(key, a);
+    }
+    this.samples.push({ at: now, pairs });
+    while (this.samples.length > 1 && this.samples[0]!.at < now - this.keepMs) this.samples.shift();
+  }
+
+  /** Stats over the last `windowMs` (as much of it as has been sampled). */
+  query(windowMs = 10_000): { windowSeconds: number; pairs: PairStat[] } {
+    const last = this.samples.at(-1);
+    if (!last) return { windowSeconds: 0, pairs: [] };
+    const first = this.samples.find((s) => s.at >= last.at - windowMs) ?? last;
+    const base = first === last ? undefined : first;
+    const seconds = base ? (last.at - base.at) / 1000 : 0;
+    const pairs: PairStat[] = [];
+    for (const [key, a] of last.pairs) {
+      const b = base?.pairs.get(key);
+      const count = Math.max(0, a.count - (b?.count ?? 0));
+      const failures = Math.max(0, a.failures - (b?.failures ?? 0));
+      const buckets = a.buckets.map((n, i) => Math.max(0, n - (b?.buckets[i] ?? 0)));
+      const ms = (q: number) => {
+        const s = quantile(q, buckets);
+        return s === undefined ? undefined : Math.round(s * 1e6) / 1e3;
+      };
+      pairs.push({
+        direction: a.direction,
+        source: a.source,
+        destination: a.destination,
+        service: a.service,
+        requests: count,
+        rps: seconds > 0 ? Math.round((count / seconds) * 100) / 100 : 0,
+        successRate: count > 0 ? (count - failures) / count : undefined,
+        p50Ms: ms(0.5),
+        p95Ms: ms(0.95),
+        p99Ms: ms(0.99),
+      });
+    }
+    pairs.sort((x, y) => x.direction.localeCompare(y.direction) || x.source.localeCompare(y.source) || x.destination.localeCompare(y.destination));
+    return { windowSeconds: Math.round(seconds * 10) / 10, pairs };
+  }
+}
