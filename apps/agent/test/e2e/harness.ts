@@ -1,0 +1,220 @@
+/**
+ * End-to-end harness: the agent and meshctl started as a user starts them (node bin/…), each test in its own
+ * pin root, cgroup root and API port, so suites run side by side and never touch a real installation. Cleanup
+ * (also on failure): stop what the test started, then `meshctl uninstall --force` of its own roots.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { cgroup2Mount, capturedOutput, ProcessTracker, stopProcess, uniqueName, waitForLine } from '@mesh/testkit';
+
+import { uninstall } from '../../src/datapath.js';
+
+export const AGENT_BIN = resolve(import.meta.dirname, '../../bin/mesh-agent.mjs');
+export const MESHCTL_BIN = resolve(import.meta.dirname, '../../bin/meshctl.mjs');
+export const EXAMPLES = resolve(import.meta.dirname, '../../../../examples/single-host');
+export const FIXTURES = resolve(import.meta.dirname, '../fixtures');
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+export interface HttpResult {
+  status: number;
+  body: string;
+}
+
+export function httpGet(host: string, port: number, path: string, timeoutMs = 3000): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path, agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path}: timeout`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Value of one sample in Prometheus text, selected by name and labels (all given labels must match). */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number[] {
+  const out: number[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
+    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue;
+    out.push(Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return out;
+}
+
+export const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+export interface Agent {
+  child: ChildProcess;
+  /** Structured log lines so far, parsed. */
+  logs(): Record<string, unknown>[];
+}
+
+export class MeshEnv implements AsyncDisposable {
+  readonly name = uniqueName('e2e', 20);
+  readonly pinRoot = `/sys/fs/bpf/${this.name}`;
+  readonly cgroupRoot = join(cgroup2Mount(), this.name);
+  readonly configDir = mkdtempSync(join(tmpdir(), `${this.name}-`));
+  readonly procs = new ProcessTracker(this.name);
+  port = 0;
+
+  static async create(): Promise<MeshEnv> {
+    const env = new MeshEnv();
+    env.port = await freePort();
+    return env;
+  }
+
+  get listen(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  get configPath(): string {
+    return join(this.configDir, 'mesh.yaml');
+  }
+
+  /** Writes the config atomically (write + rename), as editors and config tools do. */
+  writeConfig(yaml: string, file = 'mesh.yaml'): void {
+    const tmp = join(this.configDir, `.${file}.tmp`);
+    writeFileSync(tmp, yaml);
+    renameSync(tmp, join(this.configDir, file)); // the agent never reads a half-written file
+  }
+
+  agentArgs(extra: string[] = []): string[] {
+    return [AGENT_BIN, '--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, ...extra];
+  }
+
+  /** Starts mesh-agent and waits until /readyz answers 200 (or the agent exits). */
+  async startAgent(extra: string[] = []): Promise<Agent> {
+    const child = this.procs.spawn(process.execPath, this.agentArgs(extra), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const agent: Agent = {
+      child,
+      logs: () =>
+        capturedOutput(child)
+          .stderr.split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`mesh-agent exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${capturedOutput(child).stderr}`);
+      }
+      const r = await httpGet('127.0.0.1', this.port, '/readyz', 1000).catch(() => undefined);
+      if (r?.status === 200) return agent;
+      if (Date.now() > deadline) throw new Error(`mesh-agent not ready after 20 s:\n${capturedOutput(child).stderr}`);
+      await sleep(50);
+    }
+  }
+
+  /** Runs meshctl to completion. */
+  meshctl(args: string[], timeoutMs = 20_000) {
+    return this.procs.run(process.execPath, [MESHCTL_BIN, '--agent', this.listen, ...args], { timeoutMs });
+  }
+
+  /** Starts `meshctl run --workload W -- cmd…` in the background. */
+  meshRun(workload: string, cmd: string[], env: Record<string, string> = {}): ChildProcess {
+    return this.procs.spawn(process.execPath, [MESHCTL_BIN, '--agent', this.listen, 'run', '--workload', workload, '--', ...cmd], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
+  }
+
+  metrics(): Promise<string> {
+    return httpGet('127.0.0.1', this.port, '/metrics').then((r) => r.body);
+  }
+
+  async close(): Promise<void> {
+    // Workloads (meshctl run) first, then the agent; the datapath last.
+    const children = this.procs.children;
+    await Promise.all(children.filter((c) => !c.spawnargs.includes(AGENT_BIN)).map((c) => stopProcess(c)));
+    await this.procs.close();
+    uninstall(this.pinRoot, this.cgroupRoot);
+    rmSync(this.configDir, { recursive: true, force: true });
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/**
+ * A config like the demo's on addresses of its own (`net` = "127.N"): workloads web-a (N.0.1), web-b (N.0.2) and
+ * client (N.0.3); Service web (VIP N.1.1:8080) split by an HTTPRoute over web-a and web-b with `weights`.
+ */
+export function splitConfig(net: string, weights: [number, number], extra = ''): string {
+  const workload = (name: string, app: string, version: string, addr: string) => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: ${name}, labels: { app: ${app}, version: ${version} } }
+spec: { addresses: [${addr}] }
+---
+`;
+  const service = (name: string, vip: string, selector: string) => `apiVersion: v1
+kind: Service
+metadata: { name: ${name} }
+spec: { clusterIP: ${vip}, selector: ${selector}, ports: [{ port: 8080 }] }
+---
+`;
+  return (
+    workload('web-a', 'web', 'a', `${net}.0.1`) +
+    workload('web-b', 'web', 'b', `${net}.0.2`) +
+    workload('client', 'client', 'x', `${net}.0.3`) +
+    service('web', `${net}.1.1`, '{ app: web }') +
+    service('web-a', `${net}.1.2`, '{ app: web, version: a }') +
+    service('web-b', `${net}.1.3`, '{ app: web, version: b }') +
+    `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-split }
+spec:
+  parentRefs: [{ kind: Service, name: web, port: 8080 }]
+  rules:
+    - backendRefs:
+        - { name: web-a, port: 8080, weight: ${weights[0]} }
+        - { name: web-b, port: 8080, weight: ${weights[1]} }
+` +
+    extra
+  );
+}
+
+export const BACKEND = join(FIXTURES, 'backend.mjs');
+export const LOAD = join(FIXTURES, 'load.mjs');
+
+/** Starts backends web-a and web-b (answering "a" and "b") through meshctl run and waits until both listen. */
+export async function startBackends(env: MeshEnv): Promise<void> {
+  const a = env.meshRun('web-a', [process.execPath, BACKEND], { NAME: 'a' });
+  const b = env.meshRun('web-b', [process.execPath, BACKEND], { NAME: 'b' });
+  await Promise.all([waitForLine(a, /^listening /, 10_000), waitForLine(b, /^listening /, 10_000)]);
+}
+
+export interface LoadResult {
+  sent: number;
+  ok: number;
+  failed: number;
+  byBody: Record<string, number>;
+  errors: string[];
+}
+
+/** Runs the fixed-rate load from the client workload through the VIP and returns its summary. */
+export async function runLoad(env: MeshEnv, net: string, rate: number, seconds: number, onStarted?: () => void): Promise<LoadResult> {
+  const child = env.meshRun('client', [process.execPath, LOAD], { URL: `http://${net}.1.1:8080/`, RATE: String(rate), SECONDS: String(seconds) });
+  await waitForLine(child, /^started$/, 10_000);
+  onStarted?.();
+  const line = await waitForLine(child, /^\{.*\}$/, seconds * 1000 + 30_000);
+  return JSON.parse(line[0]) as LoadResult;
+}
