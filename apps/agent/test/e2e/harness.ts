@@ -140,10 +140,14 @@ export class MeshEnv implements AsyncDisposable {
     return httpGet('127.0.0.1', this.port, '/metrics').then((r) => r.body);
   }
 
+  /** Stops every process started with meshRun() (meshctl forwards SIGTERM to its command). */
+  async stopWorkloads(): Promise<void> {
+    await Promise.all(this.procs.children.filter((c) => !c.spawnargs.includes(AGENT_BIN)).map((c) => stopProcess(c)));
+  }
+
   async close(): Promise<void> {
     // Workloads (meshctl run) first, then the agent; the datapath last.
-    const children = this.procs.children;
-    await Promise.all(children.filter((c) => !c.spawnargs.includes(AGENT_BIN)).map((c) => stopProcess(c)));
+    await this.stopWorkloads();
     await this.procs.close();
     uninstall(this.pinRoot, this.cgroupRoot);
     rmSync(this.configDir, { recursive: true, force: true });
