@@ -248,10 +248,11 @@ export class Agent {
     this.stats.stop();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     this.server?.closeAllConnections();
+    const had = this.datapath !== undefined;
     this.datapath?.close();
     this.datapath = undefined;
     this.statsHandle?.close();
-    this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
+    if (had) this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
   }
 }
 

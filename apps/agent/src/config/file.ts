@@ -60,7 +60,7 @@ export function parseConfig(files: RawFile[]): ConfigSnapshot {
       if (doc.errors.length) {
         for (const e of doc.errors) {
           const pos = e.linePos?.[0];
-          problems.push(`${f.path}: document ${i + 1}${pos ? ` (line ${pos.line}, column ${pos.col})` : ''}: YAML syntax: ${e.message.split('\n')[0]}`);
+          problems.push(`${f.path}: document ${i + 1}${pos ? ` (line ${pos.line}, column ${pos.col})` : ''}: YAML syntax: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
         }
         return;
       }
