@@ -1,0 +1,115 @@
+// Config parsing and validation, without a kernel: each problem names the file, the document, the object and
+// the field; a config is accepted or rejected whole.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { loadConfig, parseConfig } from '../../src/config/file.js';
+import { ConfigError, resolveConfig } from '../../src/config/objects.js';
+
+const file = (text: string) => [{ path: 'mesh.yaml', text }];
+const problemsOf = (text: string): string[] => {
+  try {
+    resolveConfig(parseConfig(file(text)));
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error('config was accepted');
+};
+
+const SVC = (name: string, ip: string, extra = '') => `apiVersion: v1
+kind: Service
+metadata: { name: ${name} }
+spec: { clusterIP: ${ip}, ports: [{ port: 80 }]${extra} }
+`;
+const WL = (name: string, spec: string, labels = '{ app: web }') => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: ${name}, labels: ${labels} }
+spec: ${spec}
+`;
+
+describe('config', () => {
+  it('resolves the example: endpoints computed from workloads, route accepted', () => {
+    const cfg = resolveConfig(loadConfig(join(import.meta.dirname, '../../../../examples/single-host/mesh.yaml')));
+    expect(cfg.workloads.map((w) => `${w.namespace}/${w.name}@${w.cgroup}`)).toEqual([
+      'default/reviews-v1@default/reviews-v1',
+      'default/reviews-v2@default/reviews-v2',
+      'default/productpage@default/productpage',
+    ]);
+    const slices = cfg.routing.endpointSlices.map((s) => `${s.metadata.name}:${s.endpoints.map((e) => e.addresses[0]).join(',')}`);
+    expect(slices).toEqual(['reviews-v4:127.0.1.1,127.0.1.2', 'reviews-v1-v4:127.0.1.1', 'reviews-v2-v4:127.0.1.2']);
+    expect(cfg.routes[0]!.parents[0]!.conditions.map((c) => `${c.type}=${c.status}`)).toEqual(['Accepted=True', 'ResolvedRefs=True']);
+  });
+
+  const cases: [string, string, RegExp][] = [
+    ['YAML syntax', SVC('a', '127.9.0.1') + '---\nkind: [\n', /^mesh\.yaml: document 2 \(line 7, column 1\): YAML syntax: /],
+    ['duplicate keys', 'kind: Service\nkind: Service\n', /^mesh\.yaml: document 1 \(line 2, column 1\): YAML syntax: Map keys must be unique/],
+    ['unknown kind', SVC('a', '127.9.0.1') + '---\napiVersion: v1\nkind: Pod\nmetadata: { name: p }\n', /^mesh\.yaml: document 2 \(line 6\): Pod default\/p: kind: "Pod" is not one of Service, EndpointSlice, HTTPRoute, Workload$/],
+    ['no kind', 'apiVersion: v1\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): kind: is required/],
+    ['wrong apiVersion', 'apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Service\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): Service default\/a: apiVersion: must be v1, got "gateway\.networking\.k8s\.io\/v1beta1"$/],
+    ['not a mapping', '- a\n- b\n', /^mesh\.yaml: document 1 \(line 1\): must be a mapping/],
+    ['missing name', 'apiVersion: v1\nkind: Service\nmetadata: {}\n', /^mesh\.yaml: document 1 \(line 1\): Service \(unnamed\): metadata\.name: is required$/],
+    ['defined twice', SVC('a', '127.9.0.1') + '---\n' + SVC('a', '127.9.0.2'), /^mesh\.yaml: document 2 \(line 6\): Service default\/a: metadata\.name: already defined at mesh\.yaml: document 1 \(line 1\)$/],
+    ['missing ports', 'apiVersion: v1\nkind: Service\nmetadata: { name: a }\nspec: { clusterIP: 127.9.0.1 }\n', /^mesh\.yaml: document 1 \(line 1\): Service default\/a: spec\.ports: must list at least one port$/],
+    ['bad address', SVC('a', '127.9.0.300'), /^mesh\.yaml: document 1 \(line 1\): Service default\/a: spec\.clusterIP: must be an IPv4 or IPv6 address, got "127\.9\.0\.300"$/],
+    ['duplicate VIP', SVC('a', '127.9.0.1') + '---\n' + SVC('b', '127.9.0.1'), /^mesh\.yaml: document 2 \(line 6\): Service default\/b: spec\.ports\[0\]: 127\.9\.0\.1:80\/TCP is already the address of Service default\/a$/],
+    [
+      'fractional weight',
+      SVC('a', '127.9.0.1') + '---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r }\nspec:\n  parentRefs: [{ kind: Service, name: a, port: 80 }]\n  rules: [{ backendRefs: [{ name: a, port: 80, weight: 0.5 }] }]\n',
+      /^mesh\.yaml: document 2 \(line 6\): HTTPRoute default\/r: spec\.rules\[0\]\.backendRefs\[0\]\.weight: must be an integer in \[0, 1000000\], got 0\.5$/,
+    ],
+    ['workload without addresses', WL('w', '{ serviceAccount: web }'), /^mesh\.yaml: document 1 \(line 1\): Workload default\/w: spec\.addresses: must list/],
+    ['workload bad address', WL('w', '{ addresses: [localhost] }'), /Workload default\/w: spec\.addresses\[0\]: must be an IPv4 or IPv6 address, got "localhost"$/],
+    ['workload cgroup escaping the root', WL('w', '{ addresses: [], cgroup: ../etc }'), /Workload default\/w: spec\.cgroup: must be a relative path under the mesh's cgroup root/],
+    ['workload absolute cgroup', WL('w', '{ addresses: [], cgroup: /sys/fs/cgroup }'), /Workload default\/w: spec\.cgroup: must be a relative path/],
+    ['address of two workloads', WL('w1', '{ addresses: [127.9.1.1] }') + '---\n' + WL('w2', '{ addresses: [127.9.1.1] }'), /^mesh\.yaml: document 2 \(line 6\): Workload default\/w2: spec\.addresses\[0\]: 127\.9\.1\.1 is already an address of Workload default\/w1$/],
+    ['nested cgroups', WL('w1', '{ addresses: [], cgroup: team/a }') + '---\n' + WL('w2', '{ addresses: [], cgroup: team/a/b }'), /Workload default\/w2: spec\.cgroup: "team\/a\/b" nests with "team\/a" of Workload default\/w1$/],
+    ['bad service account', WL('w', '{ addresses: [], serviceAccount: Web_1 }'), /Workload default\/w: spec\.serviceAccount: must be a DNS label, got "Web_1"$/],
+  ];
+  it.each(cases)('%s: names document, object and field', (_name, text, re) => {
+    const problems = problemsOf(text);
+    expect(problems.some((p) => re.test(p)), problems.join('\n')).toBe(true);
+  });
+
+  it('reports every problem of a config at once', () => {
+    const problems = problemsOf(SVC('a', '127.9.0.300') + '---\n' + WL('w', '{ addresses: [nope] }'));
+    expect(problems).toHaveLength(2);
+  });
+
+  it('an unresolved backend is route status (ResolvedRefs=False), not a rejection', () => {
+    const cfg = resolveConfig(
+      parseConfig(file(SVC('a', '127.9.0.1') + '---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: r }\nspec:\n  parentRefs: [{ kind: Service, name: a, port: 80 }]\n  rules: [{ backendRefs: [{ name: ghost, port: 80 }] }]\n')),
+    );
+    const cond = cfg.routes[0]!.parents[0]!.conditions.find((c) => c.type === 'ResolvedRefs')!;
+    expect(cond.status).toBe('False');
+    expect(cond.reason).toBe('BackendNotFound');
+  });
+
+  describe('directories', () => {
+    let dir: string | undefined;
+    afterEach(() => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('reads every *.yaml, *.yml and *.json file in name order, and nothing else', () => {
+      dir = mkdtempSync(join(tmpdir(), 'mesh-cfg-'));
+      writeFileSync(join(dir, '20-b.yml'), SVC('b', '127.9.0.2'));
+      writeFileSync(join(dir, '10-a.yaml'), SVC('a', '127.9.0.1'));
+      writeFileSync(join(dir, '30-c.json'), JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'c' }, spec: { clusterIP: '127.9.0.3', ports: [{ port: 80 }] } }));
+      writeFileSync(join(dir, 'notes.txt'), 'kind: [');
+      writeFileSync(join(dir, '.hidden.yaml'), 'kind: [');
+      const cfg = loadConfig(dir);
+      expect(cfg.services.map((s) => s.metadata.name)).toEqual(['a', 'b', 'c']);
+      expect(cfg.origins!.get('Service default/b')).toEqual({ file: join(dir, '20-b.yml'), document: 1, line: 1 });
+    });
+
+    it('an empty directory or a missing path is an error naming it', () => {
+      dir = mkdtempSync(join(tmpdir(), 'mesh-cfg-'));
+      expect(() => loadConfig(dir!)).toThrow(/holds no \*\.yaml, \*\.yml or \*\.json file/);
+      expect(() => loadConfig(join(dir!, 'missing.yaml'))).toThrow(/missing\.yaml: cannot read the config/);
+    });
+  });
+});

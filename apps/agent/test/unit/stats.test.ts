@@ -1,0 +1,63 @@
+// Percentiles from histogram buckets and windowed rates, as meshctl stat shows them.
+import type { HttpSample } from '@mesh/metrics';
+import { BUCKET_BOUNDS_S } from '@mesh/metrics';
+import { describe, expect, it } from 'vitest';
+
+import { PairStats, quantile } from '../../src/stats.js';
+
+const buckets = (at: Record<number, number>) => {
+  const b = new Array<number>(BUCKET_BOUNDS_S.length + 1).fill(0);
+  for (const [i, n] of Object.entries(at)) b[Number(i)] = n;
+  return b;
+};
+
+describe('quantile', () => {
+  it('interpolates within the bucket holding the rank (histogram_quantile)', () => {
+    // 100 observations, all in the first bucket (0, 0.005]: the median is its middle.
+    expect(quantile(0.5, buckets({ 0: 100 }))).toBeCloseTo(0.0025, 9);
+    // 50 in bucket 0 and 50 in bucket 1 (0.005, 0.01]: p75 is halfway through bucket 1.
+    expect(quantile(0.75, buckets({ 0: 50, 1: 50 }))).toBeCloseTo(0.0075, 9);
+    expect(quantile(0.5, buckets({ 0: 50, 1: 50 }))).toBeCloseTo(0.005, 9);
+  });
+  it('the +Inf bucket yields the last finite bound; no observations yield undefined', () => {
+    expect(quantile(0.99, buckets({ [BUCKET_BOUNDS_S.length]: 10 }))).toBe(BUCKET_BOUNDS_S.at(-1));
+    expect(quantile(0.5, buckets({}))).toBeUndefined();
+  });
+});
+
+describe('PairStats', () => {
+  const sampleOf = (count: number, status: number, bucketAt: Record<number, number>): HttpSample => ({
+    direction: 'client', cgroupId: 7n, remoteIp: '127.0.0.2', port: 80, method: 'GET', status, count, sumSeconds: 0, buckets: buckets(bucketAt),
+  });
+  const resolver = () => ({
+    local: (id: bigint) => (id === 7n ? { workload: 'web', namespace: 'shop' } : undefined),
+    peer: () => ({ workload: 'db', namespace: 'shop', service: 'db' }),
+  });
+
+  it('differences the window: rate, success rate and percentiles of the new requests only', () => {
+    let current: HttpSample[] = [sampleOf(1000, 200, { 0: 1000 })];
+    const s = new PairStats(() => current, resolver);
+    s.sample(0);
+    // In 10 s: 90 more successes (bucket 2) and 10 failures (bucket 3).
+    current = [sampleOf(1090, 200, { 0: 1000, 2: 90 }), sampleOf(10, 503, { 3: 10 })];
+    s.sample(10_000);
+    const [p] = s.query(10_000).pairs;
+    expect(p).toMatchObject({ direction: 'client', source: 'shop/web', destination: 'shop/db', service: 'db', requests: 100, rps: 10, successRate: 0.9 });
+    // p50 is inside bucket 2 (0.01, 0.025]; p99 inside bucket 3 (0.025, 0.05].
+    expect(p!.p50Ms).toBeGreaterThan(10);
+    expect(p!.p50Ms).toBeLessThanOrEqual(25);
+    expect(p!.p99Ms).toBeGreaterThan(25);
+    expect(p!.p99Ms).toBeLessThanOrEqual(50);
+  });
+
+  it('drops samples older than it keeps, and a counter reset reads as zero, not negative', () => {
+    let current: HttpSample[] = [sampleOf(500, 200, { 0: 500 })];
+    const s = new PairStats(() => current, resolver, 5_000);
+    s.sample(0);
+    current = [sampleOf(10, 200, { 0: 10 })];
+    s.sample(3_000);
+    expect(s.query(10_000).pairs[0]!.requests).toBe(0);
+    s.sample(7_000); // keeps 5 s: the sample at 0 goes, the one at 3 s stays
+    expect(s.query(60_000).windowSeconds).toBe(4);
+  });
+});
