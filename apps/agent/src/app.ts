@@ -14,6 +14,7 @@ import { ConfigError, type ResolvedConfig, resolveConfig } from './config/object
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
+import { acquireLock, type Lock } from './lock.js';
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startServer } from './server.js';
@@ -53,6 +54,7 @@ export class Agent {
   private readonly registry = new Registry();
   private readonly stats: PairStats;
   private stopping = false;
+  private lock: Lock | undefined;
   private statsHandle: { close(): void } | undefined;
   private readonly log: Logger;
   private readonly reloads: Counter;
@@ -105,6 +107,21 @@ export class Agent {
     if (first.error) throw first.error;
     resolveConfig(first.snapshot); // throws ConfigError naming every problem
 
+    this.lock = acquireLock(opts.pinRoot);
+    // Endpoints first: a port in use fails before the kernel is touched, and /readyz answers while loading.
+    const { host, port } = parseHostPort(opts.listen);
+    this.server = await startServer(host, port, {
+      registry: this.registry,
+      healthy: () => !this.stopping,
+      notReady: () => this.notReady(),
+      api: {
+        '/v1/status': () => this.status(),
+        '/v1/services': () => this.services(),
+        '/v1/workloads': () => this.workloads(),
+        '/v1/stat': (q) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
+      },
+    }, log);
+
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
     this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints });
@@ -121,19 +138,6 @@ export class Agent {
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
     this.stats.start();
-
-    const { host, port } = parseHostPort(opts.listen);
-    this.server = await startServer(host, port, {
-      registry: this.registry,
-      healthy: () => !this.stopping,
-      notReady: () => this.notReady(),
-      api: {
-        '/v1/status': () => this.status(),
-        '/v1/services': () => this.services(),
-        '/v1/workloads': () => this.workloads(),
-        '/v1/stat': (q) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
-      },
-    }, log);
     log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
   }
 
@@ -252,6 +256,8 @@ export class Agent {
     this.datapath?.close();
     this.datapath = undefined;
     this.statsHandle?.close();
+    this.lock?.release();
+    this.lock = undefined;
     if (had) this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
   }
 }

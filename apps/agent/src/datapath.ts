@@ -11,6 +11,7 @@ import { ensureBpffs, Link, type PinnedAttachment, Program } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 import { SplitDatapath } from '@mesh/split';
 
+import { removeStaleLock } from './lock.js';
 import type { Logger } from './log.js';
 import { pinLayout } from './paths.js';
 
@@ -180,6 +181,7 @@ export function uninstall(pinRoot: string, cgroupRoot: string | undefined): Unin
     existsSync(d) ? readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? count(join(d, e.name)) : 1), 0) : 0;
   report.pinsRemoved = count(pinRoot);
   rmSync(pinRoot, { recursive: true, force: true });
+  removeStaleLock(pinRoot);
 
   if (cgroupRoot && existsSync(cgroupRoot)) {
     const removeTree = (d: string) => {

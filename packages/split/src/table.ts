@@ -93,6 +93,23 @@ export class ServiceTable {
     }
     const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
 
+    // Capacity is checked before the first write, so a snapshot too big for the maps changes nothing. During the
+    // swap a changed service's old and new endpoint slots coexist.
+    // Removed services go after new ones are written, so both count at the peak.
+    const peakServices = this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length;
+    if (peakServices > this.services.maxEntries) {
+      throw new RangeError(
+        `${desired.length} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices`,
+      );
+    }
+    let slots = 0;
+    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
+    if (slots + epWrites.length > this.endpoints.maxEntries) {
+      throw new RangeError(
+        `${epWrites.length} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints`,
+      );
+    }
+
     // 1. New endpoint slots (invisible until a service entry points at their version).
     stats.endpointWrites = writeBatches(this.endpoints, epWrites);
     // 2. Service entries switch to them, one atomic update each.

@@ -7,7 +7,7 @@ import { embedded, Link, ObjectSpec } from '@mesh/bpf';
 import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
 import { afterEach, expect, it } from 'vitest';
 
-import { MeshEnv, runLoad, splitConfig, startBackends } from './harness.js';
+import { freePort, MeshEnv, runLoad, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.102';
 /** The hooks the mesh attaches to its cgroup root, as bpftool names them. */
@@ -127,5 +127,17 @@ describePrivileged('agent attachments across restarts', () => {
     expect(entry.programId).toBe(connect4.id);
     // …in the link that was pinned before (updated in place, not detached and attached again).
     expect(entry.linkId).toBe(linkId);
+  });
+
+  it('a second agent on the same pins is refused before it touches the kernel', async () => {
+    env = await MeshEnv.create();
+    env.writeConfig(splitConfig(NET, [1, 1]));
+    await env.startAgent();
+    const ids = (await attached(env.cgroupRoot)).map((a) => a.id).sort();
+    const other = await env.procs.run(process.execPath, env.agentArgs(['--listen', `127.0.0.1:${await freePort()}`]), { timeoutMs: 20_000 });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/another mesh-agent \(pid \d+\) owns \/sys\/fs\/bpf\/e2e/);
+    expect((await attached(env.cgroupRoot)).map((a) => a.id).sort()).toEqual(ids);
+    expect((await env.meshctl(['status'])).code).toBe(0);
   });
 });

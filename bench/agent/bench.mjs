@@ -1,0 +1,326 @@
+// bench:agent: what the node agent (apps/agent, `mesh-agent`) costs to run. Its resident memory idle (one
+// Service, one Workload) and with 1,000 Services / 10,000 endpoints / 100 HTTPRoutes; how long it takes to
+// apply that config at start, and to apply a reload that changes one weight. Each measurement runs a fresh
+// agent with its own pin root, cgroup root and API port, and uninstalls its datapath afterwards (also when the
+// bench fails or is interrupted). Writes bench/results/agent.json.
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { cleanup, header, median, onCleanup, root, round, writeResult } from '../lib.mjs';
+import { bigConfig, idleConfig, SHAPE } from './config.mjs';
+
+const cgroup2 = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+if (!cgroup2) throw new Error('no cgroup2 mount');
+
+const params = {
+  reps: 3,
+  pinRoot: '/sys/fs/bpf/mesh-bench-agent',
+  cgroupRoot: join(cgroup2, 'mesh-bench-agent'),
+  host: '127.0.0.1',
+  ...SHAPE,
+  /** Seconds the agent runs after it is ready before the first reading. */
+  settleS: 3,
+  /** /metrics scrapes (1 s apart) before a reading. */
+  scrapes: 3,
+  /** Reloads of the 1k config, each changing one weight. */
+  reloads: 3,
+};
+const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
+const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
+const loadBefore = loadavg()[0];
+
+const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-agent-'));
+onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+const configPath = join(dir, 'mesh.yaml');
+/** Replaces the config the way editors and tools do: a temporary file renamed over it. */
+function writeConfig(text) {
+  const tmp = join(dir, '.mesh.yaml.tmp');
+  writeFileSync(tmp, text);
+  renameSync(tmp, configPath);
+}
+
+// --- the agent -------------------------------------------------------------------------------------------
+
+async function freePort() {
+  const s = createServer().listen(0, params.host);
+  await once(s, 'listening');
+  const { port } = s.address();
+  s.close();
+  await once(s, 'close');
+  return port;
+}
+const port = await freePort();
+const base = `http://${params.host}:${port}`;
+
+function uninstall() {
+  const r = spawnSync(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], { encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
+  if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) throw new Error(`meshctl uninstall left ${params.pinRoot} or ${params.cgroupRoot} behind`);
+}
+
+let running; // the agent of the current measurement, for cleanup
+onCleanup(() => {
+  if (running && running.child.exitCode === null && running.child.signalCode === null) {
+    running.child.kill('SIGKILL');
+    spawnSync('sleep', ['0.2']); // let the kernel reap it before its pins are removed
+  }
+  if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
+});
+// A previous run that was killed hard may have left its datapath pinned.
+if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
+
+class Agent {
+  constructor() {
+    this.t0 = performance.now();
+    this.child = spawn(process.execPath, [agentBin, '--config', configPath, '--listen', `${params.host}:${port}`, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    running = this;
+    this.lines = []; // [{ at: performance.now() when read, log: parsed line }]
+    this.tail = [];
+    this.waiters = [];
+    createInterface({ input: this.child.stderr }).on('line', (text) => {
+      const at = performance.now();
+      this.tail = [...this.tail.slice(-20), text];
+      let log;
+      try {
+        log = JSON.parse(text);
+      } catch {
+        return;
+      }
+      this.lines.push({ at, log });
+      for (const w of [...this.waiters]) if (w.pred(log)) w.resolve({ at, log });
+    });
+    this.exited = once(this.child, 'exit');
+  }
+
+  get pid() {
+    return this.child.pid;
+  }
+
+  /** The first log line (past or future) that satisfies pred, with the time it was read. */
+  waitLog(pred, what, timeoutMs = 60_000) {
+    const seen = this.lines.find((l) => pred(l.log));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve: (x) => (clearTimeout(timer), this.waiters.splice(this.waiters.indexOf(w), 1), resolve(x)) };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`no "${what}" from the agent within ${timeoutMs} ms; its last lines:\n${this.tail.join('\n')}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+      this.exited.then(([code, sig]) => reject(new Error(`the agent exited (${code ?? sig}) before "${what}"; its last lines:\n${this.tail.join('\n')}`)));
+    });
+  }
+
+  async ready() {
+    const applied = await this.waitLog((l) => l.msg === 'config applied' || l.msg === 'config rejected', 'config applied');
+    if (applied.log.msg !== 'config applied') throw new Error(`the agent rejected the config: ${JSON.stringify(applied.log.problems)}`);
+    for (const deadline = performance.now() + 30_000; ; await sleep(20)) {
+      const r = await fetch(`${base}/readyz`).catch(() => undefined);
+      if (r) await r.text();
+      if (r?.status === 200) break;
+      if (performance.now() > deadline) throw new Error(`/readyz never answered 200; the agent's last lines:\n${this.tail.join('\n')}`);
+    }
+    return { applied: applied.log, applyLogMs: round(applied.at - this.t0, 1), readyMs: round(performance.now() - this.t0, 1) };
+  }
+
+  /** GET /metrics `n` times, 1 s apart; returns the last text. */
+  async scrape(n) {
+    let text = '';
+    for (let i = 0; i < n; i++) {
+      if (i) await sleep(1000);
+      const r = await fetch(`${base}/metrics`);
+      text = await r.text();
+      if (r.status !== 200) throw new Error(`/metrics answered ${r.status}: ${text.slice(0, 200)}`);
+    }
+    return text;
+  }
+
+  async json(path) {
+    const r = await fetch(`${base}${path}`);
+    if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
+    return r.json();
+  }
+
+  /** /proc/PID/status memory lines, in MiB. */
+  memory() {
+    const st = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1]);
+    const mb = (k) => round(kb(k) / 1024, 1);
+    return { VmRSS: mb('VmRSS'), VmHWM: mb('VmHWM'), RssAnon: mb('RssAnon'), RssFile: mb('RssFile'), RssShmem: mb('RssShmem') };
+  }
+
+  async stop() {
+    const t = performance.now();
+    this.child.kill('SIGTERM');
+    const [code, sig] = await this.exited;
+    running = undefined;
+    if (code !== 0) throw new Error(`the agent exited ${code ?? sig} on SIGTERM (expected 0); its last lines:\n${this.tail.join('\n')}`);
+    uninstall();
+    return round(performance.now() - t, 1);
+  }
+}
+
+/** The agent's own view of its memory, from prom-client's default metrics on /metrics, in MiB. */
+function nodeMemory(metricsText) {
+  const val = (name) => {
+    const m = new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(metricsText);
+    return m ? round(Number(m[1]) / 2 ** 20, 1) : undefined;
+  };
+  const spaces = {};
+  for (const m of metricsText.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} ([0-9.e+]+)/gm)) spaces[m[1]] = round(Number(m[2]) / 2 ** 20, 1);
+  return {
+    process_resident_memory: val('process_resident_memory_bytes'),
+    heap_total: val('nodejs_heap_size_total_bytes'),
+    heap_used: val('nodejs_heap_size_used_bytes'),
+    external: val('nodejs_external_memory_bytes'),
+    heap_space_used: spaces,
+  };
+}
+
+// --- measurements ----------------------------------------------------------------------------------------
+
+async function idleRun() {
+  writeConfig(idleConfig());
+  const agent = new Agent();
+  const r = await agent.ready();
+  await sleep(params.settleS * 1000);
+  const text = await agent.scrape(params.scrapes);
+  await sleep(1000);
+  const mem = agent.memory();
+  const node = nodeMemory(text);
+  const stopMs = await agent.stop();
+  return { rss_mb: mem.VmRSS, hwm_mb: mem.VmHWM, memory: mem, node, apply_ms: r.applied.ms, ready_ms: r.readyMs, stop_ms: stopMs };
+}
+
+async function bigRun(rep) {
+  const text = bigConfig();
+  writeConfig(text);
+  const agent = new Agent();
+  const r = await agent.ready();
+  const a = r.applied;
+  if (a.services !== params.services || a.serviceAddresses !== params.services || a.routes !== params.routes) {
+    throw new Error(`expected ${params.services} services and ${params.routes} routes applied, the agent logged ${JSON.stringify(a)}`);
+  }
+  const notAccepted = agent.lines.filter((l) => l.log.msg === 'route not fully accepted');
+  if (notAccepted.length) throw new Error(`${notAccepted.length} routes not accepted, e.g. ${JSON.stringify(notAccepted[0].log)}`);
+  const status = rep === 0 ? await agent.json('/v1/status') : undefined;
+
+  await sleep(params.settleS * 1000);
+  const settledText = await agent.scrape(params.scrapes);
+  await sleep(1000);
+  const settled = agent.memory();
+  const settledNode = nodeMemory(settledText);
+
+  // Reloads: route-042's second backend weight 10 → 20, 30, … (one service entry changes each time).
+  const reloads = [];
+  for (let k = 1; k <= params.reloads; k++) {
+    await sleep(1000);
+    const gen = 1 + k;
+    const next = bigConfig((i) => (i === 42 ? 10 + 10 * k : 10));
+    const t = performance.now();
+    writeConfig(next);
+    const { at, log } = await agent.waitLog((l) => (l.msg === 'config applied' && l.generation === gen) || l.msg.startsWith('config rejected'), `config applied (generation ${gen})`, 30_000);
+    if (log.msg !== 'config applied') throw new Error(`reload ${k} rejected: ${JSON.stringify(log.problems)}`);
+    reloads.push({ apply_ms: log.ms, map_writes: log.mapWrites, wall_ms: round(at - t, 1) });
+  }
+  await sleep(2000);
+  const afterText = await agent.scrape(params.scrapes);
+  await sleep(1000);
+  const after = agent.memory();
+  const afterNode = nodeMemory(afterText);
+  const stopMs = await agent.stop();
+  return {
+    rss_mb: Math.max(settled.VmRSS, after.VmRSS),
+    rss_mb_settled: settled.VmRSS,
+    rss_mb_after_reloads: after.VmRSS,
+    hwm_mb: after.VmHWM,
+    memory: { settled, after_reloads: after },
+    node: { settled: settledNode, after_reloads: afterNode },
+    apply_ms: a.ms,
+    map_writes: a.mapWrites,
+    config_applied_after_spawn_ms: r.applyLogMs,
+    ready_ms: r.readyMs,
+    reloads,
+    stop_ms: stopMs,
+    ...(status ? { maps: status.maps } : {}),
+    configBytes: statSync(configPath).size,
+  };
+}
+
+const raw = { idle: [], big: [] };
+try {
+  for (let rep = 0; rep < params.reps; rep++) {
+    raw.idle.push(await idleRun());
+    console.error(`rep ${rep + 1}/${params.reps}: idle ${raw.idle.at(-1).rss_mb} MiB`);
+    raw.big.push(await bigRun(rep));
+    const b = raw.big.at(-1);
+    console.error(`rep ${rep + 1}/${params.reps}: 1k services ${b.rss_mb_settled} MiB settled, ${b.rss_mb_after_reloads} MiB after reloads; apply ${b.apply_ms} ms, one weight ${b.reloads[0].apply_ms} ms`);
+  }
+} catch (err) {
+  cleanup();
+  throw err;
+}
+
+const med = (xs) => round(median(xs), 1);
+const firstReloads = raw.big.map((b) => b.reloads[0]);
+const allReloads = raw.big.flatMap((b) => b.reloads);
+const results = {
+  rss_mb_idle: med(raw.idle.map((x) => x.rss_mb)),
+  rss_mb_1k_services: med(raw.big.map((x) => x.rss_mb)),
+  apply_ms_1k_services: med(raw.big.map((x) => x.apply_ms)),
+};
+const result = {
+  ...header('agent', loadBefore),
+  params: { ...params, maxServices: 'default (16384)', maxEndpoints: 'default (131072)' },
+  config: {
+    idle: 'one Service (127.20.0.1:8080, selector → the one Workload) and one Workload (127.30.0.1)',
+    big:
+      `${params.services} Services svc-0000… on 127.20.x.y:8080, each with one EndpointSlice of ${params.endpointsPerService} ready endpoints on 127.40.x.y:8080 ` +
+      `(${params.services * params.endpointsPerService} distinct addresses); ${params.routes} HTTPRoutes, route i splitting svc-i 90/10 across svc-(100+2i) and svc-(101+2i); ` +
+      'one Workload. Block-style YAML, one file, ' + `${raw.big[0].configBytes} bytes. Reload k changes route-042's second weight to 10+10k.`,
+  },
+  units:
+    'MiB (VmRSS of /proc/PID/status ÷ 1024) for rss_*; ms for apply_* (the agent\'s own "config applied" ms: resolve + compile + map writes, ' +
+    'not YAML parsing); wall_ms: from the rename of the config to the bench reading the "config applied" line (includes the 150 ms debounce and the YAML parse)',
+  results,
+  goals: { rss_mb_1k_services: '≤ 100', met: results.rss_mb_1k_services <= 100 },
+  medians: {
+    idle: { rss_mb: results.rss_mb_idle, hwm_mb: med(raw.idle.map((x) => x.hwm_mb)), apply_ms: med(raw.idle.map((x) => x.apply_ms)), ready_ms: med(raw.idle.map((x) => x.ready_ms)) },
+    '1k_services': {
+      rss_mb: results.rss_mb_1k_services,
+      rss_mb_settled: med(raw.big.map((x) => x.rss_mb_settled)),
+      rss_mb_after_reloads: med(raw.big.map((x) => x.rss_mb_after_reloads)),
+      hwm_mb: med(raw.big.map((x) => x.hwm_mb)),
+      apply_ms: results.apply_ms_1k_services,
+      map_writes: med(raw.big.map((x) => x.map_writes)),
+      ready_ms: med(raw.big.map((x) => x.ready_ms)),
+    },
+    one_weight_reload: {
+      apply_ms: med(firstReloads.map((x) => x.apply_ms)),
+      map_writes: med(firstReloads.map((x) => x.map_writes)),
+      wall_ms: med(firstReloads.map((x) => x.wall_ms)),
+      apply_ms_all_reloads: med(allReloads.map((x) => x.apply_ms)),
+      wall_ms_all_reloads: med(allReloads.map((x) => x.wall_ms)),
+    },
+  },
+  raw,
+};
+const file = writeResult('agent', result);
+cleanup();
+
+const m = result.medians;
+console.log(`mesh-agent, median of ${params.reps} fresh agents each`);
+console.log(`  idle (1 Service, 1 Workload):       RSS ${results.rss_mb_idle} MiB (peak ${m.idle.hwm_mb})`);
+console.log(`  ${params.services} services / ${params.services * params.endpointsPerService} endpoints / ${params.routes} routes: RSS ${results.rss_mb_1k_services} MiB (settled ${m['1k_services'].rss_mb_settled}, after reloads ${m['1k_services'].rss_mb_after_reloads}, peak ${m['1k_services'].hwm_mb})  goal ≤ 100: ${result.goals.met ? 'met' : 'NOT met'}`);
+console.log(`  apply at start: ${results.apply_ms_1k_services} ms (${m['1k_services'].map_writes} map writes); ready ${m['1k_services'].ready_ms} ms after spawn`);
+console.log(`  one-weight reload: apply ${m.one_weight_reload.apply_ms} ms, ${m.one_weight_reload.map_writes} map writes, ${m.one_weight_reload.wall_ms} ms from rename to the log line`);
+console.log(`wrote ${file}`);
