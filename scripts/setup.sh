@@ -7,9 +7,10 @@ source "$(dirname "$0")/lib.sh"
 # Tests: iproute2 (ip, tc), util-linux (setpriv), curl, tshark (checksum cross-checks); the second kernel of
 # ../shared/tools/guest-kernel (qemu, Debian's stock kernel, busybox), for the 6.1 verifier and fallbacks.
 # Metrics tests: hey (load), prometheus (promtool, a real server), nginx-light.
+# bench/mesh: haproxy (the proxy-per-pod stand-in), openssl (its certificates).
 APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark
   qemu-system-x86 linux-image-amd64 busybox-static
-  hey prometheus nginx-light)
+  hey prometheus nginx-light haproxy openssl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
