@@ -21,6 +21,7 @@ const MESHCTL_BIN = join(REPO, 'apps/agent/bin/meshctl.mjs');
 const SERVER = join(HERE, 'server.mjs');
 const CLIENT = join(HERE, 'client.mjs');
 
+const AGENT_LOCK_DIR = '/run/mesh';
 const TICK_S = 5;
 const SERVICE = 'reviews';
 const CLIENT_WORKLOAD = 'productpage';
@@ -382,7 +383,7 @@ async function demo(s) {
 
   out(`mesh demo: a ${SERVICE} service split across two versions, measured in the kernel`);
   out();
-  const agent = await startAgent(s);
+  await startAgent(s);
   const status = await getJson(s, '/v1/status');
   const { services } = await getJson(s, '/v1/services');
   const { workloads } = await getJson(s, '/v1/workloads');
@@ -448,12 +449,11 @@ async function demo(s) {
   out();
   out(`While it runs, from another shell (as root):`);
   out(`  curl -s http://${s.listen}/metrics | grep ^http_client_request_duration_seconds_count`);
-  out(`  ${ctl} stat         # the table below, for every workload pair and side`);
-  out(`  ${ctl} services     # VIPs, backends, weights`);
-  out(`  ${ctl} status       # programs, links, map fill`);
+  out(`  ${ctl} stat       # the table below, for every workload pair and side`);
+  out(`  ${ctl} services   # VIPs, backends, weights`);
+  out(`  ${ctl} status     # programs, links, map fill`);
   out();
-  out(`Every ${TICK_S} s, the last ${TICK_S} s of ${CLIENT_WORKLOAD} → ${SERVICE} as the kernel measured them at the client's sockets:`);
-  out();
+  out(`Every ${TICK_S} s, the last ${TICK_S} s of ${CLIENT_WORKLOAD} → ${SERVICE} as the kernel measured them at the client's sockets`);
   const names = backends.map((b) => b.workload);
   const live = fixedColumns([
     ['TIME', 5, 'r'],
@@ -466,12 +466,14 @@ async function demo(s) {
     ['P50', 8, 'r'],
     ['P99', 8, 'r'],
   ]);
-  out(`(percentiles are interpolated within the kernel's histogram buckets, as Prometheus' histogram_quantile does)`);
+  out(`(the agent's /v1/stat; percentiles are interpolated within the kernel's histogram buckets, as histogram_quantile does):`);
   out();
   out(live.header);
   for (let k = 1; k * TICK_S <= s.seconds; k++) {
     await wait(t0 + k * TICK_S * 1000 - Date.now());
-    const stat = await getJson(s, `/v1/stat?window=${TICK_S}`);
+    // The agent samples the kernel every second and keeps the first sample at or after now − window, which with
+    // timer drift is often one second later than asked for: ask for half a second more to get the full TICK_S.
+    const stat = await getJson(s, `/v1/stat?window=${TICK_S + 0.5}`);
     const pairs = stat.pairs.filter((p) => p.direction === 'client' && p.source.endsWith(`/${CLIENT_WORKLOAD}`));
     const total = pairs.reduce((a, p) => a + p.requests, 0);
     names.forEach((n, i) => {
@@ -583,6 +585,18 @@ async function cleanup(s) {
   if (existsSync(s.cgroupRoot)) left.push(s.cgroupRoot);
   for (const c of state.children) if (c.groupAlive()) left.push(`process group ${c.pgid} (${c.name})`);
   for (const pid of state.workloadPids) if (pidAlive(pid)) left.push(`pid ${pid}`);
+  // The agent's pid file (one agent per pin root) goes when it stops, or with uninstall.
+  const agentPid = state.agent?.proc.pid;
+  if (agentPid !== undefined && existsSync(AGENT_LOCK_DIR)) {
+    for (const f of readdirSync(AGENT_LOCK_DIR)) {
+      const path = join(AGENT_LOCK_DIR, f);
+      try {
+        if (readFileSync(path, 'utf8').trim() === String(agentPid)) left.push(path);
+      } catch {
+        // not a file, or gone meanwhile
+      }
+    }
+  }
   const ok = left.length === 0 && un.code === 0;
   steps.push([
     'left',

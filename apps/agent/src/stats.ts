@@ -110,8 +110,13 @@ export class PairStats {
   query(windowMs = 10_000): { windowSeconds: number; pairs: PairStat[] } {
     const last = this.samples.at(-1);
     if (!last) return { windowSeconds: 0, pairs: [] };
-    const first = this.samples.find((s) => s.at >= last.at - windowMs) ?? last;
-    const base = first === last ? undefined : first;
+    // The sample nearest to the window's start (timers drift a few ms, so "at or after" would lose a second).
+    const target = last.at - windowMs;
+    let base: Sample | undefined;
+    for (const s of this.samples) {
+      if (s === last) break;
+      if (!base || Math.abs(s.at - target) < Math.abs(base.at - target)) base = s;
+    }
     const seconds = base ? (last.at - base.at) / 1000 : 0;
     const pairs: PairStat[] = [];
     for (const [key, a] of last.pairs) {

@@ -5,9 +5,9 @@ import { existsSync } from 'node:fs';
 
 import { embedded, Link, ObjectSpec } from '@mesh/bpf';
 import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { freePort, MeshEnv, runLoad, splitConfig, startBackends } from './harness.js';
+import { freePort, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.102';
 /** The hooks the mesh attaches to its cgroup root, as bpftool names them. */
@@ -36,14 +36,10 @@ async function bpftoolIds(kind: 'prog' | 'link'): Promise<Set<number>> {
 }
 
 describePrivileged('agent attachments across restarts', () => {
-  let env: MeshEnv | undefined;
-  afterEach(async () => {
-    await env?.close();
-    env = undefined;
-  });
+  const newEnv = meshEnvPerTest();
 
   it('20 restarts leave one attachment per hook; uninstall leaves nothing', async () => {
-    env = await MeshEnv.create();
+    const env = await newEnv();
     env.writeConfig(splitConfig(NET, [1, 1]));
     let agent = await env.startAgent();
     const firstIds = (await attached(env.cgroupRoot)).map((a) => a.id).sort();
@@ -95,7 +91,7 @@ describePrivileged('agent attachments across restarts', () => {
   });
 
   it('a pinned link running another build is switched in place, keeping its link', async () => {
-    env = await MeshEnv.create();
+    const env = await newEnv();
     env.writeConfig(splitConfig(NET, [1, 1]));
     const agent = await env.startAgent();
     signalChild(agent.child, 'SIGTERM');
@@ -130,7 +126,7 @@ describePrivileged('agent attachments across restarts', () => {
   });
 
   it('a second agent on the same pins is refused before it touches the kernel', async () => {
-    env = await MeshEnv.create();
+    const env = await newEnv();
     env.writeConfig(splitConfig(NET, [1, 1]));
     await env.startAgent();
     const ids = (await attached(env.cgroupRoot)).map((a) => a.id).sort();

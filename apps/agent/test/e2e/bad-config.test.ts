@@ -4,9 +4,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describePrivileged } from '@mesh/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { httpGet, MeshEnv, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.104';
 // Every broken config would send all traffic to web-b if it were applied; the good one sends it all to web-a.
@@ -42,14 +42,10 @@ const BROKEN: { name: string; yaml: string; message: RegExp }[] = [
 ];
 
 describePrivileged('agent with broken configs', () => {
-  let env: MeshEnv | undefined;
-  afterEach(async () => {
-    await env?.close();
-    env = undefined;
-  });
+  const newEnv = meshEnvPerTest();
 
   it.each(BROKEN)('at start-up, $name: exit 3 naming document, object and field', async ({ yaml, message }) => {
-    env = await MeshEnv.create();
+    const env = await newEnv();
     env.writeConfig(yaml);
     const r = await env.procs.run(process.execPath, env.agentArgs(), { timeoutMs: 20_000 });
     expect(r.code).toBe(3);
@@ -59,8 +55,7 @@ describePrivileged('agent with broken configs', () => {
   });
 
   it('while running, each is rejected whole and traffic follows the previous config', async () => {
-    env = await MeshEnv.create();
-    const e = env;
+    const e = await newEnv();
     e.writeConfig(GOOD);
     const agent = await e.startAgent();
     await startBackends(e);

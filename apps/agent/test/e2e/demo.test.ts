@@ -1,7 +1,7 @@
 // `npm run demo` minus set-up and build: examples/single-host/demo.mjs runs to completion as a user runs it,
 // prints numbers the kernel measured that agree with the client's own, and leaves nothing behind. It runs with
 // its own port, pin root, cgroup root and addresses, so it cannot collide with a demo someone runs by hand.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -133,6 +133,8 @@ describePrivileged('examples/single-host/demo.mjs (npm run demo)', () => {
       expect(out).toMatch(/^\s+left\s+nothing: /m);
       expect(existsSync(pinRoot)).toBe(false);
       expect(existsSync(cgroupRoot)).toBe(false);
+      // The agent's pid file (one agent per pin root, named after it).
+      expect(existsSync('/run/mesh') ? readdirSync('/run/mesh').filter((f) => f.includes(name)) : []).toEqual([]);
       expect(demoProcesses(listen)).toEqual([]);
       const logDir = /its log in (\S+)\/agent\.log/.exec(out)?.[1];
       expect(logDir).toBeDefined();

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { afterEach } from 'vitest';
 import { cgroup2Mount, capturedOutput, ProcessTracker, stopProcess, uniqueName, waitForLine } from '@mesh/testkit';
 
 import { uninstall } from '../../src/datapath.js';
@@ -221,4 +222,15 @@ export async function runLoad(env: MeshEnv, net: string, rate: number, seconds: 
   onStarted?.();
   const line = await waitForLine(child, /^\{.*\}$/, seconds * 1000 + 30_000);
   return JSON.parse(line[0]) as LoadResult;
+}
+
+/** For a describe block: returns a function that makes a MeshEnv for the current test, closed after it (also
+ *  when it fails). */
+export function meshEnvPerTest(): () => Promise<MeshEnv> {
+  let env: MeshEnv | undefined;
+  afterEach(async () => {
+    await env?.close();
+    env = undefined;
+  });
+  return async () => (env = await MeshEnv.create());
 }

@@ -3,22 +3,17 @@
 import { readFileSync } from 'node:fs';
 
 import { describePrivileged, waitForExit } from '@mesh/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { httpGet, MeshEnv, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.105';
 
 describePrivileged('meshctl with a running agent', () => {
-  let env: MeshEnv | undefined;
-  afterEach(async () => {
-    await env?.close();
-    env = undefined;
-  });
+  const newEnv = meshEnvPerTest();
 
   it('services, stat, run and the HTTP endpoints', async () => {
-    env = await MeshEnv.create();
-    const e = env;
+    const e = await newEnv();
     e.writeConfig(splitConfig(NET, [3, 1]));
     await e.startAgent();
     expect((await httpGet('127.0.0.1', e.port, '/healthz')).status).toBe(200);

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { afterEach, expect, it } from 'vitest';
 
-import { freePort, httpGet, MeshEnv, runLoad, splitConfig, startBackends } from './harness.js';
+import { freePort, httpGet, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.103';
 const RATE = 50;
@@ -22,17 +22,14 @@ interface PromVector {
 describePrivileged(
   'Prometheus scraping the agent',
   () => {
-    let env: MeshEnv | undefined;
+    const newEnv = meshEnvPerTest();
     let dir: string | undefined;
-    afterEach(async () => {
-      await env?.close();
-      env = undefined;
+    afterEach(() => {
       if (dir) rmSync(dir, { recursive: true, force: true });
     });
 
     it('PromQL returns the request rate and the exact count of the generated traffic', async () => {
-      env = await MeshEnv.create();
-      const e = env;
+      const e = await newEnv();
       e.writeConfig(splitConfig(NET, [3, 1]));
       await e.startAgent();
       await startBackends(e);

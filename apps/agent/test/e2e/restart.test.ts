@@ -4,24 +4,19 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describePrivileged, signalChild, waitForExit } from '@mesh/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { MeshEnv, runLoad, sample, splitConfig, startBackends, sum } from './harness.js';
+import { meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum } from './harness.js';
 
 const NET = '127.101';
 const RATE = 50;
 const SECONDS = 30;
 
 describePrivileged('agent restart under load', () => {
-  let env: MeshEnv | undefined;
-  afterEach(async () => {
-    await env?.close();
-    env = undefined;
-  });
+  const newEnv = meshEnvPerTest();
 
   it('SIGKILL at 10 s and a restart at 20 s fail no request and lose no count', async () => {
-    env = await MeshEnv.create();
-    const e = env;
+    const e = await newEnv();
     e.writeConfig(splitConfig(NET, [50, 50]));
     const first = await e.startAgent();
     await startBackends(e);

@@ -60,4 +60,11 @@ describe('PairStats', () => {
     s.sample(7_000); // keeps 5 s: the sample at 0 goes, the one at 3 s stays
     expect(s.query(60_000).windowSeconds).toBe(4);
   });
+
+  it('a window starts at the sample nearest to it, even when the timer drifted past it', () => {
+    const s = new PairStats(() => [sampleOf(1, 200, { 0: 1 })], resolver);
+    for (const at of [0, 1_004, 2_009, 3_013, 4_018, 5_022]) s.sample(at);
+    expect(s.query(3_000).windowSeconds).toBe(3); // the window should start at 2,022: the sample at 2,009 is nearest
+    expect(s.query(10_000).windowSeconds).toBe(5); // as much as was sampled
+  });
 });
