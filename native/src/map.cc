@@ -3,6 +3,7 @@
 #include <bpf/libbpf.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,7 @@ Napi::Function MapHandle::Init(Napi::Env env) {
                          InstanceMethod<&MapHandle::Update>("update"),
                          InstanceMethod<&MapHandle::Delete>("delete"),
                          InstanceMethod<&MapHandle::NextKey>("nextKey"),
+                         InstanceMethod<&MapHandle::CountKeys>("countKeys"),
                          InstanceMethod<&MapHandle::LookupBatch>("lookupBatch"),
                          InstanceMethod<&MapHandle::UpdateBatch>("updateBatch"),
                          InstanceMethod<&MapHandle::DeleteBatch>("deleteBatch"),
@@ -304,6 +306,27 @@ Napi::Value MapHandle::NextKey(const Napi::CallbackInfo& info) {
     ThrowBpf(env, "map_next_key", Subject(), errno);
   }
   return Napi::Boolean::New(env, true);
+}
+
+// countKeys() → keys in the map, walked here rather than one JS call per key. Bounded by max_entries: a key
+// deleted under the walk restarts it from the first key, which must not loop forever.
+Napi::Value MapHandle::CountKeys(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  const size_t size = std::max<size_t>(info_.key_size, 1);
+  std::vector<uint8_t> cur(size), next(size);
+  void* prev = nullptr;
+  uint32_t n = 0;
+  while (n < info_.max_entries) {
+    if (bpf_map_get_next_key(fd, prev, next.data())) {
+      if (errno == ENOENT) break;
+      ThrowBpf(env, "map_next_key", Subject(), errno);
+    }
+    cur.swap(next);
+    prev = cur.data();
+    n++;
+  }
+  return Napi::Number::New(env, n);
 }
 
 // lookupBatch(inToken | null, outToken, keys, values, count, elemFlags, andDelete) → [count, done]

@@ -29,6 +29,7 @@ export interface NativeMap {
   update(key: Buffer | null, value: Buffer, flags: number): void;
   delete(key: Buffer): boolean;
   nextKey(key: Buffer | null, out: Buffer): boolean;
+  countKeys(): number;
   lookupBatch(
     inToken: Buffer | null,
     outToken: Buffer,

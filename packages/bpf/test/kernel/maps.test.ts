@@ -71,6 +71,19 @@ describePrivileged('hash', () => {
     expect([...m.keys()].length).toBe(0);
   });
 
+  it('count() is the number of keys: empty, after inserts, after deletes, at capacity', () => {
+    const m = track(BpfMap.create({ type: 'hash', maxEntries: 2048 }, { key: c.u32, value: c.u32 }));
+    expect(m.count()).toBe(0);
+    m.setBatch(Array.from({ length: 1500 }, (_, i) => [i * 7, i] as [number, number]));
+    expect(m.count()).toBe(1500);
+    for (let i = 0; i < 100; i++) m.delete(i * 7);
+    expect(m.count()).toBe(1400);
+    m.setBatch(Array.from({ length: 648 }, (_, i) => [100_000 + i, i] as [number, number]));
+    expect(m.count()).toBe(2048);
+    const arr = track(BpfMap.create({ type: 'array', maxEntries: 33 }, { key: c.u32, value: c.u32 }));
+    expect(arr.count()).toBe(33); // an array has every index
+  });
+
   it('take() looks up and deletes in one step', () => {
     const m = track(BpfMap.create({ type: 'hash', maxEntries: 4 }, { key: c.u32, value: c.u32 }));
     m.set(5, 55);
