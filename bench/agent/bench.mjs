@@ -1,6 +1,7 @@
 // bench:agent: what the node agent (apps/agent, `mesh-agent`) costs to run. Its resident memory idle (one
-// Service, one Workload) and with 1,000 Services / 10,000 endpoints / 100 HTTPRoutes; how long it takes to
-// apply that config at start, and to apply a reload that changes one weight. Each measurement runs a fresh
+// Service, one Workload) and with 1,000 Services / 10,000 endpoints / 100 HTTPRoutes (right after start, after a
+// few reloads, and after a quiet spell); how long it takes to apply that config at start, and to apply a reload
+// that changes one weight (configs: bench/agent/config.mjs; where the memory goes: bench/agent/profile.mjs). Each measurement runs a fresh
 // agent with its own pin root, cgroup root and API port, and uninstalls its datapath afterwards (also when the
 // bench fails or is interrupted). Writes bench/results/agent.json.
 import { spawn, spawnSync } from 'node:child_process';
@@ -31,6 +32,10 @@ const params = {
   scrapes: 3,
   /** Reloads of the 1k config, each changing one weight. */
   reloads: 3,
+  /** After the reloads: seconds of quiet (a /metrics scrape every quietScrapeS, as Prometheus would), after
+   *  which V8 has usually given back the heap it grew for parsing (its memory reducer is timer-driven). */
+  quietS: 90,
+  quietScrapeS: 15,
 };
 const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
 const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
@@ -73,7 +78,14 @@ onCleanup(() => {
   }
   if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 });
-// A previous run that was killed hard may have left its datapath pinned.
+// A previous run that was killed hard may have left its agent running (refuse: stop it by hand) or its
+// datapath pinned (removed).
+{
+  const lock = `/run/mesh/agent${params.pinRoot.replace(/[^A-Za-z0-9_.-]/g, '_')}.pid`;
+  const pid = existsSync(lock) ? readFileSync(lock, 'utf8').trim() : '';
+  const cmd = pid && existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
+  if (cmd.includes('mesh-agent')) throw new Error(`a mesh-agent (pid ${pid}) already runs on ${params.pinRoot} (${lock}): stop it first (kill ${pid})`);
+}
 if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 
 class Agent {
@@ -237,14 +249,28 @@ async function bigRun(rep) {
   await sleep(1000);
   const after = agent.memory();
   const afterNode = nodeMemory(afterText);
+
+  // Quiet: nothing but the odd scrape; the RSS series shows whether (and when) the heap shrinks back.
+  const quiet = [];
+  let quietText = afterText;
+  for (let t = params.quietScrapeS; t <= params.quietS; t += params.quietScrapeS) {
+    await sleep(params.quietScrapeS * 1000);
+    quietText = await agent.scrape(1);
+    const n = nodeMemory(quietText);
+    quiet.push({ s: t, rss_mb: agent.memory().VmRSS, heap_total_mb: n.heap_total, heap_used_mb: n.heap_used });
+  }
+  const steady = agent.memory();
+  const steadyNode = nodeMemory(quietText);
   const stopMs = await agent.stop();
   return {
     rss_mb: Math.max(settled.VmRSS, after.VmRSS),
     rss_mb_settled: settled.VmRSS,
     rss_mb_after_reloads: after.VmRSS,
-    hwm_mb: after.VmHWM,
-    memory: { settled, after_reloads: after },
-    node: { settled: settledNode, after_reloads: afterNode },
+    rss_mb_after_quiet: steady.VmRSS,
+    hwm_mb: steady.VmHWM,
+    memory: { settled, after_reloads: after, after_quiet: steady },
+    node: { settled: settledNode, after_reloads: afterNode, after_quiet: steadyNode },
+    quiet,
     apply_ms: a.ms,
     map_writes: a.mapWrites,
     config_applied_after_spawn_ms: r.applyLogMs,
@@ -256,14 +282,26 @@ async function bigRun(rep) {
   };
 }
 
-const raw = { idle: [], big: [] };
+/** For scale: a Node process that does nothing, read after the same settle time. */
+async function bareNode() {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  onCleanup(() => child.kill('SIGKILL'));
+  await sleep((params.settleS + params.scrapes + 1) * 1000);
+  const st = readFileSync(`/proc/${child.pid}/status`, 'utf8');
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  return round(Number(/^VmRSS:\s+(\d+)/m.exec(st)[1]) / 1024, 1);
+}
+
+const raw = { idle: [], big: [], bare_node: [] };
 try {
   for (let rep = 0; rep < params.reps; rep++) {
+    raw.bare_node.push(await bareNode());
     raw.idle.push(await idleRun());
     console.error(`rep ${rep + 1}/${params.reps}: idle ${raw.idle.at(-1).rss_mb} MiB`);
     raw.big.push(await bigRun(rep));
     const b = raw.big.at(-1);
-    console.error(`rep ${rep + 1}/${params.reps}: 1k services ${b.rss_mb_settled} MiB settled, ${b.rss_mb_after_reloads} MiB after reloads; apply ${b.apply_ms} ms, one weight ${b.reloads[0].apply_ms} ms`);
+    console.error(`rep ${rep + 1}/${params.reps}: 1k services ${b.rss_mb_settled} MiB settled, ${b.rss_mb_after_reloads} MiB after reloads, ${b.rss_mb_after_quiet} MiB after ${params.quietS} s quiet; apply ${b.apply_ms} ms, one weight ${b.reloads[0].apply_ms} ms`);
   }
 } catch (err) {
   cleanup();
@@ -292,13 +330,22 @@ const result = {
     'MiB (VmRSS of /proc/PID/status ÷ 1024) for rss_*; ms for apply_* (the agent\'s own "config applied" ms: resolve + compile + map writes, ' +
     'not YAML parsing); wall_ms: from the rename of the config to the bench reading the "config applied" line (includes the 150 ms debounce and the YAML parse)',
   results,
+  definitions: {
+    rss_mb_idle: 'VmRSS of the agent with the idle config, ~7 s after ready (3 /metrics scrapes 1 s apart); median of reps',
+    rss_mb_1k_services:
+      'VmRSS of the agent with the 1k config: the larger of the reading ~7 s after ready (after 3 scrapes) and the reading ~3 s after ' +
+      `${params.reloads} one-weight reloads (after 3 more scrapes); median of reps. medians.1k_services.rss_mb_after_quiet is the same agent ${params.quietS} s later`,
+    apply_ms_1k_services: 'the "ms" of the agent\'s first "config applied" log line for the 1k config (validate + compile + map writes; YAML parsing is before it); median of reps',
+  },
   goals: { rss_mb_1k_services: '≤ 100', met: results.rss_mb_1k_services <= 100 },
+  reference: { rss_mb_bare_node: med(raw.bare_node), note: 'VmRSS of `node -e "setInterval(() => {}, 1000)"` after the same settle time: what Node itself costs' },
   medians: {
     idle: { rss_mb: results.rss_mb_idle, hwm_mb: med(raw.idle.map((x) => x.hwm_mb)), apply_ms: med(raw.idle.map((x) => x.apply_ms)), ready_ms: med(raw.idle.map((x) => x.ready_ms)) },
     '1k_services': {
       rss_mb: results.rss_mb_1k_services,
       rss_mb_settled: med(raw.big.map((x) => x.rss_mb_settled)),
       rss_mb_after_reloads: med(raw.big.map((x) => x.rss_mb_after_reloads)),
+      rss_mb_after_quiet: med(raw.big.map((x) => x.rss_mb_after_quiet)),
       hwm_mb: med(raw.big.map((x) => x.hwm_mb)),
       apply_ms: results.apply_ms_1k_services,
       map_writes: med(raw.big.map((x) => x.map_writes)),
@@ -321,6 +368,7 @@ const m = result.medians;
 console.log(`mesh-agent, median of ${params.reps} fresh agents each`);
 console.log(`  idle (1 Service, 1 Workload):       RSS ${results.rss_mb_idle} MiB (peak ${m.idle.hwm_mb})`);
 console.log(`  ${params.services} services / ${params.services * params.endpointsPerService} endpoints / ${params.routes} routes: RSS ${results.rss_mb_1k_services} MiB (settled ${m['1k_services'].rss_mb_settled}, after reloads ${m['1k_services'].rss_mb_after_reloads}, peak ${m['1k_services'].hwm_mb})  goal ≤ 100: ${result.goals.met ? 'met' : 'NOT met'}`);
+console.log(`  after ${params.quietS} s quiet: RSS ${m['1k_services'].rss_mb_after_quiet} MiB; a bare Node process: ${result.reference.rss_mb_bare_node} MiB`);
 console.log(`  apply at start: ${results.apply_ms_1k_services} ms (${m['1k_services'].map_writes} map writes); ready ${m['1k_services'].ready_ms} ms after spawn`);
 console.log(`  one-weight reload: apply ${m.one_weight_reload.apply_ms} ms, ${m.one_weight_reload.map_writes} map writes, ${m.one_weight_reload.wall_ms} ms from rename to the log line`);
 console.log(`wrote ${file}`);

@@ -119,6 +119,8 @@ export class FileSource implements ConfigSource {
     try {
       files = readConfigFiles(this.path);
     } catch (err) {
+      // Forget the last content: when the same content comes back, it is applied again (and the error clears).
+      this.lastHash = undefined;
       return { error: err as ConfigError };
     }
     const hash = createHash('sha256');
