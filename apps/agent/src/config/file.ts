@@ -119,8 +119,10 @@ export class FileSource implements ConfigSource {
     try {
       files = readConfigFiles(this.path);
     } catch (err) {
-      // Forget the last content: when the same content comes back, it is applied again (and the error clears).
-      this.lastHash = undefined;
+      // Delivered once, not at every poll; when the old content comes back it differs from this and is applied.
+      const key = `error:${(err as Error).message}`;
+      if (key === this.lastHash) return undefined;
+      this.lastHash = key;
       return { error: err as ConfigError };
     }
     const hash = createHash('sha256');
