@@ -1,9 +1,9 @@
 // bench:agent: what the node agent (apps/agent, `mesh-agent`) costs to run. Its resident memory idle (one
 // Service, one Workload) and with 1,000 Services / 10,000 endpoints / 100 HTTPRoutes (right after start, after a
 // few reloads, and after a quiet spell); how long it takes to apply that config at start, and to apply a reload
-// that changes one weight (configs: bench/agent/config.mjs; where the memory goes: bench/agent/profile.mjs). Each measurement runs a fresh
-// agent with its own pin root, cgroup root and API port, and uninstalls its datapath afterwards (also when the
-// bench fails or is interrupted). Writes bench/results/agent.json.
+// that changes one weight (configs: bench/agent/config.mjs; where the memory goes: bench/agent/profile.mjs).
+// Each measurement runs a fresh agent with its own pin root, cgroup root and API port, and uninstalls its
+// datapath afterwards (also when the bench fails or is interrupted). Writes bench/results/agent.json.
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -40,6 +40,15 @@ const params = {
 const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
 const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
 const loadBefore = loadavg()[0];
+
+// A previous run that was killed hard may have left its agent running: refuse (before any clean-up is registered,
+// which would uninstall that agent's datapath); stop it by hand.
+{
+  const lock = `/run/mesh/agent${params.pinRoot.replace(/[^A-Za-z0-9_.-]/g, '_')}.pid`;
+  const pid = existsSync(lock) ? readFileSync(lock, 'utf8').trim() : '';
+  const cmd = pid && existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
+  if (cmd.includes('mesh-agent')) throw new Error(`a mesh-agent (pid ${pid}) already runs on ${params.pinRoot} (${lock}): stop it first (kill ${pid})`);
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-agent-'));
 onCleanup(() => rmSync(dir, { recursive: true, force: true }));
@@ -78,20 +87,13 @@ onCleanup(() => {
   }
   if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 });
-// A previous run that was killed hard may have left its agent running (refuse: stop it by hand) or its
-// datapath pinned (removed).
-{
-  const lock = `/run/mesh/agent${params.pinRoot.replace(/[^A-Za-z0-9_.-]/g, '_')}.pid`;
-  const pid = existsSync(lock) ? readFileSync(lock, 'utf8').trim() : '';
-  const cmd = pid && existsSync(`/proc/${pid}/cmdline`) ? readFileSync(`/proc/${pid}/cmdline`, 'utf8') : '';
-  if (cmd.includes('mesh-agent')) throw new Error(`a mesh-agent (pid ${pid}) already runs on ${params.pinRoot} (${lock}): stop it first (kill ${pid})`);
-}
+// A previous run that was killed hard may have left its datapath pinned.
 if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 
 class Agent {
   constructor() {
     this.t0 = performance.now();
-    this.child = spawn(process.execPath, [agentBin, '--config', configPath, '--listen', `${params.host}:${port}`, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
+    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     running = this;

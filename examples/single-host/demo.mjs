@@ -349,7 +349,7 @@ function pidAlive(pid) {
 
 async function startAgent(s) {
   const agentLog = join(state.logDir, 'agent.log');
-  const agent = new Child('mesh-agent', process.execPath, [AGENT_BIN, '--config', s.config, '--listen', s.listen, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
+  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
     logFile: agentLog,
   });
   state.agent = agent;

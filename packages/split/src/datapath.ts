@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
-import { compile, type CompiledService, type RouteStatus } from './compile.js';
+import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
 import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type EpKey, type EpValue, type SvcKey, type SvcValue } from './maps.js';
 import type { Snapshot } from './model.js';
 import { type ApplyStats, ServiceTable } from './table.js';
@@ -89,7 +89,11 @@ export class SplitDatapath implements Disposable {
    * SnapshotError before any map is touched, so the previous one stays in force.
    */
   apply(snapshot: Snapshot): ApplyResult {
-    const compiled = compile(snapshot);
+    return this.applyCompiled(compile(snapshot));
+  }
+
+  /** Writes what compile() made of a snapshot (for callers that compiled it already, e.g. to validate). */
+  applyCompiled(compiled: Compiled): ApplyResult {
     const stats = this.table.apply(compiled.services);
     return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
   }

@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, readdirSync, readFileSync, statSync, watch } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
-import { LineCounter, parseAllDocuments } from 'yaml';
+import { load, type YAMLException } from 'js-yaml';
+
+import type { ObjectMeta } from '@mesh/split';
 
 import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
 import type { ConfigSource, ConfigUpdate } from './source.js';
@@ -42,47 +44,99 @@ function readConfigFiles(path: string): RawFile[] {
   });
 }
 
+interface Chunk {
+  /** 1-based document number in the file. */
+  index: number;
+  text: string;
+  /** 1-based line of the chunk's first line, and of its first line of content. */
+  startLine: number;
+  contentLine: number;
+}
+
+const MARKER = /^(---|\.\.\.)(?=[ \t]|$)/;
+const NOTHING = /^\s*(#.*)?$/;
+
+/**
+ * Splits a YAML stream into its documents, by their markers: a line starting with `---` (or `...`) followed by
+ * a space or the line's end can only be a document marker in YAML 1.2 (such lines are forbidden inside content).
+ * Each document is then parsed on its own, so a big file never has more than one document's worth of parser
+ * state alive, and positions are known per document. Directives (`%…`) go with the document that follows.
+ */
+export function splitDocuments(text: string): Chunk[] {
+  const out: Chunk[] = [];
+  let cur: string[] = [];
+  let start = 1;
+  let explicit = false; // began with ---: a document even when empty
+  let directives: string[] = [];
+  const flush = () => {
+    const content = cur.findIndex((l) => !NOTHING.test(l) && !/^---\s*(#.*)?$/.test(l) && !l.startsWith('%'));
+    if (content < 0 && !explicit) return;
+    out.push({ index: out.length + 1, text: cur.join('\n'), startLine: start, contentLine: start + Math.max(content, 0) });
+  };
+  text.split('\n').forEach((line, i) => {
+    if (line.startsWith('%') && cur.every((l) => NOTHING.test(l))) return void directives.push(line);
+    const m = MARKER.exec(line);
+    if (!m) return void cur.push(line);
+    flush();
+    explicit = m[1] === '---';
+    cur = explicit ? [...directives, line] : [];
+    start = explicit ? i + 1 - directives.length : i + 2;
+    directives = [];
+  });
+  flush();
+  return out;
+}
+
+/** What is wrong with a document's kind, apiVersion and name, naming the object when it can; undefined if nothing. */
+function checkHeader(obj: unknown): string | undefined {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return 'must be a mapping with apiVersion, kind and metadata';
+  const o = obj as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+  if (typeof o.kind !== 'string') return `kind: is required (one of ${Object.keys(KINDS).join(', ')})`;
+  const want = KINDS[o.kind];
+  const ns = typeof o.metadata?.namespace === 'string' ? o.metadata.namespace : 'default';
+  const name = typeof o.metadata?.name === 'string' ? `${ns}/${o.metadata.name}` : '(unnamed)';
+  if (want === undefined) return `${o.kind} ${name}: kind: ${JSON.stringify(o.kind)} is not one of ${Object.keys(KINDS).join(', ')}`;
+  if (o.apiVersion !== want) return `${o.kind} ${name}: apiVersion: must be ${want}, got ${JSON.stringify(o.apiVersion)}`;
+  if (!o.metadata || typeof o.metadata !== 'object' || typeof o.metadata.name !== 'string') return `${o.kind} (unnamed): metadata.name: is required`;
+  return undefined;
+}
+
 /** Parses the documents of config files into objects by kind. Throws ConfigError for YAML syntax, unknown
  *  kinds and apiVersions, and objects defined twice, naming file, document and line. */
 export function parseConfig(files: RawFile[]): ConfigSnapshot {
   const problems: string[] = [];
   const out: ConfigSnapshot = { services: [], endpointSlices: [], httpRoutes: [], workloads: [], origins: new Map() };
   for (const f of files) {
-    const lines = new LineCounter();
-    const docs = parseAllDocuments(f.text, { lineCounter: lines, uniqueKeys: true });
-    if (!Array.isArray(docs)) {
-      problems.push(`${f.path}: not a YAML stream`);
-      continue;
-    }
-    docs.forEach((doc, i) => {
-      const origin: Origin = { file: f.path, document: i + 1, line: lines.linePos(doc.contents?.range[0] ?? doc.range[0]).line };
+    for (const chunk of splitDocuments(f.text)) {
+      const origin: Origin = { file: f.path, document: chunk.index, line: chunk.contentLine };
       const where = originText(origin);
-      if (doc.errors.length) {
-        for (const e of doc.errors) {
-          const pos = e.linePos?.[0];
-          problems.push(`${f.path}: document ${i + 1}${pos ? ` (line ${pos.line}, column ${pos.col})` : ''}: YAML syntax: ${e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`);
-        }
-        return;
+      let obj: unknown;
+      try {
+        // Duplicate keys are an error (json: false); the core schema, as Kubernetes' YAML reads it.
+        obj = load(chunk.text, { filename: f.path });
+      } catch (err) {
+        const e = err as YAMLException;
+        const pos = e.mark ? ` (line ${chunk.startLine + e.mark.line}, column ${e.mark.column + 1})` : '';
+        problems.push(`${f.path}: document ${chunk.index}${pos}: YAML syntax: ${e.reason ?? e.message}`);
+        continue;
       }
-      const obj = doc.toJS({ maxAliasCount: 100 }) as unknown;
-      if (obj === null || obj === undefined) return; // an empty document (e.g. a trailing ---)
-      if (typeof obj !== 'object' || Array.isArray(obj)) return void problems.push(`${where}: must be a mapping with apiVersion, kind and metadata`);
-      const o = obj as { apiVersion?: unknown; kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
-      if (typeof o.kind !== 'string') return void problems.push(`${where}: kind: is required (one of ${Object.keys(KINDS).join(', ')})`);
-      const want = KINDS[o.kind];
-      const name = typeof o.metadata?.name === 'string' ? `${typeof o.metadata.namespace === 'string' ? o.metadata.namespace : 'default'}/${o.metadata.name}` : '(unnamed)';
-      if (want === undefined) return void problems.push(`${where}: ${o.kind} ${name}: kind: ${JSON.stringify(o.kind)} is not one of ${Object.keys(KINDS).join(', ')}`);
-      if (o.apiVersion !== want) return void problems.push(`${where}: ${o.kind} ${name}: apiVersion: must be ${want}, got ${JSON.stringify(o.apiVersion)}`);
-      if (!o.metadata || typeof o.metadata !== 'object' || typeof o.metadata.name !== 'string') {
-        return void problems.push(`${where}: ${o.kind} (unnamed): metadata.name: is required`);
+      if (obj === null || obj === undefined) continue; // an empty document (e.g. a trailing ---)
+      const problem = checkHeader(obj);
+      if (problem) {
+        problems.push(`${where}: ${problem}`);
+        continue;
       }
+      const o = obj as { kind: string; metadata: ObjectMeta };
       const key = objectKey(o.kind, o.metadata as never);
       const prev = out.origins!.get(key);
-      if (prev) return void problems.push(`${where}: ${key}: metadata.name: already defined at ${originText(prev)}`);
+      if (prev) {
+        problems.push(`${where}: ${key}: metadata.name: already defined at ${originText(prev)}`);
+        continue;
+      }
       out.origins!.set(key, origin);
       const list = { Service: out.services, EndpointSlice: out.endpointSlices, HTTPRoute: out.httpRoutes, Workload: out.workloads }[o.kind as keyof typeof KINDS & string] as unknown[];
       list.push(obj);
-    });
+    }
   }
   if (problems.length) throw new ConfigError(problems);
   return out;
@@ -105,6 +159,8 @@ export class FileSource implements ConfigSource {
   private poll: NodeJS.Timeout | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private lastHash: string | undefined;
+  /** Names, sizes, mtimes and inodes at the last read: the poll reads files only when these change. */
+  private lastStat: string | undefined;
 
   constructor(
     private readonly path: string,
@@ -113,8 +169,24 @@ export class FileSource implements ConfigSource {
     this.description = `file ${path}`;
   }
 
+  private statSignature(): string {
+    try {
+      const st = statSync(this.path);
+      const paths = st.isDirectory() ? readdirSync(this.path).filter((f) => CONFIG_FILE.test(f) && !f.startsWith('.')).sort().map((f) => join(this.path, f)) : [this.path];
+      return paths
+        .map((p) => {
+          const s = statSync(p);
+          return `${p}:${s.size}:${s.mtimeMs}:${s.ino}`;
+        })
+        .join('|');
+    } catch (err) {
+      return `error:${(err as Error).message}`;
+    }
+  }
+
   /** Reads the config now; a problem is an `error` update, never a throw. */
   private read(): ConfigUpdate | undefined {
+    this.lastStat = this.statSignature();
     let files: RawFile[];
     try {
       files = readConfigFiles(this.path);
@@ -131,7 +203,9 @@ export class FileSource implements ConfigSource {
     if (digest === this.lastHash) return undefined;
     this.lastHash = digest;
     try {
-      return { snapshot: parseConfig(files), revision: digest };
+      const t0 = performance.now();
+      const snapshot = parseConfig(files);
+      return { snapshot, revision: digest, readMs: Math.round((performance.now() - t0) * 10) / 10 };
     } catch (err) {
       return { error: err as Error, revision: digest };
     }
@@ -162,7 +236,10 @@ export class FileSource implements ConfigSource {
     } catch {
       this.watcher = undefined;
     }
-    this.poll = setInterval(emit, this.opts.pollMs ?? 2000);
+    // The poll stats the files and reads them only when that changed: a big config is not re-read every 2 s.
+    this.poll = setInterval(() => {
+      if (this.statSignature() !== this.lastStat) emit();
+    }, this.opts.pollMs ?? 2000);
     this.poll.unref();
   }
 

@@ -8,6 +8,7 @@ import { posix } from 'node:path';
 
 import {
   compile,
+  type Compiled,
   type EndpointSlice,
   endpointSlicesFor,
   type HTTPRoute,
@@ -69,8 +70,9 @@ export interface ConfigSnapshot {
 /** A validated config: the routing snapshot (endpoints computed from workloads where a Service selects them),
  *  the workloads with their resolved cgroup paths, and route status. */
 export interface ResolvedConfig {
-  source: ConfigSnapshot;
   routing: Snapshot;
+  /** The routing snapshot compiled: what the split datapath installs, and route status. */
+  compiled: Compiled;
   workloads: ResolvedWorkload[];
   routes: RouteStatus[];
 }
@@ -185,7 +187,7 @@ export function resolveConfig(cfg: ConfigSnapshot): ResolvedConfig {
   problems.push(...validateSnapshot(routing));
   if (problems.length) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
   const compiled = compile(routing);
-  return { source: cfg, routing, workloads, routes: compiled.routes };
+  return { routing, compiled, workloads, routes: compiled.routes };
 }
 
 /** Prefixes a problem ("HTTPRoute default/reviews: spec…") with the document that defined its object. */

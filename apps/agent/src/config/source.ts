@@ -4,7 +4,7 @@ import type { ConfigSnapshot } from './objects.js';
 
 export type ConfigUpdate =
   /** A new set of objects; `revision` identifies it in logs and status (a content hash, a resourceVersion). */
-  | { snapshot: ConfigSnapshot; revision: string; error?: undefined }
+  | { snapshot: ConfigSnapshot; revision: string; error?: undefined; readMs?: number }
   /** The source could not produce a snapshot (unreadable, bad syntax…): the agent keeps what it has. */
   | { error: Error; revision?: string; snapshot?: undefined };
 

@@ -7,7 +7,7 @@ import { embedded, Link, ObjectSpec } from '@mesh/bpf';
 import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { freePort, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { AGENT_BIN, freePort, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.102';
 /** The hooks the mesh attaches to its cgroup root, as bpftool names them. */
@@ -130,7 +130,7 @@ describePrivileged('agent attachments across restarts', () => {
     env.writeConfig(splitConfig(NET, [1, 1]));
     await env.startAgent();
     const ids = (await attached(env.cgroupRoot)).map((a) => a.id).sort();
-    const other = await env.procs.run(process.execPath, env.agentArgs(['--listen', `127.0.0.1:${await freePort()}`]), { timeoutMs: 20_000 });
+    const other = await env.procs.run(AGENT_BIN, env.agentArgs(['--listen', `127.0.0.1:${await freePort()}`]), { timeoutMs: 20_000 });
     expect(other.code).toBe(1);
     expect(other.stderr).toMatch(/another mesh-agent \(pid \d+\) owns \/sys\/fs\/bpf\/e2e/);
     expect((await attached(env.cgroupRoot)).map((a) => a.id).sort()).toEqual(ids);

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { AGENT_BIN, httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.104';
 // Every broken config would send all traffic to web-b if it were applied; the good one sends it all to web-a.
@@ -47,7 +47,7 @@ describePrivileged('agent with broken configs', () => {
   it.each(BROKEN)('at start-up, $name: exit 3 naming document, object and field', async ({ yaml, message }) => {
     const env = await newEnv();
     env.writeConfig(yaml);
-    const r = await env.procs.run(process.execPath, env.agentArgs(), { timeoutMs: 20_000 });
+    const r = await env.procs.run(AGENT_BIN, env.agentArgs(), { timeoutMs: 20_000 });
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(message);
     // Nothing was attached or pinned.

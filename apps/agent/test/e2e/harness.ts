@@ -97,13 +97,14 @@ export class MeshEnv implements AsyncDisposable {
     renameSync(tmp, join(this.configDir, file)); // the agent never reads a half-written file
   }
 
+  /** mesh-agent's arguments; run it as `AGENT_BIN` itself (its shebang carries the node flags it wants). */
   agentArgs(extra: string[] = []): string[] {
-    return [AGENT_BIN, '--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, ...extra];
+    return ['--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, ...extra];
   }
 
   /** Starts mesh-agent and waits until /readyz answers 200 (or the agent exits). */
   async startAgent(extra: string[] = []): Promise<Agent> {
-    const child = this.procs.spawn(process.execPath, this.agentArgs(extra), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = this.procs.spawn(AGENT_BIN, this.agentArgs(extra), { stdio: ['ignore', 'pipe', 'pipe'] });
     const agent: Agent = {
       child,
       logs: () =>

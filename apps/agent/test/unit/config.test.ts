@@ -6,7 +6,7 @@ import { join } from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { loadConfig, parseConfig } from '../../src/config/file.js';
+import { loadConfig, parseConfig, splitDocuments } from '../../src/config/file.js';
 import { ConfigError, resolveConfig } from '../../src/config/objects.js';
 
 const file = (text: string) => [{ path: 'mesh.yaml', text }];
@@ -46,7 +46,7 @@ describe('config', () => {
 
   const cases: [string, string, RegExp][] = [
     ['YAML syntax', SVC('a', '127.9.0.1') + '---\nkind: [\n', /^mesh\.yaml: document 2 \(line 7, column 1\): YAML syntax: /],
-    ['duplicate keys', 'kind: Service\nkind: Service\n', /^mesh\.yaml: document 1 \(line 2, column 1\): YAML syntax: Map keys must be unique/],
+    ['duplicate keys', 'kind: Service\nkind: Service\n', /^mesh\.yaml: document 1 \(line 2, column 1\): YAML syntax: duplicated mapping key/],
     ['unknown kind', SVC('a', '127.9.0.1') + '---\napiVersion: v1\nkind: Pod\nmetadata: { name: p }\n', /^mesh\.yaml: document 2 \(line 6\): Pod default\/p: kind: "Pod" is not one of Service, EndpointSlice, HTTPRoute, Workload$/],
     ['no kind', 'apiVersion: v1\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): kind: is required/],
     ['wrong apiVersion', 'apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Service\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): Service default\/a: apiVersion: must be v1, got "gateway\.networking\.k8s\.io\/v1beta1"$/],
@@ -111,5 +111,26 @@ describe('config', () => {
       expect(() => loadConfig(dir!)).toThrow(/holds no \*\.yaml, \*\.yml or \*\.json file/);
       expect(() => loadConfig(join(dir!, 'missing.yaml'))).toThrow(/missing\.yaml: cannot read the config/);
     });
+  });
+});
+
+describe('splitDocuments', () => {
+  const split = (t: string) => splitDocuments(t).map((c) => [c.index, c.startLine, c.contentLine, c.text]);
+  it('splits at --- and ..., keeps positions, skips what holds only comments', () => {
+    expect(split('# header\n\na: 1\n---\nb: 2\n...\n# trailing\n')).toEqual([
+      [1, 1, 3, '# header\n\na: 1'],
+      [2, 4, 5, '---\nb: 2'],
+    ]);
+  });
+  it('an explicit empty document counts; content on the marker line is content', () => {
+    expect(split('---\n---\n--- {a: 1}\n')).toEqual([
+      [1, 1, 1, '---'],
+      [2, 2, 2, '---'],
+      [3, 3, 3, '--- {a: 1}\n'],
+    ]);
+  });
+  it('---- or ---x is no marker; directives go with the document after them', () => {
+    expect(split('a: |\n  ---\nb: ----x\n')).toHaveLength(1);
+    expect(split('%YAML 1.2\n---\na: 1\n')).toEqual([[1, 1, 3, '%YAML 1.2\n---\na: 1\n']]);
   });
 });
