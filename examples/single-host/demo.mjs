@@ -471,9 +471,9 @@ async function demo(s) {
   out(live.header);
   for (let k = 1; k * TICK_S <= s.seconds; k++) {
     await wait(t0 + k * TICK_S * 1000 - Date.now());
-    // The agent samples the kernel every second and keeps the first sample at or after now − window, which with
-    // timer drift is often one second later than asked for: ask for half a second more to get the full TICK_S.
-    const stat = await getJson(s, `/v1/stat?window=${TICK_S + 0.5}`);
+    // The agent samples the kernel every 2 s and starts the window at the sample nearest to now − window: the
+    // rates are over the window it reports, which is within a second of TICK_S.
+    const stat = await getJson(s, `/v1/stat?window=${TICK_S}`);
     const pairs = stat.pairs.filter((p) => p.direction === 'client' && p.source.endsWith(`/${CLIENT_WORKLOAD}`));
     const total = pairs.reduce((a, p) => a + p.requests, 0);
     names.forEach((n, i) => {

@@ -63,7 +63,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
-    this.stats = new PairStats(() => this.dp().metrics.read().http, () => this.resolver);
+    this.stats = new PairStats(() => this.dp().metrics.readHttp(), () => this.resolver);
     this.reloads = new Counter({ name: 'mesh_agent_config_reloads_total', help: 'Config snapshots the agent tried to apply, by result.', labelNames: ['result'], registers: [this.registry] });
     this.reloads.inc({ result: 'success' }, 0);
     this.reloads.inc({ result: 'failure' }, 0);
@@ -80,7 +80,8 @@ export class Agent {
         this.set(notReady() === undefined ? 1 : 0);
       },
     });
-    collectDefaultMetrics({ register: this.registry });
+    // Event-loop lag sampled every 500 ms, not prom-client's default 10 ms: an idle agent should be idle.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 500 });
   }
 
   private dp(): MeshDatapath {
@@ -140,7 +141,7 @@ export class Agent {
     this.apply(firstConfig, first.revision, firstTimes);
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
-    this.stats.start();
+    this.stats.start(2000);
     log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
   }
 

@@ -1,6 +1,6 @@
 /**
  * Rate, success rate and latency percentiles per workload pair over a recent window, for `meshctl stat`:
- * the kernel's aggregates sampled every second, kept for a minute, and differenced. Percentiles are
+ * the kernel's aggregates sampled every 2 s (the agent's choice), kept for a minute, and differenced. Percentiles are
  * interpolated within histogram buckets, as Prometheus' histogram_quantile() does.
  */
 import { BUCKET_BOUNDS_S, type HttpSample, type IdentityResolver } from '@mesh/metrics';

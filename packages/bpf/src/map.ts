@@ -65,6 +65,7 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
   protected readonly valueBufSize: number;
   private readonly keyBuf: Buffer;
   private readonly valBuf: Buffer;
+  private batchScratch: { n: number; keys: Buffer; values: Buffer } | undefined;
   private readonly id: number;
 
   protected constructor(handle: NativeMap, codecs: MapCodecs<K, any>, perCpu: boolean, owner?: Owner) {
@@ -191,8 +192,11 @@ export abstract class MapBase<K, VIn, VOut> extends Handle<NativeMap> {
     this.check();
     const n = opts.batchSize ?? 256;
     checkCount(n, 'batchSize');
-    const keys = Buffer.alloc(n * this.keySize);
-    const values = Buffer.alloc(n * this.valueBufSize);
+    // Decoding copies out of the buffers, so one pair per map serves every call (a scrape loop reads often).
+    if (!this.batchScratch || this.batchScratch.n !== n) {
+      this.batchScratch = { n, keys: Buffer.alloc(n * this.keySize), values: Buffer.alloc(n * this.valueBufSize) };
+    }
+    const { keys, values } = this.batchScratch;
     // The resume token is a key for arrays and a bucket index for hashes: room for either.
     const tokenSize = Math.max(this.keySize, 8);
     let inTok: Buffer | null = null;

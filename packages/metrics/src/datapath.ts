@@ -128,6 +128,23 @@ export class MetricsDatapath implements Disposable {
 
   /** Reads every aggregate (one batch read per map), summed over CPUs. */
   read(): MetricsSnapshot {
+    const http = this.readHttp();
+    const tcp: TcpSample[] = [];
+    for (const [k, perCpu] of this.tcp.getBatch()) {
+      const s = perCpu.reduce(
+        (a, v) => ({ opened: a.opened + v.opened, closed: a.closed + v.closed, bytesSent: a.bytesSent + v.bytesSent, bytesReceived: a.bytesReceived + v.bytesReceived }),
+        { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 },
+      );
+      if (s.opened + s.closed + s.bytesSent + s.bytesReceived === 0) continue;
+      tcp.push({ ...where(k), ...s });
+    }
+    const counters = {} as Record<CounterName, number>;
+    counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
+    return { http, tcp, counters };
+  }
+
+  /** Reads only the request aggregates (what a caller sampling request rates needs), summed over CPUs. */
+  readHttp(): HttpSample[] {
     const http: HttpSample[] = [];
     for (const [k, perCpu] of this.http.getBatch()) {
       const buckets = new Array<number>(15).fill(0);
@@ -147,18 +164,7 @@ export class MetricsDatapath implements Disposable {
         buckets,
       });
     }
-    const tcp: TcpSample[] = [];
-    for (const [k, perCpu] of this.tcp.getBatch()) {
-      const s = perCpu.reduce(
-        (a, v) => ({ opened: a.opened + v.opened, closed: a.closed + v.closed, bytesSent: a.bytesSent + v.bytesSent, bytesReceived: a.bytesReceived + v.bytesReceived }),
-        { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 },
-      );
-      if (s.opened + s.closed + s.bytesSent + s.bytesReceived === 0) continue;
-      tcp.push({ ...where(k), ...s });
-    }
-    const counters = {} as Record<CounterName, number>;
-    counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
-    return { http, tcp, counters };
+    return http;
   }
 
   /** Entries in use and capacity of the aggregation maps (map pressure). */

@@ -29,8 +29,8 @@ describePrivileged('meshctl with a running agent', () => {
     await startBackends(e);
     const load = await runLoad(e, NET, 100, 4);
     expect(load.failed).toBe(0);
-    // Let the agent take a sample after the load (it samples every second).
-    await new Promise((r) => setTimeout(r, 1500));
+    // Let the agent take a sample after the load (it samples every 2 s).
+    await new Promise((r) => setTimeout(r, 2500));
     const stat = JSON.parse((await e.meshctl(['stat', '--window', '30', '--json'])).stdout) as {
       pairs: { direction: string; source: string; destination: string; service: string; requests: number; successRate: number; p50Ms: number; p99Ms: number }[];
     };
