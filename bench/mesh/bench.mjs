@@ -1,0 +1,922 @@
+// bench:mesh — the mesh against no mesh and against a proxy-per-pod mesh, side by side in one run, on the same
+// servers and the same load. A topology of network namespaces (a client pod, two server pods v1/v2, veth pairs
+// through a node namespace), nginx in each server pod, and four arms taking turns:
+//   direct        client → server, nothing in the path;
+//   mesh          client → service VIP, the agent's split and metrics programs attached (the agent runs only
+//                 during this arm; between its runs it is stopped and the datapath uninstalled);
+//   haproxy_http  client → HAProxy (client pod) → HAProxy (server pod) → server, HTTP mode, keep-alive;
+//   haproxy_tls   the same with mutual TLS between the two proxies.
+// Each arm runs a fixed-rate load (latency, CPU, memory) and a closed-loop load (maximum throughput), with
+// bench/mesh/loadgen.c. See bench/README.md ("bench:mesh") for what is measured and the formulas.
+// Writes bench/results/mesh.json, mesh.md and mesh-latency.svg (and the table in bench/README.md).
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { enableStats, Program } from '@mesh/bpf';
+
+import { buildC, cleanup, header, median, onCleanup, root, round } from '../lib.mjs';
+import { markdownTable, latencySvg, updateReadme } from './report.mjs';
+
+const t0 = performance.now();
+const loadBefore = loadavg()[0];
+const env = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
+const DEFAULTS = { reps: 6, rate: 1000, fixedS: 15, closedS: 5 };
+const params = {
+  reps: env('BENCH_MESH_REPS', DEFAULTS.reps),
+  /** Fixed-rate load: requests per second over all connections. */
+  rate: env('BENCH_MESH_RATE', DEFAULTS.rate),
+  fixedS: env('BENCH_MESH_FIXED_S', DEFAULTS.fixedS),
+  closedS: env('BENCH_MESH_CLOSED_S', DEFAULTS.closedS),
+  fixedWarmupS: 2,
+  closedWarmupS: 1,
+  /** Seconds the agent runs after it is ready before the load: its start-up work (JIT, GC) is not its steady cost. */
+  agentSettleS: 3,
+  connections: 16,
+  bodyBytes: 1024,
+  /** The client pod's processes (load generator, client-side proxy) run on clientCpu, the server pods' (nginx,
+   *  server-side proxies) on serverCpu: two "nodes" on a 2-core machine. The agent is not pinned. */
+  clientCpu: 0,
+  serverCpu: 1,
+  split: { v1: 90, v2: 10 },
+  /** Extra pod pairs (a client and a server Workload, a Service) in the agent's config, besides the bench's own. */
+  extraPodPairs: 10,
+  arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
+  /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
+  agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
+};
+const quick = Object.entries(DEFAULTS).some(([k, v]) => params[k] !== v) || params.arms.length !== 4 || params.agentPrefix.length > 0;
+const ARMS = params.arms;
+
+// --- names: unique per run (prefix + pid), so a leftover never collides -------------------------------------
+const id = `mb${process.pid}`;
+const NS = { node: `${id}-node`, client: `${id}-client`, v1: `${id}-v1`, v2: `${id}-v2` };
+const ADDR = { client: '198.18.1.2', v1: '198.18.2.2', v2: '198.18.3.2', vip: '198.18.100.1', vipV1: '198.18.100.2', vipV2: '198.18.100.3' };
+const PORT = { app: 80, outbound: 15001, outboundV1: 15002, inbound: 15006 };
+const cgroup2 = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
+if (!cgroup2) throw new Error('no cgroup2 mount');
+const meshCg = join(cgroup2, `meshbench-${process.pid}`);
+const pinRoot = `/sys/fs/bpf/meshbench-${process.pid}`;
+const workloadCg = (w) => join(meshCg, 'default', w);
+const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
+const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+const log = (msg) => console.error(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 60_000, ...opts });
+  if (r.status !== 0 && !opts.allowFail) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal ?? r.error}:\n${r.stdout ?? ''}${r.stderr ?? ''}`);
+  return r;
+}
+const pidAlive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+};
+
+for (const tool of ['ip', 'nginx', 'haproxy', 'openssl', 'curl', 'bpftool', 'taskset', 'setpriv']) {
+  if (run('sh', ['-c', `command -v ${tool}`], { allowFail: true }).status !== 0) throw new Error(`${tool} is missing: run scripts/setup.sh first`);
+}
+if (!existsSync(join(root, 'apps/agent/dist/cli/agent.js'))) throw new Error('apps/agent is not built: run scripts/build.sh first');
+
+// --- leftovers of a run that was killed hard (its pid is gone) ----------------------------------------------
+function sweepStale() {
+  for (const ns of run('ip', ['netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0]).filter(Boolean)) {
+    const m = /^mb(\d+)-(node|client|v1|v2)$/.exec(ns);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    for (const p of run('ip', ['netns', 'pids', ns], { allowFail: true }).stdout.split('\n').filter(Boolean)) run('kill', ['-9', p], { allowFail: true });
+    run('ip', ['netns', 'del', ns], { allowFail: true });
+    log(`removed network namespace ${ns} left by a killed run`);
+  }
+  for (const [dir, re] of [
+    ['/sys/fs/bpf', /^meshbench-(\d+)$/],
+    [cgroup2, /^meshbench-(\d+)$/],
+  ]) {
+    for (const name of readdirSync(dir)) {
+      const m = re.exec(name);
+      if (!m || pidAlive(Number(m[1]))) continue;
+      const pins = dir === '/sys/fs/bpf' ? join(dir, name) : `/sys/fs/bpf/${name}`;
+      const cg = join(cgroup2, name);
+      if (existsSync(cg)) killCgroupTree(cg);
+      spawnSync('sleep', ['0.3']);
+      run(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', pins, '--cgroup-root', cg], { allowFail: true });
+      log(`removed ${pins} / ${cg} left by a killed run`);
+    }
+  }
+  for (const name of readdirSync(tmpdir())) {
+    const m = /^mesh-bench-mesh-(\d+)-/.exec(name);
+    if (m && !pidAlive(Number(m[1]))) rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+}
+function killCgroupTree(dir) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) killCgroupTree(join(dir, e.name));
+  for (const p of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) run('kill', ['-9', p], { allowFail: true });
+}
+sweepStale();
+
+// --- processes ----------------------------------------------------------------------------------------------
+const live = new Set();
+class Proc {
+  constructor(name, cmd, args, { stdout = 'ignore', stdin = 'ignore' } = {}) {
+    this.name = name;
+    // SIGKILL when the bench dies, even by SIGKILL (the signal survives the execs; pid stays the program's).
+    this.child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...args], { stdio: [stdin, stdout, 'pipe'] });
+    this.tail = [];
+    createInterface({ input: this.child.stderr }).on('line', (l) => (this.tail = [...this.tail.slice(-30), l]));
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, signal) => resolve({ code, signal })));
+    this.child.on('error', (err) => this.tail.push(`spawn error: ${err.message}`));
+    live.add(this);
+    this.exited.then(() => live.delete(this));
+  }
+  get pid() {
+    return this.child.pid;
+  }
+  alive() {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+  async stop(signal = 'SIGTERM', timeoutMs = 5000) {
+    if (this.alive()) {
+      this.child.kill(signal);
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    return this.exited;
+  }
+  describe() {
+    return `${this.name} (pid ${this.pid}); its last lines:\n${this.tail.join('\n')}`;
+  }
+}
+
+// Everything the run made, undone in this order (at exit, on SIGINT/SIGTERM, or when the bench throws):
+// processes, BPF handles and stats, the datapath (links, pins), cgroups, network namespaces, the temp dir.
+const tmp = mkdtempSync(join(tmpdir(), `mesh-bench-mesh-${process.pid}-`));
+const made = { namespaces: [] };
+let agent;
+let stats;
+let openProgs = [];
+onCleanup(() => {
+  const step = (what, fn) => {
+    try {
+      fn();
+    } catch (err) {
+      console.error(`cleanup: ${what}: ${err.message}`);
+    }
+  };
+  step('processes', () => {
+    let killed = false;
+    for (const p of live) {
+      if (p.alive()) {
+        p.child.kill('SIGKILL');
+        killed = true;
+      }
+    }
+    if (killed) spawnSync('sleep', ['0.3']); // let the kernel take them out of their cgroups
+  });
+  step('BPF handles', () => {
+    for (const p of openProgs) p.prog.close();
+    openProgs = [];
+    stats?.close();
+    stats = undefined;
+  });
+  step('datapath', () => {
+    if (existsSync(pinRoot) || existsSync(meshCg)) uninstallMesh(true);
+  });
+  step('cgroups', () => {
+    for (let i = 0; i < 20 && existsSync(meshCg); i++) {
+      try {
+        const rm = (d) => {
+          for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) rm(join(d, e.name));
+          rmdirSync(d);
+        };
+        rm(meshCg);
+      } catch {
+        spawnSync('sleep', ['0.1']);
+      }
+    }
+    if (existsSync(meshCg)) throw new Error(`could not remove ${meshCg}`);
+  });
+  for (const ns of made.namespaces.splice(0)) step(`netns ${ns}`, () => run('ip', ['netns', 'del', ns]));
+  step('temp dir', () => rmSync(tmp, { recursive: true, force: true }));
+});
+
+// --- topology -----------------------------------------------------------------------------------------------
+function topology() {
+  for (const ns of Object.values(NS)) {
+    run('ip', ['netns', 'add', ns]);
+    made.namespaces.push(ns);
+    run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  }
+  run('ip', ['netns', 'exec', NS.node, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  const pods = [
+    ['client', 1],
+    ['v1', 2],
+    ['v2', 3],
+  ];
+  for (const [pod, n] of pods) {
+    const host = `h-${pod}`;
+    run('ip', ['-n', NS.node, 'link', 'add', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS[pod]]);
+    run('ip', ['-n', NS.node, 'addr', 'add', `198.18.${n}.1/24`, 'dev', host]);
+    run('ip', ['-n', NS.node, 'link', 'set', host, 'up']);
+    run('ip', ['-n', NS[pod], 'addr', 'add', `198.18.${n}.2/24`, 'dev', 'eth0']);
+    run('ip', ['-n', NS[pod], 'link', 'set', 'eth0', 'up']);
+    // Only the bench's range, through the node: no default route, nothing leaves the machine.
+    run('ip', ['-n', NS[pod], 'route', 'add', '198.18.0.0/15', 'via', `198.18.${n}.1`]);
+  }
+}
+
+// --- certificates for the TLS arm (a throwaway CA; a server cert per server pod, a client cert) ------------
+function certificates() {
+  const d = join(tmp, 'pki');
+  mkdirSync(d);
+  const ossl = (...args) => run('openssl', args, { cwd: d });
+  ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=mesh-bench throwaway CA');
+  for (const name of ['client', 'v1', 'v2']) {
+    ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}.bench.mesh`);
+    writeFileSync(join(d, `${name}.ext`), `subjectAltName=DNS:${name}.bench.mesh,URI:spiffe://bench.mesh/ns/default/sa/${name}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    ossl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', `${name}.crt`, '-extfile', `${name}.ext`);
+    writeFileSync(join(d, `${name}.pem`), readFileSync(join(d, `${name}.crt`), 'utf8') + readFileSync(join(d, `${name}.key`), 'utf8'));
+  }
+  return d;
+}
+
+// --- servers: one nginx per server pod, inside the pod's workload cgroup ------------------------------------
+const BODY = 'x'.repeat(params.bodyBytes);
+/** [cmd, args]: argv run in network namespace `ns`, pinned to `cpu`, after moving itself into cgroup `cg`
+ *  (never this process). Every exec keeps the pid: the child's pid is the program's. */
+function podCommand(ns, cpu, argv, cg) {
+  const inNs = ['ip', 'netns', 'exec', ns, 'taskset', '-c', String(cpu), ...argv];
+  return cg ? ['/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'in-cgroup', cg, ...inNs]] : [inNs[0], inNs.slice(1)];
+}
+function startNginx(pod) {
+  const dir = join(tmp, `nginx-${pod}`);
+  mkdirSync(dir);
+  writeFileSync(
+    join(dir, 'nginx.conf'),
+    `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  server { listen ${PORT.app}; location / { return 200 "${BODY}"; } } }
+`,
+  );
+  mkdirSync(workloadCg(pod), { recursive: true });
+  const [cmd, args] = podCommand(NS[pod], params.serverCpu, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')], workloadCg(pod));
+  return new Proc(`nginx ${pod}`, cmd, args);
+}
+
+// --- checks -------------------------------------------------------------------------------------------------
+/** GET url from inside the client pod (optionally through a wrapper, e.g. meshctl run); throws unless 200 + body. */
+function curlFromClient(url, { wrap = [], extra = [], expectFail = false } = {}) {
+  const out = join(tmp, 'curl.body');
+  rmSync(out, { force: true });
+  const r = spawnSync(wrap[0] ?? 'ip', [...wrap.slice(1), ...(wrap.length ? ['ip'] : []), 'netns', 'exec', NS.client, 'curl', '-sS', '--max-time', '3', '-o', out, '-w', '%{http_code}', ...extra, url], { encoding: 'utf8', timeout: 20_000 });
+  const ok = r.status === 0 && r.stdout.trim() === '200' && existsSync(out) && readFileSync(out, 'utf8') === BODY;
+  if (expectFail) {
+    if (ok) throw new Error(`GET ${url} from the client pod answered 200, expected a failure`);
+    return;
+  }
+  if (!ok) throw new Error(`GET ${url} from the client pod: exit ${r.status}, status ${r.stdout.trim()}, body ${existsSync(out) ? readFileSync(out).length : 'none'} bytes (expected 200 and ${params.bodyBytes} bytes of x)\n${r.stderr}`);
+}
+async function untilOk(fn, what, timeoutMs = 10_000) {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      if (performance.now() > deadline) throw new Error(`${what}: ${err.message}`);
+      await sleep(100);
+    }
+  }
+}
+
+const MESH_PROGRAM = /^(split_|http_)/;
+/** Programs effective on cgroup `cg` (attached there or inherited), by name. */
+function effectivePrograms(cg) {
+  if (!existsSync(cg)) return [];
+  const r = run('bpftool', ['-j', 'cgroup', 'show', cg, 'effective']);
+  return r.stdout.trim() ? JSON.parse(r.stdout).map((p) => p.name) : [];
+}
+/** Outside the mesh arm nothing of the mesh may be attached: no pins, no mesh program on any cgroup our
+ *  processes use (the load generator's, the servers'). */
+function assertNoMesh(where) {
+  if (existsSync(pinRoot)) throw new Error(`${where}: the mesh's pins (${pinRoot}) exist outside the mesh arm`);
+  const ownCg = join(cgroup2, readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? '/');
+  const seen = [meshCg, workloadCg('v1'), workloadCg('v2'), ownCg].flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+  if (seen.length) throw new Error(`${where}: mesh programs attached outside the mesh arm: ${seen.join(', ')}`);
+}
+
+// --- measurement --------------------------------------------------------------------------------------------
+function threadsCpuNs(pid) {
+  // Every thread's run time (schedstat: ns, not tick-sampled): the agent has several threads.
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return ns;
+}
+function rssMb(pid) {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? 0);
+  return { rss: round(kb('VmRSS') / 1024, 2), anon: round(kb('RssAnon') / 1024, 2), file: round(kb('RssFile') / 1024, 2), hwm: round(kb('VmHWM') / 1024, 2) };
+}
+/** /proc/stat first line, in ms (tick-sampled at CONFIG_HZ, reported in USER_HZ). */
+function procStat() {
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const ms = (t) => (t * 1000) / CLK_TCK;
+  return { busy: ms(user + nice + system + irq + softirq + steal), softirq: ms(softirq), system: ms(system) };
+}
+const ksoftirqd = readdirSync('/proc')
+  .filter((p) => /^\d+$/.test(p))
+  .filter((p) => {
+    try {
+      return /^ksoftirqd\//.test(readFileSync(`/proc/${p}/comm`, 'utf8'));
+    } catch {
+      return false;
+    }
+  })
+  .map(Number);
+
+/** One reading of everything the window is measured with. procs: { role: pid }. */
+function snapshot(procs, progs) {
+  const cpu = {};
+  for (const [role, pid] of Object.entries(procs)) cpu[role] = threadsCpuNs(pid);
+  cpu.ksoftirqd = ksoftirqd.reduce((a, p) => a + threadsCpuNs(p), 0);
+  const bpf = {};
+  for (const p of progs) {
+    const s = p.prog.stats();
+    bpf[p.name] = { runs: Number(s.runCount), ns: Number(s.runTimeNs) };
+  }
+  return { at: performance.now(), cpu, stat: procStat(), bpf };
+}
+
+/** Runs the load generator in the client pod; samples CPU at the start and the end of its measured window. */
+async function load(arm, targets, { rate, durationS, warmupS, latFile }, procs, progs = [], cg) {
+  const argv = [loadgen, '-s', '-t', targets.join(','), '-c', String(params.connections), '-d', String(durationS), '-w', String(warmupS), '-r', String(rate), '-b', String(params.bodyBytes), '-H', 'server.default.svc'];
+  if (latFile) argv.push('-o', latFile);
+  const [cmd, args] = podCommand(NS.client, params.clientCpu, argv, cg);
+  const p = new Proc(`loadgen (${arm})`, cmd, args, { stdout: 'pipe', stdin: 'pipe' });
+  p.child.stdin.on('error', () => {}); // it may be gone already
+  let before;
+  let after;
+  let summary;
+  let memory;
+  const lines = createInterface({ input: p.child.stdout });
+  lines.on('line', (l) => {
+    if (l.startsWith('START ')) {
+      procs = { loadgen: Number(l.slice(6)), ...procs };
+      before = snapshot(procs, progs);
+    } else if (l === 'END') {
+      after = snapshot(procs, progs);
+      memory = Object.fromEntries(Object.entries(procs).map(([role, pid]) => [role, rssMb(pid)]));
+      p.child.stdin.end('\n'); // the load generator waits for this before it exits
+    } else if (l.startsWith('{')) {
+      summary = JSON.parse(l);
+    }
+  });
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), (durationS + warmupS + 30) * 1000);
+  const { code, signal } = await p.exited;
+  clearTimeout(timer);
+  if (code !== 0 || !summary || !before || !after) throw new Error(`loadgen (${arm}) exited ${code ?? signal}: ${JSON.stringify(summary)}\n${p.describe()}`);
+  if (summary.errors) throw new Error(`loadgen (${arm}): ${summary.errors} bad responses: ${JSON.stringify(summary)}`);
+  const cpuMs = {};
+  for (const k of Object.keys(after.cpu)) cpuMs[k] = round((after.cpu[k] - before.cpu[k]) / 1e6, 2);
+  const bpf = {};
+  for (const k of Object.keys(after.bpf)) bpf[k] = { runs: after.bpf[k].runs - before.bpf[k].runs, ms: round((after.bpf[k].ns - before.bpf[k].ns) / 1e6, 3) };
+  return {
+    ...summary,
+    window_ms: round(after.at - before.at, 1),
+    cpu_ms: cpuMs,
+    system_ms: { busy: round(after.stat.busy - before.stat.busy, 1), softirq: round(after.stat.softirq - before.stat.softirq, 1) },
+    bpf,
+    memory,
+  };
+}
+
+// --- the arms -----------------------------------------------------------------------------------------------
+let port;
+let configPath;
+let pki;
+const haproxyVersion = run('haproxy', ['-v']).stdout.split('\n')[0];
+
+function meshConfig() {
+  const wl = (name, labels, addr) => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata:
+  name: ${name}
+  labels: { ${Object.entries(labels).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+spec:
+  addresses: [${addr}]
+`;
+  const svc = (name, ip, selector) => `apiVersion: v1
+kind: Service
+metadata:
+  name: ${name}
+spec:
+  clusterIP: ${ip}
+  selector: { ${Object.entries(selector).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+  ports: [{ port: ${PORT.app} }]
+`;
+  const docs = [
+    wl('client', { app: 'client' }, ADDR.client),
+    wl('v1', { app: 'server', version: 'v1' }, ADDR.v1),
+    wl('v2', { app: 'server', version: 'v2' }, ADDR.v2),
+    svc('server', ADDR.vip, { app: 'server' }),
+    svc('server-v1', ADDR.vipV1, { app: 'server', version: 'v1' }),
+    svc('server-v2', ADDR.vipV2, { app: 'server', version: 'v2' }),
+    `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: server-split
+spec:
+  parentRefs: [{ kind: Service, name: server, port: ${PORT.app} }]
+  rules:
+    - backendRefs:
+        - { name: server-v1, port: ${PORT.app}, weight: ${params.split.v1} }
+        - { name: server-v2, port: ${PORT.app}, weight: ${params.split.v2} }
+`,
+  ];
+  // More pod pairs, for the memory comparison at 10 pairs: config only (no namespaces, no traffic).
+  for (let i = 1; i <= params.extraPodPairs; i++) {
+    const n = String(i).padStart(2, '0');
+    docs.push(wl(`pair${n}-client`, { app: `pair${n}-client` }, `198.18.200.${2 * i}`));
+    docs.push(wl(`pair${n}-server`, { app: `pair${n}-server` }, `198.18.200.${2 * i + 1}`));
+    docs.push(svc(`pair${n}`, `198.18.101.${i}`, { app: `pair${n}-server` }));
+  }
+  return docs.join('---\n');
+}
+
+async function agentJson(path) {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  if (r.status !== 200) throw new Error(`agent ${path} answered ${r.status}`);
+  return path === '/metrics' ? r.text() : r.json();
+}
+/** Sum of a Prometheus counter's samples whose labels include all of `match`. */
+function promSum(text, name, match) {
+  let sum = 0;
+  for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} ([0-9.e+]+)$`, 'gm'))) {
+    const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(match).every(([k, v]) => labels[k] === v)) sum += Number(m[2]);
+  }
+  return sum;
+}
+function uninstallMesh(allowBusy) {
+  const r = run(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', pinRoot, '--cgroup-root', meshCg], { allowFail: true });
+  // 1: cgroups that still hold processes (the servers') are left, as documented.
+  if (r.status !== 0 && !(allowBusy && r.status === 1)) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
+}
+
+const arms = {
+  direct: {
+    // 2 of the 16 connections to v2: the nearest to the 90/10 split the other arms make.
+    targets: () => Array.from({ length: 8 }, (_, i) => `${i === 7 ? ADDR.v2 : ADDR.v1}:${PORT.app}`),
+    closedTargets: () => [`${ADDR.v1}:${PORT.app}`],
+    async start() {
+      assertNoMesh('direct');
+      curlFromClient(`http://${ADDR.v1}/`);
+      curlFromClient(`http://${ADDR.v2}/`);
+      return { procs: {}, async stop() {} };
+    },
+  },
+  mesh: {
+    targets: () => [`${ADDR.vip}:${PORT.app}`],
+    closedTargets: () => [`${ADDR.vipV1}:${PORT.app}`],
+    cgroup: () => workloadCg('client'),
+    async start() {
+      // Without the mesh the VIP goes nowhere (no route for it anywhere): a 200 below proves the rewrite.
+      curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
+      const agentArgv = [process.execPath, agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--pin-root', pinRoot, '--cgroup-root', meshCg];
+      const [cmd, ...args] = [...params.agentPrefix, ...agentArgv];
+      agent = new Proc('mesh-agent', cmd, args);
+      await untilOk(
+        () => {
+          if (!agent.alive()) throw new Error(`the agent exited: ${agent.describe()}`);
+          const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/readyz`], { encoding: 'utf8' });
+          if (r.stdout !== '200') throw new Error(`/readyz: ${r.stdout}`);
+        },
+        'the agent did not get ready',
+        30_000,
+      );
+      const status = await agentJson('/v1/status');
+      const attached = effectivePrograms(meshCg).filter((n) => MESH_PROGRAM.test(n));
+      if (attached.length < 3) throw new Error(`the agent is ready but only ${attached.join(', ')} is attached to ${meshCg}`);
+      openProgs = status.programs.map((p) => ({ name: p.program, prog: Program.openById(p.programId) }));
+      const rewritesBefore = Number(status.counters.split.connect_rewrite);
+      const meshctlRun = [process.execPath, meshctlBin, '--agent', `127.0.0.1:${port}`, 'run', '--workload', 'client', '--'];
+      curlFromClient(`http://${ADDR.vip}/`, { wrap: meshctlRun });
+      curlFromClient(`http://${ADDR.vipV1}/`, { wrap: meshctlRun });
+      const after = Number((await agentJson('/v1/status')).counters.split.connect_rewrite);
+      if (!(after > rewritesBefore)) throw new Error(`a request to the VIP answered, but split's connect_rewrite did not grow (${rewritesBefore} → ${after})`);
+      const maps = mapsMemory();
+      await sleep(params.agentSettleS * 1000);
+      return {
+        procs: { agent: agent.pid },
+        progs: openProgs,
+        /** After the fixed-rate run: the kernel counted the requests (client and server side) and rewrote the connects. */
+        async check(res) {
+          await sleep(1100); // the agent samples the kernel every second
+          const text = await agentJson('/metrics');
+          const client = promSum(text, 'http_client_request_duration_seconds_count', { source_workload: 'client', destination_service: 'server' });
+          const server = promSum(text, 'http_server_request_duration_seconds_count', { source_workload: 'client' });
+          const rewrites = Number((await agentJson('/v1/status')).counters.split.connect_rewrite) - after;
+          if (client < res.requests || server < res.requests) throw new Error(`the mesh counted ${client} client-side and ${server} server-side requests to the VIP, the load generator made ${res.requests}`);
+          if (rewrites < params.connections) throw new Error(`split rewrote ${rewrites} connects to the VIP, the load generator opened ${params.connections}`);
+          const perDest = Object.fromEntries(['v1', 'v2'].map((w) => [w, promSum(text, 'http_client_request_duration_seconds_count', { source_workload: 'client', destination_workload: w })]));
+          return { counted_client_side: client, counted_server_side: server, connect_rewrites: rewrites, by_destination: perDest, bpf_maps_mb: maps };
+        },
+        async stop() {
+          for (const p of openProgs) p.prog.close();
+          openProgs = [];
+          const { code, signal } = await agent.stop();
+          if (code !== 0) throw new Error(`the agent exited ${code ?? signal} on SIGTERM: ${agent.describe()}`);
+          agent = undefined;
+          uninstallMesh(true);
+          assertNoMesh('after the mesh arm');
+        },
+      };
+    },
+  },
+  haproxy_http: haproxyArm(false),
+  haproxy_tls: haproxyArm(true),
+};
+
+function mapsMemory() {
+  let bytes = 0;
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else bytes += Number(JSON.parse(run('bpftool', ['-j', 'map', 'show', 'pinned', join(d, e.name)]).stdout).bytes_memlock ?? 0);
+    }
+  };
+  walk(join(pinRoot, 'maps'));
+  return round(bytes / 2 ** 20, 2);
+}
+
+function haproxyArm(tls) {
+  const common = `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  http-reuse always
+`;
+  const upstream = (pod, weight) =>
+    `  server ${pod} ${ADDR[pod]}:${PORT.inbound} weight ${weight}` +
+    (tls ? ` ssl verify required ca-file ${pki}/ca.pem crt ${pki}/client.pem sni str(${pod}.bench.mesh) verifyhost ${pod}.bench.mesh` : '') +
+    '\n';
+  // outbound: the Service, split 90/10 per request; outbound_v1: v1 alone (the closed-loop load).
+  const clientCfg = () => `${common}frontend outbound
+  bind 127.0.0.1:${PORT.outbound}
+  default_backend server
+frontend outbound_v1
+  bind 127.0.0.1:${PORT.outboundV1}
+  default_backend server_v1
+backend server
+  balance roundrobin
+${upstream('v1', params.split.v1)}${upstream('v2', params.split.v2)}backend server_v1
+${upstream('v1', 1)}`;
+  const serverCfg = (pod) => `${common}frontend inbound
+  bind ${ADDR[pod]}:${PORT.inbound}${tls ? ` ssl crt ${pki}/${pod}.pem ca-file ${pki}/ca.pem verify required` : ''}
+  default_backend app
+backend app
+  server app 127.0.0.1:${PORT.app}
+`;
+  return {
+    targets: () => [`127.0.0.1:${PORT.outbound}`],
+    closedTargets: () => [`127.0.0.1:${PORT.outboundV1}`],
+    async start() {
+      assertNoMesh(tls ? 'haproxy_tls' : 'haproxy_http');
+      const procs = [];
+      const start = (role, pod, cfg, cpu) => {
+        const f = join(tmp, `haproxy-${tls ? 'tls' : 'http'}-${role}.cfg`);
+        writeFileSync(f, cfg);
+        const [cmd, args] = podCommand(NS[pod], cpu, ['haproxy', '-f', f]);
+        const p = new Proc(`haproxy ${role}`, cmd, args);
+        procs.push([role, p]);
+        return p;
+      };
+      start('haproxy_v1', 'v1', serverCfg('v1'), params.serverCpu);
+      start('haproxy_v2', 'v2', serverCfg('v2'), params.serverCpu);
+      start('haproxy_client', 'client', clientCfg(), params.clientCpu);
+      const stop = async () => {
+        for (const [, p] of procs) await p.stop();
+      };
+      try {
+        await untilOk(() => {
+          for (const [, p] of procs) if (!p.alive()) throw new Error(`exited: ${p.describe()}`);
+          curlFromClient(`http://127.0.0.1:${PORT.outbound}/`);
+          curlFromClient(`http://127.0.0.1:${PORT.outboundV1}/`);
+        }, 'the HAProxy pair did not answer');
+        if (tls) {
+          // The server-side proxies speak only mutual TLS: plain HTTP and TLS without a client certificate fail.
+          curlFromClient(`http://${ADDR.v1}:${PORT.inbound}/`, { expectFail: true });
+          curlFromClient(`https://v1.bench.mesh:${PORT.inbound}/`, { expectFail: true, extra: ['--cacert', `${pki}/ca.pem`, '--resolve', `v1.bench.mesh:${PORT.inbound}:${ADDR.v1}`] });
+          curlFromClient(`https://v1.bench.mesh:${PORT.inbound}/`, { extra: ['--cacert', `${pki}/ca.pem`, '--cert', `${pki}/client.pem`, '--resolve', `v1.bench.mesh:${PORT.inbound}:${ADDR.v1}`] });
+        } else {
+          curlFromClient(`http://${ADDR.v2}:${PORT.inbound}/`);
+        }
+      } catch (err) {
+        await stop();
+        throw err;
+      }
+      const pids = Object.fromEntries(procs.map(([role, p]) => [role, p.pid]));
+      return {
+        procs: pids,
+        async check(res) {
+          // Every proxy carried requests (the client-side one all of them; the v2 side about a tenth).
+          const cpu = Object.fromEntries(procs.map(([role]) => [role, res.cpu_ms[role]]));
+          for (const [role, ms] of Object.entries(cpu)) if (!(ms > 0)) throw new Error(`${role} used no CPU during the run: did traffic go through it?`);
+          for (const [, p] of procs) if (!p.alive()) throw new Error(`exited during the run: ${p.describe()}`);
+          return {};
+        },
+        stop,
+      };
+    },
+  };
+}
+
+// --- the run ------------------------------------------------------------------------------------------------
+const loadgen = buildC('mesh/loadgen.c', 'loadgen');
+log(`topology ${Object.values(NS).join(', ')}; cgroups under ${meshCg}; pins under ${pinRoot}`);
+topology();
+pki = certificates();
+configPath = join(tmp, 'mesh.yaml');
+writeFileSync(configPath, meshConfig());
+{
+  const check = run(process.execPath, [agentBin, '--config', configPath, '--check'], { allowFail: true });
+  if (check.status !== 0) throw new Error(`the agent rejects the bench's config:\n${check.stdout}${check.stderr}`);
+}
+port = await new Promise((resolve) => {
+  const s = createServer().listen(0, '127.0.0.1', () => {
+    const p = s.address().port;
+    s.close(() => resolve(p));
+  });
+});
+mkdirSync(meshCg, { recursive: true });
+const nginx = { v1: startNginx('v1'), v2: startNginx('v2') };
+await untilOk(() => {
+  for (const p of Object.values(nginx)) if (!p.alive()) throw new Error(`exited: ${p.describe()}`);
+  curlFromClient(`http://${ADDR.v1}/`);
+  curlFromClient(`http://${ADDR.v2}/`);
+}, 'nginx did not answer');
+for (const pod of ['v1', 'v2']) {
+  if (readFileSync(`/proc/${nginx[pod].pid}/comm`, 'utf8').trim() !== 'nginx') throw new Error(`pid ${nginx[pod].pid} is not nginx`);
+}
+const serverProcs = { nginx_v1: nginx.v1.pid, nginx_v2: nginx.v2.pid };
+
+const raw = Object.fromEntries(ARMS.map((a) => [a, []]));
+const latencies = Object.fromEntries(ARMS.map((a) => [a, []]));
+const order = [];
+try {
+  for (let rep = 0; rep < params.reps; rep++) {
+    // Rotate the order each repetition: every arm takes every position, so drift hits all alike.
+    const repOrder = ARMS.map((_, i) => ARMS[(i + rep) % ARMS.length]);
+    order.push(repOrder);
+    for (const arm of repOrder) {
+      const a = arms[arm];
+      const session = await a.start();
+      try {
+        const procs = { ...serverProcs, ...session.procs };
+        const cg = a.cgroup?.();
+        const latFile = join(tmp, `lat-${arm}-${rep}`);
+        // The kernel's BPF run-time statistics only during the mesh arm's fixed-rate run (they cost a little).
+        if (session.progs) stats = enableStats();
+        let fixed;
+        try {
+          fixed = await load(arm, a.targets(), { rate: params.rate, durationS: params.fixedS, warmupS: params.fixedWarmupS, latFile }, procs, session.progs, cg);
+        } finally {
+          stats?.close();
+          stats = undefined;
+        }
+        const checked = (await session.check?.(fixed)) ?? {};
+        // Closed loop against v1 alone in every arm: both nginx share the server CPU, so with the split the
+        // throughput would depend on how many of the 16 connections the mesh's per-connection choice sends to v2.
+        const closed = await load(arm, a.closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, procs, [], cg);
+        const lat = readFileSync(latFile, 'utf8').split('\n').filter(Boolean).map(Number);
+        for (const v of lat) latencies[arm].push(v);
+        raw[arm].push({ rep, fixed, closed: { rps: closed.rps, p50_us: closed.p50_us, p99_us: closed.p99_us, requests: closed.requests, errors: closed.errors, reconnects: closed.reconnects, cpu_ms: closed.cpu_ms }, checks: checked });
+        log(
+          `rep ${rep + 1}/${params.reps} ${arm.padEnd(12)} fixed ${fixed.rps} rps p50 ${fixed.p50_us} µs p99 ${fixed.p99_us} µs (late sends ${fixed.late_sends}); ` +
+            `closed loop ${closed.rps} rps p99 ${closed.p99_us} µs`,
+        );
+      } finally {
+        await session.stop();
+      }
+    }
+  }
+} catch (err) {
+  cleanup();
+  throw err;
+}
+for (const p of Object.values(nginx)) await p.stop();
+uninstallMesh(false); // the servers are gone: the cgroups go too
+cleanup();
+
+// --- figures ------------------------------------------------------------------------------------------------
+const OWN = { direct: [], mesh: ['agent'], haproxy_http: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'], haproxy_tls: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'] };
+const APP = ['loadgen', 'nginx_v1', 'nginx_v2', 'ksoftirqd'];
+const sum = (obj, keys) => keys.reduce((a, k) => a + (obj[k] ?? 0), 0);
+const per1k = (ms, requests) => (ms * 1000) / requests;
+const med = (xs, d = 3) => round(median(xs), d);
+
+// CPU per repetition, each arm against the direct arm of the same repetition.
+const cpuRows = {};
+for (const arm of ARMS) {
+  cpuRows[arm] = raw[arm].map((r) => {
+    const f = r.fixed;
+    const directRep = raw.direct?.find((d) => d.rep === r.rep);
+    const direct = directRep?.fixed;
+    const own = per1k(sum(f.cpu_ms, OWN[arm]), f.requests);
+    const app = per1k(sum(f.cpu_ms, APP), f.requests);
+    const appDirect = direct ? per1k(sum(direct.cpu_ms, APP), direct.requests) : app;
+    const bpf = per1k(Object.values(f.bpf).reduce((a, b) => a + b.ms, 0), f.requests);
+    return {
+      own_ms_per_1k: own,
+      app_ms_per_1k: app,
+      app_delta_ms_per_1k: app - appDirect,
+      bpf_ms_per_1k: bpf,
+      softirq_ms_per_1k: per1k(f.system_ms.softirq, f.requests),
+      softirq_delta_ms_per_1k: per1k(f.system_ms.softirq, f.requests) - (direct ? per1k(direct.system_ms.softirq, direct.requests) : 0),
+      machine_busy_ms_per_1k: per1k(f.system_ms.busy, f.requests),
+      // The mesh's programs run inside the app processes: never count less than their measured run time.
+      cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm === 'mesh' ? Math.max(app - appDirect, bpf) : app - appDirect),
+      // The same at saturation (the closed-loop run; BPF stats are off there).
+      saturated_cpu_ms_per_1k:
+        arm === 'direct' ? 0 : per1k(sum(r.closed.cpu_ms, OWN[arm]), r.closed.requests) + per1k(sum(r.closed.cpu_ms, APP), r.closed.requests) - (directRep ? per1k(sum(directRep.closed.cpu_ms, APP), directRep.closed.requests) : 0),
+    };
+  });
+}
+const rssOf = (arm, roles) => median(raw[arm].map((r) => sum(Object.fromEntries(Object.entries(r.fixed.memory).map(([k, v]) => [k, v.rss])), roles)));
+const results = {};
+for (const arm of ARMS) {
+  const fx = raw[arm].map((r) => r.fixed);
+  const c = cpuRows[arm];
+  results[arm] = {
+    p50_ms: med(fx.map((f) => f.p50_us / 1000), 4),
+    p90_ms: med(fx.map((f) => f.p90_us / 1000), 4),
+    p99_ms: med(fx.map((f) => f.p99_us / 1000), 4),
+    p999_ms: med(fx.map((f) => f.p999_us / 1000), 4),
+    rps: med(raw[arm].map((r) => r.closed.rps), 0),
+    cpu_ms_per_1k: med(c.map((x) => x.cpu_ms_per_1k), 2),
+    rss_mb: round(rssOf(arm, OWN[arm]), 1),
+    fixed_rate_rps: med(fx.map((f) => f.rps), 1),
+    closed_loop_p99_ms: med(raw[arm].map((r) => r.closed.p99_us / 1000), 4),
+    saturated_cpu_ms_per_1k: med(c.map((x) => x.saturated_cpu_ms_per_1k), 2),
+    cpu_components_ms_per_1k: {
+      own: med(c.map((x) => x.own_ms_per_1k), 2),
+      app_delta: med(c.map((x) => x.app_delta_ms_per_1k), 2),
+      bpf: med(c.map((x) => x.bpf_ms_per_1k), 3),
+      app_total: med(c.map((x) => x.app_ms_per_1k), 2),
+      softirq_system: med(c.map((x) => x.softirq_ms_per_1k), 2),
+      softirq_system_delta: med(c.map((x) => x.softirq_delta_ms_per_1k), 2),
+      machine_busy: med(c.map((x) => x.machine_busy_ms_per_1k), 2),
+    },
+  };
+}
+for (const arm of ARMS) {
+  if (arm === 'direct' || !results.direct) continue;
+  const r = results[arm];
+  r.added_p50_ms = round(r.p50_ms - results.direct.p50_ms, 4);
+  r.added_p90_ms = round(r.p90_ms - results.direct.p90_ms, 4);
+  r.added_p99_ms = round(r.p99_ms - results.direct.p99_ms, 4);
+  r.throughput_vs_direct = round(r.rps / results.direct.rps, 3);
+}
+const memory = {};
+for (const arm of ['haproxy_http', 'haproxy_tls'].filter((a) => results[a])) {
+  const client = rssOf(arm, ['haproxy_client']);
+  const server = (rssOf(arm, ['haproxy_v1']) + rssOf(arm, ['haproxy_v2'])) / 2;
+  const anon = (role) => median(raw[arm].map((r) => r.fixed.memory[role].anon));
+  memory[arm] = {
+    client_proxy_mb: round(client, 2),
+    server_proxy_mb: round(server, 2),
+    per_pod_pair_mb: round(client + server, 2),
+    ten_pairs_mb: round(10 * (client + server), 1),
+    /** Stricter: the file-backed pages (binary, libraries) that the proxies of a node share counted once. */
+    ten_pairs_shared_files_mb: round(
+      10 * (anon('haproxy_client') + (anon('haproxy_v1') + anon('haproxy_v2')) / 2) + Math.max(...['haproxy_client', 'haproxy_v1', 'haproxy_v2'].map((role) => median(raw[arm].map((r) => r.fixed.memory[role].file)))),
+      1,
+    ),
+  };
+}
+if (results.mesh) {
+  memory.agent = {
+    rss_mb: results.mesh.rss_mb,
+    anon_mb: round(median(raw.mesh.map((r) => r.fixed.memory.agent.anon)), 1),
+    bpf_maps_mb: med(raw.mesh.map((r) => r.checks.bpf_maps_mb), 2),
+    config: `the bench's 3 Workloads, 3 Services and 1 HTTPRoute, plus ${params.extraPodPairs} more pod pairs (a client and a server Workload and a Service each)`,
+  };
+}
+const ratio = (a, b) => (a === undefined || b === undefined || !b ? undefined : round(a / b, 3));
+const ratios = {
+  added_p99_vs_haproxy_http: ratio(results.mesh?.added_p99_ms, results.haproxy_http?.added_p99_ms),
+  throughput_vs_direct: results.mesh?.throughput_vs_direct,
+  cpu_vs_haproxy_http: ratio(results.mesh?.cpu_ms_per_1k, results.haproxy_http?.cpu_ms_per_1k),
+  memory_vs_haproxy_10_pairs: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_mb),
+};
+const goals = {
+  added_p99_vs_haproxy_http: { goal: '≤ 0.3', met: ratios.added_p99_vs_haproxy_http !== undefined && ratios.added_p99_vs_haproxy_http <= 0.3 },
+  throughput_vs_direct: { goal: '≥ 0.95', met: ratios.throughput_vs_direct !== undefined && ratios.throughput_vs_direct >= 0.95 },
+  cpu_vs_haproxy_http: { goal: '≤ 0.25', met: ratios.cpu_vs_haproxy_http !== undefined && ratios.cpu_vs_haproxy_http <= 0.25 },
+  memory_vs_haproxy_10_pairs: { goal: '≤ 0.5', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.5 },
+};
+const byRep = (arm, rep) => raw[arm]?.find((r) => r.rep === rep);
+const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter((x) => x !== undefined).map((x) => round(x, 3)) : []);
+const secondary = {
+  /** p90 sits below the machine's scheduling noise (see noise), p99 does not: the same ratio one step lower. */
+  added_p90_vs_haproxy_http: ratio(results.mesh?.added_p90_ms, results.haproxy_http?.added_p90_ms),
+  /** Each repetition's own figures (each arm against the direct arm of the same repetition): the spread. */
+  per_repetition: {
+    throughput_vs_direct: perRep((i) => byRep('mesh', i) && byRep('mesh', i).closed.rps / byRep('direct', i).closed.rps),
+    mesh_added_p99_ms: perRep((i) => byRep('mesh', i) && (byRep('mesh', i).fixed.p99_us - byRep('direct', i).fixed.p99_us) / 1000),
+    haproxy_http_added_p99_ms: perRep((i) => byRep('haproxy_http', i) && (byRep('haproxy_http', i).fixed.p99_us - byRep('direct', i).fixed.p99_us) / 1000),
+    mesh_added_p90_ms: perRep((i) => byRep('mesh', i) && (byRep('mesh', i).fixed.p90_us - byRep('direct', i).fixed.p90_us) / 1000),
+    haproxy_http_added_p90_ms: perRep((i) => byRep('haproxy_http', i) && (byRep('haproxy_http', i).fixed.p90_us - byRep('direct', i).fixed.p90_us) / 1000),
+  },
+  added_p99_vs_haproxy_tls: ratio(results.mesh?.added_p99_ms, results.haproxy_tls?.added_p99_ms),
+  cpu_vs_haproxy_tls: ratio(results.mesh?.cpu_ms_per_1k, results.haproxy_tls?.cpu_ms_per_1k),
+  saturated_cpu_vs_haproxy_http: ratio(results.mesh?.saturated_cpu_ms_per_1k, results.haproxy_http?.saturated_cpu_ms_per_1k),
+  memory_vs_haproxy_tls_10_pairs: ratio(memory.agent?.rss_mb, memory.haproxy_tls?.ten_pairs_mb),
+  memory_with_bpf_maps_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
+  memory_vs_haproxy_10_pairs_shared_files: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_shared_files_mb),
+};
+
+// The latency distribution of every arm (all repetitions' fixed-rate requests pooled), for the chart.
+// Percentiles 1 %, 5 %, then evenly spaced on a log scale of 1 / (1 − p) up to 99.99 % (20 points a decade).
+const GRID = [0.01, 0.05, ...Array.from({ length: 80 }, (_, k) => round(1 - 10 ** (-(k + 1) / 20), 6))];
+const distribution = {};
+for (const arm of ARMS) {
+  const s = Float64Array.from(latencies[arm]).sort();
+  distribution[arm] = {
+    requests: s.length,
+    points: GRID.filter((p) => s.length * (1 - p) >= 1).map((p) => [p, round(s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] / 1e6, 4)]),
+  };
+}
+
+// The machine's scheduling noise as the load generator saw it: how late its sends were against the schedule.
+const allFixed = ARMS.flatMap((a) => raw[a].map((r) => r.fixed));
+const noise = {
+  what: 'lateness of the fixed-rate sends against their schedule (the load generator waking up late), all runs: median of the per-run figures, and the worst run',
+  late_p50_ms: med(allFixed.map((f) => f.late_p50_us / 1000), 4),
+  late_p99_ms: med(allFixed.map((f) => f.late_p99_us / 1000), 4),
+  late_p999_ms: med(allFixed.map((f) => f.late_p999_us / 1000), 4),
+  worst_late_p99_ms: round(Math.max(...allFixed.map((f) => f.late_p99_us / 1000)), 4),
+  sends_over_1ms_late: round(allFixed.reduce((a, f) => a + f.late_sends, 0) / allFixed.reduce((a, f) => a + f.requests, 0), 4),
+};
+
+const result = {
+  ...header('mesh', loadBefore),
+  quick,
+  duration_s: round((performance.now() - t0) / 1000, 1),
+  params: { ...params, tools: { haproxy: haproxyVersion, nginx: run('nginx', ['-v']).stderr.trim(), loadgen: 'bench/mesh/loadgen.c' }, order },
+  topology: {
+    namespaces: 'node (ip_forward) with veth pairs to pod-client 198.18.1.2, pod-v1 198.18.2.2, pod-v2 198.18.3.2; routes for 198.18.0.0/15 only, through the node',
+    servers: `nginx 1.22 in each server pod, one process, ${params.bodyBytes}-byte body, pinned to CPU ${params.serverCpu}, inside the pod's workload cgroup`,
+    direct: 'connections dial the servers directly: 14 of 16 to v1, 2 to v2 (closed loop: all to v1)',
+    mesh: `connections dial the VIP ${ADDR.vip}:80, split ${params.split.v1}/${params.split.v2} per connection by the agent's programs (closed loop: the VIP of Service server-v1, ${ADDR.vipV1}:80); the load generator runs in the client workload's cgroup; the agent runs (unpinned) only during this arm`,
+    haproxy: `HAProxy ${haproxyVersion.split(' ')[2]}: client-side proxy in pod-client on 127.0.0.1:${PORT.outbound} (CPU ${params.clientCpu}), mode http, roundrobin ${params.split.v1}/${params.split.v2} per request over the server-side proxies on <pod>:${PORT.inbound} (CPU ${params.serverCpu}), which forward to nginx on 127.0.0.1:80 (closed loop: a second frontend, 127.0.0.1:${PORT.outboundV1}, to v1 alone); nbthread 1, http-reuse always, keep-alive both ways; TLS arm: mutual TLS (ECDSA P-256, a throwaway CA) between the proxies, server name verified`,
+  },
+  units:
+    'latency: ms, fixed-rate load, from the write() of a request to the read() that completes its response; rps: closed-loop requests per second (against v1 alone); cpu_ms_per_1k: CPU ms added over the direct arm per 1,000 requests in the fixed-rate run (saturated_cpu_ms_per_1k: in the closed-loop run), see bench/README.md; rss_mb: MiB, VmRSS of the arm\'s own processes (the agent; the three proxies) at the end of the fixed-rate run; raw cpu_ms: CPU ms per process over the measured window (schedstat); raw system_ms: /proc/stat, tick-sampled, whole machine',
+  arms: results,
+  ratios,
+  goals,
+  secondary_ratios: secondary,
+  noise,
+  memory,
+  distribution,
+  raw,
+};
+
+const outDir = quick ? join(root, 'build/bench/mesh-quick') : join(root, 'bench/results');
+mkdirSync(outDir, { recursive: true });
+const write = (name, text) => {
+  const f = join(outDir, name);
+  writeFileSync(`${f}.tmp`, text);
+  renameSync(`${f}.tmp`, f);
+  return f;
+};
+const md = markdownTable(result);
+write('mesh.json', JSON.stringify(result, null, 2) + '\n');
+write('mesh.md', md);
+write('mesh-latency.svg', latencySvg(result));
+if (!quick) updateReadme(join(root, 'bench/README.md'), md);
+
+console.log(md);
+if (loadBefore > 0.5) console.log(`note: the 1-minute load was ${round(loadBefore, 2)} at the start: other work shared the machine; its tails are in these figures`);
+console.log(`${quick ? 'quick run (non-default parameters): results in' : 'wrote'} ${outDir}/mesh.{json,md} and mesh-latency.svg in ${result.duration_s} s`);
