@@ -141,7 +141,7 @@ export class Agent {
     this.apply(firstConfig, first.revision, firstTimes);
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
-    this.stats.start(2000);
+    this.stats.start();
     log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
   }
 

@@ -1,7 +1,8 @@
 /**
  * Rate, success rate and latency percentiles per workload pair over a recent window, for `meshctl stat`:
- * the kernel's aggregates sampled every 2 s (the agent's choice), kept for a minute, and differenced. Percentiles are
- * interpolated within histogram buckets, as Prometheus' histogram_quantile() does.
+ * the kernel's aggregates sampled (every 10 s, every 2 s while someone reads them, and at each query), kept for
+ * a minute, and differenced. Percentiles are interpolated within histogram buckets, as Prometheus'
+ * histogram_quantile() does.
  */
 import { BUCKET_BOUNDS_S, type HttpSample, type IdentityResolver } from '@mesh/metrics';
 
@@ -67,14 +68,35 @@ export class PairStats {
     private readonly keepMs = 65_000,
   ) {}
 
-  start(everyMs = 1000): void {
+  private everyMs = 0;
+  private lastQuery = 0;
+
+  /**
+   * Samples every `idleMs` while nobody reads the stats, and every `watchedMs` for `watchMs` after a query:
+   * an agent nobody watches stays nearly idle, and a query always ends its window with a fresh sample.
+   */
+  start(opts: { idleMs?: number; watchedMs?: number; watchMs?: number } = {}): void {
+    this.opts = { idleMs: opts.idleMs ?? 10_000, watchedMs: opts.watchedMs ?? 2_000, watchMs: opts.watchMs ?? 120_000 };
     this.sample();
-    this.timer = setInterval(() => this.sample(), everyMs);
+    this.schedule(this.opts.idleMs);
+  }
+
+  private opts = { idleMs: 10_000, watchedMs: 2_000, watchMs: 120_000 };
+
+  private schedule(everyMs: number): void {
+    if (this.everyMs === everyMs) return;
+    clearInterval(this.timer);
+    this.everyMs = everyMs;
+    this.timer = setInterval(() => {
+      this.sample();
+      if (this.everyMs === this.opts.watchedMs && Date.now() - this.lastQuery > this.opts.watchMs) this.schedule(this.opts.idleMs);
+    }, everyMs);
     this.timer.unref();
   }
 
   stop(): void {
     clearInterval(this.timer);
+    this.everyMs = 0;
   }
 
   /** Takes one sample now (also called by the timer). */
@@ -108,6 +130,12 @@ export class PairStats {
 
   /** Stats over the last `windowMs` (as much of it as has been sampled). */
   query(windowMs = 10_000): { windowSeconds: number; pairs: PairStat[] } {
+    if (this.everyMs !== 0) {
+      // A running sampler: end the window now, and sample often while someone is watching.
+      this.lastQuery = Date.now();
+      if (this.lastQuery - (this.samples.at(-1)?.at ?? 0) >= 250) this.sample(this.lastQuery);
+      this.schedule(this.opts.watchedMs);
+    }
     const last = this.samples.at(-1);
     if (!last) return { windowSeconds: 0, pairs: [] };
     // The sample nearest to the window's start (timers drift a few ms, so "at or after" would lose a second).

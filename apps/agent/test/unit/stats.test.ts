@@ -1,7 +1,7 @@
 // Percentiles from histogram buckets and windowed rates, as meshctl stat shows them.
 import type { HttpSample } from '@mesh/metrics';
 import { BUCKET_BOUNDS_S } from '@mesh/metrics';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { PairStats, quantile } from '../../src/stats.js';
 
@@ -66,5 +66,28 @@ describe('PairStats', () => {
     for (const at of [0, 1_004, 2_009, 3_013, 4_018, 5_022]) s.sample(at);
     expect(s.query(3_000).windowSeconds).toBe(3); // the window should start at 2,022: the sample at 2,009 is nearest
     expect(s.query(10_000).windowSeconds).toBe(5); // as much as was sampled
+  });
+
+  describe('sampling pace', () => {
+    afterEach(() => vi.useRealTimers());
+
+    it('every 10 s unwatched, every 2 s for two minutes after a query, and once at each query', () => {
+      vi.useFakeTimers();
+      let reads = 0;
+      const s = new PairStats(() => (reads++, [sampleOf(1, 200, { 0: 1 })]), resolver);
+      s.start();
+      expect(reads).toBe(1);
+      vi.advanceTimersByTime(31_000);
+      expect(reads).toBe(4); // 10, 20, 30 s
+      s.query(10_000);
+      expect(reads).toBe(5); // a fresh sample ends the window
+      vi.advanceTimersByTime(10_000);
+      expect(reads).toBe(10); // every 2 s while watched
+      vi.advanceTimersByTime(120_000);
+      const watchedUntil = reads;
+      vi.advanceTimersByTime(60_000);
+      expect(reads - watchedUntil).toBeLessThanOrEqual(7); // back to every 10 s
+      s.stop();
+    });
   });
 });
