@@ -121,11 +121,6 @@ export class MetricsDatapath implements Disposable {
     return this.obj.attachCgroupPinned(cgroupPath, linkDir);
   }
 
-  /** Run count and run time of each program (BPF stats must be enabled for them to grow). */
-  programStats(): { program: string; runCount: bigint; runTimeNs: bigint }[] {
-    return this.obj.programNames.map((p) => ({ program: p, ...this.obj.program(p).stats() }));
-  }
-
   /** Reads every aggregate (one batch read per map), summed over CPUs. */
   read(): MetricsSnapshot {
     const http = this.readHttp();

@@ -1,7 +1,5 @@
 /** The split datapath: the embedded split programs loaded and attached to a cgroup v2 subtree, and the
  *  snapshots applied to their maps. */
-import { join } from 'node:path';
-
 import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
 import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
@@ -55,11 +53,7 @@ export class SplitDatapath implements Disposable {
       if (opts.maxServices !== undefined) spec.setMaxEntries(names.maps.split_services, opts.maxServices);
       if (opts.maxEndpoints !== undefined) spec.setMaxEntries(names.maps.split_endpoints, opts.maxEndpoints);
       if (opts.maxConnections !== undefined) spec.setMaxEntries(names.maps.split_orig, opts.maxConnections);
-      if (opts.pinDir !== undefined) {
-        for (const m of [names.maps.split_services, names.maps.split_endpoints, names.maps.split_orig, names.maps.split_revnat, names.maps.split_counters]) {
-          spec.setPinPath(m, join(opts.pinDir, m));
-        }
-      }
+      if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();
       throw err;
@@ -77,11 +71,6 @@ export class SplitDatapath implements Disposable {
    *  (see BpfObject.attachCgroupPinned): restarts never attach a second copy. */
   attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[] {
     return this.obj.attachCgroupPinned(cgroupPath, linkDir);
-  }
-
-  /** Run count and run time of each program (BPF stats must be enabled for them to grow). */
-  programStats(): { program: string; runCount: bigint; runTimeNs: bigint }[] {
-    return this.obj.programNames.map((p) => ({ program: p, ...this.obj.program(p).stats() }));
   }
 
   /**
