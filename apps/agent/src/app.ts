@@ -133,7 +133,7 @@ export class Agent {
     log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: this.datapath.attachments.length, ...outcomes, ms: Math.round(performance.now() - t0) });
 
     const metrics = new KernelMetrics(
-      { read: () => this.dp().metrics.read(), fill: () => ({ ...this.dp().metrics.fill(), ...prefixed('split_', this.dp().split.fill()) }) },
+      { read: () => this.dp().metrics.read(), fill: () => this.dp().fill() },
       { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
     );
     metrics.register(this.registry);
@@ -230,7 +230,7 @@ export class Agent {
         : undefined,
       lastError: this.lastError,
       programs: dp?.links() ?? [],
-      maps: dp ? { ...dp.metrics.fill(), ...prefixed('split_', dp.split.fill()) } : {},
+      maps: dp?.fill() ?? {},
       counters: dp ? { split: dp.split.counters(), metrics: dp.metrics.read().counters } : {},
     };
   }
@@ -281,8 +281,4 @@ export class Agent {
  *  which bin/mesh-agent.mjs turns on. */
 function collectGarbage(): void {
   (globalThis as { gc?: () => void }).gc?.();
-}
-
-function prefixed<T>(p: string, o: Record<string, T>): Record<string, T> {
-  return Object.fromEntries(Object.entries(o).map(([k, v]) => [p + k, v]));
 }

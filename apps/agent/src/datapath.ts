@@ -87,6 +87,13 @@ export class MeshDatapath implements Disposable {
     for (const p of relPaths) mkdirSync(join(this.cgroupRoot, p), { recursive: true });
   }
 
+  /** Entries in use and capacity of every map of the mesh (split's prefixed `split_`). */
+  fill(): Record<string, { used: number; max: number }> {
+    const out: Record<string, { used: number; max: number }> = { ...this.metrics.fill() };
+    for (const [name, f] of Object.entries(this.split.fill())) out[`split_${name}`] = f;
+    return out;
+  }
+
   /** Programs as the kernel reports them now, through the pinned links (what `meshctl status` shows). */
   links(): LinkStatus[] {
     return pinnedLinks(this.pinRoot);

@@ -2,8 +2,10 @@
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
 import { parseArgs } from 'node:util';
 
+import { SnapshotError } from '@mesh/split';
+
 import { Agent, VERSION } from '../app.js';
-import { ConfigError, resolveConfig } from '../config/objects.js';
+import { resolveConfig } from '../config/objects.js';
 import { FileSource, loadConfig } from '../config/file.js';
 import { createLogger, type Level, LEVELS } from '../log.js';
 import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
@@ -83,7 +85,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.OK;
     } catch (err) {
       process.stderr.write(`mesh-agent: invalid config: ${(err as Error).message}\n`);
-      return err instanceof ConfigError || (err as Error).name === 'SnapshotError' ? EXIT.CONFIG : EXIT.FAILURE;
+      return err instanceof SnapshotError ? EXIT.CONFIG : EXIT.FAILURE;
     }
   }
 
@@ -108,7 +110,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     await agent.start();
   } catch (err) {
-    const invalid = err instanceof ConfigError || (err as Error).name === 'SnapshotError';
+    const invalid = err instanceof SnapshotError; // the agent's ConfigError is one
     log.error(invalid ? 'invalid config; nothing was changed' : 'start-up failed', {
       err,
       problems: (err as { problems?: string[] }).problems,

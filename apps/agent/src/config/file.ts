@@ -21,19 +21,22 @@ interface RawFile {
   text: string;
 }
 
+/** The config's files: `path` itself, or the *.yaml/*.yml/*.json files of the directory, in name order. */
+function configPaths(path: string): string[] {
+  if (!statSync(path).isDirectory()) return [path];
+  return readdirSync(path)
+    .filter((f) => CONFIG_FILE.test(f) && !f.startsWith('.'))
+    .sort()
+    .map((f) => join(path, f));
+}
+
 function readConfigFiles(path: string): RawFile[] {
-  let st;
+  let paths: string[];
   try {
-    st = statSync(path);
+    paths = configPaths(path);
   } catch (err) {
     throw new ConfigError([`${path}: cannot read the config: ${(err as Error).message}`]);
   }
-  const paths = st.isDirectory()
-    ? readdirSync(path)
-        .filter((f) => CONFIG_FILE.test(f) && !f.startsWith('.'))
-        .sort()
-        .map((f) => join(path, f))
-    : [path];
   if (paths.length === 0) throw new ConfigError([`${path}: the directory holds no *.yaml, *.yml or *.json file`]);
   return paths.map((p) => {
     try {
@@ -171,9 +174,7 @@ export class FileSource implements ConfigSource {
 
   private statSignature(): string {
     try {
-      const st = statSync(this.path);
-      const paths = st.isDirectory() ? readdirSync(this.path).filter((f) => CONFIG_FILE.test(f) && !f.startsWith('.')).sort().map((f) => join(this.path, f)) : [this.path];
-      return paths
+      return configPaths(this.path)
         .map((p) => {
           const s = statSync(p);
           return `${p}:${s.size}:${s.mtimeMs}:${s.ino}`;

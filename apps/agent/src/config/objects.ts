@@ -16,7 +16,9 @@ import {
   type ObjectMeta,
   type RouteStatus,
   type Service,
+  SERVICE_NAME_LABEL,
   type Snapshot,
+  SnapshotError,
   validateSnapshot,
 } from '@mesh/split';
 
@@ -87,12 +89,12 @@ export interface ResolvedWorkload {
   addresses: string[];
 }
 
-export class ConfigError extends Error {
-  readonly problems: string[];
+/** A config the agent rejects: the routing snapshot's error (problems, each naming object and field), for a
+ *  config's documents, kinds and Workloads too. */
+export class ConfigError extends SnapshotError {
   constructor(problems: string[]) {
-    super(problems.length === 1 ? problems[0]! : `${problems.length} problems:\n  ${problems.join('\n  ')}`);
+    super(problems);
     this.name = 'ConfigError';
-    this.problems = problems;
   }
 }
 
@@ -178,10 +180,10 @@ export function resolveConfig(cfg: ConfigSnapshot): ResolvedConfig {
   const workloads = validateWorkloads(cfg.workloads, problems);
   const computed = problems.length === 0 ? endpointSlicesFor(cfg.services, cfg.workloads as never) : [];
   // Explicit slices win over computed ones for the same Service (a user who writes slices manages them).
-  const explicit = new Set(cfg.endpointSlices.map((s) => `${namespaceOf(s.metadata ?? { name: '' })}/${s.metadata?.labels?.['kubernetes.io/service-name']}`));
+  const explicit = new Set(cfg.endpointSlices.map((s) => `${namespaceOf(s.metadata ?? { name: '' })}/${s.metadata?.labels?.[SERVICE_NAME_LABEL]}`));
   const routing: Snapshot = {
     services: cfg.services,
-    endpointSlices: [...cfg.endpointSlices, ...computed.filter((s) => !explicit.has(`${namespaceOf(s.metadata)}/${s.metadata.labels?.['kubernetes.io/service-name']}`))],
+    endpointSlices: [...cfg.endpointSlices, ...computed.filter((s) => !explicit.has(`${namespaceOf(s.metadata)}/${s.metadata.labels?.[SERVICE_NAME_LABEL]}`))],
     httpRoutes: cfg.httpRoutes,
   };
   problems.push(...validateSnapshot(routing));
