@@ -61,15 +61,16 @@ export function quantile(q: number, buckets: number[]): number | undefined {
 export class PairStats {
   private readonly samples: Sample[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private opts = { idleMs: 10_000, watchedMs: 2_000, watchMs: 120_000 };
+  /** The timer's period now; 0 when not started. */
+  private everyMs = 0;
+  private lastQuery = 0;
 
   constructor(
     private readonly read: () => HttpSample[],
     private readonly resolver: () => IdentityResolver,
     private readonly keepMs = 65_000,
   ) {}
-
-  private everyMs = 0;
-  private lastQuery = 0;
 
   /**
    * Samples every `idleMs` while nobody reads the stats, and every `watchedMs` for `watchMs` after a query:
@@ -80,8 +81,6 @@ export class PairStats {
     this.sample();
     this.schedule(this.opts.idleMs);
   }
-
-  private opts = { idleMs: 10_000, watchedMs: 2_000, watchMs: 120_000 };
 
   private schedule(everyMs: number): void {
     if (this.everyMs === everyMs) return;
