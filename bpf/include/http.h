@@ -42,27 +42,36 @@ enum http_state {
 	HTTP_ST_NOT_HTTP,  /* the stream is not HTTP/1.x: ignored from here on */
 };
 
-/* Per socket (sk_storage). */
+/*
+ * Per socket (sk_storage). Both directions of a connection use it, often on two CPUs (a client's requests leave
+ * on its own CPU, its responses are processed on the CPU that received them), so it is laid out by who writes
+ * what: what moving the exchange state needs sits in the first 56 bytes (with the storage's 8-byte header, one
+ * cache line that travels between the CPUs once per direction change); each direction's byte count has a line of
+ * its own, written by the CPU that sends (or receives) and read by nobody else until a flush.
+ */
 struct http_conn {
-	__u64 req_start_ns;
-	__u64 resp_start_ns;
-	__u64 cgroup_id;   /* the socket's cgroup (the local workload); 0 until the first packet */
-	__u32 remote_ip[4]; /* network order; IPv4 in [0] */
-	__u16 remote_port;  /* host order */
-	__u16 local_port;   /* host order */
+	/* Line 0: the exchange state. */
+	__u64 cgroup_id;     /* the socket's cgroup (the local workload); 0 until the first packet */
+	__u64 req_start_ns;  /* when the current request's first byte left (client) or arrived (server) */
+	__u64 resp_start_ns; /* when its response's first byte was seen */
+	__u32 remote_ip[4];  /* network order; IPv4 in [0] */
+	__u16 remote_port;   /* host order */
+	__u16 local_port;    /* host order */
 	__u8 role;
 	__u8 family;
 	__u8 state;
 	__u8 method;
-	__u8 req_len;
+	__u8 req_len;        /* bytes in req_pfx, when a request line arrives in pieces */
 	__u8 resp_len;
-	__u8 pad[2];
+	__u8 pad0[2];
+	/* Line 1: request and status lines that arrive in pieces (rare), and the bytes sent. */
 	__u8 req_pfx[HTTP_PREFIX];
 	__u8 resp_pfx[HTTP_PREFIX];
-	/* Payload bytes not yet added to tcp_stats: flushed once per exchange and at close, not per packet. */
-	__u64 unflushed_sent;
+	__u64 unflushed_sent; /* payload bytes not yet added to tcp_stats: flushed every 64 KiB and at close */
+	__u8 pad1[24];
+	/* Line 2: the bytes received. */
 	__u64 unflushed_received;
-}; /* 104 bytes */
+}; /* 128 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -112,7 +121,7 @@ enum http_counter {
 #else
 #define HTTP_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
-HTTP_SIZE_CHECK(http_conn, 104);
+HTTP_SIZE_CHECK(http_conn, 128);
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);

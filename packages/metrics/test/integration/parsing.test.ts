@@ -42,6 +42,25 @@ describePrivileged('parsing across segments and writes', () => {
     expect(d.server).toEqual({ 200: 10, 404: 10 });
   });
 
+  it('each method, written whole and in pieces, is counted under its own name (an unknown one as _OTHER)', async () => {
+    const byMethod = (dir: 'client' | 'server') => {
+      const out: Record<string, number> = {};
+      for (const s of t.dp.read().http) if (s.direction === dir && s.port === port) out[s.method] = (out[s.method] ?? 0) + s.count;
+      return out;
+    };
+    const was = { client: byMethod('client'), server: byMethod('server') };
+    const r = await raw('methods');
+    const sent = { GET: 2, HEAD: 2, POST: 2, PUT: 2, DELETE: 2, OPTIONS: 2, TRACE: 2, PATCH: 2, PURGE: 2 };
+    expect((r as unknown as { methods: Record<string, number> }).methods).toEqual(sent);
+    const { PURGE, ...named } = sent;
+    const want = { ...named, _OTHER: PURGE };
+    for (const dir of ['client', 'server'] as const) {
+      const now = byMethod(dir);
+      const d = Object.fromEntries(Object.keys({ ...now }).map((k) => [k, now[k] - (was[dir][k] ?? 0)]).filter(([, v]) => v !== 0));
+      expect(d, dir).toEqual(want);
+    }
+  });
+
   it('HTTP/1.0, one request per connection', async () => {
     const d = await delta(async () => {
       expect((await raw('http10')).statuses).toEqual({ 200: 5, 404: 5 });
