@@ -75,13 +75,15 @@ static __always_inline void count(__u32 idx)
 		*n += 1;
 }
 
-/* The entry for key, created zeroed if absent; the overflow entry when the map is full. */
-static __always_inline void *lookup_or_init(void *map, void *key, void *zero, void *overflow_key, __u32 overflow_counter)
+/*
+ * For a key with no entry yet: the entry created from zero, or the overflow entry when the map is full. Callers
+ * look up first and build zero and the overflow key only on a miss: the common path builds neither (the zero
+ * http_value alone is 136 bytes of stack stores).
+ */
+static __always_inline void *create_entry(void *map, void *key, void *zero, void *overflow_key, __u32 overflow_counter)
 {
-	void *v = bpf_map_lookup_elem(map, key);
+	void *v;
 
-	if (v)
-		return v;
 	/* EEXIST (another CPU created it meanwhile) is fine; E2BIG (full) leaves the lookup empty. */
 	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
 	v = bpf_map_lookup_elem(map, key);
@@ -93,8 +95,8 @@ static __always_inline void *lookup_or_init(void *map, void *key, void *zero, vo
 
 static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
 {
-	struct l4_pair_key key = {}, over = {};
-	struct l4_pair_value zero = {};
+	struct l4_pair_key key = {};
+	struct l4_pair_value *t;
 
 	key.cgroup_id = c->cgroup_id;
 	key.remote_ip[0] = c->remote_ip[0];
@@ -104,8 +106,14 @@ static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
 	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
 	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
 	key.family = c->family;
-	over.cgroup_id = OVERFLOW_CGROUP;
-	return lookup_or_init(&tcp_stats, &key, &zero, &over, HTTP_C_TCP_OVERFLOW);
+	t = bpf_map_lookup_elem(&tcp_stats, &key);
+	if (!t) {
+		struct l4_pair_key over = { .cgroup_id = OVERFLOW_CGROUP };
+		struct l4_pair_value zero = {};
+
+		t = create_entry(&tcp_stats, &key, &zero, &over, HTTP_C_TCP_OVERFLOW);
+	}
+	return t;
 }
 
 /* Adds the bytes counted on the connection since the last flush to its tcp_stats entry. */
@@ -123,8 +131,7 @@ static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_valu
 
 static __always_inline void record(struct http_conn *c, __u16 status)
 {
-	struct http_key key = {}, over = {};
-	struct http_value zero = {};
+	struct http_key key = {};
 	struct http_value *v;
 	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
 	__u64 d = c->resp_start_ns > c->req_start_ns ? c->resp_start_ns - c->req_start_ns : 0;
@@ -140,8 +147,13 @@ static __always_inline void record(struct http_conn *c, __u16 status)
 	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
 	key.method = c->method;
 	key.family = c->family;
-	over.cgroup_id = OVERFLOW_CGROUP;
-	v = lookup_or_init(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
+	v = bpf_map_lookup_elem(&http_requests, &key);
+	if (!v) {
+		struct http_key over = { .cgroup_id = OVERFLOW_CGROUP };
+		struct http_value zero = {};
+
+		v = create_entry(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
+	}
 	if (!v)
 		return;
 	v->count += 1;

@@ -3,7 +3,7 @@ import { createCgroup, type Cgroup, waitForLine } from '@mesh/testkit';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { MetricsDatapath, type HttpSample } from '../src/index.js';
+import { MetricsDatapath, type HttpSample, type MetricsOptions } from '../src/index.js';
 
 export const serverScript = fileURLToPath(new URL('./fixtures/server.mjs', import.meta.url));
 
@@ -13,9 +13,9 @@ export interface Topology {
   close(): Promise<void>;
 }
 
-export async function topology(prefix: string): Promise<Topology> {
+export async function topology(prefix: string, opts: MetricsOptions = {}): Promise<Topology> {
   const cg = await createCgroup(prefix);
-  const dp = MetricsDatapath.load();
+  const dp = MetricsDatapath.load(opts);
   try {
     dp.attach(cg.path);
   } catch (err) {
