@@ -430,9 +430,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 
 	if (!sk)
 		return 1;
-	sk = bpf_sk_fullsock(sk);
-	if (!sk || sk->protocol != IPPROTO_TCP)
-		return 1;
+	/* Only sockops gives a socket this storage, and only an established TCP one: finding it says TCP. */
 	c = bpf_sk_storage_get(&http_conns, sk, 0, 0);
 	if (!c)
 		return 1;
