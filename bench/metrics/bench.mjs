@@ -1,12 +1,13 @@
 // bench:metrics: hey against nginx on loopback with the metrics programs attached vs not, side by side in one
-// run (arms alternate, ABBA), and the programs' in-kernel cost per request from BPF run-time stats.
+// run (arms alternate, ABBA), and the programs' in-kernel cost per request from BPF run-time stats, beside the
+// same figure for programs that do nothing on the same hooks (what the statistics charge any program).
 // Writes bench/results/metrics.json.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { enableStats, Program } from '@mesh/bpf';
+import { enableStats, ObjectSpec, Program } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
 import { cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
@@ -16,9 +17,13 @@ const loadBefore = loadavg()[0];
 
 const plainCg = scratchCgroup('plain');
 const meshCg = scratchCgroup('mesh');
+const noopCg = scratchCgroup('noop');
 const dp = MetricsDatapath.load();
 onCleanup(() => dp.close());
 const links = dp.attach(meshCg);
+const noop = ObjectSpec.embedded('skb_noop').load();
+onCleanup(() => noop.close());
+const noopLinks = noop.attachCgroup(noopCg);
 
 // One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too.
 function startNginx(cg, port) {
@@ -35,6 +40,7 @@ http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p;
 }
 startNginx(plainCg, params.port);
 startNginx(meshCg, params.port + 1);
+startNginx(noopCg, params.port + 2);
 spawnSync('sleep', ['0.5']);
 
 function hey(cg, port) {
@@ -57,22 +63,30 @@ for (let i = 0; i < params.reps; i++) {
   arms.forEach((a) => a());
 }
 
-// In-kernel cost: the http programs' run time over one measured run, per request.
-const progs = links.map((l) => Program.openById(l.info().programId));
-const stats = enableStats();
-const before = progs.map((p) => p.stats());
-const measured = hey(meshCg, params.port + 1);
-const after = progs.map((p) => p.stats());
-stats.close();
-const perProgram = {};
-let totalNs = 0;
-progs.forEach((p, i) => {
-  const runs = Number(after[i].runCount - before[i].runCount);
-  const ns = Number(after[i].runTimeNs - before[i].runTimeNs);
-  totalNs += ns;
-  perProgram[p.name] = { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 };
-  p.close();
-});
+// In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
+// no-op ones (the floor: what the statistics charge a run that does no work).
+function kernelCost(cg, port, progLinks) {
+  const progs = progLinks.map((l) => Program.openById(l.info().programId));
+  const stats = enableStats();
+  const before = progs.map((p) => p.stats());
+  const run = hey(cg, port);
+  const after = progs.map((p) => p.stats());
+  stats.close();
+  const programs = {};
+  let totalNs = 0;
+  progs.forEach((p, i) => {
+    const runs = Number(after[i].runCount - before[i].runCount);
+    const ns = Number(after[i].runTimeNs - before[i].runTimeNs);
+    totalNs += ns;
+    programs[p.name] = { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 };
+    p.close();
+  });
+  return { run, programs, ns_per_request: round(totalNs / run.requests, 1) };
+}
+const cost = kernelCost(meshCg, params.port + 1, links);
+const floor = kernelCost(noopCg, params.port + 2, noopLinks);
+const measured = cost.run;
+const perProgram = cost.programs;
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
@@ -83,11 +97,15 @@ const medians = {
 const result = {
   ...header('metrics', loadBefore),
   params,
-  units: 'rps: requests per second (hey, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request',
+  units: 'rps: requests per second (hey, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request; floor: the same for no-op programs on the same hooks',
   raw,
   medians,
   kernel: { ...measured, programs: perProgram, requests_counted_server_side: counted },
-  ns_per_request: round(totalNs / measured.requests, 1),
+  ns_per_request: cost.ns_per_request,
+  // Programs that return at once, on the same cgroup_skb hooks, same load: what BPF stats charge per request
+  // before any work (one run per packet, client and server side).
+  floor: { programs: floor.programs, ns_per_request: floor.ns_per_request, rps: floor.run.rps },
+  ns_per_request_above_floor: round(cost.ns_per_request - floor.ns_per_request, 1),
   ratios: {
     throughput: round(medians.with.rps / medians.without.rps),
     p99: round(medians.with.p99_ms / medians.without.p99_ms),
@@ -99,4 +117,5 @@ console.log(`hey -z ${params.durationS}s -c ${params.connections} against nginx,
 console.log(`  without: ${medians.without.rps} rps, p99 ${medians.without.p99_ms} ms`);
 console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`);
 console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
+console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
 console.log(`wrote ${file}`);
