@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { ensureBpffs, Link, type PinnedAttachment, Program } from '@mesh/bpf';
+import { BpfError, ensureBpffs, Link, type PinnedAttachment, Program } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 import { SplitDatapath } from '@mesh/split';
 
@@ -30,12 +30,15 @@ export interface FamilyAttachment extends PinnedAttachment {
   family: 'split' | 'metrics';
 }
 
-/** Loads with maps adopted from pins; pins of another layout (a build that changed a map) are replaced. */
+/**
+ * Loads with maps adopted from pins; pins of another layout (a build that changed a map) are replaced. Only
+ * that: any other failure leaves the pins, and the counts in them, alone.
+ */
 function loadAdopting<T>(family: string, dir: string, log: Logger, load: () => T): T {
   try {
     return load();
   } catch (err) {
-    if (!existsSync(dir) || readdirSync(dir).length === 0) throw err;
+    if (!(err instanceof BpfError && err.pinnedMapMismatch) || !existsSync(dir) || readdirSync(dir).length === 0) throw err;
     log.warn('pinned maps do not fit this build; replacing them (their contents are lost)', { family, dir, err });
     rmSync(dir, { recursive: true, force: true });
     return load();

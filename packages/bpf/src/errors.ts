@@ -41,8 +41,9 @@ export class BpfError extends Error {
       // The verifier's verdict is in its last lines; the whole log stays in verifierLog.
       message += `\n${verifierLog.trimEnd().split('\n').slice(-3).join('\n')}`;
     } else if (libbpfLog && code !== 'EPERM') {
-      // libbpf's own reason (e.g. a pinned map that does not match) is its first complaint.
-      const reason = libbpfLog.split('\n').find((l) => /libbpf: /.test(l));
+      // libbpf's own reason (e.g. a pinned map that does not match) is its first complaint; lines before it
+      // are progress notes ("loading kernel BTF …").
+      const reason = libbpfLog.split('\n').find((l) => /libbpf: .*(couldn't|can't|cannot|fail|error|invalid|mismatch)/i.test(l));
       if (reason) message += `\n${reason.trim()}`;
     }
     super(message);
@@ -53,6 +54,15 @@ export class BpfError extends Error {
     this.code = code;
     this.verifierLog = verifierLog;
     this.libbpfLog = libbpfLog;
+  }
+
+  /**
+   * The load failed because a map pinned where the object pins its own has another definition (type, key or
+   * value size, capacity, flags): the pin belongs to another build. Any other load failure (a verifier
+   * rejection, a signal interrupting the verifier, missing privileges) says nothing about the pins.
+   */
+  get pinnedMapMismatch(): boolean {
+    return this.op === 'object_load' && /couldn't reuse pinned map/.test(this.libbpfLog ?? '');
   }
 }
 

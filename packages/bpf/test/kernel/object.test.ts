@@ -76,9 +76,17 @@ describePrivileged('ObjectSpec', () => {
     try {
       using a = ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 10).pinMaps(dir).load();
       expect(a.isClosed).toBe(false);
-      expect(() => ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 20).pinMaps(dir).load()).toThrow(
-        expect.objectContaining({ op: 'object_load' }),
-      );
+      let err: BpfError | undefined;
+      try {
+        ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 20).pinMaps(dir).load();
+      } catch (e) {
+        err = e as BpfError;
+      }
+      expect(err).toBeInstanceOf(BpfError);
+      expect(err!.op).toBe('object_load');
+      expect(err!.pinnedMapMismatch).toBe(true);
+      // The message carries libbpf's reason, not its progress notes.
+      expect(err!.message).toMatch(/couldn't reuse pinned map at '.*deny_v4': parameter mismatch/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -98,6 +106,7 @@ describePrivileged('ObjectSpec', () => {
     expect(err!.subject).toMatch(/oob_read/);
     expect(err!.verifierLog).toMatch(/invalid access to packet/);
     expect(err!.message).toMatch(/invalid access to packet/);
+    expect(err!.pinnedMapMismatch).toBe(false);
     // A failed load consumes the spec and leaves nothing open.
     expect(spec.isClosed).toBe(true);
   });
