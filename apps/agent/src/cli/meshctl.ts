@@ -265,7 +265,15 @@ export async function main(argv: string[]): Promise<number> {
     else break;
   }
   const command = argv[i];
-  const rest = argv.slice(i + 1);
+  // The global option is taken after the command too (meshctl status --agent …), up to run's `--`.
+  const rest: string[] = [];
+  for (let j = i + 1, cmdStart = argv.length; j < argv.length; j++) {
+    const a = argv[j]!;
+    if (a === '--' && cmdStart === argv.length) cmdStart = j;
+    if (j < cmdStart && a === '--agent') agent = argv[++j] ?? '';
+    else if (j < cmdStart && a.startsWith('--agent=')) agent = a.slice(8);
+    else rest.push(a);
+  }
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(MESHCTL_HELP + '\n');
     return command === undefined ? EXIT.USAGE : EXIT.OK;

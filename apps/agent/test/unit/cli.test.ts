@@ -63,6 +63,12 @@ describe('meshctl', () => {
     }
     const viaEnv = await exec(MESHCTL, ['status'], { MESH_AGENT: '127.0.0.1:9' });
     expect(viaEnv.code).toBe(4);
+    // The global option after the command works the same (the place people put it).
+    for (const args of [['status', '--agent', '127.0.0.1:9'], ['stat', '--window', '5', '--agent=127.0.0.1:9']]) {
+      const after = await exec(MESHCTL, args);
+      expect(after.code, args.join(' ')).toBe(4);
+      expect(after.stderr).toMatch(/cannot reach the agent at 127\.0\.0\.1:9/);
+    }
   });
 });
 
