@@ -231,7 +231,7 @@ export class Agent {
       lastError: this.lastError,
       programs: dp?.links() ?? [],
       maps: dp?.fill() ?? {},
-      counters: dp ? { split: dp.split.counters(), metrics: dp.metrics.read().counters } : {},
+      counters: dp ? { split: dp.split.counters(), metrics: dp.metrics.readCounters() } : {},
     };
   }
 

@@ -133,9 +133,14 @@ export class MetricsDatapath implements Disposable {
       if (s.opened + s.closed + s.bytesSent + s.bytesReceived === 0) continue;
       tcp.push({ ...where(k), ...s });
     }
+    return { http, tcp, counters: this.readCounters() };
+  }
+
+  /** The kernel's event counters alone (not-HTTP connections, unparsed responses, overflows), summed over CPUs. */
+  readCounters(): Record<CounterName, number> {
     const counters = {} as Record<CounterName, number>;
     counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
-    return { http, tcp, counters };
+    return counters;
   }
 
   /** Reads only the request aggregates (what a caller sampling request rates needs), summed over CPUs. */
