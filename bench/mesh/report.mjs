@@ -33,7 +33,7 @@ export function markdownTable(r) {
   lines.push('');
   lines.push('| ratio (mesh ÷ …) | value | goal | met |');
   lines.push('|---|--:|--|--|');
-  for (const [k, g] of Object.entries(r.goals)) lines.push(`| \`${k}\` | ${f(r.ratios[k], 3)} | ${g.goal} | ${g.met ? 'yes' : '**no**'} |`);
+  for (const [k, g] of Object.entries(r.goals)) lines.push(`| \`${k}\` | ${f(r.ratios[k], 3)} | ${g.goal} | ${g.met === null ? g.why : g.met ? 'yes' : '**no**'} |`);
   lines.push('');
   lines.push('CPU per 1,000 requests, ms (medians; the formula is in bench/README.md, bench:mesh, "Figures"):');
   lines.push('');
