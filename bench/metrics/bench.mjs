@@ -59,13 +59,20 @@ function load(cg, port) {
   return { rps, p99_ms: round(Number(p99[1]) * UNIT_MS[p99[2]], 4), requests: total };
 }
 
-const raw = { without: [], with: [] };
-load(plainCg, params.port); // warm-up
-load(meshCg, params.port + 1);
+// A third arm, no-op programs on the same hooks: how much of the difference is the kernel running cgroup
+// programs at all (the hooks' own cost) and how much is the metrics programs' work. Arms rotate each repetition.
+const raw = { without: [], with: [], noop: [] };
+const arms = {
+  without: () => raw.without.push(load(plainCg, params.port)),
+  with: () => raw.with.push(load(meshCg, params.port + 1)),
+  noop: () => raw.noop.push(load(noopCg, params.port + 2)),
+};
+Object.values(arms).forEach((a) => a()); // warm-up
+raw.without.length = raw.with.length = raw.noop.length = 0;
 for (let i = 0; i < params.reps; i++) {
-  const arms = [() => raw.without.push(load(plainCg, params.port)), () => raw.with.push(load(meshCg, params.port + 1))];
-  if (i % 2) arms.reverse();
-  arms.forEach((a) => a());
+  const order = Object.keys(arms);
+  for (let k = 0; k < i % 3; k++) order.push(order.shift());
+  order.forEach((k) => arms[k]());
 }
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
@@ -95,10 +102,7 @@ const perProgram = cost.programs;
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
-const medians = {
-  without: { rps: round(med('without', 'rps'), 1), p99_ms: round(med('without', 'p99_ms'), 3) },
-  with: { rps: round(med('with', 'rps'), 1), p99_ms: round(med('with', 'p99_ms'), 3) },
-};
+const medians = Object.fromEntries(Object.keys(raw).map((arm) => [arm, { rps: round(med(arm, 'rps'), 1), p99_ms: round(med(arm, 'p99_ms'), 3) }]));
 const result = {
   ...header('metrics', loadBefore),
   params,
@@ -115,12 +119,18 @@ const result = {
     throughput: round(medians.with.rps / medians.without.rps),
     p99: round(medians.with.p99_ms / medians.without.p99_ms),
   },
+  // The same throughput ratio split at the no-op arm: the hooks' own cost, then the programs' work.
+  throughput_split: {
+    noop_vs_without: round(medians.noop.rps / medians.without.rps),
+    with_vs_noop: round(medians.with.rps / medians.noop.rps),
+  },
 };
 const file = writeResult('metrics', result);
 cleanup();
 console.log(`wrk -t1 -c${params.connections} -d${params.durationS}s against nginx, median of ${params.reps}`);
 console.log(`  without: ${medians.without.rps} rps, p99 ${medians.without.p99_ms} ms`);
 console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`);
+console.log(`  no-op:   ${medians.noop.rps} rps, p99 ${medians.noop.p99_ms} ms (no-op ÷ without ×${result.throughput_split.noop_vs_without}, with ÷ no-op ×${result.throughput_split.with_vs_noop})`);
 console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
 console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
 console.log(`wrote ${file}`);
