@@ -1,10 +1,12 @@
 // What every benchmark shares: the machine/kernel/commit header of a result file, medians, building a C
 // helper, and cleanup of what a run started (also when it is interrupted).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { cgroup2Mount } from '@mesh/bpf';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -79,9 +81,7 @@ process.on('exit', cleanup);
 
 /** A scratch cgroup v2 directory for one arm of a benchmark, removed at cleanup. */
 export function scratchCgroup(name) {
-  const mount = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
-  if (!mount) throw new Error('no cgroup2 mount');
-  const path = join(mount, `mesh-bench-${name}-${process.pid}`);
+  const path = join(cgroup2Mount(), `mesh-bench-${name}-${process.pid}`);
   mkdirSync(path);
   onCleanup(() => rmdirSync(path));
   return path;

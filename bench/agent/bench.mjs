@@ -14,11 +14,12 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { cgroup2Mount } from '@mesh/bpf';
+
 import { cleanup, header, median, onCleanup, root, round, writeResult } from '../lib.mjs';
 import { bigConfig, idleConfig, SHAPE } from './config.mjs';
 
-const cgroup2 = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
-if (!cgroup2) throw new Error('no cgroup2 mount');
+const cgroup2 = cgroup2Mount();
 
 const params = {
   reps: 3,

@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { enableStats, Program } from '@mesh/bpf';
+import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
 
 import { buildC, cleanup, header, median, onCleanup, root, round } from '../lib.mjs';
 import { markdownTable, latencySvg, updateReadme } from './report.mjs';
@@ -60,8 +60,7 @@ const id = `mb${process.pid}`;
 const NS = { node: `${id}-node`, client: `${id}-client`, v1: `${id}-v1`, v2: `${id}-v2` };
 const ADDR = { client: '198.18.1.2', v1: '198.18.2.2', v2: '198.18.3.2', vip: '198.18.100.1', vipV1: '198.18.100.2', vipV2: '198.18.100.3' };
 const PORT = { app: 80, outbound: 15001, outboundV1: 15002, inbound: 15006 };
-const cgroup2 = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[2] === 'cgroup2')?.[1];
-if (!cgroup2) throw new Error('no cgroup2 mount');
+const cgroup2 = cgroup2Mount();
 const meshCg = join(cgroup2, `meshbench-${process.pid}`);
 const pinRoot = `/sys/fs/bpf/meshbench-${process.pid}`;
 const workloadCg = (w) => join(meshCg, 'default', w);

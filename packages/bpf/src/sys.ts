@@ -1,4 +1,5 @@
-/** System facilities around BPF: bpffs, cgroup ids, socket cookies, interface indexes. */
+/** System facilities around BPF: bpffs, the cgroup v2 mount, cgroup ids, socket cookies, interface indexes. */
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
 import { native } from './native.js';
@@ -13,6 +14,18 @@ export function ensureBpffs(path: string = BPFFS): void {
 
 export function isBpffs(path: string): boolean {
   return native.isBpffs(path);
+}
+
+/**
+ * Mount point of the cgroup v2 hierarchy, where cgroup programs attach: /sys/fs/cgroup on a unified host,
+ * …/unified on a hybrid one. Read from `mountsFile` (default /proc/mounts), the kernel's octal escapes undone.
+ */
+export function cgroup2Mount(mountsFile = '/proc/mounts'): string {
+  for (const line of readFileSync(mountsFile, 'utf8').split('\n')) {
+    const [, target, type] = line.split(' ');
+    if (type === 'cgroup2' && target) return target.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  }
+  throw new Error(`no cgroup2 filesystem is mounted (see ${mountsFile}): cgroup programs need cgroup v2`);
 }
 
 /** The id BPF programs see for a cgroup v2 directory (bpf_get_current_cgroup_id, bpf_skb_cgroup_id). */
