@@ -54,8 +54,12 @@ static char request[512];
 static size_t request_len;
 static char *expected_body;
 
-static uint64_t *lat, *lateness;
-static size_t nlat, caplat, nlate, caplate;
+/* A growing array of samples (ns): request latencies, and at a fixed rate how late each send was. */
+struct samples {
+  uint64_t *v;
+  size_t n, cap;
+};
+static struct samples lat, lateness;
 static uint64_t t_start, t_measure, t_end;
 static unsigned long long requests_all, errors, bad_status, bad_body, io_errors, reconnects, connects, late_sends;
 static uint64_t max_late;
@@ -71,13 +75,13 @@ static void die(const char *what) {
   exit(2);
 }
 
-static void record(uint64_t v) {
-  if (nlat == caplat) {
-    caplat = caplat ? caplat * 2 : 65536;
-    lat = realloc(lat, caplat * sizeof *lat);
-    if (!lat) die("realloc");
+static void push(struct samples *s, uint64_t v) {
+  if (s->n == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 65536;
+    s->v = realloc(s->v, s->cap * sizeof *s->v);
+    if (!s->v) die("realloc");
   }
-  lat[nlat++] = v;
+  s->v[s->n++] = v;
 }
 
 static void open_conn(struct conn *c) {
@@ -176,7 +180,7 @@ static void on_readable(struct conn *c) {
       bad_body++;
       errors++;
     } else if (c->sent >= t_measure && t <= t_end) {
-      record(t - c->sent);
+      push(&lat, t - c->sent);
     }
     c->busy = 0;
     size_t rest = c->rlen - (size_t)len;
@@ -192,30 +196,20 @@ static void on_readable(struct conn *c) {
   }
 }
 
-// Fixed rate: how late a measured send was against its schedule (the machine's scheduling noise, as the
-// load generator sees it).
-static void record_lateness(uint64_t v) {
-  if (nlate == caplate) {
-    caplate = caplate ? caplate * 2 : 65536;
-    lateness = realloc(lateness, caplate * sizeof *lateness);
-    if (!lateness) die("realloc");
-  }
-  lateness[nlate++] = v;
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }
 
-static double pct_of(const uint64_t *xs, size_t n, double p) {
+static double pct_of(const struct samples *s, double p) {
+  size_t n = s->n;
   if (!n) return 0;
   size_t i = (size_t)(p * (double)n + 0.999999);  // nearest rank
   if (i < 1) i = 1;
   if (i > n) i = n;
-  return (double)xs[i - 1] / 1000.0;
+  return (double)s->v[i - 1] / 1000.0;
 }
-static double pct(double p) { return pct_of(lat, nlat, p); }
+static double pct(double p) { return pct_of(&lat, p); }
 
 static void usage(void) {
   fprintf(stderr,
@@ -295,7 +289,9 @@ int main(int argc, char **argv) {
         uint64_t late = now - c->due;
         if (late > 1000000) late_sends++;
         if (late > max_late) max_late = late;
-        if (now >= t_measure) record_lateness(late);
+        // Fixed rate: how late a measured send was against its schedule (the machine's scheduling noise, as
+        // the load generator sees it).
+        if (now >= t_measure) push(&lateness, late);
         c->due += (uint64_t)(1e9 * nconns / rate);
         send_req(c, now_ns());
       } else if (c->due < wake) {
@@ -322,19 +318,19 @@ int main(int argc, char **argv) {
   if (outfile) {
     FILE *f = fopen(outfile, "w");
     if (!f) die(outfile);
-    for (size_t i = 0; i < nlat; i++) fprintf(f, "%llu\n", (unsigned long long)lat[i]);
+    for (size_t i = 0; i < lat.n; i++) fprintf(f, "%llu\n", (unsigned long long)lat.v[i]);
     fclose(f);
   }
-  qsort(lat, nlat, sizeof *lat, cmp_u64);
-  qsort(lateness, nlate, sizeof *lateness, cmp_u64);
+  qsort(lat.v, lat.n, sizeof *lat.v, cmp_u64);
+  qsort(lateness.v, lateness.n, sizeof *lateness.v, cmp_u64);
   double sum = 0;
-  for (size_t i = 0; i < nlat; i++) sum += (double)lat[i];
+  for (size_t i = 0; i < lat.n; i++) sum += (double)lat.v[i];
   printf("{\"requests\":%zu,\"duration_s\":%.3f,\"rps\":%.1f,\"mean_us\":%.2f,\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
          "\"p999_us\":%.2f,\"max_us\":%.2f,\"requests_all\":%llu,\"errors\":%llu,\"bad_status\":%llu,\"bad_body\":%llu,"
          "\"io_errors\":%llu,\"connects\":%llu,\"reconnects\":%llu,\"late_sends\":%llu,\"max_late_us\":%.1f,"
          "\"late_p50_us\":%.1f,\"late_p99_us\":%.1f,\"late_p999_us\":%.1f}\n",
-         nlat, duration, (double)nlat / duration, nlat ? sum / (double)nlat / 1000.0 : 0, pct(0.50), pct(0.90), pct(0.99), pct(0.999),
-         nlat ? (double)lat[nlat - 1] / 1000.0 : 0, requests_all, errors, bad_status, bad_body, io_errors, connects, reconnects,
-         late_sends, (double)max_late / 1000.0, pct_of(lateness, nlate, 0.5), pct_of(lateness, nlate, 0.99), pct_of(lateness, nlate, 0.999));
+         lat.n, duration, (double)lat.n / duration, lat.n ? sum / (double)lat.n / 1000.0 : 0, pct(0.50), pct(0.90), pct(0.99), pct(0.999),
+         lat.n ? (double)lat.v[lat.n - 1] / 1000.0 : 0, requests_all, errors, bad_status, bad_body, io_errors, connects, reconnects,
+         late_sends, (double)max_late / 1000.0, pct_of(&lateness, 0.5), pct_of(&lateness, 0.99), pct_of(&lateness, 0.999));
   return errors ? 4 : 0;
 }
