@@ -6,7 +6,7 @@ import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { cgroup2Mount } from '@mesh/bpf';
+import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -78,6 +78,32 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 process.on('exit', cleanup);
+
+/**
+ * BPF run time of the programs behind `links` while `fn` runs, with the kernel's run-time statistics on only
+ * meanwhile: fn's result, and per program name its runs and ns.
+ */
+export function bpfRunTime(links, fn) {
+  const progs = links.map((l) => Program.openById(l.info().programId));
+  try {
+    const stats = enableStats();
+    let before, after, result;
+    try {
+      before = progs.map((p) => p.stats());
+      result = fn();
+      after = progs.map((p) => p.stats());
+    } finally {
+      stats.close();
+    }
+    const programs = {};
+    progs.forEach((p, i) => {
+      programs[p.name] = { runs: Number(after[i].runCount - before[i].runCount), ns: Number(after[i].runTimeNs - before[i].runTimeNs) };
+    });
+    return { result, programs };
+  } finally {
+    progs.forEach((p) => p.close());
+  }
+}
 
 /** A scratch cgroup v2 directory for one arm of a benchmark, removed at cleanup. */
 export function scratchCgroup(name) {

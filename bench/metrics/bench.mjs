@@ -1,16 +1,17 @@
-// bench:metrics: wrk against nginx on loopback with the metrics programs attached vs not, side by side in one
-// run (arms alternate, ABBA), and the programs' in-kernel cost per request from BPF run-time stats, beside the
-// same figure for programs that do nothing on the same hooks (what the statistics charge any program).
+// bench:metrics: wrk against nginx on loopback with the metrics programs attached, with no-op programs on the
+// same hooks, and with neither, side by side in one run (the arms rotate), and the programs' in-kernel cost per
+// request from BPF run-time stats, beside the same figure for the no-op programs (what the statistics charge any
+// program).
 // Writes bench/results/metrics.json.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { enableStats, ObjectSpec, Program } from '@mesh/bpf';
+import { ObjectSpec } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
+import { bpfRunTime, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
 const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, clientCpu: 0, serverCpu: 1 };
 const loadBefore = loadavg()[0];
@@ -78,27 +79,13 @@ for (let i = 0; i < params.reps; i++) {
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
 function kernelCost(cg, port, progLinks) {
-  const progs = progLinks.map((l) => Program.openById(l.info().programId));
-  const stats = enableStats();
-  const before = progs.map((p) => p.stats());
-  const run = load(cg, port);
-  const after = progs.map((p) => p.stats());
-  stats.close();
-  const programs = {};
-  let totalNs = 0;
-  progs.forEach((p, i) => {
-    const runs = Number(after[i].runCount - before[i].runCount);
-    const ns = Number(after[i].runTimeNs - before[i].runTimeNs);
-    totalNs += ns;
-    programs[p.name] = { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 };
-    p.close();
-  });
-  return { run, programs, ns_per_request: round(totalNs / run.requests, 1) };
+  const { result: run, programs } = bpfRunTime(progLinks, () => load(cg, port));
+  const perProgram = Object.fromEntries(Object.entries(programs).map(([name, { runs, ns }]) => [name, { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 }]));
+  const totalNs = Object.values(programs).reduce((a, x) => a + x.ns, 0);
+  return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1) };
 }
 const cost = kernelCost(meshCg, params.port + 1, links);
 const floor = kernelCost(noopCg, params.port + 2, noopLinks);
-const measured = cost.run;
-const perProgram = cost.programs;
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
@@ -109,7 +96,7 @@ const result = {
   units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request; floor: the same for no-op programs on the same hooks',
   raw,
   medians,
-  kernel: { ...measured, programs: perProgram, requests_counted_server_side: counted },
+  kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted },
   ns_per_request: cost.ns_per_request,
   // Programs that return at once, on the same cgroup_skb hooks, same load: what BPF stats charge per request
   // before any work (one run per packet, client and server side).

@@ -7,10 +7,9 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { enableStats, Program } from '@mesh/bpf';
 import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
 
-import { buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
+import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
 // The dialler and the server are pinned to different CPUs, so the two arms do not race for one core. Many short
 // repetitions rather than a few long ones: on a shared VM the noise comes in bursts of seconds, and with ABBA
@@ -78,18 +77,9 @@ for (const [n, snap] of Object.entries(scenarios)) {
 // In-kernel cost, from BPF run-time stats: the split programs' run time per connection (a low-noise figure;
 // the wall-clock arms above also carry the kernel's own variance).
 function programCost() {
-  const progs = links.map((l) => Program.openById(l.info().programId));
-  const stats = enableStats();
-  const before = progs.map((p) => p.stats());
-  dial(meshCg, params.vip, params.vipPort);
-  const after = progs.map((p) => p.stats());
-  stats.close();
+  const { programs } = bpfRunTime(links, () => dial(meshCg, params.vip, params.vipPort));
   const out = {};
-  progs.forEach((p, i) => {
-    const runs = after[i].runCount - before[i].runCount;
-    if (runs > 0n) out[p.name] = { runs: Number(runs), ns_per_run: round(Number(after[i].runTimeNs - before[i].runTimeNs) / Number(runs), 1) };
-    p.close();
-  });
+  for (const [name, { runs, ns }] of Object.entries(programs)) if (runs > 0) out[name] = { runs, ns_per_run: round(ns / runs, 1) };
   const total = Object.values(out).reduce((a, x) => a + x.ns_per_run * x.runs, 0) / params.connections;
   return { programs: out, ns_per_connection: round(total, 1) };
 }
