@@ -257,23 +257,16 @@ async function doUninstall(agent: string, argv: string[]): Promise<number> {
 
 export async function main(argv: string[]): Promise<number> {
   let agent = process.env.MESH_AGENT || DEFAULT_API;
-  let i = 0;
-  for (; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--agent') agent = argv[++i] ?? '';
-    else if (a.startsWith('--agent=')) agent = a.slice(8);
-    else break;
-  }
-  const command = argv[i];
-  // The global option is taken after the command too (meshctl status --agent …), up to run's `--`.
-  const rest: string[] = [];
-  for (let j = i + 1, cmdStart = argv.length; j < argv.length; j++) {
+  // The global option is taken before or after the command (meshctl status --agent …), up to run's `--`.
+  const args: string[] = [];
+  const end = argv.includes('--') ? argv.indexOf('--') : argv.length;
+  for (let j = 0; j < argv.length; j++) {
     const a = argv[j]!;
-    if (a === '--' && cmdStart === argv.length) cmdStart = j;
-    if (j < cmdStart && a === '--agent') agent = argv[++j] ?? '';
-    else if (j < cmdStart && a.startsWith('--agent=')) agent = a.slice(8);
-    else rest.push(a);
+    if (j < end && a === '--agent') agent = argv[++j] ?? '';
+    else if (j < end && a.startsWith('--agent=')) agent = a.slice(8);
+    else args.push(a);
   }
+  const [command, ...rest] = args;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(MESHCTL_HELP + '\n');
     return command === undefined ? EXIT.USAGE : EXIT.OK;
