@@ -58,10 +58,13 @@ export function quantile(q: number, buckets: number[]): number | undefined {
   return BUCKET_BOUNDS_S.at(-1);
 }
 
+/** Sampling periods (ms): while nobody reads the stats, while someone does, and for how long after a query. */
+const SAMPLING = { idleMs: 10_000, watchedMs: 2_000, watchMs: 120_000 };
+
 export class PairStats {
   private readonly samples: Sample[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private opts = { idleMs: 10_000, watchedMs: 2_000, watchMs: 120_000 };
+  private opts = SAMPLING;
   /** The timer's period now; 0 when not started. */
   private everyMs = 0;
   private lastQuery = 0;
@@ -77,7 +80,7 @@ export class PairStats {
    * an agent nobody watches stays nearly idle, and a query always ends its window with a fresh sample.
    */
   start(opts: { idleMs?: number; watchedMs?: number; watchMs?: number } = {}): void {
-    this.opts = { idleMs: opts.idleMs ?? 10_000, watchedMs: opts.watchedMs ?? 2_000, watchMs: opts.watchMs ?? 120_000 };
+    this.opts = { idleMs: opts.idleMs ?? SAMPLING.idleMs, watchedMs: opts.watchedMs ?? SAMPLING.watchedMs, watchMs: opts.watchMs ?? SAMPLING.watchMs };
     this.sample();
     this.schedule(this.opts.idleMs);
   }
