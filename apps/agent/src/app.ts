@@ -15,7 +15,7 @@ import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
 import { acquireLock, type Lock } from './lock.js';
-import type { Logger } from './log.js';
+import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startServer } from './server.js';
 import { PairStats } from './stats.js';
@@ -109,7 +109,7 @@ export class Agent {
     // Validated (and compiled) before the kernel is touched; throws ConfigError naming every problem.
     const v0 = performance.now();
     const firstConfig = resolveConfig(first.snapshot);
-    const firstTimes = { parseMs: first.readMs, validateMs: Math.round((performance.now() - v0) * 10) / 10 };
+    const firstTimes = { parseMs: first.readMs, validateMs: msSince(v0) };
 
     this.lock = acquireLock(opts.pinRoot);
     // Endpoints first: a port in use fails before the kernel is touched, and /readyz answers while loading.
@@ -160,7 +160,7 @@ export class Agent {
     } catch (err) {
       return this.reject(err as Error, u.revision);
     }
-    this.apply(config, u.revision, { parseMs: u.readMs, validateMs: Math.round((performance.now() - v0) * 10) / 10 });
+    this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) });
   }
 
   /** Hands each part of a validated config to its owner: cgroups, the split maps, the metrics' names. */
@@ -194,7 +194,7 @@ export class Agent {
         serviceAddresses: r.services,
         mapWrites: writes,
         // ms: writing the kernel's tables; parseMs and validateMs come before it
-        ms: Math.round((performance.now() - t0) * 10) / 10,
+        ms: msSince(t0),
         ...times,
       });
     } catch (err) {

@@ -41,3 +41,8 @@ export function createLogger(opts: { level?: Level; fd?: number; base?: Record<s
     with: (f) => createLogger({ ...opts, base: { ...base, ...f } }),
   };
 }
+
+/** Milliseconds since `t0` (a performance.now() reading), to a tenth, for log fields. */
+export function msSince(t0: number): number {
+  return Math.round((performance.now() - t0) * 10) / 10;
+}

@@ -11,6 +11,7 @@ import { load, type YAMLException } from 'js-yaml';
 
 import type { ObjectMeta } from '@mesh/split';
 
+import { msSince } from '../log.js';
 import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
 import type { ConfigSource, ConfigUpdate } from './source.js';
 
@@ -206,7 +207,7 @@ export class FileSource implements ConfigSource {
     try {
       const t0 = performance.now();
       const snapshot = parseConfig(files);
-      return { snapshot, revision: digest, readMs: Math.round((performance.now() - t0) * 10) / 10 };
+      return { snapshot, revision: digest, readMs: msSince(t0) };
     } catch (err) {
       return { error: err as Error, revision: digest };
     }
