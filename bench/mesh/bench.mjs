@@ -36,8 +36,8 @@ const params = {
   fixedWarmupS: 2,
   closedWarmupS: 1,
   /** Seconds the agent runs after it is ready before the load: its start-up work (JIT, GC) is not its steady cost.
-   *  V8 keeps collecting for about 20 s after start-up (its memory reducer): measured from 3 s on, an idle agent
-   *  used 4.2 ms of CPU per second; from 25 s on, 1.6 ms. */
+   *  V8 keeps collecting for a while after start-up (its memory reducer): with the load 3 s after ready, this
+   *  bench measured the agent at ~10 ms of CPU per second of the fixed-rate run; 25 s after, at 0.8–2 ms. */
   agentSettleS: 25,
   connections: 16,
   bodyBytes: 1024,
