@@ -49,13 +49,21 @@ struct ep_value {
 	__u8 pad;
 }; /* 20 bytes */
 
-/* Per socket (by cookie): the address the application dialled, for getpeername and connected recvmsg. */
-struct sock_orig {
+/*
+ * Per socket: the address the application dialled, for getpeername and connected recvmsg. A slot of an array,
+ * claimed by the socket's cookie (compare-and-swap from 0) at one of SPLIT_ORIG_PROBES places after
+ * cookie & mask, and given back (cookie 0) when the socket is released.
+ */
+struct orig_slot {
+	__u64 cookie; /* owner; 0: free */
 	__u32 addr[4];
 	__u16 port;
 	__u8 family;
-	__u8 valid;
-}; /* 20 bytes */
+	__u8 pad1;
+	__u32 pad2;
+}; /* 32 bytes */
+
+#define SPLIT_ORIG_PROBES 4
 
 /* Unconnected UDP: which service address a backend's reply must appear to come from. */
 struct revnat_key {
@@ -74,7 +82,9 @@ enum split_counter {
 	SPLIT_RECVMSG_REWRITE,
 	SPLIT_GETPEERNAME_REWRITE,
 	SPLIT_TABLE_RETRY, /* an endpoint slot vanished under a table swap and the service was read again */
-	SPLIT_ORIG_FULL,   /* split_orig was full: that socket's getpeername() shows the endpoint */
+	SPLIT_ORIG_FULL,   /* no free slot in split_orig: that socket's getpeername() shows the endpoint */
+	SPLIT_ORIG_CLAIM,  /* slots taken and given back: their difference is the slots in use */
+	SPLIT_ORIG_RELEASE,
 	SPLIT_COUNTER_MAX,
 };
 
@@ -87,7 +97,7 @@ SPLIT_SIZE_CHECK(svc_key, 20);
 SPLIT_SIZE_CHECK(svc_value, 144);
 SPLIT_SIZE_CHECK(ep_key, 12);
 SPLIT_SIZE_CHECK(ep_value, 20);
-SPLIT_SIZE_CHECK(sock_orig, 20);
+SPLIT_SIZE_CHECK(orig_slot, 32);
 SPLIT_SIZE_CHECK(revnat_key, 32);
 
 #endif /* MESH_BPF_SPLIT_H */

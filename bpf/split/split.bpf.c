@@ -27,15 +27,18 @@ struct {
 } split_endpoints SEC(".maps");
 
 /*
- * Socket cookie → the address it dialled. A preallocated hash rather than sk_storage: inserting here costs a
- * fraction of allocating socket storage on every connect(); split_release deletes the entry when the socket goes.
+ * Socket cookie → the address it dialled: an array of slots (struct orig_slot) claimed by compare-and-swap and
+ * given back by split_release. No lock and no allocation per connection: a hash insert and delete cost more
+ * than picking the endpoint, and socket storage more again. orig_mask + 1 slots, a power of two (set at load).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
-	__type(value, struct sock_orig);
+	__type(key, __u32);
+	__type(value, struct orig_slot);
 } split_orig SEC(".maps");
+
+const volatile __u32 orig_mask = 65535;
 
 /* LRU: unconnected UDP sockets come and go without telling anyone; the oldest mappings make room. */
 struct {
@@ -153,21 +156,49 @@ static __always_inline void store6(struct bpf_sock_addr *ctx, const __u32 *addr,
 	ctx->user_port = port;
 }
 
+static __always_inline struct orig_slot *orig_slot(__u64 cookie, __u32 probe)
+{
+	__u32 idx = ((__u32)cookie + probe) & orig_mask;
+
+	return bpf_map_lookup_elem(&split_orig, &idx);
+}
+
+/* The slot this socket holds, if any. Only its owner writes a slot's address, so what a match finds is its own. */
+static __always_inline struct orig_slot *orig_find(__u64 cookie)
+{
+	for (__u32 i = 0; i < SPLIT_ORIG_PROBES; i++) {
+		struct orig_slot *s = orig_slot(cookie, i);
+
+		if (s && s->cookie == cookie)
+			return s;
+	}
+	return NULL;
+}
+
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct sock_orig o = {};
+	struct orig_slot *s = orig_find(cookie); /* connect() again on the same socket */
 
-	o.addr[0] = key->addr[0];
-	o.addr[1] = key->addr[1];
-	o.addr[2] = key->addr[2];
-	o.addr[3] = key->addr[3];
-	o.port = key->port;
-	o.family = key->family;
-	o.valid = 1;
+	for (__u32 i = 0; !s && i < SPLIT_ORIG_PROBES; i++) {
+		struct orig_slot *free = orig_slot(cookie, i);
+
+		if (free && free->cookie == 0 && __sync_val_compare_and_swap(&free->cookie, 0, cookie) == 0) {
+			s = free;
+			count(SPLIT_ORIG_CLAIM);
+		}
+	}
 	/* Full: this socket's getpeername() will show the endpoint; counted so the table can be sized. */
-	if (bpf_map_update_elem(&split_orig, &cookie, &o, BPF_ANY))
+	if (!s) {
 		count(SPLIT_ORIG_FULL);
+		return;
+	}
+	s->addr[0] = key->addr[0];
+	s->addr[1] = key->addr[1];
+	s->addr[2] = key->addr[2];
+	s->addr[3] = key->addr[3];
+	s->port = key->port;
+	s->family = key->family;
 }
 
 /* connect(): 1 lets it proceed (rewritten or not); 0 refuses it (EPERM) for a service with no backend. */
@@ -248,7 +279,7 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 {
 	struct revnat_key rk = {};
 	struct ep_value *vip;
-	struct sock_orig *o;
+	struct orig_slot *o;
 
 	rk.cookie = bpf_get_socket_cookie(ctx);
 	if (v6) {
@@ -270,8 +301,8 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	}
 	/* A connected UDP socket receives only from the endpoint it was connected to. */
-	o = bpf_map_lookup_elem(&split_orig, &rk.cookie);
-	if (o && o->valid && o->family == (v6 ? AF_INET6 : AF_INET)) {
+	o = orig_find(rk.cookie);
+	if (o && o->family == (v6 ? AF_INET6 : AF_INET)) {
 		if (v6)
 			store6(ctx, o->addr, o->port);
 		else
@@ -283,10 +314,9 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 
 static __always_inline int do_getpeername(struct bpf_sock_addr *ctx, int v6)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct sock_orig *o = bpf_map_lookup_elem(&split_orig, &cookie);
+	struct orig_slot *o = orig_find(bpf_get_socket_cookie(ctx));
 
-	if (!o || !o->valid || o->family != (v6 ? AF_INET6 : AF_INET))
+	if (!o || o->family != (v6 ? AF_INET6 : AF_INET))
 		return 1;
 	if (v6)
 		store6(ctx, o->addr, o->port);
@@ -344,12 +374,15 @@ int split_getpeername6(struct bpf_sock_addr *ctx)
 	return do_getpeername(ctx, 1);
 }
 
-/* A socket of the subtree is released: forget what it dialled. */
+/* A socket of the subtree is released: give back its slot. */
 SEC("cgroup/sock_release")
 int split_release(struct bpf_sock *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_slot *s = orig_find(bpf_get_socket_cookie(ctx));
 
-	bpf_map_delete_elem(&split_orig, &cookie);
+	if (s) {
+		s->cookie = 0;
+		count(SPLIT_ORIG_RELEASE);
+	}
 	return 1;
 }

@@ -14,8 +14,9 @@ export interface SplitOptions {
   maxServices?: number;
   /** Capacity of the endpoint table; during a swap a service's old and new endpoints coexist, so leave room. */
   maxEndpoints?: number;
-  /** Capacity of the per-connection table (what each socket dialled, for getpeername); default 65,536 live
-   *  connections. When full, new connections still work but show the endpoint as their peer (counter orig_full). */
+  /** Capacity of the per-connection table (what each socket dialled, for getpeername), rounded up to a power of
+   *  two; default 65,536 live connections. A socket takes one of 4 slots after its cookie; when all 4 are held,
+   *  its connection still works but shows the endpoint as its peer (counter orig_full). */
   maxConnections?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
@@ -29,20 +30,28 @@ export interface ApplyResult {
   compiled: CompiledService[];
 }
 
+/** The per-connection table's size for a requested capacity: the next power of two (the programs mask the cookie). */
+export function connectionSlots(maxConnections: number): number {
+  if (!Number.isInteger(maxConnections) || maxConnections < 1 || maxConnections > 2 ** 30) {
+    throw new RangeError(`maxConnections must be an integer in [1, 2^30], got ${maxConnections}`);
+  }
+  return 2 ** Math.ceil(Math.log2(maxConnections));
+}
+
 export class SplitDatapath implements Disposable {
   private readonly obj: BpfObject;
   private readonly table: ServiceTable;
   readonly servicesMap: BpfMap<SvcKey, SvcValue>;
   readonly endpointsMap: BpfMap<EpKey, EpValue>;
   private readonly countersMap: PerCpuMap<number, bigint>;
-  private readonly origMap: BpfMap<bigint, Buffer>;
+  private readonly origMap: BpfMap<number, Buffer>;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
     this.servicesMap = obj.map(names.maps.split_services, { key: svcKey, value: svcValue });
     this.endpointsMap = obj.map(names.maps.split_endpoints, { key: epKey, value: epValue });
     this.countersMap = obj.perCpuMap(names.maps.split_counters, { key: c.u32, value: c.u64 });
-    this.origMap = obj.map(names.maps.split_orig, { key: c.u64, value: c.bytes(20) });
+    this.origMap = obj.map(names.maps.split_orig, { key: c.u32, value: c.bytes(32) });
     this.table = new ServiceTable(this.servicesMap, this.endpointsMap);
     this.table.adopt();
   }
@@ -52,7 +61,11 @@ export class SplitDatapath implements Disposable {
     try {
       if (opts.maxServices !== undefined) spec.setMaxEntries(names.maps.split_services, opts.maxServices);
       if (opts.maxEndpoints !== undefined) spec.setMaxEntries(names.maps.split_endpoints, opts.maxEndpoints);
-      if (opts.maxConnections !== undefined) spec.setMaxEntries(names.maps.split_orig, opts.maxConnections);
+      if (opts.maxConnections !== undefined) {
+        const slots = connectionSlots(opts.maxConnections);
+        spec.setMaxEntries(names.maps.split_orig, slots);
+        spec.setConstant('orig_mask', slots - 1);
+      }
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();
@@ -101,8 +114,14 @@ export class SplitDatapath implements Disposable {
     return {
       services: { used: this.table.size, max: this.servicesMap.maxEntries },
       endpoints: { used: this.endpointsMap.count(), max: this.endpointsMap.maxEntries },
-      connections: { used: this.origMap.count(), max: this.origMap.maxEntries },
+      connections: { used: this.connectionsInUse(), max: this.origMap.maxEntries },
     };
+  }
+
+  /** Slots held by live sockets: the programs count each claim and each release. */
+  private connectionsInUse(): number {
+    const n = this.counters();
+    return Number(n.orig_claim - n.orig_release);
   }
 
   /** Detaches (unless links were pinned) and closes everything. */

@@ -48,6 +48,8 @@ export const counterNames = [
   'getpeername_rewrite',
   'table_retry',
   'orig_full',
+  'orig_claim',
+  'orig_release',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 
