@@ -14,7 +14,7 @@ import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round
 // The dialler and the server are pinned to different CPUs, so the two arms do not race for one core. Many short
 // repetitions rather than a few long ones: on a shared VM the noise comes in bursts of seconds, and with ABBA
 // pairs a fraction of a second apart a burst lands on both arms alike.
-const params = { connections: 10_000, reps: 31, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, clientCpu: 0, serverCpu: 1 };
+const params = { connections: 10_000, reps: 61, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, clientCpu: 0, serverCpu: 1 };
 const loadBefore = loadavg()[0];
 const connloop = buildC('split/connloop.c', 'connloop');
 

@@ -178,17 +178,27 @@ static __always_inline struct orig_slot *orig_find(__u64 cookie)
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_slot *s = orig_find(cookie); /* connect() again on the same socket */
+	struct orig_slot *s = NULL, *free = NULL;
 
-	for (__u32 i = 0; !s && i < SPLIT_ORIG_PROBES; i++) {
-		struct orig_slot *free = orig_slot(cookie, i);
+	/* One pass: the slot this socket holds already (connect() again on the same socket), else the first free one. */
+	for (__u32 i = 0; i < SPLIT_ORIG_PROBES; i++) {
+		struct orig_slot *p = orig_slot(cookie, i);
 
-		if (free && free->cookie == 0 && __sync_val_compare_and_swap(&free->cookie, 0, cookie) == 0) {
-			s = free;
-			count(SPLIT_ORIG_CLAIM);
+		if (!p)
+			continue;
+		if (p->cookie == cookie) {
+			s = p;
+			break;
 		}
+		if (!free && p->cookie == 0)
+			free = p;
 	}
-	/* Full: this socket's getpeername() will show the endpoint; counted so the table can be sized. */
+	if (!s && free && __sync_val_compare_and_swap(&free->cookie, 0, cookie) == 0) {
+		s = free;
+		count(SPLIT_ORIG_CLAIM);
+	}
+	/* Another socket took the free slot first, or all are held: this socket's getpeername() will show the
+	 * endpoint; counted so the table can be sized. */
 	if (!s) {
 		count(SPLIT_ORIG_FULL);
 		return;
