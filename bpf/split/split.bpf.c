@@ -75,7 +75,8 @@ static __always_inline __u16 load_port(struct bpf_sock_addr *ctx)
 
 /*
  * Picks an endpoint for a service address: a backend with probability weight/total, then one of its endpoints
- * uniformly. A table swap may delete the slots of the version just read; then the service is read again.
+ * uniformly. Each draw scales a random word by multiply-shift (r * total / 2^32) rather than division: a bias of
+ * at most total / 2^32. A table swap may delete the slots of the version just read; then the service is read again.
  */
 static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 {
@@ -90,7 +91,7 @@ static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 		total = svc->total_weight;
 		if (total == 0)
 			return PICK_NO_BACKEND;
-		r = bpf_get_prandom_u32() % total;
+		r = ((__u64)bpf_get_prandom_u32() * total) >> 32; /* in [0, total) */
 		for (__u32 i = 0; i < SPLIT_MAX_BACKENDS; i++) {
 			if (i >= svc->nbackends)
 				break;
@@ -105,7 +106,7 @@ static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 		ek.svc_id = svc->id;
 		ek.version = svc->version;
 		ek.backend = b;
-		ek.index = bpf_get_prandom_u32() % n;
+		ek.index = ((__u64)bpf_get_prandom_u32() * n) >> 32; /* in [0, n) */
 		ep = bpf_map_lookup_elem(&split_endpoints, &ek);
 		if (ep) {
 			*out = *ep;
