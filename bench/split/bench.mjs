@@ -4,6 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { loadavg } from 'node:os';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
@@ -11,26 +12,49 @@ import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
 
 import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
-// The dialler and the server are pinned to different CPUs, so the two arms do not race for one core. Many short
-// repetitions rather than a few long ones: on a shared VM the noise comes in bursts of seconds, and with ABBA
-// pairs a fraction of a second apart a burst lands on both arms alike.
-const params = { connections: 10_000, reps: 61, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, clientCpu: 0, serverCpu: 1 };
+// The diallers and the server share one CPU, so a block's time is the CPU cost of both ends of its connections.
+// (With the server on another CPU, the dialler's time also depends on how the two CPUs' work on the listening
+// socket interleaves: blocks varied ±10 % and the arms' difference came out 1.02–1.08 from run to run.) One
+// dialler per arm stays up for the whole run and the two take turns in short blocks (ABBA), so drift hits both
+// arms alike. A block of 2,000 connections takes ~30 ms.
+const params = { connections: 2_000, reps: 151, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, cpu: 0 };
 const loadBefore = loadavg()[0];
 const connloop = buildC('split/connloop.c', 'connloop');
 
-function dial(cg, host, port) {
-  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.clientCpu), connloop, 'dial', host, String(port), String(params.connections)]);
-  const r = spawnSync(cmd, args, {
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  if (r.status !== 0) throw new Error(`connloop dial failed: ${r.stderr}`);
-  const out = JSON.parse(r.stdout);
+function parseBlock(line, host, port) {
+  const out = JSON.parse(line);
   if (out.failed) throw new Error(`${out.failed} of ${out.n} connects to ${host}:${port} failed`);
   return out.ns_per_conn;
 }
 
-const server = spawn('taskset', ['-c', String(params.serverCpu), connloop, 'serve', params.serverHost], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** A dialler kept running in a cgroup: each block() makes `params.connections` connections and returns ns per connection. */
+function dialler(cg, host, port) {
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.cpu), connloop, 'dial', host, String(port), String(params.connections)]);
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  onCleanup(() => child.kill('SIGKILL'));
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  return {
+    async block() {
+      child.stdin.write('\n');
+      const { value, done } = await lines.next();
+      if (done) throw new Error(`connloop dial ${host}:${port} exited`);
+      return parseBlock(value, host, port);
+    },
+    close() {
+      child.stdin.end();
+    },
+  };
+}
+
+/** One block in a process of its own (for the BPF run-time count, which wants a synchronous call). */
+function dialOnce(cg, host, port) {
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.cpu), connloop, 'dial', host, String(port), String(params.connections)]);
+  const r = spawnSync(cmd, args, { input: '\n', encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`connloop dial failed: ${r.stderr}`);
+  return parseBlock(r.stdout.trim(), host, port);
+}
+
+const server = spawn('taskset', ['-c', String(params.cpu), connloop, 'serve', params.serverHost], { stdio: ['ignore', 'pipe', 'inherit'] });
 onCleanup(() => server.kill('SIGKILL'));
 const [portLine] = await once(server.stdout, 'data');
 const serverPort = Number(String(portLine).trim());
@@ -60,24 +84,23 @@ const scenarios = { 10: snapshotWith(10), 10000: snapshotWith(10_000) };
 for (const [n, snap] of Object.entries(scenarios)) {
   const res = dp.apply(snap);
   if (res.services !== Number(n)) throw new Error(`expected ${n} services, the table has ${res.services}`);
-  dial(meshCg, params.vip, params.vipPort); // warm-up
-  dial(plainCg, params.serverHost, serverPort);
+  const arms = { without: dialler(plainCg, params.serverHost, serverPort), with: dialler(meshCg, params.vip, params.vipPort) };
+  await arms.without.block(); // warm-up
+  await arms.with.block();
   raw[n] = { without: [], with: [] };
   // ABBA order: whichever arm runs second in a pair does not always run second.
   for (let i = 0; i < params.reps; i++) {
-    const arms = [
-      () => raw[n].without.push(dial(plainCg, params.serverHost, serverPort)),
-      () => raw[n].with.push(dial(meshCg, params.vip, params.vipPort)),
-    ];
-    if (i % 2) arms.reverse();
-    arms.forEach((a) => a());
+    const order = i % 2 ? ['with', 'without'] : ['without', 'with'];
+    for (const arm of order) raw[n][arm].push(await arms[arm].block());
   }
+  arms.without.close();
+  arms.with.close();
 }
 
 // In-kernel cost, from BPF run-time stats: the split programs' run time per connection (a low-noise figure;
 // the wall-clock arms above also carry the kernel's own variance).
 function programCost() {
-  const { programs } = bpfRunTime(links, () => dial(meshCg, params.vip, params.vipPort));
+  const { programs } = bpfRunTime(links, () => dialOnce(meshCg, params.vip, params.vipPort));
   const out = {};
   for (const [name, { runs, ns }] of Object.entries(programs)) if (runs > 0) out[name] = { runs, ns_per_run: round(ns / runs, 1) };
   const total = Object.values(out).reduce((a, x) => a + x.ns_per_run * x.runs, 0) / params.connections;
