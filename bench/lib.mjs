@@ -105,12 +105,29 @@ export function bpfRunTime(links, fn) {
   }
 }
 
-/** A scratch cgroup v2 directory for one arm of a benchmark, removed at cleanup. */
+/** A scratch cgroup v2 directory for one arm of a benchmark, removed at cleanup. Whatever still runs in it at
+ *  cleanup was started by this bench (only its children join it) and is killed first (cgroup.kill), then the
+ *  directory is removed once the kernel has let the processes go (tried for up to 2 s). */
 export function scratchCgroup(name) {
   const path = join(cgroup2Mount(), `mesh-bench-${name}-${process.pid}`);
   mkdirSync(path);
-  onCleanup(() => rmdirSync(path));
+  onCleanup(() => removeCgroup(path));
   return path;
+}
+
+function removeCgroup(path) {
+  const until = Date.now() + 2000;
+  for (let killed = false; ; ) {
+    try {
+      rmdirSync(path);
+      return;
+    } catch (err) {
+      if (err.code !== 'EBUSY' || Date.now() > until) throw err;
+      if (!killed) writeFileSync(join(path, 'cgroup.kill'), '1');
+      killed = true;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+  }
 }
 
 /** [command, args] that run argv as a process that first moves itself into cgroup `cg` (never this process). */

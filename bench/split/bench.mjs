@@ -40,8 +40,11 @@ function dialler(cg, host, port) {
       if (done) throw new Error(`connloop dial ${host}:${port} exited`);
       return parseBlock(value, host, port);
     },
-    close() {
+    /** Ends its input and waits for it to exit. */
+    async close() {
+      const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : once(child, 'exit');
       child.stdin.end();
+      await exited;
     },
   };
 }
@@ -93,8 +96,7 @@ for (const [n, snap] of Object.entries(scenarios)) {
     const order = i % 2 ? ['with', 'without'] : ['without', 'with'];
     for (const arm of order) raw[n][arm].push(await arms[arm].block());
   }
-  arms.without.close();
-  arms.with.close();
+  await Promise.all([arms.without.close(), arms.with.close()]);
 }
 
 // In-kernel cost, from BPF run-time stats: the split programs' run time per connection (a low-noise figure;
