@@ -137,12 +137,39 @@ export class Agent {
       { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
     );
     metrics.register(this.registry);
+    this.registerSplitMetrics();
 
     this.apply(firstConfig, first.revision, firstTimes);
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
     this.stats.start();
     log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
+  }
+
+  /** What the split programs counted, as Prometheus counters read from the kernel at each scrape. */
+  private registerSplitMetrics(): void {
+    const read = () => this.dp().split.counters();
+    const counter = (name: string, help: string, values: (c: ReturnType<typeof read>) => [Record<string, string>, bigint][], labelNames: string[] = []) =>
+      new Counter({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [labels, v] of values(read())) this.inc(labels, Number(v));
+        },
+      });
+    counter('mesh_split_connects_total', 'connect() calls to a service address: rewritten to an endpoint, or refused (no backend can take the connection).', (c) => [
+      [{ result: 'rewritten' }, c.connect_rewrite],
+      [{ result: 'refused' }, c.connect_no_backend],
+    ], ['result']);
+    counter('mesh_split_udp_sends_total', 'Unconnected UDP datagrams to a service address: rewritten to an endpoint, or refused.', (c) => [
+      [{ result: 'rewritten' }, c.sendmsg_rewrite],
+      [{ result: 'refused' }, c.sendmsg_no_backend],
+    ], ['result']);
+    counter('mesh_split_table_retries_total', 'Connections that found their endpoint table swapped under them and read the service again.', (c) => [[{}, c.table_retry]]);
+    counter('mesh_split_peer_table_full_total', "Connections through a service address whose getpeername() shows the endpoint: the per-connection table had no free slot.", (c) => [[{}, c.orig_full]]);
   }
 
   private notReady(): string | undefined {
