@@ -35,4 +35,9 @@
 #define IP_OFFSET 0x1FFF
 #endif
 
+/* errno (uapi asm-generic/errno.h) */
+#ifndef ECONNREFUSED
+#define ECONNREFUSED 111
+#endif
+
 #endif /* MESH_BPF_CONSTS_H */

@@ -212,7 +212,17 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc
 	s->family = key->family;
 }
 
-/* connect(): 1 lets it proceed (rewritten or not); 0 refuses it (EPERM) for a service with no backend. */
+/*
+ * A service with no backend that can take the connection: refused as a service proxy refuses it, with
+ * ECONNREFUSED (what clients retry on), not the EPERM a bare 0 from a cgroup program gives.
+ */
+static __always_inline int refuse(void)
+{
+	bpf_set_retval(-ECONNREFUSED);
+	return 0;
+}
+
+/* connect(): 1 lets it proceed (rewritten or not); 0 refuses it for a service with no backend. */
 static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 {
 	struct svc_key key = {};
@@ -231,7 +241,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 	/* The compiler keeps a service's endpoints in its own family; anything else is a corrupt table. */
 	if (r == PICK_NO_BACKEND || ep.family != key.family) {
 		count(SPLIT_CONNECT_NO_BACKEND);
-		return 0;
+		return refuse();
 	}
 	remember(ctx, &key);
 	if (v6)
@@ -262,7 +272,7 @@ static __always_inline int do_sendmsg(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	if (r == PICK_NO_BACKEND || ep.family != key.family) {
 		count(SPLIT_SENDMSG_NO_BACKEND);
-		return 0;
+		return refuse();
 	}
 	rk.cookie = bpf_get_socket_cookie(ctx);
 	rk.addr[0] = ep.addr[0];

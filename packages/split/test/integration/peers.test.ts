@@ -38,6 +38,8 @@ describePrivileged('what the application sees', () => {
         services: [
           service('web', ['127.0.0.120', '::1'], 8080),
           service('dns', ['127.0.0.121', '::1'], 5353, { protocol: 'UDP' }),
+          // No endpoints: nothing can take its traffic.
+          service('void', '127.0.0.122', 5353, { protocol: 'UDP' }),
         ],
         endpointSlices: [
           slice('web', ['127.0.0.8'], tcp4.port, { name: 'web-v4' }),
@@ -82,6 +84,27 @@ describePrivileged('what the application sees', () => {
     const c = dp.counters();
     expect(c.sendmsg_rewrite).toBeGreaterThanOrEqual(20n);
     expect(c.recvmsg_rewrite).toBeGreaterThanOrEqual(40n);
+  });
+
+  it('UDP to a service without endpoints is refused with ECONNREFUSED, sent or connected', async () => {
+    const before = dp.counters();
+    const script = `
+      const dgram = require('node:dgram');
+      const out = {};
+      const done = () => { console.log(JSON.stringify(out)); process.exit(0); };
+      const s = dgram.createSocket('udp4');
+      s.send('x', 5353, '127.0.0.122', (err) => {
+        out.send = err ? err.code : 'sent';
+        const c = dgram.createSocket('udp4');
+        c.on('error', (e) => { out.connect = e.code; done(); });
+        c.connect(5353, '127.0.0.122', (e) => { out.connect = e ? e.code : 'connected'; done(); });
+      });`;
+    const r = await cg.run(process.execPath, ['-e', script], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ send: 'ECONNREFUSED', connect: 'ECONNREFUSED' });
+    const after = dp.counters();
+    expect(after.sendmsg_no_backend - before.sendmsg_no_backend).toBe(1n);
+    expect(after.connect_no_backend - before.connect_no_backend).toBe(1n);
   });
 
   it('an address that is no service passes untouched', async () => {
