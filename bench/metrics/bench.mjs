@@ -27,7 +27,7 @@ onCleanup(() => noop.close());
 const noopLinks = noop.attachCgroup(noopCg);
 
 // One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too.
-function startNginx(cg, port) {
+function startNginx(cg, port, cpu = params.serverCpu) {
   const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-nginx-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'nginx.conf'), `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
@@ -35,13 +35,16 @@ events { worker_connections 1024; }
 http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
   server { listen ${params.host}:${port}; location / { return 200 "${'x'.repeat(1024)}"; } } }
 `);
-  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.serverCpu), 'nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(cpu), 'nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
   const child = spawn(cmd, args, { stdio: 'ignore' });
   onCleanup(() => child.kill('SIGKILL'));
 }
 startNginx(plainCg, params.port);
 startNginx(meshCg, params.port + 1);
 startNginx(noopCg, params.port + 2);
+// One more with the metrics programs, on the load generator's CPU: the programs' cost when both ends of every
+// connection run on one CPU (see oneCpu below).
+startNginx(meshCg, params.port + 3, params.clientCpu);
 spawnSync('sleep', ['0.5']);
 
 // wrk, one thread (C, epoll): its latency percentiles resolve 10 µs at this scale. hey's summary (used before)
@@ -86,6 +89,11 @@ function kernelCost(cg, port, progLinks) {
 }
 const cost = kernelCost(meshCg, params.port + 1, links);
 const floor = kernelCost(noopCg, params.port + 2, noopLinks);
+// On loopback a packet is received on the CPU that sent it, so each connection's state is written on the client's
+// CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
+// server on one CPU nothing travels: the difference is what those transfers cost (with NIC receive steering, a
+// flow's packets are usually received on its application's CPU).
+const oneCpu = kernelCost(meshCg, params.port + 3, links);
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
@@ -102,6 +110,8 @@ const result = {
   // before any work (one run per packet, client and server side).
   floor: { programs: floor.programs, ns_per_request: floor.ns_per_request, rps: floor.run.rps },
   ns_per_request_above_floor: round(cost.ns_per_request - floor.ns_per_request, 1),
+  // The same programs and load with wrk and nginx on one CPU: no per-connection state moves between CPUs.
+  one_cpu: { programs: oneCpu.programs, ns_per_request: oneCpu.ns_per_request, rps: oneCpu.run.rps },
   ratios: {
     throughput: round(medians.with.rps / medians.without.rps),
     p99: round(medians.with.p99_ms / medians.without.p99_ms),
@@ -120,4 +130,5 @@ console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`)
 console.log(`  no-op:   ${medians.noop.rps} rps, p99 ${medians.noop.p99_ms} ms (no-op ÷ without ×${result.throughput_split.noop_vs_without}, with ÷ no-op ×${result.throughput_split.with_vs_noop})`);
 console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
 console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
+console.log(`  client and server on one CPU: ${result.one_cpu.ns_per_request} ns per request (no connection state moves between CPUs)`);
 console.log(`wrote ${file}`);
