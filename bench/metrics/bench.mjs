@@ -91,8 +91,8 @@ const cost = kernelCost(meshCg, params.port + 1, links);
 const floor = kernelCost(noopCg, params.port + 2, noopLinks);
 // On loopback a packet is received on the CPU that sent it, so each connection's state is written on the client's
 // CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
-// server on one CPU nothing travels: the difference is what those transfers cost (with NIC receive steering, a
-// flow's packets are usually received on its application's CPU).
+// server on one CPU nothing travels: the difference is what those transfers cost (from a NIC, a
+// flow's packets are received on its application's CPU when receive flow steering (RFS) is on).
 const oneCpu = kernelCost(meshCg, params.port + 3, links);
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
