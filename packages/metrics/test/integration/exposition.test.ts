@@ -32,7 +32,7 @@ describePrivileged(
       return b;
     };
 
-    it('a server that waits 50 ms puts its requests around the 0.05 s bound; a 0 ms server keeps them under 5 ms', () => {
+    it('a server that waits 50 ms puts its requests around the 0.05 s bound; a 0 ms server keeps them under 25 ms, most under 5', () => {
       for (const dir of ['client', 'server'] as const) {
         const s = buckets(slow, dir);
         // Index 3 is (0.025, 0.05], 4 is (0.05, 0.075]. Node's timers may fire a fraction of a millisecond
@@ -40,8 +40,11 @@ describePrivileged(
         expect(s.slice(0, 3).reduce((a, x) => a + x, 0), `${dir} ${s}`).toBe(0);
         expect(s[3]! + s[4]! + s[5]!, `${dir} ${s}`).toBe(100);
         expect(s[4]!, `${dir} ${s}`).toBeGreaterThanOrEqual(90);
+        // The 0 ms server: none in the slow server's range (above 25 ms), most under 5 ms. Not "all under 5 ms":
+        // with the whole suite running on two CPUs a few requests wait 5–25 ms for a CPU (seen: 93, 5, 2).
         const f = buckets(fast, dir);
-        expect(f[0]!, `${dir} ${f}`).toBeGreaterThanOrEqual(95);
+        expect(f.slice(3).reduce((a, x) => a + x, 0), `${dir} ${f}`).toBe(0);
+        expect(f[0]!, `${dir} ${f}`).toBeGreaterThanOrEqual(80);
         expect(f.reduce((a, x) => a + x, 0)).toBe(100);
       }
     });
