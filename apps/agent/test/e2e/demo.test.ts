@@ -122,9 +122,11 @@ describePrivileged('examples/single-host/demo.mjs (npm run demo)', () => {
       expect(v1.kernel).toBe(v1.client);
       expect(v2.kernel).toBe(v2.client);
       expect(v1.kernel + v2.kernel).toBe(n);
-      // 90/10 per connection: binomial, within 3 sigma (which also keeps v2 well above 0 at n = 320).
-      const sigma3 = 3 * Math.sqrt(n * 0.9 * 0.1);
-      expect(Math.abs(v1.kernel - 0.9 * n)).toBeLessThanOrEqual(sigma3);
+      // 90/10 per connection: binomial. Within 4 sigma here: this test is about the demo end to end (the split's
+      // precision is @mesh/split's tests, at 3 sigma over 10,000 connections), and at 3 sigma a correct split would
+      // fail it once in ~370 runs. 4 sigma still keeps v2 well above 0 at n = 320.
+      const sigma4 = 4 * Math.sqrt(n * 0.9 * 0.1);
+      expect(Math.abs(v1.kernel - 0.9 * n)).toBeLessThanOrEqual(sigma4);
       expect(v2.kernel).toBeGreaterThan(0);
       expect(summary).toMatch(/^\s+200\s+(\d+)\s+\1\s+match$/m);
       expect(summary).toContain('counts: the kernel counted exactly what the client saw');

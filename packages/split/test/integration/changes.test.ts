@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { SplitDatapath } from '../../src/index.js';
-import { dialScript, namedServer, route, service, slice, snapshot, threeSigma, type NamedServer } from '../support.js';
+import { dialScript, namedServer, route, service, slice, snapshot, expectWithinThreeSigma, type NamedServer } from '../support.js';
 
 const VIP = '127.0.0.110';
 const holdScript = fileURLToPath(new URL('../fixtures/hold.mjs', import.meta.url));
@@ -67,7 +67,7 @@ describePrivileged('changes under traffic', () => {
       const n = 2000;
       const got = await newConnections(n);
       const p = w1 / (w1 + w2);
-      expect(Math.abs((got.v1 ?? 0) - p * n), JSON.stringify(got)).toBeLessThanOrEqual(threeSigma(n, p));
+      await expectWithinThreeSigma(got.v1 ?? 0, n, p, async () => (await newConnections(n)).v1 ?? 0);
     }
     hold.stdin!.end();
   });
@@ -75,7 +75,7 @@ describePrivileged('changes under traffic', () => {
   it('an endpoint removed from its slice gets no new connection; one added gets its share', async () => {
     dp.apply(topology(100, 0, [v1, v1b]));
     const both = await newConnections(1000);
-    expect(Math.abs((both.v1 ?? 0) - 500)).toBeLessThanOrEqual(threeSigma(1000, 0.5));
+    await expectWithinThreeSigma(both.v1 ?? 0, 1000, 0.5, async () => (await newConnections(1000)).v1 ?? 0);
     const stats = dp.apply(topology(100, 0, [v1b])).stats;
     // Two service addresses change endpoints (ratings through its route, ratings-v1 itself): each gets a new
     // table version (ratings: v1b + v2; ratings-v1: v1b), then their old slots go (3 + 2).
