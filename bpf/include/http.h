@@ -45,15 +45,16 @@ enum http_state {
 /*
  * Per socket (sk_storage). Both directions of a connection use it, often on two CPUs (a client's requests leave
  * on its own CPU, its responses are processed on the CPU that received them), so it is laid out by who writes
- * what: what moving the exchange state needs sits in the first 56 bytes (with the storage's 8-byte header, one
- * cache line that travels between the CPUs once per direction change); each direction's byte count has a line of
- * its own, written by the CPU that sends (or receives) and read by nobody else until a flush.
+ * what. Everything a packet reads or writes is in the first 56 bytes: with the storage's 8-byte header, one cache
+ * line, which moves between the CPUs once per direction change anyway. The byte counters are there too: with a
+ * line of their own per direction (the layout before), the sending and the receiving CPU each wrote one line of a
+ * 128-byte pair, which x86's adjacent-line prefetcher moves as one, so the two counters travelled every packet
+ * (bench:metrics, docs/metrics.md). The second line holds what only a line that arrives in pieces needs.
  */
 struct http_conn {
-	/* Line 0: the exchange state. */
+	/* Line 0 (after the storage's header): the exchange, who the connection is, the bytes not yet counted. */
 	__u64 cgroup_id;     /* the socket's cgroup (the local workload); 0 until the first packet */
 	__u64 req_start_ns;  /* when the current request's first byte left (client) or arrived (server) */
-	__u64 resp_start_ns; /* when its response's first byte was seen */
 	__u32 remote_ip[4];  /* network order; IPv4 in [0] */
 	__u16 remote_port;   /* host order */
 	__u16 local_port;    /* host order */
@@ -64,14 +65,16 @@ struct http_conn {
 	__u8 req_len;        /* bytes in req_pfx, when a request line arrives in pieces */
 	__u8 resp_len;
 	__u8 pad0[2];
-	/* Line 1: request and status lines that arrive in pieces (rare), and the bytes sent. */
+	/* Payload bytes not yet added to tcp_stats: flushed at 64 KiB and when the connection closes. */
+	__u32 unflushed_sent;
+	__u32 unflushed_received;
+	__u8 pad1[4];
+	/* Line 1: request and status lines that arrive in pieces (rare). */
+	__u64 resp_start_ns; /* when the response's first byte was seen, while its status line is incomplete */
 	__u8 req_pfx[HTTP_PREFIX];
 	__u8 resp_pfx[HTTP_PREFIX];
-	__u64 unflushed_sent; /* payload bytes not yet added to tcp_stats: flushed every 64 KiB and at close */
-	__u8 pad1[24];
-	/* Line 2: the bytes received. */
-	__u64 unflushed_received;
-}; /* 128 bytes */
+	__u8 pad2[24];
+}; /* 120 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -117,11 +120,15 @@ enum http_counter {
 };
 
 #ifdef __cplusplus
+#define HTTP_ASSERT static_assert
 #define HTTP_SIZE_CHECK(type, size) static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #else
+#define HTTP_ASSERT _Static_assert
 #define HTTP_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
-HTTP_SIZE_CHECK(http_conn, 128);
+HTTP_SIZE_CHECK(http_conn, 120);
+/* Line 1 starts 64 bytes into the storage's line-aligned data (8 of them its header). */
+HTTP_ASSERT(__builtin_offsetof(struct http_conn, resp_start_ns) + 8 == 64, "resp_start_ns starts line 1");
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);

@@ -129,12 +129,12 @@ static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_valu
 	c->unflushed_received = 0;
 }
 
-static __always_inline void record(struct http_conn *c, __u16 status)
+static __always_inline void record(struct http_conn *c, __u16 status, __u64 resp_start)
 {
 	struct http_key key = {};
 	struct http_value *v;
 	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
-	__u64 d = c->resp_start_ns > c->req_start_ns ? c->resp_start_ns - c->req_start_ns : 0;
+	__u64 d = resp_start > c->req_start_ns ? resp_start - c->req_start_ns : 0;
 	__u32 b = bucket_of(d);
 
 	key.cgroup_id = c->cgroup_id;
@@ -389,16 +389,21 @@ static __always_inline void response_bytes(struct __sk_buff *skb, struct http_co
 	__u64 stack[HTTP_PREFIX / 8];
 	const __u8 *p;
 	__u16 status = 0;
+	__u64 start;
 	__u32 n;
 	int r;
 
+	/* The response's start: this packet's time, or kept from the packet that began an incomplete status line. */
 	if (c->state == HTTP_ST_AWAIT) {
-		c->resp_start_ns = now;
+		start = now;
 		c->resp_len = 0;
+	} else {
+		start = c->resp_start_ns;
 	}
 	p = prefix(skb, off, len, (__u8 *)stack, c->resp_pfx, &c->resp_len, &n);
 	r = n == HTTP_PREFIX ? parse_status_prefix(p, &status) : parse_status(p, n, &status);
 	if (r == PARSE_MORE) {
+		c->resp_start_ns = start;
 		c->state = HTTP_ST_RESP_PFX;
 		return;
 	}
@@ -406,7 +411,7 @@ static __always_inline void response_bytes(struct __sk_buff *skb, struct http_co
 		count(HTTP_C_UNPARSED_STATUS);
 		status = 0;
 	}
-	record(c, status);
+	record(c, status, start);
 	c->state = HTTP_ST_IDLE;
 }
 
@@ -464,10 +469,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (skb->len <= off)
 		return 1;
 	payload = skb->len - off;
-	/*
-	 * Byte counts reach tcp_stats every 64 KiB per direction and when the connection closes: no map update per
-	 * packet, and each direction reads only its own counter's cache line.
-	 */
+	/* Byte counts reach tcp_stats every 64 KiB per direction and when the connection closes: no map update per packet. */
 	if (egress) {
 		c->unflushed_sent += payload;
 		if (c->unflushed_sent >= 65536)
