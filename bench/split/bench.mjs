@@ -27,9 +27,14 @@ function parseBlock(line, host, port) {
   return out.ns_per_conn;
 }
 
+/** [command, args] of a connloop dialler in cgroup `cg`: a block of `params.connections` connections per input line. */
+function dialCommand(cg, host, port) {
+  return inCgroup(cg, ['taskset', '-c', String(params.cpu), connloop, 'dial', host, String(port), String(params.connections)]);
+}
+
 /** A dialler kept running in a cgroup: each block() makes `params.connections` connections and returns ns per connection. */
 function dialler(cg, host, port) {
-  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.cpu), connloop, 'dial', host, String(port), String(params.connections)]);
+  const [cmd, args] = dialCommand(cg, host, port);
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] });
   onCleanup(() => child.kill('SIGKILL'));
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
@@ -51,7 +56,7 @@ function dialler(cg, host, port) {
 
 /** One block in a process of its own (for the BPF run-time count, which wants a synchronous call). */
 function dialOnce(cg, host, port) {
-  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.cpu), connloop, 'dial', host, String(port), String(params.connections)]);
+  const [cmd, args] = dialCommand(cg, host, port);
   const r = spawnSync(cmd, args, { input: '\n', encoding: 'utf8', timeout: 120_000 });
   if (r.status !== 0) throw new Error(`connloop dial failed: ${r.stderr}`);
   return parseBlock(r.stdout.trim(), host, port);

@@ -164,14 +164,21 @@ static __always_inline struct orig_slot *orig_slot(__u64 cookie, __u32 probe)
 	return bpf_map_lookup_elem(&split_orig, &idx);
 }
 
-/* The slot this socket holds, if any. Only its owner writes a slot's address, so what a match finds is its own. */
-static __always_inline struct orig_slot *orig_find(__u64 cookie)
+/*
+ * The slot this socket holds, if any. Only its owner writes a slot's address, so what a match finds is its own.
+ * With `free`, the same pass also notes the first free slot it passes (for a socket that holds none yet).
+ */
+static __always_inline struct orig_slot *orig_find(__u64 cookie, struct orig_slot **free)
 {
 	for (__u32 i = 0; i < SPLIT_ORIG_PROBES; i++) {
 		struct orig_slot *s = orig_slot(cookie, i);
 
-		if (s && s->cookie == cookie)
+		if (!s)
+			continue;
+		if (s->cookie == cookie)
 			return s;
+		if (free && !*free && s->cookie == 0)
+			*free = s;
 	}
 	return NULL;
 }
@@ -179,21 +186,10 @@ static __always_inline struct orig_slot *orig_find(__u64 cookie)
 static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig_slot *s = NULL, *free = NULL;
+	struct orig_slot *free = NULL;
+	/* The slot this socket holds already (connect() again on the same socket), else claim the first free one. */
+	struct orig_slot *s = orig_find(cookie, &free);
 
-	/* One pass: the slot this socket holds already (connect() again on the same socket), else the first free one. */
-	for (__u32 i = 0; i < SPLIT_ORIG_PROBES; i++) {
-		struct orig_slot *p = orig_slot(cookie, i);
-
-		if (!p)
-			continue;
-		if (p->cookie == cookie) {
-			s = p;
-			break;
-		}
-		if (!free && p->cookie == 0)
-			free = p;
-	}
 	if (!s && free && __sync_val_compare_and_swap(&free->cookie, 0, cookie) == 0) {
 		s = free;
 		count(SPLIT_ORIG_CLAIM);
@@ -322,7 +318,7 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	}
 	/* A connected UDP socket receives only from the endpoint it was connected to. */
-	o = orig_find(rk.cookie);
+	o = orig_find(rk.cookie, NULL);
 	if (o && o->family == (v6 ? AF_INET6 : AF_INET)) {
 		if (v6)
 			store6(ctx, o->addr, o->port);
@@ -335,7 +331,7 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 
 static __always_inline int do_getpeername(struct bpf_sock_addr *ctx, int v6)
 {
-	struct orig_slot *o = orig_find(bpf_get_socket_cookie(ctx));
+	struct orig_slot *o = orig_find(bpf_get_socket_cookie(ctx), NULL);
 
 	if (!o || o->family != (v6 ? AF_INET6 : AF_INET))
 		return 1;
@@ -399,7 +395,7 @@ int split_getpeername6(struct bpf_sock_addr *ctx)
 SEC("cgroup/sock_release")
 int split_release(struct bpf_sock *ctx)
 {
-	struct orig_slot *s = orig_find(bpf_get_socket_cookie(ctx));
+	struct orig_slot *s = orig_find(bpf_get_socket_cookie(ctx), NULL);
 
 	if (s) {
 		s->cookie = 0;
