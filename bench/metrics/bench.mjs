@@ -1,7 +1,8 @@
 // bench:metrics: wrk against nginx on loopback with the metrics programs attached, with no-op programs on the
 // same hooks, and with neither, side by side in one run (the arms rotate), and the programs' in-kernel cost per
 // request from BPF run-time stats, beside the same figure for the no-op programs (what the statistics charge any
-// program).
+// program) and for two yardsticks that only look up a socket's storage, then read or write it (what any
+// per-connection state costs on these hooks).
 // Writes bench/results/metrics.json.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,16 @@ const links = dp.attach(meshCg);
 const noop = ObjectSpec.embedded('skb_noop').load();
 onCleanup(() => noop.close());
 const noopLinks = noop.attachCgroup(noopCg);
+// Yardsticks for per-connection state (bpf/testprogs/skb_sk_state.bpf.c): 8 bytes of socket storage looked up
+// on every packet, only read in one cgroup, written in the other.
+const stateCgs = { read: scratchCgroup('sread'), write: scratchCgroup('swrite') };
+const stateLinks = Object.fromEntries(
+  Object.entries(stateCgs).map(([mode, cg]) => {
+    const obj = ObjectSpec.embedded('skb_sk_state').setConstant('write_state', mode === 'write').load();
+    onCleanup(() => obj.close());
+    return [mode, obj.attachCgroup(cg)];
+  }),
+);
 
 // One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too.
 function startNginx(cg, port, cpu = params.serverCpu) {
@@ -42,6 +53,8 @@ http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p;
 startNginx(plainCg, params.port);
 startNginx(meshCg, params.port + 1);
 startNginx(noopCg, params.port + 2);
+startNginx(stateCgs.read, params.port + 4);
+startNginx(stateCgs.write, params.port + 5);
 // One more with the metrics programs, on the load generator's CPU: the programs' cost when both ends of every
 // connection run on one CPU (see oneCpu below).
 startNginx(meshCg, params.port + 3, params.clientCpu);
@@ -88,7 +101,7 @@ function kernelCost(cg, port, progLinks) {
   return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1) };
 }
 // Each figure is the median of kernelReps runs, taken in turn (one 5 s run moves by a tenth on this VM).
-const kernelRuns = { cost: [], floor: [], oneCpu: [] };
+const kernelRuns = { cost: [], floor: [], oneCpu: [], stateRead: [], stateWrite: [] };
 const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per_request)[Math.floor(runs.length / 2)];
 // On loopback a packet is received on the CPU that sent it, so each connection's state is written on the client's
 // CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
@@ -98,10 +111,14 @@ for (let i = 0; i < params.kernelReps; i++) {
   kernelRuns.cost.push(kernelCost(meshCg, params.port + 1, links));
   kernelRuns.floor.push(kernelCost(noopCg, params.port + 2, noopLinks));
   kernelRuns.oneCpu.push(kernelCost(meshCg, params.port + 3, links));
+  kernelRuns.stateRead.push(kernelCost(stateCgs.read, params.port + 4, stateLinks.read));
+  kernelRuns.stateWrite.push(kernelCost(stateCgs.write, params.port + 5, stateLinks.write));
 }
 const cost = medianRun(kernelRuns.cost);
 const floor = medianRun(kernelRuns.floor);
 const oneCpu = medianRun(kernelRuns.oneCpu);
+const stateRead = medianRun(kernelRuns.stateRead);
+const stateWrite = medianRun(kernelRuns.stateWrite);
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
@@ -109,7 +126,7 @@ const medians = Object.fromEntries(Object.keys(raw).map((arm) => [arm, { rps: ro
 const result = {
   ...header('metrics', loadBefore),
   params,
-  units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request; floor: the same for no-op programs on the same hooks',
+  units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request; floor: the same for no-op programs on the same hooks; socket_state_read/socket_state_write: the same for programs that look up 8 bytes of socket storage per packet and read or write them',
   raw,
   medians,
   kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted },
@@ -122,6 +139,12 @@ const result = {
   ns_per_request_above_floor: round(cost.ns_per_request - floor.ns_per_request, 1),
   // The same programs and load with wrk and nginx on one CPU: no per-connection state moves between CPUs.
   one_cpu: { programs: oneCpu.programs, ns_per_request: oneCpu.ns_per_request, rps: oneCpu.run.rps },
+  // The yardsticks, client and server on their two CPUs as for ns_per_request: every packet looks up its
+  // socket's 8-byte storage and only reads it (the line stays shared), or adds to it (the line moves to the
+  // CPU handling the packet: on loopback the client's and the server's CPU in turn, every half exchange). No
+  // design that writes per-connection state on these hooks costs less here than socket_state_write.
+  socket_state_read: { programs: stateRead.programs, ns_per_request: stateRead.ns_per_request, rps: stateRead.run.rps },
+  socket_state_write: { programs: stateWrite.programs, ns_per_request: stateWrite.ns_per_request, rps: stateWrite.run.rps },
   ratios: {
     throughput: round(medians.with.rps / medians.without.rps),
     p99: round(medians.with.p99_ms / medians.without.p99_ms),
@@ -141,4 +164,5 @@ console.log(`  no-op:   ${medians.noop.rps} rps, p99 ${medians.noop.p99_ms} ms (
 console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
 console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
 console.log(`  client and server on one CPU: ${result.one_cpu.ns_per_request} ns per request (no connection state moves between CPUs)`);
+console.log(`  socket storage looked up and read per packet: ${result.socket_state_read.ns_per_request} ns per request; written: ${result.socket_state_write.ns_per_request}`);
 console.log(`wrote ${file}`);
