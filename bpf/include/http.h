@@ -14,6 +14,8 @@
 #define HTTP_BOUNDS 14
 #define HTTP_BUCKETS (HTTP_BOUNDS + 1)
 #define HTTP_PREFIX 16
+/* Most cells the programs hand out (http_cells is sized by user space, at most this). */
+#define HTTP_MAX_CELLS (1U << 24)
 
 enum http_dir { HTTP_DIR_CLIENT = 0, HTTP_DIR_SERVER = 1 };
 enum http_role { HTTP_ROLE_CLIENT = 1, HTTP_ROLE_SERVER = 2 };
@@ -32,49 +34,85 @@ enum http_method {
 	HTTP_M_OTHER,
 };
 
-/* Per connection, in alternation: a request starts, its response starts, the next request starts, … */
-enum http_state {
-	HTTP_ST_NEW = 0,
-	HTTP_ST_IDLE,      /* between exchanges */
-	HTTP_ST_REQ_PFX,   /* a request started; its first bytes are being collected to read the method */
-	HTTP_ST_AWAIT,     /* the request line is known; waiting for the first byte of the response */
-	HTTP_ST_RESP_PFX,  /* a response started; its first bytes are being collected to read the status */
-	HTTP_ST_NOT_HTTP,  /* the stream is not HTTP/1.x: ignored from here on */
+/*
+ * A connection alternates request, response, request, … Its request direction (client: egress; server: ingress)
+ * and its response direction (client: ingress; server: egress) each keep state of their own, written only by
+ * their own packets, and the request direction tells the response direction about each request it sees.
+ *
+ * Laid out by which CPU touches what. On loopback and veth a packet is received on the CPU that sent it, so a
+ * client's requests are handled on its CPU and its responses on the server's (the server's socket the other way
+ * round). A cache line one CPU writes and the other reads moves between them each time; on the machines this
+ * was measured on (bench:metrics, docs/metrics.md) a line the other CPU has read is gone from the writer's cache
+ * too, and the hardware prefetchers drag neighbouring lines of an allocation along with the one asked for. So:
+ * the request side's own state is a socket storage of its own (struct http_req_side, a separate allocation that
+ * no packet of the response direction reads), the request is handed over in one line the request direction only
+ * stores to and the response direction reads once per exchange (struct http_exchange), and whether the peer has
+ * answered is read from the packet itself (the ack number of a request-direction packet moves once response bytes
+ * arrived), not from anything the other direction writes.
+ */
+enum http_req_state {
+	HTTP_RQ_NONE = 0, /* no request yet */
+	HTTP_RQ_PFX,      /* a request started; its first bytes are being collected to read the method */
+	HTTP_RQ_LINE,     /* the request line is known and handed over; later bytes before the answer are its body */
+	HTTP_RQ_NOT_HTTP, /* the stream is not HTTP/1.x: ignored from here on */
 };
 
+/* The request direction's own state (a socket storage of its own). */
+struct http_req_side {
+	__u64 start_ns;  /* when the current request's first byte left (client) or arrived (server) */
+	__u32 ack;       /* the ack number of its first packet: where the response direction stood */
+	__u32 id;        /* requests seen on the connection; never 0 once one was */
+	__u32 unflushed; /* payload bytes in this direction not yet added to tcp_stats */
+	__u8 state;      /* enum http_req_state */
+	__u8 pfx_len;    /* bytes in pfx */
+	__u8 pad[2];
+	__u8 pfx[HTTP_PREFIX]; /* a request line that arrives in pieces */
+}; /* 40 bytes */
+
+/* The current request, as the response direction needs it: stored by the request direction, id last. */
+struct http_exchange {
+	__u64 start_ns;
+	__u32 id;        /* 0: no request yet */
+	__u8 method;     /* enum http_method */
+	__u8 pad[3];
+}; /* 16 bytes */
+
+/* The response direction's own state. */
+struct http_resp_side {
+	__u64 start_ns;  /* when the response's first byte was seen, while its status line is incomplete */
+	__u32 done_id;   /* the request whose response was recorded: later bytes are its body */
+	__u32 pfx_id;    /* the request whose status line is being collected in pfx */
+	__u32 unflushed; /* payload bytes in this direction not yet added to tcp_stats */
+	/* The http_cells cell of the last response's series (method and status in cell_tag), under the maps of
+	 * the load numbered cell_epoch: the next response with the same method and status goes straight there. */
+	__u32 cell;
+	__u32 cell_tag;
+	__u32 cell_epoch;
+	__u8 pfx_len;
+	__u8 pad[7];
+	__u8 pfx[HTTP_PREFIX];
+}; /* 56 bytes */
+
 /*
- * Per socket (sk_storage). Both directions of a connection use it, often on two CPUs (a client's requests leave
- * on its own CPU, its responses are processed on the CPU that received them), so it is laid out by who writes
- * what. Everything a packet reads or writes is in the first 56 bytes: with the storage's 8-byte header, one cache
- * line, which moves between the CPUs once per direction change anyway. The byte counters are there too: with a
- * line of their own per direction (the layout before), the sending and the receiving CPU each wrote one line of a
- * 128-byte pair, which x86's adjacent-line prefetcher moves as one, so the two counters travelled every packet
- * (bench:metrics, docs/metrics.md). The second line holds what only a line that arrives in pieces needs.
+ * Per socket (sk_storage). The storage's data starts on a cache line after an 8-byte header that every lookup
+ * reads, and its 256-byte element starts 64 bytes before that, so line 0 pairs with the element's own header and
+ * lines 1 and 2 with each other (x86's adjacent-line prefetcher fetches 128-byte pairs).
  */
 struct http_conn {
-	/* Line 0 (after the storage's header): the exchange, who the connection is, the bytes not yet counted. */
+	/* Line 0, read by every packet: who the connection is; written at establishment and at its first packet. */
 	__u64 cgroup_id;     /* the socket's cgroup (the local workload); 0 until the first packet */
-	__u64 req_start_ns;  /* when the current request's first byte left (client) or arrived (server) */
 	__u32 remote_ip[4];  /* network order; IPv4 in [0] */
 	__u16 remote_port;   /* host order */
 	__u16 local_port;    /* host order */
 	__u8 role;
 	__u8 family;
-	__u8 state;
-	__u8 method;
-	__u8 req_len;        /* bytes in req_pfx, when a request line arrives in pieces */
-	__u8 resp_len;
-	__u8 pad0[2];
-	/* Payload bytes not yet added to tcp_stats: flushed at 64 KiB and when the connection closes. */
-	__u32 unflushed_sent;
-	__u32 unflushed_received;
-	__u8 pad1[4];
-	/* Line 1: request and status lines that arrive in pieces (rare). */
-	__u64 resp_start_ns; /* when the response's first byte was seen, while its status line is incomplete */
-	__u8 req_pfx[HTTP_PREFIX];
-	__u8 resp_pfx[HTTP_PREFIX];
-	__u8 pad2[24];
-}; /* 120 bytes */
+	__u8 pad0[26];
+	/* Line 1: the hand-over. */
+	struct http_exchange ex;
+	__u8 pad1[48];
+	/* Line 2: the response side. */
+	struct http_resp_side resp;
+}; /* 176 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -126,9 +164,15 @@ enum http_counter {
 #define HTTP_ASSERT _Static_assert
 #define HTTP_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
-HTTP_SIZE_CHECK(http_conn, 120);
-/* Line 1 starts 64 bytes into the storage's line-aligned data (8 of them its header). */
-HTTP_ASSERT(__builtin_offsetof(struct http_conn, resp_start_ns) + 8 == 64, "resp_start_ns starts line 1");
+HTTP_SIZE_CHECK(http_req_side, 40);
+HTTP_SIZE_CHECK(http_exchange, 16);
+HTTP_SIZE_CHECK(http_resp_side, 56);
+HTTP_SIZE_CHECK(http_conn, 176);
+/* The element (64-byte header, 8-byte data header, data) stays in the 256-byte size class. */
+HTTP_ASSERT(64 + 8 + sizeof(struct http_conn) <= 256, "http_conn fits a 256-byte element");
+/* Line k of the storage's data starts at offset 64 * k - 8 (after its 8-byte header). */
+HTTP_ASSERT(__builtin_offsetof(struct http_conn, ex) + 8 == 64, "ex starts line 1");
+HTTP_ASSERT(__builtin_offsetof(struct http_conn, resp) + 8 == 128, "resp starts line 2");
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);

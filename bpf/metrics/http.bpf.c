@@ -17,6 +17,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Keeps the compiler from moving memory accesses across it (the JIT keeps the order it is given). */
+#define barrier() asm volatile("" ::: "memory")
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -24,12 +27,46 @@ struct {
 	__type(value, struct http_conn);
 } http_conns SEC(".maps");
 
+/* The request direction's own state: a separate allocation, so the response direction's CPU never touches it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct http_req_side);
+} http_reqs SEC(".maps");
+
+/*
+ * Request aggregates: a series (struct http_key) names a cell of http_cells, where its per-CPU counts are. Cells
+ * are handed out by the programs from http_cells_used; cell 0 and the overflow key are user space's, from load.
+ * A socket remembers the cell of its last series, so a keep-alive connection's responses skip the hash.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct http_key);
-	__type(value, struct http_value);
+	__type(value, __u32);
 } http_requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct http_value);
+} http_cells SEC(".maps");
+
+/* [0]: cells handed out so far, after cell 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} http_cells_used SEC(".maps");
+
+/*
+ * Set at load, different for every load: a socket's remembered cell counts only if it was remembered under this
+ * load's maps (a new load may come with new, empty ones while the sockets keep their storage).
+ */
+const volatile __u32 cell_epoch = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -116,26 +153,29 @@ static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
 	return t;
 }
 
-/* Adds the bytes counted on the connection since the last flush to its tcp_stats entry. */
-static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_value *t)
+/*
+ * Adds one direction's bytes counted since its last flush (*n) to the connection's tcp_stats entry. Each
+ * direction flushes only its own counter: the other one is written on another CPU.
+ */
+static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_value *t, __u32 *n, int request_dir)
 {
 	if (!t)
 		t = tcp_entry(c);
 	if (!t)
 		return;
-	t->bytes_sent += c->unflushed_sent;
-	t->bytes_received += c->unflushed_received;
-	c->unflushed_sent = 0;
-	c->unflushed_received = 0;
+	/* The client sends its requests; the server receives them. */
+	if ((c->role == HTTP_ROLE_CLIENT) == (request_dir != 0))
+		t->bytes_sent += *n;
+	else
+		t->bytes_received += *n;
+	*n = 0;
 }
 
-static __always_inline void record(struct http_conn *c, __u16 status, __u64 resp_start)
+/* The cell of a series: its own, a new one, or the overflow cell 0 (counted) when no cell or key is left. */
+static __always_inline __u32 series_cell(struct http_conn *c, __u8 method, __u16 status)
 {
 	struct http_key key = {};
-	struct http_value *v;
-	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
-	__u64 d = resp_start > c->req_start_ns ? resp_start - c->req_start_ns : 0;
-	__u32 b = bucket_of(d);
+	__u32 zero = 0, *p, *used, cell;
 
 	key.cgroup_id = c->cgroup_id;
 	key.remote_ip[0] = c->remote_ip[0];
@@ -145,15 +185,44 @@ static __always_inline void record(struct http_conn *c, __u16 status, __u64 resp
 	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
 	key.status = status;
 	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
-	key.method = c->method;
+	key.method = method;
 	key.family = c->family;
-	v = bpf_map_lookup_elem(&http_requests, &key);
-	if (!v) {
-		struct http_key over = { .cgroup_id = OVERFLOW_CGROUP };
-		struct http_value zero = {};
+	p = bpf_map_lookup_elem(&http_requests, &key);
+	if (p)
+		return *p;
+	used = bpf_map_lookup_elem(&http_cells_used, &zero);
+	/* Checked before taking one, so the count stops near the array's size instead of wrapping around. */
+	if (!used || *used >= HTTP_MAX_CELLS)
+		return 0;
+	cell = __sync_fetch_and_add(used, 1) + 1;
+	if (!bpf_map_lookup_elem(&http_cells, &cell))
+		return 0; /* past the array's end */
+	if (bpf_map_update_elem(&http_requests, &key, &cell, BPF_NOEXIST) == 0)
+		return cell;
+	/* Another CPU added the key meanwhile (its cell wins; this one stays unused), or the hash is full. */
+	p = bpf_map_lookup_elem(&http_requests, &key);
+	return p ? *p : 0;
+}
 
-		v = create_entry(&http_requests, &key, &zero, &over, HTTP_C_HTTP_OVERFLOW);
+static __always_inline void record(struct http_conn *c, __u8 method, __u64 req_start, __u16 status, __u64 resp_start)
+{
+	struct http_resp_side *rs = &c->resp;
+	struct http_value *v;
+	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
+	__u64 d = resp_start > req_start ? resp_start - req_start : 0;
+	__u32 b = bucket_of(d), tag = method | (__u32)status << 8 | 1U << 31, cell;
+
+	if (rs->cell_tag == tag && rs->cell_epoch == cell_epoch) {
+		cell = rs->cell;
+	} else {
+		cell = series_cell(c, method, status);
+		rs->cell = cell;
+		rs->cell_tag = tag;
+		rs->cell_epoch = cell_epoch;
 	}
+	if (cell == 0)
+		count(HTTP_C_HTTP_OVERFLOW);
+	v = bpf_map_lookup_elem(&http_cells, &cell);
 	if (!v)
 		return;
 	v->count += 1;
@@ -359,68 +428,109 @@ static __always_inline const __u8 *prefix(struct __sk_buff *skb, __u32 off, __u3
 	return buf;
 }
 
-static __always_inline void request_bytes(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len, __u64 now)
+/*
+ * The time of a line's first byte. TCP stamps each packet it sends with its departure time (EDT, read from the
+ * same monotonic clock as bpf_ktime_get_ns): on egress that is free; received packets carry no usable stamp.
+ */
+static __always_inline __u64 line_time(struct __sk_buff *skb, int egress)
 {
+	__u64 t = egress ? skb->tstamp : 0;
+
+	return t ? t : bpf_ktime_get_ns();
+}
+
+/*
+ * A payload packet in the request direction: a new request, the rest of a request line, or a request's body.
+ * `ack` is the packet's ack number: it moves once response bytes arrived, so a packet whose ack differs from
+ * the current request's first packet's starts the next request (HTTP/1.x clients send it after the answer).
+ */
+static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
+					   __u32 len, __u32 ack, int egress)
+{
+	struct http_req_side *rq = bpf_sk_storage_get(&http_reqs, sk, 0, 0);
 	__u64 stack[HTTP_PREFIX / 8];
-	__u8 method = 0;
 	const __u8 *p;
-	__u32 n;
+	__u8 method = 0;
+	__u32 n, id;
 	int r;
 
-	if (c->state != HTTP_ST_REQ_PFX) {
-		c->req_start_ns = now;
-		c->req_len = 0;
+	if (!rq)
+		return;
+	rq->unflushed += len;
+	if (rq->unflushed >= 65536)
+		flush_bytes(c, 0, &rq->unflushed, 1);
+	if (rq->state == HTTP_RQ_NOT_HTTP)
+		return;
+	if (rq->state == HTTP_RQ_NONE || ack != rq->ack) {
+		rq->start_ns = line_time(skb, egress);
+		rq->ack = ack;
+		rq->pfx_len = 0;
+	} else if (rq->state == HTTP_RQ_LINE) {
+		return; /* not answered yet: the current request's body */
 	}
-	p = prefix(skb, off, len, (__u8 *)stack, c->req_pfx, &c->req_len, &n);
+	p = prefix(skb, off, len, (__u8 *)stack, rq->pfx, &rq->pfx_len, &n);
 	r = n == HTTP_PREFIX ? parse_method_prefix(p, &method) : parse_method(p, n, &method);
 	if (r == PARSE_OK) {
-		c->method = method;
-		c->state = HTTP_ST_AWAIT;
+		id = rq->id + 1 ? rq->id + 1 : 1; /* 0 means "none" to the response direction */
+		rq->id = id;
+		rq->state = HTTP_RQ_LINE;
+		/* Stores only (a load would take the line back from the other CPU), the id last: the response
+		 * direction reads the id first and trusts the rest once it changed (x86 keeps stores in order). */
+		c->ex.start_ns = rq->start_ns;
+		c->ex.method = method;
+		barrier();
+		c->ex.id = id;
 	} else if (r == PARSE_BAD) {
-		c->state = HTTP_ST_NOT_HTTP;
+		rq->state = HTTP_RQ_NOT_HTTP;
 		count(HTTP_C_NOT_HTTP);
 	} else {
-		c->state = HTTP_ST_REQ_PFX;
+		rq->state = HTTP_RQ_PFX;
 	}
 }
 
-static __always_inline void response_bytes(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len, __u64 now)
+/*
+ * A payload packet in the response direction: the start of the current request's response, the rest of its
+ * status line, or its body. Reads the hand-over (the other CPU's line, once per exchange); writes only its own.
+ */
+static __always_inline void response_packet(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len,
+					    int egress)
 {
+	struct http_resp_side *rs = &c->resp;
 	__u64 stack[HTTP_PREFIX / 8];
 	const __u8 *p;
 	__u16 status = 0;
 	__u64 start;
-	__u32 n;
+	__u32 id, n;
 	int r;
 
+	rs->unflushed += len;
+	if (rs->unflushed >= 65536)
+		flush_bytes(c, 0, &rs->unflushed, 0);
+	/* No request handed over yet (none, its line in pieces, or not HTTP), or answered: this is its body. */
+	id = *(volatile __u32 *)&c->ex.id;
+	if (id == 0 || id == rs->done_id)
+		return;
+	barrier();
 	/* The response's start: this packet's time, or kept from the packet that began an incomplete status line. */
-	if (c->state == HTTP_ST_AWAIT) {
-		start = now;
-		c->resp_len = 0;
+	if (rs->pfx_id != id) {
+		start = line_time(skb, egress);
+		rs->pfx_len = 0;
 	} else {
-		start = c->resp_start_ns;
+		start = rs->start_ns;
 	}
-	p = prefix(skb, off, len, (__u8 *)stack, c->resp_pfx, &c->resp_len, &n);
+	p = prefix(skb, off, len, (__u8 *)stack, rs->pfx, &rs->pfx_len, &n);
 	r = n == HTTP_PREFIX ? parse_status_prefix(p, &status) : parse_status(p, n, &status);
 	if (r == PARSE_MORE) {
-		c->resp_start_ns = start;
-		c->state = HTTP_ST_RESP_PFX;
+		rs->pfx_id = id;
+		rs->start_ns = start;
 		return;
 	}
 	if (r == PARSE_BAD) {
 		count(HTTP_C_UNPARSED_STATUS);
 		status = 0;
 	}
-	record(c, status, start);
-	c->state = HTTP_ST_IDLE;
-}
-
-/* Whether a packet in this direction can move the exchange state; any other packet only adds its bytes. */
-static __always_inline int wanted(const struct http_conn *c, int request_dir)
-{
-	if (request_dir)
-		return c->state <= HTTP_ST_REQ_PFX; /* NEW, IDLE, REQ_PFX: a request starts or goes on */
-	return c->state == HTTP_ST_AWAIT || c->state == HTTP_ST_RESP_PFX;
+	record(c, c->ex.method, c->ex.start_ns, status, start);
+	rs->done_id = id;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, int egress)
@@ -428,10 +538,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	struct bpf_sock *sk = skb->sk;
 	struct http_conn *c;
 	struct l4_pair_value *t;
-	__u32 ip_len, off, payload;
-	__u64 now;
-	int request_dir;
-	__u8 b;
+	struct tcphdr *th;
+	__u32 ip_len, off;
 
 	if (!sk)
 		return 1;
@@ -446,7 +554,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		if (t)
 			t->opened += 1;
 	}
-	/* Header lengths by direct packet access (the headers are always in the linear part): no helper call. */
+	/* Header lengths and the ack number by direct packet access (the headers are in the linear part). */
 	{
 		void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 		__u8 *p = data;
@@ -460,40 +568,18 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		}
 		if (ip_len < 20 || ip_len > 60)
 			return 1;
-		p = data + ip_len + 12;
-		if ((void *)(p + 1) > end)
+		th = data + ip_len;
+		if ((void *)(th + 1) > end)
 			return 1;
-		b = *p;
 	}
-	off = ip_len + (b >> 4) * 4;
+	off = ip_len + th->doff * 4;
+	/* Pure ACKs and other packets without payload change nothing. */
 	if (skb->len <= off)
 		return 1;
-	payload = skb->len - off;
-	/* Byte counts reach tcp_stats every 64 KiB per direction and when the connection closes: no map update per packet. */
-	if (egress) {
-		c->unflushed_sent += payload;
-		if (c->unflushed_sent >= 65536)
-			flush_bytes(c, 0);
-	} else {
-		c->unflushed_received += payload;
-		if (c->unflushed_received >= 65536)
-			flush_bytes(c, 0);
-	}
-	request_dir = (c->role == HTTP_ROLE_CLIENT) == (egress != 0);
-	if (!wanted(c, request_dir))
-		return 1;
-	/*
-	 * The time of the line's first byte. TCP stamps each packet it sends with its departure time (EDT, read
-	 * from the same monotonic clock as bpf_ktime_get_ns): on egress that is free; received packets carry no
-	 * usable stamp.
-	 */
-	now = egress ? skb->tstamp : 0;
-	if (!now)
-		now = bpf_ktime_get_ns();
-	if (request_dir)
-		request_bytes(skb, c, off, payload, now);
+	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
+		request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress);
 	else
-		response_bytes(skb, c, off, payload, now);
+		response_packet(skb, c, off, skb->len - off, egress);
 	return 1;
 }
 
@@ -512,6 +598,7 @@ int http_ingress(struct __sk_buff *skb)
 SEC("sockops")
 int http_sockops(struct bpf_sock_ops *skops)
 {
+	struct http_req_side *rq;
 	struct http_conn *c;
 	struct l4_pair_value *t;
 
@@ -525,6 +612,8 @@ int http_sockops(struct bpf_sock_ops *skops)
 		c = bpf_sk_storage_get(&http_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
 			return 1;
+		/* Without its request side the connection is counted (TCP metrics) but its requests are not. */
+		bpf_sk_storage_get(&http_reqs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		c->role = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? HTTP_ROLE_CLIENT : HTTP_ROLE_SERVER;
 		c->family = skops->family == AF_INET6 ? AF_INET6 : AF_INET;
 		if (c->family == AF_INET) {
@@ -549,9 +638,13 @@ int http_sockops(struct bpf_sock_ops *skops)
 		if (!c || c->cgroup_id == 0)
 			return 1;
 		t = tcp_entry(c);
-		if (t)
-			t->closed += 1;
-		flush_bytes(c, t);
+		if (!t)
+			return 1;
+		t->closed += 1;
+		rq = bpf_sk_storage_get(&http_reqs, sk, 0, 0);
+		if (rq)
+			flush_bytes(c, t, &rq->unflushed, 1);
+		flush_bytes(c, t, &c->resp.unflushed, 0);
 		break;
 	}
 	}

@@ -1,6 +1,8 @@
 /** The metrics datapath: the embedded http programs attached to a cgroup v2 subtree, and their aggregates
  *  read at scrape time (summed over CPUs). */
-import { type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { randomInt } from 'node:crypto';
+
+import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
 import {
   counterNames,
@@ -17,6 +19,8 @@ import {
 
 const names = embedded.http;
 const AF_INET = 2;
+/** The cell of the overflow series: the programs hand out cells from 1. */
+const OVERFLOW_CELL = 0;
 
 export type Direction = 'client' | 'server';
 
@@ -55,7 +59,8 @@ export interface MetricsSnapshot {
 }
 
 export interface MetricsOptions {
-  /** Capacity of the request aggregation map (distinct workload/peer/method/status keys); default 8,192. */
+  /** Capacity of the request aggregation (distinct workload/peer/method/status series, the overflow series
+   *  included); default 8,192. */
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */
   maxTcpKeys?: number;
@@ -79,20 +84,24 @@ function where(k: { cgroupId: bigint; remoteIp: Buffer; port: number; dir: numbe
 
 export class MetricsDatapath implements Disposable {
   private readonly obj: BpfObject;
-  private readonly http: PerCpuMap<HttpKey, { count: number; sumNs: number; buckets: number[] }>;
+  /** Series → the cell of http_cells holding their per-CPU counts (see bpf/metrics/http.bpf.c). */
+  private readonly series: BpfMap<HttpKey, number>;
+  private readonly cells: PerCpuMap<number, { count: number; sumNs: number; buckets: number[] }>;
   private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
   private readonly counters: PerCpuMap<number, bigint>;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
-    this.http = obj.perCpuMap(names.maps.http_requests, { key: httpKey, value: httpValue });
+    this.series = obj.map(names.maps.http_requests, { key: httpKey, value: c.u32 });
+    this.cells = obj.perCpuMap(names.maps.http_cells, { key: c.u32, value: httpValue });
     this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
     this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
-    // The overflow entries exist before any program runs, so a full map always has somewhere to count. Maps
-    // adopted from pins already have them (with counts that must not be reset).
+    // The overflow entries exist before any program runs, so a full map always has somewhere to count: the
+    // overflow series owns cell 0, which the programs never hand out. Maps adopted from pins already have them
+    // (with counts that must not be reset).
     const zero16 = Buffer.alloc(16);
     const httpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, status: 0, dir: 0, method: 0, family: 0 };
-    if (this.http.get(httpOverflow) === undefined) this.http.set(httpOverflow, { count: 0, sumNs: 0, buckets: new Array(15).fill(0) }, 'noexist');
+    if (this.series.get(httpOverflow) === undefined) this.series.set(httpOverflow, OVERFLOW_CELL, 'noexist');
     const tcpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, dir: 0, family: 0 };
     if (this.tcp.get(tcpOverflow) === undefined) this.tcp.set(tcpOverflow, { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 }, 'noexist');
   }
@@ -100,7 +109,12 @@ export class MetricsDatapath implements Disposable {
   static load(opts: MetricsOptions = {}): MetricsDatapath {
     const spec = ObjectSpec.embedded(names.name);
     try {
-      if (opts.maxHttpKeys !== undefined) spec.setMaxEntries(names.maps.http_requests, opts.maxHttpKeys);
+      if (opts.maxHttpKeys !== undefined) {
+        spec.setMaxEntries(names.maps.http_requests, opts.maxHttpKeys);
+        spec.setMaxEntries(names.maps.http_cells, opts.maxHttpKeys);
+      }
+      // Sockets remember their last series' cell under this load's number (see cell_epoch in http.bpf.c).
+      spec.setConstant(names.constants.cell_epoch, randomInt(1, 2 ** 32));
       if (opts.maxTcpKeys !== undefined) spec.setMaxEntries(names.maps.tcp_stats, opts.maxTcpKeys);
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
@@ -146,7 +160,9 @@ export class MetricsDatapath implements Disposable {
   /** Reads only the request aggregates (what a caller sampling request rates needs), summed over CPUs. */
   readHttp(): HttpSample[] {
     const http: HttpSample[] = [];
-    for (const [k, perCpu] of this.http.getBatch()) {
+    for (const [k, cell] of this.series.getBatch()) {
+      const perCpu = this.cells.get(cell);
+      if (perCpu === undefined) continue;
       const buckets = new Array<number>(15).fill(0);
       let count = 0, sumNs = 0;
       for (const v of perCpu) {
@@ -170,7 +186,7 @@ export class MetricsDatapath implements Disposable {
   /** Entries in use and capacity of the aggregation maps (map pressure). */
   fill(): Record<'http_requests' | 'tcp_stats', { used: number; max: number }> {
     return {
-      http_requests: { used: this.http.count(), max: this.http.maxEntries },
+      http_requests: { used: this.series.count(), max: this.series.maxEntries },
       tcp_stats: { used: this.tcp.count(), max: this.tcp.maxEntries },
     };
   }
