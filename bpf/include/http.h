@@ -84,14 +84,57 @@ struct http_resp_side {
 	__u32 pfx_id;    /* the request whose status line is being collected in pfx */
 	__u32 unflushed; /* payload bytes in this direction not yet added to tcp_stats */
 	/* The http_cells cell of the last response's series (method and status in cell_tag), under the maps of
-	 * the load numbered cell_epoch: the next response with the same method and status goes straight there. */
+	 * the load numbered cell_epoch: the next response with the same method and status goes straight there.
+	 * peer_cell: the same for the client's side, when this server socket measures both. */
 	__u32 cell;
 	__u32 cell_tag;
+	__u32 peer_cell;
+	__u32 peer_cell_tag;
 	__u32 cell_epoch;
 	__u8 pfx_len;
-	__u8 pad[7];
+	__u8 pad[3];
 	__u8 pfx[HTTP_PREFIX];
-}; /* 56 bytes */
+}; /* 64 bytes */
+
+/*
+ * Connections whose two ends are both measured on this node (a client and a server workload talking over loopback
+ * or veth) are measured once, at the server's socket, for both sides: the client's socket does nothing per
+ * packet. The server's socket sees every request arrive and every response leave, which is what the client's
+ * socket would see a few microseconds apart (on this node a packet is received in the same pass that sends it),
+ * and the work of one socket instead of two halves the cost of such a connection (bench:metrics).
+ * The two sockets find each other at the handshake: the client's registers its connection in http_pending
+ * (addresses, ports and both initial sequence numbers, which no other connection shares), the server's joins it.
+ */
+enum http_pair {
+	HTTP_PAIR_UNKNOWN = 0, /* a client socket before its first payload: registered, maybe joined */
+	HTTP_PAIR_NONE,        /* measures its own side only */
+	HTTP_PAIR_CLIENT,      /* a client socket whose server's socket measures both sides: does nothing */
+	HTTP_PAIR_SERVER,      /* a server socket that measures both sides */
+};
+
+/* A client connection waiting for its server's socket, keyed as the client sees it. */
+struct http_pending_key {
+	__u32 client_ip[4];  /* network order; IPv4 in [0] */
+	__u32 server_ip[4];
+	__u16 client_port;   /* host order */
+	__u16 server_port;
+	__u32 client_seq;    /* the client's and the server's initial sequence numbers, plus one */
+	__u32 server_seq;
+	__u8 family;
+	__u8 pad[3];
+}; /* 48 bytes */
+
+enum http_pending_state {
+	HTTP_PEND_OPEN = 0,  /* the server's socket may join */
+	HTTP_PEND_JOINED,    /* it did: it measures both sides */
+	HTTP_PEND_CLOSED,    /* the client's socket decided to measure its own side: too late to join */
+};
+
+struct http_pending_value {
+	__u64 client_cgroup; /* the client's cgroup, known from its first packet (0 before) */
+	__u32 state;         /* enum http_pending_state, changed by compare-and-swap */
+	__u32 pad;
+}; /* 16 bytes */
 
 /*
  * Per socket (sk_storage). The storage's data starts on a cache line after an 8-byte header that every lookup
@@ -102,17 +145,22 @@ struct http_conn {
 	/* Line 0, read by every packet: who the connection is; written at establishment and at its first packet. */
 	__u64 cgroup_id;     /* the socket's cgroup (the local workload); 0 until the first packet */
 	__u32 remote_ip[4];  /* network order; IPv4 in [0] */
+	__u32 local_ip[4];
 	__u16 remote_port;   /* host order */
 	__u16 local_port;    /* host order */
 	__u8 role;
 	__u8 family;
-	__u8 pad0[26];
-	/* Line 1: the hand-over. */
+	__u8 pair;           /* enum http_pair */
+	__u8 pad0;
+	__u32 snd_seq;       /* initial sequence numbers plus one, to find the other end (http_pending) */
+	__u32 rcv_seq;
+	/* Line 1: the hand-over, and who the client is when this server socket measures both sides. */
 	struct http_exchange ex;
-	__u8 pad1[48];
+	__u64 peer_cgroup;
+	__u8 pad1[40];
 	/* Line 2: the response side. */
 	struct http_resp_side resp;
-}; /* 176 bytes */
+}; /* 184 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -150,10 +198,11 @@ struct l4_pair_value {
 }; /* 32 bytes */
 
 enum http_counter {
-	HTTP_C_NOT_HTTP,         /* connections whose data was not HTTP/1.x */
-	HTTP_C_UNPARSED_STATUS,  /* responses that did not start with a status line (recorded with status 0) */
+	HTTP_C_NOT_HTTP,         /* connections whose data was not HTTP/1.x, once per side measured */
+	HTTP_C_UNPARSED_STATUS,  /* responses that did not start with a status line (recorded with status 0), per side */
 	HTTP_C_HTTP_OVERFLOW,    /* exchanges recorded under the overflow key: http_requests was full */
 	HTTP_C_TCP_OVERFLOW,
+	HTTP_C_PAIRED,           /* connections measured at their server's socket for both sides (enum http_pair) */
 	HTTP_C_MAX,
 };
 
@@ -166,12 +215,15 @@ enum http_counter {
 #endif
 HTTP_SIZE_CHECK(http_req_side, 40);
 HTTP_SIZE_CHECK(http_exchange, 16);
-HTTP_SIZE_CHECK(http_resp_side, 56);
-HTTP_SIZE_CHECK(http_conn, 176);
+HTTP_SIZE_CHECK(http_resp_side, 64);
+HTTP_SIZE_CHECK(http_conn, 184);
+HTTP_SIZE_CHECK(http_pending_key, 48);
+HTTP_SIZE_CHECK(http_pending_value, 16);
 /* The element (64-byte header, 8-byte data header, data) stays in the 256-byte size class. */
 HTTP_ASSERT(64 + 8 + sizeof(struct http_conn) <= 256, "http_conn fits a 256-byte element");
 /* Line k of the storage's data starts at offset 64 * k - 8 (after its 8-byte header). */
 HTTP_ASSERT(__builtin_offsetof(struct http_conn, ex) + 8 == 64, "ex starts line 1");
+HTTP_ASSERT(__builtin_offsetof(struct http_conn, peer_cgroup) + 8 < 128, "peer_cgroup in line 1");
 HTTP_ASSERT(__builtin_offsetof(struct http_conn, resp) + 8 == 128, "resp starts line 2");
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);

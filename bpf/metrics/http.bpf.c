@@ -4,9 +4,10 @@
  *
  * sockops marks each established TCP connection (client or server side) with per-socket state. cgroup_skb
  * egress and ingress see its packets: a connection alternates request, response, request, …; the first bytes
- * of a request give the method, the first bytes of its response the status, and their arrival times the
- * duration. Bytes are collected across segments and writes until the line can be read, so requests written in
- * small pieces still count. Streams that do not start like HTTP/1.x are marked and ignored.
+ * of a request give the method, the first bytes of its response the status, and their times the duration.
+ * Bytes are collected across segments and writes until the line can be read, so requests written in small
+ * pieces still count. Streams that do not start like HTTP/1.x are marked and ignored. A connection whose two
+ * ends are both measured here is measured once, at the server's socket, for both sides (http.h, enum http_pair).
  * User space reads per-CPU aggregates; no per-request event leaves the kernel.
  */
 #include "vmlinux.h"
@@ -14,6 +15,7 @@
 #include <bpf/bpf_endian.h>
 #include "bpf_consts.h"
 #include "http.h"
+#include "http_parse.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -68,6 +70,15 @@ struct {
  */
 const volatile __u32 cell_epoch = 1;
 
+/* Client connections waiting for their server's socket to join (see enum http_pair in http.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct http_pending_key);
+	__type(value, struct http_pending_value);
+} http_pending SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
@@ -104,89 +115,127 @@ static __always_inline __u32 bucket_of(__u64 d)
 /* The key user space inserts at load: what cannot get its own entry once a map is full is counted here. */
 #define OVERFLOW_CGROUP 0xffffffffffffffffULL
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(__u32 idx, __u64 n)
 {
-	__u64 *n = bpf_map_lookup_elem(&http_counters, &idx);
+	__u64 *v = bpf_map_lookup_elem(&http_counters, &idx);
 
-	if (n)
-		*n += 1;
-}
-
-/*
- * For a key with no entry yet: the entry created from zero, or the overflow entry when the map is full. Callers
- * look up first and build zero and the overflow key only on a miss: the common path builds neither (the zero
- * http_value alone is 136 bytes of stack stores).
- */
-static __always_inline void *create_entry(void *map, void *key, void *zero, void *overflow_key, __u32 overflow_counter)
-{
-	void *v;
-
-	/* EEXIST (another CPU created it meanwhile) is fine; E2BIG (full) leaves the lookup empty. */
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
-	v = bpf_map_lookup_elem(map, key);
 	if (v)
-		return v;
-	count(overflow_counter);
-	return bpf_map_lookup_elem(map, overflow_key);
+		*v += n;
 }
 
-static __always_inline struct l4_pair_value *tcp_entry(struct http_conn *c)
+/* The sides a socket measures: its own, and with HTTP_PAIR_SERVER its client's too. */
+static __always_inline __u64 sides(const struct http_conn *c)
+{
+	return c->pair == HTTP_PAIR_SERVER ? 2 : 1;
+}
+
+/* One side of a connection, as the aggregation keys name it. */
+struct side {
+	__u64 cgroup_id;
+	__u32 remote_ip[4];
+	__u16 port; /* client: the server port dialled; server: the local port served */
+	__u8 dir;   /* enum http_dir */
+	__u8 family;
+};
+
+static __always_inline void set_side(struct side *s, __u64 cgroup_id, const __u32 *remote_ip, __u16 port, __u8 dir,
+				     __u8 family)
+{
+	s->cgroup_id = cgroup_id;
+	__builtin_memcpy(s->remote_ip, remote_ip, sizeof(s->remote_ip));
+	s->port = port;
+	s->dir = dir;
+	s->family = family;
+}
+
+/* The socket's own side. */
+static __always_inline void own_side(const struct http_conn *c, struct side *s)
+{
+	int client = c->role == HTTP_ROLE_CLIENT;
+
+	set_side(s, c->cgroup_id, c->remote_ip, client ? c->remote_port : c->local_port,
+		 client ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER, c->family);
+}
+
+/* A server socket's client, as the client's own socket would name itself: it dialled this address and port. */
+static __always_inline void peer_side(const struct http_conn *c, struct side *s)
+{
+	set_side(s, c->peer_cgroup, c->local_ip, c->local_port, HTTP_DIR_CLIENT, c->family);
+}
+
+static __always_inline struct l4_pair_value *tcp_entry(const struct side *s)
 {
 	struct l4_pair_key key = {};
 	struct l4_pair_value *t;
 
-	key.cgroup_id = c->cgroup_id;
-	key.remote_ip[0] = c->remote_ip[0];
-	key.remote_ip[1] = c->remote_ip[1];
-	key.remote_ip[2] = c->remote_ip[2];
-	key.remote_ip[3] = c->remote_ip[3];
-	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
-	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
-	key.family = c->family;
+	key.cgroup_id = s->cgroup_id;
+	__builtin_memcpy(key.remote_ip, s->remote_ip, sizeof(key.remote_ip));
+	key.port = s->port;
+	key.dir = s->dir;
+	key.family = s->family;
 	t = bpf_map_lookup_elem(&tcp_stats, &key);
-	if (!t) {
+	if (t)
+		return t;
+	/* Zero and the overflow key are built only on a miss. EEXIST (another CPU created it meanwhile) is fine;
+	 * E2BIG (full) leaves the lookup empty and the connection goes to the overflow entry. */
+	{
 		struct l4_pair_key over = { .cgroup_id = OVERFLOW_CGROUP };
 		struct l4_pair_value zero = {};
 
-		t = create_entry(&tcp_stats, &key, &zero, &over, HTTP_C_TCP_OVERFLOW);
+		bpf_map_update_elem(&tcp_stats, &key, &zero, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&tcp_stats, &key);
+		if (t)
+			return t;
+		count(HTTP_C_TCP_OVERFLOW, 1);
+		return bpf_map_lookup_elem(&tcp_stats, &over);
 	}
-	return t;
 }
 
 /*
- * Adds one direction's bytes counted since its last flush (*n) to the connection's tcp_stats entry. Each
- * direction flushes only its own counter: the other one is written on another CPU.
+ * Adds one direction's bytes counted since its last flush (*n) to tcp_stats: the socket's own side and, for a
+ * server socket that measures both, its client's. Each direction flushes only its own counter: the other one is
+ * written on another CPU.
  */
-static __always_inline void flush_bytes(struct http_conn *c, struct l4_pair_value *t, __u32 *n, int request_dir)
+static __always_inline void add_bytes(const struct side *s, __u32 n, int sent)
 {
-	if (!t)
-		t = tcp_entry(c);
+	struct l4_pair_value *t = tcp_entry(s);
+
 	if (!t)
 		return;
-	/* The client sends its requests; the server receives them. */
-	if ((c->role == HTTP_ROLE_CLIENT) == (request_dir != 0))
-		t->bytes_sent += *n;
+	if (sent)
+		t->bytes_sent += n;
 	else
-		t->bytes_received += *n;
+		t->bytes_received += n;
+}
+
+static __always_inline void flush_bytes(struct http_conn *c, __u32 *n, int request_dir)
+{
+	/* Requests go from the client to the server. */
+	int sent = (c->role == HTTP_ROLE_CLIENT) == (request_dir != 0);
+	struct side s;
+
+	own_side(c, &s);
+	add_bytes(&s, *n, sent);
+	if (c->pair == HTTP_PAIR_SERVER) {
+		peer_side(c, &s);
+		add_bytes(&s, *n, !sent);
+	}
 	*n = 0;
 }
 
-/* The cell of a series: its own, a new one, or the overflow cell 0 (counted) when no cell or key is left. */
-static __always_inline __u32 series_cell(struct http_conn *c, __u8 method, __u16 status)
+/* The cell of a series: its own, a new one, or the overflow cell 0 when no cell or key is left. */
+static __always_inline __u32 series_cell(const struct side *s, __u8 method, __u16 status)
 {
 	struct http_key key = {};
 	__u32 zero = 0, *p, *used, cell;
 
-	key.cgroup_id = c->cgroup_id;
-	key.remote_ip[0] = c->remote_ip[0];
-	key.remote_ip[1] = c->remote_ip[1];
-	key.remote_ip[2] = c->remote_ip[2];
-	key.remote_ip[3] = c->remote_ip[3];
-	key.port = c->role == HTTP_ROLE_CLIENT ? c->remote_port : c->local_port;
+	key.cgroup_id = s->cgroup_id;
+	__builtin_memcpy(key.remote_ip, s->remote_ip, sizeof(key.remote_ip));
+	key.port = s->port;
 	key.status = status;
-	key.dir = c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
+	key.dir = s->dir;
 	key.method = method;
-	key.family = c->family;
+	key.family = s->family;
 	p = bpf_map_lookup_elem(&http_requests, &key);
 	if (p)
 		return *p;
@@ -204,25 +253,23 @@ static __always_inline __u32 series_cell(struct http_conn *c, __u8 method, __u16
 	return p ? *p : 0;
 }
 
-static __always_inline void record(struct http_conn *c, __u8 method, __u64 req_start, __u16 status, __u64 resp_start)
+/*
+ * Counts one exchange for one side. *cell and *tag remember the side's last series, so the next response with
+ * the same method and status skips the hash (the epoch is checked by the caller, once for both sides).
+ */
+static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag, __u8 method, __u16 status, __u64 d,
+				   int fresh)
 {
-	struct http_resp_side *rs = &c->resp;
+	__u32 t = method | (__u32)status << 8 | 1U << 31, b = bucket_of(d);
 	struct http_value *v;
-	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
-	__u64 d = resp_start > req_start ? resp_start - req_start : 0;
-	__u32 b = bucket_of(d), tag = method | (__u32)status << 8 | 1U << 31, cell;
 
-	if (rs->cell_tag == tag && rs->cell_epoch == cell_epoch) {
-		cell = rs->cell;
-	} else {
-		cell = series_cell(c, method, status);
-		rs->cell = cell;
-		rs->cell_tag = tag;
-		rs->cell_epoch = cell_epoch;
+	if (fresh || *tag != t) {
+		*cell = series_cell(s, method, status);
+		*tag = t;
 	}
-	if (cell == 0)
-		count(HTTP_C_HTTP_OVERFLOW);
-	v = bpf_map_lookup_elem(&http_cells, &cell);
+	if (*cell == 0)
+		count(HTTP_C_HTTP_OVERFLOW, 1);
+	v = bpf_map_lookup_elem(&http_cells, cell);
 	if (!v)
 		return;
 	v->count += 1;
@@ -230,202 +277,24 @@ static __always_inline void record(struct http_conn *c, __u8 method, __u64 req_s
 	v->buckets[b < HTTP_BUCKETS ? b : HTTP_BOUNDS] += 1;
 }
 
-#define PARSE_MORE 0
-#define PARSE_OK 1
-#define PARSE_BAD 2
-
-static __always_inline int is_upper(__u8 ch)
+/* Counts an exchange for every side the socket measures. */
+static __always_inline void record_exchange(struct http_conn *c, __u8 method, __u64 req_start, __u16 status,
+					    __u64 resp_start)
 {
-	return ch >= 'A' && ch <= 'Z';
-}
+	struct http_resp_side *rs = &c->resp;
+	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
+	__u64 d = resp_start > req_start ? resp_start - req_start : 0;
+	/* Cells remembered under another load's maps do not count (see cell_epoch). */
+	int fresh = rs->cell_epoch != cell_epoch;
+	struct side s;
 
-/* The request line's method: an upper-case token, a space, then a request target ('/', '*' or absolute). */
-static __always_inline int parse_method(const __u8 *p, __u32 n, __u8 *method)
-{
-	__u32 len = 0;
-
-	for (__u32 i = 0; i < HTTP_PREFIX - 1; i++) {
-		if (i >= n)
-			return PARSE_MORE;
-		if (p[i] == ' ') {
-			len = i;
-			break;
-		}
-		if (!is_upper(p[i]))
-			return PARSE_BAD;
+	rs->cell_epoch = cell_epoch;
+	own_side(c, &s);
+	record(&s, &rs->cell, &rs->cell_tag, method, status, d, fresh);
+	if (c->pair == HTTP_PAIR_SERVER) {
+		peer_side(c, &s);
+		record(&s, &rs->peer_cell, &rs->peer_cell_tag, method, status, d, fresh);
 	}
-	if (len == 0)
-		return PARSE_BAD;
-	if (len + 1 >= n)
-		return PARSE_MORE;
-	if (p[(len + 1) & (HTTP_PREFIX - 1)] != '/' && p[(len + 1) & (HTTP_PREFIX - 1)] != '*' &&
-	    p[(len + 1) & (HTTP_PREFIX - 1)] != 'h')
-		return PARSE_BAD;
-	*method = HTTP_M_OTHER;
-	if (len == 3 && p[0] == 'G' && p[1] == 'E' && p[2] == 'T')
-		*method = HTTP_M_GET;
-	else if (len == 3 && p[0] == 'P' && p[1] == 'U' && p[2] == 'T')
-		*method = HTTP_M_PUT;
-	else if (len == 4 && p[0] == 'H' && p[1] == 'E' && p[2] == 'A' && p[3] == 'D')
-		*method = HTTP_M_HEAD;
-	else if (len == 4 && p[0] == 'P' && p[1] == 'O' && p[2] == 'S' && p[3] == 'T')
-		*method = HTTP_M_POST;
-	else if (len == 5 && p[0] == 'P' && p[1] == 'A' && p[2] == 'T' && p[3] == 'C' && p[4] == 'H')
-		*method = HTTP_M_PATCH;
-	else if (len == 5 && p[0] == 'T' && p[1] == 'R' && p[2] == 'A' && p[3] == 'C' && p[4] == 'E')
-		*method = HTTP_M_TRACE;
-	else if (len == 6 && p[0] == 'D' && p[1] == 'E' && p[2] == 'L' && p[3] == 'E' && p[4] == 'T' && p[5] == 'E')
-		*method = HTTP_M_DELETE;
-	else if (len == 7 && p[0] == 'O' && p[1] == 'P' && p[2] == 'T' && p[3] == 'I' && p[4] == 'O' && p[5] == 'N' &&
-		 p[6] == 'S')
-		*method = HTTP_M_OPTIONS;
-	else if (len == 7 && p[0] == 'C' && p[1] == 'O' && p[2] == 'N' && p[3] == 'N' && p[4] == 'E' && p[5] == 'C' &&
-		 p[6] == 'T')
-		*method = HTTP_M_CONNECT;
-	return PARSE_OK;
-}
-
-/* "HTTP/1.x NNN": 12 bytes. Checked as they arrive, so a stream that is not a status line fails early. */
-static __always_inline int parse_status(const __u8 *p, __u32 n, __u16 *status)
-{
-	for (__u32 i = 0; i < 12; i++) {
-		__u8 ch, want;
-
-		if (i >= n)
-			return PARSE_MORE;
-		ch = p[i];
-		want = i == 0 ? 'H' : i == 1 || i == 2 ? 'T' : i == 3 ? 'P' : i == 4 ? '/' : i == 5 ? '1' : '.';
-		if (i < 7 && ch != want)
-			return PARSE_BAD;
-		if (i == 7 && ch != '0' && ch != '1')
-			return PARSE_BAD;
-		if (i == 8 && ch != ' ')
-			return PARSE_BAD;
-		if (i >= 9 && (ch < '0' || ch > '9'))
-			return PARSE_BAD;
-	}
-	*status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-	return PARSE_OK;
-}
-
-/* Little-endian words of the tokens the fast paths compare with. */
-#define W4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
-#define W8_HTTP_1_1 ((__u64)W4('H', 'T', 'T', 'P') | (__u64)W4('/', '1', '.', '1') << 32)
-
-/*
- * parse_method on a whole prefix (HTTP_PREFIX bytes, 8-byte aligned): the nine methods with names by word
- * compares, a dozen instructions instead of a byte loop; anything else goes through the byte loop.
- */
-static __always_inline int parse_method_prefix(const __u8 *p, __u8 *method)
-{
-	__u32 w = *(const __u32 *)p, len = 0;
-	__u8 m = HTTP_M_NONE, t;
-
-	switch (w) {
-	case W4('G', 'E', 'T', ' '):
-		m = HTTP_M_GET, len = 3;
-		break;
-	case W4('P', 'U', 'T', ' '):
-		m = HTTP_M_PUT, len = 3;
-		break;
-	case W4('H', 'E', 'A', 'D'):
-		if (p[4] == ' ')
-			m = HTTP_M_HEAD, len = 4;
-		break;
-	case W4('P', 'O', 'S', 'T'):
-		if (p[4] == ' ')
-			m = HTTP_M_POST, len = 4;
-		break;
-	case W4('P', 'A', 'T', 'C'):
-		if (p[4] == 'H' && p[5] == ' ')
-			m = HTTP_M_PATCH, len = 5;
-		break;
-	case W4('T', 'R', 'A', 'C'):
-		if (p[4] == 'E' && p[5] == ' ')
-			m = HTTP_M_TRACE, len = 5;
-		break;
-	case W4('D', 'E', 'L', 'E'):
-		if (p[4] == 'T' && p[5] == 'E' && p[6] == ' ')
-			m = HTTP_M_DELETE, len = 6;
-		break;
-	case W4('O', 'P', 'T', 'I'):
-		if (*(const __u32 *)(p + 4) == W4('O', 'N', 'S', ' '))
-			m = HTTP_M_OPTIONS, len = 7;
-		break;
-	case W4('C', 'O', 'N', 'N'):
-		if (*(const __u32 *)(p + 4) == W4('E', 'C', 'T', ' '))
-			m = HTTP_M_CONNECT, len = 7;
-		break;
-	}
-	if (m == HTTP_M_NONE)
-		return parse_method(p, HTTP_PREFIX, method);
-	t = p[len + 1];
-	if (t != '/' && t != '*' && t != 'h')
-		return PARSE_BAD;
-	*method = m;
-	return PARSE_OK;
-}
-
-/* parse_status on a whole prefix (8-byte aligned): "HTTP/1.0" or "HTTP/1.1" in one compare. */
-static __always_inline int parse_status_prefix(const __u8 *p, __u16 *status)
-{
-	__u8 d0 = p[9] - '0', d1 = p[10] - '0', d2 = p[11] - '0';
-
-	/* '0' | 1 == '1': one compare accepts both minor versions. */
-	if ((*(const __u64 *)p | (__u64)1 << 56) != W8_HTTP_1_1 || p[8] != ' ' || d0 > 9 || d1 > 9 || d2 > 9)
-		return PARSE_BAD;
-	*status = d0 * 100 + d1 * 10 + d2;
-	return PARSE_OK;
-}
-
-/* Appends up to HTTP_PREFIX - *len bytes of payload to buf: for a line that arrives in pieces. */
-static __always_inline void collect(struct __sk_buff *skb, __u32 off, __u32 avail, __u8 *buf, __u8 *len)
-{
-	__u8 tmp[HTTP_PREFIX] = {};
-	__u32 have = *len, want;
-
-	if (have >= HTTP_PREFIX)
-		return;
-	want = HTTP_PREFIX - have;
-	if (want > avail)
-		want = avail;
-	/*
-	 * For the verifier: the barrier keeps the compiler from folding the mask into the comparisons above, so
-	 * the length passed to bpf_skb_load_bytes is provably within tmp.
-	 */
-	asm volatile("" : "+r"(want));
-	/* want is in [1, HTTP_PREFIX] here (payload is non-empty, have < HTTP_PREFIX); this form proves it to
-	 * verifiers that do not narrow a range on "!= 0" (Linux 6.1). */
-	want = ((want - 1) & (HTTP_PREFIX - 1)) + 1;
-	if (bpf_skb_load_bytes(skb, off, tmp, want))
-		return;
-	for (__u32 i = 0; i < HTTP_PREFIX; i++) {
-		__u32 pos = have + i;
-
-		if (i >= want || pos >= HTTP_PREFIX)
-			break;
-		/* Again for the verifier: index through the mask, not through a pointer the compiler advanced. */
-		asm volatile("" : "+r"(pos));
-		buf[pos & (HTTP_PREFIX - 1)] = tmp[i];
-	}
-	*len = have + want;
-}
-
-/*
- * The first bytes of a line: straight from the packet onto the stack when the line starts in it with enough
- * bytes to read (the usual case: nothing is stored), else gathered in the connection's buffer across segments.
- * Returns the bytes to parse and sets *n to their number.
- */
-static __always_inline const __u8 *prefix(struct __sk_buff *skb, __u32 off, __u32 avail, __u8 *stack, __u8 *buf,
-					  __u8 *len, __u32 *n)
-{
-	if (*len == 0 && avail >= HTTP_PREFIX && bpf_skb_load_bytes(skb, off, stack, HTTP_PREFIX) == 0) {
-		*n = HTTP_PREFIX;
-		return stack;
-	}
-	collect(skb, off, avail, buf, len);
-	*n = *len;
-	return buf;
 }
 
 /*
@@ -447,7 +316,9 @@ static __always_inline __u64 line_time(struct __sk_buff *skb, int egress)
 static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
 					   __u32 len, __u32 ack, int egress)
 {
-	struct http_req_side *rq = bpf_sk_storage_get(&http_reqs, sk, 0, 0);
+	/* Created here for a client socket (a server's has it from the handshake): a client whose server's socket
+	 * measures both sides never needs one. */
+	struct http_req_side *rq = bpf_sk_storage_get(&http_reqs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	__u64 stack[HTTP_PREFIX / 8];
 	const __u8 *p;
 	__u8 method = 0;
@@ -458,7 +329,7 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 		return;
 	rq->unflushed += len;
 	if (rq->unflushed >= 65536)
-		flush_bytes(c, 0, &rq->unflushed, 1);
+		flush_bytes(c, &rq->unflushed, 1);
 	if (rq->state == HTTP_RQ_NOT_HTTP)
 		return;
 	if (rq->state == HTTP_RQ_NONE || ack != rq->ack) {
@@ -482,7 +353,7 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 		c->ex.id = id;
 	} else if (r == PARSE_BAD) {
 		rq->state = HTTP_RQ_NOT_HTTP;
-		count(HTTP_C_NOT_HTTP);
+		count(HTTP_C_NOT_HTTP, sides(c));
 	} else {
 		rq->state = HTTP_RQ_PFX;
 	}
@@ -505,7 +376,7 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct http_c
 
 	rs->unflushed += len;
 	if (rs->unflushed >= 65536)
-		flush_bytes(c, 0, &rs->unflushed, 0);
+		flush_bytes(c, &rs->unflushed, 0);
 	/* No request handed over yet (none, its line in pieces, or not HTTP), or answered: this is its body. */
 	id = *(volatile __u32 *)&c->ex.id;
 	if (id == 0 || id == rs->done_id)
@@ -526,11 +397,44 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct http_c
 		return;
 	}
 	if (r == PARSE_BAD) {
-		count(HTTP_C_UNPARSED_STATUS);
+		count(HTTP_C_UNPARSED_STATUS, sides(c));
 		status = 0;
 	}
-	record(c, c->ex.method, c->ex.start_ns, status, start);
+	record_exchange(c, c->ex.method, c->ex.start_ns, status, start);
 	rs->done_id = id;
+}
+
+/* A client socket's connection as http_pending knows it. */
+static __always_inline void pending_key(const struct http_conn *c, struct http_pending_key *k)
+{
+	__builtin_memcpy(k->client_ip, c->local_ip, sizeof(k->client_ip));
+	__builtin_memcpy(k->server_ip, c->remote_ip, sizeof(k->server_ip));
+	k->client_port = c->local_port;
+	k->server_port = c->remote_port;
+	k->client_seq = c->snd_seq;
+	k->server_seq = c->rcv_seq;
+	k->family = c->family;
+}
+
+/*
+ * A client socket's first payload (either direction): whether its server's socket joined and measures both sides,
+ * decided once. Until now the server's socket could join; from now on it cannot (the compare-and-swap orders
+ * the two), so exactly one socket measures the client's side.
+ */
+static __always_inline void decide_pair(struct http_conn *c)
+{
+	struct http_pending_key k = {};
+	struct http_pending_value *v;
+	__u8 pair = HTTP_PAIR_NONE;
+
+	pending_key(c, &k);
+	v = bpf_map_lookup_elem(&http_pending, &k);
+	if (v) {
+		if (__sync_val_compare_and_swap(&v->state, HTTP_PEND_OPEN, HTTP_PEND_CLOSED) == HTTP_PEND_JOINED)
+			pair = HTTP_PAIR_CLIENT;
+		bpf_map_delete_elem(&http_pending, &k);
+	}
+	c->pair = pair;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, int egress)
@@ -548,11 +452,24 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (!c)
 		return 1;
 	if (c->cgroup_id == 0) {
+		struct side s;
+
 		/* The first packet after the handshake: now the socket's cgroup is known, the connection counts. */
 		c->cgroup_id = bpf_skb_cgroup_id(skb);
-		t = tcp_entry(c);
+		own_side(c, &s);
+		t = tcp_entry(&s);
 		if (t)
 			t->opened += 1;
+		/* A client tells a server socket that may join (at the handshake's last packet, this one) who it is. */
+		if (c->pair == HTTP_PAIR_UNKNOWN) {
+			struct http_pending_key k = {};
+			struct http_pending_value *v;
+
+			pending_key(c, &k);
+			v = bpf_map_lookup_elem(&http_pending, &k);
+			if (v)
+				v->client_cgroup = c->cgroup_id;
+		}
 	}
 	/* Header lengths and the ack number by direct packet access (the headers are in the linear part). */
 	{
@@ -576,6 +493,11 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	/* Pure ACKs and other packets without payload change nothing. */
 	if (skb->len <= off)
 		return 1;
+	if (c->pair == HTTP_PAIR_UNKNOWN)
+		decide_pair(c);
+	/* Its server's socket, on this node, measures this connection for both sides. */
+	if (c->pair == HTTP_PAIR_CLIENT)
+		return 1;
 	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
 		request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress);
 	else
@@ -595,58 +517,105 @@ int http_ingress(struct __sk_buff *skb)
 	return handle(skb, 0);
 }
 
+/* Who the connection is, from sockops' view of it at the handshake. */
+static __always_inline void identify(struct bpf_sock_ops *skops, struct http_conn *c, __u8 role)
+{
+	c->role = role;
+	c->family = skops->family == AF_INET6 ? AF_INET6 : AF_INET;
+	if (c->family == AF_INET) {
+		c->remote_ip[0] = skops->remote_ip4;
+		c->local_ip[0] = skops->local_ip4;
+	} else {
+		c->remote_ip[0] = skops->remote_ip6[0];
+		c->remote_ip[1] = skops->remote_ip6[1];
+		c->remote_ip[2] = skops->remote_ip6[2];
+		c->remote_ip[3] = skops->remote_ip6[3];
+		c->local_ip[0] = skops->local_ip6[0];
+		c->local_ip[1] = skops->local_ip6[1];
+		c->local_ip[2] = skops->local_ip6[2];
+		c->local_ip[3] = skops->local_ip6[3];
+	}
+	c->remote_port = (__u16)bpf_ntohl(skops->remote_port);
+	c->local_port = (__u16)skops->local_port;
+	c->snd_seq = skops->snd_nxt;
+	c->rcv_seq = skops->rcv_nxt;
+}
+
 SEC("sockops")
 int http_sockops(struct bpf_sock_ops *skops)
 {
+	struct bpf_sock *sk = skops->sk;
+	struct http_pending_key k = {};
+	struct http_pending_value *v;
 	struct http_req_side *rq;
 	struct http_conn *c;
 	struct l4_pair_value *t;
+	struct side s;
 
+	if (!sk)
+		return 1;
 	switch (skops->op) {
-	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
-	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB: {
-		struct bpf_sock *sk = skops->sk;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
+		struct http_pending_value open = { .state = HTTP_PEND_OPEN };
 
-		if (!sk)
+		c = bpf_sk_storage_get(&http_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c)
 			return 1;
+		identify(skops, c, HTTP_ROLE_CLIENT);
+		/* Registered for its server's socket to join; when the table is full it measures its own side. */
+		pending_key(c, &k);
+		c->pair = bpf_map_update_elem(&http_pending, &k, &open, BPF_NOEXIST) ? HTTP_PAIR_NONE : HTTP_PAIR_UNKNOWN;
+		break;
+	}
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		c = bpf_sk_storage_get(&http_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
 			return 1;
 		/* Without its request side the connection is counted (TCP metrics) but its requests are not. */
 		bpf_sk_storage_get(&http_reqs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		c->role = skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB ? HTTP_ROLE_CLIENT : HTTP_ROLE_SERVER;
-		c->family = skops->family == AF_INET6 ? AF_INET6 : AF_INET;
-		if (c->family == AF_INET) {
-			c->remote_ip[0] = skops->remote_ip4;
-		} else {
-			c->remote_ip[0] = skops->remote_ip6[0];
-			c->remote_ip[1] = skops->remote_ip6[1];
-			c->remote_ip[2] = skops->remote_ip6[2];
-			c->remote_ip[3] = skops->remote_ip6[3];
+		identify(skops, c, HTTP_ROLE_SERVER);
+		c->pair = HTTP_PAIR_NONE;
+		/* The client's socket, as it registered itself: the same addresses, ports and sequence numbers. */
+		__builtin_memcpy(k.client_ip, c->remote_ip, sizeof(k.client_ip));
+		__builtin_memcpy(k.server_ip, c->local_ip, sizeof(k.server_ip));
+		k.client_port = c->remote_port;
+		k.server_port = c->local_port;
+		k.client_seq = c->rcv_seq;
+		k.server_seq = c->snd_seq;
+		k.family = c->family;
+		v = bpf_map_lookup_elem(&http_pending, &k);
+		if (v && v->client_cgroup &&
+		    __sync_val_compare_and_swap(&v->state, HTTP_PEND_OPEN, HTTP_PEND_JOINED) == HTTP_PEND_OPEN) {
+			c->peer_cgroup = v->client_cgroup;
+			c->pair = HTTP_PAIR_SERVER;
+			count(HTTP_C_PAIRED, 1);
 		}
-		c->remote_port = (__u16)bpf_ntohl(skops->remote_port);
-		c->local_port = (__u16)skops->local_port;
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		break;
-	}
-	case BPF_SOCK_OPS_STATE_CB: {
-		struct bpf_sock *sk = skops->sk;
-
-		if (skops->args[1] != BPF_TCP_CLOSE || !sk)
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
 			return 1;
 		c = bpf_sk_storage_get(&http_conns, sk, 0, 0);
-		if (!c || c->cgroup_id == 0)
+		if (!c)
 			return 1;
-		t = tcp_entry(c);
-		if (!t)
+		/* A client that never carried a byte is still registered. */
+		if (c->pair == HTTP_PAIR_UNKNOWN) {
+			pending_key(c, &k);
+			bpf_map_delete_elem(&http_pending, &k);
+		}
+		if (c->cgroup_id == 0)
 			return 1;
-		t->closed += 1;
+		own_side(c, &s);
+		t = tcp_entry(&s);
+		if (t)
+			t->closed += 1;
 		rq = bpf_sk_storage_get(&http_reqs, sk, 0, 0);
 		if (rq)
-			flush_bytes(c, t, &rq->unflushed, 1);
-		flush_bytes(c, t, &c->resp.unflushed, 0);
-		break;
+			flush_bytes(c, &rq->unflushed, 1);
+		flush_bytes(c, &c->resp.unflushed, 0);
+		return 1;
+	default:
+		return 1;
 	}
-	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	return 1;
 }

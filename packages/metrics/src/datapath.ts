@@ -13,8 +13,12 @@ import {
   OVERFLOW_CGROUP,
   pairKey,
   pairValue,
+  pendingKey,
+  pendingValue,
   type HttpKey,
   type PairKey,
+  type PendingKey,
+  type PendingValue,
 } from './maps.js';
 
 const names = embedded.http;
@@ -89,6 +93,8 @@ export class MetricsDatapath implements Disposable {
   private readonly cells: PerCpuMap<number, { count: number; sumNs: number; buckets: number[] }>;
   private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
   private readonly counters: PerCpuMap<number, bigint>;
+  /** Client connections waiting for their server's socket (read only for its fill). */
+  private readonly pending: BpfMap<PendingKey, PendingValue>;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
@@ -96,6 +102,7 @@ export class MetricsDatapath implements Disposable {
     this.cells = obj.perCpuMap(names.maps.http_cells, { key: c.u32, value: httpValue });
     this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
     this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
+    this.pending = obj.map(names.maps.http_pending, { key: pendingKey, value: pendingValue });
     // The overflow entries exist before any program runs, so a full map always has somewhere to count: the
     // overflow series owns cell 0, which the programs never hand out. Maps adopted from pins already have them
     // (with counts that must not be reset).
@@ -183,10 +190,11 @@ export class MetricsDatapath implements Disposable {
     return http;
   }
 
-  /** Entries in use and capacity of the aggregation maps (map pressure). */
-  fill(): Record<'http_requests' | 'tcp_stats', { used: number; max: number }> {
+  /** Entries in use and capacity of the aggregation maps and of the pairing table (map pressure). */
+  fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending', { used: number; max: number }> {
     return {
       http_requests: { used: this.series.count(), max: this.series.maxEntries },
+      http_pending: { used: this.pending.count(), max: this.pending.maxEntries },
       tcp_stats: { used: this.tcp.count(), max: this.tcp.maxEntries },
     };
   }

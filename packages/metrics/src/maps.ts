@@ -20,8 +20,26 @@ export const pairKey = c.struct(
 );
 export const pairValue = c.struct({ opened: c.u64n, closed: c.u64n, bytesSent: c.u64n, bytesReceived: c.u64n }, { name: 'l4_pair_value' });
 
-export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow'] as const;
+/** A client connection waiting for its server's socket to join (both ends measured on this node). */
+export const pendingKey = c.struct(
+  {
+    clientIp: c.bytes(16),
+    serverIp: c.bytes(16),
+    clientPort: c.u16,
+    serverPort: c.u16,
+    clientSeq: c.u32,
+    serverSeq: c.u32,
+    family: c.u8,
+    pad: c.pad(3),
+  },
+  { name: 'http_pending_key' },
+);
+export const pendingValue = c.struct({ clientCgroup: c.u64, state: c.u32, pad: c.pad(4) }, { name: 'http_pending_value' });
+
+export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow', 'paired'] as const;
 export type CounterName = (typeof counterNames)[number];
 
 export type HttpKey = c.Infer<typeof httpKey>;
 export type PairKey = c.Infer<typeof pairKey>;
+export type PendingKey = c.Infer<typeof pendingKey>;
+export type PendingValue = c.Infer<typeof pendingValue>;

@@ -1,41 +1,83 @@
 // hey against a node:http server answering a fixed mix of 200/404/503: the kernel's counts per status equal
-// the requests made, on the client side and on the server side, with keep-alive on and off.
-import { describePrivileged, ensureTool } from '@mesh/testkit';
+// the requests made, on the client side and on the server side, with keep-alive on and off. Three placements:
+// both ends measured (the connection is measured once, at the server's socket, for both sides), only the client
+// measured (the server outside the mesh, as a peer on another node is), only the server measured.
+import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { byStatus, startServer, topology, type Topology } from '../support.js';
+
+const EXPECTED = { 200: 1000, 404: 500, 503: 500 };
 
 describePrivileged(
   'request counts',
   () => {
     let t: Topology;
-    let port: number;
+    let outside: Cgroup;
     const HOST = '127.0.0.12';
+    const port = { inside: 0, outside: 0 };
 
     beforeAll(async () => {
       t = await topology('metrics');
-      port = (await startServer(t.cg, HOST, [200, 200, 404, 503])).port;
+      outside = await createCgroup('metout');
+      port.inside = (await startServer(t.cg, HOST, [200, 200, 404, 503])).port;
+      port.outside = (await startServer(outside, HOST, [200, 200, 404, 503])).port;
     });
-    afterAll(async () => t?.close());
+    afterAll(async () => {
+      await t?.close();
+      await outside?.close();
+    });
+
+    const delta = (now: Record<string, number>, was: Record<string, number>) =>
+      Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (was[k] ?? 0)]).filter(([, v]) => v !== 0));
+
+    /** Runs hey from `from` against the server on `serverPort`; returns what each side's series gained. */
+    async function hey(from: Cgroup, serverPort: number, keepAlive: boolean) {
+      const side = (d: 'client' | 'server') => byStatus(t.dp.read().http, d, serverPort);
+      const before = { client: side('client'), server: side('server'), paired: t.dp.readCounters().paired };
+      const args = ['-n', '2000', '-c', '8', ...(keepAlive ? [] : ['-disable-keepalive']), `http://${HOST}:${serverPort}/`];
+      const r = await from.run(ensureTool('hey'), args, { timeoutMs: 120_000 });
+      expect(r.code, r.stderr).toBe(0);
+      // hey's own summary: [200] 1000 responses …
+      const heyCounts = Object.fromEntries([...r.stdout.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)].map((m) => [m[1]!, Number(m[2])]));
+      expect(heyCounts).toEqual(EXPECTED);
+      const snap = t.dp.read();
+      expect(snap.http.filter((s) => s.port === serverPort).every((s) => s.method === 'GET')).toBe(true);
+      expect(snap.counters.not_http).toBe(0);
+      return {
+        client: delta(side('client'), before.client),
+        server: delta(side('server'), before.server),
+        paired: snap.counters.paired - before.paired,
+      };
+    }
 
     for (const keepAlive of [true, false]) {
-      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}): exact counts per status on both sides`, async () => {
-        const before = { client: byStatus(t.dp.read().http, 'client', port), server: byStatus(t.dp.read().http, 'server', port) };
-        const args = ['-n', '2000', '-c', '8', ...(keepAlive ? [] : ['-disable-keepalive']), `http://${HOST}:${port}/`];
-        const r = await t.cg.run(ensureTool('hey'), args, { timeoutMs: 120_000 });
-        expect(r.code, r.stderr).toBe(0);
-        // hey's own summary: [200] 1000 responses …
-        const heyCounts = Object.fromEntries([...r.stdout.matchAll(/\[(\d{3})\]\s+(\d+) responses/g)].map((m) => [m[1]!, Number(m[2])]));
-        expect(heyCounts).toEqual({ 200: 1000, 404: 500, 503: 500 });
-        const snap = t.dp.read();
-        const delta = (now: Record<string, number>, was: Record<string, number>) =>
-          Object.fromEntries(Object.entries(now).map(([k, v]) => [k, v - (was[k] ?? 0)]).filter(([, v]) => v !== 0));
-        expect(delta(byStatus(snap.http, 'client', port), before.client)).toEqual({ 200: 1000, 404: 500, 503: 500 });
-        expect(delta(byStatus(snap.http, 'server', port), before.server)).toEqual({ 200: 1000, 404: 500, 503: 500 });
-        expect(snap.http.filter((s) => s.port === port).every((s) => s.method === 'GET')).toBe(true);
-        expect(snap.counters.not_http).toBe(0);
+      const connections = keepAlive ? 8 : 2000;
+      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), both ends measured: exact counts per status on both sides, each connection paired`, async () => {
+        const got = await hey(t.cg, port.inside, keepAlive);
+        expect(got.client).toEqual(EXPECTED);
+        expect(got.server).toEqual(EXPECTED);
+        expect(got.paired).toBe(connections);
+      });
+
+      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), only the client measured: exact counts on the client side`, async () => {
+        const got = await hey(t.cg, port.outside, keepAlive);
+        expect(got.client).toEqual(EXPECTED);
+        expect(got.server).toEqual({});
+        expect(got.paired).toBe(0);
+      });
+
+      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), only the server measured: exact counts on the server side`, async () => {
+        const got = await hey(outside, port.inside, keepAlive);
+        expect(got.client).toEqual({});
+        expect(got.server).toEqual(EXPECTED);
+        expect(got.paired).toBe(0);
       });
     }
+
+    it('no client connection is left waiting for its server to join', () => {
+      expect(t.dp.fill().http_pending.used).toBe(0);
+    });
   },
   { tools: ['hey'] },
 );
