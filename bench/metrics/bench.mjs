@@ -2,19 +2,23 @@
 // same hooks, and with neither, side by side in one run (the arms rotate), and the programs' in-kernel cost per
 // request from BPF run-time stats, beside the same figure for the no-op programs (what the statistics charge any
 // program) and for two yardsticks that only look up a socket's storage, then read or write it (what any
-// per-connection state costs on these hooks).
+// per-connection state costs on these hooks). Both wrk and nginx are measured, so every connection is measured
+// once for both sides at nginx's socket; the cost with only one end measured (its peer outside the mesh, as a
+// peer on another node is) is reported beside it, for each end.
 // Writes bench/results/metrics.json.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { ObjectSpec } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { bpfRunTime, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
+import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
-const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1 };
+// fixedRate: requests per second of the latency runs (bench/mesh/loadgen.c, evenly spaced over the connections),
+// far below what one nginx serves here (~240,000/s), so a request waits for no other.
+const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1, fixedRate: 20000 };
 const loadBefore = loadavg()[0];
 
 const plainCg = scratchCgroup('plain');
@@ -58,6 +62,8 @@ startNginx(stateCgs.write, params.port + 5);
 // One more with the metrics programs, on the load generator's CPU: the programs' cost when both ends of every
 // connection run on one CPU (see oneCpu below).
 startNginx(meshCg, params.port + 3, params.clientCpu);
+// One outside the mesh, for the cost of measuring the client's end alone (wrk in the mesh, nginx not).
+startNginx(plainCg, params.port + 6);
 spawnSync('sleep', ['0.5']);
 
 // wrk, one thread (C, epoll): its latency percentiles resolve 10 µs at this scale. hey's summary (used before)
@@ -76,16 +82,41 @@ function load(cg, port) {
   return { rps, p99_ms: round(Number(p99[1]) * UNIT_MS[p99[2]], 4), requests: total };
 }
 
+// Latency at a fixed rate: what the programs add to a request's time. Closed-loop latency is not that: with 16
+// requests always in flight, a request's time is mostly waiting for the others (Little's law), so the closed loop's
+// p99 ratio is about the inverse of its throughput ratio whatever the programs add to each request.
+const loadgen = buildC('mesh/loadgen.c', 'loadgen');
+const latDir = mkdtempSync(join(tmpdir(), 'mesh-bench-lat-'));
+onCleanup(() => rmSync(latDir, { recursive: true, force: true }));
+function fixedRate(cg, port) {
+  const file = join(latDir, 'lat');
+  const argv = ['taskset', '-c', String(params.clientCpu), loadgen, '-t', `${params.host}:${port}`, '-c', String(params.connections), '-d', String(params.durationS), '-w', '1', '-r', String(params.fixedRate), '-b', '1024', '-o', file];
+  const [cmd, args] = inCgroup(cg, argv);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (params.durationS + 30) * 1000 });
+  const summary = r.stdout?.split('\n').find((l) => l.startsWith('{'));
+  if (r.status !== 0 || !summary) throw new Error(`loadgen failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
+  const j = JSON.parse(summary);
+  const samples = readFileSync(file, 'utf8').trim().split('\n').map(Number);
+  return { rps: j.rps, p50_ms: round(j.p50_us / 1000, 4), p99_ms: round(j.p99_us / 1000, 4), late_p99_ms: round(j.late_p99_us / 1000, 4), samples };
+}
+/** Percentile of pooled latency samples (ns), in ms. */
+function pooled(runs, q) {
+  const all = Float64Array.from(runs.flatMap((r) => r.samples)).sort();
+  return round(all[Math.min(all.length - 1, Math.floor(q * all.length))] / 1e6, 4);
+}
+
 // A third arm, no-op programs on the same hooks: how much of the difference is the kernel running cgroup
-// programs at all (the hooks' own cost) and how much is the metrics programs' work. Arms rotate each repetition.
+// programs at all (the hooks' own cost) and how much is the metrics programs' work. Arms rotate each repetition;
+// each repetition runs an arm's closed loop (wrk: throughput) and its fixed rate (loadgen: latency).
 const raw = { without: [], with: [], noop: [] };
+const fixed = { without: [], with: [], noop: [] };
 const arms = {
-  without: () => raw.without.push(load(plainCg, params.port)),
-  with: () => raw.with.push(load(meshCg, params.port + 1)),
-  noop: () => raw.noop.push(load(noopCg, params.port + 2)),
+  without: () => (raw.without.push(load(plainCg, params.port)), fixed.without.push(fixedRate(plainCg, params.port))),
+  with: () => (raw.with.push(load(meshCg, params.port + 1)), fixed.with.push(fixedRate(meshCg, params.port + 1))),
+  noop: () => (raw.noop.push(load(noopCg, params.port + 2)), fixed.noop.push(fixedRate(noopCg, params.port + 2))),
 };
 Object.values(arms).forEach((a) => a()); // warm-up
-raw.without.length = raw.with.length = raw.noop.length = 0;
+for (const k of Object.keys(raw)) raw[k].length = fixed[k].length = 0;
 for (let i = 0; i < params.reps; i++) {
   const order = Object.keys(arms);
   for (let k = 0; k < i % 3; k++) order.push(order.shift());
@@ -94,14 +125,14 @@ for (let i = 0; i < params.reps; i++) {
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
-function kernelCost(cg, port, progLinks) {
-  const { result: run, programs } = bpfRunTime(progLinks, () => load(cg, port));
+function kernelCost(cg, port, progLinks, loadCg = cg) {
+  const { result: run, programs } = bpfRunTime(progLinks, () => load(loadCg, port));
   const perProgram = Object.fromEntries(Object.entries(programs).map(([name, { runs, ns }]) => [name, { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 }]));
   const totalNs = Object.values(programs).reduce((a, x) => a + x.ns, 0);
   return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1) };
 }
 // Each figure is the median of kernelReps runs, taken in turn (one 5 s run moves by a tenth on this VM).
-const kernelRuns = { cost: [], floor: [], oneCpu: [], stateRead: [], stateWrite: [] };
+const kernelRuns = { cost: [], floor: [], oneCpu: [], serverOnly: [], clientOnly: [], stateRead: [], stateWrite: [] };
 const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per_request)[Math.floor(runs.length / 2)];
 // On loopback a packet is received on the CPU that sent it, so each connection's state is written on the client's
 // CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
@@ -111,25 +142,37 @@ for (let i = 0; i < params.kernelReps; i++) {
   kernelRuns.cost.push(kernelCost(meshCg, params.port + 1, links));
   kernelRuns.floor.push(kernelCost(noopCg, params.port + 2, noopLinks));
   kernelRuns.oneCpu.push(kernelCost(meshCg, params.port + 3, links));
+  // One end measured: wrk outside the mesh against the measured nginx, then wrk in the mesh against nginx outside.
+  kernelRuns.serverOnly.push(kernelCost(meshCg, params.port + 1, links, plainCg));
+  kernelRuns.clientOnly.push(kernelCost(meshCg, params.port + 6, links));
   kernelRuns.stateRead.push(kernelCost(stateCgs.read, params.port + 4, stateLinks.read));
   kernelRuns.stateWrite.push(kernelCost(stateCgs.write, params.port + 5, stateLinks.write));
 }
 const cost = medianRun(kernelRuns.cost);
 const floor = medianRun(kernelRuns.floor);
 const oneCpu = medianRun(kernelRuns.oneCpu);
+const serverOnly = medianRun(kernelRuns.serverOnly);
+const clientOnly = medianRun(kernelRuns.clientOnly);
 const stateRead = medianRun(kernelRuns.stateRead);
 const stateWrite = medianRun(kernelRuns.stateWrite);
 const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.direction === 'server').reduce((a, s) => a + s.count, 0);
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
 const medians = Object.fromEntries(Object.keys(raw).map((arm) => [arm, { rps: round(med(arm, 'rps'), 1), p99_ms: round(med(arm, 'p99_ms'), 3) }]));
+// The fixed rate's percentiles over every request of an arm's runs (interleaved with the other arms' runs, so
+// the machine's drift touches all alike): a run's own p99 moves by a tenth from run to run here.
+const fixedPooled = Object.fromEntries(Object.keys(fixed).map((arm) => [arm, { p50_ms: pooled(fixed[arm], 0.5), p99_ms: pooled(fixed[arm], 0.99), requests: fixed[arm].reduce((a, r) => a + r.samples.length, 0) }]));
+const fixedRaw = Object.fromEntries(Object.entries(fixed).map(([arm, runs]) => [arm, runs.map(({ samples, ...r }) => r)]));
 const result = {
   ...header('metrics', loadBefore),
   params,
-  units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets) per request; floor: the same for no-op programs on the same hooks; socket_state_read/socket_state_write: the same for programs that look up 8 bytes of socket storage per packet and read or write them',
+  units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets, both ends measured: each connection measured once at the server socket for both sides) per request; one_end: the same with only the server or only the client in the mesh; floor: the same for no-op programs on the same hooks; socket_state_read/socket_state_write: the same for programs that look up 8 bytes of socket storage per packet and read or write them',
   raw,
   medians,
-  kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted },
+  // Latency at params.fixedRate requests per second (loadgen): each run's figures, and the percentiles over all
+  // of an arm's requests.
+  fixed_rate: { raw: fixedRaw, pooled: fixedPooled },
+  kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted, connections_paired: dp.readCounters().paired },
   ns_per_request: cost.ns_per_request,
   // Every kernel-cost run's figure (the ones above are each series' median run).
   kernel_runs_ns_per_request: Object.fromEntries(Object.entries(kernelRuns).map(([k, runs]) => [k, runs.map((r) => r.ns_per_request)])),
@@ -139,6 +182,11 @@ const result = {
   ns_per_request_above_floor: round(cost.ns_per_request - floor.ns_per_request, 1),
   // The same programs and load with wrk and nginx on one CPU: no per-connection state moves between CPUs.
   one_cpu: { programs: oneCpu.programs, ns_per_request: oneCpu.ns_per_request, rps: oneCpu.run.rps },
+  // One end measured (its peer outside the mesh, as a peer on another node is): that end's own work per request.
+  one_end: {
+    server: { programs: serverOnly.programs, ns_per_request: serverOnly.ns_per_request, rps: serverOnly.run.rps },
+    client: { programs: clientOnly.programs, ns_per_request: clientOnly.ns_per_request, rps: clientOnly.run.rps },
+  },
   // The yardsticks, client and server on their two CPUs as for ns_per_request: every packet looks up its
   // socket's 8-byte storage and only reads it (the line stays shared), or adds to it (the line moves to the
   // CPU handling the packet: on loopback the client's and the server's CPU in turn, every half exchange). No
@@ -147,7 +195,10 @@ const result = {
   socket_state_write: { programs: stateWrite.programs, ns_per_request: stateWrite.ns_per_request, rps: stateWrite.run.rps },
   ratios: {
     throughput: round(medians.with.rps / medians.without.rps),
-    p99: round(medians.with.p99_ms / medians.without.p99_ms),
+    // At the fixed rate: what the programs add to a request's p99.
+    p99: round(fixedPooled.with.p99_ms / fixedPooled.without.p99_ms),
+    // Closed loop (wrk), for reference: about 1 / throughput (see fixedRate above).
+    p99_closed_loop: round(medians.with.p99_ms / medians.without.p99_ms),
   },
   // The same throughput ratio split at the no-op arm: the hooks' own cost, then the programs' work.
   throughput_split: {
@@ -161,8 +212,10 @@ console.log(`wrk -t1 -c${params.connections} -d${params.durationS}s against ngin
 console.log(`  without: ${medians.without.rps} rps, p99 ${medians.without.p99_ms} ms`);
 console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`);
 console.log(`  no-op:   ${medians.noop.rps} rps, p99 ${medians.noop.p99_ms} ms (no-op ÷ without ×${result.throughput_split.noop_vs_without}, with ÷ no-op ×${result.throughput_split.with_vs_noop})`);
-console.log(`  throughput ×${result.ratios.throughput}, p99 ×${result.ratios.p99}, ${result.ns_per_request} ns per request in the kernel`);
+console.log(`loadgen at ${params.fixedRate} requests/s: p99 without ${fixedPooled.without.p99_ms} ms, with ${fixedPooled.with.p99_ms} ms, no-op ${fixedPooled.noop.p99_ms} ms`);
+console.log(`  throughput ×${result.ratios.throughput}, p99 at the fixed rate ×${result.ratios.p99} (closed loop ×${result.ratios.p99_closed_loop}), ${result.ns_per_request} ns per request in the kernel`);
 console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
 console.log(`  client and server on one CPU: ${result.one_cpu.ns_per_request} ns per request (no connection state moves between CPUs)`);
+console.log(`  one end measured: the server ${result.one_end.server.ns_per_request} ns per request, the client ${result.one_end.client.ns_per_request}`);
 console.log(`  socket storage looked up and read per packet: ${result.socket_state_read.ns_per_request} ns per request; written: ${result.socket_state_write.ns_per_request}`);
 console.log(`wrote ${file}`);
