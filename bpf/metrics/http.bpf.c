@@ -517,6 +517,9 @@ int http_ingress(struct __sk_buff *skb)
 	return handle(skb, 0);
 }
 
+/* The third word of an IPv4-mapped IPv6 address, ::ffff:0:0/96 (network order). */
+#define V4_MAPPED bpf_htonl(0x0000ffff)
+
 /* Who the connection is, from sockops' view of it at the handshake. */
 static __always_inline void identify(struct bpf_sock_ops *skops, struct http_conn *c, __u8 role)
 {
@@ -534,6 +537,18 @@ static __always_inline void identify(struct bpf_sock_ops *skops, struct http_con
 		c->local_ip[1] = skops->local_ip6[1];
 		c->local_ip[2] = skops->local_ip6[2];
 		c->local_ip[3] = skops->local_ip6[3];
+	}
+	/*
+	 * An IPv4 connection accepted by a dual-stack listener is an IPv6 socket with IPv4-mapped addresses
+	 * (::ffff:a.b.c.d): named as IPv4, as its client names it, so the two ends pair and the peer is one address.
+	 */
+	if (c->family == AF_INET6 && c->remote_ip[0] == 0 && c->remote_ip[1] == 0 && c->remote_ip[2] == V4_MAPPED &&
+	    c->local_ip[0] == 0 && c->local_ip[1] == 0 && c->local_ip[2] == V4_MAPPED) {
+		c->family = AF_INET;
+		c->remote_ip[0] = c->remote_ip[3];
+		c->local_ip[0] = c->local_ip[3];
+		c->remote_ip[2] = c->remote_ip[3] = 0;
+		c->local_ip[2] = c->local_ip[3] = 0;
 	}
 	c->remote_port = (__u16)bpf_ntohl(skops->remote_port);
 	c->local_port = (__u16)skops->local_port;

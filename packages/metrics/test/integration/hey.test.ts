@@ -79,6 +79,19 @@ describePrivileged(
       });
     }
 
+    it('a dual-stack server (listening on ::) pairs with an IPv4 client; both sides name the peer by its IPv4 address', async () => {
+      const dual = (await startServer(t.cg, '::', [200])).port;
+      const before = t.dp.readCounters().paired;
+      const r = await t.cg.run(ensureTool('hey'), ['-n', '100', '-c', '2', `http://127.0.0.1:${dual}/`], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const snap = t.dp.read();
+      expect(snap.counters.paired - before).toBeGreaterThanOrEqual(1);
+      const sides = snap.http.filter((s) => s.port === dual);
+      expect(sides.filter((s) => s.direction === 'client').reduce((a, s) => a + s.count, 0)).toBe(100);
+      expect(sides.filter((s) => s.direction === 'server').reduce((a, s) => a + s.count, 0)).toBe(100);
+      expect(new Set(sides.map((s) => s.remoteIp))).toEqual(new Set(['127.0.0.1']));
+    });
+
     it('no client connection is left waiting for its server to join', () => {
       expect(t.dp.fill().http_pending.used).toBe(0);
     });
