@@ -1,6 +1,6 @@
 // What every benchmark shares: the machine/kernel/commit header of a result file, medians, building a C
 // helper, and cleanup of what a run started (also when it is interrupted).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -80,17 +80,17 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 process.on('exit', cleanup);
 
 /**
- * BPF run time of the programs behind `links` while `fn` runs, with the kernel's run-time statistics on only
- * meanwhile: fn's result, and per program name its runs and ns.
+ * BPF run time of the programs behind `links` while `fn` runs (it may return a promise: then while it settles),
+ * with the kernel's run-time statistics on only meanwhile: fn's result, and per program name its runs and ns.
  */
-export function bpfRunTime(links, fn) {
+export async function bpfRunTime(links, fn) {
   const progs = links.map((l) => Program.openById(l.info().programId));
   try {
     const stats = enableStats();
     let before, after, result;
     try {
       before = progs.map((p) => p.stats());
-      result = fn();
+      result = await fn();
       after = progs.map((p) => p.stats());
     } finally {
       stats.close();
@@ -103,6 +103,30 @@ export function bpfRunTime(links, fn) {
   } finally {
     progs.forEach((p) => p.close());
   }
+}
+
+/**
+ * Runs a command to completion without blocking the event loop (so SIGINT/SIGTERM reach cleanup meanwhile, which
+ * kills it): { status, signal, stdout, stderr }. A command still running after timeoutMs is killed.
+ */
+export function runCommand(cmd, args, { timeoutMs = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = [];
+    const err = [];
+    child.stdout.on('data', (b) => out.push(b));
+    child.stderr.on('data', (b) => err.push(b));
+    const kill = () => child.kill('SIGKILL');
+    cleanups.push(kill);
+    const timer = setTimeout(kill, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      const i = cleanups.indexOf(kill);
+      if (i >= 0) cleanups.splice(i, 1);
+      resolve({ status, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
+    });
+  });
 }
 
 /** A scratch cgroup v2 directory for one arm of a benchmark, removed at cleanup. Whatever still runs in it at

@@ -6,15 +6,16 @@
 // once for both sides at nginx's socket; the cost with only one end measured (its peer outside the mesh, as a
 // peer on another node is) is reported beside it, for each end.
 // Writes bench/results/metrics.json.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 
 import { ObjectSpec } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
+import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, writeResult } from '../lib.mjs';
 
 // fixedRate: requests per second of the latency runs (bench/mesh/loadgen.c, evenly spaced over the connections),
 // far below what one nginx serves here (~240,000/s), so a request waits for no other.
@@ -64,15 +65,15 @@ startNginx(stateCgs.write, params.port + 5);
 startNginx(meshCg, params.port + 3, params.clientCpu);
 // One outside the mesh, for the cost of measuring the client's end alone (wrk in the mesh, nginx not).
 startNginx(plainCg, params.port + 6);
-spawnSync('sleep', ['0.5']);
+await sleep(500);
 
 // wrk, one thread (C, epoll): its latency percentiles resolve 10 µs at this scale. hey's summary (used before)
 // steps by 0.1 ms, a tenth of the p99 being compared.
 const UNIT_MS = { us: 1e-3, ms: 1, s: 1000 };
-function load(cg, port) {
+async function load(cg, port) {
   const url = `http://${params.host}:${port}/`;
   const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.clientCpu), 'wrk', '-t1', `-c${params.connections}`, `-d${params.durationS}s`, '--latency', url]);
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (params.durationS + 30) * 1000 });
+  const r = await runCommand(cmd, args, { timeoutMs: (params.durationS + 30) * 1000 });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
   const p99 = /^\s*99%\s+([\d.]+)(us|ms|s)\s*$/m.exec(r.stdout);
@@ -88,12 +89,12 @@ function load(cg, port) {
 const loadgen = buildC('mesh/loadgen.c', 'loadgen');
 const latDir = mkdtempSync(join(tmpdir(), 'mesh-bench-lat-'));
 onCleanup(() => rmSync(latDir, { recursive: true, force: true }));
-function fixedRate(cg, port) {
+async function fixedRate(cg, port) {
   const file = join(latDir, 'lat');
   const argv = ['taskset', '-c', String(params.clientCpu), loadgen, '-t', `${params.host}:${port}`, '-c', String(params.connections), '-d', String(params.durationS), '-w', '1', '-r', String(params.fixedRate), '-b', '1024', '-o', file];
   const [cmd, args] = inCgroup(cg, argv);
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (params.durationS + 30) * 1000 });
-  const summary = r.stdout?.split('\n').find((l) => l.startsWith('{'));
+  const r = await runCommand(cmd, args, { timeoutMs: (params.durationS + 30) * 1000 });
+  const summary = r.stdout.split('\n').find((l) => l.startsWith('{'));
   if (r.status !== 0 || !summary) throw new Error(`loadgen failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   const j = JSON.parse(summary);
   const samples = readFileSync(file, 'utf8').trim().split('\n').map(Number);
@@ -110,23 +111,23 @@ function pooled(runs, q) {
 // each repetition runs an arm's closed loop (wrk: throughput) and its fixed rate (loadgen: latency).
 const raw = { without: [], with: [], noop: [] };
 const fixed = { without: [], with: [], noop: [] };
-const arms = {
-  without: () => (raw.without.push(load(plainCg, params.port)), fixed.without.push(fixedRate(plainCg, params.port))),
-  with: () => (raw.with.push(load(meshCg, params.port + 1)), fixed.with.push(fixedRate(meshCg, params.port + 1))),
-  noop: () => (raw.noop.push(load(noopCg, params.port + 2)), fixed.noop.push(fixedRate(noopCg, params.port + 2))),
-};
-Object.values(arms).forEach((a) => a()); // warm-up
+const armCg = { without: [plainCg, params.port], with: [meshCg, params.port + 1], noop: [noopCg, params.port + 2] };
+async function runArm(arm) {
+  raw[arm].push(await load(...armCg[arm]));
+  fixed[arm].push(await fixedRate(...armCg[arm]));
+}
+for (const arm of Object.keys(armCg)) await runArm(arm); // warm-up
 for (const k of Object.keys(raw)) raw[k].length = fixed[k].length = 0;
 for (let i = 0; i < params.reps; i++) {
-  const order = Object.keys(arms);
+  const order = Object.keys(armCg);
   for (let k = 0; k < i % 3; k++) order.push(order.shift());
-  order.forEach((k) => arms[k]());
+  for (const arm of order) await runArm(arm);
 }
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
-function kernelCost(cg, port, progLinks, loadCg = cg) {
-  const { result: run, programs } = bpfRunTime(progLinks, () => load(loadCg, port));
+async function kernelCost(cg, port, progLinks, loadCg = cg) {
+  const { result: run, programs } = await bpfRunTime(progLinks, () => load(loadCg, port));
   const perProgram = Object.fromEntries(Object.entries(programs).map(([name, { runs, ns }]) => [name, { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 }]));
   const totalNs = Object.values(programs).reduce((a, x) => a + x.ns, 0);
   return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1) };
@@ -139,14 +140,14 @@ const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per
 // server on one CPU nothing travels: the difference is what those transfers cost (from a NIC, a
 // flow's packets are received on its application's CPU when receive flow steering (RFS) is on).
 for (let i = 0; i < params.kernelReps; i++) {
-  kernelRuns.cost.push(kernelCost(meshCg, params.port + 1, links));
-  kernelRuns.floor.push(kernelCost(noopCg, params.port + 2, noopLinks));
-  kernelRuns.oneCpu.push(kernelCost(meshCg, params.port + 3, links));
+  kernelRuns.cost.push(await kernelCost(meshCg, params.port + 1, links));
+  kernelRuns.floor.push(await kernelCost(noopCg, params.port + 2, noopLinks));
+  kernelRuns.oneCpu.push(await kernelCost(meshCg, params.port + 3, links));
   // One end measured: wrk outside the mesh against the measured nginx, then wrk in the mesh against nginx outside.
-  kernelRuns.serverOnly.push(kernelCost(meshCg, params.port + 1, links, plainCg));
-  kernelRuns.clientOnly.push(kernelCost(meshCg, params.port + 6, links));
-  kernelRuns.stateRead.push(kernelCost(stateCgs.read, params.port + 4, stateLinks.read));
-  kernelRuns.stateWrite.push(kernelCost(stateCgs.write, params.port + 5, stateLinks.write));
+  kernelRuns.serverOnly.push(await kernelCost(meshCg, params.port + 1, links, plainCg));
+  kernelRuns.clientOnly.push(await kernelCost(meshCg, params.port + 6, links));
+  kernelRuns.stateRead.push(await kernelCost(stateCgs.read, params.port + 4, stateLinks.read));
+  kernelRuns.stateWrite.push(await kernelCost(stateCgs.write, params.port + 5, stateLinks.write));
 }
 const cost = medianRun(kernelRuns.cost);
 const floor = medianRun(kernelRuns.floor);

@@ -106,8 +106,8 @@ for (const [n, snap] of Object.entries(scenarios)) {
 
 // In-kernel cost, from BPF run-time stats: the split programs' run time per connection (a low-noise figure;
 // the wall-clock arms above also carry the kernel's own variance).
-function programCost() {
-  const { programs } = bpfRunTime(links, () => dialOnce(meshCg, params.vip, params.vipPort));
+async function programCost() {
+  const { programs } = await bpfRunTime(links, () => dialOnce(meshCg, params.vip, params.vipPort));
   const out = {};
   for (const [name, { runs, ns }] of Object.entries(programs)) if (runs > 0) out[name] = { runs, ns_per_run: round(ns / runs, 1) };
   const total = Object.values(out).reduce((a, x) => a + x.ns_per_run * x.runs, 0) / params.connections;
@@ -116,7 +116,7 @@ function programCost() {
 const bpfCost = {};
 for (const [n, snap] of Object.entries(scenarios)) {
   dp.apply(snap);
-  bpfCost[n] = programCost();
+  bpfCost[n] = await programCost();
 }
 
 // Applying: a fresh table with the 10,000-service / 100,000-endpoint snapshot, then one weight change.
