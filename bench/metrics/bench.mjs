@@ -18,8 +18,12 @@ import { MetricsDatapath } from '@mesh/metrics';
 import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, writeResult } from '../lib.mjs';
 
 // fixedRate: requests per second of the latency runs (bench/mesh/loadgen.c, evenly spaced over the connections),
-// far below what one nginx serves here (~240,000/s), so a request waits for no other.
-const params = { host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1, fixedRate: 20000 };
+// far below what one nginx serves here (~240,000/s), so a request waits for no other; latencyRounds short runs
+// of latencyS seconds per arm, the arms taking turns (a burst of the machine's noise lands on one short run).
+const params = {
+  host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1,
+  fixedRate: 20000, latencyRounds: 15, latencyS: 2,
+};
 const loadBefore = loadavg()[0];
 
 const plainCg = scratchCgroup('plain');
@@ -91,9 +95,9 @@ const latDir = mkdtempSync(join(tmpdir(), 'mesh-bench-lat-'));
 onCleanup(() => rmSync(latDir, { recursive: true, force: true }));
 async function fixedRate(cg, port) {
   const file = join(latDir, 'lat');
-  const argv = ['taskset', '-c', String(params.clientCpu), loadgen, '-t', `${params.host}:${port}`, '-c', String(params.connections), '-d', String(params.durationS), '-w', '1', '-r', String(params.fixedRate), '-b', '1024', '-o', file];
+  const argv = ['taskset', '-c', String(params.clientCpu), loadgen, '-t', `${params.host}:${port}`, '-c', String(params.connections), '-d', String(params.latencyS), '-w', '0.5', '-r', String(params.fixedRate), '-b', '1024', '-o', file];
   const [cmd, args] = inCgroup(cg, argv);
-  const r = await runCommand(cmd, args, { timeoutMs: (params.durationS + 30) * 1000 });
+  const r = await runCommand(cmd, args, { timeoutMs: (params.latencyS + 30) * 1000 });
   const summary = r.stdout.split('\n').find((l) => l.startsWith('{'));
   if (r.status !== 0 || !summary) throw new Error(`loadgen failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   const j = JSON.parse(summary);
@@ -107,22 +111,21 @@ function pooled(runs, q) {
 }
 
 // A third arm, no-op programs on the same hooks: how much of the difference is the kernel running cgroup
-// programs at all (the hooks' own cost) and how much is the metrics programs' work. Arms rotate each repetition;
-// each repetition runs an arm's closed loop (wrk: throughput) and its fixed rate (loadgen: latency).
+// programs at all (the hooks' own cost) and how much is the metrics programs' work. The arms take turns, the
+// order rotated each round: first the closed loops (wrk: throughput), then the fixed-rate runs (loadgen: latency).
 const raw = { without: [], with: [], noop: [] };
 const fixed = { without: [], with: [], noop: [] };
 const armCg = { without: [plainCg, params.port], with: [meshCg, params.port + 1], noop: [noopCg, params.port + 2] };
-async function runArm(arm) {
-  raw[arm].push(await load(...armCg[arm]));
-  fixed[arm].push(await fixedRate(...armCg[arm]));
+async function rounds(n, run) {
+  for (let i = 0; i < n; i++) {
+    const order = Object.keys(armCg);
+    for (let k = 0; k < i % 3; k++) order.push(order.shift());
+    for (const arm of order) await run(arm);
+  }
 }
-for (const arm of Object.keys(armCg)) await runArm(arm); // warm-up
-for (const k of Object.keys(raw)) raw[k].length = fixed[k].length = 0;
-for (let i = 0; i < params.reps; i++) {
-  const order = Object.keys(armCg);
-  for (let k = 0; k < i % 3; k++) order.push(order.shift());
-  for (const arm of order) await runArm(arm);
-}
+for (const arm of Object.keys(armCg)) await load(...armCg[arm]); // warm-up
+await rounds(params.reps, async (arm) => raw[arm].push(await load(...armCg[arm])));
+await rounds(params.latencyRounds, async (arm) => fixed[arm].push(await fixedRate(...armCg[arm])));
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
@@ -171,7 +174,7 @@ const result = {
   raw,
   medians,
   // Latency at params.fixedRate requests per second (loadgen): each run's figures, and the percentiles over all
-  // of an arm's requests.
+  // of an arm's requests (latencyRounds runs of latencyS seconds).
   fixed_rate: { raw: fixedRaw, pooled: fixedPooled },
   kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted, connections_paired: dp.readCounters().paired },
   ns_per_request: cost.ns_per_request,
