@@ -6,6 +6,10 @@
 //   -r 0     closed loop: every connection sends its next request as soon as the previous response is in.
 // Latency of a request: from the write() of the request to the read() that completes the response, in ns
 // (CLOCK_MONOTONIC). Every response is checked: status 200, Content-Length equal to -b, a body of 'x' bytes.
+// With several targets, -g CG1,CG2,… puts each target's sockets in a cgroup of its own (the process joins the
+// target's cgroup before it creates the socket; a socket stays in the cgroup it was created in), so one process
+// can load several arms of a benchmark with their requests interleaved one by one; -T writes the target's index
+// before each latency in -o's file (the summary's percentiles are over all targets).
 // The first -w seconds warm up (not recorded); then it prints "START <pid>" on stdout, measures for -d seconds,
 // prints "END", and a JSON summary. -o FILE writes every measured latency (ns, one a line). With -s it waits for
 // a line on stdin after "END" (the caller reads its CPU time first).
@@ -44,6 +48,8 @@ struct conn {
 
 static struct sockaddr_in targets[MAXTARGET];
 static int ntargets;
+static char *cgroups[MAXTARGET];
+static int ncgroups, current_cgroup = -1, per_target;
 static struct conn conns[MAXCONN];
 static int nconns = 16, epfd;
 static double rate = 0, duration = 10, warmup = 1;
@@ -59,7 +65,7 @@ struct samples {
   uint64_t *v;
   size_t n, cap;
 };
-static struct samples lat, lateness;
+static struct samples lat, lat_target, lateness;
 static uint64_t t_start, t_measure, t_end;
 static unsigned long long requests_all, errors, bad_status, bad_body, io_errors, reconnects, connects, late_sends;
 static uint64_t max_late;
@@ -84,7 +90,18 @@ static void push(struct samples *s, uint64_t v) {
   s->v[s->n++] = v;
 }
 
+// Moves this process into the cgroup of target t (-g), so the socket it creates next belongs there.
+static void join_cgroup(int t) {
+  if (!ncgroups || current_cgroup == t) return;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/cgroup.procs", cgroups[t]);
+  FILE *f = fopen(path, "w");
+  if (!f || fprintf(f, "%d\n", getpid()) < 0 || fclose(f) != 0) die(path);
+  current_cgroup = t;
+}
+
 static void open_conn(struct conn *c) {
+  join_cgroup(c->target);
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) die("socket");
   int one = 1;
@@ -181,6 +198,7 @@ static void on_readable(struct conn *c) {
       errors++;
     } else if (c->sent >= t_measure && t <= t_end) {
       push(&lat, t - c->sent);
+      push(&lat_target, (uint64_t)c->target);
     }
     c->busy = 0;
     size_t rest = c->rlen - (size_t)len;
@@ -214,9 +232,16 @@ static double pct(double p) { return pct_of(&lat, p); }
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen -t ADDR:PORT[,ADDR:PORT...] [-c CONNS] [-d SECONDS] [-w WARMUP_S] [-r RATE|0] [-b BODY_BYTES]\n"
-          "               [-H HOST] [-P PATH] [-o LATENCY_FILE] [-s]\n"
-          "connection i dials target i %% (number of targets)\n");
+          "               [-H HOST] [-P PATH] [-o LATENCY_FILE [-T]] [-g CGROUP[,CGROUP...]] [-s]\n"
+          "connection i dials target i %% (number of targets); -g: target i's sockets in cgroup i\n");
   exit(1);
+}
+
+static void parse_cgroups(char *s) {
+  for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+    if (ncgroups == MAXTARGET) usage();
+    cgroups[ncgroups++] = tok;
+  }
 }
 
 static void parse_targets(char *s) {
@@ -233,7 +258,7 @@ static void parse_targets(char *s) {
 
 int main(int argc, char **argv) {
   int opt;
-  while ((opt = getopt(argc, argv, "t:c:d:w:r:b:H:P:o:s")) != -1) {
+  while ((opt = getopt(argc, argv, "t:c:d:w:r:b:H:P:o:sg:T")) != -1) {
     switch (opt) {
       case 't': parse_targets(optarg); break;
       case 'c': nconns = atoi(optarg); break;
@@ -245,10 +270,13 @@ int main(int argc, char **argv) {
       case 'P': path = optarg; break;
       case 'o': outfile = optarg; break;
       case 's': sync_end = 1; break;
+      case 'g': parse_cgroups(optarg); break;
+      case 'T': per_target = 1; break;
       default: usage();
     }
   }
   if (!ntargets || nconns < 1 || nconns > MAXCONN || duration <= 0 || rate < 0 || body_bytes < 0) usage();
+  if (ncgroups && ncgroups != ntargets) usage();
   request_len = (size_t)snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mesh-bench-loadgen\r\nAccept: */*\r\n\r\n", path, host);
   expected_body = malloc((size_t)body_bytes + 1);
   memset(expected_body, 'x', (size_t)body_bytes);
@@ -318,7 +346,10 @@ int main(int argc, char **argv) {
   if (outfile) {
     FILE *f = fopen(outfile, "w");
     if (!f) die(outfile);
-    for (size_t i = 0; i < lat.n; i++) fprintf(f, "%llu\n", (unsigned long long)lat.v[i]);
+    for (size_t i = 0; i < lat.n; i++) {
+      if (per_target) fprintf(f, "%llu ", (unsigned long long)lat_target.v[i]);
+      fprintf(f, "%llu\n", (unsigned long long)lat.v[i]);
+    }
     fclose(f);
   }
   qsort(lat.v, lat.n, sizeof *lat.v, cmp_u64);

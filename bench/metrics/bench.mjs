@@ -17,12 +17,12 @@ import { MetricsDatapath } from '@mesh/metrics';
 
 import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, writeResult } from '../lib.mjs';
 
-// fixedRate: requests per second of the latency runs (bench/mesh/loadgen.c, evenly spaced over the connections),
-// far below what one nginx serves here (~240,000/s), so a request waits for no other; latencyRounds short runs
-// of latencyS seconds per arm, the arms taking turns (a burst of the machine's noise lands on one short run).
+// fixedRate: requests per second of the latency runs over all three arms (bench/mesh/loadgen.c, one process loading
+// the three, their requests interleaved one by one), far below what one nginx serves here (~240,000/s), so a
+// request seldom waits for another; latencyRuns runs of latencyS seconds.
 const params = {
   host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1,
-  fixedRate: 20000, latencyRounds: 15, latencyS: 2,
+  fixedRate: 20000, latencyRuns: 3, latencyS: 10,
 };
 const loadBefore = loadavg()[0];
 
@@ -46,13 +46,16 @@ const stateLinks = Object.fromEntries(
   }),
 );
 
-// One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too.
+// One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too. Keep-alive
+// connections are never closed by nginx (its default closes one every 1,000 requests), so the latency runs'
+// connections stay in the cgroups they were made in.
 function startNginx(cg, port, cpu = params.serverCpu) {
   const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-nginx-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'nginx.conf'), `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  keepalive_requests 1000000000; keepalive_timeout 600s;
   server { listen ${params.host}:${port}; location / { return 200 "${'x'.repeat(1024)}"; } } }
 `);
   const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(cpu), 'nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
@@ -89,43 +92,58 @@ async function load(cg, port) {
 
 // Latency at a fixed rate: what the programs add to a request's time. Closed-loop latency is not that: with 16
 // requests always in flight, a request's time is mostly waiting for the others (Little's law), so the closed loop's
-// p99 ratio is about the inverse of its throughput ratio whatever the programs add to each request.
+// p99 ratio is about the inverse of its throughput ratio whatever the programs add to each request. One load
+// generator loads the three arms at once, 16 connections each, their sockets in the arms' cgroups (loadgen -g), the
+// requests of the arms interleaved one by one: whatever the machine does meanwhile touches every arm alike (with
+// one arm after the other, a run's p99 moved by a tenth and the arms' ratio by ±0.03 between runs).
 const loadgen = buildC('mesh/loadgen.c', 'loadgen');
 const latDir = mkdtempSync(join(tmpdir(), 'mesh-bench-lat-'));
 onCleanup(() => rmSync(latDir, { recursive: true, force: true }));
-async function fixedRate(cg, port) {
+const ARMS = ['without', 'with', 'noop'];
+const armCg = { without: [plainCg, params.port], with: [meshCg, params.port + 1], noop: [noopCg, params.port + 2] };
+async function fixedRate() {
   const file = join(latDir, 'lat');
-  const argv = ['taskset', '-c', String(params.clientCpu), loadgen, '-t', `${params.host}:${port}`, '-c', String(params.connections), '-d', String(params.latencyS), '-w', '0.5', '-r', String(params.fixedRate), '-b', '1024', '-o', file];
-  const [cmd, args] = inCgroup(cg, argv);
-  const r = await runCommand(cmd, args, { timeoutMs: (params.latencyS + 30) * 1000 });
+  const argv = [
+    'taskset', '-c', String(params.clientCpu), loadgen,
+    '-t', ARMS.map((a) => `${params.host}:${armCg[a][1]}`).join(','), '-g', ARMS.map((a) => armCg[a][0]).join(','),
+    '-c', String(params.connections * ARMS.length), '-r', String(params.fixedRate),
+    '-d', String(params.latencyS), '-w', '1', '-b', '1024', '-o', file, '-T',
+  ];
+  const r = await runCommand(argv[0], argv.slice(1), { timeoutMs: (params.latencyS + 30) * 1000 });
   const summary = r.stdout.split('\n').find((l) => l.startsWith('{'));
   if (r.status !== 0 || !summary) throw new Error(`loadgen failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   const j = JSON.parse(summary);
-  const samples = readFileSync(file, 'utf8').trim().split('\n').map(Number);
-  return { rps: j.rps, p50_ms: round(j.p50_us / 1000, 4), p99_ms: round(j.p99_us / 1000, 4), late_p99_ms: round(j.late_p99_us / 1000, 4), samples };
+  if (j.reconnects) throw new Error(`loadgen reconnected ${j.reconnects} times: a new socket may be in another arm's cgroup`);
+  const samples = Object.fromEntries(ARMS.map((a) => [a, []]));
+  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
+    const [target, ns] = line.split(' ');
+    samples[ARMS[Number(target)]].push(Number(ns));
+  }
+  return { summary: { rps: j.rps, late_p99_ms: round(j.late_p99_us / 1000, 4) }, samples };
 }
-/** Percentile of pooled latency samples (ns), in ms. */
-function pooled(runs, q) {
-  const all = Float64Array.from(runs.flatMap((r) => r.samples)).sort();
-  return round(all[Math.min(all.length - 1, Math.floor(q * all.length))] / 1e6, 4);
-}
+const pct = (sorted, q) => round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] / 1e6, 4);
 
 // A third arm, no-op programs on the same hooks: how much of the difference is the kernel running cgroup
-// programs at all (the hooks' own cost) and how much is the metrics programs' work. The arms take turns, the
-// order rotated each round: first the closed loops (wrk: throughput), then the fixed-rate runs (loadgen: latency).
+// programs at all (the hooks' own cost) and how much is the metrics programs' work. The closed loops (wrk:
+// throughput) take turns, the order rotated each round; then the fixed-rate runs load the three at once.
 const raw = { without: [], with: [], noop: [] };
-const fixed = { without: [], with: [], noop: [] };
-const armCg = { without: [plainCg, params.port], with: [meshCg, params.port + 1], noop: [noopCg, params.port + 2] };
-async function rounds(n, run) {
-  for (let i = 0; i < n; i++) {
-    const order = Object.keys(armCg);
-    for (let k = 0; k < i % 3; k++) order.push(order.shift());
-    for (const arm of order) await run(arm);
-  }
+for (const arm of ARMS) await load(...armCg[arm]); // warm-up
+for (let i = 0; i < params.reps; i++) {
+  const order = [...ARMS];
+  for (let k = 0; k < i % 3; k++) order.push(order.shift());
+  for (const arm of order) raw[arm].push(await load(...armCg[arm]));
 }
-for (const arm of Object.keys(armCg)) await load(...armCg[arm]); // warm-up
-await rounds(params.reps, async (arm) => raw[arm].push(await load(...armCg[arm])));
-await rounds(params.latencyRounds, async (arm) => fixed[arm].push(await fixedRate(...armCg[arm])));
+const fixed = { runs: [], samples: Object.fromEntries(ARMS.map((a) => [a, []])) };
+for (let i = 0; i < params.latencyRuns; i++) {
+  const run = await fixedRate();
+  const perArm = {};
+  for (const arm of ARMS) {
+    const sorted = Float64Array.from(run.samples[arm]).sort();
+    perArm[arm] = { requests: sorted.length, p50_ms: pct(sorted, 0.5), p99_ms: pct(sorted, 0.99) };
+    fixed.samples[arm].push(...run.samples[arm]);
+  }
+  fixed.runs.push({ ...run.summary, arms: perArm });
+}
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
@@ -163,19 +181,22 @@ const counted = dp.read().http.filter((s) => s.port === params.port + 1 && s.dir
 
 const med = (arm, k) => median(raw[arm].map((r) => r[k]));
 const medians = Object.fromEntries(Object.keys(raw).map((arm) => [arm, { rps: round(med(arm, 'rps'), 1), p99_ms: round(med(arm, 'p99_ms'), 3) }]));
-// The fixed rate's percentiles over every request of an arm's runs (interleaved with the other arms' runs, so
-// the machine's drift touches all alike): a run's own p99 moves by a tenth from run to run here.
-const fixedPooled = Object.fromEntries(Object.keys(fixed).map((arm) => [arm, { p50_ms: pooled(fixed[arm], 0.5), p99_ms: pooled(fixed[arm], 0.99), requests: fixed[arm].reduce((a, r) => a + r.samples.length, 0) }]));
-const fixedRaw = Object.fromEntries(Object.entries(fixed).map(([arm, runs]) => [arm, runs.map(({ samples, ...r }) => r)]));
+// The fixed rate's percentiles over every request of an arm in all runs.
+const fixedPooled = Object.fromEntries(
+  ARMS.map((arm) => {
+    const sorted = Float64Array.from(fixed.samples[arm]).sort();
+    return [arm, { p50_ms: pct(sorted, 0.5), p90_ms: pct(sorted, 0.9), p99_ms: pct(sorted, 0.99), p999_ms: pct(sorted, 0.999), requests: sorted.length }];
+  }),
+);
 const result = {
   ...header('metrics', loadBefore),
   params,
   units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets, both ends measured: each connection measured once at the server socket for both sides) per request; one_end: the same with only the server or only the client in the mesh; floor: the same for no-op programs on the same hooks; socket_state_read/socket_state_write: the same for programs that look up 8 bytes of socket storage per packet and read or write them',
   raw,
   medians,
-  // Latency at params.fixedRate requests per second (loadgen): each run's figures, and the percentiles over all
-  // of an arm's requests (latencyRounds runs of latencyS seconds).
-  fixed_rate: { raw: fixedRaw, pooled: fixedPooled },
+  // Latency at params.fixedRate requests per second, the three arms loaded at once by one loadgen (a third each):
+  // each run's percentiles per arm, and the percentiles over all of an arm's requests.
+  fixed_rate: { runs: fixed.runs, pooled: fixedPooled },
   kernel: { ...cost.run, programs: cost.programs, requests_counted_server_side: counted, connections_paired: dp.readCounters().paired },
   ns_per_request: cost.ns_per_request,
   // Every kernel-cost run's figure (the ones above are each series' median run).
@@ -216,7 +237,7 @@ console.log(`wrk -t1 -c${params.connections} -d${params.durationS}s against ngin
 console.log(`  without: ${medians.without.rps} rps, p99 ${medians.without.p99_ms} ms`);
 console.log(`  with:    ${medians.with.rps} rps, p99 ${medians.with.p99_ms} ms`);
 console.log(`  no-op:   ${medians.noop.rps} rps, p99 ${medians.noop.p99_ms} ms (no-op ÷ without ×${result.throughput_split.noop_vs_without}, with ÷ no-op ×${result.throughput_split.with_vs_noop})`);
-console.log(`loadgen at ${params.fixedRate} requests/s: p99 without ${fixedPooled.without.p99_ms} ms, with ${fixedPooled.with.p99_ms} ms, no-op ${fixedPooled.noop.p99_ms} ms`);
+console.log(`loadgen at ${params.fixedRate} requests/s, the arms interleaved: p50 / p99 without ${fixedPooled.without.p50_ms} / ${fixedPooled.without.p99_ms} ms, with ${fixedPooled.with.p50_ms} / ${fixedPooled.with.p99_ms} ms, no-op ${fixedPooled.noop.p50_ms} / ${fixedPooled.noop.p99_ms} ms`);
 console.log(`  throughput ×${result.ratios.throughput}, p99 at the fixed rate ×${result.ratios.p99} (closed loop ×${result.ratios.p99_closed_loop}), ${result.ns_per_request} ns per request in the kernel`);
 console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} ns per request (${result.ns_per_request_above_floor} ns above that)`);
 console.log(`  client and server on one CPU: ${result.one_cpu.ns_per_request} ns per request (no connection state moves between CPUs)`);
