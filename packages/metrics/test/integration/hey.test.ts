@@ -92,7 +92,15 @@ describePrivileged(
       expect(new Set(sides.map((s) => s.remoteIp))).toEqual(new Set(['127.0.0.1']));
     });
 
-    it('no client connection is left waiting for its server to join', () => {
+    it('no client connection is left waiting for its server to join, also when it closes without a byte', async () => {
+      // 20 connections opened, held until all are established, then closed without sending anything.
+      const script = `const net = require('node:net');
+        const socks = Array.from({ length: 20 }, () => net.connect(${port.inside}, '${HOST}'));
+        Promise.all(socks.map((s) => new Promise((ok, fail) => { s.on('connect', ok); s.on('error', fail); })))
+          .then(() => { socks.forEach((s) => s.destroy()); setTimeout(() => process.exit(0), 200); });`;
+      const r = await t.cg.run(process.execPath, ['-e', script], { timeoutMs: 30_000 });
+      expect(r.code, r.stderr).toBe(0);
+      for (let i = 0; i < 50 && t.dp.fill().http_pending.used > 0; i++) await new Promise((ok) => setTimeout(ok, 20));
       expect(t.dp.fill().http_pending.used).toBe(0);
     });
   },
