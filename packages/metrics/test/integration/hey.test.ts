@@ -57,9 +57,9 @@ describePrivileged(
         const got = await hey(t.cg, port.inside, keepAlive);
         expect(got.client).toEqual(EXPECTED);
         expect(got.server).toEqual(EXPECTED);
-        // Every one, in practice. Not asserted: a client woken on the other CPU could send its request before
-        // the handshake's last packet reached the server's socket, and then each end measures its own side
-        // (the counts above stay exact either way).
+        // Every one, in practice. Not asserted: when the kernel defers its packet processing (to ksoftirqd, under
+        // load), a client can send its request before the handshake's last packet reached the server's socket,
+        // and then each end measures its own side (the counts above stay exact either way).
         expect(got.paired).toBeLessThanOrEqual(connections);
         expect(got.paired).toBeGreaterThanOrEqual(connections * 0.9);
       });
