@@ -26,13 +26,16 @@ import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 const t0 = performance.now();
 const loadBefore = loadavg()[0];
 const env = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
-const DEFAULTS = { reps: 6, rate: 1000, fixedS: 15, closedS: 5 };
+const DEFAULTS = { reps: 6, rate: 1000, fixedS: 10, closedS: 5, latencyRuns: 4, latencyS: 15 };
 const params = {
   reps: env('BENCH_MESH_REPS', DEFAULTS.reps),
   /** Fixed-rate load: requests per second over all connections. */
   rate: env('BENCH_MESH_RATE', DEFAULTS.rate),
   fixedS: env('BENCH_MESH_FIXED_S', DEFAULTS.fixedS),
   closedS: env('BENCH_MESH_CLOSED_S', DEFAULTS.closedS),
+  /** The latency phase: the arms loaded at once, `rate` requests per second in all, their requests interleaved. */
+  latencyRuns: env('BENCH_MESH_LATENCY_RUNS', DEFAULTS.latencyRuns),
+  latencyS: env('BENCH_MESH_LATENCY_S', DEFAULTS.latencyS),
   fixedWarmupS: 2,
   closedWarmupS: 1,
   /** Seconds the agent runs after it is ready before the load: its start-up work (JIT, GC) is not its steady cost.
@@ -59,9 +62,14 @@ const ARMS = params.arms;
 const id = `mb${process.pid}`;
 const NS = { node: `${id}-node`, client: `${id}-client`, v1: `${id}-v1`, v2: `${id}-v2` };
 const ADDR = { client: '198.18.1.2', v1: '198.18.2.2', v2: '198.18.3.2', vip: '198.18.100.1', vipV1: '198.18.100.2', vipV2: '198.18.100.3' };
-const PORT = { app: 80, outbound: 15001, outboundV1: 15002, inbound: 15006 };
+/** app: nginx inside the pod's workload cgroup (the mesh arm's server); plain: a second nginx in the same pod
+ *  outside the mesh's cgroups (the direct and proxy arms' server), so that the latency phase can run every arm at
+ *  once without the mesh's programs seeing the other arms' connections. The proxy ports: HTTP pair; TLS pair +100. */
+const PORT = { app: 80, plain: 8080, outbound: 15001, outboundV1: 15002, inbound: 15006 };
 const cgroup2 = cgroup2Mount();
 const meshCg = join(cgroup2, `meshbench-${process.pid}`);
+/** Outside the mesh's cgroup tree: the plain nginx and, in the latency phase, the other arms' client sockets. */
+const plainCg = join(cgroup2, `meshbench-${process.pid}-plain`);
 const pinRoot = `/sys/fs/bpf/meshbench-${process.pid}`;
 const workloadCg = (w) => join(meshCg, 'default', w);
 const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
@@ -83,7 +91,7 @@ const pidAlive = (pid) => {
   }
 };
 
-for (const tool of ['ip', 'nginx', 'haproxy', 'openssl', 'curl', 'bpftool', 'taskset', 'setpriv']) {
+for (const tool of ['ip', 'nginx', 'haproxy', 'openssl', 'curl', 'bpftool', 'taskset', 'setpriv', 'nsenter']) {
   if (run('sh', ['-c', `command -v ${tool}`], { allowFail: true }).status !== 0) throw new Error(`${tool} is missing: run scripts/setup.sh first`);
 }
 if (!existsSync(join(root, 'apps/agent/dist/cli/agent.js'))) throw new Error('apps/agent is not built: run scripts/build.sh first');
@@ -100,10 +108,18 @@ function sweepStale() {
   for (const [dir, re] of [
     ['/sys/fs/bpf', /^meshbench-(\d+)$/],
     [cgroup2, /^meshbench-(\d+)$/],
+    [cgroup2, /^meshbench-(\d+)-plain$/],
   ]) {
     for (const name of readdirSync(dir)) {
       const m = re.exec(name);
       if (!m || pidAlive(Number(m[1]))) continue;
+      if (name.endsWith('-plain')) {
+        killCgroupTree(join(dir, name));
+        spawnSync('sleep', ['0.3']);
+        removeCgroupTree(join(dir, name));
+        log(`removed ${join(dir, name)} left by a killed run`);
+        continue;
+      }
       const pins = dir === '/sys/fs/bpf' ? join(dir, name) : `/sys/fs/bpf/${name}`;
       const cg = join(cgroup2, name);
       if (existsSync(cg)) killCgroupTree(cg);
@@ -116,6 +132,20 @@ function sweepStale() {
     const m = /^mesh-bench-mesh-(\d+)-/.exec(name);
     if (m && !pidAlive(Number(m[1]))) rmSync(join(tmpdir(), name), { recursive: true, force: true });
   }
+}
+function removeCgroupTree(dir) {
+  for (let i = 0; i < 20 && existsSync(dir); i++) {
+    try {
+      const rm = (d) => {
+        for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) rm(join(d, e.name));
+        rmdirSync(d);
+      };
+      rm(dir);
+    } catch {
+      spawnSync('sleep', ['0.1']);
+    }
+  }
+  if (existsSync(dir)) throw new Error(`could not remove ${dir}`);
 }
 function killCgroupTree(dir) {
   for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) killCgroupTree(join(dir, e.name));
@@ -192,18 +222,8 @@ onCleanup(() => {
     if (existsSync(pinRoot) || existsSync(meshCg)) uninstallMesh(true);
   });
   step('cgroups', () => {
-    for (let i = 0; i < 20 && existsSync(meshCg); i++) {
-      try {
-        const rm = (d) => {
-          for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) rm(join(d, e.name));
-          rmdirSync(d);
-        };
-        rm(meshCg);
-      } catch {
-        spawnSync('sleep', ['0.1']);
-      }
-    }
-    if (existsSync(meshCg)) throw new Error(`could not remove ${meshCg}`);
+    removeCgroupTree(meshCg);
+    removeCgroupTree(plainCg);
   });
   for (const ns of made.namespaces.splice(0)) step(`netns ${ns}`, () => run('ip', ['netns', 'del', ns]));
   step('temp dir', () => rmSync(tmp, { recursive: true, force: true }));
@@ -249,16 +269,17 @@ function certificates() {
   return d;
 }
 
-// --- servers: one nginx per server pod, inside the pod's workload cgroup ------------------------------------
+// --- servers: two nginx per server pod: inside the pod's workload cgroup (port 80), outside the mesh (8080) ---
 const BODY = 'x'.repeat(params.bodyBytes);
 /** [cmd, args]: argv run in network namespace `ns`, pinned to `cpu`, after moving itself into cgroup `cg`
  *  (never this process). Every exec keeps the pid: the child's pid is the program's. */
 function podCommand(ns, cpu, argv, cg) {
-  const inNs = ['ip', 'netns', 'exec', ns, 'taskset', '-c', String(cpu), ...argv];
+  // nsenter, not `ip netns exec`: that one remounts /sys, hiding the cgroup2 mount the load generator's -g needs.
+  const inNs = ['nsenter', `--net=/run/netns/${ns}`, 'taskset', '-c', String(cpu), ...argv];
   return cg ? ['/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'in-cgroup', cg, ...inNs]] : [inNs[0], inNs.slice(1)];
 }
-function startNginx(pod) {
-  const dir = join(tmp, `nginx-${pod}`);
+function startNginx(pod, { port, cg, name }) {
+  const dir = join(tmp, `nginx-${name}-${pod}`);
   mkdirSync(dir);
   writeFileSync(
     join(dir, 'nginx.conf'),
@@ -266,12 +287,12 @@ function startNginx(pod) {
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
-  server { listen ${PORT.app}; location / { return 200 "${BODY}"; } } }
+  server { listen ${port}; location / { return 200 "${BODY}"; } } }
 `,
   );
-  mkdirSync(workloadCg(pod), { recursive: true });
-  const [cmd, args] = podCommand(NS[pod], params.serverCpu, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')], workloadCg(pod));
-  return new Proc(`nginx ${pod}`, cmd, args);
+  mkdirSync(cg, { recursive: true });
+  const [cmd, args] = podCommand(NS[pod], params.serverCpu, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')], cg);
+  return new Proc(`nginx ${name} ${pod}`, cmd, args);
 }
 
 // --- checks -------------------------------------------------------------------------------------------------
@@ -306,12 +327,13 @@ function effectivePrograms(cg) {
   const r = run('bpftool', ['-j', 'cgroup', 'show', cg, 'effective']);
   return r.stdout.trim() ? JSON.parse(r.stdout).map((p) => p.name) : [];
 }
+const plainCgroups = () => ['client', 'v1', 'v2'].map((w) => join(plainCg, w));
 /** Outside the mesh arm nothing of the mesh may be attached: no pins, no mesh program on any cgroup our
  *  processes use (the load generator's, the servers'). */
 function assertNoMesh(where) {
   if (existsSync(pinRoot)) throw new Error(`${where}: the mesh's pins (${pinRoot}) exist outside the mesh arm`);
   const ownCg = join(cgroup2, readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? '/');
-  const seen = [meshCg, workloadCg('v1'), workloadCg('v2'), ownCg].flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+  const seen = [meshCg, workloadCg('v1'), workloadCg('v2'), ownCg, ...plainCgroups()].flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
   if (seen.length) throw new Error(`${where}: mesh programs attached outside the mesh arm: ${seen.join(', ')}`);
 }
 
@@ -364,9 +386,11 @@ function snapshot(procs, progs) {
 }
 
 /** Runs the load generator in the client pod; samples CPU at the start and the end of its measured window. */
-async function load(arm, targets, { rate, durationS, warmupS, latFile }, procs, progs = [], cg) {
-  const argv = [loadgen, '-s', '-t', targets.join(','), '-c', String(params.connections), '-d', String(durationS), '-w', String(warmupS), '-r', String(rate), '-b', String(params.bodyBytes), '-H', 'server.default.svc'];
+async function load(arm, targets, { rate, durationS, warmupS, latFile, cgroups, connections = params.connections }, procs, progs = [], cg) {
+  const argv = [loadgen, '-s', '-t', targets.join(','), '-c', String(connections), '-d', String(durationS), '-w', String(warmupS), '-r', String(rate), '-b', String(params.bodyBytes), '-H', 'server.default.svc'];
   if (latFile) argv.push('-o', latFile);
+  // Each target's sockets in a cgroup of its own, each latency tagged with its target's index.
+  if (cgroups) argv.push('-g', cgroups.join(','), '-T');
   const [cmd, args] = podCommand(NS.client, params.clientCpu, argv, cg);
   const p = new Proc(`loadgen (${arm})`, cmd, args, { stdout: 'pipe', stdin: 'pipe' });
   p.child.stdin.on('error', () => {}); // it may be gone already
@@ -482,18 +506,20 @@ function uninstallMesh(allowBusy) {
 const arms = {
   direct: {
     // 2 of the 16 connections to v2: the nearest to the 90/10 split the other arms make.
-    targets: () => Array.from({ length: 8 }, (_, i) => `${i === 7 ? ADDR.v2 : ADDR.v1}:${PORT.app}`),
-    closedTargets: () => [`${ADDR.v1}:${PORT.app}`],
+    targets: () => Array.from({ length: 8 }, (_, i) => `${i === 7 ? ADDR.v2 : ADDR.v1}:${PORT.plain}`),
+    closedTargets: () => [`${ADDR.v1}:${PORT.plain}`],
+    servers: 'plain',
     async start() {
       assertNoMesh('direct');
-      curlFromClient(`http://${ADDR.v1}/`);
-      curlFromClient(`http://${ADDR.v2}/`);
+      curlFromClient(`http://${ADDR.v1}:${PORT.plain}/`);
+      curlFromClient(`http://${ADDR.v2}:${PORT.plain}/`);
       return { procs: {}, async stop() {} };
     },
   },
   mesh: {
     targets: () => [`${ADDR.vip}:${PORT.app}`],
     closedTargets: () => [`${ADDR.vipV1}:${PORT.app}`],
+    servers: 'app',
     cgroup: () => workloadCg('client'),
     async start() {
       // Without the mesh the VIP goes nowhere (no route for it anywhere): a 200 below proves the rewrite.
@@ -567,6 +593,8 @@ function mapsMemory() {
 }
 
 function haproxyArm(tls) {
+  // The TLS pair listens 100 ports above the HTTP pair: in the latency phase both run at once.
+  const P = { outbound: PORT.outbound + (tls ? 100 : 0), outboundV1: PORT.outboundV1 + (tls ? 100 : 0), inbound: PORT.inbound + (tls ? 100 : 0) };
   const common = `global
   nbthread 1
   maxconn 4096
@@ -579,29 +607,30 @@ defaults
   http-reuse always
 `;
   const upstream = (pod, weight) =>
-    `  server ${pod} ${ADDR[pod]}:${PORT.inbound} weight ${weight}` +
+    `  server ${pod} ${ADDR[pod]}:${P.inbound} weight ${weight}` +
     (tls ? ` ssl verify required ca-file ${pki}/ca.pem crt ${pki}/client.pem sni str(${pod}.bench.mesh) verifyhost ${pod}.bench.mesh` : '') +
     '\n';
   // outbound: the Service, split 90/10 per request; outbound_v1: v1 alone (the closed-loop load).
   const clientCfg = () => `${common}frontend outbound
-  bind 127.0.0.1:${PORT.outbound}
+  bind 127.0.0.1:${P.outbound}
   default_backend server
 frontend outbound_v1
-  bind 127.0.0.1:${PORT.outboundV1}
+  bind 127.0.0.1:${P.outboundV1}
   default_backend server_v1
 backend server
   balance roundrobin
 ${upstream('v1', params.split.v1)}${upstream('v2', params.split.v2)}backend server_v1
 ${upstream('v1', 1)}`;
   const serverCfg = (pod) => `${common}frontend inbound
-  bind ${ADDR[pod]}:${PORT.inbound}${tls ? ` ssl crt ${pki}/${pod}.pem ca-file ${pki}/ca.pem verify required` : ''}
+  bind ${ADDR[pod]}:${P.inbound}${tls ? ` ssl crt ${pki}/${pod}.pem ca-file ${pki}/ca.pem verify required` : ''}
   default_backend app
 backend app
-  server app 127.0.0.1:${PORT.app}
+  server app 127.0.0.1:${PORT.plain}
 `;
   return {
-    targets: () => [`127.0.0.1:${PORT.outbound}`],
-    closedTargets: () => [`127.0.0.1:${PORT.outboundV1}`],
+    targets: () => [`127.0.0.1:${P.outbound}`],
+    closedTargets: () => [`127.0.0.1:${P.outboundV1}`],
+    servers: 'plain',
     async start() {
       assertNoMesh(tls ? 'haproxy_tls' : 'haproxy_http');
       const procs = [];
@@ -622,16 +651,16 @@ backend app
       try {
         await untilOk(() => {
           for (const [, p] of procs) if (!p.alive()) throw new Error(`exited: ${p.describe()}`);
-          curlFromClient(`http://127.0.0.1:${PORT.outbound}/`);
-          curlFromClient(`http://127.0.0.1:${PORT.outboundV1}/`);
+          curlFromClient(`http://127.0.0.1:${P.outbound}/`);
+          curlFromClient(`http://127.0.0.1:${P.outboundV1}/`);
         }, 'the HAProxy pair did not answer');
         if (tls) {
           // The server-side proxies speak only mutual TLS: plain HTTP and TLS without a client certificate fail.
-          curlFromClient(`http://${ADDR.v1}:${PORT.inbound}/`, { expectFail: true });
-          curlFromClient(`https://v1.bench.mesh:${PORT.inbound}/`, { expectFail: true, extra: ['--cacert', `${pki}/ca.pem`, '--resolve', `v1.bench.mesh:${PORT.inbound}:${ADDR.v1}`] });
-          curlFromClient(`https://v1.bench.mesh:${PORT.inbound}/`, { extra: ['--cacert', `${pki}/ca.pem`, '--cert', `${pki}/client.pem`, '--resolve', `v1.bench.mesh:${PORT.inbound}:${ADDR.v1}`] });
+          curlFromClient(`http://${ADDR.v1}:${P.inbound}/`, { expectFail: true });
+          curlFromClient(`https://v1.bench.mesh:${P.inbound}/`, { expectFail: true, extra: ['--cacert', `${pki}/ca.pem`, '--resolve', `v1.bench.mesh:${P.inbound}:${ADDR.v1}`] });
+          curlFromClient(`https://v1.bench.mesh:${P.inbound}/`, { extra: ['--cacert', `${pki}/ca.pem`, '--cert', `${pki}/client.pem`, '--resolve', `v1.bench.mesh:${P.inbound}:${ADDR.v1}`] });
         } else {
-          curlFromClient(`http://${ADDR.v2}:${PORT.inbound}/`);
+          curlFromClient(`http://${ADDR.v2}:${P.inbound}/`);
         }
       } catch (err) {
         await stop();
@@ -671,20 +700,120 @@ port = await new Promise((resolve) => {
   });
 });
 mkdirSync(meshCg, { recursive: true });
-const nginx = { v1: startNginx('v1'), v2: startNginx('v2') };
+mkdirSync(join(plainCg, 'client'), { recursive: true });
+const nginx = {
+  app: { v1: startNginx('v1', { port: PORT.app, cg: workloadCg('v1'), name: 'app' }), v2: startNginx('v2', { port: PORT.app, cg: workloadCg('v2'), name: 'app' }) },
+  plain: { v1: startNginx('v1', { port: PORT.plain, cg: join(plainCg, 'v1'), name: 'plain' }), v2: startNginx('v2', { port: PORT.plain, cg: join(plainCg, 'v2'), name: 'plain' }) },
+};
 await untilOk(() => {
-  for (const p of Object.values(nginx)) if (!p.alive()) throw new Error(`exited: ${p.describe()}`);
-  curlFromClient(`http://${ADDR.v1}/`);
-  curlFromClient(`http://${ADDR.v2}/`);
+  for (const set of Object.values(nginx)) for (const p of Object.values(set)) if (!p.alive()) throw new Error(`exited: ${p.describe()}`);
+  for (const port of [PORT.app, PORT.plain]) {
+    curlFromClient(`http://${ADDR.v1}:${port}/`);
+    curlFromClient(`http://${ADDR.v2}:${port}/`);
+  }
 }, 'nginx did not answer');
-for (const pod of ['v1', 'v2']) {
-  if (readFileSync(`/proc/${nginx[pod].pid}/comm`, 'utf8').trim() !== 'nginx') throw new Error(`pid ${nginx[pod].pid} is not nginx`);
+for (const set of Object.values(nginx)) {
+  for (const p of Object.values(set)) if (readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim() !== 'nginx') throw new Error(`pid ${p.pid} is not nginx`);
 }
-const serverProcs = { nginx_v1: nginx.v1.pid, nginx_v2: nginx.v2.pid };
+/** The servers an arm's requests reach, by the roles the CPU figures use. */
+const serverProcs = (set) => ({ nginx_v1: nginx[set].v1.pid, nginx_v2: nginx[set].v2.pid });
 
 const raw = Object.fromEntries(ARMS.map((a) => [a, []]));
 const latencies = Object.fromEntries(ARMS.map((a) => [a, []]));
+const latencyRuns = [];
 const order = [];
+
+/**
+ * The latency phase: every arm up at once (the proxies, the agent with its programs attached) and one load
+ * generator loading all of them, params.rate requests per second in all, each arm on its own 16 connections, the
+ * arms' requests interleaved one by one. Whatever the machine does meanwhile (the VM's vCPU wake-ups, a neighbour's burst)
+ * touches every arm alike; with one arm after the other, a run's p99 moved by tens of µs between runs of the
+ * same arm, as much as the differences measured. The mesh's programs see only its own connections: the other
+ * arms' sockets are in cgroups outside the mesh's (plainCg), their servers the plain nginx.
+ */
+async function latencyPhase() {
+  const sessions = {};
+  try {
+    // The others first (each checks that nothing of the mesh is attached), then the mesh.
+    for (const arm of [...ARMS.filter((x) => x !== 'mesh'), ...ARMS.filter((x) => x === 'mesh')]) sessions[arm] = await arms[arm].start();
+    const leaked = plainCgroups().flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+    if (leaked.length) throw new Error(`latency phase: mesh programs reach the other arms' cgroups: ${leaked.join(', ')}`);
+    // One target per connection (the load generator gives connection k target k), the arms in a de Bruijn order:
+    // the sends go round the connections in turn, so every arm's request follows every arm's (and every pair of
+    // arms', with four) equally often, and what a slow request of one arm leaves behind lands on all alike. The
+    // direct arm's 16 connections go to its 8 targets 2 each (7 × v1 + 1 × v2, as in its own runs).
+    const order = balancedOrder(ARMS.length, params.connections * ARMS.length);
+    const targets = [];
+    const cgroups = [];
+    const seen = Object.fromEntries(ARMS.map((a) => [a, 0]));
+    for (const i of order) {
+      const arm = ARMS[i];
+      const t = arms[arm].targets();
+      targets.push(t[seen[arm]++ % t.length]);
+      cgroups.push(arms[arm].cgroup?.() ?? join(plainCg, 'client'));
+    }
+    const armOf = order.map((i) => ARMS[i]);
+    // Every arm's processes, by arm.role (both proxy pairs have a haproxy_client).
+    const procs = { ...Object.fromEntries(Object.entries(serverProcs('app')).map(([k, v]) => [`mesh.${k}`, v])), ...Object.fromEntries(Object.entries(serverProcs('plain')).map(([k, v]) => [`plain.${k}`, v])) };
+    for (const [arm, s] of Object.entries(sessions)) for (const [role, pid] of Object.entries(s.procs)) procs[`${arm}.${role}`] = pid;
+    const cpuMs = {};
+    let meshRequests = 0;
+    for (let run = 0; run < params.latencyRuns; run++) {
+      const latFile = join(tmp, `lat-${run}`);
+      const res = await load('all arms', targets, { rate: params.rate, durationS: params.latencyS, warmupS: params.fixedWarmupS, latFile, cgroups, connections: params.connections * ARMS.length }, procs);
+      for (const [k, v] of Object.entries(res.cpu_ms)) cpuMs[k] = (cpuMs[k] ?? 0) + v;
+      if (res.reconnects) throw new Error(`loadgen reconnected ${res.reconnects} times: a new socket may be in another arm's cgroup`);
+      const samples = Object.fromEntries(ARMS.map((a) => [a, []]));
+      for (const line of readFileSync(latFile, 'utf8').split('\n')) {
+        if (!line) continue;
+        const [t, ns] = line.split(' ');
+        samples[armOf[Number(t)]].push(Number(ns));
+      }
+      rmSync(latFile);
+      const perArm = {};
+      for (const arm of ARMS) {
+        for (const v of samples[arm]) latencies[arm].push(v);
+        const sorted = Float64Array.from(samples[arm]).sort();
+        perArm[arm] = { requests: sorted.length, p50_ms: pctMs(sorted, 0.5), p90_ms: pctMs(sorted, 0.9), p99_ms: pctMs(sorted, 0.99) };
+      }
+      meshRequests += samples.mesh?.length ?? 0;
+      latencyRuns.push({ rps: res.rps, cpu_ms: res.cpu_ms, late_sends: res.late_sends, late_p50_us: res.late_p50_us, late_p99_us: res.late_p99_us, late_p999_us: res.late_p999_us, requests: res.requests, arms: perArm });
+      log(`latency run ${run + 1}/${params.latencyRuns}, all arms at once, ${res.rps} rps: p99 ${ARMS.map((a) => `${a} ${Math.round(perArm[a].p99_ms * 1000)} µs`).join(', ')}`);
+    }
+    if (sessions.mesh) await sessions.mesh.check({ requests: meshRequests });
+    // The proxies carried their arm's requests (each used CPU), as in their own runs.
+    for (const [arm, s] of Object.entries(sessions)) if (s.check && arm !== 'mesh') await s.check({ cpu_ms: Object.fromEntries(Object.keys(s.procs).map((role) => [role, cpuMs[`${arm}.${role}`]])) });
+  } finally {
+    for (const s of Object.values(sessions)) await s.stop();
+  }
+}
+/**
+ * n symbols (0 … k − 1) in a cyclic order where every run of `order` symbols appears equally often: a de Bruijn
+ * sequence B(k, order), repeated, for the largest order with k^order dividing n (1: plain round robin).
+ */
+function balancedOrder(k, n) {
+  let order = 1;
+  while (k > 1 && n % k ** (order + 1) === 0) order++;
+  // The FKM algorithm: the Lyndon words of length dividing `order`, in lexicographic order, concatenated.
+  const seq = [];
+  const a = new Array(k * order + 1).fill(0);
+  const db = (t, p) => {
+    if (t > order) {
+      if (order % p === 0) seq.push(...a.slice(1, p + 1));
+      return;
+    }
+    a[t] = a[t - p];
+    db(t + 1, p);
+    for (let j = a[t - p] + 1; j < k; j++) {
+      a[t] = j;
+      db(t + 1, t);
+    }
+  };
+  db(1, 1);
+  return Array.from({ length: n }, (_, i) => seq[i % seq.length]);
+}
+/** The q-quantile of sorted ns samples, in ms (nearest rank). */
+const pctMs = (sorted, q) => round(sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] / 1e6, 4);
 try {
   for (let rep = 0; rep < params.reps; rep++) {
     // Rotate the order each repetition: every arm takes every position, so drift hits all alike.
@@ -694,14 +823,13 @@ try {
       const a = arms[arm];
       const session = await a.start();
       try {
-        const procs = { ...serverProcs, ...session.procs };
+        const procs = { ...serverProcs(a.servers), ...session.procs };
         const cg = a.cgroup?.();
-        const latFile = join(tmp, `lat-${arm}-${rep}`);
         // The kernel's BPF run-time statistics only during the mesh arm's fixed-rate run (they cost a little).
         if (session.progs) stats = enableStats();
         let fixed;
         try {
-          fixed = await load(arm, a.targets(), { rate: params.rate, durationS: params.fixedS, warmupS: params.fixedWarmupS, latFile }, procs, session.progs, cg);
+          fixed = await load(arm, a.targets(), { rate: params.rate, durationS: params.fixedS, warmupS: params.fixedWarmupS }, procs, session.progs, cg);
         } finally {
           stats?.close();
           stats = undefined;
@@ -710,8 +838,6 @@ try {
         // Closed loop against v1 alone in every arm: both nginx share the server CPU, so with the split the
         // throughput would depend on how many of the 16 connections the mesh's per-connection choice sends to v2.
         const closed = await load(arm, a.closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, procs, [], cg);
-        const lat = readFileSync(latFile, 'utf8').split('\n').filter(Boolean).map(Number);
-        for (const v of lat) latencies[arm].push(v);
         raw[arm].push({ rep, fixed, closed: { rps: closed.rps, p50_us: closed.p50_us, p99_us: closed.p99_us, requests: closed.requests, errors: closed.errors, reconnects: closed.reconnects, cpu_ms: closed.cpu_ms }, checks: checked });
         log(
           `rep ${rep + 1}/${params.reps} ${arm.padEnd(12)} fixed ${fixed.rps} rps p50 ${fixed.p50_us} µs p99 ${fixed.p99_us} µs (late sends ${fixed.late_sends}); ` +
@@ -722,11 +848,12 @@ try {
       }
     }
   }
+  await latencyPhase();
 } catch (err) {
   cleanup();
   throw err;
 }
-for (const p of Object.values(nginx)) await p.stop();
+for (const set of Object.values(nginx)) for (const p of Object.values(set)) await p.stop();
 uninstallMesh(false); // the servers are gone: the cgroups go too
 cleanup();
 
@@ -769,11 +896,20 @@ const results = {};
 for (const arm of ARMS) {
   const fx = raw[arm].map((r) => r.fixed);
   const c = cpuRows[arm];
+  const all = Float64Array.from(latencies[arm]).sort();
   results[arm] = {
-    p50_ms: med(fx.map((f) => f.p50_us / 1000), 4),
-    p90_ms: med(fx.map((f) => f.p90_us / 1000), 4),
-    p99_ms: med(fx.map((f) => f.p99_us / 1000), 4),
-    p999_ms: med(fx.map((f) => f.p999_us / 1000), 4),
+    // Latency: the latency phase (all arms at once, interleaved), every request of its runs.
+    p50_ms: pctMs(all, 0.5),
+    p90_ms: pctMs(all, 0.9),
+    p99_ms: pctMs(all, 0.99),
+    p999_ms: pctMs(all, 0.999),
+    latency_requests: all.length,
+    // The same from the arm's own fixed-rate runs (one arm at a time): medians over the repetitions.
+    sequential: {
+      p50_ms: med(fx.map((f) => f.p50_us / 1000), 4),
+      p90_ms: med(fx.map((f) => f.p90_us / 1000), 4),
+      p99_ms: med(fx.map((f) => f.p99_us / 1000), 4),
+    },
     rps: med(raw[arm].map((r) => r.closed.rps), 0),
     cpu_ms_per_1k: med(c.map((x) => x.cpu_ms_per_1k), 2),
     rss_mb: round(rssOf(arm, OWN[arm]), 1),
@@ -797,6 +933,7 @@ for (const arm of ARMS) {
   r.added_p50_ms = round(r.p50_ms - results.direct.p50_ms, 4);
   r.added_p90_ms = round(r.p90_ms - results.direct.p90_ms, 4);
   r.added_p99_ms = round(r.p99_ms - results.direct.p99_ms, 4);
+  r.sequential.added_p99_ms = round(r.sequential.p99_ms - results.direct.sequential.p99_ms, 4);
   r.throughput_vs_direct = round(r.rps / results.direct.rps, 3);
 }
 const memory = {};
@@ -849,6 +986,16 @@ const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter
 const secondary = {
   /** p90 sits below the machine's scheduling noise (see noise), p99 does not: the same ratio one step lower. */
   added_p90_vs_haproxy_http: addedRatio(results.mesh?.added_p90_ms, results.haproxy_http?.added_p90_ms),
+  /** Each latency run's own figures (all arms at once): the spread of the ratio the goal is on. */
+  per_latency_run: {
+    mesh_added_p99_ms: latencyRuns.filter((r) => r.arms.mesh && r.arms.direct).map((r) => round(r.arms.mesh.p99_ms - r.arms.direct.p99_ms, 4)),
+    haproxy_http_added_p99_ms: latencyRuns.filter((r) => r.arms.haproxy_http && r.arms.direct).map((r) => round(r.arms.haproxy_http.p99_ms - r.arms.direct.p99_ms, 4)),
+    added_p99_vs_haproxy_http: latencyRuns
+      .filter((r) => r.arms.mesh && r.arms.haproxy_http && r.arms.direct)
+      .map((r) => addedRatio(r.arms.mesh.p99_ms - r.arms.direct.p99_ms, r.arms.haproxy_http.p99_ms - r.arms.direct.p99_ms)),
+  },
+  /** The same ratio from the arms' own fixed-rate runs, one arm at a time (medians over the repetitions). */
+  sequential_added_p99_vs_haproxy_http: addedRatio(results.mesh?.sequential.added_p99_ms, results.haproxy_http?.sequential.added_p99_ms),
   /** Each repetition's own figures (each arm against the direct arm of the same repetition): the spread. */
   per_repetition: {
     throughput_vs_direct: perRep((i) => byRep('mesh', i) && byRep('mesh', i).closed.rps / byRep('direct', i).closed.rps),
@@ -865,20 +1012,17 @@ const secondary = {
   memory_vs_haproxy_10_pairs_shared_files: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_shared_files_mb),
 };
 
-// The latency distribution of every arm (all repetitions' fixed-rate requests pooled), for the chart.
+// The latency distribution of every arm (every request of the latency phase), for the chart.
 // Percentiles 1 %, 5 %, then evenly spaced on a log scale of 1 / (1 − p) up to 99.99 % (20 points a decade).
 const GRID = [0.01, 0.05, ...Array.from({ length: 80 }, (_, k) => round(1 - 10 ** (-(k + 1) / 20), 6))];
 const distribution = {};
 for (const arm of ARMS) {
   const s = Float64Array.from(latencies[arm]).sort();
-  distribution[arm] = {
-    requests: s.length,
-    points: GRID.filter((p) => s.length * (1 - p) >= 1).map((p) => [p, round(s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] / 1e6, 4)]),
-  };
+  distribution[arm] = { requests: s.length, points: GRID.filter((p) => s.length * (1 - p) >= 1).map((p) => [p, pctMs(s, p)]) };
 }
 
 // The machine's scheduling noise as the load generator saw it: how late its sends were against the schedule.
-const allFixed = ARMS.flatMap((a) => raw[a].map((r) => r.fixed));
+const allFixed = [...ARMS.flatMap((a) => raw[a].map((r) => r.fixed)), ...latencyRuns];
 const noise = {
   what: 'lateness of the fixed-rate sends against their schedule (the load generator waking up late), all runs: median of the per-run figures, and the worst run',
   late_p50_ms: med(allFixed.map((f) => f.late_p50_us / 1000), 4),
@@ -895,13 +1039,14 @@ const result = {
   params: { ...params, tools: { haproxy: haproxyVersion, nginx: run('nginx', ['-v']).stderr.trim(), loadgen: 'bench/mesh/loadgen.c' }, order },
   topology: {
     namespaces: 'node (ip_forward) with veth pairs to pod-client 198.18.1.2, pod-v1 198.18.2.2, pod-v2 198.18.3.2; routes for 198.18.0.0/15 only, through the node',
-    servers: `nginx 1.22 in each server pod, one process, ${params.bodyBytes}-byte body, pinned to CPU ${params.serverCpu}, inside the pod's workload cgroup`,
-    direct: 'connections dial the servers directly: 14 of 16 to v1, 2 to v2 (closed loop: all to v1)',
-    mesh: `connections dial the VIP ${ADDR.vip}:80, split ${params.split.v1}/${params.split.v2} per connection by the agent's programs (closed loop: the VIP of Service server-v1, ${ADDR.vipV1}:80); the load generator runs in the client workload's cgroup; the agent runs (unpinned) only during this arm`,
-    haproxy: `HAProxy ${haproxyVersion.split(' ')[2]}: client-side proxy in pod-client on 127.0.0.1:${PORT.outbound} (CPU ${params.clientCpu}), mode http, roundrobin ${params.split.v1}/${params.split.v2} per request over the server-side proxies on <pod>:${PORT.inbound} (CPU ${params.serverCpu}), which forward to nginx on 127.0.0.1:80 (closed loop: a second frontend, 127.0.0.1:${PORT.outboundV1}, to v1 alone); nbthread 1, http-reuse always, keep-alive both ways; TLS arm: mutual TLS (ECDSA P-256, a throwaway CA) between the proxies, server name verified`,
+    servers: `two nginx 1.22 in each server pod, one process each, ${params.bodyBytes}-byte body, pinned to CPU ${params.serverCpu}: on port ${PORT.app} inside the pod's workload cgroup (the mesh arm's), on port ${PORT.plain} in a cgroup outside the mesh's (the direct and proxy arms'); the same configuration otherwise`,
+    direct: `connections dial the servers directly (port ${PORT.plain}): 14 of 16 to v1, 2 to v2 (closed loop: all to v1)`,
+    mesh: `connections dial the VIP ${ADDR.vip}:80, split ${params.split.v1}/${params.split.v2} per connection by the agent's programs (closed loop: the VIP of Service server-v1, ${ADDR.vipV1}:80); the load generator's sockets are in the client workload's cgroup; the agent runs (unpinned) only during this arm's runs and the latency phase`,
+    haproxy: `HAProxy ${haproxyVersion.split(' ')[2]}: client-side proxy in pod-client on 127.0.0.1:${PORT.outbound} (CPU ${params.clientCpu}), mode http, roundrobin ${params.split.v1}/${params.split.v2} per request over the server-side proxies on <pod>:${PORT.inbound} (CPU ${params.serverCpu}), which forward to nginx on 127.0.0.1:${PORT.plain} (closed loop: a second frontend, 127.0.0.1:${PORT.outboundV1}, to v1 alone); nbthread 1, http-reuse always, keep-alive both ways; TLS arm: the same 100 ports higher, mutual TLS (ECDSA P-256, a throwaway CA) between the proxies, server name verified`,
+    latency_phase: `after the repetitions, every arm up at once and one load generator loading all of them, ${params.rate} requests/s in all, each arm on its own ${params.connections} connections, the arms' requests interleaved one by one (in a de Bruijn order: every arm's request follows every pair of arms' equally often); ${params.latencyRuns} runs of ${params.latencyS} s; the direct and proxy arms' sockets in cgroups outside the mesh's`,
   },
   units:
-    'latency: ms, fixed-rate load, from the write() of a request to the read() that completes its response; rps: closed-loop requests per second (against v1 alone); cpu_ms_per_1k: CPU ms added over the direct arm per 1,000 requests in the fixed-rate run (saturated_cpu_ms_per_1k: in the closed-loop run), see bench/README.md; rss_mb: MiB, VmRSS of the arm\'s own processes (the agent; the three proxies) at the end of the fixed-rate run; raw cpu_ms: CPU ms per process over the measured window (schedstat); raw system_ms: /proc/stat, tick-sampled, whole machine',
+    'latency: ms, from the write() of a request to the read() that completes its response, every request of the latency phase (all arms at once; sequential: the arm\'s own fixed-rate runs, medians over the repetitions); rps: closed-loop requests per second (against v1 alone); cpu_ms_per_1k: CPU ms added over the direct arm per 1,000 requests in the fixed-rate run (saturated_cpu_ms_per_1k: in the closed-loop run), see bench/README.md; rss_mb: MiB, VmRSS of the arm\'s own processes (the agent; the three proxies) at the end of the fixed-rate run; raw cpu_ms: CPU ms per process over the measured window (schedstat); raw system_ms: /proc/stat, tick-sampled, whole machine',
   arms: results,
   ratios,
   goals,
@@ -909,6 +1054,7 @@ const result = {
   noise,
   memory,
   distribution,
+  latency_runs: latencyRuns,
   raw,
 };
 

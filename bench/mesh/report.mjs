@@ -18,8 +18,9 @@ export function markdownTable(r) {
   const p = r.params;
   const lines = [];
   lines.push(
-    `${p.reps} repetitions, arms interleaved; latency at a fixed ${int(p.rate)} requests/s (${p.connections} keep-alive connections, ` +
-      `${p.bodyBytes}-byte responses, ${p.fixedS} s per run), throughput closed-loop (${p.connections} connections, ${p.closedS} s per run); medians over the repetitions.`,
+    `Latency: all arms at once, a fixed ${int(p.rate)} requests/s in all, each arm on its own ${p.connections} keep-alive connections, ${p.bodyBytes}-byte responses, ` +
+      `the arms' requests interleaved one by one (${p.latencyRuns} runs of ${p.latencyS} s, every request). CPU, memory and throughput: ${p.reps} repetitions of each arm alone, ` +
+      `the arms taking turns (fixed rate ${int(p.rate)} requests/s for ${p.fixedS} s, closed loop ${p.closedS} s per run); medians over the repetitions.`,
   );
   lines.push('');
   lines.push('| arm | p50 ms | p90 ms | p99 ms | added p50 / p99 ms | max rps | vs direct | CPU ms per 1k req | RSS MiB |');
@@ -61,9 +62,14 @@ export function markdownTable(r) {
   if (s2?.per_repetition) {
     const list = (xs) => xs.map((x) => f(x, 3)).join(', ');
     lines.push(
-      `Per repetition (against the direct arm of the same repetition): mesh throughput ÷ direct ${list(s2.per_repetition.throughput_vs_direct)}; ` +
-        `added p99 ms, mesh ${list(s2.per_repetition.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_repetition.haproxy_http_added_p99_ms)}. ` +
-        `One step below the tail, \`added_p90_vs_haproxy_http\` = ${f(s2.added_p90_vs_haproxy_http, 3)}.`,
+      `Per latency run: added p99 ms, mesh ${list(s2.per_latency_run.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_latency_run.haproxy_http_added_p99_ms)}; ` +
+        `\`added_p99_vs_haproxy_http\` ${list(s2.per_latency_run.added_p99_vs_haproxy_http)}. One step below the tail, \`added_p90_vs_haproxy_http\` = ${f(s2.added_p90_vs_haproxy_http, 3)}.`,
+    );
+    lines.push('');
+    lines.push(
+      `Per repetition, each arm alone (against the direct arm of the same repetition): mesh throughput ÷ direct ${list(s2.per_repetition.throughput_vs_direct)}; ` +
+        `added p99 ms at the fixed rate, mesh ${list(s2.per_repetition.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_repetition.haproxy_http_added_p99_ms)} ` +
+        `(from these runs' medians \`added_p99_vs_haproxy_http\` would be ${f(s2.sequential_added_p99_vs_haproxy_http, 3)}).`,
     );
     lines.push('');
   }
@@ -100,10 +106,10 @@ export function latencySvg(r) {
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
   out.push(
-    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">Latency by percentile at ${r.params.rate.toLocaleString('en-US')} requests/s, ${r.params.connections} connections, 1 KiB responses</text>`,
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">Latency by percentile, all arms at once: ${r.params.rate.toLocaleString('en-US')} requests/s in all, ${r.params.connections} connections per arm, 1 KiB responses</text>`,
   );
   out.push(
-    `<text x="${W / 2}" y="39" text-anchor="middle" fill="#555">every request of ${r.params.reps} × ${r.params.fixedS} s per arm; ${r.date.slice(0, 10)}, ${r.commit.sha.slice(0, 10)}, kernel ${r.kernel}</text>`,
+    `<text x="${W / 2}" y="39" text-anchor="middle" fill="#555">all arms at once, every request of ${r.params.latencyRuns} × ${r.params.latencyS} s; ${r.date.slice(0, 10)}, ${r.commit.sha.slice(0, 10)}, kernel ${r.kernel}</text>`,
   );
   // y grid: 1-2-5 ticks in range
   for (let e = Math.floor(y0) - 1; e <= Math.ceil(y1); e++) {
