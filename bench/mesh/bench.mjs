@@ -26,18 +26,20 @@ import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 const t0 = performance.now();
 const loadBefore = loadavg()[0];
 const env = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
-const DEFAULTS = { reps: 6, rate: 1000, fixedS: 10, closedS: 5, latencyRuns: 4, latencyS: 15 };
+const DEFAULTS = { reps: 6, rate: 1000, fixedS: 10, closedS: 3, closedRounds: 8, latencyRuns: 4, latencyS: 20 };
 const params = {
   reps: env('BENCH_MESH_REPS', DEFAULTS.reps),
   /** Fixed-rate load: requests per second over all connections. */
   rate: env('BENCH_MESH_RATE', DEFAULTS.rate),
   fixedS: env('BENCH_MESH_FIXED_S', DEFAULTS.fixedS),
   closedS: env('BENCH_MESH_CLOSED_S', DEFAULTS.closedS),
+  /** Closed-loop rounds (throughput) while every arm is up: each round runs every arm once, the order rotated. */
+  closedRounds: env('BENCH_MESH_CLOSED_ROUNDS', DEFAULTS.closedRounds),
   /** The latency phase: the arms loaded at once, `rate` requests per second in all, their requests interleaved. */
   latencyRuns: env('BENCH_MESH_LATENCY_RUNS', DEFAULTS.latencyRuns),
   latencyS: env('BENCH_MESH_LATENCY_S', DEFAULTS.latencyS),
   fixedWarmupS: 2,
-  closedWarmupS: 1,
+  closedWarmupS: 0.5,
   /** Seconds the agent runs after it is ready before the load: its start-up work (JIT, GC) is not its steady cost.
    *  V8 keeps collecting for a while after start-up (its memory reducer): with the load 3 s after ready, this
    *  bench measured the agent at ~10 ms of CPU per second of the fixed-rate run; 25 s after, at 0.8–2 ms. */
@@ -721,17 +723,20 @@ const serverProcs = (set) => ({ nginx_v1: nginx[set].v1.pid, nginx_v2: nginx[set
 const raw = Object.fromEntries(ARMS.map((a) => [a, []]));
 const latencies = Object.fromEntries(ARMS.map((a) => [a, []]));
 const latencyRuns = [];
+const closedRuns = [];
 const order = [];
 
 /**
- * The latency phase: every arm up at once (the proxies, the agent with its programs attached) and one load
+ * The phase with every arm up at once: the latency runs, then the closed-loop rounds.
+ *
+ * Latency: every arm up at once (the proxies, the agent with its programs attached) and one load
  * generator loading all of them, params.rate requests per second in all, each arm on its own 16 connections, the
  * arms' requests interleaved one by one. Whatever the machine does meanwhile (the VM's vCPU wake-ups, a neighbour's burst)
  * touches every arm alike; with one arm after the other, a run's p99 moved by tens of µs between runs of the
  * same arm, as much as the differences measured. The mesh's programs see only its own connections: the other
  * arms' sockets are in cgroups outside the mesh's (plainCg), their servers the plain nginx.
  */
-async function latencyPhase() {
+async function allArmsPhase() {
   const sessions = {};
   try {
     // The others first (each checks that nothing of the mesh is attached), then the mesh.
@@ -781,6 +786,22 @@ async function latencyPhase() {
       log(`latency run ${run + 1}/${params.latencyRuns}, all arms at once, ${res.rps} rps: p99 ${ARMS.map((a) => `${a} ${Math.round(perArm[a].p99_ms * 1000)} µs`).join(', ')}`);
     }
     if (sessions.mesh) await sessions.mesh.check({ requests: meshRequests });
+    // Throughput: a closed loop per arm in turn, the order rotated each round, a few seconds each; the other arms
+    // are up but idle. One arm at a time (at saturation, arms loaded together would share the CPUs' queues and
+    // each other's costs), but in short turns many times over: a slow stretch of the machine lands on a few
+    // turns of every arm, not on one arm's figure. Against v1 alone in every arm: both nginx share the server
+    // CPU, so with the split the throughput would depend on how many of the 16 connections the mesh's
+    // per-connection choice sends to v2 (none in 18 % of runs).
+    for (let round = 0; round < params.closedRounds; round++) {
+      for (const arm of ARMS.map((_, i) => ARMS[(i + round) % ARMS.length])) {
+        const armProcs = { ...serverProcs(arms[arm].servers), ...sessions[arm].procs };
+        const res = await load(arm, arms[arm].closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, armProcs, [], arms[arm].cgroup?.() ?? join(plainCg, 'client'));
+        if (res.reconnects) throw new Error(`loadgen (${arm}, closed loop) reconnected ${res.reconnects} times`);
+        closedRuns.push({ round, arm, rps: res.rps, p50_us: res.p50_us, p99_us: res.p99_us, requests: res.requests, cpu_ms: res.cpu_ms });
+      }
+      const r = Object.fromEntries(closedRuns.filter((x) => x.round === round).map((x) => [x.arm, x.rps]));
+      log(`closed-loop round ${round + 1}/${params.closedRounds}: ${ARMS.map((a) => `${a} ${Math.round(r[a])} rps`).join(', ')}`);
+    }
     // The proxies carried their arm's requests (each used CPU), as in their own runs.
     for (const [arm, s] of Object.entries(sessions)) if (s.check && arm !== 'mesh') await s.check({ cpu_ms: Object.fromEntries(Object.keys(s.procs).map((role) => [role, cpuMs[`${arm}.${role}`]])) });
   } finally {
@@ -835,20 +856,14 @@ try {
           stats = undefined;
         }
         const checked = (await session.check?.(fixed)) ?? {};
-        // Closed loop against v1 alone in every arm: both nginx share the server CPU, so with the split the
-        // throughput would depend on how many of the 16 connections the mesh's per-connection choice sends to v2.
-        const closed = await load(arm, a.closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, procs, [], cg);
-        raw[arm].push({ rep, fixed, closed: { rps: closed.rps, p50_us: closed.p50_us, p99_us: closed.p99_us, requests: closed.requests, errors: closed.errors, reconnects: closed.reconnects, cpu_ms: closed.cpu_ms }, checks: checked });
-        log(
-          `rep ${rep + 1}/${params.reps} ${arm.padEnd(12)} fixed ${fixed.rps} rps p50 ${fixed.p50_us} µs p99 ${fixed.p99_us} µs (late sends ${fixed.late_sends}); ` +
-            `closed loop ${closed.rps} rps p99 ${closed.p99_us} µs`,
-        );
+        raw[arm].push({ rep, fixed, checks: checked });
+        log(`rep ${rep + 1}/${params.reps} ${arm.padEnd(12)} fixed ${fixed.rps} rps p50 ${fixed.p50_us} µs p99 ${fixed.p99_us} µs (late sends ${fixed.late_sends})`);
       } finally {
         await session.stop();
       }
     }
   }
-  await latencyPhase();
+  await allArmsPhase();
 } catch (err) {
   cleanup();
   throw err;
@@ -869,8 +884,7 @@ const cpuRows = {};
 for (const arm of ARMS) {
   cpuRows[arm] = raw[arm].map((r) => {
     const f = r.fixed;
-    const directRep = raw.direct?.find((d) => d.rep === r.rep);
-    const direct = directRep?.fixed;
+    const direct = raw.direct?.find((d) => d.rep === r.rep)?.fixed;
     const own = per1k(sum(f.cpu_ms, OWN[arm]), f.requests);
     const app = per1k(sum(f.cpu_ms, APP), f.requests);
     const appDirect = direct ? per1k(sum(direct.cpu_ms, APP), direct.requests) : app;
@@ -885,12 +899,20 @@ for (const arm of ARMS) {
       machine_busy_ms_per_1k: per1k(f.system_ms.busy, f.requests),
       // The mesh's programs run inside the app processes: never count less than their measured run time.
       cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm === 'mesh' ? Math.max(app - appDirect, bpf) : app - appDirect),
-      // The same at saturation (the closed-loop run; BPF stats are off there).
-      saturated_cpu_ms_per_1k:
-        arm === 'direct' ? 0 : per1k(sum(r.closed.cpu_ms, OWN[arm]), r.closed.requests) + per1k(sum(r.closed.cpu_ms, APP), r.closed.requests) - (directRep ? per1k(sum(directRep.closed.cpu_ms, APP), directRep.closed.requests) : 0),
     };
   });
 }
+// The same at saturation: each closed-loop run against the direct arm's run of the same round (BPF stats off).
+const saturatedRows = {};
+for (const arm of ARMS) {
+  saturatedRows[arm] = closedRuns
+    .filter((c) => c.arm === arm)
+    .map((c) => {
+      const d = closedRuns.find((x) => x.arm === 'direct' && x.round === c.round);
+      return arm === 'direct' ? 0 : per1k(sum(c.cpu_ms, OWN[arm]), c.requests) + per1k(sum(c.cpu_ms, APP), c.requests) - (d ? per1k(sum(d.cpu_ms, APP), d.requests) : 0);
+    });
+}
+const closedOf = (arm) => closedRuns.filter((c) => c.arm === arm);
 const rssOf = (arm, roles) => median(raw[arm].map((r) => sum(Object.fromEntries(Object.entries(r.fixed.memory).map(([k, v]) => [k, v.rss])), roles)));
 const results = {};
 for (const arm of ARMS) {
@@ -910,12 +932,12 @@ for (const arm of ARMS) {
       p90_ms: med(fx.map((f) => f.p90_us / 1000), 4),
       p99_ms: med(fx.map((f) => f.p99_us / 1000), 4),
     },
-    rps: med(raw[arm].map((r) => r.closed.rps), 0),
+    rps: med(closedOf(arm).map((r) => r.rps), 0),
     cpu_ms_per_1k: med(c.map((x) => x.cpu_ms_per_1k), 2),
     rss_mb: round(rssOf(arm, OWN[arm]), 1),
     fixed_rate_rps: med(fx.map((f) => f.rps), 1),
-    closed_loop_p99_ms: med(raw[arm].map((r) => r.closed.p99_us / 1000), 4),
-    saturated_cpu_ms_per_1k: med(c.map((x) => x.saturated_cpu_ms_per_1k), 2),
+    closed_loop_p99_ms: med(closedOf(arm).map((r) => r.p99_us / 1000), 4),
+    saturated_cpu_ms_per_1k: med(saturatedRows[arm], 2),
     cpu_components_ms_per_1k: {
       own: med(c.map((x) => x.own_ms_per_1k), 2),
       app_delta: med(c.map((x) => x.app_delta_ms_per_1k), 2),
@@ -981,11 +1003,20 @@ const goals = {
   cpu_vs_haproxy_http: { goal: '≤ 0.25', met: ratios.cpu_vs_haproxy_http !== undefined && ratios.cpu_vs_haproxy_http <= 0.25 },
   memory_vs_haproxy_10_pairs: { goal: '≤ 0.5', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.5 },
 };
+const round3 = (x) => round(x, 3);
 const byRep = (arm, rep) => raw[arm]?.find((r) => r.rep === rep);
 const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter((x) => x !== undefined).map((x) => round(x, 3)) : []);
 const secondary = {
   /** p90 sits below the machine's scheduling noise (see noise), p99 does not: the same ratio one step lower. */
   added_p90_vs_haproxy_http: addedRatio(results.mesh?.added_p90_ms, results.haproxy_http?.added_p90_ms),
+  /** Each closed-loop round's own throughput ratio (mesh ÷ direct of the same round): the spread. */
+  per_round_throughput_vs_direct: [...new Set(closedRuns.map((c) => c.round))]
+    .map((round) => {
+      const m = closedRuns.find((c) => c.arm === 'mesh' && c.round === round);
+      const d = closedRuns.find((c) => c.arm === 'direct' && c.round === round);
+      return m && d ? round3(m.rps / d.rps) : undefined;
+    })
+    .filter((x) => x !== undefined),
   /** Each latency run's own figures (all arms at once): the spread of the ratio the goal is on. */
   per_latency_run: {
     mesh_added_p99_ms: latencyRuns.filter((r) => r.arms.mesh && r.arms.direct).map((r) => round(r.arms.mesh.p99_ms - r.arms.direct.p99_ms, 4)),
@@ -998,7 +1029,6 @@ const secondary = {
   sequential_added_p99_vs_haproxy_http: addedRatio(results.mesh?.sequential.added_p99_ms, results.haproxy_http?.sequential.added_p99_ms),
   /** Each repetition's own figures (each arm against the direct arm of the same repetition): the spread. */
   per_repetition: {
-    throughput_vs_direct: perRep((i) => byRep('mesh', i) && byRep('mesh', i).closed.rps / byRep('direct', i).closed.rps),
     mesh_added_p99_ms: perRep((i) => byRep('mesh', i) && (byRep('mesh', i).fixed.p99_us - byRep('direct', i).fixed.p99_us) / 1000),
     haproxy_http_added_p99_ms: perRep((i) => byRep('haproxy_http', i) && (byRep('haproxy_http', i).fixed.p99_us - byRep('direct', i).fixed.p99_us) / 1000),
     mesh_added_p90_ms: perRep((i) => byRep('mesh', i) && (byRep('mesh', i).fixed.p90_us - byRep('direct', i).fixed.p90_us) / 1000),
@@ -1055,6 +1085,7 @@ const result = {
   memory,
   distribution,
   latency_runs: latencyRuns,
+  closed_loop_runs: closedRuns,
   raw,
 };
 

@@ -19,8 +19,9 @@ export function markdownTable(r) {
   const lines = [];
   lines.push(
     `Latency: all arms at once, a fixed ${int(p.rate)} requests/s in all, each arm on its own ${p.connections} keep-alive connections, ${p.bodyBytes}-byte responses, ` +
-      `the arms' requests interleaved one by one (${p.latencyRuns} runs of ${p.latencyS} s, every request). CPU, memory and throughput: ${p.reps} repetitions of each arm alone, ` +
-      `the arms taking turns (fixed rate ${int(p.rate)} requests/s for ${p.fixedS} s, closed loop ${p.closedS} s per run); medians over the repetitions.`,
+      `the arms' requests interleaved one by one (${p.latencyRuns} runs of ${p.latencyS} s, every request). Throughput: closed loops of ${p.closedS} s, ` +
+      `every arm up, the arms taking turns, ${p.closedRounds} rounds; medians. CPU and memory: ${p.reps} repetitions of each arm alone at ${int(p.rate)} requests/s for ${p.fixedS} s, ` +
+      `the arms taking turns; medians.`,
   );
   lines.push('');
   lines.push('| arm | p50 ms | p90 ms | p99 ms | added p50 / p99 ms | max rps | vs direct | CPU ms per 1k req | RSS MiB |');
@@ -67,8 +68,8 @@ export function markdownTable(r) {
     );
     lines.push('');
     lines.push(
-      `Per repetition, each arm alone (against the direct arm of the same repetition): mesh throughput ÷ direct ${list(s2.per_repetition.throughput_vs_direct)}; ` +
-        `added p99 ms at the fixed rate, mesh ${list(s2.per_repetition.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_repetition.haproxy_http_added_p99_ms)} ` +
+      `Throughput per round: mesh ÷ direct ${list(s2.per_round_throughput_vs_direct)}. ` +
+        `Per repetition, each arm alone (against the direct arm of the same repetition): added p99 ms at the fixed rate, mesh ${list(s2.per_repetition.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_repetition.haproxy_http_added_p99_ms)} ` +
         `(from these runs' medians \`added_p99_vs_haproxy_http\` would be ${f(s2.sequential_added_p99_vs_haproxy_http, 3)}).`,
     );
     lines.push('');
