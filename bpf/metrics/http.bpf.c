@@ -312,6 +312,10 @@ static __always_inline __u64 line_time(struct __sk_buff *skb, int egress)
  * A payload packet in the request direction: a new request, the rest of a request line, or a request's body.
  * `ack` is the packet's ack number: it moves once response bytes arrived, so a packet whose ack differs from
  * the current request's first packet's starts the next request (HTTP/1.x clients send it after the answer).
+ * Not always: after an interim response ("Expect: 100-continue", then 100 Continue) or an early final one, the
+ * rest of the request's body follows a moved ack. So on a connection that has carried a request, bytes after a
+ * moved ack that are not a request line are the current request's body; only a connection's first bytes decide
+ * that it is not HTTP.
  */
 static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
 					   __u32 len, __u32 ack, int egress)
@@ -351,6 +355,8 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 		c->ex.method = method;
 		barrier();
 		c->ex.id = id;
+	} else if (r == PARSE_BAD && rq->id) {
+		rq->state = HTTP_RQ_LINE;
 	} else if (r == PARSE_BAD) {
 		rq->state = HTTP_RQ_NOT_HTTP;
 		count(HTTP_C_NOT_HTTP, sides(c));
@@ -399,6 +405,10 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct http_c
 	if (r == PARSE_BAD) {
 		count(HTTP_C_UNPARSED_STATUS, sides(c));
 		status = 0;
+	} else if (status >= 100 && status < 200 && status != 101) {
+		/* An interim response (100 Continue, 103 Early Hints): the request's final status comes next. */
+		rs->pfx_id = 0;
+		return;
 	}
 	record_exchange(c, c->ex.method, c->ex.start_ns, status, start);
 	rs->done_id = id;

@@ -94,6 +94,20 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
       expect(d.server).toEqual(serverView(d.client));
     });
 
+    it('"Expect: 100-continue": the final status is counted, not the interim 100, and the connection stays HTTP', async () => {
+      const before = t.dp.read().counters;
+      const d = await delta(async () => {
+        // 3 POSTs whose bodies follow the server's 100 Continue, then 3 GETs, on one connection: 200/404 alternating.
+        expect((await raw('continue')).statuses).toEqual({ 200: 3, 404: 3 });
+      });
+      expect(d.client).toEqual({ 200: 3, 404: 3 });
+      expect(d.server).toEqual(serverView({ 200: 3, 404: 3 }));
+      const after = t.dp.read().counters;
+      // The bodies sent after the 100 are bodies: not a request line that failed, not a stream that is not HTTP.
+      expect(after.not_http - before.not_http).toBe(0);
+      expect(after.unparsed_status - before.unparsed_status).toBe(0);
+    });
+
     it('a stream of random bytes is not counted as HTTP; its bytes are, exactly, on both ends', async () => {
       const bytes = (dir: 'client' | 'server') => {
         const s = t.dp.read().tcp.filter((x) => x.port === port && x.direction === dir);
