@@ -110,7 +110,7 @@ export function latencySvg(r) {
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">Latency by percentile, all arms at once: ${r.params.rate.toLocaleString('en-US')} requests/s in all, ${r.params.connections} connections per arm, 1 KiB responses</text>`,
   );
   out.push(
-    `<text x="${W / 2}" y="39" text-anchor="middle" fill="#555">all arms at once, every request of ${r.params.latencyRuns} × ${r.params.latencyS} s; ${r.date.slice(0, 10)}, ${r.commit.sha.slice(0, 10)}, kernel ${r.kernel}</text>`,
+    `<text x="${W / 2}" y="39" text-anchor="middle" fill="#555">every request of ${r.params.latencyRuns} runs × ${r.params.latencyS} s; ${r.date.slice(0, 10)}, ${r.commit.sha.slice(0, 10)}, kernel ${r.kernel}</text>`,
   );
   // y grid: 1-2-5 ticks in range
   for (let e = Math.floor(y0) - 1; e <= Math.ceil(y1); e++) {
