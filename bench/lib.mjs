@@ -1,7 +1,7 @@
 // What every benchmark shares: the machine/kernel/commit header of a result file, medians, building a C
 // helper, and cleanup of what a run started (also when it is interrupted).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -152,6 +152,20 @@ function removeCgroup(path) {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
     }
   }
+}
+
+/**
+ * The latencies of a `loadgen -T` file (bench/mesh/loadgen.c: "TARGET NS" a line), grouped by arm: armOf[t] is
+ * target t's arm. Returns { arm: [ns, …] } for every arm named in armOf.
+ */
+export function taggedLatencies(file, armOf) {
+  const samples = Object.fromEntries(armOf.map((a) => [a, []]));
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line) continue;
+    const [target, ns] = line.split(' ');
+    samples[armOf[Number(target)]].push(Number(ns));
+  }
+  return samples;
 }
 
 /** [command, args] that run argv as a process that first moves itself into cgroup `cg` (never this process). */

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
 
-import { buildC, cleanup, header, median, onCleanup, root, round } from '../lib.mjs';
+import { buildC, cleanup, header, median, onCleanup, root, round, taggedLatencies } from '../lib.mjs';
 import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 
 const t0 = performance.now();
@@ -330,12 +330,16 @@ function effectivePrograms(cg) {
   return r.stdout.trim() ? JSON.parse(r.stdout).map((p) => p.name) : [];
 }
 const plainCgroups = () => ['client', 'v1', 'v2'].map((w) => join(plainCg, w));
+/** The mesh's programs effective on any of `cgs`, as "name on cgroup". */
+const meshProgramsOn = (cgs) => cgs.flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+/** Where an arm's load-generator sockets go: the arm's own cgroup, or the client pod's outside the mesh. */
+const clientCgroup = (arm) => arms[arm].cgroup?.() ?? join(plainCg, 'client');
 /** Outside the mesh arm nothing of the mesh may be attached: no pins, no mesh program on any cgroup our
  *  processes use (the load generator's, the servers'). */
 function assertNoMesh(where) {
   if (existsSync(pinRoot)) throw new Error(`${where}: the mesh's pins (${pinRoot}) exist outside the mesh arm`);
   const ownCg = join(cgroup2, readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))?.slice(3) ?? '/');
-  const seen = [meshCg, workloadCg('v1'), workloadCg('v2'), ownCg, ...plainCgroups()].flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+  const seen = meshProgramsOn([meshCg, workloadCg('v1'), workloadCg('v2'), ownCg, ...plainCgroups()]);
   if (seen.length) throw new Error(`${where}: mesh programs attached outside the mesh arm: ${seen.join(', ')}`);
 }
 
@@ -741,25 +745,22 @@ async function allArmsPhase() {
   try {
     // The others first (each checks that nothing of the mesh is attached), then the mesh.
     for (const arm of [...ARMS.filter((x) => x !== 'mesh'), ...ARMS.filter((x) => x === 'mesh')]) sessions[arm] = await arms[arm].start();
-    const leaked = plainCgroups().flatMap((cg) => effectivePrograms(cg).filter((n) => MESH_PROGRAM.test(n)).map((n) => `${n} on ${cg}`));
+    const leaked = meshProgramsOn(plainCgroups());
     if (leaked.length) throw new Error(`latency phase: mesh programs reach the other arms' cgroups: ${leaked.join(', ')}`);
     // One target per connection (the load generator gives connection k target k), the arms in a de Bruijn order:
     // the sends go round the connections in turn, so every arm's request follows every arm's (and every pair of
     // arms', with four) equally often, and what a slow request of one arm leaves behind lands on all alike. The
     // direct arm's 16 connections go to its 8 targets 2 each (7 × v1 + 1 × v2, as in its own runs).
-    const order = balancedOrder(ARMS.length, params.connections * ARMS.length);
-    const targets = [];
-    const cgroups = [];
+    const armOf = balancedOrder(ARMS.length, params.connections * ARMS.length).map((i) => ARMS[i]);
     const seen = Object.fromEntries(ARMS.map((a) => [a, 0]));
-    for (const i of order) {
-      const arm = ARMS[i];
+    const targets = armOf.map((arm) => {
       const t = arms[arm].targets();
-      targets.push(t[seen[arm]++ % t.length]);
-      cgroups.push(arms[arm].cgroup?.() ?? join(plainCg, 'client'));
-    }
-    const armOf = order.map((i) => ARMS[i]);
-    // Every arm's processes, by arm.role (both proxy pairs have a haproxy_client).
-    const procs = { ...Object.fromEntries(Object.entries(serverProcs('app')).map(([k, v]) => [`mesh.${k}`, v])), ...Object.fromEntries(Object.entries(serverProcs('plain')).map(([k, v]) => [`plain.${k}`, v])) };
+      return t[seen[arm]++ % t.length];
+    });
+    const cgroups = armOf.map(clientCgroup);
+    // Every process, by set.role or arm.role (both proxy pairs have a haproxy_client).
+    const procs = {};
+    for (const set of ['app', 'plain']) for (const [role, pid] of Object.entries(serverProcs(set))) procs[`${set}.${role}`] = pid;
     for (const [arm, s] of Object.entries(sessions)) for (const [role, pid] of Object.entries(s.procs)) procs[`${arm}.${role}`] = pid;
     const cpuMs = {};
     let meshRequests = 0;
@@ -768,12 +769,7 @@ async function allArmsPhase() {
       const res = await load('all arms', targets, { rate: params.rate, durationS: params.latencyS, warmupS: params.fixedWarmupS, latFile, cgroups, connections: params.connections * ARMS.length }, procs);
       for (const [k, v] of Object.entries(res.cpu_ms)) cpuMs[k] = (cpuMs[k] ?? 0) + v;
       if (res.reconnects) throw new Error(`loadgen reconnected ${res.reconnects} times: a new socket may be in another arm's cgroup`);
-      const samples = Object.fromEntries(ARMS.map((a) => [a, []]));
-      for (const line of readFileSync(latFile, 'utf8').split('\n')) {
-        if (!line) continue;
-        const [t, ns] = line.split(' ');
-        samples[armOf[Number(t)]].push(Number(ns));
-      }
+      const samples = taggedLatencies(latFile, armOf);
       rmSync(latFile);
       const perArm = {};
       for (const arm of ARMS) {
@@ -795,7 +791,7 @@ async function allArmsPhase() {
     for (let round = 0; round < params.closedRounds; round++) {
       for (const arm of ARMS.map((_, i) => ARMS[(i + round) % ARMS.length])) {
         const armProcs = { ...serverProcs(arms[arm].servers), ...sessions[arm].procs };
-        const res = await load(arm, arms[arm].closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, armProcs, [], arms[arm].cgroup?.() ?? join(plainCg, 'client'));
+        const res = await load(arm, arms[arm].closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS }, armProcs, [], clientCgroup(arm));
         if (res.reconnects) throw new Error(`loadgen (${arm}, closed loop) reconnected ${res.reconnects} times`);
         closedRuns.push({ round, arm, rps: res.rps, p50_us: res.p50_us, p99_us: res.p99_us, requests: res.requests, cpu_ms: res.cpu_ms });
       }
@@ -913,12 +909,14 @@ for (const arm of ARMS) {
     });
 }
 const closedOf = (arm) => closedRuns.filter((c) => c.arm === arm);
+/** Every request of the latency phase per arm, sorted (ns). */
+const sortedLatencies = Object.fromEntries(ARMS.map((a) => [a, Float64Array.from(latencies[a]).sort()]));
 const rssOf = (arm, roles) => median(raw[arm].map((r) => sum(Object.fromEntries(Object.entries(r.fixed.memory).map(([k, v]) => [k, v.rss])), roles)));
 const results = {};
 for (const arm of ARMS) {
   const fx = raw[arm].map((r) => r.fixed);
   const c = cpuRows[arm];
-  const all = Float64Array.from(latencies[arm]).sort();
+  const all = sortedLatencies[arm];
   results[arm] = {
     // Latency: the latency phase (all arms at once, interleaved), every request of its runs.
     p50_ms: pctMs(all, 0.5),
@@ -1003,7 +1001,6 @@ const goals = {
   cpu_vs_haproxy_http: { goal: '≤ 0.25', met: ratios.cpu_vs_haproxy_http !== undefined && ratios.cpu_vs_haproxy_http <= 0.25 },
   memory_vs_haproxy_10_pairs: { goal: '≤ 0.5', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.5 },
 };
-const round3 = (x) => round(x, 3);
 const byRep = (arm, rep) => raw[arm]?.find((r) => r.rep === rep);
 const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter((x) => x !== undefined).map((x) => round(x, 3)) : []);
 const secondary = {
@@ -1011,10 +1008,10 @@ const secondary = {
   added_p90_vs_haproxy_http: addedRatio(results.mesh?.added_p90_ms, results.haproxy_http?.added_p90_ms),
   /** Each closed-loop round's own throughput ratio (mesh ÷ direct of the same round): the spread. */
   per_round_throughput_vs_direct: [...new Set(closedRuns.map((c) => c.round))]
-    .map((round) => {
-      const m = closedRuns.find((c) => c.arm === 'mesh' && c.round === round);
-      const d = closedRuns.find((c) => c.arm === 'direct' && c.round === round);
-      return m && d ? round3(m.rps / d.rps) : undefined;
+    .map((n) => {
+      const m = closedRuns.find((c) => c.arm === 'mesh' && c.round === n);
+      const d = closedRuns.find((c) => c.arm === 'direct' && c.round === n);
+      return m && d ? round(m.rps / d.rps, 3) : undefined;
     })
     .filter((x) => x !== undefined),
   /** Each latency run's own figures (all arms at once): the spread of the ratio the goal is on. */
@@ -1047,7 +1044,7 @@ const secondary = {
 const GRID = [0.01, 0.05, ...Array.from({ length: 80 }, (_, k) => round(1 - 10 ** (-(k + 1) / 20), 6))];
 const distribution = {};
 for (const arm of ARMS) {
-  const s = Float64Array.from(latencies[arm]).sort();
+  const s = sortedLatencies[arm];
   distribution[arm] = { requests: s.length, points: GRID.filter((p) => s.length * (1 - p) >= 1).map((p) => [p, pctMs(s, p)]) };
 }
 

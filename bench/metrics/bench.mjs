@@ -7,7 +7,7 @@
 // peer on another node is) is reported beside it, for each end.
 // Writes bench/results/metrics.json.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { ObjectSpec } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, writeResult } from '../lib.mjs';
+import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, taggedLatencies, writeResult } from '../lib.mjs';
 
 // fixedRate: requests per second of the latency runs over all three arms (bench/mesh/loadgen.c, one process loading
 // the three, their requests interleaved one by one), far below what one nginx serves here (~240,000/s), so a
@@ -114,11 +114,7 @@ async function fixedRate() {
   if (r.status !== 0 || !summary) throw new Error(`loadgen failed (${r.status ?? r.signal}): ${r.stderr}${r.stdout}`);
   const j = JSON.parse(summary);
   if (j.reconnects) throw new Error(`loadgen reconnected ${j.reconnects} times: a new socket may be in another arm's cgroup`);
-  const samples = Object.fromEntries(ARMS.map((a) => [a, []]));
-  for (const line of readFileSync(file, 'utf8').trim().split('\n')) {
-    const [target, ns] = line.split(' ');
-    samples[ARMS[Number(target)]].push(Number(ns));
-  }
+  const samples = taggedLatencies(file, ARMS);
   return { summary: { rps: j.rps, late_p99_ms: round(j.late_p99_us / 1000, 4) }, samples };
 }
 const pct = (sorted, q) => round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] / 1e6, 4);
