@@ -1,0 +1,369 @@
+/**
+ * HPACK decoding (RFC 7541): one decoder per connection direction, holding that direction's dynamic table.
+ *
+ * The decoder is bounded: its table never holds more than `maxTableSize` octets (as RFC 7541 §4.1 counts them),
+ * a header list larger than `maxHeaderListSize` is refused, and no allocation is sized by a number read from the
+ * input before that number was checked against the octets actually there. The first decoding error breaks the
+ * decoder for good (its table no longer matches the encoder's): every later block is refused with reason
+ * 'broken', so a caller can count those streams as unparsed instead of labelling them from a wrong table.
+ */
+import {
+  HUFFMAN_EOS,
+  HUFFMAN_PADDING_NOT_EOS,
+  HUFFMAN_PADDING_TOO_LONG,
+  huffmanDecode,
+  huffmanDecodedBound,
+} from './huffman.js';
+
+export type HpackErrorReason =
+  /** The block ends inside a representation. */
+  | 'truncated'
+  /** An integer longer than this decoder accepts (RFC 7541 §5.1: "excessively large"). */
+  | 'integer-overflow'
+  /** Index 0 (§6.1). */
+  | 'index-zero'
+  /** An index past the static and dynamic tables (§2.3.3). */
+  | 'index-out-of-range'
+  /** A Huffman string containing EOS (§5.2). */
+  | 'huffman-eos'
+  /** Huffman padding longer than 7 bits or not the most significant bits of EOS (§5.2). */
+  | 'huffman-padding'
+  /** A dynamic table size update after the first field of a block (§4.2). */
+  | 'table-size-update-late'
+  /** A dynamic table size update above the limit (§6.3). */
+  | 'table-size-over-limit'
+  /** The decoded header list is larger than maxHeaderListSize. */
+  | 'header-list-too-large'
+  /** The caller reported a header block of this direction lost (e.g. a dropped ring-buffer record). */
+  | 'lost'
+  /** An earlier error broke the decoder; `cause` is that error. */
+  | 'broken';
+
+export class HpackError extends Error {
+  override readonly name = 'HpackError';
+  constructor(
+    readonly reason: HpackErrorReason,
+    message: string,
+    /** Octet offset in the block where the bad representation starts (-1 when not about a position). */
+    readonly offset = -1,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Receives each decoded field, in order. `sensitive` is set for never-indexed literals (§6.2.3). */
+export type FieldSink = (name: string, value: string, sensitive: boolean) => void;
+
+export interface HpackDecoderOptions {
+  /**
+   * SETTINGS_HEADER_TABLE_SIZE of the decoding side (default 4096, HTTP/2's initial value): a dynamic table size
+   * update above it is an error. Change it with setTableSizeLimit.
+   */
+  tableSizeLimit?: number;
+  /** Octets the table may ever hold, whatever the settings say (default 65536): bounds the decoder's memory. */
+  maxTableSize?: number;
+  /** Largest header list accepted, counted as RFC 7540 §6.5.2 does (names + values + 32 per field; default 65536). */
+  maxHeaderListSize?: number;
+}
+
+/** Entry overhead, RFC 7541 §4.1. */
+export const ENTRY_OVERHEAD = 32;
+/** HTTP/2's initial SETTINGS_HEADER_TABLE_SIZE (RFC 7540 §6.5.2). */
+export const DEFAULT_TABLE_SIZE = 4096;
+/** Integers above this are refused: every length and index is below it, and it keeps arithmetic exact. */
+const MAX_INTEGER = 0x7fffffff;
+
+/** RFC 7541 Appendix A. */
+// prettier-ignore
+export const STATIC_TABLE: readonly (readonly [string, string])[] = [
+  [':authority', ''], [':method', 'GET'], [':method', 'POST'], [':path', '/'], [':path', '/index.html'],
+  [':scheme', 'http'], [':scheme', 'https'], [':status', '200'], [':status', '204'], [':status', '206'],
+  [':status', '304'], [':status', '400'], [':status', '404'], [':status', '500'], ['accept-charset', ''],
+  ['accept-encoding', 'gzip, deflate'], ['accept-language', ''], ['accept-ranges', ''], ['accept', ''],
+  ['access-control-allow-origin', ''], ['age', ''], ['allow', ''], ['authorization', ''], ['cache-control', ''],
+  ['content-disposition', ''], ['content-encoding', ''], ['content-language', ''], ['content-length', ''],
+  ['content-location', ''], ['content-range', ''], ['content-type', ''], ['cookie', ''], ['date', ''], ['etag', ''],
+  ['expect', ''], ['expires', ''], ['from', ''], ['host', ''], ['if-match', ''], ['if-modified-since', ''],
+  ['if-none-match', ''], ['if-range', ''], ['if-unmodified-since', ''], ['last-modified', ''], ['link', ''],
+  ['location', ''], ['max-forwards', ''], ['proxy-authenticate', ''], ['proxy-authorization', ''], ['range', ''],
+  ['referer', ''], ['refresh', ''], ['retry-after', ''], ['server', ''], ['set-cookie', ''],
+  ['strict-transport-security', ''], ['transfer-encoding', ''], ['user-agent', ''], ['vary', ''], ['via', ''],
+  ['www-authenticate', ''],
+];
+const STATIC_LENGTH = STATIC_TABLE.length; // 61
+const STATIC_NAMES = STATIC_TABLE.map((e) => e[0]);
+const STATIC_VALUES = STATIC_TABLE.map((e) => e[1]);
+
+function checkSize(field: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`HpackDecoder: ${field} must be an integer, got ${String(value)}`);
+  if (value < min || value > max) throw new RangeError(`HpackDecoder: ${field} must be in [${min}, ${max}], got ${value}`);
+  return value;
+}
+
+export interface HpackStats {
+  /** Header blocks decoded. */
+  blocks: number;
+  /** Fields decoded. */
+  fields: number;
+  /** Indexed fields and indexed names that referred to the dynamic table. */
+  dynamicHits: number;
+  /** Entries added to the dynamic table. */
+  inserted: number;
+  /** Entries evicted (§4.3, §4.4). */
+  evicted: number;
+  /** Dynamic table size updates applied. */
+  sizeUpdates: number;
+}
+
+export class HpackDecoder {
+  readonly maxTableSize: number;
+  readonly maxHeaderListSize: number;
+  readonly stats: HpackStats = { blocks: 0, fields: 0, dynamicHits: 0, inserted: 0, evicted: 0, sizeUpdates: 0 };
+
+  #limit: number;
+  /** Current maximum size of the dynamic table (§4.2), changed by size updates. */
+  #tableMax: number;
+  #tableSize = 0;
+  // The dynamic table as a ring: #head is the newest entry's slot, #count entries back from it.
+  readonly #names: string[];
+  readonly #values: string[];
+  readonly #capacity: number;
+  #head = 0;
+  #count = 0;
+  #broken: HpackError | undefined;
+
+  // The block being decoded.
+  #buf: Buffer = Buffer.alloc(0);
+  #pos = 0;
+  #end = 0;
+  #scratch: Buffer = Buffer.alloc(256);
+
+  constructor(options: HpackDecoderOptions = {}) {
+    this.maxTableSize = checkSize('maxTableSize', options.maxTableSize ?? 65536, 0, 1 << 24);
+    this.maxHeaderListSize = checkSize('maxHeaderListSize', options.maxHeaderListSize ?? 65536, 0, MAX_INTEGER);
+    this.#limit = checkSize('tableSizeLimit', options.tableSizeLimit ?? DEFAULT_TABLE_SIZE, 0, MAX_INTEGER);
+    this.#tableMax = Math.min(DEFAULT_TABLE_SIZE, this.#limit, this.maxTableSize);
+    // Every entry takes at least 32 octets: this many slots always suffice.
+    this.#capacity = Math.max(1, Math.floor(this.maxTableSize / ENTRY_OVERHEAD));
+    this.#names = new Array<string>(this.#capacity).fill('');
+    this.#values = new Array<string>(this.#capacity).fill('');
+  }
+
+  /** The error that broke this decoder, if any. */
+  get broken(): HpackError | undefined {
+    return this.#broken;
+  }
+  /** Octets the dynamic table holds (§4.1). */
+  get tableSize(): number {
+    return this.#tableSize;
+  }
+  /** The dynamic table's current maximum size (§4.2). */
+  get tableMaxSize(): number {
+    return this.#tableMax;
+  }
+  /** Entries in the dynamic table. */
+  get tableLength(): number {
+    return this.#count;
+  }
+  /** Dynamic table entry i, 1 = newest (HPACK index 61 + i). */
+  tableEntry(i: number): [string, string] {
+    if (!Number.isInteger(i) || i < 1 || i > this.#count) throw new RangeError(`tableEntry: ${i} is not in [1, ${this.#count}]`);
+    const slot = (this.#head - i + 1 + this.#capacity) % this.#capacity;
+    return [this.#names[slot]!, this.#values[slot]!];
+  }
+
+  /**
+   * A new SETTINGS_HEADER_TABLE_SIZE of the decoding side took effect. A lower limit shrinks the table at once
+   * (evicting), as the encoder must; a higher one only allows larger size updates.
+   */
+  setTableSizeLimit(limit: number): void {
+    checkSize('tableSizeLimit', limit, 0, MAX_INTEGER);
+    this.#limit = limit;
+    if (this.#tableMax > limit) {
+      this.#tableMax = limit;
+      this.#evictTo(limit);
+    }
+  }
+
+  /** A header block of this direction was lost: the table can no longer be trusted. */
+  markLost(detail = 'a header block was lost'): void {
+    this.#broken ??= new HpackError('lost', `HPACK: ${detail}; the dynamic table is out of step`);
+  }
+
+  /** Decodes one complete header block, calling sink per field. Throws HpackError; after one, the decoder is broken. */
+  decode(block: Uint8Array, sink: FieldSink): void {
+    if (this.#broken) {
+      throw new HpackError('broken', `HPACK: decoder broken by an earlier error (${this.#broken.reason}): ${this.#broken.message}`, -1, {
+        cause: this.#broken,
+      });
+    }
+    this.#buf = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength);
+    this.#pos = 0;
+    this.#end = block.byteLength;
+    try {
+      this.#decodeBlock(sink);
+    } catch (err) {
+      // A half-decoded block leaves the table out of step with the encoder, whatever failed.
+      this.#broken =
+        err instanceof HpackError ? err : new HpackError('broken', `HPACK: the field sink threw: ${String(err)}`, -1, { cause: err });
+      throw err;
+    } finally {
+      this.#buf = EMPTY;
+    }
+  }
+
+  /** Decodes one block into [name, value] pairs. */
+  decodeList(block: Uint8Array): [string, string][] {
+    const out: [string, string][] = [];
+    this.decode(block, (n, v) => out.push([n, v]));
+    return out;
+  }
+
+  #decodeBlock(sink: FieldSink): void {
+    const buf = this.#buf;
+    let listSize = 0;
+    let fields = 0;
+    this.stats.blocks++;
+    while (this.#pos < this.#end) {
+      const start = this.#pos;
+      const b = buf[start]!;
+      let name: string;
+      let value: string;
+      let sensitive = false;
+      if (b & 0x80) {
+        // §6.1 indexed field
+        const index = this.#integer(7);
+        if (index === 0) throw new HpackError('index-zero', 'HPACK: indexed field with index 0', start);
+        if (index <= STATIC_LENGTH) {
+          name = STATIC_NAMES[index - 1]!;
+          value = STATIC_VALUES[index - 1]!;
+        } else {
+          const slot = this.#slot(index, start);
+          name = this.#names[slot]!;
+          value = this.#values[slot]!;
+          this.stats.dynamicHits++;
+        }
+      } else if ((b & 0xe0) === 0x20) {
+        // §6.3 dynamic table size update: only before the first field (§4.2)
+        if (fields !== 0) throw new HpackError('table-size-update-late', 'HPACK: dynamic table size update after a field of the block', start);
+        const size = this.#integer(5);
+        if (size > this.#limit) {
+          throw new HpackError('table-size-over-limit', `HPACK: dynamic table size update to ${size} above the limit ${this.#limit}`, start);
+        }
+        if (size > this.maxTableSize) {
+          throw new HpackError('table-size-over-limit', `HPACK: dynamic table size update to ${size} above this decoder's cap ${this.maxTableSize}`, start);
+        }
+        this.#tableMax = size;
+        this.#evictTo(size);
+        this.stats.sizeUpdates++;
+        continue;
+      } else {
+        // §6.2 literals: 01 incremental indexing (6-bit index), 0000 without indexing, 0001 never indexed (4-bit)
+        const indexing = (b & 0xc0) === 0x40;
+        sensitive = (b & 0xf0) === 0x10;
+        const index = this.#integer(indexing ? 6 : 4);
+        if (index === 0) {
+          name = this.#string();
+        } else if (index <= STATIC_LENGTH) {
+          name = STATIC_NAMES[index - 1]!;
+        } else {
+          name = this.#names[this.#slot(index, start)]!;
+          this.stats.dynamicHits++;
+        }
+        value = this.#string();
+        if (indexing) this.#insert(name, value);
+      }
+      fields++;
+      listSize += name.length + value.length + ENTRY_OVERHEAD;
+      if (listSize > this.maxHeaderListSize) {
+        throw new HpackError('header-list-too-large', `HPACK: header list larger than ${this.maxHeaderListSize} octets`, start);
+      }
+      sink(name, value, sensitive);
+    }
+    this.stats.fields += fields;
+  }
+
+  /** Ring slot of HPACK index (> 61), or an error naming the table's length. */
+  #slot(index: number, at: number): number {
+    const d = index - STATIC_LENGTH;
+    if (d > this.#count) {
+      throw new HpackError(
+        'index-out-of-range',
+        `HPACK: index ${index} past the dynamic table (${this.#count} entries, indices ${STATIC_LENGTH + 1}..${STATIC_LENGTH + this.#count})`,
+        at,
+      );
+    }
+    return (this.#head - d + 1 + this.#capacity) % this.#capacity;
+  }
+
+  /** §5.1, with an N-bit prefix at the current octet. */
+  #integer(prefix: number): number {
+    const buf = this.#buf;
+    const start = this.#pos;
+    const max = (1 << prefix) - 1;
+    let value = buf[this.#pos++]! & max;
+    if (value < max) return value;
+    let mult = 1;
+    for (;;) {
+      if (this.#pos >= this.#end) throw new HpackError('truncated', 'HPACK: block ends inside an integer', start);
+      // Five continuation octets carry 35 bits: more is refused, not wrapped (zeros included: 0x80 0x80 …).
+      if (mult > 2 ** 28) throw new HpackError('integer-overflow', 'HPACK: integer longer than 5 continuation octets', start);
+      const b = buf[this.#pos++]!;
+      value += (b & 0x7f) * mult;
+      if (value > MAX_INTEGER) throw new HpackError('integer-overflow', `HPACK: integer above ${MAX_INTEGER}`, start);
+      if ((b & 0x80) === 0) return value;
+      mult *= 128;
+    }
+  }
+
+  /** §5.2 string literal. */
+  #string(): string {
+    const start = this.#pos;
+    if (start >= this.#end) throw new HpackError('truncated', 'HPACK: block ends before a string literal', start);
+    const huffman = (this.#buf[start]! & 0x80) !== 0;
+    const len = this.#integer(7);
+    const from = this.#pos;
+    if (len > this.#end - from) {
+      throw new HpackError('truncated', `HPACK: string literal of ${len} octets with ${this.#end - from} left in the block`, start);
+    }
+    this.#pos = from + len;
+    if (!huffman) return this.#buf.toString('latin1', from, from + len);
+    const bound = huffmanDecodedBound(len);
+    if (this.#scratch.length < bound) this.#scratch = Buffer.allocUnsafe(Math.max(bound, this.#scratch.length * 2));
+    const n = huffmanDecode(this.#buf, from, from + len, this.#scratch, 0);
+    if (n >= 0) return this.#scratch.toString('latin1', 0, n);
+    if (n === HUFFMAN_EOS) throw new HpackError('huffman-eos', 'HPACK: Huffman string contains EOS', start);
+    const why = n === HUFFMAN_PADDING_TOO_LONG ? 'longer than 7 bits' : n === HUFFMAN_PADDING_NOT_EOS ? 'not all ones' : 'invalid';
+    throw new HpackError('huffman-padding', `HPACK: Huffman string padding ${why}`, start);
+  }
+
+  /** §4.4: evict from the oldest end until the entry fits; an entry larger than the table empties it. */
+  #insert(name: string, value: string): void {
+    const size = name.length + value.length + ENTRY_OVERHEAD;
+    if (size > this.#tableMax) {
+      this.#evictTo(0);
+      return;
+    }
+    this.#evictTo(this.#tableMax - size);
+    this.#head = (this.#head + 1) % this.#capacity;
+    this.#names[this.#head] = name;
+    this.#values[this.#head] = value;
+    this.#count++;
+    this.#tableSize += size;
+    this.stats.inserted++;
+  }
+
+  #evictTo(size: number): void {
+    while (this.#tableSize > size) {
+      const slot = (this.#head - this.#count + 1 + this.#capacity) % this.#capacity;
+      this.#tableSize -= this.#names[slot]!.length + this.#values[slot]!.length + ENTRY_OVERHEAD;
+      this.#names[slot] = '';
+      this.#values[slot] = '';
+      this.#count--;
+      this.stats.evicted++;
+    }
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

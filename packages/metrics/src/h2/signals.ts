@@ -1,0 +1,109 @@
+/**
+ * What golden signals need from a decoded header block: method, path, status, content type, gRPC status
+ * (trailers) and gRPC service and method (from the path).
+ */
+import type { FieldSink } from './hpack.js';
+
+export interface HeaderSignals {
+  method?: string;
+  path?: string;
+  /** :status as a number (100..599); absent when missing or not three digits. */
+  status?: number;
+  contentType?: string;
+  /** content-type is application/grpc or application/grpc+… / ;… */
+  grpc: boolean;
+  /** grpc-status (trailers, or a trailers-only response). */
+  grpcStatus?: number;
+  /** From a gRPC request's :path `/package.Service/Method`. */
+  rpcService?: string;
+  rpcMethod?: string;
+  /** A pseudo-header repeated or malformed (a :status that is not three digits, a non-numeric grpc-status). */
+  malformed: boolean;
+}
+
+/** `/package.Service/Method` → ['package.Service', 'Method']; undefined for anything else. */
+export function grpcPath(path: string): [service: string, method: string] | undefined {
+  if (path.length < 4 || path.charCodeAt(0) !== 0x2f) return undefined;
+  const slash = path.indexOf('/', 1);
+  if (slash <= 1 || slash === path.length - 1 || path.indexOf('/', slash + 1) !== -1) return undefined;
+  return [path.slice(1, slash), path.slice(slash + 1)];
+}
+
+/** application/grpc, application/grpc+proto, application/grpc;charset=… (case-insensitive). */
+export function isGrpcContentType(value: string): boolean {
+  if (value.length < 16) return false;
+  if (value.slice(0, 16).toLowerCase() !== 'application/grpc') return false;
+  if (value.length === 16) return true;
+  const c = value.charCodeAt(16);
+  return c === 0x2b /* + */ || c === 0x3b /* ; */;
+}
+
+function threeDigits(v: string): number | undefined {
+  if (v.length !== 3) return undefined;
+  const a = v.charCodeAt(0) - 48;
+  const b = v.charCodeAt(1) - 48;
+  const c = v.charCodeAt(2) - 48;
+  if (a < 1 || a > 5 || b < 0 || b > 9 || c < 0 || c > 9) return undefined;
+  return a * 100 + b * 10 + c;
+}
+
+function decimal(v: string): number | undefined {
+  if (v.length === 0 || v.length > 9) return undefined;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const d = v.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/**
+ * Collects HeaderSignals from one block's fields: pass `sink` to HpackDecoder.decode, then take `take()`. One
+ * collector serves every block of a direction (no closure per block).
+ */
+export class SignalCollector {
+  #s: HeaderSignals = { grpc: false, malformed: false };
+  readonly sink: FieldSink = (name, value) => this.#field(name, value);
+
+  /** The signals of the block decoded since the last take. */
+  take(): HeaderSignals {
+    const s = this.#s;
+    if (s.grpc && s.path !== undefined) {
+      const rpc = grpcPath(s.path);
+      if (rpc) [s.rpcService, s.rpcMethod] = rpc;
+    }
+    this.#s = { grpc: false, malformed: false };
+    return s;
+  }
+
+  #field(name: string, value: string): void {
+    const s = this.#s;
+    switch (name) {
+      case ':status': {
+        const st = threeDigits(value);
+        if (st === undefined || s.status !== undefined) s.malformed = true;
+        else s.status = st;
+        break;
+      }
+      case ':method':
+        if (s.method !== undefined) s.malformed = true;
+        else s.method = value;
+        break;
+      case ':path':
+        if (s.path !== undefined) s.malformed = true;
+        else s.path = value;
+        break;
+      case 'content-type':
+        s.contentType = value;
+        s.grpc = isGrpcContentType(value);
+        break;
+      case 'grpc-status': {
+        const code = decimal(value);
+        if (code === undefined) s.malformed = true;
+        else s.grpcStatus = code;
+        break;
+      }
+    }
+  }
+}
