@@ -1,0 +1,334 @@
+// HPACK decoding (RFC 7541): every example of Appendix C, typed from the RFC's hex dumps, with the dynamic table
+// after each block as the RFC lists it (entries, their sizes, the table size); then the errors §4–§6 define, which
+// break the decoder for good.
+import { describe, expect, it } from 'vitest';
+
+import { HpackDecoder, HpackError, type HpackDecoderOptions } from '../../src/h2/hpack.js';
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+type Table = { entries: [number, string, string][]; size: number };
+interface Step {
+  name: string;
+  wire: string;
+  headers: [string, string][];
+  table: Table;
+}
+
+/** Decodes the steps in order on one decoder, checking each header list and table state. */
+function run(steps: Step[], options: HpackDecoderOptions = {}): void {
+  const d = new HpackDecoder(options);
+  for (const step of steps) {
+    expect(d.decodeList(hex(step.wire)), step.name).toEqual(step.headers);
+    const entries = Array.from({ length: d.tableLength }, (_, i) => {
+      const [n, v] = d.tableEntry(i + 1);
+      return [n.length + v.length + 32, n, v];
+    });
+    expect({ entries, size: d.tableSize }, step.name).toEqual(step.table);
+  }
+}
+
+const EMPTY: Table = { entries: [], size: 0 };
+
+describe('RFC 7541 C.1 integer representation', () => {
+  it('10 and 1337 with a 5-bit prefix (as dynamic table size updates), 42 at an octet boundary (a string length)', () => {
+    const d = new HpackDecoder({ tableSizeLimit: 4096 });
+    d.decode(hex('2a'), () => {}); // C.1.1: 001 01010
+    expect(d.tableMaxSize).toBe(10);
+    d.decode(hex('3f 9a 0a'), () => {}); // C.1.2: 1337
+    expect(d.tableMaxSize).toBe(1337);
+    // C.1.3: 42 as the length octet of a 42-octet literal value (7-bit prefix, no Huffman)
+    const value = 'x'.repeat(42);
+    expect(d.decodeList(Buffer.concat([hex('04 2a'), Buffer.from(value)]))).toEqual([[':path', value]]);
+  });
+});
+
+describe('RFC 7541 C.2 header field representations', () => {
+  it('C.2.1 literal with indexing', () =>
+    run([
+      {
+        name: 'C.2.1',
+        wire: '400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572',
+        headers: [['custom-key', 'custom-header']],
+        table: { entries: [[55, 'custom-key', 'custom-header']], size: 55 },
+      },
+    ]));
+  it('C.2.2 literal without indexing', () =>
+    run([{ name: 'C.2.2', wire: '040c 2f73 616d 706c 652f 7061 7468', headers: [[':path', '/sample/path']], table: EMPTY }]));
+  it('C.2.3 literal never indexed', () => {
+    run([{ name: 'C.2.3', wire: '1008 7061 7373 776f 7264 0673 6563 7265 74', headers: [['password', 'secret']], table: EMPTY }]);
+    const seen: boolean[] = [];
+    new HpackDecoder().decode(hex('1008 7061 7373 776f 7264 0673 6563 7265 74'), (_n, _v, sensitive) => seen.push(sensitive));
+    expect(seen).toEqual([true]);
+  });
+  it('C.2.4 indexed', () => run([{ name: 'C.2.4', wire: '82', headers: [[':method', 'GET']], table: EMPTY }]));
+});
+
+const AUTHORITY: [number, string, string] = [57, ':authority', 'www.example.com'];
+const NO_CACHE: [number, string, string] = [53, 'cache-control', 'no-cache'];
+const CUSTOM: [number, string, string] = [54, 'custom-key', 'custom-value'];
+const request1: [string, string][] = [
+  [':method', 'GET'],
+  [':scheme', 'http'],
+  [':path', '/'],
+  [':authority', 'www.example.com'],
+];
+const request2: [string, string][] = [...request1, ['cache-control', 'no-cache']];
+const request3: [string, string][] = [
+  [':method', 'GET'],
+  [':scheme', 'https'],
+  [':path', '/index.html'],
+  [':authority', 'www.example.com'],
+  ['custom-key', 'custom-value'],
+];
+const requestTables: Table[] = [
+  { entries: [AUTHORITY], size: 57 },
+  { entries: [NO_CACHE, AUTHORITY], size: 110 },
+  { entries: [CUSTOM, NO_CACHE, AUTHORITY], size: 164 },
+];
+
+describe('RFC 7541 C.3 requests without Huffman coding', () => {
+  it('C.3.1–C.3.3 on one connection', () =>
+    run([
+      { name: 'C.3.1', wire: '8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d', headers: request1, table: requestTables[0]! },
+      { name: 'C.3.2', wire: '8286 84be 5808 6e6f 2d63 6163 6865', headers: request2, table: requestTables[1]! },
+      {
+        name: 'C.3.3',
+        wire: '8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65',
+        headers: request3,
+        table: requestTables[2]!,
+      },
+    ]));
+});
+
+describe('RFC 7541 C.4 requests with Huffman coding', () => {
+  it('C.4.1–C.4.3 on one connection', () =>
+    run([
+      { name: 'C.4.1', wire: '8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff', headers: request1, table: requestTables[0]! },
+      { name: 'C.4.2', wire: '8286 84be 5886 a8eb 1064 9cbf', headers: request2, table: requestTables[1]! },
+      { name: 'C.4.3', wire: '8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf', headers: request3, table: requestTables[2]! },
+    ]));
+});
+
+const date1 = 'Mon, 21 Oct 2013 20:13:21 GMT';
+const date2 = 'Mon, 21 Oct 2013 20:13:22 GMT';
+const cookie = 'foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1';
+const response1: [string, string][] = [
+  [':status', '302'],
+  ['cache-control', 'private'],
+  ['date', date1],
+  ['location', 'https://www.example.com'],
+];
+const response2: [string, string][] = [[':status', '307'], ...response1.slice(1)];
+const response3: [string, string][] = [
+  [':status', '200'],
+  ['cache-control', 'private'],
+  ['date', date2],
+  ['location', 'https://www.example.com'],
+  ['content-encoding', 'gzip'],
+  ['set-cookie', cookie],
+];
+const LOCATION: [number, string, string] = [63, 'location', 'https://www.example.com'];
+const responseTables: Table[] = [
+  { entries: [LOCATION, [65, 'date', date1], [52, 'cache-control', 'private'], [42, ':status', '302']], size: 222 },
+  { entries: [[42, ':status', '307'], LOCATION, [65, 'date', date1], [52, 'cache-control', 'private']], size: 222 },
+  { entries: [[98, 'set-cookie', cookie], [52, 'content-encoding', 'gzip'], [65, 'date', date2]], size: 215 },
+];
+// "SETTINGS_HEADER_TABLE_SIZE is set to the value of 256 octets, causing some evictions to occur."
+const settings256 = { tableSizeLimit: 256 };
+
+describe('RFC 7541 C.5 responses without Huffman coding (256-octet table)', () => {
+  it('C.5.1–C.5.3 on one connection, with evictions', () =>
+    run(
+      [
+        {
+          name: 'C.5.1',
+          wire: `4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133
+                 2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 6c65 2e63 6f6d`,
+          headers: response1,
+          table: responseTables[0]!,
+        },
+        { name: 'C.5.2', wire: '4803 3330 37c1 c0bf', headers: response2, table: responseTables[1]! },
+        {
+          name: 'C.5.3',
+          wire: `88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d
+                 54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049
+                 5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e 3d31`,
+          headers: response3,
+          table: responseTables[2]!,
+        },
+      ],
+      settings256,
+    ));
+});
+
+describe('RFC 7541 C.6 responses with Huffman coding (256-octet table)', () => {
+  it('C.6.1–C.6.3 on one connection, with evictions', () =>
+    run(
+      [
+        {
+          name: 'C.6.1',
+          wire: `4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6
+                 2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3`,
+          headers: response1,
+          table: responseTables[0]!,
+        },
+        { name: 'C.6.2', wire: '4883 640e ffc1 c0bf', headers: response2, table: responseTables[1]! },
+        {
+          name: 'C.6.3',
+          wire: `88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b d9ab
+                 77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27 0fb5 291f
+                 9587 3160 65c0 03ed 4ee5 b106 3d50 07`,
+          headers: response3,
+          table: responseTables[2]!,
+        },
+      ],
+      settings256,
+    ));
+});
+
+/** Decodes wire on a fresh decoder (after `before` blocks), expecting an HpackError with this reason. */
+function rejects(wire: string, reason: string, options: HpackDecoderOptions = {}, before: string[] = []): HpackDecoder {
+  const d = new HpackDecoder(options);
+  for (const b of before) d.decode(hex(b), () => {});
+  let caught: unknown;
+  try {
+    d.decode(hex(wire), () => {});
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(HpackError);
+  expect((caught as HpackError).reason).toBe(reason);
+  expect(d.broken).toBe(caught);
+  return d;
+}
+
+describe('HPACK decoding errors', () => {
+  it.each([
+    ['index 0', '80', 'index-zero'],
+    ['an index past an empty dynamic table', 'be', 'index-out-of-range'],
+    ['a literal name index past the dynamic table', '7e 01 61', 'index-out-of-range'],
+    ['a block ending inside an integer', '7f', 'truncated'],
+    ['a block ending before the value', '44', 'truncated'],
+    ['a string longer than the block', '04 05 2f 61', 'truncated'],
+    ['a 2^31-octet string in a 9-octet block (no allocation for it)', '04 7f ff ff ff ff 07 61 62', 'integer-overflow'],
+    ['a 2^30-octet string in a 9-octet block', '04 7f 81 ff ff ff 03 61', 'truncated'],
+    ['an integer with 6 continuation octets', 'ff 80 80 80 80 80 00', 'integer-overflow'],
+    ['a Huffman value with EOS', '04 84 ff ff ff ff', 'huffman-eos'],
+    ['a Huffman value with 8 bits of padding', '04 81 ff', 'huffman-padding'],
+    ['a Huffman value with padding not all ones', '04 81 18', 'huffman-padding'],
+    ['a size update after a field', '82 20', 'table-size-update-late'],
+    ['a size update above SETTINGS_HEADER_TABLE_SIZE', '3f e2 1f', 'table-size-over-limit'], // 4097
+  ])('%s', (_name, wire, reason) => {
+    rejects(wire, reason);
+  });
+
+  it('an index one past the last dynamic entry, after C.3.1 (one entry: index 62 valid, 63 not)', () => {
+    const d = rejects('bf', 'index-out-of-range', {}, ['8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d']);
+    expect(d.broken!.message).toBe('HPACK: index 63 past the dynamic table (1 entries, indices 62..62)');
+  });
+
+  it('a size update above the decoder cap even when SETTINGS allow it', () => {
+    rejects('3f e1 ff 03', 'table-size-over-limit', { tableSizeLimit: 1 << 20, maxTableSize: 8192 }); // 65536
+  });
+
+  it('a header list over maxHeaderListSize (names + values + 32 per field)', () => {
+    // :method GET (42) + :scheme http (43) = 85
+    new HpackDecoder({ maxHeaderListSize: 85 }).decode(hex('8286'), () => {});
+    rejects('8286', 'header-list-too-large', { maxHeaderListSize: 84 });
+  });
+
+  it('several size updates at the start of a block are allowed (§4.2), the last one wins', () => {
+    const d = new HpackDecoder();
+    expect(d.decodeList(hex('20 3f e1 1f 82'))).toEqual([[':method', 'GET']]); // 0, then 4096
+    expect(d.tableMaxSize).toBe(4096);
+  });
+
+  it('after an error the decoder refuses every later block, naming the first error', () => {
+    const d = rejects('be', 'index-out-of-range');
+    let caught: HpackError | undefined;
+    try {
+      d.decode(hex('82'), () => {});
+    } catch (err) {
+      caught = err as HpackError;
+    }
+    expect(caught?.reason).toBe('broken');
+    expect(caught?.cause).toBe(d.broken);
+    expect(caught?.message).toMatch(/^HPACK: decoder broken by an earlier error \(index-out-of-range\)/);
+  });
+
+  it('a block reported lost breaks the decoder', () => {
+    const d = new HpackDecoder();
+    d.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), () => {});
+    d.markLost('ring buffer record 17 dropped');
+    expect(d.broken?.reason).toBe('lost');
+    expect(() => d.decode(hex('be'), () => {})).toThrow('HPACK: decoder broken by an earlier error (lost): HPACK: ring buffer record 17 dropped; the dynamic table is out of step');
+  });
+
+  it('a sink that throws breaks the decoder too (its block was half applied)', () => {
+    const d = new HpackDecoder();
+    expect(() =>
+      d.decode(hex('8286'), () => {
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(d.broken?.reason).toBe('broken');
+  });
+});
+
+describe('HPACK dynamic table', () => {
+  it('an entry larger than the table empties it, and is not added (§4.4)', () => {
+    const d = new HpackDecoder({ tableSizeLimit: 64 });
+    d.decode(hex('3f 21'), () => {}); // size update to 64
+    d.decodeList(hex('41 03 61 62 63')); // :authority abc: 10 + 3 + 32 = 45
+    expect([d.tableLength, d.tableSize]).toEqual([1, 45]);
+    // 10 + 30 + 32 = 72 > 64
+    expect(d.decodeList(Buffer.concat([hex('41 1e'), Buffer.from('x'.repeat(30))]))).toEqual([[':authority', 'x'.repeat(30)]]);
+    expect([d.tableLength, d.tableSize]).toEqual([0, 0]);
+  });
+
+  it('a size update evicts the oldest entries to fit; 0 empties the table', () => {
+    const d = new HpackDecoder();
+    d.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), () => {});
+    d.decode(hex('8286 84be 5808 6e6f 2d63 6163 6865'), () => {});
+    expect(d.tableSize).toBe(110);
+    d.decode(hex('3f 1e'), () => {}); // 61: only cache-control: no-cache (53) fits
+    expect([d.tableLength, d.tableSize, d.tableEntry(1)]).toEqual([1, 53, ['cache-control', 'no-cache']]);
+    d.decode(hex('20'), () => {});
+    expect([d.tableLength, d.tableSize, d.tableMaxSize]).toEqual([0, 0, 0]);
+    // With a zero-size table, an incremental literal is decoded but not kept.
+    expect(d.decodeList(hex('41 01 61'))).toEqual([[':authority', 'a']]);
+    expect(d.tableLength).toBe(0);
+  });
+
+  it('a lower SETTINGS_HEADER_TABLE_SIZE shrinks the table at once; a higher one waits for a size update', () => {
+    const d = new HpackDecoder();
+    d.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d'), () => {});
+    d.decode(hex('8286 84be 5808 6e6f 2d63 6163 6865'), () => {});
+    d.setTableSizeLimit(100);
+    expect([d.tableMaxSize, d.tableSize]).toEqual([100, 53]);
+    d.setTableSizeLimit(8192);
+    expect(d.tableMaxSize).toBe(100);
+    d.decode(hex('3f e1 3f'), () => {}); // 8192
+    expect(d.tableMaxSize).toBe(8192);
+  });
+
+  it('holds at most maxTableSize octets however many entries arrive', () => {
+    const d = new HpackDecoder({ tableSizeLimit: 1024, maxTableSize: 1024 });
+    d.decode(hex('3f e1 07'), () => {}); // 1024
+    for (let i = 0; i < 200; i++) {
+      const v = Buffer.from(`v${i}`);
+      d.decode(Buffer.concat([hex('40 01 6b'), Uint8Array.of(v.length), v]), () => {}); // k: v<i>
+    }
+    expect(d.tableSize).toBeLessThanOrEqual(1024);
+    expect(d.tableLength).toBe(Math.floor(1024 / (1 + 4 + 32)));
+    expect(d.tableEntry(1)).toEqual(['k', 'v199']);
+    expect(d.stats.evicted).toBe(200 - d.tableLength);
+  });
+
+  it('checks its options', () => {
+    expect(() => new HpackDecoder({ maxTableSize: -1 })).toThrow('HpackDecoder: maxTableSize must be in [0, 16777216], got -1');
+    expect(() => new HpackDecoder({ tableSizeLimit: 1.5 })).toThrow('HpackDecoder: tableSizeLimit must be an integer, got 1.5');
+    expect(() => new HpackDecoder().tableEntry(1)).toThrow('tableEntry: 1 is not in [1, 0]');
+  });
+});
