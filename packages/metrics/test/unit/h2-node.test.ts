@@ -1,0 +1,227 @@
+// 10,000 HTTP/2 responses with statuses outside the static table, over one h2c connection with a 4,096-octet
+// dynamic table, encoded by an independent encoder (node:http2, i.e. nghttp2): a plain TCP relay between a real
+// client and server records both directions, and the frames + HPACK decoders must give every stream the status
+// the server sent. Then the same capture with a block lost, cut short or corrupted: the direction turns unknown
+// and every later stream is undecodable, never labelled with a wrong status.
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { HeaderDirection, type DecodedBlock } from '../../src/h2/direction.js';
+import { FrameReader, FrameType, Setting, parseSettings, type FrameHeader } from '../../src/h2/frames.js';
+
+const RESPONSES = 10_000;
+// Only 200, 204, 206, 304, 400, 404 and 500 are static-table entries (RFC 7541 Appendix A): these are not.
+const STATUSES = [201, 202, 203, 205, 207, 301, 302, 303, 307, 308, 401, 403, 405, 409, 410, 418, 422, 429, 451, 501, 502, 503, 504];
+
+interface Frame {
+  header: FrameHeader;
+  payload: Buffer;
+}
+interface Capture {
+  /** Status the server sent, per stream id. */
+  sent: Map<number, number>;
+  /** Status the client saw, per stream id. */
+  received: Map<number, number>;
+  down: Frame[];
+  up: Frame[];
+}
+
+function frames(bytes: Buffer[], preface: boolean): Frame[] {
+  const out: Frame[] = [];
+  const reader = new FrameReader((header, payload) => out.push({ header, payload: Buffer.from(payload) }), { preface });
+  for (const b of bytes) reader.push(b);
+  return out;
+}
+
+async function captureExchange(): Promise<Capture> {
+  const sent = new Map<number, number>();
+  const received = new Map<number, number>();
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => {
+    const i = Number(String(headers[':path']).split('/')[2]);
+    const status = STATUSES[(i * 7 + (i >> 4)) % STATUSES.length]!;
+    sent.set(stream.id!, status);
+    // A value unique per response keeps the table churning: entries are evicted and statuses re-inserted.
+    // Two in three carry a body (DATA frames the reader skips); 205 never does (node ends it at respond()).
+    const body = i % 3 !== 0 && status !== 205;
+    stream.respond({ ':status': status, 'x-request': `r${i}`, 'content-type': 'text/plain' }, { endStream: !body });
+    if (body) stream.end(`body ${i}`);
+  });
+  server.on('sessionError', () => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const serverPort = (server.address() as AddressInfo).port;
+
+  const down: Buffer[] = [];
+  const up: Buffer[] = [];
+  const sockets: net.Socket[] = [];
+  const relay = net.createServer((client) => {
+    const upstream = net.connect(serverPort, '127.0.0.1');
+    sockets.push(client, upstream);
+    client.on('data', (d: Buffer) => {
+      up.push(d);
+      upstream.write(d);
+    });
+    upstream.on('data', (d: Buffer) => {
+      down.push(d);
+      client.write(d);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  const relayPort = (relay.address() as AddressInfo).port;
+
+  const session = http2.connect(`http://127.0.0.1:${relayPort}`);
+  session.on('error', () => {});
+  try {
+    const request = (i: number) =>
+      new Promise<void>((resolve, reject) => {
+        const req = session.request({ ':path': `/r/${i}` });
+        req.on('response', (h) => received.set(req.id!, Number(h[':status'])));
+        req.on('error', reject);
+        req.resume();
+        req.on('end', resolve);
+        req.end();
+      });
+    for (let i = 0; i < RESPONSES; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, RESPONSES - i) }, (_, k) => request(i + k)));
+    }
+  } finally {
+    await new Promise<void>((resolve) => session.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+  return { sent, received, down: frames(down, false), up: frames(up, true) };
+}
+
+/** Decodes the server→client frames; the client's SETTINGS_HEADER_TABLE_SIZE bounds the server's encoder. */
+function decodeDown(c: Capture, edit?: (frames: Frame[], dir: HeaderDirection) => Frame[]): { blocks: DecodedBlock[]; dir: HeaderDirection } {
+  const dir = new HeaderDirection();
+  for (const f of c.up) {
+    if (f.header.type !== FrameType.SETTINGS || f.header.flags & 1) continue;
+    for (const [id, value] of parseSettings(f.payload)) if (id === Setting.HEADER_TABLE_SIZE) dir.hpack.setTableSizeLimit(value);
+  }
+  const blocks: DecodedBlock[] = [];
+  for (const f of edit ? edit(c.down, dir) : c.down) {
+    const b = dir.frame(f.header, f.payload);
+    if (b) blocks.push(b);
+  }
+  return { blocks, dir };
+}
+
+/** The response HEADERS frames (not trailers: node sends none here), in wire order. */
+const responseFrames = (c: Capture) => c.down.filter((f) => f.header.type === FrameType.HEADERS);
+
+/** Every decoded status must be the one sent; returns how many streams were decoded and undecodable. */
+function tally(c: Capture, blocks: DecodedBlock[]): { decoded: number; unparsed: number; wrong: number } {
+  let decoded = 0;
+  let unparsed = 0;
+  let wrong = 0;
+  for (const b of blocks) {
+    if (b.signals) {
+      decoded++;
+      if (b.signals.status !== c.sent.get(b.streamId)) wrong++;
+    } else {
+      unparsed++;
+    }
+  }
+  return { decoded, unparsed, wrong };
+}
+
+describe('HPACK against node:http2 (nghttp2) over a real connection', () => {
+  let c: Capture;
+  beforeAll(async () => {
+    c = await captureExchange();
+  }, 90_000);
+  afterAll(() => {});
+
+  it('decodes all 10,000 statuses exactly, with the dynamic table in use and evicting', () => {
+    expect(c.sent.size).toBe(RESPONSES);
+    expect(c.received).toEqual(c.sent);
+    const { blocks, dir } = decodeDown(c);
+    expect(dir.error).toBeUndefined();
+    expect(blocks).toHaveLength(RESPONSES);
+    const decoded = new Map(blocks.map((b) => [b.streamId, b.signals?.status]));
+    expect(decoded).toEqual(c.sent);
+    expect(blocks.every((b) => b.signals?.contentType === 'text/plain')).toBe(true);
+    expect(dir.hpack.tableSize).toBeLessThanOrEqual(4096);
+    expect(dir.hpack.stats.evicted).toBeGreaterThan(1000);
+
+    // On the wire :status comes first: an index ≥ 62 (first octet ≥ 0xbe) refers to the dynamic table, 0x48 is a
+    // literal with incremental indexing and :status's static name. Most responses must be dynamic references.
+    let dynamic = 0;
+    let literal = 0;
+    for (const f of responseFrames(c)) {
+      const first = f.payload[0]!;
+      if (first >= 0xbe) dynamic++;
+      else if (first === 0x48) literal++;
+    }
+    expect(dynamic + literal).toBe(RESPONSES);
+    expect(dynamic).toBeGreaterThan(RESPONSES / 2);
+    expect(literal).toBeGreaterThan(STATUSES.length); // re-inserted after evictions
+  });
+
+  it('decodes the requests of the other direction (method, path)', () => {
+    const dir = new HeaderDirection();
+    const paths = new Set<string>();
+    for (const f of c.up) {
+      const b = dir.frame(f.header, f.payload);
+      if (b?.signals) {
+        expect(b.signals.method).toBe('GET');
+        paths.add(b.signals.path!);
+      }
+    }
+    expect(dir.error).toBeUndefined();
+    expect(paths.size).toBe(RESPONSES);
+  });
+
+  it('a block reported lost: later streams are unparsed, none mislabelled', () => {
+    const lost = responseFrames(c)[5000]!;
+    const { blocks, dir } = decodeDown(c, (frames, d) => {
+      // The lost frame is not delivered; its loss is (as a ring buffer's drop count would report it).
+      const i = frames.indexOf(lost);
+      return [
+        ...frames.slice(0, i),
+        {
+          get header(): FrameHeader {
+            d.markLost('response HEADERS 5000 dropped');
+            return { length: 0, type: FrameType.PING, flags: 0, streamId: 0 };
+          },
+          payload: Buffer.alloc(0),
+        },
+        ...frames.slice(i + 1),
+      ];
+    });
+    expect(dir.error?.message).toContain('response HEADERS 5000 dropped');
+    expect(tally(c, blocks)).toEqual({ decoded: 5000, unparsed: RESPONSES - 5001, wrong: 0 });
+  });
+
+  it('a block cut short (a record truncated): the direction turns unknown, none mislabelled', () => {
+    const cut = responseFrames(c)[3000]!;
+    const { blocks, dir } = decodeDown(c, (frames) =>
+      frames.map((f) => (f === cut ? { header: f.header, payload: f.payload.subarray(0, f.payload.length - 2) } : f)),
+    );
+    expect(dir.error?.name).toBe('H2FrameError');
+    expect((dir.error as { reason: string }).reason).toBe('truncated');
+    expect(tally(c, blocks)).toEqual({ decoded: 3000, unparsed: RESPONSES - 3000, wrong: 0 });
+  });
+
+  it('a corrupted block (an index past the table): the decoder is broken, none mislabelled', () => {
+    const bad = responseFrames(c)[7000]!;
+    const { blocks, dir } = decodeDown(c, (frames) =>
+      frames.map((f) => {
+        if (f !== bad) return f;
+        const payload = Buffer.concat([Buffer.from([0xff, 0x7f]), f.payload.subarray(1)]); // index 127 + 127 = 254
+        return { header: { ...f.header, length: payload.length }, payload };
+      }),
+    );
+    expect(dir.error?.name).toBe('HpackError');
+    expect((dir.error as { reason: string }).reason).toBe('index-out-of-range');
+    expect(tally(c, blocks)).toEqual({ decoded: 7000, unparsed: RESPONSES - 7000, wrong: 0 });
+  });
+});
