@@ -237,8 +237,8 @@ export class HeaderBlockAssembler {
       this.reset();
       throw this.#tooLarge(size);
     }
-    // Payloads are views valid only during push: keep copies.
-    this.#parts.push(fragment.slice());
+    // Payloads are views valid only during push: keep copies (new Uint8Array, as Buffer#slice would not copy).
+    this.#parts.push(new Uint8Array(fragment));
     this.#size += fragment.length;
   }
 
