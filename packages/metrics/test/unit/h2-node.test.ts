@@ -35,20 +35,14 @@ function frames(bytes: Buffer[], preface: boolean): Frame[] {
   return out;
 }
 
-async function captureExchange(): Promise<Capture> {
-  const sent = new Map<number, number>();
-  const received = new Map<number, number>();
+/** Runs `calls` exchanges on one h2c connection through a relay that records both directions. */
+async function relayed(
+  onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
+  call: (session: http2.ClientHttp2Session, i: number) => Promise<void>,
+  calls: number,
+): Promise<{ down: Frame[]; up: Frame[] }> {
   const server = http2.createServer();
-  server.on('stream', (stream, headers) => {
-    const i = Number(String(headers[':path']).split('/')[2]);
-    const status = STATUSES[(i * 7 + (i >> 4)) % STATUSES.length]!;
-    sent.set(stream.id!, status);
-    // A value unique per response keeps the table churning: entries are evicted and statuses re-inserted.
-    // Two in three carry a body (DATA frames the reader skips); 205 never does (node ends it at respond()).
-    const body = i % 3 !== 0 && status !== 205;
-    stream.respond({ ':status': status, 'x-request': `r${i}`, 'content-type': 'text/plain' }, { endStream: !body });
-    if (body) stream.end(`body ${i}`);
-  });
+  server.on('stream', onStream);
   server.on('sessionError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const serverPort = (server.address() as AddressInfo).port;
@@ -78,17 +72,8 @@ async function captureExchange(): Promise<Capture> {
   const session = http2.connect(`http://127.0.0.1:${relayPort}`);
   session.on('error', () => {});
   try {
-    const request = (i: number) =>
-      new Promise<void>((resolve, reject) => {
-        const req = session.request({ ':path': `/r/${i}` });
-        req.on('response', (h) => received.set(req.id!, Number(h[':status'])));
-        req.on('error', reject);
-        req.resume();
-        req.on('end', resolve);
-        req.end();
-      });
-    for (let i = 0; i < RESPONSES; i += 100) {
-      await Promise.all(Array.from({ length: Math.min(100, RESPONSES - i) }, (_, k) => request(i + k)));
+    for (let i = 0; i < calls; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, calls - i) }, (_, k) => call(session, i + k)));
     }
   } finally {
     await new Promise<void>((resolve) => session.close(() => resolve()));
@@ -96,7 +81,32 @@ async function captureExchange(): Promise<Capture> {
     await new Promise<void>((resolve) => relay.close(() => resolve()));
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
-  return { sent, received, down: frames(down, false), up: frames(up, true) };
+  return { down: frames(down, false), up: frames(up, true) };
+}
+
+async function captureExchange(): Promise<Capture> {
+  const sent = new Map<number, number>();
+  const received = new Map<number, number>();
+  const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    const i = Number(String(headers[':path']).split('/')[2]);
+    const status = STATUSES[(i * 7 + (i >> 4)) % STATUSES.length]!;
+    sent.set(stream.id!, status);
+    // Two in three carry a body (DATA frames the reader skips); 205 never does (node ends it at respond()).
+    const body = i % 3 !== 0 && status !== 205;
+    // A value unique per response keeps the table churning: entries are evicted and statuses re-inserted.
+    stream.respond({ ':status': status, 'x-request': `r${i}`, 'content-type': 'text/plain' }, { endStream: !body });
+    if (body) stream.end(`body ${i}`);
+  };
+  const call = (session: http2.ClientHttp2Session, i: number) =>
+    new Promise<void>((resolve, reject) => {
+      const req = session.request({ ':path': `/r/${i}` });
+      req.on('response', (h) => received.set(req.id!, Number(h[':status'])));
+      req.on('error', reject);
+      req.resume();
+      req.on('end', resolve);
+      req.end();
+    });
+  return { sent, received, ...(await relayed(onStream, call, RESPONSES)) };
 }
 
 /** Decodes the server→client frames; the client's SETTINGS_HEADER_TABLE_SIZE bounds the server's encoder. */
@@ -224,4 +234,65 @@ describe('HPACK against node:http2 (nghttp2) over a real connection', () => {
     expect((dir.error as { reason: string }).reason).toBe('index-out-of-range');
     expect(tally(c, blocks)).toEqual({ decoded: 7000, unparsed: RESPONSES - 7000, wrong: 0 });
   });
+});
+
+// gRPC's wire shape from node:http2: POST /package.Service/Method with application/grpc, a response HEADERS, a
+// length-prefixed message, then trailers with grpc-status; errors also as trailers-only responses (one HEADERS
+// frame with END_STREAM carrying :status and grpc-status).
+describe('gRPC-shaped exchanges over node:http2', () => {
+  const CALLS = 600;
+  const METHODS = ['/mesh.test.Echo/Unary', '/mesh.test.Echo/ServerStream'];
+  const CODES = [0, 5, 14]; // OK, NOT_FOUND, UNAVAILABLE
+  const plan = (i: number) => ({ path: METHODS[i % 2]!, code: CODES[Math.floor(i / 2) % 3]!, trailersOnly: i % 5 === 4 });
+
+  it('gives every call its service, method and grpc-status, from requests, responses and trailers', async () => {
+    const truth = new Map<string, number>(); // "path code" → calls
+    const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      const i = Number(headers['x-call']);
+      const { code, trailersOnly } = plan(i);
+      if (trailersOnly) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': code, 'grpc-message': 'only' }, { endStream: true });
+        return;
+      }
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': code, 'grpc-message': `call ${i}` }));
+      stream.end(Buffer.from([0, 0, 0, 0, 1, 0x2a])); // one 1-octet message
+    };
+    const call = (session: http2.ClientHttp2Session, i: number) =>
+      new Promise<void>((resolve, reject) => {
+        const { path, code } = plan(i);
+        truth.set(`${path} ${code}`, (truth.get(`${path} ${code}`) ?? 0) + 1);
+        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', 'x-call': String(i) });
+        req.on('error', reject);
+        req.resume();
+        req.on('end', resolve);
+        req.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+    const { down, up } = await relayed(onStream, call, CALLS);
+
+    const requests = new HeaderDirection();
+    const rpc = new Map<number, string>();
+    for (const f of up) {
+      const b = requests.frame(f.header, f.payload);
+      if (b?.signals) {
+        expect(b.signals).toMatchObject({ method: 'POST', grpc: true, rpcService: 'mesh.test.Echo' });
+        rpc.set(b.streamId, b.signals.path!);
+      }
+    }
+    const responses = new HeaderDirection();
+    const counted = new Map<string, number>();
+    let trailers = 0;
+    for (const f of down) {
+      const b = responses.frame(f.header, f.payload);
+      if (!b?.signals || b.signals.grpcStatus === undefined) continue;
+      expect(b.endStream).toBe(true);
+      if (b.signals.status === undefined) trailers++;
+      const key = `${rpc.get(b.streamId)} ${b.signals.grpcStatus}`;
+      counted.set(key, (counted.get(key) ?? 0) + 1);
+    }
+    expect(requests.error).toBeUndefined();
+    expect(responses.error).toBeUndefined();
+    expect(counted).toEqual(truth);
+    expect(trailers).toBe(CALLS - CALLS / 5);
+  }, 60_000);
 });
