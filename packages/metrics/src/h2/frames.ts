@@ -105,6 +105,8 @@ export function headerBlockFragment(header: FrameHeader, payload: Uint8Array): U
   const { type, flags } = header;
   if (header.streamId === 0) throw new H2FrameError('stream-zero', `${frameTypeName(type)} frame on stream 0`);
   if (type === FrameType.CONTINUATION) return payload;
+  // The common case, no padding and no priority: the payload itself, no view to allocate.
+  if (type === FrameType.HEADERS && !(flags & (FrameFlag.PADDED | FrameFlag.PRIORITY))) return payload;
   let start = 0;
   let end = payload.length;
   if (flags & FrameFlag.PADDED) {
