@@ -3,6 +3,12 @@
  * direction's dynamic table, and extraction. After the first error (a bad frame, a decoding error, a record cut
  * short, a block reported lost) the direction is unknown for good: later blocks are still reported, with the
  * error instead of signals, so their streams are counted as unparsed rather than labelled from a wrong table.
+ *
+ * A header block lost without notice is the one failure HPACK cannot see: the encoder's table gained entries the
+ * decoder never saw, later indices resolve to other entries, and statuses come out wrong with no decoding error
+ * (measured on node:http2 traffic: one block of 2,000 dropped silently gave 6–19 wrong statuses and no error).
+ * Whoever delivers frames must therefore number them: pass `seq`, counting this direction's header-carrying frames
+ * (HEADERS, PUSH_PROMISE, CONTINUATION) from 0, and a gap marks the direction lost.
  */
 import { FrameType, H2FrameError, HeaderBlockAssembler, type FrameHeader, type HeaderBlock } from './frames.js';
 import { HpackDecoder, HpackError, type HpackDecoderOptions } from './hpack.js';
@@ -30,6 +36,7 @@ export class HeaderDirection {
   readonly #assembler: HeaderBlockAssembler;
   readonly #collector = new SignalCollector();
   #error: HpackError | H2FrameError | undefined;
+  #seq = 0;
 
   constructor(options: DirectionOptions = {}) {
     this.hpack = new HpackDecoder(options);
@@ -50,10 +57,16 @@ export class HeaderDirection {
 
   /**
    * Feeds one frame. `payload` may be shorter than header.length when the capture cut it: that is an error for
-   * header-carrying frames (the table would go out of step) and ignored for the others.
+   * header-carrying frames (the table would go out of step) and ignored for the others. `seq`, when given, is the
+   * frame's number among this direction's header-carrying frames (from 0, modulo 2^32): a gap means frames were
+   * lost.
    */
-  frame(header: FrameHeader, payload: Uint8Array): DecodedBlock | undefined {
+  frame(header: FrameHeader, payload: Uint8Array, seq?: number): DecodedBlock | undefined {
     const carries = header.type === FrameType.HEADERS || header.type === FrameType.PUSH_PROMISE || header.type === FrameType.CONTINUATION;
+    if (carries && seq !== undefined) {
+      if (seq >>> 0 !== this.#seq && !this.#error) this.markLost(`header frames ${this.#seq}..${((seq >>> 0) - 1) >>> 0} of this direction were lost`);
+      this.#seq = ((seq >>> 0) + 1) >>> 0;
+    }
     let block: HeaderBlock | undefined;
     try {
       if (carries && payload.length < header.length) {
@@ -62,9 +75,11 @@ export class HeaderDirection {
       block = this.#assembler.push(header, payload);
     } catch (err) {
       if (!(err instanceof H2FrameError)) throw err;
-      this.markLost(err.message);
-      this.#error = err;
-      return { streamId: header.streamId, type: header.type, endStream: false, promisedStreamId: 0, error: err };
+      // The first error is the one to report; this one still means the table is out of step.
+      this.#error ??= err;
+      this.hpack.markLost(err.message);
+      this.#assembler.reset();
+      return { streamId: header.streamId, type: header.type, endStream: false, promisedStreamId: 0, error: this.#error };
     }
     return block && this.block(block);
   }

@@ -274,3 +274,32 @@ describe('signals', () => {
     expect(c.take()).toEqual({ grpc: false, malformed: false });
   });
 });
+
+describe('HeaderDirection sequence numbers', () => {
+  const H = (streamId: number) => header(FrameType.HEADERS, FrameFlag.END_HEADERS, streamId, REQUEST.length);
+
+  it('consecutive numbers decode; a gap turns the direction unknown, naming the missing frames', () => {
+    const d = new HeaderDirection();
+    expect(d.frame(H(1), REQUEST, 0)?.signals?.path).toBe('/');
+    expect(d.frame(header(FrameType.DATA, 0, 1, 0), Buffer.alloc(0), 7)).toBeUndefined(); // DATA is not numbered
+    expect(d.frame(H(3), REQUEST, 1)?.signals?.path).toBe('/');
+    const after = d.frame(H(5), REQUEST, 4);
+    expect(after?.signals).toBeUndefined();
+    expect(after?.error?.message).toBe('HPACK: header frames 2..3 of this direction were lost; the dynamic table is out of step');
+    expect(d.frame(H(7), REQUEST, 5)?.error).toBe(after?.error);
+  });
+
+  it('a first frame numbered above 0 means the first ones were lost; numbers wrap at 2^32', () => {
+    expect(new HeaderDirection().frame(H(1), REQUEST, 1)?.error?.reason).toBe('lost');
+    const w = new HeaderDirection();
+    expect(w.frame(H(1), REQUEST, 0)?.signals).toBeDefined();
+    expect(w.frame(H(3), REQUEST, 2 ** 32 + 1)?.signals).toBeDefined(); // ≡ 1 (mod 2^32)
+  });
+
+  it('the first error is kept: a gap that lands on a CONTINUATION reports the loss, not the orphan CONTINUATION', () => {
+    const d = new HeaderDirection();
+    d.frame(header(FrameType.HEADERS, 0, 1, 4), REQUEST.subarray(0, 4), 0);
+    const b = d.frame(header(FrameType.CONTINUATION, FrameFlag.END_HEADERS, 1, 4), REQUEST.subarray(8), 2);
+    expect(b?.error?.reason).toBe('lost');
+  });
+});
