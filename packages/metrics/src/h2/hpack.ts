@@ -125,10 +125,12 @@ export class HpackDecoder {
   /** Current maximum size of the dynamic table (§4.2), changed by size updates. */
   #tableMax: number;
   #tableSize = 0;
-  // The dynamic table as a ring: #head is the newest entry's slot, #count entries back from it.
-  readonly #names: string[];
-  readonly #values: string[];
-  readonly #capacity: number;
+  // The dynamic table as a ring: #head is the newest entry's slot, #count entries back from it. Sized for the
+  // current maximum (every entry takes at least 32 octets) and grown by size updates: a decoder per connection
+  // direction costs ~2 KiB at the default 4,096 octets, not what the cap would allow.
+  #names: string[];
+  #values: string[];
+  #capacity: number;
   #head = 0;
   #count = 0;
   #broken: HpackError | undefined;
@@ -137,15 +139,13 @@ export class HpackDecoder {
   #buf: Buffer = Buffer.alloc(0);
   #pos = 0;
   #end = 0;
-  #scratch: Buffer = Buffer.alloc(256);
 
   constructor(options: HpackDecoderOptions = {}) {
     this.maxTableSize = checkSize('maxTableSize', options.maxTableSize ?? 65536, 0, 1 << 24);
     this.maxHeaderListSize = checkSize('maxHeaderListSize', options.maxHeaderListSize ?? 65536, 0, MAX_INTEGER);
     this.#limit = checkSize('tableSizeLimit', options.tableSizeLimit ?? DEFAULT_TABLE_SIZE, 0, MAX_INTEGER);
     this.#tableMax = Math.min(DEFAULT_TABLE_SIZE, this.#limit, this.maxTableSize);
-    // Every entry takes at least 32 octets: this many slots always suffice.
-    this.#capacity = Math.max(1, Math.floor(this.maxTableSize / ENTRY_OVERHEAD));
+    this.#capacity = slotsFor(this.#tableMax);
     this.#names = new Array<string>(this.#capacity).fill('');
     this.#values = new Array<string>(this.#capacity).fill('');
   }
@@ -256,6 +256,7 @@ export class HpackDecoder {
         }
         this.#tableMax = size;
         this.#evictTo(size);
+        this.#grow(slotsFor(size));
         this.stats.sizeUpdates++;
         continue;
       } else {
@@ -330,9 +331,9 @@ export class HpackDecoder {
     this.#pos = from + len;
     if (!huffman) return latin1(this.#buf, from, from + len);
     const bound = huffmanDecodedBound(len);
-    if (this.#scratch.length < bound) this.#scratch = Buffer.allocUnsafe(Math.max(bound, this.#scratch.length * 2));
-    const n = huffmanDecode(this.#buf, from, from + len, this.#scratch, 0);
-    if (n >= 0) return latin1(this.#scratch, 0, n);
+    if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, scratch.length * 2));
+    const n = huffmanDecode(this.#buf, from, from + len, scratch, 0);
+    if (n >= 0) return latin1(scratch, 0, n);
     if (n === HUFFMAN_EOS) throw new HpackError('huffman-eos', 'HPACK: Huffman string contains EOS', start);
     const why = n === HUFFMAN_PADDING_TOO_LONG ? 'longer than 7 bits' : n === HUFFMAN_PADDING_NOT_EOS ? 'not all ones' : 'invalid';
     throw new HpackError('huffman-padding', `HPACK: Huffman string padding ${why}`, start);
@@ -354,6 +355,22 @@ export class HpackDecoder {
     this.stats.inserted++;
   }
 
+  /** Re-lays the ring into `slots` slots, oldest first, when it has fewer. */
+  #grow(slots: number): void {
+    if (slots <= this.#capacity) return;
+    const names = new Array<string>(slots).fill('');
+    const values = new Array<string>(slots).fill('');
+    for (let i = 0; i < this.#count; i++) {
+      const slot = (this.#head - this.#count + 1 + i + this.#capacity) % this.#capacity;
+      names[i] = this.#names[slot]!;
+      values[i] = this.#values[slot]!;
+    }
+    this.#names = names;
+    this.#values = values;
+    this.#capacity = slots;
+    this.#head = this.#count - 1 < 0 ? slots - 1 : this.#count - 1;
+  }
+
   #evictTo(size: number): void {
     while (this.#tableSize > size) {
       const slot = (this.#head - this.#count + 1 + this.#capacity) % this.#capacity;
@@ -367,6 +384,10 @@ export class HpackDecoder {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Huffman output, shared by all decoders: each string leaves it before anything else can run. */
+let scratch = Buffer.allocUnsafe(256);
+/** Ring slots a table of `size` octets can need. */
+const slotsFor = (size: number) => Math.max(1, Math.floor(size / ENTRY_OVERHEAD));
 
 // Header octets become latin1 strings (one char per octet: lengths stay octet counts). Strings are the decoder's
 // main cost: Buffer#latin1Slice (what toString('latin1') calls after argument handling) is about twice as fast as

@@ -137,23 +137,29 @@ const responseTables: Table[] = [
 // "SETTINGS_HEADER_TABLE_SIZE is set to the value of 256 octets, causing some evictions to occur."
 const settings256 = { tableSizeLimit: 256 };
 
+const responseWires = [
+  `4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133
+   2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 6c65 2e63 6f6d`,
+  '4803 3330 37c1 c0bf',
+  `88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d
+   54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049
+   5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e 3d31`,
+];
+
 describe('RFC 7541 C.5 responses without Huffman coding (256-octet table)', () => {
   it('C.5.1–C.5.3 on one connection, with evictions', () =>
     run(
       [
         {
           name: 'C.5.1',
-          wire: `4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133
-                 2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70 6c65 2e63 6f6d`,
+          wire: responseWires[0]!,
           headers: response1,
           table: responseTables[0]!,
         },
-        { name: 'C.5.2', wire: '4803 3330 37c1 c0bf', headers: response2, table: responseTables[1]! },
+        { name: 'C.5.2', wire: responseWires[1]!, headers: response2, table: responseTables[1]! },
         {
           name: 'C.5.3',
-          wire: `88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d
-                 54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049
-                 5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e 3d31`,
+          wire: responseWires[2]!,
           headers: response3,
           table: responseTables[2]!,
         },
@@ -324,6 +330,25 @@ describe('HPACK dynamic table', () => {
     expect(d.tableLength).toBe(Math.floor(1024 / (1 + 4 + 32)));
     expect(d.tableEntry(1)).toEqual(['k', 'v199']);
     expect(d.stats.evicted).toBe(200 - d.tableLength);
+  });
+
+  it('a size update to a larger table keeps the entries in order (the ring is re-laid after wrapping)', () => {
+    const d = new HpackDecoder(settings256); // an 8-slot ring
+    const r = responseWires;
+    for (const wire of [r[0]!, r[1]!, r[2]!]) d.decode(hex(wire), () => {}); // C.5.1–C.5.3: the third insert of C.5.3 wraps
+    d.setTableSizeLimit(4096);
+    d.decode(hex('3f e1 1f'), () => {}); // 4096
+    expect(d.decodeList(hex('be bf c0'))).toEqual([
+      ['set-cookie', cookie],
+      ['content-encoding', 'gzip'],
+      ['date', date2],
+    ]);
+    for (let i = 0; i < 20; i++) d.decode(Buffer.concat([hex('40 01 6b 02'), Buffer.from(`v${i % 10}`)]), () => {});
+    expect(d.tableLength).toBe(23);
+    expect(d.tableEntry(23)).toEqual(['date', date2]);
+    expect(d.tableEntry(21)).toEqual(['set-cookie', cookie]);
+    expect(d.tableEntry(1)).toEqual(['k', 'v9']);
+    expect(d.tableSize).toBe(215 + 20 * 35);
   });
 
   it('checks its options', () => {
