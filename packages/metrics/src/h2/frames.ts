@@ -287,7 +287,7 @@ export class FrameReader {
   }
 
   push(chunk: Uint8Array): void {
-    let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let at = 0;
     if (this.#skip > 0) {
       const n = Math.min(this.#skip, buf.length);
@@ -324,7 +324,6 @@ export class FrameReader {
       this.#onFrame(h, buf.subarray(start, at));
     }
     this.#pending = at < buf.length ? Buffer.from(buf.subarray(at)) : EMPTY;
-    buf = EMPTY;
   }
 }
 
