@@ -4,21 +4,17 @@
 // the server sent. Then the same capture with a block lost, cut short or corrupted: the direction turns unknown
 // and every later stream is undecodable, never labelled with a wrong status.
 import http2 from 'node:http2';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { HeaderDirection, type DecodedBlock } from '../../src/h2/direction.js';
-import { FrameReader, FrameType, Setting, parseSettings, type FrameHeader } from '../../src/h2/frames.js';
+import { FrameType, Setting, parseSettings } from '../../src/h2/frames.js';
+import { frames, get, runCalls, startRelay, type Frame } from '../h2-relay.js';
 
 const RESPONSES = 10_000;
 // Only 200, 204, 206, 304, 400, 404 and 500 are static-table entries (RFC 7541 Appendix A): these are not.
 const STATUSES = [201, 202, 203, 205, 207, 301, 302, 303, 307, 308, 401, 403, 405, 409, 410, 418, 422, 429, 451, 501, 502, 503, 504];
 
-interface Frame {
-  header: FrameHeader;
-  payload: Buffer;
-}
 interface Capture {
   /** Status the server sent, per stream id. */
   sent: Map<number, number>;
@@ -28,14 +24,7 @@ interface Capture {
   up: Frame[];
 }
 
-function frames(bytes: Buffer[], preface: boolean): Frame[] {
-  const out: Frame[] = [];
-  const reader = new FrameReader((header, payload) => out.push({ header, payload: Buffer.from(payload) }), { preface });
-  for (const b of bytes) reader.push(b);
-  return out;
-}
-
-/** Runs `calls` exchanges on one h2c connection through a relay that records both directions. */
+/** Runs `calls` exchanges between a node:http2 server and client through a recording relay. */
 async function relayed(
   onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void,
   call: (session: http2.ClientHttp2Session, i: number) => Promise<void>,
@@ -45,43 +34,14 @@ async function relayed(
   server.on('stream', onStream);
   server.on('sessionError', () => {});
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const serverPort = (server.address() as AddressInfo).port;
-
-  const down: Buffer[] = [];
-  const up: Buffer[] = [];
-  const sockets: net.Socket[] = [];
-  const relay = net.createServer((client) => {
-    const upstream = net.connect(serverPort, '127.0.0.1');
-    sockets.push(client, upstream);
-    client.on('data', (d: Buffer) => {
-      up.push(d);
-      upstream.write(d);
-    });
-    upstream.on('data', (d: Buffer) => {
-      down.push(d);
-      client.write(d);
-    });
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    client.on('error', () => {});
-    upstream.on('error', () => {});
-  });
-  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
-  const relayPort = (relay.address() as AddressInfo).port;
-
-  const session = http2.connect(`http://127.0.0.1:${relayPort}`);
-  session.on('error', () => {});
+  const relay = await startRelay((server.address() as AddressInfo).port);
   try {
-    for (let i = 0; i < calls; i += 100) {
-      await Promise.all(Array.from({ length: Math.min(100, calls - i) }, (_, k) => call(session, i + k)));
-    }
+    await runCalls(relay.port, call, calls);
   } finally {
-    await new Promise<void>((resolve) => session.close(() => resolve()));
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => relay.close(() => resolve()));
+    await relay.close();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
-  return { down: frames(down, false), up: frames(up, true) };
+  return { down: frames(relay.down, false), up: frames(relay.up, true) };
 }
 
 async function captureExchange(): Promise<Capture> {
@@ -97,15 +57,10 @@ async function captureExchange(): Promise<Capture> {
     stream.respond({ ':status': status, 'x-request': `r${i}`, 'content-type': 'text/plain' }, { endStream: !body });
     if (body) stream.end(`body ${i}`);
   };
-  const call = (session: http2.ClientHttp2Session, i: number) =>
-    new Promise<void>((resolve, reject) => {
-      const req = session.request({ ':path': `/r/${i}` });
-      req.on('response', (h) => received.set(req.id!, Number(h[':status'])));
-      req.on('error', reject);
-      req.resume();
-      req.on('end', resolve);
-      req.end();
-    });
+  const call = async (session: http2.ClientHttp2Session, i: number) => {
+    const r = await get(session, `/r/${i}`);
+    received.set(r.streamId, r.status);
+  };
   return { sent, received, ...(await relayed(onStream, call, RESPONSES)) };
 }
 
@@ -148,7 +103,6 @@ describe('HPACK against node:http2 (nghttp2) over a real connection', () => {
   beforeAll(async () => {
     c = await captureExchange();
   }, 90_000);
-  afterAll(() => {});
 
   it('decodes all 10,000 statuses exactly, with the dynamic table in use and evicting', () => {
     expect(c.sent.size).toBe(RESPONSES);
