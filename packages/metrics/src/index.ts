@@ -18,6 +18,7 @@ export {
   headerBlockFragment,
   matchPreface,
   parseFrameHeader,
+  parseHttp2SettingsHeader,
   parseSettings,
 } from './h2/frames.js';
 export type { FrameHeader, FrameReaderOptions, H2FrameErrorReason, HeaderBlock } from './h2/frames.js';

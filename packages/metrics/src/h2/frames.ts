@@ -143,6 +143,18 @@ export function parseSettings(payload: Uint8Array): [number, number][] {
   return out;
 }
 
+/**
+ * The SETTINGS of an HTTP/1.1 `Upgrade: h2c` request's HTTP2-Settings header (RFC 7540 §3.2.1: a SETTINGS
+ * payload in base64url without padding). On an upgraded connection these are the client's first settings.
+ */
+export function parseHttp2SettingsHeader(value: string): [number, number][] {
+  const v = value.trim();
+  if (!/^[A-Za-z0-9_-]*$/.test(v) || v.length % 4 === 1) {
+    throw new H2FrameError('settings-length', `HTTP2-Settings is not base64url without padding: ${JSON.stringify(value.slice(0, 40))}`);
+  }
+  return parseSettings(Buffer.from(v, 'base64url'));
+}
+
 const TYPE_NAMES = ['DATA', 'HEADERS', 'PRIORITY', 'RST_STREAM', 'SETTINGS', 'PUSH_PROMISE', 'PING', 'GOAWAY', 'WINDOW_UPDATE', 'CONTINUATION'];
 export function frameTypeName(type: number): string {
   return TYPE_NAMES[type] ?? `type 0x${type.toString(16)}`;

@@ -14,6 +14,7 @@ import {
   headerBlockFragment,
   matchPreface,
   parseFrameHeader,
+  parseHttp2SettingsHeader,
   parseSettings,
   type FrameHeader,
 } from '../../src/h2/frames.js';
@@ -158,6 +159,26 @@ describe('SETTINGS', () => {
       [4, 0xffffffff],
     ]);
     expect(reason(() => parseSettings(hex('0001 000010')))).toBe('settings-length');
+  });
+});
+
+describe('HTTP2-Settings (h2c upgrade)', () => {
+  it('decodes the base64url SETTINGS payload of the header', () => {
+    // What node:http2 and curl send: HEADER_TABLE_SIZE 4096, ENABLE_PUSH 0, INITIAL_WINDOW_SIZE 65535 …
+    const payload = hex('0001 00001000  0002 00000000  0004 0000ffff');
+    const header = payload.toString('base64url');
+    expect(header).not.toContain('=');
+    expect(parseHttp2SettingsHeader(` ${header} `)).toEqual([
+      [1, 4096],
+      [2, 0],
+      [4, 65535],
+    ]);
+    expect(parseHttp2SettingsHeader('')).toEqual([]);
+  });
+
+  it('refuses padding, other alphabets and a payload not a multiple of 6', () => {
+    for (const bad of ['AAEAABAA=', 'AAEAA+AA', 'AAEAABAAA']) expect(reason(() => parseHttp2SettingsHeader(bad)), bad).toBe('settings-length');
+    expect(reason(() => parseHttp2SettingsHeader(hex('0001 0000').toString('base64url')))).toBe('settings-length');
   });
 });
 
