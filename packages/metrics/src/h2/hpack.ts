@@ -75,7 +75,6 @@ export const DEFAULT_TABLE_SIZE = 4096;
 const MAX_INTEGER = 0x7fffffff;
 
 /** RFC 7541 Appendix A. */
-// prettier-ignore
 export const STATIC_TABLE: readonly (readonly [string, string])[] = [
   [':authority', ''], [':method', 'GET'], [':method', 'POST'], [':path', '/'], [':path', '/index.html'],
   [':scheme', 'http'], [':scheme', 'https'], [':status', '200'], [':status', '204'], [':status', '206'],

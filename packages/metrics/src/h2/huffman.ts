@@ -7,7 +7,6 @@
  * Appendix B, one [code, length in bits] pair per symbol 0..255 and EOS (256), codes right-aligned as the RFC
  * prints them in hex.
  */
-// prettier-ignore
 const CODE_TABLE: readonly number[] = [
   0x1ff8, 13, 0x7fffd8, 23, 0xfffffe2, 28, 0xfffffe3, 28, // 0 1 2 3
   0xfffffe4, 28, 0xfffffe5, 28, 0xfffffe6, 28, 0xfffffe7, 28, // 4 5 6 7
