@@ -86,7 +86,14 @@ export class HeaderDirection {
 
   /** Decodes one complete header block. */
   block(b: HeaderBlock): DecodedBlock {
-    const out: DecodedBlock = { streamId: b.streamId, type: b.type, endStream: b.endStream, promisedStreamId: b.promisedStreamId };
+    const out: DecodedBlock = {
+      streamId: b.streamId,
+      type: b.type,
+      endStream: b.endStream,
+      promisedStreamId: b.promisedStreamId,
+      signals: undefined,
+      error: undefined,
+    };
     if (this.#error) {
       out.error = this.#error;
       return out;

@@ -29,12 +29,20 @@ export function grpcPath(path: string): [service: string, method: string] | unde
   return [path.slice(1, slash), path.slice(slash + 1)];
 }
 
-/** application/grpc, application/grpc+proto, application/grpc;charset=… (case-insensitive). */
+const GRPC_TYPE = 'application/grpc';
+
+/** application/grpc, application/grpc+proto, application/grpc;charset=… (case-insensitive). Allocates nothing. */
 export function isGrpcContentType(value: string): boolean {
-  if (value.length < 16) return false;
-  if (value.slice(0, 16).toLowerCase() !== 'application/grpc') return false;
-  if (value.length === 16) return true;
-  const c = value.charCodeAt(16);
+  const n = GRPC_TYPE.length;
+  if (value.length < n) return false;
+  // From the end: other types (application/json, text/plain…) differ in the last characters of the prefix.
+  for (let i = n - 1; i >= 0; i--) {
+    // ASCII letters fold to lower case with 0x20; the other characters of the type are not letters.
+    const c = value.charCodeAt(i);
+    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== GRPC_TYPE.charCodeAt(i)) return false;
+  }
+  if (value.length === n) return true;
+  const c = value.charCodeAt(n);
   return c === 0x2b /* + */ || c === 0x3b /* ; */;
 }
 
@@ -62,8 +70,21 @@ function decimal(v: string): number | undefined {
  * Collects HeaderSignals from one block's fields: pass `sink` to HpackDecoder.decode, then take `take()`. One
  * collector serves every block of a direction (no closure per block).
  */
+// Every field present from the start: one object shape whatever the block holds.
+const fresh = (): HeaderSignals => ({
+  method: undefined,
+  path: undefined,
+  status: undefined,
+  contentType: undefined,
+  grpc: false,
+  grpcStatus: undefined,
+  rpcService: undefined,
+  rpcMethod: undefined,
+  malformed: false,
+});
+
 export class SignalCollector {
-  #s: HeaderSignals = { grpc: false, malformed: false };
+  #s: HeaderSignals = fresh();
   readonly sink: FieldSink = (name, value) => this.#field(name, value);
 
   /** The signals of the block decoded since the last take. */
@@ -73,7 +94,7 @@ export class SignalCollector {
       const rpc = grpcPath(s.path);
       if (rpc) [s.rpcService, s.rpcMethod] = rpc;
     }
-    this.#s = { grpc: false, malformed: false };
+    this.#s = fresh();
     return s;
   }
 
