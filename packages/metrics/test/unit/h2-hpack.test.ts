@@ -357,3 +357,45 @@ describe('HPACK dynamic table', () => {
     expect(() => new HpackDecoder().tableEntry(1)).toThrow('tableEntry: 1 is not in [1, 0]');
   });
 });
+
+describe('HPACK on hostile input', () => {
+  /** Seeded PRNG (mulberry32): the same inputs on every run. */
+  function rng(seed: number): () => number {
+    return () => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+  }
+
+  it('20,000 random and mutated blocks: decoded or refused with an HpackError, never another error, tables within bounds', () => {
+    const r = rng(41);
+    const valid = [...responseWires, '8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff', '8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf'].map(hex);
+    const reasons = new Map<string, number>();
+    let decoded = 0;
+    let largest = 0;
+    for (let i = 0; i < 20_000; i++) {
+      let block: Buffer;
+      if (i % 2) {
+        block = Buffer.from(Array.from({ length: Math.floor(r() * 40) }, () => Math.floor(r() * 256)));
+      } else {
+        block = Buffer.from(valid[i % valid.length]!);
+        for (let k = 0; k < 1 + Math.floor(r() * 3); k++) block[Math.floor(r() * block.length)] = Math.floor(r() * 256);
+      }
+      const d = new HpackDecoder({ tableSizeLimit: 4096, maxTableSize: 4096, maxHeaderListSize: 8192 });
+      try {
+        d.decode(block, () => {});
+        decoded++;
+      } catch (err) {
+        if (!(err instanceof HpackError)) throw err;
+        reasons.set(err.reason, (reasons.get(err.reason) ?? 0) + 1);
+      }
+      largest = Math.max(largest, d.tableSize);
+    }
+    expect(largest).toBeLessThanOrEqual(4096);
+    expect(decoded).toBeGreaterThan(0);
+    // The common refusals all occur (the exact mix is whatever the seed gives).
+    for (const reason of ['truncated', 'index-out-of-range', 'huffman-padding']) expect(reasons.get(reason), reason).toBeGreaterThan(0);
+  });
+});
