@@ -324,3 +324,37 @@ describe('HeaderDirection sequence numbers', () => {
     expect(b?.error?.reason).toBe('lost');
   });
 });
+
+describe('frames on hostile input', () => {
+  it('5,000 random streams: the reader refuses only with H2FrameError, HeaderDirection never throws', () => {
+    let seed = 9113;
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed >>> 8;
+    };
+    let blocks = 0;
+    for (let i = 0; i < 5000; i++) {
+      // Mostly small frames with random types and flags, so that many are header-carrying frames.
+      const parts: Buffer[] = [];
+      for (let f = 0; f < 1 + (rand() % 6); f++) {
+        const payload = Buffer.from(Array.from({ length: rand() % 24 }, () => rand() & 0xff));
+        parts.push(frame(rand() % 11, rand() & 0xff, rand() % 4, payload));
+      }
+      const bytes = Buffer.concat(parts);
+      if (i % 3 === 0) bytes[rand() % bytes.length] = rand() & 0xff; // sometimes a broken length
+      const d = new HeaderDirection({ maxBlockSize: 256 });
+      const reader = new FrameReader(
+        (h, p) => {
+          if (d.frame(h, p)) blocks++;
+        },
+        { maxFrameSize: 64 },
+      );
+      try {
+        reader.push(bytes);
+      } catch (err) {
+        if (!(err instanceof H2FrameError)) throw err;
+      }
+    }
+    expect(blocks).toBeGreaterThan(100);
+  });
+});
