@@ -40,7 +40,7 @@ export const Setting = {
 export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export type H2FrameErrorReason =
-  /** Pad Length not smaller than what follows it (a PROTOCOL_ERROR, §6.1). */
+  /** Pad Length larger than what follows it, i.e. not smaller than the payload (a PROTOCOL_ERROR, §6.1). */
   | 'padding'
   /** A payload shorter than its fixed fields (Pad Length, priority, promised stream id). */
   | 'frame-too-short'
@@ -114,7 +114,7 @@ export function headerBlockFragment(header: FrameHeader, payload: Uint8Array): U
     const pad = payload[0]!;
     start = 1;
     if (pad > end - start) {
-      throw new H2FrameError('padding', `${frameTypeName(type)} Pad Length ${pad} not less than the ${end - start} octets after it`);
+      throw new H2FrameError('padding', `${frameTypeName(type)} Pad Length ${pad} exceeds the ${end - start} octets after it`);
     }
     end -= pad;
   }

@@ -92,6 +92,10 @@ describe('header-block fragment', () => {
     expect(reason(() => headerBlockFragment(header(H, flags, 1, p.length), p))).toBe(why);
   });
 
+  it('names the Pad Length and what follows it', () => {
+    expect(() => headerBlockFragment(header(H, FrameFlag.PADDED, 1, 4), hex('04 828684'))).toThrow('HEADERS Pad Length 4 exceeds the 3 octets after it');
+  });
+
   it('HEADERS on stream 0', () => {
     expect(reason(() => headerBlockFragment(header(H, 0, 0, 1), hex('82')))).toBe('stream-zero');
   });
