@@ -60,9 +60,16 @@ export async function startRelay(targetPort: number): Promise<Relay> {
 }
 
 /** Runs `calls` calls on one h2c connection to 127.0.0.1:port, `batch` streams at a time. */
-export async function runCalls(port: number, call: (session: http2.ClientHttp2Session, i: number) => Promise<void>, calls: number, batch = 100): Promise<void> {
+export async function runCalls(
+  port: number,
+  call: (session: http2.ClientHttp2Session, i: number) => Promise<void>,
+  calls: number,
+  batch = 100,
+  setup?: (session: http2.ClientHttp2Session) => void,
+): Promise<void> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   session.on('error', () => {});
+  setup?.(session);
   try {
     for (let i = 0; i < calls; i += batch) {
       await Promise.all(Array.from({ length: Math.min(batch, calls - i) }, (_, k) => call(session, i + k)));

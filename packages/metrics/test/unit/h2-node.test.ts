@@ -245,3 +245,53 @@ describe('gRPC-shaped exchanges over node:http2', () => {
     expect(trailers).toBe(CALLS - CALLS / 5);
   }, 60_000);
 });
+
+// Server push: a PUSH_PROMISE carries the pushed request's headers, encoded with the server's table like its
+// responses. Those blocks must be decoded too, or the table goes out of step.
+describe('server push over node:http2', () => {
+  it('PUSH_PROMISE blocks and pushed responses decode in step with the responses around them', async () => {
+    const CALLS = 600;
+    const sent = new Map<number, number>();
+    const promised = new Map<number, string>();
+    const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      const i = Number(String(headers[':path']).split('/')[2]);
+      if (i % 2 === 0) {
+        stream.pushStream({ ':path': `/pushed/${i}`, 'x-push': `p${i}` }, (err, push) => {
+          if (err) return;
+          const status = STATUSES[(i * 3) % STATUSES.length]!;
+          sent.set(push.id!, status);
+          promised.set(push.id!, `/pushed/${i}`);
+          push.respond({ ':status': status, 'x-pushed': `q${i}` }, { endStream: true });
+        });
+      }
+      const status = STATUSES[(i * 5 + 1) % STATUSES.length]!;
+      sent.set(stream.id!, status);
+      stream.respond({ ':status': status, 'x-request': `r${i}` }, { endStream: true });
+    };
+    const call = async (session: http2.ClientHttp2Session, i: number) => {
+      await get(session, `/r/${i}`);
+    };
+    const server = http2.createServer();
+    server.on('stream', onStream);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const relay = await startRelay((server.address() as AddressInfo).port);
+    try {
+      await runCalls(relay.port, call, CALLS, 50, (session) => session.on('stream', (pushed) => pushed.resume()));
+    } finally {
+      await relay.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    const dir = new HeaderDirection();
+    const decoded = new Map<number, number | undefined>();
+    const paths = new Map<number, string | undefined>();
+    for (const f of frames(relay.down, false)) {
+      const b = dir.frame(f.header, f.payload);
+      if (b?.type === FrameType.PUSH_PROMISE) paths.set(b.promisedStreamId, b.signals?.path);
+      else if (b) decoded.set(b.streamId, b.signals?.status);
+    }
+    expect(dir.error).toBeUndefined();
+    expect(promised.size).toBe(CALLS / 2);
+    expect(paths).toEqual(promised);
+    expect(decoded).toEqual(sent);
+  }, 60_000);
+});
