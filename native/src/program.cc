@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "errors.h"
@@ -121,7 +122,20 @@ Napi::Value ProgramHandle::Info(const Napi::CallbackInfo& info) {
   o.Set("runTimeNs", Napi::BigInt::New(env, (uint64_t)pi.run_time_ns));
   o.Set("verifiedInstructions", pi.verified_insns);
   o.Set("loadTimeNs", Napi::BigInt::New(env, (uint64_t)pi.load_time));
-  o.Set("mapIds", Napi::Number::New(env, pi.nr_map_ids));
+  // A second call fills the ids of the maps the program uses (the first one only counts them).
+  std::vector<__u32> map_ids(pi.nr_map_ids);
+  if (!map_ids.empty()) {
+    struct bpf_prog_info ids;
+    memset(&ids, 0, sizeof ids);
+    ids.nr_map_ids = map_ids.size();
+    ids.map_ids = (__u64)(uintptr_t)map_ids.data();
+    __u32 len = sizeof ids;
+    if (bpf_obj_get_info_by_fd(Fd(env), &ids, &len)) ThrowBpf(env, "program_info", name_, errno);
+    map_ids.resize(std::min<size_t>(ids.nr_map_ids, map_ids.size()));
+  }
+  Napi::Array maps = Napi::Array::New(env, map_ids.size());
+  for (size_t i = 0; i < map_ids.size(); i++) maps.Set(i, map_ids[i]);
+  o.Set("mapIds", maps);
   return o;
 }
 

@@ -56,7 +56,7 @@ export interface NativeProgramInfo {
   runTimeNs: bigint;
   verifiedInstructions: number;
   loadTimeNs: bigint;
-  mapIds: number;
+  mapIds: number[];
 }
 
 export interface NativeProgram {

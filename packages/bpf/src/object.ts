@@ -190,8 +190,8 @@ function encodeConstant(name: string, size: number, value: number | bigint | boo
 export interface PinnedAttachment {
   program: string;
   path: string;
-  /** attached: a new pinned link; adopted: a pinned link already ran this program; replaced: it ran another
-   *  build and now runs this one. */
+  /** attached: a new pinned link; adopted: a pinned link already ran this program with these maps; replaced:
+   *  it ran another build, or this one with other maps (a map replaced since), and now runs this one. */
   outcome: 'attached' | 'adopted' | 'replaced';
   linkId: number;
 }
@@ -262,8 +262,8 @@ export class BpfObject implements Disposable {
   /**
    * Attaches programs of this object to a cgroup v2 directory through links pinned as `<linkDir>/<program>`,
    * adopting what a previous process pinned there: a pinned link that already runs this very program (same
-   * tag) is kept, one that runs another build is switched to this program in place (no moment without a
-   * program), and a missing one is attached and pinned. Pinned links of programs this object does not have,
+   * tag and the same maps, see runsSame) is kept, one that runs another build or other maps is switched to
+   * this program in place (no moment without a program), and a missing one is attached and pinned. Pinned links of programs this object does not have,
    * or attached to another cgroup, are detached. Never makes a second attachment of a program. The process
    * keeps no link open: the pins hold the attachments, which outlive it.
    */
@@ -291,8 +291,12 @@ export class BpfObject implements Disposable {
           link = undefined;
         } else {
           const running = Program.openById(info.programId);
-          const same = running.info().tag === prog.info().tag;
-          running.close();
+          let same: boolean;
+          try {
+            same = this.runsSame(running, prog);
+          } finally {
+            running.close();
+          }
           if (!same) link.update(prog);
           out.push({ program: name, path, outcome: same ? 'adopted' : 'replaced', linkId: info.id ?? 0 });
           link.close(); // the pin holds the attachment
@@ -308,6 +312,45 @@ export class BpfObject implements Disposable {
       }
     }
     return out;
+  }
+
+  /**
+   * Whether `running` (what a pinned link runs) is `prog` as this object loaded it: the same instructions (tag)
+   * and the same maps. A tag ignores which maps a program uses, so a restart that replaced a pinned map (other
+   * table sizes) leaves it unchanged: the running program would go on reading the old map. Maps are compared
+   * by id, except the object's internal maps (.rodata, .data, .bss), which every load creates anew: those
+   * match by name and layout. Their contents are not compared: a constant that follows a map (split's
+   * orig_mask, the size of split_orig) changes with the map's id, and one that is a nonce per load (metrics'
+   * cell_epoch, which only tells apart loads with other maps) would otherwise replace programs at every restart.
+   */
+  private runsSame(running: Program, prog: Program): boolean {
+    const theirs = running.info();
+    const ours = prog.info();
+    if (theirs.tag !== ours.tag || theirs.mapIds.length !== ours.mapIds.length) return false;
+    const unmatched = theirs.mapIds.filter((id) => !ours.mapIds.includes(id));
+    const internal = this.internalMapIds();
+    for (const id of ours.mapIds) {
+      if (theirs.mapIds.includes(id)) continue;
+      if (!internal.has(id)) return false;
+      const i = unmatched.findIndex((other) => sameLayout(other, id));
+      if (i < 0) return false;
+      unmatched.splice(i, 1);
+    }
+    return unmatched.length === 0;
+  }
+
+  private internalMapIds(): Set<number> {
+    const ids = new Set<number>();
+    for (const m of this.h().maps()) {
+      if (!m.internal) continue;
+      const h = this.h().openMap(m.name);
+      try {
+        ids.add(h.info().id);
+      } finally {
+        h.close();
+      }
+    }
+    return ids;
   }
 
   /** Consumes a ringbuf map of this object from the event loop. */
@@ -346,6 +389,20 @@ export class BpfObject implements Disposable {
     assertOpen(this.handle === undefined, `object ${this.name}`);
     return this.handle!;
   }
+}
+
+/** Two maps of the same name and layout (type, key and value sizes, entries, flags). */
+function sameLayout(a: number, b: number): boolean {
+  const info = (id: number) => {
+    const h = native.MapHandle.openById(id);
+    try {
+      const i = h.info();
+      return [i.name, i.type, i.keySize, i.valueSize, i.maxEntries, i.flags].join();
+    } finally {
+      h.close();
+    }
+  };
+  return info(a) === info(b);
 }
 
 function checkCodecs(codecs: MapCodecs<unknown, unknown>): void {

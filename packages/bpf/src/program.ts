@@ -48,6 +48,9 @@ export interface ProgramInfo {
   runCount: bigint;
   runTimeNs: bigint;
   verifiedInstructions: number;
+  /** Ids of the maps the program uses, as the verifier recorded them (its own maps and the object's internal
+   *  ones: .rodata, .data, .bss). */
+  mapIds: number[];
 }
 
 export type TcDirection = 'ingress' | 'egress';
@@ -117,6 +120,7 @@ export class Program extends Handle<NativeProgram> {
       runCount: i.runCount,
       runTimeNs: i.runTimeNs,
       verifiedInstructions: i.verifiedInstructions,
+      mapIds: i.mapIds,
     };
   }
 

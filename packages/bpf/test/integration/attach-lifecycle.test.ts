@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import {
-  BPFFS, BpfError, cgroupId, codec as c, embedded, features, Link, liveHandles, ObjectSpec, queryCgroup, socketFd, type AttachType,
+  BPFFS, BpfError, BpfMap, cgroupId, codec as c, embedded, features, Link, liveHandles, ObjectSpec, PerCpuMap, Program, queryCgroup, socketFd,
+  type AttachType,
 } from '../../src/index.js';
 import { Counter, sockKey } from '../programs.js';
 import { ip16 } from './support.js';
@@ -132,6 +133,55 @@ describePrivileged('attachment lifecycle', () => {
       // The pin is the last holder of a link no handle refers to: removing it detaches whatever is left.
       rmSync(pin, { force: true });
     }
+  });
+
+  it('attachCgroupPinned adopts a pinned link only while its program uses the pinned maps; after a map is replaced it switches programs in place', () => {
+    const { name, maps, programs } = embedded.skb_guard;
+    const dir = pinDir();
+    const mapDir = join(dir, 'maps');
+    const linkDir = join(dir, 'links');
+    mkdirSync(mapDir);
+    const load = () => ObjectSpec.embedded(name).pinMaps(mapDir).load();
+    const pinnedIds = () =>
+      new Set([
+        BpfMap.openPinned(join(mapDir, maps.blocked_ports), { key: c.u16, value: c.u64 }),
+        PerCpuMap.openPinned(join(mapDir, maps.skb_stats), { key: c.u32, value: c.struct({ p: c.u64, b: c.u64 }) }),
+      ].map((m) => {
+        using _ = m;
+        return m.info().id;
+      }));
+    /** The maps each pinned link's program uses, read from the kernel. */
+    const runningMaps = () =>
+      Object.values(programs).map((p) => {
+        using link = Link.openPinned(join(linkDir, p));
+        using prog = Program.openById(link.info().programId);
+        return prog.info().mapIds;
+      });
+    try {
+      {
+        using obj = load();
+        expect(obj.attachCgroupPinned(cg.path, linkDir).map((a) => a.outcome)).toEqual(['attached', 'attached']);
+      }
+      const first = runningMaps();
+      {
+        using obj = load();
+        expect(obj.attachCgroupPinned(cg.path, linkDir).map((a) => a.outcome)).toEqual(['adopted', 'adopted']);
+      }
+      expect(runningMaps()).toEqual(first);
+
+      // A restart with another size of one map replaces its pin: the same programs (same tag) on another map.
+      rmSync(join(mapDir, maps.blocked_ports));
+      {
+        using obj = load();
+        expect(obj.attachCgroupPinned(cg.path, linkDir).map((a) => a.outcome)).toEqual(['replaced', 'replaced']);
+      }
+      const pinned = pinnedIds();
+      for (const ids of runningMaps()) expect(new Set(ids)).toEqual(pinned);
+      expect(Object.keys(attachedNow()).sort()).toEqual(['cgroup_inet_egress', 'cgroup_inet_ingress']);
+    } finally {
+      for (const p of Object.values(programs)) if (existsSync(join(linkDir, p))) Link.openPinned(join(linkDir, p)).detach();
+    }
+    expect(attachedNow()).toEqual({});
   });
 
   it.each([
