@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
-import { embedded, enableStats, features, ObjectSpec, Program } from '../../src/index.js';
+import { codec as c, embedded, enableStats, features, ObjectSpec, Program } from '../../src/index.js';
 
 const tc = embedded.tc_filter;
 const data = packet({ family: 6, proto: 'tcp', src: 'fd00::1', dst: 'fd00::2', sport: 1, dport: 80 });
@@ -18,6 +18,17 @@ describePrivileged('Program', () => {
     expect(ops.tag).toMatch(/^[0-9a-f]{16}$/);
     expect(obj.program(embedded.sock_track.programs.msg_count).attachType).toBe('sk_msg_verdict');
     expect(obj.program(embedded.sock_track.programs.skb_verdict).attachType).toBe('sk_skb_stream_verdict');
+  });
+
+  it('info().mapIds are the kernel ids of the maps the program uses', () => {
+    const { name, maps, programs } = embedded.skb_guard;
+    using obj = ObjectSpec.embedded(name).load();
+    const id = (m: { info(): { id: number } }) => m.info().id;
+    const stats = id(obj.perCpuMap(maps.skb_stats, { key: c.u32, value: c.struct({ p: c.u64, b: c.u64 }) }));
+    const blocked = id(obj.map(maps.blocked_ports, { key: c.u16, value: c.u64 }));
+    expect(obj.program(programs.skb_ingress).info().mapIds.sort()).toEqual([stats, blocked].sort());
+    using noMaps = ObjectSpec.embedded(embedded.skb_noop.name).load();
+    expect(noMaps.program(noMaps.programNames[0]!).info().mapIds).toEqual([]);
   });
 
   it('testRun reports a duration; with stats enabled, each run adds to run count and run time', () => {
