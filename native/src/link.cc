@@ -204,6 +204,8 @@ Napi::Value LinkHandle::Update(const Napi::CallbackInfo& info) {
       break;
     }
     case LinkKind::kAttach: {
+      // The handle's duplicate of the new program first: a failed dup changes nothing, in the kernel or here.
+      FdGuard dup{Dup(env, new_fd, "link_update")};
       int err;
       const bool sockmap = s_.attach_type == BPF_SK_MSG_VERDICT || s_.attach_type == BPF_SK_SKB_STREAM_PARSER ||
                            s_.attach_type == BPF_SK_SKB_STREAM_VERDICT || s_.attach_type == BPF_SK_SKB_VERDICT;
@@ -218,7 +220,7 @@ Napi::Value LinkHandle::Update(const Napi::CallbackInfo& info) {
       }
       if (err) ThrowBpf(env, "link_update", s_.description, errno);
       close(s_.prog_fd);
-      s_.prog_fd = Dup(env, new_fd, "link_update");
+      s_.prog_fd = dup.release();
       break;
     }
   }
@@ -290,11 +292,13 @@ static Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
     init.kind = LinkKind::kLink;
     init.fd = fd;
   } else {
+    // The fds the handle keeps for detaching come first: an attachment is made only when a handle can hold it.
+    FdGuard prog{Dup(env, p->Fd(env), "link_attach_cgroup")};
     if (bpf_prog_attach(p->Fd(env), cg.fd, (enum bpf_attach_type)type, (unsigned)legacy_flags))
       ThrowBpf(env, "link_attach_cgroup", init.description, errno);
     init.kind = LinkKind::kAttach;
     init.attach_flags = (uint32_t)legacy_flags;
-    init.prog_fd = Dup(env, p->Fd(env), "link_attach_cgroup");
+    init.prog_fd = prog.release();
     init.target_fd = cg.release();
   }
   return LinkHandle::New(env, init);
@@ -369,11 +373,14 @@ static Napi::Value AttachSockmap(const Napi::CallbackInfo& info) {
     }
     if (errno != EINVAL && errno != EOPNOTSUPP) ThrowBpf(env, "link_attach_sockmap", init.description, errno);
   }
+  // As for cgroups: the handle's fds first, then the attachment.
+  FdGuard prog{Dup(env, p->Fd(env), "link_attach_sockmap")};
+  FdGuard target{Dup(env, m->Fd(env), "link_attach_sockmap")};
   if (bpf_prog_attach(p->Fd(env), m->Fd(env), (enum bpf_attach_type)type, 0))
     ThrowBpf(env, "link_attach_sockmap", init.description, errno);
   init.kind = LinkKind::kAttach;
-  init.prog_fd = Dup(env, p->Fd(env), "link_attach_sockmap");
-  init.target_fd = Dup(env, m->Fd(env), "link_attach_sockmap");
+  init.prog_fd = prog.release();
+  init.target_fd = target.release();
   return LinkHandle::New(env, init);
 }
 

@@ -102,7 +102,6 @@ void MapHandle::Close() {
   if (fd_ >= 0) {
     close(fd_);
     fd_ = -1;
-    key_ = value_ = nullptr;
     bound_ = false;
     if (!scratch_key_.IsEmpty()) scratch_key_.Reset();
     if (!scratch_value_.IsEmpty()) scratch_value_.Reset();
@@ -222,32 +221,40 @@ Napi::Value MapHandle::BindScratch(const Napi::CallbackInfo& info) {
   CheckSize(env, value, ValueBytes(), 1, "value");
   scratch_key_ = Napi::Persistent(key);
   scratch_value_ = Napi::Persistent(value);
-  key_ = key.Data();
-  value_ = value.Data();
   bound_ = true;
   return env.Undefined();
+}
+
+MapHandle::Scratch MapHandle::BoundScratch(Napi::Env env) {
+  Fd(env);
+  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
+  Napi::Buffer<uint8_t> key = scratch_key_.Value();
+  Napi::Buffer<uint8_t> value = scratch_value_.Value();
+  // A detached buffer has length 0.
+  if (key.Length() < info_.key_size || value.Length() < ValueBytes())
+    throw Napi::TypeError::New(env, "map " + name_ + ": a scratch buffer was detached (its ArrayBuffer transferred)");
+  return {key.Data(), value.Data()};
 }
 
 // lookupScratch() → true (value written to the bound value buffer) or false when the key is absent.
 Napi::Value MapHandle::LookupScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  return DoLookup(env, key_, value_, 0);
+  Scratch s = BoundScratch(env);
+  return DoLookup(env, s.key, s.value, 0);
 }
 
 // updateScratch(flags): writes the bound key → the bound value.
 Napi::Value MapHandle::UpdateScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  DoUpdate(env, key_, value_, info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0);
+  Scratch s = BoundScratch(env);
+  DoUpdate(env, s.key, s.value, info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 0);
   return env.Undefined();
 }
 
 // deleteScratch() → false when the bound key was absent.
 Napi::Value MapHandle::DeleteScratch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!bound_) throw Napi::TypeError::New(env, "no scratch buffers bound");
-  return DoDelete(env, key_);
+  return DoDelete(env, BoundScratch(env).key);
 }
 
 // lookup(key, out, flags) → true, or false when the key is absent.

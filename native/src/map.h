@@ -61,10 +61,15 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   struct bpf_map_info info_ = {};
   // Key and value buffers bound once by the TS handle, so single-element calls cross N-API with no
   // arguments to convert (the syscall is most of the cost; argument marshalling was a fifth of it).
+  // Their memory is looked up at each call, never kept: JS can detach an ArrayBuffer (transfer it), and a
+  // pointer kept from bind time would then point at memory the buffer no longer owns.
   Napi::Reference<Napi::Buffer<uint8_t>> scratch_key_, scratch_value_;
-  uint8_t* key_ = nullptr;
-  uint8_t* value_ = nullptr;
   bool bound_ = false;
+  struct Scratch {
+    uint8_t* key;
+    uint8_t* value;
+  };
+  Scratch BoundScratch(Napi::Env env);
 };
 
 }  // namespace mesh

@@ -47,6 +47,34 @@ describePrivileged('argument checks', () => {
     expect([...m.keys()]).toEqual([]);
   });
 
+  it('scratch buffers detached from JS (their ArrayBuffer transferred) are refused, never written through', () => {
+    using m = BpfMap.create({ type: 'hash', maxEntries: 4 }, { key: c.u32, value: c.u32 });
+    m.set(1, 0xdeadbeef);
+    const h = m.nativeHandle();
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(1);
+    const value = Buffer.alloc(4);
+    h.bindScratch(key, value);
+    expect(h.lookupScratch()).toBe(true);
+    expect(value.readUInt32LE(0)).toBe(0xdeadbeef);
+    value.fill(0);
+    // The memory moves to another ArrayBuffer; the one bound is left empty.
+    const moved = new Uint8Array(structuredClone(value.buffer, { transfer: [value.buffer] }));
+    expect(value.length).toBe(0);
+    expect(() => h.lookupScratch()).toThrow(/scratch buffer was detached/);
+    expect([...moved]).toEqual([0, 0, 0, 0]);
+    const key2 = Buffer.alloc(4);
+    h.bindScratch(key2, Buffer.alloc(4));
+    structuredClone(key2.buffer, { transfer: [key2.buffer] });
+    expect(() => h.updateScratch(0)).toThrow(TypeError);
+    expect(() => h.deleteScratch()).toThrow(TypeError);
+    // Nothing was written: the entry is as it was (read with buffers of the call's own).
+    const out = Buffer.alloc(4);
+    expect(h.lookup(key, out, 0)).toBe(true);
+    expect(out.readUInt32LE(0)).toBe(0xdeadbeef);
+    expect(m.count()).toBe(1);
+  });
+
   it('map creation checks type, size and name before the syscall', () => {
     expect(() => BpfMap.create({ type: 'hashy' as never, maxEntries: 1 }, { key: c.u32, value: c.u32 })).toThrow(/unknown map type "hashy"/);
     expect(() => BpfMap.create({ type: 'hash', maxEntries: 0 }, { key: c.u32, value: c.u32 })).toThrow(RangeError);
