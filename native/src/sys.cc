@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -128,6 +129,15 @@ static Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// tryLockExclusive(fd) → true when flock(LOCK_EX) was taken, false when another open file holds it.
+static Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = (int)ArgU32(info, 0, "fd");
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  ThrowBpf(env, "flock", "fd " + std::to_string(fd), errno);
+}
+
 Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
   exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
@@ -137,6 +147,7 @@ Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
+  exports.Set("tryLockExclusive", Napi::Function::New<TryLockExclusive>(env, "tryLockExclusive"));
   return exports;
 }
 

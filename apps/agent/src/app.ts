@@ -291,8 +291,7 @@ export class Agent {
     this.stopping = true;
     this.opts.source.stop();
     this.stats.stop();
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    this.server?.closeAllConnections();
+    await closeServer(this.server);
     const had = this.datapath !== undefined;
     this.datapath?.close();
     this.datapath = undefined;
@@ -300,6 +299,24 @@ export class Agent {
     this.lock?.release();
     this.lock = undefined;
     if (had) this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
+  }
+}
+
+/** How long requests in flight get to finish when the agent stops; then their connections are cut. */
+const STOP_GRACE_MS = 2000;
+
+/** Stops accepting, closes idle keep-alive connections now, and cuts the rest after STOP_GRACE_MS: a client
+ *  that never finishes its request (or never reads the answer) cannot hold the stop for the server's
+ *  headers timeout (60 s). */
+async function closeServer(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  server.closeIdleConnections();
+  const cut = setTimeout(() => server.closeAllConnections(), STOP_GRACE_MS);
+  try {
+    await closed;
+  } finally {
+    clearTimeout(cut);
   }
 }
 

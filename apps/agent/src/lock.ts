@@ -1,7 +1,10 @@
-/** One agent per pin root: a pid file under /run (tmpfs, so it goes at reboot like the pins do). A file left by
- *  an agent that died (kill -9) is taken over once its pid is gone or runs something else. */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+/** One agent per pin root: an flock(2) on a file under /run (tmpfs, so it goes at reboot like the pins do). The
+ *  kernel holds the lock for the process and drops it when the process dies, kill -9 included: no stale lock to
+ *  judge, and two agents racing for it have one winner. The file holds the owner's pid, for messages only. */
+import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+
+import { tryLockExclusive } from '@mesh/bpf';
 
 export const LOCK_DIR = '/run/mesh';
 
@@ -10,49 +13,79 @@ export interface Lock {
   release(): void;
 }
 
-const isAgent = (pid: number): boolean => {
+const lockPath = (pinRoot: string, dir: string) => join(dir, `agent${pinRoot.replace(/[^A-Za-z0-9_.-]/g, '_')}.pid`);
+
+/** The lock file of `pinRoot`. */
+export const lockFile = (pinRoot: string, dir = LOCK_DIR): string => lockPath(pinRoot, dir);
+
+/** Whether `fd` is the file `path` names now (not one removed, or replaced, since it was opened). */
+function isCurrent(fd: number, path: string): boolean {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('mesh-agent');
+    const [a, b] = [fstatSync(fd), statSync(path)];
+    return a.ino === b.ino && a.dev === b.dev;
   } catch {
     return false;
   }
-};
+}
 
-const lockPath = (pinRoot: string, dir: string) => join(dir, `agent${pinRoot.replace(/[^A-Za-z0-9_.-]/g, '_')}.pid`);
+/** Opens and locks the lock file; undefined when another process holds it. */
+function tryLock(path: string): number | undefined {
+  // A holder releases by removing the file while it holds the lock, so one opened just before may be locked
+  // just after: the lock counts only on the file the path names. Bounded: each retry follows a release.
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    if (!tryLockExclusive(fd)) {
+      closeSync(fd);
+      return undefined;
+    }
+    if (isCurrent(fd, path)) return fd;
+    closeSync(fd);
+  }
+  throw new Error(`lock ${path}: removed and made again 100 times while taking it`);
+}
 
-/** Removes the pid file of `pinRoot` if the agent that wrote it is gone (uninstall's clean-up). */
+/** Removes the lock file of `pinRoot` unless an agent holds it (uninstall's clean-up). */
 export function removeStaleLock(pinRoot: string, dir = LOCK_DIR): void {
   const path = lockPath(pinRoot, dir);
   try {
-    const pid = Number(readFileSync(path, 'utf8').trim());
-    if (!isAgent(pid)) rmSync(path, { force: true });
+    statSync(path);
   } catch {
-    // no lock file
+    return; // no lock file
   }
+  const fd = tryLock(path);
+  if (fd === undefined) return;
+  rmSync(path, { force: true });
+  closeSync(fd);
 }
 
 export function acquireLock(pinRoot: string, dir = LOCK_DIR): Lock {
   mkdirSync(dir, { recursive: true });
   const path = lockPath(pinRoot, dir);
-  const mine = String(process.pid);
-  try {
-    writeFileSync(path, mine, { flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    const other = Number(readFileSync(path, 'utf8').trim());
-    if (Number.isInteger(other) && other > 0 && other !== process.pid && isAgent(other)) {
-      throw new Error(`another mesh-agent (pid ${other}) owns ${pinRoot} (lock ${path}); stop it first`);
+  const fd = tryLock(path);
+  if (fd === undefined) {
+    // The holder writes its pid just after it locks: a racing loser may read before that, so it waits a little.
+    let owner = '';
+    for (let i = 0; i < 20 && !/^\d+$/.test(owner); i++) {
+      if (i > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      try {
+        owner = readFileSync(path, 'utf8').trim();
+      } catch {
+        break; // released meanwhile: the message names no pid
+      }
     }
-    writeFileSync(path, mine); // stale: its agent is gone
+    throw new Error(`another mesh-agent (pid ${/^\d+$/.test(owner) ? owner : 'unknown'}) owns ${pinRoot} (lock ${path}); stop it first`);
   }
+  ftruncateSync(fd, 0);
+  writeSync(fd, String(process.pid), 0);
+  let held = true;
   return {
     path,
     release() {
-      try {
-        if (readFileSync(path, 'utf8').trim() === mine) rmSync(path, { force: true });
-      } catch {
-        // already gone
-      }
+      if (!held) return;
+      held = false;
+      // Removed while still locked, then unlocked by the close: see tryLock.
+      rmSync(path, { force: true });
+      closeSync(fd);
     },
   };
 }

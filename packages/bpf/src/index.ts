@@ -14,7 +14,7 @@ export { RingBuffer } from './ringbuf.js';
 export type { RingBufferOptions } from './ringbuf.js';
 export { features, requireFeatures, supportsHelper } from './probe.js';
 export type { Features } from './probe.js';
-export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, socketCookie, socketFd, ifIndex, liveHandles } from './sys.js';
+export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, socketCookie, socketFd, ifIndex, liveHandles, tryLockExclusive } from './sys.js';
 export { queryCgroup } from './query.js';
 export { embedded } from './generated/objects.js';
 export type { EmbeddedName } from './generated/objects.js';

@@ -172,6 +172,7 @@ export interface Native {
   closeFd(fd: number): void;
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
+  tryLockExclusive(fd: number): boolean;
   probeProgramType(type: number): number;
   probeMapType(type: number): number;
   probeHelper(programType: number, helper: number): number;

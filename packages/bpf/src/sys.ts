@@ -1,4 +1,5 @@
-/** System facilities around BPF: bpffs, the cgroup v2 mount, cgroup ids, socket cookies, interface indexes. */
+/** System facilities around BPF: bpffs, the cgroup v2 mount, cgroup ids, socket cookies, interface indexes, and
+ *  the file lock a process that owns pins holds. */
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 
@@ -56,4 +57,14 @@ export function ifIndex(name: string, netns?: string): number {
 /** How many native handles are open in this process (for leak checks). */
 export function liveHandles(): number {
   return native.liveHandles();
+}
+
+/**
+ * Takes an exclusive flock(2) on an open file without waiting: true when taken, false when another open file
+ * description holds it. The kernel drops the lock when the file's last fd closes, also when the process dies
+ * (kill -9 included): a lock for "one process owns these pins" that needs no clean-up.
+ */
+export function tryLockExclusive(fd: number): boolean {
+  if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
+  return native.tryLockExclusive(fd);
 }

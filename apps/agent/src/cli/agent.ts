@@ -107,6 +107,9 @@ export async function main(argv: string[]): Promise<number> {
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
   });
   log.info('starting', { version: VERSION, pid: process.pid, config: args.config });
+  // A hangup (the terminal that started the agent closed, `kill -HUP`, a reload) must not stop the datapath's
+  // owner, and there is nothing to reload: config files are re-read as they change (docs/agent.md).
+  process.on('SIGHUP', () => log.info('SIGHUP ignored: config files are re-read as they change'));
   try {
     await agent.start();
   } catch (err) {
