@@ -7,6 +7,7 @@
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "bpf_consts.h"
 #include "split.h"
 
@@ -208,13 +209,19 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc
 	s->family = key->family;
 }
 
+/* Set at load: refuse with EPERM even where bpf_set_retval exists (tests run the fallback of older kernels). */
+const volatile __u8 refuse_eperm = 0;
+
 /*
  * A service with no backend that can take the connection: refused as a service proxy refuses it, with
- * ECONNREFUSED (what clients retry on), not the EPERM a bare 0 from a cgroup program gives.
+ * ECONNREFUSED (what clients retry on), not the EPERM a bare 0 from a cgroup program gives. bpf_set_retval
+ * needs Linux 5.18: libbpf resolves the check against the kernel's BTF at load, and on an older kernel the
+ * verifier drops the call it guards, so the programs load there and refuse with EPERM.
  */
 static __always_inline int refuse(void)
 {
-	bpf_set_retval(-ECONNREFUSED);
+	if (!refuse_eperm && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_set_retval))
+		bpf_set_retval(-ECONNREFUSED);
 	return 0;
 }
 

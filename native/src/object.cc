@@ -4,7 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <regex>
+#include <vector>
 
 #include "embedded.h"
 #include "errors.h"
@@ -160,6 +162,18 @@ Napi::Value ObjectHandle::Programs(const Napi::CallbackInfo& info) {
     o.Set("type", (uint32_t)bpf_program__type(p));
     o.Set("expectedAttachType", (uint32_t)bpf_program__expected_attach_type(p));
     o.Set("autoload", bpf_program__autoload(p));
+    // Helpers the program calls (BPF_CALL with src_reg 0; 1 is a call of a subprogram, 2 a kfunc), in order of
+    // first call: what the kernel must offer its program type. Calls a CO-RE check guards are listed too.
+    std::vector<uint32_t> helpers;
+    const struct bpf_insn* insns = bpf_program__insns(p);
+    for (size_t k = 0; insns && k < bpf_program__insn_cnt(p); k++) {
+      const struct bpf_insn& in = insns[k];
+      if (in.code != (BPF_JMP | BPF_CALL) || in.src_reg != 0) continue;
+      if (std::find(helpers.begin(), helpers.end(), (uint32_t)in.imm) == helpers.end()) helpers.push_back(in.imm);
+    }
+    Napi::Array h = Napi::Array::New(env, helpers.size());
+    for (size_t k = 0; k < helpers.size(); k++) h.Set(k, helpers[k]);
+    o.Set("helpers", h);
     out.Set(i++, o);
   }
   return out;

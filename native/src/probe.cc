@@ -13,10 +13,10 @@ namespace mesh {
 namespace {
 constexpr uint32_t kTcxIngress = 46;
 
-// Loads "r0 = 0; exit" as a program of the given type; -errno on failure.
-int LoadTrivial(enum bpf_prog_type type, enum bpf_attach_type expected) {
+// Loads "r0 = ret; exit" as a program of the given type; -errno on failure.
+int LoadTrivial(enum bpf_prog_type type, enum bpf_attach_type expected, int32_t ret = 0) {
   struct bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = ret},
       {.code = BPF_JMP | BPF_EXIT, .dst_reg = 0, .src_reg = 0, .off = 0, .imm = 0},
   };
   LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected);
@@ -66,6 +66,8 @@ static Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   if (type == BPF_PROG_TYPE_CGROUP_SOCK_ADDR) expected = BPF_CGROUP_INET4_CONNECT;
   if (type == BPF_PROG_TYPE_CGROUP_SOCKOPT) expected = BPF_CGROUP_GETSOCKOPT;
   if (type == BPF_PROG_TYPE_SK_LOOKUP) expected = BPF_SK_LOOKUP;
+  // A helper may be offered to some attach types of a program type only (bpf_set_retval and sock_addr hooks).
+  if (info.Length() > 2 && info[2].IsNumber()) expected = (enum bpf_attach_type)ArgU32(info, 2, "attachType");
   char log[4096] = "";
   LIBBPF_OPTS(bpf_prog_load_opts, opts, .expected_attach_type = expected, .log_level = 1, .log_size = sizeof log,
               .log_buf = log);
@@ -82,6 +84,17 @@ static Napi::Value ProbeHelper(const Napi::CallbackInfo& info) {
   if (err == EINVAL && log[0] == '\0') return Napi::Number::New(env, 0);
   // Any other complaint is about arguments: the helper exists for this type.
   return Napi::Number::New(env, 1);
+}
+
+// attachType(programType, attachType) → whether a program of that type loads for that expected attach type:
+// the kernel refuses an attach type it does not know (EINVAL) at load, before any attach.
+static Napi::Value ProbeAttachType(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  // 1: a verdict every hook accepts (getpeername and recvmsg hooks must return 1).
+  int fd = LoadTrivial((enum bpf_prog_type)ArgU32(info, 0, "programType"), (enum bpf_attach_type)ArgU32(info, 1, "attachType"), 1);
+  if (fd == -EPERM) ThrowBpf(env, "probe", "load a probe program", EPERM);
+  if (fd >= 0) close(fd);
+  return Napi::Boolean::New(env, fd >= 0);
 }
 
 // attachModes() → { tcx, sockmapLink, cgroupLink, stats }
@@ -102,6 +115,7 @@ Napi::Object InitProbe(Napi::Env env, Napi::Object exports) {
   exports.Set("probeMapType", Napi::Function::New<ProbeMapType>(env, "probeMapType"));
   exports.Set("probeHelper", Napi::Function::New<ProbeHelper>(env, "probeHelper"));
   exports.Set("probeAttach", Napi::Function::New<ProbeAttach>(env, "probeAttach"));
+  exports.Set("probeAttachType", Napi::Function::New<ProbeAttachType>(env, "probeAttachType"));
   return exports;
 }
 

@@ -116,6 +116,8 @@ export interface NativeObjectProgram {
   type: number;
   expectedAttachType: number;
   autoload: boolean;
+  /** Helper numbers (enum bpf_func_id) the program calls. */
+  helpers: number[];
 }
 
 export interface NativeObject {
@@ -175,7 +177,8 @@ export interface Native {
   tryLockExclusive(fd: number): boolean;
   probeProgramType(type: number): number;
   probeMapType(type: number): number;
-  probeHelper(programType: number, helper: number): number;
+  probeHelper(programType: number, helper: number, attachType?: number): number;
+  probeAttachType(programType: number, attachType: number): boolean;
   probeAttach(): { tcx: boolean; sockmapLink: boolean; cgroupLink: boolean; stats: boolean };
   attachCgroup(program: NativeProgram, cgroup: string, attachType: number, legacyFlags: number): NativeLink;
   attachTcx(program: NativeProgram, ifindex: number, egress: boolean, netns?: string): NativeLink;

@@ -31,6 +31,8 @@ export interface ProgramSpec {
   type: ProgramType | `unknown(${number})`;
   attachType: AttachType | undefined;
   autoload: boolean;
+  /** The BPF helpers the program calls (enum bpf_func_id numbers), including calls a CO-RE check guards. */
+  helpers: number[];
 }
 
 export interface ConstantSpec {
@@ -89,6 +91,7 @@ export class ObjectSpec implements Disposable {
         type: nameOf(programTypes, p.type),
         attachType: expectedAttachType(p.type, p.expectedAttachType),
         autoload: p.autoload,
+        helpers: p.helpers,
       }));
   }
 

@@ -1,9 +1,11 @@
 /** Feature probes: what this kernel supports, asked of the kernel itself (never inferred from its version). */
 import { release } from 'node:os';
 
-import { type MapType, mapTypes, type ProgramType, programTypes } from './constants.js';
+import { attachTypes, type MapType, mapTypes, type ProgramType, programTypes } from './constants.js';
 import { NotSupportedError } from './errors.js';
+import { helperIds } from './generated/objects.js';
 import { native } from './native.js';
+import type { ObjectSpec } from './object.js';
 
 export interface Features {
   kernelRelease: string;
@@ -52,4 +54,60 @@ export function requireFeatures(want: { programTypes?: ProgramType[]; mapTypes?:
 /** Whether a BPF helper (by its number in enum bpf_func_id) is callable from a program type. */
 export function supportsHelper(programType: ProgramType, helperId: number): boolean {
   return native.probeHelper(programTypes.byName[programType], helperId) === 1;
+}
+
+/** Something an object needs that this kernel lacks. */
+export interface MissingFeature {
+  kind: 'program type' | 'attach type' | 'map type' | 'helper';
+  /** e.g. 'bpf_set_retval', 'cgroup_inet4_getpeername', 'sk_storage'. */
+  name: string;
+  /** The programs (or maps) of the object that need it. */
+  users: string[];
+}
+
+const helperNames = new Map<number, string>(Object.entries(helperIds).map(([name, id]) => [id, name]));
+const probed = new Map<string, boolean>();
+const probeOnce = (key: string, probe: () => boolean): boolean => {
+  let v = probed.get(key);
+  if (v === undefined) probed.set(key, (v = probe()));
+  return v;
+};
+
+/**
+ * What the programs and maps of `spec` need that this kernel lacks, asked of the kernel: each program's type,
+ * its attach type (a program of that type must load for it) and every helper it calls (for its type and attach
+ * type), each map's type. A helper call the program guards with a CO-RE check (it loads without the helper) is
+ * listed too: which needs have a fallback is the caller's to know. Probes are cached per process.
+ */
+export function missingFeatures(spec: ObjectSpec): MissingFeature[] {
+  const f = features();
+  const out = new Map<string, MissingFeature>();
+  const add = (kind: MissingFeature['kind'], name: string, user: string) => {
+    const key = `${kind} ${name}`;
+    const m = out.get(key) ?? { kind, name, users: [] };
+    m.users.push(user);
+    out.set(key, m);
+  };
+  for (const p of spec.programs) {
+    if (!p.autoload) continue;
+    const type = programTypes.byName[p.type as ProgramType];
+    if (type === undefined || !f.programTypes[p.type as ProgramType]) {
+      add('program type', p.type, p.name);
+      continue;
+    }
+    const attach = p.attachType === undefined ? undefined : attachTypes.byName[p.attachType];
+    if (attach !== undefined && !probeOnce(`attach ${type} ${attach}`, () => native.probeAttachType(type, attach))) {
+      add('attach type', p.attachType!, p.name);
+      continue;
+    }
+    for (const h of p.helpers) {
+      if (!probeOnce(`helper ${type} ${attach} ${h}`, () => native.probeHelper(type, h, attach) === 1)) {
+        add('helper', `bpf_${helperNames.get(h) ?? `helper_${h}`}`, p.name);
+      }
+    }
+  }
+  for (const m of spec.maps) {
+    if (!m.internal && !f.mapTypes[m.type as MapType]) add('map type', m.type, m.name);
+  }
+  return [...out.values()];
 }

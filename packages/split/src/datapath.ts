@@ -20,6 +20,9 @@ export interface SplitOptions {
   maxConnections?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
+  /** Refuse a connect() to a service with no backend with EPERM, as on kernels before 5.18 (no
+   *  bpf_set_retval), instead of ECONNREFUSED: for tests of that fallback. */
+  refuseWithEperm?: boolean;
 }
 
 export interface ApplyResult {
@@ -66,6 +69,7 @@ export class SplitDatapath implements Disposable {
         spec.setMaxEntries(names.maps.split_orig, slots);
         spec.setConstant('orig_mask', slots - 1);
       }
+      if (opts.refuseWithEperm) spec.setConstant(names.constants.refuse_eperm, true);
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();

@@ -1,8 +1,11 @@
 // Feature probes agree with what the kernel actually does.
 import { describePrivileged } from '@mesh/testkit';
+import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
-import { BpfMap, codec as c, features, NotSupportedError, requireFeatures, supportsHelper } from '../../src/index.js';
+import { BpfMap, codec as c, embedded, features, missingFeatures, NotSupportedError, ObjectSpec, requireFeatures, supportsHelper } from '../../src/index.js';
+
+const testdata = fileURLToPath(new URL('../../../../build/bpf/testdata/', import.meta.url));
 
 describePrivileged('feature probes', () => {
   it('report every program and map type the mesh uses as supported', () => {
@@ -47,5 +50,14 @@ describePrivileged('feature probes', () => {
     expect(supportsHelper('sk_msg', BPF_FUNC_msg_redirect_hash)).toBe(true);
     expect(supportsHelper('sched_cls', BPF_FUNC_msg_redirect_hash)).toBe(false);
     expect(supportsHelper('sock_ops', BPF_FUNC_sk_storage_get)).toBe(true);
+  });
+
+  it('missingFeatures: every program the agent loads has what it needs here; a helper outside its program type is named', () => {
+    for (const name of [embedded.split.name, embedded.http.name]) {
+      using spec = ObjectSpec.embedded(name);
+      expect(missingFeatures(spec), name).toEqual([]);
+    }
+    using spec = ObjectSpec.file(`${testdata}helper_elsewhere.bpf.o`);
+    expect(missingFeatures(spec)).toEqual([{ kind: 'helper', name: 'bpf_set_retval', users: ['retval_from_tc'] }]);
   });
 });
