@@ -14,6 +14,7 @@ import { ConfigError, type ResolvedConfig, type ResolvedWorkload, resolveConfig 
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
+import { checkKernel } from './kernel.js';
 import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -126,6 +127,7 @@ export class Agent {
       },
     }, log);
 
+    checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
     this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints });

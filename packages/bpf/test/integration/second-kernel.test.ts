@@ -1,6 +1,6 @@
 // A second kernel (Debian's 6.1, in qemu through ../shared/tools/guest-kernel): every embedded program passes
-// that kernel's verifier, the probes report what 6.1 lacks (TCX, sockmap links), and attachment falls back
-// to clsact and BPF_PROG_ATTACH there.
+// that kernel's verifier, the probes report what 6.1 lacks (TCX, sockmap links) and that the agent's programs
+// lack nothing, those attach to a cgroup there, and attachment falls back to clsact and BPF_PROG_ATTACH.
 import { describePrivileged, run } from '@mesh/testkit';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,4 +38,8 @@ function check(out: Record<string, unknown>): void {
   expect(out.retval).toBe(0);
   expect(out.tcLinkKind).toBe('tc');
   expect(out.sockmapLinkKind).toBe('attach');
+  // The agent's programs: 6.1 has every feature they use (bpf_set_retval since 5.18), and each attaches.
+  expect(out.missing).toEqual({ split: [], 'split (refuse_eperm)': [], http: [] });
+  expect(out.setRetval).toBe(true);
+  expect(out.agentAttached).toEqual({ split: 9, 'split (refuse_eperm)': 9, http: 3 });
 }
