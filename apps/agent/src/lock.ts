@@ -1,7 +1,7 @@
 /** One agent per pin root: an flock(2) on a file under /run (tmpfs, so it goes at reboot like the pins do). The
  *  kernel holds the lock for the process and drops it when the process dies, kill -9 included: no stale lock to
  *  judge, and two agents racing for it have one winner. The file holds the owner's pid, for messages only. */
-import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { tryLockExclusive } from '@mesh/bpf';
@@ -33,7 +33,9 @@ function tryLock(path: string): number | undefined {
   // A holder releases by removing the file while it holds the lock, so one opened just before may be locked
   // just after: the lock counts only on the file the path names. Bounded: each retry follows a release.
   for (let attempt = 0; attempt < 100; attempt++) {
-    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o644);
+    // Root's only: flock needs no more than a read-only fd, so a file others can open is a lock they can hold.
+    const fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
+    fchmodSync(fd, 0o600);
     if (!tryLockExclusive(fd)) {
       closeSync(fd);
       return undefined;

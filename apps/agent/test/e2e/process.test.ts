@@ -2,7 +2,7 @@
 // winner and a killed agent's lock goes with it, whatever pid the file names; SIGHUP does not stop it; SIGTERM
 // stops it promptly even while a client holds a request half-sent.
 import type { ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 
 import { capturedOutput, describePrivileged, signalChild, waitForExit } from '@mesh/testkit';
@@ -43,6 +43,9 @@ describePrivileged('the agent process', () => {
     const outcomes = await Promise.all(agents.map((a) => readyOrExit(a.child, a.port)));
     expect(outcomes.filter((o) => o === 'ready')).toHaveLength(1);
     const winner = agents[outcomes.indexOf('ready')]!;
+    // Root's only (even the file the killed agent left): flock needs only a read-only fd, so a file others could
+    // open would be a lock any local user could hold.
+    expect(statSync(lockFile(env.pinRoot)).mode & 0o777).toBe(0o600);
     for (const [i, a] of agents.entries()) {
       if (a === winner) continue;
       expect(await waitForExit(a.child, 10_000), `agent ${i}`).toBe(1);
