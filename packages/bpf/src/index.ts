@@ -16,5 +16,5 @@ export { features, missingFeatures, requireFeatures, supportsHelper } from './pr
 export type { Features, MissingFeature } from './probe.js';
 export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, socketCookie, socketFd, ifIndex, liveHandles, tryLockExclusive } from './sys.js';
 export { queryCgroup } from './query.js';
-export { embedded } from './generated/objects.js';
+export { embedded, helperIds } from './generated/objects.js';
 export type { EmbeddedName } from './generated/objects.js';

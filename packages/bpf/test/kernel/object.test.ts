@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
-import { BpfError, codec as c, embedded, ObjectSpec } from '../../src/index.js';
+import { BpfError, codec as c, embedded, helperIds, ObjectSpec } from '../../src/index.js';
 
 const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const buildDir = join(repo, 'build/bpf');
@@ -16,8 +16,13 @@ describePrivileged('ObjectSpec', () => {
     expect(ObjectSpec.embeddedNames().sort()).toEqual(Object.keys(embedded).sort());
     using spec = ObjectSpec.embedded(tc.name);
     expect(spec.programs).toEqual([
-      { name: 'tc_filter', section: 'tc', type: 'sched_cls', attachType: undefined, autoload: true },
+      { name: 'tc_filter', section: 'tc', type: 'sched_cls', attachType: undefined, autoload: true, helpers: expect.any(Array) },
     ]);
+    // The helpers it calls, read from its instructions (in order of first call).
+    const h = helperIds;
+    expect(spec.programs[0]!.helpers.slice().sort((a, b) => a - b)).toEqual(
+      [h.map_lookup_elem, h.map_update_elem, h.ktime_get_ns, h.skb_load_bytes, h.ringbuf_reserve, h.ringbuf_submit].sort((a, b) => a - b),
+    );
     const m = spec.maps.find((x) => x.name === tc.maps.port_stats)!;
     expect(m).toMatchObject({ type: 'percpu_hash', keySize: 4, valueSize: 16, maxEntries: 4096, internal: false });
     expect(spec.maps.find((x) => x.internal)?.name).toMatch(/\.rodata$/);
