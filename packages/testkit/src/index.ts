@@ -10,3 +10,4 @@ export * from './packet.js';
 export * from './pcap.js';
 export * from './proc.js';
 export * from './tools.js';
+export * from './kube/index.js';

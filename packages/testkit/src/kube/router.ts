@@ -1,0 +1,308 @@
+// Request handling: URL → discovery document or resource verb, query parameters as the apiserver reads them,
+// bodies as JSON, every error as a Status. Transport, TLS and the test switches live in server.ts.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { openapiV2, openapiV3Doc, openapiV3Root } from './openapi.js';
+import { mergePatch, strategicMergePatch } from './patch.js';
+import {
+  apiGroupDoc, apiGroupList, apiResourceList, apiVersions, findResource, groupVersion, type KubeObject, type ResourceType,
+} from './resources.js';
+import { parseFieldSelector, parseLabelSelector, type Matcher } from './selectors.js';
+import { ApiError, failure, success } from './status.js';
+import type { ObjectStore } from './store.js';
+import { VERSION } from './version.js';
+import { Watch, type ExpiredForm } from './watch.js';
+
+export interface RouterContext {
+  store: ObjectStore;
+  /** host:port clients reach the server at, for /api. */
+  address: string;
+  expiredForm: ExpiredForm;
+  bookmarkIntervalMs: number;
+  addWatch(w: Watch): void;
+  removeWatch(w: Watch): void;
+}
+
+const MAX_BODY = 8 * 1024 * 1024;
+// Snapshots behind continue tokens, so the pages of one list are of one resourceVersion.
+const MAX_PAGED_LISTS = 64;
+
+interface ResourcePath {
+  resource: ResourceType;
+  namespace?: string;
+  name?: string;
+}
+
+export class Router {
+  readonly #pages = new Map<string, { rv: number; items: KubeObject[] }>();
+
+  constructor(readonly ctx: RouterContext) {}
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      await this.#route(req, res);
+    } catch (e) {
+      const status = e instanceof ApiError ? e.status : failure(500, 'InternalError', `test API server: ${(e as Error).stack ?? e}`);
+      if (!res.headersSent) send(res, status.code, status);
+      else res.destroy();
+    }
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const q = url.searchParams;
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    const seg = path.split('/').slice(1);
+    if (method === 'GET' && (path === '/healthz' || path === '/livez' || path === '/readyz')) {
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('ok');
+      return;
+    }
+    if (method === 'GET') {
+      const doc = this.#discovery(path, seg);
+      if (doc !== undefined) return send(res, 200, doc);
+    }
+    const rp = parseResourcePath(seg);
+    if (rp === undefined) throw new ApiError(failure(404, 'NotFound', `the server could not find the requested resource (${method} ${path})`));
+    if (q.has('dryRun')) throw ApiError.badRequest('dryRun is not supported by this test server');
+    const { resource: r, namespace, name } = rp;
+    if (name === undefined) {
+      if (method === 'GET') return q.get('watch') === 'true' || q.get('watch') === '1' ? this.#watch(rp, q, res) : this.#list(rp, q, res);
+      if (method === 'POST') {
+        const obj = asObject(await readJson(req), r);
+        if (r.namespaced) {
+          if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
+            throw ApiError.badRequest('the namespace of the provided object does not match the namespace sent on the request');
+          }
+          obj.metadata.namespace = namespace;
+        }
+        return send(res, 201, (this.ctx.store.create(r, obj)));
+      }
+      throw methodNotAllowed(method, path);
+    }
+    const store = this.ctx.store;
+    switch (method) {
+      case 'GET': {
+        const obj = store.get(r, namespace, name);
+        if (obj === undefined) throw ApiError.notFound(r.plural, name, r.group);
+        return send(res, 200, (obj));
+      }
+      case 'PUT': {
+        const obj = asObject(await readJson(req), r);
+        if (obj.metadata.name !== name) throw ApiError.badRequest(`the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`);
+        if (r.namespaced && obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
+          throw ApiError.badRequest('the namespace of the provided object does not match the namespace sent on the request');
+        }
+        if (r.namespaced) obj.metadata.namespace = namespace;
+        return send(res, 200, (store.replace(r, obj)));
+      }
+      case 'PATCH':
+        return send(res, 200, (await this.#patch(rp as Required<ResourcePath>, req)));
+      case 'DELETE': {
+        const body = await readJson(req, true) as { preconditions?: { uid?: string; resourceVersion?: string } } | undefined;
+        const gone = store.delete(r, namespace, name, body?.preconditions ?? {});
+        // Custom resources and pods answer with the object; other built-ins with a Status, as the apiserver does.
+        if (r.custom || r.plural === 'pods') return send(res, 200, (gone));
+        return send(res, 200, success({ name, group: r.group, kind: r.plural, uid: gone.metadata.uid! }));
+      }
+      default:
+        throw methodNotAllowed(method, path);
+    }
+  }
+
+  #discovery(path: string, seg: string[]): object | undefined {
+    if (path === '/version') return VERSION;
+    if (path === '/openapi/v2') return openapiV2();
+    if (path === '/openapi/v3') return openapiV3Root();
+    if (path.startsWith('/openapi/v3/')) return openapiV3Doc(path.slice('/openapi/v3/'.length));
+    if (path === '/api') return apiVersions(this.ctx.address);
+    if (path === '/apis') return apiGroupList();
+    if (seg[0] === 'api' && seg.length === 2) return apiResourceList('', seg[1]!);
+    if (seg[0] === 'apis' && seg.length === 2) return apiGroupDoc(seg[1]!);
+    if (seg[0] === 'apis' && seg.length === 3) return apiResourceList(seg[1]!, seg[2]!);
+    return undefined;
+  }
+
+  #list(rp: ResourcePath, q: URLSearchParams, res: ServerResponse): void {
+    const { resource: r } = rp;
+    const store = this.ctx.store;
+    const matches = matcher(r, q);
+    const rv = q.get('resourceVersion') ?? '';
+    const match = q.get('resourceVersionMatch') ?? '';
+    if (rv !== '' && rv !== '0') {
+      const n = parseResourceVersion(rv);
+      if (n > store.resourceVersion) {
+        throw new ApiError(failure(504, 'Timeout', `Too large resource version: ${n}, current: ${store.resourceVersion}`, {
+          causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+        }));
+      }
+      if (match === 'Exact' && n !== store.resourceVersion) throw ApiError.badRequest('resourceVersionMatch=Exact for a past resourceVersion is not supported by this test server');
+    }
+    let items: KubeObject[];
+    let listRv: number;
+    let offset = 0;
+    const token = q.get('continue');
+    if (token) {
+      const page = this.#continued(token);
+      ({ items, rv: listRv } = page.snapshot);
+      offset = page.offset;
+    } else {
+      items = store.list(r, rp.namespace).filter(matches);
+      listRv = store.resourceVersion;
+    }
+    const limit = q.has('limit') ? Number(q.get('limit')) : 0;
+    if (!Number.isInteger(limit) || limit < 0) throw ApiError.badRequest(`limit must be a non-negative integer, got ${q.get('limit')}`);
+    const metadata: Record<string, unknown> = { resourceVersion: String(listRv) };
+    let page = items.slice(offset);
+    if (limit > 0 && page.length > limit) {
+      page = page.slice(0, limit);
+      const id = token ? JSON.parse(Buffer.from(token, 'base64url').toString()).id as string : this.#snapshot(listRv, items);
+      metadata.continue = Buffer.from(JSON.stringify({ id, offset: offset + limit })).toString('base64url');
+      metadata.remainingItemCount = items.length - offset - limit;
+    }
+    // Built-in lists carry kind/apiVersion on the list only; custom resource lists on each item too.
+    const out = page.map((o) => (r.custom ? o : withoutTypeMeta(o)));
+    send(res, 200, { apiVersion: groupVersion(r), kind: `${r.kind}List`, metadata, items: out });
+  }
+
+  #snapshot(rv: number, items: KubeObject[]): string {
+    const id = randomUUID();
+    this.#pages.set(id, { rv, items });
+    if (this.#pages.size > MAX_PAGED_LISTS) this.#pages.delete(this.#pages.keys().next().value!);
+    return id;
+  }
+
+  #continued(token: string): { snapshot: { rv: number; items: KubeObject[] }; offset: number } {
+    let parsed: { id?: unknown; offset?: unknown };
+    try {
+      parsed = JSON.parse(Buffer.from(token, 'base64url').toString());
+    } catch {
+      throw ApiError.badRequest(`continue token ${JSON.stringify(token)} is not one this server issued`);
+    }
+    const snapshot = typeof parsed.id === 'string' ? this.#pages.get(parsed.id) : undefined;
+    if (snapshot === undefined || snapshot.rv < this.ctx.store.compactedResourceVersion || typeof parsed.offset !== 'number') {
+      throw ApiError.expired('The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+    }
+    return { snapshot, offset: parsed.offset };
+  }
+
+  #watch(rp: ResourcePath, q: URLSearchParams, res: ServerResponse): void {
+    const rv = q.get('resourceVersion') ?? '';
+    if (rv !== '' && rv !== '0') parseResourceVersion(rv);
+    const timeout = q.get('timeoutSeconds');
+    const timeoutSeconds = timeout === null ? undefined : Number(timeout);
+    if (timeoutSeconds !== undefined && (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 0)) {
+      throw ApiError.badRequest(`timeoutSeconds must be a non-negative integer, got ${timeout}`);
+    }
+    const w = new Watch({
+      resource: rp.resource,
+      ...(rp.namespace !== undefined && { namespace: rp.namespace }),
+      matches: matcher(rp.resource, q),
+      resourceVersion: rv,
+      allowBookmarks: q.get('allowWatchBookmarks') === 'true',
+      sendInitialEvents: q.get('sendInitialEvents') === 'true',
+      ...(timeoutSeconds !== undefined && timeoutSeconds > 0 && { timeoutSeconds }),
+    }, res, this.ctx.store, {
+      bookmarkIntervalMs: this.ctx.bookmarkIntervalMs,
+      expiredForm: this.ctx.expiredForm,
+      onClose: (x) => this.ctx.removeWatch(x),
+    });
+    this.ctx.addWatch(w);
+    w.start();
+  }
+
+  async #patch(rp: Required<ResourcePath>, req: IncomingMessage): Promise<KubeObject> {
+    const { resource: r, namespace, name } = rp;
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    const current = this.ctx.store.get(r, namespace, name);
+    if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') {
+      if (type === 'application/strategic-merge-patch+json' && r.custom) {
+        throw new ApiError(failure(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`));
+      }
+      const patch = await readJson(req);
+      if (current === undefined) throw ApiError.notFound(r.plural, name, r.group);
+      const patched = (type === 'application/merge-patch+json' ? mergePatch(current, patch) : strategicMergePatch(current, patch, r)) as KubeObject;
+      if (typeof patched !== 'object' || patched === null || Array.isArray(patched)) throw ApiError.badRequest('the patch must be a JSON object');
+      const meta = (patched.metadata ??= {});
+      if (meta.name !== name || (r.namespaced && meta.namespace !== namespace)) throw ApiError.badRequest('a patch may not change metadata.name or metadata.namespace');
+      return this.ctx.store.replace(r, patched);
+    }
+    throw new ApiError(failure(415, 'UnsupportedMediaType', `patch type ${JSON.stringify(type)} is not supported by this test server (it takes application/merge-patch+json${r.custom ? '' : ' and application/strategic-merge-patch+json'})`));
+  }
+}
+
+/** /api/v1/[namespaces/NS/]PLURAL[/NAME] or /apis/GROUP/VERSION/[namespaces/NS/]PLURAL[/NAME]. */
+function parseResourcePath(seg: string[]): ResourcePath | undefined {
+  let group: string;
+  let rest: string[];
+  if (seg[0] === 'api' && seg.length >= 3) [group, rest] = ['', seg.slice(1)];
+  else if (seg[0] === 'apis' && seg.length >= 4) [group, rest] = [seg[1]!, seg.slice(2)];
+  else return undefined;
+  const [version, ...tail] = rest as [string, ...string[]];
+  if (tail[0] === 'namespaces' && tail.length >= 3) {
+    const r = findResource(group, version, tail[2]!);
+    if (r?.namespaced && tail.length <= 4) return { resource: r, namespace: tail[1]!, ...(tail[3] !== undefined && { name: tail[3] }) };
+    if (r !== undefined) return undefined;
+  }
+  const r = findResource(group, version, tail[0]!);
+  if (r === undefined || tail.length > 2) return undefined;
+  return { resource: r, ...(tail[1] !== undefined && { name: tail[1] }) };
+}
+
+function matcher(r: ResourceType, q: URLSearchParams): Matcher {
+  const label = q.get('labelSelector');
+  const field = q.get('fieldSelector');
+  const byLabel = label ? parseLabelSelector(label) : undefined;
+  const byField = field ? parseFieldSelector(field, r) : undefined;
+  return (o) => (byLabel?.(o) ?? true) && (byField?.(o) ?? true);
+}
+
+function parseResourceVersion(rv: string): number {
+  const n = Number(rv);
+  if (!/^\d+$/.test(rv) || !Number.isSafeInteger(n)) throw ApiError.badRequest(`resourceVersion ${JSON.stringify(rv)} is not one this server issued (a decimal integer)`);
+  return n;
+}
+
+function withoutTypeMeta(o: KubeObject): KubeObject {
+  const { apiVersion: _a, kind: _k, ...rest } = o;
+  return rest as KubeObject;
+}
+
+function asObject(body: unknown, r: ResourceType): KubeObject {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw ApiError.badRequest(`${r.kind}: the body must be a JSON object`);
+  const obj = body as KubeObject;
+  if (typeof obj.metadata !== 'object' || obj.metadata === null) obj.metadata = {};
+  return obj;
+}
+
+function methodNotAllowed(method: string, path: string): ApiError {
+  return new ApiError(failure(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${method} ${path})`));
+}
+
+async function readJson(req: IncomingMessage, optional = false): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new ApiError(failure(413, 'RequestEntityTooLarge', `request body larger than ${MAX_BODY} bytes`));
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') {
+    if (optional) return undefined;
+    throw ApiError.badRequest('the request has no body; a JSON object was expected');
+  }
+  const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim();
+  if (!type.endsWith('json')) throw new ApiError(failure(415, 'UnsupportedMediaType', `this test server reads JSON bodies only, got content-type ${type}`));
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw ApiError.badRequest(`couldn't get version/kind; json parse error: ${(e as Error).message}`);
+  }
+}
+
+function send(res: ServerResponse, code: number, body: object): void {
+  const text = JSON.stringify(body);
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-cache, private' });
+  res.end(text);
+}
