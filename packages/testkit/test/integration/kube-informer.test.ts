@@ -1,0 +1,211 @@
+// @kubernetes/client-node's informer against the test API server: what the agent's Kubernetes source will
+// run. Each test has its own namespace on one server; the informer's error handler restarts it, as the
+// agent must (client-node stops an informer on any error other than 410 or its own inactivity timeout).
+import * as k8s from '@kubernetes/client-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { KubeApiServer, uniqueName, type KubeObject, type RequestRecord } from '../../src/index.js';
+import { waitFor } from './kube-client.js';
+
+const WAIT_MS = 20_000;
+
+let server: KubeApiServer;
+const informers: k8s.Informer<k8s.V1Service>[] = [];
+
+beforeAll(async () => {
+  server = await KubeApiServer.start();
+});
+
+afterEach(async () => {
+  for (const inf of informers.splice(0)) await inf.stop();
+  server.expiredForm = 'event';
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+interface Watched {
+  informer: k8s.ListWatch<k8s.V1Service>;
+  events: string[];
+  errors: unknown[];
+  /** name → resourceVersion, as the informer's cache holds them. */
+  cache(): Record<string, string>;
+}
+
+function namespace(): string {
+  const ns = uniqueName('inf', 40);
+  server.create({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+  return ns;
+}
+
+function service(ns: string, name: string, port = 80, labels: Record<string, string> = {}): KubeObject {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns, labels }, spec: { ports: [{ port }] } };
+}
+
+/** name → resourceVersion of the server's services in `ns`. */
+function serverState(ns: string): Record<string, string> {
+  return Object.fromEntries(server.list({ apiVersion: 'v1', kind: 'Service' }, ns).map((s) => [s.metadata.name!, s.metadata.resourceVersion!]));
+}
+
+function servicesPath(ns: string): string {
+  return `/api/v1/namespaces/${ns}/services`;
+}
+
+/** Requests to the services collection of `ns`: lists and watches, in order. */
+function calls(ns: string): { lists: RequestRecord[]; watches: RequestRecord[] } {
+  const mine = server.requests.filter((r) => new URL(r.url, 'http://x').pathname === servicesPath(ns) && r.method === 'GET');
+  const isWatch = (r: RequestRecord): boolean => new URL(r.url, 'http://x').searchParams.get('watch') === 'true';
+  return { lists: mine.filter((r) => !isWatch(r)), watches: mine.filter(isWatch) };
+}
+
+function query(r: RequestRecord, name: string): string | null {
+  return new URL(r.url, 'http://x').searchParams.get(name);
+}
+
+async function watchServices(ns: string, opts: { inactivityTimeoutMs?: number } = {}): Promise<Watched> {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(server.kubeconfigPath);
+  const api = kc.makeApiClient(k8s.CoreV1Api);
+  const w = new k8s.Watch(kc);
+  // requestTimeoutMs is private in the typings but a plain field at run time.
+  if (opts.inactivityTimeoutMs !== undefined) (w as unknown as { requestTimeoutMs: number }).requestTimeoutMs = opts.inactivityTimeoutMs;
+  // makeInformer with a Watch we can tune: the same ListWatch, not started yet.
+  const informer = new k8s.ListWatch<k8s.V1Service>(servicesPath(ns), w, () => api.listNamespacedService({ namespace: ns }), false);
+  informers.push(informer);
+  const events: string[] = [];
+  const errors: unknown[] = [];
+  informer.on('add', (s) => events.push(`add ${s.metadata!.name}`));
+  informer.on('update', (s) => events.push(`update ${s.metadata!.name}`));
+  informer.on('delete', (s) => events.push(`delete ${s.metadata!.name}`));
+  informer.on('error', (err) => {
+    errors.push(err);
+    setTimeout(() => void informer.start().catch(() => {}), 200);
+  });
+  await informer.start();
+  const cache = (): Record<string, string> =>
+    Object.fromEntries(informer.list(ns).map((s) => [s.metadata!.name!, s.metadata!.resourceVersion!]));
+  return { informer, events, errors, cache };
+}
+
+async function inSync(w: Watched, ns: string): Promise<void> {
+  await waitFor(() => JSON.stringify(sorted(w.cache())) === JSON.stringify(sorted(serverState(ns))), WAIT_MS, `the informer's cache to equal the server's services in ${ns}`);
+}
+
+function sorted(m: Record<string, string>): [string, string][] {
+  return Object.entries(m).sort(([a], [b]) => a.localeCompare(b));
+}
+
+describe('client-node informer against the test API server', () => {
+  it('lists without a resourceVersion, watches from the list\'s, and receives add, update and delete', async () => {
+    const ns = namespace();
+    server.create(service(ns, 'a'));
+    server.create(service(ns, 'b'));
+    const w = await watchServices(ns);
+    await inSync(w, ns);
+    expect(w.events.sort()).toEqual(['add a', 'add b']);
+
+    const c = server.create(service(ns, 'c'));
+    server.replace({ ...service(ns, 'a', 8080), metadata: { ...service(ns, 'a').metadata } });
+    server.delete(service(ns, 'b'));
+    await waitFor(() => w.events.length === 5, WAIT_MS, 'three more events');
+    expect(w.events.slice(2)).toEqual(['add c', 'update a', 'delete b']);
+    await inSync(w, ns);
+    expect(w.informer.get('c', ns)?.metadata?.uid).toBe(c.metadata.uid);
+
+    const { lists, watches } = calls(ns);
+    expect(lists).toHaveLength(1);
+    expect(query(lists[0]!, 'resourceVersion')).toBeNull();
+    expect(lists[0]!.user).toBe('mesh-test');
+    expect(watches).toHaveLength(1);
+    expect(Number(query(watches[0]!, 'resourceVersion'))).toBeGreaterThanOrEqual(Number(c.metadata.resourceVersion) - 3);
+    expect(w.errors).toEqual([]);
+  });
+
+  it('a watch the server ends is made again from the last resourceVersion seen, without a relist', async () => {
+    const ns = namespace();
+    server.create(service(ns, 'a'));
+    const w = await watchServices(ns);
+    await inSync(w, ns);
+    const seen = server.get(service(ns, 'a'))!.metadata.resourceVersion!;
+    expect(server.dropWatches()).toBeGreaterThanOrEqual(1);
+    server.create(service(ns, 'b'));
+    await inSync(w, ns);
+    await waitFor(() => calls(ns).watches.length === 2, WAIT_MS, 'a second watch');
+    const { lists, watches } = calls(ns);
+    expect(lists).toHaveLength(1);
+    expect(query(watches[1]!, 'resourceVersion')).toBe(seen);
+    expect(w.events).toEqual(['add a', 'add b']);
+  });
+
+  it('a cut connection is an error to client-node; restarted, the informer catches up without a relist', async () => {
+    const ns = namespace();
+    server.create(service(ns, 'a'));
+    const w = await watchServices(ns);
+    await inSync(w, ns);
+    server.dropWatches({ abrupt: true });
+    server.create(service(ns, 'b'));
+    await inSync(w, ns);
+    expect(w.errors.length).toBeGreaterThanOrEqual(1);
+    expect(calls(ns).lists).toHaveLength(1);
+    expect(w.events).toEqual(['add a', 'add b']);
+  });
+
+  for (const form of ['http', 'event'] as const) {
+    it(`an expired resourceVersion (${form === 'http' ? 'HTTP 410' : 'HTTP 200 then an ERROR event with code 410'}) makes it relist, and the cache ends equal to the server`, async () => {
+      server.expiredForm = form;
+      const ns = namespace();
+      for (const n of ['a', 'b', 'c']) server.create(service(ns, n));
+      const w = await watchServices(ns);
+      await inSync(w, ns);
+      // While the watch hears nothing: changes, then the history that held them is compacted away.
+      server.stallWatches();
+      server.delete(service(ns, 'a'));
+      server.replace({ ...service(ns, 'b', 9090), metadata: { name: 'b', namespace: ns } });
+      server.create(service(ns, 'd'));
+      server.compact();
+      server.dropWatches();
+      await inSync(w, ns);
+      await waitFor(() => calls(ns).lists.length === 2, WAIT_MS, 'a relist');
+      const { watches } = calls(ns);
+      const expired = watches[1]!;
+      expect(expired.status).toBe(form === 'http' ? 410 : 200);
+      expect(w.events.slice(3).sort()).toEqual(['add d', 'delete a', 'update b']);
+      expect(w.informer.get('b', ns)?.spec?.ports?.[0]?.port).toBe(9090);
+      expect(w.errors).toEqual([]);
+    });
+  }
+
+  it('a stalled watch is made again after the client\'s inactivity timeout and misses nothing', async () => {
+    const ns = namespace();
+    server.create(service(ns, 'a'));
+    // client-node's default is 30 s of silence; 1.5 s keeps the test short.
+    const w = await watchServices(ns, { inactivityTimeoutMs: 1500 });
+    await inSync(w, ns);
+    expect(server.stallWatches()).toBeGreaterThanOrEqual(1);
+    server.create(service(ns, 'b'));
+    await sleep(300);
+    expect(w.cache()).not.toHaveProperty('b');
+    await inSync(w, ns);
+    expect(calls(ns).watches.length).toBeGreaterThanOrEqual(2);
+    expect(calls(ns).lists).toHaveLength(1);
+  });
+
+  it('a server that stops and comes back on the same port: the informer catches up with what changed meanwhile', async () => {
+    const ns = namespace();
+    server.create(service(ns, 'a'));
+    const w = await watchServices(ns);
+    await inSync(w, ns);
+    const port = server.port;
+    await server.stop();
+    server.create(service(ns, 'b'));
+    server.delete(service(ns, 'a'));
+    await sleep(500);
+    expect(w.cache()).toHaveProperty('a');
+    await server.listen();
+    expect(server.port).toBe(port);
+    await inSync(w, ns);
+    expect(w.errors.length).toBeGreaterThanOrEqual(1);
+    expect(w.events).toEqual(['add a', 'add b', 'delete a']);
+  });
+});
