@@ -9,6 +9,8 @@ export interface KubeconfigOptions {
   /** PEM client certificate and key (HTTPS only). */
   clientCert?: string;
   clientKey?: string;
+  /** A bearer token instead (the test server authenticates client certificates only, so this gets 401). */
+  token?: string;
   /** The context's default namespace. Default 'default'. */
   namespace?: string;
   /** Cluster, user and context name. Default 'mesh-test'. */
@@ -25,7 +27,10 @@ export function kubeconfig(opts: KubeconfigOptions): object {
     clusters: [{ name, cluster: { server: opts.server, ...(opts.ca !== undefined && { 'certificate-authority-data': b64(opts.ca) }) } }],
     users: [{
       name,
-      user: opts.clientCert === undefined ? {} : { 'client-certificate-data': b64(opts.clientCert), 'client-key-data': b64(opts.clientKey!) },
+      user: {
+        ...(opts.clientCert !== undefined && { 'client-certificate-data': b64(opts.clientCert), 'client-key-data': b64(opts.clientKey!) }),
+        ...(opts.token !== undefined && { token: opts.token }),
+      },
     }],
     contexts: [{ name, context: { cluster: name, user: name, namespace: opts.namespace ?? 'default' } }],
     'current-context': name,

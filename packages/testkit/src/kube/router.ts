@@ -293,7 +293,7 @@ async function readJson(req: IncomingMessage, optional = false): Promise<unknown
     throw ApiError.badRequest('the request has no body; a JSON object was expected');
   }
   const type = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim();
-  if (!type.endsWith('json')) throw new ApiError(failure(415, 'UnsupportedMediaType', `this test server reads JSON bodies only, got content-type ${type}`));
+  if (!type.endsWith('json')) throw new ApiError(failure(415, 'UnsupportedMediaType', `this test server reads JSON bodies only, got content-type ${type} (kubectl's generator subcommands such as \`create namespace\` send protobuf: use \`kubectl create -f\`)`));
   try {
     return JSON.parse(text);
   } catch (e) {

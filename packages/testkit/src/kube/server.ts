@@ -32,6 +32,8 @@ export interface RequestRecord {
   method: string;
   /** Path and query, as sent. */
   url: string;
+  /** The body's media type, e.g. which kind of patch; '' without one. */
+  contentType: string;
   /** Client certificate CN; '' over plain HTTP. */
   user: string;
   groups: string[];
@@ -217,7 +219,9 @@ export class KubeApiServer implements AsyncDisposable {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
-    const record: RequestRecord = { method: req.method ?? '', url: req.url ?? '', user: '', groups: [], status: 0 };
+    const record: RequestRecord = {
+      method: req.method ?? '', url: req.url ?? '', contentType: (req.headers['content-type'] ?? '').split(';')[0]!.trim(), user: '', groups: [], status: 0,
+    };
     res.once('finish', () => (record.status = res.statusCode));
     res.once('close', () => (record.status ||= res.statusCode));
     this.requests.push(record);
