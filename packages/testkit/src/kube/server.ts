@@ -29,6 +29,8 @@ export interface KubeApiServerOptions extends StoreOptions, PkiOptions {
 }
 
 export interface RequestRecord {
+  /** Date.now() when it arrived. */
+  at: number;
   method: string;
   /** Path and query, as sent. */
   url: string;
@@ -220,6 +222,7 @@ export class KubeApiServer implements AsyncDisposable {
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const record: RequestRecord = {
+      at: Date.now(),
       method: req.method ?? '', url: req.url ?? '', contentType: (req.headers['content-type'] ?? '').split(';')[0]!.trim(), user: '', groups: [], status: 0,
     };
     res.once('finish', () => (record.status = res.statusCode));

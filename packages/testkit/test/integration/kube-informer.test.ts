@@ -101,6 +101,7 @@ describe('client-node informer against the test API server', () => {
     const ns = namespace();
     server.create(service(ns, 'a'));
     server.create(service(ns, 'b'));
+    const listed = String(server.store.resourceVersion);
     const w = await watchServices(ns);
     await inSync(w, ns);
     expect(w.events.sort()).toEqual(['add a', 'add b']);
@@ -118,8 +119,12 @@ describe('client-node informer against the test API server', () => {
     expect(query(lists[0]!, 'resourceVersion')).toBeNull();
     expect(lists[0]!.user).toBe('mesh-test');
     expect(watches).toHaveLength(1);
-    expect(Number(query(watches[0]!, 'resourceVersion'))).toBeGreaterThanOrEqual(Number(c.metadata.resourceVersion) - 3);
+    expect(query(watches[0]!, 'resourceVersion')).toBe(listed);
+    // It never asks for bookmarks, so it never gets any.
+    expect(query(watches[0]!, 'allowWatchBookmarks')).toBeNull();
     expect(w.errors).toEqual([]);
+    // Its inactivity timeout, after which a silent watch is made again.
+    expect((new k8s.Watch(new k8s.KubeConfig()) as unknown as { requestTimeoutMs: number }).requestTimeoutMs).toBe(30_000);
   });
 
   it('a watch the server ends is made again from the last resourceVersion seen, without a relist', async () => {
@@ -136,6 +141,24 @@ describe('client-node informer against the test API server', () => {
     expect(lists).toHaveLength(1);
     expect(query(watches[1]!, 'resourceVersion')).toBe(seen);
     expect(w.events).toEqual(['add a', 'add b']);
+  });
+
+  it('watches that end with no event in between are made again after 1 s, then 2 s (client-node\'s backoff)', async () => {
+    const ns = namespace();
+    const w = await watchServices(ns);
+    await inSync(w, ns);
+    for (let n = 2; n <= 4; n++) {
+      await waitFor(() => calls(ns).watches.length === n - 1 && server.watches.length > 0, WAIT_MS, `watch ${n - 1} to be open`);
+      server.dropWatches();
+      await waitFor(() => calls(ns).watches.length === n, WAIT_MS, `watch ${n}`);
+    }
+    const at = calls(ns).watches.map((r) => r.at);
+    const gaps = at.slice(1).map((t, i) => t - at[i]!);
+    // The first reconnect is immediate; each further one without an event between doubles from 1 s.
+    expect(gaps[0]).toBeLessThan(900);
+    expect(gaps[1]).toBeGreaterThanOrEqual(950);
+    expect(gaps[2]).toBeGreaterThanOrEqual(1950);
+    expect(calls(ns).lists).toHaveLength(1);
   });
 
   it('a cut connection is an error to client-node; restarted, the informer catches up without a relist', async () => {
