@@ -1,4 +1,5 @@
 export * from './certs.js';
+export * from './discovery.js';
 export * from './kubeconfig.js';
 export * from './patch.js';
 export * from './resources.js';

@@ -1,5 +1,5 @@
-// The resource types the test API server serves, and the discovery documents clients read to map a kind to
-// a URL (kubectl's RESTMapper, client-go's discovery): /api, /api/v1, /apis, /apis/<group>[/<version>].
+// The resource types the test API server serves: where each lives, what its objects look like to the
+// selectors and patches, and the object shape itself.
 
 export interface ResourceType {
   /** '' for the core group. */
@@ -44,11 +44,11 @@ export interface ObjectMeta {
 
 export const VERBS = ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] as const;
 
-const podField = (get: (spec: Record<string, unknown>, status: Record<string, unknown>) => unknown) =>
-  (obj: KubeObject): string | undefined => {
-    const v = get((obj.spec ?? {}) as Record<string, unknown>, (obj.status ?? {}) as Record<string, unknown>);
-    return typeof v === 'string' ? v : undefined;
-  };
+/** A field selector label read from spec or status; absent reads as '' (what the apiserver's field sets hold). */
+const field = (part: 'spec' | 'status', key: string) => (obj: KubeObject): string => {
+  const v = (obj[part] as Record<string, unknown> | undefined)?.[key];
+  return typeof v === 'string' ? v : '';
+};
 
 const META_MERGE_KEYS = { 'metadata.ownerReferences': 'uid' };
 const META_SCALAR_LISTS = ['metadata.finalizers'];
@@ -56,7 +56,7 @@ const META_SCALAR_LISTS = ['metadata.finalizers'];
 export const RESOURCES: readonly ResourceType[] = [
   {
     group: '', version: 'v1', plural: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false,
-    shortNames: ['ns'], custom: false, fields: { 'status.phase': podField((_, st) => st.phase) },
+    shortNames: ['ns'], custom: false, fields: { 'status.phase': field('status', 'phase') },
     mergeKeys: META_MERGE_KEYS, mergeScalarLists: [...META_SCALAR_LISTS, 'spec.finalizers'],
   },
   {
@@ -67,10 +67,10 @@ export const RESOURCES: readonly ResourceType[] = [
   {
     group: '', version: 'v1', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], custom: false,
     fields: {
-      'spec.nodeName': podField((sp) => sp.nodeName ?? ''),
-      'spec.serviceAccountName': podField((sp) => sp.serviceAccountName ?? ''),
-      'status.phase': podField((_, st) => st.phase ?? ''),
-      'status.podIP': podField((_, st) => st.podIP ?? ''),
+      'spec.nodeName': field('spec', 'nodeName'),
+      'spec.serviceAccountName': field('spec', 'serviceAccountName'),
+      'status.phase': field('status', 'phase'),
+      'status.podIP': field('status', 'podIP'),
     },
     mergeKeys: {
       ...META_MERGE_KEYS,
@@ -82,7 +82,7 @@ export const RESOURCES: readonly ResourceType[] = [
   },
   {
     group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', singular: 'endpointslice', kind: 'EndpointSlice',
-    namespaced: true, custom: false, fields: { addressType: (o) => (typeof o.addressType === 'string' ? o.addressType : undefined) },
+    namespaced: true, custom: false, fields: { addressType: (o) => (typeof o.addressType === 'string' ? o.addressType : '') },
     mergeKeys: META_MERGE_KEYS, mergeScalarLists: META_SCALAR_LISTS,
   },
   { group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', singular: 'httproute', kind: 'HTTPRoute', namespaced: true, custom: true },
@@ -109,53 +109,4 @@ export function findResource(group: string, version: string, plural: string): Re
 export function collectionPath(r: ResourceType, namespace?: string): string {
   const base = r.group === '' ? `/api/${r.version}` : `/apis/${r.group}/${r.version}`;
   return namespace !== undefined && r.namespaced ? `${base}/namespaces/${namespace}/${r.plural}` : `${base}/${r.plural}`;
-}
-
-export function groupVersions(): Map<string, string[]> {
-  const groups = new Map<string, string[]>();
-  for (const r of RESOURCES) {
-    if (r.group === '') continue;
-    const versions = groups.get(r.group) ?? [];
-    if (!versions.includes(r.version)) versions.push(r.version);
-    groups.set(r.group, versions);
-  }
-  return groups;
-}
-
-// Discovery documents, shaped as the apiserver serves them (meta/v1 APIVersions, APIGroupList, APIResourceList).
-
-export function apiVersions(serverAddress: string): object {
-  return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress }] };
-}
-
-function apiGroup(name: string, versions: string[]): object {
-  const gvs = versions.map((version) => ({ groupVersion: `${name}/${version}`, version }));
-  return { name, versions: gvs, preferredVersion: gvs[0] };
-}
-
-export function apiGroupList(): object {
-  return { kind: 'APIGroupList', apiVersion: 'v1', groups: [...groupVersions()].map(([name, versions]) => apiGroup(name, versions)) };
-}
-
-export function apiGroupDoc(group: string): object | undefined {
-  const versions = groupVersions().get(group);
-  return versions && { kind: 'APIGroup', apiVersion: 'v1', ...apiGroup(group, versions) };
-}
-
-export function apiResourceList(group: string, version: string): object | undefined {
-  const served = RESOURCES.filter((r) => r.group === group && r.version === version);
-  if (served.length === 0) return undefined;
-  return {
-    kind: 'APIResourceList',
-    apiVersion: 'v1',
-    groupVersion: groupVersion({ group, version }),
-    resources: served.map((r) => ({
-      name: r.plural,
-      singularName: r.singular,
-      namespaced: r.namespaced,
-      kind: r.kind,
-      verbs: [...VERBS],
-      ...(r.shortNames && { shortNames: r.shortNames }),
-    })),
-  };
 }

@@ -4,9 +4,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { openapiV2, openapiV3Doc, openapiV3Root } from './openapi.js';
 import { mergePatch, strategicMergePatch } from './patch.js';
-import {
-  apiGroupDoc, apiGroupList, apiResourceList, apiVersions, findResource, groupVersion, type KubeObject, type ResourceType,
-} from './resources.js';
+import { apiGroupDoc, apiGroupList, apiResourceList, apiVersions } from './discovery.js';
+import { findResource, groupVersion, type KubeObject, type ResourceType } from './resources.js';
 import { parseFieldSelector, parseLabelSelector, type Matcher } from './selectors.js';
 import { ApiError, failure, success } from './status.js';
 import type { ObjectStore } from './store.js';
@@ -69,14 +68,8 @@ export class Router {
     if (name === undefined) {
       if (method === 'GET') return q.get('watch') === 'true' || q.get('watch') === '1' ? this.#watch(rp, q, res) : this.#list(rp, q, res);
       if (method === 'POST') {
-        const obj = asObject(await readJson(req), r);
-        if (r.namespaced) {
-          if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
-            throw ApiError.badRequest('the namespace of the provided object does not match the namespace sent on the request');
-          }
-          obj.metadata.namespace = namespace;
-        }
-        return send(res, 201, (this.ctx.store.create(r, obj)));
+        const obj = inNamespace(asObject(await readJson(req), r), r, namespace);
+        return send(res, 201, this.ctx.store.create(r, obj));
       }
       throw methodNotAllowed(method, path);
     }
@@ -85,24 +78,20 @@ export class Router {
       case 'GET': {
         const obj = store.get(r, namespace, name);
         if (obj === undefined) throw ApiError.notFound(r.plural, name, r.group);
-        return send(res, 200, (obj));
+        return send(res, 200, obj);
       }
       case 'PUT': {
-        const obj = asObject(await readJson(req), r);
+        const obj = inNamespace(asObject(await readJson(req), r), r, namespace);
         if (obj.metadata.name !== name) throw ApiError.badRequest(`the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`);
-        if (r.namespaced && obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
-          throw ApiError.badRequest('the namespace of the provided object does not match the namespace sent on the request');
-        }
-        if (r.namespaced) obj.metadata.namespace = namespace;
-        return send(res, 200, (store.replace(r, obj)));
+        return send(res, 200, store.replace(r, obj));
       }
       case 'PATCH':
-        return send(res, 200, (await this.#patch(rp as Required<ResourcePath>, req)));
+        return send(res, 200, await this.#patch(rp as Required<ResourcePath>, req));
       case 'DELETE': {
         const body = await readJson(req, true) as { preconditions?: { uid?: string; resourceVersion?: string } } | undefined;
         const gone = store.delete(r, namespace, name, body?.preconditions ?? {});
         // Custom resources and pods answer with the object; other built-ins with a Status, as the apiserver does.
-        if (r.custom || r.plural === 'pods') return send(res, 200, (gone));
+        if (r.custom || r.plural === 'pods') return send(res, 200, gone);
         return send(res, 200, success({ name, group: r.group, kind: r.plural, uid: gone.metadata.uid! }));
       }
       default:
@@ -272,6 +261,16 @@ function asObject(body: unknown, r: ResourceType): KubeObject {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw ApiError.badRequest(`${r.kind}: the body must be a JSON object`);
   const obj = body as KubeObject;
   if (typeof obj.metadata !== 'object' || obj.metadata === null) obj.metadata = {};
+  return obj;
+}
+
+/** The URL's namespace on a namespaced object; a different one in the body is the caller's error. */
+function inNamespace(obj: KubeObject, r: ResourceType, namespace: string | undefined): KubeObject {
+  if (!r.namespaced) return obj;
+  if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== namespace) {
+    throw ApiError.badRequest('the namespace of the provided object does not match the namespace sent on the request');
+  }
+  obj.metadata.namespace = namespace;
   return obj;
 }
 
