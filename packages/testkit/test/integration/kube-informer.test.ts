@@ -214,6 +214,61 @@ describe('client-node informer against the test API server', () => {
     expect(calls(ns).lists).toHaveLength(1);
   });
 
+  it('1,000 scripted changes with dropped watches, a stall and both forms of 410: nothing lost, nothing re-ordered', async () => {
+    const ns = namespace();
+    const w = await watchServices(ns, { inactivityTimeoutMs: 1500 });
+    // name → the resourceVersions the informer delivered for it, in order.
+    const seen = new Map<string, number[]>();
+    const note = (s: k8s.V1Service): void => {
+      const list = seen.get(s.metadata!.name!) ?? [];
+      list.push(Number(s.metadata!.resourceVersion));
+      seen.set(s.metadata!.name!, list);
+    };
+    w.informer.on('add', note);
+    w.informer.on('update', note);
+    let rng = 7;
+    const random = (n: number): number => ((rng = (rng * 1103515245 + 12345) % 2 ** 31) % n);
+    const mutate = (): void => {
+      const name = `s${random(40)}`;
+      const current = server.get(service(ns, name));
+      if (current === undefined) server.create(service(ns, name, 1 + random(1000)));
+      else if (random(4) === 0) server.delete(current);
+      else server.replace({ ...current, metadata: { ...current.metadata, resourceVersion: undefined }, spec: { ports: [{ port: 1 + random(1000) }] } });
+    };
+    const disruptions: Record<number, () => Promise<void>> = {
+      200: async () => void server.dropWatches(),
+      400: async () => void server.dropWatches({ abrupt: true }),
+      500: async () => {
+        server.stallWatches();
+        for (let i = 0; i < 20; i++) mutate();
+        await sleep(2000); // past the informer's 1.5 s inactivity timeout
+      },
+      700: async () => {
+        server.expiredForm = 'http';
+        server.stallWatches();
+        for (let i = 0; i < 20; i++) mutate();
+        server.compact();
+        server.dropWatches();
+      },
+      900: async () => {
+        server.expiredForm = 'event';
+        server.stallWatches();
+        for (let i = 0; i < 20; i++) mutate();
+        server.compact();
+        server.dropWatches();
+      },
+    };
+    for (let i = 0; i < 1000; i++) {
+      mutate();
+      await disruptions[i]?.();
+      if (i % 50 === 0) await sleep(20);
+    }
+    await inSync(w, ns);
+    for (const [name, rvs] of seen) expect(rvs, name).toEqual([...rvs].sort((a, b) => a - b));
+    expect(calls(ns).lists).toHaveLength(3);
+    expect(calls(ns).watches.map((r) => r.status)).toContain(410);
+  });
+
   it('a server that stops and comes back on the same port: the informer catches up with what changed meanwhile', async () => {
     const ns = namespace();
     server.create(service(ns, 'a'));
