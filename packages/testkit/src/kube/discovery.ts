@@ -39,13 +39,16 @@ export function apiResourceList(group: string, version: string): object | undefi
     kind: 'APIResourceList',
     apiVersion: 'v1',
     groupVersion: groupVersion({ group, version }),
-    resources: served.map((r) => ({
-      name: r.plural,
-      singularName: r.singular,
-      namespaced: r.namespaced,
-      kind: r.kind,
-      verbs: [...VERBS],
-      ...(r.shortNames && { shortNames: r.shortNames }),
-    })),
+    resources: served.flatMap((r) => [
+      {
+        name: r.plural,
+        singularName: r.singular,
+        namespaced: r.namespaced,
+        kind: r.kind,
+        verbs: [...VERBS],
+        ...(r.shortNames && { shortNames: r.shortNames }),
+      },
+      ...(r.status ? [{ name: `${r.plural}/status`, singularName: '', namespaced: r.namespaced, kind: r.kind, verbs: ['get', 'patch', 'update'] }] : []),
+    ]),
   };
 }

@@ -13,6 +13,11 @@ export interface ResourceType {
   shortNames?: string[];
   /** Custom resources: list items carry kind/apiVersion, strategic merge patch is refused. */
   custom: boolean;
+  /**
+   * A status subresource: over HTTP, writes to the object keep its status and `/status` writes change only
+   * the status (the programmatic KubeApiServer methods write both, as the kubelet and controllers would).
+   */
+  status: boolean;
   /** Field selector labels accepted besides metadata.name and metadata.namespace. */
   fields?: Record<string, (obj: KubeObject) => string | undefined>;
   /** Strategic merge patch keys: dotted path (list indexes dropped) → the key list elements merge on. */
@@ -56,16 +61,16 @@ const META_SCALAR_LISTS = ['metadata.finalizers'];
 export const RESOURCES: readonly ResourceType[] = [
   {
     group: '', version: 'v1', plural: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false,
-    shortNames: ['ns'], custom: false, fields: { 'status.phase': field('status', 'phase') },
+    shortNames: ['ns'], custom: false, status: true, fields: { 'status.phase': field('status', 'phase') },
     mergeKeys: META_MERGE_KEYS, mergeScalarLists: [...META_SCALAR_LISTS, 'spec.finalizers'],
   },
   {
     group: '', version: 'v1', plural: 'services', singular: 'service', kind: 'Service', namespaced: true,
-    shortNames: ['svc'], custom: false,
+    shortNames: ['svc'], custom: false, status: true,
     mergeKeys: { ...META_MERGE_KEYS, 'spec.ports': 'port' }, mergeScalarLists: META_SCALAR_LISTS,
   },
   {
-    group: '', version: 'v1', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], custom: false,
+    group: '', version: 'v1', plural: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], custom: false, status: true,
     fields: {
       'spec.nodeName': field('spec', 'nodeName'),
       'spec.serviceAccountName': field('spec', 'serviceAccountName'),
@@ -82,17 +87,17 @@ export const RESOURCES: readonly ResourceType[] = [
   },
   {
     group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', singular: 'endpointslice', kind: 'EndpointSlice',
-    namespaced: true, custom: false, fields: { addressType: (o) => (typeof o.addressType === 'string' ? o.addressType : '') },
+    namespaced: true, custom: false, status: false, fields: { addressType: (o) => (typeof o.addressType === 'string' ? o.addressType : '') },
     mergeKeys: META_MERGE_KEYS, mergeScalarLists: META_SCALAR_LISTS,
   },
-  { group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', singular: 'httproute', kind: 'HTTPRoute', namespaced: true, custom: true },
+  { group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes', singular: 'httproute', kind: 'HTTPRoute', namespaced: true, custom: true, status: true },
   {
     group: 'security.istio.io', version: 'v1', plural: 'peerauthentications', singular: 'peerauthentication',
-    kind: 'PeerAuthentication', namespaced: true, shortNames: ['pa'], custom: true,
+    kind: 'PeerAuthentication', namespaced: true, shortNames: ['pa'], custom: true, status: true,
   },
   {
     group: 'security.istio.io', version: 'v1', plural: 'authorizationpolicies', singular: 'authorizationpolicy',
-    kind: 'AuthorizationPolicy', namespaced: true, shortNames: ['ap'], custom: true,
+    kind: 'AuthorizationPolicy', namespaced: true, shortNames: ['ap'], custom: true, status: true,
   },
 ];
 

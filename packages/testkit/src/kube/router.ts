@@ -30,6 +30,8 @@ interface ResourcePath {
   resource: ResourceType;
   namespace?: string;
   name?: string;
+  /** The object's /status. */
+  status?: true;
 }
 
 export class Router {
@@ -69,11 +71,14 @@ export class Router {
       if (method === 'GET') return q.get('watch') === 'true' || q.get('watch') === '1' ? this.#watch(rp, q, res) : this.#list(rp, q, res);
       if (method === 'POST') {
         const obj = inNamespace(asObject(await readJson(req), r), r, namespace);
+        // What a client sends as status on create is dropped; controllers set it through /status.
+        if (r.status) delete obj.status;
         return send(res, 201, this.ctx.store.create(r, obj));
       }
       throw methodNotAllowed(method, path);
     }
     const store = this.ctx.store;
+    if (rp.status && method !== 'GET' && method !== 'PUT' && method !== 'PATCH') throw methodNotAllowed(method, path);
     switch (method) {
       case 'GET': {
         const obj = store.get(r, namespace, name);
@@ -83,7 +88,7 @@ export class Router {
       case 'PUT': {
         const obj = inNamespace(asObject(await readJson(req), r), r, namespace);
         if (obj.metadata.name !== name) throw ApiError.badRequest(`the name of the object (${obj.metadata.name}) does not match the name on the URL (${name})`);
-        return send(res, 200, store.replace(r, obj));
+        return send(res, 200, store.replace(r, this.#scoped(rp, obj)));
       }
       case 'PATCH':
         return send(res, 200, await this.#patch(rp as Required<ResourcePath>, req));
@@ -97,6 +102,21 @@ export class Router {
       default:
         throw methodNotAllowed(method, path);
     }
+  }
+
+  /**
+   * An update through the object keeps its status; one through /status changes only the status. `obj` is the
+   * whole object the client sent (or the patch made); its resourceVersion still guards the write.
+   */
+  #scoped(rp: ResourcePath, obj: KubeObject): KubeObject {
+    const r = rp.resource;
+    if (!r.status) return obj;
+    const current = this.ctx.store.get(r, rp.namespace, rp.name!);
+    if (current === undefined) throw ApiError.notFound(r.plural, rp.name!, r.group);
+    const status = rp.status ? obj.status : current.status;
+    const base = rp.status ? { ...current, metadata: { ...current.metadata, resourceVersion: obj.metadata.resourceVersion } } : obj;
+    const { status: _drop, ...rest } = base;
+    return status === undefined ? rest as KubeObject : { ...rest, status } as KubeObject;
   }
 
   #discovery(path: string, seg: string[]): object | undefined {
@@ -214,13 +234,13 @@ export class Router {
       if (typeof patched !== 'object' || patched === null || Array.isArray(patched)) throw ApiError.badRequest('the patch must be a JSON object');
       const meta = (patched.metadata ??= {});
       if (meta.name !== name || (r.namespaced && meta.namespace !== namespace)) throw ApiError.badRequest('a patch may not change metadata.name or metadata.namespace');
-      return this.ctx.store.replace(r, patched);
+      return this.ctx.store.replace(r, this.#scoped(rp, patched));
     }
     throw new ApiError(failure(415, 'UnsupportedMediaType', `patch type ${JSON.stringify(type)} is not supported by this test server (it takes application/merge-patch+json${r.custom ? '' : ' and application/strategic-merge-patch+json'})`));
   }
 }
 
-/** /api/v1/[namespaces/NS/]PLURAL[/NAME] or /apis/GROUP/VERSION/[namespaces/NS/]PLURAL[/NAME]. */
+/** /api/v1/[namespaces/NS/]PLURAL[/NAME[/status]] or /apis/GROUP/VERSION/[namespaces/NS/]PLURAL[/NAME[/status]]. */
 function parseResourcePath(seg: string[]): ResourcePath | undefined {
   let group: string;
   let rest: string[];
@@ -228,14 +248,17 @@ function parseResourcePath(seg: string[]): ResourcePath | undefined {
   else if (seg[0] === 'apis' && seg.length >= 4) [group, rest] = [seg[1]!, seg.slice(2)];
   else return undefined;
   const [version, ...tail] = rest as [string, ...string[]];
+  const item = (r: ResourceType, after: string[], namespace?: string): ResourcePath | undefined => {
+    const [name, sub, ...more] = after;
+    if (more.length > 0 || (sub !== undefined && (sub !== 'status' || !r.status))) return undefined;
+    return { resource: r, ...(namespace !== undefined && { namespace }), ...(name !== undefined && { name }), ...(sub !== undefined && { status: true as const }) };
+  };
   if (tail[0] === 'namespaces' && tail.length >= 3) {
     const r = findResource(group, version, tail[2]!);
-    if (r?.namespaced && tail.length <= 4) return { resource: r, namespace: tail[1]!, ...(tail[3] !== undefined && { name: tail[3] }) };
-    if (r !== undefined) return undefined;
+    if (r?.namespaced) return item(r, tail.slice(3), tail[1]!);
   }
   const r = findResource(group, version, tail[0]!);
-  if (r === undefined || tail.length > 2) return undefined;
-  return { resource: r, ...(tail[1] !== undefined && { name: tail[1] }) };
+  return r === undefined || r.namespaced && tail.length > 1 ? undefined : item(r, tail.slice(1));
 }
 
 function matcher(r: ResourceType, q: URLSearchParams): Matcher {

@@ -57,7 +57,10 @@ describe('discovery', () => {
     expect(groups.kind).toBe('APIGroupList');
     expect(groups.groups.map((g: { name: string }) => g.name).sort()).toEqual(['discovery.k8s.io', 'gateway.networking.k8s.io', 'security.istio.io']);
     const istio = (await call(server, 'GET', '/apis/security.istio.io/v1')).body;
-    expect(istio.resources.map((r: { kind: string; namespaced: boolean }) => [r.kind, r.namespaced])).toEqual([['PeerAuthentication', true], ['AuthorizationPolicy', true]]);
+    expect(istio.resources.map((r: { name: string; kind: string; namespaced: boolean }) => [r.name, r.kind, r.namespaced])).toEqual([
+      ['peerauthentications', 'PeerAuthentication', true], ['peerauthentications/status', 'PeerAuthentication', true],
+      ['authorizationpolicies', 'AuthorizationPolicy', true], ['authorizationpolicies/status', 'AuthorizationPolicy', true],
+    ]);
     expect((await call(server, 'GET', '/apis/discovery.k8s.io')).body.preferredVersion).toEqual({ groupVersion: 'discovery.k8s.io/v1', version: 'v1' });
     expect((await call(server, 'GET', '/version')).body.gitVersion).toBe('v1.32.0-mesh-test');
     const missing = await call(server, 'GET', '/apis/example.com/v1');
@@ -139,6 +142,29 @@ describe('objects', () => {
     // A new Service gets the freed cluster IP back only when nothing else holds it; here it is free.
     const again = await call(server, 'POST', `/api/v1/namespaces/${ns}/services`, svc('s2'));
     expect(again.body.spec.clusterIP).toBe(clusterIP);
+  });
+
+  it('status is a subresource: writes to the object keep it, writes to /status change only it', async () => {
+    const ns = await namespace();
+    const base = `/api/v1/namespaces/${ns}/pods`;
+    const created = await call(server, 'POST', base, { ...pod('p', 'n1'), status: { phase: 'Running' } });
+    expect(created.body.status).toBeUndefined();
+    // The kubelet's part, done programmatically.
+    const running = server.replace({ ...created.body, status: { phase: 'Running', podIP: '127.0.0.9' } });
+    const put = await call(server, 'PUT', `${base}/p`, { ...running, metadata: { ...running.metadata, labels: { a: 'b' } }, status: { phase: 'Failed' } });
+    expect([put.body.metadata.labels, put.body.status.phase]).toEqual([{ a: 'b' }, 'Running']);
+    const statusPut = await call(server, 'PUT', `${base}/p/status`, { ...put.body, spec: { nodeName: 'elsewhere' }, status: { phase: 'Succeeded' } });
+    expect([statusPut.status, statusPut.body.spec.nodeName, statusPut.body.status.phase, statusPut.body.metadata.generation]).toEqual([200, 'n1', 'Succeeded', 1]);
+    const stale = await call(server, 'PUT', `${base}/p/status`, put.body);
+    expect(stale.status).toBe(409);
+    const patched = await call(server, 'PATCH', `${base}/p/status`, { status: { podIP: '127.0.0.10' }, metadata: { labels: { c: 'd' } } }, { contentType: 'application/merge-patch+json' });
+    expect([patched.body.status, patched.body.metadata.labels]).toEqual([{ phase: 'Succeeded', podIP: '127.0.0.10' }, { a: 'b' }]);
+    const mainPatch = await call(server, 'PATCH', `${base}/p`, { status: { phase: 'Unknown' } }, { contentType: 'application/merge-patch+json' });
+    expect(mainPatch.body.status.phase).toBe('Succeeded');
+    expect((await call(server, 'DELETE', `${base}/p/status`)).status).toBe(405);
+    expect((await call(server, 'GET', `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices/x/status`)).status).toBe(404);
+    const core = (await call(server, 'GET', '/api/v1')).body;
+    expect(core.resources.find((r: { name: string }) => r.name === 'pods/status')).toMatchObject({ kind: 'Pod', verbs: ['get', 'patch', 'update'] });
   });
 
   it('list: the global resourceVersion, label and field selectors, type meta on custom resource items only, consistent pages', async () => {
