@@ -1,6 +1,8 @@
-// PATCH bodies: JSON merge patch (RFC 7386) for every resource, and strategic merge patch for the built-in
-// kinds, which is what `kubectl apply` sends for them (lists with a merge key are merged element by element).
-import { ApiError } from './status.js';
+// PATCH bodies: JSON merge patch (RFC 7386) and JSON patch (RFC 6902) for every resource, and strategic merge
+// patch for the built-in kinds, which is what `kubectl apply` sends for them (lists with a merge key are merged
+// element by element).
+import { isDeepStrictEqual } from 'node:util';
+import { ApiError, failure } from './status.js';
 import type { ResourceType } from './resources.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -18,6 +20,92 @@ export function mergePatch(target: unknown, patch: unknown): Json {
     else out[key] = mergePatch(out[key], value);
   }
   return out;
+}
+
+export interface JsonPatchOp {
+  op: 'add' | 'remove' | 'replace' | 'move' | 'copy' | 'test';
+  path: string;
+  from?: string;
+  value?: unknown;
+}
+
+/** RFC 6902. Any failing operation fails the whole patch (422), so nothing is half-applied. */
+export function jsonPatch(target: unknown, ops: unknown): Json {
+  if (!Array.isArray(ops)) throw ApiError.badRequest('json patch: the body must be a list of operations');
+  let doc = structuredClone(target) as Json;
+  ops.forEach((raw, i) => {
+    const op = raw as JsonPatchOp;
+    const fail = (why: string): ApiError => new ApiError(failure(422, 'Invalid', `json patch operation ${i} (${JSON.stringify(raw)}): ${why}`));
+    if (typeof op !== 'object' || op === null || typeof op.path !== 'string') throw fail('needs "op" and a string "path"');
+    const path = pointer(op.path, fail);
+    switch (op.op) {
+      case 'add': doc = put(doc, path, structuredClone(op.value) as Json, 'add', fail); break;
+      case 'replace': doc = put(doc, path, structuredClone(op.value) as Json, 'replace', fail); break;
+      case 'remove': doc = remove(doc, path, fail); break;
+      case 'test': if (!isDeepStrictEqual(get(doc, path, fail), op.value)) throw fail('the value differs'); break;
+      case 'copy':
+      case 'move': {
+        if (typeof op.from !== 'string') throw fail('needs a string "from"');
+        const from = pointer(op.from, fail);
+        const value = structuredClone(get(doc, from, fail));
+        if (op.op === 'move') doc = remove(doc, from, fail);
+        doc = put(doc, path, value, 'add', fail);
+        break;
+      }
+      default: throw fail(`unknown op ${JSON.stringify(op.op)}`);
+    }
+  });
+  return doc;
+}
+
+type Fail = (why: string) => ApiError;
+
+function pointer(p: string, fail: Fail): string[] {
+  if (p === '') return [];
+  if (!p.startsWith('/')) throw fail(`path ${JSON.stringify(p)} is not a JSON pointer`);
+  return p.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+}
+
+function index(list: Json[], key: string, fail: Fail, forAdd: boolean): number {
+  if (forAdd && key === '-') return list.length;
+  if (!/^(0|[1-9]\d*)$/.test(key)) throw fail(`${JSON.stringify(key)} is not a list index`);
+  const i = Number(key);
+  if (i > list.length || (!forAdd && i === list.length)) throw fail(`index ${i} is out of range`);
+  return i;
+}
+
+function get(doc: Json, path: string[], fail: Fail): Json {
+  let at = doc;
+  for (const key of path) {
+    if (Array.isArray(at)) at = at[index(at, key, fail, false)]!;
+    else if (isMap(at) && Object.hasOwn(at, key)) at = at[key]!;
+    else throw fail(`no value at ${JSON.stringify(key)}`);
+  }
+  return at;
+}
+
+function put(doc: Json, path: string[], value: Json, how: 'add' | 'replace', fail: Fail): Json {
+  if (path.length === 0) return value;
+  const parent = get(doc, path.slice(0, -1), fail);
+  const key = path.at(-1)!;
+  if (Array.isArray(parent)) {
+    const i = index(parent, key, fail, how === 'add');
+    parent.splice(i, how === 'add' ? 0 : 1, value);
+  } else if (isMap(parent)) {
+    if (how === 'replace' && !Object.hasOwn(parent, key)) throw fail(`no value at ${JSON.stringify(key)} to replace`);
+    parent[key] = value;
+  } else throw fail('the parent is not an object or a list');
+  return doc;
+}
+
+function remove(doc: Json, path: string[], fail: Fail): Json {
+  if (path.length === 0) throw fail('cannot remove the whole document');
+  const parent = get(doc, path.slice(0, -1), fail);
+  const key = path.at(-1)!;
+  if (Array.isArray(parent)) parent.splice(index(parent, key, fail, false), 1);
+  else if (isMap(parent) && Object.hasOwn(parent, key)) delete parent[key];
+  else throw fail(`no value at ${JSON.stringify(key)} to remove`);
+  return doc;
 }
 
 /**

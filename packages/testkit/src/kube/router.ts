@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { openapiV2, openapiV3Doc, openapiV3Root } from './openapi.js';
-import { mergePatch, strategicMergePatch } from './patch.js';
+import { jsonPatch, mergePatch, strategicMergePatch } from './patch.js';
 import { apiGroupDoc, apiGroupList, apiResourceList, apiVersions } from './discovery.js';
 import { findResource, groupVersion, type KubeObject, type ResourceType } from './resources.js';
 import { parseFieldSelector, parseLabelSelector, type Matcher } from './selectors.js';
@@ -23,6 +23,13 @@ export interface RouterContext {
 }
 
 const MAX_BODY = 8 * 1024 * 1024;
+const STRATEGIC = 'application/strategic-merge-patch+json';
+// Patch media types served; server-side apply (application/apply-patch+yaml) is not.
+const PATCHES: Record<string, (current: KubeObject, patch: unknown, r: ResourceType) => unknown> = {
+  'application/json-patch+json': (current, patch) => jsonPatch(current, patch),
+  'application/merge-patch+json': (current, patch) => mergePatch(current, patch),
+  [STRATEGIC]: (current, patch, r) => strategicMergePatch(current, patch, r),
+};
 // Snapshots behind continue tokens, so the pages of one list are of one resourceVersion.
 const MAX_PAGED_LISTS = 64;
 
@@ -223,21 +230,22 @@ export class Router {
   async #patch(rp: Required<ResourcePath>, req: IncomingMessage): Promise<KubeObject> {
     const { resource: r, namespace, name } = rp;
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
-    const current = this.ctx.store.get(r, namespace, name);
-    if (type === 'application/merge-patch+json' || type === 'application/strategic-merge-patch+json') {
-      if (type === 'application/strategic-merge-patch+json' && r.custom) {
-        throw new ApiError(failure(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`));
-      }
-      const patch = await readJson(req);
-      if (current === undefined) throw ApiError.notFound(r.plural, name, r.group);
-      const patched = (type === 'application/merge-patch+json' ? mergePatch(current, patch) : strategicMergePatch(current, patch, r)) as KubeObject;
-      if (typeof patched !== 'object' || patched === null || Array.isArray(patched)) throw ApiError.badRequest('the patch must be a JSON object');
-      const meta = (patched.metadata ??= {});
-      if (meta.name !== name || (r.namespaced && meta.namespace !== namespace)) throw ApiError.badRequest('a patch may not change metadata.name or metadata.namespace');
-      return this.ctx.store.replace(r, this.#scoped(rp, patched));
+    const apply = PATCHES[type];
+    if (apply === undefined || (type === STRATEGIC && r.custom)) {
+      // The apiserver's answer to a strategic merge patch on a custom resource, and to a type it does not know.
+      const accepted = Object.keys(PATCHES).filter((t) => t !== STRATEGIC || !r.custom);
+      throw new ApiError(failure(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: ${accepted.join(', ')}`));
     }
-    throw new ApiError(failure(415, 'UnsupportedMediaType', `patch type ${JSON.stringify(type)} is not supported by this test server (it takes application/merge-patch+json${r.custom ? '' : ' and application/strategic-merge-patch+json'})`));
+    const patch = await readJson(req);
+    const current = this.ctx.store.get(r, namespace, name);
+    if (current === undefined) throw ApiError.notFound(r.plural, name, r.group);
+    const patched = apply(current, patch, r) as KubeObject;
+    if (typeof patched !== 'object' || patched === null || Array.isArray(patched)) throw ApiError.badRequest('the patched object is not a JSON object');
+    const meta = (patched.metadata ??= {});
+    if (meta.name !== name || (r.namespaced && meta.namespace !== namespace)) throw ApiError.badRequest('a patch may not change metadata.name or metadata.namespace');
+    return this.ctx.store.replace(r, this.#scoped(rp, patched));
   }
+
 }
 
 /** /api/v1/[namespaces/NS/]PLURAL[/NAME[/status]] or /apis/GROUP/VERSION/[namespaces/NS/]PLURAL[/NAME[/status]]. */

@@ -87,7 +87,7 @@ describe('kubectl against the test API server', () => {
     expect(r.stderr).toContain('Unauthorized');
   });
 
-  it('create -f, get with selectors, replace -f (and a stale replace: Conflict), patch --type=merge, delete', async () => {
+  it('create -f, get with selectors, replace -f (and a stale replace: Conflict), patch --type=merge and --type=json, delete', async () => {
     const ns = await namespace();
     const out = await ok(['create', '-f', manifest('create', svc(ns, [9080]), route(ns, [90, 10]))]);
     expect(out).toContain('service/reviews created');
@@ -119,6 +119,9 @@ describe('kubectl against the test API server', () => {
     const patch = JSON.stringify({ spec: { rules: [{ backendRefs: [{ name: 'reviews-v1', port: 9080, weight: 0 }, { name: 'reviews-v2', port: 9080, weight: 100 }] }] } });
     expect(await ok(['patch', 'httproute', 'reviews', '-n', ns, '--type=merge', '-p', patch])).toContain('patched');
     expect(weightsOf(server.get({ ...ROUTE, metadata: { name: 'reviews', namespace: ns } }))).toEqual([0, 100]);
+    const jsonPatch = JSON.stringify([{ op: 'replace', path: '/spec/rules/0/backendRefs/0/weight', value: 20 }, { op: 'replace', path: '/spec/rules/0/backendRefs/1/weight', value: 80 }]);
+    expect(await ok(['patch', 'httproute', 'reviews', '-n', ns, '--type=json', '-p', jsonPatch])).toContain('patched');
+    expect(weightsOf(server.get({ ...ROUTE, metadata: { name: 'reviews', namespace: ns } }))).toEqual([20, 80]);
     await ok(['patch', 'svc', 'reviews', '-n', ns, '--type=merge', '-p', '{"metadata":{"labels":{"tier":"backend"}}}']);
     expect(server.get({ ...SVC, metadata: { name: 'reviews', namespace: ns } })!.metadata.labels).toEqual({ app: 'reviews', tier: 'backend' });
 

@@ -128,8 +128,16 @@ describe('objects', () => {
     await call(server, 'POST', `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/httproutes`, route('r', 1));
     const refused = await call(server, 'PATCH', `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/httproutes/r`, {}, { contentType: 'application/strategic-merge-patch+json' });
     expect([refused.status, refused.body.reason]).toEqual([415, 'UnsupportedMediaType']);
-    const jsonPatch = await call(server, 'PATCH', `/api/v1/namespaces/${ns}/services/s`, [], { contentType: 'application/json-patch+json' });
-    expect(jsonPatch.status).toBe(415);
+    const routePath = `/apis/gateway.networking.k8s.io/v1/namespaces/${ns}/httproutes/r`;
+    const weight = '/spec/rules/0/backendRefs/0/weight';
+    const jp = await call(server, 'PATCH', routePath, [{ op: 'test', path: weight, value: 1 }, { op: 'replace', path: weight, value: 7 }], { contentType: 'application/json-patch+json' });
+    expect(jp.body.spec.rules[0].backendRefs[0].weight).toBe(7);
+    const failed = await call(server, 'PATCH', routePath, [{ op: 'replace', path: weight, value: 8 }, { op: 'test', path: weight, value: 1 }], { contentType: 'application/json-patch+json' });
+    expect([failed.status, failed.body.reason]).toEqual([422, 'Invalid']);
+    expect(failed.body.message).toContain('json patch operation 1');
+    expect((await call(server, 'GET', routePath)).body.metadata.resourceVersion).toBe(jp.body.metadata.resourceVersion);
+    const apply = await call(server, 'PATCH', routePath, 'kind: HTTPRoute', { contentType: 'application/apply-patch+yaml' });
+    expect(apply.status).toBe(415);
     const missing = await call(server, 'PATCH', `/api/v1/namespaces/${ns}/services/nope`, {}, { contentType: 'application/merge-patch+json' });
     expect(missing.status).toBe(404);
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mergePatch, RESOURCES, strategicMergePatch } from '../../src/index.js';
+import { jsonPatch, mergePatch, RESOURCES, strategicMergePatch } from '../../src/index.js';
 
 const services = RESOURCES.find((r) => r.plural === 'services')!;
 const pods = RESOURCES.find((r) => r.plural === 'pods')!;
@@ -19,6 +19,34 @@ describe('JSON merge patch (RFC 7386)', () => {
   ];
   it.each(rows)('%j + %j = %j', (target, patch, expected) => {
     expect(mergePatch(target, patch)).toEqual(expected);
+  });
+});
+
+describe('JSON patch (RFC 6902)', () => {
+  const doc = { a: { b: [1, 2, 3], 'c/d': 'x', 'e~f': 'y' } };
+  const rows: [string, unknown[], unknown][] = [
+    ['add to a map', [{ op: 'add', path: '/a/n', value: 1 }], { a: { ...doc.a, n: 1 } }],
+    ['add into a list', [{ op: 'add', path: '/a/b/1', value: 9 }], { a: { ...doc.a, b: [1, 9, 2, 3] } }],
+    ['append with -', [{ op: 'add', path: '/a/b/-', value: 4 }], { a: { ...doc.a, b: [1, 2, 3, 4] } }],
+    ['replace in a list', [{ op: 'replace', path: '/a/b/0', value: 0 }], { a: { ...doc.a, b: [0, 2, 3] } }],
+    ['remove, escaped keys', [{ op: 'remove', path: '/a/c~1d' }, { op: 'remove', path: '/a/e~0f' }], { a: { b: [1, 2, 3] } }],
+    ['move', [{ op: 'move', from: '/a/b', path: '/b' }], { a: { 'c/d': 'x', 'e~f': 'y' }, b: [1, 2, 3] }],
+    ['copy', [{ op: 'copy', from: '/a/b/2', path: '/z' }], { ...doc, z: 3 }],
+    ['test then replace', [{ op: 'test', path: '/a/b', value: [1, 2, 3] }, { op: 'replace', path: '/a/b', value: [] }], { a: { ...doc.a, b: [] } }],
+  ];
+  it.each(rows)('%s', (_, ops, expected) => {
+    expect(jsonPatch(doc, ops)).toEqual(expected);
+  });
+
+  it.each([
+    ['a failed test', [{ op: 'add', path: '/n', value: 1 }, { op: 'test', path: '/a/b/0', value: 5 }], 'operation 1'],
+    ['a missing path', [{ op: 'replace', path: '/a/nope', value: 1 }], 'no value at "nope" to replace'],
+    ['an index out of range', [{ op: 'add', path: '/a/b/4', value: 1 }], 'index 4 is out of range'],
+    ['an unknown op', [{ op: 'frob', path: '/a' }], 'unknown op "frob"'],
+  ])('%s fails the whole patch and leaves the document alone', (_, ops, message) => {
+    const before = structuredClone(doc);
+    expect(() => jsonPatch(doc, ops)).toThrow(message);
+    expect(doc).toEqual(before);
   });
 });
 
