@@ -84,7 +84,8 @@ export class KubeApiServer implements AsyncDisposable {
     this.#server = pki === undefined
       ? createHttpServer(handler)
       : createHttpsServer({ key: pki.server.key, cert: pki.server.cert, ca: pki.ca.cert, requestCert: true, rejectUnauthorized: false }, handler);
-    this.#server.on(pki === undefined ? 'connection' : 'secureConnection', (s: Socket) => {
+    // Raw TCP sockets, TLS or not, so stop() also cuts connections still in their handshake.
+    this.#server.on('connection', (s: Socket) => {
       this.#sockets.add(s);
       s.once('close', () => this.#sockets.delete(s));
     });

@@ -78,7 +78,10 @@ export class Watch {
       if (p.sendInitialEvents && p.allowBookmarks) this.#bookmark({ 'k8s.io/initial-events-end': 'true' });
     }
     for (const e of replay) this.#deliver(e);
-    this.#unsubscribe = this.store.subscribe((e) => this.#deliver(e));
+    // A resourceVersion ahead of the store's: changes up to it are not this watch's to see.
+    this.#unsubscribe = this.store.subscribe((e) => {
+      if (from === undefined || e.resourceVersion > from) this.#deliver(e);
+    });
     if (p.allowBookmarks) this.#timers.push(setInterval(() => this.#bookmark(), this.opts.bookmarkIntervalMs));
     if (p.timeoutSeconds !== undefined) this.#timers.push(setTimeout(() => this.end(), p.timeoutSeconds * 1000));
   }

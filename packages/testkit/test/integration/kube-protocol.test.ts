@@ -244,6 +244,16 @@ describe('watch', () => {
     expect(w.events.map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual(['MODIFIED a', 'ADDED b']);
   });
 
+  it('from a resourceVersion not reached yet: only the changes after it', async () => {
+    const ns = await namespace();
+    const ahead = server.store.resourceVersion + 2;
+    const w = await opened(`/api/v1/namespaces/${ns}/services?watch=true&resourceVersion=${ahead}`);
+    for (const name of ['a', 'b', 'c']) server.create({ ...svc(name), metadata: { name, namespace: ns } });
+    await waitFor(() => w.events.length === 1, WAIT_MS, 'one event');
+    await sleep(100);
+    expect(w.events.map((e) => e.object.metadata.name)).toEqual(['c']);
+  });
+
   it('bookmarks only when asked: on demand, every interval, and marking the end of sendInitialEvents', async () => {
     const ns = await namespace();
     server.create({ ...svc('a'), metadata: { name: 'a', namespace: ns } });
