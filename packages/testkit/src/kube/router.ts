@@ -154,26 +154,18 @@ export class Router {
       }
       if (match === 'Exact' && n !== store.resourceVersion) throw ApiError.badRequest('resourceVersionMatch=Exact for a past resourceVersion is not supported by this test server');
     }
-    let items: KubeObject[];
-    let listRv: number;
-    let offset = 0;
     const token = q.get('continue');
-    if (token) {
-      const page = this.#continued(token);
-      ({ items, rv: listRv } = page.snapshot);
-      offset = page.offset;
-    } else {
-      items = store.list(r, rp.namespace).filter(matches);
-      listRv = store.resourceVersion;
-    }
+    const { id, snapshot: { items, rv: listRv }, offset } = token
+      ? this.#continued(token)
+      : { id: undefined, snapshot: { items: store.list(r, rp.namespace).filter(matches), rv: store.resourceVersion }, offset: 0 };
     const limit = q.has('limit') ? Number(q.get('limit')) : 0;
     if (!Number.isInteger(limit) || limit < 0) throw ApiError.badRequest(`limit must be a non-negative integer, got ${q.get('limit')}`);
     const metadata: Record<string, unknown> = { resourceVersion: String(listRv) };
     let page = items.slice(offset);
     if (limit > 0 && page.length > limit) {
       page = page.slice(0, limit);
-      const id = token ? JSON.parse(Buffer.from(token, 'base64url').toString()).id as string : this.#snapshot(listRv, items);
-      metadata.continue = Buffer.from(JSON.stringify({ id, offset: offset + limit })).toString('base64url');
+      const next = { id: id ?? this.#snapshot(listRv, items), offset: offset + limit };
+      metadata.continue = Buffer.from(JSON.stringify(next)).toString('base64url');
       metadata.remainingItemCount = items.length - offset - limit;
     }
     // Built-in lists carry kind/apiVersion on the list only; custom resource lists on each item too.
@@ -188,7 +180,7 @@ export class Router {
     return id;
   }
 
-  #continued(token: string): { snapshot: { rv: number; items: KubeObject[] }; offset: number } {
+  #continued(token: string): { id: string; snapshot: { rv: number; items: KubeObject[] }; offset: number } {
     let parsed: { id?: unknown; offset?: unknown };
     try {
       parsed = JSON.parse(Buffer.from(token, 'base64url').toString());
@@ -199,7 +191,7 @@ export class Router {
     if (snapshot === undefined || snapshot.rv < this.ctx.store.compactedResourceVersion || typeof parsed.offset !== 'number') {
       throw ApiError.expired('The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
     }
-    return { snapshot, offset: parsed.offset };
+    return { id: parsed.id as string, snapshot, offset: parsed.offset };
   }
 
   #watch(rp: ResourcePath, q: URLSearchParams, res: ServerResponse): void {
