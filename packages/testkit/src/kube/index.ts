@@ -7,4 +7,5 @@ export * from './selectors.js';
 export * from './server.js';
 export * from './status.js';
 export * from './store.js';
+export * from './table.js';
 export * from './watch.js';

@@ -9,6 +9,7 @@ import { findResource, groupVersion, type KubeObject, type ResourceType } from '
 import { parseFieldSelector, parseLabelSelector, type Matcher } from './selectors.js';
 import { ApiError, failure, success } from './status.js';
 import type { ObjectStore } from './store.js';
+import { table, wantsTable, type IncludeObject } from './table.js';
 import { VERSION } from './version.js';
 import { Watch, type ExpiredForm } from './watch.js';
 
@@ -75,7 +76,8 @@ export class Router {
     if (q.has('dryRun')) throw ApiError.badRequest('dryRun is not supported by this test server');
     const { resource: r, namespace, name } = rp;
     if (name === undefined) {
-      if (method === 'GET') return q.get('watch') === 'true' || q.get('watch') === '1' ? this.#watch(rp, q, res) : this.#list(rp, q, res);
+      const asTable = wantsTable(req.headers.accept) ? includeObject(q) : undefined;
+      if (method === 'GET') return q.get('watch') === 'true' || q.get('watch') === '1' ? this.#watch(rp, q, res, asTable) : this.#list(rp, q, res, asTable);
       if (method === 'POST') {
         const obj = inNamespace(asObject(await readJson(req), r), r, namespace);
         // What a client sends as status on create is dropped; controllers set it through /status.
@@ -90,6 +92,7 @@ export class Router {
       case 'GET': {
         const obj = store.get(r, namespace, name);
         if (obj === undefined) throw ApiError.notFound(r.plural, name, r.group);
+        if (wantsTable(req.headers.accept)) return send(res, 200, table(r, [obj], obj.metadata.resourceVersion!, includeObject(q)));
         return send(res, 200, obj);
       }
       case 'PUT': {
@@ -139,7 +142,7 @@ export class Router {
     return undefined;
   }
 
-  #list(rp: ResourcePath, q: URLSearchParams, res: ServerResponse): void {
+  #list(rp: ResourcePath, q: URLSearchParams, res: ServerResponse, asTable: IncludeObject | undefined): void {
     const { resource: r } = rp;
     const store = this.ctx.store;
     const matches = matcher(r, q);
@@ -168,6 +171,7 @@ export class Router {
       metadata.continue = Buffer.from(JSON.stringify(next)).toString('base64url');
       metadata.remainingItemCount = items.length - offset - limit;
     }
+    if (asTable !== undefined) return send(res, 200, { ...table(r, page, String(listRv), asTable), metadata });
     // Built-in lists carry kind/apiVersion on the list only; custom resource lists on each item too.
     const out = page.map((o) => (r.custom ? o : withoutTypeMeta(o)));
     send(res, 200, { apiVersion: groupVersion(r), kind: `${r.kind}List`, metadata, items: out });
@@ -194,7 +198,7 @@ export class Router {
     return { id: parsed.id as string, snapshot, offset: parsed.offset };
   }
 
-  #watch(rp: ResourcePath, q: URLSearchParams, res: ServerResponse): void {
+  #watch(rp: ResourcePath, q: URLSearchParams, res: ServerResponse, asTable: IncludeObject | undefined): void {
     const rv = q.get('resourceVersion') ?? '';
     if (rv !== '' && rv !== '0') parseResourceVersion(rv);
     const timeout = q.get('timeoutSeconds');
@@ -210,6 +214,7 @@ export class Router {
       allowBookmarks: q.get('allowWatchBookmarks') === 'true',
       sendInitialEvents: q.get('sendInitialEvents') === 'true',
       ...(timeoutSeconds !== undefined && timeoutSeconds > 0 && { timeoutSeconds }),
+      ...(asTable !== undefined && { table: asTable }),
     }, res, this.ctx.store, {
       bookmarkIntervalMs: this.ctx.bookmarkIntervalMs,
       expiredForm: this.ctx.expiredForm,
@@ -267,6 +272,12 @@ function matcher(r: ResourceType, q: URLSearchParams): Matcher {
   const byLabel = label ? parseLabelSelector(label) : undefined;
   const byField = field ? parseFieldSelector(field, r) : undefined;
   return (o) => (byLabel?.(o) ?? true) && (byField?.(o) ?? true);
+}
+
+function includeObject(q: URLSearchParams): IncludeObject {
+  const v = q.get('includeObject') ?? 'Metadata';
+  if (v !== 'None' && v !== 'Metadata' && v !== 'Object') throw ApiError.badRequest(`includeObject must be None, Metadata or Object, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function parseResourceVersion(rv: string): number {

@@ -5,6 +5,7 @@ import type { ServerResponse } from 'node:http';
 import type { Matcher } from './selectors.js';
 import { groupVersion, type KubeObject, type ResourceType } from './resources.js';
 import { failure, type Status } from './status.js';
+import { table, type IncludeObject } from './table.js';
 import type { ChangeEvent, ObjectStore } from './store.js';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
@@ -23,6 +24,8 @@ export interface WatchParams {
   /** sendInitialEvents=true: the current state, then a bookmark marked k8s.io/initial-events-end. */
   sendInitialEvents: boolean;
   timeoutSeconds?: number;
+  /** Each object as a one-row Table (kubectl get -w), with this much of the object in the row. */
+  table?: IncludeObject;
 }
 
 export interface WatchOptions {
@@ -34,6 +37,7 @@ export interface WatchOptions {
 export class Watch {
   #stalled = false;
   #closed = false;
+  #tableColumnsSent = false;
   #unsubscribe: (() => void) | undefined;
   readonly #timers: NodeJS.Timeout[] = [];
   /** Events written, by type, for tests that check what a client was sent. */
@@ -141,7 +145,14 @@ export class Watch {
   #write(type: WatchEventType, object: KubeObject | Status): void {
     if (this.#closed || this.#stalled) return;
     this.sent[type]++;
-    this.res.write(`${JSON.stringify({ type, object })}\n`);
+    const include = this.params.table;
+    let out: object = object;
+    if (include !== undefined && type !== 'ERROR' && type !== 'BOOKMARK') {
+      const obj = object as KubeObject;
+      out = table(this.params.resource, [obj], obj.metadata.resourceVersion!, include, !this.#tableColumnsSent);
+      this.#tableColumnsSent = true;
+    }
+    this.res.write(`${JSON.stringify({ type, object: out })}\n`);
   }
 
   #cleanup(): void {

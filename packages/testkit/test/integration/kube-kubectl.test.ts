@@ -5,7 +5,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findTool, KubeApiServer, run, uniqueName, writeKubeconfig, type ExecResult, type KubeObject } from '../../src/index.js';
+import {
+  findTool, KubeApiServer, processes, run, stopProcess, uniqueName, waitForLine, writeKubeconfig, type ExecResult, type KubeObject,
+} from '../../src/index.js';
 
 let server: KubeApiServer;
 let dir: string;
@@ -21,9 +23,12 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+function base(kubeconfig = server.kubeconfigPath): string[] {
+  return ['--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'cache'), '--request-timeout', '20s'];
+}
+
 function kubectl(args: string[], opts: { kubeconfig?: string } = {}): Promise<ExecResult> {
-  const base = ['--kubeconfig', opts.kubeconfig ?? server.kubeconfigPath, '--cache-dir', join(dir, 'cache'), '--request-timeout', '20s'];
-  return run('kubectl', [...base, ...args], { timeoutMs: 40_000 });
+  return run('kubectl', [...base(opts.kubeconfig), ...args], { timeoutMs: 40_000 });
 }
 
 async function ok(args: string[]): Promise<string> {
@@ -130,6 +135,26 @@ describe('kubectl against the test API server', () => {
     expect(server.list(SVC, ns)).toEqual([]);
     const gone = await kubectl(['get', 'httproute', 'reviews', '-n', ns]);
     expect(gone.stderr).toContain('NotFound');
+  });
+
+  it('get prints the server\'s columns (Table), and get -w prints each change as it happens', async () => {
+    const ns = await namespace();
+    await ok(['create', '-f', manifest('tables', svc(ns, [9080]), route(ns, [90, 10]))]);
+    const clusterIP = (server.get({ ...SVC, metadata: { name: 'reviews', namespace: ns } })!.spec as any).clusterIP as string;
+    const lines = (await ok(['get', 'svc', '-n', ns, '-o', 'wide'])).trim().split('\n').map((l) => l.split(/\s+/));
+    expect(lines[0]).toEqual(['NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)', 'AGE', 'SELECTOR']);
+    expect(lines[1]).toEqual(['reviews', 'ClusterIP', clusterIP, '<none>', '9080/TCP', expect.stringMatching(/^\d+s$/), 'app=reviews']);
+
+    const watching = processes.spawn('kubectl', [...base(), 'get', 'httproutes', '-n', ns, '-w', '--output-watch-events']);
+    try {
+      await waitForLine(watching, /^ADDED\s+reviews\s/, 20_000);
+      await ok(['patch', 'httproute', 'reviews', '-n', ns, '--type=merge', '-p', '{"spec":{"hostnames":["reviews.example"]}}']);
+      await waitForLine(watching, /^MODIFIED\s+reviews\s+reviews\.example\s/, 20_000);
+      await ok(['delete', 'httproute', 'reviews', '-n', ns]);
+      await waitForLine(watching, /^DELETED\s+reviews\s/, 20_000);
+    } finally {
+      await stopProcess(watching);
+    }
   });
 
   it('apply -f creates, then applies changes three-way: strategic merge for the Service, JSON merge for the HTTPRoute', async () => {
