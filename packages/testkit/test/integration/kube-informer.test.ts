@@ -10,7 +10,7 @@ import { waitFor } from './kube-client.js';
 const WAIT_MS = 20_000;
 
 let server: KubeApiServer;
-const informers: k8s.Informer<k8s.V1Service>[] = [];
+const informers: { stop(): Promise<void> }[] = [];
 
 beforeAll(async () => {
   server = await KubeApiServer.start();
@@ -267,6 +267,35 @@ describe('client-node informer against the test API server', () => {
     for (const [name, rvs] of seen) expect(rvs, name).toEqual([...rvs].sort((a, b) => a - b));
     expect(calls(ns).lists).toHaveLength(3);
     expect(calls(ns).watches.map((r) => r.status)).toContain(410);
+  });
+
+  it('pods of one node (field selector spec.nodeName, which makeInformer cannot pass; ListWatch can): bound ones arrive, others never', async () => {
+    const ns = namespace();
+    const pod = (name: string, nodeName?: string): KubeObject => ({
+      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns },
+      spec: { ...(nodeName !== undefined && { nodeName }), containers: [{ name: 'c', image: 'x' }] },
+    });
+    server.create(pod('here', 'node-a'));
+    server.create(pod('there', 'node-b'));
+    const pending = server.create(pod('pending'));
+    const kc = new k8s.KubeConfig();
+    kc.loadFromFile(server.kubeconfigPath);
+    const api = kc.makeApiClient(k8s.CoreV1Api);
+    const selector = 'spec.nodeName=node-a';
+    const informer = new k8s.ListWatch<k8s.V1Pod>(`/api/v1/namespaces/${ns}/pods`, new k8s.Watch(kc),
+      () => api.listNamespacedPod({ namespace: ns, fieldSelector: selector }), false, undefined, selector);
+    informers.push(informer);
+    const names = (): string[] => informer.list(ns).map((p) => p.metadata!.name!).sort();
+    await informer.start();
+    await waitFor(() => names().length === 1, WAIT_MS, 'the pod on node-a');
+    // The scheduler's binding, done programmatically: the pod moves into the selector.
+    server.replace({ ...pending, spec: { ...(pending.spec as object), nodeName: 'node-a' } });
+    server.create(pod('later', 'node-b'));
+    await waitFor(() => names().length === 2, WAIT_MS, 'the bound pod');
+    await sleep(200);
+    expect(names()).toEqual(['here', 'pending']);
+    const watchUrl = server.requests.find((r) => r.url.startsWith(`/api/v1/namespaces/${ns}/pods?`) && r.url.includes('watch=true'))!.url;
+    expect(new URL(watchUrl, 'http://x').searchParams.get('fieldSelector')).toBe(selector);
   });
 
   it('a server that stops and comes back on the same port: the informer catches up with what changed meanwhile', async () => {
