@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { jsonPatch, mergePatch, RESOURCES, strategicMergePatch } from '../../src/index.js';
+import { jsonPatch, mergePatch, strategicMergePatch } from '../../src/kube/patch.js';
+import { RESOURCES } from '../../src/kube/resources.js';
 
 const services = RESOURCES.find((r) => r.plural === 'services')!;
 const pods = RESOURCES.find((r) => r.plural === 'pods')!;

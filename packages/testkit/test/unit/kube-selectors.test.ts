@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ApiError, parseFieldSelector, parseLabelSelector, RESOURCES, type KubeObject } from '../../src/index.js';
+import { RESOURCES, type KubeObject } from '../../src/kube/resources.js';
+import { parseFieldSelector, parseLabelSelector } from '../../src/kube/selectors.js';
+import { ApiError } from '../../src/kube/status.js';
 
 const pods = RESOURCES.find((r) => r.plural === 'pods')!;
 const services = RESOURCES.find((r) => r.plural === 'services')!;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { age, wantsTable } from '../../src/index.js';
+import { age, wantsTable } from '../../src/kube/table.js';
 
 describe('server-side printing', () => {
   const now = Date.parse('2026-01-10T00:00:00Z');
