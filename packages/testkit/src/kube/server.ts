@@ -39,6 +39,7 @@ export interface RequestRecord {
   /** Client certificate CN; '' over plain HTTP. */
   user: string;
   groups: string[];
+  /** The response's status once it has ended or broken off; 0 while it is going on (an open watch). */
   status: number;
 }
 
@@ -222,10 +223,8 @@ export class KubeApiServer implements AsyncDisposable {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
-    const record: RequestRecord = {
-      at: Date.now(),
-      method: req.method ?? '', url: req.url ?? '', contentType: (req.headers['content-type'] ?? '').split(';')[0]!.trim(), user: '', groups: [], status: 0,
-    };
+    const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    const record: RequestRecord = { at: Date.now(), method: req.method ?? '', url: req.url ?? '', contentType, user: '', groups: [], status: 0 };
     res.once('finish', () => (record.status = res.statusCode));
     res.once('close', () => (record.status ||= res.statusCode));
     this.requests.push(record);

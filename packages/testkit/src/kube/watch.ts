@@ -40,8 +40,6 @@ export class Watch {
   #tableColumnsSent = false;
   #unsubscribe: (() => void) | undefined;
   readonly #timers: NodeJS.Timeout[] = [];
-  /** Events written, by type, for tests that check what a client was sent. */
-  readonly sent: Record<WatchEventType, number> = { ADDED: 0, MODIFIED: 0, DELETED: 0, BOOKMARK: 0, ERROR: 0 };
 
   constructor(
     readonly params: WatchParams,
@@ -144,7 +142,6 @@ export class Watch {
 
   #write(type: WatchEventType, object: KubeObject | Status): void {
     if (this.#closed || this.#stalled) return;
-    this.sent[type]++;
     const include = this.params.table;
     let out: object = object;
     if (include !== undefined && type !== 'ERROR' && type !== 'BOOKMARK') {
