@@ -49,10 +49,7 @@ export function checkUpdate(r: ResourceType, old: KubeObject, obj: KubeObject, s
 // Test traffic may only reach loopback, so the default range is in 127.0.0.0/8: a Service VIP that no hook
 // rewrites never leaves the machine.
 function allocate(r: ResourceType, store: ClusterIPs): string {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(store.serviceClusterIPRange);
-  if (!m) throw new TypeError(`serviceClusterIPRange must be an IPv4 CIDR, got ${JSON.stringify(store.serviceClusterIPRange)}`);
-  const base = (((+m[1]! << 24) | (+m[2]! << 16) | (+m[3]! << 8) | +m[4]!) >>> 0);
-  const size = 2 ** (32 - +m[5]!);
+  const { base, size } = parseRange(store.serviceClusterIPRange);
   const used = new Set(store.list(r).map((s) => (s.spec as Spec | undefined)?.clusterIP));
   for (let i = 1; i < size - 1; i++) {
     const n = (base + i) >>> 0;
@@ -60,4 +57,17 @@ function allocate(r: ResourceType, store: ClusterIPs): string {
     if (!used.has(ip)) return ip;
   }
   throw ApiError.invalid('Service', '', '', 'spec.clusterIP', `Internal error: range ${store.serviceClusterIPRange} is full`);
+}
+
+/** An IPv4 CIDR as its first address and size; a TypeError naming the option otherwise. */
+export function parseRange(cidr: string): { base: number; size: number } {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  const bits = m ? Number(m[5]) : -1;
+  if (!m || octets.some((o) => o > 255) || bits > 30) {
+    throw new TypeError(`serviceClusterIPRange must be an IPv4 CIDR of at most /30 (e.g. 127.96.0.0/16), got ${JSON.stringify(cidr)}`);
+  }
+  const size = 2 ** (32 - bits);
+  const address = octets.reduce((n, o) => n * 256 + o, 0);
+  return { base: address - (address % size), size };
 }

@@ -95,6 +95,7 @@ export class KubeApiServer implements AsyncDisposable {
 
   /** Make the certificates, start listening on 127.0.0.1 and write the kubeconfig. */
   static async start(opts: KubeApiServerOptions = {}): Promise<KubeApiServer> {
+    checkOptions(opts);
     const dir = mkdtempSync(join(tmpdir(), 'mesh-kube-'));
     try {
       const tls = opts.tls ?? true;
@@ -241,5 +242,16 @@ export class KubeApiServer implements AsyncDisposable {
       record.groups = subject.O === undefined ? [] : ([] as string[]).concat(subject.O);
     }
     void this.#router.handle(req, res);
+  }
+}
+
+function checkOptions(opts: KubeApiServerOptions): void {
+  const { port, bookmarkIntervalMs, expiredForm } = opts;
+  if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) throw new RangeError(`KubeApiServer: port must be an integer in 0..65535, got ${port}`);
+  if (bookmarkIntervalMs !== undefined && !(Number.isFinite(bookmarkIntervalMs) && bookmarkIntervalMs >= 10)) {
+    throw new RangeError(`KubeApiServer: bookmarkIntervalMs must be at least 10, got ${bookmarkIntervalMs}`);
+  }
+  if (expiredForm !== undefined && expiredForm !== 'http' && expiredForm !== 'event') {
+    throw new TypeError(`KubeApiServer: expiredForm must be 'http' or 'event', got ${JSON.stringify(expiredForm)}`);
   }
 }

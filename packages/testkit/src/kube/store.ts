@@ -3,7 +3,7 @@
 // expire: a watch from before the compacted point gets 410 Gone, as from an etcd compaction.
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { applyDefaults, checkUpdate } from './defaults.js';
+import { applyDefaults, checkUpdate, parseRange } from './defaults.js';
 import { groupVersion, RESOURCES, type KubeObject, type ResourceType } from './resources.js';
 import { ApiError } from './status.js';
 
@@ -49,6 +49,7 @@ export class ObjectStore {
     this.historyLimit = opts.historyLimit ?? 1000;
     if (!Number.isInteger(this.historyLimit) || this.historyLimit < 1) throw new RangeError(`historyLimit must be a positive integer, got ${opts.historyLimit}`);
     this.serviceClusterIPRange = opts.serviceClusterIPRange ?? '127.96.0.0/16';
+    parseRange(this.serviceClusterIPRange);
     const ns = RESOURCES.find((r) => r.plural === 'namespaces')!;
     for (const name of INITIAL_NAMESPACES) this.create(ns, { apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
   }

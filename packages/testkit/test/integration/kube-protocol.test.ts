@@ -69,6 +69,16 @@ describe('discovery', () => {
   });
 });
 
+describe('options', () => {
+  it('bad options are refused before anything is made, naming the option', async () => {
+    await expect(KubeApiServer.start({ tls: false, bookmarkIntervalMs: 0 })).rejects.toThrow('bookmarkIntervalMs must be at least 10, got 0');
+    await expect(KubeApiServer.start({ tls: false, port: 70000 })).rejects.toThrow('port must be an integer in 0..65535, got 70000');
+    await expect(KubeApiServer.start({ tls: false, historyLimit: 0 })).rejects.toThrow('historyLimit must be a positive integer, got 0');
+    await expect(KubeApiServer.start({ tls: false, expiredForm: 'both' as 'http' })).rejects.toThrow("expiredForm must be 'http' or 'event'");
+    await expect(KubeApiServer.start({ tls: false, serviceClusterIPRange: '10.0.0.0' })).rejects.toThrow('serviceClusterIPRange must be an IPv4 CIDR');
+  });
+});
+
 describe('objects', () => {
   it('create sets uid, creationTimestamp, resourceVersion and generation from one global counter; errors are Status objects', async () => {
     const ns = await namespace();
