@@ -208,6 +208,12 @@ describe('objects', () => {
     const badField = await call(server, 'GET', `/api/v1/namespaces/${ns}/services?fieldSelector=spec.nodeName%3Dn1`);
     expect([badField.status, badField.body.message]).toEqual([400, 'field label not supported: spec.nodeName (for services: metadata.name, metadata.namespace)']);
     expect((await call(server, 'GET', `/api/v1/namespaces/${ns}/pods?labelSelector=a+%3E+b`)).status).toBe(400);
+    for (const bad of ['resourceVersion=abc', 'limit=-1', 'watch=true&timeoutSeconds=x', 'watch=true&resourceVersion=1.5']) {
+      const r = await call(server, 'GET', `/api/v1/namespaces/${ns}/pods?${bad}`);
+      expect([bad, r.status, r.body.reason]).toEqual([bad, 400, 'BadRequest']);
+    }
+    const ahead = await call(server, 'GET', `/api/v1/namespaces/${ns}/pods?resourceVersion=${server.store.resourceVersion + 5}`);
+    expect([ahead.status, ahead.body.details.causes[0].reason]).toEqual([504, 'ResourceVersionTooLarge']);
 
     // Pages come from one snapshot: a pod created between them does not appear, the resourceVersion holds.
     const p1 = (await call(server, 'GET', `/api/v1/namespaces/${ns}/pods?limit=2`)).body;
