@@ -39,7 +39,7 @@ struct {
 
 /*
  * Request aggregates: a series (struct http_key) names a cell of http_cells, where its per-CPU counts are. Cells
- * are handed out by the programs from http_cells_used; cell 0 and the overflow key are user space's, from load.
+ * are handed out by the programs from http_cells_used, from 1: cell 0 means no series (counted in http_overflow).
  * A socket remembers the cell of its last series, so a keep-alive connection's responses skip the hash.
  */
 struct {
@@ -55,6 +55,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct http_value);
 } http_cells SEC(".maps");
+
+/* What found no series of its own (http_requests or http_cells full), per direction (enum http_dir). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct http_value);
+} http_overflow SEC(".maps");
 
 /* [0]: cells handed out so far, after cell 0. */
 struct {
@@ -223,7 +231,7 @@ static __always_inline void flush_bytes(struct http_conn *c, __u32 *n, int reque
 	*n = 0;
 }
 
-/* The cell of a series: its own, a new one, or the overflow cell 0 when no cell or key is left. */
+/* The cell of a series: its own, a new one, or 0 when no cell or key is left (the exchange goes to http_overflow). */
 static __always_inline __u32 series_cell(const struct side *s, __u8 method, __u16 status)
 {
 	struct http_key key = {};
@@ -267,9 +275,14 @@ static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag
 		*cell = series_cell(s, method, status);
 		*tag = t;
 	}
-	if (*cell == 0)
+	if (*cell == 0) {
+		__u32 dir = s->dir;
+
 		count(HTTP_C_HTTP_OVERFLOW, 1);
-	v = bpf_map_lookup_elem(&http_cells, cell);
+		v = bpf_map_lookup_elem(&http_overflow, &dir);
+	} else {
+		v = bpf_map_lookup_elem(&http_cells, cell);
+	}
 	if (!v)
 		return;
 	v->count += 1;

@@ -33,6 +33,7 @@ interface Agg {
 }
 
 interface Sample {
+  /** performance.now() when taken: a monotonic clock, so a wall clock stepped back does not freeze the window. */
   at: number;
   pairs: Map<string, Agg>;
 }
@@ -91,7 +92,7 @@ export class PairStats {
     this.everyMs = everyMs;
     this.timer = setInterval(() => {
       this.sample();
-      if (this.everyMs === this.opts.watchedMs && Date.now() - this.lastQuery > this.opts.watchMs) this.schedule(this.opts.idleMs);
+      if (this.everyMs === this.opts.watchedMs && performance.now() - this.lastQuery > this.opts.watchMs) this.schedule(this.opts.idleMs);
     }, everyMs);
     this.timer.unref();
   }
@@ -102,7 +103,7 @@ export class PairStats {
   }
 
   /** Takes one sample now (also called by the timer). */
-  sample(now = Date.now()): void {
+  sample(now = performance.now()): void {
     let http: HttpSample[];
     try {
       http = this.read();
@@ -134,8 +135,8 @@ export class PairStats {
   query(windowMs = 10_000): { windowSeconds: number; pairs: PairStat[] } {
     if (this.everyMs !== 0) {
       // A running sampler: end the window now, and sample often while someone is watching.
-      this.lastQuery = Date.now();
-      if (this.lastQuery - (this.samples.at(-1)?.at ?? 0) >= 250) this.sample(this.lastQuery);
+      this.lastQuery = performance.now();
+      if (this.lastQuery - (this.samples.at(-1)?.at ?? -Infinity) >= 250) this.sample(this.lastQuery);
       this.schedule(this.opts.watchedMs);
     }
     const last = this.samples.at(-1);

@@ -23,8 +23,7 @@ import {
 
 const names = embedded.http;
 const AF_INET = 2;
-/** The cell of the overflow series: the programs hand out cells from 1. */
-const OVERFLOW_CELL = 0;
+const DIRECTIONS = ['client', 'server'] as const;
 
 export type Direction = 'client' | 'server';
 
@@ -63,8 +62,7 @@ export interface MetricsSnapshot {
 }
 
 export interface MetricsOptions {
-  /** Capacity of the request aggregation (distinct workload/peer/method/status series, the overflow series
-   *  included); default 8,192. */
+  /** Capacity of the request aggregation (distinct workload/peer/method/status series); default 8,192. */
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */
   maxTcpKeys?: number;
@@ -86,11 +84,28 @@ function where(k: { cgroupId: bigint; remoteIp: Buffer; port: number; dir: numbe
   };
 }
 
+type HttpValue = c.Infer<typeof httpValue>;
+
+/** One cell's per-CPU counts summed; undefined when it counted nothing. */
+function sumCpus(perCpu: HttpValue[] | undefined): Pick<HttpSample, 'count' | 'sumSeconds' | 'buckets'> | undefined {
+  if (perCpu === undefined) return undefined;
+  const buckets = new Array<number>(15).fill(0);
+  let count = 0, sumNs = 0;
+  for (const v of perCpu) {
+    count += v.count;
+    sumNs += v.sumNs;
+    v.buckets.forEach((b, i) => (buckets[i]! += b));
+  }
+  return count === 0 ? undefined : { count, sumSeconds: sumNs / 1e9, buckets };
+}
+
 export class MetricsDatapath implements Disposable {
   private readonly obj: BpfObject;
   /** Series → the cell of http_cells holding their per-CPU counts (see bpf/metrics/http.bpf.c). */
   private readonly series: BpfMap<HttpKey, number>;
-  private readonly cells: PerCpuMap<number, { count: number; sumNs: number; buckets: number[] }>;
+  private readonly cells: PerCpuMap<number, HttpValue>;
+  /** Per direction, the requests that found no series of their own (a full map). */
+  private readonly overflow: PerCpuMap<number, HttpValue>;
   private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
   private readonly counters: PerCpuMap<number, bigint>;
   /** Client connections waiting for their server's socket (read only for its fill). */
@@ -102,13 +117,13 @@ export class MetricsDatapath implements Disposable {
     this.cells = obj.perCpuMap(names.maps.http_cells, { key: c.u32, value: httpValue });
     this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
     this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
+    this.overflow = obj.perCpuMap(names.maps.http_overflow, { key: c.u32, value: httpValue });
     this.pending = obj.map(names.maps.http_pending, { key: pendingKey, value: pendingValue });
-    // The overflow entries exist before any program runs, so a full map always has somewhere to count: the
-    // overflow series owns cell 0, which the programs never hand out. Maps adopted from pins already have them
-    // (with counts that must not be reset).
+    // The TCP overflow entry exists before any program runs, so a full map always has somewhere to count. Maps
+    // adopted from pins already have it (with counts that must not be reset). Requests that find no series are
+    // counted per direction in http_overflow (maps pinned by earlier builds may still hold an overflow key in
+    // http_requests, whose cell 0 is read as the client side's).
     const zero16 = Buffer.alloc(16);
-    const httpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, status: 0, dir: 0, method: 0, family: 0 };
-    if (this.series.get(httpOverflow) === undefined) this.series.set(httpOverflow, OVERFLOW_CELL, 'noexist');
     const tcpOverflow = { cgroupId: OVERFLOW_CGROUP, remoteIp: zero16, port: 0, dir: 0, family: 0 };
     if (this.tcp.get(tcpOverflow) === undefined) this.tcp.set(tcpOverflow, { opened: 0, closed: 0, bytesSent: 0, bytesReceived: 0 }, 'noexist');
   }
@@ -168,25 +183,13 @@ export class MetricsDatapath implements Disposable {
   readHttp(): HttpSample[] {
     const http: HttpSample[] = [];
     for (const [k, cell] of this.series.getBatch()) {
-      const perCpu = this.cells.get(cell);
-      if (perCpu === undefined) continue;
-      const buckets = new Array<number>(15).fill(0);
-      let count = 0, sumNs = 0;
-      for (const v of perCpu) {
-        count += v.count;
-        sumNs += v.sumNs;
-        v.buckets.forEach((b, i) => (buckets[i]! += b));
-      }
-      if (count === 0) continue;
-      http.push({
-        ...where(k),
-        method: METHODS[k.method] ?? '_OTHER',
-        status: k.status,
-        count,
-        sumSeconds: sumNs / 1e9,
-        buckets,
-      });
+      const v = sumCpus(this.cells.get(cell));
+      if (v) http.push({ ...where(k), method: METHODS[k.method] ?? '_OTHER', status: k.status, ...v });
     }
+    DIRECTIONS.forEach((direction, i) => {
+      const v = sumCpus(this.overflow.get(i));
+      if (v) http.push({ direction, cgroupId: undefined, remoteIp: '', port: 0, method: '', status: 0, ...v });
+    });
     return http;
   }
 

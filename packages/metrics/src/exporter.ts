@@ -41,6 +41,9 @@ export interface ExporterOptions {
   maxSeries?: number;
   /** A snapshot younger than this is reused (several metrics are rendered per scrape). Default 200 ms. */
   cacheMs?: number;
+  /** Milliseconds from a monotonic clock (default performance.now): a wall clock stepped back would keep the
+   *  cache from ever expiring. */
+  now?: () => number;
 }
 
 const OVERFLOW = '_overflow';
@@ -63,13 +66,34 @@ interface CustomMetric {
   reset(): void;
 }
 
+interface Group<S> {
+  labels: Labels;
+  acc: S;
+}
+
+/** One read of the kernel, grouped by label set once for every metric rendered from it. */
+interface Snapshot {
+  at: number;
+  snap: MetricsSnapshot;
+  fill: Record<string, { used: number; max: number }>;
+  http: Record<Direction, Group<HttpSample>[]>;
+  tcp: Group<TcpSample>[];
+  /** Requests in this snapshot that fall in an overflow series because a metric reached its series cap. */
+  overflowed: number;
+}
+
 export class KernelMetrics {
   private readonly resolver: IdentityResolver;
   private readonly maxSeries: number;
   private readonly cacheMs: number;
-  private cached: { at: number; snap: MetricsSnapshot; fill: Record<string, { used: number; max: number }> } | undefined;
-  /** Requests and TCP aggregates merged into overflow series since start, by the user-space cap. */
-  private overflowed = 0;
+  private readonly now: () => number;
+  private cached: Snapshot | undefined;
+  /**
+   * Label sets that got a series of their own, per metric family, kept across scrapes while the kernel still
+   * has them: a series does not move into or out of the overflow series from one scrape to the next (which
+   * would make both go down), so each grows only as the kernel's counts do.
+   */
+  private readonly admitted = { client: new Set<string>(), server: new Set<string>(), tcp: new Set<string>() };
 
   constructor(
     private readonly source: MetricsSource,
@@ -78,6 +102,7 @@ export class KernelMetrics {
     this.resolver = opts.resolver ?? defaultResolver;
     this.maxSeries = opts.maxSeries ?? 10_000;
     this.cacheMs = opts.cacheMs ?? 200;
+    this.now = opts.now ?? (() => performance.now());
     if (!Number.isInteger(this.maxSeries) || this.maxSeries < 1) throw new RangeError(`maxSeries must be a positive integer, got ${this.maxSeries}`);
   }
 
@@ -86,10 +111,21 @@ export class KernelMetrics {
     for (const m of this.metrics()) registry.registerMetric(m as never);
   }
 
-  private snapshot() {
-    const now = Date.now();
-    if (!this.cached || now - this.cached.at > this.cacheMs) {
-      this.cached = { at: now, snap: this.source.read(), fill: this.source.fill() };
+  private snapshot(): Snapshot {
+    const now = this.now();
+    if (!this.cached || now - this.cached.at >= this.cacheMs) {
+      const snap = this.source.read();
+      const fill = this.source.fill();
+      const overflowed = { n: 0 };
+      const http = { client: this.groupHttp(snap.http, 'client', overflowed), server: this.groupHttp(snap.http, 'server', overflowed) };
+      const tcp = this.group<TcpSample>(
+        snap.tcp,
+        this.admitted.tcp,
+        (s) => this.identities(s.direction, s.cgroupId, s.remoteIp, s.port),
+        (acc, s) => (acc ? { ...acc, opened: acc.opened + s.opened, closed: acc.closed + s.closed, bytesSent: acc.bytesSent + s.bytesSent, bytesReceived: acc.bytesReceived + s.bytesReceived } : { ...s }),
+        () => {},
+      );
+      this.cached = { at: now, snap, fill, http, tcp, overflowed: overflowed.n };
     }
     return this.cached;
   }
@@ -108,16 +144,25 @@ export class KernelMetrics {
     };
   }
 
-  /** Groups samples by label set, up to maxSeries sets; the rest go to one overflow set. */
-  private group<S>(samples: S[], labelsOf: (s: S) => Labels, add: (acc: S | undefined, s: S) => S, weight: (s: S) => number) {
-    const out = new Map<string, { labels: Labels; acc: S }>();
-    for (const s of samples) {
-      let labels = labelsOf(s);
-      let key = JSON.stringify(labels);
-      if (!out.has(key) && out.size >= this.maxSeries) {
-        labels = Object.fromEntries(Object.keys(labels).map((k) => [k, OVERFLOW]));
-        key = JSON.stringify(labels);
-        this.overflowed += weight(s);
+  /** Groups samples by label set: those admitted before, then new ones while fewer than maxSeries are; the
+   *  rest go to one overflow set (onOverflow is told of each sample that does). */
+  private group<S>(samples: S[], admitted: Set<string>, labelsOf: (s: S) => Labels, add: (acc: S | undefined, s: S) => S, onOverflow: (s: S) => void): Group<S>[] {
+    const labeled = samples.map((s) => {
+      const labels = labelsOf(s);
+      return { s, labels, key: JSON.stringify(labels) };
+    });
+    // Series the kernel no longer has (a workload gone or renamed) give their place up.
+    const seen = new Set(labeled.map((x) => x.key));
+    for (const key of admitted) if (!seen.has(key)) admitted.delete(key);
+    const out = new Map<string, Group<S>>();
+    for (let { s, labels, key } of labeled) {
+      if (!admitted.has(key)) {
+        if (admitted.size < this.maxSeries) admitted.add(key);
+        else {
+          labels = Object.fromEntries(Object.keys(labels).map((k) => [k, OVERFLOW]));
+          key = JSON.stringify(labels);
+          onOverflow(s);
+        }
       }
       const cur = out.get(key);
       out.set(key, { labels, acc: add(cur?.acc, s) });
@@ -125,21 +170,25 @@ export class KernelMetrics {
     return [...out.values()];
   }
 
+  private groupHttp(all: HttpSample[], direction: Direction, overflowed: { n: number }): Group<HttpSample>[] {
+    return this.group<HttpSample>(
+      all.filter((s) => s.direction === direction),
+      this.admitted[direction],
+      (s) => ({
+        http_request_method: s.cgroupId === undefined ? OVERFLOW : s.method || '_OTHER',
+        http_response_status_code: s.cgroupId === undefined ? OVERFLOW : s.status ? String(s.status) : '',
+        ...this.identities(direction, s.cgroupId, s.remoteIp, s.port),
+      }),
+      (acc, s) => (acc ? { ...acc, count: acc.count + s.count, sumSeconds: acc.sumSeconds + s.sumSeconds, buckets: acc.buckets.map((b, i) => b + s.buckets[i]!) } : { ...s, buckets: [...s.buckets] }),
+      (s) => (overflowed.n += s.count),
+    );
+  }
+
   private histogram(direction: Direction): CustomMetric {
     const name = `http_${direction}_request_duration_seconds`;
     const help = `Duration of HTTP ${direction} requests: first byte of the request to first byte of the response, measured in the kernel.`;
     const get = async () => {
-      const samples = this.snapshot().snap.http.filter((s) => s.direction === direction);
-      const groups = this.group<HttpSample>(
-        samples,
-        (s) => ({
-          http_request_method: s.cgroupId === undefined ? OVERFLOW : s.method || '_OTHER',
-          http_response_status_code: s.cgroupId === undefined ? OVERFLOW : s.status ? String(s.status) : '',
-          ...this.identities(direction, s.cgroupId, s.remoteIp, s.port),
-        }),
-        (acc, s) => (acc ? { ...acc, count: acc.count + s.count, sumSeconds: acc.sumSeconds + s.sumSeconds, buckets: acc.buckets.map((b, i) => b + s.buckets[i]!) } : { ...s, buckets: [...s.buckets] }),
-        (s) => s.count,
-      );
+      const groups = this.snapshot().http[direction];
       const values: PromValue[] = [];
       for (const { labels, acc } of groups) {
         let cumulative = 0;
@@ -158,12 +207,7 @@ export class KernelMetrics {
 
   private tcpCounter(name: string, help: string, field: keyof Pick<TcpSample, 'opened' | 'closed' | 'bytesSent' | 'bytesReceived'>): CustomMetric {
     const get = async () => {
-      const groups = this.group<TcpSample>(
-        this.snapshot().snap.tcp,
-        (s) => this.identities(s.direction, s.cgroupId, s.remoteIp, s.port),
-        (acc, s) => (acc ? { ...acc, [field]: acc[field] + s[field] } : { ...s }),
-        () => 0,
-      );
+      const groups = this.snapshot().tcp;
       return { name, help, type: 'counter', aggregator: 'sum' as const, values: groups.map(({ labels, acc }) => ({ labels, value: acc[field] })) };
     };
     return { name, help, type: 'counter', aggregator: 'sum', get, reset() {} };
@@ -190,10 +234,9 @@ export class KernelMetrics {
         { labels: { map: 'http_requests' }, value: this.snapshot().snap.counters.http_overflow },
         { labels: { map: 'tcp_stats' }, value: this.snapshot().snap.counters.tcp_overflow },
       ]),
-      this.simple('mesh_metrics_series_overflow_total', 'Requests merged into an overflow series because a metric reached its series cap.', 'counter', () => {
-        this.snapshot();
-        return [{ labels: {}, value: this.overflowed }];
-      }),
+      this.simple('mesh_metrics_series_overflow_total', 'Requests merged into an overflow series because a metric reached its series cap.', 'counter', () => [
+        { labels: {}, value: this.snapshot().overflowed },
+      ]),
       this.simple('mesh_bpf_map_entries', 'Entries in use in a BPF map of the mesh.', 'gauge', () =>
         Object.entries(this.snapshot().fill).map(([map, f]) => ({ labels: { map }, value: f.used })),
       ),

@@ -89,5 +89,18 @@ describe('PairStats', () => {
       expect(reads - watchedUntil).toBeLessThanOrEqual(7); // back to every 10 s
       s.stop();
     });
+
+    it('a wall clock stepped back does not freeze the stats: a query still ends its window with a fresh sample', () => {
+      vi.useFakeTimers({ toFake: ['Date'] });
+      let count = 10;
+      const s = new PairStats(() => [sampleOf(count, 200, { 0: count })], resolver);
+      s.start();
+      vi.setSystemTime(Date.now() - 3_600_000); // NTP steps the clock an hour back
+      count = 30;
+      const started = performance.now();
+      while (performance.now() - started < 300); // the 250 ms a query waits before it samples again
+      expect(s.query(60_000).pairs[0]!.requests).toBe(20);
+      s.stop();
+    });
   });
 });

@@ -14,8 +14,9 @@ describePrivileged(
     let port: number;
 
     beforeAll(async () => {
-      // Room for the overflow entry and two (http) or one (tcp) more: six request keys (client and server side
-      // × three statuses) and two connection keys (client and server side) meet full maps.
+      // Room for two request series (http_cells) and, with the overflow entry, one connection key: six request
+      // keys (client and server side × three statuses) and two connection keys (client and server side) meet
+      // full maps.
       t = await topology('metfull', { maxHttpKeys: 3, maxTcpKeys: 2 });
       port = (await startServer(t.cg, HOST, [200, 404, 503])).port;
     });
@@ -32,6 +33,9 @@ describePrivileged(
       expect(total(own) + total(over)).toBe(600);
       expect(total(over)).toBeGreaterThan(0);
       expect(snap.counters.http_overflow).toBe(total(over));
+      // Each side saw all 300, counting its overflow: a server-side exchange that overflowed is a server one.
+      const side = (d: 'client' | 'server') => total(snap.http.filter((s) => s.direction === d));
+      expect({ client: side('client'), server: side('server') }).toEqual({ client: 300, server: 300 });
       // Connections: hey's 3 on the client side and the server's 3; one side found an entry, the other overflowed.
       const opened = snap.tcp.reduce((a, s) => a + s.opened, 0);
       expect(opened).toBe(6);

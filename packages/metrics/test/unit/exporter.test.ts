@@ -1,0 +1,97 @@
+// KernelMetrics over a fake MetricsSource: what a scrape shows for a given kernel snapshot, without the kernel.
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { KernelMetrics, type HttpSample, type MetricsSnapshot, type MetricsSource } from '../../src/index.js';
+
+const buckets = (at: Record<number, number>) => {
+  const b = new Array<number>(15).fill(0);
+  for (const [i, n] of Object.entries(at)) b[Number(i)] = n;
+  return b;
+};
+const http = (direction: 'client' | 'server', remoteIp: string, count: number, bucketAt: Record<number, number>, overflow = false): HttpSample => ({
+  direction, cgroupId: overflow ? undefined : 7n, remoteIp, port: 80, method: 'GET', status: 200, count, sumSeconds: count * 0.001, buckets: buckets(bucketAt),
+});
+const counters = { not_http: 0, unparsed_status: 0, http_overflow: 0, tcp_overflow: 0, paired: 0, http2: 0 };
+
+function source(snap: () => MetricsSnapshot): MetricsSource & { reads: number } {
+  const s = {
+    reads: 0,
+    read: () => (s.reads++, snap()),
+    fill: () => ({ http_requests: { used: 1, max: 8192 } }),
+  };
+  return s;
+}
+
+async function scrape(opts: ConstructorParameters<typeof KernelMetrics>[1], src: MetricsSource) {
+  const registry = new Registry();
+  new KernelMetrics(src, opts).register(registry);
+  return { registry, text: () => registry.metrics() };
+}
+
+/** The value of one sample line `name{labels} value` (labels given as a substring to look for). */
+function value(text: string, name: string, labels = ''): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (!line.includes(labels)) continue;
+    return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+}
+
+describe('KernelMetrics', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('two scrapes without traffic are identical, series overflow included', async () => {
+    // Three label sets, room for two: the third's 5 requests go to the overflow series, once.
+    const snap: MetricsSnapshot = {
+      http: [http('client', '127.0.0.2', 10, { 0: 10 }), http('client', '127.0.0.3', 20, { 1: 20 }), http('client', '127.0.0.4', 5, { 2: 5 })],
+      tcp: [],
+      counters,
+    };
+    const { text } = await scrape({ maxSeries: 2, cacheMs: 0 }, source(() => snap));
+    const first = await text();
+    const second = await text();
+    expect(second).toBe(first);
+    expect(value(first, 'mesh_metrics_series_overflow_total')).toBe(5);
+    expect(value(first, 'http_client_request_duration_seconds_count', 'source_workload="_overflow"')).toBe(5);
+  });
+
+  it('a label set admitted once keeps its own series: the overflow counts only what never fitted', async () => {
+    let snap: MetricsSnapshot = { http: [http('client', '127.0.0.2', 10, { 0: 10 })], tcp: [], counters };
+    const { text } = await scrape({ maxSeries: 1, cacheMs: 0 }, source(() => snap));
+    await text();
+    // A second pair arrives, listed first: the first pair keeps its series, the newcomer overflows.
+    snap = { http: [http('client', '127.0.0.9', 3, { 0: 3 }), http('client', '127.0.0.2', 12, { 0: 12 })], tcp: [], counters };
+    const out = await text();
+    expect(value(out, 'http_client_request_duration_seconds_count', 'destination_workload="127.0.0.2"')).toBe(12);
+    expect(value(out, 'mesh_metrics_series_overflow_total')).toBe(3);
+  });
+
+  it('buckets are cumulative and end with +Inf = count', async () => {
+    const snap: MetricsSnapshot = { http: [http('server', '127.0.0.2', 10, { 0: 2, 3: 5, 14: 3 })], tcp: [], counters };
+    const out = await (await scrape({ cacheMs: 0 }, source(() => snap))).text();
+    const b = (le: string) => value(out, 'http_server_request_duration_seconds_bucket', `le="${le}"`);
+    expect([b('0.005'), b('0.01'), b('0.05'), b('0.075'), b('10'), b('+Inf')]).toEqual([2, 2, 7, 7, 7, 10]);
+    expect(value(out, 'http_server_request_duration_seconds_count')).toBe(10);
+  });
+
+  it('overflowed server-side requests are in the server histogram, not the client one', async () => {
+    const snap: MetricsSnapshot = { http: [http('server', '', 4, { 0: 4 }, true), http('client', '', 6, { 0: 6 }, true)], tcp: [], counters };
+    const out = await (await scrape({ cacheMs: 0 }, source(() => snap))).text();
+    expect(value(out, 'http_server_request_duration_seconds_count', 'source_workload="_overflow"')).toBe(4);
+    expect(value(out, 'http_client_request_duration_seconds_count', 'source_workload="_overflow"')).toBe(6);
+  });
+
+  it('a wall clock stepped back does not freeze the cache: the next scrape after cacheMs reads the kernel again', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    let n = 1;
+    const src = source(() => ({ http: [http('client', '127.0.0.2', n, { 0: n })], tcp: [], counters }));
+    const { text } = await scrape({ cacheMs: 20 }, src);
+    expect(value(await text(), 'http_client_request_duration_seconds_count')).toBe(1);
+    vi.setSystemTime(Date.now() - 3_600_000); // NTP steps the clock an hour back
+    n = 2;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(value(await text(), 'http_client_request_duration_seconds_count')).toBe(2);
+  });
+});
