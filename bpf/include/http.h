@@ -69,19 +69,34 @@ struct http_req_side {
 	__u8 pfx[HTTP_PREFIX]; /* a request line that arrives in pieces */
 }; /* 40 bytes */
 
-/* The current request, as the response direction needs it: stored by the request direction, id last. */
-struct http_exchange {
+/* A request as the response direction needs it. */
+struct http_req_info {
 	__u64 start_ns;
-	__u32 id;        /* 0: no request yet */
 	__u8 method;     /* enum http_method */
-	__u8 pad[3];
+	__u8 pad[7];
 }; /* 16 bytes */
+
+/*
+ * The requests handed to the response direction: stored by the request direction, id last. The last two are
+ * kept (request id in req[id & 1]): a request's body after an interim response can look like a new request
+ * line, and the final response then answers the older one (see response_packet in http.bpf.c).
+ */
+struct http_exchange {
+	__u32 id;        /* 0: no request yet */
+	__u32 pad;
+	struct http_req_info req[2];
+}; /* 40 bytes */
+
+/* struct http_resp_side's flags. */
+#define HTTP_RS_COLLECT 1 /* a status line is being collected across segments (from start_ns, start_seq) */
+#define HTTP_RS_INTERIM 2 /* in an interim response's header block: its end comes before the next status line */
+#define HTTP_RS_TUNNEL 4  /* after 101 Switching Protocols or a 2xx to CONNECT: no longer HTTP/1.x */
 
 /* The response direction's own state. */
 struct http_resp_side {
 	__u64 start_ns;  /* when the response's first byte was seen, while its status line is incomplete */
-	__u32 done_id;   /* the request whose response was recorded: later bytes are its body */
-	__u32 pfx_id;    /* the request whose status line is being collected in pfx */
+	__u32 done_id;   /* the last request handed over when a response was recorded: later ones wait for theirs */
+	__u32 final_seq; /* the sequence number of the last recorded response's first byte */
 	__u32 unflushed; /* payload bytes in this direction not yet added to tcp_stats */
 	/* The http_cells cell of the last response's series (method and status in cell_tag), under the maps of
 	 * the load numbered cell_epoch: the next response with the same method and status goes straight there.
@@ -91,8 +106,11 @@ struct http_resp_side {
 	__u32 peer_cell;
 	__u32 peer_cell_tag;
 	__u32 cell_epoch;
+	__u32 start_seq; /* the sequence number of start_ns's byte */
 	__u8 pfx_len;
-	__u8 pad[3];
+	__u8 flags;      /* HTTP_RS_* */
+	__u8 crlf;       /* bytes of an interim response's "\r\n\r\n" seen at the end of the last packet */
+	__u8 pad;
 	__u8 pfx[HTTP_PREFIX];
 }; /* 64 bytes */
 
@@ -157,7 +175,7 @@ struct http_conn {
 	/* Line 1: the hand-over, and who the client is when this server socket measures both sides. */
 	struct http_exchange ex;
 	__u64 peer_cgroup;
-	__u8 pad1[40];
+	__u8 pad1[16];
 	/* Line 2: the response side. */
 	struct http_resp_side resp;
 }; /* 184 bytes */
@@ -203,6 +221,7 @@ enum http_counter {
 	HTTP_C_HTTP_OVERFLOW,    /* exchanges recorded under the overflow key: http_requests was full */
 	HTTP_C_TCP_OVERFLOW,
 	HTTP_C_PAIRED,           /* connections measured at their server's socket for both sides (enum http_pair) */
+	HTTP_C_HTTP2,            /* connections that carried the HTTP/2 preface (not counted as HTTP/1), per side */
 	HTTP_C_MAX,
 };
 
@@ -214,7 +233,8 @@ enum http_counter {
 #define HTTP_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
 HTTP_SIZE_CHECK(http_req_side, 40);
-HTTP_SIZE_CHECK(http_exchange, 16);
+HTTP_SIZE_CHECK(http_req_info, 16);
+HTTP_SIZE_CHECK(http_exchange, 40);
 HTTP_SIZE_CHECK(http_resp_side, 64);
 HTTP_SIZE_CHECK(http_conn, 184);
 HTTP_SIZE_CHECK(http_pending_key, 48);

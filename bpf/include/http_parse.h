@@ -9,16 +9,41 @@
 #define PARSE_MORE 0
 #define PARSE_OK 1
 #define PARSE_BAD 2
+#define PARSE_H2 3 /* the HTTP/2 connection preface: not HTTP/1.x */
+
+/* Little-endian words of the tokens the fast paths compare with. */
+#define W4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+#define W8_HTTP_1_1 ((__u64)W4('H', 'T', 'T', 'P') | (__u64)W4('/', '1', '.', '1') << 32)
+
+/* Whether a request target may start with ch: origin-form '/', '*', absolute-form "http://…", and for
+ * CONNECT the authority form (host:port, any host). */
+static __always_inline int target_start(__u8 method, __u8 ch)
+{
+	if (method == HTTP_M_CONNECT)
+		return ch > ' ' && ch < 0x7f;
+	return ch == '/' || ch == '*' || ch == 'h';
+}
+
+/* "PRI * HTTP/2.0\r\n", the first 16 bytes of the HTTP/2 preface (h2c with prior knowledge, gRPC without TLS). */
+static __always_inline int is_h2_preface(const __u8 *p)
+{
+	return *(const __u32 *)p == W4('P', 'R', 'I', ' ') && *(const __u32 *)(p + 4) == W4('*', ' ', 'H', 'T') &&
+	       *(const __u32 *)(p + 8) == W4('T', 'P', '/', '2') && *(const __u32 *)(p + 12) == W4('.', '0', '\r', '\n');
+}
 
 static __always_inline int is_upper(__u8 ch)
 {
 	return ch >= 'A' && ch <= 'Z';
 }
 
-/* The request line's method: an upper-case token, a space, then a request target ('/', '*' or absolute). */
+/*
+ * The request line's method: an upper-case token, a space, then a request target (see target_start). The
+ * HTTP/2 preface starts like a request line ("PRI * HTTP/2.0"): it is read whole before it is decided.
+ */
 static __always_inline int parse_method(const __u8 *p, __u32 n, __u8 *method)
 {
 	__u32 len = 0;
+	__u8 m = HTTP_M_OTHER;
 
 	for (__u32 i = 0; i < HTTP_PREFIX - 1; i++) {
 		if (i >= n)
@@ -34,30 +59,35 @@ static __always_inline int parse_method(const __u8 *p, __u32 n, __u8 *method)
 		return PARSE_BAD;
 	if (len + 1 >= n)
 		return PARSE_MORE;
-	if (p[(len + 1) & (HTTP_PREFIX - 1)] != '/' && p[(len + 1) & (HTTP_PREFIX - 1)] != '*' &&
-	    p[(len + 1) & (HTTP_PREFIX - 1)] != 'h')
-		return PARSE_BAD;
-	*method = HTTP_M_OTHER;
 	if (len == 3 && p[0] == 'G' && p[1] == 'E' && p[2] == 'T')
-		*method = HTTP_M_GET;
+		m = HTTP_M_GET;
 	else if (len == 3 && p[0] == 'P' && p[1] == 'U' && p[2] == 'T')
-		*method = HTTP_M_PUT;
+		m = HTTP_M_PUT;
 	else if (len == 4 && p[0] == 'H' && p[1] == 'E' && p[2] == 'A' && p[3] == 'D')
-		*method = HTTP_M_HEAD;
+		m = HTTP_M_HEAD;
 	else if (len == 4 && p[0] == 'P' && p[1] == 'O' && p[2] == 'S' && p[3] == 'T')
-		*method = HTTP_M_POST;
+		m = HTTP_M_POST;
 	else if (len == 5 && p[0] == 'P' && p[1] == 'A' && p[2] == 'T' && p[3] == 'C' && p[4] == 'H')
-		*method = HTTP_M_PATCH;
+		m = HTTP_M_PATCH;
 	else if (len == 5 && p[0] == 'T' && p[1] == 'R' && p[2] == 'A' && p[3] == 'C' && p[4] == 'E')
-		*method = HTTP_M_TRACE;
+		m = HTTP_M_TRACE;
 	else if (len == 6 && p[0] == 'D' && p[1] == 'E' && p[2] == 'L' && p[3] == 'E' && p[4] == 'T' && p[5] == 'E')
-		*method = HTTP_M_DELETE;
+		m = HTTP_M_DELETE;
 	else if (len == 7 && p[0] == 'O' && p[1] == 'P' && p[2] == 'T' && p[3] == 'I' && p[4] == 'O' && p[5] == 'N' &&
 		 p[6] == 'S')
-		*method = HTTP_M_OPTIONS;
+		m = HTTP_M_OPTIONS;
 	else if (len == 7 && p[0] == 'C' && p[1] == 'O' && p[2] == 'N' && p[3] == 'N' && p[4] == 'E' && p[5] == 'C' &&
 		 p[6] == 'T')
-		*method = HTTP_M_CONNECT;
+		m = HTTP_M_CONNECT;
+	if (!target_start(m, p[(len + 1) & (HTTP_PREFIX - 1)]))
+		return PARSE_BAD;
+	if (len == 3 && p[0] == 'P' && p[1] == 'R' && p[2] == 'I' && p[4] == '*') {
+		if (n < HTTP_PREFIX)
+			return PARSE_MORE;
+		if (is_h2_preface(p))
+			return PARSE_H2;
+	}
+	*method = m;
 	return PARSE_OK;
 }
 
@@ -83,10 +113,6 @@ static __always_inline int parse_status(const __u8 *p, __u32 n, __u16 *status)
 	*status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
 	return PARSE_OK;
 }
-
-/* Little-endian words of the tokens the fast paths compare with. */
-#define W4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
-#define W8_HTTP_1_1 ((__u64)W4('H', 'T', 'T', 'P') | (__u64)W4('/', '1', '.', '1') << 32)
 
 /*
  * parse_method on a whole prefix (HTTP_PREFIX bytes, 8-byte aligned): the nine methods with names by word
@@ -136,7 +162,7 @@ static __always_inline int parse_method_prefix(const __u8 *p, __u8 *method)
 	if (m == HTTP_M_NONE)
 		return parse_method(p, HTTP_PREFIX, method);
 	t = p[len + 1];
-	if (t != '/' && t != '*' && t != 'h')
+	if (!target_start(m, t))
 		return PARSE_BAD;
 	*method = m;
 	return PARSE_OK;
@@ -202,6 +228,65 @@ static __always_inline const __u8 *prefix(struct __sk_buff *skb, __u32 off, __u3
 	collect(skb, off, avail, buf, len);
 	*n = *len;
 	return buf;
+}
+
+/* Where skip_header_block stands: bpf_loop's context. */
+struct hdr_scan {
+	struct __sk_buff *skb;
+	__u32 pos;  /* the next byte to look at */
+	__u32 end;
+	__u8 crlf;  /* bytes of "\r\n\r\n" matched so far */
+	__u8 found;
+};
+
+/* One step of skip_header_block: HTTP_PREFIX bytes. */
+static long scan_step(__u32 i, void *ctx)
+{
+	struct hdr_scan *x = ctx;
+	__u8 buf[HTTP_PREFIX];
+	__u32 n = x->end - x->pos;
+	__u8 s = x->crlf;
+
+	if (x->pos >= x->end)
+		return 1;
+	if (n > HTTP_PREFIX)
+		n = HTTP_PREFIX;
+	asm volatile("" : "+r"(n));
+	n = ((n - 1) & (HTTP_PREFIX - 1)) + 1;
+	if (bpf_skb_load_bytes(x->skb, x->pos, buf, n))
+		return 1;
+	for (__u32 j = 0; j < HTTP_PREFIX; j++) {
+		__u8 b;
+
+		if (j >= n)
+			break;
+		b = buf[j];
+		if (b == '\n' && s == 3) {
+			x->pos += j + 1;
+			x->crlf = 0;
+			x->found = 1;
+			return 1;
+		}
+		s = b == '\r' ? (s == 2 ? 3 : 1) : b == '\n' && s == 1 ? 2 : 0;
+	}
+	x->crlf = s;
+	x->pos += n;
+	return 0;
+}
+
+/*
+ * The end of a header block ("\r\n\r\n") in [off, off + len) of the payload, *crlf bytes of it having ended the
+ * previous packet: returns the bytes up to and including it, or -1 when it is not there (then *crlf is what
+ * the packet ends with). Only interim responses are walked like this (100 Continue, 103 Early Hints: rare and
+ * short); up to 1 KiB per packet.
+ */
+static __always_inline int skip_header_block(struct __sk_buff *skb, __u32 off, __u32 len, __u8 *crlf)
+{
+	struct hdr_scan x = { .skb = skb, .pos = off, .end = off + len, .crlf = *crlf };
+
+	bpf_loop(1024 / HTTP_PREFIX, scan_step, &x, 0);
+	*crlf = x.crlf;
+	return x.found ? (int)(x.pos - off) : -1;
 }
 
 #endif /* MESH_BPF_HTTP_PARSE_H */

@@ -359,15 +359,22 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 	p = prefix(skb, off, len, (__u8 *)stack, rq->pfx, &rq->pfx_len, &n);
 	r = n == HTTP_PREFIX ? parse_method_prefix(p, &method) : parse_method(p, n, &method);
 	if (r == PARSE_OK) {
+		struct http_req_info *info;
+
 		id = rq->id + 1 ? rq->id + 1 : 1; /* 0 means "none" to the response direction */
 		rq->id = id;
 		rq->state = HTTP_RQ_LINE;
 		/* Stores only (a load would take the line back from the other CPU), the id last: the response
 		 * direction reads the id first and trusts the rest once it changed (x86 keeps stores in order). */
-		c->ex.start_ns = rq->start_ns;
-		c->ex.method = method;
+		info = &c->ex.req[id & 1];
+		info->start_ns = rq->start_ns;
+		info->method = method;
 		barrier();
 		c->ex.id = id;
+	} else if (r == PARSE_H2) {
+		/* HTTP/2 with prior knowledge, or after an upgrade: not HTTP/1.x from here on (a later parser's). */
+		rq->state = HTTP_RQ_NOT_HTTP;
+		count(HTTP_C_HTTP2, sides(c));
 	} else if (r == PARSE_BAD && rq->id) {
 		rq->state = HTTP_RQ_LINE;
 	} else if (r == PARSE_BAD) {
@@ -378,53 +385,168 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 	}
 }
 
-/*
- * A payload packet in the response direction: the start of the current request's response, the rest of its
- * status line, or its body. Reads the hand-over (the other CPU's line, once per exchange); writes only its own.
- */
-static __always_inline void response_packet(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len,
-					    int egress)
+/* a is after b in sequence space. */
+static __always_inline int seq_after(__u32 a, __u32 b)
 {
-	struct http_resp_side *rs = &c->resp;
+	return (__s32)(a - b) > 0;
+}
+
+/* A status line as read from a packet: the parse's result, and for PARSE_OK its code, time and place. */
+struct status_line {
+	__u64 start;  /* the time of its first byte; 0 when that is this packet's (read it only when needed) */
+	__u32 seq;    /* the sequence number of its first byte */
+	__u16 status;
+	__u8 r;       /* PARSE_*; PARSE_MORE: the packet ended first */
+	__u8 egress;
+	/* For after_interim: the rest of the packet, from the interim response's start. */
+	__u32 off;
+	__u32 len;
+};
+
+/*
+ * The status line that starts at off, or the rest of one collected from earlier packets: the collection's
+ * bookkeeping in rs (HTTP_RS_COLLECT).
+ */
+static __always_inline void read_status(struct __sk_buff *skb, struct http_resp_side *rs, __u32 off, __u32 len,
+					__u32 seq, int egress, struct status_line *sl)
+{
 	__u64 stack[HTTP_PREFIX / 8];
 	const __u8 *p;
 	__u16 status = 0;
-	__u64 start;
-	__u32 id, n;
+	__u32 n;
 	int r;
+
+	if (!(rs->flags & HTTP_RS_COLLECT))
+		rs->pfx_len = 0;
+	p = prefix(skb, off, len, (__u8 *)stack, rs->pfx, &rs->pfx_len, &n);
+	r = n == HTTP_PREFIX ? parse_status_prefix(p, &status) : parse_status(p, n, &status);
+	sl->r = r;
+	sl->status = status;
+	sl->start = 0;
+	sl->seq = seq;
+	if (r == PARSE_MORE) {
+		if (!(rs->flags & HTTP_RS_COLLECT)) {
+			rs->start_ns = line_time(skb, egress);
+			rs->start_seq = seq;
+			rs->flags |= HTTP_RS_COLLECT;
+		}
+		return;
+	}
+	if (rs->flags & HTTP_RS_COLLECT) {
+		sl->start = rs->start_ns;
+		sl->seq = rs->start_seq;
+		rs->flags &= ~HTTP_RS_COLLECT;
+	}
+	/* An interim response (100 Continue, 103 Early Hints; 101 is final): the final status comes after it. */
+	if (r == PARSE_OK && status >= 100 && status < 200 && status != 101) {
+		rs->flags |= HTTP_RS_INTERIM;
+		rs->crlf = 0;
+	}
+}
+
+/*
+ * The rest of a packet that began or continues an interim response: past its header block, the next status
+ * line (after up to two more interim responses). Rare, so out of line: a function of its own, verified once.
+ * Sets sl->r to PARSE_MORE when the packet ends before a final status line.
+ */
+__noinline int after_interim(struct __sk_buff *skb, struct http_resp_side *rs, struct status_line *sl)
+{
+	__u32 off, len, seq;
+	int egress;
+
+	if (!rs || !sl)
+		return 0;
+	off = sl->off;
+	len = sl->len;
+	seq = sl->seq;
+	egress = sl->egress;
+	sl->r = PARSE_MORE;
+	for (int k = 0; k < 3; k++) {
+		int e = skip_header_block(skb, off, len, &rs->crlf);
+
+		if (e < 0 || (__u32)e >= len) {
+			if (e >= 0)
+				rs->flags &= ~HTTP_RS_INTERIM;
+			return 0;
+		}
+		rs->flags &= ~HTTP_RS_INTERIM;
+		off += e;
+		len -= e;
+		seq += e;
+		read_status(skb, rs, off, len, seq, egress, sl);
+		if (!(rs->flags & HTTP_RS_INTERIM))
+			return 0;
+	}
+	sl->r = PARSE_MORE;
+	return 0;
+}
+
+/*
+ * A payload packet in the response direction: a response's first bytes, the rest of its status line, or a body.
+ * Reads the hand-over (the other CPU's line, once per exchange); writes only its own.
+ *
+ * Each final status line at the start of a packet answers one request: the oldest handed over and not answered
+ * (the two last are kept), or, when none waits, a request pipelined behind the last one answered (sent in the
+ * same write, so with the same start; see docs/metrics.md). Every request handed over by then was sent before
+ * this response began (a client sends its next request after it reads the answer), so none of them waits any
+ * longer: a request body sent after an interim response whose bytes look like a request line is not a request.
+ */
+static __always_inline void response_packet(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len,
+					    __u32 seq, int egress)
+{
+	struct http_resp_side *rs = &c->resp;
+	const struct http_req_info *info;
+	struct status_line sl;
+	__u32 id, done, ans;
+	__u16 status;
 
 	rs->unflushed += len;
 	if (rs->unflushed >= 65536)
 		flush_bytes(c, &rs->unflushed, 0);
-	/* No request handed over yet (none, its line in pieces, or not HTTP), or answered: this is its body. */
+	if (rs->flags & HTTP_RS_TUNNEL)
+		return;
+	/* No request handed over yet (none, its line in pieces, or not HTTP). */
 	id = *(volatile __u32 *)&c->ex.id;
-	if (id == 0 || id == rs->done_id)
+	if (id == 0)
 		return;
 	barrier();
-	/* The response's start: this packet's time, or kept from the packet that began an incomplete status line. */
-	if (rs->pfx_id != id) {
-		start = line_time(skb, egress);
-		rs->pfx_len = 0;
+	sl.off = off;
+	sl.len = len;
+	sl.seq = seq;
+	sl.egress = egress;
+	if (rs->flags & HTTP_RS_INTERIM) {
+		after_interim(skb, rs, &sl);
 	} else {
-		start = rs->start_ns;
+		read_status(skb, rs, off, len, seq, egress, &sl);
+		if (rs->flags & HTTP_RS_INTERIM) {
+			sl.seq = seq;
+			after_interim(skb, rs, &sl);
+		}
 	}
-	p = prefix(skb, off, len, (__u8 *)stack, rs->pfx, &rs->pfx_len, &n);
-	r = n == HTTP_PREFIX ? parse_status_prefix(p, &status) : parse_status(p, n, &status);
-	if (r == PARSE_MORE) {
-		rs->pfx_id = id;
-		rs->start_ns = start;
+	if (sl.r == PARSE_MORE)
 		return;
+	done = rs->done_id;
+	status = sl.status;
+	ans = id;
+	if (id == done) {
+		/* None waits: a body, or the answer to a request pipelined behind the last one answered, unless it is
+		 * that answer again (a retransmission). */
+		if (sl.r != PARSE_OK || !seq_after(sl.seq, rs->final_seq))
+			return;
+	} else {
+		if (sl.r != PARSE_OK) {
+			count(HTTP_C_UNPARSED_STATUS, sides(c));
+			status = 0;
+		}
+		if (id - done >= 2)
+			ans = id - 1;
 	}
-	if (r == PARSE_BAD) {
-		count(HTTP_C_UNPARSED_STATUS, sides(c));
-		status = 0;
-	} else if (status >= 100 && status < 200 && status != 101) {
-		/* An interim response (100 Continue, 103 Early Hints): the request's final status comes next. */
-		rs->pfx_id = 0;
-		return;
-	}
-	record_exchange(c, c->ex.method, c->ex.start_ns, status, start);
+	info = &c->ex.req[ans & 1];
+	record_exchange(c, info->method, info->start_ns, status, sl.start ? sl.start : line_time(skb, egress));
 	rs->done_id = id;
+	rs->final_seq = sl.seq;
+	if (status == 101 || (info->method == HTTP_M_CONNECT && status >= 200 && status < 300))
+		rs->flags |= HTTP_RS_TUNNEL;
 }
 
 /* A client socket's connection as http_pending knows it. */
@@ -524,7 +646,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
 		request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress);
 	else
-		response_packet(skb, c, off, skb->len - off, egress);
+		response_packet(skb, c, off, skb->len - off, bpf_ntohl(th->seq), egress);
 	return 1;
 }
 

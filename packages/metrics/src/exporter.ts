@@ -229,6 +229,7 @@ export class KernelMetrics {
       this.tcpCounter('mesh_tcp_received_bytes_total', 'TCP payload bytes received, per workload pair.', 'bytesReceived'),
       this.simple('mesh_http_not_http_connections_total', 'Connections whose first bytes were not HTTP/1.x (not counted as requests), once per side measured.', 'counter', kernelCounter('not_http')),
       this.simple('mesh_http_unparsed_responses_total', 'Responses that did not start with a status line (recorded with an empty status code), once per side measured.', 'counter', kernelCounter('unparsed_status')),
+      this.simple('mesh_http_http2_connections_total', 'Connections that carried the HTTP/2 preface (h2c with prior knowledge or after an upgrade; gRPC without TLS): not counted as HTTP/1.x, once per side measured.', 'counter', kernelCounter('http2')),
       this.simple('mesh_http_paired_connections_total', 'Connections whose two ends are both measured on this node: measured once, at the server\'s socket, for both sides.', 'counter', kernelCounter('paired')),
       this.simple('mesh_metrics_kernel_overflow_total', 'Exchanges or connections counted under the overflow key because an aggregation map was full.', 'counter', () => [
         { labels: { map: 'http_requests' }, value: this.snapshot().snap.counters.http_overflow },

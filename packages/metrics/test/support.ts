@@ -35,7 +35,12 @@ export async function topology(prefix: string, opts: MetricsOptions = {}): Promi
 
 /** Starts the fixture server inside the cgroup; resolves with its port. */
 export async function startServer(cg: Cgroup, host: string, statuses: number[], delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
-  const child = cg.spawn(process.execPath, [serverScript, host, statuses.join(','), String(delayMs)]);
+  return startFixture(cg, 'server.mjs', [host, statuses.join(','), String(delayMs)]);
+}
+
+/** Starts a fixture script (test/fixtures/NAME) that prints {"port":N} inside the cgroup; resolves with its port. */
+export async function startFixture(cg: Cgroup, name: string, args: string[]): Promise<{ port: number; child: ChildProcess }> {
+  const child = cg.spawn(process.execPath, [fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url)), ...args]);
   const [line] = await waitForLine(child, /^\{"port":\d+\}$/, 15_000);
   return { port: (JSON.parse(line) as { port: number }).port, child };
 }

@@ -6,7 +6,7 @@ import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { byStatus, startServer, topology, type Topology } from '../support.js';
+import { byStatus, startFixture, startServer, topology, type Topology } from '../support.js';
 
 const rawClient = fileURLToPath(new URL('../fixtures/raw-client.mjs', import.meta.url));
 const HOST = '127.0.0.13';
@@ -16,6 +16,8 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
     let t: Topology;
     let serverCg: Cgroup | undefined;
     let port: number;
+    /** special-server.mjs (early hints, upgrade, CONNECT) and h2-server.mjs, beside the fixture server. */
+    let special: number, h2: number;
     const both = placement === 'both ends measured';
     /** What the server side should show: the client's counts, or nothing when the server is not measured. */
     const serverView = <T extends object>(client: T): T | Record<string, never> => (both ? client : {});
@@ -24,23 +26,53 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
       t = await topology('metparse');
       if (!both) serverCg = await createCgroup('metparseout');
       port = (await startServer(serverCg ?? t.cg, HOST, [200, 404])).port;
+      special = (await startFixture(serverCg ?? t.cg, 'special-server.mjs', [HOST])).port;
+      h2 = (await startFixture(serverCg ?? t.cg, 'h2-server.mjs', [HOST])).port;
     });
     afterAll(async () => {
       await t?.close();
       await serverCg?.close();
     });
 
-    const delta = async (fn: () => Promise<void>) => {
-      const was = { client: byStatus(t.dp.read().http, 'client', port), server: byStatus(t.dp.read().http, 'server', port) };
+    const diff = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
+      Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => v !== 0));
+    /** What fn adds on `on` (default: the fixture server's port), per side: by status, by method, and the counters. */
+    const delta = async (fn: () => Promise<void>, on = port) => {
+      const read = () => {
+        const snap = t.dp.read();
+        const method = (dir: 'client' | 'server') => {
+          const out: Record<string, number> = {};
+          for (const s of snap.http) if (s.direction === dir && s.port === on) out[s.method] = (out[s.method] ?? 0) + s.count;
+          return out;
+        };
+        return { client: byStatus(snap.http, 'client', on), server: byStatus(snap.http, 'server', on), methods: { client: method('client'), server: method('server') }, counters: snap.counters };
+      };
+      const was = read();
       await fn();
-      const now = t.dp.read();
-      const d = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
-        Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (b[k] ?? 0)]).filter(([, v]) => v !== 0));
-      return { client: d(byStatus(now.http, 'client', port), was.client), server: d(byStatus(now.http, 'server', port), was.server), counters: now.counters };
+      const now = read();
+      return {
+        client: diff(now.client, was.client),
+        server: diff(now.server, was.server),
+        methods: { client: diff(now.methods.client, was.methods.client), server: diff(now.methods.server, was.methods.server) },
+        counters: diff(now.counters, was.counters),
+      };
     };
+    /** curl with OPTIONS, fetching URLS on one connection; resolves with the status codes, one a line. */
+    const curl = async (opts: string[], urls: string[], input?: Buffer) => {
+      const args = ['-s', '-w', '%{http_code}\\n', ...opts, ...urls.flatMap((u) => ['-o', '/dev/null', u])];
+      const r = await t.cg.run(ensureTool('curl'), args, { timeoutMs: 60_000, input });
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    /** The sides measured: both, or the client's alone. */
+    const sides = both ? 2 : 1;
 
     async function raw(mode: string, ...extra: string[]) {
-      const r = await t.cg.run(process.execPath, [rawClient, HOST, String(port), mode, ...extra], { timeoutMs: 120_000 });
+      return rawAt(port, mode, ...extra);
+    }
+
+    async function rawAt(to: number, mode: string, ...extra: string[]) {
+      const r = await t.cg.run(process.execPath, [rawClient, HOST, String(to), mode, ...extra], { timeoutMs: 120_000 });
       expect(r.code, r.stderr).toBe(0);
       return JSON.parse(r.stdout) as { statuses: Record<string, number>; sentValid?: number; methods?: Record<string, number> };
     }
@@ -103,6 +135,79 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
       // The bodies sent after the 100 are bodies: not a request line that failed, not a stream that is not HTTP.
       expect(after.not_http - before.not_http).toBe(0);
       expect(after.unparsed_status - before.unparsed_status).toBe(0);
+    });
+
+    it('10 pipelined requests per write (3 writes on one connection) are 30 requests', async () => {
+      const d = await delta(async () => {
+        expect((await raw('pipelined')).statuses).toEqual({ 200: 15, 404: 15 });
+      });
+      expect(d.client).toEqual({ 200: 15, 404: 15 });
+      expect(d.server).toEqual(serverView({ 200: 15, 404: 15 }));
+      expect(d.methods.client).toEqual({ GET: 30 });
+      expect(d.counters).toEqual(both ? { paired: 1 } : {});
+    });
+
+    it("writeEarlyHints() then writeHead(200) in one segment: the 200 is counted, not the 103", async () => {
+      // 5 requests on one connection (curl reuses it).
+      const url = `http://${HOST}:${special}/early`;
+      const d = await delta(async () => {
+        expect(await curl([], [url, url, url, url, url])).toBe('200\n'.repeat(5));
+      }, special);
+      expect(d.client).toEqual({ 200: 5 });
+      expect(d.server).toEqual(serverView({ 200: 5 }));
+      expect(d.counters.unparsed_status ?? 0).toBe(0);
+    });
+
+    it('HTTP/2 with prior knowledge (curl against node:http2) is not counted as HTTP/1: counted as HTTP/2', async () => {
+      const url = `http://${HOST}:${h2}/`;
+      // Two connections (curl 7.88 fails a second request on a reused prior-knowledge connection).
+      const d = await delta(async () => {
+        for (let i = 0; i < 2; i++) expect(await curl(['--http2-prior-knowledge'], [url])).toBe('200\n');
+      }, h2);
+      expect(d.client).toEqual({});
+      expect(d.server).toEqual({});
+      // Each connection seen by each side measured; nothing counted as a failed HTTP/1 exchange.
+      expect(d.counters).toEqual({ http2: 2 * sides, ...(both ? { paired: 2 } : {}) });
+    });
+
+    it('after 101 Switching Protocols (Upgrade: h2c) the connection is not HTTP/1: only the 101 counts', async () => {
+      const d = await delta(async () => {
+        expect((await rawAt(special, 'upgrade')).statuses).toEqual({ 101: 1 });
+      }, special);
+      expect(d.client).toEqual({ 101: 1 });
+      expect(d.server).toEqual(serverView({ 101: 1 }));
+      expect(d.counters).toEqual({ http2: sides, ...(both ? { paired: 1 } : {}) });
+    });
+
+    it('curl through a CONNECT proxy: the CONNECT is counted once, the tunnel it opens is not parsed', async () => {
+      const target = `http://${HOST}:${port}/through`;
+      const atTarget = await delta(async () => {
+        const atProxy = await delta(async () => {
+          expect(await curl(['--proxytunnel', '-x', `http://${HOST}:${special}`], [target, target])).toMatch(/^(200|404)\n(200|404)\n$/);
+        }, special);
+        expect(atProxy.client).toEqual({ 200: 1 });
+        expect(atProxy.server).toEqual(serverView({ 200: 1 }));
+        expect(atProxy.methods.client).toEqual({ CONNECT: 1 });
+        expect(atProxy.counters.not_http ?? 0).toBe(0);
+      });
+      // The proxy's own connection to the target carries the two GETs: measured when the proxy is in the mesh.
+      const sum = (x: Record<string, number>) => Object.values(x).reduce((a, b) => a + b, 0);
+      expect(sum(atTarget.client)).toBe(both ? 2 : 0);
+      expect(sum(atTarget.server)).toBe(both ? 2 : 0);
+    });
+
+    it('a POST whose body begins like a request line is one POST, body sent with the headers or after 100 Continue', async () => {
+      const body = Buffer.concat([Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), Buffer.alloc(2000, 'b')]);
+      const url = `http://${HOST}:${special}/upload`;
+      const d = await delta(async () => {
+        for (const expect100 of [true, false]) {
+          const opts = ['--data-binary', '@-', '-H', `Expect:${expect100 ? ' 100-continue' : ''}`];
+          expect(await curl(opts, [url, url], body)).toBe('200\n200\n');
+        }
+      }, special);
+      expect(d.methods.client).toEqual({ POST: 4 });
+      expect(d.methods.server).toEqual(serverView({ POST: 4 }));
+      expect(d.client).toEqual({ 200: 4 });
     });
 
     it('a stream of random bytes is not counted as HTTP; its bytes are, exactly, on both ends', async () => {
