@@ -253,6 +253,8 @@ static long scan_step(__u32 i, void *ctx)
 		n = HTTP_PREFIX;
 	asm volatile("" : "+r"(n));
 	n = ((n - 1) & (HTTP_PREFIX - 1)) + 1;
+	/* Again, so that the compiler keeps the loop's own bound (6.1's verifier does not stop at j == n). */
+	asm volatile("" : "+r"(n));
 	if (bpf_skb_load_bytes(x->skb, x->pos, buf, n))
 		return 1;
 	for (__u32 j = 0; j < HTTP_PREFIX; j++) {
@@ -260,7 +262,7 @@ static long scan_step(__u32 i, void *ctx)
 
 		if (j >= n)
 			break;
-		b = buf[j];
+		b = buf[j & (HTTP_PREFIX - 1)];
 		if (b == '\n' && s == 3) {
 			x->pos += j + 1;
 			x->crlf = 0;
