@@ -235,17 +235,21 @@ struct hdr_scan {
 	struct __sk_buff *skb;
 	__u32 pos;  /* the next byte to look at */
 	__u32 end;
-	__u8 crlf;  /* bytes of "\r\n\r\n" matched so far */
-	__u8 found;
+	__u32 last; /* the last four bytes seen, the latest lowest */
+	__u32 found;
 };
 
-/* One step of skip_header_block: HTTP_PREFIX bytes. */
+#define CRLFCRLF 0x0d0a0d0aU
+
+/*
+ * One step of skip_header_block: HTTP_PREFIX bytes. The bytes go through a shift register rather than a small
+ * state machine: the verifier then follows one path per byte, not one per state.
+ */
 static long scan_step(__u32 i, void *ctx)
 {
 	struct hdr_scan *x = ctx;
 	__u8 buf[HTTP_PREFIX];
-	__u32 n = x->end - x->pos;
-	__u8 s = x->crlf;
+	__u32 n = x->end - x->pos, last = x->last;
 
 	if (x->pos >= x->end)
 		return 1;
@@ -253,25 +257,21 @@ static long scan_step(__u32 i, void *ctx)
 		n = HTTP_PREFIX;
 	asm volatile("" : "+r"(n));
 	n = ((n - 1) & (HTTP_PREFIX - 1)) + 1;
-	/* Again, so that the compiler keeps the loop's own bound (6.1's verifier does not stop at j == n). */
+	/* Again, so that the compiler keeps the loop's own bound: Linux 6.1's verifier would not stop at j == n. */
 	asm volatile("" : "+r"(n));
 	if (bpf_skb_load_bytes(x->skb, x->pos, buf, n))
 		return 1;
 	for (__u32 j = 0; j < HTTP_PREFIX; j++) {
-		__u8 b;
-
 		if (j >= n)
 			break;
-		b = buf[j & (HTTP_PREFIX - 1)];
-		if (b == '\n' && s == 3) {
+		last = last << 8 | buf[j & (HTTP_PREFIX - 1)];
+		if (last == CRLFCRLF) {
 			x->pos += j + 1;
-			x->crlf = 0;
 			x->found = 1;
 			return 1;
 		}
-		s = b == '\r' ? (s == 2 ? 3 : 1) : b == '\n' && s == 1 ? 2 : 0;
 	}
-	x->crlf = s;
+	x->last = last;
 	x->pos += n;
 	return 0;
 }
@@ -284,11 +284,17 @@ static long scan_step(__u32 i, void *ctx)
  */
 static __always_inline int skip_header_block(struct __sk_buff *skb, __u32 off, __u32 len, __u8 *crlf)
 {
-	struct hdr_scan x = { .skb = skb, .pos = off, .end = off + len, .crlf = *crlf };
+	__u8 k = *crlf;
+	struct hdr_scan x = { .skb = skb, .pos = off, .end = off + len };
 
+	x.last = k == 3 ? 0x0d0a0d : k == 2 ? 0x0d0a : k == 1 ? 0x0d : 0;
 	bpf_loop(1024 / HTTP_PREFIX, scan_step, &x, 0);
-	*crlf = x.crlf;
-	return x.found ? (int)(x.pos - off) : -1;
+	if (x.found) {
+		*crlf = 0;
+		return (int)(x.pos - off);
+	}
+	*crlf = (x.last & 0xffffff) == 0x0d0a0d ? 3 : (x.last & 0xffff) == 0x0d0a ? 2 : (x.last & 0xff) == 0x0d ? 1 : 0;
+	return -1;
 }
 
 #endif /* MESH_BPF_HTTP_PARSE_H */
