@@ -169,7 +169,7 @@ struct http_conn {
 	__u8 role;
 	__u8 family;
 	__u8 pair;           /* enum http_pair */
-	__u8 pad0;
+	__u8 peers;          /* HTTP_PEER_*: which addresses name a known peer (else the series say "unknown") */
 	__u32 snd_seq;       /* initial sequence numbers plus one, to find the other end (http_pending) */
 	__u32 rcv_seq;
 	/* Line 1: the hand-over, and who the client is when this server socket measures both sides. */
@@ -179,6 +179,21 @@ struct http_conn {
 	/* Line 2: the response side. */
 	struct http_resp_side resp;
 }; /* 184 bytes */
+
+/*
+ * Known peers (http_peers): the addresses series may name. A peer that is not one (any local process can connect
+ * from any 127/8 address) is folded into one "unknown" peer, the all-zero address, so what a peer can create in
+ * the aggregation tables is bounded by the mesh's config, not by the peer. The all-zero key (family 0) means
+ * "every address is known", until user space writes the set.
+ */
+#define HTTP_PEER_REMOTE 1 /* remote_ip is known */
+#define HTTP_PEER_LOCAL 2  /* local_ip is known: the address a paired server's client dialled */
+
+struct http_peer_key {
+	__u32 ip[4];   /* network order; IPv4 in [0] */
+	__u8 family;
+	__u8 pad[3];
+}; /* 20 bytes */
 
 /* Aggregation key of the request metrics (per-CPU hash). */
 struct http_key {
@@ -245,6 +260,7 @@ HTTP_ASSERT(64 + 8 + sizeof(struct http_conn) <= 256, "http_conn fits a 256-byte
 HTTP_ASSERT(__builtin_offsetof(struct http_conn, ex) + 8 == 64, "ex starts line 1");
 HTTP_ASSERT(__builtin_offsetof(struct http_conn, peer_cgroup) + 8 < 128, "peer_cgroup in line 1");
 HTTP_ASSERT(__builtin_offsetof(struct http_conn, resp) + 8 == 128, "resp starts line 2");
+HTTP_SIZE_CHECK(http_peer_key, 20);
 HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);

@@ -87,6 +87,15 @@ struct {
 	__type(value, struct http_pending_value);
 } http_pending SEC(".maps");
 
+/* The addresses of the mesh's workloads and endpoints, written by user space (see struct http_peer_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct http_peer_key);
+	__type(value, __u32);
+} http_peers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
@@ -156,19 +165,36 @@ static __always_inline void set_side(struct side *s, __u64 cgroup_id, const __u3
 	s->family = family;
 }
 
-/* The socket's own side. */
+/* The socket's own side; a peer that is not known is named by the all-zero address ("unknown"). */
 static __always_inline void own_side(const struct http_conn *c, struct side *s)
 {
 	int client = c->role == HTTP_ROLE_CLIENT;
 
 	set_side(s, c->cgroup_id, c->remote_ip, client ? c->remote_port : c->local_port,
 		 client ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER, c->family);
+	if (!(c->peers & HTTP_PEER_REMOTE))
+		__builtin_memset(s->remote_ip, 0, sizeof(s->remote_ip));
 }
 
 /* A server socket's client, as the client's own socket would name itself: it dialled this address and port. */
 static __always_inline void peer_side(const struct http_conn *c, struct side *s)
 {
 	set_side(s, c->peer_cgroup, c->local_ip, c->local_port, HTTP_DIR_CLIENT, c->family);
+	if (!(c->peers & HTTP_PEER_LOCAL))
+		__builtin_memset(s->remote_ip, 0, sizeof(s->remote_ip));
+}
+
+/* Whether series may name this address (see struct http_peer_key): once per connection, at its first packet. */
+static __always_inline int peer_known(const __u32 *ip, __u8 family)
+{
+	struct http_peer_key k = {};
+
+	__builtin_memcpy(k.ip, ip, sizeof(k.ip));
+	k.family = family;
+	if (bpf_map_lookup_elem(&http_peers, &k))
+		return 1;
+	__builtin_memset(&k, 0, sizeof(k));
+	return bpf_map_lookup_elem(&http_peers, &k) != 0;
 }
 
 static __always_inline struct l4_pair_value *tcp_entry(const struct side *s)
@@ -601,6 +627,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 
 		/* The first packet after the handshake: now the socket's cgroup is known, the connection counts. */
 		c->cgroup_id = bpf_skb_cgroup_id(skb);
+		c->peers = (peer_known(c->remote_ip, c->family) ? HTTP_PEER_REMOTE : 0) |
+			   (c->pair == HTTP_PAIR_SERVER && peer_known(c->local_ip, c->family) ? HTTP_PEER_LOCAL : 0);
 		own_side(c, &s);
 		t = tcp_entry(&s);
 		if (t)

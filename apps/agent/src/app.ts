@@ -200,7 +200,9 @@ export class Agent {
       const dp = this.dp();
       dp.ensureCgroups(config.workloads.map((w) => w.cgroup));
       const r = dp.split.applyCompiled(config.compiled);
-      this.resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
+      const resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
+      this.resolver = resolver;
+      dp.metrics.setKnownPeers(resolver.knownAddresses());
       const writes = r.stats.serviceWrites + r.stats.serviceDeletes + r.stats.endpointWrites + r.stats.endpointDeletes;
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.

@@ -36,6 +36,11 @@ export class ConfigResolver implements IdentityResolver {
     }
   }
 
+  /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"). */
+  knownAddresses(): string[] {
+    return [...new Set([...this.byAddress.keys(), ...[...this.serviceOf.keys()].map((k) => k.slice(0, k.lastIndexOf('|')))])];
+  }
+
   local(id: bigint): Identity | undefined {
     return this.byCgroup.get(id);
   }

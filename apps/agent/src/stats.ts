@@ -117,7 +117,7 @@ export class PairStats {
       const local = r.local(s.cgroupId, s.port, s.direction);
       const peer = r.peer(s.remoteIp, s.port, s.direction);
       const localName = local ? `${local.namespace}/${local.workload}` : `cgroup-${s.cgroupId}`;
-      const peerName = peer && peer.workload !== 'unknown' ? `${peer.namespace}/${peer.workload}` : s.remoteIp;
+      const peerName = peer && peer.workload !== 'unknown' ? `${peer.namespace}/${peer.workload}` : s.remoteIp || 'unknown';
       const [source, destination] = s.direction === 'client' ? [localName, peerName] : [peerName, localName];
       const service = s.direction === 'client' ? (peer?.service ?? '') : (local?.service ?? '');
       const key = `${s.direction}|${source}|${destination}|${service}`;

@@ -1,6 +1,7 @@
 /** The metrics datapath: the embedded http programs attached to a cgroup v2 subtree, and their aggregates
  *  read at scrape time (summed over CPUs). */
 import { randomInt } from 'node:crypto';
+import { isIP } from 'node:net';
 
 import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
@@ -13,16 +14,19 @@ import {
   OVERFLOW_CGROUP,
   pairKey,
   pairValue,
+  peerKey,
   pendingKey,
   pendingValue,
   type HttpKey,
   type PairKey,
+  type PeerKey,
   type PendingKey,
   type PendingValue,
 } from './maps.js';
 
 const names = embedded.http;
 const AF_INET = 2;
+const AF_INET6 = 10;
 const DIRECTIONS = ['client', 'server'] as const;
 
 export type Direction = 'client' | 'server';
@@ -32,6 +36,7 @@ export interface HttpSample {
   direction: Direction;
   /** cgroup id of the local workload's socket; undefined for the overflow series. */
   cgroupId: bigint | undefined;
+  /** The peer's address; '' for a peer that is not a known peer (see setKnownPeers), and for the overflow series. */
   remoteIp: string;
   /** client: the server port dialled; server: the local port served. */
   port: number;
@@ -66,6 +71,8 @@ export interface MetricsOptions {
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */
   maxTcpKeys?: number;
+  /** Capacity of the known-peer set (see setKnownPeers); default 65,536. */
+  maxPeers?: number;
   /** Pin every map here and adopt maps already pinned: a restarted agent keeps the counts and the state of
    *  connections in flight. */
   pinDir?: string;
@@ -73,18 +80,23 @@ export interface MetricsOptions {
 
 const ipOf = (b: Buffer, family: number) => c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
 
-/** The identity fields both aggregation keys carry; the overflow key has no workload and no peer. */
+/** The identity fields both aggregation keys carry; the overflow key has no workload and no peer, and a peer
+ *  that is not known is the all-zero address. */
 function where(k: { cgroupId: bigint; remoteIp: Buffer; port: number; dir: number; family: number }) {
   const overflow = k.cgroupId === OVERFLOW_CGROUP;
   return {
     direction: (k.dir === 1 ? 'server' : 'client') as Direction,
     cgroupId: overflow ? undefined : k.cgroupId,
-    remoteIp: overflow ? '' : ipOf(k.remoteIp, k.family),
+    remoteIp: overflow || k.remoteIp.every((b) => b === 0) ? '' : ipOf(k.remoteIp, k.family),
     port: k.port,
   };
 }
 
 type HttpValue = c.Infer<typeof httpValue>;
+
+/** The key that stands for every address (nothing written yet). */
+const ANY_PEER: PeerKey = { ip: Buffer.alloc(16), family: 0 };
+const peerId = (k: PeerKey) => `${k.family}|${k.ip.toString('hex')}`;
 
 /** One cell's per-CPU counts summed; undefined when it counted nothing. */
 function sumCpus(perCpu: HttpValue[] | undefined): Pick<HttpSample, 'count' | 'sumSeconds' | 'buckets'> | undefined {
@@ -110,6 +122,10 @@ export class MetricsDatapath implements Disposable {
   private readonly counters: PerCpuMap<number, bigint>;
   /** Client connections waiting for their server's socket (read only for its fill). */
   private readonly pending: BpfMap<PendingKey, PendingValue>;
+  /** The addresses series may name; other peers are "unknown". */
+  private readonly peers: BpfMap<PeerKey, number>;
+  /** What setKnownPeers last wrote there (undefined: read the map). */
+  private known: Map<string, PeerKey> | undefined;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
@@ -119,6 +135,10 @@ export class MetricsDatapath implements Disposable {
     this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
     this.overflow = obj.perCpuMap(names.maps.http_overflow, { key: c.u32, value: httpValue });
     this.pending = obj.map(names.maps.http_pending, { key: pendingKey, value: pendingValue });
+    this.peers = obj.map(names.maps.http_peers, { key: peerKey, value: c.u32 });
+    // Until the known peers are written, every address is known (the all-zero key): a datapath used without
+    // them names every peer, as before. An adopted set is kept.
+    if (this.peers.count() === 0) this.peers.set(ANY_PEER, 1, 'any');
     // The TCP overflow entry exists before any program runs, so a full map always has somewhere to count. Maps
     // adopted from pins already have it (with counts that must not be reset). Requests that find no series are
     // counted per direction in http_overflow (maps pinned by earlier builds may still hold an overflow key in
@@ -138,6 +158,7 @@ export class MetricsDatapath implements Disposable {
       // Sockets remember their last series' cell under this load's number (see cell_epoch in http.bpf.c).
       spec.setConstant(names.constants.cell_epoch, randomInt(1, 2 ** 32));
       if (opts.maxTcpKeys !== undefined) spec.setMaxEntries(names.maps.tcp_stats, opts.maxTcpKeys);
+      if (opts.maxPeers !== undefined) spec.setMaxEntries(names.maps.http_peers, opts.maxPeers);
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();
@@ -155,6 +176,40 @@ export class MetricsDatapath implements Disposable {
    *  (see BpfObject.attachCgroupPinned): restarts never attach a second copy. */
   attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[] {
     return this.obj.attachCgroupPinned(cgroupPath, linkDir);
+  }
+
+  /**
+   * The peers that series may name: the addresses of the mesh's workloads and endpoints. A connection with any
+   * other peer (any local process can connect from any 127/8 address) is counted under one "unknown" peer
+   * (remoteIp ''), so that what a peer can create in the aggregation tables is bounded by the config. Applies to
+   * connections established from now on. Throws before changing anything when an address is not one or the set
+   * exceeds the map's capacity.
+   */
+  setKnownPeers(addresses: Iterable<string>): void {
+    const want = new Map<string, PeerKey>();
+    for (const a of addresses) {
+      if (isIP(a) === 0) throw new TypeError(`setKnownPeers: ${JSON.stringify(a)} is not an IP address`);
+      let b = c.ipToBytes(a);
+      // The kernel names an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) by its IPv4 address.
+      if (b.length === 16 && b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) b = b.subarray(12);
+      const ip = Buffer.alloc(16);
+      b.copy(ip);
+      const key = { ip, family: b.length === 4 ? AF_INET : AF_INET6 };
+      want.set(peerId(key), key);
+    }
+    if (want.size > this.peers.maxEntries) throw new RangeError(`setKnownPeers: ${want.size} addresses, more than the ${this.peers.maxEntries} the map holds (maxPeers)`);
+    let have = this.known;
+    if (!have) {
+      have = new Map();
+      for (const k of this.peers.keys()) have.set(peerId(k), k);
+    }
+    // Removed first, so that the map has room for the new set; a connection established meanwhile may name a
+    // peer that stays known as "unknown".
+    for (const [id, k] of have) if (!want.has(id)) this.peers.delete(k);
+    const added = [...want].filter(([id]) => !have.has(id)).map(([, k]) => [k, 1] as const);
+    this.known = undefined; // re-read from the map if the writes below fail half-way
+    if (added.length) this.peers.setBatch(added);
+    this.known = want;
   }
 
   /** Reads every aggregate (one batch read per map), summed over CPUs. */
@@ -194,10 +249,11 @@ export class MetricsDatapath implements Disposable {
   }
 
   /** Entries in use and capacity of the aggregation maps and of the pairing table (map pressure). */
-  fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending', { used: number; max: number }> {
+  fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending' | 'http_peers', { used: number; max: number }> {
     return {
       http_requests: { used: this.series.count(), max: this.series.maxEntries },
       http_pending: { used: this.pending.count(), max: this.pending.maxEntries },
+      http_peers: { used: this.peers.count(), max: this.peers.maxEntries },
       tcp_stats: { used: this.tcp.count(), max: this.tcp.maxEntries },
     };
   }

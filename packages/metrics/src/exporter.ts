@@ -47,6 +47,7 @@ export interface ExporterOptions {
 }
 
 const OVERFLOW = '_overflow';
+const UNKNOWN_PEER: Identity = { workload: 'unknown', namespace: 'unknown' };
 const identityLabels = ['source_workload', 'source_namespace', 'destination_workload', 'destination_namespace', 'destination_service'] as const;
 type Labels = Record<string, string>;
 
@@ -133,7 +134,8 @@ export class KernelMetrics {
   private identities(direction: Direction, cgroupId: bigint | undefined, ip: string, port: number): Labels {
     if (cgroupId === undefined) return Object.fromEntries(identityLabels.map((l) => [l, OVERFLOW]));
     const local = this.resolver.local(cgroupId, port, direction) ?? { workload: `cgroup-${cgroupId}`, namespace: '' };
-    const peer = this.resolver.peer(ip, port, direction) ?? { workload: ip, namespace: '' };
+    // A peer that is not a known one (remoteIp '') is "unknown", as Istio and Linkerd name it.
+    const peer = (ip === '' ? undefined : this.resolver.peer(ip, port, direction)) ?? (ip === '' ? UNKNOWN_PEER : { workload: ip, namespace: '' });
     const [src, dst] = direction === 'client' ? [local, peer] : [peer, local];
     return {
       source_workload: src.workload,

@@ -20,6 +20,9 @@ export const pairKey = c.struct(
 );
 export const pairValue = c.struct({ opened: c.u64n, closed: c.u64n, bytesSent: c.u64n, bytesReceived: c.u64n }, { name: 'l4_pair_value' });
 
+/** An address series may name (http_peers); the all-zero key (family 0) stands for every address. */
+export const peerKey = c.struct({ ip: c.bytes(16), family: c.u8, pad: c.pad(3) }, { name: 'http_peer_key' });
+
 /** A client connection waiting for its server's socket to join (both ends measured on this node). */
 export const pendingKey = c.struct(
   {
@@ -42,4 +45,5 @@ export type CounterName = (typeof counterNames)[number];
 export type HttpKey = c.Infer<typeof httpKey>;
 export type PairKey = c.Infer<typeof pairKey>;
 export type PendingKey = c.Infer<typeof pendingKey>;
+export type PeerKey = c.Infer<typeof peerKey>;
 export type PendingValue = c.Infer<typeof pendingValue>;

@@ -82,6 +82,9 @@ describePrivileged(
       const byDest = await query('sum by (destination_workload) (http_server_request_duration_seconds_count)');
       const got = Object.fromEntries(byDest.map((s) => [s.metric.destination_workload, Number(s.value[1])]));
       expect(got).toEqual({ 'web-a': load.byBody.a, 'web-b': load.byBody.b });
+      // The agent told the metrics programs which peers to name: the three workloads' addresses (the endpoints are
+      // two of them); any other peer is "unknown".
+      expect(Number((await query('mesh_bpf_map_entries{map="http_peers"}'))[0]?.value[1])).toBe(3);
       const ok = await query('sum(http_client_request_duration_seconds_count{source_workload="client",http_response_status_code="200",destination_service="web"})');
       expect(Number(ok[0]?.value[1])).toBe(RATE * SECONDS);
 

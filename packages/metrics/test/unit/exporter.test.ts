@@ -83,6 +83,12 @@ describe('KernelMetrics', () => {
     expect(value(out, 'http_client_request_duration_seconds_count', 'source_workload="_overflow"')).toBe(6);
   });
 
+  it('a peer that is not a known one (remoteIp empty) is named "unknown"', async () => {
+    const snap: MetricsSnapshot = { http: [http('server', '', 3, { 0: 3 })], tcp: [], counters };
+    const out = await (await scrape({ cacheMs: 0 }, source(() => snap))).text();
+    expect(value(out, 'http_server_request_duration_seconds_count', 'source_workload="unknown",source_namespace="unknown"')).toBe(3);
+  });
+
   it('a wall clock stepped back does not freeze the cache: the next scrape after cacheMs reads the kernel again', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     let n = 1;
