@@ -215,6 +215,11 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
         const s = t.dp.read().tcp.filter((x) => x.port === port && x.direction === dir);
         return { sent: s.reduce((a, x) => a + x.bytesSent, 0), received: s.reduce((a, x) => a + x.bytesReceived, 0), closed: s.reduce((a, x) => a + x.closed, 0) };
       };
+      // Connections of the tests before this one add their last bytes when they close (a loaded machine closes
+      // them late): start once every one of them has.
+      const open = () => t.dp.read().tcp.filter((x) => x.port === port).reduce((a, x) => a + x.opened - x.closed, 0);
+      for (let i = 0; i < 100 && open() > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(open()).toBe(0);
       const [c0, s0] = [bytes('client'), bytes('server')];
       const before = t.dp.read().counters.not_http;
       const d = await delta(async () => {
