@@ -92,6 +92,13 @@ async function inSync(w: Watched, ns: string): Promise<void> {
   await waitFor(() => JSON.stringify(sorted(w.cache())) === JSON.stringify(sorted(serverState(ns))), WAIT_MS, `the informer's cache to equal the server's services in ${ns}`);
 }
 
+/** In sync and watching again: a disruption made before the informer's watch is back would be one it never saw
+ *  (on a loaded machine its relist can land after the next compaction, and no 410 follows). */
+async function watching(w: Watched, ns: string): Promise<void> {
+  await inSync(w, ns);
+  await waitFor(() => server.watches.some((x) => x.params.namespace === ns && !x.stalled && !x.closed), WAIT_MS, `a live watch of ${ns}`);
+}
+
 function sorted(m: Record<string, string>): [string, string][] {
   return Object.entries(m).sort(([a], [b]) => a.localeCompare(b));
 }
@@ -260,6 +267,7 @@ describe('client-node informer against the test API server', () => {
     };
     for (let i = 0; i < 1000; i++) {
       mutate();
+      if (disruptions[i]) await watching(w, ns);
       await disruptions[i]?.();
       if (i % 50 === 0) await sleep(20);
     }
