@@ -25,4 +25,4 @@ log "generated names"
 node scripts/gen-objects.mjs
 
 log "typescript"
-npx --no-install tsc -b packages/bpf packages/split packages/metrics apps/agent
+npx --no-install tsc -b packages/bpf packages/split packages/metrics packages/mtls apps/agent

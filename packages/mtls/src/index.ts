@@ -1,0 +1,6 @@
+export * from './spiffe-id.js';
+export * from './svid.js';
+export * from './bundle.js';
+export * from './validate.js';
+export * from './ca.js';
+export { x509, generateKeyPair, exportKeyPem, importKeyPem, parseCertificatesPem, toPem } from './x509.js';

@@ -1,0 +1,162 @@
+// X.509-SVIDs (spiffe/standards X509-SVID.md): what a leaf and a signing certificate carry, and how they are made.
+import { x509, type CryptoKey, generateKeyPair, exportKeyPem, randomSerial, toPem, wholeSeconds, EC_ALGORITHM } from './x509.js';
+import { formatSpiffeId, checkTrustDomain, type SpiffeId } from './spiffe-id.js';
+
+export const DEFAULT_SVID_TTL_MS = 24 * 3600_000;
+/** Shorter lifetimes are for tests; the agent itself accepts a minute or more. */
+export const MIN_SVID_TTL_MS = 1000;
+
+/** A certificate and the key that signs with it, plus the intermediates between it and its root (root excluded). */
+export interface SigningAuthority {
+  readonly certificate: x509.X509Certificate;
+  readonly privateKey: CryptoKey;
+  readonly chain: readonly x509.X509Certificate[];
+}
+
+/** A workload's identity: its leaf, the intermediates a peer needs to reach the root, and its private key. */
+export interface Svid {
+  readonly id: SpiffeId;
+  /** `spiffe://…` */
+  readonly uri: string;
+  readonly certificate: x509.X509Certificate;
+  readonly intermediates: readonly x509.X509Certificate[];
+  readonly privateKey: CryptoKey;
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Who signed it (the issuing certificate's subject). */
+  readonly issuer: string;
+}
+
+/** PEM for node:tls or OpenSSL: `cert` is the leaf followed by its intermediates. Never log `key`. */
+export async function svidPem(svid: Svid): Promise<{ cert: string; key: string }> {
+  return { cert: toPem([svid.certificate, ...svid.intermediates]), key: await exportKeyPem(svid.privateKey) };
+}
+
+function checkTtl(ttlMs: number, what: string): void {
+  if (!Number.isInteger(ttlMs) || ttlMs < MIN_SVID_TTL_MS) throw new RangeError(`${what} must be an integer number of ms ≥ ${MIN_SVID_TTL_MS}, got ${ttlMs}`);
+}
+
+/** The extensions of a CA certificate: critical basicConstraints CA=true, keyCertSign|cRLSign, SKID, the trust domain's ID. */
+async function caExtensions(trustDomain: string, publicKey: CryptoKey, pathLength: number | undefined, issuerKey: CryptoKey): Promise<x509.Extension[]> {
+  return [
+    new x509.BasicConstraintsExtension(true, pathLength, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
+    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: formatSpiffeId({ trustDomain, path: '' }) }], false),
+  ];
+}
+
+export interface RootOptions {
+  trustDomain: string;
+  /** Default 1 year. */
+  ttlMs?: number;
+  now?: number;
+  /** Common name, to tell roots apart in a bundle. */
+  name?: string;
+  pathLength?: number;
+}
+
+/** A self-signed root for a trust domain. */
+export async function createRoot(o: RootOptions): Promise<SigningAuthority> {
+  checkTrustDomain(o.trustDomain);
+  const ttl = o.ttlMs ?? 365 * 24 * 3600_000;
+  checkTtl(ttl, 'root TTL');
+  const now = o.now ?? Date.now();
+  const keys = await generateKeyPair();
+  const name = `O=mesh, OU=${o.trustDomain}, CN=${o.name ?? 'mesh root'} ${randomSerial().slice(0, 8)}`;
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: name,
+    issuer: name,
+    notBefore: wholeSeconds(now),
+    notAfter: wholeSeconds(now + ttl),
+    signingAlgorithm: EC_ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: keys.privateKey,
+    extensions: await caExtensions(o.trustDomain, keys.publicKey, o.pathLength, keys.publicKey),
+  });
+  return { certificate, privateKey: keys.privateKey, chain: [] };
+}
+
+/** An intermediate CA signed by `parent` (what an external issuer such as cert-manager hands the mesh). */
+export async function createIntermediate(parent: SigningAuthority, o: RootOptions): Promise<SigningAuthority> {
+  checkTrustDomain(o.trustDomain);
+  const ttl = o.ttlMs ?? 30 * 24 * 3600_000;
+  checkTtl(ttl, 'intermediate TTL');
+  const now = o.now ?? Date.now();
+  const keys = await generateKeyPair();
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: `O=mesh, OU=${o.trustDomain}, CN=${o.name ?? 'mesh intermediate'} ${randomSerial().slice(0, 8)}`,
+    issuer: parent.certificate.subjectName,
+    notBefore: wholeSeconds(now),
+    notAfter: wholeSeconds(Math.min(now + ttl, parent.certificate.notAfter.getTime())),
+    signingAlgorithm: EC_ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: parent.privateKey,
+    extensions: await caExtensions(o.trustDomain, keys.publicKey, o.pathLength, await parent.certificate.publicKey.export()),
+  });
+  const parentIsRoot = parent.certificate.subject === parent.certificate.issuer;
+  return { certificate, privateKey: keys.privateKey, chain: parentIsRoot ? [] : [parent.certificate, ...parent.chain] };
+}
+
+/** The extensions every leaf SVID carries. */
+export async function leafExtensions(uri: string, publicKey: CryptoKey, issuerKey: CryptoKey): Promise<x509.Extension[]> {
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], false),
+    // Critical: the subject carries no identity, the URI SAN is the identity.
+    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], true),
+    await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
+  ];
+}
+
+export interface IssueOptions {
+  /** Default 24 h. */
+  ttlMs?: number;
+  now?: number;
+}
+
+/**
+ * Issues a leaf SVID for `id` with a fresh ECDSA P-256 key. Its lifetime is cut to the issuing certificate's
+ * (a leaf never outlives its signer) and starts at the current whole second.
+ */
+export async function issueSvid(authority: SigningAuthority, id: SpiffeId, o: IssueOptions = {}): Promise<Svid> {
+  const uri = formatSpiffeId(id);
+  if (id.path === '') throw new RangeError(`an SVID needs a path: ${uri} names a trust domain`);
+  const ttl = o.ttlMs ?? DEFAULT_SVID_TTL_MS;
+  checkTtl(ttl, 'SVID TTL');
+  const now = o.now ?? Date.now();
+  const notBefore = wholeSeconds(now);
+  const notAfter = wholeSeconds(Math.min(notBefore.getTime() + ttl, authority.certificate.notAfter.getTime()));
+  if (notAfter <= notBefore) throw new Error(`the issuing certificate ${authority.certificate.subject} has expired (${authority.certificate.notAfter.toISOString()})`);
+  const keys = await generateKeyPair();
+  const serial = randomSerial();
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: serial,
+    subject: `O=mesh, OU=${id.trustDomain}`,
+    issuer: authority.certificate.subjectName,
+    notBefore,
+    notAfter,
+    signingAlgorithm: EC_ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: authority.privateKey,
+    extensions: await leafExtensions(uri, keys.publicKey, await authority.certificate.publicKey.export()),
+  });
+  const chain = authority.certificate.subject === authority.certificate.issuer ? [] : [authority.certificate, ...authority.chain];
+  return {
+    id,
+    uri,
+    certificate,
+    intermediates: chain,
+    privateKey: keys.privateKey,
+    serial: certificate.serialNumber,
+    notBefore: certificate.notBefore,
+    notAfter: certificate.notAfter,
+    issuer: authority.certificate.subject,
+  };
+}

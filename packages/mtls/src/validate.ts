@@ -1,0 +1,169 @@
+// Validation of a peer's X.509-SVID chain per spiffe/standards X509-SVID.md §4/§5: build a path from the leaf
+// to a root of the bundle for the leaf's trust domain, verify each signature (WebCrypto), and check times,
+// basic constraints, key usage, path length and the one URI SAN. Each failure has its own reason.
+import { x509 } from './x509.js';
+import { trySpiffeId, type SpiffeId } from './spiffe-id.js';
+import type { TrustBundleSet } from './bundle.js';
+
+export const REJECTION_REASONS = [
+  'expired',
+  'not-yet-valid',
+  'wrong-trust-domain',
+  'no-uri-san',
+  'several-uri-sans',
+  'malformed-id',
+  'leaf-is-ca',
+  'leaf-can-sign',
+  'no-digital-signature',
+  'untrusted-chain',
+  'path-length-exceeded',
+  'bad-signature',
+] as const;
+export type RejectionReason = (typeof REJECTION_REASONS)[number];
+
+export type ValidationResult =
+  | { ok: true; id: SpiffeId; uri: string; leaf: x509.X509Certificate; path: x509.X509Certificate[] }
+  | { ok: false; reason: RejectionReason; detail: string };
+
+export interface ValidateOptions {
+  /** Milliseconds since the epoch; default now. */
+  now?: number;
+  /** When set, an ID of any other trust domain is rejected as `wrong-trust-domain`. */
+  trustDomain?: string;
+}
+
+/** Deeper chains are refused: nothing the mesh issues has more than a couple of intermediates. */
+const MAX_PATH = 8;
+
+const reject = (reason: RejectionReason, detail: string): ValidationResult => ({ ok: false, reason, detail });
+
+function certOf(c: x509.X509Certificate | Uint8Array | ArrayBuffer | string): x509.X509Certificate {
+  return c instanceof x509.X509Certificate ? c : new x509.X509Certificate(c as ArrayBuffer);
+}
+
+function uriSans(cert: x509.X509Certificate): string[] {
+  return cert.getExtensions(x509.SubjectAlternativeNameExtension).flatMap((e) => e.names.items.filter((n) => n.type === 'url').map((n) => n.value));
+}
+
+function timeProblem(cert: x509.X509Certificate, now: number, what: string): ValidationResult | undefined {
+  if (now < cert.notBefore.getTime()) return reject('not-yet-valid', `${what} is valid from ${cert.notBefore.toISOString()}`);
+  if (now > cert.notAfter.getTime()) return reject('expired', `${what} expired at ${cert.notAfter.toISOString()}`);
+  return undefined;
+}
+
+function keyId(cert: x509.X509Certificate, which: 'subject' | 'authority'): string | undefined {
+  if (which === 'subject') return cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+  return cert.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
+}
+
+/** Could `issuer` have issued `cert`, going by names and key identifiers (the signature is checked after)? */
+function mayHaveIssued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boolean {
+  if (issuer.subject !== cert.issuer) return false;
+  const akid = keyId(cert, 'authority');
+  const skid = keyId(issuer, 'subject');
+  return akid === undefined || skid === undefined || akid === skid;
+}
+
+async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
+  try {
+    return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates `chain` (the peer's leaf first, then any intermediates it sent) against `bundles`.
+ * Never throws for a bad certificate: every failure is a `reason`.
+ */
+export async function validateSvid(
+  chain: readonly (x509.X509Certificate | Uint8Array | ArrayBuffer | string)[],
+  bundles: TrustBundleSet,
+  o: ValidateOptions = {},
+): Promise<ValidationResult> {
+  const now = o.now ?? Date.now();
+  if (chain.length === 0) return reject('untrusted-chain', 'no certificate');
+  let certs: x509.X509Certificate[];
+  try {
+    certs = chain.map(certOf);
+  } catch (e) {
+    return reject('untrusted-chain', `a certificate does not parse: ${(e as Error).message}`);
+  }
+  const leaf = certs[0]!;
+
+  // The identity: exactly one URI SAN, a valid SPIFFE ID with a path.
+  const uris = uriSans(leaf);
+  if (uris.length === 0) return reject('no-uri-san', 'the leaf has no URI SAN');
+  if (uris.length > 1) return reject('several-uri-sans', `the leaf has ${uris.length} URI SANs: ${uris.join(', ')}`);
+  const uri = uris[0]!;
+  const parsed = trySpiffeId(uri);
+  if ('error' in parsed) return reject('malformed-id', parsed.error);
+  const id = parsed.id;
+  if (id.path === '') return reject('malformed-id', `${uri} names a trust domain, not a workload`);
+
+  // The leaf's role: not a CA, signs TLS handshakes, signs nothing else.
+  const bc = leaf.getExtension(x509.BasicConstraintsExtension);
+  if (bc?.ca) return reject('leaf-is-ca', 'the leaf has basicConstraints CA=true');
+  const ku = leaf.getExtension(x509.KeyUsagesExtension);
+  if (ku && ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
+    return reject('leaf-can-sign', 'the leaf has keyUsage keyCertSign or cRLSign');
+  }
+  if (!ku || !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return reject('no-digital-signature', 'the leaf lacks keyUsage digitalSignature');
+
+  // The trust domain picks the bundle: a root of another trust domain never vouches for this ID.
+  if (o.trustDomain !== undefined && id.trustDomain !== o.trustDomain) {
+    return reject('wrong-trust-domain', `${uri} is in ${id.trustDomain}, expected ${o.trustDomain}`);
+  }
+  const bundle = bundles.get(id.trustDomain);
+  if (!bundle || bundle.roots.length === 0) return reject('wrong-trust-domain', `no trust bundle for ${id.trustDomain}`);
+
+  const leafTime = timeProblem(leaf, now, 'the leaf');
+  if (leafTime) return leafTime;
+
+  // Path building: from the leaf, find an issuer among the sent intermediates and the bundle's roots whose
+  // signature checks; stop at a root. Depth-first with backtracking, bounded by MAX_PATH.
+  const roots = bundle.roots;
+  const roster = certs.slice(1);
+  let badSignature: string | undefined;
+  const extend = async (path: x509.X509Certificate[]): Promise<x509.X509Certificate[] | undefined> => {
+    const tip = path[path.length - 1]!;
+    if (path.length > MAX_PATH) return undefined;
+    const rootCandidates = roots.filter((r) => mayHaveIssued(r, tip));
+    for (const r of rootCandidates) {
+      if (await signedBy(tip, r)) return [...path, r];
+      badSignature = `the signature of ${tip.subject} does not verify with root ${r.subject}`;
+    }
+    for (const c of roster.filter((c) => !path.includes(c) && mayHaveIssued(c, tip))) {
+      if (!(await signedBy(tip, c))) {
+        badSignature = `the signature of ${tip.subject} does not verify with ${c.subject}`;
+        continue;
+      }
+      const found = await extend([...path, c]);
+      if (found) return found;
+    }
+    return undefined;
+  };
+  const path = await extend([leaf]);
+  if (!path) {
+    if (badSignature) return reject('bad-signature', badSignature);
+    return reject('untrusted-chain', `no path from ${leaf.issuer} to a root of ${id.trustDomain}`);
+  }
+
+  // The signing certificates: CAs allowed to sign, in their validity, within every path length constraint.
+  for (let i = 1; i < path.length; i++) {
+    const ca = path[i]!;
+    const what = i === path.length - 1 ? `root ${ca.subject}` : `intermediate ${ca.subject}`;
+    const cbc = ca.getExtension(x509.BasicConstraintsExtension);
+    if (!cbc?.ca) return reject('untrusted-chain', `${what} is not a CA (basicConstraints CA=false or absent)`);
+    const cku = ca.getExtension(x509.KeyUsagesExtension);
+    if (cku && !(cku.usages & x509.KeyUsageFlags.keyCertSign)) return reject('untrusted-chain', `${what} lacks keyUsage keyCertSign`);
+    const t = timeProblem(ca, now, what);
+    if (t) return t;
+    // Intermediates below this CA, not counting the leaf (RFC 5280 §4.2.1.9).
+    const below = i - 1;
+    if (cbc.pathLength !== undefined && below > cbc.pathLength) {
+      return reject('path-length-exceeded', `${what} allows ${cbc.pathLength} intermediate(s) below it, the path has ${below}`);
+    }
+  }
+  return { ok: true, id, uri, leaf, path };
+}

@@ -1,0 +1,82 @@
+/** Certificate builders for tests (including deliberately broken ones), temp dirs and an OpenSSL verdict. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { ensureTool, uniqueName } from '@mesh/testkit';
+import { x509, generateKeyPair, type SigningAuthority } from '../src/index.js';
+import { randomSerial, wholeSeconds, EC_ALGORITHM, type CryptoKey } from '../src/x509.js';
+
+export const TD = 'example.org';
+
+/** A private temp directory removed by the returned function. */
+export function tempDir(prefix = 'mtls'): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), `${uniqueName(prefix, 64)}-`));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface CertSpec {
+  /** Signs the certificate; omitted = self-signed. */
+  issuer?: SigningAuthority;
+  /** Sign with this key instead of the issuer's (a bad signature under the issuer's name). */
+  signWith?: CryptoKey;
+  uris?: string[];
+  dns?: string[];
+  ca?: boolean;
+  pathLength?: number;
+  keyUsage?: number;
+  notBefore?: number;
+  notAfter?: number;
+  subject?: string;
+}
+
+/** Builds one certificate exactly as described; nothing is checked, so broken ones can be made. */
+export async function buildCert(spec: CertSpec): Promise<SigningAuthority> {
+  const keys = await generateKeyPair();
+  const now = Date.now();
+  const subject = spec.subject ?? `O=test, CN=${randomSerial().slice(0, 12)}`;
+  const issuerCert = spec.issuer?.certificate;
+  const names: x509.JsonGeneralNames = [...(spec.uris ?? []).map((value) => ({ type: 'url' as const, value })), ...(spec.dns ?? []).map((value) => ({ type: 'dns' as const, value }))];
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(spec.ca ?? false, spec.pathLength, true),
+    new x509.KeyUsagesExtension(spec.keyUsage ?? (spec.ca ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature), true),
+    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await x509.AuthorityKeyIdentifierExtension.create(issuerCert ? await issuerCert.publicKey.export() : keys.publicKey),
+  ];
+  if (names.length) extensions.push(new x509.SubjectAlternativeNameExtension(names, true));
+  if (!spec.ca) extensions.push(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]));
+  const certificate = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject,
+    issuer: issuerCert ? issuerCert.subjectName : subject,
+    notBefore: wholeSeconds(spec.notBefore ?? now - 60_000),
+    notAfter: wholeSeconds(spec.notAfter ?? now + 3600_000),
+    signingAlgorithm: EC_ALGORITHM,
+    publicKey: keys.publicKey,
+    signingKey: spec.signWith ?? spec.issuer?.privateKey ?? keys.privateKey,
+    extensions,
+  });
+  const chain = issuerCert && issuerCert.subject !== issuerCert.issuer ? [issuerCert, ...spec.issuer!.chain] : [];
+  return { certificate, privateKey: keys.privateKey, chain };
+}
+
+/** `openssl verify -x509_strict` of `leaf` with `roots` trusted and `untrusted` as intermediates. */
+export function opensslVerify(roots: x509.X509Certificate[], untrusted: x509.X509Certificate[], leaf: x509.X509Certificate): { ok: boolean; output: string } {
+  const openssl = ensureTool('openssl');
+  const t = tempDir('ossl');
+  try {
+    const pem = (cs: x509.X509Certificate[]) => cs.map((c) => c.toString('pem')).join('\n') + '\n';
+    writeFileSync(join(t.dir, 'roots.pem'), pem(roots));
+    writeFileSync(join(t.dir, 'leaf.pem'), pem([leaf]));
+    const args = ['verify', '-x509_strict', '-CAfile', join(t.dir, 'roots.pem')];
+    if (untrusted.length) {
+      writeFileSync(join(t.dir, 'untrusted.pem'), pem(untrusted));
+      args.push('-untrusted', join(t.dir, 'untrusted.pem'));
+    }
+    args.push(join(t.dir, 'leaf.pem'));
+    const r = spawnSync(openssl, args, { encoding: 'utf8', timeout: 20_000 });
+    return { ok: r.status === 0, output: `${r.stdout}${r.stderr}`.trim() };
+  } finally {
+    t.remove();
+  }
+}
