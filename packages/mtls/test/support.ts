@@ -80,3 +80,85 @@ export function opensslVerify(roots: x509.X509Certificate[], untrusted: x509.X50
     t.remove();
   }
 }
+
+/** A node:tls server on 127.0.0.1 whose handler gets each verified connection. */
+export async function tlsServer(options: import('node:tls').TlsOptions, onSecure: (s: import('node:tls').TLSSocket) => void): Promise<{ port: number; server: import('node:tls').Server; close(): Promise<void> }> {
+  const tls = await import('node:tls');
+  const server = tls.createServer(options, onSecure);
+  const sockets = new Set<import('node:net').Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('tlsClientError', () => {});
+  await new Promise<void>((resolve, reject) => server.listen(0, '127.0.0.1', resolve).once('error', reject));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  return {
+    port,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Connects, waits for the handshake and the server's first line, and returns the socket and that line. */
+export async function tlsDial(port: number, options: import('node:tls').ConnectionOptions, timeoutMs = 10_000): Promise<{ socket: import('node:tls').TLSSocket; line: string }> {
+  const tls = await import('node:tls');
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ ...options, host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer from 127.0.0.1:${port} in ${timeoutMs} ms`));
+    }, timeoutMs);
+    let buf = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        resolve({ socket, line: buf.slice(0, nl) });
+      }
+    });
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      reject(new Error(`connection closed before a line (got ${JSON.stringify(buf)})`));
+    });
+  });
+}
+
+/** Connects, sends `request` once the handshake is done, reads until the server closes; `onSecure` sees the socket first. */
+export async function tlsExchange<T>(port: number, options: import('node:tls').ConnectionOptions, request: string, onSecure: (s: import('node:tls').TLSSocket) => Promise<T>, timeoutMs = 10_000): Promise<{ peer: T; text: string }> {
+  const tls = await import('node:tls');
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ ...options, host: '127.0.0.1', port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no complete answer from 127.0.0.1:${port} in ${timeoutMs} ms`));
+    }, timeoutMs);
+    let text = '';
+    let peer: Promise<T> | undefined;
+    socket.setEncoding('utf8');
+    socket.on('secureConnect', () => {
+      peer = onSecure(socket);
+      socket.write(request);
+    });
+    socket.on('data', (d: string) => (text += d));
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      if (!peer) return reject(new Error('closed before the handshake completed'));
+      peer.then((p) => resolve({ peer: p, text }), reject);
+    });
+  });
+}
