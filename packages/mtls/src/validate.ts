@@ -1,7 +1,7 @@
 // Validation of a peer's X.509-SVID chain per spiffe/standards X509-SVID.md §4/§5: build a path from the leaf
 // to a root of the bundle for the leaf's trust domain, verify each signature (WebCrypto), and check times,
 // basic constraints, key usage, path length and the one URI SAN. Each failure has its own reason.
-import { x509 } from './x509.js';
+import { x509, type CryptoKey } from './x509.js';
 import { trySpiffeId, type SpiffeId } from './spiffe-id.js';
 import type { TrustBundleSet } from './bundle.js';
 
@@ -64,9 +64,20 @@ function mayHaveIssued(issuer: x509.X509Certificate, cert: x509.X509Certificate)
   return akid === undefined || skid === undefined || akid === skid;
 }
 
+// Importing a public key costs more than the signature check itself: a bundle root's key is imported once.
+const importedKeys = new WeakMap<x509.X509Certificate, Promise<CryptoKey>>();
+function publicKeyOf(cert: x509.X509Certificate): Promise<CryptoKey> {
+  let k = importedKeys.get(cert);
+  if (!k) {
+    k = cert.publicKey.export() as Promise<CryptoKey>;
+    importedKeys.set(cert, k);
+  }
+  return k;
+}
+
 async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
   try {
-    return await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true });
+    return await cert.verify({ publicKey: await publicKeyOf(issuer), signatureOnly: true });
   } catch {
     return false;
   }
