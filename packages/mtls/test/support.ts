@@ -162,3 +162,46 @@ export async function tlsExchange<T>(port: number, options: import('node:tls').C
     });
   });
 }
+
+/** A clock the test moves: timers run in time order, each followed by `settle` (e.g. the rotator's idle()). */
+export class FakeClock {
+  #now: number;
+  #seq = 0;
+  readonly #timers = new Map<number, { at: number; seq: number; fn: () => void }>();
+  constructor(start: number) {
+    this.#now = start;
+  }
+  now(): number {
+    return this.#now;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    const seq = ++this.#seq;
+    this.#timers.set(seq, { at: this.#now + Math.max(0, ms), seq, fn });
+    return seq;
+  }
+  clearTimeout(h: unknown): void {
+    this.#timers.delete(h as number);
+  }
+  async advanceTo(t: number, settle: () => Promise<void>): Promise<void> {
+    for (let guard = 0; guard < 100_000; guard++) {
+      let next: { at: number; seq: number; fn: () => void } | undefined;
+      for (const x of this.#timers.values()) if (x.at <= t && (!next || x.at < next.at || (x.at === next.at && x.seq < next.seq))) next = x;
+      if (!next) break;
+      this.#timers.delete(next.seq);
+      this.#now = Math.max(this.#now, next.at);
+      next.fn();
+      await settle();
+    }
+    this.#now = Math.max(this.#now, t);
+  }
+}
+
+/** Writes a cert-manager-layout directory (tls.crt, tls.key, ca.crt) for an intermediate of `root`. */
+export async function writeIssuerDir(dir: string, issuer: SigningAuthority, root: SigningAuthority): Promise<void> {
+  const { mkdirSync } = await import('node:fs');
+  const { exportKeyPem, toPem } = await import('../src/index.js');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'tls.crt'), toPem([issuer.certificate, ...issuer.chain]));
+  writeFileSync(join(dir, 'tls.key'), await exportKeyPem(issuer.privateKey), { mode: 0o600 });
+  writeFileSync(join(dir, 'ca.crt'), toPem([root.certificate]));
+}
