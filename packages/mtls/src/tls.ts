@@ -1,6 +1,7 @@
 // SVIDs on node:tls: mutual TLS 1.3 where each side checks the other's chain against the trust bundles (OpenSSL)
 // and then by the X509-SVID rules (validateSvid), and reads the peer's SPIFFE ID.
-import type { ConnectionOptions, PeerCertificate, TlsOptions, TLSSocket } from 'node:tls';
+import type { ConnectionOptions, TlsOptions, TLSSocket } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import { svidPem, type Svid } from './svid.js';
 import type { TrustBundleSet } from './bundle.js';
 import { validateSvid, type ValidateOptions, type ValidationResult } from './validate.js';
@@ -21,21 +22,27 @@ export async function tlsClientOptions(svid: Svid, bundles: TrustBundleSet): Pro
   return { cert, key, ca: toPem(bundles.allRoots()), rejectUnauthorized: true, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined };
 }
 
-/** The certificates the peer presented, leaf first, as DER (from node's detailed peer certificate). */
+/**
+ * The peer's certificates, leaf first, as DER. Node gives the chain OpenSSL verified, so it ends with the trust
+ * anchor from our bundle; read through X509Certificate.issuerCertificate (getPeerCertificate(true) builds far
+ * larger objects).
+ */
 export function peerChain(socket: TLSSocket): Buffer[] {
   const out: Buffer[] = [];
-  let c: PeerCertificate | undefined = socket.getPeerCertificate(true);
-  const seen = new Set<PeerCertificate>();
-  while (c && c.raw && !seen.has(c) && out.length < 10) {
-    seen.add(c);
+  let c: X509Certificate | undefined = socket.getPeerX509Certificate();
+  while (c && out.length < 10) {
     out.push(c.raw);
-    c = (c as { issuerCertificate?: PeerCertificate }).issuerCertificate;
+    const next: X509Certificate | undefined = c.issuerCertificate;
+    if (!next || next.raw.equals(c.raw)) break;
+    c = next;
   }
   return out;
 }
 
 /** Checks a connected peer by the X509-SVID rules; `ok` carries its SPIFFE ID. */
 export async function verifyPeer(socket: TLSSocket, bundles: TrustBundleSet, o: ValidateOptions = {}): Promise<ValidationResult> {
-  const chain = peerChain(socket);
+  // Certificates that are our own bundle's roots are not parsed again: the validator has them.
+  const roots = bundles.allRoots().map((r) => Buffer.from(r.rawData));
+  const chain = peerChain(socket).filter((der, i) => i === 0 || !roots.some((r) => r.equals(der)));
   return validateSvid(chain.map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)), bundles, o);
 }
