@@ -1,7 +1,7 @@
 // Certificate authorities that sign SVIDs: a built-in CA whose root lives in the agent's state directory, and
 // an external issuer whose intermediate comes from files in cert-manager's Secret layout.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { x509, type CryptoKey, importKeyPem, exportKeyPem, parseCertificatesPem } from './x509.js';
 import { checkTrustDomain, trySpiffeId, type SpiffeId } from './spiffe-id.js';
@@ -98,6 +98,21 @@ export class BuiltinCa implements CertificateAuthority {
   /** Opens the CA in `stateDir`, creating its root on first start. */
   static async open(o: BuiltinCaOptions): Promise<BuiltinCa> {
     const ca = new BuiltinCa(o);
+    if (!existsSync(ca.dir)) {
+      // The first root is made in a scratch directory renamed into place: two agents starting at once on an
+      // empty state directory end up with one root, never a key from one and a certificate from the other.
+      mkdirSync(o.stateDir, { recursive: true, mode: 0o700 });
+      const scratch = join(o.stateDir, `.ca-${process.pid}-${randomBytes(4).toString('hex')}`);
+      try {
+        ensurePrivateDir(scratch);
+        await ca.#create('root', scratch);
+        renameSync(scratch, ca.dir);
+      } catch (e) {
+        rmSync(scratch, { recursive: true, force: true });
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw e;
+      }
+    }
     ensurePrivateDir(ca.dir);
     const root = await ca.#load('root');
     ca.#root = root ?? (await ca.#create('root'));
@@ -141,11 +156,11 @@ export class BuiltinCa implements CertificateAuthority {
     return { authority: { certificate: cert, privateKey: await importKeyPem(keyPem, key), chain: [] }, issuedUntil: this.#readIssuedUntil(name) };
   }
 
-  async #create(name: string): Promise<StoredRoot> {
+  async #create(name: string, dir = this.dir): Promise<StoredRoot> {
     const a = await createRoot({ trustDomain: this.trustDomain, now: this.#now(), ...(this.#rootTtlMs ? { ttlMs: this.#rootTtlMs } : {}), name: `mesh root ${this.trustDomain}` });
     // Key first: a crash between the two writes leaves a key with no certificate, which open() reports.
-    writePrivateFile(this.#path(name, 'key'), await exportKeyPem(a.privateKey));
-    writePrivateFile(this.#path(name, 'crt'), a.certificate.toString('pem') + '\n');
+    writePrivateFile(join(dir, `${name}.key`), await exportKeyPem(a.privateKey));
+    writePrivateFile(join(dir, `${name}.crt`), a.certificate.toString('pem') + '\n');
     return { authority: a, issuedUntil: 0 };
   }
 

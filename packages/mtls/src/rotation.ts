@@ -28,6 +28,7 @@ export interface IdentityStatus {
   workload: string;
   id: string;
   state: IdentityState;
+  /** The SVID held, or the last one when `expired`. */
   serial?: string;
   notBefore?: number;
   notAfter?: number;
@@ -140,9 +141,11 @@ export class SvidRotator {
   status(): IdentityStatus[] {
     return [...this.#entries.values()]
       .map((e) => {
-        const svid = this.current(e.workload);
-        const state: IdentityState = svid ? 'valid' : e.svid ? 'expired' : 'pending';
+        const valid = this.current(e.workload);
+        const state: IdentityState = valid ? 'valid' : e.svid ? 'expired' : 'pending';
         const s: IdentityStatus = { workload: e.workload, id: e.uri, state, consecutiveFailures: e.failures };
+        // An expired SVID is described too (its notAfter says since when the workload is without identity).
+        const svid = e.svid;
         if (svid) Object.assign(s, { serial: svid.serial, notBefore: svid.notBefore.getTime(), notAfter: svid.notAfter.getTime(), issuer: svid.issuer });
         if (e.nextAt !== undefined) s.nextRenewalAt = e.nextAt;
         if (e.lastError !== undefined) s.lastError = e.lastError;

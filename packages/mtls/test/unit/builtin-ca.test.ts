@@ -27,6 +27,14 @@ describe('BuiltinCa', () => {
     expect(readFileSync(join(dir, 'ca', 'root.key'), 'utf8')).toMatch(/^-----BEGIN PRIVATE KEY-----/);
   });
 
+  it('agrees on one root when several start at once on an empty state directory', async () => {
+    const dir = stateDir();
+    const cas = await Promise.all(Array.from({ length: 4 }, () => BuiltinCa.open({ stateDir: dir, trustDomain: TD })));
+    expect(new Set(cas.map((c) => c.root.serialNumber)).size).toBe(1);
+    const again = await BuiltinCa.open({ stateDir: dir, trustDomain: TD });
+    expect(again.root.serialNumber).toBe(cas[0]!.root.serialNumber);
+  });
+
   it('refuses a state directory with half a root, another trust domain, or a key that does not match', async () => {
     const dir = stateDir();
     await BuiltinCa.open({ stateDir: dir, trustDomain: TD });
