@@ -15,6 +15,7 @@ import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
+import { type IdentityOptions, WorkloadIdentities } from './identities.js';
 import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -34,6 +35,8 @@ export interface AgentOptions {
   maxEndpoints?: number;
   /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
   bpfStats?: boolean;
+  /** Workload identities (SVIDs) for the config's workloads; off when absent. */
+  identity?: Omit<IdentityOptions, 'log'>;
 }
 
 interface Applied {
@@ -56,6 +59,7 @@ export class Agent {
   private readonly stats: PairStats;
   private stopping = false;
   private lock: Lock | undefined;
+  private identities: WorkloadIdentities | undefined;
   private statsHandle: { close(): void } | undefined;
   private readonly log: Logger;
   private readonly reloads: Counter;
@@ -113,6 +117,11 @@ export class Agent {
     const firstTimes = { parseMs: first.readMs, validateMs: msSince(v0) };
 
     this.lock = acquireLock(opts.pinRoot);
+    // The CA opens before the kernel is touched: a bad state directory fails the start, naming the file.
+    if (opts.identity) {
+      this.identities = await WorkloadIdentities.open({ ...opts.identity, log });
+      this.identities.register(this.registry);
+    }
     // Endpoints first: a port in use fails before the kernel is touched, and /readyz answers while loading.
     const { host, port } = parseHostPort(opts.listen);
     this.server = await startServer(host, port, {
@@ -123,6 +132,7 @@ export class Agent {
         '/v1/status': () => this.status(),
         '/v1/services': () => this.services(),
         '/v1/workloads': () => this.workloads(),
+        '/v1/certs': () => this.identities?.view() ?? { error: 'workload identities are off' },
         '/v1/stat': (q) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
       },
     }, log);
@@ -145,7 +155,7 @@ export class Agent {
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
     this.stats.start();
-    log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads'] });
+    log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads', '/v1/certs'] });
   }
 
   /** What the split programs counted, as Prometheus counters read from the kernel at each scrape. */
@@ -203,6 +213,7 @@ export class Agent {
       const resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
       this.resolver = resolver;
       dp.metrics.setKnownPeers(resolver.knownAddresses());
+      this.identities?.apply(config.workloads);
       const writes = r.stats.serviceWrites + r.stats.serviceDeletes + r.stats.endpointWrites + r.stats.endpointDeletes;
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.
@@ -295,6 +306,7 @@ export class Agent {
     this.stopping = true;
     this.opts.source.stop();
     this.stats.stop();
+    await this.identities?.close();
     await closeServer(this.server);
     const had = this.datapath !== undefined;
     this.datapath?.close();

@@ -2,11 +2,13 @@
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
 import { parseArgs } from 'node:util';
 
+import { trustDomainProblem } from '@mesh/mtls';
 import { SnapshotError } from '@mesh/split';
 
 import { Agent, VERSION } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
 import { FileSource, loadConfig } from '../config/file.js';
+import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identities.js';
 import { createLogger, type Level, LEVELS } from '../log.js';
 import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
@@ -26,6 +28,11 @@ Options:
   --bpf-stats          keep the kernel's BPF run-time statistics on (shown by meshctl status)
   --max-services N     capacity of the service table                                             [16384]
   --max-endpoints N    capacity of the endpoint table                                           [131072]
+  --state-dir DIR      the agent's state: the built-in CA's root (0600)                  [${DEFAULT_STATE_DIR}]
+  --trust-domain NAME  SPIFFE trust domain of the workloads' identities                  [${DEFAULT_TRUST_DOMAIN}]
+  --ca MODE            builtin (a root in --state-dir) or external (--ca-dir)                  [builtin]
+  --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
+  --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
   --check              validate the config, print what it holds, and exit
   --version            print the version
   -h, --help           this text
@@ -47,6 +54,11 @@ export async function main(argv: string[]): Promise<number> {
         'bpf-stats': { type: 'boolean', default: false },
         'max-services': { type: 'string' },
         'max-endpoints': { type: 'string' },
+        'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
+        'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+        ca: { type: 'string', default: 'builtin' },
+        'ca-dir': { type: 'string' },
+        'svid-ttl': { type: 'string', default: DEFAULT_SVID_TTL },
         check: { type: 'boolean', default: false },
         version: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -69,6 +81,13 @@ export async function main(argv: string[]): Promise<number> {
     for (const f of ['max-services', 'max-endpoints'] as const) {
       if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
     }
+    const tdProblem = trustDomainProblem(args['trust-domain']!);
+    if (tdProblem) throw new UsageError(`--trust-domain: ${tdProblem}`);
+    if (args.ca !== 'builtin' && args.ca !== 'external') throw new UsageError(`--ca must be builtin or external, got ${JSON.stringify(args.ca)}`);
+    if (args.ca === 'external' && !args['ca-dir']) throw new UsageError('--ca external needs --ca-dir (a directory with tls.crt, tls.key and ca.crt)');
+    if (args.ca === 'builtin' && args['ca-dir']) throw new UsageError('--ca-dir is for --ca external');
+    const ttl = parseDuration(args['svid-ttl']!);
+    if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
     process.stderr.write(`mesh-agent: ${(err as Error).message}\n\n${AGENT_HELP}\n`);
     return EXIT.USAGE;
@@ -105,6 +124,12 @@ export async function main(argv: string[]): Promise<number> {
     bpfStats: args['bpf-stats'],
     maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
+    identity: {
+      stateDir: args['state-dir']!,
+      trustDomain: args['trust-domain']!,
+      ca: args.ca === 'external' ? { mode: 'external', dir: args['ca-dir']! } : { mode: 'builtin' },
+      svidTtlMs: parseDuration(args['svid-ttl']!)!,
+    },
   });
   log.info('starting', { version: VERSION, pid: process.pid, config: args.config });
   // A hangup (the terminal that started the agent closed, `kill -HUP`, a reload) must not stop the datapath's

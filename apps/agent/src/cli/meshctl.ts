@@ -34,6 +34,12 @@ to it and exits with its status (128+N when it was killed by signal N).`,
     help: `Read from the kernel's aggregates by the agent over the last SECONDS (default 10, at most 60).
 client rows are measured at the caller's sockets, server rows at the callee's.`,
   },
+  certs: {
+    summary: "workload identities: each workload's SPIFFE ID, certificate serial, not-after, next renewal, issuer",
+    usage: 'meshctl certs [--json]',
+    help: `STATE is valid, pending (not issued yet) or expired (the workload is without identity: the CA has not
+signed a new certificate since the last one expired). Exit status 0 when no workload is without identity, 1 otherwise.`,
+  },
   uninstall: {
     summary: 'detach every program of the mesh, remove its pins and its empty cgroups',
     usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--force]',
@@ -122,6 +128,34 @@ interface Services {
 
 interface Workloads {
   workloads: { name: string; namespace: string; addresses: string[]; cgroupPath: string }[];
+}
+
+interface Certs {
+  trustDomain: string;
+  ca: { mode: string; dir?: string; rotationPhase?: string; svidTtlSeconds: number };
+  bundle: { subject: string; serial: string; notAfter: string }[];
+  workloads: { workload: string; id: string; state: string; serial?: string; notAfter?: string; nextRenewal?: string; issuer?: string; lastError?: string }[];
+  error?: string;
+}
+
+async function certs(agent: string, json: boolean): Promise<number> {
+  const c = await get<Certs>(agent, '/v1/certs');
+  if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
+  else if (c.error) process.stdout.write(`${c.error}\n`);
+  else {
+    const phase = c.ca.rotationPhase && c.ca.rotationPhase !== 'none' ? `, root rotation: ${c.ca.rotationPhase}` : '';
+    process.stdout.write(`trust domain  ${c.trustDomain}\nca            ${c.ca.mode}${c.ca.dir ? ` (${c.ca.dir})` : ''}, SVID TTL ${c.ca.svidTtlSeconds}s${phase}\n`);
+    process.stdout.write(`bundle        ${c.bundle.map((r) => `${r.subject} (serial ${r.serial}, until ${r.notAfter})`).join('\n              ') || '(no roots)'}\n\n`);
+    process.stdout.write(
+      table([
+        ['WORKLOAD', 'SPIFFE ID', 'STATE', 'SERIAL', 'NOT AFTER', 'NEXT RENEWAL', 'ISSUER'],
+        ...c.workloads.map((w) => [w.workload, w.id, w.state, w.serial ?? '-', w.notAfter ?? '-', w.nextRenewal ?? '-', w.issuer ?? '-']),
+      ]),
+    );
+    const errs = c.workloads.filter((w) => w.lastError);
+    if (errs.length) process.stdout.write(`\nlast errors:\n${errs.map((w) => `  ${w.workload}: ${w.lastError}`).join('\n')}\n`);
+  }
+  return c.workloads?.some((w) => w.state === 'expired') ? EXIT.FAILURE : EXIT.OK;
 }
 
 async function run(agent: string, argv: string[]): Promise<number> {
@@ -292,6 +326,8 @@ export async function main(argv: string[]): Promise<number> {
         return await services(agent, json());
       case 'stat':
         return await stat(agent, rest);
+      case 'certs':
+        return await certs(agent, json());
       case 'uninstall':
         return await doUninstall(agent, rest);
       case 'version':

@@ -73,6 +73,8 @@ export class MeshEnv implements AsyncDisposable {
   readonly pinRoot = `/sys/fs/bpf/${this.name}`;
   readonly cgroupRoot = join(cgroup2Mount(), this.name);
   readonly configDir = mkdtempSync(join(tmpdir(), `${this.name}-`));
+  /** The agent's state (its built-in CA), never the node's /var/lib/mesh. */
+  readonly stateDir = mkdtempSync(join(tmpdir(), `${this.name}-state-`));
   readonly procs = new ProcessTracker(this.name);
   port = 0;
 
@@ -99,7 +101,7 @@ export class MeshEnv implements AsyncDisposable {
 
   /** mesh-agent's arguments; run it as `AGENT_BIN` itself (its shebang carries the node flags it wants). */
   agentArgs(extra: string[] = []): string[] {
-    return ['--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, ...extra];
+    return ['--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, '--state-dir', this.stateDir, ...extra];
   }
 
   /** Starts mesh-agent and waits until /readyz answers 200 (or the agent exits). */
@@ -153,6 +155,7 @@ export class MeshEnv implements AsyncDisposable {
     await this.procs.close();
     uninstall(this.pinRoot, this.cgroupRoot);
     rmSync(this.configDir, { recursive: true, force: true });
+    rmSync(this.stateDir, { recursive: true, force: true });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

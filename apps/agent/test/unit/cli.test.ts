@@ -25,7 +25,7 @@ async function exec(bin: string, args: string[], env: Record<string, string> = {
 const SPAWNS = { timeout: 30_000 };
 
 describe('meshctl', SPAWNS, () => {
-  it.each(['run', 'status', 'services', 'stat', 'uninstall', 'version'])('%s --help prints its usage and exits 0', async (cmd) => {
+  it.each(['run', 'status', 'services', 'stat', 'certs', 'uninstall', 'version'])('%s --help prints its usage and exits 0', async (cmd) => {
     const r = await exec(MESHCTL, [cmd, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^Usage: meshctl ${cmd}`));
@@ -90,6 +90,19 @@ describe('mesh-agent', SPAWNS, () => {
     expect(open.code).toBe(2);
     expect(open.stderr).toMatch(/--listen must be a loopback address/);
     expect((await exec(AGENT, ['--config', EXAMPLE, '--frob'])).code).toBe(2);
+  });
+
+  it.each([
+    [['--trust-domain', 'Example.org'], /--trust-domain: the trust domain must be lowercase/],
+    [['--ca', 'vault'], /--ca must be builtin or external, got "vault"/],
+    [['--ca', 'external'], /--ca external needs --ca-dir/],
+    [['--ca-dir', '/tmp'], /--ca-dir is for --ca external/],
+    [['--svid-ttl', '30s'], /--svid-ttl must be a duration of at least 1m/],
+    [['--svid-ttl', 'a day'], /--svid-ttl must be a duration of at least 1m .*got "a day"/],
+  ])('identity flags: %j is a usage error (exit 2)', async (flags, message) => {
+    const r = await exec(AGENT, ['--config', EXAMPLE, ...flags]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
   });
 
   it('--check validates without touching the kernel: 0 for the example, 3 for a broken file', async () => {
