@@ -15,7 +15,7 @@ import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
-import { type IdentityOptions, WorkloadIdentities } from './identities.js';
+import type { IdentityOptions, WorkloadIdentities } from './identities.js';
 import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -119,6 +119,8 @@ export class Agent {
     this.lock = acquireLock(opts.pinRoot);
     // The CA opens before the kernel is touched: a bad state directory fails the start, naming the file.
     if (opts.identity) {
+      // Loaded here, not at the top: the certificate library would slow every import of this file (meshctl's too).
+      const { WorkloadIdentities } = await import('./identities.js');
       this.identities = await WorkloadIdentities.open({ ...opts.identity, log });
       this.identities.register(this.registry);
     }

@@ -6,18 +6,6 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ResolvedWorkload } from './config/objects.js';
 import type { Logger } from './log.js';
 
-export const DEFAULT_STATE_DIR = '/var/lib/mesh';
-export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
-export const DEFAULT_SVID_TTL = '24h';
-export const MIN_AGENT_SVID_TTL_MS = 60_000;
-
-/** "90s", "30m", "24h" (or a bare number of seconds) → ms; undefined when malformed. */
-export function parseDuration(s: string): number | undefined {
-  const m = /^(\d+)(s|m|h)?$/.exec(s);
-  if (!m) return undefined;
-  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 's' | 'm' | 'h'];
-}
-
 export interface IdentityOptions {
   trustDomain: string;
   stateDir: string;

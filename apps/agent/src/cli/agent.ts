@@ -2,13 +2,13 @@
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
 import { parseArgs } from 'node:util';
 
-import { trustDomainProblem } from '@mesh/mtls';
+import { trustDomainProblem } from '@mesh/mtls/spiffe-id';
 import { SnapshotError } from '@mesh/split';
 
 import { Agent, VERSION } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
 import { FileSource, loadConfig } from '../config/file.js';
-import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identities.js';
+import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS } from '../log.js';
 import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';

@@ -40,6 +40,15 @@ client rows are measured at the caller's sockets, server rows at the callee's.`,
     help: `STATE is valid, pending (not issued yet) or expired (the workload is without identity: the CA has not
 signed a new certificate since the last one expired). Exit status 0 when no workload is without identity, 1 otherwise.`,
   },
+  ca: {
+    summary: "the built-in CA's root rotation, one step at a time (agent stopped): status, add-root, switch-root, remove-old-root",
+    usage: 'meshctl ca status|add-root|switch-root|remove-old-root [--state-dir DIR] [--trust-domain NAME] [--force]',
+    help: `Works on the files of --state-dir (default /var/lib/mesh). The agent holds its CA in memory: stop it before a
+step (the datapath keeps running; at its next start it reads the new state and issues every SVID afresh). Refuses
+while an agent with this state directory answers at --agent, unless --force. The steps, in order (docs/mtls.md):
+add-root (the bundle gets a new root; the old one still signs), switch-root (the new root signs; the old one stays
+in the bundle), remove-old-root (refused until the last leaf the old root signed has expired).`,
+  },
   uninstall: {
     summary: 'detach every program of the mesh, remove its pins and its empty cgroups',
     usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--force]',
@@ -328,6 +337,11 @@ export async function main(argv: string[]): Promise<number> {
         return await stat(agent, rest);
       case 'certs':
         return await certs(agent, json());
+      case 'ca': {
+        // Loaded on use: the certificate library takes a good part of a second to import, every other command would pay it.
+        const { caCommand } = await import('./ca.js');
+        return await caCommand(rest, () => get<Certs>(agent, '/v1/certs').then((c) => c, () => undefined));
+      }
       case 'uninstall':
         return await doUninstall(agent, rest);
       case 'version':

@@ -149,4 +149,49 @@ describePrivileged('workload identities in the agent', () => {
     expect(back.serial).not.toBe(first.serial);
     expect((await e.meshctl(['certs'])).code).toBe(0);
   }, 170_000);
+
+  it('root rotation with meshctl ca and agent restarts: two roots in the bundle, then SVIDs from the new root', async () => {
+    const e = await newEnv();
+    e.writeConfig(workload('web', 'web-sa', `${NET}.0.5`));
+    const flags = ['--trust-domain', 'mesh.test', '--svid-ttl', '1h'];
+    const ca = (step: string, ...extra: string[]) => e.meshctl(['ca', step, '--state-dir', e.stateDir, '--trust-domain', 'mesh.test', ...extra]);
+    const certs = async () => JSON.parse((await e.meshctl(['certs', '--json'])).stdout) as Certs;
+    const valid = async () => {
+      for (let i = 0; i < 100; i++) {
+        const c = await certs();
+        if (c.workloads[0]?.state === 'valid') return c;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error('no valid SVID within 10 s');
+    };
+    let agent = await e.startAgent(flags);
+    const before = await valid();
+    const oldIssuer = before.workloads[0]!.issuer;
+    // A step while the agent runs with this state directory is refused: it holds the CA in memory.
+    const refused = await ca('add-root');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/stop it first/);
+
+    await stopProcess(agent.child);
+    expect((await ca('add-root')).code).toBe(0);
+    agent = await e.startAgent(flags);
+    const step1 = await valid();
+    expect(step1.ca.rotationPhase).toBe('new-root-in-bundle');
+    expect(step1.bundle).toHaveLength(2);
+    expect(step1.workloads[0]!.issuer).toBe(oldIssuer);
+    expect(sample(await e.metrics(), 'mesh_trust_bundle_roots', { trust_domain: 'mesh.test' })).toEqual([2]);
+
+    await stopProcess(agent.child);
+    expect((await ca('switch-root')).code).toBe(0);
+    agent = await e.startAgent(flags);
+    const step2 = await valid();
+    expect(step2.ca.rotationPhase).toBe('issuing-from-new-root');
+    expect(step2.bundle).toHaveLength(2);
+    expect(step2.workloads[0]!.issuer).not.toBe(oldIssuer);
+    await stopProcess(agent.child);
+    // The old root's SVIDs (1 h) are still valid: it stays.
+    const early = await ca('remove-old-root');
+    expect(early.code).toBe(1);
+    expect(early.stderr).toMatch(/old root signed leaves valid until/);
+  }, 120_000);
 });

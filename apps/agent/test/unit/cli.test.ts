@@ -25,7 +25,7 @@ async function exec(bin: string, args: string[], env: Record<string, string> = {
 const SPAWNS = { timeout: 30_000 };
 
 describe('meshctl', SPAWNS, () => {
-  it.each(['run', 'status', 'services', 'stat', 'certs', 'uninstall', 'version'])('%s --help prints its usage and exits 0', async (cmd) => {
+  it.each(['run', 'status', 'services', 'stat', 'certs', 'ca', 'uninstall', 'version'])('%s --help prints its usage and exits 0', async (cmd) => {
     const r = await exec(MESHCTL, [cmd, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^Usage: meshctl ${cmd}`));
