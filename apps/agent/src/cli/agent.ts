@@ -30,7 +30,7 @@ Options:
   --max-endpoints N    capacity of the endpoint table                                           [131072]
   --state-dir DIR      the agent's state: the built-in CA's root (0600)                  [${DEFAULT_STATE_DIR}]
   --trust-domain NAME  SPIFFE trust domain of the workloads' identities                  [${DEFAULT_TRUST_DOMAIN}]
-  --ca MODE            builtin (a root in --state-dir) or external (--ca-dir)                  [builtin]
+  --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
   --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
   --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
   --check              validate the config, print what it holds, and exit
@@ -83,9 +83,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     const tdProblem = trustDomainProblem(args['trust-domain']!);
     if (tdProblem) throw new UsageError(`--trust-domain: ${tdProblem}`);
-    if (args.ca !== 'builtin' && args.ca !== 'external') throw new UsageError(`--ca must be builtin or external, got ${JSON.stringify(args.ca)}`);
+    if (args.ca !== 'builtin' && args.ca !== 'external' && args.ca !== 'none') throw new UsageError(`--ca must be builtin, external or none, got ${JSON.stringify(args.ca)}`);
     if (args.ca === 'external' && !args['ca-dir']) throw new UsageError('--ca external needs --ca-dir (a directory with tls.crt, tls.key and ca.crt)');
-    if (args.ca === 'builtin' && args['ca-dir']) throw new UsageError('--ca-dir is for --ca external');
+    if (args.ca !== 'external' && args['ca-dir']) throw new UsageError('--ca-dir is for --ca external');
     const ttl = parseDuration(args['svid-ttl']!);
     if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
@@ -124,7 +124,7 @@ export async function main(argv: string[]): Promise<number> {
     bpfStats: args['bpf-stats'],
     maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
-    identity: {
+    identity: args.ca === 'none' ? undefined : {
       stateDir: args['state-dir']!,
       trustDomain: args['trust-domain']!,
       ca: args.ca === 'external' ? { mode: 'external', dir: args['ca-dir']! } : { mode: 'builtin' },

@@ -94,7 +94,7 @@ describe('mesh-agent', SPAWNS, () => {
 
   it.each([
     [['--trust-domain', 'Example.org'], /--trust-domain: the trust domain must be lowercase/],
-    [['--ca', 'vault'], /--ca must be builtin or external, got "vault"/],
+    [['--ca', 'vault'], /--ca must be builtin, external or none, got "vault"/],
     [['--ca', 'external'], /--ca external needs --ca-dir/],
     [['--ca-dir', '/tmp'], /--ca-dir is for --ca external/],
     [['--svid-ttl', '30s'], /--svid-ttl must be a duration of at least 1m/],
