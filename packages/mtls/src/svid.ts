@@ -135,9 +135,8 @@ export async function issueSvid(authority: SigningAuthority, id: SpiffeId, o: Is
   const notAfter = wholeSeconds(Math.min(notBefore.getTime() + ttl, authority.certificate.notAfter.getTime()));
   if (notAfter <= notBefore) throw new Error(`the issuing certificate ${authority.certificate.subject} has expired (${authority.certificate.notAfter.toISOString()})`);
   const keys = await generateKeyPair();
-  const serial = randomSerial();
   const certificate = await x509.X509CertificateGenerator.create({
-    serialNumber: serial,
+    serialNumber: randomSerial(),
     subject: `O=mesh, OU=${id.trustDomain}`,
     issuer: authority.certificate.subjectName,
     notBefore,
