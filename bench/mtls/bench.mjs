@@ -1,6 +1,7 @@
 // bench:mtls: what workload identities cost — SVIDs issued per second (ECDSA P-256 key + certificate signed by
 // the built-in CA), the CPU of one mutual TLS 1.3 handshake pair with these certificates (both ends in this
-// process, so the process CPU is the pair's), with and without the X509-SVID checks on both sides, against
+// process, so the process CPU is the pair's), with and without the X509-SVID checks on both sides (and with them
+// through an SvidVerifier that reuses a verdict for a chain it accepted before), against
 // plain TCP connect+accept in the same loop. Arms interleaved per repetition. Writes bench/results/mtls.json.
 // `--quick`: tiny sizes, prints and writes nothing (a check that the bench runs).
 import { once } from 'node:events';
@@ -12,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { BuiltinCa, TrustBundleSet, tlsClientOptions, tlsServerOptions, validateSvid, verifyPeer, workloadSpiffeId } from '@mesh/mtls';
+import { BuiltinCa, SvidVerifier, TrustBundleSet, tlsClientOptions, tlsServerOptions, validateSvid, verifyPeer, workloadSpiffeId } from '@mesh/mtls';
 
 import { cleanup, header, median, onCleanup, round, writeResult } from '../lib.mjs';
 
@@ -70,6 +71,17 @@ const svidPort = await listen(
     });
   }).on('tlsClientError', () => {}),
 );
+// The same checks through an SvidVerifier per side: after the first connection, each side's verdict is reused.
+const serverVerifier = new SvidVerifier(bundles);
+const clientVerifier = new SvidVerifier(bundles);
+const cachedPort = await listen(
+  createServer(serverOpts, (s) => {
+    void verifyPeer(s, bundles, {}, serverVerifier).then((r) => {
+      if (!r.ok) throw new Error(`server rejected the client: ${r.reason}`);
+      s.end('x');
+    });
+  }).on('tlsClientError', () => {}),
+);
 const oneConnection = (open, check) =>
   new Promise((resolve, reject) => {
     const s = open();
@@ -90,6 +102,14 @@ const arms = {
         if (!r.ok) throw new Error(`client rejected the server: ${r.reason}`);
       },
     ),
+  mtls_svid_checks_cached: () =>
+    oneConnection(
+      () => connect({ ...clientOpts, host: '127.0.0.1', port: cachedPort }),
+      async (s) => {
+        const r = await verifyPeer(s, bundles, {}, clientVerifier);
+        if (!r.ok) throw new Error(`client rejected the server: ${r.reason}`);
+      },
+    ),
 };
 
 async function handshakeBlock(arm, n) {
@@ -103,7 +123,7 @@ async function handshakeBlock(arm, n) {
 await issueBatch(10, 1);
 for (const arm of Object.keys(arms)) await handshakeBlock(arm, 20);
 
-const raw = { issue_sequential: [], issue_concurrent: [], handshake: { tcp: [], mtls: [], mtls_svid_checks: [] } };
+const raw = { issue_sequential: [], issue_concurrent: [], handshake: { tcp: [], mtls: [], mtls_svid_checks: [], mtls_svid_checks_cached: [] } };
 for (let rep = 0; rep < Math.max(params.issueReps, params.handshakeReps); rep++) {
   if (rep < params.issueReps) {
     raw.issue_sequential.push(await issueBatch(params.issueBatch, 1));
@@ -148,6 +168,7 @@ const result = {
     // What mutual TLS 1.3 with these certificates costs over a plain TCP connection, per pair of ends.
     mtls_over_tcp_cpu_us: round(hs.mtls.cpu_us_per_pair - hs.tcp.cpu_us_per_pair, 1),
     svid_checks_over_mtls_cpu_us: round(hs.mtls_svid_checks.cpu_us_per_pair - hs.mtls.cpu_us_per_pair, 1),
+    cached_svid_checks_over_mtls_cpu_us: round(hs.mtls_svid_checks_cached.cpu_us_per_pair - hs.mtls.cpu_us_per_pair, 1),
     ratio_mtls_to_tcp_cpu: round(hs.mtls.cpu_us_per_pair / hs.tcp.cpu_us_per_pair, 2),
   },
   validate_svid_cpu_us_per_chain: round(validateCpuUs, 1),

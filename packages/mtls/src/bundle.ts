@@ -52,12 +52,19 @@ export class TrustBundle {
 /** Bundles kept per trust domain: our own and those of federated trust domains. */
 export class TrustBundleSet {
   readonly #bundles = new Map<string, TrustBundle>();
+  #version = 0;
 
   constructor(bundles: Iterable<TrustBundle> = []) {
     for (const b of bundles) this.set(b);
   }
 
+  /** Changes with every set() and delete(): what a cached verdict was reached against. */
+  get version(): number {
+    return this.#version;
+  }
+
   set(bundle: TrustBundle): void {
+    this.#version++;
     this.#bundles.set(bundle.trustDomain, bundle);
   }
 
@@ -66,6 +73,7 @@ export class TrustBundleSet {
   }
 
   delete(trustDomain: string): boolean {
+    this.#version++;
     return this.#bundles.delete(trustDomain);
   }
 

@@ -4,7 +4,7 @@ import type { ConnectionOptions, TlsOptions, TLSSocket } from 'node:tls';
 import type { X509Certificate } from 'node:crypto';
 import { svidPem, type Svid } from './svid.js';
 import type { TrustBundleSet } from './bundle.js';
-import { validateSvid, type ValidateOptions, type ValidationResult } from './validate.js';
+import { validateSvid, type SvidVerifier, type ValidateOptions, type ValidationResult } from './validate.js';
 import { toPem } from './x509.js';
 
 /** Options for tls.createServer / tls.createSecureContext: present `svid`, require and check a client certificate. */
@@ -39,10 +39,16 @@ export function peerChain(socket: TLSSocket): Buffer[] {
   return out;
 }
 
-/** Checks a connected peer by the X509-SVID rules; `ok` carries its SPIFFE ID. */
-export async function verifyPeer(socket: TLSSocket, bundles: TrustBundleSet, o: ValidateOptions = {}): Promise<ValidationResult> {
+/**
+ * Checks a connected peer by the X509-SVID rules; `ok` carries its SPIFFE ID. Given an SvidVerifier (over the
+ * same bundles), a chain it accepted before is not parsed and verified again.
+ */
+export async function verifyPeer(socket: TLSSocket, bundles: TrustBundleSet, o: ValidateOptions = {}, verifier?: SvidVerifier): Promise<ValidationResult> {
   // Certificates that are our own bundle's roots are not parsed again: the validator has them.
   const roots = bundles.allRoots().map((r) => Buffer.from(r.rawData));
-  const chain = peerChain(socket).filter((der, i) => i === 0 || !roots.some((r) => r.equals(der)));
-  return validateSvid(chain.map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength)), bundles, o);
+  const chain = peerChain(socket)
+    .filter((der, i) => i === 0 || !roots.some((r) => r.equals(der)))
+    .map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+  if (verifier && verifier.bundles !== bundles) throw new TypeError('the SvidVerifier checks against other bundles than these');
+  return verifier ? verifier.verify(chain, o) : validateSvid(chain, bundles, o);
 }

@@ -1,6 +1,7 @@
 // Validation of a peer's X.509-SVID chain per spiffe/standards X509-SVID.md §4/§5: build a path from the leaf
 // to a root of the bundle for the leaf's trust domain, verify each signature (WebCrypto), and check times,
 // basic constraints, key usage, path length and the one URI SAN. Each failure has its own reason.
+import { createHash } from 'node:crypto';
 import { x509, type CryptoKey } from './x509.js';
 import { trySpiffeId, type SpiffeId } from './spiffe-id.js';
 import type { TrustBundleSet } from './bundle.js';
@@ -177,4 +178,43 @@ export async function validateSvid(
     }
   }
   return { ok: true, id, uri, leaf, path };
+}
+
+/**
+ * validateSvid with a memory of accepted chains: a peer presents the same SVID for hours, and parsing and
+ * verifying it costs more than the TLS handshake itself. A verdict is reused only for the same chain (bytes),
+ * the same bundles (TrustBundleSet.version) and the same expected trust domain, and only while `now` is inside
+ * every validity period of the path it was reached with; rejections are not kept. At most `max` entries (LRU).
+ */
+export class SvidVerifier {
+  readonly #cache = new Map<string, { version: number; from: number; until: number; result: ValidationResult & { ok: true } }>();
+  hits = 0;
+  misses = 0;
+  constructor(readonly bundles: TrustBundleSet, readonly max = 4096) {}
+
+  async verify(chain: readonly Uint8Array[], o: ValidateOptions = {}): Promise<ValidationResult> {
+    const now = o.now ?? Date.now();
+    const h = createHash('sha256');
+    for (const c of chain) h.update(c).update('|');
+    const key = `${o.trustDomain ?? ''}|${h.digest('base64')}`;
+    const hit = this.#cache.get(key);
+    if (hit && hit.version === this.bundles.version && now >= hit.from && now <= hit.until) {
+      this.hits++;
+      this.#cache.delete(key);
+      this.#cache.set(key, hit);
+      return hit.result;
+    }
+    this.misses++;
+    const r = await validateSvid(chain, this.bundles, { ...o, now });
+    if (r.ok) {
+      const from = Math.max(...r.path.map((c) => c.notBefore.getTime()));
+      const until = Math.min(...r.path.map((c) => c.notAfter.getTime()));
+      this.#cache.delete(key);
+      this.#cache.set(key, { version: this.bundles.version, from, until, result: r });
+      if (this.#cache.size > this.max) this.#cache.delete(this.#cache.keys().next().value!);
+    } else {
+      this.#cache.delete(key);
+    }
+    return r;
+  }
 }
