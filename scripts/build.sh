@@ -21,6 +21,10 @@ cp native/build/Release/mesh_bpf.node "$PREBUILDS/linux-x64/mesh_bpf.node.tmp"
 mv -f "$PREBUILDS/linux-x64/mesh_bpf.node.tmp" "$PREBUILDS/linux-x64/mesh_bpf.node"
 cp build/bpf/*.bpf.o "$PREBUILDS/bpf/"
 
+log "native: mesh-dataplane (cmake)"
+(cmake -S native/dataplane -B native/dataplane/build -DCMAKE_BUILD_TYPE=Release >native/dataplane/build.log 2>&1 &&
+  cmake --build native/dataplane/build -j2 >>native/dataplane/build.log 2>&1) || { cat native/dataplane/build.log >&2; exit 1; }
+
 log "generated names"
 node scripts/gen-objects.mjs
 

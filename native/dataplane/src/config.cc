@@ -1,0 +1,187 @@
+#include "config.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "json.h"
+
+namespace mesh {
+
+const Workload* Config::workloadByIp(const std::string& ip) const {
+  for (auto& w : workloads)
+    if (w->address == ip) return w.get();
+  return nullptr;
+}
+
+const Destination* Config::destination(const Addr& dst) const {
+  auto it = destinations.find(dst.str());
+  return it == destinations.end() ? nullptr : &it->second;
+}
+
+bool Config::allowed(const Addr& dst, const std::string& principal) const {
+  auto it = allow.find(dst.str());
+  return it == allow.end() || it->second.count(principal) > 0;
+}
+
+namespace {
+
+[[noreturn]] void fail(const std::string& field, const std::string& what) { throw ConfigError(field + ": " + what); }
+
+const Json& need(const Json& obj, const std::string& key, Json::Type type, const std::string& where) {
+  const Json* v = obj.get(key);
+  if (!v) fail(where + "." + key, "missing");
+  if (v->type != type)
+    fail(where + "." + key, std::string("expected ") + Json::typeName(type) + ", got " + Json::typeName(v->type));
+  return *v;
+}
+
+const Json* optional(const Json& obj, const std::string& key, Json::Type type, const std::string& where) {
+  const Json* v = obj.get(key);
+  if (v && v->type != type)
+    fail(where + "." + key, std::string("expected ") + Json::typeName(type) + ", got " + Json::typeName(v->type));
+  return v;
+}
+
+void onlyKeys(const Json& obj, std::set<std::string> known, const std::string& where) {
+  for (auto& [k, _] : obj.obj)
+    if (!known.count(k)) fail(where + "." + k, "unknown field");
+}
+
+Addr addrField(const Json& v, const std::string& field) {
+  auto a = Addr::parse(v.str);
+  if (!a) fail(field, "expected \"ip:port\" (IPv6 as \"[ip]:port\"), got \"" + v.str + "\"");
+  return *a;
+}
+
+std::string ipField(const Json& v, const std::string& field) {
+  auto a = Addr::fromIpPort(v.str, 0);
+  if (!a) fail(field, "expected an IP address, got \"" + v.str + "\"");
+  return a->ip();
+}
+
+int intField(const Json& v, const std::string& field, int min, int max) {
+  if (v.num != std::floor(v.num) || v.num < min || v.num > max)
+    fail(field, "expected an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  return int(v.num);
+}
+
+std::unique_ptr<Workload> loadWorkload(const Json& j, const std::string& where) {
+  if (!j.isObject()) fail(where, "expected an object");
+  onlyKeys(j, {"address", "spiffeId", "cert", "key", "bundle"}, where);
+  auto w = std::make_unique<Workload>();
+  w->address = ipField(need(j, "address", Json::Type::String, where), where + ".address");
+  std::string cert = need(j, "cert", Json::Type::String, where).str;
+  std::string key = need(j, "key", Json::Type::String, where).str;
+  std::string bundle = need(j, "bundle", Json::Type::String, where).str;
+
+  w->ctx = newContext(false);
+  if (!w->ctx) fail(where, "cannot create a TLS context: " + sslErrors());
+  if (SSL_CTX_use_certificate_chain_file(w->ctx.get(), cert.c_str()) != 1)
+    fail(where + ".cert", "cannot load \"" + cert + "\": " + sslErrors());
+  if (SSL_CTX_use_PrivateKey_file(w->ctx.get(), key.c_str(), SSL_FILETYPE_PEM) != 1)
+    fail(where + ".key", "cannot load \"" + key + "\": " + sslErrors());
+  if (SSL_CTX_check_private_key(w->ctx.get()) != 1)
+    fail(where + ".key", "\"" + key + "\" does not match the certificate \"" + cert + "\"");
+  EVP_PKEY* pkey = SSL_CTX_get0_privatekey(w->ctx.get());
+  char group[64] = "";
+  size_t glen = 0;
+  if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_EC ||
+      EVP_PKEY_get_utf8_string_param(pkey, "group", group, sizeof group, &glen) != 1 ||
+      std::string(group) != "prime256v1")
+    fail(where + ".key", "\"" + key + "\" is not an ECDSA P-256 key (SVIDs are P-256)");
+
+  X509* leaf = SSL_CTX_get0_certificate(w->ctx.get());
+  auto id = spiffeIdOf(leaf);
+  if (!id) fail(where + ".cert", "\"" + cert + "\" has not exactly one URI SAN with a valid spiffe:// ID");
+  if (const Json* want = optional(j, "spiffeId", Json::Type::String, where); want && want->str != *id)
+    fail(where + ".spiffeId", "\"" + want->str + "\" but the certificate says \"" + *id + "\"");
+  w->spiffeId = *id;
+  w->trustDomain = trustDomainOf(*id);
+
+  w->bundle.reset(X509_STORE_new());
+  if (!w->bundle || X509_STORE_load_file(w->bundle.get(), bundle.c_str()) != 1)
+    fail(where + ".bundle", "cannot load \"" + bundle + "\": " + sslErrors());
+  STACK_OF(X509_OBJECT)* objs = X509_STORE_get0_objects(w->bundle.get());
+  if (sk_X509_OBJECT_num(objs) == 0) fail(where + ".bundle", "\"" + bundle + "\" holds no certificate");
+  return w;
+}
+
+}  // namespace
+
+std::shared_ptr<const Config> loadConfig(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot read");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Json root;
+  try {
+    root = parseJson(ss.str());
+  } catch (const JsonError& e) {
+    throw ConfigError(path + ": " + e.what());
+  }
+  if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
+  onlyKeys(root, {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "allow"},
+           "config");
+
+  auto cfg = std::make_shared<Config>();
+  if (auto* v = optional(root, "outbound", Json::Type::String, "config")) cfg->outbound = addrField(*v, "config.outbound");
+  if (auto* v = optional(root, "tunnel", Json::Type::String, "config")) cfg->tunnel = addrField(*v, "config.tunnel");
+  if (auto* v = optional(root, "stats", Json::Type::String, "config")) cfg->stats = addrField(*v, "config.stats");
+  if (!cfg->outbound && !cfg->tunnel) fail("config", "neither \"outbound\" nor \"tunnel\" is set: nothing to listen on");
+  if (auto* v = optional(root, "workers", Json::Type::Number, "config")) cfg->workers = intField(*v, "config.workers", 1, 64);
+  if (auto* v = optional(root, "handshakeTimeoutMs", Json::Type::Number, "config"))
+    cfg->handshakeTimeoutMs = intField(*v, "config.handshakeTimeoutMs", 100, 600000);
+
+  const Json& workloads = need(root, "workloads", Json::Type::Array, "config");
+  for (size_t i = 0; i < workloads.arr.size(); i++) {
+    std::string where = "config.workloads[" + std::to_string(i) + "]";
+    auto w = loadWorkload(workloads.arr[i], where);
+    if (cfg->workloadByIp(w->address)) fail(where + ".address", "\"" + w->address + "\" appears twice");
+    cfg->workloads.push_back(std::move(w));
+  }
+
+  if (auto* dests = optional(root, "destinations", Json::Type::Array, "config")) {
+    for (size_t i = 0; i < dests->arr.size(); i++) {
+      std::string where = "config.destinations[" + std::to_string(i) + "]";
+      const Json& d = dests->arr[i];
+      if (!d.isObject()) fail(where, "expected an object");
+      onlyKeys(d, {"address", "tunnel", "spiffeId"}, where);
+      Addr dst = addrField(need(d, "address", Json::Type::String, where), where + ".address");
+      Destination dest{addrField(need(d, "tunnel", Json::Type::String, where), where + ".tunnel"),
+                       need(d, "spiffeId", Json::Type::String, where).str};
+      if (!validSpiffeId(dest.spiffeId)) fail(where + ".spiffeId", "\"" + dest.spiffeId + "\" is not a valid SPIFFE ID");
+      if (!cfg->destinations.emplace(dst.str(), dest).second) fail(where + ".address", "\"" + dst.str() + "\" appears twice");
+    }
+  }
+
+  if (auto* allow = optional(root, "allow", Json::Type::Array, "config")) {
+    for (size_t i = 0; i < allow->arr.size(); i++) {
+      std::string where = "config.allow[" + std::to_string(i) + "]";
+      const Json& a = allow->arr[i];
+      if (!a.isObject()) fail(where, "expected an object");
+      onlyKeys(a, {"destination", "principals"}, where);
+      Addr dst = addrField(need(a, "destination", Json::Type::String, where), where + ".destination");
+      if (!cfg->workloadByIp(dst.ip())) fail(where + ".destination", "\"" + dst.ip() + "\" is no workload in config.workloads");
+      std::set<std::string> principals;
+      const Json& ps = need(a, "principals", Json::Type::Array, where);
+      for (size_t k = 0; k < ps.arr.size(); k++) {
+        std::string pw = where + ".principals[" + std::to_string(k) + "]";
+        if (!ps.arr[k].isString() || !validSpiffeId(ps.arr[k].str)) fail(pw, "expected a SPIFFE ID");
+        principals.insert(ps.arr[k].str);
+      }
+      if (!cfg->allow.emplace(dst.str(), std::move(principals)).second)
+        fail(where + ".destination", "\"" + dst.str() + "\" appears twice");
+    }
+  }
+
+  cfg->inboundBase = newContext(true);
+  if (!cfg->inboundBase) fail("config", "cannot create the inbound TLS context: " + sslErrors());
+  return cfg;
+}
+
+}  // namespace mesh

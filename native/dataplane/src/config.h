@@ -1,0 +1,57 @@
+// The data plane's config: a JSON file named on the command line, loaded whole (certificates and keys included)
+// or not at all, on start and on SIGHUP. A connection keeps the Config it started with.
+#pragma once
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "addr.h"
+#include "tls.h"
+
+namespace mesh {
+
+// A workload of this node: its address (the source of its outbound connections and the destination of inbound
+// ones) and its X.509-SVID with the trust bundle of its trust domain.
+struct Workload {
+  std::string address;  // IP, no port
+  std::string spiffeId;
+  std::string trustDomain;
+  SslCtxPtr ctx;          // presents the SVID; used for both roles
+  X509StorePtr bundle;    // roots of the trust domain
+};
+
+// Where an original destination lives: the node tunnel to dial and the identity the server must present.
+struct Destination {
+  Addr tunnel;
+  std::string spiffeId;
+};
+
+struct Config {
+  std::optional<Addr> outbound;
+  std::optional<Addr> tunnel;
+  std::optional<Addr> stats;
+  int workers = 2;
+  int handshakeTimeoutMs = 10000;
+  std::vector<std::unique_ptr<Workload>> workloads;
+  std::map<std::string, Destination> destinations;                // key: "ip:port"
+  std::map<std::string, std::set<std::string>> allow;             // key: "ip:port"; absent: any peer of the domain
+  SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context
+
+  const Workload* workloadByIp(const std::string& ip) const;
+  const Destination* destination(const Addr& dst) const;
+  // The allow-list hook: may `principal` reach `dst`?
+  bool allowed(const Addr& dst, const std::string& principal) const;
+};
+
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Reads and checks everything (files, keys, SPIFFE IDs); throws ConfigError naming the field and the problem.
+std::shared_ptr<const Config> loadConfig(const std::string& path);
+
+}  // namespace mesh

@@ -1,0 +1,89 @@
+// One tunnelled application connection: a plaintext socket (the application's, or the workload's on the inbound
+// side), a TLS socket (to or from the peer node's tunnel), and a bounded buffer per direction. It belongs to one
+// worker thread for its whole life; its two fds are in that worker's epoll, edge-triggered, both pointing here.
+#pragma once
+#include <openssl/ssl.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "addr.h"
+#include "config.h"
+#include "stats.h"
+#include "tls.h"
+
+namespace mesh {
+
+// A fixed-size byte queue; when full, the side that fills it stops reading (backpressure reaches the sender
+// through TCP's window).
+class Buffer {
+ public:
+  explicit Buffer(size_t cap) : data_(cap) {}
+  size_t size() const { return tail_ - head_; }
+  bool empty() const { return head_ == tail_; }
+  size_t space() const { return data_.size() - tail_; }
+  char* readPtr() { return data_.data() + head_; }
+  char* writePtr();
+  void produced(size_t n) { tail_ += n; }
+  void consume(size_t n);
+  // Put `n` bytes in front of what is queued (the tunnel header in front of early application bytes).
+  bool prepend(const char* p, size_t n);
+
+ private:
+  std::vector<char> data_;
+  size_t head_ = 0;
+  size_t tail_ = 0;
+};
+
+class Conn {
+ public:
+  enum class State { ReadPreamble, Connecting, Handshaking, ReadHeader, Streaming, Closed };
+  using Clock = std::chrono::steady_clock;
+
+  // Outbound: `fd` is the accepted application socket. Inbound: the accepted tunnel socket.
+  Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd);
+  ~Conn();
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  // Make all the progress possible now; called on every epoll event of either fd.
+  void drive();
+  // Called by the worker's sweep: ends a connection still setting up past its deadline.
+  void checkDeadline(Clock::time_point now);
+  bool closed() const { return state_ == State::Closed; }
+
+ private:
+  bool step();
+  bool pump();
+  bool readPreamble();
+  bool startTunnelConnect(const Addr& tunnelAddr);
+  bool finishConnect(int fd);
+  bool handshake();
+  bool readHeader();
+  bool tlsRead();
+  bool addFd(int fd);
+  void fail(ConnError e);
+  void failHandshake(HandshakeFailure f);
+  void finish(bool abort);
+
+  Role role_;
+  State state_;
+  std::shared_ptr<const Config> config_;
+  int epfd_;
+  int plain_ = -1;
+  int tls_ = -1;
+  SSL* ssl_ = nullptr;
+  PeerCheck check_;
+  Addr dst_;
+  Buffer up_;    // plaintext side → TLS side
+  Buffer down_;  // TLS side → plaintext side
+  bool plainEof_ = false;  // the plaintext peer shut its write side
+  bool tlsEof_ = false;    // close_notify received
+  bool plainShut_ = false; // we shut the plaintext socket's write side
+  bool tlsShut_ = false;   // close_notify sent and the TLS socket's write side shut
+  Clock::time_point deadline_;
+};
+
+}  // namespace mesh

@@ -1,0 +1,196 @@
+// mesh-dataplane: the per-node mutual-TLS data plane. The main thread accepts (outbound, tunnel, stats), handles
+// SIGHUP/SIGTERM, and hands connections to a fixed set of worker threads that run the handshakes and pump bytes.
+//
+//   mesh-dataplane --config FILE [--check]
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "config.h"
+#include "stats.h"
+#include "tls.h"
+#include "worker.h"
+
+using namespace mesh;
+
+namespace {
+
+int listenOn(const Addr& a, std::string& err) {
+  int fd = socket(a.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 || bind(fd, a.sa(), a.len) != 0 ||
+      listen(fd, 1024) != 0) {
+    err = "cannot listen on " + a.str() + ": " + std::strerror(errno);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool sameAddr(const std::optional<Addr>& a, const std::optional<Addr>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  return !a || a->str() == b->str();
+}
+
+// epoll tags for the main thread's fds.
+enum Tag : uint64_t { kOutbound = 1, kTunnel, kStatsListen, kSignal, kStatsClient = 1000 };
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string configPath;
+  bool checkOnly = false;
+  for (int i = 1; i < argc; i++) {
+    std::string arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) configPath = argv[++i];
+    else if (arg == "--check") checkOnly = true;
+    else {
+      std::fprintf(stderr, "mesh-dataplane: unknown argument \"%s\"\nusage: mesh-dataplane --config FILE [--check]\n", argv[i]);
+      return 2;
+    }
+  }
+  if (configPath.empty()) {
+    std::fprintf(stderr, "usage: mesh-dataplane --config FILE [--check]\n");
+    return 2;
+  }
+  tlsInit();
+  std::shared_ptr<const Config> config;
+  try {
+    config = loadConfig(configPath);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "mesh-dataplane: config error: %s\n", e.what());
+    return 1;
+  }
+  if (checkOnly) {
+    std::printf("mesh-dataplane: config ok\n");
+    return 0;
+  }
+  stats.generation = 1;
+
+  // Writes to a reset peer report EPIPE instead of killing the process.
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  // Blocked before the workers start, so they inherit the mask and only the signalfd sees these.
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+  std::string err;
+  int outboundFd = -1, tunnelFd = -1, statsFd = -1;
+  if (config->outbound && (outboundFd = listenOn(*config->outbound, err)) < 0) {
+    std::fprintf(stderr, "mesh-dataplane: %s\n", err.c_str());
+    return 1;
+  }
+  if (config->tunnel && (tunnelFd = listenOn(*config->tunnel, err)) < 0) {
+    std::fprintf(stderr, "mesh-dataplane: %s\n", err.c_str());
+    return 1;
+  }
+  if (config->stats && (statsFd = listenOn(*config->stats, err)) < 0) {
+    std::fprintf(stderr, "mesh-dataplane: %s\n", err.c_str());
+    return 1;
+  }
+
+  std::vector<std::unique_ptr<Worker>> workers;
+  for (int i = 0; i < config->workers; i++) {
+    workers.push_back(std::make_unique<Worker>());
+    workers.back()->start();
+  }
+
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  auto watch = [ep](int fd, uint64_t tag) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = tag;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  };
+  if (outboundFd >= 0) watch(outboundFd, kOutbound);
+  if (tunnelFd >= 0) watch(tunnelFd, kTunnel);
+  if (statsFd >= 0) watch(statsFd, kStatsListen);
+  watch(sigfd, kSignal);
+
+  auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
+  std::printf("mesh-dataplane: listening outbound=%s tunnel=%s stats=%s workers=%d\n", bound(outboundFd).c_str(),
+              bound(tunnelFd).c_str(), bound(statsFd).c_str(), config->workers);
+  std::fflush(stdout);
+
+  size_t next = 0;
+  auto acceptAll = [&](int lfd, Role role) {
+    while (true) {
+      int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE, ECONNABORTED): the next event retries
+      workers[next++ % workers.size()]->post(role, fd, config);
+    }
+  };
+
+  epoll_event events[64];
+  while (true) {
+    int n = epoll_wait(ep, events, 64, -1);
+    for (int i = 0; i < n; i++) {
+      uint64_t tag = events[i].data.u64;
+      if (tag == kOutbound) {
+        acceptAll(outboundFd, Role::Outbound);
+      } else if (tag == kTunnel) {
+        acceptAll(tunnelFd, Role::Inbound);
+      } else if (tag == kStatsListen) {
+        // One response per connection, then FIN; the client's close ends it (no read timeout to manage).
+        int fd;
+        while ((fd = accept4(statsFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+          std::string body = stats.prometheus();
+          std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+          (void)!send(fd, resp.data(), resp.size(), MSG_NOSIGNAL);
+          shutdown(fd, SHUT_WR);
+          watch(fd, kStatsClient + uint64_t(fd));
+        }
+      } else if (tag >= kStatsClient) {
+        int fd = int(tag - kStatsClient);
+        char buf[4096];
+        ssize_t r;
+        while ((r = read(fd, buf, sizeof buf)) > 0) {
+        }
+        if (r == 0 || (r < 0 && errno != EAGAIN)) {
+          epoll_ctl(ep, EPOLL_CTL_DEL, fd, nullptr);
+          close(fd);
+        }
+      } else if (tag == kSignal) {
+        signalfd_siginfo si;
+        while (read(sigfd, &si, sizeof si) == sizeof si) {
+          if (si.ssi_signo != SIGHUP) {
+            std::printf("mesh-dataplane: signal %u, exiting\n", si.ssi_signo);
+            std::fflush(stdout);
+            _exit(0);
+          }
+          try {
+            auto fresh = loadConfig(configPath);
+            if (!sameAddr(fresh->outbound, config->outbound) || !sameAddr(fresh->tunnel, config->tunnel) ||
+                !sameAddr(fresh->stats, config->stats) || fresh->workers != config->workers)
+              throw ConfigError("config: listen addresses and workers cannot change on reload; restart instead");
+            config = fresh;
+            stats.reloadsOk++;
+            stats.generation++;
+            std::printf("mesh-dataplane: config generation %llu loaded\n", (unsigned long long)stats.generation.load());
+          } catch (const ConfigError& e) {
+            stats.reloadsFailed++;
+            std::printf("mesh-dataplane: reload failed, keeping generation %llu: %s\n",
+                        (unsigned long long)stats.generation.load(), e.what());
+          }
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+}

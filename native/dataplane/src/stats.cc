@@ -1,0 +1,86 @@
+#include "stats.h"
+
+namespace mesh {
+
+Stats stats;
+
+const char* roleName(Role r) { return r == Role::Outbound ? "outbound" : "inbound"; }
+
+const char* handshakeFailureName(HandshakeFailure f) {
+  switch (f) {
+    case HandshakeFailure::UntrustedChain: return "untrusted_chain";
+    case HandshakeFailure::Expired: return "expired";
+    case HandshakeFailure::NotYetValid: return "not_yet_valid";
+    case HandshakeFailure::BadSpiffeId: return "bad_spiffe_id";
+    case HandshakeFailure::UnknownTrustDomain: return "unknown_trust_domain";
+    case HandshakeFailure::WrongIdentity: return "wrong_identity";
+    case HandshakeFailure::NoPeerCertificate: return "no_peer_certificate";
+    case HandshakeFailure::UnknownDestination: return "unknown_destination";
+    case HandshakeFailure::PeerAlert: return "peer_alert";
+    case HandshakeFailure::Protocol: return "protocol";
+    case HandshakeFailure::Closed: return "closed";
+    case HandshakeFailure::Timeout: return "timeout";
+    case HandshakeFailure::Count: break;
+  }
+  return "?";
+}
+
+const char* connErrorName(ConnError e) {
+  switch (e) {
+    case ConnError::NoOriginalDestination: return "no_original_destination";
+    case ConnError::UnknownDestination: return "unknown_destination";
+    case ConnError::UnknownSource: return "unknown_source";
+    case ConnError::TunnelConnectFailed: return "tunnel_connect_failed";
+    case ConnError::BadHeader: return "bad_header";
+    case ConnError::DestinationMismatch: return "destination_mismatch";
+    case ConnError::NotAllowed: return "not_allowed";
+    case ConnError::BackendConnectFailed: return "backend_connect_failed";
+    case ConnError::Reset: return "reset";
+    case ConnError::Count: break;
+  }
+  return "?";
+}
+
+std::string Stats::prometheus() const {
+  std::string out;
+  auto line = [&out](const std::string& name, const std::string& labels, uint64_t v) {
+    out += name;
+    if (!labels.empty()) out += "{" + labels + "}";
+    out += " " + std::to_string(v) + "\n";
+  };
+  auto help = [&out](const char* name, const char* type, const char* text) {
+    out += std::string("# HELP ") + name + " " + text + "\n# TYPE " + name + " " + type + "\n";
+  };
+  auto role = [](int r) { return std::string("role=\"") + roleName(Role(r)) + "\""; };
+
+  help("mesh_dataplane_connections_total", "counter", "Connections accepted, by role.");
+  for (int r = 0; r < kRoles; r++) line("mesh_dataplane_connections_total", role(r), accepted[r].load());
+  help("mesh_dataplane_connections_established_total", "counter", "Connections that completed mutual TLS and began forwarding.");
+  for (int r = 0; r < kRoles; r++) line("mesh_dataplane_connections_established_total", role(r), established[r].load());
+  help("mesh_dataplane_connections_active", "gauge", "Connections open now, by role.");
+  for (int r = 0; r < kRoles; r++) line("mesh_dataplane_connections_active", role(r), uint64_t(active[r].load()));
+  help("mesh_dataplane_handshake_failures_total", "counter", "Mutual TLS handshakes that failed, by role and reason.");
+  for (int r = 0; r < kRoles; r++)
+    for (int f = 0; f < int(HandshakeFailure::Count); f++)
+      line("mesh_dataplane_handshake_failures_total",
+           role(r) + ",reason=\"" + handshakeFailureName(HandshakeFailure(f)) + "\"", handshakeFailures[r][f].load());
+  help("mesh_dataplane_connection_errors_total", "counter", "Connections refused or ended outside the handshake, by role and reason.");
+  for (int r = 0; r < kRoles; r++)
+    for (int e = 0; e < int(ConnError::Count); e++)
+      line("mesh_dataplane_connection_errors_total", role(r) + ",reason=\"" + connErrorName(ConnError(e)) + "\"",
+           errors[r][e].load());
+  help("mesh_dataplane_bytes_total", "counter",
+       "Application bytes forwarded, by role and direction (plain_to_tls: from the plaintext socket into TLS).");
+  for (int r = 0; r < kRoles; r++) {
+    line("mesh_dataplane_bytes_total", role(r) + ",direction=\"plain_to_tls\"", bytes[r][0].load());
+    line("mesh_dataplane_bytes_total", role(r) + ",direction=\"tls_to_plain\"", bytes[r][1].load());
+  }
+  help("mesh_dataplane_config_reloads_total", "counter", "SIGHUP reloads, by result (a failed reload keeps the previous config whole).");
+  line("mesh_dataplane_config_reloads_total", "result=\"ok\"", reloadsOk.load());
+  line("mesh_dataplane_config_reloads_total", "result=\"error\"", reloadsFailed.load());
+  help("mesh_dataplane_config_generation", "gauge", "Config generation in force: 1 at start, +1 per successful reload.");
+  line("mesh_dataplane_config_generation", "", generation.load());
+  return out;
+}
+
+}  // namespace mesh

@@ -1,0 +1,64 @@
+// Process-wide counters, rendered in Prometheus text format by the stats endpoint. Updated with relaxed atomics
+// from every worker; a scrape reads them without locks.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace mesh {
+
+enum class Role : int { Outbound = 0, Inbound = 1 };
+constexpr int kRoles = 2;
+const char* roleName(Role r);
+
+// Why a mutual TLS handshake failed, as seen by the side that counts it.
+enum class HandshakeFailure : int {
+  UntrustedChain = 0,   // the chain does not lead to a root of the trust domain's bundle
+  Expired,              // a certificate of the chain is past notAfter
+  NotYetValid,          // ... or before notBefore
+  BadSpiffeId,          // not exactly one URI SAN holding a valid spiffe:// ID
+  UnknownTrustDomain,   // the peer's trust domain is not the local workload's
+  WrongIdentity,        // outbound: the server is not the destination's expected SPIFFE ID
+  NoPeerCertificate,    // the peer sent no certificate
+  UnknownDestination,   // inbound: the client named (SNI) no workload of this node
+  PeerAlert,            // the peer refused us (its alert ends our handshake)
+  Protocol,             // anything else OpenSSL rejects (version, cipher, malformed record)
+  Closed,               // the peer closed or reset during the handshake
+  Timeout,              // no completed handshake within the deadline
+  Count
+};
+const char* handshakeFailureName(HandshakeFailure f);
+
+// Why a connection was refused or ended outside the handshake.
+enum class ConnError : int {
+  NoOriginalDestination = 0,  // outbound: the original destination could not be learnt
+  UnknownDestination,         // outbound: no config entry for the original destination
+  UnknownSource,              // outbound: the accepting peer is no workload of this node
+  TunnelConnectFailed,        // outbound: the peer node's tunnel port did not answer
+  BadHeader,                  // inbound: the tunnel header is malformed
+  DestinationMismatch,        // inbound: the header names another workload than the SNI did
+  NotAllowed,                 // inbound: the client's SPIFFE ID is not in the destination's allow-list
+  BackendConnectFailed,       // inbound: the destination workload did not answer
+  Reset,                      // a side reset or failed mid-stream
+  Count
+};
+const char* connErrorName(ConnError e);
+
+struct Stats {
+  std::atomic<uint64_t> accepted[kRoles]{};
+  std::atomic<int64_t> active[kRoles]{};
+  std::atomic<uint64_t> established[kRoles]{};
+  std::atomic<uint64_t> handshakeFailures[kRoles][int(HandshakeFailure::Count)]{};
+  std::atomic<uint64_t> errors[kRoles][int(ConnError::Count)]{};
+  // [role][0] plaintext side to TLS side, [role][1] TLS side to plaintext side.
+  std::atomic<uint64_t> bytes[kRoles][2]{};
+  std::atomic<uint64_t> reloadsOk{0};
+  std::atomic<uint64_t> reloadsFailed{0};
+  std::atomic<uint64_t> generation{0};
+
+  std::string prometheus() const;
+};
+
+extern Stats stats;
+
+}  // namespace mesh

@@ -1,0 +1,101 @@
+#include "worker.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <system_error>
+
+namespace mesh {
+
+Worker::Worker() {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  eventfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epfd_ < 0 || eventfd_ < 0) throw std::system_error(errno, std::generic_category(), "worker epoll/eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr marks the eventfd; every other entry is a Conn
+  epoll_ctl(epfd_, EPOLL_CTL_ADD, eventfd_, &ev);
+}
+
+Worker::~Worker() {
+  for (Conn* c : conns_) delete c;
+}
+
+void Worker::start() { thread_ = std::thread([this] { run(); }); thread_.detach(); }
+
+void Worker::post(Role role, int fd, std::shared_ptr<const Config> config) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.emplace_back(role, fd);
+    queueConfigs_.push_back(std::move(config));
+  }
+  uint64_t one = 1;
+  (void)!write(eventfd_, &one, sizeof one);
+}
+
+void Worker::takePosted() {
+  uint64_t n;
+  (void)!read(eventfd_, &n, sizeof n);
+  std::vector<std::pair<Role, int>> q;
+  std::vector<std::shared_ptr<const Config>> cfgs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    q.swap(queue_);
+    cfgs.swap(queueConfigs_);
+  }
+  for (size_t i = 0; i < q.size(); i++) {
+    auto* c = new Conn(q[i].first, q[i].second, std::move(cfgs[i]), epfd_);
+    c->drive();
+    if (c->closed()) delete c;
+    else conns_.insert(c);
+  }
+}
+
+void Worker::sweep() {
+  auto now = Conn::Clock::now();
+  for (auto it = conns_.begin(); it != conns_.end();) {
+    (*it)->checkDeadline(now);
+    if ((*it)->closed()) {
+      delete *it;
+      it = conns_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Worker::run() {
+  epoll_event events[128];
+  auto nextSweep = Conn::Clock::now() + std::chrono::seconds(1);
+  while (true) {
+    int n = epoll_wait(epfd_, events, 128, 500);
+    for (int i = 0; i < n; i++) {
+      auto* c = static_cast<Conn*>(events[i].data.ptr);
+      if (!c) {
+        takePosted();
+        continue;
+      }
+      // A connection closed earlier in this batch was deleted below only after the batch.
+      if (c->closed()) continue;
+      c->drive();
+    }
+    // Delete closed connections after the batch: a later event of the same batch may still point at one.
+    for (int i = 0; i < n; i++) {
+      auto* c = static_cast<Conn*>(events[i].data.ptr);
+      if (c && conns_.count(c) && c->closed()) {
+        conns_.erase(c);
+        delete c;
+      }
+    }
+    auto now = Conn::Clock::now();
+    if (now >= nextSweep) {
+      sweep();
+      nextSweep = now + std::chrono::seconds(1);
+    }
+  }
+}
+
+}  // namespace mesh
