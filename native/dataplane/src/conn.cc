@@ -383,6 +383,7 @@ void Conn::failHandshake(HandshakeFailure f) {
 void Conn::finish(bool abort) {
   if (state_ == State::Closed) return;
   state_ = State::Closed;
+  stats.active[int(role_)]--;
   if (ssl_) {
     // A clean end already sent close_notify; an abort sends nothing more over TLS.
     SSL_set_quiet_shutdown(ssl_, 1);
@@ -396,7 +397,6 @@ void Conn::finish(bool abort) {
     close(*fd);
     *fd = -1;
   }
-  stats.active[int(role_)]--;
 }
 
 }  // namespace mesh

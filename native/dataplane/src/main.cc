@@ -38,9 +38,12 @@ int listenOn(const Addr& a, std::string& err) {
   return fd;
 }
 
-bool sameAddr(const std::optional<Addr>& a, const std::optional<Addr>& b) {
-  if (a.has_value() != b.has_value()) return false;
-  return !a || a->str() == b->str();
+// Whether a reloaded listen address names the socket already bound (port 0 matches the port the kernel chose).
+bool sameListener(const std::optional<Addr>& want, int fd) {
+  if (!want) return fd < 0;
+  if (fd < 0) return false;
+  auto bound = localOf(fd);
+  return bound && bound->ip() == want->ip() && (want->port() == 0 || want->port() == bound->port());
 }
 
 // epoll tags for the main thread's fds.
@@ -176,8 +179,8 @@ int main(int argc, char** argv) {
           }
           try {
             auto fresh = loadConfig(configPath);
-            if (!sameAddr(fresh->outbound, config->outbound) || !sameAddr(fresh->tunnel, config->tunnel) ||
-                !sameAddr(fresh->stats, config->stats) || fresh->workers != config->workers)
+            if (!sameListener(fresh->outbound, outboundFd) || !sameListener(fresh->tunnel, tunnelFd) ||
+                !sameListener(fresh->stats, statsFd) || fresh->workers != config->workers)
               throw ConfigError("config: listen addresses and workers cannot change on reload; restart instead");
             config = fresh;
             stats.reloadsOk++;
