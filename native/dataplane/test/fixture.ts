@@ -47,7 +47,14 @@ function backendHandler(): Parameters<typeof createServer>[1] {
 
 export interface NodesOptions {
   /** Extra settings merged into the configs before start. */
-  tweak?: (ctx: { ip: (host: number) => string; configA: DataplaneConfig; configB: DataplaneConfig; target: Endpoint }) => Promise<void> | void;
+  tweak?: (ctx: {
+    ip: (host: number) => string;
+    pki: Pki;
+    root: Ca;
+    configA: DataplaneConfig;
+    configB: DataplaneConfig;
+    target: Endpoint;
+  }) => Promise<void> | void;
 }
 
 export async function startNodes(opts: NodesOptions = {}): Promise<Nodes> {
@@ -92,7 +99,7 @@ export async function startNodes(opts: NodesOptions = {}): Promise<Nodes> {
       workloads: [{ address: ip(10), spiffeId: CLIENT_ID, ...clientSvid, bundle: root.cert }],
       destinations: [],
     };
-    await opts.tweak?.({ ip, configA, configB, target });
+    await opts.tweak?.({ ip, pki, root, configA, configB, target });
     const b = await startDataplane(tracker, dir, 'node-b', configB);
     configB.tunnel = `${b.tunnel!.host}:${b.tunnel!.port}`;
     configB.stats = `${b.stats!.host}:${b.stats!.port}`;
