@@ -1,6 +1,7 @@
 // Node A's outbound data plane → node B's tunnel → a real HTTP server: requests succeed, the tunnel carries
 // only TLS records, 64 MiB each way arrive intact, half-close propagates, and connections leave no fd behind.
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -23,6 +24,7 @@ describePrivileged('mesh-dataplane tunnel', () => {
 
   it('carries 1,000 requests, and a capture of the tunnel port holds TLS records only', async () => {
     const fdsBefore = await fdsOf(n.a.child.pid!);
+    const fdsBeforeB = await fdsOf(n.b.child.pid!);
     const pcap = join(n.dir, 'tunnel.pcap');
     // One capture of both legs: tunnel (A→B, must be ciphertext) and B→backend (plaintext, proves the marker is
     // on the wire at all).
@@ -96,7 +98,62 @@ describePrivileged('mesh-dataplane tunnel', () => {
       (await n.a.counter('mesh_dataplane_connections_active', 'role="outbound"')) === 0);
     await eventually('node B active connections at 0', async () =>
       (await n.b.counter('mesh_dataplane_connections_active', 'role="inbound"')) === 0);
+    await eventually(`node B back to ${fdsBeforeB} fds`, async () => (await fdsOf(n.b.child.pid!)) === fdsBeforeB);
     await eventually(`node A back to ${fdsBefore} fds`, async () => (await fdsOf(n.a.child.pid!)) === fdsBefore);
+  });
+
+  it('bounds what it holds for a backend that does not read: the sender is pushed back, nothing lost', async () => {
+    // The backend accepts and reads nothing until told; the client offers 64 MiB.
+    const size = 64 * 1024 * 1024;
+    let backendSock: Socket | undefined;
+    const received = createHash('sha256');
+    let receivedBytes = 0;
+    const raw: Server = createServer((s) => {
+      backendSock = s;
+      s.pause();
+      s.on('data', (c: Buffer) => {
+        received.update(c);
+        receivedBytes += c.length;
+      });
+    });
+    await new Promise<void>((r) => raw.listen(0, n.target.host, () => r()));
+    try {
+      const port = (raw.address() as AddressInfo).port;
+      const config = structuredClone(n.configA);
+      config.destinations!.push({ address: `${n.target.host}:${port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
+      await n.a.reload(config);
+      n.configA = config;
+      const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+      const rssBefore = [rss(n.a.child.pid!), rss(n.b.child.pid!)];
+      const plainBefore = await n.a.counter('mesh_dataplane_bytes_total', 'role="outbound",direction="plain_to_tls"');
+      const up = randomBytes(size);
+      const sock = dial(n.a, n.client, { host: n.target.host, port });
+      const closed = new Promise((r) => sock.once('close', r));
+      sock.end(up);
+      await eventually('the backend connection', () => backendSock !== undefined);
+      // Let the pipeline fill up and stall.
+      let last = -1;
+      await eventually('the flow to stall', async () => {
+        const now = await n.a.counter('mesh_dataplane_bytes_total', 'role="outbound",direction="plain_to_tls"');
+        const stalled = now === last;
+        last = now;
+        await new Promise((r) => setTimeout(r, 300));
+        return stalled;
+      }, 60_000);
+      // Socket buffers on four sockets plus two 64 KiB data plane buffers: far below the 64 MiB offered.
+      expect(last - plainBefore).toBeLessThan(24 * 1024 * 1024);
+      expect(rss(n.a.child.pid!) - rssBefore[0]!).toBeLessThan(8 * 1024 * 1024);
+      expect(rss(n.b.child.pid!) - rssBefore[1]!).toBeLessThan(8 * 1024 * 1024);
+      expect(sock.writableLength).toBeGreaterThan(0);
+      backendSock!.resume();
+      await eventually('all bytes at the backend', () => receivedBytes === size, 60_000);
+      expect(received.digest('hex')).toBe(createHash('sha256').update(up).digest('hex'));
+      backendSock!.end();
+      await closed;
+    } finally {
+      backendSock?.destroy();
+      await new Promise((r) => raw.close(r));
+    }
   });
 
   it('moves 64 MiB each way through one connection intact, and the client reads the whole response after shutting its write side', async () => {
