@@ -104,6 +104,10 @@ SslCtxPtr newContext(bool serverBase) {
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Read as much as the socket has into OpenSSL's buffer (one read per batch of records, not two per record);
+  // the pump keeps calling SSL_read while its buffer has room, so nothing waits in OpenSSL for an epoll edge.
+  SSL_CTX_set_read_ahead(c, 1);
+  SSL_CTX_set_default_read_buffer_len(c, 64 * 1024);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(c, verifyPeer, nullptr);
   if (serverBase) SSL_CTX_set_tlsext_servername_callback(c, selectWorkload);
