@@ -1,6 +1,7 @@
 // Who may talk to whom: the outbound side refuses a server that is not the destination's SPIFFE ID; the tunnel
 // refuses a client outside the destination's allow-list, from another root, or with an expired SVID — each
 // before one byte reaches the backend, each counted by reason.
+import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '@mesh/testkit';
 import { dial, get, meshAgent, missingDataplane, outcome, type Svid } from './harness.js';
@@ -26,6 +27,7 @@ describePrivileged('mesh-dataplane identities', () => {
         const workload = (host: number, svid: Svid): (typeof configA.workloads)[0] => ({ address: ip(host), ...svid, bundle: root.cert });
         configA.workloads.push(workload(11, intruder), workload(12, foreign), workload(13, expired));
         configB.workloads.push(workload(21, otherServer));
+        configB.handshakeTimeoutMs = 2000;
         configB.allow = [{ destination: `${target.host}:${target.port}`, principals: [CLIENT_ID] }];
         // Node A believes ip(21) is the usual server: B presents other-server there.
         configA.destinations = [{ address: `${ip(21)}:${target.port}`, tunnel: 'B', spiffeId: `${TD}/ns/default/sa/server` }];
@@ -75,6 +77,20 @@ describePrivileged('mesh-dataplane identities', () => {
     const res = await get({ host: n.target.host, port: n.target.port, path: '/ok', agent });
     agent.destroy();
     expect(res.status).toBe(200);
+    expect(n.accepts()).toBe(1);
+  });
+
+  it('refuses plaintext on the tunnel port, and drops a peer that never finishes its handshake', async () => {
+    const plain = connect({ host: n.b.tunnel!.host, port: n.b.tunnel!.port });
+    plain.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+    expect((await outcome(plain)).bytes).toBe(0);
+    await count('b', 'mesh_dataplane_handshake_failures_total', 'role="inbound",reason="protocol"', 1);
+    const silent = connect({ host: n.b.tunnel!.host, port: n.b.tunnel!.port });
+    const started = Date.now();
+    expect((await outcome(silent)).bytes).toBe(0);
+    // handshakeTimeoutMs is 2 s here; the sweep runs every second.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    await count('b', 'mesh_dataplane_handshake_failures_total', 'role="inbound",reason="timeout"', 1);
     expect(n.accepts()).toBe(1);
   });
 

@@ -6,7 +6,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged, pidAlive, waitForExit, waitForLine } from '@mesh/testkit';
-import { dial, get, meshAgent, missingDataplane, outcome, startDataplane, type Endpoint } from './harness.js';
+import { DATAPLANE, dial, get, meshAgent, missingDataplane, outcome, startDataplane, type Endpoint } from './harness.js';
 import { CLIENT_ID, eventually, SERVER_ID, startNodes, type Nodes } from './fixture.js';
 
 const missing = missingDataplane();
@@ -101,6 +101,16 @@ describePrivileged('mesh-dataplane lifecycle', () => {
     expect(await n.a.counter('mesh_dataplane_config_reloads_total', 'result="error"')).toBe(1);
     expect(await fresh('/after-bad-reload')).toBe(200);
     await writeFile(n.a.configPath, JSON.stringify(n.configA));
+  });
+
+  it('refuses to start on a bad config, naming the field', async () => {
+    const bad = structuredClone(n.configB);
+    bad.workloads[0]!.spiffeId = `${SERVER_ID}-not-this`;
+    bad.tunnel = `${n.ip(3)}:0`;
+    await writeFile(`${n.dir}/bad.json`, JSON.stringify(bad));
+    const r = await n.tracker.run(DATAPLANE, ['--config', `${n.dir}/bad.json`]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`config.workloads[0].spiffeId: "${SERVER_ID}-not-this" but the certificate says "${SERVER_ID}"`);
   });
 
   it('after kill -9 of the tunnel side, open connections end, and a restarted data plane serves new ones', async () => {
