@@ -138,6 +138,7 @@ for (const arm of ['direct', 'mesh']) {
   const s = [...rtt[arm]].sort((x, y) => x - y);
   summary[arm] = {
     rtt_p50_us: round(quantile(s, 0.5) / 1e3, 1),
+    rtt_p90_us: round(quantile(s, 0.9) / 1e3, 1),
     rtt_p99_us: round(quantile(s, 0.99) / 1e3, 1),
     rtt_samples: s.length,
     throughput_gbit_s: round(median(bulk[arm]), 2),
