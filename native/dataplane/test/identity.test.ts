@@ -5,7 +5,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '@mesh/testkit';
 import { dial, get, meshAgent, missingDataplane, outcome, type Svid } from './harness.js';
-import { CLIENT_ID, eventually, startNodes, TD, type Nodes } from './fixture.js';
+import { CLIENT_ID, eventually, fdsOf, startNodes, TD, type Nodes } from './fixture.js';
 
 const missing = missingDataplane();
 const INTRUDER_ID = `${TD}/ns/default/sa/intruder`;
@@ -13,6 +13,7 @@ const OTHER_SERVER_ID = `${TD}/ns/default/sa/other-server`;
 
 describePrivileged('mesh-dataplane identities', () => {
   let n: Nodes;
+  let fdsAtStart: [number, number];
   // Workload addresses on node A: 11 intruder (valid SVID, not allowed), 12 client ID from a rogue root,
   // 13 client ID expired. Node B: 21 a second server workload with another identity.
   beforeAll(async () => {
@@ -33,6 +34,7 @@ describePrivileged('mesh-dataplane identities', () => {
         configA.destinations = [{ address: `${ip(21)}:${target.port}`, tunnel: 'B', spiffeId: `${TD}/ns/default/sa/server` }];
       },
     });
+    fdsAtStart = [await fdsOf(n.a.child.pid!), await fdsOf(n.b.child.pid!)];
   });
   afterAll(async () => {
     await n?.close();
@@ -97,5 +99,9 @@ describePrivileged('mesh-dataplane identities', () => {
   it('refuses an application whose address is no workload of the node, without dialling the tunnel', async () => {
     await refused(n.ip(99));
     await count('a', 'mesh_dataplane_connection_errors_total', 'role="outbound",reason="unknown_source"', 1);
+  });
+  it('leaves no fd behind after the refusals', async () => {
+    await eventually(`node A back to ${fdsAtStart[0]} fds`, async () => (await fdsOf(n.a.child.pid!)) === fdsAtStart[0]);
+    await eventually(`node B back to ${fdsAtStart[1]} fds`, async () => (await fdsOf(n.b.child.pid!)) === fdsAtStart[1]);
   });
 }, { tools: ['openssl'] });
