@@ -102,6 +102,29 @@ describePrivileged('mesh-dataplane tunnel', () => {
     await eventually(`node A back to ${fdsBefore} fds`, async () => (await fdsOf(n.a.child.pid!)) === fdsBefore);
   });
 
+  it('serves 300 new connections, 20 at a time, each with its own handshake', async () => {
+    const before = await n.a.counter('mesh_dataplane_connections_established_total', 'role="outbound"');
+    const fds = [await fdsOf(n.a.child.pid!), await fdsOf(n.b.child.pid!)];
+    const total = 300;
+    let ok = 0;
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        while (next < total) {
+          const i = next++;
+          const sock = dial(n.a, n.client, n.target);
+          sock.write(`GET /new-${i} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+          const body = (await readAll(sock)).toString();
+          if (body.startsWith('HTTP/1.1 200') && body.endsWith(`${MARKER} /new-${i}\n`)) ok++;
+        }
+      }),
+    );
+    expect(ok).toBe(total);
+    expect(await n.a.counter('mesh_dataplane_connections_established_total', 'role="outbound"')).toBe(before + total);
+    await eventually(`node A back to ${fds[0]} fds`, async () => (await fdsOf(n.a.child.pid!)) === fds[0]);
+    await eventually(`node B back to ${fds[1]} fds`, async () => (await fdsOf(n.b.child.pid!)) === fds[1]);
+  });
+
   it('bounds what it holds for a backend that does not read: the sender is pushed back, nothing lost', async () => {
     // The backend accepts and reads nothing until told; the client offers 64 MiB.
     const size = 64 * 1024 * 1024;
