@@ -103,8 +103,9 @@ describePrivileged('mesh-dataplane tunnel', () => {
   });
 
   it('serves 300 new connections, 20 at a time, each with its own handshake', async () => {
-    const before = await n.a.counter('mesh_dataplane_connections_established_total', 'role="outbound"');
+    // fds first: a scrape's own connection stays open on the data plane until the scraper's FIN is read.
     const fds = [await fdsOf(n.a.child.pid!), await fdsOf(n.b.child.pid!)];
+    const before = await n.a.counter('mesh_dataplane_connections_established_total', 'role="outbound"');
     const total = 300;
     let ok = 0;
     let next = 0;
