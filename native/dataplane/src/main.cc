@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -125,17 +126,34 @@ int main(int argc, char** argv) {
   if (statsFd >= 0) watch(statsFd, kStatsListen);
   watch(sigfd, kSignal);
 
+  // Kept for the moment the process runs out of fds: a pending connection the listener cannot accept would keep
+  // the (level-triggered) listener readable and the main thread spinning; with this fd it is accepted and closed.
+  int reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
   std::printf("mesh-dataplane: listening outbound=%s tunnel=%s stats=%s workers=%d\n", bound(outboundFd).c_str(),
               bound(tunnelFd).c_str(), bound(statsFd).c_str(), config->workers);
   std::fflush(stdout);
 
+  constexpr int kShed = -2;
+  // An accepted fd; -1 when nothing is pending (or a transient error); kShed when one was refused for lack of fds.
+  auto acceptOne = [&](int lfd) {
+    int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || reserveFd < 0) return fd;
+    close(reserveFd);
+    fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) {
+      linger l{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+      close(fd);
+    }
+    reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0 ? kShed : -1;
+  };
   size_t next = 0;
   auto acceptAll = [&](int lfd, Role role) {
-    while (true) {
-      int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;  // EAGAIN, or a transient error (EMFILE, ECONNABORTED): the next event retries
-      workers[next++ % workers.size()]->post(role, fd, config);
+    for (int fd; (fd = acceptOne(lfd)) != -1;) {
+      if (fd == kShed) stats.errors[int(role)][int(ConnError::FdLimit)]++;
+      else workers[next++ % workers.size()]->post(role, fd, config);
     }
   };
 
@@ -150,8 +168,8 @@ int main(int argc, char** argv) {
         acceptAll(tunnelFd, Role::Inbound);
       } else if (tag == kStatsListen) {
         // One response per connection, then FIN; the client's close ends it (no read timeout to manage).
-        int fd;
-        while ((fd = accept4(statsFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        for (int fd; (fd = acceptOne(statsFd)) != -1;) {
+          if (fd == kShed) continue;
           std::string body = stats.prometheus();
           std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
                              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;

@@ -36,6 +36,7 @@ const char* connErrorName(ConnError e) {
     case ConnError::NotAllowed: return "not_allowed";
     case ConnError::BackendConnectFailed: return "backend_connect_failed";
     case ConnError::Reset: return "reset";
+    case ConnError::FdLimit: return "fd_limit";
     case ConnError::Count: break;
   }
   return "?";

@@ -40,6 +40,7 @@ enum class ConnError : int {
   NotAllowed,                 // inbound: the client's SPIFFE ID is not in the destination's allow-list
   BackendConnectFailed,       // inbound: the destination workload did not answer
   Reset,                      // a side reset or failed mid-stream
+  FdLimit,                    // accepted and closed at once: the process is out of file descriptors
   Count
 };
 const char* connErrorName(ConnError e);

@@ -170,12 +170,14 @@ export async function startDataplane(
   dir: string,
   name: string,
   config: DataplaneConfig,
-  timeoutMs = 30_000,
+  opts: { timeoutMs?: number; wrap?: string[] } = {},
 ): Promise<Dataplane> {
   const configPath = join(dir, `${name}.json`);
   await writeFile(configPath, JSON.stringify(config, null, 2));
-  const child = tracker.spawn(DATAPLANE, ['--config', configPath]);
-  const m = await waitForLine(child, /listening outbound=(\S+) tunnel=(\S+) stats=(\S+)/, timeoutMs);
+  // `wrap`: a command that execs the data plane, e.g. prlimit; the tracked pid is then the data plane's.
+  const [cmd, ...args] = [...(opts.wrap ?? []), DATAPLANE, '--config', configPath];
+  const child = tracker.spawn(cmd!, args);
+  const m = await waitForLine(child, /listening outbound=(\S+) tunnel=(\S+) stats=(\S+)/, opts.timeoutMs ?? 30_000);
   return new Dataplane(child, configPath, endpoint(m[1]), endpoint(m[2]), endpoint(m[3]));
 }
 
