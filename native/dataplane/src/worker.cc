@@ -29,8 +29,7 @@ void Worker::start() { thread_ = std::thread([this] { run(); }); thread_.detach(
 void Worker::post(Role role, int fd, std::shared_ptr<const Config> config) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.emplace_back(role, fd);
-    queueConfigs_.push_back(std::move(config));
+    queue_.push_back({role, fd, std::move(config)});
   }
   uint64_t one = 1;
   (void)!write(eventfd_, &one, sizeof one);
@@ -39,15 +38,13 @@ void Worker::post(Role role, int fd, std::shared_ptr<const Config> config) {
 void Worker::takePosted() {
   uint64_t n;
   (void)!read(eventfd_, &n, sizeof n);
-  std::vector<std::pair<Role, int>> q;
-  std::vector<std::shared_ptr<const Config>> cfgs;
+  std::vector<Posted> q;
   {
     std::lock_guard<std::mutex> lock(mu_);
     q.swap(queue_);
-    cfgs.swap(queueConfigs_);
   }
-  for (size_t i = 0; i < q.size(); i++) {
-    auto* c = new Conn(q[i].first, q[i].second, std::move(cfgs[i]), epfd_);
+  for (auto& p : q) {
+    auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_);
     c->drive();
     if (c->closed()) delete c;
     else conns_.insert(c);

@@ -29,8 +29,12 @@ class Worker {
   int epfd_;
   int eventfd_;
   std::mutex mu_;
-  std::vector<std::pair<Role, int>> queue_;
-  std::vector<std::shared_ptr<const Config>> queueConfigs_;
+  struct Posted {
+    Role role;
+    int fd;
+    std::shared_ptr<const Config> config;
+  };
+  std::vector<Posted> queue_;
   std::unordered_set<Conn*> conns_;
   std::thread thread_;
 };

@@ -103,7 +103,7 @@ describePrivileged('mesh-dataplane lifecycle', () => {
     await writeFile(n.a.configPath, JSON.stringify(n.configA));
   });
 
-  it('refuses to start on a bad config, naming the field', async () => {
+  it('refuses to start on a bad config, naming the field; --check validates', async () => {
     const bad = structuredClone(n.configB);
     bad.workloads[0]!.spiffeId = `${SERVER_ID}-not-this`;
     bad.tunnel = `${n.ip(3)}:0`;
@@ -111,6 +111,9 @@ describePrivileged('mesh-dataplane lifecycle', () => {
     const r = await n.tracker.run(DATAPLANE, ['--config', `${n.dir}/bad.json`]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`config.workloads[0].spiffeId: "${SERVER_ID}-not-this" but the certificate says "${SERVER_ID}"`);
+    // --check validates without listening: the good config passes while node B holds its addresses.
+    const ok = await n.tracker.run(DATAPLANE, ['--config', n.b.configPath, '--check']);
+    expect([ok.code, ok.stdout.trim()]).toEqual([0, 'mesh-dataplane: config ok']);
   });
 
   it('after kill -9 of the tunnel side, open connections end, and a restarted data plane serves new ones', async () => {
