@@ -1,0 +1,260 @@
+/**
+ * The Kubernetes config source: informers on Services, EndpointSlices, this node's Pods, HTTPRoutes and
+ * Namespaces, turned into the same snapshot the file source makes. A snapshot is made only once every
+ * informer has listed; changes are debounced; a snapshot whose objects (the fields the mesh reads) hash the
+ * same as the last one is not delivered, so a relist that changes nothing writes nothing. While the API
+ * server is away the informers keep their caches and nothing is delivered: the datapath keeps its state.
+ */
+import { createHash } from 'node:crypto';
+
+import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Pod, V1Service } from '@kubernetes/client-node';
+
+import type { Logger } from '../../log.js';
+import { msSince } from '../../log.js';
+import type { ConfigSnapshot, Workload } from '../objects.js';
+import type { ConfigSource, ConfigUpdate } from '../source.js';
+import { findPodCgroup, type PodCgroup } from './cgroups.js';
+import { type InformerHealth, type InformerOptions, SupervisedInformer } from './informer.js';
+import { inMesh, isFinished, podProblem, podToWorkload, qosOf } from './pods.js';
+import { listFunctions, nodeSelector, type ResourceName, WATCHED } from './resources.js';
+import { endpointSliceView, type HTTPRouteObject, httpRouteView, serviceSkipReason, serviceView } from './views.js';
+
+export interface KubernetesSourceOptions {
+  kubeConfig: KubeConfig;
+  /** This node: only its Pods become workloads. */
+  nodeName: string;
+  /** The agent's cgroup root: pods' cgroups are looked for under it (the kubepods directory or above it). */
+  cgroupRoot: string;
+  /** Quiet time after a change before a snapshot is made; default 100 ms. */
+  debounceMs?: number;
+  /** How often pods whose cgroup kubelet has not made yet are looked for again; default 1,000 ms. */
+  cgroupRetryMs?: number;
+  informer?: InformerOptions;
+  log?: Logger;
+}
+
+/** Pods reported in health, at most this many of each list. */
+const REPORTED_PODS = 20;
+
+export interface KubernetesHealth {
+  /** Every informer has listed at least once (a snapshot has been or can be made). */
+  synced: boolean;
+  /** Every informer's watch is up. While false the last snapshot stays in force. */
+  healthy: boolean;
+  /** When `healthy` took its value. */
+  since: string;
+  lastError?: { at: string; resource: string; message: string };
+  informers: Record<ResourceName, InformerHealth>;
+  /** Snapshots delivered, and the revision of the last. */
+  updates: number;
+  revision?: string;
+  /** In-mesh pods on this node whose cgroup kubelet has not made yet: not workloads until it has. */
+  pendingCgroups: { pod: string; uid: string; since: string }[];
+  /** In-mesh pods the mesh cannot take, with the reason. */
+  skippedPods: { pod: string; reason: string }[];
+}
+
+/** The hashable part of a snapshot: each object as canonical JSON, cached per informer object. */
+type Viewed<V> = { view: V; json: string };
+
+export class KubernetesSource implements ConfigSource {
+  readonly description: string;
+  /** Kubelet makes and removes pods' cgroups: the agent must not create workload cgroups for this source. */
+  readonly managesCgroups = false;
+  private readonly informers: Record<ResourceName, SupervisedInformer>;
+  private readonly views = new WeakMap<object, Viewed<unknown> | null>();
+  private readonly cgroups = new Map<string, PodCgroup>();
+  private readonly pending = new Map<string, { pod: string; since: string }>();
+  private skipped: { pod: string; reason: string }[] = [];
+  private readonly log: Logger | undefined;
+  private onUpdate: ((u: ConfigUpdate) => void) | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private lastHash: string | undefined;
+  private updates = 0;
+  private healthSince = new Date().toISOString();
+  private wasHealthy = false;
+  private stopped = false;
+
+  constructor(private readonly opts: KubernetesSourceOptions) {
+    if (!opts.nodeName) throw new TypeError('KubernetesSource: nodeName is required');
+    const server = opts.kubeConfig.getCurrentCluster()?.server;
+    if (!server) throw new TypeError('KubernetesSource: the kube config has no current cluster');
+    this.description = `kubernetes ${server} node ${opts.nodeName}`;
+    this.log = opts.log;
+    const lists = listFunctions(opts.kubeConfig, opts.nodeName);
+    const onChange = () => this.schedule();
+    const onHealth = () => this.healthChanged();
+    this.informers = Object.fromEntries(
+      WATCHED.map((r) => [
+        r.name,
+        new SupervisedInformer(r.name, opts.kubeConfig, r.path, lists[r.name], {
+          ...opts.informer,
+          optional: r.optional,
+          ...(r.name === 'pods' && { fieldSelector: nodeSelector(opts.nodeName) }),
+          onChange,
+          onHealth,
+        }),
+      ]),
+    ) as Record<ResourceName, SupervisedInformer>;
+  }
+
+  start(onUpdate: (u: ConfigUpdate) => void): void {
+    if (this.onUpdate) throw new TypeError('KubernetesSource: already started');
+    this.onUpdate = onUpdate;
+    for (const inf of Object.values(this.informers)) inf.start();
+  }
+
+  stop(): void {
+    void this.close();
+  }
+
+  /** Stops every informer and timer; resolves when no list or watch of this source is in flight. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.debounce);
+    clearTimeout(this.retry);
+    await Promise.all(Object.values(this.informers).map((i) => i.stop()));
+  }
+
+  health(): KubernetesHealth {
+    const informers = Object.fromEntries(Object.entries(this.informers).map(([k, i]) => [k, i.health()])) as Record<ResourceName, InformerHealth>;
+    const all = Object.entries(informers);
+    let lastError: KubernetesHealth['lastError'];
+    for (const [resource, h] of all) {
+      if (h.lastError && (!lastError || h.lastError.at > lastError.at)) lastError = { ...h.lastError, resource };
+    }
+    return {
+      synced: all.every(([, h]) => h.synced),
+      healthy: all.every(([, h]) => h.healthy),
+      since: this.healthSince,
+      ...(lastError && { lastError }),
+      informers,
+      updates: this.updates,
+      ...(this.lastHash && { revision: this.lastHash }),
+      pendingCgroups: [...this.pending].slice(0, REPORTED_PODS).map(([uid, p]) => ({ uid, ...p })),
+      skippedPods: this.skipped.slice(0, REPORTED_PODS),
+    };
+  }
+
+  private healthChanged(): void {
+    const healthy = Object.values(this.informers).every((i) => i.health().healthy);
+    if (healthy === this.wasHealthy) return;
+    this.wasHealthy = healthy;
+    this.healthSince = new Date().toISOString();
+    if (healthy) this.log?.info('kubernetes: watching', { resources: WATCHED.map((r) => r.name) });
+    else {
+      const down = Object.entries(this.informers).filter(([, i]) => !i.health().healthy && i.health().lastError);
+      if (down.length) this.log?.warn('kubernetes: API server unreachable; the last snapshot stays in force', { errors: Object.fromEntries(down.map(([k, i]) => [k, i.health().lastError?.message])) });
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => this.emit(), this.opts.debounceMs ?? 100);
+  }
+
+  private emit(): void {
+    this.debounce = undefined;
+    if (this.stopped || !this.onUpdate) return;
+    if (!Object.values(this.informers).every((i) => i.health().synced)) return; // the last informer's list schedules again
+    const t0 = performance.now();
+    const { snapshot, hash } = this.build();
+    if (hash === this.lastHash) return;
+    this.lastHash = hash;
+    this.updates++;
+    this.onUpdate({ snapshot, revision: hash, readMs: msSince(t0) });
+  }
+
+  /** The view of an informer object (undefined: not one the mesh carries), computed once per object. */
+  private viewOf<V>(obj: object, make: () => V | undefined): Viewed<V> | undefined {
+    let v = this.views.get(obj) as Viewed<V> | null | undefined;
+    if (v === undefined) {
+      const view = make();
+      v = view === undefined ? null : { view, json: JSON.stringify(view) };
+      this.views.set(obj, v);
+    }
+    return v ?? undefined;
+  }
+
+  private build(): { snapshot: ConfigSnapshot; hash: string } {
+    const byKey = <V>(items: readonly KubernetesObject[], make: (o: never) => V | undefined): Viewed<V>[] => {
+      const keyed: [string, Viewed<V>][] = [];
+      for (const o of items) {
+        const v = this.viewOf(o, () => make(o as never));
+        if (v) keyed.push([`${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, v]);
+      }
+      return keyed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
+    };
+    const services = byKey(this.informers.services.list(), (s: V1Service) => (serviceSkipReason(s) ? undefined : serviceView(s)));
+    const slices = byKey(this.informers.endpointslices.list(), (s: V1EndpointSlice) => endpointSliceView(s));
+    const routes = byKey(this.informers.httproutes.list(), (r: HTTPRouteObject) => httpRouteView(r));
+    const workloads = this.workloads().map((w) => ({ view: w, json: JSON.stringify(w) }));
+    const hash = createHash('sha256');
+    for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads]] as const) {
+      hash.update(kind).update('\0');
+      for (const v of list as Viewed<unknown>[]) hash.update(v.json).update('\n');
+    }
+    return {
+      snapshot: {
+        services: services.map((v) => v.view),
+        endpointSlices: slices.map((v) => v.view),
+        httpRoutes: routes.map((v) => v.view),
+        workloads: workloads.map((v) => v.view),
+      },
+      hash: hash.digest('hex').slice(0, 16),
+    };
+  }
+
+  /** This node's in-mesh pods whose cgroup is found, as workloads; the others are reported in health. */
+  private workloads(): Workload[] {
+    const namespaces = new Map<string, V1Namespace>();
+    for (const ns of this.informers.namespaces.list() as V1Namespace[]) namespaces.set(ns.metadata?.name ?? '', ns);
+    const out: Workload[] = [];
+    const skipped: { pod: string; reason: string }[] = [];
+    const seen = new Set<string>();
+    const now = new Date().toISOString();
+    const pods = (this.informers.pods.list() as V1Pod[])
+      .filter((p) => p.spec?.nodeName === this.opts.nodeName && !isFinished(p))
+      .sort((a, b) => podName(a).localeCompare(podName(b)));
+    for (const pod of pods) {
+      if (!inMesh(pod, namespaces.get(pod.metadata?.namespace ?? 'default'))) continue;
+      const name = podName(pod);
+      const problem = podProblem(pod);
+      if (problem) {
+        skipped.push({ pod: name, reason: problem });
+        continue;
+      }
+      const uid = pod.metadata!.uid!;
+      seen.add(uid);
+      let cg = this.cgroups.get(uid);
+      if (!cg) {
+        cg = findPodCgroup(this.opts.cgroupRoot, uid, qosOf(pod));
+        if (cg) {
+          this.cgroups.set(uid, cg);
+          const waited = this.pending.get(uid);
+          this.pending.delete(uid);
+          if (waited) this.log?.info('kubernetes: pod cgroup found', { pod: name, cgroup: cg.path, waitedSince: waited.since });
+        } else {
+          if (!this.pending.has(uid)) {
+            this.pending.set(uid, { pod: name, since: now });
+            this.log?.info('kubernetes: pod cgroup not made yet; looking again', { pod: name, uid, root: this.opts.cgroupRoot });
+          }
+          continue;
+        }
+      }
+      out.push(podToWorkload(pod, cg.path));
+    }
+    for (const uid of [...this.cgroups.keys()]) if (!seen.has(uid)) this.cgroups.delete(uid);
+    for (const uid of [...this.pending.keys()]) if (!seen.has(uid)) this.pending.delete(uid);
+    if (skipped.length && JSON.stringify(skipped) !== JSON.stringify(this.skipped)) this.log?.warn('kubernetes: pods left out of the mesh', { pods: skipped.slice(0, REPORTED_PODS) });
+    this.skipped = skipped;
+    clearTimeout(this.retry);
+    this.retry = undefined;
+    if (this.pending.size && !this.stopped) this.retry = setTimeout(() => this.schedule(), this.opts.cgroupRetryMs ?? 1000);
+    return out;
+  }
+}
+
+const podName = (p: V1Pod) => `${p.metadata?.namespace ?? 'default'}/${p.metadata?.name ?? ''}`;

@@ -1,0 +1,125 @@
+/**
+ * The part of each API object the mesh reads, as plain objects in the shapes of @mesh/split's model. Only
+ * these fields reach a snapshot and its hash: a resourceVersion, a managedFields entry or a status write
+ * changes nothing the datapath holds, so it must not make an update.
+ *
+ * Objects arrive in two forms (client-node deserializes list items into its model classes, watch events are
+ * raw JSON); the field names the mesh reads are the same in both.
+ */
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
+
+import type { EndpointSlice, HTTPRoute, Service } from '@mesh/split';
+
+type Labels = Record<string, string>;
+
+/** Keys sorted, so two equal maps give the same JSON. */
+function sortedMap(m: Labels | undefined): Labels | undefined {
+  if (!m || typeof m !== 'object') return undefined;
+  const keys = Object.keys(m).sort();
+  return keys.length ? Object.fromEntries(keys.map((k) => [k, m[k]!])) : undefined;
+}
+
+/** Plain JSON with object keys sorted, for the free-form parts (route matches). */
+export function canonical(v: unknown): unknown {
+  if (v instanceof Date) return timestamp(v);
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v && typeof v === 'object') {
+    return Object.fromEntries(
+      Object.keys(v)
+        .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+    );
+  }
+  return v;
+}
+
+/** RFC 3339 as the API server writes it (seconds, Z). */
+function timestamp(v: unknown): string | undefined {
+  if (v instanceof Date) return v.toISOString().replace(/\.\d{3}Z$/, 'Z');
+  return typeof v === 'string' ? v : undefined;
+}
+
+const meta = (m: { name?: string; namespace?: string; labels?: Labels } | undefined) => {
+  const labels = sortedMap(m?.labels);
+  return { name: m?.name ?? '', namespace: m?.namespace ?? 'default', ...(labels && { labels }) };
+};
+
+/** Why the mesh has nothing to do with a Service (no virtual address or no port), or undefined. */
+export function serviceSkipReason(svc: V1Service): string | undefined {
+  const ips = svc.spec?.clusterIPs?.length ? svc.spec.clusterIPs : svc.spec?.clusterIP ? [svc.spec.clusterIP] : [];
+  if (ips.length === 0 || ips.includes('None')) return 'no cluster IP (headless or ExternalName)';
+  if (!svc.spec?.ports?.length) return 'no ports';
+  return undefined;
+}
+
+export function serviceView(svc: V1Service): Service {
+  const s = svc.spec!;
+  const selector = sortedMap(s.selector);
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: meta(svc.metadata),
+    spec: {
+      ...(s.clusterIP !== undefined && { clusterIP: s.clusterIP }),
+      ...(s.clusterIPs?.length && { clusterIPs: [...s.clusterIPs] }),
+      ports: (s.ports ?? []).map((p) => ({
+        ...(p.name && { name: p.name }),
+        port: p.port,
+        ...(p.targetPort !== undefined && { targetPort: p.targetPort as number | string }),
+        ...(p.protocol && { protocol: p.protocol as 'TCP' | 'UDP' | 'SCTP' }),
+      })),
+      ...(selector && { selector }),
+    },
+  };
+}
+
+export function endpointSliceView(es: V1EndpointSlice): EndpointSlice {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: meta(es.metadata),
+    addressType: es.addressType as EndpointSlice['addressType'],
+    endpoints: (es.endpoints ?? []).map((e) => {
+      const c = e.conditions;
+      const conditions = c && {
+        ...(c.ready !== undefined && c.ready !== null && { ready: c.ready }),
+        ...(c.serving !== undefined && c.serving !== null && { serving: c.serving }),
+        ...(c.terminating !== undefined && c.terminating !== null && { terminating: c.terminating }),
+      };
+      return { addresses: [...(e.addresses ?? [])], ...(conditions && Object.keys(conditions).length && { conditions }) };
+    }),
+    ...(es.ports && {
+      ports: es.ports.map((p) => ({
+        ...(p.name && { name: p.name }),
+        ...(p.port !== undefined && p.port !== null && { port: p.port }),
+        ...(p.protocol && { protocol: p.protocol as 'TCP' | 'UDP' | 'SCTP' }),
+      })),
+    }),
+  };
+}
+
+/** An HTTPRoute as the API server sends it (a custom resource: plain JSON). */
+export interface HTTPRouteObject {
+  metadata?: { name?: string; namespace?: string; labels?: Labels; creationTimestamp?: string | Date };
+  spec?: { parentRefs?: unknown[]; rules?: { matches?: unknown[]; backendRefs?: unknown[] }[] };
+}
+
+export function httpRouteView(r: HTTPRouteObject): HTTPRoute {
+  const created = timestamp(r.metadata?.creationTimestamp);
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    // The creation time orders conflicting routes (the oldest wins), so it is part of what matters.
+    metadata: { ...meta(r.metadata), ...(created && { creationTimestamp: created }) },
+    spec: {
+      ...(r.spec?.parentRefs && { parentRefs: canonical(r.spec.parentRefs) as HTTPRoute['spec']['parentRefs'] }),
+      ...(r.spec?.rules && {
+        rules: r.spec.rules.map((rule) => ({
+          ...(rule.matches && { matches: canonical(rule.matches) as unknown[] }),
+          ...(rule.backendRefs && { backendRefs: canonical(rule.backendRefs) as NonNullable<HTTPRoute['spec']['rules']>[number]['backendRefs'] }),
+        })),
+      }),
+    },
+  };
+}
