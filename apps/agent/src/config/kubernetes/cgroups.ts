@@ -41,8 +41,8 @@ function podDirs(uid: string, qos: QosClass): { driver: CgroupDriver; path: stri
 
 /**
  * Every place kubelet may have put the pod, relative to `root`, most likely first (the pod's own QoS class
- * first). `root` is the kubepods directory itself (`…/kubepods.slice` or `…/kubepods`) or a directory that
- * holds it, such as the cgroup2 mount.
+ * first). `root` is the kubepods directory itself (`…/kubepods.slice` or `…/kubepods`, or a directory laid
+ * out like one) or a directory that holds it, such as the cgroup2 mount.
  */
 export function podCgroupCandidates(root: string, uid: string, qos?: QosClass): { driver: CgroupDriver; qos: QosClass; path: string }[] {
   if (!UID.test(uid)) throw new TypeError(`pod UID ${JSON.stringify(uid)}: expected letters, digits and -`);
@@ -50,7 +50,8 @@ export function podCgroupCandidates(root: string, uid: string, qos?: QosClass): 
   const prefix = (driver: CgroupDriver): string[] => {
     if (base === 'kubepods.slice') return driver === 'systemd' ? [''] : [];
     if (base === 'kubepods') return driver === 'cgroupfs' ? [''] : [];
-    return [driver === 'systemd' ? 'kubepods.slice/' : 'kubepods/'];
+    // A directory holding the kubepods one (the cgroup2 mount), or one kubelet was given as its own root.
+    return [driver === 'systemd' ? 'kubepods.slice/' : 'kubepods/', ''];
   };
   const order = qos ? [qos, ...QOS_CLASSES.filter((c) => c !== qos)] : QOS_CLASSES;
   return order.flatMap((c) => podDirs(uid, c).flatMap((d) => prefix(d.driver).map((p) => ({ driver: d.driver, qos: c, path: p + d.path }))));

@@ -4,3 +4,4 @@ export { errorText, SupervisedInformer, type InformerHealth, type InformerOption
 export { inMesh, ISTIO_DATAPLANE_MODE_LABEL, MESH_ENABLED_LABEL, podToWorkload } from './pods.js';
 export { loadKubeConfig, nodeSelector, SERVICE_ACCOUNT_DIR, WATCHED, type ResourceName, type WatchedResource } from './resources.js';
 export { KubernetesSource, type KubernetesHealth, type KubernetesSourceOptions } from './source.js';
+export { kubepodsRoot, nodeName } from './setup.js';
