@@ -210,7 +210,7 @@ export class Agent {
     const t0 = performance.now();
     try {
       const dp = this.dp();
-      dp.ensureCgroups(config.workloads.map((w) => w.cgroup));
+      if (this.opts.source.managesCgroups !== false) dp.ensureCgroups(config.workloads.map((w) => w.cgroup));
       const r = dp.split.applyCompiled(config.compiled);
       const resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
       this.resolver = resolver;
@@ -267,6 +267,7 @@ export class Agent {
       ready: this.notReady() === undefined,
       notReady: this.notReady(),
       source: this.opts.source.description,
+      sourceHealth: this.opts.source.health?.(),
       cgroupRoot: this.opts.cgroupRoot,
       pinRoot: this.opts.pinRoot,
       config: this.applied

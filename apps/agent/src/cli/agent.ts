@@ -8,22 +8,29 @@ import { SnapshotError } from '@mesh/split';
 import { Agent, VERSION } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
 import { FileSource, loadConfig } from '../config/file.js';
+import { KubernetesSource, kubepodsRoot, loadKubeConfig, nodeName } from '../config/kubernetes/index.js';
+import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS } from '../log.js';
-import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
+import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
 
 export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]
+       mesh-agent --kubeconfig PATH | --kubernetes [--node-name NAME] [options]
 
 Runs the mesh on this machine: attaches the split and metrics programs to the mesh's cgroup v2 subtree,
 applies the Services, EndpointSlices, HTTPRoutes and Workloads of PATH, and re-applies them when PATH changes.
 A config that fails validation is rejected whole; the previous one stays in force.
 
 Options:
-  --config PATH        a YAML file, or a directory of *.yaml/*.yml/*.json files (multi-document)   [required]
+  --config PATH        a YAML file, or a directory of *.yaml/*.yml/*.json files (multi-document)
+  --kubeconfig PATH    read the objects from a Kubernetes API server instead (docs/kubernetes.md)
+  --kubernetes         the same with in-cluster config (the pod's service account)
+  --node-name NAME     the node whose pods are workloads here                      [$NODE_NAME or host name]
   --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the meshctl API     [${DEFAULT_API}]
   --pin-root DIR       bpffs directory for the mesh's pinned maps and links                    [${DEFAULT_PIN_ROOT}]
   --cgroup-root DIR    cgroup v2 directory whose subtree is the mesh        [<cgroup2 mount>/mesh]
+                       (with Kubernetes: the kubepods directory, kubepods.slice or kubepods)
   --log-level LEVEL    debug, info, warn or error                                                 [info]
   --bpf-stats          keep the kernel's BPF run-time statistics on (shown by meshctl status)
   --max-services N     capacity of the service table                                             [16384]
@@ -47,6 +54,9 @@ export async function main(argv: string[]): Promise<number> {
       args: argv,
       options: {
         config: { type: 'string' },
+        kubeconfig: { type: 'string' },
+        kubernetes: { type: 'boolean', default: false },
+        'node-name': { type: 'string' },
         listen: { type: 'string', default: DEFAULT_API },
         'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT },
         'cgroup-root': { type: 'string' },
@@ -74,7 +84,10 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`mesh-agent ${VERSION}\n`);
       return EXIT.OK;
     }
-    if (!args.config) throw new UsageError('--config is required');
+    const sources = [args.config, args.kubeconfig, args.kubernetes || undefined].filter((x) => x !== undefined).length;
+    if (sources === 0) throw new UsageError('--config is required (or, on Kubernetes, --kubeconfig PATH or --kubernetes)');
+    if (sources > 1) throw new UsageError('give one of --config, --kubeconfig and --kubernetes');
+    if (args.check && !args.config) throw new UsageError('--check validates a --config');
     if (!LEVELS.includes(args['log-level'] as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const { host } = parseHostPort(args.listen!);
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
@@ -96,7 +109,7 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger({ level: args['log-level'] as Level });
   if (args.check) {
     try {
-      const cfg = resolveConfig(loadConfig(args.config));
+      const cfg = resolveConfig(loadConfig(args.config!));
       process.stdout.write(
         `${args.config}: valid: ${cfg.routing.services.length} services, ${cfg.routing.httpRoutes.length} routes, ${cfg.workloads.length} workloads, ` +
           `${cfg.routing.endpointSlices.length} endpoint slices\n`,
@@ -110,13 +123,28 @@ export async function main(argv: string[]): Promise<number> {
 
   let cgroupRoot: string;
   try {
-    cgroupRoot = args['cgroup-root'] ?? defaultCgroupRoot();
+    cgroupRoot = args['cgroup-root'] ?? (args.config ? defaultCgroupRoot() : kubepodsRoot(cgroup2Mount()));
   } catch (err) {
     log.error('cannot find the cgroup v2 hierarchy', { err });
     return EXIT.FAILURE;
   }
+  let source: ConfigSource;
+  try {
+    source = args.config
+      ? new FileSource(args.config)
+      : new KubernetesSource({
+          kubeConfig: loadKubeConfig(args.kubeconfig ? { kubeconfig: args.kubeconfig } : { inCluster: true }),
+          nodeName: nodeName(args['node-name']),
+          cgroupRoot,
+          log,
+        });
+  } catch (err) {
+    log.error('cannot set up the Kubernetes source', { err });
+    process.stderr.write(`mesh-agent: ${(err as Error).message}\n`);
+    return EXIT.FAILURE;
+  }
   const agent = new Agent({
-    source: new FileSource(args.config),
+    source,
     listen: args.listen!,
     pinRoot: args['pin-root']!,
     cgroupRoot,
@@ -131,7 +159,7 @@ export async function main(argv: string[]): Promise<number> {
       svidTtlMs: parseDuration(args['svid-ttl']!)!,
     },
   });
-  log.info('starting', { version: VERSION, pid: process.pid, config: args.config });
+  log.info('starting', { version: VERSION, pid: process.pid, config: args.config ?? source.description });
   // A hangup (the terminal that started the agent closed, `kill -HUP`, a reload) must not stop the datapath's
   // owner, and there is nothing to reload: config files are re-read as they change (docs/agent.md).
   process.on('SIGHUP', () => log.info('SIGHUP ignored: config files are re-read as they change'));

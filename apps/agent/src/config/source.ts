@@ -14,4 +14,8 @@ export interface ConfigSource {
   /** Starts watching; the first update is delivered before start() returns or soon after. */
   start(onUpdate: (u: ConfigUpdate) => void): void;
   stop(): void;
+  /** false when something else makes and removes workloads' cgroups (kubelet, for the Kubernetes source). */
+  readonly managesCgroups?: boolean;
+  /** The source's own state (watches, last error), shown by status. */
+  health?(): unknown;
 }
