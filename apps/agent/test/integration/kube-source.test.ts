@@ -110,6 +110,20 @@ describePrivileged('Kubernetes source: snapshots', () => {
     expect(rig.updates).toHaveLength(2);
   });
 
+  it('a steady stream of changes still delivers, at most the max delay apart', async () => {
+    rig = await startRig({ debounceMs: 200, maxDelayMs: 600 });
+    await waitFor(() => rig!.updates.length === 1, WAIT_MS, 'the first snapshot');
+    rig.server.create(namespace('churn'));
+    // A change every 50 ms for 2.4 s: never 200 ms of quiet.
+    for (let i = 0; i < 48; i++) {
+      rig.server.create(service('churn', `s${i}`, 80));
+      await sleep(50);
+    }
+    const during = rig.updates.length - 1;
+    await converged(rig, 'the 48 services');
+    expect(during).toBeGreaterThanOrEqual(2);
+  });
+
   it('a relist that changes nothing, and writes to fields the mesh does not read, deliver nothing', async () => {
     rig = await startRig();
     const { server } = rig;

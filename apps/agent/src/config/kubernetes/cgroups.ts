@@ -28,7 +28,7 @@ export interface PodCgroup {
 
 const QOS_CLASSES: QosClass[] = ['Guaranteed', 'Burstable', 'BestEffort'];
 // A UID goes into a path: only what Kubernetes UIDs are made of, so nothing can climb out of the root.
-const UID = /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/;
+export const POD_UID = /^[0-9A-Za-z][0-9A-Za-z-]{0,127}$/;
 
 /** The pod's directory under the kubepods directory of each driver, for one QoS class. */
 function podDirs(uid: string, qos: QosClass): { driver: CgroupDriver; path: string }[] {
@@ -45,7 +45,7 @@ function podDirs(uid: string, qos: QosClass): { driver: CgroupDriver; path: stri
  * out like one) or a directory that holds it, such as the cgroup2 mount.
  */
 export function podCgroupCandidates(root: string, uid: string, qos?: QosClass): { driver: CgroupDriver; qos: QosClass; path: string }[] {
-  if (!UID.test(uid)) throw new TypeError(`pod UID ${JSON.stringify(uid)}: expected letters, digits and -`);
+  if (!POD_UID.test(uid)) throw new TypeError(`pod UID ${JSON.stringify(uid)}: expected letters, digits and -`);
   const base = basename(root);
   const prefix = (driver: CgroupDriver): string[] => {
     if (base === 'kubepods.slice') return driver === 'systemd' ? [''] : [];

@@ -5,7 +5,7 @@
 import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 
 import { WORKLOAD_API_VERSION, type Workload } from '../objects.js';
-import type { QosClass } from './cgroups.js';
+import { POD_UID, type QosClass } from './cgroups.js';
 
 /** `true` on a namespace or a pod puts it in the mesh; `false` on a pod keeps the pod out. */
 export const MESH_ENABLED_LABEL = 'mesh.dev/enabled';
@@ -28,7 +28,7 @@ export function inMesh(pod: V1Pod, namespace: V1Namespace | undefined): boolean 
 /** Why an in-mesh pod cannot be a workload on this node, or undefined when it can. */
 export function podProblem(pod: V1Pod): string | undefined {
   const m = pod.metadata;
-  if (!m?.uid) return 'metadata.uid: missing';
+  if (!m?.uid || !POD_UID.test(m.uid)) return `metadata.uid: ${JSON.stringify(m?.uid)} is not a UID`;
   if (!m.name || !DNS_LABEL.test(m.name)) return `metadata.name: ${JSON.stringify(m.name)} is not a DNS label, as a workload's name must be`;
   if (pod.spec?.hostNetwork) return 'spec.hostNetwork: the pod shares the node\'s network and cgroup traffic; the mesh leaves it alone';
   const sa = pod.spec?.serviceAccountName ?? 'default';

@@ -27,6 +27,8 @@ export interface KubernetesSourceOptions {
   cgroupRoot: string;
   /** Quiet time after a change before a snapshot is made; default 100 ms. */
   debounceMs?: number;
+  /** Longest a change waits under a steady stream of others (the debounce alone would wait forever); default 1,000 ms. */
+  maxDelayMs?: number;
   /** How often pods whose cgroup kubelet has not made yet are looked for again; default 1,000 ms. */
   cgroupRetryMs?: number;
   informer?: InformerOptions;
@@ -69,6 +71,8 @@ export class KubernetesSource implements ConfigSource {
   private readonly log: Logger | undefined;
   private onUpdate: ((u: ConfigUpdate) => void) | undefined;
   private debounce: NodeJS.Timeout | undefined;
+  /** When the oldest change not yet in a snapshot came (performance.now()). */
+  private pendingSince: number | undefined;
   private retry: NodeJS.Timeout | undefined;
   private lastHash: string | undefined;
   private updates = 0;
@@ -152,15 +156,27 @@ export class KubernetesSource implements ConfigSource {
   private schedule(): void {
     if (this.stopped) return;
     clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => this.emit(), this.opts.debounceMs ?? 100);
+    const now = performance.now();
+    this.pendingSince ??= now;
+    const wait = Math.min(this.opts.debounceMs ?? 100, Math.max(0, this.pendingSince + (this.opts.maxDelayMs ?? 1000) - now));
+    this.debounce = setTimeout(() => this.emit(), wait);
   }
 
   private emit(): void {
     this.debounce = undefined;
+    this.pendingSince = undefined;
     if (this.stopped || !this.onUpdate) return;
     if (!Object.values(this.informers).every((i) => i.health().synced)) return; // the last informer's list schedules again
     const t0 = performance.now();
-    const { snapshot, hash } = this.build();
+    let built: { snapshot: ConfigSnapshot; hash: string };
+    try {
+      built = this.build();
+    } catch (err) {
+      // An object shaped in a way no check foresaw: reported like a bad file, the last snapshot stays.
+      this.log?.error('kubernetes: cannot make a snapshot', { err });
+      return this.onUpdate({ error: err as Error });
+    }
+    const { snapshot, hash } = built;
     if (hash === this.lastHash) return;
     this.lastHash = hash;
     this.updates++;
