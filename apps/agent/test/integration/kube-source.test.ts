@@ -101,7 +101,7 @@ describePrivileged('Kubernetes source: snapshots', () => {
   });
 
   it('debounces: a burst of changes is one snapshot', async () => {
-    rig = await startRig({ debounceMs: 300 });
+    rig = await startRig({ debounceMs: 300, maxDelayMs: 5000 });
     await waitFor(() => rig!.updates.length === 1, WAIT_MS, 'the first snapshot');
     rig.server.create(namespace('burst'));
     for (let i = 0; i < 50; i++) rig.server.create(service('burst', `s${i}`, 80));
