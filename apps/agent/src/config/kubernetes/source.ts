@@ -149,7 +149,7 @@ export class KubernetesSource implements ConfigSource {
     if (healthy) this.log?.info('kubernetes: watching', { resources: WATCHED.map((r) => r.name) });
     else {
       const down = Object.entries(this.informers).filter(([, i]) => !i.health().healthy && i.health().lastError);
-      if (down.length) this.log?.warn('kubernetes: API server unreachable; the last snapshot stays in force', { errors: Object.fromEntries(down.map(([k, i]) => [k, i.health().lastError?.message])) });
+      if (down.length) this.log?.warn('kubernetes: watches failed (restarting with backoff); the last snapshot stays in force', { errors: Object.fromEntries(down.map(([k, i]) => [k, i.health().lastError?.message])) });
     }
   }
 
