@@ -16,7 +16,7 @@ const NODE = 'node-e2e';
 async function startKubeAgent(env: MeshEnv, kubeconfig: string) {
   const child = env.procs.spawn(
     AGENT_BIN,
-    ['--kubeconfig', kubeconfig, '--node-name', NODE, '--listen', env.listen, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot],
+    ['--kubeconfig', kubeconfig, '--node-name', NODE, '--listen', env.listen, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot, '--state-dir', env.stateDir],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const deadline = Date.now() + 30_000;
