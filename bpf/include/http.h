@@ -91,6 +91,7 @@ struct http_exchange {
 #define HTTP_RS_COLLECT 1 /* a status line is being collected across segments (from start_ns, start_seq) */
 #define HTTP_RS_INTERIM 2 /* in an interim response's header block: its end comes before the next status line */
 #define HTTP_RS_TUNNEL 4  /* after 101 Switching Protocols or a 2xx to CONNECT: no longer HTTP/1.x */
+#define HTTP_RS_NOT_H2 8  /* the peer's first bytes, before any request, were not an HTTP/2 server's SETTINGS */
 
 /* The response direction's own state. */
 struct http_resp_side {
@@ -128,6 +129,9 @@ enum http_pair {
 	HTTP_PAIR_NONE,        /* measures its own side only */
 	HTTP_PAIR_CLIENT,      /* a client socket whose server's socket measures both sides: does nothing */
 	HTTP_PAIR_SERVER,      /* a server socket that measures both sides */
+	/* HTTP/2 (the preface was seen): frames go to user space (struct h2_record), nothing is parsed as HTTP/1. */
+	HTTP_PAIR_H2,          /* measures its own side */
+	HTTP_PAIR_H2_BOTH,     /* a server socket that was HTTP_PAIR_SERVER: its records name the client's side too */
 };
 
 /* A client connection waiting for its server's socket, keyed as the client sees it. */
@@ -237,8 +241,71 @@ enum http_counter {
 	HTTP_C_TCP_OVERFLOW,
 	HTTP_C_PAIRED,           /* connections measured at their server's socket for both sides (enum http_pair) */
 	HTTP_C_HTTP2,            /* connections that carried the HTTP/2 preface (not counted as HTTP/1), per side */
+	HTTP_C_H2_DROPS,         /* HTTP/2 records the ring buffer had no room for (user space sees a sequence gap) */
+	HTTP_C_H2_LOST,          /* HTTP/2 connection directions whose frames could no longer be followed */
 	HTTP_C_MAX,
 };
+
+/*
+ * HTTP/2 (h2c): per connection direction the programs follow the frame headers (skipping DATA by its length,
+ * never copying it) and hand header-carrying frames to user space through the h2_events ring buffer, where HPACK
+ * is decoded with one dynamic table per direction (packages/metrics/src/h2/). Directions are numbered by record,
+ * so a record that found no room shows as a gap and user space stops trusting that direction's table.
+ */
+#define H2_PREFACE_LEN 24
+#define H2_FRAME_HEADER 9
+#define H2_SMALL_PAYLOAD 256   /* records come in two sizes: most header blocks fit the small one */
+#define H2_MAX_PAYLOAD 4096    /* a longer payload is cut here (captured < length): user space marks the direction */
+#define H2_RINGBUF_SIZE (4U << 20)
+#define H2_MAX_FRAMES 512      /* frame headers followed per packet; more and the direction is lost */
+
+enum h2_dir_state { H2_DIR_OFF = 0, H2_DIR_ON, H2_DIR_LOST };
+
+/* One direction's position in the frame stream (dir[0]: client to server; dir[1]: server to client). */
+struct h2_dir {
+	__u32 next;   /* TCP sequence number of the next frame header's first byte */
+	__u32 seq;    /* records sent for this direction */
+	__u8 state;   /* enum h2_dir_state */
+	__u8 have;    /* bytes of a frame header split across packets, collected in hdr */
+	__u8 hdr[H2_FRAME_HEADER];
+	__u8 pad;
+}; /* 20 bytes */
+
+struct h2_conn {
+	struct h2_dir dir[2];
+}; /* 40 bytes */
+
+enum h2_kind {
+	H2_REC_FRAME = 1, /* a frame header and its payload (or its first H2_MAX_PAYLOAD bytes) */
+	H2_REC_LOST = 2,  /* the direction's frames can no longer be followed (a gap in the TCP stream, too many frames) */
+	H2_REC_CLOSE = 3, /* the connection closed: its decoders can go */
+};
+
+#define H2_F_RESPONSE 1 /* the server-to-client direction */
+#define H2_F_SERVER 2   /* the socket is the server's */
+#define H2_F_PAIRED 4   /* a server socket that measures its client's side too (peer_cgroup, local_ip) */
+
+/* Frames sent: HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS (not ACKs), RST_STREAM, GOAWAY, and DATA frames
+ * that end a stream (header only). */
+struct h2_record {
+	__u64 cookie;        /* the socket's */
+	__u64 ts_ns;         /* when the packet left (egress) or arrived (ingress); bpf_ktime_get_ns's clock */
+	__u64 cgroup_id;
+	__u64 peer_cgroup;   /* H2_F_PAIRED: the client's cgroup */
+	__u32 remote_ip[4];  /* network order; IPv4 in [0]; all zero for a peer that is not known */
+	__u32 local_ip[4];   /* H2_F_PAIRED: the address the client dialled (all zero when not known) */
+	__u32 seq;           /* records of this direction before this one (kind LOST counts too) */
+	__u32 length;        /* the frame's payload length */
+	__u16 remote_port;   /* host order */
+	__u16 local_port;
+	__u16 captured;      /* payload bytes in data */
+	__u8 kind;           /* enum h2_kind */
+	__u8 flags;          /* H2_F_* */
+	__u8 family;
+	__u8 frame[H2_FRAME_HEADER];
+	__u8 pad[6];
+	__u8 data[];
+}; /* 96 bytes, then the payload */
 
 #ifdef __cplusplus
 #define HTTP_ASSERT static_assert
@@ -265,5 +332,8 @@ HTTP_SIZE_CHECK(http_key, 40);
 HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);
 HTTP_SIZE_CHECK(l4_pair_value, 32);
+HTTP_SIZE_CHECK(h2_dir, 20);
+HTTP_SIZE_CHECK(h2_conn, 40);
+HTTP_SIZE_CHECK(h2_record, 96);
 
 #endif /* MESH_BPF_HTTP_H */

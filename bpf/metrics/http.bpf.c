@@ -250,7 +250,7 @@ static __always_inline void flush_bytes(struct http_conn *c, __u32 *n, int reque
 
 	own_side(c, &s);
 	add_bytes(&s, *n, sent);
-	if (c->pair == HTTP_PAIR_SERVER) {
+	if (c->pair == HTTP_PAIR_SERVER || c->pair == HTTP_PAIR_H2_BOTH) {
 		peer_side(c, &s);
 		add_bytes(&s, *n, !sent);
 	}
@@ -347,6 +347,377 @@ static __always_inline __u64 line_time(struct __sk_buff *skb, int egress)
 	return t ? t : bpf_ktime_get_ns();
 }
 
+/* a is after b in sequence space. */
+static __always_inline int seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+/* ---- HTTP/2 (see struct h2_record in http.h) ---- */
+
+/* Per socket, only for connections that carried the HTTP/2 preface (or whose server spoke first with SETTINGS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct h2_conn);
+} h2_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, H2_RINGBUF_SIZE);
+} h2_events SEC(".maps");
+
+/* Frame types (RFC 9113 §6) and flags the programs look at. */
+#define H2_DATA 0
+#define H2_HEADERS 1
+#define H2_RST_STREAM 3
+#define H2_SETTINGS 4
+#define H2_PUSH_PROMISE 5
+#define H2_GOAWAY 7
+#define H2_CONTINUATION 9
+#define H2_END_STREAM 1
+#define H2_ACK 1
+
+/* A payload packet as the HTTP/2 functions get it (subprograms take at most five arguments). */
+struct h2_pkt {
+	__u32 off;   /* the payload's offset in the packet */
+	__u32 len;   /* its length */
+	__u32 seq;   /* the sequence number of its first byte */
+	__u32 egress;
+};
+
+/* bpf_loop's context while walking one packet's frames. */
+struct h2_walk {
+	struct __sk_buff *skb;
+	struct http_conn *c;
+	struct h2_dir *d;
+	__u64 ts;
+	__u32 off;    /* the payload's offset in the packet */
+	__u32 len;    /* its length */
+	__u32 seq;    /* the sequence number of its first byte */
+	__u32 o;      /* where the next frame header starts, from off */
+	__u8 flags;   /* H2_F_* of the records */
+	__u8 lost;    /* set when the walk gave up */
+};
+
+/* The record's fixed part: who, which direction, when. */
+static __always_inline void h2_fill(struct h2_record *r, const struct http_conn *c, struct h2_dir *d, __u8 flags,
+				    __u64 ts, __u8 kind, __u64 cookie)
+{
+	r->cookie = cookie;
+	r->ts_ns = ts;
+	r->cgroup_id = c->cgroup_id;
+	r->peer_cgroup = c->pair == HTTP_PAIR_H2_BOTH ? c->peer_cgroup : 0;
+	if (c->peers & HTTP_PEER_REMOTE)
+		__builtin_memcpy(r->remote_ip, c->remote_ip, sizeof(r->remote_ip));
+	else
+		__builtin_memset(r->remote_ip, 0, sizeof(r->remote_ip));
+	if (c->peers & HTTP_PEER_LOCAL)
+		__builtin_memcpy(r->local_ip, c->local_ip, sizeof(r->local_ip));
+	else
+		__builtin_memset(r->local_ip, 0, sizeof(r->local_ip));
+	r->seq = d ? d->seq++ : 0;
+	r->length = 0;
+	r->remote_port = c->remote_port;
+	r->local_port = c->local_port;
+	r->captured = 0;
+	r->kind = kind;
+	r->flags = flags | (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (c->pair == HTTP_PAIR_H2_BOTH ? H2_F_PAIRED : 0);
+	r->family = c->family;
+	__builtin_memset(r->frame, 0, sizeof(r->frame));
+	__builtin_memset(r->pad, 0, sizeof(r->pad));
+}
+
+/* Payload bytes [1, max] for bpf_skb_load_bytes, in a form every verifier follows (see collect in http_parse.h). */
+#define H2_BOUND(n, max) ((((n) - 1) & ((max) - 1)) + 1)
+
+/* A frame to user space: its header and the part of its payload in this packet (up to H2_MAX_PAYLOAD). */
+static __always_inline void h2_emit(struct h2_walk *w, const __u8 *h, __u32 at, __u32 flen)
+{
+	__u32 n = flen, avail = at < w->len ? w->len - at : 0;
+	struct h2_record *r;
+
+	if (n > avail)
+		n = avail;
+	asm volatile("" : "+r"(n));
+	if (n <= H2_SMALL_PAYLOAD) {
+		r = bpf_ringbuf_reserve(&h2_events, sizeof(*r) + H2_SMALL_PAYLOAD, 0);
+		if (!r)
+			goto drop;
+		if (n && bpf_skb_load_bytes(w->skb, w->off + at, r->data, H2_BOUND(n, H2_SMALL_PAYLOAD)))
+			n = 0;
+	} else {
+		r = bpf_ringbuf_reserve(&h2_events, sizeof(*r) + H2_MAX_PAYLOAD, 0);
+		if (!r)
+			goto drop;
+		if (n > H2_MAX_PAYLOAD)
+			n = H2_MAX_PAYLOAD;
+		asm volatile("" : "+r"(n));
+		if (bpf_skb_load_bytes(w->skb, w->off + at, r->data, H2_BOUND(n, H2_MAX_PAYLOAD)))
+			n = 0;
+	}
+	h2_fill(r, w->c, w->d, w->flags, w->ts, H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
+	r->length = flen;
+	r->captured = n;
+	__builtin_memcpy(r->frame, h, H2_FRAME_HEADER);
+	bpf_ringbuf_submit(r, 0);
+	return;
+drop:
+	/* The sequence number moves all the same: user space sees the gap. */
+	w->d->seq++;
+	count(HTTP_C_H2_DROPS, 1);
+}
+
+/* One frame header of the packet (bpf_loop's callback): read it (or its rest), send the frame if it carries
+ * what user space needs, move past its payload. 1 ends the walk. */
+static long h2_step(__u32 i, void *ctx)
+{
+	struct h2_walk *w = ctx;
+	struct h2_dir *d = w->d;
+	__u8 h[H2_FRAME_HEADER];
+	__u32 o = w->o, flen;
+	__u8 type, fl;
+
+	if (o >= w->len)
+		return 1;
+	if (d->have || w->len - o < H2_FRAME_HEADER) {
+		/* A frame header split across packets: collected byte by byte (at most 8 bytes per side of a split). */
+		for (int k = 0; k < H2_FRAME_HEADER; k++) {
+			__u32 have = d->have;
+			__u8 b;
+
+			if (o >= w->len)
+				break;
+			/* For the verifier: the index checked is the register that indexes. */
+			asm volatile("" : "+r"(have));
+			if (have >= H2_FRAME_HEADER)
+				break;
+			if (bpf_skb_load_bytes(w->skb, w->off + o, &b, 1)) {
+				w->lost = 1;
+				return 1;
+			}
+			d->hdr[have] = b;
+			d->have = have + 1;
+			o++;
+		}
+		if (d->have < H2_FRAME_HEADER) {
+			w->o = o;
+			return 1;
+		}
+		__builtin_memcpy(h, d->hdr, H2_FRAME_HEADER);
+		d->have = 0;
+	} else {
+		if (bpf_skb_load_bytes(w->skb, w->off + o, h, H2_FRAME_HEADER)) {
+			w->lost = 1;
+			return 1;
+		}
+		o += H2_FRAME_HEADER;
+	}
+	flen = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+	type = h[3];
+	fl = h[4];
+	if (type == H2_HEADERS || type == H2_CONTINUATION || type == H2_PUSH_PROMISE || type == H2_RST_STREAM ||
+	    type == H2_GOAWAY || (type == H2_SETTINGS && !(fl & H2_ACK)) || (type == H2_DATA && (fl & H2_END_STREAM)))
+		h2_emit(w, h, o, type == H2_DATA ? 0 : flen);
+	d->next = w->seq + o + flen;
+	w->o = o + flen;
+	return w->o >= w->len;
+}
+
+/* A direction lost for good: user space is told, and its later frames are not followed. */
+static __always_inline void h2_lose(struct h2_walk *w)
+{
+	struct h2_record *r;
+
+	w->d->state = H2_DIR_LOST;
+	count(HTTP_C_H2_LOST, 1);
+	r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
+	if (!r) {
+		w->d->seq++;
+		count(HTTP_C_H2_DROPS, 1);
+		return;
+	}
+	h2_fill(r, w->c, w->d, w->flags, w->ts, H2_REC_LOST, bpf_get_socket_cookie(w->skb));
+	bpf_ringbuf_submit(r, 0);
+}
+
+/*
+ * A payload packet of an HTTP/2 direction: the frame headers that start in it (and the rest of one split at the
+ * previous packet's end). Bytes before the next expected one (retransmissions) are skipped; bytes after it mean
+ * the walk lost its place.
+ */
+static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c, struct h2_conn *h, const struct h2_pkt *p)
+{
+	__u32 off, len, seq;
+	int egress;
+
+	struct h2_walk w = {};
+	struct h2_dir *d;
+	__u32 pos, skip;
+	int response;
+
+	if (!c || !h || !p)
+		return 0;
+	off = p->off;
+	len = p->len;
+	seq = p->seq;
+	egress = p->egress;
+	response = (c->role == HTTP_ROLE_CLIENT) != (egress != 0);
+	d = &h->dir[response ? 1 : 0];
+	if (d->state != H2_DIR_ON)
+		return 0;
+	pos = d->next + d->have;
+	if (seq_after(seq, pos))
+		skip = 0xffffffff; /* a gap: bytes the programs never saw */
+	else
+		skip = pos - seq;
+	if (skip != 0xffffffff && skip >= len)
+		return 0; /* within a frame's payload, or a retransmission */
+	w.skb = skb;
+	w.c = c;
+	w.d = d;
+	w.ts = line_time(skb, egress);
+	w.flags = response ? H2_F_RESPONSE : 0;
+	if (skip == 0xffffffff) {
+		h2_lose(&w);
+		return 0;
+	}
+	w.off = off;
+	w.len = len;
+	w.seq = seq;
+	w.o = skip;
+	bpf_loop(H2_MAX_FRAMES, h2_step, &w, 0);
+	if (w.lost || w.o < w.len)
+		h2_lose(&w);
+	return 0;
+}
+
+/* The socket's HTTP/2 state, created on first use with each direction's first frame header's place (the request
+ * direction's after the preface). A direction already followed (the response direction, when the server spoke
+ * first) keeps its place. */
+static __always_inline struct h2_conn *h2_state(struct bpf_sock *sk, const struct http_conn *c)
+{
+	struct h2_conn *h = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	int client = c->role == HTTP_ROLE_CLIENT;
+
+	if (!h)
+		return 0;
+	if (h->dir[0].state == H2_DIR_OFF) {
+		h->dir[0].next = (client ? c->snd_seq : c->rcv_seq) + H2_PREFACE_LEN;
+		h->dir[0].state = H2_DIR_ON;
+	}
+	if (h->dir[1].state == H2_DIR_OFF) {
+		h->dir[1].next = client ? c->rcv_seq : c->snd_seq;
+		h->dir[1].state = H2_DIR_ON;
+	}
+	return h;
+}
+
+/* The request direction carried the preface: HTTP/2 from here on, this packet included. */
+static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, const struct h2_pkt *p)
+{
+	struct h2_conn *h;
+
+	if (!c || !p)
+		return 0;
+	c->pair = c->pair == HTTP_PAIR_SERVER ? HTTP_PAIR_H2_BOTH : HTTP_PAIR_H2;
+	h = h2_state(sk, c);
+	if (h)
+		h2_packet(skb, c, h, p);
+	return 0;
+}
+
+/*
+ * The response direction before any request: an HTTP/2 server sends its SETTINGS without waiting for the
+ * client's preface, so a stream whose first bytes are a SETTINGS frame header on stream 0 is followed from its
+ * first byte (otherwise the frame lengths after it would be unknown once the preface arrives). Anything else
+ * marks the response side, which then skips this check.
+ */
+static __noinline int h2_early(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, const struct h2_pkt *p)
+{
+	struct h2_conn *h;
+	__u8 b[H2_FRAME_HEADER];
+	__u32 off, len, seq;
+	int egress;
+
+	if (!c || !p)
+		return 0;
+	off = p->off;
+	len = p->len;
+	seq = p->seq;
+	egress = p->egress;
+	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+	if (!h) {
+		if (seq != (egress ? c->snd_seq : c->rcv_seq) || len < H2_FRAME_HEADER ||
+		    bpf_skb_load_bytes(skb, off, b, H2_FRAME_HEADER) || b[3] != H2_SETTINGS || b[4] != 0 ||
+		    (b[5] | b[6] | b[7] | b[8]) != 0) {
+			c->resp.flags |= HTTP_RS_NOT_H2;
+			return 0;
+		}
+		h = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!h)
+			return 0;
+		h->dir[1].next = seq;
+		h->dir[1].state = H2_DIR_ON;
+	}
+	/* Not HTTP/2 yet: no records until the preface arrives, only the place in the stream. */
+	if (h->dir[1].state == H2_DIR_ON) {
+		struct h2_walk w = {};
+
+		w.skb = skb;
+		w.c = c;
+		w.d = &h->dir[1];
+		w.off = off;
+		w.len = len;
+		w.seq = seq;
+		w.flags = H2_F_RESPONSE;
+		w.ts = line_time(skb, egress);
+		if (seq_after(seq, w.d->next + w.d->have)) {
+			h2_lose(&w);
+			return 0;
+		}
+		w.o = w.d->next + w.d->have - seq;
+		if (w.o >= len)
+			return 0;
+		bpf_loop(H2_MAX_FRAMES, h2_step, &w, 0);
+		if (w.lost || w.o < w.len)
+			h2_lose(&w);
+	}
+	return 0;
+}
+
+/* An HTTP/2 connection's packet: bytes counted as for HTTP/1, frames followed. */
+static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c,
+				     const struct h2_pkt *p)
+{
+	struct h2_conn *h;
+	__u32 len;
+	int request;
+
+	if (!c || !p)
+		return 0;
+	len = p->len;
+	request = (c->role == HTTP_ROLE_CLIENT) == (p->egress != 0);
+	if (request) {
+		struct http_req_side *rq = bpf_sk_storage_get(&http_reqs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+		if (rq) {
+			rq->unflushed += len;
+			if (rq->unflushed >= 65536)
+				flush_bytes(c, &rq->unflushed, 1);
+		}
+	} else {
+		c->resp.unflushed += len;
+		if (c->resp.unflushed >= 65536)
+			flush_bytes(c, &c->resp.unflushed, 0);
+	}
+	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+	if (h)
+		h2_packet(skb, c, h, p);
+	return 0;
+}
+
 /*
  * A payload packet in the request direction: a new request, the rest of a request line, or a request's body.
  * `ack` is the packet's ack number: it moves once response bytes arrived, so a packet whose ack differs from
@@ -356,8 +727,8 @@ static __always_inline __u64 line_time(struct __sk_buff *skb, int egress)
  * moved ack that are not a request line are the current request's body; only a connection's first bytes decide
  * that it is not HTTP.
  */
-static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
-					   __u32 len, __u32 ack, int egress)
+static __always_inline int request_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
+					  __u32 len, __u32 ack, int egress)
 {
 	/* Created here for a client socket (a server's has it from the handshake): a client whose server's socket
 	 * measures both sides never needs one. */
@@ -369,18 +740,18 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 	int r;
 
 	if (!rq)
-		return;
+		return 0;
 	rq->unflushed += len;
 	if (rq->unflushed >= 65536)
 		flush_bytes(c, &rq->unflushed, 1);
 	if (rq->state == HTTP_RQ_NOT_HTTP)
-		return;
+		return 0;
 	if (rq->state == HTTP_RQ_NONE || ack != rq->ack) {
 		rq->start_ns = line_time(skb, egress);
 		rq->ack = ack;
 		rq->pfx_len = 0;
 	} else if (rq->state == HTTP_RQ_LINE) {
-		return; /* not answered yet: the current request's body */
+		return 0; /* not answered yet: the current request's body */
 	}
 	p = prefix(skb, off, len, (__u8 *)stack, rq->pfx, &rq->pfx_len, &n);
 	r = n == HTTP_PREFIX ? parse_method_prefix(p, &method) : parse_method(p, n, &method);
@@ -398,9 +769,10 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 		barrier();
 		c->ex.id = id;
 	} else if (r == PARSE_H2) {
-		/* HTTP/2 with prior knowledge, or after an upgrade: not HTTP/1.x from here on (a later parser's). */
+		/* HTTP/2 with prior knowledge: not HTTP/1.x from here on; the caller hands the packet to h2_start. */
 		rq->state = HTTP_RQ_NOT_HTTP;
 		count(HTTP_C_HTTP2, sides(c));
+		return 1;
 	} else if (r == PARSE_BAD && rq->id) {
 		rq->state = HTTP_RQ_LINE;
 	} else if (r == PARSE_BAD) {
@@ -409,12 +781,7 @@ static __always_inline void request_packet(struct __sk_buff *skb, struct bpf_soc
 	} else {
 		rq->state = HTTP_RQ_PFX;
 	}
-}
-
-/* a is after b in sequence space. */
-static __always_inline int seq_after(__u32 a, __u32 b)
-{
-	return (__s32)(a - b) > 0;
+	return 0;
 }
 
 /* A status line as read from a packet: the parse's result, and for PARSE_OK its code, time and place. */
@@ -517,8 +884,8 @@ __noinline int after_interim(struct __sk_buff *skb, struct http_resp_side *rs, s
  * this response began (a client sends its next request after it reads the answer), so none of them waits any
  * longer: a request body sent after an interim response whose bytes look like a request line is not a request.
  */
-static __always_inline void response_packet(struct __sk_buff *skb, struct http_conn *c, __u32 off, __u32 len,
-					    __u32 seq, int egress)
+static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
+					    __u32 len, __u32 seq, int egress)
 {
 	struct http_resp_side *rs = &c->resp;
 	const struct http_req_info *info;
@@ -533,8 +900,15 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct http_c
 		return;
 	/* No request handed over yet (none, its line in pieces, or not HTTP). */
 	id = *(volatile __u32 *)&c->ex.id;
-	if (id == 0)
+	if (id == 0) {
+		/* Before any request (rare for HTTP/1.x): maybe an HTTP/2 server's SETTINGS. */
+		if (!(rs->flags & HTTP_RS_NOT_H2)) {
+			struct h2_pkt p = { .off = off, .len = len, .seq = seq, .egress = egress };
+
+			h2_early(skb, sk, c, &p);
+		}
 		return;
+	}
 	barrier();
 	sl.off = off;
 	sl.len = len;
@@ -671,10 +1045,21 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	/* Its server's socket, on this node, measures this connection for both sides. */
 	if (c->pair == HTTP_PAIR_CLIENT)
 		return 1;
-	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0))
-		request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress);
-	else
-		response_packet(skb, c, off, skb->len - off, bpf_ntohl(th->seq), egress);
+	if (c->pair >= HTTP_PAIR_H2) {
+		struct h2_pkt p = { .off = off, .len = skb->len - off, .seq = bpf_ntohl(th->seq), .egress = egress };
+
+		h2_conn_packet(skb, sk, c, &p);
+		return 1;
+	}
+	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0)) {
+		if (request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress)) {
+			struct h2_pkt p = { .off = off, .len = skb->len - off, .seq = bpf_ntohl(th->seq), .egress = egress };
+
+			h2_start(skb, sk, c, &p);
+		}
+	} else {
+		response_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->seq), egress);
+	}
 	return 1;
 }
 
@@ -792,6 +1177,16 @@ int http_sockops(struct bpf_sock_ops *skops)
 		}
 		if (c->cgroup_id == 0)
 			return 1;
+		if (c->pair >= HTTP_PAIR_H2) {
+			struct h2_record *r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
+
+			if (r) {
+				h2_fill(r, c, 0, 0, bpf_ktime_get_ns(), H2_REC_CLOSE, bpf_get_socket_cookie(skops));
+				bpf_ringbuf_submit(r, 0);
+			} else {
+				count(HTTP_C_H2_DROPS, 1);
+			}
+		}
 		own_side(c, &s);
 		t = tcp_entry(&s);
 		if (t)
