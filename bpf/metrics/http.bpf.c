@@ -379,26 +379,26 @@ struct {
 #define H2_END_STREAM 1
 #define H2_ACK 1
 
-/* A payload packet as the HTTP/2 functions get it (subprograms take at most five arguments). */
-struct h2_pkt {
-	__u32 off;   /* the payload's offset in the packet */
-	__u32 len;   /* its length */
-	__u32 seq;   /* the sequence number of its first byte */
-	__u32 egress;
-};
+/*
+ * A payload packet as the HTTP/2 functions get it, in two words (subprograms take five arguments at most, and a
+ * struct on the caller's stack would count against the 512 bytes all frames share, bpf_loop's callback included):
+ * ol = the payload's offset << 32 | its length; se = egress << 32 | the sequence number of its first byte.
+ */
+#define H2_OL(off, len) ((__u64)(off) << 32 | (__u32)(len))
+#define H2_SE(seq, egress) ((__u64)((egress) != 0) << 32 | (__u32)(seq))
 
 /* bpf_loop's context while walking one packet's frames. */
 struct h2_walk {
 	struct __sk_buff *skb;
 	struct http_conn *c;
 	struct h2_dir *d;
-	__u64 ts;
 	__u32 off;    /* the payload's offset in the packet */
 	__u32 len;    /* its length */
 	__u32 seq;    /* the sequence number of its first byte */
 	__u32 o;      /* where the next frame header starts, from off */
 	__u8 flags;   /* H2_F_* of the records */
 	__u8 lost;    /* set when the walk gave up */
+	__u8 egress;
 };
 
 /* The record's fixed part: who, which direction, when. */
@@ -457,7 +457,7 @@ static __always_inline void h2_emit(struct h2_walk *w, const __u8 *h, __u32 at, 
 		if (bpf_skb_load_bytes(w->skb, w->off + at, r->data, H2_BOUND(n, H2_MAX_PAYLOAD)))
 			n = 0;
 	}
-	h2_fill(r, w->c, w->d, w->flags, w->ts, H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
+	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
 	r->length = flen;
 	r->captured = n;
 	__builtin_memcpy(r->frame, h, H2_FRAME_HEADER);
@@ -475,7 +475,6 @@ static long h2_step(__u32 i, void *ctx)
 {
 	struct h2_walk *w = ctx;
 	struct h2_dir *d = w->d;
-	__u8 h[H2_FRAME_HEADER];
 	__u32 o = w->o, flen;
 	__u8 type, fl;
 
@@ -505,21 +504,21 @@ static long h2_step(__u32 i, void *ctx)
 			w->o = o;
 			return 1;
 		}
-		__builtin_memcpy(h, d->hdr, H2_FRAME_HEADER);
 		d->have = 0;
 	} else {
-		if (bpf_skb_load_bytes(w->skb, w->off + o, h, H2_FRAME_HEADER)) {
+		/* Read into the direction's state, not the stack (see H2_OL). */
+		if (bpf_skb_load_bytes(w->skb, w->off + o, d->hdr, H2_FRAME_HEADER)) {
 			w->lost = 1;
 			return 1;
 		}
 		o += H2_FRAME_HEADER;
 	}
-	flen = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
-	type = h[3];
-	fl = h[4];
+	flen = (__u32)d->hdr[0] << 16 | (__u32)d->hdr[1] << 8 | d->hdr[2];
+	type = d->hdr[3];
+	fl = d->hdr[4];
 	if (type == H2_HEADERS || type == H2_CONTINUATION || type == H2_PUSH_PROMISE || type == H2_RST_STREAM ||
 	    type == H2_GOAWAY || (type == H2_SETTINGS && !(fl & H2_ACK)) || (type == H2_DATA && (fl & H2_END_STREAM)))
-		h2_emit(w, h, o, type == H2_DATA ? 0 : flen);
+		h2_emit(w, d->hdr, o, type == H2_DATA ? 0 : flen);
 	d->next = w->seq + o + flen;
 	w->o = o + flen;
 	return w->o >= w->len;
@@ -538,7 +537,7 @@ static __always_inline void h2_lose(struct h2_walk *w)
 		count(HTTP_C_H2_DROPS, 1);
 		return;
 	}
-	h2_fill(r, w->c, w->d, w->flags, w->ts, H2_REC_LOST, bpf_get_socket_cookie(w->skb));
+	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_LOST, bpf_get_socket_cookie(w->skb));
 	bpf_ringbuf_submit(r, 0);
 }
 
@@ -547,22 +546,15 @@ static __always_inline void h2_lose(struct h2_walk *w)
  * previous packet's end). Bytes before the next expected one (retransmissions) are skipped; bytes after it mean
  * the walk lost its place.
  */
-static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c, struct h2_conn *h, const struct h2_pkt *p)
+static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c, struct h2_conn *h, __u64 ol, __u64 se)
 {
-	__u32 off, len, seq;
-	int egress;
-
+	__u32 off = ol >> 32, len = (__u32)ol, seq = (__u32)se, pos, skip;
+	int egress = se >> 32, response;
 	struct h2_walk w = {};
 	struct h2_dir *d;
-	__u32 pos, skip;
-	int response;
 
-	if (!c || !h || !p)
+	if (!c || !h)
 		return 0;
-	off = p->off;
-	len = p->len;
-	seq = p->seq;
-	egress = p->egress;
 	response = (c->role == HTTP_ROLE_CLIENT) != (egress != 0);
 	d = &h->dir[response ? 1 : 0];
 	if (d->state != H2_DIR_ON)
@@ -577,7 +569,7 @@ static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c,
 	w.skb = skb;
 	w.c = c;
 	w.d = d;
-	w.ts = line_time(skb, egress);
+	w.egress = egress;
 	w.flags = response ? H2_F_RESPONSE : 0;
 	if (skip == 0xffffffff) {
 		h2_lose(&w);
@@ -615,16 +607,16 @@ static __always_inline struct h2_conn *h2_state(struct bpf_sock *sk, const struc
 }
 
 /* The request direction carried the preface: HTTP/2 from here on, this packet included. */
-static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, const struct h2_pkt *p)
+static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u64 ol, __u64 se)
 {
 	struct h2_conn *h;
 
-	if (!c || !p)
+	if (!c)
 		return 0;
 	c->pair = c->pair == HTTP_PAIR_SERVER ? HTTP_PAIR_H2_BOTH : HTTP_PAIR_H2;
 	h = h2_state(sk, c);
 	if (h)
-		h2_packet(skb, c, h, p);
+		h2_packet(skb, c, h, ol, se);
 	return 0;
 }
 
@@ -634,21 +626,18 @@ static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struc
  * first byte (otherwise the frame lengths after it would be unknown once the preface arrives). Anything else
  * marks the response side, which then skips this check.
  */
-static __noinline int h2_early(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, const struct h2_pkt *p)
+static __noinline int h2_early(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u64 ol, __u64 se)
 {
+	__u32 off = ol >> 32, len = (__u32)ol, seq = (__u32)se;
+	int egress = se >> 32;
 	struct h2_conn *h;
-	__u8 b[H2_FRAME_HEADER];
-	__u32 off, len, seq;
-	int egress;
 
-	if (!c || !p)
+	if (!c)
 		return 0;
-	off = p->off;
-	len = p->len;
-	seq = p->seq;
-	egress = p->egress;
 	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
 	if (!h) {
+		__u8 b[H2_FRAME_HEADER];
+
 		if (seq != (egress ? c->snd_seq : c->rcv_seq) || len < H2_FRAME_HEADER ||
 		    bpf_skb_load_bytes(skb, off, b, H2_FRAME_HEADER) || b[3] != H2_SETTINGS || b[4] != 0 ||
 		    (b[5] | b[6] | b[7] | b[8]) != 0) {
@@ -661,44 +650,21 @@ static __noinline int h2_early(struct __sk_buff *skb, struct bpf_sock *sk, struc
 		h->dir[1].next = seq;
 		h->dir[1].state = H2_DIR_ON;
 	}
-	/* Not HTTP/2 yet: no records until the preface arrives, only the place in the stream. */
-	if (h->dir[1].state == H2_DIR_ON) {
-		struct h2_walk w = {};
-
-		w.skb = skb;
-		w.c = c;
-		w.d = &h->dir[1];
-		w.off = off;
-		w.len = len;
-		w.seq = seq;
-		w.flags = H2_F_RESPONSE;
-		w.ts = line_time(skb, egress);
-		if (seq_after(seq, w.d->next + w.d->have)) {
-			h2_lose(&w);
-			return 0;
-		}
-		w.o = w.d->next + w.d->have - seq;
-		if (w.o >= len)
-			return 0;
-		bpf_loop(H2_MAX_FRAMES, h2_step, &w, 0);
-		if (w.lost || w.o < w.len)
-			h2_lose(&w);
-	}
+	/* Not HTTP/2 yet: the response direction's place in the stream is followed; its SETTINGS are sent. */
+	h2_packet(skb, c, h, ol, se);
 	return 0;
 }
 
 /* An HTTP/2 connection's packet: bytes counted as for HTTP/1, frames followed. */
-static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c,
-				     const struct h2_pkt *p)
+static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u64 ol, __u64 se)
 {
+	__u32 len = (__u32)ol;
 	struct h2_conn *h;
-	__u32 len;
 	int request;
 
-	if (!c || !p)
+	if (!c)
 		return 0;
-	len = p->len;
-	request = (c->role == HTTP_ROLE_CLIENT) == (p->egress != 0);
+	request = (c->role == HTTP_ROLE_CLIENT) == ((se >> 32) != 0);
 	if (request) {
 		struct http_req_side *rq = bpf_sk_storage_get(&http_reqs, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
@@ -714,7 +680,7 @@ static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk,
 	}
 	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
 	if (h)
-		h2_packet(skb, c, h, p);
+		h2_packet(skb, c, h, ol, se);
 	return 0;
 }
 
@@ -902,11 +868,8 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_so
 	id = *(volatile __u32 *)&c->ex.id;
 	if (id == 0) {
 		/* Before any request (rare for HTTP/1.x): maybe an HTTP/2 server's SETTINGS. */
-		if (!(rs->flags & HTTP_RS_NOT_H2)) {
-			struct h2_pkt p = { .off = off, .len = len, .seq = seq, .egress = egress };
-
-			h2_early(skb, sk, c, &p);
-		}
+		if (!(rs->flags & HTTP_RS_NOT_H2))
+			h2_early(skb, sk, c, H2_OL(off, len), H2_SE(seq, egress));
 		return;
 	}
 	barrier();
@@ -1046,17 +1009,12 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (c->pair == HTTP_PAIR_CLIENT)
 		return 1;
 	if (c->pair >= HTTP_PAIR_H2) {
-		struct h2_pkt p = { .off = off, .len = skb->len - off, .seq = bpf_ntohl(th->seq), .egress = egress };
-
-		h2_conn_packet(skb, sk, c, &p);
+		h2_conn_packet(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(bpf_ntohl(th->seq), egress));
 		return 1;
 	}
 	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0)) {
-		if (request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress)) {
-			struct h2_pkt p = { .off = off, .len = skb->len - off, .seq = bpf_ntohl(th->seq), .egress = egress };
-
-			h2_start(skb, sk, c, &p);
-		}
+		if (request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress))
+			h2_start(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(bpf_ntohl(th->seq), egress));
 	} else {
 		response_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->seq), egress);
 	}

@@ -3,7 +3,9 @@
 import { randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment, type RingBuffer } from '@mesh/bpf';
+
+import { H2Streams, type H2Counters, type H2HttpSample, type H2StreamsOptions, type RpcSample } from './h2/streams.js';
 
 import {
   counterNames,
@@ -126,6 +128,8 @@ export class MetricsDatapath implements Disposable {
   private readonly peers: BpfMap<PeerKey, number>;
   /** What setKnownPeers last wrote there (undefined: read the map). */
   private known: Map<string, PeerKey> | undefined;
+  /** HTTP/2 streams from the h2_events ring buffer, once consumeH2 started them. */
+  private h2: { streams: H2Streams; ring: RingBuffer } | undefined;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
@@ -248,6 +252,29 @@ export class MetricsDatapath implements Disposable {
     return http;
   }
 
+  /**
+   * Starts consuming the kernel's HTTP/2 header frames (h2_events) on the event loop: HPACK is decoded per
+   * connection direction and streams are aggregated in user space (see readH2). Calling it again changes nothing.
+   */
+  consumeH2(opts: H2StreamsOptions & { ref?: boolean } = {}): void {
+    if (this.h2) return;
+    const streams = new H2Streams(opts);
+    const ring = this.obj.ringBuffer(names.maps.h2_events, (records: Buffer[]) => streams.records(records), { ref: opts.ref ?? false });
+    this.h2 = { streams, ring };
+  }
+
+  /** Reads what is in the ring buffer now, without waiting for the event loop (tests, a scrape). */
+  pollH2(): void {
+    this.h2?.ring.consume();
+  }
+
+  /** HTTP/2 and gRPC aggregates so far (empty until consumeH2), and the decoding layer's counters. */
+  readH2(): { http: H2HttpSample[]; rpc: RpcSample[]; counters: H2Counters | undefined; connections: number } {
+    if (!this.h2) return { http: [], rpc: [], counters: undefined, connections: 0 };
+    this.h2.ring.consume();
+    return { ...this.h2.streams.read(), counters: { ...this.h2.streams.counters }, connections: this.h2.streams.connections };
+  }
+
   /** Entries in use and capacity of the aggregation maps and of the pairing table (map pressure). */
   fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending' | 'http_peers', { used: number; max: number }> {
     return {
@@ -259,6 +286,8 @@ export class MetricsDatapath implements Disposable {
   }
 
   close(): void {
+    this.h2?.ring.close();
+    this.h2 = undefined;
     this.obj.close();
   }
 

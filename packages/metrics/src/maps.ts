@@ -39,7 +39,7 @@ export const pendingKey = c.struct(
 );
 export const pendingValue = c.struct({ clientCgroup: c.u64, state: c.u32, pad: c.pad(4) }, { name: 'http_pending_value' });
 
-export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow', 'paired', 'http2'] as const;
+export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow', 'paired', 'http2', 'h2_drops', 'h2_lost'] as const;
 export type CounterName = (typeof counterNames)[number];
 
 export type HttpKey = c.Infer<typeof httpKey>;

@@ -1,0 +1,358 @@
+/**
+ * HTTP/2 and gRPC golden signals from the kernel's h2_events records (struct h2_record in bpf/include/http.h):
+ * one HeaderDirection per connection direction, streams followed from the request's HEADERS to their end, and
+ * aggregates per side (local cgroup, peer, port) with the OpenTelemetry buckets of the HTTP/1.x series.
+ *
+ * A stream ends at the response's END_STREAM (HEADERS, trailers, or a DATA frame's header), at RST_STREAM, or
+ * at a GOAWAY that did not cover it. Its duration is, as for HTTP/1.x, first byte of the request to first byte
+ * of the response (the response's HEADERS); a gRPC call's runs to its trailers (the call's lifetime). A stream
+ * whose blocks could not be decoded (a direction lost: a record dropped, a decoding error) is counted with an
+ * empty status, never with a label read from a table out of step.
+ */
+import { codec as c } from '@mesh/bpf';
+
+import { BUCKET_BOUNDS_S, HTTP_BUCKETS, METHODS } from '../maps.js';
+import { HeaderDirection } from './direction.js';
+import { FrameType, type FrameHeader } from './frames.js';
+
+/** struct h2_record's layout (96 bytes, then the payload). */
+const REC = { cookie: 0, ts: 8, cgroup: 16, peerCgroup: 24, remoteIp: 32, localIp: 48, seq: 64, length: 68, remotePort: 72, localPort: 74, captured: 76, kind: 78, flags: 79, family: 80, frame: 81, data: 96 } as const;
+export const H2_RECORD_HEADER = 96;
+const KIND_FRAME = 1;
+const KIND_LOST = 2;
+const KIND_CLOSE = 3;
+const F_RESPONSE = 1;
+const F_SERVER = 2;
+const F_PAIRED = 4;
+const AF_INET = 2;
+const SETTINGS_HEADER_TABLE_SIZE = 1;
+
+/** RST_STREAM / GOAWAY error codes (RFC 9113 §7), as error_type names them. */
+const ERROR_CODES = [
+  'NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR',
+  'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED',
+] as const;
+const errorName = (code: number) => ERROR_CODES[code] ?? '_OTHER';
+
+type Direction = 'client' | 'server';
+
+/** One side of a connection as the aggregates name it (as HttpSample does). */
+interface Side {
+  direction: Direction;
+  cgroupId: bigint;
+  remoteIp: string;
+  port: number;
+}
+
+export interface H2HttpSample extends Side {
+  method: (typeof METHODS)[number];
+  /** 0: the response could not be decoded (or never came before a reset). */
+  status: number;
+  /** Set when the stream ended with RST_STREAM (its error code) or GOAWAY ('GOAWAY'). */
+  errorType: string;
+  count: number;
+  sumSeconds: number;
+  buckets: number[];
+}
+
+export interface RpcSample extends Side {
+  service: string;
+  method: string;
+  /** grpc-status; '' when the call ended without one (reset) or it could not be decoded. */
+  grpcStatus: string;
+  errorType: string;
+  count: number;
+  sumSeconds: number;
+  buckets: number[];
+}
+
+export interface H2Counters {
+  /** Records whose direction's sequence number skipped (a record the ring buffer had no room for). */
+  gaps: number;
+  /** Connection directions marked unknown (gaps, cut records, decoding errors, kernel LOST records). */
+  lostDirections: number;
+  /** Streams counted without a decoded label (status ''). */
+  unparsedStreams: number;
+  /** Streams whose request was never seen (its record lost): not in a histogram, counted here. */
+  orphanStreams: number;
+  /** Records of connections past maxConnections, or streams past maxStreams: ignored. */
+  untracked: number;
+  /** gRPC methods folded into _OTHER past maxRpcMethods. */
+  rpcMethodsCapped: number;
+}
+
+export interface H2StreamsOptions {
+  /** Connections followed at once (two decoders each); default 16,384. */
+  maxConnections?: number;
+  /** Open streams per connection; default 1,024. */
+  maxStreams?: number;
+  /** Distinct gRPC service/method pairs; later ones are `_OTHER`. Default 1,000. */
+  maxRpcMethods?: number;
+}
+
+interface Stream {
+  start: bigint | undefined;
+  method: (typeof METHODS)[number];
+  grpc: boolean;
+  service: string;
+  rpcMethod: string;
+  /** A block of the stream could not be decoded. */
+  unknown: boolean;
+  status: number;
+  /** When the final response's HEADERS came. */
+  respAt: bigint | undefined;
+  grpcStatus: string;
+}
+
+interface DirState {
+  decoder: HeaderDirection;
+  /** The next record's expected sequence number. */
+  next: number;
+  /** Header-carrying frames seen (HeaderDirection's numbering). */
+  headerSeq: number;
+}
+
+interface Conn {
+  sides: Side[];
+  dirs: [DirState, DirState];
+  streams: Map<number, Stream>;
+}
+
+interface Acc {
+  count: number;
+  sumNs: bigint;
+  buckets: number[];
+}
+
+const BOUNDS_NS = BUCKET_BOUNDS_S.map((s) => BigInt(Math.round(s * 1e9)));
+function bucketOf(ns: bigint): number {
+  for (let i = 0; i < BOUNDS_NS.length; i++) if (ns <= BOUNDS_NS[i]!) return i;
+  return HTTP_BUCKETS - 1;
+}
+
+/** An address as HttpSample names it: '' for the all-zero one (a peer that is not known). */
+const ipString = (b: Buffer, family: number): string => (b.every((x) => x === 0) ? '' : c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b));
+
+const methodOf = (m: string | undefined): (typeof METHODS)[number] => (m === undefined ? '' : ((METHODS as readonly string[]).includes(m) && m !== '' ? (m as (typeof METHODS)[number]) : '_OTHER'));
+
+export class H2Streams {
+  readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0 };
+  private readonly conns = new Map<bigint, Conn>();
+  private readonly http = new Map<string, { sample: Omit<H2HttpSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
+  private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
+  private readonly rpcMethods = new Set<string>();
+  private readonly maxConnections: number;
+  private readonly maxStreams: number;
+  private readonly maxRpcMethods: number;
+
+  constructor(opts: H2StreamsOptions = {}) {
+    this.maxConnections = opts.maxConnections ?? 16_384;
+    this.maxStreams = opts.maxStreams ?? 1024;
+    this.maxRpcMethods = opts.maxRpcMethods ?? 1000;
+    for (const [k, v] of Object.entries({ maxConnections: this.maxConnections, maxStreams: this.maxStreams, maxRpcMethods: this.maxRpcMethods })) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`H2Streams: ${k} must be a positive integer, got ${v}`);
+    }
+  }
+
+  /** Connections followed now. */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /** Records as the ring buffer hands them over. */
+  records(batch: Buffer[]): void {
+    for (const r of batch) this.record(r);
+  }
+
+  record(r: Buffer): void {
+    if (r.length < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${r.length} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
+    const cookie = r.readBigUInt64LE(REC.cookie);
+    const kind = r[REC.kind]!;
+    if (kind === KIND_CLOSE) {
+      const conn = this.conns.get(cookie);
+      // Streams still open when the connection closes ended without an answer.
+      if (conn) for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(REC.ts), 'CLOSED');
+      this.conns.delete(cookie);
+      return;
+    }
+    let conn = this.conns.get(cookie);
+    if (!conn) {
+      if (this.conns.size >= this.maxConnections) {
+        this.counters.untracked++;
+        return;
+      }
+      conn = this.newConn(r);
+      this.conns.set(cookie, conn);
+    }
+    const di = r[REC.flags]! & F_RESPONSE ? 1 : 0;
+    const dir = conn.dirs[di];
+    const seq = r.readUInt32LE(REC.seq);
+    if (seq !== dir.next) {
+      this.counters.gaps++;
+      this.lose(dir, `records ${dir.next}..${seq - 1} of this direction were lost`);
+    }
+    dir.next = (seq + 1) >>> 0;
+    if (kind === KIND_LOST) {
+      this.lose(dir, 'the kernel lost its place in the frames');
+      return;
+    }
+    if (kind !== KIND_FRAME) return;
+    const f = r.subarray(REC.frame, REC.frame + 9);
+    const header: FrameHeader = { length: (f[0]! << 16) | (f[1]! << 8) | f[2]!, type: f[3]!, flags: f[4]!, streamId: f.readUInt32BE(5) & 0x7fffffff };
+    const captured = r.readUInt16LE(REC.captured);
+    const payload = r.subarray(REC.data, REC.data + Math.min(captured, r.length - REC.data));
+    const ts = r.readBigUInt64LE(REC.ts);
+    this.frame(conn, di, header, payload, ts);
+  }
+
+  private newConn(r: Buffer): Conn {
+    const flags = r[REC.flags]!;
+    const family = r[REC.family]!;
+    const server = (flags & F_SERVER) !== 0;
+    const cgroupId = r.readBigUInt64LE(REC.cgroup);
+    const remoteIp = ipString(r.subarray(REC.remoteIp, REC.remoteIp + 16), family);
+    const remotePort = r.readUInt16LE(REC.remotePort);
+    const localPort = r.readUInt16LE(REC.localPort);
+    const sides: Side[] = [server ? { direction: 'server', cgroupId, remoteIp, port: localPort } : { direction: 'client', cgroupId, remoteIp, port: remotePort }];
+    // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
+    if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
+    const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
+    return { sides, dirs: [dir(), dir()], streams: new Map() };
+  }
+
+  private lose(dir: DirState, why: string): void {
+    if (!dir.decoder.error) this.counters.lostDirections++;
+    dir.decoder.markLost(why);
+  }
+
+  private frame(conn: Conn, di: number, h: FrameHeader, payload: Buffer, ts: bigint): void {
+    const dir = conn.dirs[di]!;
+    switch (h.type) {
+      case FrameType.SETTINGS: {
+        // The receiver's table size limit: it bounds the other direction's encoder.
+        for (let i = 0; i + 6 <= payload.length; i += 6) {
+          if (payload.readUInt16BE(i) === SETTINGS_HEADER_TABLE_SIZE) {
+            try {
+              conn.dirs[1 - di]!.decoder.hpack.setTableSizeLimit(payload.readUInt32BE(i + 2));
+            } catch {
+              this.lose(conn.dirs[1 - di]!, 'a table size the decoder does not allow');
+            }
+          }
+        }
+        return;
+      }
+      case FrameType.HEADERS:
+      case FrameType.CONTINUATION:
+      case FrameType.PUSH_PROMISE: {
+        if (h.type === FrameType.HEADERS && di === 0 && !conn.streams.has(h.streamId)) {
+          if (conn.streams.size >= this.maxStreams) {
+            this.counters.untracked++;
+          } else {
+            conn.streams.set(h.streamId, { start: ts, method: '', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
+          }
+        }
+        if (!dir.decoder.error && payload.length < h.length) this.counters.lostDirections++;
+        const b = dir.decoder.frame(h, payload, dir.headerSeq);
+        dir.headerSeq = (dir.headerSeq + 1) >>> 0;
+        if (!b || b.type !== FrameType.HEADERS) return;
+        const s = conn.streams.get(b.streamId);
+        if (di === 0) {
+          if (!s) return;
+          if (!b.signals) s.unknown = true;
+          else if (s.method === '' && !s.unknown) {
+            s.method = methodOf(b.signals.method);
+            s.grpc = b.signals.grpc;
+            s.service = b.signals.rpcService ?? '';
+            s.rpcMethod = b.signals.rpcMethod ?? '';
+          }
+          return;
+        }
+        if (!s) {
+          // Its request was never seen (lost): nothing to time it from.
+          if (b.endStream || (b.signals?.status ?? 200) >= 200) this.counters.orphanStreams++;
+          return;
+        }
+        if (!b.signals) s.unknown = true;
+        if (s.respAt === undefined) {
+          const status = b.signals?.status;
+          // Interim responses (1xx) are not the answer.
+          if (status !== undefined && status < 200) return;
+          s.respAt = ts;
+          s.status = s.unknown ? 0 : (status ?? 0);
+        }
+        if (b.signals?.grpcStatus !== undefined) s.grpcStatus = String(b.signals.grpcStatus);
+        if (b.endStream) this.finish(conn, b.streamId, s, ts, '');
+        return;
+      }
+      case FrameType.DATA: {
+        // Only DATA frames that end a stream come (header only).
+        const s = conn.streams.get(h.streamId);
+        if (di === 1 && s && s.respAt !== undefined) this.finish(conn, h.streamId, s, ts, '');
+        return;
+      }
+      case FrameType.RST_STREAM: {
+        const s = conn.streams.get(h.streamId);
+        if (s) this.finish(conn, h.streamId, s, ts, payload.length >= 4 ? errorName(payload.readUInt32BE(0)) : '_OTHER');
+        return;
+      }
+      case FrameType.GOAWAY: {
+        // Streams above the last one the sender processed were not answered.
+        if (payload.length < 4) return;
+        const last = payload.readUInt32BE(0) & 0x7fffffff;
+        for (const [id, s] of conn.streams) if (id > last && (id & 1) === 1) this.finish(conn, id, s, ts, 'GOAWAY');
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  private finish(conn: Conn, id: number, s: Stream, ts: bigint, errorType: string): void {
+    conn.streams.delete(id);
+    if (s.start === undefined) return;
+    if (s.unknown) this.counters.unparsedStreams++;
+    if (s.grpc && !s.unknown) {
+      const end = errorType === '' ? ts : (s.respAt ?? ts);
+      const d = end > s.start ? end - s.start : 0n;
+      let service = s.service, method = s.rpcMethod;
+      const name = `${service}/${method}`;
+      if (!this.rpcMethods.has(name)) {
+        if (this.rpcMethods.size < this.maxRpcMethods) this.rpcMethods.add(name);
+        else {
+          this.counters.rpcMethodsCapped++;
+          service = method = '_OTHER';
+        }
+      }
+      for (const side of conn.sides) {
+        const key = `${side.direction}|${side.cgroupId}|${side.remoteIp}|${side.port}|${service}|${method}|${s.grpcStatus}|${errorType}`;
+        let e = this.rpc.get(key);
+        if (!e) this.rpc.set(key, (e = { sample: { ...side, service, method, grpcStatus: s.grpcStatus, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
+        add(e.acc, d);
+      }
+      return;
+    }
+    const end = s.respAt ?? ts;
+    const d = end > s.start ? end - s.start : 0n;
+    const status = s.unknown ? 0 : s.status;
+    const method = s.unknown ? '' : s.method;
+    for (const side of conn.sides) {
+      const key = `${side.direction}|${side.cgroupId}|${side.remoteIp}|${side.port}|${method}|${status}|${errorType}`;
+      let e = this.http.get(key);
+      if (!e) this.http.set(key, (e = { sample: { ...side, method, status, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
+      add(e.acc, d);
+    }
+  }
+
+  /** The aggregates so far (counts only grow). */
+  read(): { http: H2HttpSample[]; rpc: RpcSample[] } {
+    const out = <T>(m: Map<string, { sample: T; acc: Acc }>) =>
+      [...m.values()].map(({ sample, acc }) => ({ ...sample, count: acc.count, sumSeconds: Number(acc.sumNs) / 1e9, buckets: [...acc.buckets] }));
+    return { http: out(this.http), rpc: out(this.rpc) };
+  }
+}
+
+function add(acc: Acc, d: bigint): void {
+  acc.count++;
+  acc.sumNs += d;
+  acc.buckets[bucketOf(d)]!++;
+}
