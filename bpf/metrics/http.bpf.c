@@ -408,7 +408,10 @@ static __always_inline void h2_fill(struct h2_record *r, const struct http_conn 
 	r->cookie = cookie;
 	r->ts_ns = ts;
 	r->cgroup_id = c->cgroup_id;
-	r->peer_cgroup = c->pair == HTTP_PAIR_H2_BOTH ? c->peer_cgroup : 0;
+	/* A paired server socket (HTTP_PAIR_SERVER before the preface arrives: its SETTINGS often go out first). */
+	int paired = c->pair == HTTP_PAIR_H2_BOTH || c->pair == HTTP_PAIR_SERVER;
+
+	r->peer_cgroup = paired ? c->peer_cgroup : 0;
 	if (c->peers & HTTP_PEER_REMOTE)
 		__builtin_memcpy(r->remote_ip, c->remote_ip, sizeof(r->remote_ip));
 	else
@@ -423,7 +426,7 @@ static __always_inline void h2_fill(struct h2_record *r, const struct http_conn 
 	r->local_port = c->local_port;
 	r->captured = 0;
 	r->kind = kind;
-	r->flags = flags | (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (c->pair == HTTP_PAIR_H2_BOTH ? H2_F_PAIRED : 0);
+	r->flags = flags | (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (paired ? H2_F_PAIRED : 0);
 	r->family = c->family;
 	__builtin_memset(r->frame, 0, sizeof(r->frame));
 	__builtin_memset(r->pad, 0, sizeof(r->pad));

@@ -1,0 +1,91 @@
+// HTTP/2 golden signals from the kernel: h2load against a node:http2 h2c server whose paths answer 200, 404 and
+// 503 in known proportions; the streams the kernel hands over and user space decodes count exactly what h2load
+// got, per status, on the client's and on the server's side. Twice: with both ends measured (the server's socket
+// measures both sides) and with only the client measured (the server outside the mesh).
+import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh/testkit';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import type { H2HttpSample } from '../../src/h2/streams.js';
+import { startFixture, topology, type Topology } from '../support.js';
+
+const HOST = '127.0.0.14';
+const resetClient = fileURLToPath(new URL('../fixtures/h2-reset-client.mjs', import.meta.url));
+// The issue's run is -n 10000 -c 8 -m 16; scaled down to stay well inside the timeout on a loaded 2-CPU machine.
+const REQUESTS = 2000;
+// h2load visits the URIs round robin per client: 2 of 4 answer 200, one 404, one 503.
+const PATHS = ['/s/200', '/s/404', '/s/200', '/s/503'];
+const WANT = { 200: REQUESTS / 2, 404: REQUESTS / 4, 503: REQUESTS / 4 };
+
+function byStatus(samples: H2HttpSample[], direction: 'client' | 'server', port: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of samples) {
+    if (s.direction !== direction || s.port !== port) continue;
+    const k = s.errorType ? `${s.status}/${s.errorType}` : String(s.status);
+    out[k] = (out[k] ?? 0) + s.count;
+  }
+  return out;
+}
+
+/** Polls until `done` holds for the HTTP/2 aggregates (records arrive through the event loop). */
+async function until(t: Topology, done: (http: H2HttpSample[]) => boolean, ms = 30_000): Promise<H2HttpSample[]> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const { http } = t.dp.readH2();
+    if (done(http) || performance.now() > deadline) return http;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const total = (m: Record<string, number>) => Object.values(m).reduce((a, b) => a + b, 0);
+
+for (const placement of ['both ends measured', 'only the client measured'] as const) {
+  describePrivileged(`HTTP/2 streams from the kernel (${placement})`, () => {
+    let t: Topology;
+    let serverCg: Cgroup | undefined;
+    let port: number;
+    const both = placement === 'both ends measured';
+
+    beforeAll(async () => {
+      t = await topology('methtwo');
+      t.dp.consumeH2();
+      if (!both) serverCg = await createCgroup('methtwo-out');
+      port = (await startFixture(serverCg ?? t.cg, 'h2-status-server.mjs', [HOST])).port;
+    });
+    afterAll(async () => {
+      await t?.close();
+      await serverCg?.close();
+    });
+
+    it(`h2load -n ${REQUESTS} -c 4 -m 8: statuses per side equal h2load's`, async () => {
+      const urls = PATHS.map((p) => `http://${HOST}:${port}${p}`);
+      const r = await t.cg.run(ensureTool('h2load'), ['-n', String(REQUESTS), '-c', '4', '-m', '8', ...urls], { timeoutMs: 120_000 });
+      expect(r.code, r.stderr).toBe(0);
+      // "status codes: 1000 2xx, 0 3xx, 500 4xx, 500 5xx"
+      const m = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(r.stdout);
+      expect(m, r.stdout).not.toBeNull();
+      expect(m!.slice(1).map(Number)).toEqual([WANT[200], 0, WANT[404], WANT[503]]);
+      const http = await until(t, (h) => total(byStatus(h, 'client', port)) >= REQUESTS && (!both || total(byStatus(h, 'server', port)) >= REQUESTS));
+      expect(byStatus(http, 'client', port)).toEqual(WANT);
+      expect(byStatus(http, 'server', port)).toEqual(both ? WANT : {});
+      for (const s of http) if (s.port === port) expect(s.method).toBe('GET');
+      const { counters } = t.dp.readH2();
+      expect(counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0 });
+      expect(t.dp.readCounters()).toMatchObject({ h2_drops: 0, h2_lost: 0 });
+    }, 180_000);
+
+    it('a stream reset mid-response (RST_STREAM INTERNAL_ERROR after HEADERS and part of the body) is counted as an error', async () => {
+      const before = byStatus(t.dp.readH2().http, 'client', port);
+      const url = `http://${HOST}:${port}/reset/200`;
+      const r = await t.cg.run(process.execPath, [resetClient, url, '10'], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      // The client saw 10 responses start (200) and 10 resets with INTERNAL_ERROR (2).
+      expect(JSON.parse(r.stdout)).toEqual({ ok: 0, reset: { 2: 10 }, statuses: { 200: 10 } });
+      const http = await until(t, (h) => (byStatus(h, 'client', port)['200/INTERNAL_ERROR'] ?? 0) - (before['200/INTERNAL_ERROR'] ?? 0) >= 10);
+      const now = byStatus(http, 'client', port);
+      expect((now['200/INTERNAL_ERROR'] ?? 0) - (before['200/INTERNAL_ERROR'] ?? 0), JSON.stringify({ before, now, c: t.dp.readH2().counters, k: t.dp.readCounters(), conns: t.dp.readH2().connections })).toBe(10);
+      expect(now['200']).toBe(before['200']);
+      if (both) expect((byStatus(http, 'server', port)['200/INTERNAL_ERROR'] ?? 0)).toBe(10);
+    }, 120_000);
+  });
+}
