@@ -617,6 +617,10 @@ static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struc
 	if (!c)
 		return 0;
 	c->pair = c->pair == HTTP_PAIR_SERVER ? HTTP_PAIR_H2_BOTH : HTTP_PAIR_H2;
+	/* Followed only when the preface starts the stream in one packet: after an h2c upgrade (or a preface in
+	 * pieces) where the other direction's frames begin is not known here, so the connection is counted only. */
+	if ((__u32)se != (c->role == HTTP_ROLE_CLIENT ? c->snd_seq : c->rcv_seq))
+		return 0;
 	h = h2_state(sk, c);
 	if (h)
 		h2_packet(skb, c, h, ol, se);

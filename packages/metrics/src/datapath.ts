@@ -49,6 +49,10 @@ export interface HttpSample {
   sumSeconds: number;
   /** Non-cumulative counts per bucket (15: the OpenTelemetry bounds, then +Inf). */
   buckets: number[];
+  /** '2' for HTTP/2 streams (readH2); absent: HTTP/1.x. */
+  protocolVersion?: '1.1' | '2';
+  /** HTTP/2: how a stream ended without its response ending (RST_STREAM's error code, GOAWAY, CLOSED). */
+  errorType?: string;
 }
 
 export interface TcpSample {

@@ -9,6 +9,7 @@
 import { type Registry } from 'prom-client';
 
 import type { Direction, HttpSample, MetricsSnapshot, TcpSample } from './datapath.js';
+import type { H2Counters, H2HttpSample, RpcSample } from './h2/streams.js';
 import { BUCKET_BOUNDS_S, type CounterName } from './maps.js';
 
 export interface Identity {
@@ -33,6 +34,8 @@ export const defaultResolver: IdentityResolver = {
 export interface MetricsSource {
   read(): MetricsSnapshot;
   fill(): Record<string, { used: number; max: number }>;
+  /** HTTP/2 and gRPC aggregates (MetricsDatapath.readH2), when the source has them. */
+  readH2?(): { http: H2HttpSample[]; rpc: RpcSample[]; counters: H2Counters | undefined };
 }
 
 export interface ExporterOptions {
@@ -78,6 +81,8 @@ interface Snapshot {
   snap: MetricsSnapshot;
   fill: Record<string, { used: number; max: number }>;
   http: Record<Direction, Group<HttpSample>[]>;
+  rpc: Record<Direction, Group<RpcSample>[]>;
+  h2: H2Counters | undefined;
   tcp: Group<TcpSample>[];
   /** Requests in this snapshot that fall in an overflow series because a metric reached its series cap. */
   overflowed: number;
@@ -94,7 +99,7 @@ export class KernelMetrics {
    * has them: a series does not move into or out of the overflow series from one scrape to the next (which
    * would make both go down), so each grows only as the kernel's counts do.
    */
-  private readonly admitted = { client: new Set<string>(), server: new Set<string>(), tcp: new Set<string>() };
+  private readonly admitted = { client: new Set<string>(), server: new Set<string>(), tcp: new Set<string>(), rpcClient: new Set<string>(), rpcServer: new Set<string>() };
 
   constructor(
     private readonly source: MetricsSource,
@@ -117,8 +122,12 @@ export class KernelMetrics {
     if (!this.cached || now - this.cached.at >= this.cacheMs) {
       const snap = this.source.read();
       const fill = this.source.fill();
+      const h2 = this.source.readH2?.();
       const overflowed = { n: 0 };
-      const http = { client: this.groupHttp(snap.http, 'client', overflowed), server: this.groupHttp(snap.http, 'server', overflowed) };
+      const all = h2 ? [...snap.http, ...h2.http.map((s): HttpSample => ({ ...s, protocolVersion: '2' }))] : snap.http;
+      const http = { client: this.groupHttp(all, 'client', overflowed), server: this.groupHttp(all, 'server', overflowed) };
+      const rpcs = h2?.rpc ?? [];
+      const rpc = { client: this.groupRpc(rpcs, 'client', overflowed), server: this.groupRpc(rpcs, 'server', overflowed) };
       const tcp = this.group<TcpSample>(
         snap.tcp,
         this.admitted.tcp,
@@ -126,7 +135,7 @@ export class KernelMetrics {
         (acc, s) => (acc ? { ...acc, opened: acc.opened + s.opened, closed: acc.closed + s.closed, bytesSent: acc.bytesSent + s.bytesSent, bytesReceived: acc.bytesReceived + s.bytesReceived } : { ...s }),
         () => {},
       );
-      this.cached = { at: now, snap, fill, http, tcp, overflowed: overflowed.n };
+      this.cached = { at: now, snap, fill, http, rpc, h2: h2?.counters, tcp, overflowed: overflowed.n };
     }
     return this.cached;
   }
@@ -180,30 +189,43 @@ export class KernelMetrics {
         http_request_method: s.cgroupId === undefined ? OVERFLOW : s.method || '_OTHER',
         http_response_status_code: s.cgroupId === undefined ? OVERFLOW : s.status ? String(s.status) : '',
         ...this.identities(direction, s.cgroupId, s.remoteIp, s.port),
+        network_protocol_version: s.cgroupId === undefined ? OVERFLOW : (s.protocolVersion ?? '1.1'),
+        // Only streams that ended without their response ending carry it (OTel's error.type).
+        ...(s.errorType ? { error_type: s.errorType } : {}),
       }),
       (acc, s) => (acc ? { ...acc, count: acc.count + s.count, sumSeconds: acc.sumSeconds + s.sumSeconds, buckets: acc.buckets.map((b, i) => b + s.buckets[i]!) } : { ...s, buckets: [...s.buckets] }),
       (s) => (overflowed.n += s.count),
     );
   }
 
+  private groupRpc(all: RpcSample[], direction: Direction, overflowed: { n: number }): Group<RpcSample>[] {
+    return this.group<RpcSample>(
+      all.filter((s) => s.direction === direction),
+      this.admitted[direction === 'client' ? 'rpcClient' : 'rpcServer'],
+      (s) => ({
+        rpc_system: 'grpc',
+        rpc_service: s.service,
+        rpc_method: s.method,
+        rpc_grpc_status_code: s.grpcStatus,
+        ...this.identities(direction, s.cgroupId, s.remoteIp, s.port),
+        ...(s.errorType ? { error_type: s.errorType } : {}),
+      }),
+      (acc, s) => (acc ? { ...acc, count: acc.count + s.count, sumSeconds: acc.sumSeconds + s.sumSeconds, buckets: acc.buckets.map((b, i) => b + s.buckets[i]!) } : { ...s, buckets: [...s.buckets] }),
+      (s) => (overflowed.n += s.count),
+    );
+  }
+
+  private rpcHistogram(direction: Direction): CustomMetric {
+    const name = `rpc_${direction}_duration_seconds`;
+    const help = `Duration of gRPC calls (${direction} side): the request's HEADERS to the response's trailers, from HTTP/2 frames the kernel hands over.`;
+    const get = async () => ({ name, help, type: 'histogram', aggregator: 'sum' as const, values: histogramValues(name, this.snapshot().rpc[direction]) });
+    return { name, help, type: 'histogram', aggregator: 'sum', get, reset() {} };
+  }
+
   private histogram(direction: Direction): CustomMetric {
     const name = `http_${direction}_request_duration_seconds`;
     const help = `Duration of HTTP ${direction} requests: first byte of the request to first byte of the response, measured in the kernel.`;
-    const get = async () => {
-      const groups = this.snapshot().http[direction];
-      const values: PromValue[] = [];
-      for (const { labels, acc } of groups) {
-        let cumulative = 0;
-        BUCKET_BOUNDS_S.forEach((le, i) => {
-          cumulative += acc.buckets[i]!;
-          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: String(le) }, value: cumulative });
-        });
-        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: acc.count });
-        values.push({ metricName: `${name}_sum`, labels, value: acc.sumSeconds });
-        values.push({ metricName: `${name}_count`, labels, value: acc.count });
-      }
-      return { name, help, type: 'histogram', aggregator: 'sum' as const, values };
-    };
+    const get = async () => ({ name, help, type: 'histogram', aggregator: 'sum' as const, values: histogramValues(name, this.snapshot().http[direction]) });
     return { name, help, type: 'histogram', aggregator: 'sum', get, reset() {} };
   }
 
@@ -225,6 +247,8 @@ export class KernelMetrics {
     return [
       this.histogram('server'),
       this.histogram('client'),
+      this.rpcHistogram('server'),
+      this.rpcHistogram('client'),
       this.tcpCounter('mesh_tcp_connections_opened_total', 'TCP connections established, per workload pair.', 'opened'),
       this.tcpCounter('mesh_tcp_connections_closed_total', 'TCP connections closed, per workload pair.', 'closed'),
       this.tcpCounter('mesh_tcp_sent_bytes_total', 'TCP payload bytes sent, per workload pair.', 'bytesSent'),
@@ -232,6 +256,13 @@ export class KernelMetrics {
       this.simple('mesh_http_not_http_connections_total', 'Connections whose first bytes were not HTTP/1.x (not counted as requests), once per side measured.', 'counter', kernelCounter('not_http')),
       this.simple('mesh_http_unparsed_responses_total', 'Responses that did not start with a status line (recorded with an empty status code), once per side measured.', 'counter', kernelCounter('unparsed_status')),
       this.simple('mesh_http_http2_connections_total', 'Connections that carried the HTTP/2 preface (h2c with prior knowledge or after an upgrade; gRPC without TLS): not counted as HTTP/1.x, once per side measured.', 'counter', kernelCounter('http2')),
+      this.simple('mesh_http2_records_lost_total', 'HTTP/2 records the kernel\'s ring buffer had no room for: their connection direction is decoded no further (its streams count with an empty status).', 'counter', kernelCounter('h2_drops')),
+      this.simple('mesh_http2_directions_unknown_total', 'HTTP/2 connection directions whose header blocks could no longer be decoded (a lost record, a cut one, a decoding error); later streams count with an empty status.', 'counter', () => [
+        { labels: {}, value: this.snapshot().h2?.lostDirections ?? 0 },
+      ]),
+      this.simple('mesh_http2_unparsed_streams_total', 'HTTP/2 streams counted with an empty status and method because their header blocks could not be decoded.', 'counter', () => [
+        { labels: {}, value: this.snapshot().h2?.unparsedStreams ?? 0 },
+      ]),
       this.simple('mesh_http_paired_connections_total', 'Connections whose two ends are both measured on this node: measured once, at the server\'s socket, for both sides.', 'counter', kernelCounter('paired')),
       this.simple('mesh_metrics_kernel_overflow_total', 'Exchanges or connections counted under the overflow key because an aggregation map was full.', 'counter', () => [
         { labels: { map: 'http_requests' }, value: this.snapshot().snap.counters.http_overflow },
@@ -248,4 +279,20 @@ export class KernelMetrics {
       ),
     ];
   }
+}
+
+/** A histogram's samples from grouped aggregates: cumulative buckets, sum, count. */
+function histogramValues(name: string, groups: Group<{ count: number; sumSeconds: number; buckets: number[] }>[]): PromValue[] {
+  const values: PromValue[] = [];
+  for (const { labels, acc } of groups) {
+    let cumulative = 0;
+    BUCKET_BOUNDS_S.forEach((le, i) => {
+      cumulative += acc.buckets[i]!;
+      values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: String(le) }, value: cumulative });
+    });
+    values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: acc.count });
+    values.push({ metricName: `${name}_sum`, labels, value: acc.sumSeconds });
+    values.push({ metricName: `${name}_count`, labels, value: acc.count });
+  }
+  return values;
 }

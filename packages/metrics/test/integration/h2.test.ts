@@ -6,11 +6,12 @@ import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import type { H2HttpSample } from '../../src/h2/streams.js';
+import type { H2HttpSample, RpcSample } from '../../src/h2/streams.js';
 import { startFixture, topology, type Topology } from '../support.js';
 
 const HOST = '127.0.0.14';
 const resetClient = fileURLToPath(new URL('../fixtures/h2-reset-client.mjs', import.meta.url));
+const grpcClient = fileURLToPath(new URL('../fixtures/grpc-client.mjs', import.meta.url));
 // The issue's run is -n 10000 -c 8 -m 16; scaled down to stay well inside the timeout on a loaded 2-CPU machine.
 const REQUESTS = 2000;
 // h2load visits the URIs round robin per client: 2 of 4 answer 200, one 404, one 503.
@@ -89,3 +90,52 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
     }, 120_000);
   });
 }
+
+// gRPC (@grpc/grpc-js both ends, h2c): unary and server-streaming calls returning OK / NOT_FOUND / UNAVAILABLE in
+// known counts; rpc_* aggregates exact per method and code, on both sides; a streaming call lasts its stream.
+describePrivileged('gRPC calls from the kernel (both ends measured)', () => {
+  let t: Topology;
+  let port: number;
+  const PLAN = { 'Say/0': 60, 'Say/5': 30, 'Say/14': 20, 'Watch/0': 10, 'Watch/5': 4 };
+
+  beforeAll(async () => {
+    t = await topology('methtwo-grpc');
+    t.dp.consumeH2();
+    port = (await startFixture(t.cg, 'grpc-server.mjs', [HOST])).port;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  const byCall = (rpc: RpcSample[], direction: 'client' | 'server') => {
+    const out: Record<string, number> = {};
+    for (const s of rpc) {
+      if (s.direction !== direction || s.port !== port || s.service !== 'mesh.test.Echo') continue;
+      const k = `${s.method}/${s.grpcStatus}${s.errorType ? `/${s.errorType}` : ''}`;
+      out[k] = (out[k] ?? 0) + s.count;
+    }
+    return out;
+  };
+
+  it('rpc aggregates per method and grpc-status equal what the client saw, on both sides', async () => {
+    const plan = Object.entries(PLAN).map(([k, n]) => `${k.replace('/', ':')}:${n}`).join(',');
+    const r = await t.cg.run(process.execPath, [grpcClient, `${HOST}:${port}`, plan], { timeoutMs: 120_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(PLAN);
+    const want = Object.values(PLAN).reduce((a, b) => a + b, 0);
+    const deadline = performance.now() + 30_000;
+    let rpc = t.dp.readH2().rpc;
+    while (total(byCall(rpc, 'server')) + total(byCall(rpc, 'client')) < 2 * want && performance.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+      rpc = t.dp.readH2().rpc;
+    }
+    expect(byCall(rpc, 'client')).toEqual(PLAN);
+    expect(byCall(rpc, 'server')).toEqual(PLAN);
+    // A Watch call streams 3 messages 20 ms apart before its status: its duration is the stream's lifetime.
+    for (const s of rpc) if (s.method === 'Watch') expect(s.sumSeconds / s.count).toBeGreaterThanOrEqual(0.04);
+    for (const s of rpc) if (s.method === 'Say') expect(s.sumSeconds / s.count).toBeLessThan(0.04);
+    // gRPC calls are not HTTP series.
+    expect(t.dp.readH2().http.filter((s) => s.port === port)).toEqual([]);
+    expect(t.dp.readH2().counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0 });
+  }, 180_000);
+});

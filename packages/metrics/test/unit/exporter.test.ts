@@ -12,7 +12,7 @@ const buckets = (at: Record<number, number>) => {
 const http = (direction: 'client' | 'server', remoteIp: string, count: number, bucketAt: Record<number, number>, overflow = false): HttpSample => ({
   direction, cgroupId: overflow ? undefined : 7n, remoteIp, port: 80, method: 'GET', status: 200, count, sumSeconds: count * 0.001, buckets: buckets(bucketAt),
 });
-const counters = { not_http: 0, unparsed_status: 0, http_overflow: 0, tcp_overflow: 0, paired: 0, http2: 0 };
+const counters = { not_http: 0, unparsed_status: 0, http_overflow: 0, tcp_overflow: 0, paired: 0, http2: 0, h2_drops: 0, h2_lost: 0 };
 
 function source(snap: () => MetricsSnapshot): MetricsSource & { reads: number } {
   const s = {
@@ -41,6 +41,28 @@ function value(text: string, name: string, labels = ''): number | undefined {
 
 describe('KernelMetrics', () => {
   afterEach(() => vi.useRealTimers());
+
+  it('HTTP/2 streams share the HTTP histograms with network_protocol_version="2" (HTTP/1.x: "1.1"), resets with error_type; gRPC calls go to rpc_*', async () => {
+    const snap: MetricsSnapshot = { http: [http('server', '127.0.0.2', 10, { 0: 10 })], tcp: [], counters };
+    const h2 = {
+      http: [
+        { ...http('server', '127.0.0.2', 7, { 1: 7 }), cgroupId: 7n, status: 503, errorType: '' },
+        { ...http('server', '127.0.0.2', 2, { 1: 2 }), cgroupId: 7n, errorType: 'INTERNAL_ERROR' },
+      ],
+      rpc: [
+        { direction: 'client' as const, cgroupId: 7n, remoteIp: '127.0.0.3', port: 50051, service: 'pkg.Echo', method: 'Say', grpcStatus: '5', errorType: '', count: 4, sumSeconds: 0.004, buckets: buckets({ 0: 4 }) },
+      ],
+      counters: { gaps: 0, lostDirections: 1, unparsedStreams: 3, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0 },
+    };
+    const out = await (await scrape({ cacheMs: 0 }, { ...source(() => snap), readH2: () => h2 })).text();
+    expect(value(out, 'http_server_request_duration_seconds_count', 'http_response_status_code="200",source_workload="127.0.0.2"')).toBe(10);
+    expect(out).toMatch(/^http_server_request_duration_seconds_count\{http_request_method="GET",http_response_status_code="200",[^}]*network_protocol_version="1.1"\} 10$/m);
+    expect(out).toMatch(/^http_server_request_duration_seconds_count\{http_request_method="GET",http_response_status_code="503",[^}]*network_protocol_version="2"\} 7$/m);
+    expect(out).toMatch(/^http_server_request_duration_seconds_count\{[^}]*http_response_status_code="200",[^}]*network_protocol_version="2",error_type="INTERNAL_ERROR"\} 2$/m);
+    expect(out).toMatch(/^rpc_client_duration_seconds_count\{rpc_system="grpc",rpc_service="pkg.Echo",rpc_method="Say",rpc_grpc_status_code="5",source_workload="cgroup-7",[^}]*destination_workload="127.0.0.3"[^}]*\} 4$/m);
+    expect(value(out, 'mesh_http2_unparsed_streams_total')).toBe(3);
+    expect(value(out, 'mesh_http2_directions_unknown_total')).toBe(1);
+  });
 
   it('two scrapes without traffic are identical, series overflow included', async () => {
     // Three label sets, room for two: the third's 5 requests go to the overflow series, once.
