@@ -79,6 +79,9 @@ export interface MetricsOptions {
   maxTcpKeys?: number;
   /** Capacity of the known-peer set (see setKnownPeers); default 65,536. */
   maxPeers?: number;
+  /** Bytes of the HTTP/2 ring buffer (h2_events): a power of two, at least 4,096; default 4 MiB. A record
+   *  that finds no room is lost and its connection direction decoded no further. */
+  h2RingBytes?: number;
   /** Pin every map here and adopt maps already pinned: a restarted agent keeps the counts and the state of
    *  connections in flight. */
   pinDir?: string;
@@ -167,6 +170,11 @@ export class MetricsDatapath implements Disposable {
       spec.setConstant(names.constants.cell_epoch, randomInt(1, 2 ** 32));
       if (opts.maxTcpKeys !== undefined) spec.setMaxEntries(names.maps.tcp_stats, opts.maxTcpKeys);
       if (opts.maxPeers !== undefined) spec.setMaxEntries(names.maps.http_peers, opts.maxPeers);
+      if (opts.h2RingBytes !== undefined) {
+        const n = opts.h2RingBytes;
+        if (!Number.isInteger(n) || n < 4096 || n > 2 ** 30 || (n & (n - 1)) !== 0) throw new RangeError(`h2RingBytes must be a power of two in [4096, 2^30], got ${n}`);
+        spec.setMaxEntries(names.maps.h2_events, n);
+      }
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();

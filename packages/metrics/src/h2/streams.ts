@@ -170,8 +170,12 @@ export class H2Streams {
     const kind = r[REC.kind]!;
     if (kind === KIND_CLOSE) {
       const conn = this.conns.get(cookie);
-      // Streams still open when the connection closes ended without an answer.
-      if (conn) for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(REC.ts), 'CLOSED');
+      // Streams still open when the connection closes ended without their response ending; unless the response
+      // direction was lost after their status came: then how they ended is not known, and they count as answered.
+      if (conn) {
+        const lost = conn.dirs[1].decoder.error !== undefined;
+        for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(REC.ts), lost && s.respAt !== undefined ? '' : 'CLOSED');
+      }
       this.conns.delete(cookie);
       return;
     }
@@ -296,8 +300,9 @@ export class H2Streams {
         return;
       }
       case FrameType.GOAWAY: {
-        // Streams above the last one the sender processed were not answered.
-        if (payload.length < 4) return;
+        // The server's: streams above the last one it processed were not answered. (A client's GOAWAY names the
+        // last server-initiated stream, and ends none of the client's.)
+        if (di !== 1 || payload.length < 4) return;
         const last = payload.readUInt32BE(0) & 0x7fffffff;
         for (const [id, s] of conn.streams) if (id > last && (id & 1) === 1) this.finish(conn, id, s, ts, 'GOAWAY');
         return;

@@ -139,3 +139,47 @@ describePrivileged('gRPC calls from the kernel (both ends measured)', () => {
     expect(t.dp.readH2().counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0 });
   }, 180_000);
 });
+
+// Records lost in the ring buffer (a 4 KiB ring, far too small for the load): each direction that lost one is
+// decoded no further, its later streams count with an empty status; no stream is counted with a status it did
+// not get, though the statuses are literals whose dynamic-table entries the lost blocks may have changed.
+describePrivileged('HTTP/2 with records lost to a full ring buffer', () => {
+  let t: Topology;
+  let port: number;
+  const STATUSES = [201, 202, 404, 418, 429, 503];
+  const N = 1200;
+
+  beforeAll(async () => {
+    t = await topology('methtwo-lost', { h2RingBytes: 4096 });
+    t.dp.consumeH2();
+    port = (await startFixture(t.cg, 'h2-literal-server.mjs', [HOST])).port;
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('streams of a direction that lost a record are unparsed, never mislabelled', async () => {
+    const urls = STATUSES.map((s) => `http://${HOST}:${port}/s/${s}`);
+    const r = await t.cg.run(ensureTool('h2load'), ['-n', String(N), '-c', '2', '-m', '16', ...urls], { timeoutMs: 120_000 });
+    expect(r.code, r.stderr).toBe(0);
+    // Most records are lost: wait until the connections' close records were read (or the time is up).
+    const http = await until(t, () => t.dp.readH2().connections === 0, 10_000);
+    const got = byStatus(http, 'server', port);
+    const counters = t.dp.readH2().counters!;
+    expect(t.dp.readCounters().h2_drops).toBeGreaterThan(0);
+    expect(counters.gaps).toBeGreaterThan(0);
+    // Every status counted is one the server sent, no more often than it sent it (h2load round robin: N/6 each).
+    const statuses: Record<string, number> = {};
+    for (const [k, n] of Object.entries(got)) statuses[k.split('/')[0]!] = (statuses[k.split('/')[0]!] ?? 0) + n;
+    // Streams whose request and response records were all lost are not counted at all (orphanStreams counts
+    // those whose response alone came); none is counted twice.
+    expect(total(statuses), JSON.stringify(got)).toBeLessThanOrEqual(N);
+    for (const [k, n] of Object.entries(statuses)) {
+      if (k === '0') continue;
+      expect(STATUSES.map(String), JSON.stringify(got)).toContain(k);
+      expect(n).toBeLessThanOrEqual(N / STATUSES.length);
+    }
+    expect(statuses['0'] ?? 0).toBeGreaterThan(0);
+    expect(counters.unparsedStreams).toBeGreaterThan(0);
+  }, 180_000);
+});
