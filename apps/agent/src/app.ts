@@ -146,8 +146,10 @@ export class Agent {
     const outcomes = this.datapath.attachments.reduce<Record<string, number>>((a, x) => ((a[x.outcome] = (a[x.outcome] ?? 0) + 1), a), {});
     log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: this.datapath.attachments.length, ...outcomes, ms: Math.round(performance.now() - t0) });
 
+    // HTTP/2 and gRPC: header frames from the kernel's ring buffer, decoded on the event loop.
+    this.datapath.metrics.consumeH2();
     const metrics = new KernelMetrics(
-      { read: () => this.dp().metrics.read(), fill: () => this.dp().fill() },
+      { read: () => this.dp().metrics.read(), fill: () => this.dp().fill(), readH2: () => this.dp().metrics.readH2() },
       { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
     );
     metrics.register(this.registry);
