@@ -1,0 +1,112 @@
+// H2Streams over hand-made kernel records (struct h2_record): stream timing, a record gap making the direction's
+// later streams unparsed, RST_STREAM and GOAWAY as errors, close records freeing connections, and the bounds.
+import { describe, expect, it } from 'vitest';
+
+import { H2_RECORD_HEADER, H2Streams } from '../../src/h2/streams.js';
+
+const F_RESPONSE = 1, F_SERVER = 2;
+const HEADERS = 1, DATA = 0, RST_STREAM = 3, GOAWAY = 7;
+const END_STREAM = 1, END_HEADERS = 4;
+// HPACK static-table indices (RFC 7541 Appendix A): a request GET / and responses 200 / 404.
+const GET = Buffer.from([0x82, 0x84]);
+const S200 = Buffer.from([0x88]);
+const S404 = Buffer.from([0x8d]);
+
+interface Rec {
+  cookie?: bigint;
+  kind?: number;
+  flags: number;
+  seq: number;
+  ts: number;
+  type?: number;
+  fflags?: number;
+  stream?: number;
+  payload?: Buffer;
+}
+
+function rec(r: Rec): Buffer {
+  const payload = r.payload ?? Buffer.alloc(0);
+  const b = Buffer.alloc(H2_RECORD_HEADER + payload.length);
+  b.writeBigUInt64LE(r.cookie ?? 1n, 0);
+  b.writeBigUInt64LE(BigInt(r.ts) * 1_000_000n, 8);
+  b.writeBigUInt64LE(7n, 16);
+  b.set([127, 0, 0, 2], 32);
+  b.writeUInt32LE(r.seq, 64);
+  b.writeUInt32LE(payload.length, 68);
+  b.writeUInt16LE(40000, 72);
+  b.writeUInt16LE(8080, 74);
+  b.writeUInt16LE(payload.length, 76);
+  b[78] = r.kind ?? 1;
+  b[79] = r.flags | F_SERVER;
+  b[80] = 2;
+  b.writeUIntBE(payload.length, 81, 3);
+  b[84] = r.type ?? HEADERS;
+  b[85] = r.fflags ?? END_HEADERS;
+  b.writeUInt32BE(r.stream ?? 1, 86);
+  payload.copy(b, H2_RECORD_HEADER);
+  return b;
+}
+
+const counts = (h: H2Streams) => Object.fromEntries(h.read().http.map((s) => [`${s.method} ${s.status}${s.errorType ? ` ${s.errorType}` : ''}`, s.count]));
+
+describe('H2Streams', () => {
+  it('times a stream from its request HEADERS to the response HEADERS, ends it at END_STREAM (a DATA header)', () => {
+    const h = new H2Streams();
+    h.records([
+      rec({ flags: 0, seq: 0, ts: 0, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ flags: F_RESPONSE, seq: 0, ts: 30, payload: S200 }),
+    ]);
+    expect(h.read().http).toEqual([]); // not ended yet
+    h.record(rec({ flags: F_RESPONSE, seq: 1, ts: 90, type: DATA, fflags: END_STREAM }));
+    const [s] = h.read().http;
+    expect(s).toMatchObject({ direction: 'server', remoteIp: '127.0.0.2', port: 8080, method: 'GET', status: 200, errorType: '', count: 1 });
+    expect(s!.sumSeconds).toBeCloseTo(0.03, 9);
+    expect(s!.buckets[3]).toBe(1); // (25 ms, 50 ms]
+  });
+
+  it('a gap in a direction\'s record numbers: its later streams count unparsed, never with a status', () => {
+    const h = new H2Streams();
+    h.records([
+      rec({ flags: 0, seq: 0, ts: 0, stream: 1, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ flags: F_RESPONSE, seq: 0, ts: 1, stream: 1, fflags: END_HEADERS | END_STREAM, payload: S404 }),
+      rec({ flags: 0, seq: 1, ts: 2, stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      // Response records 1 and 2 were lost.
+      rec({ flags: F_RESPONSE, seq: 3, ts: 3, stream: 3, fflags: END_HEADERS | END_STREAM, payload: S200 }),
+    ]);
+    expect(counts(h)).toEqual({ 'GET 404': 1, ' 0': 1 });
+    expect(h.counters).toMatchObject({ gaps: 1, lostDirections: 1, unparsedStreams: 1 });
+  });
+
+  it('RST_STREAM ends a stream with its error code; the server\'s GOAWAY ends the streams above its last; a client\'s ends none', () => {
+    const h = new H2Streams();
+    const rst = Buffer.alloc(4);
+    rst.writeUInt32BE(8); // CANCEL
+    const goaway = Buffer.alloc(8);
+    goaway.writeUInt32BE(3); // last stream 3
+    h.records([
+      rec({ flags: 0, seq: 0, ts: 0, stream: 1, payload: GET }),
+      rec({ flags: F_RESPONSE, seq: 0, ts: 5, stream: 1, payload: S200 }),
+      rec({ flags: 0, seq: 1, ts: 6, stream: 1, type: RST_STREAM, payload: rst }),
+      rec({ flags: 0, seq: 2, ts: 7, stream: 5, payload: GET }),
+      rec({ flags: 0, seq: 3, ts: 8, stream: 0, type: GOAWAY, payload: goaway }), // the client's: ends nothing
+      rec({ flags: F_RESPONSE, seq: 1, ts: 9, stream: 0, type: GOAWAY, payload: goaway }),
+    ]);
+    expect(counts(h)).toEqual({ 'GET 200 CANCEL': 1, 'GET 0 GOAWAY': 1 });
+  });
+
+  it('a close record frees the connection (its open streams end as CLOSED); connections past the bound are not followed', () => {
+    const h = new H2Streams({ maxConnections: 1 });
+    h.record(rec({ cookie: 1n, flags: 0, seq: 0, ts: 0, payload: GET }));
+    h.record(rec({ cookie: 2n, flags: 0, seq: 0, ts: 0, payload: GET }));
+    expect(h.connections).toBe(1);
+    expect(h.counters.untracked).toBe(1);
+    h.record(rec({ cookie: 1n, kind: 3, flags: 0, seq: 0, ts: 4 }));
+    expect(h.connections).toBe(0);
+    expect(counts(h)).toEqual({ 'GET 0 CLOSED': 1 });
+  });
+
+  it('checks its options and its records', () => {
+    expect(() => new H2Streams({ maxRpcMethods: 0 })).toThrow(/maxRpcMethods must be a positive integer/);
+    expect(() => new H2Streams().record(Buffer.alloc(10))).toThrow(/h2 record of 10 bytes/);
+  });
+});
