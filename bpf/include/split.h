@@ -6,6 +6,11 @@
  * A service address (VIP, port, protocol) maps to a svc_value: which table version is live and, per backend
  * (an HTTPRoute backendRef), its cumulative weight and endpoint count. Endpoints live in their own map keyed
  * by (service id, version, backend, index). A connect() picks a backend by weight, then an endpoint uniformly.
+ *
+ * Service and endpoint entries carry `check`, a hash of the entry's key and of every field before it
+ * (split_check below): a hash map element can be recycled for another key while a program still reads it, so a
+ * program copies an entry, and uses the copy only when its check matches the key it looked up (else it reads
+ * again). An IPv4-mapped address (::ffff:a.b.c.d) is looked up, remembered and mapped back as the IPv4 address.
  */
 #ifndef MESH_BPF_SPLIT_H
 #define MESH_BPF_SPLIT_H
@@ -33,7 +38,8 @@ struct svc_value {
 	 * refused, as the Gateway API asks for the share of a backend that cannot serve. */
 	__u32 cum_weight[SPLIT_MAX_BACKENDS];
 	__u32 nendpoints[SPLIT_MAX_BACKENDS];
-}; /* 144 bytes */
+	__u32 check; /* split_check(key, the fields above) */
+}; /* 148 bytes */
 
 struct ep_key {
 	__u32 svc_id;
@@ -47,21 +53,33 @@ struct ep_value {
 	__u16 port;    /* network order */
 	__u8 family;
 	__u8 pad;
-}; /* 20 bytes */
+	__u32 check; /* split_endpoints: split_check(key, the fields above); split_revnat: 0 */
+}; /* 24 bytes */
+
+/*
+ * The entries' check: over the key's 32-bit words, then the value's words before `check`, each word mixed in by
+ * h = (h ^ w) * SPLIT_CHECK_MUL; h ^= h >> 15, from h = SPLIT_CHECK_SEED. A copy torn between two writes, or an
+ * element recycled for another key, matches with probability about 2^-32. Words are read as the host's u32.
+ */
+#define SPLIT_CHECK_SEED 0x6d657368u
+#define SPLIT_CHECK_MUL 0x9e3779b1u
 
 /*
  * Per socket: the address the application dialled, for getpeername and connected recvmsg. A slot of an array,
  * claimed by the socket's cookie (compare-and-swap from 0) at one of SPLIT_ORIG_PROBES places after
- * cookie & mask, and given back (cookie 0) when the socket is released.
+ * cookie & mask, and given back (cookie 0) when the socket is released or connects to an address that is no
+ * service. The endpoint is kept too: the slot speaks for the socket only while it is connected to that endpoint
+ * (a UDP socket can disconnect with AF_UNSPEC, which no hook sees).
  */
 struct orig_slot {
-	__u64 cookie; /* owner; 0: free */
-	__u32 addr[4];
+	__u64 cookie;   /* owner; 0: free */
+	__u32 addr[4];  /* the service address dialled */
+	__u32 ep[4];    /* the endpoint it was sent to */
 	__u16 port;
-	__u8 family;
-	__u8 pad1;
-	__u32 pad2;
-}; /* 32 bytes */
+	__u16 ep_port;
+	__u8 family;    /* of both */
+	__u8 pad[3];
+}; /* 48 bytes */
 
 #define SPLIT_ORIG_PROBES 4
 
@@ -82,9 +100,13 @@ enum split_counter {
 	SPLIT_RECVMSG_REWRITE,
 	SPLIT_GETPEERNAME_REWRITE,
 	SPLIT_TABLE_RETRY, /* an endpoint slot vanished under a table swap and the service was read again */
-	SPLIT_ORIG_FULL,   /* no free slot in split_orig: that socket's getpeername() shows the endpoint */
+	SPLIT_ORIG_FULL,   /* no free slot in split_orig: a TCP socket's getpeername() shows the endpoint */
 	SPLIT_ORIG_CLAIM,  /* slots taken and given back: their difference is the slots in use */
 	SPLIT_ORIG_RELEASE,
+	SPLIT_TORN_READ,     /* a copied entry's check did not match (recycled or being rewritten): read again */
+	SPLIT_ORIG_FALLBACK, /* connected UDP with no free slot: its replies mapped through split_revnat instead */
+	SPLIT_REVNAT_INSERT, /* reply mappings created; less those dropped (below) and those held: the evicted */
+	SPLIT_REVNAT_DROP,   /* reply mappings removed: their socket connected to that endpoint's own address */
 	SPLIT_COUNTER_MAX,
 };
 
@@ -94,10 +116,10 @@ enum split_counter {
 #define SPLIT_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
 SPLIT_SIZE_CHECK(svc_key, 20);
-SPLIT_SIZE_CHECK(svc_value, 144);
+SPLIT_SIZE_CHECK(svc_value, 148);
 SPLIT_SIZE_CHECK(ep_key, 12);
-SPLIT_SIZE_CHECK(ep_value, 20);
-SPLIT_SIZE_CHECK(orig_slot, 32);
+SPLIT_SIZE_CHECK(ep_value, 24);
+SPLIT_SIZE_CHECK(orig_slot, 48);
 SPLIT_SIZE_CHECK(revnat_key, 32);
 
 #endif /* MESH_BPF_SPLIT_H */

@@ -3,11 +3,13 @@
  * Weighted traffic splitting at the socket layer. connect() (TCP, connected UDP) and sendmsg() (unconnected
  * UDP) to a service address are rewritten to an endpoint chosen by weight, so every connection keeps its
  * backend for life and no packet is ever translated. getpeername() and recvmsg() show the application the
- * address it dialled. Addresses that are no service pass untouched.
+ * address it dialled. Addresses that are no service pass untouched. An AF_INET6 socket dialling an IPv4-mapped
+ * address (::ffff:a.b.c.d) is served as IPv4 and shown the mapped address.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "bpf_consts.h"
 #include "split.h"
 
@@ -41,7 +43,11 @@ struct {
 
 const volatile __u32 orig_mask = 65535;
 
-/* LRU: unconnected UDP sockets come and go without telling anyone; the oldest mappings make room. */
+/*
+ * LRU: unconnected UDP sockets come and go without telling anyone; the least recently used mappings make room.
+ * A send that finds its mapping only looks it up (which marks it used), so live flows stay and a full table is
+ * not churned by them. Evicted = SPLIT_REVNAT_INSERT - SPLIT_REVNAT_DROP - entries held.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -60,6 +66,18 @@ struct {
 #define PICK_NOT_A_SERVICE 1
 #define PICK_NO_BACKEND 2
 
+/* Reads of one connect() before it gives up on entries that keep changing under it (then it is refused). */
+#define PICK_ATTEMPTS 4
+
+#define barrier() asm volatile("" ::: "memory")
+
+/* An address as the maps hold it: IPv4 (and IPv4-mapped IPv6) in addr[0], family AF_INET. */
+struct sa {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+};
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *n = bpf_map_lookup_elem(&split_counters, &idx);
@@ -74,46 +92,94 @@ static __always_inline __u16 load_port(struct bpf_sock_addr *ctx)
 	return (__u16)(*(volatile __u32 *)&ctx->user_port);
 }
 
+static __always_inline __u32 check_mix(__u32 h, __u32 w)
+{
+	h ^= w;
+	h *= SPLIT_CHECK_MUL;
+	return h ^ (h >> 15);
+}
+
+static __always_inline __u32 svc_check(const struct svc_key *key, const struct svc_value *v)
+{
+	const __u32 *k = (const __u32 *)key, *w = (const __u32 *)v;
+	__u32 h = SPLIT_CHECK_SEED;
+
+	for (int i = 0; i < sizeof(*key) / 4; i++)
+		h = check_mix(h, k[i]);
+	for (int i = 0; i < __builtin_offsetof(struct svc_value, check) / 4; i++)
+		h = check_mix(h, w[i]);
+	return h;
+}
+
+static __always_inline __u32 ep_check(const struct ep_key *key, const struct ep_value *v)
+{
+	const __u32 *k = (const __u32 *)key, *w = (const __u32 *)v;
+	__u32 h = SPLIT_CHECK_SEED;
+
+	for (int i = 0; i < sizeof(*key) / 4; i++)
+		h = check_mix(h, k[i]);
+	for (int i = 0; i < __builtin_offsetof(struct ep_value, check) / 4; i++)
+		h = check_mix(h, w[i]);
+	return h;
+}
+
 /*
  * Picks an endpoint for a service address: a backend with probability weight/total, then one of its endpoints
  * uniformly. Each draw scales a random word by multiply-shift (r * total / 2^32) rather than division: a bias of
- * at most total / 2^32. A table swap may delete the slots of the version just read; then the service is read again.
+ * at most total / 2^32. Entries are copied and used only when their check matches: the hash maps hand a
+ * deleted or replaced element back out at once (preallocated: the free list; otherwise bpf_mem_alloc's per-CPU
+ * cache), so the element a lookup returned may be rewritten for another key while it is read. A table swap may
+ * delete the slots of the version just read; then the service is read again.
  */
 static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 {
-	for (int attempt = 0; attempt < 2; attempt++) {
+	for (int attempt = 0; attempt < PICK_ATTEMPTS; attempt++) {
 		struct svc_value *svc = bpf_map_lookup_elem(&split_services, key);
+		struct svc_value v;
 		struct ep_key ek = {};
 		struct ep_value *ep;
 		__u32 total, r, b = 0, n;
 
 		if (!svc)
 			return PICK_NOT_A_SERVICE;
-		total = svc->total_weight;
+		__builtin_memcpy(&v, svc, sizeof(v));
+		/* Every use below reads the copy, never the element again. */
+		barrier();
+		if (v.check != svc_check(key, &v)) {
+			count(SPLIT_TORN_READ);
+			continue;
+		}
+		total = v.total_weight;
 		if (total == 0)
 			return PICK_NO_BACKEND;
 		r = ((__u64)bpf_get_prandom_u32() * total) >> 32; /* in [0, total) */
 		for (__u32 i = 0; i < SPLIT_MAX_BACKENDS; i++) {
-			if (i >= svc->nbackends)
+			if (i >= v.nbackends)
 				break;
-			if (r < svc->cum_weight[i]) {
+			if (r < v.cum_weight[i]) {
 				b = i;
 				break;
 			}
 		}
-		n = svc->nendpoints[b & (SPLIT_MAX_BACKENDS - 1)];
+		n = v.nendpoints[b & (SPLIT_MAX_BACKENDS - 1)];
 		if (n == 0)
 			return PICK_NO_BACKEND;
-		ek.svc_id = svc->id;
-		ek.version = svc->version;
+		ek.svc_id = v.id;
+		ek.version = v.version;
 		ek.backend = b;
 		ek.index = ((__u64)bpf_get_prandom_u32() * n) >> 32; /* in [0, n) */
 		ep = bpf_map_lookup_elem(&split_endpoints, &ek);
-		if (ep) {
-			*out = *ep;
-			return PICK_OK;
+		if (!ep) {
+			count(SPLIT_TABLE_RETRY);
+			continue;
 		}
-		count(SPLIT_TABLE_RETRY);
+		__builtin_memcpy(out, ep, sizeof(*out));
+		barrier();
+		if (out->check != ep_check(&ek, out)) {
+			count(SPLIT_TORN_READ);
+			continue;
+		}
+		return PICK_OK;
 	}
 	return PICK_NO_BACKEND;
 }
@@ -123,39 +189,72 @@ static __always_inline int is_tcp_or_udp(__u32 proto)
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP;
 }
 
-static __always_inline void key4(struct bpf_sock_addr *ctx, struct svc_key *key)
+static __always_inline int is_mapped(__u32 w0, __u32 w1, __u32 w2)
 {
-	key->addr[0] = ctx->user_ip4;
-	key->port = load_port(ctx);
-	key->proto = ctx->protocol;
-	key->family = AF_INET;
+	return w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline void key6(struct bpf_sock_addr *ctx, struct svc_key *key)
+/* The address in ctx (destination, or the peer/source the kernel filled in), IPv4-mapped as IPv4. */
+static __always_inline void load_sa(struct bpf_sock_addr *ctx, int v6, struct sa *a)
 {
+	a->port = load_port(ctx);
+	if (!v6) {
+		a->addr[0] = ctx->user_ip4;
+		a->family = AF_INET;
+		return;
+	}
 	/* One 4-byte access per word: user_ip6 allows no wider access. */
-	key->addr[0] = ctx->user_ip6[0];
-	key->addr[1] = ctx->user_ip6[1];
-	key->addr[2] = ctx->user_ip6[2];
-	key->addr[3] = ctx->user_ip6[3];
-	key->port = load_port(ctx);
+	a->addr[0] = ctx->user_ip6[0];
+	a->addr[1] = ctx->user_ip6[1];
+	a->addr[2] = ctx->user_ip6[2];
+	a->addr[3] = ctx->user_ip6[3];
+	a->family = AF_INET6;
+	if (is_mapped(a->addr[0], a->addr[1], a->addr[2])) {
+		a->addr[0] = a->addr[3];
+		a->addr[1] = 0;
+		a->addr[2] = 0;
+		a->addr[3] = 0;
+		a->family = AF_INET;
+	}
+}
+
+static __always_inline void svc_key_of(struct bpf_sock_addr *ctx, const struct sa *a, struct svc_key *key)
+{
+	key->addr[0] = a->addr[0];
+	key->addr[1] = a->addr[1];
+	key->addr[2] = a->addr[2];
+	key->addr[3] = a->addr[3];
+	key->port = a->port;
 	key->proto = ctx->protocol;
-	key->family = AF_INET6;
+	key->family = a->family;
 }
 
-static __always_inline void store4(struct bpf_sock_addr *ctx, const __u32 *addr, __u16 port)
+/* Writes an address into ctx; an IPv6 hook shows an IPv4 address mapped. 0 when it cannot be shown (an IPv6
+ * address to an IPv4 hook, which the compiler's one-family services never produce). */
+static __always_inline int store_sa(struct bpf_sock_addr *ctx, int v6, const __u32 *addr, __u16 port, __u8 family)
 {
-	ctx->user_ip4 = addr[0];
+	if (!v6) {
+		if (family != AF_INET)
+			return 0;
+		ctx->user_ip4 = addr[0];
+	} else if (family == AF_INET) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = addr[0];
+	} else {
+		ctx->user_ip6[0] = addr[0];
+		ctx->user_ip6[1] = addr[1];
+		ctx->user_ip6[2] = addr[2];
+		ctx->user_ip6[3] = addr[3];
+	}
 	ctx->user_port = port;
+	return 1;
 }
 
-static __always_inline void store6(struct bpf_sock_addr *ctx, const __u32 *addr, __u16 port)
+static __always_inline int same_addr(const __u32 *a, const __u32 *b)
 {
-	ctx->user_ip6[0] = addr[0];
-	ctx->user_ip6[1] = addr[1];
-	ctx->user_ip6[2] = addr[2];
-	ctx->user_ip6[3] = addr[3];
-	ctx->user_port = port;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
 static __always_inline struct orig_slot *orig_slot(__u64 cookie, __u32 probe)
@@ -184,7 +283,41 @@ static __always_inline struct orig_slot *orig_find(__u64 cookie, struct orig_slo
 	return NULL;
 }
 
-static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key)
+/* The reply mapping of (socket, endpoint) → service address, in split_revnat. */
+static __always_inline void revnat_key_of(struct revnat_key *rk, __u64 cookie, const __u32 *addr, __u16 port)
+{
+	rk->cookie = cookie;
+	rk->addr[0] = addr[0];
+	rk->addr[1] = addr[1];
+	rk->addr[2] = addr[2];
+	rk->addr[3] = addr[3];
+	rk->port = port;
+}
+
+static __always_inline void revnat_note(__u64 cookie, const struct ep_value *ep, const struct svc_key *key)
+{
+	struct revnat_key rk = {};
+	struct ep_value vip = {};
+	struct ep_value *cur;
+
+	revnat_key_of(&rk, cookie, ep->addr, ep->port);
+	cur = bpf_map_lookup_elem(&split_revnat, &rk);
+	/* Found as it should be: the lookup marked it used, and nothing is written (a write takes a fresh element,
+	 * which in a full LRU evicts another mapping). */
+	if (cur && same_addr(cur->addr, key->addr) && cur->port == key->port && cur->family == key->family)
+		return;
+	if (!cur)
+		count(SPLIT_REVNAT_INSERT);
+	vip.addr[0] = key->addr[0];
+	vip.addr[1] = key->addr[1];
+	vip.addr[2] = key->addr[2];
+	vip.addr[3] = key->addr[3];
+	vip.port = key->port;
+	vip.family = key->family;
+	bpf_map_update_elem(&split_revnat, &rk, &vip, BPF_ANY);
+}
+
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc_key *key, const struct ep_value *ep)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig_slot *free = NULL;
@@ -195,18 +328,67 @@ static __always_inline void remember(struct bpf_sock_addr *ctx, const struct svc
 		s = free;
 		count(SPLIT_ORIG_CLAIM);
 	}
-	/* Another socket took the free slot first, or all are held: this socket's getpeername() will show the
-	 * endpoint; counted so the table can be sized. */
+	/* Another socket took the free slot first, or all are held: counted so the table can be sized. A TCP
+	 * socket's getpeername() will show the endpoint; connected UDP maps its replies as unconnected UDP does
+	 * (resolvers drop a reply from an address they did not ask). */
 	if (!s) {
 		count(SPLIT_ORIG_FULL);
+		if (key->proto == IPPROTO_UDP) {
+			revnat_note(cookie, ep, key);
+			count(SPLIT_ORIG_FALLBACK);
+		}
 		return;
 	}
 	s->addr[0] = key->addr[0];
 	s->addr[1] = key->addr[1];
 	s->addr[2] = key->addr[2];
 	s->addr[3] = key->addr[3];
+	s->ep[0] = ep->addr[0];
+	s->ep[1] = ep->addr[1];
+	s->ep[2] = ep->addr[2];
+	s->ep[3] = ep->addr[3];
 	s->port = key->port;
+	s->ep_port = ep->port;
 	s->family = key->family;
+}
+
+/* A socket connects to an address that is no service: what it dialled before no longer applies. */
+static __always_inline void forget(struct bpf_sock_addr *ctx, const struct sa *dst)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_slot *s = orig_find(cookie, NULL);
+
+	if (s) {
+		s->cookie = 0;
+		count(SPLIT_ORIG_RELEASE);
+	}
+	if (ctx->protocol == IPPROTO_UDP) {
+		struct revnat_key rk = {};
+
+		revnat_key_of(&rk, cookie, dst->addr, dst->port);
+		if (bpf_map_delete_elem(&split_revnat, &rk) == 0)
+			count(SPLIT_REVNAT_DROP);
+	}
+}
+
+/* The slot speaks for the socket only while its peer is the endpoint the slot recorded. */
+static __always_inline int slot_peer_is(const struct orig_slot *o, const struct sa *peer)
+{
+	return o->family == peer->family && o->ep_port == peer->port && same_addr(o->ep, peer->addr);
+}
+
+/* The socket is connected to the slot's endpoint now (after connect(AF_UNSPEC) it is connected to nothing). */
+static __always_inline int connected_to_slot(struct bpf_sock_addr *ctx, const struct orig_slot *o)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk || sk->dst_port != o->ep_port)
+		return 0;
+	/* A dual-stack socket connected to an IPv4-mapped address has the IPv4 address in dst_ip4 as well. */
+	if (o->family == AF_INET)
+		return sk->dst_ip4 == o->ep[0];
+	return sk->dst_ip6[0] == o->ep[0] && sk->dst_ip6[1] == o->ep[1] && sk->dst_ip6[2] == o->ep[2] &&
+	       sk->dst_ip6[3] == o->ep[3];
 }
 
 /* Set at load: refuse with EPERM even where bpf_set_retval exists (tests run the fallback of older kernels). */
@@ -230,46 +412,42 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 {
 	struct svc_key key = {};
 	struct ep_value ep;
+	struct sa dst;
 	int r;
 
 	if (!is_tcp_or_udp(ctx->protocol))
 		return 1;
-	if (v6)
-		key6(ctx, &key);
-	else
-		key4(ctx, &key);
+	load_sa(ctx, v6, &dst);
+	svc_key_of(ctx, &dst, &key);
 	r = pick(&key, &ep);
-	if (r == PICK_NOT_A_SERVICE)
+	if (r == PICK_NOT_A_SERVICE) {
+		forget(ctx, &dst);
 		return 1;
+	}
 	/* The compiler keeps a service's endpoints in its own family; anything else is a corrupt table. */
 	if (r == PICK_NO_BACKEND || ep.family != key.family) {
 		count(SPLIT_CONNECT_NO_BACKEND);
 		return refuse();
 	}
-	remember(ctx, &key);
-	if (v6)
-		store6(ctx, ep.addr, ep.port);
-	else
-		store4(ctx, ep.addr, ep.port);
+	remember(ctx, &key, &ep);
+	store_sa(ctx, v6, ep.addr, ep.port, ep.family);
 	count(SPLIT_CONNECT_REWRITE);
 	return 1;
 }
 
-/* Unconnected UDP: each datagram picks an endpoint; the reply's source is mapped back per socket. */
+/* Unconnected UDP: each datagram picks an endpoint; the reply's source is mapped back per socket. A datagram
+ * from a dual-stack socket to an IPv4-mapped address reaches sendmsg4 (the kernel hands it to IPv4 first). */
 static __always_inline int do_sendmsg(struct bpf_sock_addr *ctx, int v6)
 {
-	struct revnat_key rk = {};
 	struct svc_key key = {};
-	struct ep_value vip = {};
 	struct ep_value ep;
+	struct sa dst;
 	int r;
 
 	if (ctx->protocol != IPPROTO_UDP)
 		return 1;
-	if (v6)
-		key6(ctx, &key);
-	else
-		key4(ctx, &key);
+	load_sa(ctx, v6, &dst);
+	svc_key_of(ctx, &dst, &key);
 	r = pick(&key, &ep);
 	if (r == PICK_NOT_A_SERVICE)
 		return 1;
@@ -277,23 +455,8 @@ static __always_inline int do_sendmsg(struct bpf_sock_addr *ctx, int v6)
 		count(SPLIT_SENDMSG_NO_BACKEND);
 		return refuse();
 	}
-	rk.cookie = bpf_get_socket_cookie(ctx);
-	rk.addr[0] = ep.addr[0];
-	rk.addr[1] = ep.addr[1];
-	rk.addr[2] = ep.addr[2];
-	rk.addr[3] = ep.addr[3];
-	rk.port = ep.port;
-	vip.addr[0] = key.addr[0];
-	vip.addr[1] = key.addr[1];
-	vip.addr[2] = key.addr[2];
-	vip.addr[3] = key.addr[3];
-	vip.port = key.port;
-	vip.family = key.family;
-	bpf_map_update_elem(&split_revnat, &rk, &vip, BPF_ANY);
-	if (v6)
-		store6(ctx, ep.addr, ep.port);
-	else
-		store4(ctx, ep.addr, ep.port);
+	revnat_note(bpf_get_socket_cookie(ctx), &ep, &key);
+	store_sa(ctx, v6, ep.addr, ep.port, ep.family);
 	count(SPLIT_SENDMSG_REWRITE);
 	return 1;
 }
@@ -304,49 +467,44 @@ static __always_inline int do_recvmsg(struct bpf_sock_addr *ctx, int v6)
 	struct revnat_key rk = {};
 	struct ep_value *vip;
 	struct orig_slot *o;
+	struct sa src;
 
-	rk.cookie = bpf_get_socket_cookie(ctx);
-	if (v6) {
-		rk.addr[0] = ctx->user_ip6[0];
-		rk.addr[1] = ctx->user_ip6[1];
-		rk.addr[2] = ctx->user_ip6[2];
-		rk.addr[3] = ctx->user_ip6[3];
-	} else {
-		rk.addr[0] = ctx->user_ip4;
-	}
-	rk.port = load_port(ctx);
+	load_sa(ctx, v6, &src);
+	revnat_key_of(&rk, bpf_get_socket_cookie(ctx), src.addr, src.port);
 	vip = bpf_map_lookup_elem(&split_revnat, &rk);
 	if (vip) {
-		if (v6)
-			store6(ctx, vip->addr, vip->port);
-		else
-			store4(ctx, vip->addr, vip->port);
-		count(SPLIT_RECVMSG_REWRITE);
+		if (store_sa(ctx, v6, vip->addr, vip->port, vip->family))
+			count(SPLIT_RECVMSG_REWRITE);
 		return 1;
 	}
 	/* A connected UDP socket receives only from the endpoint it was connected to. */
 	o = orig_find(rk.cookie, NULL);
-	if (o && o->family == (v6 ? AF_INET6 : AF_INET)) {
-		if (v6)
-			store6(ctx, o->addr, o->port);
-		else
-			store4(ctx, o->addr, o->port);
+	if (o && slot_peer_is(o, &src) && connected_to_slot(ctx, o) && store_sa(ctx, v6, o->addr, o->port, o->family))
 		count(SPLIT_RECVMSG_REWRITE);
-	}
 	return 1;
 }
 
 static __always_inline int do_getpeername(struct bpf_sock_addr *ctx, int v6)
 {
-	struct orig_slot *o = orig_find(bpf_get_socket_cookie(ctx), NULL);
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig_slot *o = orig_find(cookie, NULL);
+	struct revnat_key rk = {};
+	struct ep_value *vip;
+	struct sa peer;
 
-	if (!o || o->family != (v6 ? AF_INET6 : AF_INET))
+	load_sa(ctx, v6, &peer);
+	if (o) {
+		if (slot_peer_is(o, &peer) && store_sa(ctx, v6, o->addr, o->port, o->family))
+			count(SPLIT_GETPEERNAME_REWRITE);
 		return 1;
-	if (v6)
-		store6(ctx, o->addr, o->port);
-	else
-		store4(ctx, o->addr, o->port);
-	count(SPLIT_GETPEERNAME_REWRITE);
+	}
+	/* Connected UDP that found no free slot. */
+	if (ctx->protocol != IPPROTO_UDP)
+		return 1;
+	revnat_key_of(&rk, cookie, peer.addr, peer.port);
+	vip = bpf_map_lookup_elem(&split_revnat, &rk);
+	if (vip && store_sa(ctx, v6, vip->addr, vip->port, vip->family))
+		count(SPLIT_GETPEERNAME_REWRITE);
 	return 1;
 }
 

@@ -18,6 +18,10 @@ export interface SplitOptions {
    *  two; default 65,536 live connections. A socket takes one of 4 slots after its cookie; when all 4 are held,
    *  its connection still works but shows the endpoint as its peer (counter orig_full). */
   maxConnections?: number;
+  /** Capacity of the unconnected-UDP reply mappings (one per socket and endpoint it sent to through a service;
+   *  least recently used first out); default 65,536. An evicted mapping's next reply shows the endpoint's
+   *  address until the socket sends there again: see udpFlowsEvicted(). */
+  maxUdpFlows?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
   /** Refuse a connect() to a service with no backend with EPERM, as on kernels before 5.18 (no
@@ -41,6 +45,11 @@ export function connectionSlots(maxConnections: number): number {
   return 2 ** Math.ceil(Math.log2(maxConnections));
 }
 
+function checkUdpFlows(n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 24) throw new RangeError(`maxUdpFlows must be an integer in [1, 2^24], got ${n}`);
+  return n;
+}
+
 export class SplitDatapath implements Disposable {
   private readonly obj: BpfObject;
   private readonly table: ServiceTable;
@@ -48,13 +57,15 @@ export class SplitDatapath implements Disposable {
   readonly endpointsMap: BpfMap<EpKey, EpValue>;
   private readonly countersMap: PerCpuMap<number, bigint>;
   private readonly origMap: BpfMap<number, Buffer>;
+  private readonly revnatMap: BpfMap<Buffer, Buffer>;
 
   private constructor(obj: BpfObject) {
     this.obj = obj;
     this.servicesMap = obj.map(names.maps.split_services, { key: svcKey, value: svcValue });
     this.endpointsMap = obj.map(names.maps.split_endpoints, { key: epKey, value: epValue });
     this.countersMap = obj.perCpuMap(names.maps.split_counters, { key: c.u32, value: c.u64 });
-    this.origMap = obj.map(names.maps.split_orig, { key: c.u32, value: c.bytes(32) });
+    this.origMap = obj.map(names.maps.split_orig, { key: c.u32, value: c.bytes(48) });
+    this.revnatMap = obj.map(names.maps.split_revnat, { key: c.bytes(32), value: c.bytes(24) });
     this.table = new ServiceTable(this.servicesMap, this.endpointsMap);
     this.table.adopt();
   }
@@ -70,6 +81,7 @@ export class SplitDatapath implements Disposable {
         spec.setConstant('orig_mask', slots - 1);
       }
       if (opts.refuseWithEperm) spec.setConstant(names.constants.refuse_eperm, true);
+      if (opts.maxUdpFlows !== undefined) spec.setMaxEntries(names.maps.split_revnat, checkUdpFlows(opts.maxUdpFlows));
       if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     } catch (err) {
       spec.close();
@@ -114,12 +126,21 @@ export class SplitDatapath implements Disposable {
   }
 
   /** Entries in use and capacity of each table (map pressure). */
-  fill(): Record<'services' | 'endpoints' | 'connections', { used: number; max: number }> {
+  fill(): Record<'services' | 'endpoints' | 'connections' | 'udp_flows', { used: number; max: number }> {
     return {
       services: { used: this.table.size, max: this.servicesMap.maxEntries },
       endpoints: { used: this.endpointsMap.count(), max: this.endpointsMap.maxEntries },
       connections: { used: this.connectionsInUse(), max: this.origMap.maxEntries },
+      udp_flows: { used: this.revnatMap.count(), max: this.revnatMap.maxEntries },
     };
+  }
+
+  /** Unconnected-UDP reply mappings the kernel evicted to make room (the LRU never says): those created
+   *  (counter revnat_insert) less those the programs dropped (revnat_drop) and those it holds. A rising figure
+   *  means maxUdpFlows is too small for the flows that live at once. */
+  udpFlowsEvicted(): number {
+    const n = this.counters();
+    return Math.max(0, Number(n.revnat_insert - n.revnat_drop) - this.revnatMap.count());
   }
 
   /** Slots held by live sockets: the programs count each claim and each release. */

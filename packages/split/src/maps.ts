@@ -28,16 +28,52 @@ export const svcValue = c.struct(
     totalWeight: c.u32,
     cumWeight: c.array(c.u32, MAX_BACKENDS),
     nendpoints: c.array(c.u32, MAX_BACKENDS),
+    check: c.u32,
   },
   { name: 'svc_value' },
 );
 export const epKey = c.struct({ svcId: c.u32, version: c.u32, backend: c.u16, index: c.u16 }, { name: 'ep_key' });
-export const epValue = c.struct({ addr: c.bytes(16), port: c.u16be, family: c.u8, pad: c.pad(1) }, { name: 'ep_value' });
+export const epValue = c.struct({ addr: c.bytes(16), port: c.u16be, family: c.u8, pad: c.pad(1), check: c.u32 }, { name: 'ep_value' });
 
 export type SvcKey = c.Infer<typeof svcKey>;
 export type SvcValue = c.Infer<typeof svcValue>;
 export type EpKey = c.Infer<typeof epKey>;
 export type EpValue = c.Infer<typeof epValue>;
+
+// split.h's SPLIT_CHECK_SEED and SPLIT_CHECK_MUL: an entry's check, over the key's and the value's 32-bit words
+// as the host (little-endian) reads them, so a program can tell a whole copy of the entry it looked up.
+const CHECK_SEED = 0x6d657368;
+const CHECK_MUL = 0x9e3779b1;
+
+function mix(h: number, w: number): number {
+  h = Math.imul(h ^ w, CHECK_MUL);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+function mixAddr(h: number, addr: Buffer): number {
+  for (let i = 0; i < 16; i += 4) h = mix(h, addr.readUInt32LE(i));
+  return h;
+}
+
+/** A network-order u16 and the two bytes after it, as the host's u32 word holding them. */
+function portWord(port: number, b2: number, b3: number): number {
+  return ((port >>> 8) | ((port & 0xff) << 8) | (b2 << 16) | (b3 << 24)) >>> 0;
+}
+
+/** The check a service entry carries (svc_value.check). */
+export function svcCheck(key: SvcKey, v: SvcValue): number {
+  let h = mixAddr(CHECK_SEED, key.addr);
+  h = mix(h, portWord(key.port, key.proto, key.family));
+  for (const w of [v.id, v.version, v.nbackends, v.totalWeight, ...v.cumWeight, ...v.nendpoints]) h = mix(h, w);
+  return h;
+}
+
+/** The check an endpoint entry carries (ep_value.check). */
+export function epCheck(key: EpKey, v: EpValue): number {
+  let h = mix(mix(mix(CHECK_SEED, key.svcId), key.version), (key.backend | (key.index << 16)) >>> 0);
+  h = mixAddr(h, v.addr);
+  return mix(h, portWord(v.port, v.family, 0));
+}
 
 export const counterNames = [
   'connect_rewrite',
@@ -50,6 +86,10 @@ export const counterNames = [
   'orig_full',
   'orig_claim',
   'orig_release',
+  'torn_read',
+  'orig_fallback',
+  'revnat_insert',
+  'revnat_drop',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

@@ -10,7 +10,7 @@
 import type { BpfMap } from '@mesh/bpf';
 
 import type { CompiledBackend, CompiledService } from './compile.js';
-import { addr16, AF_INET, AF_INET6, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, type SvcKey, type SvcValue } from './maps.js';
+import { addr16, AF_INET, AF_INET6, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
 
 export interface ApplyStats {
   /** Map element writes and deletes this apply made, per map. */
@@ -79,16 +79,20 @@ export class ServiceTable {
       const sameEndpoints = old !== undefined && sameLists(old.endpoints, lists);
       const id = old?.value.id ?? this.nextId++;
       const version = sameEndpoints ? old.value.version : (old?.value.version ?? 0) + 1;
-      const value = svcValueOf(id, version, d.backends);
+      const key = old?.key ?? svcKeyOf(d);
+      const value = svcValueOf(key, id, version, d.backends);
       if (!sameEndpoints) {
         lists.forEach((list, b) =>
-          list.forEach((ep, index) => epWrites.push([{ svcId: id, version, backend: b, index }, epValueOf(ep.addr, ep.port)])),
+          list.forEach((ep, index) => {
+            const k = { svcId: id, version, backend: b, index };
+            epWrites.push([k, epValueOf(k, ep.addr, ep.port)]);
+          }),
         );
         if (old) epDeletes.push(...slotsOf(old));
       }
       // A new version always changes the value, so this also covers every endpoint change.
       if (!old || !sameValue(old.value, value)) {
-        svcWrites.push([d.key, { key: old?.key ?? svcKeyOf(d), value, endpoints: lists }]);
+        svcWrites.push([d.key, { key, value, endpoints: lists }]);
       }
     }
     const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
@@ -136,11 +140,13 @@ function svcKeyOf(d: CompiledService): SvcKey {
   return { addr: addr16(d.addr), port: d.port, proto: IPPROTO[d.proto], family: d.family === 4 ? AF_INET : AF_INET6 };
 }
 
-function epValueOf(addr: string, port: number): EpValue {
-  return { addr: addr16(addr), port, family: familyOf(addr) };
+function epValueOf(key: EpKey, addr: string, port: number): EpValue {
+  const v = { addr: addr16(addr), port, family: familyOf(addr), check: 0 };
+  v.check = epCheck(key, v);
+  return v;
 }
 
-function svcValueOf(id: number, version: number, backends: CompiledBackend[]): SvcValue {
+function svcValueOf(key: SvcKey, id: number, version: number, backends: CompiledBackend[]): SvcValue {
   const cumWeight = new Array<number>(MAX_BACKENDS).fill(0);
   const nendpoints = new Array<number>(MAX_BACKENDS).fill(0);
   let sum = 0;
@@ -149,7 +155,9 @@ function svcValueOf(id: number, version: number, backends: CompiledBackend[]): S
     cumWeight[i] = sum;
     nendpoints[i] = b.endpoints.length;
   });
-  return { id, version, nbackends: backends.length, totalWeight: sum, cumWeight, nendpoints };
+  const v = { id, version, nbackends: backends.length, totalWeight: sum, cumWeight, nendpoints, check: 0 };
+  v.check = svcCheck(key, v);
+  return v;
 }
 
 function sameLists(a: { addr: string; port: number }[][], b: { addr: string; port: number }[][]): boolean {
