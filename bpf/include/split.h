@@ -7,16 +7,18 @@
  * (an HTTPRoute backendRef), its cumulative weight and endpoint count. Endpoints live in their own map keyed
  * by (service id, version, backend, index). A connect() picks a backend by weight, then an endpoint uniformly.
  *
- * Service and endpoint entries carry `check`, a hash of the entry's key and of every field before it
- * (split_check below): a hash map element can be recycled for another key while a program still reads it, so a
- * program copies an entry, and uses the copy only when its check matches the key it looked up (else it reads
- * again). An IPv4-mapped address (::ffff:a.b.c.d) is looked up, remembered and mapped back as the IPv4 address.
+ * Service and endpoint entries carry `check`, a hash of the entry's key and of every field before it (see
+ * SPLIT_CHECK_SEED below): a hash map element can be recycled for another key while a program still reads it,
+ * and a service entry is rewritten in place (BPF_F_LOCK) while a program may read it, so a program copies an
+ * entry and uses the copy only when its check matches the key it looked up (else it reads again). An
+ * IPv4-mapped address (::ffff:a.b.c.d) is looked up, remembered and mapped back as the IPv4 address.
  */
 #ifndef MESH_BPF_SPLIT_H
 #define MESH_BPF_SPLIT_H
 
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
+#include <linux/bpf.h>
 #endif
 
 #define SPLIT_MAX_BACKENDS 16
@@ -38,8 +40,11 @@ struct svc_value {
 	 * refused, as the Gateway API asks for the share of a backend that cannot serve. */
 	__u32 cum_weight[SPLIT_MAX_BACKENDS];
 	__u32 nendpoints[SPLIT_MAX_BACKENDS];
-	__u32 check; /* split_check(key, the fields above) */
-}; /* 148 bytes */
+	__u32 check; /* of the key and the fields above */
+	/* Only so that user space can update an entry in place (BPF_F_LOCK): a replaced element is recycled at
+	 * once, and a lookup racing with the move can miss the key. Programs never take it; they check. */
+	struct bpf_spin_lock lock;
+}; /* 152 bytes */
 
 struct ep_key {
 	__u32 svc_id;
@@ -53,7 +58,7 @@ struct ep_value {
 	__u16 port;    /* network order */
 	__u8 family;
 	__u8 pad;
-	__u32 check; /* split_endpoints: split_check(key, the fields above); split_revnat: 0 */
+	__u32 check; /* split_endpoints: of the key and the fields above; split_revnat: 0 */
 }; /* 24 bytes */
 
 /*
@@ -116,7 +121,7 @@ enum split_counter {
 #define SPLIT_SIZE_CHECK(type, size) _Static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")
 #endif
 SPLIT_SIZE_CHECK(svc_key, 20);
-SPLIT_SIZE_CHECK(svc_value, 148);
+SPLIT_SIZE_CHECK(svc_value, 152);
 SPLIT_SIZE_CHECK(ep_key, 12);
 SPLIT_SIZE_CHECK(ep_value, 24);
 SPLIT_SIZE_CHECK(orig_slot, 48);

@@ -126,10 +126,11 @@ static __always_inline __u32 ep_check(const struct ep_key *key, const struct ep_
 /*
  * Picks an endpoint for a service address: a backend with probability weight/total, then one of its endpoints
  * uniformly. Each draw scales a random word by multiply-shift (r * total / 2^32) rather than division: a bias of
- * at most total / 2^32. Entries are copied and used only when their check matches: the hash maps hand a
- * deleted or replaced element back out at once (preallocated: the free list; otherwise bpf_mem_alloc's per-CPU
- * cache), so the element a lookup returned may be rewritten for another key while it is read. A table swap may
- * delete the slots of the version just read; then the service is read again.
+ * at most total / 2^32. Entries are copied and used only when their check matches: a service entry is rewritten
+ * in place while it may be read, and the hash maps hand a deleted element back out at once (preallocated: the
+ * free list; otherwise bpf_mem_alloc's per-CPU cache), so the element a lookup returned may be rewritten for
+ * another key while it is read. A table swap may delete the slots of the version just read; then the service is
+ * read again.
  */
 static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 {
@@ -142,8 +143,8 @@ static __always_inline int pick(const struct svc_key *key, struct ep_value *out)
 
 		if (!svc)
 			return PICK_NOT_A_SERVICE;
-		__builtin_memcpy(&v, svc, sizeof(v));
-		/* Every use below reads the copy, never the element again. */
+		/* Up to the lock, which programs may not read. Every use below reads the copy, never the element. */
+		__builtin_memcpy(&v, svc, __builtin_offsetof(struct svc_value, lock));
 		barrier();
 		if (v.check != svc_check(key, &v)) {
 			count(SPLIT_TORN_READ);

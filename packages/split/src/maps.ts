@@ -29,6 +29,7 @@ export const svcValue = c.struct(
     cumWeight: c.array(c.u32, MAX_BACKENDS),
     nendpoints: c.array(c.u32, MAX_BACKENDS),
     check: c.u32,
+    lock: c.pad(4),
   },
   { name: 'svc_value' },
 );
@@ -74,6 +75,9 @@ export function epCheck(key: EpKey, v: EpValue): number {
   h = mixAddr(h, v.addr);
   return mix(h, portWord(v.port, v.family, 0));
 }
+
+/** BPF_F_LOCK: service entries are updated in place (split.h, svc_value.lock). */
+export const BPF_F_LOCK = 4;
 
 export const counterNames = [
   'connect_rewrite',

@@ -10,7 +10,7 @@
 import type { BpfMap } from '@mesh/bpf';
 
 import type { CompiledBackend, CompiledService } from './compile.js';
-import { addr16, AF_INET, AF_INET6, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
+import { addr16, AF_INET, AF_INET6, BPF_F_LOCK, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
 
 export interface ApplyStats {
   /** Map element writes and deletes this apply made, per map. */
@@ -117,7 +117,8 @@ export class ServiceTable {
     // 1. New endpoint slots (invisible until a service entry points at their version).
     stats.endpointWrites = writeBatches(this.endpoints, epWrites);
     // 2. Service entries switch to them, one atomic update each.
-    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]));
+    // In place (BPF_F_LOCK): a replaced element would be recycled at once, under programs still reading it.
+    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), BPF_F_LOCK);
     for (const [k, i] of svcWrites) this.installed.set(k, i);
     // 3. Removed services disappear, then every slot no entry points at any more.
     for (const [k, i] of removed) {
@@ -172,9 +173,9 @@ function sameValue(a: SvcValue, b: SvcValue): boolean {
     a.cumWeight.every((x, i) => x === b.cumWeight[i]) && a.nendpoints.every((x, i) => x === b.nendpoints[i]);
 }
 
-function writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][]): number {
+function writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][], flags = 0): number {
   let n = 0;
-  for (let i = 0; i < entries.length; i += BATCH) n += map.setBatch(entries.slice(i, i + BATCH));
+  for (let i = 0; i < entries.length; i += BATCH) n += map.setBatch(entries.slice(i, i + BATCH), flags);
   return n;
 }
 

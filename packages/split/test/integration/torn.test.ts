@@ -1,6 +1,7 @@
-// A connect() sees one service's entry whole while the agent rewrites entries: 10,000 applies each replace the
-// endpoints of two services (new table versions, entries replaced, old slots freed for reuse by the next apply)
-// while 8 clients dial the first; no connection reaches the second's backends.
+// A connect() sees one service's entry whole, and sees it at all, while the agent rewrites entries: 10,000 applies
+// each give two services new endpoints (entries rewritten, new table versions, old slots freed for the next
+// apply to reuse) while 8 clients dial the first; no connection reaches the second's backends and every connect()
+// is served (a lookup that missed the entry would let it through to the bare service address).
 import { createCgroup, describePrivileged, spawnTracked, stopProcess, waitForLine, type Cgroup } from '@mesh/testkit';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -10,60 +11,90 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { SplitDatapath } from '../../src/index.js';
 import { service, slice, snapshot } from '../support.js';
 
-const dialUntil = fileURLToPath(new URL('../fixtures/dial-until.mjs', import.meta.url));
-const serversScript = fileURLToPath(new URL('../fixtures/servers.mjs', import.meta.url));
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 const HOSTS = { a1: '127.0.0.16', a2: '127.0.0.17', b1: '127.0.0.18', b2: '127.0.0.19' };
+type Ports = Record<keyof typeof HOSTS, number>;
 const APPLIES = 10_000;
+const args = Object.entries(HOSTS).map(([n, h]) => `${n}=${h}`);
 
 describePrivileged('whole service entries under concurrent updates', () => {
   let cg: Cgroup;
   let dp: SplitDatapath;
-  let servers: ChildProcess;
-  let port: Record<keyof typeof HOSTS, number>;
+  // The backends run in their own processes: the apply loop keeps this one's event loop busy.
+  let tcpServers: ChildProcess, udpSinks: ChildProcess;
+  let tcp: Ports, udp: Ports;
 
   beforeAll(async () => {
     cg = await createCgroup('splittorn');
     dp = SplitDatapath.load();
     dp.attach(cg.path);
-    // The backends run in their own process: the apply loop below keeps this one's event loop busy.
-    servers = spawnTracked(process.execPath, [serversScript, ...Object.entries(HOSTS).map(([n, h]) => `${n}=${h}`)], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const [line] = await waitForLine(servers, /^\{.*\}$/, 30_000);
-    port = JSON.parse(line);
+    tcpServers = spawnTracked(process.execPath, [fixture('servers.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    tcp = JSON.parse((await waitForLine(tcpServers, /^\{.*\}$/, 30_000))[0]);
+    udpSinks = spawnTracked(process.execPath, [fixture('udp-sink.mjs'), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    udp = JSON.parse((await waitForLine(udpSinks, /^\{.*\}$/, 30_000))[0]);
   });
   afterAll(async () => {
     dp?.close();
     await cg?.close();
-    if (servers) await stopProcess(servers);
+    if (tcpServers) await stopProcess(tcpServers);
+    if (udpSinks) await stopProcess(udpSinks);
   });
 
-  // Every apply gives both services a new endpoint (a1 ↔ a2, b1 ↔ b2): both entries and their slots are replaced.
-  const topology = (i: number) =>
-    snapshot({
-      services: [service('a', '127.0.0.150', 80), service('b', '127.0.0.151', 80)],
-      endpointSlices: [
-        slice('a', [i % 2 ? HOSTS.a1 : HOSTS.a2], i % 2 ? port.a1 : port.a2),
-        slice('b', [i % 2 ? HOSTS.b1 : HOSTS.b2], i % 2 ? port.b1 : port.b2),
-      ],
+  // Apply i gives both services a new endpoint (a1 ↔ a2, b1 ↔ b2): both entries and their slots are replaced.
+  const topology = (i: number, proto: 'TCP' | 'UDP', port: number, ports: Ports) => {
+    const pick = (x: 'a' | 'b') => (i % 2 ? (`${x}1` as const) : (`${x}2` as const));
+    return snapshot({
+      services: [service('a', '127.0.0.150', port, { protocol: proto }), service('b', '127.0.0.151', port, { protocol: proto })],
+      endpointSlices: (['a', 'b'] as const).map((x) => slice(x, [HOSTS[pick(x)]], ports[pick(x)], { protocol: proto })),
     });
+  };
 
-  it(`${APPLIES.toLocaleString('en')} applies swapping two services' endpoints while 8 clients dial one: none reaches the other's`, async () => {
-    dp.apply(topology(0));
-    const dialer = cg.spawn(process.execPath, [dialUntil, '127.0.0.150', '80', '8', '1000000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  async function applyWhileDialling(dialer: ChildProcess, proto: 'TCP' | 'UDP', port: number, ports: Ports) {
     await waitForLine(dialer, /^\{"started":true\}$/, 30_000);
     const t0 = performance.now();
     for (let i = 1; i <= APPLIES; i++) {
-      expect(dp.apply(topology(i)).stats).toEqual({ serviceWrites: 2, serviceDeletes: 0, endpointWrites: 2, endpointDeletes: 2 });
+      expect(dp.apply(topology(i, proto, port, ports)).stats).toEqual({ serviceWrites: 2, serviceDeletes: 0, endpointWrites: 2, endpointDeletes: 2 });
       if (i % 50 === 0) await tick();
     }
     const ms = performance.now() - t0;
     dialer.stdin!.end();
+    return ms;
+  }
+
+  const show = (c: Record<string, bigint>) => JSON.stringify(c, (_, v) => (typeof v === 'bigint' ? Number(v) : v));
+
+  it(`TCP: ${APPLIES.toLocaleString('en')} applies swapping two services' endpoints while 8 clients dial one: none reaches the other's`, async () => {
+    dp.apply(topology(0, 'TCP', 80, tcp));
+    const before = dp.counters();
+    const dialer = cg.spawn(process.execPath, [fixture('dial-until.mjs'), '127.0.0.150', '80', '8', '1000000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const ms = await applyWhileDialling(dialer, 'TCP', 80, tcp);
     const [line] = await waitForLine(dialer, /^\{"done":.*$/, 60_000);
     const out = JSON.parse(line) as { done: number; byName: Record<string, number>; errors: Record<string, number> };
-    console.log(`torn: ${APPLIES} applies in ${ms.toFixed(0)} ms, ${out.done} connections, counters ${JSON.stringify(dp.counters(), (_, v) => (typeof v === 'bigint' ? Number(v) : v))}`);
+    const c = dp.counters();
+    console.log(`torn TCP: ${APPLIES} applies in ${ms.toFixed(0)} ms, ${out.done} connections, counters ${show(c)}`);
     expect(out.errors).toEqual({});
     expect(Object.keys(out.byName).sort()).toEqual(['a1', 'a2']);
     expect((out.byName.a1 ?? 0) + (out.byName.a2 ?? 0)).toBe(out.done);
+    expect(c.connect_rewrite - before.connect_rewrite).toBe(BigInt(out.done));
     // The applies overlapped the dialling: both of a's tables served it.
     expect(out.done).toBeGreaterThanOrEqual(500);
+  }, 300_000);
+
+  it(`connected UDP (a connect() every ~50 µs): ${APPLIES.toLocaleString('en')} applies, every connect() served, none to the other's`, async () => {
+    dp.apply(topology(0, 'UDP', 53, udp));
+    const before = dp.counters();
+    const dialer = cg.spawn(process.execPath, [fixture('udp-dial.mjs'), '127.0.0.150', '53', '8', '2000000'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const ms = await applyWhileDialling(dialer, 'UDP', 53, udp);
+    const [line] = await waitForLine(dialer, /^\{"connects":.*$/, 60_000);
+    const out = JSON.parse(line) as { connects: number; errors: Record<string, number> };
+    udpSinks.stdin!.end();
+    const received = JSON.parse((await waitForLine(udpSinks, /^\{"a1".*$/, 30_000))[0]) as Ports;
+    const c = dp.counters();
+    console.log(`torn UDP: ${APPLIES} applies in ${ms.toFixed(0)} ms, ${out.connects} connects, received ${JSON.stringify(received)}, counters ${show(c)}`);
+    expect(c.connect_rewrite - before.connect_rewrite).toBe(BigInt(out.connects));
+    expect(out.errors).toEqual({});
+    expect({ b1: received.b1, b2: received.b2 }).toEqual({ b1: 0, b2: 0 });
+    expect(received.a1).toBeGreaterThan(0);
+    expect(received.a2).toBeGreaterThan(0);
   }, 300_000);
 });
