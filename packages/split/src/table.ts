@@ -29,6 +29,10 @@ interface Installed {
 
 const BATCH = 4096;
 
+/** How service entries are written: in place (BPF_F_LOCK). A replaced element is recycled at once, under programs
+ *  that may still read it, and a lookup racing with the move can miss the service. */
+export const SERVICE_WRITE_FLAGS = BPF_F_LOCK;
+
 export class ServiceTable {
   private readonly installed = new Map<string, Installed>();
   private nextId = 1;
@@ -117,8 +121,7 @@ export class ServiceTable {
     // 1. New endpoint slots (invisible until a service entry points at their version).
     stats.endpointWrites = writeBatches(this.endpoints, epWrites);
     // 2. Service entries switch to them, one atomic update each.
-    // In place (BPF_F_LOCK): a replaced element would be recycled at once, under programs still reading it.
-    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), BPF_F_LOCK);
+    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
     for (const [k, i] of svcWrites) this.installed.set(k, i);
     // 3. Removed services disappear, then every slot no entry points at any more.
     for (const [k, i] of removed) {
