@@ -3,7 +3,7 @@
  *
  * No connect() ever sees a service without backends or a mix of two tables: a service's endpoints live under
  * (service id, version); a changed endpoint set is written under a new version first, then the service entry
- * (one atomic map update) switches to it, then the old version's slots are deleted. A program that read the
+ * (one map update, in place) switches to it, then the old version's slots are deleted. A program that read the
  * old version just before the switch and finds its slot gone reads the service again (SPLIT_TABLE_RETRY).
  * A weight change alone rewrites only the service entry.
  */

@@ -30,6 +30,7 @@ describePrivileged('scale', () => {
       services: { used: snap.services.length, max: 16_384 },
       endpoints: { used: 2 * endpoints, max: 262_144 },
       connections: { used: 0, max: 65_536 },
+      udp_flows: { used: 0, max: 65_536 },
     });
 
     // The same snapshot again: nothing to write.
