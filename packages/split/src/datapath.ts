@@ -16,7 +16,8 @@ export interface SplitOptions {
   maxEndpoints?: number;
   /** Capacity of the per-connection table (what each socket dialled, for getpeername), rounded up to a power of
    *  two; default 65,536 live connections. A socket takes one of 4 slots after its cookie; when all 4 are held,
-   *  its connection still works but shows the endpoint as its peer (counter orig_full). */
+   *  its connection still works, but a TCP connection shows the endpoint as its peer (counter orig_full);
+   *  connected UDP maps its replies through the unconnected-UDP table instead (orig_fallback). */
   maxConnections?: number;
   /** Capacity of the unconnected-UDP reply mappings (one per socket and endpoint it sent to through a service;
    *  least recently used first out); default 65,536. An evicted mapping's next reply shows the endpoint's
