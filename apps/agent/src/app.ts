@@ -20,6 +20,7 @@ import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startServer } from './server.js';
+import { registerSplitWeights } from './split-weights.js';
 import { PairStats } from './stats.js';
 
 export const VERSION = '0.1.0';
@@ -154,6 +155,7 @@ export class Agent {
     );
     metrics.register(this.registry);
     this.registerSplitMetrics();
+    registerSplitWeights(this.registry, () => this.applied?.services ?? []);
 
     this.apply(firstConfig, first.revision, firstTimes);
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);

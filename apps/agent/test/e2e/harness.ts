@@ -77,6 +77,7 @@ export class MeshEnv implements AsyncDisposable {
   readonly stateDir = mkdtempSync(join(tmpdir(), `${this.name}-state-`));
   readonly procs = new ProcessTracker(this.name);
   port = 0;
+  private readonly tempDirs: string[] = [];
 
   static async create(): Promise<MeshEnv> {
     const env = new MeshEnv();
@@ -140,6 +141,13 @@ export class MeshEnv implements AsyncDisposable {
     });
   }
 
+  /** A directory of the test's own, removed at close (after the processes stopped). */
+  tempDir(what: string): string {
+    const dir = mkdtempSync(join(tmpdir(), `${this.name}-${what}-`));
+    this.tempDirs.push(dir);
+    return dir;
+  }
+
   metrics(): Promise<string> {
     return httpGet('127.0.0.1', this.port, '/metrics').then((r) => r.body);
   }
@@ -156,6 +164,7 @@ export class MeshEnv implements AsyncDisposable {
     uninstall(this.pinRoot, this.cgroupRoot);
     rmSync(this.configDir, { recursive: true, force: true });
     rmSync(this.stateDir, { recursive: true, force: true });
+    for (const d of this.tempDirs) rmSync(d, { recursive: true, force: true });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -226,6 +235,46 @@ export async function runLoad(env: MeshEnv, net: string, rate: number, seconds: 
   onStarted?.();
   const line = await waitForLine(child, /^\{.*\}$/, seconds * 1000 + 30_000);
   return JSON.parse(line[0]) as LoadResult;
+}
+
+export interface PromSample {
+  metric: Record<string, string>;
+  value: [number, string];
+}
+
+export interface Prometheus {
+  port: number;
+  /** An instant query through the HTTP API (/api/v1/query); rejects on an error status, naming the query. */
+  query(q: string): Promise<PromSample[]>;
+}
+
+/** Starts Debian's Prometheus (stopped with the env's processes) scraping the env's agent every second, and waits
+ *  for its first successful scrape. */
+export async function startPrometheus(env: MeshEnv): Promise<Prometheus> {
+  const dir = env.tempDir('prom');
+  const port = await freePort();
+  writeFileSync(
+    join(dir, 'prometheus.yml'),
+    `global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n  - job_name: mesh\n    static_configs: [{ targets: ['${env.listen}'] }]\n`,
+  );
+  env.procs.spawn('prometheus', [
+    `--config.file=${join(dir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--log.level=warn',
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const query = async (q: string) => {
+    const r = await httpGet('127.0.0.1', port, `/api/v1/query?query=${encodeURIComponent(q)}`);
+    if (r.status !== 200) throw new Error(`query ${q}: ${r.status} ${r.body}`);
+    return (JSON.parse(r.body) as { data: { result: PromSample[] } }).data.result;
+  };
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const up = await query('up{job="mesh"}').catch(() => []);
+    if (up[0]?.value[1] === '1') return { port, query };
+    if (Date.now() > deadline) throw new Error(`Prometheus did not scrape the agent within 30 s: ${JSON.stringify(up)}`);
+    await sleep(250);
+  }
 }
 
 /** For a describe block: returns a function that makes a MeshEnv for the current test, closed after it (also

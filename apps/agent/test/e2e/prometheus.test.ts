@@ -2,33 +2,21 @@
 // it scraped returns the traffic the test generated: the request rate while the load runs, and the exact count;
 // the split programs' counters show the rewritten connects and the refused ones.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { describePrivileged, ensureTool, waitForLine } from '@mesh/testkit';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 
-import { freePort, httpGet, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { meshEnvPerTest, runLoad, splitConfig, startBackends, startPrometheus } from './harness.js';
 
 const NET = '127.103';
 const RATE = 50;
 const SECONDS = 10;
 
-interface PromVector {
-  status: string;
-  data: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] };
-}
-
 describePrivileged(
   'Prometheus scraping the agent',
   () => {
     const newEnv = meshEnvPerTest();
-    let dir: string | undefined;
-    afterEach(() => {
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
 
     it('PromQL returns the request rate and the exact count of the generated traffic, and the split counters', async () => {
       const e = await newEnv();
@@ -37,30 +25,7 @@ describePrivileged(
       await e.startAgent();
       await startBackends(e);
 
-      dir = mkdtempSync(join(tmpdir(), 'mesh-prom-'));
-      const promPort = await freePort();
-      writeFileSync(
-        join(dir, 'prometheus.yml'),
-        `global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n  - job_name: mesh\n    static_configs: [{ targets: ['${e.listen}'] }]\n`,
-      );
-      e.procs.spawn('prometheus', [
-        `--config.file=${join(dir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${promPort}`,
-        '--log.level=warn',
-      ], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const query = async (q: string) => {
-        const r = await httpGet('127.0.0.1', promPort, `/api/v1/query?query=${encodeURIComponent(q)}`);
-        expect(r.status, r.body).toBe(200);
-        return (JSON.parse(r.body) as PromVector).data.result;
-      };
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline) {
-        const up = await query('up{job="mesh"}').catch(() => []);
-        if (up[0]?.value[1] === '1') break;
-        await sleep(250);
-      }
-      expect((await query('up{job="mesh"}'))[0]?.value[1]).toBe('1');
+      const { query } = await startPrometheus(e);
 
       let rateDuringLoad: number | undefined;
       const probe = (async () => {
