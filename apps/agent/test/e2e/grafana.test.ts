@@ -16,6 +16,8 @@ const RATE = 40;
 const SECONDS = 30;
 /** What the test puts for Grafana's interval macros: ten 1 s scrapes. */
 const WINDOW = '10s';
+/** web-b answers every FAIL_EVERY-th request with a 500: the error-share panels show 1/FAIL_EVERY for its pair. */
+const FAIL_EVERY = 4;
 
 interface Target {
   expr?: string;
@@ -76,7 +78,7 @@ describePrivileged(
       const e = await newEnv();
       e.writeConfig(splitConfig(NET, WEIGHTS));
       await e.startAgent();
-      await startBackends(e);
+      await startBackends(e, { b: { FAIL_EVERY: String(FAIL_EVERY) } });
       const { query } = await startPrometheus(e);
 
       // Template variables, resolved as Grafana does (label_values), in order: each may use the ones before.
@@ -112,7 +114,10 @@ describePrivileged(
         for (const { panel, target } of targets) results.set(`${panel.id}/${target.refId}`, await query(substitute(target.expr!)));
       })();
       const [load] = await Promise.all([runLoad(e, NET, RATE, SECONDS, () => (started = Date.now())), probe]);
-      expect(load.failed).toBe(0);
+      expect(load.ok + load.failed).toBe(load.sent);
+      expect(load.errors.every((x) => x === 'status 500'), load.errors.join(', ')).toBe(true);
+      // The only failures are web-b's 500s: every FAIL_EVERY-th request it served.
+      expect(load.failed).toBe(Math.floor(((load.byBody.b ?? 0) + load.failed) / FAIL_EVERY));
 
       const empty: string[] = [];
       for (const { panel, target } of targets) {
@@ -131,6 +136,14 @@ describePrivileged(
       for (const [w, share] of Object.entries(want)) expect(Math.abs(observed[w]! - share), `observed share of ${w}: ${observed[w]}`).toBeLessThan(0.15);
       const weight = Object.fromEntries(results.get(`${split.id}/${weightQ!.refId}`)!.filter((s) => s.metric.service === 'web').map((s) => [s.metric.backend, Number(s.value[1])]));
       expect(weight).toEqual(want);
+
+      // The error-share panels, both sides: web-b's pair at 1/FAIL_EVERY, web-a's at 0.
+      for (const side of ['client', 'server']) {
+        const p = allPanels(dashboard.panels).find((x) => x.title === `Error share, 5xx (${side})`)!;
+        const share = Object.fromEntries(results.get(`${p.id}/A`)!.filter((s) => s.metric.source_workload === 'client').map((s) => [s.metric.destination_workload, Number(s.value[1])]));
+        expect(share['web-a'], `${side} ${JSON.stringify(share)}`).toBe(0);
+        expect(Math.abs(share['web-b']! - 1 / FAIL_EVERY), `${side} ${JSON.stringify(share)}`).toBeLessThan(0.1);
+      }
     });
   },
   { tools: ['prometheus'] },

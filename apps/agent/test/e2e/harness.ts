@@ -213,10 +213,11 @@ spec:
 export const BACKEND = join(FIXTURES, 'backend.mjs');
 export const LOAD = join(FIXTURES, 'load.mjs');
 
-/** Starts backends web-a and web-b (answering "a" and "b") through meshctl run and waits until both listen. */
-export async function startBackends(env: MeshEnv): Promise<void> {
-  const a = env.meshRun('web-a', [process.execPath, BACKEND], { NAME: 'a' });
-  const b = env.meshRun('web-b', [process.execPath, BACKEND], { NAME: 'b' });
+/** Starts backends web-a and web-b (answering "a" and "b", and with `fixtureEnv`'s variables, e.g. FAIL_EVERY)
+ *  through meshctl run and waits until both listen. */
+export async function startBackends(env: MeshEnv, fixtureEnv: { a?: Record<string, string>; b?: Record<string, string> } = {}): Promise<void> {
+  const a = env.meshRun('web-a', [process.execPath, BACKEND], { NAME: 'a', ...fixtureEnv.a });
+  const b = env.meshRun('web-b', [process.execPath, BACKEND], { NAME: 'b', ...fixtureEnv.b });
   await Promise.all([waitForLine(a, /^listening /, 10_000), waitForLine(b, /^listening /, 10_000)]);
 }
 
