@@ -108,7 +108,8 @@ describePrivileged(
       let started = 0;
       const probe = (async () => {
         // Wait until the rate windows hold the load: WINDOW plus a few scrapes.
-        while (!started) await sleep(100);
+        for (let i = 0; !started && i < 600; i++) await sleep(100);
+        if (!started) throw new Error('the load did not start within 60 s');
         await sleep(Math.max(0, started + 15_000 - Date.now()));
         await resolveVariables();
         for (const { panel, target } of targets) results.set(`${panel.id}/${target.refId}`, await query(substitute(target.expr!)));
