@@ -21,11 +21,11 @@ const BASE = resolve(import.meta.dirname, '../../../../deploy/kubernetes');
 // is no constant to import. The kubepods directory below it is found the same way (--cgroup-root unset).
 const CGROUP2 = '/sys/fs/cgroup';
 
-// Each capability the DaemonSet may add, and what for (the same reasons as docs/kubernetes.md's table).
+// Each capability the DaemonSet may add, and what for (docs/kubernetes.md's table, measured with setpriv).
 const ALLOWED_CAPS: Record<string, string> = {
   BPF: 'load programs, create maps, pin them',
-  PERFMON: 'verifier: pointer arithmetic and the tracing helpers the programs use',
-  NET_ADMIN: 'load and attach cgroup socket programs (net program types), query cgroup attachments',
+  PERFMON: 'the verifier allows the programs\' pointer arithmetic (split_connect4 is refused without it)',
+  NET_ADMIN: 'load cgroup sock_addr, cgroup_skb and sockops programs (network program types), query attachments',
   SYS_ADMIN: 'BPF_PROG_GET_FD_BY_ID / MAP_GET_FD_BY_ID when adopting a previous agent\'s pins; mounting bpffs if absent; --bpf-stats',
   SYS_RESOURCE: 'raise RLIMIT_MEMLOCK for maps on kernels before 5.11 (no memcg accounting)',
 };
