@@ -7,7 +7,7 @@ import { SnapshotError } from '@mesh/split';
 
 import { Agent, VERSION } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
-import { FileSource, loadConfig } from '../config/file.js';
+import { DEFAULT_MAX_CONFIG_BYTES, FileSource, loadConfig, type ParseOptions } from '../config/file.js';
 import { KubernetesSource, kubepodsRoot, loadKubeConfig, nodeName } from '../config/kubernetes/index.js';
 import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
@@ -40,6 +40,8 @@ Options:
   --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
   --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
   --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
+  --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
+  --max-config-bytes N largest config file read                                            [${DEFAULT_MAX_CONFIG_BYTES}]
   --check              validate the config, print what it holds, and exit
   --version            print the version
   -h, --help           this text
@@ -69,6 +71,8 @@ export async function main(argv: string[]): Promise<number> {
         ca: { type: 'string', default: 'builtin' },
         'ca-dir': { type: 'string' },
         'svid-ttl': { type: 'string', default: DEFAULT_SVID_TTL },
+        'allow-empty-config': { type: 'boolean', default: false },
+        'max-config-bytes': { type: 'string' },
         check: { type: 'boolean', default: false },
         version: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
@@ -91,7 +95,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!LEVELS.includes(args['log-level'] as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const { host } = parseHostPort(args.listen!);
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
-    for (const f of ['max-services', 'max-endpoints'] as const) {
+    for (const f of ['max-services', 'max-endpoints', 'max-config-bytes'] as const) {
       if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
     }
     const tdProblem = trustDomainProblem(args['trust-domain']!);
@@ -107,9 +111,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   const log = createLogger({ level: args['log-level'] as Level });
+  const parse: ParseOptions = {
+    allowEmpty: args['allow-empty-config'],
+    maxFileBytes: args['max-config-bytes'] ? Number(args['max-config-bytes']) : undefined,
+  };
   if (args.check) {
     try {
-      const cfg = resolveConfig(loadConfig(args.config!));
+      const cfg = resolveConfig(loadConfig(args.config!, parse));
       process.stdout.write(
         `${args.config}: valid: ${cfg.routing.services.length} services, ${cfg.routing.httpRoutes.length} routes, ${cfg.workloads.length} workloads, ` +
           `${cfg.routing.endpointSlices.length} endpoint slices\n`,
@@ -131,7 +139,10 @@ export async function main(argv: string[]): Promise<number> {
   let source: ConfigSource;
   try {
     source = args.config
-      ? new FileSource(args.config)
+      ? new FileSource(args.config, {
+          ...parse,
+          onWaiting: (writers) => log.info('a config file is still being written; waiting for its writer to finish', { writers }),
+        })
       : new KubernetesSource({
           kubeConfig: loadKubeConfig(args.kubeconfig ? { kubeconfig: args.kubeconfig } : { inCluster: true }),
           nodeName: nodeName(args['node-name']),

@@ -2,9 +2,15 @@
  * The file config source: one YAML file, or every *.yaml/*.yml/*.json file of a directory (not recursive),
  * each holding any number of documents. Changes are picked up by fs.watch with a content-hash poll behind it
  * (editors and `kubectl`-style tools replace files by rename, which some watchers miss).
+ *
+ * A file is read only once its writer is done: no process holds it open for writing, and its size, mtime and
+ * inode have not changed for the settle time (nor while it was read). A prefix of a config usually parses and
+ * validates, and applying it deletes every service after the cut. A file that holds no object is refused
+ * unless empty configs are allowed, files are capped in size, and a document whose aliases expand it past what
+ * Kubernetes' YAML reader accepts is refused.
  */
 import { createHash } from 'node:crypto';
-import { type FSWatcher, readdirSync, readFileSync, statSync, watch } from 'node:fs';
+import { closeSync, type FSWatcher, fstatSync, openSync, readdirSync, readSync, statSync, watch } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 import { load, type YAMLException } from 'js-yaml';
@@ -14,8 +20,19 @@ import type { ObjectMeta } from '@mesh/split';
 import { msSince } from '../log.js';
 import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
 import type { ConfigSource, ConfigUpdate } from './source.js';
+import { openWriters, type Writer } from './writers.js';
 
 const CONFIG_FILE = /\.(ya?ml|json)$/;
+
+/** Default cap on one config file's size: 50,000 services and 20,000 workloads take some 15 MB. */
+export const DEFAULT_MAX_CONFIG_BYTES = 64 * 1024 * 1024;
+
+export interface ParseOptions {
+  /** Accept a config file that holds no object (its services are deleted); default false. */
+  allowEmpty?: boolean;
+  /** Largest config file read, in bytes; default DEFAULT_MAX_CONFIG_BYTES. */
+  maxFileBytes?: number;
+}
 
 interface RawFile {
   path: string;
@@ -31,7 +48,30 @@ function configPaths(path: string): string[] {
     .map((f) => join(path, f));
 }
 
-function readConfigFiles(path: string): RawFile[] {
+/** The file's text, refusing one larger than `max` bytes (checked before reading, and while reading in case
+ *  it grows). */
+function readCapped(path: string, max: number): string {
+  const tooBig = () => new ConfigError([`${path}: the file is larger than the config size cap (${max} bytes; --max-config-bytes)`]);
+  const fd = openSync(path, 'r');
+  try {
+    if (fstatSync(fd).size > max) throw tooBig();
+    const chunks: Buffer[] = [];
+    let len = 0;
+    for (;;) {
+      const b = Buffer.allocUnsafe(Math.min(1 << 20, max + 1 - len));
+      const n = readSync(fd, b, 0, b.length, null);
+      if (n === 0) break;
+      chunks.push(b.subarray(0, n));
+      len += n;
+      if (len > max) throw tooBig();
+    }
+    return Buffer.concat(chunks, len).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readConfigFiles(path: string, maxBytes = DEFAULT_MAX_CONFIG_BYTES): RawFile[] {
   let paths: string[];
   try {
     paths = configPaths(path);
@@ -41,8 +81,9 @@ function readConfigFiles(path: string): RawFile[] {
   if (paths.length === 0) throw new ConfigError([`${path}: the directory holds no *.yaml, *.yml or *.json file`]);
   return paths.map((p) => {
     try {
-      return { path: p, text: readFileSync(p, 'utf8') };
+      return { path: p, text: readCapped(p, maxBytes) };
     } catch (err) {
+      if (err instanceof ConfigError) throw err;
       throw new ConfigError([`${p}: cannot read: ${(err as Error).message}`]);
     }
   });
@@ -105,12 +146,58 @@ function checkHeader(obj: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a parsed document's aliases are refused, or undefined. Aliases share one object (js-yaml does not copy),
+ * so the document's size as a tree is computed over the graph once per distinct node; the limits are those of
+ * Kubernetes' YAML reader (go-yaml's "document contains excessive aliasing"): above 400,000 nodes expanded, at
+ * most 99% of them may come through aliases, falling linearly to 10% at 4,000,000. An alias inside its own
+ * anchor makes the document infinite.
+ */
+export function aliasProblem(doc: unknown): string | undefined {
+  const size = new Map<object, number>();
+  const open = new Set<object>();
+  let distinct = 0;
+  const walk = (v: unknown): number => {
+    if (typeof v !== 'object' || v === null) return 1;
+    const known = size.get(v);
+    if (known !== undefined) return known;
+    if (open.has(v)) throw new RangeError('an alias refers to a node that contains it (the document would be infinite)');
+    open.add(v);
+    let n = 1;
+    for (const c of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof c !== 'object' || c === null) distinct++;
+      n += walk(c);
+    }
+    open.delete(v);
+    distinct++;
+    size.set(v, n);
+    return n;
+  };
+  let expanded: number;
+  try {
+    expanded = walk(doc);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  const aliased = expanded - distinct;
+  const LOW = 400_000;
+  const HIGH = 4_000_000;
+  const allowed = expanded <= LOW ? 0.99 : expanded >= HIGH ? 0.1 : 0.99 - (0.89 * (expanded - LOW)) / (HIGH - LOW);
+  if (aliased > 100 && expanded > LOW && aliased / expanded > allowed) {
+    return `its aliases expand it to ${expanded} nodes from ${distinct} written (a YAML alias bomb?): refused, as Kubernetes refuses excessive aliasing`;
+  }
+  return undefined;
+}
+
 /** Parses the documents of config files into objects by kind. Throws ConfigError for YAML syntax, unknown
- *  kinds and apiVersions, and objects defined twice, naming file, document and line. */
-export function parseConfig(files: RawFile[]): ConfigSnapshot {
+ *  kinds and apiVersions, objects defined twice, alias bombs and (unless allowed) a file with no object,
+ *  naming file, document and line. */
+export function parseConfig(files: RawFile[], opts: ParseOptions = {}): ConfigSnapshot {
   const problems: string[] = [];
   const out: ConfigSnapshot = { services: [], endpointSlices: [], httpRoutes: [], workloads: [], origins: new Map() };
   for (const f of files) {
+    let objects = 0;
+    let broken = false;
     for (const chunk of splitDocuments(f.text)) {
       const origin: Origin = { file: f.path, document: chunk.index, line: chunk.contentLine };
       const where = originText(origin);
@@ -122,9 +209,16 @@ export function parseConfig(files: RawFile[]): ConfigSnapshot {
         const e = err as YAMLException;
         const pos = e.mark ? ` (line ${chunk.startLine + e.mark.line}, column ${e.mark.column + 1})` : '';
         problems.push(`${f.path}: document ${chunk.index}${pos}: YAML syntax: ${e.reason ?? e.message}`);
+        broken = true;
         continue;
       }
       if (obj === null || obj === undefined) continue; // an empty document (e.g. a trailing ---)
+      objects++;
+      const bomb = aliasProblem(obj);
+      if (bomb) {
+        problems.push(`${f.path}: document ${chunk.index} (line ${chunk.contentLine}): ${bomb}`);
+        continue;
+      }
       const problem = checkHeader(obj);
       if (problem) {
         problems.push(`${where}: ${problem}`);
@@ -141,30 +235,42 @@ export function parseConfig(files: RawFile[]): ConfigSnapshot {
       const list = { Service: out.services, EndpointSlice: out.endpointSlices, HTTPRoute: out.httpRoutes, Workload: out.workloads }[o.kind as keyof typeof KINDS & string] as unknown[];
       list.push(obj);
     }
+    if (objects === 0 && !broken && !opts.allowEmpty) {
+      problems.push(`${f.path}: the file holds no objects: applying it would delete every service it held (refused; --allow-empty-config applies empty files)`);
+    }
   }
   if (problems.length) throw new ConfigError(problems);
   return out;
 }
 
-export function loadConfig(path: string): ConfigSnapshot {
-  return parseConfig(readConfigFiles(path));
+export function loadConfig(path: string, opts: ParseOptions = {}): ConfigSnapshot {
+  return parseConfig(readConfigFiles(path, opts.maxFileBytes), opts);
 }
 
-export interface FileSourceOptions {
+export interface FileSourceOptions extends ParseOptions {
   /** Fallback poll interval; default 2,000 ms. */
   pollMs?: number;
-  /** Quiet time after a change before reading (editors write in steps); default 150 ms. */
+  /** Quiet time after a change before looking at the files (editors write in steps); default 150 ms. */
   debounceMs?: number;
+  /** How long the files' size, mtime and inode must stay the same, with no process holding one open for
+   *  writing, before they are read; default 500 ms (more than the pauses of a writer that appends in steps). */
+  settleMs?: number;
+  /** Told when a change is held back because a process still writes a file (once per set of writers). */
+  onWaiting?: (writers: Writer[]) => void;
 }
 
 export class FileSource implements ConfigSource {
   readonly description: string;
   private watcher: FSWatcher | undefined;
   private poll: NodeJS.Timeout | undefined;
-  private debounce: NodeJS.Timeout | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private onUpdate: ((u: ConfigUpdate) => void) | undefined;
   private lastHash: string | undefined;
   /** Names, sizes, mtimes and inodes at the last read: the poll reads files only when these change. */
   private lastStat: string | undefined;
+  /** The signature first seen unchanged, and when: the files are stable once it has held for settleMs. */
+  private seen: { sig: string; at: number } | undefined;
+  private waitingFor = '';
 
   constructor(
     private readonly path: string,
@@ -173,25 +279,29 @@ export class FileSource implements ConfigSource {
     this.description = `file ${path}`;
   }
 
-  private statSignature(): string {
+  private statSignature(): { sig: string; paths: string[]; newestMtime: number } {
     try {
-      return configPaths(this.path)
+      const paths = configPaths(this.path);
+      let newestMtime = 0;
+      const sig = paths
         .map((p) => {
           const s = statSync(p);
+          newestMtime = Math.max(newestMtime, s.mtimeMs);
           return `${p}:${s.size}:${s.mtimeMs}:${s.ino}`;
         })
         .join('|');
+      return { sig, paths, newestMtime };
     } catch (err) {
-      return `error:${(err as Error).message}`;
+      return { sig: `error:${(err as Error).message}`, paths: [], newestMtime: 0 };
     }
   }
 
   /** Reads the config now; a problem is an `error` update, never a throw. */
-  private read(): ConfigUpdate | undefined {
-    this.lastStat = this.statSignature();
+  private read(sig: string): ConfigUpdate | undefined {
+    this.lastStat = sig;
     let files: RawFile[];
     try {
-      files = readConfigFiles(this.path);
+      files = readConfigFiles(this.path, this.opts.maxFileBytes);
     } catch (err) {
       // Delivered once, not at every poll; when the old content comes back it differs from this and is applied.
       const key = `error:${(err as Error).message}`;
@@ -206,23 +316,58 @@ export class FileSource implements ConfigSource {
     this.lastHash = digest;
     try {
       const t0 = performance.now();
-      const snapshot = parseConfig(files);
+      const snapshot = parseConfig(files, this.opts);
       return { snapshot, revision: digest, readMs: msSince(t0) };
     } catch (err) {
       return { error: err as Error, revision: digest };
     }
   }
 
+  private schedule(ms: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.check();
+    }, ms);
+  }
+
+  /** Reads the files if they are stable (no writer, unchanged for settleMs, unchanged while read); otherwise
+   *  looks again later. */
+  private check(): void {
+    if (!this.onUpdate) return;
+    const settle = this.opts.settleMs ?? 500;
+    const now = Date.now();
+    const { sig, paths, newestMtime } = this.statSignature();
+    const writers = openWriters(paths);
+    if (writers.length) {
+      const key = writers.map((w) => `${w.pid}:${w.file}`).join(',');
+      if (key !== this.waitingFor) this.opts.onWaiting?.(writers);
+      this.waitingFor = key;
+      this.seen = undefined;
+      return this.schedule(settle);
+    }
+    this.waitingFor = '';
+    if (this.seen?.sig !== sig) this.seen = { sig, at: now };
+    // Untouched for the settle time already (a file written long ago), or seen unchanged for that long.
+    const quietSince = Math.min(this.seen.at, newestMtime <= now ? newestMtime : now);
+    if (now - quietSince < settle) return this.schedule(settle - (now - quietSince));
+    const before = this.lastHash;
+    const u = this.read(sig);
+    if (this.statSignature().sig !== sig) {
+      // Changed while read: not what a finished writer left. Read again once it settles.
+      this.lastHash = before;
+      this.seen = undefined;
+      return this.schedule(settle);
+    }
+    if (u) this.onUpdate(u);
+  }
+
+  /** Starts watching; the first update comes once the files are stable (at once for files not written in the
+   *  last settleMs). */
   start(onUpdate: (u: ConfigUpdate) => void): void {
-    const emit = () => {
-      const u = this.read();
-      if (u) onUpdate(u);
-    };
-    emit();
-    const schedule = () => {
-      clearTimeout(this.debounce);
-      this.debounce = setTimeout(emit, this.opts.debounceMs ?? 150);
-    };
+    this.onUpdate = onUpdate;
+    this.check();
+    const schedule = () => this.schedule(this.opts.debounceMs ?? 150);
     let dir = this.path;
     try {
       if (!statSync(this.path).isDirectory()) dir = dirname(this.path);
@@ -240,14 +385,15 @@ export class FileSource implements ConfigSource {
     }
     // The poll stats the files and reads them only when that changed: a big config is not re-read every 2 s.
     this.poll = setInterval(() => {
-      if (this.statSignature() !== this.lastStat) emit();
+      if (this.statSignature().sig !== this.lastStat && this.timer === undefined) schedule();
     }, this.opts.pollMs ?? 2000);
     this.poll.unref();
   }
 
   stop(): void {
+    this.onUpdate = undefined;
     this.watcher?.close();
     clearInterval(this.poll);
-    clearTimeout(this.debounce);
+    clearTimeout(this.timer);
   }
 }

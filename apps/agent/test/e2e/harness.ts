@@ -148,6 +148,13 @@ export class MeshEnv implements AsyncDisposable {
     return dir;
   }
 
+  /** A JSON document of the agent's control API (/v1/…). */
+  async api<T = unknown>(path: string): Promise<T> {
+    const r = await httpGet('127.0.0.1', this.port, path);
+    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
+    return JSON.parse(r.body) as T;
+  }
+
   metrics(): Promise<string> {
     return httpGet('127.0.0.1', this.port, '/metrics').then((r) => r.body);
   }

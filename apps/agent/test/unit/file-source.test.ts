@@ -1,13 +1,14 @@
 // The file source: the first read at start, a change delivered once, a broken or missing file delivered as an
-// error once (not at every poll), and the old content applied again when it comes back.
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+// error once (not at every poll), and the old content applied again when it comes back. A file is read only
+// once its writer is done; empty files, files over the size cap and alias bombs are refused.
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterEach, expect, it } from 'vitest';
 
-import { FileSource } from '../../src/config/file.js';
+import { aliasProblem, FileSource, loadConfig } from '../../src/config/file.js';
 import type { ConfigUpdate } from '../../src/config/source.js';
 
 const svc = (ip: string) => `apiVersion: v1\nkind: Service\nmetadata: { name: a }\nspec: { clusterIP: ${ip}, ports: [{ port: 80 }] }\n`;
@@ -33,8 +34,9 @@ it('delivers the first config, each change once, errors once, and old content ag
   };
   write(svc('127.9.0.1'));
   const updates: ConfigUpdate[] = [];
-  source = new FileSource(file, { pollMs: 50, debounceMs: 10 });
+  source = new FileSource(file, { pollMs: 50, debounceMs: 10, settleMs: 50 });
   source.start((u) => updates.push(u));
+  await until(updates, 1);
   expect(updates).toHaveLength(1);
   expect(updates[0]!.snapshot?.services[0]!.spec.clusterIP).toBe('127.9.0.1');
 
@@ -57,4 +59,63 @@ it('delivers the first config, each change once, errors once, and old content ag
   expect(updates[4]!.snapshot?.services[0]!.spec.clusterIP).toBe('127.9.0.2');
   await sleep(200);
   expect(updates).toHaveLength(5);
+});
+
+it('holds back a file some process has open for writing until it is closed, and one that keeps changing', async () => {
+  dir = mkdtempSync(join(tmpdir(), 'mesh-src-'));
+  const file = join(dir, 'mesh.yaml');
+  writeFileSync(file, svc('127.9.0.1'));
+  const updates: ConfigUpdate[] = [];
+  const waiting: number[][] = [];
+  source = new FileSource(file, { pollMs: 50, debounceMs: 10, settleMs: 100, onWaiting: (w) => waiting.push(w.map((x) => x.pid)) });
+  source.start((u) => updates.push(u));
+  await until(updates, 1);
+
+  // A child process holds the file open for writing (a shell redirect) after a complete, valid prefix.
+  const { spawn } = await import('node:child_process');
+  const fd = openSync(file, 'w');
+  writeSync(fd, svc('127.9.0.2'));
+  const child = spawn('/bin/sleep', ['1'], { stdio: ['ignore', fd, 'ignore'] });
+  closeSync(fd);
+  await sleep(700);
+  expect(updates).toHaveLength(1);
+  expect(waiting).toEqual([[child.pid]]);
+  await new Promise((r) => child.once('exit', r));
+  await until(updates, 2);
+  expect(updates[1]!.snapshot?.services[0]!.spec.clusterIP).toBe('127.9.0.2');
+});
+
+it('refuses an empty file unless empty configs are allowed', () => {
+  dir = mkdtempSync(join(tmpdir(), 'mesh-src-'));
+  const file = join(dir, 'mesh.yaml');
+  for (const text of ['', '\n# nothing yet\n', '---\n']) {
+    writeFileSync(file, text);
+    expect(() => loadConfig(file)).toThrow(`${file}: the file holds no objects: applying it would delete every service it held (refused; --allow-empty-config applies empty files)`);
+    expect(loadConfig(file, { allowEmpty: true }).services).toEqual([]);
+  }
+});
+
+it('refuses a file over the size cap, naming the file and the cap', () => {
+  dir = mkdtempSync(join(tmpdir(), 'mesh-src-'));
+  const file = join(dir, 'mesh.yaml');
+  writeFileSync(file, svc('127.9.0.1') + '#'.repeat(2000) + '\n');
+  expect(() => loadConfig(file, { maxFileBytes: 1000 })).toThrow(`${file}: the file is larger than the config size cap (1000 bytes; --max-config-bytes)`);
+  expect(loadConfig(file, { maxFileBytes: 10_000 }).services).toHaveLength(1);
+});
+
+it('refuses alias bombs and self-referring aliases; modest aliasing is read', () => {
+  dir = mkdtempSync(join(tmpdir(), 'mesh-src-'));
+  const file = join(dir, 'mesh.yaml');
+  // Nine levels of ten aliases: 10^9 nodes from a 600-byte document.
+  let bomb = 'apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  annotations:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n';
+  for (let i = 1; i <= 9; i++) bomb += `    l${i}: &l${i} [${Array(10).fill(`*l${i - 1}`).join(', ')}]\n`;
+  writeFileSync(file, bomb + 'spec: { clusterIP: 127.9.0.1, ports: [{ port: 80 }] }\n');
+  const t0 = performance.now();
+  expect(() => loadConfig(file)).toThrow(/mesh\.yaml: document 1 \(line 1\): its aliases expand it to 12345679021 nodes from \d+ written \(a YAML alias bomb\?\)/);
+  expect(performance.now() - t0).toBeLessThan(2000);
+  writeFileSync(file, 'apiVersion: v1\nkind: Service\nmetadata: &m { name: a, labels: { x: *m } }\nspec: {}\n');
+  expect(() => loadConfig(file)).toThrow(/document 1 \(line 1\): an alias refers to a node that contains it/);
+  writeFileSync(file, 'apiVersion: v1\nkind: Service\nmetadata: { name: a, labels: &l { app: web } }\nspec: { clusterIP: 127.9.0.1, selector: *l, ports: [{ port: 80 }] }\n');
+  expect(loadConfig(file).services[0]!.spec.selector).toEqual({ app: 'web' });
+  expect(aliasProblem({ a: 1 })).toBeUndefined();
 });
