@@ -9,14 +9,14 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount } from '@mesh/bpf';
 
-import { cleanup, header, median, onCleanup, root, round, writeResult } from '../lib.mjs';
+import { agentApi, cleanup, header, median, onCleanup, root, round, writeResult } from '../lib.mjs';
 import { bigConfig, idleConfig, SHAPE } from './config.mjs';
 
 const cgroup2 = cgroup2Mount();
@@ -73,6 +73,7 @@ async function freePort() {
 }
 const port = await freePort();
 const base = `http://${params.host}:${port}`;
+const apiSocket = `/run/mesh/${basename(params.pinRoot)}.sock`;
 
 function uninstall() {
   const r = spawnSync(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], { encoding: 'utf8', timeout: 60_000 });
@@ -94,7 +95,7 @@ if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 class Agent {
   constructor() {
     this.t0 = performance.now();
-    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
+    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     running = this;
@@ -159,10 +160,9 @@ class Agent {
     return text;
   }
 
-  async json(path) {
-    const r = await fetch(`${base}${path}`);
-    if (r.status !== 200) throw new Error(`${path} answered ${r.status}`);
-    return r.json();
+  /** The control API (/v1/…), on the agent's unix socket. */
+  json(path) {
+    return agentApi(apiSocket, path);
   }
 
   /** /proc/PID/status memory lines, in MiB. */

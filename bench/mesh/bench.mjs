@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
 
-import { buildC, cleanup, header, median, onCleanup, root, round, taggedLatencies } from '../lib.mjs';
+import { agentApi, buildC, cleanup, header, median, onCleanup, root, round, taggedLatencies } from '../lib.mjs';
 import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 
 const t0 = performance.now();
@@ -73,6 +73,7 @@ const meshCg = join(cgroup2, `meshbench-${process.pid}`);
 /** Outside the mesh's cgroup tree: the plain nginx and, in the latency phase, the other arms' client sockets. */
 const plainCg = join(cgroup2, `meshbench-${process.pid}-plain`);
 const pinRoot = `/sys/fs/bpf/meshbench-${process.pid}`;
+const apiSocket = `/run/mesh/meshbench-${process.pid}.sock`;
 const workloadCg = (w) => join(meshCg, 'default', w);
 const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
 const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
@@ -489,10 +490,12 @@ spec:
   return docs.join('---\n');
 }
 
+/** /metrics from the agent's TCP address; the control API (/v1/…) from its socket. */
 async function agentJson(path) {
+  if (path.startsWith('/v1/')) return agentApi(apiSocket, path);
   const r = await fetch(`http://127.0.0.1:${port}${path}`);
   if (r.status !== 200) throw new Error(`agent ${path} answered ${r.status}`);
-  return path === '/metrics' ? r.text() : r.json();
+  return r.text();
 }
 /** Sum of a Prometheus counter's samples whose labels include all of `match`. */
 function promSum(text, name, match) {
@@ -531,7 +534,7 @@ const arms = {
       // Without the mesh the VIP goes nowhere (no route for it anywhere): a 200 below proves the rewrite.
       curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
       // The agent's file itself, as users run it: its shebang carries the node flags it is meant to run with.
-      const agentArgv = [agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--pin-root', pinRoot, '--cgroup-root', meshCg];
+      const agentArgv = [agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', pinRoot, '--cgroup-root', meshCg];
       const [cmd, ...args] = [...params.agentPrefix, ...agentArgv];
       agent = new Proc('mesh-agent', cmd, args);
       await untilOk(
@@ -548,7 +551,7 @@ const arms = {
       if (attached.length < 3) throw new Error(`the agent is ready but only ${attached.join(', ')} is attached to ${meshCg}`);
       openProgs = status.programs.map((p) => ({ name: p.program, prog: Program.openById(p.programId) }));
       const rewritesBefore = Number(status.counters.split.connect_rewrite);
-      const meshctlRun = [process.execPath, meshctlBin, '--agent', `127.0.0.1:${port}`, 'run', '--workload', 'client', '--'];
+      const meshctlRun = [process.execPath, meshctlBin, '--api-socket', apiSocket, 'run', '--workload', 'client', '--'];
       curlFromClient(`http://${ADDR.vip}/`, { wrap: meshctlRun });
       curlFromClient(`http://${ADDR.vipV1}/`, { wrap: meshctlRun });
       const after = Number((await agentJson('/v1/status')).counters.split.connect_rewrite);

@@ -4,14 +4,15 @@
 // kernel measured, compares the client's own counts with the kernel's at the end, and removes everything it
 // made (also on Ctrl-C, SIGTERM or an error). Exit status 0 only when all of that worked.
 //
-// Environment: DEMO_SECONDS (30), DEMO_RATE (40 requests/s), DEMO_LISTEN (127.0.0.1:15099),
+// Environment: DEMO_SECONDS (30), DEMO_RATE (40 requests/s), DEMO_LISTEN (127.0.0.1:15099, /metrics),
 // DEMO_PIN_ROOT (/sys/fs/bpf/mesh-demo), DEMO_CGROUP_ROOT (<cgroup2 mount>/mesh-demo), DEMO_CONFIG (mesh.yaml here).
+// The agent's control API (meshctl's) is its unix socket, /run/mesh/<pin root's name>.sock.
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const HERE = import.meta.dirname;
@@ -63,7 +64,9 @@ function settings() {
   if (!cgroupRoot.startsWith(`${cgroup2}/`)) throw new DemoError(`DEMO_CGROUP_ROOT must be a directory under the cgroup v2 mount ${cgroup2}, got ${cgroupRoot}`);
   const config = resolve(process.env.DEMO_CONFIG || join(HERE, 'mesh.yaml'));
   if (!existsSync(config)) throw new DemoError(`config ${config} does not exist`);
-  return { seconds, rate, listen, host, port: Number(m[3]), pinRoot, cgroupRoot, config };
+  // The agent's default for this pin root: root's, mode 0660.
+  const socket = join(AGENT_LOCK_DIR, `${basename(pinRoot)}.sock`);
+  return { seconds, rate, listen, host, port: Number(m[3]), pinRoot, cgroupRoot, config, socket };
 }
 
 /** Refuses (before touching anything) when the port is taken or the roots exist: another demo may own them. */
@@ -87,7 +90,7 @@ async function preflight(s) {
   });
   if (err) {
     throw new DemoError(
-      `cannot use ${s.listen} for the agent's API (${err.code ?? err.message})${err.code === 'EADDRINUSE' ? ': something (another demo?) listens there' : ''}.\n` +
+      `cannot use ${s.listen} for the agent's /metrics (${err.code ?? err.message})${err.code === 'EADDRINUSE' ? ': something (another demo?) listens there' : ''}.\n` +
         `  Pick another address: DEMO_LISTEN=127.0.0.1:PORT`,
     );
   }
@@ -123,9 +126,11 @@ function table(rows, right = []) {
 
 // ---------------------------------------------------------------------------------------------- http, metrics
 
+/** GET from the agent: the control API (/v1/…) on its unix socket, /metrics on its TCP address. */
 function get(s, path, timeoutMs = 3000) {
   return new Promise((resolveGet, reject) => {
-    const req = request({ host: s.host, port: s.port, path, agent: false, timeout: timeoutMs }, (res) => {
+    const to = path.startsWith('/v1/') || path === '/readyz' ? { socketPath: s.socket } : { host: s.host, port: s.port };
+    const req = request({ ...to, path, agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (body += c));
@@ -349,7 +354,7 @@ function pidAlive(pid) {
 
 async function startAgent(s) {
   const agentLog = join(state.logDir, 'agent.log');
-  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
+  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--api-socket', s.socket, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
     logFile: agentLog,
   });
   state.agent = agent;
@@ -367,7 +372,7 @@ async function startAgent(s) {
 }
 
 function meshRun(s, workload, cmd, env, stdout = 'pipe') {
-  const child = new Child(workload, process.execPath, [MESHCTL_BIN, '--agent', s.listen, 'run', '--workload', workload, '--', ...cmd], {
+  const child = new Child(workload, process.execPath, [MESHCTL_BIN, '--api-socket', s.socket, 'run', '--workload', workload, '--', ...cmd], {
     env,
     logFile: join(state.logDir, `${workload}.log`),
     stdout,
@@ -401,7 +406,8 @@ async function demo(s) {
   const rows = [
     ['config', shown(s.config)],
     ['agent', `mesh-agent ${status.version}, pid ${status.pid}, its log in ${join(state.logDir, 'agent.log')}`],
-    ['metrics', `http://${s.listen}/metrics (Prometheus text; meshctl's API is on the same address)`],
+    ['metrics', `http://${s.listen}/metrics (Prometheus text)`],
+    ['control', `${s.socket} (meshctl's API: root only)`],
     ['pins', s.pinRoot],
     ['cgroups', s.cgroupRoot],
     ['service', `${SERVICE} ${svc.address} → ${backends.map((b) => `${b.workload} ${Math.round(b.share * 100)}%`).join(', ')} (HTTPRoute ${svc.route})`],
@@ -445,7 +451,7 @@ async function demo(s) {
   await wait(500);
   recordWorkloadPids(s);
 
-  const ctl = `node ${shown(MESHCTL_BIN)} --agent ${s.listen}`;
+  const ctl = `node ${shown(MESHCTL_BIN)} --api-socket ${s.socket}`;
   out();
   out(`While it runs, from another shell (as root):`);
   out(`  curl -s http://${s.listen}/metrics | grep ^http_client_request_duration_seconds_count`);
@@ -565,7 +571,7 @@ async function cleanup(s) {
   }
   if (stopped.length) steps.push(['stopped', stopped.join(', ')]);
   const un = await new Promise((done) => {
-    const p = spawn(process.execPath, [MESHCTL_BIN, '--agent', s.listen, 'uninstall', '--force', '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
+    const p = spawn(process.execPath, [MESHCTL_BIN, '--api-socket', s.socket, 'uninstall', '--force', '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let text = '';
@@ -583,6 +589,7 @@ async function cleanup(s) {
   const left = [];
   if (existsSync(s.pinRoot)) left.push(s.pinRoot);
   if (existsSync(s.cgroupRoot)) left.push(s.cgroupRoot);
+  if (existsSync(s.socket)) left.push(s.socket);
   for (const c of state.children) if (c.groupAlive()) left.push(`process group ${c.pgid} (${c.name})`);
   for (const pid of state.workloadPids) if (pidAlive(pid)) left.push(`pid ${pid}`);
   // The agent's pid file (one agent per pin root) goes when it stops, or with uninstall.

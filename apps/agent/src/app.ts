@@ -19,7 +19,7 @@ import type { IdentityOptions, WorkloadIdentities } from './identities.js';
 import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
-import { startServer } from './server.js';
+import { startSocketServer, startTcpServer } from './server.js';
 import { registerSplitWeights } from './split-weights.js';
 import { PairStats } from './stats.js';
 
@@ -27,8 +27,12 @@ export const VERSION = '0.1.0';
 
 export interface AgentOptions {
   source: ConfigSource;
-  /** HOST:PORT of the HTTP endpoints; a loopback address. */
+  /** HOST:PORT of /metrics, /healthz and /readyz; a loopback address. */
   listen: string;
+  /** Path of the control socket (the /v1 API meshctl uses, and the read-only endpoints). */
+  apiSocket: string;
+  /** Group allowed on the control socket besides root. */
+  apiGid?: number;
   pinRoot: string;
   cgroupRoot: string;
   log: Logger;
@@ -53,6 +57,9 @@ interface Applied {
 export class Agent {
   private datapath: MeshDatapath | undefined;
   private server: Server | undefined;
+  private tcp: Server | undefined;
+  private tcpRetry: NodeJS.Timeout | undefined;
+  private tcpError: string | undefined;
   private applied: Applied | undefined;
   private lastError: { at: string; revision?: string; message: string; problems: string[] } | undefined;
   private resolver: IdentityResolver = { local: () => undefined, peer: () => undefined };
@@ -125,9 +132,9 @@ export class Agent {
       this.identities = await WorkloadIdentities.open({ ...opts.identity, log });
       this.identities.register(this.registry);
     }
-    // Endpoints first: a port in use fails before the kernel is touched, and /readyz answers while loading.
-    const { host, port } = parseHostPort(opts.listen);
-    this.server = await startServer(host, port, {
+    // Endpoints first: a socket that cannot be made fails before the kernel is touched, and /readyz answers
+    // while loading.
+    const endpoints = {
       registry: this.registry,
       healthy: () => !this.stopping,
       notReady: () => this.notReady(),
@@ -136,9 +143,11 @@ export class Agent {
         '/v1/services': () => this.services(),
         '/v1/workloads': () => this.workloads(),
         '/v1/certs': () => this.identities?.view() ?? { error: 'workload identities are off' },
-        '/v1/stat': (q) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
+        '/v1/stat': (q: URLSearchParams) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
       },
-    }, log);
+    };
+    this.server = await startSocketServer({ path: opts.apiSocket, gid: opts.apiGid }, endpoints, log);
+    await this.listenTcp(endpoints);
 
     checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
@@ -161,7 +170,34 @@ export class Agent {
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.onUpdate(queued);
     this.stats.start();
-    log.info('serving', { address: `http://${opts.listen}`, endpoints: ['/metrics', '/healthz', '/readyz', '/v1/status', '/v1/services', '/v1/stat', '/v1/workloads', '/v1/certs'] });
+    log.info('serving', {
+      socket: opts.apiSocket,
+      endpoints: ['/v1/status', '/v1/services', '/v1/stat', '/v1/workloads', '/v1/certs', '/metrics', '/healthz', '/readyz'],
+      metrics: `http://${opts.listen}`,
+    });
+  }
+
+  /**
+   * /metrics, /healthz and /readyz on the TCP address. A port someone else holds is not fatal: the control
+   * socket and the datapath do not depend on it, and exiting would let any local user stop the mesh's control
+   * plane (a restart loop). It is logged once, shown by status, and tried again every 10 s.
+   */
+  private async listenTcp(endpoints: Parameters<typeof startTcpServer>[2]): Promise<void> {
+    const { host, port } = parseHostPort(this.opts.listen);
+    try {
+      this.tcp = await startTcpServer(host, port, endpoints, this.log);
+      if (this.tcpError) this.log.info('serving /metrics, /healthz and /readyz again', { address: this.opts.listen });
+      this.tcpError = undefined;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'EADDRINUSE' ? `port ${port} on ${host} is in use by another process` : `${e.code ?? e.message}`;
+      const message = `cannot serve /metrics, /healthz and /readyz on ${this.opts.listen}: ${why}; the control socket and the datapath are unaffected; trying again every 10 s`;
+      if (message !== this.tcpError) this.log.error(message, { address: this.opts.listen, code: e.code });
+      this.tcpError = message;
+      if (this.stopping) return;
+      this.tcpRetry = setTimeout(() => void this.listenTcp(endpoints), 10_000);
+      this.tcpRetry.unref();
+    }
   }
 
   /** What the split programs counted, as Prometheus counters read from the kernel at each scrape. */
@@ -272,6 +308,7 @@ export class Agent {
       notReady: this.notReady(),
       source: this.opts.source.description,
       sourceHealth: this.opts.source.health?.(),
+      metrics: { address: this.opts.listen, serving: this.tcp !== undefined, error: this.tcpError },
       cgroupRoot: this.opts.cgroupRoot,
       pinRoot: this.opts.pinRoot,
       config: this.applied
@@ -314,7 +351,8 @@ export class Agent {
     this.opts.source.stop();
     this.stats.stop();
     await this.identities?.close();
-    await closeServer(this.server);
+    clearTimeout(this.tcpRetry);
+    await Promise.all([closeServer(this.server), closeServer(this.tcp)]);
     const had = this.datapath !== undefined;
     this.datapath?.close();
     this.datapath = undefined;

@@ -1,5 +1,6 @@
 /** Where the mesh lives on a node. */
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 
 import { cgroup2Mount } from '@mesh/bpf';
 
@@ -8,6 +9,22 @@ export { cgroup2Mount };
 export const DEFAULT_API = '127.0.0.1:15090';
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/mesh';
 export const DEFAULT_CGROUP_NAME = 'mesh';
+/** Root's runtime directory of the mesh: the control sockets (and the agents' locks). */
+export const RUN_DIR = '/run/mesh';
+
+/** The control socket of the agent that owns `pinRoot`: /run/mesh/<pin root's name>.sock. */
+export const defaultApiSocket = (pinRoot: string = DEFAULT_PIN_ROOT) => join(RUN_DIR, `${basename(pinRoot)}.sock`);
+export const DEFAULT_API_SOCKET = defaultApiSocket();
+
+/** A group name (from /etc/group) or number → its id. */
+export function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`no group ${JSON.stringify(group)} in /etc/group`);
+}
 
 export const defaultCgroupRoot = () => join(cgroup2Mount(), DEFAULT_CGROUP_NAME);
 

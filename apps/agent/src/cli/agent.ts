@@ -12,7 +12,7 @@ import { KubernetesSource, kubepodsRoot, loadKubeConfig, nodeName } from '../con
 import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS } from '../log.js';
-import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
+import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort } from '../paths.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
 
 export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]
@@ -27,7 +27,9 @@ Options:
   --kubeconfig PATH    read the objects from a Kubernetes API server instead (docs/kubernetes.md)
   --kubernetes         the same with in-cluster config (the pod's service account)
   --node-name NAME     the node whose pods are workloads here                      [$NODE_NAME or host name]
-  --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the meshctl API     [${DEFAULT_API}]
+  --api-socket PATH    unix socket of the control API (meshctl), mode 0660 [/run/mesh/<pin root's name>.sock]
+  --api-group GROUP    group that may use the control socket besides root                       [root]
+  --listen HOST:PORT   loopback address of /metrics, /healthz and /readyz (read-only)         [${DEFAULT_API}]
   --pin-root DIR       bpffs directory for the mesh's pinned maps and links                    [${DEFAULT_PIN_ROOT}]
   --cgroup-root DIR    cgroup v2 directory whose subtree is the mesh        [<cgroup2 mount>/mesh]
                        (with Kubernetes: the kubepods directory, kubepods.slice or kubepods)
@@ -60,6 +62,8 @@ export async function main(argv: string[]): Promise<number> {
         kubernetes: { type: 'boolean', default: false },
         'node-name': { type: 'string' },
         listen: { type: 'string', default: DEFAULT_API },
+        'api-socket': { type: 'string' },
+        'api-group': { type: 'string' },
         'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT },
         'cgroup-root': { type: 'string' },
         'log-level': { type: 'string', default: 'info' },
@@ -95,6 +99,8 @@ export async function main(argv: string[]): Promise<number> {
     if (!LEVELS.includes(args['log-level'] as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const { host } = parseHostPort(args.listen!);
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
+    if (args['api-group'] !== undefined) groupId(args['api-group']);
+    if (args['api-socket'] !== undefined && !args['api-socket'].startsWith('/')) throw new UsageError('--api-socket must be an absolute path');
     for (const f of ['max-services', 'max-endpoints', 'max-config-bytes'] as const) {
       if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
     }
@@ -157,6 +163,8 @@ export async function main(argv: string[]): Promise<number> {
   const agent = new Agent({
     source,
     listen: args.listen!,
+    apiSocket: args['api-socket'] ?? defaultApiSocket(args['pin-root']),
+    apiGid: args['api-group'] !== undefined ? groupId(args['api-group']) : undefined,
     pinRoot: args['pin-root']!,
     cgroupRoot,
     log,

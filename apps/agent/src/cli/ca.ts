@@ -37,7 +37,7 @@ export async function caCommand(argv: string[], runningAgent: () => Promise<Agen
   if (step !== 'status' && !values.force) {
     const a = await runningAgent();
     if (a?.ca?.mode === 'builtin' && a.ca.dir === dir) {
-      process.stderr.write(`meshctl ca: the agent answering at --agent uses ${dir} and holds its CA in memory: stop it first (the datapath keeps running), or pass --force\n`);
+      process.stderr.write(`meshctl ca: the agent answering on --api-socket uses ${dir} and holds its CA in memory: stop it first (the datapath keeps running), or pass --force\n`);
       return EXIT.FAILURE;
     }
   }

@@ -1,13 +1,15 @@
-/** meshctl: the mesh's command line. Reads the agent's API on its loopback address; `run` starts a command
- *  inside a workload's cgroup, `uninstall` removes the datapath from the kernel. */
+/** meshctl: the mesh's command line. Reads the agent's control API on its unix socket (root's, checked before
+ *  use); `run` starts a command inside a workload's cgroup, `uninstall` removes the datapath from the kernel. */
 import { spawn } from 'node:child_process';
+import { closeSync, constants, fstatSync, lstatSync, openSync, statfsSync } from 'node:fs';
 import { request } from 'node:http';
+import { dirname, isAbsolute, join, posix } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { VERSION } from '../app.js';
 import { uninstall } from '../datapath.js';
 import type { PairStat } from '../stats.js';
-import { DEFAULT_API, DEFAULT_PIN_ROOT, defaultCgroupRoot, parseHostPort } from '../paths.js';
+import { DEFAULT_API_SOCKET, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot } from '../paths.js';
 import { EXIT, UsageError } from './exit.js';
 
 const COMMANDS: Record<string, { summary: string; usage: string; help: string }> = {
@@ -16,7 +18,9 @@ const COMMANDS: Record<string, { summary: string; usage: string; help: string }>
     usage: 'meshctl run --workload NAME [--namespace NS] -- COMMAND [ARGS...]',
     help: `The command joins the workload's cgroup before it starts and gets MESH_WORKLOAD, MESH_NAMESPACE and
 MESH_ADDRESS (the workload's first address) in its environment. meshctl forwards SIGINT, SIGTERM and SIGHUP
-to it and exits with its status (128+N when it was killed by signal N).`,
+to it and exits with its status (128+N when it was killed by signal N).
+The cgroup is resolved by meshctl under the mesh's cgroup root (a cgroup2 directory): a path outside it, a
+symbolic link anywhere on the way, or a cgroup.procs on another filesystem is refused and nothing is written.`,
   },
   status: {
     summary: 'the agent: readiness, programs and links, map fill, config generation, last error',
@@ -45,20 +49,21 @@ signed a new certificate since the last one expired). Exit status 0 when no work
     usage: 'meshctl ca status|add-root|switch-root|remove-old-root [--state-dir DIR] [--trust-domain NAME] [--force]',
     help: `Works on the files of --state-dir (default /var/lib/mesh). The agent holds its CA in memory: stop it before a
 step (the datapath keeps running; at its next start it reads the new state and issues every SVID afresh). Refuses
-while an agent with this state directory answers at --agent, unless --force. The steps, in order (docs/mtls.md):
+while an agent with this state directory answers on --api-socket, unless --force. The steps, in order (docs/mtls.md):
 add-root (the bundle gets a new root; the old one still signs), switch-root (the new root signs; the old one stays
 in the bundle), remove-old-root (refused until the last leaf the old root signed has expired).`,
   },
   uninstall: {
     summary: 'detach every program of the mesh, remove its pins and its empty cgroups',
     usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--force]',
-    help: `Refuses while an agent answers at --agent (it owns the datapath; stop it first) unless --force.
+    help: `Refuses while an agent answers on the pin root's control socket (it owns the datapath; stop it first)
+unless --force.
 Exit status 0 when nothing of the mesh is left; 1 when cgroups still hold processes (listed).`,
   },
   version: { summary: 'print the version', usage: 'meshctl version', help: '' },
 };
 
-export const MESHCTL_HELP = `Usage: meshctl [--agent HOST:PORT] COMMAND [options]
+export const MESHCTL_HELP = `Usage: meshctl [--api-socket PATH] COMMAND [options]
 
 Commands:
 ${Object.entries(COMMANDS)
@@ -66,7 +71,7 @@ ${Object.entries(COMMANDS)
   .join('\n')}
 
 Global options:
-  --agent HOST:PORT   the agent's API address [${DEFAULT_API}, or $MESH_AGENT]
+  --api-socket PATH   the agent's control socket [${DEFAULT_API_SOCKET}, or $MESH_API_SOCKET]
   -h, --help          help; 'meshctl COMMAND --help' for one command
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 config rejected, 4 agent unreachable, 5 not found.`;
@@ -74,11 +79,42 @@ Exit status: 0 ok, 1 failure, 2 usage, 3 config rejected, 4 agent unreachable, 5
 const commandHelp = (n: string) => `Usage: ${COMMANDS[n]!.usage}\n\n${COMMANDS[n]!.summary}.\n${COMMANDS[n]!.help ? `\n${COMMANDS[n]!.help}\n` : ''}`;
 
 class Unreachable extends Error {}
+/** A check failed before anything was done (a socket or cgroup not to be trusted). */
+class Refused extends Error {}
 
-function get<T>(agent: string, path: string): Promise<T> {
-  const { host, port } = parseHostPort(agent);
-  return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, timeout: 5000 }, (res) => {
+/**
+ * The control socket is the agent's only when root made it in a directory no one else can write to: a socket
+ * another user made (a fake agent) is refused before meshctl sends it anything. meshctl run as another user
+ * also accepts its own.
+ */
+function checkSocket(path: string): void {
+  const me = process.geteuid!();
+  const trusted = (uid: number) => uid === 0 || uid === me;
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Unreachable(
+      code === 'ENOENT'
+        ? `no agent socket at ${path}; is mesh-agent running? (--api-socket, $MESH_API_SOCKET)`
+        : `cannot reach the agent at ${path} (${code ?? (err as Error).message})`,
+    );
+  }
+  if (!st.isSocket()) throw new Refused(`${path} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a socket'}: refusing to talk to it`);
+  if (!trusted(st.uid)) throw new Refused(`${path} is owned by uid ${st.uid}, not root: refusing to talk to it (the agent's control socket is root's)`);
+  const dir = lstatSync(dirname(path));
+  const othersWrite = (dir.mode & 0o022) !== 0 && (dir.mode & 0o1000) === 0;
+  if (!dir.isDirectory() || !trusted(dir.uid) || othersWrite) {
+    throw new Refused(`${dirname(path)} is not a directory only root can write to: refusing ${path} (anyone could swap the socket)`);
+  }
+}
+
+async function get<T>(socketPath: string, path: string): Promise<T> {
+  checkSocket(socketPath);
+  const agent = socketPath;
+  return new Promise<T>((resolve, reject) => {
+    const req = request({ socketPath, path, timeout: 5000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -93,7 +129,13 @@ function get<T>(agent: string, path: string): Promise<T> {
     });
     req.on('timeout', () => req.destroy(new Unreachable(`no answer from the agent at ${agent} within 5 s`)));
     req.on('error', (err: NodeJS.ErrnoException) =>
-      reject(err instanceof Unreachable ? err : new Unreachable(`cannot reach the agent at ${agent} (${err.code ?? err.message}); is mesh-agent running? (--agent, $MESH_AGENT)`)),
+      reject(
+        err instanceof Unreachable
+          ? err
+          : err.code === 'EACCES'
+            ? new Unreachable(`cannot connect to the agent at ${agent}: permission denied (EACCES): the control socket is for root and the group given to mesh-agent --api-group`)
+            : new Unreachable(`cannot reach the agent at ${agent} (${err.code ?? err.message}); is mesh-agent running? (--api-socket, $MESH_API_SOCKET)`),
+      ),
     );
     req.end();
   });
@@ -121,6 +163,7 @@ interface Status {
   ready: boolean;
   notReady?: string;
   source: string;
+  metrics?: { address: string; serving: boolean; error?: string };
   cgroupRoot: string;
   pinRoot: string;
   config?: { generation: number; revision: string; appliedAt: string; mapWrites: number };
@@ -136,7 +179,59 @@ interface Services {
 }
 
 interface Workloads {
-  workloads: { name: string; namespace: string; addresses: string[]; cgroupPath: string }[];
+  cgroupRoot: string;
+  workloads: { name: string; namespace: string; addresses: string[]; cgroup: string }[];
+}
+
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/**
+ * Opens `<root>/<rel>/cgroup.procs` for writing, never through a symbolic link: `root` must be an absolute
+ * path with no symbolic link in it and a cgroup2 directory, `rel` a plain relative path (no `..`), every
+ * directory on the way a real directory on the same filesystem, cgroup.procs opened with O_NOFOLLOW and checked
+ * to be on that filesystem. Throws Refused naming what is wrong; nothing is written.
+ */
+export function openCgroupProcs(root: string, rel: string): number {
+  if (!isAbsolute(root) || posix.normalize(root) !== root) throw new Refused(`the mesh's cgroup root ${JSON.stringify(root)} is not a normalized absolute path`);
+  const parts = rel.split('/');
+  if (rel === '' || isAbsolute(rel) || parts.some((p) => p === '' || p === '.' || p === '..')) {
+    throw new Refused(`the workload's cgroup ${JSON.stringify(rel)} is not a path below the mesh's cgroup root ${root}`);
+  }
+  let at = '/';
+  for (const p of root.split('/').filter(Boolean)) {
+    at = join(at, p);
+    const st = lstatSync(at);
+    if (st.isSymbolicLink()) throw new Refused(`${at} is a symbolic link: refusing to resolve the mesh's cgroup root ${root} through it`);
+    if (!st.isDirectory()) throw new Refused(`${at} is not a directory (on the way to the mesh's cgroup root ${root})`);
+  }
+  if (statfsSync(root).type !== CGROUP2_SUPER_MAGIC) throw new Refused(`the mesh's cgroup root ${root} is not on a cgroup2 filesystem`);
+  const dev = lstatSync(root).dev;
+  let foreign: string | undefined;
+  for (const p of parts) {
+    at = join(at, p);
+    const st = lstatSync(at, { throwIfNoEntry: false });
+    if (!st) throw new Refused(`${at} does not exist: is the workload's cgroup made? (the agent makes it when it applies the config)`);
+    if (st.isSymbolicLink()) throw new Refused(`${at} is a symbolic link: refusing to resolve a workload's cgroup through it`);
+    if (!st.isDirectory()) throw new Refused(`${at} is not a directory: refusing it as a workload's cgroup`);
+    if (st.dev !== dev) foreign ??= at;
+  }
+  const procs = join(at, 'cgroup.procs');
+  if (lstatSync(procs, { throwIfNoEntry: false })?.isSymbolicLink()) throw new Refused(`${procs} is a symbolic link: refusing to write through it`);
+  if (foreign) throw new Refused(`${foreign} is not on the mesh's cgroup2 filesystem (something is mounted there): refusing it as a workload's cgroup`);
+  let fd: number;
+  try {
+    // O_NOFOLLOW: a link made between the check above and this open is refused all the same.
+    fd = openSync(procs, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Refused(code === 'ELOOP' ? `${procs} is a symbolic link: refusing to write through it` : `cannot open ${procs} (${code ?? (err as Error).message})`);
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile() || st.dev !== dev) {
+    closeSync(fd);
+    throw new Refused(`${procs} is not the cgroup2 filesystem's cgroup.procs: refusing to write to it`);
+  }
+  return fd;
 }
 
 interface Certs {
@@ -173,7 +268,7 @@ async function run(agent: string, argv: string[]): Promise<number> {
   const cmd = dash < 0 ? [] : argv.slice(dash + 1);
   if (!values.workload) throw new UsageError('--workload is required');
   if (cmd.length === 0) throw new UsageError('give the command after --, e.g. meshctl run --workload web -- node server.js');
-  const { workloads } = await get<Workloads>(agent, '/v1/workloads');
+  const { workloads, cgroupRoot: root } = await get<Workloads>(agent, '/v1/workloads');
   const matches = workloads.filter((w) => w.name === values.workload && (values.namespace === undefined || w.namespace === values.namespace));
   if (matches.length !== 1) {
     process.stderr.write(
@@ -184,11 +279,18 @@ async function run(agent: string, argv: string[]): Promise<number> {
     return EXIT.NOT_FOUND;
   }
   const w = matches[0]!;
-  // The child joins the cgroup itself and then becomes the command: meshctl is never moved.
-  const child = spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" || exit 126; shift; exec "$@"', 'meshctl-run', w.cgroupPath, ...cmd], {
-    stdio: 'inherit',
-    env: { ...process.env, MESH_WORKLOAD: w.name, MESH_NAMESPACE: w.namespace, MESH_ADDRESS: w.addresses[0] ?? '' },
-  });
+  const procs = openCgroupProcs(root, w.cgroup);
+  // The child joins the cgroup itself, through the descriptor meshctl checked, then becomes the command:
+  // meshctl is never moved.
+  let child;
+  try {
+    child = spawn('/bin/sh', ['-c', 'echo $$ >&3 || exit 126; exec 3>&-; exec "$@"', 'meshctl-run', ...cmd], {
+      stdio: ['inherit', 'inherit', 'inherit', procs],
+      env: { ...process.env, MESH_WORKLOAD: w.name, MESH_NAMESPACE: w.namespace, MESH_ADDRESS: w.addresses[0] ?? '' },
+    });
+  } finally {
+    closeSync(procs);
+  }
   const forward = (s: NodeJS.Signals) => () => child.kill(s);
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
   for (const [s, h] of handlers) process.on(s, h);
@@ -210,6 +312,7 @@ async function status(agent: string, json: boolean): Promise<number> {
   else {
     const lines = [
       `agent        ${s.version} (pid ${s.pid}) at ${agent}: ${s.ready ? 'ready' : `NOT READY: ${s.notReady}`}`,
+      `metrics      ${s.metrics ? (s.metrics.serving ? `http://${s.metrics.address}/metrics` : `NOT SERVED: ${s.metrics.error}`) : '-'}`,
       `config       ${s.source}: ${s.config ? `generation ${s.config.generation} (revision ${s.config.revision}, applied ${s.config.appliedAt}, ${s.config.mapWrites} map writes)` : 'none applied'}`,
       `last error   ${s.lastError ? `${s.lastError.at}: rejected:\n${s.lastError.problems.map((p) => `               ${p}`).join('\n')}` : 'none'}`,
       `cgroup root  ${s.cgroupRoot}`,
@@ -271,13 +374,14 @@ async function stat(agent: string, argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
-async function doUninstall(agent: string, argv: string[]): Promise<number> {
+async function doUninstall(socket: string | undefined, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: { 'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT }, 'cgroup-root': { type: 'string' }, force: { type: 'boolean', default: false } },
     strict: true,
   });
   if (!values.force) {
+    const agent = socket ?? defaultApiSocket(values['pin-root']);
     const alive = await get<Status>(agent, '/v1/status').then(
       (s) => s,
       () => undefined,
@@ -299,16 +403,21 @@ async function doUninstall(agent: string, argv: string[]): Promise<number> {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  let agent = process.env.MESH_AGENT || DEFAULT_API;
-  // The global option is taken before or after the command (meshctl status --agent …), up to run's `--`.
+  let socket: string | undefined = process.env.MESH_API_SOCKET || undefined;
+  let tcpAgent = false;
+  // The global option is taken before or after the command (meshctl status --api-socket …), up to run's `--`.
   const args: string[] = [];
   const end = argv.includes('--') ? argv.indexOf('--') : argv.length;
   for (let j = 0; j < argv.length; j++) {
     const a = argv[j]!;
-    if (j < end && a === '--agent') agent = argv[++j] ?? '';
-    else if (j < end && a.startsWith('--agent=')) agent = a.slice(8);
-    else args.push(a);
+    if (j < end && a === '--api-socket') socket = argv[++j] ?? '';
+    else if (j < end && a.startsWith('--api-socket=')) socket = a.slice('--api-socket='.length);
+    else if (j < end && (a === '--agent' || a.startsWith('--agent='))) {
+      tcpAgent = true;
+      if (a === '--agent') j++;
+    } else args.push(a);
   }
+  const agent = socket ?? DEFAULT_API_SOCKET;
   const [command, ...rest] = args;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(MESHCTL_HELP + '\n');
@@ -324,7 +433,9 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.OK;
   }
   try {
-    parseHostPort(agent);
+    // The TCP address carried the control API before: anyone can bind a loopback port first and answer it.
+    if (tcpAgent) throw new UsageError(`--agent HOST:PORT is gone: the control API is on the agent's unix socket (--api-socket PATH, default ${DEFAULT_API_SOCKET})`);
+    if (!isAbsolute(agent)) throw new UsageError(`--api-socket must be an absolute path, got ${JSON.stringify(agent)}`);
     const json = () => parseArgs({ args: rest, options: { json: { type: 'boolean', default: false } }, strict: true }).values.json!;
     switch (command) {
       case 'run':
@@ -343,7 +454,7 @@ export async function main(argv: string[]): Promise<number> {
         return await caCommand(rest, () => get<Certs>(agent, '/v1/certs').then((c) => c, () => undefined));
       }
       case 'uninstall':
-        return await doUninstall(agent, rest);
+        return await doUninstall(socket, rest);
       case 'version':
         process.stdout.write(`meshctl ${VERSION}\n`);
         return EXIT.OK;
@@ -354,7 +465,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`meshctl: ${err.message}\n`);
       return EXIT.UNREACHABLE;
     }
-    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS') || /HOST:PORT/.test((err as Error).message)) {
+    if (err instanceof Refused) {
+      process.stderr.write(`meshctl ${command}: ${err.message}\n`);
+      return EXIT.FAILURE;
+    }
+    if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`meshctl ${command}: ${(err as Error).message}\n\n${commandHelp(command)}`);
       return EXIT.USAGE;
     }

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { AGENT_BIN, httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { AGENT_BIN, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.104';
 // Every broken config would send all traffic to web-b if it were applied; the good one sends it all to web-a.
@@ -59,10 +59,7 @@ describePrivileged('agent with broken configs', () => {
     e.writeConfig(GOOD);
     const agent = await e.startAgent();
     await startBackends(e);
-    const status = async () => JSON.parse((await httpGet('127.0.0.1', e.port, '/v1/status')).body) as {
-      config: { generation: number };
-      lastError?: { problems: string[] };
-    };
+    const status = () => e.api<{ config: { generation: number }; lastError?: { problems: string[] } }>('/v1/status');
     expect((await runLoad(e, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
 
     for (const [i, b] of BROKEN.entries()) {

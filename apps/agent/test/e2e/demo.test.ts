@@ -91,7 +91,7 @@ describePrivileged('examples/single-host/demo.mjs (npm run demo)', () => {
 
       // Where to look while it runs.
       expect(out).toContain(`http://${listen}/metrics`);
-      expect(out).toContain(`--agent ${listen} stat`);
+      expect(out).toContain(`--api-socket /run/mesh/${name}.sock stat`);
 
       // The live view: at least one tick with traffic to both versions, measured by the kernel.
       const tick = new RegExp(`^\\s+5s\\s+reviews-v1\\s+([\\d.]+)%\\s+\\S+\\s+(\\d+)\\s+([\\d.]+)\\s+([\\d.]+)%\\s+([\\d.]+)ms\\s+([\\d.]+)ms$`, 'm').exec(out);

@@ -1,6 +1,7 @@
 /**
  * End-to-end harness: the agent and meshctl started as a user starts them (node bin/…), each test in its own
- * pin root, cgroup root and API port, so suites run side by side and never touch a real installation. Cleanup
+ * pin root, cgroup root, control socket and metrics port, so suites run side by side and never touch a real
+ * installation. Cleanup
  * (also on failure): stop what the test started, then `meshctl uninstall --force` of its own roots.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -36,8 +37,17 @@ export interface HttpResult {
 }
 
 export function httpGet(host: string, port: number, path: string, timeoutMs = 3000): Promise<HttpResult> {
+  return get({ host, port }, path, timeoutMs);
+}
+
+/** GET over a unix socket (the agent's control socket). */
+export function socketGet(socketPath: string, path: string, timeoutMs = 3000): Promise<HttpResult> {
+  return get({ socketPath }, path, timeoutMs);
+}
+
+function get(to: { host: string; port: number } | { socketPath: string }, path: string, timeoutMs: number): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path, agent: false, timeout: timeoutMs }, (res) => {
+    const req = request({ ...to, path, agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -76,6 +86,8 @@ export class MeshEnv implements AsyncDisposable {
   /** The agent's state (its built-in CA), never the node's /var/lib/mesh. */
   readonly stateDir = mkdtempSync(join(tmpdir(), `${this.name}-state-`));
   readonly procs = new ProcessTracker(this.name);
+  /** The agent's control socket (its default for this pin root). */
+  readonly apiSocket = `/run/mesh/${this.name}.sock`;
   port = 0;
   private readonly tempDirs: string[] = [];
 
@@ -102,10 +114,10 @@ export class MeshEnv implements AsyncDisposable {
 
   /** mesh-agent's arguments; run it as `AGENT_BIN` itself (its shebang carries the node flags it wants). */
   agentArgs(extra: string[] = []): string[] {
-    return ['--config', this.configDir, '--listen', this.listen, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, '--state-dir', this.stateDir, ...extra];
+    return ['--config', this.configDir, '--listen', this.listen, '--api-socket', this.apiSocket, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, '--state-dir', this.stateDir, ...extra];
   }
 
-  /** Starts mesh-agent and waits until /readyz answers 200 (or the agent exits). */
+  /** Starts mesh-agent and waits until /readyz answers 200 on its control socket (or the agent exits). */
   async startAgent(extra: string[] = []): Promise<Agent> {
     const child = this.procs.spawn(AGENT_BIN, this.agentArgs(extra), { stdio: ['ignore', 'pipe', 'pipe'] });
     const agent: Agent = {
@@ -121,7 +133,7 @@ export class MeshEnv implements AsyncDisposable {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`mesh-agent exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${capturedOutput(child).stderr}`);
       }
-      const r = await httpGet('127.0.0.1', this.port, '/readyz', 1000).catch(() => undefined);
+      const r = await socketGet(this.apiSocket, '/readyz', 1000).catch(() => undefined);
       if (r?.status === 200) return agent;
       if (Date.now() > deadline) throw new Error(`mesh-agent not ready after 20 s:\n${capturedOutput(child).stderr}`);
       await sleep(50);
@@ -130,12 +142,12 @@ export class MeshEnv implements AsyncDisposable {
 
   /** Runs meshctl to completion. */
   meshctl(args: string[], timeoutMs = 20_000) {
-    return this.procs.run(process.execPath, [MESHCTL_BIN, '--agent', this.listen, ...args], { timeoutMs });
+    return this.procs.run(process.execPath, [MESHCTL_BIN, '--api-socket', this.apiSocket, ...args], { timeoutMs });
   }
 
   /** Starts `meshctl run --workload W -- cmd…` in the background. */
   meshRun(workload: string, cmd: string[], env: Record<string, string> = {}): ChildProcess {
-    return this.procs.spawn(process.execPath, [MESHCTL_BIN, '--agent', this.listen, 'run', '--workload', workload, '--', ...cmd], {
+    return this.procs.spawn(process.execPath, [MESHCTL_BIN, '--api-socket', this.apiSocket, 'run', '--workload', workload, '--', ...cmd], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
@@ -148,9 +160,9 @@ export class MeshEnv implements AsyncDisposable {
     return dir;
   }
 
-  /** A JSON document of the agent's control API (/v1/…). */
+  /** A JSON document of the agent's control API (/v1/…), from its socket. */
   async api<T = unknown>(path: string): Promise<T> {
-    const r = await httpGet('127.0.0.1', this.port, path);
+    const r = await socketGet(this.apiSocket, path);
     if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
     return JSON.parse(r.body) as T;
   }

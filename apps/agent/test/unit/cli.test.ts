@@ -53,25 +53,29 @@ describe('meshctl', SPAWNS, () => {
     expect(badWindow.stderr).toMatch(/--window must be/);
     const badFlag = await exec(MESHCTL, ['status', '--colour']);
     expect(badFlag.code).toBe(2);
-    const badAgent = await exec(MESHCTL, ['--agent', 'nowhere', 'status']);
-    expect(badAgent.code).toBe(2);
-    expect(badAgent.stderr).toMatch(/expected HOST:PORT/);
+    const relative = await exec(MESHCTL, ['--api-socket', 'mesh.sock', 'status']);
+    expect(relative.code).toBe(2);
+    expect(relative.stderr).toMatch(/--api-socket must be an absolute path/);
+    // The TCP address that carried the control API: gone, and the message says where it went.
+    const tcp = await exec(MESHCTL, ['--agent', '127.0.0.1:15090', 'status']);
+    expect(tcp.code).toBe(2);
+    expect(tcp.stderr).toMatch(/--agent HOST:PORT is gone: the control API is on the agent's unix socket \(--api-socket PATH, default \/run\/mesh\/mesh\.sock\)/);
   });
 
-  it('an agent that does not answer exits 4 and names the address', async () => {
-    // Port 9 on loopback (discard): nothing listens there in these tests.
+  it('an agent that does not answer exits 4 and names the socket', async () => {
+    const nowhere = resolve(import.meta.dirname, 'no-such-agent.sock');
     for (const cmd of ['status', 'services', 'stat']) {
-      const r = await exec(MESHCTL, ['--agent', '127.0.0.1:9', cmd]);
+      const r = await exec(MESHCTL, ['--api-socket', nowhere, cmd]);
       expect(r.code).toBe(4);
-      expect(r.stderr).toMatch(/cannot reach the agent at 127\.0\.0\.1:9/);
+      expect(r.stderr).toContain(`no agent socket at ${nowhere}; is mesh-agent running? (--api-socket, $MESH_API_SOCKET)`);
     }
-    const viaEnv = await exec(MESHCTL, ['status'], { MESH_AGENT: '127.0.0.1:9' });
+    const viaEnv = await exec(MESHCTL, ['status'], { MESH_API_SOCKET: nowhere });
     expect(viaEnv.code).toBe(4);
     // The global option after the command works the same (the place people put it).
-    for (const args of [['status', '--agent', '127.0.0.1:9'], ['stat', '--window', '5', '--agent=127.0.0.1:9']]) {
+    for (const args of [['status', '--api-socket', nowhere], ['stat', '--window', '5', `--api-socket=${nowhere}`]]) {
       const after = await exec(MESHCTL, args);
       expect(after.code, args.join(' ')).toBe(4);
-      expect(after.stderr).toMatch(/cannot reach the agent at 127\.0\.0\.1:9/);
+      expect(after.stderr).toContain(`no agent socket at ${nowhere}`);
     }
   });
 });
