@@ -54,6 +54,14 @@ interface Applied {
   writes: number;
 }
 
+/** start() gave up because stop() was called (SIGTERM or SIGINT during start-up). */
+export class StartAborted extends Error {
+  constructor() {
+    super('stopped during start-up');
+    this.name = 'StartAborted';
+  }
+}
+
 export class Agent {
   private datapath: MeshDatapath | undefined;
   private server: Server | undefined;
@@ -66,6 +74,9 @@ export class Agent {
   private readonly registry = new Registry();
   private readonly stats: PairStats;
   private stopping = false;
+  private starting: Promise<void> | undefined;
+  private onStop: () => void = () => undefined;
+  private readonly stopRequested = new Promise<void>((r) => (this.onStop = r));
   private lock: Lock | undefined;
   private identities: WorkloadIdentities | undefined;
   private statsHandle: { close(): void } | undefined;
@@ -104,11 +115,23 @@ export class Agent {
 
   /** Opens (or adopts) the datapath, applies the first config, serves the endpoints. Rejects when the first
    *  config is invalid: nothing of a previous agent's datapath is changed then. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.starting = this.startSteps();
+    return this.starting;
+  }
+
+  /** Throws StartAborted once stop() was called: start-up goes no further than the step it is in. */
+  private checkStop(): void {
+    if (this.stopping) throw new StartAborted();
+  }
+
+  private async startSteps(): Promise<void> {
     const { log, opts } = this;
     // The first config is validated before the kernel is touched: a bad file leaves a running datapath alone.
     let queued: ConfigUpdate | undefined;
-    const first = await new Promise<ConfigUpdate>((resolve) => {
+    // The first config may be long in coming (a file still being written): a stop does not wait for it.
+    const aborted = this.stopRequested.then(() => undefined);
+    const first = await Promise.race([aborted, new Promise<ConfigUpdate>((resolve) => {
       let got = false;
       opts.source.start((u) => {
         if (!got) {
@@ -117,13 +140,15 @@ export class Agent {
         } else if (this.applied) this.onUpdate(u);
         else queued = u;
       });
-    });
+    })]);
+    if (first === undefined) throw new StartAborted();
     if (first.error) throw first.error;
     // Validated (and compiled) before the kernel is touched; throws ConfigError naming every problem.
     const v0 = performance.now();
     const firstConfig = resolveConfig(first.snapshot);
     const firstTimes = { parseMs: first.readMs, validateMs: msSince(v0) };
 
+    this.checkStop();
     this.lock = acquireLock(opts.pinRoot);
     // The CA opens before the kernel is touched: a bad state directory fails the start, naming the file.
     if (opts.identity) {
@@ -147,7 +172,9 @@ export class Agent {
       },
     };
     this.server = await startSocketServer({ path: opts.apiSocket, gid: opts.apiGid }, endpoints, log);
+    this.checkStop();
     await this.listenTcp(endpoints);
+    this.checkStop();
 
     checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
@@ -348,6 +375,9 @@ export class Agent {
   /** Stops serving and closes the agent's handles. The datapath keeps running from its pins. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.onStop();
+    // A start-up in progress stops at its next step; then everything it opened is closed here.
+    await this.starting?.catch(() => undefined);
     this.opts.source.stop();
     this.stats.stop();
     await this.identities?.close();

@@ -6,8 +6,8 @@ export { validateSnapshot, SnapshotError, serviceIPs, namespaceOf, SERVICE_NAME_
 export type { Snapshot, Service, ServicePort, EndpointSlice, HTTPRoute, ParentRef, BackendRef, ObjectMeta, Protocol } from './model.js';
 export { ServiceTable } from './table.js';
 export type { ApplyStats } from './table.js';
-export { counterNames } from './maps.js';
-export type { CounterName } from './maps.js';
+export { counterNames, epKey, epValue, svcKey, svcValue } from './maps.js';
+export type { CounterName, EpKey, EpValue, SvcKey, SvcValue } from './maps.js';
 export { syntheticSnapshot } from './synthetic.js';
 export { endpointSlicesFor } from './workloads.js';
 export type { WorkloadEndpoints } from './workloads.js';

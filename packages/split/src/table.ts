@@ -42,24 +42,47 @@ export class ServiceTable {
     private readonly endpoints: BpfMap<EpKey, EpValue>,
   ) {}
 
-  /** Rebuilds what is installed from the maps themselves (a restarted agent adopting pinned maps). */
+  /** Endpoint slots that no service entry pointed at, removed by the last adopt(). */
+  orphansRemoved = 0;
+
+  /**
+   * Rebuilds what is installed from the maps themselves (a restarted agent adopting pinned maps, or after a
+   * write the kernel refused). An apply killed between its batches leaves endpoint slots no service entry
+   * points at (a new version written but not switched to, an old one not yet deleted): programs never read
+   * them, but they fill the table unseen by the capacity check, so they are deleted here. New ids start above
+   * every id in either map.
+   */
   adopt(): number {
     this.installed.clear();
+    const slots = new Map<string, EpValue>();
+    let maxId = 0;
+    for (const [k, v] of this.endpoints.getBatch()) {
+      slots.set(slotName(k), v);
+      maxId = Math.max(maxId, k.svcId);
+    }
+    const referenced = new Set<string>();
     for (const [key, value] of this.services.getBatch()) {
       const family = key.family;
       const endpoints: Installed['endpoints'] = [];
       for (let b = 0; b < value.nbackends; b++) {
         const list: { addr: string; port: number }[] = [];
         for (let i = 0; i < value.nendpoints[b]!; i++) {
-          const ep = this.endpoints.get({ svcId: value.id, version: value.version, backend: b, index: i });
+          const name = slotName({ svcId: value.id, version: value.version, backend: b, index: i });
+          const ep = slots.get(name);
+          referenced.add(name);
+          // A missing slot shortens the list: it differs from any config's, so the next apply rewrites it.
           if (ep) list.push({ addr: fromAddr16(ep.addr, family), port: ep.port });
         }
         endpoints.push(list);
       }
       const proto = key.proto === IPPROTO.UDP ? 'UDP' : 'TCP';
       this.installed.set(`${fromAddr16(key.addr, family)}|${key.port}|${proto}`, { key, value, endpoints });
-      this.nextId = Math.max(this.nextId, value.id + 1);
+      maxId = Math.max(maxId, value.id);
     }
+    const orphans: EpKey[] = [];
+    for (const name of slots.keys()) if (!referenced.has(name)) orphans.push(slotKey(name));
+    this.orphansRemoved = deleteBatches(this.endpoints, orphans);
+    this.nextId = Math.max(this.nextId, maxId + 1);
     return this.installed.size;
   }
 
@@ -118,20 +141,34 @@ export class ServiceTable {
       );
     }
 
-    // 1. New endpoint slots (invisible until a service entry points at their version).
-    stats.endpointWrites = writeBatches(this.endpoints, epWrites);
-    // 2. Service entries switch to them, one atomic update each.
-    stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
-    for (const [k, i] of svcWrites) this.installed.set(k, i);
-    // 3. Removed services disappear, then every slot no entry points at any more.
-    for (const [k, i] of removed) {
-      if (this.services.delete(i.key)) stats.serviceDeletes++;
-      epDeletes.push(...slotsOf(i));
-      this.installed.delete(k);
+    try {
+      // 1. New endpoint slots (invisible until a service entry points at their version).
+      stats.endpointWrites = writeBatches(this.endpoints, epWrites);
+      // 2. Service entries switch to them, one atomic update each.
+      stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
+      for (const [k, i] of svcWrites) this.installed.set(k, i);
+      // 3. Removed services disappear, then every slot no entry points at any more.
+      for (const [k, i] of removed) {
+        if (this.services.delete(i.key)) stats.serviceDeletes++;
+        epDeletes.push(...slotsOf(i));
+        this.installed.delete(k);
+      }
+      stats.endpointDeletes = deleteBatches(this.endpoints, epDeletes);
+    } catch (err) {
+      // The kernel took part of a batch: what is installed is what the maps say now (and the slots written
+      // for versions no entry switched to go), so the next apply is planned from the truth.
+      this.adopt();
+      throw err;
     }
-    stats.endpointDeletes = deleteBatches(this.endpoints, epDeletes);
     return stats;
   }
+}
+
+const slotName = (k: EpKey) => `${k.svcId}.${k.version}.${k.backend}.${k.index}`;
+
+function slotKey(name: string): EpKey {
+  const [svcId, version, backend, index] = name.split('.').map(Number) as [number, number, number, number];
+  return { svcId, version, backend, index };
 }
 
 function slotsOf(i: Installed): EpKey[] {

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { trustDomainProblem } from '@mesh/mtls/spiffe-id';
 import { SnapshotError } from '@mesh/split';
 
-import { Agent, VERSION } from '../app.js';
+import { Agent, StartAborted, VERSION } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
 import { DEFAULT_MAX_CONFIG_BYTES, FileSource, loadConfig, type ParseOptions } from '../config/file.js';
 import { KubernetesSource, kubepodsRoot, loadKubeConfig, nodeName } from '../config/kubernetes/index.js';
@@ -182,9 +182,29 @@ export async function main(argv: string[]): Promise<number> {
   // A hangup (the terminal that started the agent closed, `kill -HUP`, a reload) must not stop the datapath's
   // owner, and there is nothing to reload: config files are re-read as they change (docs/agent.md).
   process.on('SIGHUP', () => log.info('SIGHUP ignored: config files are re-read as they change'));
+  // Signals are handled from the start: a SIGTERM while the agent waits for its config or loads the datapath
+  // stops it cleanly (lock and socket released) instead of killing it between two steps.
+  let stopped: Promise<number> | undefined;
+  let signalled: (code: Promise<number>) => void = () => undefined;
+  const stoppedBySignal = new Promise<number>((resolve) => (signalled = (code) => void code.then(resolve)));
+  const stop = (signal: string) => {
+    if (stopped) return;
+    log.info('signal received; stopping', { signal });
+    stopped = agent.stop().then(
+      () => EXIT.OK,
+      (err) => {
+        log.error('stop failed', { err });
+        return EXIT.FAILURE;
+      },
+    );
+    signalled(stopped);
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
   try {
     await agent.start();
   } catch (err) {
+    if (err instanceof StartAborted) return stoppedBySignal;
     const invalid = err instanceof SnapshotError; // the agent's ConfigError is one
     log.error(invalid ? 'invalid config; nothing was changed' : 'start-up failed', {
       err,
@@ -194,18 +214,5 @@ export async function main(argv: string[]): Promise<number> {
     await agent.stop().catch(() => undefined);
     return invalid ? EXIT.CONFIG : EXIT.FAILURE;
   }
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
-      log.info('signal received; stopping', { signal });
-      agent.stop().then(
-        () => resolve(EXIT.OK),
-        (err) => {
-          log.error('stop failed', { err });
-          resolve(EXIT.FAILURE);
-        },
-      );
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  return stoppedBySignal;
 }
