@@ -112,7 +112,6 @@ function checkSocket(path: string): void {
 
 async function get<T>(socketPath: string, path: string): Promise<T> {
   checkSocket(socketPath);
-  const agent = socketPath;
   return new Promise<T>((resolve, reject) => {
     const req = request({ socketPath, path, timeout: 5000 }, (res) => {
       const chunks: Buffer[] = [];
@@ -127,14 +126,14 @@ async function get<T>(socketPath: string, path: string): Promise<T> {
         }
       });
     });
-    req.on('timeout', () => req.destroy(new Unreachable(`no answer from the agent at ${agent} within 5 s`)));
+    req.on('timeout', () => req.destroy(new Unreachable(`no answer from the agent at ${socketPath} within 5 s`)));
     req.on('error', (err: NodeJS.ErrnoException) =>
       reject(
         err instanceof Unreachable
           ? err
           : err.code === 'EACCES'
-            ? new Unreachable(`cannot connect to the agent at ${agent}: permission denied (EACCES): the control socket is for root and the group given to mesh-agent --api-group`)
-            : new Unreachable(`cannot reach the agent at ${agent} (${err.code ?? err.message}); is mesh-agent running? (--api-socket, $MESH_API_SOCKET)`),
+            ? new Unreachable(`cannot connect to the agent at ${socketPath}: permission denied (EACCES): the control socket is for root and the group given to mesh-agent --api-group`)
+            : new Unreachable(`cannot reach the agent at ${socketPath} (${err.code ?? err.message}); is mesh-agent running? (--api-socket, $MESH_API_SOCKET)`),
       ),
     );
     req.end();
