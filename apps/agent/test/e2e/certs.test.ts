@@ -8,7 +8,7 @@ import { createIntermediate, createRoot, exportKeyPem, toPem } from '@mesh/mtls'
 import { describePrivileged, stopProcess } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { httpGet, meshEnvPerTest, sample } from './harness.js';
+import { meshEnvPerTest, sample } from './harness.js';
 
 const NET = '127.107';
 const workload = (name: string, sa: string, addr: string) => `apiVersion: mesh.dev/v1alpha1
@@ -34,7 +34,7 @@ describePrivileged('workload identities in the agent', () => {
     const flags = ['--trust-domain', 'mesh.test', '--svid-ttl', '2h'];
     const agent = await e.startAgent(flags);
 
-    const certsOf = async () => JSON.parse((await httpGet('127.0.0.1', e.port, '/v1/certs')).body) as Certs;
+    const certsOf = () => e.api<Certs>('/v1/certs');
     // The first issuance runs beside readiness: wait for it (bounded).
     let c = await certsOf();
     for (let i = 0; i < 100 && c.workloads.some((w) => w.state !== 'valid'); i++) {

@@ -16,7 +16,7 @@ const NODE = 'node-e2e';
 async function startKubeAgent(env: MeshEnv, kubeconfig: string) {
   const child = env.procs.spawn(
     AGENT_BIN,
-    ['--kubeconfig', kubeconfig, '--node-name', NODE, '--listen', env.listen, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot, '--state-dir', env.stateDir],
+    ['--kubeconfig', kubeconfig, '--node-name', NODE, '--listen', env.listen, '--api-socket', env.apiSocket, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot, '--state-dir', env.stateDir],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const deadline = Date.now() + 30_000;
@@ -29,7 +29,7 @@ async function startKubeAgent(env: MeshEnv, kubeconfig: string) {
   }
 }
 
-const api = async (env: MeshEnv, path: string) => JSON.parse((await httpGet('127.0.0.1', env.port, path)).body);
+const api = (env: MeshEnv, path: string) => env.api<any>(path);
 
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

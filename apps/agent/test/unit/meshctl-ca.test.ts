@@ -13,9 +13,9 @@ const dirs: string[] = [];
 afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 async function meshctl(args: string[]) {
-  // --agent on the discard port: no agent answers, so the steps are not refused for a running one.
+  // A control socket that does not exist: no agent answers, so the steps are not refused for a running one.
   try {
-    const r = await promisify(execFile)(process.execPath, [MESHCTL, '--agent', '127.0.0.1:9', ...args], { timeout: 10_000 });
+    const r = await promisify(execFile)(process.execPath, [MESHCTL, '--api-socket', join(tmpdir(), 'meshctl-ca-no-agent.sock'), ...args], { timeout: 10_000 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };

@@ -26,7 +26,7 @@ describePrivileged('split table after an interrupted apply', () => {
       .flatMap(([, v]) => Array.from({ length: v.nbackends }, (_, b) => Array.from({ length: v.nendpoints[b]! }, (_, i) => `${v.id}.${v.version}.${b}.${i}`)).flat())
       .sort();
   const junk = (svcId: number, version: number, n: number) =>
-    Array.from({ length: n }, (_, index) => [{ svcId, version, backend: 0, index }, { addr: addr16('127.0.65.1'), port: 9, family: 2 }] as const);
+    Array.from({ length: n }, (_, index) => [{ svcId, version, backend: 0, index }, { addr: addr16('127.0.65.1'), port: 9, family: 2, check: 0 }] as const);
 
   it('adopt removes endpoint slots no service points at, and new ids are above every id seen', () => {
     const table = new ServiceTable(dp.servicesMap, dp.endpointsMap);
