@@ -60,14 +60,26 @@ export function removeStaleLock(pinRoot: string, dir = LOCK_DIR): void {
   closeSync(fd);
 }
 
+/** Whether `s` is the pid of a process that exists (EPERM: it exists, owned by another user). */
+function isLivePid(s: string): boolean {
+  if (!/^\d+$/.test(s)) return false;
+  try {
+    process.kill(Number(s), 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export function acquireLock(pinRoot: string, dir = LOCK_DIR): Lock {
   mkdirSync(dir, { recursive: true });
   const path = lockPath(pinRoot, dir);
   const fd = tryLock(path);
   if (fd === undefined) {
-    // The holder writes its pid just after it locks: a racing loser may read before that, so it waits a little.
+    // The holder writes its pid just after it locks: a racing loser may read before that (an empty file, or the
+    // pid a killed agent left), so it waits a little for a pid that runs.
     let owner = '';
-    for (let i = 0; i < 20 && !/^\d+$/.test(owner); i++) {
+    for (let i = 0; i < 20 && !isLivePid(owner); i++) {
       if (i > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
       try {
         owner = readFileSync(path, 'utf8').trim();
@@ -75,7 +87,7 @@ export function acquireLock(pinRoot: string, dir = LOCK_DIR): Lock {
         break; // released meanwhile: the message names no pid
       }
     }
-    throw new Error(`another mesh-agent (pid ${/^\d+$/.test(owner) ? owner : 'unknown'}) owns ${pinRoot} (lock ${path}); stop it first`);
+    throw new Error(`another mesh-agent (pid ${isLivePid(owner) ? owner : 'unknown'}) owns ${pinRoot} (lock ${path}); stop it first`);
   }
   ftruncateSync(fd, 0);
   writeSync(fd, String(process.pid), 0);
