@@ -534,7 +534,7 @@ const arms = {
       // Without the mesh the VIP goes nowhere (no route for it anywhere): a 200 below proves the rewrite.
       curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
       // The agent's file itself, as users run it: its shebang carries the node flags it is meant to run with.
-      const agentArgv = [agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', pinRoot, '--cgroup-root', meshCg];
+      const agentArgv = [agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', pinRoot, '--cgroup-root', meshCg, '--state-dir', join(tmp, 'state')];
       const [cmd, ...args] = [...params.agentPrefix, ...agentArgv];
       agent = new Proc('mesh-agent', cmd, args);
       await untilOk(

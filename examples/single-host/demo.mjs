@@ -354,7 +354,7 @@ function pidAlive(pid) {
 
 async function startAgent(s) {
   const agentLog = join(state.logDir, 'agent.log');
-  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--api-socket', s.socket, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot], {
+  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--api-socket', s.socket, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot, '--state-dir', join(state.logDir, 'state')], {
     logFile: agentLog,
   });
   state.agent = agent;
