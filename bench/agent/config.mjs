@@ -77,3 +77,46 @@ spec:
   }
   return docs.join('---\n');
 }
+
+/** The scale config: as many Workloads and Services as a big node's agent may be given. */
+export const SCALE = { services: 50_000, workloads: 20_000, namespaces: 10, routes: 1_000 };
+
+const quad16 = (a, i) => `127.${a + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
+
+/**
+ * SCALE.workloads Workloads w-NNNNN (namespaces ns-0…, label app: app-NNNNN, one address on 127.50.x.y, port
+ * "http" 8080) and SCALE.services Services s-NNNNN on 127.20.x.y:80, Service i selecting workload i mod
+ * SCALE.workloads by its label (targetPort "http"), in that workload's namespace; SCALE.routes HTTPRoutes,
+ * route i splitting Service i 90/10 across Services i + SCALE.workloads and i + 2·SCALE.workloads (the same
+ * namespace). Flow-style YAML, one document per object.
+ */
+export function scaleConfig(shape = SCALE) {
+  const wl = (i) => `w-${String(i).padStart(5, '0')}`;
+  const svc = (i) => `s-${String(i).padStart(5, '0')}`;
+  const ns = (i) => `ns-${(i % shape.workloads) % shape.namespaces}`;
+  const docs = [];
+  for (let i = 0; i < shape.workloads; i++) {
+    docs.push(`apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: ${wl(i)}, namespace: ${ns(i)}, labels: { app: app-${wl(i)} } }
+spec: { addresses: [${quad16(50, i)}], ports: [{ name: http, port: 8080 }] }
+`);
+  }
+  for (let i = 0; i < shape.services; i++) {
+    docs.push(`apiVersion: v1
+kind: Service
+metadata: { name: ${svc(i)}, namespace: ${ns(i)} }
+spec: { clusterIP: ${quad16(20, i)}, selector: { app: app-${wl(i % shape.workloads)} }, ports: [{ port: 80, targetPort: http }] }
+`);
+  }
+  for (let i = 0; i < shape.routes; i++) {
+    docs.push(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r-${svc(i)}, namespace: ${ns(i)} }
+spec:
+  parentRefs: [{ kind: Service, name: ${svc(i)}, port: 80 }]
+  rules: [{ backendRefs: [{ name: ${svc(i + shape.workloads)}, port: 80, weight: 90 }, { name: ${svc(i + 2 * shape.workloads)}, port: 80, weight: 10 }] }]
+`);
+  }
+  return docs.join('---\n');
+}

@@ -5,6 +5,7 @@ import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpe
 import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
 import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type EpKey, type EpValue, type SvcKey, type SvcValue } from './maps.js';
 import type { Snapshot } from './model.js';
+import { runSteps, type Steps } from './steps.js';
 import { type ApplyStats, ServiceTable } from './table.js';
 
 const names = embedded.split;
@@ -113,7 +114,13 @@ export class SplitDatapath implements Disposable {
 
   /** Writes what compile() made of a snapshot (for callers that compiled it already, e.g. to validate). */
   applyCompiled(compiled: Compiled): ApplyResult {
-    const stats = this.table.apply(compiled.services);
+    return runSteps(this.applyCompiledSteps(compiled));
+  }
+
+  /** applyCompiled in steps (see runStepsAsync): map writes in batches, the event loop served between them. One
+   *  apply at a time. */
+  *applyCompiledSteps(compiled: Compiled): Steps<ApplyResult> {
+    const stats = yield* this.table.applySteps(compiled.services);
     return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
   }
 

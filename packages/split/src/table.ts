@@ -11,6 +11,7 @@ import type { BpfMap } from '@mesh/bpf';
 
 import type { CompiledBackend, CompiledService } from './compile.js';
 import { addr16, AF_INET, AF_INET6, BPF_F_LOCK, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
+import { every, runSteps, type Steps } from './steps.js';
 
 export interface ApplyStats {
   /** Map element writes and deletes this apply made, per map. */
@@ -25,6 +26,8 @@ interface Installed {
   value: SvcValue;
   /** Endpoint lists per backend, as written under value.version. */
   endpoints: { addr: string; port: number }[][];
+  /** The compiled service last applied here: when a Compiler hands the same object again, nothing changed. */
+  compiled?: CompiledService;
 }
 
 const BATCH = 4096;
@@ -81,7 +84,7 @@ export class ServiceTable {
     }
     const orphans: EpKey[] = [];
     for (const name of slots.keys()) if (!referenced.has(name)) orphans.push(slotKey(name));
-    this.orphansRemoved = deleteBatches(this.endpoints, orphans);
+    this.orphansRemoved = runSteps(deleteBatches(this.endpoints, orphans));
     this.nextId = Math.max(this.nextId, maxId + 1);
     return this.installed.size;
   }
@@ -92,6 +95,12 @@ export class ServiceTable {
 
   /** Installs `desired` (the whole set of services) and removes what is no longer in it. */
   apply(desired: CompiledService[]): ApplyStats {
+    return runSteps(this.applySteps(desired));
+  }
+
+  /** apply() in steps (see runStepsAsync); the caller runs one at a time. */
+  *applySteps(desired: CompiledService[]): Steps<ApplyStats> {
+    const tick = every();
     const stats: ApplyStats = { serviceWrites: 0, serviceDeletes: 0, endpointWrites: 0, endpointDeletes: 0 };
     const epWrites: [EpKey, EpValue][] = [];
     const svcWrites: [string, Installed][] = [];
@@ -99,9 +108,11 @@ export class ServiceTable {
     const wanted = new Set<string>();
 
     for (const d of desired) {
+      if (tick()) yield;
       wanted.add(d.key);
-      if (d.backends.length > MAX_BACKENDS) throw new RangeError(`${d.service}: ${d.backends.length} backends, at most ${MAX_BACKENDS}`);
       const old = this.installed.get(d.key);
+      if (old?.compiled === d) continue;
+      if (d.backends.length > MAX_BACKENDS) throw new RangeError(`${d.service}: ${d.backends.length} backends, at most ${MAX_BACKENDS}`);
       const lists = d.backends.map((b) => b.endpoints);
       const sameEndpoints = old !== undefined && sameLists(old.endpoints, lists);
       const id = old?.value.id ?? this.nextId++;
@@ -119,7 +130,9 @@ export class ServiceTable {
       }
       // A new version always changes the value, so this also covers every endpoint change.
       if (!old || !sameValue(old.value, value)) {
-        svcWrites.push([d.key, { key, value, endpoints: lists }]);
+        svcWrites.push([d.key, { key, value, endpoints: lists, compiled: d }]);
+      } else {
+        old.compiled = d;
       }
     }
     const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
@@ -143,17 +156,18 @@ export class ServiceTable {
 
     try {
       // 1. New endpoint slots (invisible until a service entry points at their version).
-      stats.endpointWrites = writeBatches(this.endpoints, epWrites);
+      stats.endpointWrites = yield* writeBatches(this.endpoints, epWrites);
       // 2. Service entries switch to them, one atomic update each.
-      stats.serviceWrites = writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
+      stats.serviceWrites = yield* writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
       for (const [k, i] of svcWrites) this.installed.set(k, i);
       // 3. Removed services disappear, then every slot no entry points at any more.
       for (const [k, i] of removed) {
+        if (tick()) yield;
         if (this.services.delete(i.key)) stats.serviceDeletes++;
         epDeletes.push(...slotsOf(i));
         this.installed.delete(k);
       }
-      stats.endpointDeletes = deleteBatches(this.endpoints, epDeletes);
+      stats.endpointDeletes = yield* deleteBatches(this.endpoints, epDeletes);
     } catch (err) {
       // The kernel took part of a batch: what is installed is what the maps say now (and the slots written
       // for versions no entry switched to go), so the next apply is planned from the truth.
@@ -213,15 +227,19 @@ function sameValue(a: SvcValue, b: SvcValue): boolean {
     a.cumWeight.every((x, i) => x === b.cumWeight[i]) && a.nendpoints.every((x, i) => x === b.nendpoints[i]);
 }
 
-function writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][], flags = 0): number {
+function* writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][], flags = 0): Steps<number> {
   let n = 0;
-  for (let i = 0; i < entries.length; i += BATCH) n += map.setBatch(entries.slice(i, i + BATCH), flags);
+  for (let i = 0; i < entries.length; i += BATCH) {
+    n += map.setBatch(entries.slice(i, i + BATCH), flags);
+    yield;
+  }
   return n;
 }
 
-function deleteBatches<K>(map: BpfMap<K, unknown>, keys: K[]): number {
+function* deleteBatches<K>(map: BpfMap<K, unknown>, keys: K[]): Steps<number> {
   let n = 0;
   for (let i = 0; i < keys.length; i += BATCH) {
+    if (i) yield;
     const chunk = keys.slice(i, i + BATCH);
     try {
       n += map.deleteBatch(chunk);

@@ -3,6 +3,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 
 import { type EndpointSlice, namespaceOf, type ObjectMeta, SERVICE_NAME_LABEL, type Service } from './model.js';
+import { every, runSteps, type Steps } from './steps.js';
 
 /** The fields of a workload (the project's own kind, or a pod) that endpoint computation reads. */
 export interface WorkloadEndpoints {
@@ -16,35 +17,80 @@ export interface WorkloadEndpoints {
   };
 }
 
+/** Computed slices by Service, kept from one config to the next: a Service that selects the very same workload
+ *  objects keeps its slices (the same objects, so a Compiler keeps its compiled addresses too). */
+export type SliceCache = WeakMap<Service, { members: WorkloadEndpoints[]; slices: EndpointSlice[] }>;
+
 /** One EndpointSlice per Service and address family, listing the workloads its selector matches. */
 export function endpointSlicesFor(services: Service[], workloads: WorkloadEndpoints[]): EndpointSlice[] {
+  return runSteps(endpointSliceSteps(services, workloads));
+}
+
+/** endpointSlicesFor in steps. Workloads are indexed by namespace and label, so a Service's members are found
+ *  from its selector's rarest label: time grows with services + workloads, not their product. */
+export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndpoints[], cache?: SliceCache): Steps<EndpointSlice[]> {
+  const tick = every();
+  // namespace → label → value → the workloads carrying it, in config order.
+  const index = new Map<string, Map<string, Map<unknown, WorkloadEndpoints[]>>>();
+  for (const w of workloads) {
+    if (tick()) yield;
+    const ns = namespaceOf(w.metadata);
+    let byLabel = index.get(ns);
+    if (!byLabel) index.set(ns, (byLabel = new Map()));
+    for (const [k, v] of Object.entries(w.metadata.labels ?? {})) {
+      let byValue = byLabel.get(k);
+      if (!byValue) byLabel.set(k, (byValue = new Map()));
+      const list = byValue.get(v);
+      if (list) list.push(w);
+      else byValue.set(v, [w]);
+    }
+  }
+
   const out: EndpointSlice[] = [];
   for (const svc of services) {
+    if (tick()) yield;
     const selector = svc.spec.selector;
     if (!selector || Object.keys(selector).length === 0) continue; // no selector: endpoints are managed by hand
     const ns = namespaceOf(svc.metadata);
-    const members = workloads.filter(
-      (w) => namespaceOf(w.metadata) === ns && Object.entries(selector).every(([k, v]) => w.metadata.labels?.[k] === v),
-    );
-    for (const [family, addressType, isFamily] of [[4, 'IPv4', isIPv4], [6, 'IPv6', isIPv6]] as const) {
-      const endpoints = members.flatMap((w) =>
-        w.spec.addresses.filter((a) => isFamily(a)).map((a) => ({ addresses: [a], conditions: { ready: w.spec.ready !== false } })),
-      );
-      if (endpoints.length === 0) continue;
-      const ports = svc.spec.ports.flatMap((p) => {
-        const tp = p.targetPort ?? p.port;
-        const port = typeof tp === 'number' ? tp : members.flatMap((w) => w.spec.ports ?? []).find((wp) => wp.name === tp)?.port;
-        return port === undefined ? [] : [{ name: p.name ?? '', port, protocol: p.protocol ?? 'TCP' }];
-      });
-      out.push({
-        kind: 'EndpointSlice',
-        apiVersion: 'discovery.k8s.io/v1',
-        metadata: { name: `${svc.metadata.name}-${family === 4 ? 'v4' : 'v6'}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: svc.metadata.name } },
-        addressType,
-        endpoints,
-        ports,
-      });
+    const entries = Object.entries(selector);
+    let candidates: WorkloadEndpoints[] = [];
+    for (const [i, [k, v]] of entries.entries()) {
+      const list = index.get(ns)?.get(k)?.get(v) ?? [];
+      if (i === 0 || list.length < candidates.length) candidates = list;
     }
+    const members = candidates.filter((w) => entries.every(([k, v]) => w.metadata.labels?.[k] === v));
+    const cached = cache?.get(svc);
+    if (cached && cached.members.length === members.length && cached.members.every((w, i) => w === members[i])) {
+      out.push(...cached.slices);
+      continue;
+    }
+    const slices = slicesOf(svc, ns, members);
+    cache?.set(svc, { members, slices });
+    out.push(...slices);
+  }
+  return out;
+}
+
+function slicesOf(svc: Service, ns: string, members: WorkloadEndpoints[]): EndpointSlice[] {
+  const out: EndpointSlice[] = [];
+  for (const [family, addressType, isFamily] of [[4, 'IPv4', isIPv4], [6, 'IPv6', isIPv6]] as const) {
+    const endpoints = members.flatMap((w) =>
+      w.spec.addresses.filter((a) => isFamily(a)).map((a) => ({ addresses: [a], conditions: { ready: w.spec.ready !== false } })),
+    );
+    if (endpoints.length === 0) continue;
+    const ports = svc.spec.ports.flatMap((p) => {
+      const tp = p.targetPort ?? p.port;
+      const port = typeof tp === 'number' ? tp : members.flatMap((w) => w.spec.ports ?? []).find((wp) => wp.name === tp)?.port;
+      return port === undefined ? [] : [{ name: p.name ?? '', port, protocol: p.protocol ?? 'TCP' }];
+    });
+    out.push({
+      kind: 'EndpointSlice',
+      apiVersion: 'discovery.k8s.io/v1',
+      metadata: { name: `${svc.metadata.name}-${family === 4 ? 'v4' : 'v6'}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: svc.metadata.name } },
+      addressType,
+      endpoints,
+      ports,
+    });
   }
   return out;
 }

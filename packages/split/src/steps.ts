@@ -1,0 +1,34 @@
+/**
+ * Long computations over a big config (validation, endpoints, compile, the table diff) are written once, as
+ * generators that yield every few hundred objects. runSteps() runs one to its end at once; runStepsAsync()
+ * runs it a slice of time at a time and lets the event loop turn in between, so an agent applying 50,000
+ * services still answers /healthz (a liveness probe) within milliseconds.
+ */
+export type Steps<T> = Generator<void, T, void>;
+
+/** Runs to completion synchronously. */
+export function runSteps<T>(steps: Steps<T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Runs `sliceMs` of work at a time, then lets pending I/O and timers run (setImmediate) before the next slice. */
+export async function runStepsAsync<T>(steps: Steps<T>, sliceMs = 5): Promise<T> {
+  let start = performance.now();
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (performance.now() - start >= sliceMs) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      start = performance.now();
+    }
+  }
+}
+
+/** A counter for loops: true every `every` calls, when the loop should yield. */
+export function every(n = 256): () => boolean {
+  let i = 0;
+  return () => ++i % n === 0;
+}
