@@ -7,10 +7,10 @@ import type { Server } from 'node:http';
 
 import { enableStats } from '@mesh/bpf';
 import { KernelMetrics, type IdentityResolver } from '@mesh/metrics';
-import type { CompiledService, RouteStatus } from '@mesh/split';
+import { type CompiledService, type RouteStatus, runStepsAsync } from '@mesh/split';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 
-import { ConfigError, type ResolvedConfig, type ResolvedWorkload, resolveConfig } from './config/objects.js';
+import { ConfigError, type ResolvedConfig, type ResolvedWorkload, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
@@ -80,6 +80,12 @@ export class Agent {
   private lock: Lock | undefined;
   private identities: WorkloadIdentities | undefined;
   private statsHandle: { close(): void } | undefined;
+  /** What the last config resolved to, so the next one resolves only what changed. */
+  private readonly memo = resolveMemo();
+  /** Config updates are applied one at a time, in steps that leave the event loop free (/healthz answers during
+   *  a 50,000-service apply); an update that arrives meanwhile waits, and only the newest waiting one is applied. */
+  private waiting: ConfigUpdate | undefined;
+  private applying: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly reloads: Counter;
   private readonly generation: Gauge;
@@ -137,7 +143,7 @@ export class Agent {
         if (!got) {
           got = true;
           resolve(u);
-        } else if (this.applied) this.onUpdate(u);
+        } else if (this.applied) this.enqueue(u);
         else queued = u;
       });
     })]);
@@ -145,7 +151,7 @@ export class Agent {
     if (first.error) throw first.error;
     // Validated (and compiled) before the kernel is touched; throws ConfigError naming every problem.
     const v0 = performance.now();
-    const firstConfig = resolveConfig(first.snapshot);
+    const firstConfig = await runStepsAsync(resolveSteps(first.snapshot, this.memo));
     const firstTimes = { parseMs: first.readMs, validateMs: msSince(v0) };
 
     this.checkStop();
@@ -193,9 +199,9 @@ export class Agent {
     this.registerSplitMetrics();
     registerSplitWeights(this.registry, () => this.applied?.services ?? []);
 
-    this.apply(firstConfig, first.revision, firstTimes);
+    await this.apply(firstConfig, first.revision, firstTimes);
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
-    if (queued) this.onUpdate(queued);
+    if (queued) this.enqueue(queued);
     this.stats.start();
     log.info('serving', {
       socket: opts.apiSocket,
@@ -259,27 +265,42 @@ export class Agent {
     return undefined;
   }
 
-  private onUpdate(u: ConfigUpdate): void {
+  private enqueue(u: ConfigUpdate): void {
+    this.waiting = u;
+    this.applying ??= (async () => {
+      while (this.waiting && !this.stopping) {
+        const next = this.waiting;
+        this.waiting = undefined;
+        await this.onUpdate(next);
+      }
+      this.applying = undefined;
+    })();
+  }
+
+  private async onUpdate(u: ConfigUpdate): Promise<void> {
     if (u.error) return this.reject(u.error, u.revision);
     let config: ResolvedConfig;
     const v0 = performance.now();
     try {
-      config = resolveConfig(u.snapshot);
+      config = await runStepsAsync(resolveSteps(u.snapshot, this.memo));
     } catch (err) {
       return this.reject(err as Error, u.revision);
     }
-    this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) });
+    await this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) });
   }
 
   /** Hands each part of a validated config to its owner: cgroups, the split maps, the metrics' names. */
-  private apply(config: ResolvedConfig, revision: string, times: { parseMs?: number; validateMs: number }): void {
+  private async apply(config: ResolvedConfig, revision: string, times: { parseMs?: number; validateMs: number }): Promise<void> {
     const { log } = this;
     const t0 = performance.now();
     try {
       const dp = this.dp();
-      if (this.opts.source.managesCgroups !== false) dp.ensureCgroups(config.workloads.map((w) => w.cgroup));
-      const r = dp.split.applyCompiled(config.compiled);
-      const resolver = new ConfigResolver(this.opts.cgroupRoot, config.workloads, r.compiled);
+      // The kernel makes cgroups one at a time (~0.1 ms each): made off the event loop while the maps are written.
+      const cgroups = this.opts.source.managesCgroups !== false ? dp.ensureCgroups(config.workloads.map((w) => w.cgroup)) : Promise.resolve();
+      cgroups.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
+      const r = await runStepsAsync(dp.split.applyCompiledSteps(config.compiled));
+      await cgroups;
+      const resolver = await runStepsAsync(ConfigResolver.build(this.opts.cgroupRoot, config.workloads, r.compiled));
       this.resolver = resolver;
       dp.metrics.setKnownPeers(resolver.knownAddresses());
       this.identities?.apply(config.workloads);
@@ -380,6 +401,8 @@ export class Agent {
     await this.starting?.catch(() => undefined);
     this.opts.source.stop();
     this.stats.stop();
+    // An apply in progress finishes (its map writes are ordered for connections in flight); later ones are dropped.
+    await this.applying;
     await this.identities?.close();
     clearTimeout(this.tcpRetry);
     await Promise.all([closeServer(this.server), closeServer(this.tcp)]);

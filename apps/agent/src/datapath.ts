@@ -5,7 +5,8 @@
  * never leaves a moment without programs; stopping the agent leaves the datapath running.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdir, readdir } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 
 import { BpfError, ensureBpffs, Link, type PinnedAttachment, Program } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
@@ -85,9 +86,22 @@ export class MeshDatapath implements Disposable {
     }
   }
 
-  /** Creates the cgroup directory of each workload (relative to the mesh's root) that does not exist yet. */
-  ensureCgroups(relPaths: string[]): void {
-    for (const p of relPaths) mkdirSync(join(this.cgroupRoot, p), { recursive: true });
+  /** Creates the cgroup directory of each workload (relative to the mesh's root) that does not exist yet. What
+   *  exists is read with one readdir per parent directory, and the rest is made in the thread pool: the event loop
+   *  stays free while the kernel makes 20,000 cgroups (one at a time, ~0.1 ms each). */
+  async ensureCgroups(relPaths: string[]): Promise<void> {
+    const present = new Set<string>();
+    const parents = new Set(relPaths.map((p) => posix.dirname(p)));
+    await Promise.all(
+      [...parents].map(async (d) => {
+        const entries = await readdir(join(this.cgroupRoot, d), { withFileTypes: true }).catch(() => []);
+        for (const e of entries) if (e.isDirectory()) present.add(d === '.' ? e.name : `${d}/${e.name}`);
+      }),
+    );
+    const missing = relPaths.filter((p) => !present.has(p));
+    for (let i = 0; i < missing.length; i += 16) {
+      await Promise.all(missing.slice(i, i + 16).map((p) => mkdir(join(this.cgroupRoot, p), { recursive: true })));
+    }
   }
 
   /** Entries in use and capacity of every map of the mesh (split's prefixed `split_`). */

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 
 import { cgroupId } from '@mesh/bpf';
 import type { Identity, IdentityResolver } from '@mesh/metrics';
-import type { CompiledService } from '@mesh/split';
+import { type CompiledService, every, type Steps } from '@mesh/split';
 
 import type { ResolvedWorkload } from './config/objects.js';
 
@@ -14,26 +14,34 @@ export class ConfigResolver implements IdentityResolver {
   /** "addr|port" of an endpoint → the Service clients dialled to reach it (the route's parent first). */
   private readonly serviceOf = new Map<string, string>();
 
-  constructor(cgroupRoot: string, workloads: ResolvedWorkload[], services: CompiledService[]) {
+  private constructor() {}
+
+  /** The names of a config's workloads and services, built in steps (one syscall per workload's cgroup id). */
+  static *build(cgroupRoot: string, workloads: ResolvedWorkload[], services: CompiledService[]): Steps<ConfigResolver> {
+    const r = new ConfigResolver();
+    const tick = every(64);
     for (const w of workloads) {
+      if (tick()) yield;
       const id: Identity = { workload: w.name, namespace: w.namespace };
       try {
-        this.byCgroup.set(cgroupId(join(cgroupRoot, w.cgroup)), id);
+        r.byCgroup.set(cgroupId(join(cgroupRoot, w.cgroup)), id);
       } catch {
         // no such cgroup (yet): its sockets show as unknown until the next config apply
       }
-      for (const a of w.addresses) this.byAddress.set(a, id);
+      for (const a of w.addresses) r.byAddress.set(a, id);
     }
     // A routed service (one an HTTPRoute splits) names its endpoints before the backend Services do.
     const ordered = [...services].sort((a, b) => Number(b.route !== undefined) - Number(a.route !== undefined));
     for (const s of ordered) {
+      if (tick()) yield;
       for (const b of s.backends) {
         for (const ep of b.endpoints) {
           const k = `${ep.addr}|${ep.port}`;
-          if (!this.serviceOf.has(k)) this.serviceOf.set(k, s.service.split('/')[1]!);
+          if (!r.serviceOf.has(k)) r.serviceOf.set(k, s.service.split('/')[1]!);
         }
       }
     }
+    return r;
   }
 
   /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"). */

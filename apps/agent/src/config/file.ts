@@ -15,7 +15,7 @@ import { basename, dirname, join } from 'node:path';
 
 import { load, type YAMLException } from 'js-yaml';
 
-import type { ObjectMeta } from '@mesh/split';
+import { every, type ObjectMeta, runSteps, runStepsAsync, type Steps } from '@mesh/split';
 
 import { msSince } from '../log.js';
 import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
@@ -108,6 +108,12 @@ const NOTHING = /^\s*(#.*)?$/;
  * state alive, and positions are known per document. Directives (`%…`) go with the document that follows.
  */
 export function splitDocuments(text: string): Chunk[] {
+  return runSteps(documentSteps(text));
+}
+
+/** splitDocuments in steps (see runStepsAsync). */
+function* documentSteps(text: string): Steps<Chunk[]> {
+  const tick = every(4096);
   const out: Chunk[] = [];
   let cur: string[] = [];
   let start = 1;
@@ -118,16 +124,28 @@ export function splitDocuments(text: string): Chunk[] {
     if (content < 0 && !explicit) return;
     out.push({ index: out.length + 1, text: cur.join('\n'), startLine: start, contentLine: start + Math.max(content, 0) });
   };
-  text.split('\n').forEach((line, i) => {
-    if (line.startsWith('%') && cur.every((l) => NOTHING.test(l))) return void directives.push(line);
+  // Line by line without splitting the whole text at once (a 13 MB config is 400,000 lines).
+  for (let i = 0, pos = 0; pos <= text.length; i++) {
+    if (tick()) yield;
+    const nl = text.indexOf('\n', pos);
+    const end = nl < 0 ? text.length : nl;
+    const line = text.slice(pos, end);
+    pos = end + 1;
+    if (line.startsWith('%') && cur.every((l) => NOTHING.test(l))) {
+      directives.push(line);
+      continue;
+    }
     const m = MARKER.exec(line);
-    if (!m) return void cur.push(line);
+    if (!m) {
+      cur.push(line);
+      continue;
+    }
     flush();
     explicit = m[1] === '---';
     cur = explicit ? [...directives, line] : [];
     start = explicit ? i + 1 - directives.length : i + 2;
     directives = [];
-  });
+  }
   flush();
   return out;
 }
@@ -193,18 +211,34 @@ export function aliasProblem(doc: unknown): string | undefined {
  *  kinds and apiVersions, objects defined twice, alias bombs and (unless allowed) a file with no object,
  *  naming file, document and line. */
 export function parseConfig(files: RawFile[], opts: ParseOptions = {}): ConfigSnapshot {
+  return runSteps(parseSteps(files, undefined, opts)).snapshot;
+}
+
+/**
+ * parseConfig in steps. A document whose text is in `previous` (the documents of the last parse) is not parsed
+ * again: it is the same object as before, which lets the agent's Compiler keep everything made from it.
+ * Returns the documents of this parse, for the next one.
+ */
+export function* parseSteps(
+  files: RawFile[],
+  previous?: Map<string, unknown>,
+  opts: ParseOptions = {},
+): Steps<{ snapshot: ConfigSnapshot; documents: Map<string, unknown> }> {
   const problems: string[] = [];
   const out: ConfigSnapshot = { services: [], endpointSlices: [], httpRoutes: [], workloads: [], origins: new Map() };
+  const documents = new Map<string, unknown>();
+  const tick = every(64);
   for (const f of files) {
     let objects = 0;
     let broken = false;
-    for (const chunk of splitDocuments(f.text)) {
+    for (const chunk of yield* documentSteps(f.text)) {
+      if (tick()) yield;
       const origin: Origin = { file: f.path, document: chunk.index, line: chunk.contentLine };
       const where = originText(origin);
-      let obj: unknown;
+      let obj: unknown = previous?.get(chunk.text);
       try {
         // Duplicate keys are an error (json: false); the core schema, as Kubernetes' YAML reads it.
-        obj = load(chunk.text, { filename: f.path });
+        obj ??= load(chunk.text, { filename: f.path });
       } catch (err) {
         const e = err as YAMLException;
         const pos = e.mark ? ` (line ${chunk.startLine + e.mark.line}, column ${e.mark.column + 1})` : '';
@@ -232,6 +266,7 @@ export function parseConfig(files: RawFile[], opts: ParseOptions = {}): ConfigSn
         continue;
       }
       out.origins!.set(key, origin);
+      documents.set(chunk.text, obj);
       const list = { Service: out.services, EndpointSlice: out.endpointSlices, HTTPRoute: out.httpRoutes, Workload: out.workloads }[o.kind as keyof typeof KINDS & string] as unknown[];
       list.push(obj);
     }
@@ -240,7 +275,21 @@ export function parseConfig(files: RawFile[], opts: ParseOptions = {}): ConfigSn
     }
   }
   if (problems.length) throw new ConfigError(problems);
-  return out;
+  return { snapshot: out, documents };
+}
+
+/** The content hash of the files (the config's revision), 1 MiB at a time. */
+function* hashSteps(files: RawFile[]): Steps<string> {
+  const hash = createHash('sha256');
+  for (const f of files) {
+    hash.update(f.path).update('\0');
+    for (let i = 0; i < f.text.length; i += 1 << 20) {
+      hash.update(f.text.slice(i, i + (1 << 20)));
+      yield;
+    }
+    hash.update('\0');
+  }
+  return hash.digest('hex').slice(0, 16);
 }
 
 export function loadConfig(path: string, opts: ParseOptions = {}): ConfigSnapshot {
@@ -271,6 +320,11 @@ export class FileSource implements ConfigSource {
   /** The signature first seen unchanged, and when: the files are stable once it has held for settleMs. */
   private seen: { sig: string; at: number } | undefined;
   private waitingFor = '';
+  /** The documents of the last parse, by text: unchanged ones are not parsed again. */
+  private documents = new Map<string, unknown>();
+  /** A read is under way; `again`: a look at the files was asked for meanwhile, taken once it is done. */
+  private reading = false;
+  private again = false;
 
   constructor(
     private readonly path: string,
@@ -296,8 +350,9 @@ export class FileSource implements ConfigSource {
     }
   }
 
-  /** Reads the config now; a problem is an `error` update, never a throw. */
-  private read(sig: string): ConfigUpdate | undefined {
+  /** Reads the config now, hashing and parsing in steps (run at once for the first look, then with the event
+   *  loop served between them); a problem is an `error` update, never a throw. */
+  private *read(sig: string): Steps<ConfigUpdate | undefined> {
     this.lastStat = sig;
     let files: RawFile[];
     try {
@@ -309,14 +364,13 @@ export class FileSource implements ConfigSource {
       this.lastHash = key;
       return { error: err as ConfigError };
     }
-    const hash = createHash('sha256');
-    for (const f of files) hash.update(f.path).update('\0').update(f.text).update('\0');
-    const digest = hash.digest('hex').slice(0, 16);
+    const digest = yield* hashSteps(files);
     if (digest === this.lastHash) return undefined;
     this.lastHash = digest;
     try {
       const t0 = performance.now();
-      const snapshot = parseConfig(files, this.opts);
+      const { snapshot, documents } = yield* parseSteps(files, this.documents, this.opts);
+      this.documents = documents;
       return { snapshot, revision: digest, readMs: msSince(t0) };
     } catch (err) {
       return { error: err as Error, revision: digest };
@@ -333,8 +387,9 @@ export class FileSource implements ConfigSource {
 
   /** Reads the files if they are stable (no writer, unchanged for settleMs, unchanged while read); otherwise
    *  looks again later. */
-  private check(): void {
+  private check(first = false): void {
     if (!this.onUpdate) return;
+    if (this.reading) return void (this.again = true);
     const settle = this.opts.settleMs ?? 500;
     const now = Date.now();
     const { sig, paths, newestMtime } = this.statSignature();
@@ -352,21 +407,42 @@ export class FileSource implements ConfigSource {
     const quietSince = Math.min(this.seen.at, newestMtime <= now ? newestMtime : now);
     if (now - quietSince < settle) return this.schedule(settle - (now - quietSince));
     const before = this.lastHash;
-    const u = this.read(sig);
-    if (this.statSignature().sig !== sig) {
-      // Changed while read: not what a finished writer left. Read again once it settles.
-      this.lastHash = before;
-      this.seen = undefined;
-      return this.schedule(settle);
+    const finish = (u: ConfigUpdate | undefined): void => {
+      if (!this.onUpdate) return; // stopped meanwhile
+      if (this.statSignature().sig !== sig) {
+        // Changed while read: not what a finished writer left. Read again once it settles.
+        this.lastHash = before;
+        this.seen = undefined;
+        return this.schedule(settle);
+      }
+      if (u) this.onUpdate(u);
+    };
+    this.reading = true;
+    if (first) {
+      // The first read completes before start() returns.
+      try {
+        finish(runSteps(this.read(sig)));
+      } finally {
+        this.reading = false;
+      }
+      return;
     }
-    if (u) this.onUpdate(u);
+    void runStepsAsync(this.read(sig))
+      .then(finish, (err: unknown) => finish({ error: err as Error }))
+      .finally(() => {
+        this.reading = false;
+        if (this.again && this.onUpdate) {
+          this.again = false;
+          this.schedule(this.opts.debounceMs ?? 150);
+        }
+      });
   }
 
   /** Starts watching; the first update comes once the files are stable (at once for files not written in the
    *  last settleMs). */
   start(onUpdate: (u: ConfigUpdate) => void): void {
     this.onUpdate = onUpdate;
-    this.check();
+    this.check(true);
     const schedule = () => this.schedule(this.opts.debounceMs ?? 150);
     let dir = this.path;
     try {

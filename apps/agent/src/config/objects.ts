@@ -7,19 +7,23 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { posix } from 'node:path';
 
 import {
-  compile,
   type Compiled,
+  Compiler,
   type EndpointSlice,
-  endpointSlicesFor,
+  endpointSliceSteps,
+  every,
   type HTTPRoute,
   namespaceOf,
   type ObjectMeta,
   type RouteStatus,
+  runSteps,
   type Service,
   SERVICE_NAME_LABEL,
+  type SliceCache,
   type Snapshot,
   SnapshotError,
-  validateSnapshot,
+  type Steps,
+  validateSteps,
 } from '@mesh/split';
 
 export const MESH_GROUP = 'mesh.dev';
@@ -103,12 +107,16 @@ const CGROUP_SEGMENT = /^[A-Za-z0-9_.:-]+$/;
 
 export const objectKey = (kind: string, m: ObjectMeta | undefined) => `${kind} ${m ? `${namespaceOf(m)}/${m.name}` : '(no metadata)'}`;
 
-function validateWorkloads(workloads: Workload[], problems: string[]): ResolvedWorkload[] {
+function* validateWorkloads(workloads: Workload[], problems: string[]): Steps<ResolvedWorkload[]> {
   const out: ResolvedWorkload[] = [];
   const names = new Set<string>();
   const cgroups = new Map<string, string>();
   const addresses = new Map<string, string>();
-  for (const w of workloads) {
+  /** [cgroup path, the workload's place in the config, its name] of each workload with a valid path. */
+  const paths: [string, number, string][] = [];
+  const tick = every();
+  for (const [index, w] of workloads.entries()) {
+    if (tick()) yield;
     const obj = objectKey('Workload', w.metadata);
     const at = (field: string, msg: string) => problems.push(`${obj}: ${field}: ${msg}`);
     const m = w.metadata;
@@ -137,11 +145,8 @@ function validateWorkloads(workloads: Workload[], problems: string[]): ResolvedW
       const norm = posix.normalize(cg);
       const owner = cgroups.get(norm);
       if (owner) at('spec.cgroup', `${JSON.stringify(norm)} is already the cgroup of ${owner}`);
-      // A workload's cgroup may not contain another's: the kernel would attribute the inner one's sockets to both.
-      for (const [other, who] of cgroups) {
-        if (other.startsWith(`${norm}/`) || norm.startsWith(`${other}/`)) at('spec.cgroup', `${JSON.stringify(norm)} nests with ${JSON.stringify(other)} of ${who}`);
-      }
       cgroups.set(norm, obj);
+      paths.push([norm, index, obj]);
     }
     if (!Array.isArray(spec.addresses)) {
       at('spec.addresses', 'must list the addresses the workload serves on (may be empty: [])');
@@ -167,7 +172,45 @@ function validateWorkloads(workloads: Workload[], problems: string[]): ResolvedW
       addresses: spec.addresses.filter((a) => typeof a === 'string'),
     });
   }
+  yield* nestedCgroups(paths, problems);
   return out;
+}
+
+/**
+ * A workload's cgroup may not contain another's: the kernel would attribute the inner one's sockets to both.
+ * Sorted with "/" below every other character, a path's subtree follows it directly, so one pass with a stack of
+ * the enclosing paths finds each path's nearest enclosing one: O(n log n), not a comparison of every pair. The
+ * later of the two in the config is the one reported.
+ */
+function* nestedCgroups(paths: [string, number, string][], problems: string[]): Steps<void> {
+  const tick = every();
+  const sortKey = new Map(paths.map(([p]) => [p, p.replaceAll('/', '\0')]));
+  const sorted = [...paths].sort((a, b) => (sortKey.get(a[0])! < sortKey.get(b[0])! ? -1 : sortKey.get(a[0])! > sortKey.get(b[0])! ? 1 : a[1] - b[1]));
+  yield;
+  const found: [number, string][] = [];
+  const stack: [string, number, string][] = [];
+  for (const cur of sorted) {
+    if (tick()) yield;
+    while (stack.length && !cur[0].startsWith(`${stack.at(-1)![0]}/`)) stack.pop();
+    const outer = stack.at(-1);
+    if (outer) {
+      const [later, earlier] = outer[1] > cur[1] ? [outer, cur] : [cur, outer];
+      found.push([later[1], `${later[2]}: spec.cgroup: ${JSON.stringify(later[0])} nests with ${JSON.stringify(earlier[0])} of ${earlier[2]}`]);
+    }
+    stack.push(cur);
+  }
+  for (const [, p] of found.sort((a, b) => a[0] - b[0])) problems.push(p);
+}
+
+/** What resolving one config leaves for the next: compiled Services and computed EndpointSlices of objects
+ *  that did not change (see Compiler). */
+export interface ResolveMemo {
+  compiler: Compiler;
+  slices: SliceCache;
+}
+
+export function resolveMemo(): ResolveMemo {
+  return { compiler: new Compiler(), slices: new WeakMap() };
 }
 
 /**
@@ -175,20 +218,34 @@ function validateWorkloads(workloads: Workload[], problems: string[]): ResolvedW
  * with explicit EndpointSlices), then the routing snapshot is compiled to check it. Throws ConfigError naming
  * every problem with its document; nothing is applied by this function.
  */
-export function resolveConfig(cfg: ConfigSnapshot): ResolvedConfig {
+export function resolveConfig(cfg: ConfigSnapshot, memo?: ResolveMemo): ResolvedConfig {
+  return runSteps(resolveSteps(cfg, memo));
+}
+
+/** resolveConfig in steps (runStepsAsync serves the event loop between them); `memo` carries what did not change
+ *  from the previous config (objects are values: a changed object is a new object). */
+export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMemo()): Steps<ResolvedConfig> {
   const problems: string[] = [];
-  const workloads = validateWorkloads(cfg.workloads, problems);
-  const computed = problems.length === 0 ? endpointSlicesFor(cfg.services, cfg.workloads as never) : [];
+  const workloads = yield* validateWorkloads(cfg.workloads, problems);
+  const computed = problems.length === 0 ? yield* endpointSliceSteps(cfg.services, cfg.workloads as never, memo.slices) : [];
   // Explicit slices win over computed ones for the same Service (a user who writes slices manages them).
   const explicit = new Set(cfg.endpointSlices.map((s) => `${namespaceOf(s.metadata ?? { name: '' })}/${s.metadata?.labels?.[SERVICE_NAME_LABEL]}`));
   const routing: Snapshot = {
     services: cfg.services,
-    endpointSlices: [...cfg.endpointSlices, ...computed.filter((s) => !explicit.has(`${namespaceOf(s.metadata)}/${s.metadata.labels?.[SERVICE_NAME_LABEL]}`))],
+    endpointSlices: explicit.size ? [...cfg.endpointSlices, ...computed.filter((s) => !explicit.has(`${namespaceOf(s.metadata)}/${s.metadata.labels?.[SERVICE_NAME_LABEL]}`))] : computed,
     httpRoutes: cfg.httpRoutes,
   };
-  problems.push(...validateSnapshot(routing));
-  if (problems.length) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
-  const compiled = compile(routing);
+  let compiled: Compiled | undefined;
+  if (problems.length) problems.push(...(yield* validateSteps(routing)));
+  else {
+    try {
+      compiled = yield* memo.compiler.steps(routing);
+    } catch (err) {
+      if (!(err instanceof SnapshotError)) throw err;
+      problems.push(...err.problems);
+    }
+  }
+  if (problems.length || !compiled) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
   return { routing, compiled, workloads, routes: compiled.routes };
 }
 

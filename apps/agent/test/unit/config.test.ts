@@ -74,6 +74,17 @@ describe('config', () => {
     expect(problems.some((p) => re.test(p)), problems.join('\n')).toBe(true);
   });
 
+  it('finds nested cgroups among many workloads, each reported once on the later workload, and only those', () => {
+    const cgroups = ['team/a/b', 'team/a-b', 'team/ab', 'team/a', 'team.x/a', 'other', 'team/a/b/c', 'team/ab/c', ...Array.from({ length: 500 }, (_, i) => `bulk/w${i}`)];
+    const text = cgroups.map((cg, i) => WL(`w${i}`, `{ addresses: [], cgroup: ${cg} }`)).join('---\n');
+    const nested = problemsOf(text).map((p) => p.replace(/^mesh\.yaml: document \d+ \(line \d+\): /, ''));
+    expect(nested).toEqual([
+      'Workload default/w3: spec.cgroup: "team/a" nests with "team/a/b" of Workload default/w0',
+      'Workload default/w6: spec.cgroup: "team/a/b/c" nests with "team/a/b" of Workload default/w0',
+      'Workload default/w7: spec.cgroup: "team/ab/c" nests with "team/ab" of Workload default/w2',
+    ]);
+  });
+
   it('reports every problem of a config at once', () => {
     const problems = problemsOf(SVC('a', '127.9.0.300') + '---\n' + WL('w', '{ addresses: [nope] }'));
     expect(problems).toHaveLength(2);
