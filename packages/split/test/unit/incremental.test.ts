@@ -186,9 +186,10 @@ describe('endpointSliceSteps with a SliceCache', () => {
     const cache: SliceCache = new WeakMap();
     const compiler = new Compiler();
     let workloads = Array.from({ length: 30 }, (_, i) => workload(r, i));
-    let services = NAMES.flatMap((name) => NAMESPACES.map((ns) => {
+    let services: Service[] = NAMES.flatMap((name) => NAMESPACES.map((ns): Service => {
       const svc = randomService(r, name, ns);
-      return { ...svc, spec: { ...svc.spec, selector: r.int(2) ? { app: r.pick(['a', 'b', 'c']) } : { app: r.pick(['a', 'b']), tier: r.pick(['x', 'y']) } } };
+      const selector: Record<string, string> = r.int(2) ? { app: r.pick(['a', 'b', 'c']) } : { app: r.pick(['a', 'b']), tier: r.pick(['x', 'y']) };
+      return { ...svc, spec: { ...svc.spec, selector } };
     }));
     for (let round = 0; round < 200; round++) {
       const full = endpointSlicesFor(services, workloads);
