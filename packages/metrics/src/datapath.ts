@@ -246,15 +246,22 @@ export class MetricsDatapath implements Disposable {
   /** The kernel's event counters alone (not-HTTP connections, unparsed responses, overflows), summed over CPUs. */
   readCounters(): Record<CounterName, number> {
     const counters = {} as Record<CounterName, number>;
-    counterNames.forEach((n, i) => (counters[n] = Number((this.counters.get(i) ?? []).reduce((a, b) => a + b, 0n))));
+    const all = this.counters.getBatch({ batchSize: counterNames.length, max: counterNames.length });
+    counterNames.forEach((n, i) => (counters[n] = Number((all[i]?.[1] ?? []).reduce((a, b) => a + b, 0n))));
     return counters;
   }
 
   /** Reads only the request aggregates (what a caller sampling request rates needs), summed over CPUs. */
   readHttp(): HttpSample[] {
     const http: HttpSample[] = [];
-    for (const [k, cell] of this.series.getBatch()) {
-      const v = sumCpus(this.cells.get(cell));
+    const series = this.series.getBatch();
+    // The programs hand out cells from the array's start: one batch read of the cells up to the highest in use,
+    // not one lookup per series.
+    let top = -1;
+    for (const [, cell] of series) if (cell > top) top = cell;
+    const cells = top < 0 ? [] : this.cells.getBatch({ batchSize: Math.min(top + 1, 1024), max: top + 1 });
+    for (const [k, cell] of series) {
+      const v = sumCpus(cells[cell]?.[1]);
       if (v) http.push({ ...where(k), method: METHODS[k.method] ?? '_OTHER', status: k.status, ...v });
     }
     DIRECTIONS.forEach((direction, i) => {

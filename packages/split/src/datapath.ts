@@ -127,8 +127,9 @@ export class SplitDatapath implements Disposable {
   /** What the programs counted, summed over CPUs. */
   counters(): Record<CounterName, bigint> {
     const out = {} as Record<CounterName, bigint>;
+    const all = this.countersMap.getBatch({ batchSize: counterNames.length, max: counterNames.length });
     counterNames.forEach((n, i) => {
-      out[n] = (this.countersMap.get(i) ?? []).reduce((a, b) => a + b, 0n);
+      out[n] = (all[i]?.[1] ?? []).reduce((a, b) => a + b, 0n);
     });
     return out;
   }
