@@ -16,8 +16,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount } from '@mesh/bpf';
 
-import { agentApi, cleanup, header, median, onCleanup, root, round, writeResult } from '../lib.mjs';
-import { bigConfig, idleConfig, SHAPE } from './config.mjs';
+import { request } from 'node:http';
+
+import { agentApi, cleanup, header, median, onCleanup, quantile, root, round, writeResult } from '../lib.mjs';
+import { bigConfig, idleConfig, SCALE, scaleConfig, SHAPE } from './config.mjs';
 
 const cgroup2 = cgroup2Mount();
 
@@ -37,7 +39,11 @@ const params = {
    *  which V8 has usually given back the heap it grew for parsing (its memory reducer is timer-driven). */
   quietS: 90,
   quietScrapeS: 15,
+  /** The scale runs: SCALE's config applied to a running agent (from the idle config), /healthz probed meanwhile. */
+  scale: { ...SCALE, reps: Number(process.env.SCALE_REPS ?? 3), probeEveryMs: 10, maxServices: 65_536, maxEndpoints: 262_144 },
 };
+/** `--only scale`: the scale runs alone, printed and not written (for trying a change). */
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
 const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
 const loadBefore = loadavg()[0];
@@ -93,9 +99,9 @@ onCleanup(() => {
 if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 
 class Agent {
-  constructor() {
+  constructor(extraArgs = []) {
     this.t0 = performance.now();
-    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], {
+    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, ...extraArgs], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     running = this;
@@ -173,10 +179,12 @@ class Agent {
     return { VmRSS: mb('VmRSS'), VmHWM: mb('VmHWM'), RssAnon: mb('RssAnon'), RssFile: mb('RssFile'), RssShmem: mb('RssShmem') };
   }
 
-  async stop() {
+  async stop(timeoutMs = 60_000) {
     const t = performance.now();
     this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
     const [code, sig] = await this.exited;
+    clearTimeout(timer);
     running = undefined;
     if (code !== 0) throw new Error(`the agent exited ${code ?? sig} on SIGTERM (expected 0); its last lines:\n${this.tail.join('\n')}`);
     uninstall();
@@ -285,6 +293,96 @@ async function bigRun(rep) {
   };
 }
 
+/**
+ * /healthz probed every `everyMs` (open loop, a new connection each, as a liveness probe does) until stop():
+ * each probe's time from send to the end of the answer, so a stalled event loop shows as the wait it caused.
+ */
+function probeHealthz(everyMs) {
+  const samples = [];
+  let failures = 0;
+  const probe = () => {
+    const t = performance.now();
+    const req = request({ host: params.host, port, path: '/healthz', agent: false, timeout: 60_000 }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? samples.push(performance.now() - t) : failures++));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => failures++);
+    req.end();
+  };
+  const timer = setInterval(probe, everyMs);
+  return {
+    /** Stops probing, waits for the answers still due, and sums up. */
+    async stop() {
+      clearInterval(timer);
+      await sleep(200);
+      const q = (x) => round(quantile(samples, x), 2);
+      return { probes: samples.length, failures, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: round(Math.max(...samples), 2) };
+    },
+  };
+}
+
+/** One scale run: the idle agent given SCALE's config (the apply probed), then one weight changed (probed). */
+async function scaleRun() {
+  const sp = params.scale;
+  const bigText = scaleConfig(sp);
+  writeConfig(idleConfig());
+  const agent = new Agent(['--max-services', String(sp.maxServices), '--max-endpoints', String(sp.maxEndpoints)]);
+  await agent.ready();
+  const idleProbe = probeHealthz(sp.probeEveryMs);
+  await sleep(2000);
+  const idle = await idleProbe.stop();
+
+  const reload = async (text, gen) => {
+    const probe = probeHealthz(sp.probeEveryMs);
+    const cpu = agentCpuMs(agent.pid);
+    const t = performance.now();
+    writeConfig(text);
+    const { at, log } = await agent.waitLog((l) => (l.msg === 'config applied' && l.generation === gen) || l.msg.startsWith('config rejected'), `config applied (generation ${gen})`, 600_000);
+    const wall = at - t;
+    const healthz = await probe.stop();
+    if (log.msg !== 'config applied') throw new Error(`the scale config was rejected: ${JSON.stringify(log.problems).slice(0, 2000)}`);
+    return {
+      // What the agent logged: parse (YAML, in steps), resolve (validate, endpoints, compile, in steps), then
+      // cgroups, map writes and names: each the wall time it took with the event loop served in between.
+      parse_ms: log.parseMs,
+      resolve_ms: log.validateMs,
+      write_ms: log.ms,
+      apply_ms: round(log.validateMs + log.ms, 1),
+      wall_ms: round(wall, 1),
+      agent_cpu_ms: agentCpuMs(agent.pid) - cpu,
+      map_writes: log.mapWrites,
+      service_addresses: log.serviceAddresses,
+      workloads: log.workloads,
+      healthz,
+    };
+  };
+  const big = await reload(bigText, 2);
+  if (big.service_addresses !== sp.services || big.workloads !== sp.workloads + 0) throw new Error(`expected ${sp.services} service addresses and ${sp.workloads} workloads, the agent logged ${JSON.stringify(big)}`);
+  await sleep(3000);
+  // One weight: route 42's second backend 10 → 20, the rest of the 13 MB file unchanged.
+  const oneText = bigText.replace(/name: r-s-00042,[^]*?weight: 90 \}, \{ name: s-\d+, port: 80, weight: 10/, (m) => `${m.slice(0, -2)}20`);
+  if (oneText === bigText) throw new Error('the one-weight edit did not apply to the scale config');
+  const one = await reload(oneText, 3);
+  const stopMs = await agent.stop(120_000);
+  return { idle_healthz: idle, apply: big, one_weight: one, stop_ms: stopMs, configBytes: Buffer.byteLength(bigText) };
+}
+
+/** User + system CPU time of a process so far, in ms (/proc/PID/stat, clock ticks of 10 ms). */
+function agentCpuMs(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
+if (only === 'scale') {
+  try {
+    for (let rep = 0; rep < params.scale.reps; rep++) console.log(JSON.stringify(await scaleRun(), null, 1));
+  } finally {
+    cleanup();
+  }
+  process.exit(0);
+}
+
 /** For scale: a Node process that does nothing, read after the same settle time. */
 async function bareNode() {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
@@ -305,6 +403,12 @@ try {
     raw.big.push(await bigRun(rep));
     const b = raw.big.at(-1);
     console.error(`rep ${rep + 1}/${params.reps}: 1k services ${b.rss_mb_settled} MiB settled, ${b.rss_mb_after_reloads} MiB after reloads, ${b.rss_mb_after_quiet} MiB after ${params.quietS} s quiet; apply ${b.apply_ms} ms, one weight ${b.reloads[0].apply_ms} ms`);
+  }
+  raw.scale = [];
+  for (let rep = 0; rep < params.scale.reps; rep++) {
+    raw.scale.push(await scaleRun());
+    const x = raw.scale.at(-1);
+    console.error(`scale rep ${rep + 1}/${params.scale.reps}: apply ${x.apply.apply_ms} ms (parse ${x.apply.parse_ms} ms before it), /healthz p99 ${x.apply.healthz.p99_ms} ms during it; one weight: apply ${x.one_weight.apply_ms} ms`);
   }
 } catch (err) {
   cleanup();

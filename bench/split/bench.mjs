@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { SplitDatapath, syntheticSnapshot } from '@mesh/split';
+import { Compiler, SplitDatapath, syntheticSnapshot } from '@mesh/split';
 
 import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, scratchCgroup, writeResult } from '../lib.mjs';
 
@@ -17,7 +17,7 @@ import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round
 // socket interleaves: blocks varied ±10 % and the arms' difference came out 1.02–1.08 from run to run.) One
 // dialler per arm stays up for the whole run and the two take turns in short blocks (ABBA), so drift hits both
 // arms alike. A block of 2,000 connections takes ~30 ms.
-const params = { connections: 2_000, reps: 151, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, cpu: 0 };
+const params = { connections: 2_000, reps: 151, serverHost: '127.0.0.9', vip: '127.0.0.200', vipPort: 80, cpu: 0, applyReps: 3, weightChanges: 7 };
 const loadBefore = loadavg()[0];
 const connloop = buildC('split/connloop.c', 'connloop');
 
@@ -119,16 +119,39 @@ for (const [n, snap] of Object.entries(scenarios)) {
   bpfCost[n] = await programCost();
 }
 
-// Applying: a fresh table with the 10,000-service / 100,000-endpoint snapshot, then one weight change.
-dp.apply({ services: [], endpointSlices: [], httpRoutes: [] });
+// Applying: a fresh table with the 10,000-service / 100,000-endpoint snapshot, then one weight change at a time.
+// The snapshots go through a Compiler, as the agent's do: a changed route is a new object (objects are values),
+// so only the Service it splits is compiled again and the table diff passes over the others. For reference, the
+// same change compiled from scratch (compile(): what every apply cost before).
+const applyReps = [];
+for (let rep = 0; rep < params.applyReps; rep++) {
+  dp.apply({ services: [], endpointSlices: [], httpRoutes: [] });
+  const compiler = new Compiler();
+  let snap = syntheticSnapshot(3_334, 15);
+  let t = performance.now();
+  const full = dp.applyCompiled(compiler.compile(snap));
+  const fullMs = performance.now() - t;
+  const one = [];
+  for (let k = 0; k < params.weightChanges; k++) {
+    const i = 42 + 97 * k;
+    const route = structuredClone(snap.httpRoutes[i]);
+    route.spec.rules[0].backendRefs[1].weight = 11 + k + rep;
+    snap = { ...snap, httpRoutes: snap.httpRoutes.with(i, route) };
+    t = performance.now();
+    const r = dp.applyCompiled(compiler.compile(snap));
+    one.push({ ms: performance.now() - t, stats: r.stats });
+  }
+  const route = structuredClone(snap.httpRoutes[7]);
+  route.spec.rules[0].backendRefs[1].weight = 33;
+  snap = { ...snap, httpRoutes: snap.httpRoutes.with(7, route) };
+  t = performance.now();
+  const scratch = dp.apply(snap);
+  const scratchMs = performance.now() - t;
+  applyReps.push({ full_ms: round(fullMs, 1), full_stats: full.stats, one_weight_ms: one.map((o) => round(o.ms, 2)), one_weight_stats: one[0].stats, one_weight_from_scratch_ms: round(scratchMs, 1), from_scratch_stats: scratch.stats });
+}
 const big = syntheticSnapshot(3_334, 15);
-let t = performance.now();
-const full = dp.apply(big);
-const applyFullMs = performance.now() - t;
-big.httpRoutes[42].spec.rules[0].backendRefs[1].weight = 25;
-t = performance.now();
-const one = dp.apply(big);
-const applyOneMs = performance.now() - t;
+const applyFullMs = median(applyReps.map((r) => r.full_ms));
+const applyOneMs = median(applyReps.flatMap((r) => r.one_weight_ms));
 
 const medians = Object.fromEntries(Object.entries(raw).map(([n, r]) => [n, { without_ns: round(median(r.without), 1), with_ns: round(median(r.with), 1) }]));
 const result = {
@@ -141,9 +164,16 @@ const result = {
     services: big.services.length,
     endpoints: big.endpointSlices.reduce((a, s) => a + s.endpoints.length, 0),
     full_ms: round(applyFullMs, 1),
-    full_stats: full.stats,
+    full_stats: applyReps[0].full_stats,
     one_weight_ms: round(applyOneMs, 2),
-    one_weight_stats: one.stats,
+    one_weight_stats: applyReps[0].one_weight_stats,
+    one_weight_from_scratch_ms: round(median(applyReps.map((r) => r.one_weight_from_scratch_ms)), 1),
+    definitions: {
+      full_ms: `validate + compile (a fresh Compiler) + map writes of the whole snapshot into an empty table; median of ${params.applyReps} reps`,
+      one_weight_ms: `one route's weight changed (the route a new object), through the same Compiler: compile what changed + table diff + one map write; median of ${params.applyReps} x ${params.weightChanges} changes`,
+      one_weight_from_scratch_ms: 'the same kind of change compiled from scratch with compile() (what every apply cost before the Compiler)',
+    },
+    reps: applyReps,
   },
   bpf_cost: bpfCost,
   // The same comparison pair by pair (each with-arm run against the without-arm run next to it): a check on
@@ -152,7 +182,9 @@ const result = {
   ratios: {
     connect_cost_10: round(medians[10].with_ns / medians[10].without_ns),
     connect_cost_10000: round(medians[10000].with_ns / medians[10000].without_ns),
+    one_weight_vs_full_apply: round(applyOneMs / applyFullMs),
   },
+  goals: { one_weight_vs_full_apply: '≤ 0.1', met: applyOneMs / applyFullMs <= 0.1 },
 };
 const file = writeResult('split', result);
 cleanup();
@@ -162,5 +194,5 @@ for (const [n, m] of Object.entries(medians)) {
   console.log(`  ${n.padStart(6)} services: without ${m.without_ns} ns, with split ${m.with_ns} ns  → ×${result.ratios[`connect_cost_${n}`]}`);
 }
 for (const [n, c] of Object.entries(bpfCost)) console.log(`  ${n.padStart(6)} services: split programs run ${c.ns_per_connection} ns per connection in the kernel`);
-console.log(`apply ${result.apply.services} services / ${result.apply.endpoints} endpoints: ${result.apply.full_ms} ms; one weight change: ${result.apply.one_weight_ms} ms (${JSON.stringify(one.stats)})`);
+console.log(`apply ${result.apply.services} services / ${result.apply.endpoints} endpoints: ${result.apply.full_ms} ms; one weight change: ${result.apply.one_weight_ms} ms (${JSON.stringify(result.apply.one_weight_stats)}), ×${result.ratios.one_weight_vs_full_apply} of the full apply (goal ≤ 0.1: ${result.goals.met ? 'met' : 'NOT met'}); compiled from scratch: ${result.apply.one_weight_from_scratch_ms} ms`);
 console.log(`wrote ${file}`);

@@ -436,7 +436,11 @@ async function closeServer(server: Server | undefined): Promise<void> {
 
 /** A full collection after an apply: parsing and compiling a big config leaves tens of MB of garbage, and V8
  *  would otherwise keep the heap it grew to for a long while. `gc` exists when node runs with --expose-gc,
- *  which bin/mesh-agent.mjs turns on. */
+ *  which bin/mesh-agent.mjs turns on. Not above GC_MAX_HEAP of live heap: a forced full collection holds the
+ *  event loop while it marks (hundreds of ms for a 50,000-service config), and a heap that big is what the
+ *  config needs, not garbage; V8's incremental collector handles it. */
 function collectGarbage(): void {
+  if (process.memoryUsage().heapUsed > GC_MAX_HEAP) return;
   (globalThis as { gc?: () => void }).gc?.();
 }
+const GC_MAX_HEAP = 64 * 2 ** 20;

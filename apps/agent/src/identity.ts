@@ -31,8 +31,7 @@ export class ConfigResolver implements IdentityResolver {
       for (const a of w.addresses) r.byAddress.set(a, id);
     }
     // A routed service (one an HTTPRoute splits) names its endpoints before the backend Services do.
-    const ordered = [...services].sort((a, b) => Number(b.route !== undefined) - Number(a.route !== undefined));
-    for (const s of ordered) {
+    for (const s of [...services.filter((x) => x.route !== undefined), ...services.filter((x) => x.route === undefined)]) {
       if (tick()) yield;
       for (const b of s.backends) {
         for (const ep of b.endpoints) {

@@ -178,26 +178,24 @@ function* validateWorkloads(workloads: Workload[], problems: string[]): Steps<Re
 
 /**
  * A workload's cgroup may not contain another's: the kernel would attribute the inner one's sockets to both.
- * Sorted with "/" below every other character, a path's subtree follows it directly, so one pass with a stack of
- * the enclosing paths finds each path's nearest enclosing one: O(n log n), not a comparison of every pair. The
- * later of the two in the config is the one reported.
+ * Each path's enclosing paths are looked up among all paths, nearest first: O(paths × depth), not a comparison
+ * of every pair. Each nested path is reported once, with its nearest enclosing one, on the later of the two in
+ * the config.
  */
 function* nestedCgroups(paths: [string, number, string][], problems: string[]): Steps<void> {
   const tick = every();
-  const sortKey = new Map(paths.map(([p]) => [p, p.replaceAll('/', '\0')]));
-  const sorted = [...paths].sort((a, b) => (sortKey.get(a[0])! < sortKey.get(b[0])! ? -1 : sortKey.get(a[0])! > sortKey.get(b[0])! ? 1 : a[1] - b[1]));
-  yield;
+  const byPath = new Map<string, [string, number, string]>();
+  for (const p of paths) if (!byPath.has(p[0])) byPath.set(p[0], p);
   const found: [number, string][] = [];
-  const stack: [string, number, string][] = [];
-  for (const cur of sorted) {
+  for (const cur of paths) {
     if (tick()) yield;
-    while (stack.length && !cur[0].startsWith(`${stack.at(-1)![0]}/`)) stack.pop();
-    const outer = stack.at(-1);
-    if (outer) {
+    for (let cut = cur[0].lastIndexOf('/'); cut > 0; cut = cur[0].lastIndexOf('/', cut - 1)) {
+      const outer = byPath.get(cur[0].slice(0, cut));
+      if (!outer) continue;
       const [later, earlier] = outer[1] > cur[1] ? [outer, cur] : [cur, outer];
       found.push([later[1], `${later[2]}: spec.cgroup: ${JSON.stringify(later[0])} nests with ${JSON.stringify(earlier[0])} of ${earlier[2]}`]);
+      break;
     }
-    stack.push(cur);
   }
   for (const [, p] of found.sort((a, b) => a[0] - b[0])) problems.push(p);
 }
