@@ -106,9 +106,9 @@ const listOf = (s: Snapshot, kind: Kind): unknown[] => (kind === 'Service' ? s.s
  * once is never changed in place afterwards.
  */
 export class Compiler {
-  private readonly checks: CheckCache = new WeakMap();
+  private readonly checks: CheckCache = new Map();
   /** Per object: a Service's "namespace/name", an EndpointSlice's Service's, an HTTPRoute's own. */
-  private readonly keys = new WeakMap<object, string>();
+  private readonly keys = new Map<object, string>();
   /** The lists of the last snapshot compiled (copies), and its objects with their kinds. */
   private lists: Record<Kind, unknown[]> = { Service: [], EndpointSlice: [], HTTPRoute: [] };
   private last = new Map<object, Kind>();
@@ -197,6 +197,14 @@ export class Compiler {
     else {
       for (const [, o] of removed) this.last.delete(o);
       for (const [kind, o] of added) this.last.set(o, kind);
+    }
+    for (const [, o] of removed) {
+      this.checks.delete(o);
+      this.keys.delete(o);
+    }
+    // Objects of rejected snapshots were checked too: drop them now and then.
+    if (this.checks.size > 2 * this.last.size + 1024) {
+      for (const o of this.checks.keys()) if (!this.last.has(o)) this.checks.delete(o);
     }
     for (const kind of KINDS) this.lists[kind] = listOf(snapshot, kind).slice();
 

@@ -109,8 +109,10 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
  *  seen twice, an address two Services claim). Depends on the object alone, so it can be cached per object. */
 export type Finding = string | { unique: string; key: string; obj: string } | { vip: string; obj: string; field: string; text: string };
 
-/** Findings of each object by identity: a Compiler keeps them across snapshots (objects are never changed in place). */
-export type CheckCache = WeakMap<object, Finding[]>;
+/** Findings of each object by identity: a Compiler keeps them across snapshots (objects are never changed in place)
+ *  and drops those of objects gone. A Map, not a WeakMap: a WeakMap of 100,000 objects makes each full garbage
+ *  collection longer (its entries are resolved in the collector's final pause). */
+export type CheckCache = Map<object, Finding[]>;
 
 export type Kind = 'Service' | 'EndpointSlice' | 'HTTPRoute';
 const CHECKS: Record<Kind, (o: never) => Finding[]> = { Service: checkService, EndpointSlice: checkSlice, HTTPRoute: checkRoute };

@@ -18,8 +18,11 @@ export interface WorkloadEndpoints {
 }
 
 /** Computed slices by Service, kept from one config to the next: a Service that selects the very same workload
- *  objects keeps its slices (the same objects, so a Compiler keeps its compiled addresses too). */
-export type SliceCache = WeakMap<Service, { members: WorkloadEndpoints[]; slices: EndpointSlice[] }>;
+ *  objects keeps its slices (the same objects, so a Compiler keeps its compiled addresses too). Each computation
+ *  replaces `byService` with the Services it saw. */
+export interface SliceCache {
+  byService: Map<Service, { members: WorkloadEndpoints[]; slices: EndpointSlice[] }>;
+}
 
 /** One EndpointSlice per Service and address family, listing the workloads its selector matches. */
 export function endpointSlicesFor(services: Service[], workloads: WorkloadEndpoints[]): EndpointSlice[] {
@@ -47,6 +50,7 @@ export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndp
   }
 
   const out: EndpointSlice[] = [];
+  const seen: SliceCache['byService'] = new Map();
   for (const svc of services) {
     if (tick()) yield;
     const selector = svc.spec.selector;
@@ -59,15 +63,17 @@ export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndp
       if (i === 0 || list.length < candidates.length) candidates = list;
     }
     const members = candidates.filter((w) => entries.every(([k, v]) => w.metadata.labels?.[k] === v));
-    const cached = cache?.get(svc);
+    const cached = cache?.byService.get(svc);
     if (cached && cached.members.length === members.length && cached.members.every((w, i) => w === members[i])) {
+      seen.set(svc, cached);
       out.push(...cached.slices);
       continue;
     }
     const slices = slicesOf(svc, ns, members);
-    cache?.set(svc, { members, slices });
+    if (cache) seen.set(svc, { members, slices });
     out.push(...slices);
   }
+  if (cache) cache.byService = seen;
   return out;
 }
 

@@ -208,7 +208,7 @@ export interface ResolveMemo {
 }
 
 export function resolveMemo(): ResolveMemo {
-  return { compiler: new Compiler(), slices: new WeakMap() };
+  return { compiler: new Compiler(), slices: { byService: new Map() } };
 }
 
 /**

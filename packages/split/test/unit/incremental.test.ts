@@ -183,7 +183,7 @@ describe('endpointSliceSteps with a SliceCache', () => {
 
   it.each([11, 12, 13])('equals computing from scratch after each of 200 random workload and service edits (seed %i)', (seed) => {
     const r = rng(seed);
-    const cache: SliceCache = new WeakMap();
+    const cache: SliceCache = { byService: new Map() };
     const compiler = new Compiler();
     let workloads = Array.from({ length: 30 }, (_, i) => workload(r, i));
     let services: Service[] = NAMES.flatMap((name) => NAMESPACES.map((ns): Service => {
