@@ -1,7 +1,9 @@
 // bench:agent: what the node agent (apps/agent, `mesh-agent`) costs to run. Its resident memory idle (one
 // Service, one Workload) and with 1,000 Services / 10,000 endpoints / 100 HTTPRoutes (right after start, after a
 // few reloads, and after a quiet spell); how long it takes to apply that config at start, and to apply a reload
-// that changes one weight (configs: bench/agent/config.mjs; where the memory goes: bench/agent/profile.mjs).
+// that changes one weight (configs: bench/agent/config.mjs; where the memory goes: bench/agent/profile.mjs); and,
+// at scale (50,000 Services / 20,000 Workloads), how long a running agent takes to apply that config and how
+// long /healthz takes to answer meanwhile.
 // Each measurement runs a fresh agent with its own pin root, cgroup root and API port, and uninstalls its
 // datapath afterwards (also when the bench fails or is interrupted). Writes bench/results/agent.json.
 import { spawn, spawnSync } from 'node:child_process';
@@ -394,7 +396,7 @@ async function bareNode() {
   return round(Number(/^VmRSS:\s+(\d+)/m.exec(st)[1]) / 1024, 1);
 }
 
-const raw = { idle: [], big: [], bare_node: [] };
+const raw = { idle: [], big: [], bare_node: [], scale: [] };
 try {
   for (let rep = 0; rep < params.reps; rep++) {
     raw.bare_node.push(await bareNode());
@@ -404,7 +406,6 @@ try {
     const b = raw.big.at(-1);
     console.error(`rep ${rep + 1}/${params.reps}: 1k services ${b.rss_mb_settled} MiB settled, ${b.rss_mb_after_reloads} MiB after reloads, ${b.rss_mb_after_quiet} MiB after ${params.quietS} s quiet; apply ${b.apply_ms} ms, one weight ${b.reloads[0].apply_ms} ms`);
   }
-  raw.scale = [];
   for (let rep = 0; rep < params.scale.reps; rep++) {
     raw.scale.push(await scaleRun());
     const x = raw.scale.at(-1);
@@ -422,12 +423,24 @@ const results = {
   rss_mb_idle: med(raw.idle.map((x) => x.rss_mb)),
   rss_mb_1k_services: med(raw.big.map((x) => x.rss_mb)),
   apply_ms_1k_services: med(raw.big.map((x) => x.apply_ms)),
+  apply_ms_50k_services: med(raw.scale.map((x) => x.apply.apply_ms)),
+  healthz_p99_ms_during_50k_apply: med(raw.scale.map((x) => x.apply.healthz.p99_ms)),
+};
+const scaleMedians = (pick) => {
+  const xs = raw.scale.map(pick);
+  const m = (f) => med(xs.map(f));
+  return {
+    parse_ms: m((x) => x.parse_ms), resolve_ms: m((x) => x.resolve_ms), write_ms: m((x) => x.write_ms), apply_ms: m((x) => x.apply_ms),
+    wall_ms: m((x) => x.wall_ms), agent_cpu_ms: m((x) => x.agent_cpu_ms), map_writes: m((x) => x.map_writes),
+    healthz: { probes: m((x) => x.healthz.probes), failures: m((x) => x.healthz.failures), p50_ms: m((x) => x.healthz.p50_ms), p99_ms: m((x) => x.healthz.p99_ms), max_ms: m((x) => x.healthz.max_ms) },
+  };
 };
 const result = {
   ...header('agent', loadBefore),
   params: { ...params, maxServices: 'default (16384)', maxEndpoints: 'default (131072)' },
   config: {
     idle: 'one Service (127.20.0.1:8080, selector → the one Workload) and one Workload (127.30.0.1)',
+    scale: `${params.scale.workloads} Workloads, ${params.scale.services} Services selecting them by label, ${params.scale.routes} HTTPRoutes (scaleConfig in bench/agent/config.mjs); applied to a running agent that had the idle config`,
     big:
       `${params.services} Services svc-0000… on 127.20.x.y:8080, each with one EndpointSlice of ${params.endpointsPerService} ready endpoints on 127.40.x.y:8080 ` +
       `(${params.services * params.endpointsPerService} distinct addresses); ${params.routes} HTTPRoutes, route i splitting svc-i 90/10 across svc-(100+2i) and svc-(101+2i); ` +
@@ -443,8 +456,17 @@ const result = {
       'VmRSS of the agent with the 1k config: the larger of the reading ~7 s after ready (after 3 scrapes) and the reading ~3 s after ' +
       `${params.reloads} one-weight reloads (after 3 more scrapes); median of reps. medians.1k_services.rss_mb_after_quiet is the same agent ${params.quietS} s later`,
     apply_ms_1k_services: 'the "ms" of the agent\'s first "config applied" log line for the 1k config (validate + compile + map writes; YAML parsing is before it); median of reps',
+    apply_ms_50k_services: 'scale runs: resolve (workload checks, endpoints, validation, compile) + write (cgroups, map writes, identity names) of the scale config applied to a running agent, from its "config applied" log line (validateMs + ms; YAML parsing is before it, parse_ms); median of reps',
+    healthz_p99_ms_during_50k_apply: 'scale runs: p99 of /healthz probes sent every 10 ms (a new connection each) from the rename of the scale config to the "config applied" line, send to end of answer; median of reps',
   },
   goals: { rss_mb_1k_services: '≤ 100', met: results.rss_mb_1k_services <= 100 },
+  goals_scale: {
+    apply_ms_50k_services: '≤ 2000',
+    apply_met: results.apply_ms_50k_services <= 2000,
+    healthz_p99_ms_during_50k_apply: '≤ 50',
+    healthz_met: results.healthz_p99_ms_during_50k_apply <= 50,
+    note: 'absolute times: read them with machine.loadavg1m (the machine may have been shared)',
+  },
   reference: { rss_mb_bare_node: med(raw.bare_node), note: 'VmRSS of `node -e "setInterval(() => {}, 1000)"` after the same settle time: what Node itself costs' },
   medians: {
     idle: { rss_mb: results.rss_mb_idle, hwm_mb: med(raw.idle.map((x) => x.hwm_mb)), apply_ms: med(raw.idle.map((x) => x.apply_ms)), ready_ms: med(raw.idle.map((x) => x.ready_ms)) },
@@ -457,6 +479,12 @@ const result = {
       apply_ms: results.apply_ms_1k_services,
       map_writes: med(raw.big.map((x) => x.map_writes)),
       ready_ms: med(raw.big.map((x) => x.ready_ms)),
+    },
+    scale: {
+      idle_healthz: { p50_ms: med(raw.scale.map((x) => x.idle_healthz.p50_ms)), p99_ms: med(raw.scale.map((x) => x.idle_healthz.p99_ms)) },
+      apply: scaleMedians((x) => x.apply),
+      one_weight: scaleMedians((x) => x.one_weight),
+      stop_ms: med(raw.scale.map((x) => x.stop_ms)),
     },
     one_weight_reload: {
       apply_ms: med(firstReloads.map((x) => x.apply_ms)),
@@ -478,4 +506,8 @@ console.log(`  ${params.services} services / ${params.services * params.endpoint
 console.log(`  after ${params.quietS} s quiet: RSS ${m['1k_services'].rss_mb_after_quiet} MiB; a bare Node process: ${result.reference.rss_mb_bare_node} MiB`);
 console.log(`  apply at start: ${results.apply_ms_1k_services} ms (${m['1k_services'].map_writes} map writes); ready ${m['1k_services'].ready_ms} ms after spawn`);
 console.log(`  one-weight reload: apply ${m.one_weight_reload.apply_ms} ms, ${m.one_weight_reload.map_writes} map writes, ${m.one_weight_reload.wall_ms} ms from rename to the log line`);
+const sc = m.scale;
+console.log(`  scale (${params.scale.services} services / ${params.scale.workloads} workloads / ${params.scale.routes} routes, ${raw.scale[0].configBytes} bytes): apply ${results.apply_ms_50k_services} ms (resolve ${sc.apply.resolve_ms} + write ${sc.apply.write_ms}; parse before it ${sc.apply.parse_ms} ms), goal ≤ 2000: ${result.goals_scale.apply_met ? 'met' : 'NOT met'}`);
+console.log(`    /healthz during it: p50 ${sc.apply.healthz.p50_ms} ms, p99 ${results.healthz_p99_ms_during_50k_apply} ms, max ${sc.apply.healthz.max_ms} ms (idle p99 ${sc.idle_healthz.p99_ms} ms), goal ≤ 50: ${result.goals_scale.healthz_met ? 'met' : 'NOT met'}`);
+console.log(`    one weight: parse ${sc.one_weight.parse_ms} ms, apply ${sc.one_weight.apply_ms} ms, ${sc.one_weight.map_writes} map write(s); /healthz p99 ${sc.one_weight.healthz.p99_ms} ms; load ${result.machine.loadavg1m.before} → ${result.machine.loadavg1m.after}`);
 console.log(`wrote ${file}`);
