@@ -199,7 +199,10 @@ export class Agent {
     this.registerSplitMetrics();
     registerSplitWeights(this.registry, () => this.applied?.services ?? []);
 
-    await this.apply(firstConfig, first.revision, firstTimes);
+    // Tracked like any apply: stop() waits for it rather than closing the maps under it.
+    this.applying = this.apply(firstConfig, first.revision, firstTimes);
+    await this.applying;
+    this.applying = undefined;
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
     if (queued) this.enqueue(queued);
     this.stats.start();
