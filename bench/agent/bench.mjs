@@ -302,11 +302,14 @@ async function bigRun(rep) {
 function probeHealthz(everyMs) {
   const samples = [];
   let failures = 0;
+  let count = 0;
+  const sent = () => count;
   const probe = () => {
+    count++;
     const t = performance.now();
     const req = request({ host: params.host, port, path: '/healthz', agent: false, timeout: 60_000 }, (res) => {
       res.resume();
-      res.on('end', () => (res.statusCode === 200 ? samples.push(performance.now() - t) : failures++));
+      res.on('end', () => (res.statusCode === 200 ? samples.push([t, performance.now() - t]) : failures++));
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', () => failures++);
@@ -314,12 +317,16 @@ function probeHealthz(everyMs) {
   };
   const timer = setInterval(probe, everyMs);
   return {
-    /** Stops probing, waits for the answers still due, and sums up. */
+    /** Stops probing and waits for the answers still due. */
     async stop() {
       clearInterval(timer);
-      await sleep(200);
-      const q = (x) => round(quantile(samples, x), 2);
-      return { probes: samples.length, failures, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: round(Math.max(...samples), 2) };
+      for (let i = 0; i < 600 && samples.length + failures < sent(); i++) await sleep(100);
+    },
+    /** Figures of the probes sent from `from` (a performance.now() reading) on. */
+    summary(from = 0) {
+      const xs = samples.filter(([t]) => t >= from).map(([, ms]) => ms);
+      const q = (x) => round(quantile(xs, x), 2);
+      return { probes: xs.length, failures, p50_ms: q(0.5), p99_ms: q(0.99), max_ms: round(Math.max(...xs), 2) };
     },
   };
 }
@@ -333,7 +340,8 @@ async function scaleRun() {
   await agent.ready();
   const idleProbe = probeHealthz(sp.probeEveryMs);
   await sleep(2000);
-  const idle = await idleProbe.stop();
+  await idleProbe.stop();
+  const idle = idleProbe.summary();
 
   const reload = async (text, gen) => {
     const probe = probeHealthz(sp.probeEveryMs);
@@ -342,7 +350,7 @@ async function scaleRun() {
     writeConfig(text);
     const { at, log } = await agent.waitLog((l) => (l.msg === 'config applied' && l.generation === gen) || l.msg.startsWith('config rejected'), `config applied (generation ${gen})`, 600_000);
     const wall = at - t;
-    const healthz = await probe.stop();
+    await probe.stop();
     if (log.msg !== 'config applied') throw new Error(`the scale config was rejected: ${JSON.stringify(log.problems).slice(0, 2000)}`);
     return {
       // What the agent logged: parse (YAML, in steps), resolve (validate, endpoints, compile, in steps), then
@@ -356,7 +364,10 @@ async function scaleRun() {
       map_writes: log.mapWrites,
       service_addresses: log.serviceAddresses,
       workloads: log.workloads,
-      healthz,
+      // Probes sent while the agent resolved and applied the config (its log line's validateMs + ms before it),
+      // and over the whole reload (from the rename: the 150 ms debounce and the YAML parse too).
+      healthz: probe.summary(at - (log.validateMs + log.ms)),
+      healthz_whole_reload: probe.summary(t),
     };
   };
   const big = await reload(bigText, 2);
@@ -433,6 +444,7 @@ const scaleMedians = (pick) => {
     parse_ms: m((x) => x.parse_ms), resolve_ms: m((x) => x.resolve_ms), write_ms: m((x) => x.write_ms), apply_ms: m((x) => x.apply_ms),
     wall_ms: m((x) => x.wall_ms), agent_cpu_ms: m((x) => x.agent_cpu_ms), map_writes: m((x) => x.map_writes),
     healthz: { probes: m((x) => x.healthz.probes), failures: m((x) => x.healthz.failures), p50_ms: m((x) => x.healthz.p50_ms), p99_ms: m((x) => x.healthz.p99_ms), max_ms: m((x) => x.healthz.max_ms) },
+    healthz_whole_reload: { probes: m((x) => x.healthz_whole_reload.probes), p50_ms: m((x) => x.healthz_whole_reload.p50_ms), p99_ms: m((x) => x.healthz_whole_reload.p99_ms), max_ms: m((x) => x.healthz_whole_reload.max_ms) },
   };
 };
 const result = {
@@ -457,7 +469,7 @@ const result = {
       `${params.reloads} one-weight reloads (after 3 more scrapes); median of reps. medians.1k_services.rss_mb_after_quiet is the same agent ${params.quietS} s later`,
     apply_ms_1k_services: 'the "ms" of the agent\'s first "config applied" log line for the 1k config (validate + compile + map writes; YAML parsing is before it); median of reps',
     apply_ms_50k_services: 'scale runs: resolve (workload checks, endpoints, validation, compile) + write (cgroups, map writes, identity names) of the scale config applied to a running agent, from its "config applied" log line (validateMs + ms; YAML parsing is before it, parse_ms); median of reps',
-    healthz_p99_ms_during_50k_apply: 'scale runs: p99 of /healthz probes sent every 10 ms (a new connection each) from the rename of the scale config to the "config applied" line, send to end of answer; median of reps',
+    healthz_p99_ms_during_50k_apply: 'scale runs: p99 of /healthz probes (every 10 ms, a new connection each; send to end of answer) sent while the agent resolved and applied the scale config (the validateMs + ms of its "config applied" line, back from the line); medians.scale.apply.healthz_whole_reload: the same from the rename of the file (YAML parsing included); median of reps',
   },
   goals: { rss_mb_1k_services: '≤ 100', met: results.rss_mb_1k_services <= 100 },
   goals_scale: {
@@ -508,6 +520,6 @@ console.log(`  apply at start: ${results.apply_ms_1k_services} ms (${m['1k_servi
 console.log(`  one-weight reload: apply ${m.one_weight_reload.apply_ms} ms, ${m.one_weight_reload.map_writes} map writes, ${m.one_weight_reload.wall_ms} ms from rename to the log line`);
 const sc = m.scale;
 console.log(`  scale (${params.scale.services} services / ${params.scale.workloads} workloads / ${params.scale.routes} routes, ${raw.scale[0].configBytes} bytes): apply ${results.apply_ms_50k_services} ms (resolve ${sc.apply.resolve_ms} + write ${sc.apply.write_ms}; parse before it ${sc.apply.parse_ms} ms), goal ≤ 2000: ${result.goals_scale.apply_met ? 'met' : 'NOT met'}`);
-console.log(`    /healthz during it: p50 ${sc.apply.healthz.p50_ms} ms, p99 ${results.healthz_p99_ms_during_50k_apply} ms, max ${sc.apply.healthz.max_ms} ms (idle p99 ${sc.idle_healthz.p99_ms} ms), goal ≤ 50: ${result.goals_scale.healthz_met ? 'met' : 'NOT met'}`);
+console.log(`    /healthz during it: p50 ${sc.apply.healthz.p50_ms} ms, p99 ${results.healthz_p99_ms_during_50k_apply} ms, max ${sc.apply.healthz.max_ms} ms (idle p99 ${sc.idle_healthz.p99_ms} ms), goal ≤ 50: ${result.goals_scale.healthz_met ? 'met' : 'NOT met'}; over the whole reload (parse included): p99 ${sc.apply.healthz_whole_reload.p99_ms} ms`);
 console.log(`    one weight: parse ${sc.one_weight.parse_ms} ms, apply ${sc.one_weight.apply_ms} ms, ${sc.one_weight.map_writes} map write(s); /healthz p99 ${sc.one_weight.healthz.p99_ms} ms; load ${result.machine.loadavg1m.before} → ${result.machine.loadavg1m.after}`);
 console.log(`wrote ${file}`);
