@@ -1,11 +1,11 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 // Memory: a small young generation (the shebang's flag: run this file, not `node` on it, to get it), and a gc()
 // the agent calls after each config apply (parsing and compiling a big config leaves tens of MB of garbage that
-// V8 would otherwise keep as heap for a long while). Not --optimize-for-size: with a 50,000-service config it
-// tripled the CPU of a reload and its full collections held the event loop for up to ~2 s.
+// V8 would otherwise keep as heap for a long while). --optimize-for-size is turned off while the config is big
+// (src/heap.ts).
 setFlagsFromString('--expose-gc');
 globalThis.gc ??= runInNewContext('gc');
 

@@ -17,6 +17,7 @@ import { load, type YAMLException } from 'js-yaml';
 
 import { every, type ObjectMeta, runSteps, runStepsAsync, type Steps } from '@mesh/split';
 
+import { heapModeFor } from '../heap.js';
 import { msSince } from '../log.js';
 import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
 import type { ConfigSource, ConfigUpdate } from './source.js';
@@ -364,6 +365,8 @@ export class FileSource implements ConfigSource {
       this.lastHash = key;
       return { error: err as ConfigError };
     }
+    // A big config is parsed and compiled with V8 tuned for speed, a small one for size (see heap.ts).
+    heapModeFor(files.reduce((n, f) => n + f.text.length, 0));
     const digest = yield* hashSteps(files);
     if (digest === this.lastHash) return undefined;
     this.lastHash = digest;
