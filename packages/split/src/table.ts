@@ -30,7 +30,8 @@ interface Installed {
   compiled?: CompiledService;
 }
 
-const BATCH = 4096;
+// Entries per map batch: one batch is encoded and written between two turns of the caller's event loop.
+const BATCH = 1024;
 
 /** How service entries are written: in place (BPF_F_LOCK). A replaced element is recycled at once, under programs
  *  that may still read it, and a lookup racing with the move can miss the service. */
