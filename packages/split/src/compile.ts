@@ -151,7 +151,7 @@ export class Compiler {
     const tick = every();
 
     // 1. What came and went since the last snapshot, by identity; undefined when that takes a full pass.
-    const diff = this.diff(snapshot);
+    const diff = yield* this.diff(snapshot);
     let added: [Kind, object][], removed: [Kind, object][];
     let next: Map<object, Kind> | undefined;
     let plain = true; // every entry an object, none twice
@@ -180,7 +180,7 @@ export class Compiler {
 
     // 2. Validation: only the new objects when the last snapshot was valid; every object otherwise (and to
     //    report problems in compile()'s order).
-    if (!(this.owned && plain && this.claim(removed, added))) {
+    if (!(this.owned && plain && (yield* this.claim(removed, added)))) {
       this.owned = false;
       this.owners.clear();
       const problems = yield* validateSteps(snapshot, this.checks);
@@ -269,8 +269,9 @@ export class Compiler {
 
   /** The difference from the last snapshot when each list kept its head and tail and changed in one stretch
    *  between them (an edit, an addition, a removal); undefined otherwise. */
-  private diff(snapshot: Snapshot): { added: [Kind, object][]; removed: [Kind, object][] } | undefined {
+  private *diff(snapshot: Snapshot): Steps<{ added: [Kind, object][]; removed: [Kind, object][] } | undefined> {
     if (this.last.size === 0) return undefined;
+    const tick = every();
     const added: [Kind, object][] = [];
     const removed: [Kind, object][] = [];
     for (const kind of KINDS) {
@@ -285,6 +286,7 @@ export class Compiler {
       const cameSet = new Set(came);
       if (cameSet.size !== came.length) return undefined; // twice in the stretch
       for (const o of came) {
+        if (tick()) yield;
         if (typeof o !== 'object' || o === null) return undefined;
         if (gone.has(o)) continue; // moved within the stretch
         if (this.last.has(o)) return undefined; // also outside the stretch (twice), or in another list
@@ -309,13 +311,16 @@ export class Compiler {
 
   /** Claims the names and addresses of new objects (the gone ones' released first); false when an object has
    *  a problem of its own or claims what another holds. */
-  private claim(removed: [Kind, object][], added: [Kind, object][]): boolean {
+  private *claim(removed: [Kind, object][], added: [Kind, object][]): Steps<boolean> {
+    const tick = every();
     for (const [kind, o] of removed) {
+      if (tick()) yield;
       for (const f of checkObject(kind, o, this.checks)) {
         if (typeof f !== 'string' && this.owners.get(claimKey(f)) === f.obj) this.owners.delete(claimKey(f));
       }
     }
     for (const [kind, o] of added) {
+      if (tick()) yield;
       for (const f of checkObject(kind, o, this.checks)) {
         if (typeof f === 'string') return false;
         const k = claimKey(f);
