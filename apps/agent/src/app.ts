@@ -303,7 +303,7 @@ export class Agent {
       cgroups.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
       const r = await runStepsAsync(dp.split.applyCompiledSteps(config.compiled));
       await cgroups;
-      const resolver = await runStepsAsync(ConfigResolver.build(this.opts.cgroupRoot, config.workloads, r.compiled));
+      const resolver = await ConfigResolver.create(this.opts.cgroupRoot, config.workloads, r.compiled);
       this.resolver = resolver;
       dp.metrics.setKnownPeers(resolver.knownAddresses());
       this.identities?.apply(config.workloads);
