@@ -247,7 +247,12 @@ export class Compiler {
 
     // 5. Every Service, compiled again only when something it was compiled from changed.
     const stale = new Set<Service>();
-    for (const k of [...dirty, ...reclaimed]) for (const svc of this.dependents.get(k) ?? []) stale.add(svc);
+    for (const keys of [dirty, reclaimed]) {
+      for (const k of keys) {
+        if (tick()) yield;
+        for (const svc of this.dependents.get(k) ?? []) stale.add(svc);
+      }
+    }
     const out: CompiledService[] = [];
     for (const svc of snapshot.services) {
       if (tick()) yield;

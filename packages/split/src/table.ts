@@ -160,7 +160,10 @@ export class ServiceTable {
       stats.endpointWrites = yield* writeBatches(this.endpoints, epWrites);
       // 2. Service entries switch to them, one atomic update each.
       stats.serviceWrites = yield* writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
-      for (const [k, i] of svcWrites) this.installed.set(k, i);
+      for (const [k, i] of svcWrites) {
+        if (tick()) yield;
+        this.installed.set(k, i);
+      }
       // 3. Removed services disappear, then every slot no entry points at any more.
       for (const [k, i] of removed) {
         if (tick()) yield;
