@@ -204,7 +204,9 @@ export class Agent {
     await this.applying;
     this.applying = undefined;
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
-    if (queued) this.enqueue(queued);
+    // An update that came while the first apply ran (and found it still tracked) is waiting: apply the newest.
+    const pending = this.waiting ?? queued;
+    if (pending) this.enqueue(pending);
     this.stats.start();
     log.info('serving', {
       socket: opts.apiSocket,

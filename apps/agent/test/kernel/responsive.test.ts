@@ -1,9 +1,10 @@
 // An agent applying a big config (10,000 Services selecting 1,000 Workloads) still answers /healthz: endpoint
 // computation, nesting checks, compile and map writes run in slices with the event loop served between them.
 // Before, one config update was one synchronous block: no request was answered until it was applied.
-import { openSync, closeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -77,16 +78,18 @@ describePrivileged('agent responsiveness', () => {
   const cgroupRoot = join(cgroup2Mount(), name);
   let agent: Agent | undefined;
   const devNull = openSync('/dev/null', 'w');
+  const sockDir = mkdtempSync(join(tmpdir(), 'mesh-resp-'));
   afterAll(async () => {
     await agent?.stop();
     uninstall(pinRoot, cgroupRoot);
     closeSync(devNull);
+    rmSync(sockDir, { recursive: true, force: true });
   });
 
   it('answers /healthz while it applies 10,000 services selecting 1,000 workloads', async () => {
     const source = new TestSource(config(1, 1));
     const port = await freePort();
-    agent = new Agent({ source, listen: `127.0.0.1:${port}`, pinRoot, cgroupRoot, log: createLogger({ fd: devNull }), maxServices: 32_768 });
+    agent = new Agent({ source, listen: `127.0.0.1:${port}`, apiSocket: join(sockDir, 'api.sock'), pinRoot, cgroupRoot, log: createLogger({ fd: devNull }), maxServices: 32_768 });
     await agent.start();
     expect(await healthz(port)).toBe(200);
 
