@@ -1,6 +1,8 @@
 /** A measured topology: a scratch cgroup with the metrics programs, an HTTP server and clients inside it. */
 import { createCgroup, type Cgroup, waitForLine } from '@mesh/testkit';
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { MetricsDatapath, type HttpSample, type MetricsOptions } from '../src/index.js';
@@ -50,4 +52,31 @@ export function byStatus(samples: HttpSample[], direction: 'client' | 'server', 
   const out: Record<string, number> = {};
   for (const s of samples) if (s.direction === direction && s.port === port) out[s.status] = (out[s.status] ?? 0) + s.count;
   return out;
+}
+
+/** A test nginx's config in `dir` (one worker in the foreground, every file it writes under `dir`): `http` lines go
+ *  in the http block, `server` lines (indented as they should appear) in its one server block. Returns its path. */
+export function writeNginxConfig(dir: string, opts: { workerConnections: number; http?: string[]; server: string[] }): string {
+  const path = join(dir, 'nginx.conf');
+  writeFileSync(
+    path,
+    [
+      'daemon off;',
+      'master_process off;',
+      'worker_processes 1;',
+      `pid ${dir}/nginx.pid;`,
+      `error_log ${dir}/error.log;`,
+      `events { worker_connections ${opts.workerConnections}; }`,
+      'http {',
+      '  access_log off;',
+      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t === 'client_body' ? 'body' : t};`),
+      ...(opts.http ?? []).map((l) => `  ${l}`),
+      '  server {',
+      ...opts.server,
+      '  }',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  return path;
 }

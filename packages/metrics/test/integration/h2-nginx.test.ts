@@ -3,7 +3,7 @@
 // statuses outside the static table (and some inside it); the decoded status of every stream is the one the
 // client got.
 import { ProcessTracker, ensureTool, waitForPort } from '@mesh/testkit';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HeaderDirection } from '../../src/h2/direction.js';
 import { FrameType } from '../../src/h2/frames.js';
 import { frames, get, runCalls, startRelay } from '../h2-relay.js';
+import { writeNginxConfig } from '../support.js';
 
 const STATUSES = [200, 201, 204, 302, 404, 418, 429, 500, 503, 504];
 const CALLS = 3000;
@@ -33,30 +34,12 @@ describe('HPACK against nginx (h2c)', () => {
     dir = mkdtempSync(join(tmpdir(), 'mesh-h2-nginx-'));
     port = await freePort();
     const locations = STATUSES.map((s) => `    location = /s/${s} { return ${s} "status ${s}\\n"; }`).join('\n');
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests ${CALLS + 100}; # default 1000: nginx would send GOAWAY mid-run
-  server {
-    listen 127.0.0.1:${port} http2;
-${locations}
-  }
-}
-`,
-    );
-    procs.spawn(ensureTool('nginx'), ['-p', dir, '-c', join(dir, 'nginx.conf')]);
+    const conf = writeNginxConfig(dir, {
+      workerConnections: 64,
+      http: [`keepalive_requests ${CALLS + 100}; # default 1000: nginx would send GOAWAY mid-run`],
+      server: [`    listen 127.0.0.1:${port} http2;`, locations],
+    });
+    procs.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
     await waitForPort('127.0.0.1', port, 15_000);
   }, 30_000);
   afterAll(async () => {

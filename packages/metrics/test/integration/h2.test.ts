@@ -3,7 +3,7 @@
 // got, per status, on the client's and on the server's side. Twice: with both ends measured (the server's socket
 // measures both sides) and with only the client measured (the server outside the mesh).
 import { createCgroup, describePrivileged, ensureTool, waitForPort, type Cgroup } from '@mesh/testkit';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { H2HttpSample, RpcSample } from '../../src/h2/streams.js';
-import { startFixture, topology, type Topology } from '../support.js';
+import { startFixture, topology, type Topology, writeNginxConfig } from '../support.js';
 
 const HOST = '127.0.0.14';
 const resetClient = fileURLToPath(new URL('../fixtures/h2-reset-client.mjs', import.meta.url));
@@ -214,30 +214,12 @@ describePrivileged('HTTP/2 against nginx (h2c)', () => {
     port = (s.address() as AddressInfo).port;
     await new Promise((resolve) => s.close(resolve));
     const locations = [200, 404, 503].map((st) => `    location = /s/${st} { return ${st} "status ${st}\\n"; }`).join('\n');
-    writeFileSync(
-      join(dir, 'nginx.conf'),
-      `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  keepalive_requests ${REQUESTS + 100}; # default 1000: nginx would send GOAWAY mid-run
-  server {
-    listen ${HOST}:${port} http2;
-${locations}
-  }
-}
-`,
-    );
-    t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', join(dir, 'nginx.conf')]);
+    const conf = writeNginxConfig(dir, {
+      workerConnections: 64,
+      http: [`keepalive_requests ${REQUESTS + 100}; # default 1000: nginx would send GOAWAY mid-run`],
+      server: [`    listen ${HOST}:${port} http2;`, locations],
+    });
+    t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
     await waitForPort(HOST, port, 15_000);
   }, 30_000);
   afterAll(async () => {

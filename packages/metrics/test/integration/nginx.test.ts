@@ -1,11 +1,11 @@
 // nginx (Debian's) as the server, hey as the client, both in the measured cgroup: exact counts per status.
 import { describePrivileged, ensureTool, waitForPort } from '@mesh/testkit';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { byStatus, topology, type Topology } from '../support.js';
+import { byStatus, topology, type Topology, writeNginxConfig } from '../support.js';
 
 const HOST = '127.0.0.17';
 const PORT = 18417;
@@ -19,31 +19,16 @@ describePrivileged(
     beforeAll(async () => {
       t = await topology('metnginx');
       dir = mkdtempSync(join(tmpdir(), 'mesh-nginx-'));
-      writeFileSync(
-        join(dir, 'nginx.conf'),
-        `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  server {
-    listen ${HOST}:${PORT};
-    location /ok { return 200 "ok\\n"; }
-    location /missing { return 404; }
-    location /down { return 503; }
-  }
-}
-`,
-      );
-      t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', join(dir, 'nginx.conf')]);
+      const conf = writeNginxConfig(dir, {
+        workerConnections: 256,
+        server: [
+          `    listen ${HOST}:${PORT};`,
+          '    location /ok { return 200 "ok\\n"; }',
+          '    location /missing { return 404; }',
+          '    location /down { return 503; }',
+        ],
+      });
+      t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
       await waitForPort(HOST, PORT, 15_000);
     });
     afterAll(async () => {
