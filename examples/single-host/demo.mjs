@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { basename, isAbsolute, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { tableLines } from '../../apps/agent/dist/cli/table.js';
+
 const HERE = import.meta.dirname;
 const REPO = resolve(HERE, '../..');
 const AGENT_BIN = join(REPO, 'apps/agent/bin/mesh-agent.mjs');
@@ -118,11 +120,8 @@ function fixedColumns(spec) {
   return { header: row(spec.map(([title]) => title)), row };
 }
 
-/** Rows of cells, columns padded; `right` lists the columns aligned right. */
-function table(rows, right = []) {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  return rows.map((r) => '  ' + r.map((c, i) => (right.includes(i) ? String(c).padStart(widths[i]) : String(c).padEnd(widths[i]))).join('  ').trimEnd());
-}
+/** Rows of cells as indented lines, columns padded (meshctl's formatter); `right` lists the columns aligned right. */
+const table = (rows, right = []) => tableLines(rows, { right, indent: '  ' });
 
 // ---------------------------------------------------------------------------------------------- http, metrics
 

@@ -7,10 +7,11 @@ import type { Server } from 'node:http';
 
 import { enableStats } from '@mesh/bpf';
 import { KernelMetrics, type IdentityResolver } from '@mesh/metrics';
-import { type CompiledService, type RouteStatus, runStepsAsync } from '@mesh/split';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { runStepsAsync } from '@mesh/split';
+import { Counter, Registry } from 'prom-client';
 
-import { ConfigError, type ResolvedConfig, type ResolvedWorkload, resolveMemo, resolveSteps } from './config/objects.js';
+import { AgentMetrics } from './agent-metrics.js';
+import { ConfigError, type ResolvedConfig, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { ConfigResolver } from './identity.js';
@@ -22,8 +23,7 @@ import { parseHostPort } from './paths.js';
 import { startSocketServer, startTcpServer } from './server.js';
 import { registerSplitWeights } from './split-weights.js';
 import { PairStats } from './stats.js';
-
-export const VERSION = '0.1.0';
+import { type Applied, certsView, type LastError, servicesView, statusView, workloadsView } from './views.js';
 
 export interface AgentOptions {
   source: ConfigSource;
@@ -44,16 +44,6 @@ export interface AgentOptions {
   identity?: Omit<IdentityOptions, 'log'>;
 }
 
-interface Applied {
-  generation: number;
-  revision: string;
-  at: string;
-  workloads: ResolvedWorkload[];
-  services: CompiledService[];
-  routes: RouteStatus[];
-  writes: number;
-}
-
 /** start() gave up because stop() was called (SIGTERM or SIGINT during start-up). */
 export class StartAborted extends Error {
   constructor() {
@@ -69,7 +59,7 @@ export class Agent {
   private tcpRetry: NodeJS.Timeout | undefined;
   private tcpError: string | undefined;
   private applied: Applied | undefined;
-  private lastError: { at: string; revision?: string; message: string; problems: string[] } | undefined;
+  private lastError: LastError | undefined;
   private resolver: IdentityResolver = { local: () => undefined, peer: () => undefined };
   private readonly registry = new Registry();
   private readonly stats: PairStats;
@@ -87,31 +77,12 @@ export class Agent {
   private waiting: ConfigUpdate | undefined;
   private applying: Promise<void> | undefined;
   private readonly log: Logger;
-  private readonly reloads: Counter;
-  private readonly generation: Gauge;
-  private readonly lastOk: Gauge;
+  private readonly gauges: AgentMetrics;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
     this.stats = new PairStats(() => this.dp().metrics.readHttp(), () => this.resolver);
-    this.reloads = new Counter({ name: 'mesh_agent_config_reloads_total', help: 'Config snapshots the agent tried to apply, by result.', labelNames: ['result'], registers: [this.registry] });
-    this.reloads.inc({ result: 'success' }, 0);
-    this.reloads.inc({ result: 'failure' }, 0);
-    this.generation = new Gauge({ name: 'mesh_agent_config_generation', help: 'Config generation in force (1 for the first applied since start).', registers: [this.registry] });
-    this.lastOk = new Gauge({ name: 'mesh_agent_config_last_reload_successful', help: '1 if the last config snapshot was applied, 0 if it was rejected.', registers: [this.registry] });
-    new Gauge({ name: 'mesh_agent_info', help: 'The agent build and where it keeps the datapath.', labelNames: ['version', 'pin_root', 'cgroup_root'], registers: [this.registry] })
-      .set({ version: VERSION, pin_root: opts.pinRoot, cgroup_root: opts.cgroupRoot }, 1);
-    const notReady = () => this.notReady();
-    new Gauge({
-      name: 'mesh_agent_ready',
-      help: '1 once programs are attached and the first config is applied.',
-      registers: [this.registry],
-      collect() {
-        this.set(notReady() === undefined ? 1 : 0);
-      },
-    });
-    // Event-loop lag sampled every 500 ms, not prom-client's default 10 ms: an idle agent should be idle.
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 500 });
+    this.gauges = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
   }
 
   private dp(): MeshDatapath {
@@ -173,7 +144,7 @@ export class Agent {
         '/v1/status': () => this.status(),
         '/v1/services': () => this.services(),
         '/v1/workloads': () => this.workloads(),
-        '/v1/certs': () => this.identities?.view() ?? { error: 'workload identities are off' },
+        '/v1/certs': () => certsView(this.identities),
         '/v1/stat': (q: URLSearchParams) => this.stats.query(Number(q.get('window') ?? 10) * 1000),
       },
     };
@@ -313,9 +284,7 @@ export class Agent {
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.
       this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services: r.compiled, routes: r.routes, writes };
-      this.generation.set(generation);
-      this.lastOk.set(1);
-      this.reloads.inc({ result: 'success' });
+      this.gauges.applied(generation);
       for (const rt of r.routes) {
         for (const p of rt.parents) {
           const bad = p.conditions.filter((c) => c.status !== 'True');
@@ -343,8 +312,7 @@ export class Agent {
   private reject(err: Error, revision?: string): void {
     const problems = err instanceof ConfigError ? err.problems : ((err as { problems?: string[] }).problems ?? [err.message]);
     this.lastError = { at: new Date().toISOString(), revision, message: err.message, problems };
-    this.reloads.inc({ result: 'failure' });
-    this.lastOk.set(0);
+    this.gauges.rejected();
     this.log.error(this.applied ? 'config rejected; the previous config stays in force' : 'config rejected', {
       revision,
       generation: this.applied?.generation ?? 0,
@@ -354,48 +322,25 @@ export class Agent {
 
   status() {
     const dp = this.datapath;
-    return {
-      version: VERSION,
-      pid: process.pid,
-      ready: this.notReady() === undefined,
-      notReady: this.notReady(),
-      source: this.opts.source.description,
-      sourceHealth: this.opts.source.health?.(),
-      metrics: { address: this.opts.listen, serving: this.tcp !== undefined, error: this.tcpError },
-      cgroupRoot: this.opts.cgroupRoot,
+    return statusView({
+      source: this.opts.source,
+      listen: this.opts.listen,
       pinRoot: this.opts.pinRoot,
-      config: this.applied
-        ? { generation: this.applied.generation, revision: this.applied.revision, appliedAt: this.applied.at, mapWrites: this.applied.writes }
-        : undefined,
+      cgroupRoot: this.opts.cgroupRoot,
+      notReady: this.notReady(),
+      metrics: { serving: this.tcp !== undefined, error: this.tcpError },
+      applied: this.applied,
       lastError: this.lastError,
-      programs: dp?.links() ?? [],
-      maps: dp?.fill() ?? {},
-      counters: dp ? { split: dp.split.counters(), metrics: dp.metrics.readCounters() } : {},
-    };
+      datapath: dp && { links: () => dp.links(), fill: () => dp.fill(), counters: () => ({ split: dp.split.counters(), metrics: dp.metrics.readCounters() }) },
+    });
   }
 
   services() {
-    return {
-      generation: this.applied?.generation ?? 0,
-      services: (this.applied?.services ?? []).map((s) => {
-        const total = s.backends.reduce((a, b) => a + b.weight, 0);
-        return {
-          service: s.service,
-          address: s.family === 6 ? `[${s.addr}]:${s.port}` : `${s.addr}:${s.port}`,
-          protocol: s.proto,
-          route: s.route,
-          backends: s.backends.map((b) => ({ ref: b.ref, weight: b.weight, share: total ? b.weight / total : 0, endpoints: b.endpoints.map((e) => `${e.addr}:${e.port}`) })),
-        };
-      }),
-      routes: this.applied?.routes ?? [],
-    };
+    return servicesView(this.applied);
   }
 
   workloads() {
-    return {
-      cgroupRoot: this.opts.cgroupRoot,
-      workloads: (this.applied?.workloads ?? []).map((w) => ({ ...w, cgroupPath: `${this.opts.cgroupRoot}/${w.cgroup}` })),
-    };
+    return workloadsView(this.opts.cgroupRoot, this.applied);
   }
 
   /** Stops serving and closes the agent's handles. The datapath keeps running from its pins. */

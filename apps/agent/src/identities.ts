@@ -5,6 +5,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 
 import type { ResolvedWorkload } from './config/objects.js';
 import type { Logger } from './log.js';
+import type { CertsView } from './views.js';
 
 export interface IdentityOptions {
   trustDomain: string;
@@ -98,7 +99,7 @@ export class WorkloadIdentities {
     });
   }
 
-  view() {
+  view(): CertsView {
     const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
     return {
       trustDomain: this.opts.trustDomain,

@@ -1,4 +1,5 @@
-export { Agent, VERSION } from './app.js';
+export { Agent } from './app.js';
+export { VERSION } from './version.js';
 export type { AgentOptions } from './app.js';
 export { ConfigError, resolveConfig, KINDS, WORKLOAD_API_VERSION, MESH_GROUP } from './config/objects.js';
 export type { ConfigSnapshot, ResolvedConfig, ResolvedWorkload, Workload, Origin } from './config/objects.js';

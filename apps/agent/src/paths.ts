@@ -1,20 +1,15 @@
 /** Where the mesh lives on a node. */
 import { readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 
 import { cgroup2Mount } from '@mesh/bpf';
 
 export { cgroup2Mount };
 
-export const DEFAULT_API = '127.0.0.1:15090';
-export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/mesh';
-export const DEFAULT_CGROUP_NAME = 'mesh';
-/** Root's runtime directory of the mesh: the control sockets (and the agents' locks). */
-export const RUN_DIR = '/run/mesh';
+export { DEFAULT_API_SOCKET, DEFAULT_PIN_ROOT, RUN_DIR, defaultApiSocket } from './api-socket.js';
 
-/** The control socket of the agent that owns `pinRoot`: /run/mesh/<pin root's name>.sock. */
-export const defaultApiSocket = (pinRoot: string = DEFAULT_PIN_ROOT) => join(RUN_DIR, `${basename(pinRoot)}.sock`);
-export const DEFAULT_API_SOCKET = defaultApiSocket();
+export const DEFAULT_API = '127.0.0.1:15090';
+export const DEFAULT_CGROUP_NAME = 'mesh';
 
 /** A group name (from /etc/group) or number → its id. */
 export function groupId(group: string): number {

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { trustDomainProblem } from '@mesh/mtls/spiffe-id';
 import { SnapshotError } from '@mesh/split';
 
-import { Agent, StartAborted, VERSION } from '../app.js';
+import { Agent, StartAborted } from '../app.js';
 import { resolveConfig } from '../config/objects.js';
 import { DEFAULT_MAX_CONFIG_BYTES, FileSource, loadConfig, type ParseOptions } from '../config/file.js';
 import { kubepodsRoot, nodeName } from '../config/kubernetes/setup.js';
@@ -13,6 +13,7 @@ import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS, type Logger } from '../log.js';
 import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort } from '../paths.js';
+import { VERSION } from '../version.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
 
 export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]

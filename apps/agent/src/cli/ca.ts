@@ -8,12 +8,13 @@ import { parseArgs } from 'node:util';
 import { BuiltinCa, CaError, trustDomainProblem } from '@mesh/mtls';
 
 import { DEFAULT_STATE_DIR, DEFAULT_TRUST_DOMAIN } from '../identity-defaults.js';
+import type { CertsAnswer, Wire } from '../views.js';
 import { EXIT, UsageError } from './exit.js';
 
 export const CA_STEPS = ['status', 'add-root', 'switch-root', 'remove-old-root'] as const;
 
 /** What a running agent says of its CA (from /v1/certs), or undefined when none answers. */
-export type AgentCa = { ca?: { mode: string; dir?: string } } | undefined;
+export type AgentCa = Wire<CertsAnswer> | undefined;
 
 export async function caCommand(argv: string[], runningAgent: () => Promise<AgentCa>): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -36,7 +37,7 @@ export async function caCommand(argv: string[], runningAgent: () => Promise<Agen
   }
   if (step !== 'status' && !values.force) {
     const a = await runningAgent();
-    if (a?.ca?.mode === 'builtin' && a.ca.dir === dir) {
+    if (a && 'ca' in a && a.ca.mode === 'builtin' && a.ca.dir === dir) {
       process.stderr.write(`meshctl ca: the agent answering on --api-socket uses ${dir} and holds its CA in memory: stop it first (the datapath keeps running), or pass --force\n`);
       return EXIT.FAILURE;
     }

@@ -1,16 +1,18 @@
 /** meshctl: the mesh's command line. Reads the agent's control API on its unix socket (root's, checked before
- *  use); `run` starts a command inside a workload's cgroup, `uninstall` removes the datapath from the kernel. */
+ *  use); `run` starts a command inside a workload's cgroup, `uninstall` removes the datapath from the kernel.
+ *  Only uninstall loads the native addon (@mesh/bpf): the commands that talk to the agent work without it. */
 import { spawn } from 'node:child_process';
 import { closeSync, constants, fstatSync, lstatSync, openSync, statfsSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, isAbsolute, join, posix } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { VERSION } from '../app.js';
-import { uninstall } from '../datapath.js';
+import { DEFAULT_API_SOCKET, DEFAULT_PIN_ROOT, defaultApiSocket } from '../api-socket.js';
 import type { PairStat } from '../stats.js';
-import { DEFAULT_API_SOCKET, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot } from '../paths.js';
+import { VERSION } from '../version.js';
+import type { CertsAnswer, ServicesView, StatusView, StatView, Wire, WorkloadsView } from '../views.js';
 import { EXIT, UsageError } from './exit.js';
+import { table } from './table.js';
 
 const COMMANDS: Record<string, { summary: string; usage: string; help: string }> = {
   run: {
@@ -140,11 +142,6 @@ async function get<T>(socketPath: string, path: string): Promise<T> {
   });
 }
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
-}
-
 const fmtMs = (v: number | undefined) => (v === undefined ? '-' : v < 10 ? `${v.toFixed(2)}ms` : `${v.toFixed(1)}ms`);
 const fmtPct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).toFixed(2)}%`);
 
@@ -156,31 +153,11 @@ export function formatStat(pairs: PairStat[]): string {
   ]);
 }
 
-interface Status {
-  version: string;
-  pid: number;
-  ready: boolean;
-  notReady?: string;
-  source: string;
-  metrics?: { address: string; serving: boolean; error?: string };
-  cgroupRoot: string;
-  pinRoot: string;
-  config?: { generation: number; revision: string; appliedAt: string; mapWrites: number };
-  lastError?: { at: string; message: string; problems: string[] };
-  programs: { family: string; program: string; linkId: number; programId: number; tag: string; attachType: string; runCount: string; runTimeNs: string }[];
-  maps: Record<string, { used: number; max: number }>;
-}
-
-interface Services {
-  generation: number;
-  services: { service: string; address: string; protocol: string; route?: string; backends: { ref: string; weight: number; share: number; endpoints: string[] }[] }[];
-  routes: { route: string; parents: { parentRef: { name: string }; conditions: { type: string; status: string; reason: string; message: string }[] }[] }[];
-}
-
-interface Workloads {
-  cgroupRoot: string;
-  workloads: { name: string; namespace: string; addresses: string[]; cgroup: string }[];
-}
+/** The agent's documents as meshctl reads them (bigints arrive as strings). */
+type Status = Wire<StatusView>;
+type Services = Wire<ServicesView>;
+type Workloads = Wire<WorkloadsView>;
+type Certs = Wire<CertsAnswer>;
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
@@ -233,18 +210,10 @@ export function openCgroupProcs(root: string, rel: string): number {
   return fd;
 }
 
-interface Certs {
-  trustDomain: string;
-  ca: { mode: string; dir?: string; rotationPhase?: string; svidTtlSeconds: number };
-  bundle: { subject: string; serial: string; notAfter: string }[];
-  workloads: { workload: string; id: string; state: string; serial?: string; notAfter?: string; nextRenewal?: string; issuer?: string; lastError?: string }[];
-  error?: string;
-}
-
 async function certs(agent: string, json: boolean): Promise<number> {
   const c = await get<Certs>(agent, '/v1/certs');
   if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
-  else if (c.error) process.stdout.write(`${c.error}\n`);
+  else if ('error' in c) process.stdout.write(`${c.error}\n`);
   else {
     const phase = c.ca.rotationPhase && c.ca.rotationPhase !== 'none' ? `, root rotation: ${c.ca.rotationPhase}` : '';
     process.stdout.write(`trust domain  ${c.trustDomain}\nca            ${c.ca.mode}${c.ca.dir ? ` (${c.ca.dir})` : ''}, SVID TTL ${c.ca.svidTtlSeconds}s${phase}\n`);
@@ -258,7 +227,7 @@ async function certs(agent: string, json: boolean): Promise<number> {
     const errs = c.workloads.filter((w) => w.lastError);
     if (errs.length) process.stdout.write(`\nlast errors:\n${errs.map((w) => `  ${w.workload}: ${w.lastError}`).join('\n')}\n`);
   }
-  return c.workloads?.some((w) => w.state === 'expired') ? EXIT.FAILURE : EXIT.OK;
+  return 'workloads' in c && c.workloads.some((w) => w.state === 'expired') ? EXIT.FAILURE : EXIT.OK;
 }
 
 async function run(agent: string, argv: string[]): Promise<number> {
@@ -367,7 +336,7 @@ async function stat(agent: string, argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { window: { type: 'string', default: '10' }, json: { type: 'boolean', default: false } }, strict: true });
   const w = Number(values.window!.replace(/s$/, ''));
   if (!Number.isFinite(w) || w <= 0 || w > 60) throw new UsageError('--window must be a number of seconds in (0, 60]');
-  const r = await get<{ windowSeconds: number; pairs: PairStat[] }>(agent, `/v1/stat?window=${w}`);
+  const r = await get<Wire<StatView>>(agent, `/v1/stat?window=${w}`);
   if (values.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
   else process.stdout.write(`last ${r.windowSeconds}s\n` + formatStat(r.pairs));
   return EXIT.OK;
@@ -390,6 +359,8 @@ async function doUninstall(socket: string | undefined, argv: string[]): Promise<
       return EXIT.FAILURE;
     }
   }
+  // The kernel's part: loaded here, so that the other commands never load the native addon.
+  const [{ uninstall }, { defaultCgroupRoot }] = await Promise.all([import('../datapath.js'), import('../paths.js')]);
   const r = uninstall(values['pin-root']!, values['cgroup-root'] ?? defaultCgroupRoot());
   process.stdout.write(
     `detached ${r.linksDetached.length} links, removed ${r.pinsRemoved} pins under ${values['pin-root']}, removed ${r.cgroupsRemoved.length} cgroups\n`,
