@@ -77,12 +77,12 @@ export class Agent {
   private waiting: ConfigUpdate | undefined;
   private applying: Promise<void> | undefined;
   private readonly log: Logger;
-  private readonly gauges: AgentMetrics;
+  private readonly agentMetrics: AgentMetrics;
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
     this.stats = new PairStats(() => this.dp().metrics.readHttp(), () => this.resolver);
-    this.gauges = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
+    this.agentMetrics = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
   }
 
   private dp(): MeshDatapath {
@@ -284,7 +284,7 @@ export class Agent {
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.
       this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services: r.compiled, routes: r.routes, writes };
-      this.gauges.applied(generation);
+      this.agentMetrics.applied(generation);
       for (const rt of r.routes) {
         for (const p of rt.parents) {
           const bad = p.conditions.filter((c) => c.status !== 'True');
@@ -312,7 +312,7 @@ export class Agent {
   private reject(err: Error, revision?: string): void {
     const problems = err instanceof ConfigError ? err.problems : ((err as { problems?: string[] }).problems ?? [err.message]);
     this.lastError = { at: new Date().toISOString(), revision, message: err.message, problems };
-    this.gauges.rejected();
+    this.agentMetrics.rejected();
     this.log.error(this.applied ? 'config rejected; the previous config stays in force' : 'config rejected', {
       revision,
       generation: this.applied?.generation ?? 0,
