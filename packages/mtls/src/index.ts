@@ -7,3 +7,4 @@ export { x509, generateKeyPair, exportKeyPem, importKeyPem, parseCertificatesPem
 export * from './tls.js';
 export * from './clock.js';
 export * from './rotation.js';
+export * from './policy/index.js';

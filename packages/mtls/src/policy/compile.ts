@@ -1,0 +1,113 @@
+// From Istio objects to a per-workload view: the mTLS mode of each port and the ALLOW and DENY policies that
+// select the workload, in the form the data plane's config takes (`workloads[].policies`).
+import { parseAuthorizationPolicy, type AuthorizationPolicy, type Rule } from './authorization.js';
+import { oldestFirst, PolicyError, refOf, selects, type WorkloadRef } from './object.js';
+import { parsePeerAuthentication, type MtlsMode, type PeerAuthentication } from './peer-authentication.js';
+
+/** Istio's default root namespace: policies there without a selector apply to the whole mesh. */
+export const DEFAULT_ROOT_NAMESPACE = 'istio-system';
+
+/** What the mesh enforces per port. DISABLE reads as PERMISSIVE: plaintext is served, mesh peers still tunnel. */
+export type EffectiveMode = 'STRICT' | 'PERMISSIVE';
+
+/** One policy as the data plane takes it: `<namespace>/<name>` (the label of its denials) and its rules. */
+export interface CompiledPolicy {
+  readonly name: string;
+  readonly rules: readonly Rule[];
+}
+
+export interface WorkloadPolicy {
+  readonly workload: WorkloadRef;
+  readonly mtls: {
+    /** The mode of ports without a port-level setting. */
+    readonly mode: EffectiveMode;
+    /** Every port of the workload and every port a port-level setting names. */
+    readonly ports: Readonly<Record<number, EffectiveMode>>;
+    /** The PeerAuthentications that decided it, most specific first (`<namespace>/<name>`). */
+    readonly from: readonly string[];
+  };
+  /**
+   * DENY first: a matching DENY policy refuses. Then, if `allow` is not empty, the connection must match one of
+   * its policies (an ALLOW policy without rules matches nothing). The data plane's `policies` field.
+   */
+  readonly policies: { readonly deny: readonly CompiledPolicy[]; readonly allow: readonly CompiledPolicy[] };
+}
+
+export type PolicyResult =
+  | { readonly ok: true; readonly workloads: ReadonlyMap<string, WorkloadPolicy>; readonly warnings: readonly string[] }
+  | { readonly ok: false; readonly errors: readonly string[] };
+
+export interface PolicyInput {
+  /** PeerAuthentication and AuthorizationPolicy objects, as read from the API server or YAML. */
+  readonly objects: readonly unknown[];
+  readonly workloads: readonly WorkloadRef[];
+  readonly rootNamespace?: string;
+}
+
+function effective(m: MtlsMode, inherited: EffectiveMode): EffectiveMode {
+  return m === 'UNSET' ? inherited : m === 'STRICT' ? 'STRICT' : 'PERMISSIVE';
+}
+
+/**
+ * Parses every object and compiles the view of every workload. Any rejected object makes the whole result an
+ * error (listing every problem): applying the others without it could let in what it was meant to keep out.
+ */
+export function compilePolicies(input: PolicyInput): PolicyResult {
+  const root = input.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  const peers: PeerAuthentication[] = [];
+  const authz: AuthorizationPolicy[] = [];
+  const seen = new Set<string>();
+  input.objects.forEach((obj, i) => {
+    const kind = (obj as { kind?: unknown } | null)?.kind;
+    try {
+      if (kind === 'PeerAuthentication') peers.push(parsePeerAuthentication(obj));
+      else if (kind === 'AuthorizationPolicy') authz.push(parseAuthorizationPolicy(obj));
+      else throw new Error(`objects[${i}]: kind ${JSON.stringify(kind)} is not PeerAuthentication or AuthorizationPolicy`);
+      const last = kind === 'PeerAuthentication' ? peers[peers.length - 1]! : authz[authz.length - 1]!;
+      const key = `${kind} ${refOf(last)}`;
+      if (seen.has(key)) throw new Error(`${key}: appears twice`);
+      seen.add(key);
+    } catch (e) {
+      if (e instanceof PolicyError || e instanceof Error) errors.push(e.message);
+      else throw e;
+    }
+  });
+  if (errors.length > 0) return { ok: false, errors };
+
+  for (const p of peers)
+    if (p.namespace === root && p.selector)
+      warnings.push(`PeerAuthentication ${refOf(p)}: spec.selector in the root namespace ${root}: ignored, as Istio does`);
+  const usable = peers.filter((p) => !(p.namespace === root && p.selector)).sort(oldestFirst);
+  const mesh = usable.find((p) => p.namespace === root);
+  const sortedAuthz = [...authz].sort((a, b) => (refOf(a) < refOf(b) ? -1 : refOf(a) > refOf(b) ? 1 : 0));
+
+  const out = new Map<string, WorkloadPolicy>();
+  for (const w of input.workloads) {
+    const ns = usable.find((p) => p.namespace === w.namespace && p.namespace !== root && !p.selector);
+    const wl = usable.find((p) => p.namespace === w.namespace && p.selector && selects(p.selector, w));
+    let mode: EffectiveMode = 'PERMISSIVE';
+    const from: string[] = [];
+    for (const p of [mesh, ns, wl]) {
+      if (!p) continue;
+      mode = effective(p.mode, mode);
+      from.unshift(refOf(p));
+    }
+    const ports: Record<number, EffectiveMode> = {};
+    for (const port of w.ports ?? []) ports[port] = mode;
+    for (const [port, m] of wl?.portLevel ?? []) ports[port] = effective(m, mode);
+
+    const applies = (a: AuthorizationPolicy): boolean => (a.namespace === root || a.namespace === w.namespace) && selects(a.selector, w);
+    const compiled = (a: AuthorizationPolicy): CompiledPolicy => ({ name: refOf(a), rules: a.rules });
+    out.set(`${w.namespace}/${w.name}`, {
+      workload: w,
+      mtls: { mode, ports, from },
+      policies: {
+        deny: sortedAuthz.filter((a) => a.action === 'DENY' && applies(a)).map(compiled),
+        allow: sortedAuthz.filter((a) => a.action === 'ALLOW' && applies(a)).map(compiled),
+      },
+    });
+  }
+  return { ok: true, workloads: out, warnings };
+}
