@@ -23,11 +23,6 @@ const Destination* Config::destination(const Addr& dst) const {
   return it == destinations.end() ? nullptr : &it->second;
 }
 
-bool Config::allowed(const Addr& dst, const std::string& principal) const {
-  auto it = allow.find(dst.str());
-  return it == allow.end() || it->second.count(principal) > 0;
-}
-
 namespace {
 
 [[noreturn]] void fail(const std::string& field, const std::string& what) { throw ConfigError(field + ": " + what); }
@@ -72,12 +67,13 @@ int intField(const Json& v, const std::string& field, int min, int max) {
 
 std::unique_ptr<Workload> loadWorkload(const Json& j, const std::string& where) {
   if (!j.isObject()) fail(where, "expected an object");
-  onlyKeys(j, {"address", "spiffeId", "cert", "key", "bundle"}, where);
+  onlyKeys(j, {"address", "spiffeId", "cert", "key", "bundle", "policies"}, where);
   auto w = std::make_unique<Workload>();
   w->address = ipField(need(j, "address", Json::Type::String, where), where + ".address");
   std::string cert = need(j, "cert", Json::Type::String, where).str;
   std::string key = need(j, "key", Json::Type::String, where).str;
   std::string bundle = need(j, "bundle", Json::Type::String, where).str;
+  if (const Json* p = j.get("policies")) w->policies = parsePolicies(*p, where + ".policies");
 
   w->ctx = newContext(false);
   if (!w->ctx) fail(where, "cannot create a TLS context: " + sslErrors());
@@ -125,7 +121,7 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
     throw ConfigError(path + ": " + e.what());
   }
   if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
-  onlyKeys(root, {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "allow"},
+  onlyKeys(root, {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations"},
            "config");
 
   auto cfg = std::make_shared<Config>();
@@ -156,26 +152,6 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
                        need(d, "spiffeId", Json::Type::String, where).str};
       if (!validSpiffeId(dest.spiffeId)) fail(where + ".spiffeId", "\"" + dest.spiffeId + "\" is not a valid SPIFFE ID");
       if (!cfg->destinations.emplace(dst.str(), dest).second) fail(where + ".address", "\"" + dst.str() + "\" appears twice");
-    }
-  }
-
-  if (auto* allow = optional(root, "allow", Json::Type::Array, "config")) {
-    for (size_t i = 0; i < allow->arr.size(); i++) {
-      std::string where = "config.allow[" + std::to_string(i) + "]";
-      const Json& a = allow->arr[i];
-      if (!a.isObject()) fail(where, "expected an object");
-      onlyKeys(a, {"destination", "principals"}, where);
-      Addr dst = addrField(need(a, "destination", Json::Type::String, where), where + ".destination");
-      if (!cfg->workloadByIp(dst.ip())) fail(where + ".destination", "\"" + dst.ip() + "\" is no workload in config.workloads");
-      std::set<std::string> principals;
-      const Json& ps = need(a, "principals", Json::Type::Array, where);
-      for (size_t k = 0; k < ps.arr.size(); k++) {
-        std::string pw = where + ".principals[" + std::to_string(k) + "]";
-        if (!ps.arr[k].isString() || !validSpiffeId(ps.arr[k].str)) fail(pw, "expected a SPIFFE ID");
-        principals.insert(ps.arr[k].str);
-      }
-      if (!cfg->allow.emplace(dst.str(), std::move(principals)).second)
-        fail(where + ".destination", "\"" + dst.str() + "\" appears twice");
     }
   }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "addr.h"
+#include "policy.h"
 #include "tls.h"
 
 namespace mesh {
@@ -22,6 +23,7 @@ struct Workload {
   std::string trustDomain;
   SslCtxPtr ctx;          // presents the SVID; used for both roles
   X509StorePtr bundle;    // roots of the trust domain
+  Policies policies;      // who may connect to it (none: any peer of the trust domain)
 };
 
 // Where an original destination lives: the node tunnel to dial and the identity the server must present.
@@ -38,13 +40,10 @@ struct Config {
   int handshakeTimeoutMs = 10000;
   std::vector<std::unique_ptr<Workload>> workloads;
   std::map<std::string, Destination> destinations;                // key: "ip:port"
-  std::map<std::string, std::set<std::string>> allow;             // key: "ip:port"; absent: any peer of the domain
   SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context
 
   const Workload* workloadByIp(const std::string& ip) const;
   const Destination* destination(const Addr& dst) const;
-  // The allow-list hook: may `principal` reach `dst`?
-  bool allowed(const Addr& dst, const std::string& principal) const;
 };
 
 struct ConfigError : std::runtime_error {

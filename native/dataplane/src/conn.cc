@@ -256,7 +256,8 @@ bool Conn::readHeader() {
     fail(ConnError::DestinationMismatch);
     return false;
   }
-  if (!config_->allowed(dst_, check_.peerId)) {
+  if (Decision d = check_.local->policies.evaluate(check_.peerId, dst_.port()); !d.allowed) {
+    stats.authzDenied(*d.policy, d.reason);
     fail(ConnError::NotAllowed);
     return false;
   }

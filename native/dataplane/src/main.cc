@@ -52,6 +52,14 @@ enum Tag : uint64_t { kOutbound = 1, kTunnel, kStatsListen, kSignal, kStatsClien
 
 }  // namespace
 
+// Every policy a connection can be refused by has its series from the moment its config is in force.
+static void addPolicySeries(const Config& config) {
+  for (auto& w : config.workloads) {
+    for (auto& p : w->policies.deny) stats.authzSeries(p.name, AuthzReason::DenyMatch);
+    if (!w->policies.allow.empty()) stats.authzSeries(w->policies.allowLabel, AuthzReason::NoAllowMatch);
+  }
+}
+
 int main(int argc, char** argv) {
   std::string configPath;
   bool checkOnly = false;
@@ -81,6 +89,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   stats.generation = 1;
+  addPolicySeries(*config);
 
   // Writes to a reset peer report EPIPE instead of killing the process.
   signal(SIGPIPE, SIG_IGN);
@@ -201,6 +210,7 @@ int main(int argc, char** argv) {
                 !sameListener(fresh->stats, statsFd) || fresh->workers != config->workers)
               throw ConfigError("config: listen addresses and workers cannot change on reload; restart instead");
             config = fresh;
+            addPolicySeries(*config);
             stats.reloadsOk++;
             stats.generation++;
             std::printf("mesh-dataplane: config generation %llu loaded\n", (unsigned long long)stats.generation.load());

@@ -42,6 +42,16 @@ const char* connErrorName(ConnError e) {
   return "?";
 }
 
+void Stats::authzSeries(const std::string& policy, AuthzReason reason) {
+  std::lock_guard<std::mutex> lock(authzMu_);
+  authz_.emplace(std::make_pair(policy, int(reason)), 0);
+}
+
+void Stats::authzDenied(const std::string& policy, AuthzReason reason) {
+  std::lock_guard<std::mutex> lock(authzMu_);
+  authz_[std::make_pair(policy, int(reason))]++;
+}
+
 std::string Stats::prometheus() const {
   std::string out;
   auto line = [&out](const std::string& name, const std::string& labels, uint64_t v) {
@@ -75,6 +85,15 @@ std::string Stats::prometheus() const {
   for (int r = 0; r < kRoles; r++) {
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"plain_to_tls\"", bytes[r][0].load());
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"tls_to_plain\"", bytes[r][1].load());
+  }
+  help("mesh_dataplane_authz_denied_total", "counter",
+       "Inbound connections refused by policy: reason deny_match with the DENY policy (<namespace>/<name>), or "
+       "no_allow_match with the workload's ALLOW policies (joined by \",\").");
+  {
+    std::lock_guard<std::mutex> lock(authzMu_);
+    for (auto& [key, v] : authz_)
+      line("mesh_dataplane_authz_denied_total",
+           "policy=\"" + key.first + "\",reason=\"" + authzReasonName(AuthzReason(key.second)) + "\"", v);
   }
   help("mesh_dataplane_config_reloads_total", "counter", "SIGHUP reloads, by result (a failed reload keeps the previous config whole).");
   line("mesh_dataplane_config_reloads_total", "result=\"ok\"", reloadsOk.load());

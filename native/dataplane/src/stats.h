@@ -3,7 +3,12 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
+
+#include "policy.h"
 
 namespace mesh {
 
@@ -37,7 +42,7 @@ enum class ConnError : int {
   TunnelConnectFailed,        // outbound: the peer node's tunnel port did not answer
   BadHeader,                  // inbound: the tunnel header is malformed
   DestinationMismatch,        // inbound: the header names another workload than the SNI did
-  NotAllowed,                 // inbound: the client's SPIFFE ID is not in the destination's allow-list
+  NotAllowed,                 // inbound: refused by the destination's policies (see authzDenied)
   BackendConnectFailed,       // inbound: the destination workload did not answer
   Reset,                      // a side reset or failed mid-stream
   FdLimit,                    // accepted and closed at once: the process is out of file descriptors
@@ -57,7 +62,16 @@ struct Stats {
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};
 
+  // Inbound connections refused by policy, by the policy's label and reason. The labels come from the config,
+  // so these series live in a locked map; refusals are rare next to the byte counts.
+  void authzSeries(const std::string& policy, AuthzReason reason);  // present from now on, at 0 if new
+  void authzDenied(const std::string& policy, AuthzReason reason);
+
   std::string prometheus() const;
+
+ private:
+  mutable std::mutex authzMu_;
+  std::map<std::pair<std::string, int>, uint64_t> authz_;
 };
 
 extern Stats stats;

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { ensureTool, runChecked, waitForLine, type ProcessTracker } from '@mesh/testkit';
+import type { WorkloadPolicy } from '@mesh/mtls';
 
 export const DATAPLANE = fileURLToPath(new URL('../build/mesh-dataplane', import.meta.url));
 
@@ -102,6 +103,8 @@ export interface WorkloadConfig {
   key: string;
   bundle: string;
   spiffeId?: string;
+  /** The workload's DENY and ALLOW policies, as @mesh/mtls compiles them from AuthorizationPolicy objects. */
+  policies?: WorkloadPolicy['policies'];
 }
 
 export interface DataplaneConfig {
@@ -112,7 +115,6 @@ export interface DataplaneConfig {
   handshakeTimeoutMs?: number;
   workloads: WorkloadConfig[];
   destinations?: { address: string; tunnel: string; spiffeId: string }[];
-  allow?: { destination: string; principals: string[] }[];
 }
 
 export interface Endpoint {

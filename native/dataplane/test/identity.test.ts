@@ -1,5 +1,5 @@
 // Who may talk to whom: the outbound side refuses a server that is not the destination's SPIFFE ID; the tunnel
-// refuses a client outside the destination's allow-list, from another root, or with an expired SVID — each
+// refuses a client the destination's policies do not admit, from another root, or with an expired SVID — each
 // before one byte reaches the backend, each counted by reason.
 import { connect } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -29,7 +29,7 @@ describePrivileged('mesh-dataplane identities', () => {
         configA.workloads.push(workload(11, intruder), workload(12, foreign), workload(13, expired));
         configB.workloads.push(workload(21, otherServer));
         configB.handshakeTimeoutMs = 2000;
-        configB.allow = [{ destination: `${target.host}:${target.port}`, principals: [CLIENT_ID] }];
+        configB.workloads[0]!.policies = { deny: [], allow: [{ name: 'default/allow-client', rules: [{ from: [{ principals: [CLIENT_ID] }] }] }] };
         // Node A believes ip(21) is the usual server: B presents other-server there.
         configA.destinations = [{ address: `${ip(21)}:${target.port}`, tunnel: 'B', spiffeId: `${TD}/ns/default/sa/server` }];
       },
@@ -56,7 +56,7 @@ describePrivileged('mesh-dataplane identities', () => {
     expect(await n.a.counter('mesh_dataplane_connections_established_total', 'role="outbound"')).toBe(0);
   });
 
-  it('refuses a client outside the allow-list before a byte reaches the backend', async () => {
+  it('refuses a client no ALLOW policy admits before a byte reaches the backend', async () => {
     await refused(n.ip(11));
     await count('b', 'mesh_dataplane_connection_errors_total', 'role="inbound",reason="not_allowed"', 1);
     expect(n.accepts()).toBe(0);
