@@ -2,6 +2,7 @@
 // connections (not requests) can enforce: the peer's verified SPIFFE ID and the destination port. A policy
 // using anything else is rejected whole: an ignored restriction in an ALLOW rule would let traffic in, and one
 // in a DENY rule would widen what it denies.
+import { trySpiffeId } from '../spiffe-id.js';
 import { isRecord, onlyFields, readEnvelope, readSelector, type Fail, type ObjectMeta } from './object.js';
 
 export type AuthorizationAction = 'ALLOW' | 'DENY';
@@ -70,6 +71,11 @@ function principals(v: unknown, where: string, fail: Fail): string[] | undefined
     if (p.startsWith('spiffe://'))
       fail(`${where}[${i}]`, `${JSON.stringify(p)}: Istio principals are written without "spiffe://" (e.g. "cluster.local/ns/default/sa/client")`);
     if (p === '*' || p.startsWith('*')) return p;
+    if (p.endsWith('*')) return `spiffe://${p}`;
+    // An exact principal names one workload: it must be a SPIFFE ID with a path, or it could never match.
+    const id = trySpiffeId(`spiffe://${p}`);
+    if ('error' in id) fail(`${where}[${i}]`, `${JSON.stringify(p)}: ${id.error}`);
+    if ('id' in id && id.id.path === '') fail(`${where}[${i}]`, `${JSON.stringify(p)}: names a trust domain, not a workload`);
     return `spiffe://${p}`;
   });
 }

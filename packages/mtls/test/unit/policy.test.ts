@@ -96,6 +96,8 @@ describe('rejected objects name the field', () => {
     ['an empty source', ap('foo', 'p', { rules: [{ from: [{ source: {} }] }] }), 'spec.rules[0].from[0].source: must not be empty'],
     ['a wildcard in the middle', ap('foo', 'p', { rules: [{ from: [{ source: { principals: ['cluster.local/*/sa/x'] } }] }] }), 'spec.rules[0].from[0].source.principals[0]: "cluster.local/*/sa/x": "*" only alone, at the start or at the end'],
     ['spiffe:// in a principal', ap('foo', 'p', { rules: [{ from: [{ source: { notPrincipals: ['spiffe://cluster.local/ns/a/sa/b'] } }] }] }), 'spec.rules[0].from[0].source.notPrincipals[0]: "spiffe://cluster.local/ns/a/sa/b": Istio principals are written without "spiffe://"'],
+    ['a principal that is no SPIFFE ID', ap('foo', 'p', { rules: [{ from: [{ source: { principals: ['cluster.local/ns/a b/sa/x'] } }] }] }), 'spec.rules[0].from[0].source.principals[0]: "cluster.local/ns/a b/sa/x": invalid SPIFFE ID'],
+    ['a principal naming only a trust domain', ap('foo', 'p', { rules: [{ from: [{ source: { principals: ['cluster.local'] } }] }] }), 'spec.rules[0].from[0].source.principals[0]: "cluster.local": names a trust domain, not a workload'],
     ['a bad port', ap('foo', 'p', { rules: [{ to: [{ operation: { ports: ['80-90'] } }] }] }), 'spec.rules[0].to[0].operation.ports[0]: expected a port from 1 to 65535, got "80-90"'],
     ['a bad apiVersion', { ...ap('foo', 'p', {}), apiVersion: 'security.istio.io/v2' }, 'AuthorizationPolicy foo/p: apiVersion: expected one of security.istio.io/v1, security.istio.io/v1beta1'],
     ['a bad mode', pa('foo', 'p', { mtls: { mode: 'strict' } }), 'PeerAuthentication foo/p: spec.mtls.mode: expected one of UNSET, DISABLE, PERMISSIVE, STRICT, got "strict"'],
