@@ -5,9 +5,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged, waitForLine } from '@mesh/testkit';
-import { compilePolicies, type WorkloadRef } from '@mesh/mtls';
+import { authorize, compilePolicies, type WorkloadRef } from '@mesh/mtls';
 import { writeFile } from 'node:fs/promises';
-import { dial, get, meshAgent, missingDataplane, outcome, type Endpoint } from './harness.js';
+import { DATAPLANE, dial, get, meshAgent, missingDataplane, outcome, type DataplaneConfig, type Endpoint } from './harness.js';
 import { CLIENT_ID, eventually, startNodes, TD, type Nodes } from './fixture.js';
 
 const missing = missingDataplane();
@@ -118,7 +118,55 @@ describePrivileged('mesh-dataplane authorization policies', () => {
     await served(n.client, port2);
   });
 
+  it('wildcards, namespaces and notPorts: the data plane decides as authorize() of @mesh/mtls does', async () => {
+    const objects = [
+      allowPolicy('deny-sleep-off-port2', [{ from: [{ source: { principals: ['*/sa/sleep'] } }], to: [{ operation: { notPorts: [String(port2.port)] } }] }], 'DENY'),
+      allowPolicy('allow-default-or-te', [{ from: [{ source: { principals: ['cluster.local/ns/default/*'] } }, { source: { namespaces: ['te*'] } }] }]),
+      allowPolicy('allow-nobody', []),
+    ];
+    const r = compilePolicies({ objects, workloads: [server] });
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    await apply(objects);
+    const peers: [string, string][] = [[n.client, CLIENT_ID], [n.ip(11), INTRUDER_ID], [n.ip(14), SLEEP_ID]];
+    const verdicts: string[] = [];
+    for (const [from, id] of peers) {
+      for (const to of [n.target, port2]) {
+        const want = authorize(r.workloads.get('default/server')!.policies, id, to.port);
+        if (want.allowed) await served(from, to);
+        else await refused(from, to);
+        verdicts.push(`${id.slice(TD.length)} :${to === port2 ? 2 : 1} ${want.allowed ? 'allowed' : `${want.reason} ${want.policy}`}`);
+      }
+    }
+    // What the table above expected, spelled out: the DENY policy for sleep off port 2, the ALLOW prefix for default.
+    expect(verdicts).toEqual([
+      '/ns/default/sa/client :1 allowed', '/ns/default/sa/client :2 allowed',
+      '/ns/default/sa/intruder :1 allowed', '/ns/default/sa/intruder :2 allowed',
+      '/ns/test/sa/sleep :1 deny_match default/deny-sleep-off-port2', '/ns/test/sa/sleep :2 allowed',
+    ]);
+    await denials('policy="default/deny-sleep-off-port2",reason="deny_match"', 1);
+  });
+
+  it.each<[string, unknown, string]>([
+    ['an empty list', { deny: [{ name: 'a/b', rules: [{ from: [] }] }] }, 'config.workloads[0].policies.deny[0].rules[0].from: must not be empty (omit it instead)'],
+    ['an empty source', { allow: [{ name: 'a/b', rules: [{ from: [{}] }] }] }, 'config.workloads[0].policies.allow[0].rules[0].from[0]: must not be empty'],
+    ['a principal that is no SPIFFE ID', { allow: [{ name: 'a/b', rules: [{ from: [{ principals: ['cluster.local/ns/a/sa/b'] }] }] }] }, 'principals[0]: "cluster.local/ns/a/sa/b" is not a valid SPIFFE ID'],
+    ['a wildcard in the middle', { allow: [{ name: 'a/b', rules: [{ from: [{ namespaces: ['a*b'] }] }] }] }, 'namespaces[0]: "a*b": "*" only alone, at the start or at the end'],
+    ['a bad port', { allow: [{ name: 'a/b', rules: [{ to: [{ ports: [70000] }] }] }] }, 'to[0].ports[0]: expected a port from 1 to 65535'],
+    ['a bad name', { allow: [{ name: 'b', rules: [] }] }, 'config.workloads[0].policies.allow[0].name: expected "<namespace>/<name>"'],
+    ['rules missing', { allow: [{ name: 'a/b' }] }, 'config.workloads[0].policies.allow[0].rules: expected a list (empty: the policy matches nothing)'],
+    ['a name twice', { deny: [{ name: 'a/b', rules: [] }, { name: 'a/b', rules: [] }] }, 'config.workloads[0].policies.deny[1].name: "a/b" appears twice'],
+  ])('--check refuses %s, naming the field', async (_name, policies, message) => {
+    const bad = structuredClone(n.configB) as DataplaneConfig;
+    (bad.workloads[0] as { policies?: unknown }).policies = policies;
+    const path = `${n.dir}/bad-policy.json`;
+    await writeFile(path, JSON.stringify(bad));
+    const r = await n.tracker.run(DATAPLANE, ['--config', path, '--check']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(message);
+  });
+
   it('refuses a bad policy at reload, naming the field, and keeps the previous policies in force', async () => {
+    await apply([allowPolicy('kept', [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/client'] } }], to: [{ operation: { ports: [String(port2.port)] } }] }])]);
     // @mesh/mtls rejects the L7 rule whole…
     const r = compilePolicies({ objects: [allowPolicy('get-only', [{ to: [{ operation: { methods: ['GET'] } }] }])], workloads: [server] });
     expect(r.ok).toBe(false);
@@ -131,9 +179,9 @@ describePrivileged('mesh-dataplane authorization policies', () => {
     n.b.child.kill('SIGHUP');
     await waitForLine(n.b.child, /reload failed, keeping generation \d+: config\.workloads\[0\]\.policies\.allow\[0\]\.rules\[0\]\.to\[0\]\.methods: unknown field/, 20_000);
     expect(await n.b.counter('mesh_dataplane_config_reloads_total', 'result="error"')).toBe(errorsBefore + 1);
-    // Still the previous test's policy: port 2 only.
+    // Still the previous policy: the client on port 2 only.
     await refused(n.client, n.target);
-    await denials('policy="default/client-port2",reason="no_allow_match"', 2);
+    await denials('policy="default/kept",reason="no_allow_match"', 1);
     await served(n.client, port2);
     await writeFile(n.b.configPath, JSON.stringify(n.configB));
   });
