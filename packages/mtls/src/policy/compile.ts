@@ -44,6 +44,9 @@ export interface PolicyInput {
   readonly rootNamespace?: string;
 }
 
+// A problem with the list of objects rather than inside one (another kind, a duplicate).
+class ObjectError extends Error {}
+
 function effective(m: MtlsMode, inherited: EffectiveMode): EffectiveMode {
   return m === 'UNSET' ? inherited : m === 'STRICT' ? 'STRICT' : 'PERMISSIVE';
 }
@@ -64,14 +67,14 @@ export function compilePolicies(input: PolicyInput): PolicyResult {
     try {
       if (kind === 'PeerAuthentication') peers.push(parsePeerAuthentication(obj));
       else if (kind === 'AuthorizationPolicy') authz.push(parseAuthorizationPolicy(obj));
-      else throw new Error(`objects[${i}]: kind ${JSON.stringify(kind)} is not PeerAuthentication or AuthorizationPolicy`);
+      else throw new ObjectError(`objects[${i}]: kind ${JSON.stringify(kind)} is not PeerAuthentication or AuthorizationPolicy`);
       const last = kind === 'PeerAuthentication' ? peers[peers.length - 1]! : authz[authz.length - 1]!;
       const key = `${kind} ${refOf(last)}`;
-      if (seen.has(key)) throw new Error(`${key}: appears twice`);
+      if (seen.has(key)) throw new ObjectError(`${key}: appears twice`);
       seen.add(key);
     } catch (e) {
-      if (e instanceof PolicyError || e instanceof Error) errors.push(e.message);
-      else throw e;
+      if (!(e instanceof PolicyError) && !(e instanceof ObjectError)) throw e;
+      errors.push(e.message);
     }
   });
   if (errors.length > 0) return { ok: false, errors };
