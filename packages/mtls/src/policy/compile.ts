@@ -1,6 +1,6 @@
 // From Istio objects to a per-workload view: the mTLS mode of each port and the ALLOW and DENY policies that
 // select the workload, in the form the data plane's config takes (`workloads[].policies`).
-import { parseAuthorizationPolicy, type AuthorizationPolicy, type Rule } from './authorization.js';
+import { parseAuthorizationPolicy, type AuthorizationPolicy, type Rule, type SourceMatch } from './authorization.js';
 import { oldestFirst, PolicyError, refOf, selects, type WorkloadRef } from './object.js';
 import { parsePeerAuthentication, type MtlsMode, type PeerAuthentication } from './peer-authentication.js';
 
@@ -42,6 +42,35 @@ export interface PolicyInput {
   readonly objects: readonly unknown[];
   readonly workloads: readonly WorkloadRef[];
   readonly rootNamespace?: string;
+  /** The mesh's trust domain (default `cluster.local`) and the ones it answers for during a migration. */
+  readonly trustDomain?: string;
+  readonly trustDomainAliases?: readonly string[];
+}
+
+/**
+ * Istio's reading of a principal's trust domain: `cluster.local` stands for the mesh's trust domain, and a
+ * principal in the trust domain or one of its aliases matches the same workload in all of them.
+ */
+function trustDomainExpander(trustDomain: string, aliases: readonly string[]): (patterns: readonly string[]) => string[] {
+  const bundle = [trustDomain, ...aliases.filter((a) => a !== trustDomain)];
+  return (patterns) => {
+    const out: string[] = [];
+    for (const p of patterns) {
+      const m = /^spiffe:\/\/([^/*]+)(\/.*)$/.exec(p);
+      const expand = m && (m[1] === 'cluster.local' || bundle.includes(m[1]!));
+      for (const q of expand ? bundle.map((td) => `spiffe://${td}${m![2]}`) : [p]) if (!out.includes(q)) out.push(q);
+    }
+    return out;
+  };
+}
+
+function mapPrincipals(rules: readonly Rule[], f: (patterns: readonly string[]) => string[]): Rule[] {
+  const source = (s: SourceMatch): SourceMatch => ({
+    ...s,
+    ...(s.principals ? { principals: f(s.principals) } : {}),
+    ...(s.notPrincipals ? { notPrincipals: f(s.notPrincipals) } : {}),
+  });
+  return rules.map((r) => (r.from ? { ...r, from: r.from.map(source) } : r));
 }
 
 // A problem with the list of objects rather than inside one (another kind, a duplicate).
@@ -57,6 +86,7 @@ function effective(m: MtlsMode, inherited: EffectiveMode): EffectiveMode {
  */
 export function compilePolicies(input: PolicyInput): PolicyResult {
   const root = input.rootNamespace ?? DEFAULT_ROOT_NAMESPACE;
+  const expand = trustDomainExpander(input.trustDomain ?? 'cluster.local', input.trustDomainAliases ?? []);
   const errors: string[] = [];
   const warnings: string[] = [];
   const peers: PeerAuthentication[] = [];
@@ -102,7 +132,7 @@ export function compilePolicies(input: PolicyInput): PolicyResult {
     for (const [port, m] of wl?.portLevel ?? []) ports[port] = effective(m, mode);
 
     const applies = (a: AuthorizationPolicy): boolean => (a.namespace === root || a.namespace === w.namespace) && selects(a.selector, w);
-    const compiled = (a: AuthorizationPolicy): CompiledPolicy => ({ name: refOf(a), rules: a.rules });
+    const compiled = (a: AuthorizationPolicy): CompiledPolicy => ({ name: refOf(a), rules: mapPrincipals(a.rules, expand) });
     out.set(`${w.namespace}/${w.name}`, {
       workload: w,
       mtls: { mode, ports, from },

@@ -151,6 +151,18 @@ describe('AuthorizationPolicy selection and verdicts', () => {
     ]);
   });
 
+  it.each<[string, { trustDomain?: string; trustDomainAliases?: string[] }, string[], string[]]>([
+    ['cluster.local is the mesh trust domain', { trustDomain: 'example.org' }, ['cluster.local/ns/a/sa/b', 'cluster.local/ns/x/*'], ['spiffe://example.org/ns/a/sa/b', 'spiffe://example.org/ns/x/*']],
+    ['the default trust domain', {}, ['cluster.local/ns/a/sa/b'], ['spiffe://cluster.local/ns/a/sa/b']],
+    ['aliases: either trust domain matches both', { trustDomain: 'new-td', trustDomainAliases: ['old-td'] }, ['old-td/ns/a/sa/b', 'cluster.local/ns/c/sa/d'],
+      ['spiffe://new-td/ns/a/sa/b', 'spiffe://old-td/ns/a/sa/b', 'spiffe://new-td/ns/c/sa/d', 'spiffe://old-td/ns/c/sa/d']],
+    ['another trust domain stays as written', { trustDomain: 'example.org' }, ['other.org/ns/a/sa/b', '*/sa/b', '*'], ['spiffe://other.org/ns/a/sa/b', '*/sa/b', '*']],
+  ])('trust domains, as Istio reads them: %s', (_name, td, principals, want) => {
+    const r = compilePolicies({ objects: [ap('foo', 'p', { rules: [{ from: [{ source: { principals, notPrincipals: principals } }] }] })], workloads: [web], ...td });
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    expect(r.workloads.get('foo/web')!.policies.allow[0]!.rules[0]!.from).toEqual([{ principals: want, notPrincipals: want }]);
+  });
+
   const allowClient = ap('foo', 'allow-client', { rules: [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/client'] } }] }] });
   it.each<[string, object[], string, number, ReturnType<typeof authorize>]>([
     ['no policy: allowed', [], intruder, 8080, { allowed: true }],
