@@ -50,15 +50,15 @@ bool sameListener(const std::optional<Addr>& want, int fd) {
 // epoll tags for the main thread's fds.
 enum Tag : uint64_t { kOutbound = 1, kTunnel, kStatsListen, kSignal, kStatsClient = 1000 };
 
-}  // namespace
-
 // Every policy a connection can be refused by has its series from the moment its config is in force.
-static void addPolicySeries(const Config& config) {
+void addPolicySeries(const Config& config) {
   for (auto& w : config.workloads) {
     for (auto& p : w->policies.deny) stats.authzSeries(p.name, AuthzReason::DenyMatch);
     if (!w->policies.allow.empty()) stats.authzSeries(w->policies.allowLabel, AuthzReason::NoAllowMatch);
   }
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string configPath;
