@@ -6,22 +6,16 @@ import {
   type BackendRef,
   type EndpointSlice,
   type HTTPRoute,
-  namespaceOf,
+  type Kind,
   type ParentRef,
   SERVICE_NAME_LABEL,
   type Service,
   serviceIPs,
   type ServicePort,
-  type Snapshot,
-  SnapshotError,
-  validateSnapshot,
-  validateSteps,
-  type CheckCache,
-  checkObject,
-  type Finding,
-  type Kind,
 } from './model.js';
+import { namespaceOf } from './names.js';
 import { every, runSteps, type Steps } from './steps.js';
+import { type ByKind, KINDS, VALIDATED, type ValidatedSnapshot } from './validate.js';
 
 export interface Endpoint {
   addr: string;
@@ -76,8 +70,8 @@ export interface Compiled {
 const serviceKey = (ns: string, name: string) => `${ns}/${name}`;
 const keyOf = (m: { metadata: { name: string; namespace?: string } }) => serviceKey(namespaceOf(m.metadata), m.metadata.name);
 
-/** Validates (SnapshotError on any problem) and compiles. Pure: no kernel involved. */
-export function compile(snapshot: Snapshot): Compiled {
+/** Compiles a validated snapshot (validate()). Pure: no kernel involved. */
+export function compile(snapshot: ValidatedSnapshot): Compiled {
   return new Compiler().compile(snapshot);
 }
 
@@ -92,32 +86,25 @@ interface Claim {
   refs: BackendRef[];
 }
 
-const KINDS: Kind[] = ['Service', 'EndpointSlice', 'HTTPRoute'];
-const listOf = (s: Snapshot, kind: Kind): unknown[] => (kind === 'Service' ? s.services : kind === 'EndpointSlice' ? s.endpointSlices : s.httpRoutes);
+const NONE: ByKind = { Service: [], EndpointSlice: [], HTTPRoute: [] };
 
 /**
- * compile() for a stream of snapshots, doing work in proportion to what changed. Objects are told apart by
- * identity: an object seen before is not validated again (a new one's names and addresses are checked against
- * those the others hold); a route is evaluated again only when a Service it names or a route sharing its
+ * compile() for a stream of snapshots validated by one Validator, doing work in proportion to what changed
+ * (which the Validator found): a route is evaluated again only when a Service it names or a route sharing its
  * parent changed; a Service whose inputs (itself, its route, its backends and their EndpointSlices) are the
  * same objects as before keeps its compiled addresses: the very objects, which ServiceTable.apply passes over
  * without comparing. The result equals compile()'s for every snapshot, given one rule: objects are values. A
  * changed object is a new object (as informers and the agent's file source deliver them); an object passed
- * once is never changed in place afterwards.
+ * once is never changed in place afterwards. A snapshot that does not follow the last one compiled (another
+ * Validator's, or one skipped) is compiled from scratch.
  */
 export class Compiler {
-  private readonly checks: CheckCache = new Map();
   /** Per object: a Service's "namespace/name", an EndpointSlice's Service's, an HTTPRoute's own. */
   private readonly keys = new Map<object, string>();
-  /** The lists of the last snapshot compiled (copies), and its objects with their kinds. */
-  private lists: Record<Kind, unknown[]> = { Service: [], EndpointSlice: [], HTTPRoute: [] };
-  private last = new Map<object, Kind>();
+  /** The Validation id of the snapshot the indexes hold; NaN while they are being changed. */
+  private at: number | undefined;
   private readonly services = new Map<string, Service>();
   private readonly slices = new Map<string, EndpointSlice[]>();
-  /** Who holds each name and address in the last snapshot (while `owned`): an object new in a snapshot is
-   *  checked against these alone. */
-  private readonly owners = new Map<string, unknown>();
-  private owned = false;
   private readonly entries = new Map<Service, Entry>();
   /** Service key → the Services compiled from it. */
   private readonly dependents = new Map<string, Set<Service>>();
@@ -130,7 +117,7 @@ export class Compiler {
   private readonly claims = new Map<string, Map<number, Claim>>();
   private statuses: RouteStatus[] = [];
 
-  compile(snapshot: Snapshot): Compiled {
+  compile(snapshot: ValidatedSnapshot): Compiled {
     return runSteps(this.steps(snapshot));
   }
 
@@ -144,117 +131,86 @@ export class Compiler {
   }
 
   /** compile() in steps (see runStepsAsync). */
-  *steps(snapshot: Snapshot): Steps<Compiled> {
-    if (!snapshot || !Array.isArray(snapshot.services) || !Array.isArray(snapshot.endpointSlices) || !Array.isArray(snapshot.httpRoutes)) {
-      throw new SnapshotError(validateSnapshot(snapshot));
-    }
-    const tick = every();
-
-    // 1. What came and went since the last snapshot, by identity; undefined when that takes a full pass.
-    const diff = yield* this.diff(snapshot);
-    let added: [Kind, object][], removed: [Kind, object][];
-    let next: Map<object, Kind> | undefined;
-    let plain = true; // every entry an object, none twice
-    if (diff) {
-      ({ added, removed } = diff);
-    } else {
-      next = new Map();
-      added = [];
-      for (const kind of KINDS) {
-        for (const o of listOf(snapshot, kind)) {
-          if (tick()) yield;
-          if (typeof o !== 'object' || o === null || next.has(o)) {
-            plain = false;
-            continue;
-          }
-          next.set(o, kind);
-          if (this.last.get(o) !== kind) added.push([kind, o]);
-        }
-      }
-      removed = [];
-      for (const [o, kind] of this.last) {
-        if (tick()) yield;
-        if (next.get(o) !== kind) removed.push([kind, o]);
-      }
-    }
-
-    // 2. Validation: only the new objects when the last snapshot was valid; every object otherwise (and to
-    //    report problems in compile()'s order).
-    if (!(this.owned && plain && (yield* this.claim(removed, added)))) {
-      this.owned = false;
-      this.owners.clear();
-      const problems = yield* validateSteps(snapshot, this.checks);
-      if (problems.length) throw new SnapshotError(problems);
-      for (const kind of KINDS) {
-        for (const o of listOf(snapshot, kind)) {
-          if (tick()) yield;
-          for (const f of checkObject(kind, o, this.checks)) if (typeof f !== 'string') this.owners.set(claimKey(f), f.obj);
-        }
-      }
-      this.owned = true;
-    }
-    if (next) this.last = next;
-    else {
-      for (const [, o] of removed) this.last.delete(o);
-      for (const [kind, o] of added) this.last.set(o, kind);
-    }
-    for (const [, o] of removed) {
-      this.checks.delete(o);
-      this.keys.delete(o);
-    }
-    // Objects of rejected snapshots were checked too: drop them now and then.
-    if (this.checks.size > 2 * this.last.size + 1024) {
-      for (const o of this.checks.keys()) if (!this.last.has(o)) this.checks.delete(o);
-    }
-    for (const kind of KINDS) this.lists[kind] = listOf(snapshot, kind).slice();
-
-    // 3. The indexes, updated by the difference; the Service keys whose objects changed.
+  *steps(snapshot: ValidatedSnapshot): Steps<Compiled> {
+    const { id, added, removed } = this.changes(snapshot);
+    // The Service keys whose objects changed.
     const dirty = new Set<string>();
-    const goneRoutes: HTTPRoute[] = [];
-    const newRoutes: HTTPRoute[] = [];
-    for (const [kind, o] of removed) {
-      if (tick()) yield;
-      if (kind === 'Service') {
-        const k = this.keyOf(o as Service, kind);
-        if (this.services.get(k) === o) this.services.delete(k);
-        this.forget(o as Service);
-        dirty.add(k);
-      } else if (kind === 'EndpointSlice') {
-        const k = this.keyOf(o as EndpointSlice, kind);
-        const list = this.slices.get(k)!;
-        list.splice(list.indexOf(o as EndpointSlice), 1);
-        if (list.length === 0) this.slices.delete(k);
-        dirty.add(k);
-      } else goneRoutes.push(o as HTTPRoute);
-    }
-    for (const [kind, o] of added) {
-      if (tick()) yield;
-      if (kind === 'Service') {
-        const k = this.keyOf(o as Service, kind);
-        this.services.set(k, o as Service);
-        dirty.add(k);
-      } else if (kind === 'EndpointSlice') {
-        const k = this.keyOf(o as EndpointSlice, kind);
-        const list = this.slices.get(k);
-        if (list) list.push(o as EndpointSlice);
-        else this.slices.set(k, [o as EndpointSlice]);
-        dirty.add(k);
-      } else newRoutes.push(o as HTTPRoute);
-    }
+    yield* this.indexServices(removed.Service as Service[], added.Service as Service[], dirty);
+    yield* this.indexSlices(removed.EndpointSlice as EndpointSlice[], added.EndpointSlice as EndpointSlice[], dirty);
+    const reclaimed = yield* this.route(snapshot.httpRoutes, dirty, removed.HTTPRoute as HTTPRoute[], added.HTTPRoute as HTTPRoute[]);
+    for (const kind of KINDS) for (const o of removed[kind]) this.keys.delete(o);
+    const services = yield* this.compileServices(snapshot.services, [dirty, reclaimed]);
+    this.at = id;
+    return { services, routes: this.statuses };
+  }
 
-    // 4. Routes: which route splits each Service port, and route status.
-    const reclaimed = yield* this.route(snapshot.httpRoutes, dirty, goneRoutes, newRoutes);
+  /** What came and went since the snapshot compiled last: the Validator's finding when this one follows it,
+   *  else everything (the indexes emptied). */
+  private changes(snapshot: ValidatedSnapshot): { id: number; added: ByKind; removed: ByKind } {
+    const v = snapshot?.[VALIDATED];
+    if (!v) throw new TypeError('compile: the snapshot is not validated (compile what validate() or a Validator returns)');
+    const follows = v.base === this.at;
+    this.at = NaN;
+    if (follows) return v;
+    this.reset();
+    return { id: v.id, added: { Service: snapshot.services, EndpointSlice: snapshot.endpointSlices, HTTPRoute: snapshot.httpRoutes }, removed: NONE };
+  }
 
-    // 5. Every Service, compiled again only when something it was compiled from changed.
+  private reset(): void {
+    for (const m of [this.keys, this.services, this.slices, this.entries, this.dependents, this.routeInfo, this.routesByKey, this.claims]) m.clear();
+    this.sorted = [];
+    this.statuses = [];
+  }
+
+  private *indexServices(removed: Service[], added: Service[], dirty: Set<string>): Steps<void> {
+    const tick = every();
+    for (const svc of removed) {
+      if (tick()) yield;
+      const k = this.keyOf(svc, 'Service');
+      if (this.services.get(k) === svc) this.services.delete(k);
+      this.forget(svc);
+      dirty.add(k);
+    }
+    for (const svc of added) {
+      if (tick()) yield;
+      const k = this.keyOf(svc, 'Service');
+      this.services.set(k, svc);
+      dirty.add(k);
+    }
+  }
+
+  private *indexSlices(removed: EndpointSlice[], added: EndpointSlice[], dirty: Set<string>): Steps<void> {
+    const tick = every();
+    for (const es of removed) {
+      if (tick()) yield;
+      const k = this.keyOf(es, 'EndpointSlice');
+      const list = this.slices.get(k)!;
+      list.splice(list.indexOf(es), 1);
+      if (list.length === 0) this.slices.delete(k);
+      dirty.add(k);
+    }
+    for (const es of added) {
+      if (tick()) yield;
+      const k = this.keyOf(es, 'EndpointSlice');
+      const list = this.slices.get(k);
+      if (list) list.push(es);
+      else this.slices.set(k, [es]);
+      dirty.add(k);
+    }
+  }
+
+  /** Every Service, compiled again only when something it was compiled from changed (a key in `changed`). */
+  private *compileServices(services: readonly Service[], changed: Set<string>[]): Steps<CompiledService[]> {
+    const tick = every();
     const stale = new Set<Service>();
-    for (const keys of [dirty, reclaimed]) {
+    for (const keys of changed) {
       for (const k of keys) {
         if (tick()) yield;
         for (const svc of this.dependents.get(k) ?? []) stale.add(svc);
       }
     }
     const out: CompiledService[] = [];
-    for (const svc of snapshot.services) {
+    for (const svc of services) {
       if (tick()) yield;
       let e = this.entries.get(svc);
       if (!e || stale.has(svc)) {
@@ -269,37 +225,7 @@ export class Compiler {
       }
       for (const c of e.out) out.push(c);
     }
-    return { services: out, routes: this.statuses };
-  }
-
-  /** The difference from the last snapshot when each list kept its head and tail and changed in one stretch
-   *  between them (an edit, an addition, a removal); undefined otherwise. */
-  private *diff(snapshot: Snapshot): Steps<{ added: [Kind, object][]; removed: [Kind, object][] } | undefined> {
-    if (this.last.size === 0) return undefined;
-    const tick = every();
-    const added: [Kind, object][] = [];
-    const removed: [Kind, object][] = [];
-    for (const kind of KINDS) {
-      const prev = this.lists[kind];
-      const cur = listOf(snapshot, kind);
-      let head = 0;
-      while (head < prev.length && head < cur.length && prev[head] === cur[head]) head++;
-      let tail = 0;
-      while (tail < prev.length - head && tail < cur.length - head && prev[prev.length - 1 - tail] === cur[cur.length - 1 - tail]) tail++;
-      const gone = new Set(prev.slice(head, prev.length - tail));
-      const came = cur.slice(head, cur.length - tail);
-      const cameSet = new Set(came);
-      if (cameSet.size !== came.length) return undefined; // twice in the stretch
-      for (const o of came) {
-        if (tick()) yield;
-        if (typeof o !== 'object' || o === null) return undefined;
-        if (gone.has(o)) continue; // moved within the stretch
-        if (this.last.has(o)) return undefined; // also outside the stretch (twice), or in another list
-        added.push([kind, o]);
-      }
-      for (const o of gone) if (!cameSet.has(o)) removed.push([kind, o as object]);
-    }
-    return { added, removed };
+    return out;
   }
 
   /** Drops a Service's compiled addresses and its place among its inputs' dependents. */
@@ -312,30 +238,6 @@ export class Compiler {
       set?.delete(svc);
       if (set?.size === 0) this.dependents.delete(k);
     }
-  }
-
-  /** Claims the names and addresses of new objects (the gone ones' released first); false when an object has
-   *  a problem of its own or claims what another holds. */
-  private *claim(removed: [Kind, object][], added: [Kind, object][]): Steps<boolean> {
-    const tick = every();
-    for (const [kind, o] of removed) {
-      if (tick()) yield;
-      for (const f of checkObject(kind, o, this.checks)) {
-        if (typeof f !== 'string' && this.owners.get(claimKey(f)) === f.obj) this.owners.delete(claimKey(f));
-      }
-    }
-    for (const [kind, o] of added) {
-      if (tick()) yield;
-      for (const f of checkObject(kind, o, this.checks)) {
-        if (typeof f === 'string') return false;
-        const k = claimKey(f);
-        const owner = this.owners.get(k);
-        // Two objects of one name share their display name: a name is held at most once, an address by one Service.
-        if (owner !== undefined && ('unique' in f || owner !== f.obj)) return false;
-        this.owners.set(k, f.obj);
-      }
-    }
-    return true;
   }
 
   private endpointsFor(svc: Service, port: ServicePort, family: 4 | 6): Endpoint[] {
@@ -381,37 +283,73 @@ export class Compiler {
    * went, in precedence order; the others keep their status and claims (what they depend on is unchanged).
    * Returns the parent keys whose claims were made again.
    */
-  private *route(httpRoutes: HTTPRoute[], dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): Steps<Set<string>> {
-    const tick = every();
-    const index = (r: HTTPRoute, add: boolean) => {
-      const info = this.routeInfo.get(r)!;
-      for (const k of [...info.parents, ...info.backends]) {
-        const set = this.routesByKey.get(k);
-        if (add) {
-          if (set) set.add(r);
-          else this.routesByKey.set(k, new Set([r]));
-        } else {
-          set?.delete(r);
-          if (set?.size === 0) this.routesByKey.delete(k);
-        }
-      }
-    };
-    // Parents whose claims are made again: those of routes that came, went or name a changed Service, and
-    // (transitively) those of every route sharing such a parent.
-    const parents = new Set<string>();
-    const todo: HTTPRoute[] = [...gone];
-    for (const r of gone) index(r, false);
+  private *route(httpRoutes: readonly HTTPRoute[], dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): Steps<Set<string>> {
+    for (const r of gone) this.indexRoute(r, false);
     for (const r of added) {
       const rns = namespaceOf(r.metadata);
-      const rule = pickRule(r);
       this.routeInfo.set(r, {
         status: { route: '', parents: [] },
         parents: (r.spec.parentRefs ?? []).map((p) => serviceKey(p.namespace ?? rns, p.name)),
-        backends: (rule?.backendRefs ?? []).map((b) => serviceKey(b.namespace ?? rns, b.name)),
+        backends: (pickRule(r)?.backendRefs ?? []).map((b) => serviceKey(b.namespace ?? rns, b.name)),
       });
-      index(r, true);
-      todo.push(r);
+      this.indexRoute(r, true);
     }
+    const { stale, parents } = this.staleRoutes(dirty, gone, added);
+    for (const r of gone) this.routeInfo.delete(r);
+    if (stale.size === 0 && gone.length === 0) return parents;
+
+    if (added.length || gone.length) {
+      // Routes in Gateway API precedence: oldest first, then by namespace/name.
+      this.sorted = [...httpRoutes].sort((a, b) => {
+        const ta = a.metadata.creationTimestamp ?? '', tb = b.metadata.creationTimestamp ?? '';
+        if (ta !== tb) return ta < tb ? -1 : 1;
+        const ka = this.keyOf(a, 'HTTPRoute'), kb = this.keyOf(b, 'HTTPRoute');
+        return ka < kb ? -1 : ka > kb ? 1 : 0;
+      });
+    }
+    for (const pk of parents) this.claims.delete(pk);
+    const tick = every();
+    for (const route of this.sorted) {
+      if (tick()) yield;
+      if (!stale.has(route)) continue;
+      const rns = namespaceOf(route.metadata);
+      const rule = pickRule(route);
+      const refs = rule?.backendRefs ?? [];
+      // ResolvedRefs: the first backendRef that does not resolve names the reason.
+      const unresolved = refs.map((r) => this.resolve(r, rns)).find((x) => x.error)?.error;
+      const resolved: Condition = unresolved
+        ? { type: 'ResolvedRefs', status: 'False', reason: unresolved.reason, message: unresolved.message }
+        : { type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'all backendRefs resolve' };
+      const statusParents = (route.spec.parentRefs ?? []).map((parentRef) => ({
+        parentRef,
+        conditions: [this.acceptParent(route, rule, parentRef), { ...resolved }],
+      }));
+      this.routeInfo.get(route)!.status = { route: this.keyOf(route, 'HTTPRoute'), parents: statusParents };
+    }
+    this.statuses = this.sorted.map((r) => this.routeInfo.get(r)!.status);
+    return parents;
+  }
+
+  /** Adds a route to (or drops it from) the routes naming each Service key it names. */
+  private indexRoute(r: HTTPRoute, add: boolean): void {
+    const info = this.routeInfo.get(r)!;
+    for (const k of [...info.parents, ...info.backends]) {
+      const set = this.routesByKey.get(k);
+      if (add) {
+        if (set) set.add(r);
+        else this.routesByKey.set(k, new Set([r]));
+      } else {
+        set?.delete(r);
+        if (set?.size === 0) this.routesByKey.delete(k);
+      }
+    }
+  }
+
+  /** The routes to evaluate again and the parents whose claims are made again: those of routes that came,
+   *  went or name a changed Service, and (transitively) those of every route sharing such a parent. */
+  private staleRoutes(dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): { stale: Set<HTTPRoute>; parents: Set<string> } {
+    const parents = new Set<string>();
+    const todo: HTTPRoute[] = [...gone, ...added];
     for (const k of dirty) for (const r of this.routesByKey.get(k) ?? []) todo.push(r);
     const goneSet = new Set(gone);
     const stale = new Set<HTTPRoute>();
@@ -427,75 +365,39 @@ export class Compiler {
         for (const other of this.routesByKey.get(pk) ?? []) if (!stale.has(other)) todo.push(other);
       }
     }
-    for (const r of gone) this.routeInfo.delete(r);
-    if (stale.size === 0 && gone.length === 0) return parents;
+    return { stale, parents };
+  }
 
-    if (added.length || gone.length) {
-      // Routes in Gateway API precedence: oldest first, then by namespace/name.
-      this.sorted = [...httpRoutes].sort((a, b) => {
-        const ta = a.metadata.creationTimestamp ?? '', tb = b.metadata.creationTimestamp ?? '';
-        if (ta !== tb) return ta < tb ? -1 : 1;
-        const ka = this.keyOf(a, 'HTTPRoute'), kb = this.keyOf(b, 'HTTPRoute');
-        return ka < kb ? -1 : ka > kb ? 1 : 0;
-      });
+  /** A route's Accepted condition for one parentRef; claims the parent's ports no older route split. */
+  private acceptParent(route: HTTPRoute, rule: Rule | undefined, parentRef: ParentRef): Condition {
+    const accepted = (status: 'True' | 'False', reason: string, message: string): Condition => ({ type: 'Accepted', status, reason, message });
+    const rns = namespaceOf(route.metadata);
+    const isService = (parentRef.group ?? '') === '' && (parentRef.kind ?? 'Service') === 'Service';
+    if (!isService) return accepted('False', 'NotAllowedByListeners', `parent kind ${parentRef.group ?? ''}/${parentRef.kind}: only Services (GAMMA) are served`);
+    const parent = this.services.get(serviceKey(parentRef.namespace ?? rns, parentRef.name));
+    if (!parent) return accepted('False', 'NoMatchingParent', `Service ${parentRef.namespace ?? rns}/${parentRef.name} does not exist`);
+    const ports = parent.spec.ports.filter((p) => parentRef.port === undefined || p.port === parentRef.port);
+    if (ports.length === 0) return accepted('False', 'NoMatchingParent', `Service ${parentRef.name} has no port ${parentRef.port}`);
+    const pk = this.keyOf(parent, 'Service');
+    const claimed = (port: number) => this.claims.get(pk)?.get(port);
+    const refs = rule?.backendRefs ?? [];
+    const taken = ports.filter((p) => claimed(p.port));
+    for (const p of ports) {
+      if (claimed(p.port)) continue;
+      const byPort = this.claims.get(pk);
+      if (byPort) byPort.set(p.port, { route, refs });
+      else this.claims.set(pk, new Map([[p.port, { route, refs }]]));
     }
-    for (const pk of parents) this.claims.delete(pk);
-    const claimed = (pk: string, port: number) => this.claims.get(pk)?.get(port);
-    for (const route of this.sorted) {
-      if (tick()) yield;
-      if (!stale.has(route)) continue;
-      const rns = namespaceOf(route.metadata);
-      const rname = this.keyOf(route, 'HTTPRoute');
-      const rule = pickRule(route);
-      const refs = rule?.backendRefs ?? [];
-      const statusParents: RouteParentStatus[] = [];
-      for (const parentRef of route.spec.parentRefs ?? []) {
-        const conditions: Condition[] = [];
-        const accepted = (status: 'True' | 'False', reason: string, message: string) =>
-          conditions.push({ type: 'Accepted', status, reason, message });
-        const isService = (parentRef.group ?? '') === '' && (parentRef.kind ?? 'Service') === 'Service';
-        const parent = this.services.get(serviceKey(parentRef.namespace ?? rns, parentRef.name));
-        if (!isService) {
-          accepted('False', 'NotAllowedByListeners', `parent kind ${parentRef.group ?? ''}/${parentRef.kind}: only Services (GAMMA) are served`);
-        } else if (!parent) {
-          accepted('False', 'NoMatchingParent', `Service ${parentRef.namespace ?? rns}/${parentRef.name} does not exist`);
-        } else {
-          const ports = parent.spec.ports.filter((p) => parentRef.port === undefined || p.port === parentRef.port);
-          if (ports.length === 0) {
-            accepted('False', 'NoMatchingParent', `Service ${parentRef.name} has no port ${parentRef.port}`);
-          } else {
-            const pk = this.keyOf(parent, 'Service');
-            const taken = ports.filter((p) => claimed(pk, p.port));
-            for (const p of ports) {
-              if (claimed(pk, p.port)) continue;
-              const byPort = this.claims.get(pk);
-              if (byPort) byPort.set(p.port, { route, refs });
-              else this.claims.set(pk, new Map([[p.port, { route, refs }]]));
-            }
-            if (taken.length === ports.length) {
-              const other = claimed(pk, taken[0]!.port)!.route;
-              accepted('False', 'UnsupportedValue', `Service ${parentRef.name} port ${taken.map((p) => p.port).join(', ')} is already split by the older HTTPRoute ${namespaceOf(other.metadata)}/${other.metadata.name}; per-connection splitting cannot merge routes`);
-            } else {
-              const total = refs.reduce((a, b) => a + (b.weight ?? 1), 0);
-              const note = rule === undefined ? 'no rules: connections are refused'
-                : total === 0 ? 'every backendRef has weight 0: connections are refused'
-                : (route.spec.rules?.length ?? 0) > 1 ? `rule ${route.spec.rules!.indexOf(rule)} splits connections; rules that match on HTTP requests apply per request, not per connection, and are not served`
-                : 'route splits connections by backendRef weight';
-              accepted('True', 'Accepted', note + (taken.length ? `; port ${taken.map((p) => p.port).join(', ')} is split by an older route` : ''));
-            }
-          }
-        }
-        // ResolvedRefs: the first backendRef that does not resolve names the reason.
-        const unresolved = refs.map((r) => this.resolve(r, rns)).find((x) => x.error);
-        conditions.push(unresolved?.error
-          ? { type: 'ResolvedRefs', status: 'False', reason: unresolved.error.reason, message: unresolved.error.message }
-          : { type: 'ResolvedRefs', status: 'True', reason: 'ResolvedRefs', message: 'all backendRefs resolve' });
-        statusParents.push({ parentRef, conditions });
-      }
-      this.routeInfo.get(route)!.status = { route: rname, parents: statusParents };
+    if (taken.length === ports.length) {
+      const other = claimed(taken[0]!.port)!.route;
+      return accepted('False', 'UnsupportedValue', `Service ${parentRef.name} port ${taken.map((p) => p.port).join(', ')} is already split by the older HTTPRoute ${namespaceOf(other.metadata)}/${other.metadata.name}; per-connection splitting cannot merge routes`);
     }
-    this.statuses = this.sorted.map((r) => this.routeInfo.get(r)!.status);
-    return parents;
+    const total = refs.reduce((a, b) => a + (b.weight ?? 1), 0);
+    const note = rule === undefined ? 'no rules: connections are refused'
+      : total === 0 ? 'every backendRef has weight 0: connections are refused'
+      : (route.spec.rules?.length ?? 0) > 1 ? `rule ${route.spec.rules!.indexOf(rule)} splits connections; rules that match on HTTP requests apply per request, not per connection, and are not served`
+      : 'route splits connections by backendRef weight';
+    return accepted('True', 'Accepted', note + (taken.length ? `; port ${taken.map((p) => p.port).join(', ')} is split by an older route` : ''));
   }
 
   private compileService(svc: Service, sk: string): Entry {
@@ -538,14 +440,11 @@ export class Compiler {
   }
 }
 
-/** What two objects may not share: a name within a kind, or a service address. */
-function claimKey(f: Exclude<Finding, string>): string {
-  return 'unique' in f ? `${f.unique} ${f.key}` : `address ${f.vip}`;
-}
-
 /** The rule that splits connections: the one that matches every request (no matches, or PathPrefix "/"),
  *  else the first. */
-function pickRule(route: HTTPRoute) {
+type Rule = NonNullable<HTTPRoute['spec']['rules']>[number];
+
+function pickRule(route: HTTPRoute): Rule | undefined {
   const rules = route.spec.rules ?? [];
   const catchAll = rules.find((r) => {
     const m = r.matches as { path?: { type?: string; value?: string }; headers?: unknown; queryParams?: unknown; method?: unknown }[] | undefined;

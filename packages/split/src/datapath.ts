@@ -7,6 +7,7 @@ import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type 
 import type { Snapshot } from './model.js';
 import { runSteps, type Steps } from './steps.js';
 import { type ApplyStats, ServiceTable } from './table.js';
+import { validate } from './validate.js';
 
 const names = embedded.split;
 
@@ -109,7 +110,7 @@ export class SplitDatapath implements Disposable {
    * SnapshotError before any map is touched, so the previous one stays in force.
    */
   apply(snapshot: Snapshot): ApplyResult {
-    return this.applyCompiled(compile(snapshot));
+    return this.applyCompiled(compile(validate(snapshot)));
   }
 
   /** Writes what compile() made of a snapshot (for callers that compiled it already, e.g. to validate). */

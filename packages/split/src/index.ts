@@ -4,8 +4,23 @@ export type { Steps } from './steps.js';
 export type { Compiled, CompiledService, CompiledBackend, Endpoint, Condition, RouteStatus, RouteParentStatus } from './compile.js';
 export { SplitDatapath } from './datapath.js';
 export type { SplitOptions, ApplyResult } from './datapath.js';
-export { validateSnapshot, validateSteps, SnapshotError, serviceIPs, namespaceOf, SERVICE_NAME_LABEL, MAX_WEIGHT, MAX_BACKEND_REFS } from './model.js';
-export type { Snapshot, Service, ServicePort, EndpointSlice, HTTPRoute, ParentRef, BackendRef, ObjectMeta, Protocol } from './model.js';
+export { SnapshotError, serviceIPs, SERVICE_NAME_LABEL, MAX_WEIGHT, MAX_BACKEND_REFS } from './model.js';
+export { validate, validateSnapshot, validateSteps, Validator } from './validate.js';
+export type { ValidatedSnapshot } from './validate.js';
+export {
+  DEFAULT_NAMESPACE,
+  namespaceOf,
+  qualifiedName,
+  objectName,
+  isDnsLabel,
+  isDnsSubdomain,
+  isInt,
+  isPort,
+  portExpected,
+  isIP,
+  ipExpected,
+} from './names.js';
+export type { Snapshot, Kind, Service, ServicePort, EndpointSlice, HTTPRoute, ParentRef, BackendRef, ObjectMeta, Protocol } from './model.js';
 export { ServiceTable } from './table.js';
 export type { ApplyStats } from './table.js';
 export { counterNames, epKey, epValue, svcKey, svcValue } from './maps.js';

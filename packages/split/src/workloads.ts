@@ -2,7 +2,8 @@
  *  the workloads running here, as Kubernetes' controller would compute them from pods. */
 import { isIPv4, isIPv6 } from 'node:net';
 
-import { type EndpointSlice, namespaceOf, type ObjectMeta, SERVICE_NAME_LABEL, type Service } from './model.js';
+import { type EndpointSlice, type ObjectMeta, SERVICE_NAME_LABEL, type Service } from './model.js';
+import { namespaceOf } from './names.js';
 import { every, runSteps, type Steps } from './steps.js';
 
 /** The fields of a workload (the project's own kind, or a pod) that endpoint computation reads. */

@@ -5,12 +5,12 @@
 import { describePrivileged } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { compile, ServiceTable, SplitDatapath } from '../../src/index.js';
+import { compile, ServiceTable, SplitDatapath, validate } from '../../src/index.js';
 import { addr16, fromAddr16 } from '../../src/maps.js';
 import { service, slice, snapshot } from '../support.js';
 
 const svc = (i: number, eps: string[]) => ({ svc: service(`s${i}`, `127.0.64.${i}`, 80), slice: slice(`s${i}`, eps, 8080) });
-const services = (list: ReturnType<typeof svc>[]) => compile(snapshot({ services: list.map((s) => s.svc), endpointSlices: list.map((s) => s.slice) })).services;
+const services = (list: ReturnType<typeof svc>[]) => compile(validate(snapshot({ services: list.map((s) => s.svc), endpointSlices: list.map((s) => s.slice) }))).services;
 
 describePrivileged('split table after an interrupted apply', () => {
   let dp: SplitDatapath;

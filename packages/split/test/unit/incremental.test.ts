@@ -13,6 +13,8 @@ import {
   type SliceCache,
   type Snapshot,
   SnapshotError,
+  validate,
+  Validator,
   type WorkloadEndpoints,
 } from '../../src/index.js';
 
@@ -149,12 +151,13 @@ describe('Compiler (incremental compile)', () => {
   it.each([1, 2, 3, 4, 5])('equals a full compile after each of 300 random edits (seed %i)', (seed) => {
     const r = rng(seed);
     const compiler = new Compiler();
+    const validator = new Validator();
     let s = initial(r);
     let invalid = 0;
     for (let round = 0; round < 300; round++) {
-      const full = outcome(() => compile(s));
+      const full = outcome(() => compile(validate(s)));
       if ((full as { problems?: string[] }).problems) invalid++;
-      expect(outcome(() => compiler.compile(s)), `seed ${seed}, round ${round}`).toEqual(full);
+      expect(outcome(() => compiler.compile(validator.validate(s))), `seed ${seed}, round ${round}`).toEqual(full);
       // Several edits at once now and then, as a reload of a changed file brings.
       for (let k = r.int(8) === 0 ? 1 + r.int(5) : 1; k > 0; k--) s = edit(r, s);
     }
@@ -165,11 +168,12 @@ describe('Compiler (incremental compile)', () => {
   it('hands back the very objects of a Service whose inputs did not change', () => {
     const r = rng(9);
     const compiler = new Compiler();
+    const validator = new Validator();
     let s = initial(r);
-    for (let i = 0; i < 200 && (outcome(() => compile(s)) as { problems?: unknown }).problems; i++) s = edit(r, s);
-    const before = compiler.compile(s).services;
+    for (let i = 0; i < 200 && (outcome(() => compile(validate(s))) as { problems?: unknown }).problems; i++) s = edit(r, s);
+    const before = compiler.compile(validator.validate(s)).services;
     const next = { ...s, httpRoutes: [...s.httpRoutes] };
-    const after = compiler.compile(next).services;
+    const after = compiler.compile(validator.validate(next)).services;
     expect(after).toEqual(before);
     after.forEach((c, i) => expect(c).toBe(before[i]));
   });
@@ -185,6 +189,7 @@ describe('endpointSliceSteps with a SliceCache', () => {
     const r = rng(seed);
     const cache: SliceCache = { byService: new Map() };
     const compiler = new Compiler();
+    const validator = new Validator();
     let workloads = Array.from({ length: 30 }, (_, i) => workload(r, i));
     let services: Service[] = NAMES.flatMap((name) => NAMESPACES.map((ns): Service => {
       const svc = randomService(r, name, ns);
@@ -196,7 +201,7 @@ describe('endpointSliceSteps with a SliceCache', () => {
       const cached = runSteps(endpointSliceSteps(services, workloads, cache));
       expect(cached, `seed ${seed}, round ${round}`).toEqual(full);
       const snap = { services, endpointSlices: cached, httpRoutes: [] };
-      expect(outcome(() => compiler.compile(snap))).toEqual(outcome(() => compile({ services, endpointSlices: full, httpRoutes: [] })));
+      expect(outcome(() => compiler.compile(validator.validate(snap)))).toEqual(outcome(() => compile(validate({ services, endpointSlices: full, httpRoutes: [] }))));
       workloads = [...workloads];
       services = [...services];
       const i = r.int(workloads.length);

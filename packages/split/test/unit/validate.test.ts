@@ -2,7 +2,7 @@
 // what was expected; Gateway API rules decide what is reported in route status instead.
 import { describe, expect, it } from 'vitest';
 
-import { compile, SnapshotError, type Snapshot } from '../../src/index.js';
+import { compile, SnapshotError, type Snapshot, validate } from '../../src/index.js';
 import { route, service, slice, snapshot } from '../support.js';
 
 const base = (): Snapshot =>
@@ -14,7 +14,7 @@ const base = (): Snapshot =>
 
 function problems(s: Snapshot): string[] {
   try {
-    compile(s);
+    compile(validate(s));
   } catch (e) {
     expect(e).toBeInstanceOf(SnapshotError);
     return (e as SnapshotError).problems;
@@ -73,7 +73,7 @@ describe('rejected snapshots', () => {
 });
 
 describe('route status per the Gateway API', () => {
-  const conditions = (s: Snapshot) => compile(s).routes[0]!.parents[0]!.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`);
+  const conditions = (s: Snapshot) => compile(validate(s)).routes[0]!.parents[0]!.conditions.map((c) => `${c.type}=${c.status}/${c.reason}`);
 
   it('a valid split is Accepted and ResolvedRefs', () => {
     expect(conditions(base())).toEqual(['Accepted=True/Accepted', 'ResolvedRefs=True/ResolvedRefs']);
@@ -83,7 +83,7 @@ describe('route status per the Gateway API', () => {
     const s = base();
     s.httpRoutes[0]!.spec.rules![0]!.backendRefs![1]!.name = 'reviews-v3';
     expect(conditions(s)).toEqual(['Accepted=True/Accepted', 'ResolvedRefs=False/BackendNotFound']);
-    const svc = compile(s).services.find((x) => x.service === 'default/reviews')!;
+    const svc = compile(validate(s)).services.find((x) => x.service === 'default/reviews')!;
     expect(svc.backends.map((b) => [b.weight, b.endpoints.length])).toEqual([[90, 1], [10, 0]]);
   });
 
@@ -102,7 +102,7 @@ describe('route status per the Gateway API', () => {
   it('all weights 0: Accepted, with the reason in the message; the service takes no connection', () => {
     const s = base();
     s.httpRoutes[0]!.spec.rules![0]!.backendRefs!.forEach((b) => (b.weight = 0));
-    const c = compile(s);
+    const c = compile(validate(s));
     expect(c.routes[0]!.parents[0]!.conditions[0]!.message).toMatch(/every backendRef has weight 0/);
     expect(c.services.find((x) => x.service === 'default/reviews')!.backends.map((b) => b.weight)).toEqual([0, 0]);
   });
@@ -113,7 +113,7 @@ describe('route status per the Gateway API', () => {
     const newer = route('reviews-b', 'reviews', 80, [['reviews-v2', 1]]);
     newer.metadata.creationTimestamp = '2026-01-03T00:00:00Z';
     s.httpRoutes.push(newer);
-    const c = compile(s);
+    const c = compile(validate(s));
     const byRoute = Object.fromEntries(c.routes.map((r) => [r.route, r.parents[0]!.conditions[0]!.status]));
     expect(byRoute).toEqual({ 'default/reviews': 'True', 'default/reviews-b': 'False' });
     expect(c.services.find((x) => x.service === 'default/reviews')!.route).toBe('default/reviews');
@@ -125,7 +125,7 @@ describe('route status per the Gateway API', () => {
     s.services[1]!.spec.ports.push({ name: 'sctp', port: 99, protocol: 'SCTP' });
     s.services[1]!.spec.ports[0]!.name = 'http';
     s.endpointSlices[0]!.ports![0]!.name = 'http';
-    const c = compile(s);
+    const c = compile(validate(s));
     const v1 = c.services.filter((x) => x.service === 'default/reviews-v1');
     expect(v1.map((x) => x.key)).toEqual(['127.0.0.101|80|TCP']);
     expect(v1[0]!.backends).toEqual([{ ref: 'default/reviews-v1:80', weight: 1, endpoints: [{ addr: '127.0.0.2', port: 9080 }] }]);
@@ -134,7 +134,7 @@ describe('route status per the Gateway API', () => {
   it('endpoints that are not ready get no connection', () => {
     const s = base();
     s.endpointSlices[0]!.endpoints.push({ addresses: ['127.0.0.9'], conditions: { ready: false } });
-    const v1 = compile(s).services.find((x) => x.service === 'default/reviews-v1')!;
+    const v1 = compile(validate(s)).services.find((x) => x.service === 'default/reviews-v1')!;
     expect(v1.backends[0]!.endpoints).toEqual([{ addr: '127.0.0.2', port: 9080 }]);
   });
 });

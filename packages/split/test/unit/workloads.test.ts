@@ -1,7 +1,7 @@
 // Endpoints computed from selectors and workloads, as the endpoints controller would from pods.
 import { describe, expect, it } from 'vitest';
 
-import { compile, endpointSlicesFor, type Service, type WorkloadEndpoints } from '../../src/index.js';
+import { compile, endpointSlicesFor, type Service, validate, type WorkloadEndpoints } from '../../src/index.js';
 
 const svc = (name: string, selector: Record<string, string>, targetPort: number | string): Service => ({
   kind: 'Service',
@@ -27,7 +27,7 @@ describe('endpointSlicesFor', () => {
       ['reviews-v1-v6', 'IPv6', ['::1'], [{ name: 'http', port: 9080, protocol: 'TCP' }]],
     ]);
     // And they compile into the service's backends.
-    const compiled = compile({ services: [svc('reviews-v1', { app: 'reviews', version: 'v1' }, 'web')], endpointSlices: slices, httpRoutes: [] });
+    const compiled = compile(validate({ services: [svc('reviews-v1', { app: 'reviews', version: 'v1' }, 'web')], endpointSlices: slices, httpRoutes: [] }));
     expect(compiled.services.map((s) => [s.key, s.backends[0]!.endpoints])).toEqual([
       ['127.0.0.50|80|TCP', [{ addr: '127.0.0.2', port: 9080 }]],
       ['::1|80|TCP', [{ addr: '::1', port: 9080 }]],
@@ -40,7 +40,7 @@ describe('endpointSlicesFor', () => {
       [wl('a', { app: 'r' }, ['127.0.0.2']), wl('b', { app: 'r' }, ['127.0.0.3'], { ready: false })],
     );
     expect(slices.length).toBe(1);
-    const c = compile({ services: [svc('r', { app: 'r' }, 9080)], endpointSlices: slices, httpRoutes: [] });
+    const c = compile(validate({ services: [svc('r', { app: 'r' }, 9080)], endpointSlices: slices, httpRoutes: [] }));
     expect(c.services[0]!.backends[0]!.endpoints).toEqual([{ addr: '127.0.0.2', port: 9080 }]);
   });
 });

@@ -1,0 +1,171 @@
+/** The checks of one object of each kind. They depend on the object alone (names and addresses that other
+ *  objects hold are compared in validate.ts), so their findings can be cached per object. */
+import { isIPv4, isIPv6 } from 'node:net';
+
+import {
+  type BackendRef,
+  type EndpointSlice,
+  type HTTPRoute,
+  type Kind,
+  MAX_BACKEND_REFS,
+  MAX_WEIGHT,
+  type ObjectMeta,
+  SERVICE_NAME_LABEL,
+  type Service,
+  serviceIPs,
+} from './model.js';
+import { ipExpected, isDnsLabel, isInt, isIP, isPort, objectName, portExpected, qualifiedName } from './names.js';
+
+/** What one object's checks found: a problem, or a fact that is a problem only beside other objects (a name
+ *  seen twice, an address two Services claim). Depends on the object alone, so it can be cached per object. */
+export type Finding = string | { unique: string; key: string; obj: string } | { vip: string; obj: string; field: string; text: string };
+
+/** Findings of each object by identity: a Validator keeps them across snapshots (objects are never changed in
+ *  place) and drops those of objects gone. A Map, not a WeakMap: a WeakMap of 100,000 objects makes each full
+ *  garbage collection longer (its entries are resolved in the collector's final pause). */
+export type CheckCache = Map<object, Finding[]>;
+
+/** Reports a problem with one field of the object being checked. */
+type At = (field: string, msg: string) => void;
+
+const CHECKS: Record<Kind, (o: never) => Finding[]> = { Service: checkService, EndpointSlice: checkSlice, HTTPRoute: checkRoute };
+
+/** An object's findings, from `cache` when it was checked before. */
+export function checkObject(kind: Kind, o: unknown, cache?: CheckCache): Finding[] {
+  const cacheable = cache !== undefined && typeof o === 'object' && o !== null;
+  let findings = cacheable ? cache.get(o) : undefined;
+  if (!findings) {
+    findings = CHECKS[kind](o as never);
+    if (cacheable) cache.set(o, findings);
+  }
+  return findings;
+}
+
+/** The metadata and kind checks every kind shares: the object's name and its problem reporter when the
+ *  metadata passes (the rest of the object is checked only then). */
+function checkMeta(kind: Kind, o: { kind?: unknown; metadata?: ObjectMeta }, out: Finding[]): { obj: string; at: At } | undefined {
+  const obj = objectName(kind, o?.metadata);
+  const at: At = (field, msg) => out.push(`${obj}: ${field}: ${msg}`);
+  if (!o || typeof o !== 'object') return void out.push(`${kind}: not an object`);
+  if (!o.metadata || !isDnsLabel(o.metadata.name) || o.metadata.name.length > 253) {
+    return void at('metadata.name', 'must be a DNS name (lower-case letters, digits, -)');
+  }
+  if (o.metadata.namespace !== undefined && !isDnsLabel(o.metadata.namespace)) return void at('metadata.namespace', 'must be a DNS label');
+  out.push({ unique: kind, key: qualifiedName(o.metadata), obj });
+  if (o.kind !== kind) at('kind', `must be ${kind}, got ${JSON.stringify(o.kind)}`);
+  return { obj, at };
+}
+
+function checkService(svc: Service): Finding[] {
+  const out: Finding[] = [];
+  const meta = checkMeta('Service', svc, out);
+  if (!meta) return out;
+  if (!svc.spec || typeof svc.spec !== 'object') {
+    meta.at('spec', 'is required');
+    return out;
+  }
+  const ips = serviceIPs(svc);
+  checkServiceIPs(svc.spec, ips, meta.at);
+  checkServicePorts(svc.spec.ports, ips, meta.obj, meta.at, out);
+  return out;
+}
+
+function checkServiceIPs(spec: Service['spec'], ips: string[], at: At): void {
+  if (spec.clusterIPs !== undefined && !Array.isArray(spec.clusterIPs)) at('spec.clusterIPs', 'must be a list of addresses');
+  ips.forEach((ip, i) => {
+    if (!isIP(ip)) at(spec.clusterIPs ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', ipExpected(ip));
+  });
+  if (spec.clusterIP && spec.clusterIPs && spec.clusterIPs[0] !== spec.clusterIP) at('spec.clusterIPs[0]', 'must equal spec.clusterIP');
+  if (ips.length === 2 && (isIPv4(ips[0]!) === isIPv4(ips[1]!))) at('spec.clusterIPs', 'two addresses must be one IPv4 and one IPv6');
+  if (ips.length > 2) at('spec.clusterIPs', 'at most two addresses (one per family)');
+}
+
+/** Each port's fields, and the service addresses (address, protocol, port) the Service claims. */
+function checkServicePorts(ports: Service['spec']['ports'], ips: string[], obj: string, at: At, out: Finding[]): void {
+  if (!Array.isArray(ports) || ports.length === 0) return at('spec.ports', 'must list at least one port');
+  const names = new Set<string>();
+  ports.forEach((p, i) => {
+    const f = `spec.ports[${i}]`;
+    if (!p || typeof p !== 'object') return at(f, 'must be an object');
+    if (!isPort(p.port)) at(`${f}.port`, portExpected(p.port));
+    if (p.protocol !== undefined && !['TCP', 'UDP', 'SCTP'].includes(p.protocol)) at(`${f}.protocol`, `must be TCP, UDP or SCTP, got ${JSON.stringify(p.protocol)}`);
+    const tp = p.targetPort;
+    if (tp !== undefined && !isPort(tp) && !(typeof tp === 'string' && tp.length > 0)) {
+      at(`${f}.targetPort`, `must be a port number in [1, 65535] or a port name, got ${JSON.stringify(tp)}`);
+    }
+    if (ports.length > 1 && !p.name) at(`${f}.name`, 'is required when a Service has more than one port');
+    if (p.name) {
+      if (names.has(p.name)) at(`${f}.name`, `duplicate port name ${JSON.stringify(p.name)}`);
+      names.add(p.name);
+    }
+    for (const ip of ips) {
+      if (typeof ip !== 'string' || !isInt(p.port)) continue;
+      out.push({ vip: `${ip}/${p.protocol ?? 'TCP'}/${p.port}`, obj, field: f, text: `${ip}:${p.port}/${p.protocol ?? 'TCP'}` });
+    }
+  });
+}
+
+function checkSlice(es: EndpointSlice): Finding[] {
+  const out: Finding[] = [];
+  const meta = checkMeta('EndpointSlice', es, out);
+  if (!meta) return out;
+  const { at } = meta;
+  if (!es.metadata.labels?.[SERVICE_NAME_LABEL]) at(`metadata.labels["${SERVICE_NAME_LABEL}"]`, 'names the Service and is required');
+  if (!['IPv4', 'IPv6', 'FQDN'].includes(es.addressType)) at('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(es.addressType)}`);
+  if (!Array.isArray(es.endpoints)) {
+    at('endpoints', 'must be a list');
+    return out;
+  }
+  checkEndpoints(es, at);
+  (es.ports ?? []).forEach((p, i) => {
+    if (p.port !== undefined && !isPort(p.port)) at(`ports[${i}].port`, portExpected(p.port));
+  });
+  return out;
+}
+
+function checkEndpoints(es: EndpointSlice, at: At): void {
+  es.endpoints.forEach((ep, i) => {
+    if (!ep || !Array.isArray(ep.addresses) || ep.addresses.length === 0) return at(`endpoints[${i}].addresses`, 'must list at least one address');
+    ep.addresses.forEach((a, j) => {
+      const ok = es.addressType === 'IPv4' ? isIPv4(a) : es.addressType === 'IPv6' ? isIPv6(a) : typeof a === 'string';
+      if (!ok) at(`endpoints[${i}].addresses[${j}]`, `must be an ${es.addressType} address, got ${JSON.stringify(a)}`);
+    });
+  });
+}
+
+function checkRoute(r: HTTPRoute): Finding[] {
+  const out: Finding[] = [];
+  const meta = checkMeta('HTTPRoute', r, out);
+  if (!meta) return out;
+  if (!r.spec || typeof r.spec !== 'object') {
+    meta.at('spec', 'is required');
+    return out;
+  }
+  checkParentRefs(r.spec.parentRefs, meta.at);
+  (r.spec.rules ?? []).forEach((rule, i) => checkBackendRefs(rule?.backendRefs ?? [], `spec.rules[${i}].backendRefs`, meta.at));
+  return out;
+}
+
+function checkParentRefs(refs: HTTPRoute['spec']['parentRefs'], at: At): void {
+  if (!Array.isArray(refs) || refs.length === 0) at('spec.parentRefs', 'must name at least one parent');
+  (refs ?? []).forEach((p, i) => {
+    if (!p || typeof p.name !== 'string' || !p.name) at(`spec.parentRefs[${i}].name`, 'is required');
+    if (p?.port !== undefined && !isPort(p.port)) at(`spec.parentRefs[${i}].port`, portExpected(p.port));
+  });
+}
+
+/** One rule's backendRefs, at `field`. */
+function checkBackendRefs(refs: unknown, field: string, at: At): void {
+  if (!Array.isArray(refs)) return at(field, 'must be a list');
+  if (refs.length > MAX_BACKEND_REFS) at(field, `at most ${MAX_BACKEND_REFS} entries, got ${refs.length}`);
+  (refs as BackendRef[]).forEach((b, j) => {
+    const f = `${field}[${j}]`;
+    if (!b || typeof b.name !== 'string' || !b.name) return at(`${f}.name`, 'is required');
+    if (b.weight !== undefined && (!isInt(b.weight) || b.weight < 0 || b.weight > MAX_WEIGHT)) {
+      at(`${f}.weight`, `must be an integer in [0, ${MAX_WEIGHT}], got ${JSON.stringify(b.weight)}`);
+    }
+    const isService = (b.group ?? '') === '' && (b.kind ?? 'Service') === 'Service';
+    if (isService && b.port === undefined) at(`${f}.port`, 'is required when the backend is a Service');
+    if (b.port !== undefined && !isPort(b.port)) at(`${f}.port`, portExpected(b.port));
+  });
+}

@@ -1,0 +1,262 @@
+/**
+ * Validation of whole snapshots: each object's checks (checks.ts), then what no two objects may share (a name
+ * within a kind, a service address). validate() and a Validator hand back a ValidatedSnapshot, the only input
+ * compile() takes: a snapshot is validated once, before it is compiled, and compiling never checks again.
+ */
+import { type CheckCache, checkObject, type Finding } from './checks.js';
+import type { EndpointSlice, HTTPRoute, Kind, Service, Snapshot } from './model.js';
+import { SnapshotError } from './model.js';
+import { every, runSteps, type Steps } from './steps.js';
+
+export const KINDS: readonly Kind[] = ['Service', 'EndpointSlice', 'HTTPRoute'];
+
+/** Objects by kind: what came or went between two snapshots (told apart by identity), or a snapshot's lists. */
+export type ByKind = Record<Kind, readonly object[]>;
+
+const listOf = (s: Snapshot, kind: Kind): unknown[] => (kind === 'Service' ? s.services : kind === 'EndpointSlice' ? s.endpointSlices : s.httpRoutes);
+const none = (): Record<Kind, object[]> => ({ Service: [], EndpointSlice: [], HTTPRoute: [] });
+
+/** Marks what validate() and a Validator made; compile() refuses anything else. Not exported by the package. */
+export const VALIDATED = Symbol('validated');
+
+/** What validating a snapshot learnt that compiling it uses. */
+export interface Validation {
+  /** This snapshot's number, and that of the snapshot its Validator validated before it (undefined: none). */
+  id: number;
+  base: number | undefined;
+  /** What came and went since `base`; with no base, every object came. */
+  added: ByKind;
+  removed: ByKind;
+}
+
+/** A snapshot that passed validation: its lists (frozen copies, so the caller's later edits cannot reach
+ *  what was checked) and what changed since the one validated before it. */
+export interface ValidatedSnapshot {
+  readonly services: readonly Service[];
+  readonly endpointSlices: readonly EndpointSlice[];
+  readonly httpRoutes: readonly HTTPRoute[];
+  readonly [VALIDATED]: Validation;
+}
+
+let validations = 0;
+
+function validated(lists: ByKind, base: number | undefined, added: ByKind, removed: ByKind): ValidatedSnapshot {
+  return {
+    services: lists.Service as Service[],
+    endpointSlices: lists.EndpointSlice as EndpointSlice[],
+    httpRoutes: lists.HTTPRoute as HTTPRoute[],
+    [VALIDATED]: { id: ++validations, base, added, removed },
+  };
+}
+
+const frozenLists = (s: Snapshot): ByKind => ({
+  Service: Object.freeze(s.services.slice()),
+  EndpointSlice: Object.freeze(s.endpointSlices.slice()),
+  HTTPRoute: Object.freeze(s.httpRoutes.slice()),
+});
+
+/** Validates a snapshot on its own: SnapshotError naming every problem, or the snapshot ready for compile(). */
+export function validate(s: Snapshot): ValidatedSnapshot {
+  const problems = validateSnapshot(s);
+  if (problems.length) throw new SnapshotError(problems);
+  const lists = frozenLists(s);
+  return validated(lists, undefined, lists, none());
+}
+
+/** Checks every object and returns the problems (empty when the snapshot is valid). */
+export function validateSnapshot(s: Snapshot): string[] {
+  return runSteps(validateSteps(s));
+}
+
+const isSnapshot = (s: Snapshot) => !!s && Array.isArray(s.services) && Array.isArray(s.endpointSlices) && Array.isArray(s.httpRoutes);
+const NOT_A_SNAPSHOT = 'snapshot: services, endpointSlices and httpRoutes must be arrays';
+
+/** validateSnapshot in steps; with `cache`, an object seen before is not checked again. */
+export function* validateSteps(s: Snapshot, cache?: CheckCache): Steps<string[]> {
+  if (!isSnapshot(s)) return [NOT_A_SNAPSHOT];
+  const problems: string[] = [];
+  const shared = sharedNames(problems);
+  const tick = every();
+  for (const kind of KINDS) {
+    for (const o of listOf(s, kind)) {
+      if (tick()) yield;
+      for (const f of checkObject(kind, o, cache)) {
+        if (typeof f === 'string') problems.push(f);
+        else shared(f);
+      }
+    }
+  }
+  return problems;
+}
+
+/** Takes in the names and addresses objects hold, in snapshot order, and reports each one held twice: a name
+ *  within its kind, an address by two Services (with both names). */
+function sharedNames(problems: string[]): (f: Exclude<Finding, string>) => void {
+  const seen = new Map<string, Set<string>>();
+  const vips = new Map<string, string>();
+  return (f) => {
+    if ('unique' in f) {
+      const set = seen.get(f.unique) ?? new Set<string>();
+      seen.set(f.unique, set);
+      if (set.has(f.key)) problems.push(`${f.obj}: metadata.name: appears twice in the snapshot`);
+      set.add(f.key);
+    } else {
+      const owner = vips.get(f.vip);
+      if (owner && owner !== f.obj) problems.push(`${f.obj}: ${f.field}: ${f.text} is already the address of ${owner}`);
+      vips.set(f.vip, f.obj);
+    }
+  };
+}
+
+/** What two objects may not share: a name within a kind, or a service address. */
+function claimKey(f: Exclude<Finding, string>): string {
+  return 'unique' in f ? `${f.unique} ${f.key}` : `address ${f.vip}`;
+}
+
+/**
+ * validate() for a stream of snapshots, doing work in proportion to what changed (see Compiler, which it feeds).
+ * Objects are told apart by identity: an object seen before is not checked again, and a new one's names and
+ * addresses are checked against those the others hold. Any problem, or a change that is not a plain addition
+ * and removal of objects: the whole snapshot is validated again, so problems come in validate()'s order.
+ * Objects are values: a changed object is a new object; an object passed once is never changed in place.
+ */
+export class Validator {
+  private readonly checks: CheckCache = new Map();
+  /** The lists of the last snapshot validated (shared with its ValidatedSnapshot), its objects with their
+   *  kinds, and its number. */
+  private lists: ByKind = none();
+  private last = new Map<object, Kind>();
+  private lastId: number | undefined;
+  /** Who holds each name and address in the last snapshot (while `owned`): an object new in a snapshot is
+   *  checked against these alone. */
+  private readonly owners = new Map<string, unknown>();
+  private owned = false;
+
+  validate(snapshot: Snapshot): ValidatedSnapshot {
+    return runSteps(this.steps(snapshot));
+  }
+
+  /** validate() in steps (see runStepsAsync). Throws SnapshotError; the Validator then still holds the last
+   *  snapshot that passed. */
+  *steps(snapshot: Snapshot): Steps<ValidatedSnapshot> {
+    if (!isSnapshot(snapshot)) throw new SnapshotError([NOT_A_SNAPSHOT]);
+    const diff = yield* this.diff(snapshot);
+    const { added, removed, next, plain } = diff ?? (yield* this.fullDiff(snapshot));
+    if (!(this.owned && plain && (yield* this.claim(removed, added)))) yield* this.validateAll(snapshot);
+
+    if (next) this.last = next;
+    else {
+      for (const kind of KINDS) for (const o of removed[kind]) this.last.delete(o);
+      for (const kind of KINDS) for (const o of added[kind]) this.last.set(o, kind);
+    }
+    for (const kind of KINDS) for (const o of removed[kind]) this.checks.delete(o);
+    // Objects of rejected snapshots were checked too: drop them now and then.
+    if (this.checks.size > 2 * this.last.size + 1024) {
+      for (const o of this.checks.keys()) if (!this.last.has(o)) this.checks.delete(o);
+    }
+    this.lists = frozenLists(snapshot);
+    const v = validated(this.lists, this.lastId, added, removed);
+    this.lastId = v[VALIDATED].id;
+    return v;
+  }
+
+  /** The difference from the last snapshot when each list kept its head and tail and changed in one stretch
+   *  between them (an edit, an addition, a removal); undefined otherwise. */
+  private *diff(snapshot: Snapshot): Steps<{ added: ByKind; removed: ByKind; next?: undefined; plain: true } | undefined> {
+    if (this.last.size === 0) return undefined;
+    const tick = every();
+    const added = none();
+    const removed = none();
+    for (const kind of KINDS) {
+      const prev = this.lists[kind];
+      const cur = listOf(snapshot, kind);
+      let head = 0;
+      while (head < prev.length && head < cur.length && prev[head] === cur[head]) head++;
+      let tail = 0;
+      while (tail < prev.length - head && tail < cur.length - head && prev[prev.length - 1 - tail] === cur[cur.length - 1 - tail]) tail++;
+      const gone = new Set(prev.slice(head, prev.length - tail));
+      const came = cur.slice(head, cur.length - tail);
+      const cameSet = new Set(came);
+      if (cameSet.size !== came.length) return undefined; // twice in the stretch
+      for (const o of came) {
+        if (tick()) yield;
+        if (typeof o !== 'object' || o === null) return undefined;
+        if (gone.has(o)) continue; // moved within the stretch
+        if (this.last.has(o)) return undefined; // also outside the stretch (twice), or in another list
+        added[kind].push(o);
+      }
+      for (const o of gone) if (!cameSet.has(o)) removed[kind].push(o);
+    }
+    return { added, removed, plain: true };
+  }
+
+  /** The difference from the last snapshot in a full pass; `plain` is false when an entry is not an object or
+   *  is there twice (the snapshot then fails validation). */
+  private *fullDiff(snapshot: Snapshot): Steps<{ added: ByKind; removed: ByKind; next: Map<object, Kind>; plain: boolean }> {
+    const tick = every();
+    const next = new Map<object, Kind>();
+    const added = none();
+    let plain = true;
+    for (const kind of KINDS) {
+      for (const o of listOf(snapshot, kind)) {
+        if (tick()) yield;
+        if (typeof o !== 'object' || o === null || next.has(o)) {
+          plain = false;
+          continue;
+        }
+        next.set(o, kind);
+        if (this.last.get(o) !== kind) added[kind].push(o);
+      }
+    }
+    const removed = none();
+    for (const [o, kind] of this.last) {
+      if (tick()) yield;
+      if (next.get(o) !== kind) removed[kind].push(o);
+    }
+    return { added, removed, next, plain };
+  }
+
+  /** Claims the names and addresses of new objects (the gone ones' released first); false when an object has
+   *  a problem of its own or claims what another holds. */
+  private *claim(removed: ByKind, added: ByKind): Steps<boolean> {
+    const tick = every();
+    for (const kind of KINDS) {
+      for (const o of removed[kind]) {
+        if (tick()) yield;
+        for (const f of checkObject(kind, o, this.checks)) {
+          if (typeof f !== 'string' && this.owners.get(claimKey(f)) === f.obj) this.owners.delete(claimKey(f));
+        }
+      }
+    }
+    for (const kind of KINDS) {
+      for (const o of added[kind]) {
+        if (tick()) yield;
+        for (const f of checkObject(kind, o, this.checks)) {
+          if (typeof f === 'string') return false;
+          const k = claimKey(f);
+          const owner = this.owners.get(k);
+          // Two objects of one name share their display name: a name is held at most once, an address by one Service.
+          if (owner !== undefined && ('unique' in f || owner !== f.obj)) return false;
+          this.owners.set(k, f.obj);
+        }
+      }
+    }
+    return true;
+  }
+
+  /** Validates every object (SnapshotError on any problem) and records who holds each name and address. */
+  private *validateAll(snapshot: Snapshot): Steps<void> {
+    this.owned = false;
+    this.owners.clear();
+    const problems = yield* validateSteps(snapshot, this.checks);
+    if (problems.length) throw new SnapshotError(problems);
+    const tick = every();
+    for (const kind of KINDS) {
+      for (const o of listOf(snapshot, kind)) {
+        if (tick()) yield;
+        for (const f of checkObject(kind, o, this.checks)) if (typeof f !== 'string') this.owners.set(claimKey(f), f.obj);
+      }
+    }
+    this.owned = true;
+  }
+}
