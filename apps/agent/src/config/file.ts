@@ -15,11 +15,11 @@ import { basename, dirname, join } from 'node:path';
 
 import { load, type YAMLException } from 'js-yaml';
 
-import { every, type ObjectMeta, runSteps, runStepsAsync, type Steps } from '@mesh/split';
+import { every, objectName, type ObjectMeta, runSteps, runStepsAsync, type Steps } from '@mesh/split';
 
 import { heapModeFor } from '../heap.js';
 import { msSince } from '../log.js';
-import { type ConfigSnapshot, ConfigError, KINDS, objectKey, type Origin, originText } from './objects.js';
+import { type ConfigSnapshot, ConfigError, KINDS, type Origin, originText } from './objects.js';
 import type { ConfigSource, ConfigUpdate } from './source.js';
 import { openWriters, type Writer } from './writers.js';
 
@@ -260,7 +260,7 @@ export function* parseSteps(
         continue;
       }
       const o = obj as { kind: string; metadata: ObjectMeta };
-      const key = objectKey(o.kind, o.metadata as never);
+      const key = objectName(o.kind, o.metadata);
       const prev = out.origins!.get(key);
       if (prev) {
         problems.push(`${where}: ${key}: metadata.name: already defined at ${originText(prev)}`);

@@ -3,7 +3,6 @@
  * HTTPRoute) plus the project's own Workload kind, which stands in for a pod on one machine. A config is
  * accepted or rejected whole; every problem names the document, the kind, the object and the field.
  */
-import { isIPv4, isIPv6 } from 'node:net';
 import { posix } from 'node:path';
 
 import {
@@ -13,8 +12,15 @@ import {
   endpointSliceSteps,
   every,
   type HTTPRoute,
+  ipExpected,
+  isDnsLabel,
+  isIP,
+  isPort,
   namespaceOf,
+  objectName,
   type ObjectMeta,
+  portExpected,
+  qualifiedName,
   type RouteStatus,
   runSteps,
   type Service,
@@ -23,6 +29,7 @@ import {
   type Snapshot,
   SnapshotError,
   type Steps,
+  Validator,
   validateSteps,
 } from '@mesh/split';
 
@@ -64,10 +71,7 @@ export const KINDS: Record<string, string> = {
 };
 
 /** The objects of one config, as a config source (file or Kubernetes) produces them. */
-export interface ConfigSnapshot {
-  services: Service[];
-  endpointSlices: EndpointSlice[];
-  httpRoutes: HTTPRoute[];
+export interface ConfigSnapshot extends Snapshot {
   workloads: Workload[];
   /** "Kind namespace/name" → where it was defined (absent for objects from the API server). */
   origins?: Map<string, Origin>;
@@ -102,78 +106,88 @@ export class ConfigError extends SnapshotError {
   }
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const CGROUP_SEGMENT = /^[A-Za-z0-9_.:-]+$/;
 
-export const objectKey = (kind: string, m: ObjectMeta | undefined) => `${kind} ${m ? `${namespaceOf(m)}/${m.name}` : '(no metadata)'}`;
+/** What the checks of the config's workloads share: names, cgroups and addresses held so far, and each valid
+ *  cgroup path with the workload's place in the config and its name (for nestedCgroups). */
+interface WorkloadsSeen {
+  names: Set<string>;
+  cgroups: Map<string, string>;
+  addresses: Map<string, string>;
+  paths: [string, number, string][];
+}
+
+type At = (field: string, msg: string) => void;
 
 function* validateWorkloads(workloads: Workload[], problems: string[]): Steps<ResolvedWorkload[]> {
   const out: ResolvedWorkload[] = [];
-  const names = new Set<string>();
-  const cgroups = new Map<string, string>();
-  const addresses = new Map<string, string>();
-  /** [cgroup path, the workload's place in the config, its name] of each workload with a valid path. */
-  const paths: [string, number, string][] = [];
+  const seen: WorkloadsSeen = { names: new Set(), cgroups: new Map(), addresses: new Map(), paths: [] };
   const tick = every();
   for (const [index, w] of workloads.entries()) {
     if (tick()) yield;
-    const obj = objectKey('Workload', w.metadata);
-    const at = (field: string, msg: string) => problems.push(`${obj}: ${field}: ${msg}`);
-    const m = w.metadata;
-    if (!m || typeof m.name !== 'string' || !DNS_LABEL.test(m.name)) {
-      at('metadata.name', 'must be a DNS label (lower-case letters, digits, -)');
-      continue;
-    }
-    if (m.namespace !== undefined && (typeof m.namespace !== 'string' || !DNS_LABEL.test(m.namespace))) at('metadata.namespace', 'must be a DNS label');
-    if (m.labels !== undefined && (typeof m.labels !== 'object' || m.labels === null || Object.values(m.labels).some((v) => typeof v !== 'string'))) {
-      at('metadata.labels', 'must map names to strings');
-    }
-    const id = `${namespaceOf(m)}/${m.name}`;
-    if (names.has(id)) at('metadata.name', 'appears twice in the config');
-    names.add(id);
-    const spec = w.spec;
-    if (!spec || typeof spec !== 'object') {
-      at('spec', 'is required');
-      continue;
-    }
-    const sa = spec.serviceAccount ?? 'default';
-    if (typeof sa !== 'string' || !DNS_LABEL.test(sa)) at('spec.serviceAccount', `must be a DNS label, got ${JSON.stringify(sa)}`);
-    const cg = spec.cgroup ?? `${namespaceOf(m)}/${m.name}`;
-    if (typeof cg !== 'string' || cg.startsWith('/') || cg.split('/').some((s) => !CGROUP_SEGMENT.test(s) || s === '.' || s === '..')) {
-      at('spec.cgroup', `must be a relative path under the mesh's cgroup root (letters, digits, _ . : -), got ${JSON.stringify(cg)}`);
-    } else {
-      const norm = posix.normalize(cg);
-      const owner = cgroups.get(norm);
-      if (owner) at('spec.cgroup', `${JSON.stringify(norm)} is already the cgroup of ${owner}`);
-      cgroups.set(norm, obj);
-      paths.push([norm, index, obj]);
-    }
-    if (!Array.isArray(spec.addresses)) {
-      at('spec.addresses', 'must list the addresses the workload serves on (may be empty: [])');
-      continue;
-    }
-    spec.addresses.forEach((a, i) => {
-      if (typeof a !== 'string' || (!isIPv4(a) && !isIPv6(a))) return at(`spec.addresses[${i}]`, `must be an IPv4 or IPv6 address, got ${JSON.stringify(a)}`);
-      const owner = addresses.get(a);
-      if (owner) at(`spec.addresses[${i}]`, `${a} is already an address of ${owner}`);
-      addresses.set(a, obj);
-    });
-    (spec.ports ?? []).forEach((p, i) => {
-      if (!p || typeof p.name !== 'string' || !p.name) at(`spec.ports[${i}].name`, 'is required');
-      if (!p || !Number.isInteger(p.port) || p.port < 1 || p.port > 65535) at(`spec.ports[${i}].port`, `must be an integer in [1, 65535], got ${JSON.stringify(p?.port)}`);
-    });
-    if (spec.ready !== undefined && typeof spec.ready !== 'boolean') at('spec.ready', 'must be true or false');
-    out.push({
-      name: m.name,
-      namespace: namespaceOf(m),
-      serviceAccount: sa,
-      labels: { ...(m.labels ?? {}) },
-      cgroup: typeof cg === 'string' ? posix.normalize(cg) : '',
-      addresses: spec.addresses.filter((a) => typeof a === 'string'),
-    });
+    const r = checkWorkload(w, index, seen, problems);
+    if (r) out.push(r);
   }
-  yield* nestedCgroups(paths, problems);
+  yield* nestedCgroups(seen.paths, problems);
   return out;
+}
+
+/** One Workload's problems; what it resolves to when its name and its lists can be read. */
+function checkWorkload(w: Workload, index: number, seen: WorkloadsSeen, problems: string[]): ResolvedWorkload | undefined {
+  const obj = objectName('Workload', w.metadata);
+  const at: At = (field, msg) => problems.push(`${obj}: ${field}: ${msg}`);
+  const m = w.metadata;
+  if (!m || !isDnsLabel(m.name)) return void at('metadata.name', 'must be a DNS label (lower-case letters, digits, -)');
+  if (m.namespace !== undefined && !isDnsLabel(m.namespace)) at('metadata.namespace', 'must be a DNS label');
+  if (m.labels !== undefined && (typeof m.labels !== 'object' || m.labels === null || Object.values(m.labels).some((v) => typeof v !== 'string'))) {
+    at('metadata.labels', 'must map names to strings');
+  }
+  const id = qualifiedName(m);
+  if (seen.names.has(id)) at('metadata.name', 'appears twice in the config');
+  seen.names.add(id);
+  const spec = w.spec;
+  if (!spec || typeof spec !== 'object') return void at('spec', 'is required');
+  const sa = spec.serviceAccount ?? 'default';
+  if (!isDnsLabel(sa)) at('spec.serviceAccount', `must be a DNS label, got ${JSON.stringify(sa)}`);
+  const cg = spec.cgroup ?? id;
+  checkWorkloadCgroup(cg, [index, obj], seen, at);
+  if (!Array.isArray(spec.addresses)) return void at('spec.addresses', 'must list the addresses the workload serves on (may be empty: [])');
+  checkWorkloadAddresses(spec.addresses, obj, seen, at);
+  (spec.ports ?? []).forEach((p, i) => {
+    if (!p || typeof p.name !== 'string' || !p.name) at(`spec.ports[${i}].name`, 'is required');
+    if (!p || !isPort(p.port)) at(`spec.ports[${i}].port`, portExpected(p?.port));
+  });
+  if (spec.ready !== undefined && typeof spec.ready !== 'boolean') at('spec.ready', 'must be true or false');
+  return {
+    name: m.name,
+    namespace: namespaceOf(m),
+    serviceAccount: sa,
+    labels: { ...(m.labels ?? {}) },
+    cgroup: typeof cg === 'string' ? posix.normalize(cg) : '',
+    addresses: spec.addresses.filter((a) => typeof a === 'string'),
+  };
+}
+
+/** A relative path under the mesh's cgroup root that no other workload holds. */
+function checkWorkloadCgroup(cg: unknown, [index, obj]: [number, string], seen: WorkloadsSeen, at: At): void {
+  if (typeof cg !== 'string' || cg.startsWith('/') || cg.split('/').some((s) => !CGROUP_SEGMENT.test(s) || s === '.' || s === '..')) {
+    return at('spec.cgroup', `must be a relative path under the mesh's cgroup root (letters, digits, _ . : -), got ${JSON.stringify(cg)}`);
+  }
+  const norm = posix.normalize(cg);
+  const owner = seen.cgroups.get(norm);
+  if (owner) at('spec.cgroup', `${JSON.stringify(norm)} is already the cgroup of ${owner}`);
+  seen.cgroups.set(norm, obj);
+  seen.paths.push([norm, index, obj]);
+}
+
+/** Addresses, each held by one workload. */
+function checkWorkloadAddresses(addresses: unknown[], obj: string, seen: WorkloadsSeen, at: At): void {
+  addresses.forEach((a, i) => {
+    if (!isIP(a)) return at(`spec.addresses[${i}]`, ipExpected(a));
+    const owner = seen.addresses.get(a);
+    if (owner) at(`spec.addresses[${i}]`, `${a} is already an address of ${owner}`);
+    seen.addresses.set(a, obj);
+  });
 }
 
 /**
@@ -203,12 +217,13 @@ function* nestedCgroups(paths: [string, number, string][], problems: string[]): 
 /** What resolving one config leaves for the next: compiled Services and computed EndpointSlices of objects
  *  that did not change (see Compiler). */
 export interface ResolveMemo {
+  validator: Validator;
   compiler: Compiler;
   slices: SliceCache;
 }
 
 export function resolveMemo(): ResolveMemo {
-  return { compiler: new Compiler(), slices: { byService: new Map() } };
+  return { validator: new Validator(), compiler: new Compiler(), slices: { byService: new Map() } };
 }
 
 /**
@@ -237,7 +252,7 @@ export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMe
   if (problems.length) problems.push(...(yield* validateSteps(routing)));
   else {
     try {
-      compiled = yield* memo.compiler.steps(routing);
+      compiled = yield* memo.compiler.steps(yield* memo.validator.steps(routing));
     } catch (err) {
       if (!(err instanceof SnapshotError)) throw err;
       problems.push(...err.problems);

@@ -4,6 +4,8 @@
  */
 import type { V1Namespace, V1Pod } from '@kubernetes/client-node';
 
+import { isDnsLabel, namespaceOf } from '@mesh/split';
+
 import { WORKLOAD_API_VERSION, type Workload } from '../objects.js';
 import { POD_UID, type QosClass } from './cgroups.js';
 
@@ -11,8 +13,6 @@ import { POD_UID, type QosClass } from './cgroups.js';
 export const MESH_ENABLED_LABEL = 'mesh.dev/enabled';
 /** Istio ambient's label, honoured for migration: `ambient` enrols, `none` on a pod opts out. */
 export const ISTIO_DATAPLANE_MODE_LABEL = 'istio.io/dataplane-mode';
-
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 type Labels = Record<string, string> | undefined;
 
@@ -29,10 +29,10 @@ export function inMesh(pod: V1Pod, namespace: V1Namespace | undefined): boolean 
 export function podProblem(pod: V1Pod): string | undefined {
   const m = pod.metadata;
   if (!m?.uid || !POD_UID.test(m.uid)) return `metadata.uid: ${JSON.stringify(m?.uid)} is not a UID`;
-  if (!m.name || !DNS_LABEL.test(m.name)) return `metadata.name: ${JSON.stringify(m.name)} is not a DNS label, as a workload's name must be`;
+  if (!isDnsLabel(m.name)) return `metadata.name: ${JSON.stringify(m.name)} is not a DNS label, as a workload's name must be`;
   if (pod.spec?.hostNetwork) return 'spec.hostNetwork: the pod shares the node\'s network and cgroup traffic; the mesh leaves it alone';
   const sa = pod.spec?.serviceAccountName ?? 'default';
-  if (!DNS_LABEL.test(sa)) return `spec.serviceAccountName: ${JSON.stringify(sa)} is not a DNS label, as an identity's must be`;
+  if (!isDnsLabel(sa)) return `spec.serviceAccountName: ${JSON.stringify(sa)} is not a DNS label, as an identity's must be`;
   return undefined;
 }
 
@@ -70,7 +70,7 @@ export function podToWorkload(pod: V1Pod, cgroup: string): Workload {
   return {
     apiVersion: WORKLOAD_API_VERSION,
     kind: 'Workload',
-    metadata: { name: m.name!, namespace: m.namespace ?? 'default', labels },
+    metadata: { name: m.name!, namespace: namespaceOf(m), labels },
     spec: {
       serviceAccount: pod.spec?.serviceAccountName ?? 'default',
       cgroup,

@@ -4,11 +4,13 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
+import { isDnsSubdomain } from '@mesh/split';
+
 /** The node this agent serves: --node-name, else NODE_NAME (the DaemonSet sets it from spec.nodeName), else
  *  the host name (which is the node's name unless kubelet was told otherwise). */
 export function nodeName(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   const name = flag ?? env.NODE_NAME ?? hostname();
-  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) {
+  if (!isDnsSubdomain(name)) {
     throw new Error(`node name ${JSON.stringify(name)} is not a DNS subdomain: pass --node-name`);
   }
   return name;
