@@ -28,22 +28,32 @@ export type CheckCache = Map<object, Finding[]>;
 /** Reports a problem with one field of the object being checked. */
 type At = (field: string, msg: string) => void;
 
-const CHECKS: Record<Kind, (o: never) => Finding[]> = { Service: checkService, EndpointSlice: checkSlice, HTTPRoute: checkRoute };
+/** What a kind's check is given once the object's metadata passed: its name, its problem reporter and where its
+ *  findings go. */
+interface Checked {
+  obj: string;
+  at: At;
+  out: Finding[];
+}
+
+const CHECKS: Record<Kind, (o: never, c: Checked) => void> = { Service: checkService, EndpointSlice: checkSlice, HTTPRoute: checkRoute };
 
 /** An object's findings, from `cache` when it was checked before. */
 export function checkObject(kind: Kind, o: unknown, cache?: CheckCache): Finding[] {
   const cacheable = cache !== undefined && typeof o === 'object' && o !== null;
   let findings = cacheable ? cache.get(o) : undefined;
   if (!findings) {
-    findings = CHECKS[kind](o as never);
+    findings = [];
+    const checked = checkMeta(kind, o as never, findings);
+    if (checked) CHECKS[kind](o as never, checked);
     if (cacheable) cache.set(o, findings);
   }
   return findings;
 }
 
-/** The metadata and kind checks every kind shares: the object's name and its problem reporter when the
- *  metadata passes (the rest of the object is checked only then). */
-function checkMeta(kind: Kind, o: { kind?: unknown; metadata?: ObjectMeta }, out: Finding[]): { obj: string; at: At } | undefined {
+/** The metadata and kind checks every kind shares; what the kind's own check is given when the metadata passes
+ *  (the rest of the object is checked only then). */
+function checkMeta(kind: Kind, o: { kind?: unknown; metadata?: ObjectMeta }, out: Finding[]): Checked | undefined {
   const obj = objectName(kind, o?.metadata);
   const at: At = (field, msg) => out.push(`${obj}: ${field}: ${msg}`);
   if (!o || typeof o !== 'object') return void out.push(`${kind}: not an object`);
@@ -53,21 +63,21 @@ function checkMeta(kind: Kind, o: { kind?: unknown; metadata?: ObjectMeta }, out
   if (o.metadata.namespace !== undefined && !isDnsLabel(o.metadata.namespace)) return void at('metadata.namespace', 'must be a DNS label');
   out.push({ unique: kind, key: qualifiedName(o.metadata), obj });
   if (o.kind !== kind) at('kind', `must be ${kind}, got ${JSON.stringify(o.kind)}`);
-  return { obj, at };
+  return { obj, at, out };
 }
 
-function checkService(svc: Service): Finding[] {
-  const out: Finding[] = [];
-  const meta = checkMeta('Service', svc, out);
-  if (!meta) return out;
-  if (!svc.spec || typeof svc.spec !== 'object') {
-    meta.at('spec', 'is required');
-    return out;
-  }
+/** Whether the object has a spec; a problem when it has none. */
+function hasSpec(o: { spec?: unknown }, at: At): boolean {
+  if (o.spec && typeof o.spec === 'object') return true;
+  at('spec', 'is required');
+  return false;
+}
+
+function checkService(svc: Service, { obj, at, out }: Checked): void {
+  if (!hasSpec(svc, at)) return;
   const ips = serviceIPs(svc);
-  checkServiceIPs(svc.spec, ips, meta.at);
-  checkServicePorts(svc.spec.ports, ips, meta.obj, meta.at, out);
-  return out;
+  checkServiceIPs(svc.spec, ips, at);
+  checkServicePorts(svc.spec.ports, ips, obj, at, out);
 }
 
 function checkServiceIPs(spec: Service['spec'], ips: string[], at: At): void {
@@ -105,22 +115,14 @@ function checkServicePorts(ports: Service['spec']['ports'], ips: string[], obj: 
   });
 }
 
-function checkSlice(es: EndpointSlice): Finding[] {
-  const out: Finding[] = [];
-  const meta = checkMeta('EndpointSlice', es, out);
-  if (!meta) return out;
-  const { at } = meta;
+function checkSlice(es: EndpointSlice, { at }: Checked): void {
   if (!es.metadata.labels?.[SERVICE_NAME_LABEL]) at(`metadata.labels["${SERVICE_NAME_LABEL}"]`, 'names the Service and is required');
   if (!['IPv4', 'IPv6', 'FQDN'].includes(es.addressType)) at('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(es.addressType)}`);
-  if (!Array.isArray(es.endpoints)) {
-    at('endpoints', 'must be a list');
-    return out;
-  }
+  if (!Array.isArray(es.endpoints)) return at('endpoints', 'must be a list');
   checkEndpoints(es, at);
   (es.ports ?? []).forEach((p, i) => {
     if (p.port !== undefined && !isPort(p.port)) at(`ports[${i}].port`, portExpected(p.port));
   });
-  return out;
 }
 
 function checkEndpoints(es: EndpointSlice, at: At): void {
@@ -133,17 +135,10 @@ function checkEndpoints(es: EndpointSlice, at: At): void {
   });
 }
 
-function checkRoute(r: HTTPRoute): Finding[] {
-  const out: Finding[] = [];
-  const meta = checkMeta('HTTPRoute', r, out);
-  if (!meta) return out;
-  if (!r.spec || typeof r.spec !== 'object') {
-    meta.at('spec', 'is required');
-    return out;
-  }
-  checkParentRefs(r.spec.parentRefs, meta.at);
-  (r.spec.rules ?? []).forEach((rule, i) => checkBackendRefs(rule?.backendRefs ?? [], `spec.rules[${i}].backendRefs`, meta.at));
-  return out;
+function checkRoute(r: HTTPRoute, { at }: Checked): void {
+  if (!hasSpec(r, at)) return;
+  checkParentRefs(r.spec.parentRefs, at);
+  (r.spec.rules ?? []).forEach((rule, i) => checkBackendRefs(rule?.backendRefs ?? [], `spec.rules[${i}].backendRefs`, at));
 }
 
 function checkParentRefs(refs: HTTPRoute['spec']['parentRefs'], at: At): void {

@@ -72,10 +72,15 @@ const isSnapshot = (s: Snapshot) => !!s && Array.isArray(s.services) && Array.is
 const NOT_A_SNAPSHOT = 'snapshot: services, endpointSlices and httpRoutes must be arrays';
 
 /** validateSnapshot in steps; with `cache`, an object seen before is not checked again. */
-export function* validateSteps(s: Snapshot, cache?: CheckCache): Steps<string[]> {
+export function validateSteps(s: Snapshot, cache?: CheckCache): Steps<string[]> {
+  return problemSteps(s, cache);
+}
+
+/** validateSteps, telling `held` each name and address an object holds, in snapshot order. */
+function* problemSteps(s: Snapshot, cache?: CheckCache, held?: (f: Exclude<Finding, string>) => void): Steps<string[]> {
   if (!isSnapshot(s)) return [NOT_A_SNAPSHOT];
   const problems: string[] = [];
-  const shared = sharedNames(problems);
+  const shared = sharedNames(problems, held);
   const tick = every();
   for (const kind of KINDS) {
     for (const o of listOf(s, kind)) {
@@ -91,10 +96,11 @@ export function* validateSteps(s: Snapshot, cache?: CheckCache): Steps<string[]>
 
 /** Takes in the names and addresses objects hold, in snapshot order, and reports each one held twice: a name
  *  within its kind, an address by two Services (with both names). */
-function sharedNames(problems: string[]): (f: Exclude<Finding, string>) => void {
+function sharedNames(problems: string[], held?: (f: Exclude<Finding, string>) => void): (f: Exclude<Finding, string>) => void {
   const seen = new Map<string, Set<string>>();
   const vips = new Map<string, string>();
   return (f) => {
+    held?.(f);
     if ('unique' in f) {
       const set = seen.get(f.unique) ?? new Set<string>();
       seen.set(f.unique, set);
@@ -248,14 +254,10 @@ export class Validator {
   private *validateAll(snapshot: Snapshot): Steps<void> {
     this.owned = false;
     this.owners.clear();
-    const problems = yield* validateSteps(snapshot, this.checks);
-    if (problems.length) throw new SnapshotError(problems);
-    const tick = every();
-    for (const kind of KINDS) {
-      for (const o of listOf(snapshot, kind)) {
-        if (tick()) yield;
-        for (const f of checkObject(kind, o, this.checks)) if (typeof f !== 'string') this.owners.set(claimKey(f), f.obj);
-      }
+    const problems = yield* problemSteps(snapshot, this.checks, (f) => this.owners.set(claimKey(f), f.obj));
+    if (problems.length) {
+      this.owners.clear();
+      throw new SnapshotError(problems);
     }
     this.owned = true;
   }
