@@ -20,10 +20,13 @@ import { ipExpected, isDnsLabel, isInt, isIP, isPort, objectName, portExpected, 
  *  seen twice, an address two Services claim). Depends on the object alone, so it can be cached per object. */
 export type Finding = string | { unique: string; key: string; obj: string } | { vip: string; obj: string; field: string; text: string };
 
-/** Findings of each object by identity: a Validator keeps them across snapshots (objects are never changed in
- *  place) and drops those of objects gone. A Map, not a WeakMap: a WeakMap of 100,000 objects makes each full
- *  garbage collection longer (its entries are resolved in the collector's final pause). */
-export type CheckCache = Map<object, Finding[]>;
+/** Findings of each object by identity, per kind it was checked as (an object moved to another kind's list is
+ *  checked again): a Validator keeps them across snapshots (objects are never changed in place) and drops those
+ *  of objects gone. Maps, not WeakMaps: a WeakMap of 100,000 objects makes each full garbage collection longer
+ *  (its entries are resolved in the collector's final pause). */
+export type CheckCache = Record<Kind, Map<object, Finding[]>>;
+
+export const checkCache = (): CheckCache => ({ Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map() });
 
 /** Reports a problem with one field of the object being checked. */
 type At = (field: string, msg: string) => void;
@@ -40,13 +43,14 @@ const CHECKS: Record<Kind, (o: never, c: Checked) => void> = { Service: checkSer
 
 /** An object's findings, from `cache` when it was checked before. */
 export function checkObject(kind: Kind, o: unknown, cache?: CheckCache): Finding[] {
-  const cacheable = cache !== undefined && typeof o === 'object' && o !== null;
-  let findings = cacheable ? cache.get(o) : undefined;
+  const byKind = cache?.[kind];
+  const cacheable = byKind !== undefined && typeof o === 'object' && o !== null;
+  let findings = cacheable ? byKind.get(o) : undefined;
   if (!findings) {
     findings = [];
     const checked = checkMeta(kind, o as never, findings);
     if (checked) CHECKS[kind](o as never, checked);
-    if (cacheable) cache.set(o, findings);
+    if (cacheable) byKind.set(o, findings);
   }
   return findings;
 }

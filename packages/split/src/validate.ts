@@ -3,7 +3,7 @@
  * within a kind, a service address). validate() and a Validator hand back a ValidatedSnapshot, the only input
  * compile() takes: a snapshot is validated once, before it is compiled, and compiling never checks again.
  */
-import { type CheckCache, checkObject, type Finding } from './checks.js';
+import { type CheckCache, checkCache, checkObject, type Finding } from './checks.js';
 import type { EndpointSlice, HTTPRoute, Kind, Service, Snapshot } from './model.js';
 import { SnapshotError } from './model.js';
 import { every, runSteps, type Steps } from './steps.js';
@@ -127,7 +127,7 @@ function claimKey(f: Exclude<Finding, string>): string {
  * Objects are values: a changed object is a new object; an object passed once is never changed in place.
  */
 export class Validator {
-  private readonly checks: CheckCache = new Map();
+  private readonly checks: CheckCache = checkCache();
   /** The lists of the last snapshot validated (shared with its ValidatedSnapshot), its objects with their
    *  kinds, and its number. */
   private lists: ByKind = none();
@@ -155,10 +155,10 @@ export class Validator {
       for (const kind of KINDS) for (const o of removed[kind]) this.last.delete(o);
       for (const kind of KINDS) for (const o of added[kind]) this.last.set(o, kind);
     }
-    for (const kind of KINDS) for (const o of removed[kind]) this.checks.delete(o);
-    // Objects of rejected snapshots were checked too: drop them now and then.
-    if (this.checks.size > 2 * this.last.size + 1024) {
-      for (const o of this.checks.keys()) if (!this.last.has(o)) this.checks.delete(o);
+    for (const kind of KINDS) for (const o of removed[kind]) this.checks[kind].delete(o);
+    // Objects of rejected snapshots were checked too (and objects as another kind): drop them now and then.
+    if (KINDS.reduce((n, kind) => n + this.checks[kind].size, 0) > 2 * this.last.size + 1024) {
+      for (const kind of KINDS) for (const o of this.checks[kind].keys()) if (this.last.get(o) !== kind) this.checks[kind].delete(o);
     }
     this.lists = frozenLists(snapshot);
     const v = validated(this.lists, this.lastId, added, removed);

@@ -49,6 +49,18 @@ describe('compile() takes a validated snapshot', () => {
   });
 });
 
+describe('a Validator', () => {
+  it('checks an object again when it moves to another kind\'s list (what it was checked as no longer holds)', () => {
+    const validator = new Validator();
+    const s = base();
+    validator.validate(s);
+    const moved = { ...s, services: s.services.slice(1), httpRoutes: [...s.httpRoutes, s.services[0]! as never] };
+    const problem = 'HTTPRoute default/reviews: kind: must be HTTPRoute, got "Service"';
+    expect(() => validate(moved)).toThrow(problem);
+    expect(() => validator.validate(moved)).toThrow(problem);
+  });
+});
+
 describe('names and field checks shared with the agent', () => {
   it('objectName, namespaceOf and the DNS and port checks, with their messages', () => {
     expect(split.objectName('Workload', { name: 'web' })).toBe('Workload default/web');
