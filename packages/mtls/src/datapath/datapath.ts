@@ -1,0 +1,317 @@
+/** The mTLS datapath: outbound capture to the node's data plane and STRICT in the kernel (bpf/mtls/mtls.bpf.c),
+ *  loaded and attached to a cgroup v2 subtree, and the enrolment applied to its maps. */
+import { isIP } from 'node:net';
+
+import { type BpfMap, type BpfObject, codec as c, cgroupId, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+
+import {
+  addrKey,
+  addrString,
+  CFG_IN4,
+  CFG_IN6,
+  CFG_OUT4,
+  CFG_OUT6,
+  counterNames,
+  type CounterName,
+  MODE_PERMISSIVE,
+  MODE_STRICT,
+  mtlsAddr,
+  type MtlsAddr,
+  mtlsConfig,
+  type MtlsConfig,
+  mtlsOrig,
+  type MtlsOrig,
+  mtlsPortKey,
+  type MtlsPortKey,
+  normalIp,
+} from './maps.js';
+
+const names = embedded.mtls;
+
+export interface MtlsOptions {
+  /** Capacity of the original-destination table (client local address → destination; least recently used
+   *  first out): connections that may be waiting for the data plane's accept at once. Default 65,536. */
+  maxConnections?: number;
+  /** Capacity of the mesh destination table (addresses, or address:port). Default 65,536. */
+  maxDestinations?: number;
+  /** Capacity of the enrolled-workload table. Default 16,384. */
+  maxWorkloads?: number;
+  /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
+  pinDir?: string;
+  /** The split's pinned per-socket table (split_orig) and its slot count, so that a connection to a service
+   *  address shows that address to getpeername, not the endpoint the split chose. Without it, a captured
+   *  connection shows the endpoint it was headed for. */
+  splitOrig?: { path: string; slots: number };
+}
+
+export type MtlsMode = 'STRICT' | 'PERMISSIVE';
+
+export interface EnrolledWorkload {
+  /** The workload's cgroup: its v2 directory or its id (the cgroup its processes run in, not an ancestor). */
+  cgroup: string | bigint;
+  /** The workload-wide mode (PeerAuthentication spec.mtls.mode); default PERMISSIVE. */
+  mode?: MtlsMode;
+  /** Port-level modes (portLevelMtls), overriding `mode`. */
+  ports?: Record<number, MtlsMode>;
+}
+
+export interface MtlsSnapshot {
+  dataplane: {
+    /** Where captured connections go: the data plane's outbound listener, per family. */
+    outbound: { port: number; ipv4?: string; ipv6?: string };
+    /** The source address the data plane's inbound side connects to workloads from: the only source a STRICT
+     *  port accepts. */
+    inboundSource: { ipv4?: string; ipv6?: string };
+  };
+  enrolled: EnrolledWorkload[];
+  /** Mesh workloads: "ip" (every port), "ip:port" or "[ipv6]:port". */
+  destinations: string[];
+}
+
+export interface MtlsApplyStats {
+  written: number;
+  deleted: number;
+}
+
+export class MtlsSnapshotError extends Error {
+  override name = 'MtlsSnapshotError';
+}
+
+/** A captured connection: the workload it was headed for and what the application dialled. */
+export interface OriginalDestination {
+  dst: string;
+  dialled: string;
+}
+
+function checkCapacity(name: string, n: number): number {
+  if (!Number.isInteger(n) || n < 1 || n > 2 ** 24) throw new RangeError(`${name} must be an integer in [1, 2^24], got ${n}`);
+  return n;
+}
+
+function checkPort(where: string, p: unknown): number {
+  if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) {
+    throw new MtlsSnapshotError(`${where}: expected a port from 1 to 65535, got ${JSON.stringify(p)}`);
+  }
+  return p;
+}
+
+function checkIp(where: string, ip: unknown, family: 4 | 6): Buffer {
+  if (typeof ip !== 'string' || isIP(ip) === 0) throw new MtlsSnapshotError(`${where}: expected an IP address, got ${JSON.stringify(ip)}`);
+  const n = normalIp(ip);
+  if ((n.family === 2) !== (family === 4)) throw new MtlsSnapshotError(`${where}: expected an IPv${family} address, got ${JSON.stringify(ip)}`);
+  return n.bytes;
+}
+
+function checkMode(where: string, m: unknown): number {
+  if (m === 'STRICT') return MODE_STRICT;
+  if (m === 'PERMISSIVE') return MODE_PERMISSIVE;
+  throw new MtlsSnapshotError(`${where}: expected "STRICT" or "PERMISSIVE", got ${JSON.stringify(m)}`);
+}
+
+/** "ip", "ip:port" or "[ipv6]:port" → a destination key (port 0: every port). */
+export function parseDestination(s: string, where = 'destination'): MtlsAddr {
+  if (typeof s !== 'string') throw new MtlsSnapshotError(`${where}: expected a string, got ${JSON.stringify(s)}`);
+  if (isIP(s) !== 0) return addrKey(s, 0);
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (!m || isIP(m[1]!) === 0) throw new MtlsSnapshotError(`${where}: expected "ip", "ip:port" or "[ipv6]:port", got ${JSON.stringify(s)}`);
+  return addrKey(m[1]!, checkPort(where, Number(m[2])));
+}
+
+const hex = <T>(codec: c.Codec<T>, v: T) => c.encode(codec, v).toString('hex');
+
+/** Writes `want` into `map` and deletes what it holds beyond it; unchanged entries are not written. */
+function sync<K, V>(map: BpfMap<K, V>, keyCodec: c.Codec<K>, valueCodec: c.Codec<V>, want: Map<string, [K, V]>, stats: MtlsApplyStats): void {
+  const stale: K[] = [];
+  const have = new Map<string, string>();
+  for (const [k, v] of map.entries()) {
+    const kh = hex(keyCodec, k);
+    if (want.has(kh)) have.set(kh, hex(valueCodec, v));
+    else stale.push(k);
+  }
+  for (const [kh, [k, v]] of want) {
+    if (have.get(kh) === hex(valueCodec, v)) continue;
+    map.set(k, v);
+    stats.written++;
+  }
+  for (const k of stale) if (map.delete(k)) stats.deleted++;
+}
+
+export class MtlsDatapath implements Disposable {
+  private readonly obj: BpfObject;
+  readonly enrolledMap: BpfMap<bigint, number>;
+  readonly destsMap: BpfMap<MtlsAddr, number>;
+  readonly portsMap: BpfMap<MtlsPortKey, number>;
+  readonly configMap: BpfMap<number, MtlsConfig>;
+  readonly origMap: BpfMap<MtlsAddr, MtlsOrig>;
+  private readonly countersMap: PerCpuMap<number, bigint>;
+
+  private constructor(obj: BpfObject) {
+    this.obj = obj;
+    this.enrolledMap = obj.map(names.maps.mtls_enrolled, { key: c.u64, value: c.u32 });
+    this.destsMap = obj.map(names.maps.mtls_dests, { key: mtlsAddr, value: c.u32 });
+    this.portsMap = obj.map(names.maps.mtls_ports, { key: mtlsPortKey, value: c.u32 });
+    this.configMap = obj.map(names.maps.mtls_config, { key: c.u32, value: mtlsConfig });
+    this.origMap = obj.map(names.maps.mtls_orig, { key: mtlsAddr, value: mtlsOrig });
+    this.countersMap = obj.perCpuMap(names.maps.mtls_counters, { key: c.u32, value: c.u64 });
+  }
+
+  static load(opts: MtlsOptions = {}): MtlsDatapath {
+    const spec = ObjectSpec.embedded(names.name);
+    try {
+      if (opts.maxConnections !== undefined) spec.setMaxEntries(names.maps.mtls_orig, checkCapacity('maxConnections', opts.maxConnections));
+      if (opts.maxDestinations !== undefined) spec.setMaxEntries(names.maps.mtls_dests, checkCapacity('maxDestinations', opts.maxDestinations));
+      if (opts.maxWorkloads !== undefined) {
+        const n = checkCapacity('maxWorkloads', opts.maxWorkloads);
+        spec.setMaxEntries(names.maps.mtls_enrolled, n);
+      }
+      if (opts.pinDir !== undefined) {
+        spec.pinMaps(opts.pinDir);
+        // The split owns its table; ours is a stand-in unless splitOrig names the split's.
+        spec.setPinPath(names.maps.split_orig, null);
+      }
+      if (opts.splitOrig !== undefined) {
+        const { path, slots } = opts.splitOrig;
+        if (!Number.isInteger(slots) || slots < 1 || (slots & (slots - 1)) !== 0) {
+          throw new RangeError(`splitOrig.slots must be a power of two (the split's table size), got ${slots}`);
+        }
+        spec.setMaxEntries(names.maps.split_orig, slots);
+        spec.setConstant(names.constants.split_orig_mask, slots - 1);
+        spec.setPinPath(names.maps.split_orig, path);
+      }
+    } catch (err) {
+      spec.close();
+      throw err;
+    }
+    return new MtlsDatapath(spec.load());
+  }
+
+  /** Attaches every hook (connect, getpeername, sockops, cgroup_skb ingress) to a cgroup v2 directory. Attach
+   *  after the split at the same cgroup: programs of one hook run in attach order, and capture must see the
+   *  endpoint the split chose. */
+  attach(cgroupPath: string): Link[] {
+    return this.obj.attachCgroup(cgroupPath);
+  }
+
+  /** Attaches through links pinned in `linkDir` (see BpfObject.attachCgroupPinned). */
+  attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[] {
+    return this.obj.attachCgroupPinned(cgroupPath, linkDir);
+  }
+
+  /**
+   * Validates the whole snapshot (cgroup paths resolved to ids included), then writes the difference: nothing is
+   * written when any part is wrong. The data plane's addresses go first, so a newly enrolled workload is never
+   * captured towards an old address.
+   */
+  apply(snap: MtlsSnapshot): MtlsApplyStats {
+    if (!snap || typeof snap !== 'object') throw new MtlsSnapshotError('snapshot: expected an object');
+    const dp = snap.dataplane;
+    if (!dp || typeof dp !== 'object' || !dp.outbound || !dp.inboundSource) {
+      throw new MtlsSnapshotError('dataplane: expected { outbound: { port, ipv4?, ipv6? }, inboundSource: { ipv4?, ipv6? } }');
+    }
+    const cfg: MtlsConfig = {
+      out4: Buffer.alloc(4),
+      out6: Buffer.alloc(16),
+      in4: Buffer.alloc(4),
+      in6: Buffer.alloc(16),
+      outPort: checkPort('dataplane.outbound.port', dp.outbound.port),
+      flags: 0,
+    };
+    if (dp.outbound.ipv4 !== undefined) {
+      cfg.out4 = checkIp('dataplane.outbound.ipv4', dp.outbound.ipv4, 4).subarray(0, 4);
+      cfg.flags |= CFG_OUT4;
+    }
+    if (dp.outbound.ipv6 !== undefined) {
+      cfg.out6 = checkIp('dataplane.outbound.ipv6', dp.outbound.ipv6, 6);
+      cfg.flags |= CFG_OUT6;
+    }
+    if (!(cfg.flags & (CFG_OUT4 | CFG_OUT6))) throw new MtlsSnapshotError('dataplane.outbound: expected ipv4, ipv6 or both');
+    if (dp.inboundSource.ipv4 !== undefined) {
+      cfg.in4 = checkIp('dataplane.inboundSource.ipv4', dp.inboundSource.ipv4, 4).subarray(0, 4);
+      cfg.flags |= CFG_IN4;
+    }
+    if (dp.inboundSource.ipv6 !== undefined) {
+      cfg.in6 = checkIp('dataplane.inboundSource.ipv6', dp.inboundSource.ipv6, 6);
+      cfg.flags |= CFG_IN6;
+    }
+
+    if (!Array.isArray(snap.enrolled)) throw new MtlsSnapshotError('enrolled: expected an array');
+    const enrolled = new Map<string, [bigint, number]>();
+    const ports = new Map<string, [MtlsPortKey, number]>();
+    snap.enrolled.forEach((w, i) => {
+      const where = `enrolled[${i}]`;
+      let id: bigint;
+      if (typeof w?.cgroup === 'bigint') id = w.cgroup;
+      else if (typeof w?.cgroup === 'string') {
+        try {
+          id = cgroupId(w.cgroup);
+        } catch (err) {
+          throw new MtlsSnapshotError(`${where}.cgroup: ${(err as Error).message}`);
+        }
+      } else throw new MtlsSnapshotError(`${where}.cgroup: expected a cgroup v2 path or id`);
+      const kh = hex(c.u64, id);
+      if (enrolled.has(kh)) throw new MtlsSnapshotError(`${where}.cgroup: cgroup ${id} enrolled twice`);
+      enrolled.set(kh, [id, 1]);
+      const modes: [number, number][] = [];
+      if (w.mode !== undefined) modes.push([0, checkMode(`${where}.mode`, w.mode)]);
+      for (const [p, m] of Object.entries(w.ports ?? {})) modes.push([checkPort(`${where}.ports`, Number(p)), checkMode(`${where}.ports.${p}`, m)]);
+      for (const [port, mode] of modes) {
+        // PERMISSIVE workload-wide is what absence means; a port-level PERMISSIVE must be kept (it overrides).
+        if (port === 0 && mode === MODE_PERMISSIVE) continue;
+        const key: MtlsPortKey = { cgroupId: id, port };
+        ports.set(hex(mtlsPortKey, key), [key, mode]);
+      }
+    });
+
+    if (!Array.isArray(snap.destinations)) throw new MtlsSnapshotError('destinations: expected an array');
+    const dests = new Map<string, [MtlsAddr, number]>();
+    snap.destinations.forEach((d, i) => {
+      const key = parseDestination(d, `destinations[${i}]`);
+      dests.set(hex(mtlsAddr, key), [key, 1]);
+    });
+
+    const stats: MtlsApplyStats = { written: 0, deleted: 0 };
+    sync(this.configMap, c.u32, mtlsConfig, new Map([['00000000', [0, cfg]]]), stats);
+    sync(this.destsMap, mtlsAddr, c.u32, dests, stats);
+    sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
+    sync(this.enrolledMap, c.u64, c.u32, enrolled, stats);
+    return stats;
+  }
+
+  /** The original destination the programs recorded for a connection the data plane accepted from `peer`
+   *  ("ip:port" or "[ipv6]:port": the client's local address). */
+  originalDestination(peer: string): OriginalDestination | undefined {
+    const key = parseDestination(peer, 'peer');
+    if (key.port === 0) throw new TypeError(`peer: expected "ip:port", got ${JSON.stringify(peer)}`);
+    const v = this.origMap.get(key);
+    return v && { dst: addrString(v.dst), dialled: addrString(v.dialled) };
+  }
+
+  /** What the programs counted, summed over CPUs. */
+  counters(): Record<CounterName, bigint> {
+    const out = {} as Record<CounterName, bigint>;
+    const all = this.countersMap.getBatch({ batchSize: counterNames.length, max: counterNames.length });
+    counterNames.forEach((n, i) => {
+      out[n] = (all[i]?.[1] ?? []).reduce((a, b) => a + b, 0n);
+    });
+    return out;
+  }
+
+  /** Entries in use and capacity of each table (map pressure). */
+  fill(): Record<'workloads' | 'destinations' | 'ports' | 'connections', { used: number; max: number }> {
+    return {
+      workloads: { used: this.enrolledMap.count(), max: this.enrolledMap.maxEntries },
+      destinations: { used: this.destsMap.count(), max: this.destsMap.maxEntries },
+      ports: { used: this.portsMap.count(), max: this.portsMap.maxEntries },
+      connections: { used: this.origMap.count(), max: this.origMap.maxEntries },
+    };
+  }
+
+  /** Detaches (unless links were pinned) and closes everything. */
+  close(): void {
+    this.obj.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,2 @@
+export * from './datapath.js';
+export { counterNames, type CounterName } from './maps.js';
