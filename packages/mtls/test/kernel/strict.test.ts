@@ -1,0 +1,107 @@
+// STRICT in the kernel: a workload port in STRICT mode takes TCP only from the data plane's inbound source
+// address; a plaintext client elsewhere gets nothing (its SYNs are dropped before the socket sees them), the
+// application accepts 0 connections and reads 0 bytes, and the drop is counted. PERMISSIVE ports serve anyone.
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { capturedOutput, createCgroup, createNetns, describePrivileged, inNetns, type Cgroup, type Netns, vethPair, waitForLine } from '@mesh/testkit';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+
+import { MtlsDatapath } from '../../src/datapath/index.js';
+import type { Dialled } from './support.js';
+
+const serverScript = fileURLToPath(new URL('../fixtures/server.mjs', import.meta.url));
+const dialScript = fileURLToPath(new URL('../fixtures/dial.mjs', import.meta.url));
+
+// Inside the test's own namespaces: the workload, a plaintext client and the data plane's inbound source.
+const WORKLOAD_IP = '10.231.0.1';
+const CLIENT_IP = '10.231.0.2';
+const DATAPLANE_IP = '10.231.0.3';
+const STRICT_PORT = 8081;
+const PERMISSIVE_PORT = 8082;
+const DEFAULT_PORT = 8083; // no port-level mode: the workload-wide one applies
+
+describePrivileged('STRICT in the kernel', () => {
+  let root: Cgroup, wl: Cgroup;
+  let nsW: Netns, nsC: Netns;
+  let server: ChildProcess;
+  let mtls: MtlsDatapath;
+
+  beforeAll(async () => {
+    root = await createCgroup('mtlsstr');
+    wl = await createCgroup('wl', { parent: root.path });
+    nsW = await createNetns('mtlsw');
+    nsC = await createNetns('mtlsc');
+    await vethPair(nsC, nsW, { addrA: [`${CLIENT_IP}/24`, `${DATAPLANE_IP}/24`], addrB: `${WORKLOAD_IP}/24` });
+    mtls = MtlsDatapath.load();
+    mtls.attach(root.path);
+    // Into the cgroup first: `ip netns exec` mounts a fresh /sys, where the cgroup is not to be found.
+    const [cmd, args] = inNetns(nsW, process.execPath, [serverScript, String(STRICT_PORT), String(PERMISSIVE_PORT), String(DEFAULT_PORT)]);
+    server = wl.spawn(cmd, args);
+    await waitForLine(server, /^ready$/, 30_000);
+  });
+  afterAll(async () => {
+    await wl?.close(); // stops the server
+    await nsW?.close();
+    await nsC?.close();
+    mtls?.close();
+    await root?.close();
+  });
+
+  function apply(mode: 'STRICT' | 'PERMISSIVE', ports: Record<number, 'STRICT' | 'PERMISSIVE'>) {
+    mtls.apply({
+      dataplane: { outbound: { ipv4: '127.0.0.50', port: 15001 }, inboundSource: { ipv4: DATAPLANE_IP } },
+      enrolled: [{ cgroup: wl.path, mode, ports }],
+      destinations: [WORKLOAD_IP],
+    });
+  }
+
+  // A refused client waits `timeoutMs` for an answer that never comes; a served one gets it well within 10 s.
+  async function dialFrom(local: string, port: number, timeoutMs = 10_000): Promise<Dialled> {
+    const r = await nsC.exec(process.execPath, [dialScript, WORKLOAD_IP, String(port), '1', local, String(timeoutMs)], { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as Dialled[])[0]!;
+  }
+
+  const seen = (what: 'accept' | 'data', port: number) =>
+    capturedOutput(server).stdout.split('\n').filter((l) => l.startsWith(`${what} ${port}`)).length;
+
+  it('a plaintext client gets nothing from a STRICT port: 0 accepted, 0 bytes read, drops counted', async () => {
+    apply('PERMISSIVE', { [STRICT_PORT]: 'STRICT' });
+    const before = mtls.counters();
+    const r = await dialFrom(CLIENT_IP, STRICT_PORT, 1500);
+    expect(r).toMatchObject({ line: null, error: 'timeout' });
+    expect(seen('accept', STRICT_PORT)).toBe(0);
+    expect(seen('data', STRICT_PORT)).toBe(0);
+    const after = mtls.counters();
+    // The SYN and its retransmissions within the client's 1.5 s.
+    expect(after.strict_drop_plaintext - before.strict_drop_plaintext).toBeGreaterThanOrEqual(1n);
+  });
+
+  it('the data plane (its inbound source address) reaches the STRICT port', async () => {
+    const before = mtls.counters();
+    const r = await dialFrom(DATAPLANE_IP, STRICT_PORT);
+    expect(r).toMatchObject({ line: 'served', error: null });
+    expect(seen('accept', STRICT_PORT)).toBe(1);
+    expect(mtls.counters().strict_pass_dataplane - before.strict_pass_dataplane).toBeGreaterThanOrEqual(3n);
+  });
+
+  it('a PERMISSIVE port serves the plaintext client', async () => {
+    const before = mtls.counters();
+    const r = await dialFrom(CLIENT_IP, PERMISSIVE_PORT);
+    expect(r).toMatchObject({ line: 'served', error: null });
+    expect(seen('accept', PERMISSIVE_PORT)).toBe(1);
+    expect(seen('data', PERMISSIVE_PORT)).toBe(1);
+    expect(mtls.counters().strict_drop_plaintext).toBe(before.strict_drop_plaintext);
+  });
+
+  it('workload-wide STRICT covers ports without their own mode; a port-level PERMISSIVE overrides it', async () => {
+    apply('STRICT', { [PERMISSIVE_PORT]: 'PERMISSIVE' });
+    expect(await dialFrom(CLIENT_IP, DEFAULT_PORT, 1500)).toMatchObject({ line: null, error: 'timeout' });
+    expect(seen('accept', DEFAULT_PORT)).toBe(0);
+    expect(await dialFrom(CLIENT_IP, PERMISSIVE_PORT)).toMatchObject({ line: 'served', error: null });
+    // Back to PERMISSIVE everywhere: the same client is served on the port it was refused.
+    apply('PERMISSIVE', {});
+    expect(await dialFrom(CLIENT_IP, DEFAULT_PORT)).toMatchObject({ line: 'served', error: null });
+    expect(seen('accept', DEFAULT_PORT)).toBe(1);
+  });
+});
