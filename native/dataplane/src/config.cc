@@ -121,7 +121,8 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
     throw ConfigError(path + ": " + e.what());
   }
   if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
-  onlyKeys(root, {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations"},
+  onlyKeys(root,
+           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "originalDst"},
            "config");
 
   auto cfg = std::make_shared<Config>();
@@ -155,8 +156,19 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
     }
   }
 
+  if (auto* od = optional(root, "originalDst", Json::Type::Object, "config")) {
+    onlyKeys(*od, {"map"}, "config.originalDst");
+    try {
+      cfg->originalDst = OrigDstMap::open(need(*od, "map", Json::Type::String, "config.originalDst").str);
+    } catch (const std::runtime_error& e) {
+      if (dynamic_cast<const ConfigError*>(&e)) throw;
+      fail("config.originalDst.map", e.what());
+    }
+  }
+
   cfg->inboundBase = newContext(true);
   if (!cfg->inboundBase) fail("config", "cannot create the inbound TLS context: " + sslErrors());
+  OriginalDst::useMap(cfg->originalDst);  // only a config loaded whole switches how destinations are found
   return cfg;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "addr.h"
+#include "original_dst.h"
 #include "policy.h"
 #include "tls.h"
 
@@ -41,6 +42,7 @@ struct Config {
   std::vector<std::unique_ptr<Workload>> workloads;
   std::map<std::string, Destination> destinations;                // key: "ip:port"
   SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context
+  std::shared_ptr<const OrigDstMap> originalDst;  // "originalDst": {"map": PATH}; absent: the PROXY v1 preamble
 
   const Workload* workloadByIp(const std::string& ip) const;
   const Destination* destination(const Addr& dst) const;

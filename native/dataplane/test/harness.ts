@@ -115,6 +115,8 @@ export interface DataplaneConfig {
   handshakeTimeoutMs?: number;
   workloads: WorkloadConfig[];
   destinations?: { address: string; tunnel: string; spiffeId: string }[];
+  /** The pinned map of original destinations the kernel's capture fills; absent: the PROXY v1 preamble. */
+  originalDst?: { map: string };
 }
 
 export interface Endpoint {

@@ -7,7 +7,7 @@ import { capturedOutput, createCgroup, createNetns, describePrivileged, inNetns,
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { MtlsDatapath } from '../../src/datapath/index.js';
-import type { Dialled } from './support.js';
+import type { Dialled } from './capture-support.js';
 
 const serverScript = fileURLToPath(new URL('../fixtures/server.mjs', import.meta.url));
 const dialScript = fileURLToPath(new URL('../fixtures/dial.mjs', import.meta.url));

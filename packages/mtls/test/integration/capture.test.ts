@@ -10,7 +10,7 @@ import { createCgroup, describePrivileged, uniqueName, type Cgroup } from '@mesh
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { MtlsDatapath, type OriginalDestination } from '../../src/datapath/index.js';
-import { dial, namedServer, type NamedServer } from './support.js';
+import { dial, namedServer, type NamedServer } from './capture-support.js';
 
 // Loopback addresses only (PLATFORM.md): a connect the hooks miss stays on this machine.
 const DATAPLANE = '127.0.0.50';
