@@ -171,3 +171,37 @@ describePrivileged('attach order', () => {
     }
   });
 });
+
+describePrivileged('outbound capture over IPv6', () => {
+  it('an IPv6 mesh workload is captured to the IPv6 data plane address, found by the client [ip]:port', async () => {
+    await using root = await createCgroup('mtlscapsix');
+    await using cg = await createCgroup('enr', { parent: root.path });
+    using mtls = MtlsDatapath.load();
+    mtls.attach(root.path);
+    const found = new Map<string, OriginalDestination | undefined>();
+    const dataplane = await namedServer('dataplane', '::1', (s) => {
+      const peer = `[${s.remoteAddress}]:${s.remotePort}`;
+      found.set(peer, mtls.originalDestination(peer));
+    });
+    const workload = await namedServer('workload', '::1');
+    try {
+      mtls.apply({
+        // IPv4 and IPv6 data plane addresses share one port; only the IPv6 one is used here.
+        dataplane: { outbound: { ipv4: DATAPLANE, ipv6: '::1', port: dataplane.port }, inboundSource: {} },
+        enrolled: [{ cgroup: cg.path }],
+        // With a port: the data plane listens on ::1 too.
+        destinations: [`[::1]:${workload.port}`],
+      });
+      const r = await dial(cg, '::1', workload.port, 3);
+      for (const c of r) {
+        expect(c).toMatchObject({ line: 'dataplane', peer: `::1:${workload.port}`, error: null });
+        const local = `[${c.local!.slice(0, c.local!.lastIndexOf(':'))}]:${c.local!.slice(c.local!.lastIndexOf(':') + 1)}`;
+        expect(found.get(local)).toEqual({ dst: `[::1]:${workload.port}`, dialled: `[::1]:${workload.port}` });
+      }
+      expect(workload.accepted).toBe(0);
+    } finally {
+      await dataplane.close();
+      await workload.close();
+    }
+  });
+});
