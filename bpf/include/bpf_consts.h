@@ -35,6 +35,17 @@
 #define IP_OFFSET 0x1FFF
 #endif
 
+/* IPv6 extension headers (uapi linux/in6.h) */
+#ifndef IPPROTO_HOPOPTS
+#define IPPROTO_HOPOPTS 0
+#endif
+#ifndef IPPROTO_ROUTING
+#define IPPROTO_ROUTING 43
+#endif
+#ifndef IPPROTO_DSTOPTS
+#define IPPROTO_DSTOPTS 60
+#endif
+
 /* errno (uapi asm-generic/errno.h) */
 #ifndef ECONNREFUSED
 #define ECONNREFUSED 111

@@ -321,6 +321,9 @@ int mtls_sockops(struct bpf_sock_ops *ctx)
 }
 
 /* 1: the packet is TCP to a STRICT port of the socket's workload and its source is not the data plane. */
+/* IPv6 extension headers walked before giving up on finding the TCP header. */
+#define IPV6_EXT_MAX 4
+
 static __always_inline int strict_refuses(struct __sk_buff *skb)
 {
 	struct mtls_port_key key = {};
@@ -347,11 +350,35 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_TCP)
+		__u8 next;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return 0;
+		next = ip6.nexthdr;
+		l4 = sizeof(ip6);
+		/* Extension headers before TCP must not carry a packet past the check. */
+		for (int i = 0; i < IPV6_EXT_MAX; i++) {
+			__u8 ext[2];
+
+			if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+				break;
+			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext))) {
+				count(MTLS_STRICT_DROP_MALFORMED);
+				return 1;
+			}
+			next = ext[0];
+			l4 += (ext[1] + 1) * 8;
+		}
+		if (next != IPPROTO_TCP) {
+			/* Still an extension header after IPV6_EXT_MAX: its TCP port cannot be told; refused. */
+			if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+				count(MTLS_STRICT_DROP_MALFORMED);
+				return 1;
+			}
+			return 0;
+		}
 		__builtin_memcpy(src, &ip6.saddr, sizeof(src));
 		family = AF_INET6;
-		l4 = sizeof(ip6);
 		if (is_mapped(src[0], src[1], src[2])) {
 			src[0] = src[3];
 			src[1] = src[2] = src[3] = 0;

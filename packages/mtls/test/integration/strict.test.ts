@@ -10,12 +10,16 @@ import { MtlsDatapath } from '../../src/datapath/index.js';
 import type { Dialled } from './capture-support.js';
 
 const serverScript = fileURLToPath(new URL('../fixtures/server.mjs', import.meta.url));
+const dial6Script = fileURLToPath(new URL('../fixtures/dial6.py', import.meta.url));
 const dialScript = fileURLToPath(new URL('../fixtures/dial.mjs', import.meta.url));
 
 // Inside the test's own namespaces: the workload, a plaintext client and the data plane's inbound source.
 const WORKLOAD_IP = '10.231.0.1';
 const CLIENT_IP = '10.231.0.2';
 const DATAPLANE_IP = '10.231.0.3';
+const WORKLOAD_IP6 = 'fd31::1';
+const CLIENT_IP6 = 'fd31::2';
+const DATAPLANE_IP6 = 'fd31::3';
 const STRICT_PORT = 8081;
 const PERMISSIVE_PORT = 8082;
 const DEFAULT_PORT = 8083; // no port-level mode: the workload-wide one applies
@@ -31,7 +35,10 @@ describePrivileged('STRICT in the kernel', () => {
     wl = await createCgroup('wl', { parent: root.path });
     nsW = await createNetns('mtlsw');
     nsC = await createNetns('mtlsc');
-    await vethPair(nsC, nsW, { addrA: [`${CLIENT_IP}/24`, `${DATAPLANE_IP}/24`], addrB: `${WORKLOAD_IP}/24` });
+    await vethPair(nsC, nsW, {
+      addrA: [`${CLIENT_IP}/24`, `${DATAPLANE_IP}/24`, `${CLIENT_IP6}/64`, `${DATAPLANE_IP6}/64`],
+      addrB: [`${WORKLOAD_IP}/24`, `${WORKLOAD_IP6}/64`],
+    });
     mtls = MtlsDatapath.load();
     mtls.attach(root.path);
     // Into the cgroup first: `ip netns exec` mounts a fresh /sys, where the cgroup is not to be found.
@@ -49,7 +56,7 @@ describePrivileged('STRICT in the kernel', () => {
 
   function apply(mode: 'STRICT' | 'PERMISSIVE', ports: Record<number, 'STRICT' | 'PERMISSIVE'>) {
     mtls.apply({
-      dataplane: { outbound: { ipv4: '127.0.0.50', port: 15001 }, inboundSource: { ipv4: DATAPLANE_IP } },
+      dataplane: { outbound: { ipv4: '127.0.0.50', port: 15001 }, inboundSource: { ipv4: DATAPLANE_IP, ipv6: DATAPLANE_IP6 } },
       enrolled: [{ cgroup: wl.path, mode, ports }],
       destinations: [WORKLOAD_IP],
     });
@@ -103,5 +110,22 @@ describePrivileged('STRICT in the kernel', () => {
     apply('PERMISSIVE', {});
     expect(await dialFrom(CLIENT_IP, DEFAULT_PORT)).toMatchObject({ line: 'served', error: null });
     expect(seen('accept', DEFAULT_PORT)).toBe(1);
+  });
+
+  it('IPv6: plaintext refused, with or without a hop-by-hop header before TCP; the data plane source passes', async () => {
+    apply('PERMISSIVE', { [STRICT_PORT]: 'STRICT' });
+    const accepted = seen('accept', STRICT_PORT);
+    const dial6 = async (local: string, hopopts: boolean, timeoutS: number) => {
+      const r = await nsC.exec('python3', [dial6Script, WORKLOAD_IP6, String(STRICT_PORT), local, hopopts ? '1' : '0', String(timeoutS)], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    const before = mtls.counters();
+    expect(await dial6(CLIENT_IP6, false, 1.5)).toBe('timeout');
+    expect(await dial6(CLIENT_IP6, true, 1.5)).toBe('timeout');
+    expect(seen('accept', STRICT_PORT)).toBe(accepted);
+    expect(mtls.counters().strict_drop_plaintext - before.strict_drop_plaintext).toBeGreaterThanOrEqual(2n);
+    expect(await dial6(DATAPLANE_IP6, true, 10)).toBe('served');
+    expect(seen('accept', STRICT_PORT)).toBe(accepted + 1);
   });
 });
