@@ -2,7 +2,9 @@
 // outbound listener (here a stand-in in the test process, outside the mesh's cgroups, as the data plane runs),
 // the original destination is found by the accepted socket's peer address, and getpeername() shows what the
 // application dialled. Everything else passes untouched.
+import { once } from 'node:events';
 import { rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { BPFFS } from '@mesh/bpf';
 import { SplitDatapath, type Snapshot } from '@mesh/split';
@@ -111,13 +113,18 @@ describePrivileged('outbound capture to the data plane', () => {
     }
   });
 
-  it('a cgroup not enrolled, and a destination that is no mesh workload, pass untouched', async () => {
+  it('a cgroup not enrolled, a process outside the mesh, and a destination that is no mesh workload pass untouched', async () => {
     const before = mtls.counters();
     const notEnrolled = await dial(outside, WORKLOAD, workload.port, 3);
     expect(notEnrolled.map((c) => [c.line, c.peer])).toEqual(Array(3).fill(['workload', `${WORKLOAD}:${workload.port}`]));
     const notMesh = await dial(enrolled, OTHER, other.port, 3);
     expect(notMesh.map((c) => [c.line, c.peer])).toEqual(Array(3).fill(['other', `${OTHER}:${other.port}`]));
-    expect(workload.accepted).toBe(3);
+    // A process outside the mesh's cgroups, as the data plane runs: this test process.
+    const s = connect({ host: WORKLOAD, port: workload.port });
+    const [line] = (await once(s.setEncoding('utf8'), 'data')) as [string];
+    s.destroy();
+    expect(line).toBe('workload\n');
+    expect(workload.accepted).toBe(4);
     expect(mtls.counters().capture).toBe(before.capture);
   });
 
