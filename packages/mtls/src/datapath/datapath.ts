@@ -1,6 +1,7 @@
 /** The mTLS datapath: outbound capture to the node's data plane and STRICT in the kernel (bpf/mtls/mtls.bpf.c),
  *  loaded and attached to a cgroup v2 subtree, and the enrolment applied to its maps. */
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 
 import { type BpfMap, type BpfObject, codec as c, cgroupId, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 
@@ -166,8 +167,10 @@ export class MtlsDatapath implements Disposable {
       }
       if (opts.pinDir !== undefined) {
         spec.pinMaps(opts.pinDir);
-        // The split owns its table; ours is a stand-in unless splitOrig names the split's.
-        spec.setPinPath(names.maps.split_orig, null);
+        // The split owns split_orig (and may pin it in this very directory, at another size); without splitOrig
+        // ours is a one-slot stand-in, pinned under a name of its own so that a restart adopts the programs that
+        // read it instead of replacing them.
+        spec.setPinPath(names.maps.split_orig, join(opts.pinDir, 'mtls_split_orig_standin'));
       }
       if (opts.splitOrig !== undefined) {
         const { path, slots } = opts.splitOrig;
