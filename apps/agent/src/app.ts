@@ -6,14 +6,15 @@
 import type { Server } from 'node:http';
 
 import { enableStats } from '@mesh/bpf';
-import { KernelMetrics, type IdentityResolver } from '@mesh/metrics';
+import type { IdentityResolver } from '@mesh/metrics';
 import { runStepsAsync } from '@mesh/split';
-import { Counter, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 
 import { AgentMetrics } from './agent-metrics.js';
 import { ConfigError, type ResolvedConfig, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
+import { FAMILIES, type Family, metricsFamily } from './families.js';
 import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
 import type { IdentityOptions, WorkloadIdentities } from './identities.js';
@@ -21,7 +22,6 @@ import { acquireLock, type Lock } from './lock.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startSocketServer, startTcpServer } from './server.js';
-import { registerSplitWeights } from './split-weights.js';
 import { PairStats } from './stats.js';
 import { type Applied, certsView, type LastError, servicesView, statusView, workloadsView } from './views.js';
 
@@ -42,6 +42,8 @@ export interface AgentOptions {
   bpfStats?: boolean;
   /** Workload identities (SVIDs) for the config's workloads; off when absent. */
   identity?: Omit<IdentityOptions, 'log'>;
+  /** Datapath families run after the built-in ones (FAMILIES): how a test adds one without editing the agent. */
+  families?: readonly Family[];
 }
 
 /** start() gave up because stop() was called (SIGTERM or SIGINT during start-up). */
@@ -81,7 +83,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
-    this.stats = new PairStats(() => this.dp().metrics.readHttp(), () => this.resolver);
+    this.stats = new PairStats(() => this.dp().get(metricsFamily).readHttp(), () => this.resolver);
     this.agentMetrics = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
   }
 
@@ -156,19 +158,13 @@ export class Agent {
     checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
-    this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints });
+    const families = [...FAMILIES, ...(opts.families ?? [])];
+    this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints, families });
     const outcomes = this.datapath.attachments.reduce<Record<string, number>>((a, x) => ((a[x.outcome] = (a[x.outcome] ?? 0) + 1), a), {});
     log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: this.datapath.attachments.length, ...outcomes, ms: Math.round(performance.now() - t0) });
 
-    // HTTP/2 and gRPC: header frames from the kernel's ring buffer, decoded on the event loop.
-    this.datapath.metrics.consumeH2();
-    const metrics = new KernelMetrics(
-      { read: () => this.dp().metrics.read(), fill: () => this.dp().fill(), readH2: () => this.dp().metrics.readH2() },
-      { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
-    );
-    metrics.register(this.registry);
-    this.registerSplitMetrics();
-    registerSplitWeights(this.registry, () => this.applied?.services ?? []);
+    // Each family brings its metrics (metrics' start consuming HTTP/2 header frames from the kernel).
+    this.datapath.registerMetrics(this.registry);
 
     // Tracked like any apply: stop() waits for it rather than closing the maps under it.
     this.applying = this.apply(firstConfig, first.revision, firstTimes);
@@ -209,32 +205,6 @@ export class Agent {
     }
   }
 
-  /** What the split programs counted, as Prometheus counters read from the kernel at each scrape. */
-  private registerSplitMetrics(): void {
-    const read = () => this.dp().split.counters();
-    const counter = (name: string, help: string, values: (c: ReturnType<typeof read>) => [Record<string, string>, bigint][], labelNames: string[] = []) =>
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [labels, v] of values(read())) this.inc(labels, Number(v));
-        },
-      });
-    counter('mesh_split_connects_total', 'connect() calls to a service address: rewritten to an endpoint, or refused (no backend can take the connection).', (c) => [
-      [{ result: 'rewritten' }, c.connect_rewrite],
-      [{ result: 'refused' }, c.connect_no_backend],
-    ], ['result']);
-    counter('mesh_split_udp_sends_total', 'Unconnected UDP datagrams to a service address: rewritten to an endpoint, or refused.', (c) => [
-      [{ result: 'rewritten' }, c.sendmsg_rewrite],
-      [{ result: 'refused' }, c.sendmsg_no_backend],
-    ], ['result']);
-    counter('mesh_split_table_retries_total', 'Connections that found their endpoint table swapped under them and read the service again.', (c) => [[{}, c.table_retry]]);
-    counter('mesh_split_peer_table_full_total', "Connections through a service address whose getpeername() shows the endpoint: the per-connection table had no free slot.", (c) => [[{}, c.orig_full]]);
-  }
-
   private notReady(): string | undefined {
     if (!this.datapath) return 'programs are not attached yet';
     if (!this.applied) return 'no config applied yet';
@@ -265,7 +235,7 @@ export class Agent {
     await this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) });
   }
 
-  /** Hands each part of a validated config to its owner: cgroups, the split maps, the metrics' names. */
+  /** Hands each part of a validated config to its owner: cgroups, each family's maps, identities. */
   private async apply(config: ResolvedConfig, revision: string, times: { parseMs?: number; validateMs: number }): Promise<void> {
     const { log } = this;
     const t0 = performance.now();
@@ -274,18 +244,19 @@ export class Agent {
       // The kernel makes cgroups one at a time (~0.1 ms each): made off the event loop while the maps are written.
       const cgroups = this.opts.source.managesCgroups !== false ? dp.ensureCgroups(config.workloads.map((w) => w.cgroup)) : Promise.resolve();
       cgroups.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
-      const r = await runStepsAsync(dp.split.applyCompiledSteps(config.compiled));
+      let resolver: Promise<ConfigResolver> | undefined;
+      const resolve = () => (resolver ??= cgroups.then(() => ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services)));
+      const r = await dp.apply({ config, resolver: resolve });
       await cgroups;
-      const resolver = await ConfigResolver.create(this.opts.cgroupRoot, config.workloads, r.compiled);
-      this.resolver = resolver;
-      dp.metrics.setKnownPeers(resolver.knownAddresses());
+      this.resolver = await resolve();
       this.identities?.apply(config.workloads);
-      const writes = r.stats.serviceWrites + r.stats.serviceDeletes + r.stats.endpointWrites + r.stats.endpointDeletes;
+      const writes = r.mapWrites;
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.
-      this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services: r.compiled, routes: r.routes, writes };
+      const { services, routes } = config.compiled;
+      this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services, routes, writes };
       this.agentMetrics.applied(generation);
-      for (const rt of r.routes) {
+      for (const rt of routes) {
         for (const p of rt.parents) {
           const bad = p.conditions.filter((c) => c.status !== 'True');
           if (bad.length) log.warn('route not fully accepted', { route: rt.route, parent: p.parentRef.name, conditions: bad });
@@ -297,7 +268,7 @@ export class Agent {
         services: config.routing.services.length,
         workloads: config.workloads.length,
         routes: config.routing.httpRoutes.length,
-        serviceAddresses: r.services,
+        ...r.log,
         mapWrites: writes,
         // ms: writing the kernel's tables; parseMs and validateMs come before it
         ms: msSince(t0),
@@ -321,7 +292,6 @@ export class Agent {
   }
 
   status() {
-    const dp = this.datapath;
     return statusView({
       source: this.opts.source,
       listen: this.opts.listen,
@@ -331,7 +301,7 @@ export class Agent {
       metrics: { serving: this.tcp !== undefined, error: this.tcpError },
       applied: this.applied,
       lastError: this.lastError,
-      datapath: dp && { links: () => dp.links(), fill: () => dp.fill(), counters: () => ({ split: dp.split.counters(), metrics: dp.metrics.readCounters() }) },
+      datapath: this.datapath,
     });
   }
 

@@ -1,55 +1,42 @@
 /**
- * The node's datapath as the agent owns it: the split and metrics programs attached to the mesh's cgroup v2
- * subtree through pinned links, their maps pinned beside them. A starting agent adopts whatever a previous one
- * pinned (same build: kept; another build: replaced in place), so a restart never attaches a second copy and
- * never leaves a moment without programs; stopping the agent leaves the datapath running.
+ * The node's datapath as the agent owns it: every family's programs (see families.ts) attached to the mesh's
+ * cgroup v2 subtree through pinned links, their maps pinned beside them. A starting agent adopts whatever a
+ * previous one pinned (same build: kept; another build: replaced in place), so a restart never attaches a
+ * second copy and never leaves a moment without programs; stopping the agent leaves the datapath running.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { mkdir, readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
-import { BpfError, ensureBpffs, Link, type PinnedAttachment, Program } from '@mesh/bpf';
-import { MetricsDatapath } from '@mesh/metrics';
-import { SplitDatapath } from '@mesh/split';
+import { type DatapathFamily, ensureBpffs, loadAdoptingPins, type MapFill, type PinnedAttachment, type PinnedLink, pinLayout, pinnedLinks, removePins } from '@mesh/bpf';
+import type { Registry } from 'prom-client';
 
+import type { AgentSizes, ApplyContext, Family } from './families.js';
 import { removeStaleLock } from './lock.js';
 import type { Logger } from './log.js';
-import { pinLayout } from './paths.js';
 
-export interface DatapathOptions {
+export interface DatapathOptions extends AgentSizes {
   /** bpffs directory holding the mesh's pins, e.g. /sys/fs/bpf/mesh. */
   pinRoot: string;
   /** cgroup v2 directory whose subtree is the mesh, e.g. /sys/fs/cgroup/mesh. */
   cgroupRoot: string;
   log: Logger;
-  maxServices?: number;
-  maxEndpoints?: number;
-  maxConnections?: number;
+  /** The families to run, in order (FAMILIES, and any a test adds). */
+  families: readonly Family[];
 }
 
 export interface FamilyAttachment extends PinnedAttachment {
-  family: 'split' | 'metrics';
+  family: string;
 }
 
-/**
- * Loads with maps adopted from pins; pins of another layout (a build that changed a map) are replaced. Only
- * that: any other failure leaves the pins, and the counts in them, alone.
- */
-function loadAdopting<T>(family: string, dir: string, log: Logger, load: () => T): T {
-  try {
-    return load();
-  } catch (err) {
-    if (!(err instanceof BpfError && err.pinnedMapMismatch) || !existsSync(dir) || readdirSync(dir).length === 0) throw err;
-    log.warn('pinned maps do not fit this build; replacing them (their contents are lost)', { family, dir, err });
-    rmSync(dir, { recursive: true, force: true });
-    return load();
-  }
+interface Loaded {
+  family: Family;
+  dp: DatapathFamily<unknown, Registry>;
 }
 
 export class MeshDatapath implements Disposable {
   private constructor(
-    readonly split: SplitDatapath,
-    readonly metrics: MetricsDatapath,
+    private readonly loaded: Loaded[],
     readonly attachments: FamilyAttachment[],
     readonly cgroupRoot: string,
     readonly pinRoot: string,
@@ -59,31 +46,49 @@ export class MeshDatapath implements Disposable {
     const { log } = opts;
     const layout = pinLayout(opts.pinRoot);
     ensureBpffs();
-    mkdirSync(layout.maps('split'), { recursive: true });
-    mkdirSync(layout.maps('metrics'), { recursive: true });
+    for (const f of opts.families) mkdirSync(layout.maps(f.name), { recursive: true });
     mkdirSync(opts.cgroupRoot, { recursive: true });
-
-    const split = loadAdopting('split', layout.maps('split'), log, () =>
-      SplitDatapath.load({
-        pinDir: layout.maps('split'),
-        maxServices: opts.maxServices,
-        maxEndpoints: opts.maxEndpoints,
-        maxConnections: opts.maxConnections,
-      }),
-    );
-    let metrics: MetricsDatapath | undefined;
+    const loaded: Loaded[] = [];
     try {
-      metrics = loadAdopting('metrics', layout.maps('metrics'), log, () => MetricsDatapath.load({ pinDir: layout.maps('metrics') }));
-      const attachments: FamilyAttachment[] = [
-        ...split.attachPinned(opts.cgroupRoot, layout.links('split')).map((a) => ({ ...a, family: 'split' as const })),
-        ...metrics.attachPinned(opts.cgroupRoot, layout.links('metrics')).map((a) => ({ ...a, family: 'metrics' as const })),
-      ];
-      return new MeshDatapath(split, metrics, attachments, opts.cgroupRoot, opts.pinRoot);
+      for (const family of opts.families) {
+        const dir = layout.maps(family.name);
+        const dp = loadAdoptingPins(dir, () => family.load(dir, opts), (err) =>
+          log.warn('pinned maps do not fit this build; replacing them (their contents are lost)', { family: family.name, dir, err }),
+        );
+        loaded.push({ family, dp });
+      }
+      const attachments = loaded.flatMap(({ family, dp }) =>
+        dp.attachPinned(opts.cgroupRoot, layout.links(family.name)).map((a) => ({ ...a, family: family.name })),
+      );
+      return new MeshDatapath(loaded, attachments, opts.cgroupRoot, opts.pinRoot);
     } catch (err) {
-      metrics?.close();
-      split.close();
+      for (const { dp } of loaded.reverse()) dp.close();
       throw err;
     }
+  }
+
+  /** The loaded datapath of one of the families it was opened with. */
+  get<D extends DatapathFamily<any, Registry>>(family: Family<D>): D {
+    const l = this.loaded.find((x) => x.family === family);
+    if (!l) throw new Error(`family ${family.name} is not loaded`);
+    return l.dp as unknown as D;
+  }
+
+  /** Hands each family its part of a validated config, in list order. */
+  async apply(ctx: ApplyContext): Promise<{ mapWrites: number; log: Record<string, number | string> }> {
+    let mapWrites = 0;
+    const log: Record<string, number | string> = {};
+    for (const { family, dp } of this.loaded) {
+      const r = await dp.applyPart(await family.input(ctx));
+      mapWrites += r.mapWrites ?? 0;
+      Object.assign(log, r.log);
+    }
+    return { mapWrites, log };
+  }
+
+  /** Registers every family's metrics with the agent's registry. */
+  registerMetrics(registry: Registry): void {
+    for (const { dp } of this.loaded) dp.registerMetrics(registry, { fill: () => this.fill() });
   }
 
   /** Creates the cgroup directory of each workload (relative to the mesh's root) that does not exist yet. What
@@ -104,11 +109,18 @@ export class MeshDatapath implements Disposable {
     }
   }
 
-  /** Entries in use and capacity of every map of the mesh (split's prefixed `split_`). */
-  fill(): Record<string, { used: number; max: number }> {
-    const out: Record<string, { used: number; max: number }> = { ...this.metrics.fill() };
-    for (const [name, f] of Object.entries(this.split.fill())) out[`split_${name}`] = f;
+  /** Entries in use and capacity of every map of the mesh, each family's names prefixed with its mapPrefix;
+   *  families in the order of their names, as status lists their programs. */
+  fill(): Record<string, MapFill> {
+    const out: Record<string, MapFill> = {};
+    const byName = [...this.loaded].sort((a, b) => (a.family.name < b.family.name ? -1 : a.family.name > b.family.name ? 1 : 0));
+    for (const { family, dp } of byName) for (const [name, f] of Object.entries(dp.fill())) out[family.mapPrefix + name] = f;
     return out;
+  }
+
+  /** What each family's programs counted, by family. */
+  counters(): Record<string, Record<string, number | bigint>> {
+    return Object.fromEntries(this.loaded.map(({ family, dp }) => [family.name, dp.counters()]));
   }
 
   /** Programs as the kernel reports them now, through the pinned links (what `meshctl status` shows). */
@@ -116,10 +128,9 @@ export class MeshDatapath implements Disposable {
     return pinnedLinks(this.pinRoot);
   }
 
-  /** Closes the agent's handles; the pinned links and maps keep the datapath running. */
+  /** Closes the agent's handles, last family first; the pinned links and maps keep the datapath running. */
   close(): void {
-    this.metrics.close();
-    this.split.close();
+    for (const { dp } of [...this.loaded].reverse()) dp.close();
   }
 
   [Symbol.dispose](): void {
@@ -127,53 +138,9 @@ export class MeshDatapath implements Disposable {
   }
 }
 
-export interface LinkStatus {
-  family: string;
-  program: string;
-  pin: string;
-  linkId: number;
-  programId: number;
-  tag: string;
-  attachType: string;
-  runCount: string;
-  runTimeNs: string;
-}
-
-/** Every pinned link under the pin root, read from the kernel. */
-export function pinnedLinks(pinRoot: string): LinkStatus[] {
-  const out: LinkStatus[] = [];
-  const dir = join(pinRoot, 'links');
-  if (!existsSync(dir)) return out;
-  for (const family of readdirSync(dir).sort()) {
-    for (const program of readdirSync(join(dir, family)).sort()) {
-      const pin = join(dir, family, program);
-      const link = Link.openPinned(pin);
-      try {
-        const info = link.info();
-        const prog = Program.openById(info.programId);
-        try {
-          const p = prog.info();
-          out.push({
-            family,
-            program,
-            pin,
-            linkId: info.id ?? 0,
-            programId: info.programId,
-            tag: p.tag,
-            attachType: String(info.attachType ?? ''),
-            runCount: p.runCount.toString(),
-            runTimeNs: p.runTimeNs.toString(),
-          });
-        } finally {
-          prog.close();
-        }
-      } finally {
-        link.close();
-      }
-    }
-  }
-  return out;
-}
+/** A pinned link as `meshctl status` shows it. */
+export type LinkStatus = PinnedLink;
+export { pinnedLinks };
 
 export interface UninstallReport {
   linksDetached: string[];
@@ -186,25 +153,7 @@ export interface UninstallReport {
 /** Detaches every pinned link (even if a process still holds it), removes every pin and the mesh's empty
  *  cgroups. Programs go away with their last link and handle. */
 export function uninstall(pinRoot: string, cgroupRoot: string | undefined): UninstallReport {
-  const report: UninstallReport = { linksDetached: [], pinsRemoved: 0, cgroupsRemoved: [], cgroupsBusy: [] };
-  const links = join(pinRoot, 'links');
-  if (existsSync(links)) {
-    for (const family of readdirSync(links)) {
-      for (const program of readdirSync(join(links, family))) {
-        const pin = join(links, family, program);
-        try {
-          Link.openPinned(pin).detach();
-        } catch {
-          // not a link (or already gone): the pin is removed below all the same
-        }
-        report.linksDetached.push(`${family}/${program}`);
-      }
-    }
-  }
-  const count = (d: string): number =>
-    existsSync(d) ? readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? count(join(d, e.name)) : 1), 0) : 0;
-  report.pinsRemoved = count(pinRoot);
-  rmSync(pinRoot, { recursive: true, force: true });
+  const report: UninstallReport = { ...removePins(pinRoot), cgroupsRemoved: [], cgroupsBusy: [] };
   removeStaleLock(pinRoot);
 
   if (cgroupRoot && existsSync(cgroupRoot)) {

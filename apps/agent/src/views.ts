@@ -3,6 +3,7 @@
  * the agent, typed here for meshctl. Type imports only: meshctl imports this file's types without loading what
  * the agent runs (the native addon among it).
  */
+import type { MapFill } from '@mesh/bpf';
 import type { CompiledService, RouteStatus } from '@mesh/split';
 
 import type { ResolvedWorkload } from './config/objects.js';
@@ -31,11 +32,6 @@ export interface LastError {
   revision?: string | undefined;
   message: string;
   problems: string[];
-}
-
-export interface MapFill {
-  used: number;
-  max: number;
 }
 
 /** What status reads of the open datapath. */

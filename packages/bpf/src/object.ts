@@ -1,6 +1,5 @@
 /** Objects: an ObjectSpec describes what to load (an ELF image, constants, map sizes, pin paths); load()
  *  turns it into a BpfObject, the live programs and maps. */
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { type Codec, none } from './codec.js';
@@ -9,7 +8,8 @@ import { assertOpen } from './errors.js';
 import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
 import { native, type NativeObject } from './native.js';
 import { Owner } from './owner.js';
-import { Link } from './link.js';
+import type { Link } from './link.js';
+import { attachCgroupPinned } from './pin.js';
 import { Program } from './program.js';
 import { RingBuffer, type RingBufferOptions } from './ringbuf.js';
 
@@ -263,58 +263,15 @@ export class BpfObject implements Disposable {
   }
 
   /**
-   * Attaches programs of this object to a cgroup v2 directory through links pinned as `<linkDir>/<program>`,
-   * adopting what a previous process pinned there: a pinned link that already runs this very program (same
-   * tag and the same maps, see runsSame) is kept, one that runs another build or other maps is switched to
-   * this program in place (no moment without a program), and a missing one is attached and pinned. Pinned links of programs this object does not have,
-   * or attached to another cgroup, are detached. Never makes a second attachment of a program. The process
-   * keeps no link open: the pins hold the attachments, which outlive it.
+   * Attaches programs of this object to a cgroup v2 directory through links pinned as `<linkDir>/<program>`
+   * (see attachCgroupPinned in pin.ts): a pinned link that already runs this very program (same tag and the
+   * same maps, see runsSame) is adopted, one that runs another build or other maps is replaced in place, a
+   * missing one is attached and pinned, stale ones are detached. The pins hold the attachments, which outlive
+   * the process.
    */
   attachCgroupPinned(cgroupPath: string, linkDir: string, programs: readonly string[] = this.programNames): PinnedAttachment[] {
-    mkdirSync(linkDir, { recursive: true });
-    const wanted = new Set(programs);
-    const cgId = native.cgroupId(cgroupPath);
-    for (const f of readdirSync(linkDir)) {
-      if (wanted.has(f)) continue;
-      const stale = Link.openPinned(join(linkDir, f));
-      stale.detach();
-      rmSync(join(linkDir, f), { force: true });
-    }
-    const out: PinnedAttachment[] = [];
-    for (const name of programs) {
-      const prog = this.program(name);
-      const path = join(linkDir, name);
-      let link: Link | undefined;
-      if (existsSync(path)) {
-        link = Link.openPinned(path);
-        const info = link.info();
-        if (info.cgroupId !== undefined && info.cgroupId !== cgId) {
-          link.detach();
-          rmSync(path, { force: true });
-          link = undefined;
-        } else {
-          const running = Program.openById(info.programId);
-          let same: boolean;
-          try {
-            same = this.runsSame(running, prog);
-          } finally {
-            running.close();
-          }
-          if (!same) link.update(prog);
-          out.push({ program: name, path, outcome: same ? 'adopted' : 'replaced', linkId: info.id ?? 0 });
-          link.close(); // the pin holds the attachment
-          continue;
-        }
-      }
-      link = prog.attachCgroup(cgroupPath);
-      try {
-        link.pin(path);
-        out.push({ program: name, path, outcome: 'attached', linkId: link.info().id ?? 0 });
-      } finally {
-        link.close(); // pinned: stays attached; not pinned (pin failed): detached
-      }
-    }
-    return out;
+    const progs = new Map(programs.map((p) => [p, this.program(p)] as const));
+    return attachCgroupPinned(cgroupPath, linkDir, progs, (running, prog) => this.runsSame(running, prog));
   }
 
   /**

@@ -3,7 +3,24 @@
 import { randomInt } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment, type RingBuffer } from '@mesh/bpf';
+import {
+  type BpfMap,
+  type BpfObject,
+  codec as c,
+  type DatapathFamily,
+  embedded,
+  type Link,
+  type MapFill,
+  type MeshView,
+  ObjectSpec,
+  type PartApplied,
+  type PerCpuMap,
+  type PinnedAttachment,
+  type RingBuffer,
+} from '@mesh/bpf';
+import type { Registry } from 'prom-client';
+
+import { type IdentityResolver, KernelMetrics } from './exporter.js';
 
 import { H2Streams, type H2Counters, type H2HttpSample, type H2StreamsOptions, type RpcSample } from './h2/streams.js';
 
@@ -120,7 +137,13 @@ function sumCpus(perCpu: HttpValue[] | undefined): Pick<HttpSample, 'count' | 's
   return count === 0 ? undefined : { count, sumSeconds: sumNs / 1e9, buckets };
 }
 
-export class MetricsDatapath implements Disposable {
+/** The metrics family's part of a snapshot: who the mesh's workloads and peers are (labels, known peers). */
+export interface MetricsInput extends IdentityResolver {
+  /** Every address of the mesh's workloads and endpoints (see setKnownPeers). */
+  knownAddresses(): Iterable<string>;
+}
+
+export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   private readonly obj: BpfObject;
   /** Series → the cell of http_cells holding their per-CPU counts (see bpf/metrics/http.bpf.c). */
   private readonly series: BpfMap<HttpKey, number>;
@@ -128,7 +151,9 @@ export class MetricsDatapath implements Disposable {
   /** Per direction, the requests that found no series of their own (a full map). */
   private readonly overflow: PerCpuMap<number, HttpValue>;
   private readonly tcp: PerCpuMap<PairKey, { opened: number; closed: number; bytesSent: number; bytesReceived: number }>;
-  private readonly counters: PerCpuMap<number, bigint>;
+  private readonly countersMap: PerCpuMap<number, bigint>;
+  /** Names workloads and peers in the metrics' labels: the last applied input's. */
+  private resolver: IdentityResolver = { local: () => undefined, peer: () => undefined };
   /** Client connections waiting for their server's socket (read only for its fill). */
   private readonly pending: BpfMap<PendingKey, PendingValue>;
   /** The addresses series may name; other peers are "unknown". */
@@ -143,7 +168,7 @@ export class MetricsDatapath implements Disposable {
     this.series = obj.map(names.maps.http_requests, { key: httpKey, value: c.u32 });
     this.cells = obj.perCpuMap(names.maps.http_cells, { key: c.u32, value: httpValue });
     this.tcp = obj.perCpuMap(names.maps.tcp_stats, { key: pairKey, value: pairValue });
-    this.counters = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
+    this.countersMap = obj.perCpuMap(names.maps.http_counters, { key: c.u32, value: c.u64 });
     this.overflow = obj.perCpuMap(names.maps.http_overflow, { key: c.u32, value: httpValue });
     this.pending = obj.map(names.maps.http_pending, { key: pendingKey, value: pendingValue });
     this.peers = obj.map(names.maps.http_peers, { key: peerKey, value: c.u32 });
@@ -228,6 +253,29 @@ export class MetricsDatapath implements Disposable {
     this.known = want;
   }
 
+  /** The family's apply (see DatapathFamily): the known peers, and the names the metrics' labels use. */
+  async applyPart(input: MetricsInput): Promise<PartApplied> {
+    this.setKnownPeers(input.knownAddresses());
+    this.resolver = input;
+    return {};
+  }
+
+  /** The request, gRPC and TCP metrics (KernelMetrics) and the mesh's map fill; starts consuming HTTP/2 frames
+   *  from the kernel's ring buffer. */
+  registerMetrics(registry: Registry, mesh: MeshView): void {
+    this.consumeH2();
+    const metrics = new KernelMetrics(
+      { read: () => this.read(), fill: () => mesh.fill(), readH2: () => this.readH2() },
+      { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
+    );
+    metrics.register(registry);
+  }
+
+  /** The kernel's event counters (see readCounters). */
+  counters(): Record<CounterName, number> {
+    return this.readCounters();
+  }
+
   /** Reads every aggregate (one batch read per map), summed over CPUs. */
   read(): MetricsSnapshot {
     const http = this.readHttp();
@@ -246,7 +294,7 @@ export class MetricsDatapath implements Disposable {
   /** The kernel's event counters alone (not-HTTP connections, unparsed responses, overflows), summed over CPUs. */
   readCounters(): Record<CounterName, number> {
     const counters = {} as Record<CounterName, number>;
-    const all = this.counters.getBatch({ batchSize: counterNames.length, max: counterNames.length });
+    const all = this.countersMap.getBatch({ batchSize: counterNames.length, max: counterNames.length });
     counterNames.forEach((n, i) => (counters[n] = Number((all[i]?.[1] ?? []).reduce((a, b) => a + b, 0n))));
     return counters;
   }
@@ -295,7 +343,7 @@ export class MetricsDatapath implements Disposable {
   }
 
   /** Entries in use and capacity of the aggregation maps and of the pairing table (map pressure). */
-  fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending' | 'http_peers', { used: number; max: number }> {
+  fill(): Record<'http_requests' | 'tcp_stats' | 'http_pending' | 'http_peers', MapFill> {
     return {
       http_requests: { used: this.series.count(), max: this.series.maxEntries },
       http_pending: { used: this.pending.count(), max: this.pending.maxEntries },

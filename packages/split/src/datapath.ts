@@ -1,11 +1,13 @@
 /** The split datapath: the embedded split programs loaded and attached to a cgroup v2 subtree, and the
  *  snapshots applied to their maps. */
-import { type BpfMap, type BpfObject, codec as c, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, embedded, type Link, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import type { Registry } from 'prom-client';
 
 import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
 import { counterNames, type CounterName, epKey, epValue, svcKey, svcValue, type EpKey, type EpValue, type SvcKey, type SvcValue } from './maps.js';
+import { registerSplitMetrics } from './metrics.js';
 import type { Snapshot } from './model.js';
-import { runSteps, type Steps } from './steps.js';
+import { runSteps, runStepsAsync, type Steps } from './steps.js';
 import { type ApplyStats, ServiceTable } from './table.js';
 import { validate } from './validate.js';
 
@@ -53,9 +55,12 @@ function checkUdpFlows(n: number): number {
   return n;
 }
 
-export class SplitDatapath implements Disposable {
+/** The split family: its part of a snapshot is the compiled services (what compile() made of it). */
+export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
   private readonly obj: BpfObject;
   private readonly table: ServiceTable;
+  /** The services the last apply installed, for the weights gauge. */
+  private installed: CompiledService[] = [];
   readonly servicesMap: BpfMap<SvcKey, SvcValue>;
   readonly endpointsMap: BpfMap<EpKey, EpValue>;
   private readonly countersMap: PerCpuMap<number, bigint>;
@@ -122,7 +127,20 @@ export class SplitDatapath implements Disposable {
    *  apply at a time. */
   *applyCompiledSteps(compiled: Compiled): Steps<ApplyResult> {
     const stats = yield* this.table.applySteps(compiled.services);
+    this.installed = compiled.services;
     return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
+  }
+
+  /** The family's apply (see DatapathFamily): applyCompiledSteps with the event loop served between batches. */
+  async applyPart(compiled: Compiled): Promise<PartApplied> {
+    const r = await runStepsAsync(this.applyCompiledSteps(compiled));
+    const s = r.stats;
+    return { mapWrites: s.serviceWrites + s.serviceDeletes + s.endpointWrites + s.endpointDeletes, log: { serviceAddresses: r.services } };
+  }
+
+  /** mesh_split_* counters (connects, UDP sends, table retries, full peer table) and the weights gauge. */
+  registerMetrics(registry: Registry): void {
+    registerSplitMetrics(registry, { counters: () => this.counters(), services: () => this.installed });
   }
 
   /** What the programs counted, summed over CPUs. */
@@ -136,7 +154,7 @@ export class SplitDatapath implements Disposable {
   }
 
   /** Entries in use and capacity of each table (map pressure). */
-  fill(): Record<'services' | 'endpoints' | 'connections' | 'udp_flows', { used: number; max: number }> {
+  fill(): Record<'services' | 'endpoints' | 'connections' | 'udp_flows', MapFill> {
     return {
       services: { used: this.table.size, max: this.servicesMap.maxEntries },
       endpoints: { used: this.endpointsMap.count(), max: this.endpointsMap.maxEntries },

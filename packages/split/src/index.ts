@@ -22,6 +22,8 @@ export {
 } from './names.js';
 export type { Snapshot, Kind, Service, ServicePort, EndpointSlice, HTTPRoute, ParentRef, BackendRef, ObjectMeta, Protocol } from './model.js';
 export { ServiceTable } from './table.js';
+export { registerSplitMetrics, registerSplitWeights } from './metrics.js';
+export type { SplitMetricsSource } from './metrics.js';
 export type { ApplyStats } from './table.js';
 export { counterNames, epKey, epValue, svcKey, svcValue } from './maps.js';
 export type { CounterName, EpKey, EpValue, SvcKey, SvcValue } from './maps.js';

@@ -1,10 +1,10 @@
 // mesh_split_backend_weight: one series per routed service port and backend Service, read from the config in
 // force at each scrape.
-import type { CompiledService } from '@mesh/split';
+import type { CompiledService } from '../../src/compile.js';
 import { Registry } from 'prom-client';
 import { expect, it } from 'vitest';
 
-import { registerSplitWeights } from '../../src/split-weights.js';
+import { registerSplitWeights } from '../../src/metrics.js';
 
 const svc = (addr: string, port: number, service: string, backends: [string, number][], route?: string): CompiledService => ({
   key: `${addr}|${port}|TCP`,

@@ -1,0 +1,59 @@
+/**
+ * The datapath families the agent runs, in order: each entry loads one package's datapath (see DatapathFamily
+ * in @mesh/bpf) and makes its part of a resolved config. Adding a family is one entry here (or, for a test, in
+ * AgentOptions.families); docs/architecture.md, "Datapath families", has the checklist.
+ */
+import type { DatapathFamily } from '@mesh/bpf';
+import { MetricsDatapath } from '@mesh/metrics';
+import { SplitDatapath } from '@mesh/split';
+import type { Registry } from 'prom-client';
+
+import type { ResolvedConfig } from './config/objects.js';
+import type { ConfigResolver } from './identity.js';
+
+/** The agent's sizing options, handed to every family's load. */
+export interface AgentSizes {
+  maxServices?: number;
+  maxEndpoints?: number;
+  maxConnections?: number;
+}
+
+/** What a family's input is made from at each apply. */
+export interface ApplyContext {
+  config: ResolvedConfig;
+  /** The names of this config's workloads and peers. Made once, when first asked for, after the workloads'
+   *  cgroups exist: a family that asks waits for them, so families that do not come first in the list. */
+  resolver(): Promise<ConfigResolver>;
+}
+
+/** A family's input type, from its datapath's applyPart. */
+export type FamilyInput<D> = D extends DatapathFamily<infer I, Registry> ? I : never;
+
+/** One datapath family as the agent runs it; `any` in the default: a list holds families of every input type. */
+export interface Family<D extends DatapathFamily<any, Registry> = DatapathFamily<any, Registry>> {
+  /** Names its pin directories (maps/<name>, links/<name>), its programs in status and its counters. */
+  name: string;
+  /** Put before its map names in the mesh's fill (status, mesh_map_* gauges); '' keeps them as they are. */
+  mapPrefix: string;
+  /** Loads with its maps pinned in (and adopted from) `pinDir`. */
+  load(pinDir: string, sizes: AgentSizes): D;
+  /** Its part of a validated config. */
+  input(ctx: ApplyContext): FamilyInput<D> | Promise<FamilyInput<D>>;
+}
+
+export const splitFamily: Family<SplitDatapath> = {
+  name: 'split',
+  mapPrefix: 'split_',
+  load: (pinDir, s) => SplitDatapath.load({ pinDir, maxServices: s.maxServices, maxEndpoints: s.maxEndpoints, maxConnections: s.maxConnections }),
+  input: (ctx) => ctx.config.compiled,
+};
+
+export const metricsFamily: Family<MetricsDatapath> = {
+  name: 'metrics',
+  mapPrefix: '',
+  load: (pinDir) => MetricsDatapath.load({ pinDir }),
+  input: (ctx) => ctx.resolver(),
+};
+
+/** Split first: its map writes run while the workloads' cgroups are being made, which metrics' names wait for. */
+export const FAMILIES: readonly Family[] = [splitFamily, metricsFamily];

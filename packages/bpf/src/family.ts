@@ -1,0 +1,61 @@
+/**
+ * Datapath families: one package's BPF programs as an agent runs them (split, metrics; mTLS and HTTP/2 next).
+ * Each family loads with its maps pinned in a directory of its own, attaches through pinned links, applies its
+ * part of a config snapshot, reports its maps' fill and its counters, and registers its own metrics (the
+ * agent wires; each subsystem brings its metrics, as in linkerd2-proxy's app). The agent keeps a list of
+ * families and treats them alike; see docs/architecture.md, "Datapath families".
+ */
+import type { PinnedAttachment } from './object.js';
+
+/** Entries in use and capacity of one map. */
+export interface MapFill {
+  used: number;
+  max: number;
+}
+
+/** What every family's load takes: the directory its maps are pinned in and adopted from. Families add
+ *  their own sizes (maxServices, maxHttpKeys…). */
+export interface FamilyLoadOptions {
+  pinDir?: string;
+}
+
+/** What a family's apply did, for the agent's log and status. */
+export interface PartApplied {
+  /** Map writes and deletes, when the family counts them (status's mapWrites is their sum). */
+  mapWrites?: number;
+  /** Figures for the agent's "config applied" log line, e.g. { serviceAddresses: 12 }. */
+  log?: Record<string, number | string>;
+}
+
+/** What a family sees of the whole mesh when it registers metrics. */
+export interface MeshView {
+  /** Fill of every family's maps, prefixed as the mesh names them (status, mesh_map_* gauges). */
+  fill(): Record<string, MapFill>;
+}
+
+/**
+ * A loaded family. `Input` is its part of a validated snapshot; `Registry` the metrics registry it registers
+ * with (prom-client's Registry for the mesh's families: left a parameter so this package does not depend on
+ * a metrics library).
+ */
+export interface DatapathFamily<Input = unknown, Registry = unknown> extends Disposable {
+  /** Attaches every program to a cgroup v2 directory through links pinned in `linkDir`, adopting or replacing
+   *  what is pinned there (see attachCgroupPinned): a restart never attaches a second copy. */
+  attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[];
+  /** Writes this family's part of a validated snapshot. One apply at a time; long writes yield to the event
+   *  loop. A rejected input changes nothing. */
+  applyPart(input: Input): Promise<PartApplied>;
+  /** Entries in use and capacity of each map, by the map's own name. */
+  fill(): Record<string, MapFill>;
+  /** What the programs counted (summed over CPUs), by counter name. */
+  counters(): Record<string, number | bigint>;
+  /** Registers this family's metrics; they read the kernel at each scrape. Called once. */
+  registerMetrics(registry: Registry, mesh: MeshView): void;
+  /** Closes the handles; pinned links and maps keep the programs running. */
+  close(): void;
+}
+
+/** A family's static side: `SplitDatapath.load({ pinDir, maxServices })`. */
+export interface FamilyLoader<Options extends FamilyLoadOptions, D extends DatapathFamily<never, never>> {
+  load(opts: Options): D;
+}
