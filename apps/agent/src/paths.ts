@@ -23,12 +23,6 @@ export function groupId(group: string): number {
 
 export const defaultCgroupRoot = () => join(cgroup2Mount(), DEFAULT_CGROUP_NAME);
 
-/** The pin layout under the pin root: one directory of maps and one of links per program family. */
-export const pinLayout = (root: string) => ({
-  maps: (family: string) => join(root, 'maps', family),
-  links: (family: string) => join(root, 'links', family),
-});
-
 /** "127.0.0.1:15090" or "[::1]:15090" → host and port. */
 export function parseHostPort(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
