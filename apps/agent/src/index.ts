@@ -7,6 +7,8 @@ export { FileSource, loadConfig, parseConfig } from './config/file.js';
 export type { ConfigSource, ConfigUpdate } from './config/source.js';
 export { MeshDatapath, pinnedLinks, uninstall } from './datapath.js';
 export type { UninstallReport, LinkStatus } from './datapath.js';
+export { FAMILIES } from './families.js';
+export type { AgentSizes, ApplyContext, Family, FamilyInput } from './families.js';
 export { ConfigResolver } from './identity.js';
 export { createLogger } from './log.js';
 export type { Logger, Level } from './log.js';
