@@ -1,5 +1,5 @@
 /**
- * The agent, wired in one place: config source → validation → datapath (split maps, workload cgroups) and the
+ * The agent, wired in one place: config source → validation → datapath (its families, workload cgroups) and the
  * identity names metrics use; the HTTP endpoints; readiness; shutdown. Subsystems do not reach into each
  * other's maps: the agent hands each package its part of a validated config.
  */

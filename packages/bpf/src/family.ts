@@ -13,8 +13,8 @@ export interface MapFill {
   max: number;
 }
 
-/** What every family's load takes: the directory its maps are pinned in and adopted from. Families add
- *  their own sizes (maxServices, maxHttpKeys…). */
+/** What every family's static `load(opts)` takes: the directory its maps are pinned in and adopted from.
+ *  Families add their own sizes (maxServices, maxHttpKeys…). */
 export interface FamilyLoadOptions {
   pinDir?: string;
 }
@@ -53,9 +53,4 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   registerMetrics(registry: Registry, mesh: MeshView): void;
   /** Closes the handles; pinned links and maps keep the programs running. */
   close(): void;
-}
-
-/** A family's static side: `SplitDatapath.load({ pinDir, maxServices })`. */
-export interface FamilyLoader<Options extends FamilyLoadOptions, D extends DatapathFamily<never, never>> {
-  load(opts: Options): D;
 }

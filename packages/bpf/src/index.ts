@@ -20,4 +20,4 @@ export { embedded, helperIds } from './generated/objects.js';
 export type { EmbeddedName } from './generated/objects.js';
 export { attachCgroupPinned, loadAdoptingPins, pinLayout, pinnedLinks, removePins } from './pin.js';
 export type { PinLayout, PinnedLink } from './pin.js';
-export type { DatapathFamily, FamilyLoader, FamilyLoadOptions, MapFill, MeshView, PartApplied } from './family.js';
+export type { DatapathFamily, FamilyLoadOptions, MapFill, MeshView, PartApplied } from './family.js';

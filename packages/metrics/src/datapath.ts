@@ -9,6 +9,7 @@ import {
   codec as c,
   type DatapathFamily,
   embedded,
+  type FamilyLoadOptions,
   type Link,
   type MapFill,
   type MeshView,
@@ -89,7 +90,7 @@ export interface MetricsSnapshot {
   counters: Record<CounterName, number>;
 }
 
-export interface MetricsOptions {
+export interface MetricsOptions extends FamilyLoadOptions {
   /** Capacity of the request aggregation (distinct workload/peer/method/status series); default 8,192. */
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */

@@ -1,6 +1,6 @@
 /** The split datapath: the embedded split programs loaded and attached to a cgroup v2 subtree, and the
  *  snapshots applied to their maps. */
-import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, embedded, type Link, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, embedded, type FamilyLoadOptions, type Link, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 import type { Registry } from 'prom-client';
 
 import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
@@ -13,7 +13,7 @@ import { validate } from './validate.js';
 
 const names = embedded.split;
 
-export interface SplitOptions {
+export interface SplitOptions extends FamilyLoadOptions {
   /** Capacity of the service table (service addresses); default 16,384. */
   maxServices?: number;
   /** Capacity of the endpoint table; during a swap a service's old and new endpoints coexist, so leave room. */
