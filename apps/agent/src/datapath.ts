@@ -34,6 +34,19 @@ interface Loaded {
   dp: DatapathFamily<unknown, Registry>;
 }
 
+/** A list the agent can run: each family a directory of its own on bpffs, and map names that cannot collide in
+ *  the mesh's fill. Checked before anything is made or loaded. */
+function checkFamilies(families: readonly Family[]): void {
+  const seen = new Map<string, Family>();
+  for (const f of families) {
+    if (!/^[a-z][a-z0-9_-]*$/.test(f.name)) throw new TypeError(`family name ${JSON.stringify(f.name)}: expected a directory name of lower-case letters, digits, _ and -`);
+    if (seen.has(f.name)) throw new TypeError(`families: ${JSON.stringify(f.name)} twice (a family's pins are maps/<name> and links/<name>)`);
+    const same = [...seen.values()].find((g) => g.mapPrefix === f.mapPrefix);
+    if (same) throw new TypeError(`families ${JSON.stringify(same.name)} and ${JSON.stringify(f.name)} both prefix their map names with ${JSON.stringify(f.mapPrefix)}`);
+    seen.set(f.name, f);
+  }
+}
+
 export class MeshDatapath implements Disposable {
   private constructor(
     private readonly loaded: Loaded[],
@@ -44,6 +57,7 @@ export class MeshDatapath implements Disposable {
 
   static open(opts: DatapathOptions): MeshDatapath {
     const { log } = opts;
+    checkFamilies(opts.families);
     const layout = pinLayout(opts.pinRoot);
     ensureBpffs();
     for (const f of opts.families) mkdirSync(layout.maps(f.name), { recursive: true });
