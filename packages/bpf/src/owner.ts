@@ -73,6 +73,11 @@ export abstract class Handle<N extends Closable> implements Disposable {
     assertOpen(this.#closed, this.describe());
   }
 
+  /** @internal the owner this handle registered with; what is made from the handle (a program's links) joins it. */
+  adopter(): Owner | undefined {
+    return this.#owner;
+  }
+
   /** @internal the native handle, for calls that take one (attach, ring buffers). */
   nativeHandle(): N {
     this.check();

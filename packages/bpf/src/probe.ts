@@ -1,11 +1,10 @@
 /** Feature probes: what this kernel supports, asked of the kernel itself (never inferred from its version). */
 import { release } from 'node:os';
 
-import { attachTypes, type MapType, mapTypes, type ProgramType, programTypes } from './constants.js';
+import { type AttachType, attachTypes, type MapType, mapTypes, type ProgramType, programTypes } from './constants.js';
 import { NotSupportedError } from './errors.js';
 import { helperIds } from './generated/objects.js';
 import { native } from './native.js';
-import type { ObjectSpec } from './object.js';
 
 export interface Features {
   kernelRelease: string;
@@ -65,6 +64,12 @@ export interface MissingFeature {
   users: string[];
 }
 
+/** What missingFeatures reads of an ObjectSpec; structural, so probe.ts (which link.ts uses) does not import object.ts. */
+export interface FeatureNeeds {
+  readonly programs: readonly { name: string; type: string; attachType: string | undefined; autoload: boolean; helpers: readonly number[] }[];
+  readonly maps: readonly { name: string; type: string; internal: boolean }[];
+}
+
 const helperNames = new Map<number, string>(Object.entries(helperIds).map(([name, id]) => [id, name]));
 const probed = new Map<string, boolean>();
 const probeOnce = (key: string, probe: () => boolean): boolean => {
@@ -79,7 +84,7 @@ const probeOnce = (key: string, probe: () => boolean): boolean => {
  * type), each map's type. A helper call the program guards with a CO-RE check (it loads without the helper) is
  * listed too: which needs have a fallback is the caller's to know. Probes are cached per process.
  */
-export function missingFeatures(spec: ObjectSpec): MissingFeature[] {
+export function missingFeatures(spec: FeatureNeeds): MissingFeature[] {
   const f = features();
   const out = new Map<string, MissingFeature>();
   const add = (kind: MissingFeature['kind'], name: string, user: string) => {
@@ -95,7 +100,7 @@ export function missingFeatures(spec: ObjectSpec): MissingFeature[] {
       add('program type', p.type, p.name);
       continue;
     }
-    const attach = p.attachType === undefined ? undefined : attachTypes.byName[p.attachType];
+    const attach = p.attachType === undefined ? undefined : attachTypes.byName[p.attachType as AttachType];
     if (attach !== undefined && !probeOnce(`attach ${type} ${attach}`, () => native.probeAttachType(type, attach))) {
       add('attach type', p.attachType!, p.name);
       continue;

@@ -1,19 +1,10 @@
-/** Program handles: test runs through BPF_PROG_TEST_RUN, run statistics, and attachment to hooks. */
-import {
-  type AttachType,
-  attachTypes,
-  cgroupAttachTypes,
-  expectedAttachType,
-  nameOf,
-  type ProgramType,
-  programTypes,
-} from './constants.js';
-import { NotSupportedError } from './errors.js';
-import { Link } from './link.js';
+/** Program handles: test runs through BPF_PROG_TEST_RUN, run statistics, pinning. Attaching lives in the link
+ *  module (as in cilium/ebpf); the attach* methods here are shorthands for its functions. */
+import { type AttachType, expectedAttachType, nameOf, type ProgramType, programTypes } from './constants.js';
+import { attachCgroup, attachSockMap, attachTc, type CgroupAttachOptions, type Link, type TcAttachOptions } from './link.js';
 import type { MapBase } from './map.js';
 import { native, type NativeProgram } from './native.js';
 import { Handle, type Owner } from './owner.js';
-import { features } from './probe.js';
 
 export interface TestRunOptions {
   /** Runs the program this many times (the kernel reports the mean duration); default 1. */
@@ -53,26 +44,6 @@ export interface ProgramInfo {
   mapIds: number[];
 }
 
-export type TcDirection = 'ingress' | 'egress';
-
-export interface TcAttachOptions {
-  direction: TcDirection;
-  /** 'tcx' (a bpf_link, kernel ≥ 6.6), 'clsact' (a netlink filter, any kernel) or 'auto' (tcx when the kernel has it). */
-  mode?: 'auto' | 'tcx' | 'clsact';
-  /** Path of the network namespace holding the interface (e.g. /run/netns/pod1). */
-  netns?: string;
-  /** clsact only: filter priority and handle (0: let the kernel choose). */
-  priority?: number;
-  handle?: number;
-}
-
-export interface CgroupAttachOptions {
-  /** Default: the attach type libbpf derived from the program's section name. */
-  attachType?: AttachType;
-  /** Use BPF_PROG_ATTACH with these flags instead of a bpf_link (e.g. for kernels before 5.7). */
-  legacyFlags?: number;
-}
-
 /** Minimum input per program type that the kernel's test runner accepts. */
 const minTestInput: Partial<Record<ProgramType, number>> = { sched_cls: 14, sched_act: 14, cgroup_skb: 14, xdp: 14 };
 
@@ -81,7 +52,6 @@ export class Program extends Handle<NativeProgram> {
   readonly type: ProgramType | `unknown(${number})`;
   /** The attach type libbpf derived from the section name, when the program came from an object. */
   readonly attachType: AttachType | undefined;
-  private readonly owner: Owner | undefined;
 
   /** @internal use BpfObject.program() or Program.openPinned(). */
   constructor(handle: NativeProgram, owner?: Owner) {
@@ -90,7 +60,6 @@ export class Program extends Handle<NativeProgram> {
     this.name = info.name;
     this.type = nameOf(programTypes, info.type);
     this.attachType = expectedAttachType(info.type, info.expectedAttachType);
-    this.owner = owner;
     this.adoptBy(owner);
   }
 
@@ -156,53 +125,20 @@ export class Program extends Handle<NativeProgram> {
     return { retval: r.retval, data: r.data, ctx: r.ctx, durationNs: r.durationNs };
   }
 
-  /** Attaches to a cgroup v2 directory (sockops, cgroup_skb, connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, …). */
+  /** Attaches to a cgroup v2 directory (sockops, cgroup_skb, connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6, …):
+   *  attachCgroup(this, …) of the link module. */
   attachCgroup(cgroupPath: string, opts: CgroupAttachOptions = {}): Link {
-    this.check();
-    if (typeof cgroupPath !== 'string') throw new TypeError('cgroup path must be a string');
-    const type = opts.attachType ?? this.attachType;
-    if (type === undefined || !cgroupAttachTypes.has(type)) {
-      throw new TypeError(
-        `program ${this.name} (${this.type}${this.attachType ? `, ${this.attachType}` : ''}) has no cgroup attach type; ` +
-          `pass attachType (one of ${[...cgroupAttachTypes].slice(0, 4).join(', ')}, …)`,
-      );
-    }
-    const legacy = opts.legacyFlags;
-    if (legacy !== undefined && (!Number.isInteger(legacy) || legacy < 0)) throw new RangeError(`legacyFlags must be a non-negative integer`);
-    return this.adoptLink(native.attachCgroup(this.handle, cgroupPath, attachTypes.byName[type], legacy ?? -1));
+    return attachCgroup(this, cgroupPath, opts);
   }
 
-  /** Attaches a sched_cls program to an interface's ingress or egress. */
+  /** Attaches a sched_cls program to an interface's ingress or egress: attachTc(this, …). */
   attachTc(iface: string | number, opts: TcAttachOptions): Link {
-    this.check();
-    if (this.type !== 'sched_cls') throw new TypeError(`program ${this.name} is ${this.type}, tc needs sched_cls (SEC("tc"))`);
-    if (opts?.direction !== 'ingress' && opts?.direction !== 'egress') {
-      throw new TypeError(`tc direction must be 'ingress' or 'egress', got ${JSON.stringify(opts?.direction)}`);
-    }
-    const mode = opts.mode ?? 'auto';
-    if (!['auto', 'tcx', 'clsact'].includes(mode)) throw new TypeError(`tc mode must be 'auto', 'tcx' or 'clsact', got ${JSON.stringify(mode)}`);
-    const ifindex = typeof iface === 'number' ? iface : native.ifNameToIndex(iface, opts.netns);
-    if (!Number.isInteger(ifindex) || ifindex <= 0) throw new RangeError(`ifindex must be a positive integer, got ${ifindex}`);
-    const egress = opts.direction === 'egress';
-    const tcx = mode === 'tcx' || (mode === 'auto' && features().attach.tcx);
-    if (mode === 'tcx' && !features().attach.tcx) throw new NotSupportedError('tcx', 'TCX attachment needs Linux ≥ 6.6; use mode clsact');
-    const link = tcx
-      ? native.attachTcx(this.handle, ifindex, egress, opts.netns)
-      : native.attachClsact(this.handle, ifindex, egress, opts.priority ?? 0, opts.handle ?? 0, opts.netns);
-    return this.adoptLink(link);
+    return attachTc(this, iface, opts);
   }
 
-  /** Attaches an sk_msg or sk_skb program to a sockmap or sockhash. */
+  /** Attaches an sk_msg or sk_skb program to a sockmap or sockhash: attachSockMap(this, …). */
   attachSockMap(map: MapBase<unknown, unknown, unknown>, opts: { attachType?: AttachType } = {}): Link {
-    this.check();
-    if (map.type !== 'sockmap' && map.type !== 'sockhash') throw new TypeError(`map ${map.name} is ${map.type}, not a sockmap or sockhash`);
-    let type = opts.attachType ?? this.attachType;
-    if (this.type === 'sk_msg') type ??= 'sk_msg_verdict';
-    const allowed: AttachType[] = ['sk_msg_verdict', 'sk_skb_stream_parser', 'sk_skb_stream_verdict', 'sk_skb_verdict'];
-    if (type === undefined || !allowed.includes(type)) {
-      throw new TypeError(`program ${this.name} (${this.type}) cannot attach to a sockmap; pass attachType (${allowed.join(', ')})`);
-    }
-    return this.adoptLink(native.attachSockmap(this.handle, map.nativeHandle(), attachTypes.byName[type], true));
+    return attachSockMap(this, map, opts);
   }
 
   /** Pins the program at a bpffs path. */
@@ -213,10 +149,6 @@ export class Program extends Handle<NativeProgram> {
 
   protected describe(): string {
     return `program ${this.name}`;
-  }
-
-  private adoptLink(l: ReturnType<typeof native.attachTcx>): Link {
-    return new Link(l, this.owner);
   }
 }
 
