@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// Loads the tc_filter program embedded in @mesh/bpf, test-runs 1,000 packets through it in the kernel
-// (BPF_PROG_TEST_RUN, nothing is attached and no traffic is sent), and prints the counters it read back
-// from the program's maps. Run as root after `npm run build`: node examples/tc-counter.mjs
-import { codec, embedded, ObjectSpec } from '@mesh/bpf';
+// Loads a compiled .bpf.o (the repo's tc_filter test program, build/bpf/testprogs/tc_filter.bpf.o), test-runs
+// 1,000 packets through it in the kernel (BPF_PROG_TEST_RUN, nothing is attached and no traffic is sent), and
+// prints the counters it read back from the program's maps. Run as root after `npm run build`:
+// node examples/tc-counter.mjs
+import { codec, ObjectSpec } from '@mesh/bpf';
+import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 
-const names = embedded.tc_filter;
+const names = testprogs.tc_filter;
 const AF_INET = 2;
 const IPPROTO_UDP = 17;
 
@@ -25,7 +27,7 @@ function udpFrame(dport, payloadLength) {
   return b;
 }
 
-const obj = ObjectSpec.embedded(names.name).load();
+const obj = ObjectSpec.file(testprogFile(names.name)).load();
 try {
   const program = obj.program(names.programs.tc_filter);
   const verdicts = obj.map(names.maps.verdicts, { key: codec.u32, value: codec.u64 });

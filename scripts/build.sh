@@ -13,13 +13,14 @@ log "native: addon (cmake-js)"
   exit 1
 }
 
-# @mesh/bpf ships the addon and the compiled objects in prebuilds/.
+# @mesh/bpf ships the addon and the mesh's compiled objects in prebuilds/ (the test programs stay in build/bpf/testprogs).
 PREBUILDS=packages/bpf/prebuilds
 mkdir -p "$PREBUILDS/linux-x64" "$PREBUILDS/bpf"
+rm -f "$PREBUILDS"/bpf/*.bpf.o
 # Copy, then rename over: rewriting the file in place crashes every process that has the addon loaded (SIGSEGV).
 cp native/build/Release/mesh_bpf.node "$PREBUILDS/linux-x64/mesh_bpf.node.tmp"
 mv -f "$PREBUILDS/linux-x64/mesh_bpf.node.tmp" "$PREBUILDS/linux-x64/mesh_bpf.node"
-cp build/bpf/*.bpf.o "$PREBUILDS/bpf/"
+cp $(make -C bpf -s OUT="$ROOT/build/bpf" shipped) "$PREBUILDS/bpf/"
 
 log "native: mesh-dataplane (cmake)"
 (cmake -S native/dataplane -B native/dataplane/build -DCMAKE_BUILD_TYPE=Release >native/dataplane/build.log 2>&1 &&

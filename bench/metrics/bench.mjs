@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 
 import { ObjectSpec } from '@mesh/bpf';
+import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 import { MetricsDatapath } from '@mesh/metrics';
 
 import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, taggedLatencies, writeResult } from '../lib.mjs';
@@ -32,7 +33,7 @@ const noopCg = scratchCgroup('noop');
 const dp = MetricsDatapath.load();
 onCleanup(() => dp.close());
 const links = dp.attach(meshCg);
-const noop = ObjectSpec.embedded('skb_noop').load();
+const noop = ObjectSpec.file(testprogFile(testprogs.skb_noop.name)).load();
 onCleanup(() => noop.close());
 const noopLinks = noop.attachCgroup(noopCg);
 // Yardsticks for per-connection state (bpf/testprogs/skb_sk_state.bpf.c): 8 bytes of socket storage looked up
@@ -40,7 +41,7 @@ const noopLinks = noop.attachCgroup(noopCg);
 const stateCgs = { read: scratchCgroup('sread'), write: scratchCgroup('swrite') };
 const stateLinks = Object.fromEntries(
   Object.entries(stateCgs).map(([mode, cg]) => {
-    const obj = ObjectSpec.embedded('skb_sk_state').setConstant('write_state', mode === 'write').load();
+    const obj = ObjectSpec.file(testprogFile(testprogs.skb_sk_state.name)).setConstant(testprogs.skb_sk_state.constants.write_state, mode === 'write').load();
     onCleanup(() => obj.close());
     return [mode, obj.attachCgroup(cg)];
   }),

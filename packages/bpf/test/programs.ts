@@ -1,5 +1,15 @@
-/** Codecs mirroring bpf/include/testprogs.h, and helpers to open the embedded test programs. */
-import { codec as c } from '../src/index.js';
+/** Codecs mirroring bpf/include/testprogs.h, and the test programs (bpf/testprogs) by name. They are not
+ *  embedded in the addon users install: tests load them from build/bpf/testprogs with ObjectSpec.file. */
+import { testprogFile, type TestprogName, testprogs } from '@mesh/testkit/testprogs';
+
+import { codec as c, ObjectSpec } from '../src/index.js';
+
+export { testprogFile, testprogs };
+
+/** The spec of a test program, e.g. testprog(testprogs.tc_filter.name).load(). */
+export function testprog(name: TestprogName): ObjectSpec {
+  return ObjectSpec.file(testprogFile(name));
+}
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

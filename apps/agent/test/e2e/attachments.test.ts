@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 
 import { embedded, Link, ObjectSpec } from '@mesh/bpf';
 import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
+import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 import { expect, it } from 'vitest';
 
 import { AGENT_BIN, freePort, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
@@ -102,10 +103,10 @@ describePrivileged('agent attachments across restarts', () => {
     const before = (await attached(env.cgroupRoot)).find((a) => a.attach_type === 'cgroup_inet4_connect')!;
     let linkId: number | undefined;
     {
-      using other = ObjectSpec.embedded(embedded.sock_redirect.name).load();
+      using other = ObjectSpec.file(testprogFile(testprogs.sock_redirect.name)).load();
       using link = Link.openPinned(pin);
       linkId = link.info().id;
-      link.update(other.program(embedded.sock_redirect.programs.redirect_connect4));
+      link.update(other.program(testprogs.sock_redirect.programs.redirect_connect4));
       expect((await attached(env.cgroupRoot)).find((a) => a.attach_type === 'cgroup_inet4_connect')!.name).toBe('redirect_connect4');
 
       const again = await env.startAgent();

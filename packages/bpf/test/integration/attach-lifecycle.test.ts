@@ -9,20 +9,20 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import {
-  BPFFS, BpfError, BpfMap, cgroupId, codec as c, embedded, features, Link, liveHandles, ObjectSpec, PerCpuMap, Program, queryCgroup, socketFd,
+  BPFFS, BpfError, BpfMap, cgroupId, codec as c, features, Link, liveHandles, PerCpuMap, Program, queryCgroup, socketFd,
   type AttachType,
 } from '../../src/index.js';
-import { Counter, sockKey } from '../programs.js';
+import { Counter, sockKey, testprog, testprogs } from '../programs.js';
 import { ip16 } from './support.js';
 
 /** BPF_F_ALLOW_OVERRIDE, BPF_F_ALLOW_MULTI */
 const ALLOW_OVERRIDE = 1;
 const ALLOW_MULTI = 2;
 
-const rows: { object: string; program: string; attachType: AttachType }[] = [
-  { object: embedded.sock_track.name, program: embedded.sock_track.programs.sockops_track, attachType: 'cgroup_sock_ops' },
-  { object: embedded.skb_guard.name, program: embedded.skb_guard.programs.skb_ingress, attachType: 'cgroup_inet_ingress' },
-  { object: embedded.skb_guard.name, program: embedded.skb_guard.programs.skb_egress, attachType: 'cgroup_inet_egress' },
+const rows: { object: keyof typeof testprogs; program: string; attachType: AttachType }[] = [
+  { object: testprogs.sock_track.name, program: testprogs.sock_track.programs.sockops_track, attachType: 'cgroup_sock_ops' },
+  { object: testprogs.skb_guard.name, program: testprogs.skb_guard.programs.skb_ingress, attachType: 'cgroup_inet_ingress' },
+  { object: testprogs.skb_guard.name, program: testprogs.skb_guard.programs.skb_egress, attachType: 'cgroup_inet_egress' },
   ...(
     [
       ['redirect_connect4', 'cgroup_inet4_connect'],
@@ -34,7 +34,7 @@ const rows: { object: string; program: string; attachType: AttachType }[] = [
       ['redirect_getpeername4', 'cgroup_inet4_getpeername'],
       ['redirect_getpeername6', 'cgroup_inet6_getpeername'],
     ] as const
-  ).map(([program, attachType]) => ({ object: embedded.sock_redirect.name, program: embedded.sock_redirect.programs[program], attachType })),
+  ).map(([program, attachType]) => ({ object: testprogs.sock_redirect.name, program: testprogs.sock_redirect.programs[program], attachType })),
 ];
 const allTypes = rows.map((r) => r.attachType);
 
@@ -66,7 +66,7 @@ function pinDir(): string {
 
 describePrivileged('attachment lifecycle', () => {
   it.each(rows)('$attachType ($program): a link is listed by the kernel while open, gone once closed', ({ object, program, attachType }) => {
-    using obj = ObjectSpec.embedded(object).load();
+    using obj = testprog(object).load();
     const prog = obj.program(program);
     expect(prog.attachType).toBe(attachType);
     const id = prog.info().id;
@@ -82,7 +82,7 @@ describePrivileged('attachment lifecycle', () => {
   });
 
   it.each(rows)('$attachType with legacyFlags (BPF_PROG_ATTACH, ALLOW_MULTI): the same, as kind "attach"', ({ object, program, attachType }) => {
-    using obj = ObjectSpec.embedded(object).load();
+    using obj = testprog(object).load();
     const prog = obj.program(program);
     const id = prog.info().id;
 
@@ -96,9 +96,9 @@ describePrivileged('attachment lifecycle', () => {
   });
 
   it('closing the object detaches every link it made', () => {
-    const obj = ObjectSpec.embedded(embedded.sock_redirect.name).load();
+    const obj = testprog(testprogs.sock_redirect.name).load();
     try {
-      for (const p of Object.values(embedded.sock_redirect.programs)) obj.program(p).attachCgroup(cg.path);
+      for (const p of Object.values(testprogs.sock_redirect.programs)) obj.program(p).attachCgroup(cg.path);
       expect(Object.keys(attachedNow())).toHaveLength(8);
     } finally {
       obj.close();
@@ -111,8 +111,8 @@ describePrivileged('attachment lifecycle', () => {
     try {
       let id: number;
       {
-        using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
-        const prog = obj.program(embedded.sock_track.programs.sockops_track);
+        using obj = testprog(testprogs.sock_track.name).load();
+        const prog = obj.program(testprogs.sock_track.programs.sockops_track);
         id = prog.info().id;
         prog.attachCgroup(cg.path).pin(pin);
       }
@@ -136,12 +136,12 @@ describePrivileged('attachment lifecycle', () => {
   });
 
   it('attachCgroupPinned adopts a pinned link only while its program uses the pinned maps; after a map is replaced it switches programs in place', () => {
-    const { name, maps, programs } = embedded.skb_guard;
+    const { name, maps, programs } = testprogs.skb_guard;
     const dir = pinDir();
     const mapDir = join(dir, 'maps');
     const linkDir = join(dir, 'links');
     mkdirSync(mapDir);
-    const load = () => ObjectSpec.embedded(name).pinMaps(mapDir).load();
+    const load = () => testprog(name).pinMaps(mapDir).load();
     const pinnedIds = () =>
       new Set([
         BpfMap.openPinned(join(mapDir, maps.blocked_ports), { key: c.u16, value: c.u64 }),
@@ -188,9 +188,9 @@ describePrivileged('attachment lifecycle', () => {
     { kind: 'link', opts: {} },
     { kind: 'attach', opts: { legacyFlags: ALLOW_MULTI } },
   ] as const)('update() of a cgroup $kind swaps the program id in place', ({ kind, opts }) => {
-    const { name, programs } = embedded.sock_redirect;
-    using first = ObjectSpec.embedded(name).load();
-    using second = ObjectSpec.embedded(name).load();
+    const { name, programs } = testprogs.sock_redirect;
+    using first = testprog(name).load();
+    using second = testprog(name).load();
     const p1 = first.program(programs.redirect_connect4);
     const p2 = second.program(programs.redirect_connect4);
     const link = p1.attachCgroup(cg.path, opts);
@@ -220,9 +220,9 @@ describePrivileged('attachment lifecycle', () => {
     { flags: 0, name: 'no flags' },
     { flags: ALLOW_OVERRIDE, name: 'ALLOW_OVERRIDE' },
   ])('update() of a legacy attachment made with $name swaps the program id in place', ({ flags }) => {
-    const { name, programs } = embedded.sock_redirect;
-    using first = ObjectSpec.embedded(name).load();
-    using second = ObjectSpec.embedded(name).load();
+    const { name, programs } = testprogs.sock_redirect;
+    using first = testprog(name).load();
+    using second = testprog(name).load();
     const p1 = first.program(programs.redirect_connect4);
     const p2 = second.program(programs.redirect_connect4);
     const link = p1.attachCgroup(cg.path, { legacyFlags: flags });
@@ -256,10 +256,10 @@ describePrivileged('sockmap attachments', () => {
     const keyFor = (s: Socket) => ({ family: 2, localIp: ip16('127.0.0.1'), remoteIp: ip16('127.0.0.1'), localPort: s.localPort!, remotePort: s.remotePort! });
 
     try {
-      using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
-      const sockHash = obj.map(embedded.sock_track.maps.sock_hash, { key: sockKey, value: c.u64 });
-      const counters = obj.map(embedded.sock_track.maps.counters, { key: c.u32, value: c.u64n });
-      const prog = obj.program(embedded.sock_track.programs.msg_count);
+      using obj = testprog(testprogs.sock_track.name).load();
+      const sockHash = obj.map(testprogs.sock_track.maps.sock_hash, { key: sockKey, value: c.u64 });
+      const counters = obj.map(testprogs.sock_track.maps.counters, { key: c.u32, value: c.u64n });
+      const prog = obj.program(testprogs.sock_track.programs.msg_count);
 
       const link = prog.attachSockMap(sockHash);
       expect(link.kind).toBe(features().attach.sockmapLink ? 'link' : 'attach');
@@ -286,22 +286,22 @@ describePrivileged('sockmap attachments', () => {
   });
 
   it('sk_skb stream_verdict on a sockmap is a link too; a second link on the same map and type is refused', () => {
-    using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
-    using other = ObjectSpec.embedded(embedded.sock_track.name).load();
-    const sockMap = obj.map(embedded.sock_track.maps.sock_map, { key: c.u32, value: c.u64 });
-    const prog = obj.program(embedded.sock_track.programs.skb_verdict);
+    using obj = testprog(testprogs.sock_track.name).load();
+    using other = testprog(testprogs.sock_track.name).load();
+    const sockMap = obj.map(testprogs.sock_track.maps.sock_map, { key: c.u32, value: c.u64 });
+    const prog = obj.program(testprogs.sock_track.programs.skb_verdict);
     expect(prog.attachType).toBe('sk_skb_stream_verdict');
 
     const link = prog.attachSockMap(sockMap);
     expect(link.kind).toBe(features().attach.sockmapLink ? 'link' : 'attach');
     expect(link.info()).toMatchObject({ programId: prog.info().id, attachType: 'sk_skb_stream_verdict' });
     if (link.kind === 'link') {
-      expect(() => other.program(embedded.sock_track.programs.skb_verdict).attachSockMap(sockMap)).toThrow(
+      expect(() => other.program(testprogs.sock_track.programs.skb_verdict).attachSockMap(sockMap)).toThrow(
         expect.objectContaining({ op: 'link_attach_sockmap', code: 'EBUSY' }),
       );
     }
     link.close();
     // Detached: the slot is free for another program.
-    other.program(embedded.sock_track.programs.skb_verdict).attachSockMap(sockMap).close();
+    other.program(testprogs.sock_track.programs.skb_verdict).attachSockMap(sockMap).close();
   });
 });

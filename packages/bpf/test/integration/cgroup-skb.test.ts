@@ -6,12 +6,12 @@ import { once } from 'node:events';
 import { expect, it } from 'vitest';
 
 
-import { codec as c, embedded, ObjectSpec } from '../../src/index.js';
-import { skbCounters, sumCounters } from '../programs.js';
+import { codec as c } from '../../src/index.js';
+import { skbCounters, sumCounters, testprog, testprogs } from '../programs.js';
 import { startPeer } from './peer.js';
 import { localTcpServer, localUdpEcho, scratchCgroups } from './support.js';
 
-const names = embedded.skb_guard;
+const names = testprogs.skb_guard;
 const INGRESS = 0;
 const EGRESS = 1;
 const UDP_HEADERS = { 4: 20 + 8, 6: 40 + 8 } as const;
@@ -22,7 +22,7 @@ const scratchCgroup = scratchCgroups('bpfskb');
 
 /** skb_guard with both programs attached to `cg`. */
 function guard(cg: Cgroup) {
-  const obj = ObjectSpec.embedded(names.name).load();
+  const obj = testprog(names.name).load();
   try {
     obj.program(names.programs.skb_ingress).attachCgroup(cg.path);
     obj.program(names.programs.skb_egress).attachCgroup(cg.path);

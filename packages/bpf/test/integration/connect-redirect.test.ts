@@ -6,12 +6,12 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { expect, it } from 'vitest';
 
 
-import { codec as c, embedded, ObjectSpec } from '../../src/index.js';
-import { endpoint4, endpoint6, Hook } from '../programs.js';
+import { codec as c } from '../../src/index.js';
+import { endpoint4, endpoint6, Hook, testprog, testprogs } from '../programs.js';
 import { startPeer } from './peer.js';
 import { localTcpServer, localUdpEcho, pattern, readArray, scratchCgroups } from './support.js';
 
-const names = embedded.sock_redirect;
+const names = testprogs.sock_redirect;
 const HOOKS = Object.keys(Hook).length;
 const families = [
   { family: 4, host: '127.0.0.1', connect: Hook.CONNECT4, getpeername: Hook.GETPEERNAME4, sendmsg: Hook.SENDMSG4, recvmsg: Hook.RECVMSG4 },
@@ -22,7 +22,7 @@ const scratchCgroup = scratchCgroups('bpfrd');
 
 /** sock_redirect with all eight programs attached to `cg`. */
 function redirector(cg: Cgroup) {
-  const obj = ObjectSpec.embedded(names.name).load();
+  const obj = testprog(names.name).load();
   try {
     for (const p of Object.values(names.programs)) obj.program(p).attachCgroup(cg.path);
     const hits = obj.map(names.maps.hook_hits, { key: c.u32, value: c.u64n });

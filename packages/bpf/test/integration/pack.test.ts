@@ -1,13 +1,16 @@
 // The packed @mesh/bpf installs into an empty directory and test-runs a program with no compiler,
-// cmake or clang on PATH: the tarball carries the compiled addon and objects.
+// cmake or clang on PATH: the tarball carries the compiled addon and the mesh's objects, and none of the test
+// programs (bpf/testprogs), which tests load from build/bpf/testprogs/ with ObjectSpec.file.
 import { describePrivileged, run, runChecked } from '@mesh/testkit';
-import { mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 const pkgDir = fileURLToPath(new URL('../../', import.meta.url));
+const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 
 describePrivileged('npm pack of @mesh/bpf', () => {
   let work: string;
@@ -33,7 +36,14 @@ describePrivileged('npm pack of @mesh/bpf', () => {
     const { stdout } = await runChecked('tar', ['tzf', tarball]);
     const files = stdout.trim().split('\n');
     expect(files).toContain('package/prebuilds/linux-x64/mesh_bpf.node');
-    expect(files).toContain('package/prebuilds/bpf/tc_filter.bpf.o');
+    expect(files).toContain('package/prebuilds/bpf/split.bpf.o');
+    expect(files).toContain('package/prebuilds/bpf/http.bpf.o');
+    const testprogSources = readdirSync(join(repo, 'bpf/testprogs')).map((f) => f.replace(/\.bpf\.c$/, ''));
+    expect(testprogSources.length).toBeGreaterThan(0);
+    expect(files.filter((f) => testprogSources.some((t) => f.endsWith(`/${t}.bpf.o`)))).toEqual([]);
+    // Nor inside the addon: its embedded ELF images carry their object names.
+    const addon = readFileSync(join(pkgDir, 'prebuilds/linux-x64/mesh_bpf.node'));
+    expect(testprogSources.filter((t) => addon.includes(`${t}__elf_bytes`))).toEqual([]);
     expect(files).toContain('package/dist/index.js');
     expect(files).toContain('package/dist/index.d.ts');
     expect(files).toContain('package/README.md');
@@ -56,11 +66,13 @@ describePrivileged('npm pack of @mesh/bpf', () => {
     expect(install.code, install.stderr).toBe(0);
     writeFileSync(
       join(app, 'main.js'),
-      `import { ObjectSpec, embedded, codec } from '@mesh/bpf';
-       const o = ObjectSpec.embedded(embedded.tc_filter.name).load();
+      // A test program from the build tree, as a user loads their own object: the tarball holds none.
+      `import { ObjectSpec, codec } from '@mesh/bpf';
+       const names = ${JSON.stringify(testprogs.tc_filter)};
+       const o = ObjectSpec.file(${JSON.stringify(testprogFile(testprogs.tc_filter.name))}).load();
        const pkt = Buffer.alloc(64); pkt.writeUInt16BE(0x0806, 12); // ARP: not IP
-       const r = o.program(embedded.tc_filter.programs.tc_filter).testRun(pkt, { repeat: 10 });
-       const v = o.map(embedded.tc_filter.maps.verdicts, { key: codec.u32, value: codec.u64 }).get(3);
+       const r = o.program(names.programs.tc_filter).testRun(pkt, { repeat: 10 });
+       const v = o.map(names.maps.verdicts, { key: codec.u32, value: codec.u64 }).get(3);
        console.log(JSON.stringify({ retval: r.retval, notIp: String(v) }));
        o.close();`,
     );

@@ -6,12 +6,12 @@ import { connect } from 'node:net';
 import { expect, it } from 'vitest';
 
 
-import { codec as c, embedded, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
-import { connState, Counter, Role, sockKey } from '../programs.js';
+import { codec as c, socketCookie, socketFd } from '../../src/index.js';
+import { connState, Counter, Role, sockKey, testprog, testprogs } from '../programs.js';
 import { startPeer } from './peer.js';
 import { localTcpServer, pattern, scratchCgroups } from './support.js';
 
-const names = embedded.sock_track;
+const names = testprogs.sock_track;
 /** Writes per connection, each flushed before the next: one sendmsg() each. */
 const SIZES = [100, 1000, 5000, 1];
 const PER_CONN = SIZES.reduce((a, b) => a + b, 0);
@@ -21,7 +21,7 @@ const scratchCgroup = scratchCgroups('bpfmsg');
 
 /** sock_track with sockops on `cg` and msg_count on the sockhash sockops fills. */
 function msgCounting(cg: Cgroup) {
-  const obj = ObjectSpec.embedded(names.name).load();
+  const obj = testprog(names.name).load();
   try {
     const sockHash = obj.map(names.maps.sock_hash, { key: sockKey, value: c.u64 });
     // Programs of a sockmap apply to the sockets inserted after they are attached: attach first.
@@ -97,7 +97,7 @@ describePrivileged('sk_msg and sk_skb programs on socket maps', () => {
   });
 
   it('skb_verdict sees what a socket inserted into the sockmap by fd receives; the data still arrives', async () => {
-    using obj = ObjectSpec.embedded(names.name).load();
+    using obj = testprog(names.name).load();
     const sockMap = obj.map(names.maps.sock_map, { key: c.u32, value: c.u64 });
     const counters = obj.map(names.maps.counters, { key: c.u32, value: c.u64n });
     obj.program(names.programs.skb_verdict).attachSockMap(sockMap);

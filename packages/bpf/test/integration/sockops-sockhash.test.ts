@@ -4,12 +4,12 @@ import { describePrivileged, type Cgroup } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 
-import { codec as c, embedded, ObjectSpec, socketCookie, socketFd } from '../../src/index.js';
-import { connState, Counter, flowInfo, Role, sockKey } from '../programs.js';
+import { codec as c, socketCookie, socketFd } from '../../src/index.js';
+import { connState, Counter, flowInfo, Role, sockKey, testprog, testprogs } from '../programs.js';
 import { startPeer } from './peer.js';
 import { localTcpServer, scratchCgroups, sockKeyOf } from './support.js';
 
-const names = embedded.sock_track;
+const names = testprogs.sock_track;
 const N = 20;
 const hosts = [
   { family: 4, host: '127.0.0.1' },
@@ -20,7 +20,7 @@ const scratchCgroup = scratchCgroups('bpfso');
 
 /** sock_track loaded with its sockops program attached to `cg`, and its maps opened. */
 function tracker(cg: Cgroup) {
-  const obj = ObjectSpec.embedded(names.name).load();
+  const obj = testprog(names.name).load();
   try {
     obj.program(names.programs.sockops_track).attachCgroup(cg.path);
     const counters = obj.map(names.maps.counters, { key: c.u32, value: c.u64n });

@@ -8,13 +8,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import {
-  BPFFS, codec as c, embedded, ifIndex, Link, liveHandles, NotSupportedError, ObjectSpec, type BpfObject, type TcAttachOptions,
+  BPFFS, codec as c, ifIndex, Link, liveHandles, NotSupportedError, type BpfObject, type TcAttachOptions,
 } from '../../src/index.js';
-import { AF_INET, AF_INET6, dropEvent, IPPROTO_TCP, IPPROTO_UDP, l4Counters, l4Key, lpmV4Key, lpmV6Key, sumCounters, Verdict } from '../programs.js';
+import { AF_INET, AF_INET6, dropEvent, IPPROTO_TCP, IPPROTO_UDP, l4Counters, l4Key, lpmV4Key, lpmV6Key, sumCounters, testprog, testprogs, Verdict } from '../programs.js';
 import { startPeer, type Peer } from './peer.js';
 import { pattern } from './support.js';
 
-const names = embedded.tc_filter;
+const names = testprogs.tc_filter;
 // Ethernet + IP + UDP headers, as tc sees a frame on a veth.
 const UDP_FRAME = { 4: 14 + 20 + 8, 6: 14 + 40 + 8 } as const;
 const ADDR = {
@@ -89,7 +89,7 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
   const cases = (['tcx', 'clsact'] as const).flatMap((mode) => (['ingress', 'egress'] as const).map((direction) => ({ mode, direction })));
 
   it.each(cases)('$mode $direction: UDP and TCP between the namespaces are counted per port; close detaches', async ({ mode, direction }) => {
-    using obj = ObjectSpec.embedded(names.name).load();
+    using obj = testprog(names.name).load();
     const m = mapsOf(obj);
     const link = attach(obj, direction, mode);
     const { ifname, ns } = hookOf(direction);
@@ -138,7 +138,7 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
   });
 
   it.each([4, 6] as const)('IPv%i: a deny rule for A drops its packets, counts them and reports each through the ring buffer', async (family) => {
-    using obj = ObjectSpec.embedded(names.name).load();
+    using obj = testprog(names.name).load();
     const m = mapsOf(obj);
     const events: ReturnType<typeof dropEvent.decode>[] = [];
     const ring = obj.ringBuffer(names.maps.drop_events, (batch) => events.push(...batch), { codec: dropEvent });
@@ -175,9 +175,9 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
   });
 
   it.each(['tcx', 'clsact'] as const)('%s: update() swaps in a program of a second load, in place', async (mode) => {
-    using first = ObjectSpec.embedded(names.name).load();
+    using first = testprog(names.name).load();
     // The second program drops the UDP port the first one lets through.
-    using second = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
+    using second = testprog(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
     const link = attach(first, 'ingress', mode);
     const m1 = mapsOf(first);
     const m2 = mapsOf(second);
@@ -209,7 +209,7 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
       let progId: number;
       let linkId: number | undefined;
       {
-        using obj = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
+        using obj = testprog(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
         const link = attach(obj, 'ingress', 'tcx');
         link.pin(pin);
         progId = obj.program(names.programs.tc_filter).info().id;
@@ -236,7 +236,7 @@ describePrivileged('tc_filter on a veth between two namespaces', () => {
     try {
       let progId: number;
       {
-        using obj = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
+        using obj = testprog(names.name).setConstant(names.constants.cfg_blocked_port, udpPort[4]).load();
         const link = attach(obj, 'ingress', 'clsact');
         progId = obj.program(names.programs.tc_filter).info().id;
         expect(() => link.pin(join(BPFFS, uniqueName('bpftc', 64)))).toThrow(NotSupportedError);

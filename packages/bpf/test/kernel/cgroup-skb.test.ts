@@ -3,10 +3,10 @@
 import { describePrivileged, ethernet, ETH_P_ARP, packet } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { codec as c, embedded, ObjectSpec, type BpfMap, type BpfObject, type PerCpuMap } from '../../src/index.js';
-import { skbCounters, sumCounters } from '../programs.js';
+import { codec as c, type BpfMap, type BpfObject, type PerCpuMap } from '../../src/index.js';
+import { skbCounters, sumCounters, testprog, testprogs } from '../programs.js';
 
-const names = embedded.skb_guard;
+const names = testprogs.skb_guard;
 const BLOCKED = 5432;
 
 type Direction = 'ingress' | 'egress';
@@ -48,7 +48,7 @@ describePrivileged('skb_guard under BPF_PROG_TEST_RUN', () => {
   let blocked: BpfMap<number, bigint>;
 
   beforeAll(() => {
-    obj = ObjectSpec.embedded(names.name).load();
+    obj = testprog(names.name).load();
     stats = obj.perCpuMap(names.maps.skb_stats, { key: c.u32, value: skbCounters });
     blocked = obj.map(names.maps.blocked_ports, { key: c.u16, value: c.u64 });
     blocked.set(BLOCKED, 0n);

@@ -4,14 +4,14 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
-import { BpfError, BpfMap, codec as c, embedded, ObjectSpec } from '../../src/index.js';
-import { l4Counters, l4Key } from '../programs.js';
+import { BpfError, BpfMap, codec as c, ObjectSpec } from '../../src/index.js';
+import { l4Counters, l4Key, testprog, testprogFile, testprogs } from '../programs.js';
 
-const tc = embedded.tc_filter;
+const tc = testprogs.tc_filter;
 
 describePrivileged('argument checks', () => {
   it('a codec whose size differs from the kernel key or value fails at open, naming both sizes', () => {
-    using obj = ObjectSpec.embedded(tc.name).load();
+    using obj = testprog(tc.name).load();
     expect(() => obj.map(tc.maps.verdicts, { key: c.u16, value: c.u64 })).toThrow(
       /verdicts: key codec u16 is 2 bytes, the kernel's key is 4/,
     );
@@ -86,7 +86,7 @@ describePrivileged('argument checks', () => {
   });
 
   it('every handle: close() twice is fine, use after close is a TypeError', () => {
-    const obj = ObjectSpec.embedded(tc.name).load();
+    const obj = testprog(tc.name).load();
     const m = obj.map(tc.maps.verdicts, { key: c.u32, value: c.u64 });
     const p = obj.program(tc.programs.tc_filter);
     obj.close();
@@ -113,7 +113,7 @@ describePrivileged('missing privilege', () => {
     // A child with every capability dropped (setpriv, util-linux) loads through the built package.
     const script = `
       import { ObjectSpec } from ${JSON.stringify(fileURLToPath(new URL('../../dist/index.js', import.meta.url)))};
-      try { ObjectSpec.embedded('tc_filter').load(); console.log('loaded'); }
+      try { ObjectSpec.file(${JSON.stringify(testprogFile(testprogs.tc_filter.name))}).load(); console.log('loaded'); }
       catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, op: e.op, message: e.message })); }`;
     const r = spawnSync(
       'setpriv',

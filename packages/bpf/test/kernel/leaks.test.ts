@@ -6,10 +6,11 @@ import { Worker } from 'node:worker_threads';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { BpfMap, codec as c, embedded, liveHandles, ObjectSpec } from '../../src/index.js';
+import { BpfMap, codec as c, liveHandles, ObjectSpec } from '../../src/index.js';
+import { testprog, testprogFile, testprogs } from '../programs.js';
 
-const guard = embedded.skb_guard;
-const tc = embedded.tc_filter;
+const guard = testprogs.skb_guard;
+const tc = testprogs.tc_filter;
 
 describePrivileged('fd ownership', () => {
   let cg: Cgroup;
@@ -23,8 +24,8 @@ describePrivileged('fd ownership', () => {
   // operations cost under 1 ms. Fd and handle counts are compared exactly, so one leaked fd per round shows
   // after any number of rounds: the cheap operations repeat 1,000 times on one loaded object, loads 100 times.
   it('1,000 rounds of open, attach, consume and close on a loaded object leave no fd and no handle behind', () => {
-    using obj = ObjectSpec.embedded(guard.name).load();
-    using tcObj = ObjectSpec.embedded(tc.name).load();
+    using obj = testprog(guard.name).load();
+    using tcObj = testprog(tc.name).load();
     // One warm-up round: lazily opened fds (the addon itself, libbpf's feature probes) are not leaks.
     const round = () => {
       const stats = obj.perCpuMap(guard.maps.skb_stats, { key: c.u32, value: c.struct({ p: c.u64, b: c.u64 }) });
@@ -50,7 +51,7 @@ describePrivileged('fd ownership', () => {
   // 100 loads: ~1.5 s here, ~5 s on the slower machine, ~15 s with it loaded; the budget is 4x that.
   it('100 rounds of load, open, attach, consume and close leave no fd and no handle behind', { timeout: 60_000 }, () => {
     const round = () => {
-      const obj = ObjectSpec.embedded(guard.name).load();
+      const obj = testprog(guard.name).load();
       obj.perCpuMap(guard.maps.skb_stats, { key: c.u32, value: c.struct({ p: c.u64, b: c.u64 }) }).get(0);
       obj.map(guard.maps.blocked_ports, { key: c.u16, value: c.u64 }).set(80, 0n);
       obj.program(guard.programs.skb_ingress).attachCgroup(cg.path).info();
@@ -59,7 +60,7 @@ describePrivileged('fd ownership', () => {
       obj.close();
     };
     const ringRound = () => {
-      using obj = ObjectSpec.embedded(tc.name).load();
+      using obj = testprog(tc.name).load();
       obj.ringBuffer(tc.maps.drop_events, () => {}).consume();
     };
     round();
@@ -76,7 +77,7 @@ describePrivileged('fd ownership', () => {
     const entry = new URL('../../dist/index.js', import.meta.url).href;
     const worker = new Worker(
       `import(${JSON.stringify(entry)}).then(({ BpfMap, ObjectSpec, codec }) => {
-         const held = [ObjectSpec.embedded('tc_filter').load()];
+         const held = [ObjectSpec.file(${JSON.stringify(testprogFile(testprogs.tc_filter.name))}).load()];
          for (let i = 0; i < 50; i++) held.push(BpfMap.create({ type: 'array', maxEntries: 1 }, { key: codec.u32, value: codec.u32 }));
          globalThis.held = held;
          const port = require('node:worker_threads').parentPort;

@@ -6,15 +6,16 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
 import { BpfError, codec as c, embedded, helperIds, ObjectSpec } from '../../src/index.js';
+import { testprog, testprogFile, testprogs } from '../programs.js';
 
 const repo = fileURLToPath(new URL('../../../../', import.meta.url));
 const buildDir = join(repo, 'build/bpf');
-const tc = embedded.tc_filter;
+const tc = testprogs.tc_filter;
 
 describePrivileged('ObjectSpec', () => {
   it('lists embedded objects and describes programs, maps and constants before load', () => {
     expect(ObjectSpec.embeddedNames().sort()).toEqual(Object.keys(embedded).sort());
-    using spec = ObjectSpec.embedded(tc.name);
+    using spec = testprog(tc.name);
     expect(spec.programs).toEqual([
       { name: 'tc_filter', section: 'tc', type: 'sched_cls', attachType: undefined, autoload: true, helpers: expect.any(Array) },
     ]);
@@ -30,12 +31,12 @@ describePrivileged('ObjectSpec', () => {
   });
 
   it('setMaxEntries resizes a map before load', () => {
-    using obj = ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 77).load();
+    using obj = testprog(tc.name).setMaxEntries(tc.maps.deny_v4, 77).load();
     expect(obj.map(tc.maps.deny_v4, { key: c.struct({ p: c.u32, a: c.ipv4 }), value: c.u32 }).maxEntries).toBe(77);
   });
 
   it('a spec is consumed by load(); changing it afterwards is a TypeError', () => {
-    const spec = ObjectSpec.embedded(tc.name);
+    const spec = testprog(tc.name);
     using obj = spec.load();
     expect(() => spec.load()).toThrow(TypeError);
     expect(() => spec.setMaxEntries(tc.maps.deny_v4, 4)).toThrow(/already loaded/);
@@ -43,7 +44,7 @@ describePrivileged('ObjectSpec', () => {
   });
 
   it('constants are checked by name, size and range', () => {
-    using spec = ObjectSpec.embedded(tc.name);
+    using spec = testprog(tc.name);
     expect(() => spec.setConstant('nope', 1)).toThrow(/no global variable "nope"/);
     expect(() => spec.setConstant(tc.constants.cfg_blocked_port, 70000)).toThrow(RangeError);
     expect(() => spec.setConstant(tc.constants.cfg_blocked_port, Buffer.alloc(4))).toThrow(RangeError);
@@ -52,7 +53,7 @@ describePrivileged('ObjectSpec', () => {
   });
 
   it('loads the same program from a .bpf.o file and from a Buffer', () => {
-    const file = join(buildDir, 'tc_filter.bpf.o');
+    const file = testprogFile(tc.name);
     const data = packet({ family: 4, proto: 'tcp', src: '198.18.0.1', dst: '198.18.0.2', sport: 1, dport: 2 });
     for (const spec of [ObjectSpec.file(file), ObjectSpec.buffer(readFileSync(file), 'tc_copy')]) {
       using obj = spec.load();
@@ -65,9 +66,9 @@ describePrivileged('ObjectSpec', () => {
   it('pinMaps(dir): a second load adopts the maps the first one pinned', () => {
     const dir = mkdtempSync('/sys/fs/bpf/mesh-test-');
     try {
-      using a = ObjectSpec.embedded(tc.name).pinMaps(dir).load();
+      using a = testprog(tc.name).pinMaps(dir).load();
       a.map(tc.maps.verdicts, { key: c.u32, value: c.u64 }).set(2, 99n);
-      using b = ObjectSpec.embedded(tc.name).pinMaps(dir).load();
+      using b = testprog(tc.name).pinMaps(dir).load();
       const vb = b.map(tc.maps.verdicts, { key: c.u32, value: c.u64 });
       expect(vb.get(2)).toBe(99n);
       expect(vb.info().id).toBe(a.map(tc.maps.verdicts, { key: c.u32, value: c.u64 }).info().id);
@@ -79,11 +80,11 @@ describePrivileged('ObjectSpec', () => {
   it('pinMaps refuses to adopt an incompatible pinned map (different size) instead of using it', () => {
     const dir = mkdtempSync('/sys/fs/bpf/mesh-test-');
     try {
-      using a = ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 10).pinMaps(dir).load();
+      using a = testprog(tc.name).setMaxEntries(tc.maps.deny_v4, 10).pinMaps(dir).load();
       expect(a.isClosed).toBe(false);
       let err: BpfError | undefined;
       try {
-        ObjectSpec.embedded(tc.name).setMaxEntries(tc.maps.deny_v4, 20).pinMaps(dir).load();
+        testprog(tc.name).setMaxEntries(tc.maps.deny_v4, 20).pinMaps(dir).load();
       } catch (e) {
         err = e as BpfError;
       }

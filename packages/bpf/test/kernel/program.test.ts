@@ -4,36 +4,37 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
-import { codec as c, embedded, enableStats, features, ObjectSpec, Program } from '../../src/index.js';
+import { codec as c, enableStats, features, Program } from '../../src/index.js';
+import { testprog, testprogs } from '../programs.js';
 
-const tc = embedded.tc_filter;
+const tc = testprogs.tc_filter;
 const data = packet({ family: 6, proto: 'tcp', src: 'fd00::1', dst: 'fd00::2', sport: 1, dport: 80 });
 
 describePrivileged('Program', () => {
   it('info() names the type, the attach type from the section, and the verified instruction count', () => {
-    using obj = ObjectSpec.embedded(embedded.sock_track.name).load();
-    const ops = obj.program(embedded.sock_track.programs.sockops_track).info();
+    using obj = testprog(testprogs.sock_track.name).load();
+    const ops = obj.program(testprogs.sock_track.programs.sockops_track).info();
     expect(ops).toMatchObject({ name: 'sockops_track', type: 'sock_ops', attachType: 'cgroup_sock_ops' });
     expect(ops.verifiedInstructions).toBeGreaterThan(0);
     expect(ops.tag).toMatch(/^[0-9a-f]{16}$/);
-    expect(obj.program(embedded.sock_track.programs.msg_count).attachType).toBe('sk_msg_verdict');
-    expect(obj.program(embedded.sock_track.programs.skb_verdict).attachType).toBe('sk_skb_stream_verdict');
+    expect(obj.program(testprogs.sock_track.programs.msg_count).attachType).toBe('sk_msg_verdict');
+    expect(obj.program(testprogs.sock_track.programs.skb_verdict).attachType).toBe('sk_skb_stream_verdict');
   });
 
   it('info().mapIds are the kernel ids of the maps the program uses', () => {
-    const { name, maps, programs } = embedded.skb_guard;
-    using obj = ObjectSpec.embedded(name).load();
+    const { name, maps, programs } = testprogs.skb_guard;
+    using obj = testprog(name).load();
     const id = (m: { info(): { id: number } }) => m.info().id;
     const stats = id(obj.perCpuMap(maps.skb_stats, { key: c.u32, value: c.struct({ p: c.u64, b: c.u64 }) }));
     const blocked = id(obj.map(maps.blocked_ports, { key: c.u16, value: c.u64 }));
     expect(obj.program(programs.skb_ingress).info().mapIds.sort()).toEqual([stats, blocked].sort());
-    using noMaps = ObjectSpec.embedded(embedded.skb_noop.name).load();
+    using noMaps = testprog(testprogs.skb_noop.name).load();
     expect(noMaps.program(noMaps.programNames[0]!).info().mapIds).toEqual([]);
   });
 
   it('testRun reports a duration; with stats enabled, each run adds to run count and run time', () => {
     expect(features().attach.stats).toBe(true);
-    using obj = ObjectSpec.embedded(tc.name).load();
+    using obj = testprog(tc.name).load();
     const p = obj.program(tc.programs.tc_filter);
     expect(p.testRun(data, { repeat: 100 }).durationNs).toBeGreaterThan(0);
     // Stats are kernel-wide (another process may have them on too), so only the delta while on is asserted.
@@ -50,7 +51,7 @@ describePrivileged('Program', () => {
   it('a pinned program is the same program when opened by path or id', () => {
     const dir = mkdtempSync('/sys/fs/bpf/mesh-test-');
     try {
-      using obj = ObjectSpec.embedded(tc.name).load();
+      using obj = testprog(tc.name).load();
       const p = obj.program(tc.programs.tc_filter);
       p.pin(join(dir, 'prog'));
       using again = Program.openPinned(join(dir, 'prog'));
@@ -65,7 +66,7 @@ describePrivileged('Program', () => {
   });
 
   it('testRun checks its arguments before the syscall', () => {
-    using obj = ObjectSpec.embedded(tc.name).load();
+    using obj = testprog(tc.name).load();
     const p = obj.program(tc.programs.tc_filter);
     expect(() => p.testRun(Buffer.alloc(10))).toThrow(/needs at least 14 bytes/);
     expect(() => p.testRun('abc' as unknown as Buffer)).toThrow(TypeError);

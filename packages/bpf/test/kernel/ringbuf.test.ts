@@ -2,15 +2,15 @@
 import { describePrivileged, packet } from '@mesh/testkit';
 import { afterEach, expect, it } from 'vitest';
 
-import { codec as c, embedded, ObjectSpec, RingBuffer, type BpfObject } from '../../src/index.js';
-import { dropEvent, lpmV4Key } from '../programs.js';
+import { codec as c, RingBuffer, type BpfObject } from '../../src/index.js';
+import { dropEvent, lpmV4Key, testprog, testprogs } from '../programs.js';
 
-const names = embedded.tc_filter;
+const names = testprogs.tc_filter;
 let obj: BpfObject | undefined;
 afterEach(() => obj?.close());
 
 function loadDropping(): BpfObject {
-  const o = ObjectSpec.embedded(names.name).load();
+  const o = testprog(names.name).load();
   o.map(names.maps.deny_v4, { key: lpmV4Key, value: c.u32 }).set({ prefixlen: 8, addr: '198.0.0.0' }, 7);
   return o;
 }

@@ -5,10 +5,10 @@ import { closeSync, openSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { BpfMap, codec as c, embedded, ObjectSpec, socketCookie, socketFd, type BpfObject } from '../../src/index.js';
-import { connState, sockKey } from '../programs.js';
+import { BpfMap, codec as c, socketCookie, socketFd, type BpfObject } from '../../src/index.js';
+import { connState, sockKey, testprog, testprogs } from '../programs.js';
 
-const names = embedded.sock_track;
+const names = testprogs.sock_track;
 
 describePrivileged('socket maps', () => {
   let server: Server;
@@ -18,7 +18,7 @@ describePrivileged('socket maps', () => {
   beforeAll(async () => {
     server = createServer((s) => accepted.push(s)).listen(0, '127.0.0.1');
     await once(server, 'listening');
-    obj = ObjectSpec.embedded(names.name).load();
+    obj = testprog(names.name).load();
   });
   afterAll(async () => {
     obj?.close();

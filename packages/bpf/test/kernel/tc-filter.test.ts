@@ -2,14 +2,12 @@
 import { describePrivileged, packet, ethernet, ETH_P_ARP } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { BpfObject, codec as c, embedded, ObjectSpec, type BpfMap, type PerCpuMap, type RingBuffer } from '../../src/index.js';
-import {
-  AF_INET, AF_INET6, dropEvent, IPPROTO_TCP, IPPROTO_UDP, l4Counters, l4Key, lpmV4Key, lpmV6Key, sumCounters, Verdict,
-} from '../programs.js';
+import { BpfObject, codec as c, type BpfMap, type PerCpuMap, type RingBuffer } from '../../src/index.js';
+import { AF_INET, AF_INET6, dropEvent, IPPROTO_TCP, IPPROTO_UDP, l4Counters, l4Key, lpmV4Key, lpmV6Key, sumCounters, testprog, testprogs, Verdict } from '../programs.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
-const names = embedded.tc_filter;
+const names = testprogs.tc_filter;
 
 interface Row {
   name: string;
@@ -41,7 +39,7 @@ describePrivileged('tc_filter under BPF_PROG_TEST_RUN', () => {
   const events: ReturnType<typeof dropEvent.decode>[] = [];
 
   beforeAll(() => {
-    obj = ObjectSpec.embedded(names.name).load();
+    obj = testprog(names.name).load();
     verdicts = obj.map(names.maps.verdicts, { key: c.u32, value: c.u64 });
     stats = obj.perCpuMap(names.maps.port_stats, { key: l4Key, value: l4Counters });
     const deny4 = obj.map(names.maps.deny_v4, { key: lpmV4Key, value: c.u32 });
@@ -89,7 +87,7 @@ describePrivileged('tc_filter under BPF_PROG_TEST_RUN', () => {
 
 describePrivileged('tc_filter with the cfg_blocked_port constant set before load', () => {
   it('drops only the blocked destination port, for TCP and UDP, IPv4 and IPv6', () => {
-    using obj = ObjectSpec.embedded(names.name).setConstant(names.constants.cfg_blocked_port, 6379).load();
+    using obj = testprog(names.name).setConstant(names.constants.cfg_blocked_port, 6379).load();
     const prog = obj.program(names.programs.tc_filter);
     const verdicts = obj.map(names.maps.verdicts, { key: c.u32, value: c.u64 });
     const cases: [Buffer, number][] = [
