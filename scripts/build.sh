@@ -28,6 +28,7 @@ log "native: mesh-dataplane (cmake)"
 
 log "generated names"
 node scripts/gen-objects.mjs
+node scripts/gen-shared.mjs ts
 
 log "typescript"
 npx --no-install tsc -b packages/bpf packages/split packages/metrics packages/mtls apps/agent

@@ -10,9 +10,9 @@
 #include <linux/types.h>
 #endif
 
-/* OpenTelemetry's default http.*.request.duration buckets: 14 bounds (seconds) and +Inf. */
-#define HTTP_BOUNDS 14
-#define HTTP_BUCKETS (HTTP_BOUNDS + 1)
+/* HTTP_BOUNDS, HTTP_BUCKETS, http_bucket_of() and enum http_counter, from bpf/include/shared.json. */
+#include "http_gen.h"
+
 #define HTTP_PREFIX 16
 /* Most cells the programs hand out (http_cells is sized by user space, at most this). */
 #define HTTP_MAX_CELLS (1U << 24)
@@ -233,18 +233,6 @@ struct l4_pair_value {
 	__u64 bytes_sent;
 	__u64 bytes_received;
 }; /* 32 bytes */
-
-enum http_counter {
-	HTTP_C_NOT_HTTP,         /* connections whose data was not HTTP/1.x, once per side measured */
-	HTTP_C_UNPARSED_STATUS,  /* responses that did not start with a status line (recorded with status 0), per side */
-	HTTP_C_HTTP_OVERFLOW,    /* exchanges recorded under the overflow key: http_requests was full */
-	HTTP_C_TCP_OVERFLOW,
-	HTTP_C_PAIRED,           /* connections measured at their server's socket for both sides (enum http_pair) */
-	HTTP_C_HTTP2,            /* connections that carried the HTTP/2 preface (not counted as HTTP/1), per side */
-	HTTP_C_H2_DROPS,         /* HTTP/2 records the ring buffer had no room for (user space sees a sequence gap) */
-	HTTP_C_H2_LOST,          /* HTTP/2 connection directions whose frames could no longer be followed */
-	HTTP_C_MAX,
-};
 
 /*
  * HTTP/2 (h2c): per connection direction the programs follow the frame headers (skipping DATA by its length,

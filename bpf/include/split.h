@@ -97,23 +97,8 @@ struct revnat_key {
 	__u32 pad2;
 }; /* 32 bytes */
 
-enum split_counter {
-	SPLIT_CONNECT_REWRITE,
-	SPLIT_CONNECT_NO_BACKEND, /* a service with all weights 0 or no endpoints: connect() refused */
-	SPLIT_SENDMSG_REWRITE,
-	SPLIT_SENDMSG_NO_BACKEND,
-	SPLIT_RECVMSG_REWRITE,
-	SPLIT_GETPEERNAME_REWRITE,
-	SPLIT_TABLE_RETRY, /* an endpoint slot vanished under a table swap and the service was read again */
-	SPLIT_ORIG_FULL,   /* no free slot in split_orig: a TCP socket's getpeername() shows the endpoint */
-	SPLIT_ORIG_CLAIM,  /* slots taken and given back: their difference is the slots in use */
-	SPLIT_ORIG_RELEASE,
-	SPLIT_TORN_READ,     /* a copied entry's check did not match (recycled or being rewritten): read again */
-	SPLIT_ORIG_FALLBACK, /* connected UDP with no free slot: its replies mapped through split_revnat instead */
-	SPLIT_REVNAT_INSERT, /* reply mappings created; less those dropped (below) and those held: the evicted */
-	SPLIT_REVNAT_DROP,   /* reply mappings removed: their socket connected to that endpoint's own address */
-	SPLIT_COUNTER_MAX,
-};
+/* enum split_counter, from bpf/include/shared.json. */
+#include "split_gen.h"
 
 #ifdef __cplusplus
 #define SPLIT_SIZE_CHECK(type, size) static_assert(sizeof(struct type) == (size), "sizeof(struct " #type ")")

@@ -110,25 +110,6 @@ struct {
 	__type(value, __u64);
 } http_counters SEC(".maps");
 
-/*
- * The bucket of a duration: upper bounds 5, 10, 25, 50, 75, 100, 250, 500, 750 ms, 1, 2.5, 5, 7.5, 10 s
- * (OpenTelemetry's defaults), then +Inf. Comparisons rather than a table: a constant array would need a
- * .rodata map for 14 numbers.
- */
-static __always_inline __u32 bucket_of(__u64 d)
-{
-	const __u64 ms = 1000000ULL;
-
-	if (d <= 100 * ms) {
-		if (d <= 25 * ms)
-			return d <= 5 * ms ? 0 : d <= 10 * ms ? 1 : 2;
-		return d <= 50 * ms ? 3 : d <= 75 * ms ? 4 : 5;
-	}
-	if (d <= 1000 * ms)
-		return d <= 250 * ms ? 6 : d <= 500 * ms ? 7 : d <= 750 * ms ? 8 : 9;
-	return d <= 2500 * ms ? 10 : d <= 5000 * ms ? 11 : d <= 7500 * ms ? 12 : d <= 10000 * ms ? 13 : 14;
-}
-
 /* The key user space inserts at load: what cannot get its own entry once a map is full is counted here. */
 #define OVERFLOW_CGROUP 0xffffffffffffffffULL
 
@@ -294,7 +275,7 @@ static __always_inline __u32 series_cell(const struct side *s, __u8 method, __u1
 static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag, __u8 method, __u16 status, __u64 d,
 				   int fresh)
 {
-	__u32 t = method | (__u32)status << 8 | 1U << 31, b = bucket_of(d);
+	__u32 t = method | (__u32)status << 8 | 1U << 31, b = http_bucket_of(d);
 	struct http_value *v;
 
 	if (fresh || *tag != t) {

@@ -28,6 +28,7 @@ import { H2Streams, type H2Counters, type H2HttpSample, type H2StreamsOptions, t
 import {
   counterNames,
   type CounterName,
+  HTTP_BUCKETS,
   httpKey,
   httpValue,
   METHODS,
@@ -65,7 +66,7 @@ export interface HttpSample {
   status: number;
   count: number;
   sumSeconds: number;
-  /** Non-cumulative counts per bucket (15: the OpenTelemetry bounds, then +Inf). */
+  /** Non-cumulative counts per bucket (HTTP_BUCKETS: the OpenTelemetry bounds, then +Inf). */
   buckets: number[];
   /** '2' for HTTP/2 streams (readH2); absent: HTTP/1.x. */
   protocolVersion?: '1.1' | '2';
@@ -128,7 +129,7 @@ const peerId = (k: PeerKey) => `${k.family}|${k.ip.toString('hex')}`;
 /** One cell's per-CPU counts summed; undefined when it counted nothing. */
 function sumCpus(perCpu: HttpValue[] | undefined): Pick<HttpSample, 'count' | 'sumSeconds' | 'buckets'> | undefined {
   if (perCpu === undefined) return undefined;
-  const buckets = new Array<number>(15).fill(0);
+  const buckets = new Array<number>(HTTP_BUCKETS).fill(0);
   let count = 0, sumNs = 0;
   for (const v of perCpu) {
     count += v.count;

@@ -1,9 +1,10 @@
 /** Codecs mirroring bpf/include/http.h. */
 import { codec as c } from '@mesh/bpf';
 
-export const HTTP_BUCKETS = 15;
-/** OpenTelemetry's default bucket bounds for http.*.request.duration, in seconds; the 15th bucket is +Inf. */
-export const BUCKET_BOUNDS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] as const;
+import { BUCKET_BOUNDS_S, counterNames, HTTP_BUCKETS } from './generated/shared.js';
+
+// Bucket bounds and counter names shared with the programs (bpf/include/shared.json).
+export { BUCKET_BOUNDS_S, counterNames, HTTP_BUCKETS };
 /** The key every map holds from load on, where what finds no room of its own is counted. */
 export const OVERFLOW_CGROUP = 0xffffffffffffffffn;
 
@@ -39,7 +40,6 @@ export const pendingKey = c.struct(
 );
 export const pendingValue = c.struct({ clientCgroup: c.u64, state: c.u32, pad: c.pad(4) }, { name: 'http_pending_value' });
 
-export const counterNames = ['not_http', 'unparsed_status', 'http_overflow', 'tcp_overflow', 'paired', 'http2', 'h2_drops', 'h2_lost'] as const;
 export type CounterName = (typeof counterNames)[number];
 
 export type HttpKey = c.Infer<typeof httpKey>;

@@ -3,6 +3,8 @@ import { isIPv4 } from 'node:net';
 
 import { codec as c } from '@mesh/bpf';
 
+import { counterNames } from './generated/shared.js';
+
 export const MAX_BACKENDS = 16;
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -79,22 +81,8 @@ export function epCheck(key: EpKey, v: EpValue): number {
 /** BPF_F_LOCK: service entries are updated in place (split.h, svc_value.lock). */
 export const BPF_F_LOCK = 4;
 
-export const counterNames = [
-  'connect_rewrite',
-  'connect_no_backend',
-  'sendmsg_rewrite',
-  'sendmsg_no_backend',
-  'recvmsg_rewrite',
-  'getpeername_rewrite',
-  'table_retry',
-  'orig_full',
-  'orig_claim',
-  'orig_release',
-  'torn_read',
-  'orig_fallback',
-  'revnat_insert',
-  'revnat_drop',
-] as const;
+// The counters of enum split_counter, shared with the programs (bpf/include/shared.json).
+export { counterNames };
 export type CounterName = (typeof counterNames)[number];
 
 export function familyOf(ip: string): number {
