@@ -23,11 +23,18 @@ const napi_type_tag kLinkTag = {0x6d657368'6c696e6bULL, 0x4b5c6d7e8f90a1b2ULL};
 
 AddonData* Data(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 
-void Track(Napi::Env env, Closable* handle) { Data(env)->live.insert(handle); }
+void Closable::Track(napi_env env) {
+  env_ = env;
+  Data(Napi::Env(env))->live.insert(this);
+}
 
-void Untrack(Napi::Env env, Closable* handle) {
-  AddonData* d = Data(env);
-  if (d) d->live.erase(handle);
+void Closable::Close() {
+  if (!env_) return;
+  napi_env env = env_;
+  env_ = nullptr;
+  Release();
+  AddonData* d = Data(Napi::Env(env));
+  if (d) d->live.erase(this);
 }
 
 // setErrorClasses(BpfError, NotSupportedError): errors thrown by native code are instances of the TS classes.

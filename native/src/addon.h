@@ -8,11 +8,23 @@
 
 namespace mesh {
 
-// A native handle that owns kernel resources. Close() must be idempotent.
+// A native handle that owns kernel resources (fds as OwnedFd members). Close() is the one close logic: it
+// releases once, untracks, and does nothing after; a handle is open from Track() until then. Subclasses call
+// Close() from their destructor (Release() is virtual: it cannot run from ~Closable).
 class Closable {
  public:
   virtual ~Closable() = default;
-  virtual void Close() = 0;
+  void Close();
+  bool IsOpen() const { return env_ != nullptr; }
+
+ protected:
+  // Registers the handle as live; called once construction can no longer fail.
+  void Track(napi_env env);
+  // Frees what the handle holds.
+  virtual void Release() = 0;
+
+ private:
+  napi_env env_ = nullptr;
 };
 
 struct AddonData {
@@ -23,8 +35,6 @@ struct AddonData {
 };
 
 AddonData* Data(Napi::Env env);
-void Track(Napi::Env env, Closable* handle);
-void Untrack(Napi::Env env, Closable* handle);
 
 // Type tags guard ObjectWrap::Unwrap against objects of another class (napi_type_tag).
 extern const napi_type_tag kMapTag;

@@ -26,23 +26,11 @@ bool LinkInfoOf(int fd, struct bpf_link_info* out) {
   return bpf_obj_get_info_by_fd(fd, out, &len) == 0;
 }
 
-int Dup(Napi::Env env, int fd, const char* op) {
-  int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (d < 0) ThrowBpf(env, op, "dup", errno);
+OwnedFd Dup(Napi::Env env, int fd, const char* op) {
+  OwnedFd d = OwnedFd::Dup(fd);
+  if (!d.valid()) ThrowBpf(env, op, "dup", errno);
   return d;
 }
-
-struct FdGuard {
-  int fd;
-  ~FdGuard() {
-    if (fd >= 0) close(fd);
-  }
-  int release() {
-    int f = fd;
-    fd = -1;
-    return f;
-  }
-};
 }  // namespace
 
 Napi::Function LinkHandle::Init(Napi::Env env) {
@@ -59,17 +47,16 @@ Napi::Function LinkHandle::Init(Napi::Env env) {
                      });
 }
 
-Napi::Object LinkHandle::New(Napi::Env env, LinkInit init) {
+Napi::Object LinkHandle::New(Napi::Env env, LinkInit& init) {
   return Data(env)->link_ctor.New({Napi::External<LinkInit>::New(env, &init)});
 }
 
 LinkHandle::LinkHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LinkHandle>(info) {
   Napi::Env env = info.Env();
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "LinkHandle is created by the library, not by new");
-  s_ = *info[0].As<Napi::External<LinkInit>>().Data();
+  s_ = std::move(*info[0].As<Napi::External<LinkInit>>().Data());
   Value().TypeTag(&kLinkTag);
-  open_ = true;
-  Track(env, this);
+  Track(env);
 }
 
 LinkHandle::~LinkHandle() { Close(); }
@@ -87,9 +74,7 @@ void LinkHandle::DetachTc(bool quiet) {
   }
 }
 
-void LinkHandle::Close() {
-  if (!open_) return;
-  open_ = false;
+void LinkHandle::Release() {
   switch (s_.kind) {
     case LinkKind::kLink:
       break;
@@ -97,18 +82,16 @@ void LinkHandle::Close() {
       if (!disconnected_) DetachTc(true);
       break;
     case LinkKind::kAttach:
-      if (!disconnected_) bpf_prog_detach2(s_.prog_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type);
+      if (!disconnected_) bpf_prog_detach2(s_.prog_fd.get(), s_.target_fd.get(), (enum bpf_attach_type)s_.attach_type);
       break;
   }
-  for (int* fd : {&s_.fd, &s_.prog_fd, &s_.target_fd}) {
-    if (*fd >= 0) close(*fd);
-    *fd = -1;
-  }
-  Untrack(Env(), this);
+  s_.fd.reset();
+  s_.prog_fd.reset();
+  s_.target_fd.reset();
 }
 
 void LinkHandle::RequireOpen(Napi::Env env, const char* op) const {
-  if (!open_) throw Napi::TypeError::New(env, std::string(op) + ": link " + s_.description + " is closed");
+  if (!IsOpen()) throw Napi::TypeError::New(env, std::string(op) + ": link " + s_.description + " is closed");
 }
 
 Napi::Value LinkHandle::JsClose(const Napi::CallbackInfo& info) {
@@ -128,7 +111,7 @@ Napi::Value LinkHandle::Info(const Napi::CallbackInfo& info) {
   o.Set("description", s_.description);
   if (s_.kind == LinkKind::kLink) {
     struct bpf_link_info li;
-    if (!LinkInfoOf(s_.fd, &li)) ThrowBpf(env, "link_info", s_.description, errno);
+    if (!LinkInfoOf(s_.fd.get(), &li)) ThrowBpf(env, "link_info", s_.description, errno);
     o.Set("linkType", li.type);
     o.Set("id", li.id);
     o.Set("programId", li.prog_id);
@@ -159,7 +142,7 @@ Napi::Value LinkHandle::Info(const Napi::CallbackInfo& info) {
     struct bpf_prog_info pi;
     __u32 len = sizeof(pi);
     memset(&pi, 0, sizeof pi);
-    if (bpf_obj_get_info_by_fd(s_.prog_fd, &pi, &len)) ThrowBpf(env, "link_info", s_.description, errno);
+    if (bpf_obj_get_info_by_fd(s_.prog_fd.get(), &pi, &len)) ThrowBpf(env, "link_info", s_.description, errno);
     o.Set("programId", pi.id);
     o.Set("attachType", s_.attach_type);
   }
@@ -173,7 +156,7 @@ Napi::Value LinkHandle::Pin(const Napi::CallbackInfo& info) {
   if (s_.kind != LinkKind::kLink)
     ThrowNotSupported(env, "link_pin", s_.description + " is not a bpf_link (netlink tc or prog_attach); "
                                                          "use disconnect() to leave it attached, or TCX / a newer kernel");
-  if (bpf_obj_pin(s_.fd, path.c_str())) ThrowBpf(env, "link_pin", s_.description + " at " + path, errno);
+  if (bpf_obj_pin(s_.fd.get(), path.c_str())) ThrowBpf(env, "link_pin", s_.description + " at " + path, errno);
   return env.Undefined();
 }
 
@@ -191,7 +174,7 @@ Napi::Value LinkHandle::Update(const Napi::CallbackInfo& info) {
         opts.old_prog_fd = op->Fd(env);
         opts.flags = BPF_F_REPLACE;
       }
-      if (bpf_link_update(s_.fd, new_fd, &opts)) ThrowBpf(env, "link_update", s_.description, errno);
+      if (bpf_link_update(s_.fd.get(), new_fd, &opts)) ThrowBpf(env, "link_update", s_.description, errno);
       break;
     }
     case LinkKind::kTc: {
@@ -205,22 +188,21 @@ Napi::Value LinkHandle::Update(const Napi::CallbackInfo& info) {
     }
     case LinkKind::kAttach: {
       // The handle's duplicate of the new program first: a failed dup changes nothing, in the kernel or here.
-      FdGuard dup{Dup(env, new_fd, "link_update")};
+      OwnedFd dup = Dup(env, new_fd, "link_update");
       int err;
       const bool sockmap = s_.attach_type == BPF_SK_MSG_VERDICT || s_.attach_type == BPF_SK_SKB_STREAM_PARSER ||
                            s_.attach_type == BPF_SK_SKB_STREAM_VERDICT || s_.attach_type == BPF_SK_SKB_VERDICT;
       if (!sockmap && (s_.attach_flags & BPF_F_ALLOW_MULTI)) {
         // Among several programs on the cgroup, replace exactly ours.
-        LIBBPF_OPTS(bpf_prog_attach_opts, opts, .flags = BPF_F_ALLOW_MULTI | BPF_F_REPLACE, .replace_prog_fd = s_.prog_fd);
-        err = bpf_prog_attach_opts(new_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type, &opts);
+        LIBBPF_OPTS(bpf_prog_attach_opts, opts, .flags = BPF_F_ALLOW_MULTI | BPF_F_REPLACE, .replace_prog_fd = s_.prog_fd.get());
+        err = bpf_prog_attach_opts(new_fd, s_.target_fd.get(), (enum bpf_attach_type)s_.attach_type, &opts);
       } else {
         // One program per hook (a sockmap, or a cgroup attachment without ALLOW_MULTI): attaching another with
         // the same flags replaces it in place.
-        err = bpf_prog_attach(new_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type, s_.attach_flags);
+        err = bpf_prog_attach(new_fd, s_.target_fd.get(), (enum bpf_attach_type)s_.attach_type, s_.attach_flags);
       }
       if (err) ThrowBpf(env, "link_update", s_.description, errno);
-      close(s_.prog_fd);
-      s_.prog_fd = dup.release();
+      s_.prog_fd = std::move(dup);
       break;
     }
   }
@@ -232,12 +214,12 @@ Napi::Value LinkHandle::Detach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   RequireOpen(env, "link_detach");
   if (s_.kind == LinkKind::kLink) {
-    if (bpf_link_detach(s_.fd)) ThrowBpf(env, "link_detach", s_.description, errno);
+    if (bpf_link_detach(s_.fd.get())) ThrowBpf(env, "link_detach", s_.description, errno);
   } else if (s_.kind == LinkKind::kTc) {
     DetachTc(false);
     disconnected_ = true;
   } else {
-    if (bpf_prog_detach2(s_.prog_fd, s_.target_fd, (enum bpf_attach_type)s_.attach_type))
+    if (bpf_prog_detach2(s_.prog_fd.get(), s_.target_fd.get(), (enum bpf_attach_type)s_.attach_type))
       ThrowBpf(env, "link_detach", s_.description, errno);
     disconnected_ = true;
   }
@@ -259,16 +241,13 @@ Napi::Value LinkHandle::Disconnect(const Napi::CallbackInfo& info) {
 Napi::Value LinkHandle::OpenPinned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) ThrowBpf(env, "link_open_pinned", path, errno);
+  OwnedFd fd(bpf_obj_get(path.c_str()));
+  if (!fd.valid()) ThrowBpf(env, "link_open_pinned", path, errno);
   struct bpf_link_info li;
-  if (!LinkInfoOf(fd, &li)) {
-    close(fd);
-    ThrowBpf(env, "link_open_pinned", path + " (not a link)", EINVAL);
-  }
+  if (!LinkInfoOf(fd.get(), &li)) ThrowBpf(env, "link_open_pinned", path + " (not a link)", EINVAL);
   LinkInit init;
   init.kind = LinkKind::kLink;
-  init.fd = fd;
+  init.fd = std::move(fd);
   init.description = path;
   return New(env, init);
 }
@@ -282,24 +261,23 @@ static Napi::Value AttachCgroup(const Napi::CallbackInfo& info) {
   std::string path = ArgString(info, 1, "cgroup");
   uint32_t type = ArgU32(info, 2, "attachType");
   int64_t legacy_flags = ArgI64(info, 3, "flags");
-  FdGuard cg{OpenCgroup(env, path, "link_attach_cgroup")};
+  OwnedFd cg(OpenCgroup(env, path, "link_attach_cgroup"));
   LinkInit init;
   init.attach_type = type;
   init.description = p->name() + " on cgroup " + path;
   if (legacy_flags < 0) {
-    int fd = bpf_link_create(p->Fd(env), cg.fd, (enum bpf_attach_type)type, nullptr);
-    if (fd < 0) ThrowBpf(env, "link_attach_cgroup", init.description, errno);
+    init.fd.reset(bpf_link_create(p->Fd(env), cg.get(), (enum bpf_attach_type)type, nullptr));
+    if (!init.fd.valid()) ThrowBpf(env, "link_attach_cgroup", init.description, errno);
     init.kind = LinkKind::kLink;
-    init.fd = fd;
   } else {
     // The fds the handle keeps for detaching come first: an attachment is made only when a handle can hold it.
-    FdGuard prog{Dup(env, p->Fd(env), "link_attach_cgroup")};
-    if (bpf_prog_attach(p->Fd(env), cg.fd, (enum bpf_attach_type)type, (unsigned)legacy_flags))
+    OwnedFd prog = Dup(env, p->Fd(env), "link_attach_cgroup");
+    if (bpf_prog_attach(p->Fd(env), cg.get(), (enum bpf_attach_type)type, (unsigned)legacy_flags))
       ThrowBpf(env, "link_attach_cgroup", init.description, errno);
     init.kind = LinkKind::kAttach;
     init.attach_flags = (uint32_t)legacy_flags;
-    init.prog_fd = prog.release();
-    init.target_fd = cg.release();
+    init.prog_fd = std::move(prog);
+    init.target_fd = std::move(cg);
   }
   return LinkHandle::New(env, init);
 }
@@ -316,13 +294,11 @@ static Napi::Value AttachTcx(const Napi::CallbackInfo& info) {
   init.attach_type = egress ? kTcxEgress : kTcxIngress;
   init.description = p->name() + " on tcx/" + (egress ? "egress" : "ingress") + " ifindex " + std::to_string(ifindex) +
                      (netns.empty() ? "" : " in " + netns);
-  int fd;
   {
     NetnsGuard ns(env, netns);
-    fd = bpf_link_create(p->Fd(env), ifindex, (enum bpf_attach_type)init.attach_type, nullptr);
+    init.fd.reset(bpf_link_create(p->Fd(env), ifindex, (enum bpf_attach_type)init.attach_type, nullptr));
   }
-  if (fd < 0) ThrowBpf(env, "link_attach_tcx", init.description, errno);
-  init.fd = fd;
+  if (!init.fd.valid()) ThrowBpf(env, "link_attach_tcx", init.description, errno);
   return LinkHandle::New(env, init);
 }
 
@@ -365,22 +341,21 @@ static Napi::Value AttachSockmap(const Napi::CallbackInfo& info) {
   init.attach_type = type;
   init.description = p->name() + " on map " + m->name();
   if (prefer_link) {
-    int fd = bpf_link_create(p->Fd(env), m->Fd(env), (enum bpf_attach_type)type, nullptr);
-    if (fd >= 0) {
+    init.fd.reset(bpf_link_create(p->Fd(env), m->Fd(env), (enum bpf_attach_type)type, nullptr));
+    if (init.fd.valid()) {
       init.kind = LinkKind::kLink;
-      init.fd = fd;
       return LinkHandle::New(env, init);
     }
     if (errno != EINVAL && errno != EOPNOTSUPP) ThrowBpf(env, "link_attach_sockmap", init.description, errno);
   }
   // As for cgroups: the handle's fds first, then the attachment.
-  FdGuard prog{Dup(env, p->Fd(env), "link_attach_sockmap")};
-  FdGuard target{Dup(env, m->Fd(env), "link_attach_sockmap")};
+  OwnedFd prog = Dup(env, p->Fd(env), "link_attach_sockmap");
+  OwnedFd target = Dup(env, m->Fd(env), "link_attach_sockmap");
   if (bpf_prog_attach(p->Fd(env), m->Fd(env), (enum bpf_attach_type)type, 0))
     ThrowBpf(env, "link_attach_sockmap", init.description, errno);
   init.kind = LinkKind::kAttach;
-  init.prog_fd = prog.release();
-  init.target_fd = target.release();
+  init.prog_fd = std::move(prog);
+  init.target_fd = std::move(target);
   return LinkHandle::New(env, init);
 }
 
@@ -389,10 +364,10 @@ static Napi::Value QueryCgroup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "cgroup");
   uint32_t type = ArgU32(info, 1, "attachType");
-  FdGuard cg{OpenCgroup(env, path, "prog_query")};
+  OwnedFd cg(OpenCgroup(env, path, "prog_query"));
   __u32 ids[256];
   __u32 cnt = 256, attach_flags = 0;
-  if (bpf_prog_query(cg.fd, (enum bpf_attach_type)type, 0, &attach_flags, ids, &cnt))
+  if (bpf_prog_query(cg.get(), (enum bpf_attach_type)type, 0, &attach_flags, ids, &cnt))
     ThrowBpf(env, "prog_query", path, errno);
   Napi::Array out = Napi::Array::New(env, cnt);
   for (__u32 i = 0; i < cnt; i++) out.Set(i, ids[i]);

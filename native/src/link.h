@@ -11,6 +11,7 @@
 #include <string>
 
 #include "addon.h"
+#include "fd.h"
 
 namespace mesh {
 
@@ -18,9 +19,9 @@ enum class LinkKind { kLink, kTc, kAttach };
 
 struct LinkInit {
   LinkKind kind;
-  int fd = -1;         // kLink
-  int prog_fd = -1;    // kAttach: owned duplicate, for detach
-  int target_fd = -1;  // kAttach: owned (cgroup dir or map)
+  OwnedFd fd;         // kLink
+  OwnedFd prog_fd;    // kAttach: a duplicate, for detach
+  OwnedFd target_fd;  // kAttach: the cgroup dir or a duplicate of the map's
   uint32_t attach_type = 0;
   uint32_t attach_flags = 0;  // kAttach: the BPF_PROG_ATTACH flags, which a replacement must repeat
   // kTc
@@ -34,10 +35,10 @@ struct LinkInit {
 class LinkHandle : public Napi::ObjectWrap<LinkHandle>, public Closable {
  public:
   static Napi::Function Init(Napi::Env env);
-  static Napi::Object New(Napi::Env env, LinkInit init);
+  // Takes init's fds when the handle is made; if that fails they stay in init (closed with it).
+  static Napi::Object New(Napi::Env env, LinkInit& init);
   explicit LinkHandle(const Napi::CallbackInfo& info);
   ~LinkHandle() override;
-  void Close() override;
 
  private:
   static Napi::Value OpenPinned(const Napi::CallbackInfo& info);
@@ -48,11 +49,11 @@ class LinkHandle : public Napi::ObjectWrap<LinkHandle>, public Closable {
   Napi::Value Detach(const Napi::CallbackInfo& info);
   Napi::Value Disconnect(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
+  void Release() override;
   void RequireOpen(Napi::Env env, const char* op) const;
   void DetachTc(bool quiet);
 
   LinkInit s_;
-  bool open_ = false;
   bool disconnected_ = false;
 };
 

@@ -75,43 +75,37 @@ void MapHandle::CheckSize(Napi::Env env, const Napi::Buffer<uint8_t>& buf, size_
 std::string MapHandle::Subject() const { return name_.empty() ? "(unnamed, id " + std::to_string(info_.id) + ")" : name_; }
 
 Napi::Object MapHandle::FromFd(Napi::Env env, int fd, bool dup) {
-  int own = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : fd;
-  if (own < 0) ThrowBpf(env, "map_open", "fd " + std::to_string(fd), errno);
-  return Data(env)->map_ctor.New({Napi::External<int>::New(env, &own)});
+  OwnedFd own = dup ? OwnedFd::Dup(fd) : OwnedFd(fd);
+  if (!own.valid()) ThrowBpf(env, "map_open", "fd " + std::to_string(fd), errno);
+  return Data(env)->map_ctor.New({Napi::External<OwnedFd>::New(env, &own)});
 }
 
 // Constructed only through FromFd (an External carrying an owned fd), so JS cannot forge a handle.
 MapHandle::MapHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MapHandle>(info) {
   Napi::Env env = info.Env();
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "MapHandle is created by the library, not by new");
-  int fd = *info[0].As<Napi::External<int>>().Data();
+  fd_ = std::move(*info[0].As<Napi::External<OwnedFd>>().Data());
   Value().TypeTag(&kMapTag);
-  if (!MapInfo(fd, &info_)) {
+  if (!MapInfo(fd_.get(), &info_)) {
     int err = errno;
-    close(fd);
-    ThrowBpf(env, "map_info", "fd " + std::to_string(fd), err == EINVAL ? EBADF : err);
+    ThrowBpf(env, "map_info", "fd " + std::to_string(fd_.get()), err == EINVAL ? EBADF : err);
   }
-  fd_ = fd;
   name_ = info_.name;
-  Track(env, this);
+  Track(env);
 }
 
 MapHandle::~MapHandle() { Close(); }
 
-void MapHandle::Close() {
-  if (fd_ >= 0) {
-    close(fd_);
-    fd_ = -1;
-    bound_ = false;
-    if (!scratch_key_.IsEmpty()) scratch_key_.Reset();
-    if (!scratch_value_.IsEmpty()) scratch_value_.Reset();
-    Untrack(Env(), this);
-  }
+void MapHandle::Release() {
+  fd_.reset();
+  bound_ = false;
+  if (!scratch_key_.IsEmpty()) scratch_key_.Reset();
+  if (!scratch_value_.IsEmpty()) scratch_value_.Reset();
 }
 
 int MapHandle::Fd(Napi::Env env) const {
-  if (fd_ < 0) throw Napi::TypeError::New(env, "map " + name_ + " is closed");
-  return fd_;
+  if (!fd_.valid()) throw Napi::TypeError::New(env, "map " + name_ + " is closed");
+  return fd_.get();
 }
 
 Napi::Value MapHandle::JsClose(const Napi::CallbackInfo& info) {
@@ -119,7 +113,7 @@ Napi::Value MapHandle::JsClose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value MapHandle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+Napi::Value MapHandle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
 
 // create({type, keySize, valueSize, maxEntries, flags, name, innerMapFd, numaNode})
 Napi::Value MapHandle::Create(const Napi::CallbackInfo& info) {
@@ -143,14 +137,11 @@ Napi::Value MapHandle::Create(const Napi::CallbackInfo& info) {
 Napi::Value MapHandle::OpenPinned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) ThrowBpf(env, "map_open_pinned", path, errno);
+  OwnedFd fd(bpf_obj_get(path.c_str()));
+  if (!fd.valid()) ThrowBpf(env, "map_open_pinned", path, errno);
   struct bpf_map_info mi;
-  if (!MapInfo(fd, &mi)) {
-    close(fd);
-    ThrowBpf(env, "map_open_pinned", path + " (not a map)", EINVAL);
-  }
-  return FromFd(env, fd, false);
+  if (!MapInfo(fd.get(), &mi)) ThrowBpf(env, "map_open_pinned", path + " (not a map)", EINVAL);
+  return FromFd(env, fd.release(), false);
 }
 
 Napi::Value MapHandle::OpenById(const Napi::CallbackInfo& info) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "addon.h"
+#include "fd.h"
 
 namespace mesh {
 
@@ -18,7 +19,6 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   static Napi::Object FromFd(Napi::Env env, int fd, bool dup);
   explicit MapHandle(const Napi::CallbackInfo& info);
   ~MapHandle() override;
-  void Close() override;
   int Fd(Napi::Env env) const;
   const std::string& name() const { return name_; }
 
@@ -45,6 +45,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value Freeze(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
+  void Release() override;
 
   // Bytes one value occupies in a syscall buffer (all CPUs' slots for per-CPU maps).
   size_t ValueBytes() const;
@@ -56,7 +57,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle>, public Closable {
   void DoUpdate(Napi::Env env, void* key, void* value, uint64_t flags);
   Napi::Value DoDelete(Napi::Env env, void* key);
 
-  int fd_ = -1;
+  OwnedFd fd_;
   std::string name_;
   struct bpf_map_info info_ = {};
   // Key and value buffers bound once by the TS handle, so single-element calls cross N-API with no

@@ -83,19 +83,17 @@ ObjectHandle::ObjectHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Ob
     ThrowBpf(env, "object_open", name_, err ? err : EINVAL, cap.Take());
   }
   name_ = bpf_object__name(obj_);
-  Track(env, this);
+  Track(env);
 }
 
 ObjectHandle::~ObjectHandle() { Close(); }
 
-void ObjectHandle::Close() {
-  if (obj_) {
-    bpf_object__close(obj_);
-    obj_ = nullptr;
-    elf_.clear();
-    elf_.shrink_to_fit();
-    Untrack(Env(), this);
-  }
+// libbpf owns the object's fds (its programs' and maps'); handles opened from it hold duplicates (OwnedFd).
+void ObjectHandle::Release() {
+  bpf_object__close(obj_);
+  obj_ = nullptr;
+  elf_.clear();
+  elf_.shrink_to_fit();
 }
 
 Napi::Value ObjectHandle::JsClose(const Napi::CallbackInfo& info) {

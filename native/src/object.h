@@ -18,7 +18,6 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle>, public Closable {
   static Napi::Function Init(Napi::Env env);
   explicit ObjectHandle(const Napi::CallbackInfo& info);
   ~ObjectHandle() override;
-  void Close() override;
 
  private:
   struct bpf_object* Obj(Napi::Env env, const char* op) const;
@@ -39,6 +38,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle>, public Closable {
   Napi::Value OpenMap(const Napi::CallbackInfo& info);
   Napi::Value OpenProgram(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
+  void Release() override;
 
   struct bpf_object* obj_ = nullptr;
   std::vector<uint8_t> elf_;  // libbpf reads the image in place until load, so it lives as long as the object

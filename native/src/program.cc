@@ -20,7 +20,7 @@ bool ProgInfo(int fd, struct bpf_prog_info* out) {
 }
 
 struct ProgInit {
-  int fd;
+  OwnedFd fd;
   int expected_attach_type;
 };
 }  // namespace
@@ -39,43 +39,36 @@ Napi::Function ProgramHandle::Init(Napi::Env env) {
 }
 
 Napi::Object ProgramHandle::FromFd(Napi::Env env, int fd, bool dup, int expected_attach_type) {
-  int own = dup ? fcntl(fd, F_DUPFD_CLOEXEC, 3) : fd;
-  if (own < 0) ThrowBpf(env, "program_open", "fd " + std::to_string(fd), errno);
-  ProgInit init{own, expected_attach_type};
+  OwnedFd own = dup ? OwnedFd::Dup(fd) : OwnedFd(fd);
+  if (!own.valid()) ThrowBpf(env, "program_open", "fd " + std::to_string(fd), errno);
+  ProgInit init{std::move(own), expected_attach_type};
   return Data(env)->program_ctor.New({Napi::External<ProgInit>::New(env, &init)});
 }
 
 ProgramHandle::ProgramHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ProgramHandle>(info) {
   Napi::Env env = info.Env();
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "ProgramHandle is created by the library, not by new");
-  ProgInit init = *info[0].As<Napi::External<ProgInit>>().Data();
+  ProgInit& init = *info[0].As<Napi::External<ProgInit>>().Data();
+  fd_ = std::move(init.fd);
   Value().TypeTag(&kProgramTag);
   struct bpf_prog_info pi;
-  if (!ProgInfo(init.fd, &pi)) {
+  if (!ProgInfo(fd_.get(), &pi)) {
     int err = errno;
-    close(init.fd);
-    ThrowBpf(env, "program_info", "fd " + std::to_string(init.fd), err == EINVAL ? EBADF : err);
+    ThrowBpf(env, "program_info", "fd " + std::to_string(fd_.get()), err == EINVAL ? EBADF : err);
   }
-  fd_ = init.fd;
   name_ = pi.name;
   type_ = pi.type;
   expected_attach_type_ = init.expected_attach_type;
-  Track(env, this);
+  Track(env);
 }
 
 ProgramHandle::~ProgramHandle() { Close(); }
 
-void ProgramHandle::Close() {
-  if (fd_ >= 0) {
-    close(fd_);
-    fd_ = -1;
-    Untrack(Env(), this);
-  }
-}
+void ProgramHandle::Release() { fd_.reset(); }
 
 int ProgramHandle::Fd(Napi::Env env) const {
-  if (fd_ < 0) throw Napi::TypeError::New(env, "program " + name_ + " is closed");
-  return fd_;
+  if (!fd_.valid()) throw Napi::TypeError::New(env, "program " + name_ + " is closed");
+  return fd_.get();
 }
 
 Napi::Value ProgramHandle::JsClose(const Napi::CallbackInfo& info) {
@@ -83,19 +76,16 @@ Napi::Value ProgramHandle::JsClose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value ProgramHandle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+Napi::Value ProgramHandle::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_.get()); }
 
 Napi::Value ProgramHandle::OpenPinned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = ArgString(info, 0, "path");
-  int fd = bpf_obj_get(path.c_str());
-  if (fd < 0) ThrowBpf(env, "program_open_pinned", path, errno);
+  OwnedFd fd(bpf_obj_get(path.c_str()));
+  if (!fd.valid()) ThrowBpf(env, "program_open_pinned", path, errno);
   struct bpf_prog_info pi;
-  if (!ProgInfo(fd, &pi)) {
-    close(fd);
-    ThrowBpf(env, "program_open_pinned", path + " (not a program)", EINVAL);
-  }
-  return FromFd(env, fd, false);
+  if (!ProgInfo(fd.get(), &pi)) ThrowBpf(env, "program_open_pinned", path + " (not a program)", EINVAL);
+  return FromFd(env, fd.release(), false);
 }
 
 Napi::Value ProgramHandle::OpenById(const Napi::CallbackInfo& info) {

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "addon.h"
+#include "fd.h"
 
 namespace mesh {
 
@@ -17,7 +18,6 @@ class ProgramHandle : public Napi::ObjectWrap<ProgramHandle>, public Closable {
   static Napi::Object FromFd(Napi::Env env, int fd, bool dup, int expected_attach_type = -1);
   explicit ProgramHandle(const Napi::CallbackInfo& info);
   ~ProgramHandle() override;
-  void Close() override;
   int Fd(Napi::Env env) const;
   const std::string& name() const { return name_; }
   uint32_t type() const { return type_; }
@@ -30,8 +30,9 @@ class ProgramHandle : public Napi::ObjectWrap<ProgramHandle>, public Closable {
   Napi::Value TestRun(const Napi::CallbackInfo& info);
   Napi::Value Pin(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
+  void Release() override;
 
-  int fd_ = -1;
+  OwnedFd fd_;
   std::string name_;
   uint32_t type_ = 0;
   int expected_attach_type_ = -1;

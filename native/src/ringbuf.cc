@@ -47,13 +47,13 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
     ThrowBpf(env, "ringbuf_poll", name_, -err);
   }
   self_ = Napi::Persistent(Value());
-  Track(env, this);
+  Track(env);
 }
 
 RingBufferHandle::~RingBufferHandle() { Close(); }
 
-void RingBufferHandle::Close() {
-  if (!rb_) return;
+// libbpf's ring_buffer owns its epoll fd and mappings; the map's fd stays the MapHandle's.
+void RingBufferHandle::Release() {
   if (poll_) {
     uv_poll_stop(poll_);
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
@@ -63,7 +63,6 @@ void RingBufferHandle::Close() {
   rb_ = nullptr;
   callback_.Reset();
   if (!self_.IsEmpty()) self_.Reset();
-  Untrack(Env(), this);
 }
 
 int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {

@@ -19,7 +19,6 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   static Napi::Function Init(Napi::Env env);
   explicit RingBufferHandle(const Napi::CallbackInfo& info);
   ~RingBufferHandle() override;
-  void Close() override;
 
  private:
   static void OnPoll(uv_poll_t* handle, int status, int events);
@@ -32,6 +31,7 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   Napi::Value Unref(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value JsClose(const Napi::CallbackInfo& info);
+  void Release() override;
 
   struct ring_buffer* rb_ = nullptr;
   uv_poll_t* poll_ = nullptr;  // freed in the uv close callback
