@@ -3,12 +3,13 @@
  * the agent's files: skb_guard (bpf/testprogs) counts the packets of the mesh's sockets per direction and
  * drops those to the ports its input lists. It implements DatapathFamily like @mesh/split and @mesh/metrics.
  */
-import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, embedded, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 import { Counter, type Registry } from 'prom-client';
 
 import type { Family } from '../../src/families.js';
 
-const names = embedded.skb_guard;
+const names = testprogs.skb_guard;
 const DIRECTIONS = ['ingress', 'egress'] as const; // skb_stats slots 0 and 1
 const skbCounters = c.struct({ packets: c.u64n, bytes: c.u64n });
 
@@ -22,7 +23,8 @@ export class CounterDatapath implements DatapathFamily<number[], Registry> {
   }
 
   static load(opts: { pinDir?: string }): CounterDatapath {
-    const spec = ObjectSpec.embedded(names.name);
+    // A test program: not embedded in the addon users get, loaded from the build tree.
+    const spec = ObjectSpec.file(testprogFile(names.name));
     if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
     return new CounterDatapath(spec.load());
   }
