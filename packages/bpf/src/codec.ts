@@ -258,7 +258,14 @@ export function ipToBytes(s: string): Buffer {
   return parseIpv6(s);
 }
 
-export function bytesToIp(b: Uint8Array): string {
+/** Address families as linux/socket.h numbers them, as the programs' structs carry them beside an address. */
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+/** The text form of 4 or 16 address bytes; with `family`, of an address kept in 16 bytes whatever its family
+ *  (an AF_INET one in the first 4), as the programs' structs hold them. */
+export function bytesToIp(b: Uint8Array, family?: number): string {
+  if (family === AF_INET) b = b.subarray(0, 4);
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   if (buf.length === 4) return Array.from(buf).join('.');
   if (buf.length === 16) return formatIpv6(buf);

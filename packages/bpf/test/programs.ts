@@ -11,8 +11,7 @@ export function testprog(name: TestprogName): ObjectSpec {
   return ObjectSpec.file(testprogFile(name));
 }
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
+export { AF_INET, AF_INET6 } from '../src/codec.js';
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 

@@ -46,8 +46,7 @@ import {
 } from './maps.js';
 
 const names = embedded.http;
-const AF_INET = 2;
-const AF_INET6 = 10;
+const { AF_INET, AF_INET6 } = c;
 const DIRECTIONS = ['client', 'server'] as const;
 
 export type Direction = 'client' | 'server';
@@ -106,7 +105,6 @@ export interface MetricsOptions extends FamilyLoadOptions {
   pinDir?: string;
 }
 
-const ipOf = (b: Buffer, family: number) => c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
 
 /** The identity fields both aggregation keys carry; the overflow key has no workload and no peer, and a peer
  *  that is not known is the all-zero address. */
@@ -115,7 +113,7 @@ function where(k: { cgroupId: bigint; remoteIp: Buffer; port: number; dir: numbe
   return {
     direction: (k.dir === 1 ? 'server' : 'client') as Direction,
     cgroupId: overflow ? undefined : k.cgroupId,
-    remoteIp: overflow || k.remoteIp.every((b) => b === 0) ? '' : ipOf(k.remoteIp, k.family),
+    remoteIp: overflow || k.remoteIp.every((b) => b === 0) ? '' : c.bytesToIp(k.remoteIp, k.family),
     port: k.port,
   };
 }

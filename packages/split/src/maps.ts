@@ -6,8 +6,7 @@ import { codec as c } from '@mesh/bpf';
 import { counterNames } from './generated/shared.js';
 
 export const MAX_BACKENDS = 16;
-export const AF_INET = 2;
-export const AF_INET6 = 10;
+export const { AF_INET, AF_INET6 } = c;
 export const IPPROTO = { TCP: 6, UDP: 17 } as const;
 
 /** An address as the split maps hold it: 16 bytes, IPv4 in the first 4. */
@@ -18,7 +17,7 @@ export function addr16(ip: string): Buffer {
 }
 
 export function fromAddr16(b: Buffer, family: number): string {
-  return c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b);
+  return c.bytesToIp(b, family);
 }
 
 export const svcKey = c.struct({ addr: c.bytes(16), port: c.u16be, proto: c.u8, family: c.u8 }, { name: 'svc_key' });

@@ -97,6 +97,14 @@ describe('addresses', () => {
     expect(fmt('fd000000000000000000000000000000')).toBe('fd00::');
   });
 
+  it('formats an address held in 16 bytes by its family, as the programs\' structs keep it', () => {
+    const held = Buffer.alloc(16);
+    held.set([198, 18, 0, 1]);
+    expect(c.bytesToIp(held, c.AF_INET)).toBe('198.18.0.1');
+    expect(c.bytesToIp(c.ipToBytes('fd00::1'), c.AF_INET6)).toBe('fd00::1');
+    expect([c.AF_INET, c.AF_INET6]).toEqual([2, 10]); // linux/socket.h
+  });
+
   it('rejects what is not an address of the family', () => {
     expect(() => c.encode(c.ipv4, '::1')).toThrow(TypeError);
     expect(() => c.encode(c.ipv6, '1.2.3.4')).toThrow(TypeError);

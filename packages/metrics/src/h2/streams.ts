@@ -24,7 +24,6 @@ const KIND_CLOSE = 3;
 const F_RESPONSE = 1;
 const F_SERVER = 2;
 const F_PAIRED = 4;
-const AF_INET = 2;
 const SETTINGS_HEADER_TABLE_SIZE = 1;
 
 /** RST_STREAM / GOAWAY error codes (RFC 9113 §7), as error_type names them. */
@@ -131,7 +130,7 @@ function bucketOf(ns: bigint): number {
 }
 
 /** An address as HttpSample names it: '' for the all-zero one (a peer that is not known). */
-const ipString = (b: Buffer, family: number): string => (b.every((x) => x === 0) ? '' : c.bytesToIp(family === AF_INET ? b.subarray(0, 4) : b));
+const ipString = (b: Buffer, family: number): string => (b.every((x) => x === 0) ? '' : c.bytesToIp(b, family));
 
 const methodOf = (m: string | undefined): (typeof METHODS)[number] => (m === undefined ? '' : ((METHODS as readonly string[]).includes(m) && m !== '' ? (m as (typeof METHODS)[number]) : '_OTHER'));
 
