@@ -98,6 +98,63 @@ describe('KernelMetrics', () => {
     expect(value(out, 'http_server_request_duration_seconds_count')).toBe(10);
   });
 
+  it('the overflow series merges every label set past the cap: its buckets are the cumulative sum of theirs', async () => {
+    const snap: MetricsSnapshot = {
+      http: [http('client', '127.0.0.2', 10, { 0: 10 }), http('client', '127.0.0.3', 4, { 0: 1, 2: 3 }), http('client', '127.0.0.4', 6, { 2: 2, 14: 4 })],
+      tcp: [],
+      counters,
+    };
+    const out = await (await scrape({ maxSeries: 1, cacheMs: 0 }, source(() => snap))).text();
+    const b = (le: string) => value(out, 'http_client_request_duration_seconds_bucket', `destination_workload="_overflow",destination_namespace="_overflow",destination_service="_overflow",network_protocol_version="_overflow",le="${le}"`);
+    expect([b('0.005'), b('0.01'), b('0.025'), b('10'), b('+Inf')]).toEqual([1, 1, 6, 6, 10]);
+    expect(value(out, 'http_client_request_duration_seconds_count', 'source_workload="_overflow"')).toBe(10);
+    expect(value(out, 'mesh_metrics_series_overflow_total')).toBe(10);
+  });
+
+  it('a series the kernel no longer has gives its place up to a newcomer', async () => {
+    let snap: MetricsSnapshot = { http: [http('client', '127.0.0.2', 10, { 0: 10 })], tcp: [], counters };
+    const { text } = await scrape({ maxSeries: 1, cacheMs: 0 }, source(() => snap));
+    await text();
+    snap = { http: [http('client', '127.0.0.9', 3, { 0: 3 })], tcp: [], counters };
+    const out = await text();
+    expect(value(out, 'http_client_request_duration_seconds_count', 'destination_workload="127.0.0.9"')).toBe(3);
+    expect(value(out, 'http_client_request_duration_seconds_count', 'source_workload="_overflow"')).toBeUndefined();
+    expect(value(out, 'mesh_metrics_series_overflow_total')).toBe(0);
+  });
+
+  it('the cap is per metric: client, server and TCP series are admitted separately; TCP past the cap merges without counting as requests', async () => {
+    const tcp = (remoteIp: string, opened: number) => ({ direction: 'client' as const, cgroupId: 7n, remoteIp, port: 80, opened, closed: 0, bytesSent: 0, bytesReceived: 0 });
+    const snap: MetricsSnapshot = {
+      http: [http('client', '127.0.0.2', 1, { 0: 1 }), http('server', '127.0.0.3', 2, { 0: 2 })],
+      tcp: [tcp('127.0.0.2', 5), tcp('127.0.0.3', 7), tcp('127.0.0.4', 9)],
+      counters,
+    };
+    const out = await (await scrape({ maxSeries: 1, cacheMs: 0 }, source(() => snap))).text();
+    expect(value(out, 'http_client_request_duration_seconds_count', 'destination_workload="127.0.0.2"')).toBe(1);
+    expect(value(out, 'http_server_request_duration_seconds_count', 'source_workload="127.0.0.3"')).toBe(2);
+    expect(value(out, 'mesh_tcp_connections_opened_total', 'destination_workload="127.0.0.2"')).toBe(5);
+    expect(value(out, 'mesh_tcp_connections_opened_total', 'source_workload="_overflow"')).toBe(16);
+    expect(value(out, 'mesh_metrics_series_overflow_total')).toBe(0);
+  });
+
+  it('one kernel read serves every metric of a scrape', async () => {
+    let t = 0;
+    const src = source(() => ({ http: [http('client', '127.0.0.2', 1, { 0: 1 })], tcp: [], counters }));
+    const { text } = await scrape({ cacheMs: 200, now: () => t }, src);
+    await text();
+    expect(src.reads).toBe(1);
+    t = 199;
+    await text();
+    expect(src.reads).toBe(1);
+    t = 200;
+    await text();
+    expect(src.reads).toBe(2);
+  });
+
+  it('maxSeries must be a positive integer', () => {
+    for (const maxSeries of [0, -1, 1.5, NaN]) expect(() => new KernelMetrics(source(() => ({ http: [], tcp: [], counters })), { maxSeries })).toThrow(RangeError);
+  });
+
   it('overflowed server-side requests are in the server histogram, not the client one', async () => {
     const snap: MetricsSnapshot = { http: [http('server', '', 4, { 0: 4 }, true), http('client', '', 6, { 0: 6 }, true)], tcp: [], counters };
     const out = await (await scrape({ cacheMs: 0 }, source(() => snap))).text();
