@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config';
 
-// Test tiers (docs/testing.md): unit needs nothing; kernel loads programs and runs them through
+// Test tiers (DEVELOPERS.md, Tests): unit needs nothing; kernel loads programs and runs them through
 // BPF_PROG_TEST_RUN; integration attaches to cgroups and interfaces and drives real sockets; e2e starts the
 // agent and meshctl binaries as a user would.
 // Kernel and integration tests need root; under MESH_REQUIRE_BPF=1 a missing privilege fails them.

@@ -2,12 +2,13 @@
 // helper, and cleanup of what a run started (also when it is interrupted).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { availableParallelism, cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
+
+export { agentApi } from '../scripts/lib/agent.mjs';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -178,22 +179,4 @@ export function taggedLatencies(file, armOf) {
 /** [command, args] that run argv as a process that first moves itself into cgroup `cg` (never this process). */
 export function inCgroup(cg, argv) {
   return ['/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'in-cgroup', cg, ...argv]];
-}
-
-/** A JSON document of a mesh-agent's control API (/v1/…), from its unix socket (root's, mode 0660). */
-export function agentApi(socketPath, path, timeoutMs = 10_000) {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new Error(`agent ${path} answered ${res.statusCode}: ${body.slice(0, 200)}`));
-        resolve(JSON.parse(body));
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`agent ${path}: no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end();
-  });
 }

@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +20,7 @@ import { cgroup2Mount } from '@mesh/bpf';
 
 import { request } from 'node:http';
 
+import { AGENT_BIN, agentArgs, agentSocket, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 import { agentApi, cleanup, header, median, onCleanup, quantile, root, round, writeResult } from '../lib.mjs';
 import { bigConfig, idleConfig, SCALE, scaleConfig, SHAPE } from './config.mjs';
 
@@ -46,8 +47,6 @@ const params = {
 };
 /** `--only scale`: the scale runs alone, printed and not written (for trying a change). */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
-const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
-const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
 const loadBefore = loadavg()[0];
 
 // A previous run that was killed hard may have left its agent running: refuse (before any clean-up is registered,
@@ -81,10 +80,10 @@ async function freePort() {
 }
 const port = await freePort();
 const base = `http://${params.host}:${port}`;
-const apiSocket = `/run/mesh/${basename(params.pinRoot)}.sock`;
+const apiSocket = agentSocket(params.pinRoot);
 
 function uninstall() {
-  const r = spawnSync(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, '--state-dir', join(dir, 'state')], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, '--state-dir', join(dir, 'state')], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
   if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) throw new Error(`meshctl uninstall left ${params.pinRoot} or ${params.cgroupRoot} behind`);
 }
@@ -103,7 +102,7 @@ if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) uninstall();
 class Agent {
   constructor(extraArgs = []) {
     this.t0 = performance.now();
-    this.child = spawn(agentBin, ['--config', configPath, '--listen', `${params.host}:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, ...extraArgs], {
+    this.child = spawn(AGENT_BIN, agentArgs({ config: configPath, listen: `${params.host}:${port}`, apiSocket, pinRoot: params.pinRoot, cgroupRoot: params.cgroupRoot }, extraArgs), {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     running = this;
@@ -147,12 +146,7 @@ class Agent {
   async ready() {
     const applied = await this.waitLog((l) => l.msg === 'config applied' || l.msg === 'config rejected', 'config applied');
     if (applied.log.msg !== 'config applied') throw new Error(`the agent rejected the config: ${JSON.stringify(applied.log.problems)}`);
-    for (const deadline = performance.now() + 30_000; ; await sleep(20)) {
-      const r = await fetch(`${base}/readyz`).catch(() => undefined);
-      if (r) await r.text();
-      if (r?.status === 200) break;
-      if (performance.now() > deadline) throw new Error(`/readyz never answered 200; the agent's last lines:\n${this.tail.join('\n')}`);
-    }
+    await waitReady(apiSocket, { timeoutMs: 30_000, intervalMs: 20, exited: () => exitReason(this.child), describe: () => `the agent's last lines:\n${this.tail.join('\n')}` });
     return { applied: applied.log, applyLogMs: round(applied.at - this.t0, 1), readyMs: round(performance.now() - this.t0, 1) };
   }
 

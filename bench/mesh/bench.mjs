@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount, enableStats, Program } from '@mesh/bpf';
 
+import { AGENT_BIN, agentArgs, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 import { agentApi, buildC, cleanup, header, median, onCleanup, root, round, taggedLatencies } from '../lib.mjs';
 import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 
@@ -75,8 +76,6 @@ const plainCg = join(cgroup2, `meshbench-${process.pid}-plain`);
 const pinRoot = `/sys/fs/bpf/meshbench-${process.pid}`;
 const apiSocket = `/run/mesh/meshbench-${process.pid}.sock`;
 const workloadCg = (w) => join(meshCg, 'default', w);
-const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
-const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
 const log = (msg) => console.error(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}`);
 
@@ -127,7 +126,7 @@ function sweepStale() {
       const cg = join(cgroup2, name);
       if (existsSync(cg)) killCgroupTree(cg);
       spawnSync('sleep', ['0.3']);
-      run(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', pins, '--cgroup-root', cg], { allowFail: true });
+      run(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', pins, '--cgroup-root', cg], { allowFail: true });
       log(`removed ${pins} / ${cg} left by a killed run`);
     }
   }
@@ -507,7 +506,7 @@ function promSum(text, name, match) {
   return sum;
 }
 function uninstallMesh(allowBusy) {
-  const r = run(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', pinRoot, '--cgroup-root', meshCg], { allowFail: true });
+  const r = run(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', pinRoot, '--cgroup-root', meshCg], { allowFail: true });
   // 1: cgroups that still hold processes (the servers') are left, as documented.
   if (r.status !== 0 && !(allowBusy && r.status === 1)) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
 }
@@ -534,24 +533,16 @@ const arms = {
       // Without the mesh the VIP goes nowhere (no route for it anywhere): a 200 below proves the rewrite.
       curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
       // The agent's file itself, as users run it: its shebang carries the node flags it is meant to run with.
-      const agentArgv = [agentBin, '--config', configPath, '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', pinRoot, '--cgroup-root', meshCg, '--state-dir', join(tmp, 'state')];
+      const agentArgv = [AGENT_BIN, ...agentArgs({ config: configPath, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state') })];
       const [cmd, ...args] = [...params.agentPrefix, ...agentArgv];
       agent = new Proc('mesh-agent', cmd, args);
-      await untilOk(
-        () => {
-          if (!agent.alive()) throw new Error(`the agent exited: ${agent.describe()}`);
-          const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/readyz`], { encoding: 'utf8' });
-          if (r.stdout !== '200') throw new Error(`/readyz: ${r.stdout}`);
-        },
-        'the agent did not get ready',
-        30_000,
-      );
+      await waitReady(apiSocket, { timeoutMs: 30_000, exited: () => exitReason(agent.child), describe: () => agent.describe() });
       const status = await agentJson('/v1/status');
       const attached = effectivePrograms(meshCg).filter((n) => MESH_PROGRAM.test(n));
       if (attached.length < 3) throw new Error(`the agent is ready but only ${attached.join(', ')} is attached to ${meshCg}`);
       openProgs = status.programs.map((p) => ({ name: p.program, prog: Program.openById(p.programId) }));
       const rewritesBefore = Number(status.counters.split.connect_rewrite);
-      const meshctlRun = [process.execPath, meshctlBin, '--api-socket', apiSocket, 'run', '--workload', 'client', '--'];
+      const meshctlRun = [process.execPath, MESHCTL_BIN, '--api-socket', apiSocket, 'run', '--workload', 'client', '--'];
       curlFromClient(`http://${ADDR.vip}/`, { wrap: meshctlRun });
       curlFromClient(`http://${ADDR.vipV1}/`, { wrap: meshctlRun });
       const after = Number((await agentJson('/v1/status')).counters.split.connect_rewrite);
@@ -699,7 +690,7 @@ pki = certificates();
 configPath = join(tmp, 'mesh.yaml');
 writeFileSync(configPath, meshConfig());
 {
-  const check = run(process.execPath, [agentBin, '--config', configPath, '--check'], { allowFail: true });
+  const check = run(process.execPath, [AGENT_BIN, '--config', configPath, '--check'], { allowFail: true });
   if (check.status !== 0) throw new Error(`the agent rejects the bench's config:\n${check.stdout}${check.stderr}`);
 }
 port = await new Promise((resolve) => {

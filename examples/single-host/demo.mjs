@@ -9,18 +9,17 @@
 // The agent's control API (meshctl's) is its unix socket, /run/mesh/<pin root's name>.sock.
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { basename, isAbsolute, join, relative, resolve } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { BUCKET_BOUNDS_S, histogramQuantile } from '@mesh/metrics';
+
 import { tableLines } from '../../apps/agent/dist/cli/table.js';
+import { AGENT_BIN, agentArgs, agentGet, agentSocket, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 
 const HERE = import.meta.dirname;
-const REPO = resolve(HERE, '../..');
-const AGENT_BIN = join(REPO, 'apps/agent/bin/mesh-agent.mjs');
-const MESHCTL_BIN = join(REPO, 'apps/agent/bin/meshctl.mjs');
 const SERVER = join(HERE, 'server.mjs');
 const CLIENT = join(HERE, 'client.mjs');
 
@@ -67,7 +66,7 @@ function settings() {
   const config = resolve(process.env.DEMO_CONFIG || join(HERE, 'mesh.yaml'));
   if (!existsSync(config)) throw new DemoError(`config ${config} does not exist`);
   // The agent's default for this pin root: root's, mode 0660.
-  const socket = join(AGENT_LOCK_DIR, `${basename(pinRoot)}.sock`);
+  const socket = agentSocket(pinRoot);
   return { seconds, rate, listen, host, port: Number(m[3]), pinRoot, cgroupRoot, config, socket };
 }
 
@@ -127,18 +126,7 @@ const table = (rows, right = []) => tableLines(rows, { right, indent: '  ' });
 
 /** GET from the agent: the control API (/v1/…) on its unix socket, /metrics on its TCP address. */
 function get(s, path, timeoutMs = 3000) {
-  return new Promise((resolveGet, reject) => {
-    const to = path.startsWith('/v1/') || path === '/readyz' ? { socketPath: s.socket } : { host: s.host, port: s.port };
-    const req = request({ ...to, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-    req.end();
-  });
+  return agentGet(path.startsWith('/v1/') ? { socketPath: s.socket } : { host: s.host, port: s.port }, path, timeoutMs);
 }
 
 async function getJson(s, path) {
@@ -157,24 +145,6 @@ function samples(text, name) {
     res.push({ labels, value: Number(line.slice(line.lastIndexOf(' ') + 1)) });
   }
   return res;
-}
-
-/** histogram_quantile over cumulative buckets [{le, count}] sorted by le; seconds. */
-function histogramQuantile(q, buckets) {
-  const total = buckets.at(-1)?.count ?? 0;
-  if (total === 0) return undefined;
-  const rank = q * total;
-  let prevLe = 0;
-  let prevCount = 0;
-  for (const b of buckets) {
-    if (b.count >= rank) {
-      if (b.le === Infinity) return prevLe; // beyond the last finite bound
-      return prevLe + (b.le - prevLe) * ((rank - prevCount) / Math.max(1, b.count - prevCount));
-    }
-    prevLe = b.le;
-    prevCount = b.count;
-  }
-  return prevLe;
 }
 
 /** What the kernel counted for calls from the client workload to the service, per destination workload. */
@@ -198,9 +168,11 @@ function kernelCounts(text) {
     b.set(le, (b.get(le) ?? 0) + value);
   }
   for (const d of Object.values(byDest)) {
-    const cum = [...d.buckets].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le);
+    // /metrics has cumulative buckets; the quantile takes each bucket's own count.
+    const cum = [...BUCKET_BOUNDS_S, Infinity].map((le) => d.buckets.get(le) ?? 0);
+    const own = cum.map((n, i) => n - (i ? cum[i - 1] : 0));
     const q = (p) => {
-      const v = histogramQuantile(p, cum);
+      const v = histogramQuantile(p, own);
       return v === undefined ? undefined : v * 1000;
     };
     d.p50Ms = q(0.5);
@@ -353,21 +325,20 @@ function pidAlive(pid) {
 
 async function startAgent(s) {
   const agentLog = join(state.logDir, 'agent.log');
-  const agent = new Child('mesh-agent', AGENT_BIN, ['--config', s.config, '--listen', s.listen, '--api-socket', s.socket, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot, '--state-dir', join(state.logDir, 'state')], {
-    logFile: agentLog,
-  });
+  const roots = { config: s.config, listen: s.listen, apiSocket: s.socket, pinRoot: s.pinRoot, cgroupRoot: s.cgroupRoot, stateDir: join(state.logDir, 'state') };
+  const agent = new Child('mesh-agent', AGENT_BIN, agentArgs(roots), { logFile: agentLog });
   state.agent = agent;
   state.children.push(agent);
   agent.exited.then((r) => {
     if (!state.stopping) abort.abort(new DemoError(`mesh-agent exited unexpectedly (${r.error?.message ?? r.code ?? r.signal}); its log: ${agentLog}`));
   });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const r = await get(s, '/readyz', 1000).catch(() => undefined);
-    if (r?.status === 200) return agent;
-    if (Date.now() > deadline) throw new DemoError(`mesh-agent was not ready within 30 s (${r ? r.body.trim() : 'no answer'}); its log: ${agentLog}`);
-    await wait(100);
+  try {
+    // An agent that exits meanwhile aborts the demo (above), which ends the wait.
+    await waitReady(s.socket, { timeoutMs: 30_000, intervalMs: 100, signal: abort.signal });
+  } catch (err) {
+    throw err instanceof DemoError ? err : new DemoError(`${err.message}; its log: ${agentLog}`);
   }
+  return agent;
 }
 
 function meshRun(s, workload, cmd, env, stdout = 'pipe') {

@@ -1,6 +1,6 @@
 /** Test topology for the split programs: backend servers on loopback addresses, a scratch cgroup holding
- *  the clients, and snapshot builders. Services' VIPs are in 127.0.0.0/8 (PLATFORM.md: a VIP dialled from the
- *  host namespace without the hook attached must not leave the machine). */
+ *  the clients, and snapshot builders. Services' VIPs are in 127.0.0.0/8 (DEVELOPERS.md, Tests: a VIP dialled from
+ *  the host namespace without the hook attached must not leave the machine). */
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';

@@ -8,9 +8,9 @@ import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit
 import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 import { expect, it } from 'vitest';
 
-import { AGENT_BIN, freePort, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { AGENT_BIN, freePort, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.102';
+const NET = testNet();
 /** The hooks the mesh attaches to its cgroup root, as bpftool names them. */
 const HOOKS = [
   'cgroup_inet4_connect', 'cgroup_inet6_connect', 'cgroup_udp4_sendmsg', 'cgroup_udp6_sendmsg', 'cgroup_udp4_recvmsg',

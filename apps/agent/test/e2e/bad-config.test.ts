@@ -6,9 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { AGENT_BIN, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { AGENT_BIN, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.104';
+const NET = testNet();
 // Every broken config would send all traffic to web-b if it were applied; the good one sends it all to web-a.
 const GOOD = splitConfig(NET, [100, 0]);
 const FLIPPED = splitConfig(NET, [0, 100]);
@@ -37,7 +37,7 @@ const BROKEN: { name: string; yaml: string; message: RegExp }[] = [
   {
     name: 'duplicate VIP',
     yaml: FLIPPED + '---\napiVersion: v1\nkind: Service\nmetadata: { name: twin }\nspec: { clusterIP: ' + NET + '.1.1, ports: [{ port: 8080 }] }\n',
-    message: /mesh\.yaml: document 8 \(line \d+\): Service default\/twin: spec\.ports\[0\]: 127\.104\.1\.1:8080\/TCP is already the address of Service default\/web/,
+    message: new RegExp(String.raw`mesh\.yaml: document 8 \(line \d+\): Service default/twin: spec\.ports\[0\]: ${NET.replace('.', '\\.')}\.1\.1:8080/TCP is already the address of Service default/web`),
   },
 ];
 

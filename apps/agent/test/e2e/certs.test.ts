@@ -8,9 +8,9 @@ import { createIntermediate, createRoot, exportKeyPem, toPem } from '@mesh/mtls'
 import { describePrivileged, stopProcess } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { meshEnvPerTest, sample } from './harness.js';
+import { meshEnvPerTest, sample, testNet } from './harness.js';
 
-const NET = '127.107';
+const NET = testNet();
 const workload = (name: string, sa: string, addr: string) => `apiVersion: mesh.dev/v1alpha1
 kind: Workload
 metadata: { name: ${name}, namespace: shop }

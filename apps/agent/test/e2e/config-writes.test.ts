@@ -11,9 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.106';
+const NET = testNet();
 const CHUNK = 4096;
 const GAP_MS = 300;
 const PADDING = 40;

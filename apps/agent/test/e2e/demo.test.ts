@@ -9,11 +9,11 @@ import { cgroup2Mount, describePrivileged, pidAlive, run, uniqueName } from '@me
 import { afterAll, expect, it } from 'vitest';
 
 import { uninstall } from '../../src/datapath.js';
-import { EXAMPLES, freePort } from './harness.js';
+import { EXAMPLES, freePort, testNet } from './harness.js';
 
 const DEMO = join(EXAMPLES, 'demo.mjs');
 const REPO = resolve(EXAMPLES, '../..');
-const NET = '127.110';
+const NET = testNet();
 const SECONDS = 8;
 const RATE = 40;
 

@@ -7,10 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { meshEnvPerTest, type PromSample, runLoad, splitConfig, startBackends, startPrometheus } from './harness.js';
+import { meshEnvPerTest, type PromSample, runLoad, splitConfig, startBackends, startPrometheus, testNet } from './harness.js';
 
 const DASHBOARD = resolve(import.meta.dirname, '../../../../deploy/grafana/mesh.json');
-const NET = '127.141';
+const NET = testNet();
 const WEIGHTS: [number, number] = [3, 1];
 const RATE = 40;
 const SECONDS = 30;

@@ -5,20 +5,21 @@
  * (also on failure): stop what the test started, then `meshctl uninstall --force` of its own roots.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
+import { closeSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterEach } from 'vitest';
+import { tryLockExclusive } from '@mesh/bpf';
 import { cgroup2Mount, capturedOutput, ProcessTracker, stopProcess, uniqueName, waitForLine } from '@mesh/testkit';
 
 import { uninstall } from '../../src/datapath.js';
+import { AGENT_BIN, agentApi, agentArgs, agentGet, exitReason, MESHCTL_BIN, waitReady, type HttpResult } from '../../../../scripts/lib/agent.mjs';
 
-export const AGENT_BIN = resolve(import.meta.dirname, '../../bin/mesh-agent.mjs');
-export const MESHCTL_BIN = resolve(import.meta.dirname, '../../bin/meshctl.mjs');
+export { AGENT_BIN, MESHCTL_BIN, type HttpResult };
+
 export const EXAMPLES = resolve(import.meta.dirname, '../../../../examples/single-host');
 export const FIXTURES = resolve(import.meta.dirname, '../fixtures');
 
@@ -31,32 +32,33 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export interface HttpResult {
-  status: number;
-  body: string;
+/** Where test processes claim address blocks; 127.110-199 is used by no fixed address of the tests. */
+const NET_CLAIMS = '/run/mesh-test-nets';
+const NET_FIRST = 110;
+const NET_LAST = 199;
+
+/**
+ * A 127.N.0.0/16 block of this process's own, as "127.N": claimed with a flock on /run/mesh-test-nets/127.N,
+ * held until the process exits (the kernel drops it then, kill -9 included), so that checkouts running the e2e
+ * tests at once, and test files of one run, never share addresses.
+ */
+export function testNet(): string {
+  mkdirSync(NET_CLAIMS, { recursive: true });
+  for (let n = NET_FIRST; n <= NET_LAST; n++) {
+    const fd = openSync(join(NET_CLAIMS, `127.${n}`), 'a');
+    if (tryLockExclusive(fd)) return `127.${n}`; // fd stays open: the claim lasts as long as the process
+    closeSync(fd);
+  }
+  throw new Error(`no free address block: 127.${NET_FIRST}-${NET_LAST} are all claimed by running tests (${NET_CLAIMS})`);
 }
 
 export function httpGet(host: string, port: number, path: string, timeoutMs = 3000): Promise<HttpResult> {
-  return get({ host, port }, path, timeoutMs);
+  return agentGet({ host, port }, path, timeoutMs);
 }
 
 /** GET over a unix socket (the agent's control socket). */
 export function socketGet(socketPath: string, path: string, timeoutMs = 3000): Promise<HttpResult> {
-  return get({ socketPath }, path, timeoutMs);
-}
-
-function get(to: { host: string; port: number } | { socketPath: string }, path: string, timeoutMs: number): Promise<HttpResult> {
-  return new Promise((resolve, reject) => {
-    const req = request({ ...to, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: timeout`)));
-    req.on('error', reject);
-    req.end();
-  });
+  return agentGet({ socketPath }, path, timeoutMs);
 }
 
 /** Value of one sample in Prometheus text, selected by name and labels (all given labels must match). */
@@ -114,7 +116,7 @@ export class MeshEnv implements AsyncDisposable {
 
   /** mesh-agent's arguments; run it as `AGENT_BIN` itself (its shebang carries the node flags it wants). */
   agentArgs(extra: string[] = []): string[] {
-    return ['--config', this.configDir, '--listen', this.listen, '--api-socket', this.apiSocket, '--pin-root', this.pinRoot, '--cgroup-root', this.cgroupRoot, '--state-dir', this.stateDir, ...extra];
+    return agentArgs({ config: this.configDir, listen: this.listen, apiSocket: this.apiSocket, pinRoot: this.pinRoot, cgroupRoot: this.cgroupRoot, stateDir: this.stateDir }, extra);
   }
 
   /** Starts mesh-agent and waits until /readyz answers 200 on its control socket (or the agent exits). */
@@ -128,16 +130,8 @@ export class MeshEnv implements AsyncDisposable {
           .filter((l) => l.startsWith('{'))
           .map((l) => JSON.parse(l) as Record<string, unknown>),
     };
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`mesh-agent exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${capturedOutput(child).stderr}`);
-      }
-      const r = await socketGet(this.apiSocket, '/readyz', 1000).catch(() => undefined);
-      if (r?.status === 200) return agent;
-      if (Date.now() > deadline) throw new Error(`mesh-agent not ready after 20 s:\n${capturedOutput(child).stderr}`);
-      await sleep(50);
-    }
+    await waitReady(this.apiSocket, { timeoutMs: 20_000, exited: () => exitReason(child), describe: () => capturedOutput(child).stderr });
+    return agent;
   }
 
   /** Runs meshctl to completion. */
@@ -161,10 +155,8 @@ export class MeshEnv implements AsyncDisposable {
   }
 
   /** A JSON document of the agent's control API (/v1/…), from its socket. */
-  async api<T = unknown>(path: string): Promise<T> {
-    const r = await socketGet(this.apiSocket, path);
-    if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
-    return JSON.parse(r.body) as T;
+  api<T = unknown>(path: string): Promise<T> {
+    return agentApi<T>(this.apiSocket, path);
   }
 
   metrics(): Promise<string> {
@@ -192,7 +184,7 @@ export class MeshEnv implements AsyncDisposable {
 }
 
 /**
- * A config like the demo's on addresses of its own (`net` = "127.N"): workloads web-a (N.0.1), web-b (N.0.2) and
+ * A config like the demo's on addresses of its own (`net` = "127.N", from testNet()): workloads web-a (N.0.1), web-b (N.0.2) and
  * client (N.0.3); Service web (VIP N.1.1:8080) split by an HTTPRoute over web-a and web-b with `weights`.
  */
 export function splitConfig(net: string, weights: [number, number], extra = ''): string {

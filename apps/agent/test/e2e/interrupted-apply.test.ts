@@ -14,9 +14,10 @@ import { type EpKey as EpKeyT, epKey, type EpValue as EpValueT, epValue, svcKey,
 import { capturedOutput, describePrivileged, signalChild, waitForExit, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type Agent, AGENT_BIN, type MeshEnv, meshEnvPerTest } from './harness.js';
+import { type Agent, AGENT_BIN, type MeshEnv, meshEnvPerTest, testNet } from './harness.js';
 
 const SERVICES = 100;
+const NET = testNet();
 const PORTS = 100; // 10,000 service addresses, one endpoint each
 const ROUNDS = 20;
 const ip4 = (b: Buffer) => [...b.subarray(0, 4)].join('.');
@@ -28,8 +29,8 @@ function roundConfig(r: number): { yaml: string; want: Map<string, string> } {
   let yaml = '';
   const off = (r % 3) * 10;
   for (let s = off; s < off + SERVICES; s++) {
-    const vip = `127.108.${100 + (s >> 8)}.${s & 0xff}`;
-    const ep = `127.108.${s >> 8}.${s & 0xff}`;
+    const vip = `${NET}.${100 + (s >> 8)}.${s & 0xff}`;
+    const ep = `${NET}.${s >> 8}.${s & 0xff}`;
     const epPort = (p: number) => 20000 + p + (r % 2) * 1000 + (r % 5) * 100;
     yaml += `apiVersion: v1\nkind: Service\nmetadata: { name: s${s} }\nspec: { clusterIP: ${vip}, ports: [${Array.from({ length: PORTS }, (_, p) => `{ name: p${p}, port: ${1000 + p} }`).join(', ')}] }\n---\n`;
     yaml += `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: { name: s${s}-1, labels: { kubernetes.io/service-name: s${s} } }\naddressType: IPv4\nendpoints: [{ addresses: [${ep}] }]\nports: [${Array.from({ length: PORTS }, (_, p) => `{ name: p${p}, port: ${epPort(p)} }`).join(', ')}]\n---\n`;

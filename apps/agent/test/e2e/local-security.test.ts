@@ -13,9 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged, waitForLine } from '@mesh/testkit';
 import { afterEach, expect, it } from 'vitest';
 
-import { httpGet, MESHCTL_BIN, meshEnvPerTest, splitConfig } from './harness.js';
+import { httpGet, MESHCTL_BIN, meshEnvPerTest, splitConfig, testNet } from './harness.js';
 
-const NET = '127.107';
+const NET = testNet();
 const NOBODY = ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups'];
 const uid = (name: string) => Number(execFileSync('id', ['-u', name], { encoding: 'utf8' }).trim());
 

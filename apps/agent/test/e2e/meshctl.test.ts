@@ -5,9 +5,9 @@ import { readFileSync } from 'node:fs';
 import { describePrivileged, waitForExit } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends } from './harness.js';
+import { httpGet, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.105';
+const NET = testNet();
 
 describePrivileged('meshctl with a running agent', () => {
   const newEnv = meshEnvPerTest();

@@ -9,9 +9,9 @@ import { capturedOutput, describePrivileged, signalChild, waitForExit } from '@m
 import { expect, it } from 'vitest';
 
 import { lockFile } from '../../src/lock.js';
-import { AGENT_BIN, freePort, httpGet, meshEnvPerTest, type MeshEnv, splitConfig } from './harness.js';
+import { AGENT_BIN, freePort, httpGet, meshEnvPerTest, type MeshEnv, splitConfig, testNet } from './harness.js';
 
-const NET = '127.132';
+const NET = testNet();
 
 /** Resolves 'ready' once /readyz on `port` answers 200, or 'exited' when the agent exits first. */
 async function readyOrExit(child: ChildProcess, port: number, timeoutMs = 30_000): Promise<'ready' | 'exited'> {

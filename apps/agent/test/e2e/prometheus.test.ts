@@ -7,9 +7,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged, ensureTool, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { meshEnvPerTest, runLoad, splitConfig, startBackends, startPrometheus } from './harness.js';
+import { meshEnvPerTest, runLoad, splitConfig, startBackends, startPrometheus, testNet } from './harness.js';
 
-const NET = '127.103';
+const NET = testNet();
 const RATE = 50;
 const SECONDS = 10;
 

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { describePrivileged, run, signalChild, waitForExit, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, splitConfig, startBackends } from './harness.js';
+import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.131';
+const NET = testNet();
 
 async function bpftool<T>(args: string[]): Promise<T> {
   const r = await run('bpftool', ['-j', ...args], { timeoutMs: 10_000 });

@@ -6,9 +6,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged, signalChild, waitForExit } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum } from './harness.js';
+import { meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
 
-const NET = '127.101';
+const NET = testNet();
 const RATE = 50;
 const SECONDS = 30;
 

@@ -12,7 +12,7 @@ const guest = fileURLToPath(new URL('../../../../../shared/tools/guest-kernel', 
 
 describePrivileged('on a second kernel (6.1 guest)', () => {
   it('loads every object, probes 6.1 features and attaches through the fallbacks', async () => {
-    expect(existsSync(guest), `${guest} (PLATFORM.md: the qemu route to a second kernel)`).toBe(true);
+    expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);
     // The result comes back through a file in the shared repository directory (the guest's only writable share).
     const dir = mkdtempSync(join(repo, 'build', 'guest-'));
     const result = join(dir, 'result.json');
