@@ -14,6 +14,7 @@ describe('histogramQuantile', () => {
 
   it('skips empty buckets, gives the last finite bound in +Inf, and nothing for an empty histogram', () => {
     expect(histogramQuantile(0.5, at({ 2: 4 }))).toBeCloseTo(0.0175, 9);
+    expect(histogramQuantile(0, at({ 2: 4 }))).toBe(0.01);
     expect(histogramQuantile(0.99, at({ 0: 1, [BUCKET_BOUNDS_S.length]: 99 }))).toBe(10);
     expect(histogramQuantile(0.5, at({}))).toBeUndefined();
   });
