@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { cgroup2Mount } from '@mesh/bpf';
 import { BUCKET_BOUNDS_S, histogramQuantile } from '@mesh/metrics';
 
 import { tableLines } from '../../apps/agent/dist/cli/table.js';
@@ -53,12 +54,12 @@ function settings() {
   if (!(host === '::1' || host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host))) {
     throw new DemoError(`DEMO_LISTEN must be a loopback address (127.0.0.0/8 or [::1]), got ${listen}`);
   }
-  const cgroup2 = readFileSync('/proc/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' '))
-    .find((f) => f[2] === 'cgroup2')?.[1]
-    ?.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
-  if (!cgroup2) throw new DemoError('no cgroup v2 filesystem is mounted (see /proc/mounts): the mesh needs cgroup v2');
+  let cgroup2;
+  try {
+    cgroup2 = cgroup2Mount();
+  } catch (err) {
+    throw new DemoError(err.message);
+  }
   const pinRoot = resolve(process.env.DEMO_PIN_ROOT || '/sys/fs/bpf/mesh-demo');
   const cgroupRoot = resolve(process.env.DEMO_CGROUP_ROOT || join(cgroup2, 'mesh-demo'));
   if (!pinRoot.startsWith('/sys/fs/bpf/')) throw new DemoError(`DEMO_PIN_ROOT must be a directory under /sys/fs/bpf, got ${pinRoot}`);
