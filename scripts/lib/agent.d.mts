@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 
 export declare const AGENT_BIN: string;
 export declare const MESHCTL_BIN: string;
-export declare function agentSocket(pinRoot: string): string;
+export declare function agentSocket(pinRoot?: string): string;
 
 export interface AgentRoots {
   config: string;

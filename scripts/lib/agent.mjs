@@ -2,16 +2,18 @@
 // roots of the caller's own, waiting until /readyz answers on its control socket, and reading its control API.
 // Plain JavaScript so that the .mjs benches and the example import it as they are; types in agent.d.mts.
 import { request } from 'node:http';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+import { defaultApiSocket } from '../../apps/agent/dist/api-socket.js';
 
 const REPO = resolve(import.meta.dirname, '../..');
 /** Run these files themselves: mesh-agent's shebang carries the node flags it is meant to run with. */
 export const AGENT_BIN = join(REPO, 'apps/agent/bin/mesh-agent.mjs');
 export const MESHCTL_BIN = join(REPO, 'apps/agent/bin/meshctl.mjs');
 
-/** The agent's default control socket for a pin root (root's, mode 0660). */
-export const agentSocket = (pinRoot) => `/run/mesh/${basename(pinRoot)}.sock`;
+/** The agent's default control socket for a pin root (root's, mode 0660), as the agent defines it. */
+export const agentSocket = defaultApiSocket;
 
 /** mesh-agent's arguments: a config (file or directory), a /metrics address, its control socket and roots. */
 export function agentArgs({ config, listen, apiSocket, pinRoot, cgroupRoot, stateDir }, extra = []) {

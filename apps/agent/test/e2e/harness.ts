@@ -16,7 +16,7 @@ import { tryLockExclusive } from '@mesh/bpf';
 import { cgroup2Mount, capturedOutput, ProcessTracker, stopProcess, uniqueName, waitForLine } from '@mesh/testkit';
 
 import { uninstall } from '../../src/datapath.js';
-import { AGENT_BIN, agentApi, agentArgs, agentGet, exitReason, MESHCTL_BIN, waitReady, type HttpResult } from '../../../../scripts/lib/agent.mjs';
+import { AGENT_BIN, agentApi, agentArgs, agentGet, agentSocket, exitReason, MESHCTL_BIN, waitReady, type HttpResult } from '../../../../scripts/lib/agent.mjs';
 
 export { AGENT_BIN, MESHCTL_BIN, type HttpResult };
 
@@ -89,7 +89,7 @@ export class MeshEnv implements AsyncDisposable {
   readonly stateDir = mkdtempSync(join(tmpdir(), `${this.name}-state-`));
   readonly procs = new ProcessTracker(this.name);
   /** The agent's control socket (its default for this pin root). */
-  readonly apiSocket = `/run/mesh/${this.name}.sock`;
+  readonly apiSocket = agentSocket(this.pinRoot);
   port = 0;
   private readonly tempDirs: string[] = [];
 

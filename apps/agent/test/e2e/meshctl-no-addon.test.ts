@@ -8,10 +8,10 @@ import { dirname, join, resolve } from 'node:path';
 import { describePrivileged } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type MeshEnv, meshEnvPerTest, splitConfig } from './harness.js';
+import { type MeshEnv, meshEnvPerTest, splitConfig, testNet } from './harness.js';
 
 const REPO = resolve(import.meta.dirname, '../../../..');
-const NET = '127.109';
+const NET = testNet();
 /** The workspace packages the agent's binaries import, by @mesh name. */
 const PACKAGES: Record<string, string> = { agent: 'apps/agent', bpf: 'packages/bpf', metrics: 'packages/metrics', split: 'packages/split', mtls: 'packages/mtls' };
 
