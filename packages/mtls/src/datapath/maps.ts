@@ -3,8 +3,7 @@ import { isIP, isIPv4 } from 'node:net';
 
 import { codec as c } from '@mesh/bpf';
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
+export const { AF_INET, AF_INET6 } = c;
 
 /** mtls_addr: an address with port, network order; IPv4 (and IPv4-mapped IPv6) in the first 4 bytes. */
 export const mtlsAddr = c.struct({ addr: c.bytes(16), port: c.u16be, family: c.u8, pad: c.pad(1) }, { name: 'mtls_addr' });
@@ -61,6 +60,6 @@ export function addrKey(ip: string, port: number): MtlsAddr {
 }
 
 export function addrString(a: MtlsAddr): string {
-  const ip = c.bytesToIp(a.family === AF_INET ? a.addr.subarray(0, 4) : a.addr);
+  const ip = c.bytesToIp(a.addr, a.family);
   return a.family === AF_INET ? `${ip}:${a.port}` : `[${ip}]:${a.port}`;
 }

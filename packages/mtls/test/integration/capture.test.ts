@@ -14,7 +14,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { MtlsDatapath, type OriginalDestination } from '../../src/datapath/index.js';
 import { dial, namedServer, type NamedServer } from './capture-support.js';
 
-// Loopback addresses only (PLATFORM.md): a connect the hooks miss stays on this machine.
+// Loopback addresses only (DEVELOPERS.md, Tests): a connect the hooks miss stays on this machine.
 const DATAPLANE = '127.0.0.50';
 const WORKLOAD = '127.0.0.51';
 const OTHER = '127.0.0.52';
