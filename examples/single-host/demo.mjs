@@ -15,9 +15,10 @@ import { isAbsolute, join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { cgroup2Mount } from '@mesh/bpf';
-import { BUCKET_BOUNDS_S, histogramQuantile } from '@mesh/metrics';
+import { BUCKET_BOUNDS_S } from '@mesh/metrics';
 
 import { tableLines } from '../../apps/agent/dist/cli/table.js';
+import { quantile } from '../../apps/agent/dist/stats.js';
 import { AGENT_BIN, agentArgs, agentGet, agentSocket, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 
 const HERE = import.meta.dirname;
@@ -173,7 +174,7 @@ function kernelCounts(text) {
     const cum = [...BUCKET_BOUNDS_S, Infinity].map((le) => d.buckets.get(le) ?? 0);
     const own = cum.map((n, i) => n - (i ? cum[i - 1] : 0));
     const q = (p) => {
-      const v = histogramQuantile(p, own);
+      const v = quantile(p, own);
       return v === undefined ? undefined : v * 1000;
     };
     d.p50Ms = q(0.5);

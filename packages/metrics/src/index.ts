@@ -3,7 +3,6 @@ export type { Direction, HttpSample, TcpSample, MetricsSnapshot, MetricsOptions,
 export { KernelMetrics, defaultResolver } from './exporter.js';
 export type { Identity, IdentityResolver, MetricsSource, ExporterOptions } from './exporter.js';
 export { BUCKET_BOUNDS_S, METHODS, counterNames } from './maps.js';
-export { histogramQuantile } from './quantile.js';
 export type { CounterName } from './maps.js';
 export { HpackDecoder, HpackError, STATIC_TABLE, DEFAULT_TABLE_SIZE, ENTRY_OVERHEAD } from './h2/hpack.js';
 export type { HpackErrorReason, HpackDecoderOptions, HpackStats, FieldSink } from './h2/hpack.js';
