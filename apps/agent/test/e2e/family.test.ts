@@ -12,9 +12,9 @@ import { Agent } from '../../src/app.js';
 import { FileSource } from '../../src/config/file.js';
 import { createLogger } from '../../src/log.js';
 import { counterFamily } from './counter-family.js';
-import { meshEnvPerTest, sample, splitConfig } from './harness.js';
+import { meshEnvPerTest, sample, splitConfig, testNet } from './harness.js';
 
-const NET = '127.151';
+const NET = testNet();
 
 interface Status {
   programs: { family: string; program: string; linkId: number; programId: number }[];
