@@ -5,7 +5,7 @@
  * agent wires; each subsystem brings its metrics, as in linkerd2-proxy's app). The agent keeps a list of
  * families and treats them alike; see docs/architecture.md, "Datapath families".
  */
-import type { PinnedAttachment } from './object.js';
+import type { PinnedAttachment } from './pin.js';
 
 /** Entries in use and capacity of one map. */
 export interface MapFill {

@@ -9,7 +9,7 @@ import { BpfMap, type MapCodecs, PerCpuMap } from './map.js';
 import { native, type NativeObject } from './native.js';
 import { Owner } from './owner.js';
 import type { Link } from './link.js';
-import { attachCgroupPinned } from './pin.js';
+import { attachCgroupPinned, type PinnedAttachment } from './pin.js';
 import { Program } from './program.js';
 import { RingBuffer, type RingBufferOptions } from './ringbuf.js';
 
@@ -187,16 +187,6 @@ function encodeConstant(name: string, size: number, value: number | bigint | boo
   const u = BigInt.asUintN(size * 8, value);
   for (let i = 0; i < size; i++) b[i] = Number((u >> BigInt(8 * i)) & 0xffn);
   return b;
-}
-
-/** What attachCgroupPinned() did for one program. */
-export interface PinnedAttachment {
-  program: string;
-  path: string;
-  /** attached: a new pinned link; adopted: a pinned link already ran this program with these maps; replaced:
-   *  it ran another build, or this one with other maps (a map replaced since), and now runs this one. */
-  outcome: 'attached' | 'adopted' | 'replaced';
-  linkId: number;
 }
 
 export class BpfObject implements Disposable {

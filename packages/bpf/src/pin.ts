@@ -9,9 +9,18 @@ import { join } from 'node:path';
 
 import { BpfError } from './errors.js';
 import { Link } from './link.js';
-import type { PinnedAttachment } from './object.js';
 import { native } from './native.js';
 import { Program } from './program.js';
+
+/** What attachCgroupPinned() did for one program. */
+export interface PinnedAttachment {
+  program: string;
+  path: string;
+  /** attached: a new pinned link; adopted: a pinned link already ran this program with these maps; replaced:
+   *  it ran another build, or this one with other maps (a map replaced since), and now runs this one. */
+  outcome: 'attached' | 'adopted' | 'replaced';
+  linkId: number;
+}
 
 const MAPS = 'maps';
 const LINKS = 'links';
