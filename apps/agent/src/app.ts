@@ -14,7 +14,7 @@ import { AgentMetrics } from './agent-metrics.js';
 import { ConfigError, type ResolvedConfig, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
-import { FAMILIES, type Family, metricsFamily } from './families.js';
+import { FAMILIES, type Family, metricsFamily, sizesFor } from './families.js';
 import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
 import type { IdentityOptions, WorkloadIdentities } from './identities.js';
@@ -36,8 +36,10 @@ export interface AgentOptions {
   pinRoot: string;
   cgroupRoot: string;
   log: Logger;
+  /** Table capacities; a routing table not given is sized from the first config (sizesFor). */
   maxServices?: number;
   maxEndpoints?: number;
+  maxConnections?: number;
   /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
   bpfStats?: boolean;
   /** Workload identities (SVIDs) for the config's workloads; off when absent. */
@@ -159,9 +161,8 @@ export class Agent {
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
     const families = [...FAMILIES, ...(opts.families ?? [])];
-    this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, maxServices: opts.maxServices, maxEndpoints: opts.maxEndpoints, families });
-    const outcomes = this.datapath.attachments.reduce<Record<string, number>>((a, x) => ((a[x.outcome] = (a[x.outcome] ?? 0) + 1), a), {});
-    log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: this.datapath.attachments.length, ...outcomes, ms: Math.round(performance.now() - t0) });
+    const sizes = sizesFor(opts, firstConfig);
+    this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, ...sizes, families });
 
     // Each family brings its metrics (metrics' start consuming HTTP/2 header frames from the kernel).
     this.datapath.registerMetrics(this.registry);
@@ -171,6 +172,10 @@ export class Agent {
     await this.applying;
     this.applying = undefined;
     if (!this.applied) throw new ConfigError(this.lastError?.problems ?? ['the first config could not be applied']);
+    // Attached once the config is in the maps: programs switched to tables made anew never see them empty.
+    const attachments = this.datapath.attach();
+    const outcomes = attachments.reduce<Record<string, number>>((a, x) => ((a[x.outcome] = (a[x.outcome] ?? 0) + 1), a), {});
+    log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: attachments.length, ...outcomes, ...sizes, ms: Math.round(performance.now() - t0) });
     // An update that came while the first apply ran (and found it still tracked) is waiting: apply the newest.
     const pending = this.waiting ?? queued;
     if (pending) this.enqueue(pending);
@@ -206,7 +211,7 @@ export class Agent {
   }
 
   private notReady(): string | undefined {
-    if (!this.datapath) return 'programs are not attached yet';
+    if (!this.datapath?.isAttached) return 'programs are not attached yet';
     if (!this.applied) return 'no config applied yet';
     return undefined;
   }

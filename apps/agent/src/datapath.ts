@@ -29,6 +29,8 @@ export interface FamilyAttachment extends PinnedAttachment {
   family: string;
 }
 
+const sizesOf = (o: AgentSizes): AgentSizes => ({ maxServices: o.maxServices, maxEndpoints: o.maxEndpoints, maxConnections: o.maxConnections });
+
 interface Loaded {
   family: Family;
   dp: DatapathFamily<unknown, Registry>;
@@ -48,13 +50,15 @@ function checkFamilies(families: readonly Family[]): void {
 }
 
 export class MeshDatapath implements Disposable {
+  private attached: FamilyAttachment[] | undefined;
+
   private constructor(
     private readonly loaded: Loaded[],
-    readonly attachments: FamilyAttachment[],
     readonly cgroupRoot: string,
     readonly pinRoot: string,
   ) {}
 
+  /** Loads every family with its maps pinned (adopting what is pinned); attaches nothing: see attach(). */
   static open(opts: DatapathOptions): MeshDatapath {
     const { log } = opts;
     checkFamilies(opts.families);
@@ -66,19 +70,39 @@ export class MeshDatapath implements Disposable {
     try {
       for (const family of opts.families) {
         const dir = layout.maps(family.name);
-        const dp = loadAdoptingPins(dir, () => family.load(dir, opts), (err) =>
+        const onResize = (maps: string[]) =>
+          log.warn('tables of another capacity made anew; the programs switch to them once the config is in them (their old contents are not carried)', { family: family.name, maps, sizes: sizesOf(opts) });
+        const dp = loadAdoptingPins(dir, () => family.load(dir, { ...sizesOf(opts), onResize }), (err) =>
           log.warn('pinned maps do not fit this build; replacing them (their contents are lost)', { family: family.name, dir, err }),
         );
         loaded.push({ family, dp });
       }
-      const attachments = loaded.flatMap(({ family, dp }) =>
-        dp.attachPinned(opts.cgroupRoot, layout.links(family.name)).map((a) => ({ ...a, family: family.name })),
-      );
-      return new MeshDatapath(loaded, attachments, opts.cgroupRoot, opts.pinRoot);
+      return new MeshDatapath(loaded, opts.cgroupRoot, opts.pinRoot);
     } catch (err) {
       for (const { dp } of loaded.reverse()) dp.close();
       throw err;
     }
+  }
+
+  /** Attaches every family's programs through their pinned links (adopting, or switching in place, what a
+   *  previous agent attached). Called once the first config is in the maps: programs switched to maps made
+   *  anew never run on empty tables. */
+  attach(): FamilyAttachment[] {
+    if (this.attached) return this.attached;
+    const layout = pinLayout(this.pinRoot);
+    this.attached = this.loaded.flatMap(({ family, dp }) =>
+      dp.attachPinned(this.cgroupRoot, layout.links(family.name)).map((a) => ({ ...a, family: family.name })),
+    );
+    return this.attached;
+  }
+
+  /** What attach() did; empty before it. */
+  get attachments(): readonly FamilyAttachment[] {
+    return this.attached ?? [];
+  }
+
+  get isAttached(): boolean {
+    return this.attached !== undefined;
   }
 
   /** The loaded datapath of one of the families it was opened with. */

@@ -5,7 +5,7 @@
  */
 import type { DatapathFamily } from '@mesh/bpf';
 import { MetricsDatapath } from '@mesh/metrics';
-import { SplitDatapath } from '@mesh/split';
+import { SplitDatapath, tableSizesFor } from '@mesh/split';
 import type { Registry } from 'prom-client';
 
 import type { ResolvedConfig } from './config/objects.js';
@@ -15,7 +15,29 @@ import type { ConfigResolver } from './identity.js';
 export interface AgentSizes {
   maxServices?: number;
   maxEndpoints?: number;
+  /** Live connections (and unconnected-UDP flows) the split keeps per-connection state for. */
   maxConnections?: number;
+}
+
+/** What a family's load is handed: the sizes, and whom to tell of tables made anew for another capacity. */
+export interface LoadContext extends AgentSizes {
+  onResize?(maps: string[]): void;
+}
+
+/** Per-connection capacity when --max-connections is not given: ~2.7 MiB of kernel memory (split_orig and
+ *  split_revnat), where 65,536 took 11 MiB. Enough for a node's live client connections to services; a node
+ *  with more raises it (see docs/agent.md, "Table sizes"). */
+export const DEFAULT_MAX_CONNECTIONS = 16_384;
+
+/** The sizes the families load with: each flag as given; otherwise the routing tables from the first config
+ *  (tableSizesFor: twice its size, a floor, a power of two) and the connection tables' default. */
+export function sizesFor(flags: AgentSizes, first: ResolvedConfig): Required<AgentSizes> {
+  const fromConfig = tableSizesFor(first.compiled.services);
+  return {
+    maxServices: flags.maxServices ?? fromConfig.maxServices,
+    maxEndpoints: flags.maxEndpoints ?? fromConfig.maxEndpoints,
+    maxConnections: flags.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+  };
 }
 
 /** What a family's input is made from at each apply. */
@@ -36,7 +58,7 @@ export interface Family<D extends DatapathFamily<any, Registry> = DatapathFamily
   /** Put before its map names in the mesh's fill (status, mesh_map_* gauges); '' keeps them as they are. */
   mapPrefix: string;
   /** Loads with its maps pinned in (and adopted from) `pinDir`. */
-  load(pinDir: string, sizes: AgentSizes): D;
+  load(pinDir: string, sizes: LoadContext): D;
   /** Its part of a validated config. */
   input(ctx: ApplyContext): FamilyInput<D> | Promise<FamilyInput<D>>;
 }
@@ -44,7 +66,8 @@ export interface Family<D extends DatapathFamily<any, Registry> = DatapathFamily
 export const splitFamily: Family<SplitDatapath> = {
   name: 'split',
   mapPrefix: 'split_',
-  load: (pinDir, s) => SplitDatapath.load({ pinDir, maxServices: s.maxServices, maxEndpoints: s.maxEndpoints, maxConnections: s.maxConnections }),
+  load: (pinDir, s) =>
+    SplitDatapath.load({ pinDir, maxServices: s.maxServices, maxEndpoints: s.maxEndpoints, maxConnections: s.maxConnections, maxUdpFlows: s.maxConnections, onResize: s.onResize }),
   input: (ctx) => ctx.config.compiled,
 };
 

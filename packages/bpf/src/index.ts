@@ -19,6 +19,6 @@ export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, socketCookie, sock
 export { queryCgroup } from './query.js';
 export { embedded, helperIds } from './generated/objects.js';
 export type { EmbeddedName } from './generated/objects.js';
-export { attachCgroupPinned, loadAdoptingPins, pinLayout, pinnedLinks, removePins } from './pin.js';
+export { attachCgroupPinned, dropResizedPins, loadAdoptingPins, pinLayout, pinnedLinks, removePins } from './pin.js';
 export type { PinLayout, PinnedLink } from './pin.js';
 export type { DatapathFamily, FamilyLoadOptions, MapFill, MeshView, PartApplied } from './family.js';

@@ -113,6 +113,37 @@ export function loadAdoptingPins<T>(dir: string, load: () => T, onReplace: (err:
   }
 }
 
+/**
+ * Removes from `dir` the pins of every group of maps in which one pinned map's capacity is not the one wanted
+ * now (`maxEntries(name)`), so the next load makes those maps anew and adopts the rest. Maps that refer to
+ * each other (a service table and the endpoint slots its entries number) form one group and go together; a
+ * group whose capacities are unchanged keeps its contents (a connection table survives a resize of the
+ * routing tables). Programs still attached keep the old maps until their links are switched. Returns the
+ * names of the maps whose pins went.
+ */
+export function dropResizedPins(dir: string, groups: readonly (readonly string[])[], maxEntries: (map: string) => number): string[] {
+  const pinnedSize = (name: string): number | undefined => {
+    const path = join(dir, name);
+    if (!existsSync(path)) return undefined;
+    const h = native.MapHandle.openPinned(path);
+    try {
+      return h.info().maxEntries;
+    } finally {
+      h.close();
+    }
+  };
+  const dropped: string[] = [];
+  for (const group of groups) {
+    if (!group.some((name) => { const n = pinnedSize(name); return n !== undefined && n !== maxEntries(name); })) continue;
+    for (const name of group) {
+      if (!existsSync(join(dir, name))) continue;
+      rmSync(join(dir, name), { force: true });
+      dropped.push(name);
+    }
+  }
+  return dropped;
+}
+
 /** One pinned link as the kernel reports it now. */
 export interface PinnedLink {
   family: string;

@@ -1,6 +1,6 @@
 /** The split datapath: the embedded split programs loaded and attached to a cgroup v2 subtree, and the
  *  snapshots applied to their maps. */
-import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, embedded, type FamilyLoadOptions, type Link, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, type DatapathFamily, dropResizedPins, embedded, type FamilyLoadOptions, type Link, type MapFill, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
 import type { Registry } from 'prom-client';
 
 import { compile, type Compiled, type CompiledService, type RouteStatus } from './compile.js';
@@ -27,8 +27,13 @@ export interface SplitOptions extends FamilyLoadOptions {
    *  least recently used first out); default 65,536. An evicted mapping's next reply shows the endpoint's
    *  address until the socket sends there again: see udpFlowsEvicted(). */
   maxUdpFlows?: number;
-  /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
+  /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). A pinned
+   *  table of another capacity is made anew, with the one it refers to (services with endpoints), before the
+   *  load; the others (connections, UDP flows, counters) are kept: see onResize. */
   pinDir?: string;
+  /** Told which pinned maps were dropped for a new capacity (their contents are lost; the attached programs
+   *  use them until their links are switched). */
+  onResize?: (maps: string[]) => void;
   /** Refuse a connect() to a service with no backend with EPERM, as on kernels before 5.18 (no
    *  bpf_set_retval), instead of ECONNREFUSED: for tests of that fallback. */
   refuseWithEperm?: boolean;
@@ -40,6 +45,21 @@ export interface ApplyResult {
   services: number;
   /** What was installed: every service address with its weighted backends and their endpoints. */
   compiled: CompiledService[];
+}
+
+/** The routing tables' smallest capacities when sized from a config: room for a small config to grow without
+ *  a restart, for ~0.7 MiB of kernel memory. */
+export const MIN_SERVICES = 1024;
+export const MIN_ENDPOINTS = 4096;
+
+/** Capacities of the routing tables for a config's services: twice what it holds (while an apply replaces
+ *  every service and its endpoints, old and new coexist; and the config can grow), at least MIN_SERVICES and
+ *  MIN_ENDPOINTS, rounded up to a power of two. */
+export function tableSizesFor(services: readonly CompiledService[]): { maxServices: number; maxEndpoints: number } {
+  let slots = 0;
+  for (const s of services) for (const b of s.backends) slots += b.endpoints.length;
+  const size = (n: number, floor: number) => 2 ** Math.ceil(Math.log2(Math.max(floor, 2 * n)));
+  return { maxServices: size(services.length, MIN_SERVICES), maxEndpoints: size(slots, MIN_ENDPOINTS) };
 }
 
 /** The per-connection table's size for a requested capacity: the next power of two (the programs mask the cookie). */
@@ -54,6 +74,10 @@ function checkUdpFlows(n: number): number {
   if (!Number.isInteger(n) || n < 1 || n > 2 ** 24) throw new RangeError(`maxUdpFlows must be an integer in [1, 2^24], got ${n}`);
   return n;
 }
+
+/** Maps made anew together when one of them changes capacity: a service entry numbers its endpoint slots, so
+ *  the two tables are one state; the per-connection tables stand alone and survive a routing resize. */
+const RESIZE_GROUPS = [[names.maps.split_services, names.maps.split_endpoints], [names.maps.split_orig], [names.maps.split_revnat]];
 
 /** The split family: its part of a snapshot is the compiled services (what compile() made of it). */
 export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
@@ -90,7 +114,12 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
       }
       if (opts.refuseWithEperm) spec.setConstant(names.constants.refuse_eperm, true);
       if (opts.maxUdpFlows !== undefined) spec.setMaxEntries(names.maps.split_revnat, checkUdpFlows(opts.maxUdpFlows));
-      if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
+      if (opts.pinDir !== undefined) {
+        const sizes = new Map(spec.maps.map((m) => [m.name, m.maxEntries]));
+        const dropped = dropResizedPins(opts.pinDir, RESIZE_GROUPS, (m) => sizes.get(m)!);
+        if (dropped.length) opts.onResize?.(dropped);
+        spec.pinMaps(opts.pinDir);
+      }
     } catch (err) {
       spec.close();
       throw err;

@@ -2,7 +2,7 @@ export { compile, Compiler } from './compile.js';
 export { runSteps, runStepsAsync, every } from './steps.js';
 export type { Steps } from './steps.js';
 export type { Compiled, CompiledService, CompiledBackend, Endpoint, Condition, RouteStatus, RouteParentStatus } from './compile.js';
-export { SplitDatapath } from './datapath.js';
+export { MIN_ENDPOINTS, MIN_SERVICES, SplitDatapath, tableSizesFor } from './datapath.js';
 export type { SplitOptions, ApplyResult } from './datapath.js';
 export { SnapshotError, serviceIPs, SERVICE_NAME_LABEL, MAX_WEIGHT, MAX_BACKEND_REFS } from './model.js';
 export { validate, validateSnapshot, validateSteps, Validator } from './validate.js';

@@ -144,14 +144,14 @@ export class ServiceTable {
     const peakServices = this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length;
     if (peakServices > this.services.maxEntries) {
       throw new RangeError(
-        `${desired.length} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices`,
+        `${desired.length} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices (mesh-agent: --max-services, or a restart, which sizes the tables from the config)`,
       );
     }
     let slots = 0;
     for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
     if (slots + epWrites.length > this.endpoints.maxEntries) {
       throw new RangeError(
-        `${epWrites.length} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints`,
+        `${epWrites.length} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints (mesh-agent: --max-endpoints, or a restart, which sizes the tables from the config)`,
       );
     }
 

@@ -36,8 +36,9 @@ Options:
                        (with Kubernetes: the kubepods directory, kubepods.slice or kubepods)
   --log-level LEVEL    debug, info, warn or error                                                 [info]
   --bpf-stats          keep the kernel's BPF run-time statistics on (shown by meshctl status)
-  --max-services N     capacity of the service table                                             [16384]
-  --max-endpoints N    capacity of the endpoint table                                           [131072]
+  --max-services N     capacity of the service table      [from the first config: 2x, at least 1024, a power of 2]
+  --max-endpoints N    capacity of the endpoint table     [from the first config: 2x, at least 4096, a power of 2]
+  --max-connections N  live connections and UDP flows with per-connection state                  [16384]
   --state-dir DIR      the agent's state: the built-in CA's root (0600)                  [${DEFAULT_STATE_DIR}]
   --trust-domain NAME  SPIFFE trust domain of the workloads' identities                  [${DEFAULT_TRUST_DOMAIN}]
   --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
@@ -71,6 +72,7 @@ export async function main(argv: string[]): Promise<number> {
         'bpf-stats': { type: 'boolean', default: false },
         'max-services': { type: 'string' },
         'max-endpoints': { type: 'string' },
+        'max-connections': { type: 'string' },
         'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
         'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
         ca: { type: 'string', default: 'builtin' },
@@ -102,9 +104,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
     if (args['api-group'] !== undefined) groupId(args['api-group']);
     if (args['api-socket'] !== undefined && !args['api-socket'].startsWith('/')) throw new UsageError('--api-socket must be an absolute path');
-    for (const f of ['max-services', 'max-endpoints', 'max-config-bytes'] as const) {
+    for (const f of ['max-services', 'max-endpoints', 'max-connections', 'max-config-bytes'] as const) {
       if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
     }
+    if (args['max-connections'] !== undefined && Number(args['max-connections']) > 2 ** 24) throw new UsageError('--max-connections must be at most 16777216');
     const tdProblem = trustDomainProblem(args['trust-domain']!);
     if (tdProblem) throw new UsageError(`--trust-domain: ${tdProblem}`);
     if (args.ca !== 'builtin' && args.ca !== 'external' && args.ca !== 'none') throw new UsageError(`--ca must be builtin, external or none, got ${JSON.stringify(args.ca)}`);
@@ -167,6 +170,7 @@ export async function main(argv: string[]): Promise<number> {
     bpfStats: args['bpf-stats'],
     maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
+    maxConnections: args['max-connections'] ? Number(args['max-connections']) : undefined,
     identity: args.ca === 'none' ? undefined : {
       stateDir: args['state-dir']!,
       trustDomain: args['trust-domain']!,
