@@ -126,29 +126,27 @@ describePrivileged('agent attachments across restarts', () => {
     expect(entry.linkId).toBe(linkId);
   });
 
-  it('maps pinned with another layout are replaced, and only those: the other family keeps its pins', async () => {
+  it('a table of another capacity is made anew with its group, and only those: the other maps keep their pins', async () => {
     const env = await newEnv();
     env.writeConfig(splitConfig(NET, [1, 1]));
     let agent = await env.startAgent(['--max-services', '1000']);
     signalChild(agent.child, 'SIGTERM');
     await waitForExit(agent.child, 10_000);
     const mapId = async (path: string) => (JSON.parse((await run('bpftool', ['-j', 'map', 'show', 'pinned', path], { timeoutMs: 10_000 })).stdout) as { id: number; max_entries: number });
-    const services = `${env.pinRoot}/maps/split/split_services`;
-    const requests = `${env.pinRoot}/maps/metrics/http_requests`;
-    const [servicesBefore, requestsBefore] = [await mapId(services), await mapId(requests)];
-    expect(servicesBefore.max_entries).toBe(1000);
+    const pins = ['split/split_services', 'split/split_endpoints', 'split/split_orig', 'split/split_revnat', 'split/split_counters', 'metrics/http_requests'];
+    const before = Object.fromEntries(await Promise.all(pins.map(async (p) => [p, await mapId(`${env.pinRoot}/maps/${p}`)] as const)));
+    expect(before['split/split_services']!.max_entries).toBe(1000);
 
-    // The default capacity is another definition of split_services: those pins cannot be adopted.
+    // Sized from the config now: split_services (and split_endpoints, whose slots its entries number) anew.
     agent = await env.startAgent();
-    const warn = agent.logs().find((l) => l.msg === 'pinned maps do not fit this build; replacing them (their contents are lost)');
+    const warn = agent.logs().find((l) => String(l.msg).startsWith('tables of another capacity made anew'));
     expect(warn?.family).toBe('split');
-    expect(String((warn?.err as { message?: string })?.message)).toMatch(/couldn't reuse pinned map .*split_services.*parameter mismatch/);
-    const [servicesAfter, requestsAfter] = [await mapId(services), await mapId(requests)];
-    expect(servicesAfter.max_entries).toBe(16384);
-    expect(servicesAfter.id).not.toBe(servicesBefore.id);
-    // The metrics maps fit: adopted, the same map (and the counts in it).
-    expect(requestsAfter.id).toBe(requestsBefore.id);
-    expect(agent.logs().filter((l) => String(l.msg).startsWith('pinned maps do not fit'))).toHaveLength(1);
+    expect(warn?.maps).toEqual(['split_services', 'split_endpoints']);
+    const after = Object.fromEntries(await Promise.all(pins.map(async (p) => [p, await mapId(`${env.pinRoot}/maps/${p}`)] as const)));
+    expect(after['split/split_services']!.max_entries).toBe(1024);
+    const kept = pins.filter((p) => after[p]!.id === before[p]!.id);
+    expect(kept).toEqual(['split/split_orig', 'split/split_revnat', 'split/split_counters', 'metrics/http_requests']);
+    expect(agent.logs().filter((l) => String(l.msg).startsWith('pinned maps do not fit'))).toHaveLength(0);
   });
 
   it('a second agent on the same pins is refused before it touches the kernel', async () => {
