@@ -130,7 +130,8 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     added_p99_vs_haproxy_http: addedRatio(results.mesh?.added_p99_ms, results.haproxy_http?.added_p99_ms),
     throughput_vs_direct: results.mesh?.throughput_vs_direct,
     cpu_vs_haproxy_http: ratio(results.mesh?.cpu_ms_per_1k, results.haproxy_http?.cpu_ms_per_1k),
-    memory_vs_haproxy_10_pairs: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_mb),
+    /** The agent's whole cost: its RSS and the kernel memory of its maps (memlock), which the proxies do not have. */
+    memory_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
   };
   const goals = {
     added_p99_vs_haproxy_http:
@@ -139,7 +140,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
         : { goal: '≤ 0.3', met: ratios.added_p99_vs_haproxy_http !== undefined && ratios.added_p99_vs_haproxy_http <= 0.3 },
     throughput_vs_direct: { goal: '≥ 0.95', met: ratios.throughput_vs_direct !== undefined && ratios.throughput_vs_direct >= 0.95 },
     cpu_vs_haproxy_http: { goal: '≤ 0.25', met: ratios.cpu_vs_haproxy_http !== undefined && ratios.cpu_vs_haproxy_http <= 0.25 },
-    memory_vs_haproxy_10_pairs: { goal: '≤ 0.5', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.5 },
+    memory_vs_haproxy_10_pairs: { goal: '≤ 0.25', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.25 },
   };
   const byRep = (arm, rep) => raw[arm]?.find((r) => r.rep === rep);
   const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter((x) => x !== undefined).map((x) => round(x, 3)) : []);
@@ -175,7 +176,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     cpu_vs_haproxy_tls: ratio(results.mesh?.cpu_ms_per_1k, results.haproxy_tls?.cpu_ms_per_1k),
     saturated_cpu_vs_haproxy_http: ratio(results.mesh?.saturated_cpu_ms_per_1k, results.haproxy_http?.saturated_cpu_ms_per_1k),
     memory_vs_haproxy_tls_10_pairs: ratio(memory.agent?.rss_mb, memory.haproxy_tls?.ten_pairs_mb),
-    memory_with_bpf_maps_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
+    memory_rss_only_vs_haproxy_10_pairs: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_mb),
     memory_vs_haproxy_10_pairs_shared_files: ratio(memory.agent?.rss_mb, memory.haproxy_http?.ten_pairs_shared_files_mb),
   };
 

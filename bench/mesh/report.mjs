@@ -54,7 +54,7 @@ export function markdownTable(r) {
     lines.push(
       `Memory at 10 pod pairs: the agent ${f(m.agent.rss_mb, 1)} MiB RSS against 10 × (${f(m.haproxy_http.client_proxy_mb, 1)} + ${f(m.haproxy_http.server_proxy_mb, 1)}) = ` +
         `${f(m.haproxy_http.ten_pairs_mb, 1)} MiB of HAProxy HTTP pairs${m.haproxy_tls ? ` (${f(m.haproxy_tls.ten_pairs_mb, 1)} MiB with TLS)` : ''}. ` +
-        `Counting the agent's BPF maps too (${f(m.agent.bpf_maps_mb, 1)} MiB of kernel memory): ${f(s.memory_with_bpf_maps_vs_haproxy_10_pairs, 3)}; ` +
+        `The ratio counts the agent's BPF maps too (${f(m.agent.bpf_maps_mb, 1)} MiB of kernel memory); its RSS alone: ${f(s.memory_rss_only_vs_haproxy_10_pairs, 3)}; ` +
         `counting the proxies' shared file-backed pages once (${f(m.haproxy_http.ten_pairs_shared_files_mb, 1)} MiB): ${f(s.memory_vs_haproxy_10_pairs_shared_files, 3)}.`,
     );
     lines.push('');
