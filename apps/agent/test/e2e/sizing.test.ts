@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { capturedOutput, describePrivileged, run, signalChild, waitForExit, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, splitConfig, startBackends } from './harness.js';
+import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
 
 const NET = '127.133';
 /** The extra Services' VIPs: 127.134.x.y. */
@@ -132,4 +132,32 @@ describePrivileged('agent table sizes from the config', () => {
     expect(r.errors).toEqual([]);
     expect(r.byBody).toEqual({ a: 10 });
   }, 120_000);
+  it('a restart that makes the routing tables anew never leaves connects on empty tables: 0 failed requests', async () => {
+    const env = await newEnv();
+    // 3,000 services: the new agent's first apply takes long enough that programs switched before it would be seen.
+    env.writeConfig(splitConfig(NET, [1, 1], extraServices(3000)));
+    let agent = await env.startAgent();
+    await startBackends(env);
+    let restarted = Promise.resolve();
+    let readyAt = Infinity;
+    const loadStart = Date.now();
+    const result = runLoad(env, NET, 50, 20, () => {
+      restarted = (async () => {
+        await new Promise((r) => setTimeout(r, 1000));
+        signalChild(agent.child, 'SIGTERM');
+        expect(await waitForExit(agent.child, 10_000)).toBe(0);
+        agent = await env.startAgent(['--max-services', '7000']);
+        readyAt = Date.now();
+      })();
+    });
+    const r = await result;
+    await restarted;
+    // The new agent switched the programs while the load still ran.
+    expect(readyAt - loadStart).toBeLessThan(18_000);
+    expect((await capacities(env)).split_services).toBe(7000);
+    expect(agent.logs().some((l) => String(l.msg).startsWith('tables of another capacity made anew') || String(l.msg).startsWith('pinned maps do not fit'))).toBe(true);
+    expect(r.errors).toEqual([]);
+    expect(r.failed).toBe(0);
+    expect(r.ok).toBe(r.sent);
+  }, 180_000);
 });
