@@ -163,6 +163,7 @@ export class Agent {
     const families = [...FAMILIES, ...(opts.families ?? [])];
     const sizes = sizesFor(opts, firstConfig);
     this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, ...sizes, families });
+    log.info('datapath loaded; writing the first config', { ...sizes });
 
     // Each family brings its metrics (metrics' start consuming HTTP/2 header frames from the kernel).
     this.datapath.registerMetrics(this.registry);

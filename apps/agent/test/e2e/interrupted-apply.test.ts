@@ -166,7 +166,7 @@ describePrivileged('interrupted applies', () => {
 
     // SIGINT once the datapath is loaded: the apply under way finishes, then the agent stops.
     const loading = e.procs.spawn(AGENT_BIN, e.agentArgs(), { stdio: ['ignore', 'pipe', 'pipe'] });
-    await waitForLine(loading, /"msg":"datapath ready"/, 30_000);
+    await waitForLine(loading, /"msg":"datapath loaded; writing the first config"/, 30_000);
     signalChild(loading, 'SIGINT');
     expect(await waitForExit(loading, 20_000)).toBe(0);
     const log = capturedOutput(loading).stderr;
