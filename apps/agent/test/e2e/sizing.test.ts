@@ -8,11 +8,11 @@ import { join } from 'node:path';
 import { capturedOutput, describePrivileged, run, signalChild, waitForExit, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
 
-const NET = '127.133';
-/** The extra Services' VIPs: 127.134.x.y. */
-const EXTRA_NET = '127.134';
+const NET = testNet();
+/** The extra Services' VIPs: a block of their own. */
+const EXTRA_NET = testNet();
 
 /** `n` more Services, each on a VIP of its own in EXTRA_NET and selecting web-a. */
 function extraServices(n: number): string {
