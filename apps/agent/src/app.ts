@@ -85,7 +85,11 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
-    this.stats = new PairStats(() => this.dp().get(metricsFamily).readHttp(), () => this.resolver);
+    this.stats = new PairStats(() => {
+      const m = this.dp().get(metricsFamily);
+      const h2 = m.readH2();
+      return { http: m.readHttp(), h2: h2.http, rpc: h2.rpc };
+    }, () => this.resolver);
     this.agentMetrics = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
   }
 

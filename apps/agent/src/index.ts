@@ -13,5 +13,5 @@ export { ConfigResolver } from './identity.js';
 export { createLogger } from './log.js';
 export type { Logger, Level } from './log.js';
 export { PairStats, quantile } from './stats.js';
-export type { PairStat } from './stats.js';
+export type { PairStat, StatInput, StatProtocol } from './stats.js';
 export { DEFAULT_API, DEFAULT_PIN_ROOT, cgroup2Mount, defaultCgroupRoot } from './paths.js';

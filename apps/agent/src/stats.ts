@@ -1,10 +1,19 @@
 /**
- * Rate, success rate and latency percentiles per workload pair over a recent window, for `meshctl stat`:
- * the kernel's aggregates sampled (every 10 s, every 2 s while someone reads them, and at each query), kept for
- * a minute, and differenced. Percentiles are interpolated within histogram buckets, as Prometheus'
- * histogram_quantile() does.
+ * Rate, success rate and latency percentiles per workload pair and protocol over a recent window, for
+ * `meshctl stat`: the kernel's aggregates (HTTP/1.x from its maps, HTTP/2 and gRPC decoded from its h2_events)
+ * sampled (every 10 s, every 2 s while someone reads them, and at each query), kept for a minute, and
+ * differenced. Percentiles are interpolated within histogram buckets, as Prometheus' histogram_quantile() does.
  */
-import { BUCKET_BOUNDS_S, type HttpSample, type IdentityResolver } from '@mesh/metrics';
+import { BUCKET_BOUNDS_S, type H2HttpSample, type HttpSample, type IdentityResolver, type RpcSample } from '@mesh/metrics';
+
+export type StatProtocol = 'HTTP/1.1' | 'HTTP/2' | 'gRPC';
+
+/** What a sample reads: the HTTP/1.x aggregates, and the HTTP/2 and gRPC ones where HTTP/2 is decoded. */
+export interface StatInput {
+  http: HttpSample[];
+  h2?: H2HttpSample[];
+  rpc?: RpcSample[];
+}
 
 export interface PairStat {
   /** client: measured at the caller's socket; server: measured at the callee's. */
@@ -13,9 +22,16 @@ export interface PairStat {
   destination: string;
   /** The Service the client dialled, where known. */
   service: string;
+  protocol: StatProtocol;
+  /** gRPC: the method called, "package.Service/Method" (_OTHER/_OTHER past the agent's cap); '' otherwise. */
+  rpc: string;
   requests: number;
   rps: number;
-  /** Share of responses that are not 5xx (nor unparsable); undefined with no requests in the window. */
+  /**
+   * Share of exchanges that succeeded; undefined with no requests in the window. HTTP: a response that is not
+   * 5xx (nor unparsable, nor an HTTP/2 stream reset before its end). gRPC: a call that ended with grpc-status
+   * OK (as Linkerd counts it: NOT_FOUND is a failure too).
+   */
   successRate: number | undefined;
   p50Ms: number | undefined;
   p95Ms: number | undefined;
@@ -27,6 +43,8 @@ interface Agg {
   source: string;
   destination: string;
   service: string;
+  protocol: StatProtocol;
+  rpc: string;
   count: number;
   failures: number;
   buckets: number[];
@@ -71,7 +89,7 @@ export class PairStats {
   private lastQuery = 0;
 
   constructor(
-    private readonly read: () => HttpSample[],
+    private readonly read: () => StatInput,
     private readonly resolver: () => IdentityResolver,
     private readonly keepMs = 65_000,
   ) {}
@@ -104,29 +122,32 @@ export class PairStats {
 
   /** Takes one sample now (also called by the timer). */
   sample(now = performance.now()): void {
-    let http: HttpSample[];
+    let input: StatInput;
     try {
-      http = this.read();
+      input = this.read();
     } catch {
       return; // a failed read leaves a gap, not a crash
     }
     const r = this.resolver();
     const pairs = new Map<string, Agg>();
-    for (const s of http) {
-      if (s.cgroupId === undefined) continue;
+    const add = (s: HttpSample | H2HttpSample | RpcSample, protocol: StatProtocol, rpc: string, failed: boolean) => {
+      if (s.cgroupId === undefined) return;
       const local = r.local(s.cgroupId, s.port, s.direction);
       const peer = r.peer(s.remoteIp, s.port, s.direction);
       const localName = local ? `${local.namespace}/${local.workload}` : `cgroup-${s.cgroupId}`;
       const peerName = peer && peer.workload !== 'unknown' ? `${peer.namespace}/${peer.workload}` : s.remoteIp || 'unknown';
       const [source, destination] = s.direction === 'client' ? [localName, peerName] : [peerName, localName];
       const service = s.direction === 'client' ? (peer?.service ?? '') : (local?.service ?? '');
-      const key = `${s.direction}|${source}|${destination}|${service}`;
-      const a = pairs.get(key) ?? { direction: s.direction, source, destination, service, count: 0, failures: 0, buckets: new Array(NBUCKETS).fill(0) };
+      const key = `${s.direction}|${source}|${destination}|${service}|${protocol}|${rpc}`;
+      const a = pairs.get(key) ?? { direction: s.direction, source, destination, service, protocol, rpc, count: 0, failures: 0, buckets: new Array(NBUCKETS).fill(0) };
       a.count += s.count;
-      if (s.status === 0 || s.status >= 500) a.failures += s.count;
+      if (failed) a.failures += s.count;
       s.buckets.forEach((b, i) => (a.buckets[i]! += b));
       pairs.set(key, a);
-    }
+    };
+    for (const s of input.http) add(s, 'HTTP/1.1', '', s.status === 0 || s.status >= 500);
+    for (const s of input.h2 ?? []) add(s, 'HTTP/2', '', s.status === 0 || s.status >= 500 || s.errorType !== '');
+    for (const s of input.rpc ?? []) add(s, 'gRPC', `${s.service}/${s.method}`, s.grpcStatus !== '0' || s.errorType !== '');
     this.samples.push({ at: now, pairs });
     while (this.samples.length > 1 && this.samples[0]!.at < now - this.keepMs) this.samples.shift();
   }
@@ -164,6 +185,8 @@ export class PairStats {
         source: a.source,
         destination: a.destination,
         service: a.service,
+        protocol: a.protocol,
+        rpc: a.rpc,
         requests: count,
         rps: seconds > 0 ? Math.round((count / seconds) * 100) / 100 : 0,
         successRate: count > 0 ? (count - failures) / count : undefined,
@@ -172,7 +195,14 @@ export class PairStats {
         p99Ms: ms(0.99),
       });
     }
-    pairs.sort((x, y) => x.direction.localeCompare(y.direction) || x.source.localeCompare(y.source) || x.destination.localeCompare(y.destination));
+    pairs.sort(
+      (x, y) =>
+        x.direction.localeCompare(y.direction) ||
+        x.source.localeCompare(y.source) ||
+        x.destination.localeCompare(y.destination) ||
+        x.protocol.localeCompare(y.protocol) ||
+        x.rpc.localeCompare(y.rpc),
+    );
     return { windowSeconds: Math.round(seconds * 10) / 10, pairs };
   }
 }

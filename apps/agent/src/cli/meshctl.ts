@@ -35,10 +35,12 @@ symbolic link anywhere on the way, or a cgroup.procs on another filesystem is re
     help: 'What the agent installed in the kernel from its config, and the status of each HTTPRoute.',
   },
   stat: {
-    summary: 'request rate, success rate and p50/p95/p99 latency per workload pair',
+    summary: 'request rate, success rate and p50/p95/p99 latency per workload pair and protocol',
     usage: 'meshctl stat [--window SECONDS] [--json]',
     help: `Read from the kernel's aggregates by the agent over the last SECONDS (default 10, at most 60).
-client rows are measured at the caller's sockets, server rows at the callee's.`,
+client rows are measured at the caller's sockets, server rows at the callee's. One row per protocol
+(HTTP/1.1, HTTP/2, gRPC), and for gRPC per method (RPC). Success: HTTP responses that are not 5xx (an HTTP/2
+stream reset before its end fails); gRPC calls that ended with grpc-status OK.`,
   },
   certs: {
     summary: "workload identities: each workload's SPIFFE ID, certificate serial, not-after, next renewal, issuer",
@@ -148,8 +150,8 @@ const fmtPct = (v: number | undefined) => (v === undefined ? '-' : `${(v * 100).
 export function formatStat(pairs: PairStat[]): string {
   if (pairs.length === 0) return 'no requests seen yet\n';
   return table([
-    ['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99'],
-    ...pairs.map((p) => [p.direction, p.source, p.destination, p.service || '-', String(p.requests), p.rps.toFixed(1), fmtPct(p.successRate), fmtMs(p.p50Ms), fmtMs(p.p95Ms), fmtMs(p.p99Ms)]),
+    ['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'PROTOCOL', 'RPC', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99'],
+    ...pairs.map((p) => [p.direction, p.source, p.destination, p.service || '-', p.protocol, p.rpc || '-', String(p.requests), p.rps.toFixed(1), fmtPct(p.successRate), fmtMs(p.p50Ms), fmtMs(p.p95Ms), fmtMs(p.p99Ms)]),
   ]);
 }
 

@@ -45,8 +45,8 @@ describePrivileged('meshctl with a running agent', () => {
       expect(p.p99Ms).toBeGreaterThanOrEqual(p.p50Ms);
     }
     const table = await e.meshctl(['stat', '--window', '30']);
-    expect(table.stdout).toMatch(/SIDE\s+SOURCE\s+DESTINATION\s+SERVICE\s+REQS\s+RPS\s+SUCCESS\s+P50\s+P95\s+P99/);
-    expect(table.stdout).toMatch(new RegExp(`client\\s+default/client\\s+default/web-a\\s+web\\s+${load.byBody.a}\\s`));
+    expect(table.stdout).toMatch(/SIDE\s+SOURCE\s+DESTINATION\s+SERVICE\s+PROTOCOL\s+RPC\s+REQS\s+RPS\s+SUCCESS\s+P50\s+P95\s+P99/);
+    expect(table.stdout).toMatch(new RegExp(`client\\s+default/client\\s+default/web-a\\s+web\\s+HTTP/1\\.1\\s+-\\s+${load.byBody.a}\\s`));
 
     // run: the command is inside the workload's cgroup, sees its identity, and its exit status comes back.
     const probe = e.meshRun('client', ['/bin/sh', '-c', 'cat /proc/self/cgroup; echo "id=$MESH_WORKLOAD/$MESH_NAMESPACE@$MESH_ADDRESS"; exit 7']);

@@ -36,7 +36,7 @@ describe('PairStats', () => {
 
   it('differences the window: rate, success rate and percentiles of the new requests only', () => {
     let current: HttpSample[] = [sampleOf(1000, 200, { 0: 1000 })];
-    const s = new PairStats(() => current, resolver);
+    const s = new PairStats(() => ({ http: current }), resolver);
     s.sample(0);
     // In 10 s: 90 more successes (bucket 2) and 10 failures (bucket 3).
     current = [sampleOf(1090, 200, { 0: 1000, 2: 90 }), sampleOf(10, 503, { 3: 10 })];
@@ -52,7 +52,7 @@ describe('PairStats', () => {
 
   it('drops samples older than it keeps, and a counter reset reads as zero, not negative', () => {
     let current: HttpSample[] = [sampleOf(500, 200, { 0: 500 })];
-    const s = new PairStats(() => current, resolver, 5_000);
+    const s = new PairStats(() => ({ http: current }), resolver, 5_000);
     s.sample(0);
     current = [sampleOf(10, 200, { 0: 10 })];
     s.sample(3_000);
@@ -62,10 +62,38 @@ describe('PairStats', () => {
   });
 
   it('a window starts at the sample nearest to it, even when the timer drifted past it', () => {
-    const s = new PairStats(() => [sampleOf(1, 200, { 0: 1 })], resolver);
+    const s = new PairStats(() => ({ http: [sampleOf(1, 200, { 0: 1 })] }), resolver);
     for (const at of [0, 1_004, 2_009, 3_013, 4_018, 5_022]) s.sample(at);
     expect(s.query(3_000).windowSeconds).toBe(3); // the window should start at 2,022: the sample at 2,009 is nearest
     expect(s.query(10_000).windowSeconds).toBe(5); // as much as was sampled
+  });
+
+  it('rows per protocol, gRPC rows per method; gRPC succeeds only with grpc-status OK, an HTTP/2 reset fails', () => {
+    const side = { direction: 'client' as const, cgroupId: 7n, remoteIp: '127.0.0.2', port: 80, sumSeconds: 0, buckets: buckets({ 0: 1 }) };
+    const s = new PairStats(
+      () => ({
+        http: [sampleOf(5, 200, { 0: 5 })],
+        h2: [
+          { ...side, method: 'GET', status: 200, errorType: '', count: 6 },
+          { ...side, method: 'GET', status: 404, errorType: '', count: 2 },
+          { ...side, method: 'GET', status: 200, errorType: 'CANCEL', count: 1 },
+          { ...side, method: 'GET', status: 503, errorType: '', count: 1 },
+        ],
+        rpc: [
+          { ...side, service: 'pkg.Svc', method: 'Get', grpcStatus: '0', errorType: '', count: 3 },
+          { ...side, service: 'pkg.Svc', method: 'Get', grpcStatus: '5', errorType: '', count: 1 },
+          { ...side, service: 'pkg.Svc', method: 'List', grpcStatus: '', errorType: 'CANCEL', count: 2 },
+        ],
+      }),
+      resolver,
+    );
+    s.sample(0);
+    expect(s.query(10_000).pairs.map((p) => [p.protocol, p.rpc, p.requests, p.successRate])).toEqual([
+      ['gRPC', 'pkg.Svc/Get', 4, 0.75],
+      ['gRPC', 'pkg.Svc/List', 2, 0],
+      ['HTTP/1.1', '', 5, 1],
+      ['HTTP/2', '', 10, 0.8],
+    ]);
   });
 
   describe('sampling pace', () => {
@@ -74,7 +102,7 @@ describe('PairStats', () => {
     it('every 10 s unwatched, every 2 s for two minutes after a query, and once at each query', () => {
       vi.useFakeTimers();
       let reads = 0;
-      const s = new PairStats(() => (reads++, [sampleOf(1, 200, { 0: 1 })]), resolver);
+      const s = new PairStats(() => (reads++, { http: [sampleOf(1, 200, { 0: 1 })] }), resolver);
       s.start();
       expect(reads).toBe(1);
       vi.advanceTimersByTime(31_000);
@@ -93,7 +121,7 @@ describe('PairStats', () => {
     it('a wall clock stepped back does not freeze the stats: a query still ends its window with a fresh sample', () => {
       vi.useFakeTimers({ toFake: ['Date'] });
       let count = 10;
-      const s = new PairStats(() => [sampleOf(count, 200, { 0: count })], resolver);
+      const s = new PairStats(() => ({ http: [sampleOf(count, 200, { 0: count })] }), resolver);
       s.start();
       vi.setSystemTime(Date.now() - 3_600_000); // NTP steps the clock an hour back
       count = 30;
