@@ -6,12 +6,13 @@ source "$(dirname "$0")/lib.sh"
 # Build: clang/llvm (BPF compiler, llvm-strip), libbpf-dev, bpftool (vmlinux.h, skeletons), libelf/zlib.
 # Tests: iproute2 (ip, tc), util-linux (setpriv), curl, tshark (checksum cross-checks); the second kernel of
 # ../shared/tools/guest-kernel (qemu, Debian's stock kernel, busybox), for the 6.1 verifier and fallbacks.
-# Metrics tests: hey (load), prometheus (promtool, a real server), nginx-light, nghttp2-client (h2load); bench:metrics: wrk.
+# Metrics tests: hey (load), prometheus (promtool, a real server), nginx-light, nghttp2-client (h2load, nghttp),
+# python3-h2 (an h2c-upgrade server for Debian's python3); bench:metrics: wrk.
 # bench/mesh: haproxy (the proxy-per-pod stand-in), openssl (its certificates).
 # mesh-dataplane: libssl-dev (Debian's OpenSSL 3, linked by the native data plane).
 APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark
   qemu-system-x86 linux-image-amd64 busybox-static
-  hey prometheus nginx-light nghttp2-client haproxy openssl wrk libssl-dev)
+  hey prometheus nginx-light nghttp2-client python3-h2 haproxy openssl wrk libssl-dev)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

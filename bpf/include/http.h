@@ -92,6 +92,11 @@ struct http_exchange {
 #define HTTP_RS_INTERIM 2 /* in an interim response's header block: its end comes before the next status line */
 #define HTTP_RS_TUNNEL 4  /* after 101 Switching Protocols or a 2xx to CONNECT: no longer HTTP/1.x */
 #define HTTP_RS_NOT_H2 8  /* the peer's first bytes, before any request, were not an HTTP/2 server's SETTINGS */
+/* After a 101 (recorded only once what follows it is known): its header block is being skipped; with
+ * HTTP_RS_UPGRADE_AT it ended, and start_seq is the next byte's: an h2c server's SETTINGS there switch the
+ * connection to HTTP/2 (the request is stream 1), anything else makes it a tunnel. start_ns: the 101's time. */
+#define HTTP_RS_UPGRADE 16
+#define HTTP_RS_UPGRADE_AT 32
 
 /* The response direction's own state. */
 struct http_resp_side {
@@ -111,7 +116,7 @@ struct http_resp_side {
 	__u8 pfx_len;
 	__u8 flags;      /* HTTP_RS_* */
 	__u8 crlf;       /* bytes of an interim response's "\r\n\r\n" seen at the end of the last packet */
-	__u8 pad;
+	__u8 up_slot;    /* HTTP_RS_UPGRADE: the c->ex.req slot of the request the 101 answered */
 	__u8 pfx[HTTP_PREFIX];
 }; /* 64 bytes */
 
@@ -247,7 +252,8 @@ struct l4_pair_value {
 #define H2_RINGBUF_SIZE (4U << 20)
 #define H2_MAX_FRAMES 512      /* frame headers followed per packet; more and the direction is lost */
 
-enum h2_dir_state { H2_DIR_OFF = 0, H2_DIR_ON, H2_DIR_LOST };
+/* H2_DIR_PREFACE: the request direction after an h2c upgrade, until the client's preface (its next bytes). */
+enum h2_dir_state { H2_DIR_OFF = 0, H2_DIR_ON, H2_DIR_LOST, H2_DIR_PREFACE };
 
 /* One direction's position in the frame stream (dir[0]: client to server; dir[1]: server to client). */
 struct h2_dir {
@@ -267,6 +273,10 @@ enum h2_kind {
 	H2_REC_FRAME = 1, /* a frame header and its payload (or its first H2_MAX_PAYLOAD bytes) */
 	H2_REC_LOST = 2,  /* the direction's frames can no longer be followed (a gap in the TCP stream, too many frames) */
 	H2_REC_CLOSE = 3, /* the connection closed: its decoders can go */
+	/* An HTTP/1.1 request switched to HTTP/2 ("Upgrade: h2c", then 101): it is stream 1, whose answer comes as
+	 * HTTP/2. ts_ns: the request's first byte; frame[0]: its method (enum http_method). Numbered in the
+	 * response direction, before that direction's first frame. */
+	H2_REC_UPGRADE = 4,
 };
 
 #define H2_F_RESPONSE 1 /* the server-to-client direction */

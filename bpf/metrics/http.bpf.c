@@ -288,7 +288,11 @@ static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag
 		count(HTTP_C_HTTP_OVERFLOW, 1);
 		v = bpf_map_lookup_elem(&http_overflow, &dir);
 	} else {
-		v = bpf_map_lookup_elem(&http_cells, cell);
+		/* The key from the stack: a global function's (upgrade_packet) socket state is plain memory to the
+		 * verifier, which Linux 6.1 does not take as a map key. */
+		__u32 k = *cell;
+
+		v = bpf_map_lookup_elem(&http_cells, &k);
 	}
 	if (!v)
 		return;
@@ -297,9 +301,9 @@ static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag
 	v->buckets[b < HTTP_BUCKETS ? b : HTTP_BOUNDS] += 1;
 }
 
-/* Counts an exchange for every side the socket measures. */
+/* Counts an exchange for the socket's own side and, with `both`, its client's (HTTP_PAIR_SERVER). */
 static __always_inline void record_exchange(struct http_conn *c, __u8 method, __u64 req_start, __u16 status,
-					    __u64 resp_start)
+					    __u64 resp_start, int both)
 {
 	struct http_resp_side *rs = &c->resp;
 	/* A paced packet's departure time can be slightly ahead of the receive side's clock: no negative durations. */
@@ -311,7 +315,7 @@ static __always_inline void record_exchange(struct http_conn *c, __u8 method, __
 	rs->cell_epoch = cell_epoch;
 	own_side(c, &s);
 	record(&s, &rs->cell, &rs->cell_tag, method, status, d, fresh);
-	if (c->pair == HTTP_PAIR_SERVER) {
+	if (both) {
 		peer_side(c, &s);
 		record(&s, &rs->peer_cell, &rs->peer_cell_tag, method, status, d, fresh);
 	}
@@ -590,7 +594,146 @@ static __always_inline struct h2_conn *h2_state(struct bpf_sock *sk, const struc
 	return h;
 }
 
-/* The request direction carried the preface: HTTP/2 from here on, this packet included. */
+/*
+ * The request direction's first packet after an h2c upgrade (H2_DIR_PREFACE): the client's preface starts it,
+ * and the direction's frames follow it (1: walk this packet). Anything else, and the direction is not followed
+ * (user space never had a record of it).
+ */
+static __always_inline int h2_preface(struct __sk_buff *skb, struct h2_conn *h, __u64 ol, __u64 se)
+{
+	__u32 off = ol >> 32, len = (__u32)ol;
+	__u8 b[8];
+
+	if (len >= H2_PREFACE_LEN && !bpf_skb_load_bytes(skb, off, b, sizeof(b)) && b[0] == 'P' && b[1] == 'R' &&
+	    b[2] == 'I' && b[3] == ' ' && b[4] == '*' && b[5] == ' ' && b[6] == 'H' && b[7] == 'T') {
+		h->dir[0].next = (__u32)se + H2_PREFACE_LEN;
+		h->dir[0].state = H2_DIR_ON;
+		return 1;
+	}
+	h->dir[0].state = H2_DIR_LOST;
+	count(HTTP_C_H2_LOST, 1);
+	return 0;
+}
+
+/*
+ * The frames of a packet of a connection with HTTP/2 state (h2_packet): called once, from handle(), after the
+ * functions that decide what a packet is (h2_start, h2_early, upgrade_packet, h2_conn_packet) asked for it, so
+ * it is verified once and its stack is not stacked on theirs. Global: the socket is the packet's.
+ */
+__noinline int h2_frames(struct __sk_buff *skb, struct http_conn *c, __u64 ol, __u64 se)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct h2_conn *h;
+
+	if (!c || !sk)
+		return 0;
+	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+	if (!h)
+		return 0;
+	/* The request direction's first packet after an h2c upgrade. */
+	if (h->dir[0].state == H2_DIR_PREFACE && (c->role == HTTP_ROLE_CLIENT) == ((se >> 32) != 0) &&
+	    !h2_preface(skb, h, ol, se))
+		return 0;
+	return h2_packet(skb, c, h, ol, se);
+}
+
+/*
+ * The request a 101 answered, as a tunnel's first exchange: recorded once the 101 turned out not to be h2c. A
+ * preface the client sent meanwhile (h2_start) made the connection HTTP/2 (H2_BOTH for a paired server socket):
+ * its request direction is not followed any further.
+ */
+static __always_inline void upgrade_tunnel(struct bpf_sock *sk, struct http_conn *c)
+{
+	struct http_resp_side *rs = &c->resp;
+	const struct http_req_info *info = &c->ex.req[rs->up_slot & 1];
+	struct h2_conn *h;
+
+	record_exchange(c, info->method, info->start_ns, 101, rs->start_ns,
+			c->pair == HTTP_PAIR_SERVER || c->pair == HTTP_PAIR_H2_BOTH);
+	rs->flags = (rs->flags & ~(HTTP_RS_UPGRADE | HTTP_RS_UPGRADE_AT)) | HTTP_RS_TUNNEL;
+	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+	if (h)
+		h->dir[0].state = H2_DIR_LOST;
+}
+
+/*
+ * A response-direction packet after a 101 (HTTP_RS_UPGRADE): the rest of its header block, then the first bytes
+ * after it. An HTTP/2 server answering "Upgrade: h2c" sends its SETTINGS first (RFC 9113 §3.2): then the
+ * connection is HTTP/2 from that byte on, the upgrade request is stream 1 (user space gets its method and start
+ * in an H2_REC_UPGRADE record, its answer as HTTP/2 frames on stream 1), and the client's preface, next in the
+ * request direction, starts that direction's frames. Anything else: a tunnel (WebSocket, …), the 101 recorded.
+ * 1: the packet's frames are to be followed (h2_frames).
+ * Rare, so out of line, and global: verified once, not at each call (the socket is the packet's).
+ */
+__noinline int upgrade_packet(struct __sk_buff *skb, struct http_conn *c, __u64 ol, __u64 se)
+{
+	__u32 off = ol >> 32, len = (__u32)ol, seq = (__u32)se, skip;
+	struct bpf_sock *sk = skb->sk;
+	struct http_resp_side *rs;
+	const struct http_req_info *info;
+	struct h2_record *r;
+	struct h2_conn *h;
+	__u8 b[H2_FRAME_HEADER];
+
+	if (!c || !sk)
+		return 0;
+	rs = &c->resp;
+	if (!(rs->flags & HTTP_RS_UPGRADE_AT)) {
+		int e = skip_header_block(skb, off, len, &rs->crlf);
+
+		if (e < 0)
+			return 0; /* the header block goes on in the next packet */
+		rs->flags |= HTTP_RS_UPGRADE_AT;
+		rs->start_seq = seq + e;
+		if ((__u32)e >= len)
+			return 0;
+		off += e;
+		len -= e;
+		seq += e;
+	}
+	if (seq_after(seq, rs->start_seq)) {
+		upgrade_tunnel(sk, c); /* bytes after the block were missed: not followed */
+		return 0;
+	}
+	skip = rs->start_seq - seq;
+	if (skip >= len)
+		return 0; /* a retransmission */
+	off += skip;
+	len -= skip;
+	seq += skip;
+	if (len < H2_FRAME_HEADER || bpf_skb_load_bytes(skb, off, b, H2_FRAME_HEADER) || b[3] != H2_SETTINGS || b[4] != 0 ||
+	    (b[5] | b[6] | b[7] | b[8]) != 0) {
+		upgrade_tunnel(sk, c);
+		return 0;
+	}
+	h = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!h) {
+		upgrade_tunnel(sk, c);
+		return 0;
+	}
+	rs->flags &= ~(HTTP_RS_UPGRADE | HTTP_RS_UPGRADE_AT);
+	if (c->pair < HTTP_PAIR_H2) {
+		count(HTTP_C_HTTP2, sides(c));
+		c->pair = c->pair == HTTP_PAIR_SERVER ? HTTP_PAIR_H2_BOTH : HTTP_PAIR_H2;
+	}
+	if (h->dir[0].state == H2_DIR_OFF)
+		h->dir[0].state = H2_DIR_PREFACE;
+	h->dir[1].next = seq;
+	h->dir[1].state = H2_DIR_ON;
+	info = &c->ex.req[rs->up_slot & 1];
+	r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
+	if (r) {
+		h2_fill(r, c, &h->dir[1], H2_F_RESPONSE, info->start_ns, H2_REC_UPGRADE, bpf_get_socket_cookie(skb));
+		r->frame[0] = info->method;
+		bpf_ringbuf_submit(r, 0);
+	} else {
+		h->dir[1].seq++; /* user space sees the gap */
+		count(HTTP_C_H2_DROPS, 1);
+	}
+	return 1; /* its frames, from seq on (dir[1].next) */
+}
+
+/* The request direction carried the preface: HTTP/2 from here on, this packet included (1: h2_frames). */
 static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u64 ol, __u64 se)
 {
 	struct h2_conn *h;
@@ -598,14 +741,21 @@ static __noinline int h2_start(struct __sk_buff *skb, struct bpf_sock *sk, struc
 	if (!c)
 		return 0;
 	c->pair = c->pair == HTTP_PAIR_SERVER ? HTTP_PAIR_H2_BOTH : HTTP_PAIR_H2;
-	/* Followed only when the preface starts the stream in one packet: after an h2c upgrade (or a preface in
-	 * pieces) where the other direction's frames begin is not known here, so the connection is counted only. */
-	if ((__u32)se != (c->role == HTTP_ROLE_CLIENT ? c->snd_seq : c->rcv_seq))
-		return 0;
-	h = h2_state(sk, c);
-	if (h)
-		h2_packet(skb, c, h, ol, se);
-	return 0;
+	/* After a 101 still being decided (the client's preface came before the server's SETTINGS): the request
+	 * direction's frames start after this preface; upgrade_packet decides the response direction. */
+	if (c->resp.flags & HTTP_RS_UPGRADE) {
+		h = bpf_sk_storage_get(&h2_conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!h || h->dir[0].state != H2_DIR_OFF)
+			return 0;
+		h->dir[0].state = H2_DIR_PREFACE; /* h2_frames checks the preface */
+	} else {
+		/* Followed only when the preface starts the stream in one packet: with a preface in pieces where the
+		 * other direction's frames begin is not known here, so the connection is counted only. */
+		if ((__u32)se != (c->role == HTTP_ROLE_CLIENT ? c->snd_seq : c->rcv_seq))
+			return 0;
+		h = h2_state(sk, c);
+	}
+	return h != 0;
 }
 
 /*
@@ -639,15 +789,13 @@ static __noinline int h2_early(struct __sk_buff *skb, struct bpf_sock *sk, struc
 		h->dir[1].state = H2_DIR_ON;
 	}
 	/* Not HTTP/2 yet: the response direction's place in the stream is followed; its SETTINGS are sent. */
-	h2_packet(skb, c, h, ol, se);
-	return 0;
+	return 1;
 }
 
-/* An HTTP/2 connection's packet: bytes counted as for HTTP/1, frames followed. */
+/* An HTTP/2 connection's packet: bytes counted as for HTTP/1 (1: its frames are followed, h2_frames). */
 static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u64 ol, __u64 se)
 {
 	__u32 len = (__u32)ol;
-	struct h2_conn *h;
 	int request;
 
 	if (!c)
@@ -666,10 +814,7 @@ static __noinline int h2_conn_packet(struct __sk_buff *skb, struct bpf_sock *sk,
 		if (c->resp.unflushed >= 65536)
 			flush_bytes(c, &c->resp.unflushed, 0);
 	}
-	h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
-	if (h)
-		h2_packet(skb, c, h, ol, se);
-	return 0;
+	return 1;
 }
 
 /*
@@ -838,27 +983,29 @@ __noinline int after_interim(struct __sk_buff *skb, struct http_resp_side *rs, s
  * this response began (a client sends its next request after it reads the answer), so none of them waits any
  * longer: a request body sent after an interim response whose bytes look like a request line is not a request.
  */
-static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
-					    __u32 len, __u32 seq, int egress)
+static __always_inline int response_packet(struct __sk_buff *skb, struct bpf_sock *sk, struct http_conn *c, __u32 off,
+					   __u32 len, __u32 seq, int egress)
 {
 	struct http_resp_side *rs = &c->resp;
 	const struct http_req_info *info;
 	struct status_line sl;
-	__u32 id, done, ans;
+	__u32 id, done, ans, skip;
 	__u16 status;
 
 	rs->unflushed += len;
 	if (rs->unflushed >= 65536)
 		flush_bytes(c, &rs->unflushed, 0);
 	if (rs->flags & HTTP_RS_TUNNEL)
-		return;
+		return 0;
+	if (rs->flags & HTTP_RS_UPGRADE)
+		return upgrade_packet(skb, c, H2_OL(off, len), H2_SE(seq, egress));
 	/* No request handed over yet (none, its line in pieces, or not HTTP). */
 	id = *(volatile __u32 *)&c->ex.id;
 	if (id == 0) {
 		/* Before any request (rare for HTTP/1.x): maybe an HTTP/2 server's SETTINGS. */
 		if (!(rs->flags & HTTP_RS_NOT_H2))
-			h2_early(skb, sk, c, H2_OL(off, len), H2_SE(seq, egress));
-		return;
+			return h2_early(skb, sk, c, H2_OL(off, len), H2_SE(seq, egress));
+		return 0;
 	}
 	barrier();
 	sl.off = off;
@@ -875,7 +1022,7 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_so
 		}
 	}
 	if (sl.r == PARSE_MORE)
-		return;
+		return 0;
 	done = rs->done_id;
 	status = sl.status;
 	ans = id;
@@ -883,7 +1030,7 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_so
 		/* None waits: a body, or the answer to a request pipelined behind the last one answered, unless it is
 		 * that answer again (a retransmission). */
 		if (sl.r != PARSE_OK || !seq_after(sl.seq, rs->final_seq))
-			return;
+			return 0;
 	} else {
 		if (sl.r != PARSE_OK) {
 			count(HTTP_C_UNPARSED_STATUS, sides(c));
@@ -893,11 +1040,23 @@ static __always_inline void response_packet(struct __sk_buff *skb, struct bpf_so
 			ans = id - 1;
 	}
 	info = &c->ex.req[ans & 1];
-	record_exchange(c, info->method, info->start_ns, status, sl.start ? sl.start : line_time(skb, egress));
 	rs->done_id = id;
 	rs->final_seq = sl.seq;
-	if (status == 101 || (info->method == HTTP_M_CONNECT && status >= 200 && status < 300))
+	if (status == 101) {
+		/* h2c or a tunnel: decided by the bytes after its header block (upgrade_packet), from its start. */
+		rs->start_ns = sl.start ? sl.start : line_time(skb, egress);
+		rs->up_slot = ans & 1;
+		rs->crlf = 0;
+		rs->flags |= HTTP_RS_UPGRADE;
+		/* From the status line's first byte in this packet (its start, when collected from earlier ones). */
+		skip = seq_after(seq, sl.seq) ? 0 : sl.seq - seq;
+		return skip < len ? upgrade_packet(skb, c, H2_OL(off + skip, len - skip), H2_SE(seq + skip, egress)) : 0;
+	}
+	record_exchange(c, info->method, info->start_ns, status, sl.start ? sl.start : line_time(skb, egress),
+			c->pair == HTTP_PAIR_SERVER);
+	if (info->method == HTTP_M_CONNECT && status >= 200 && status < 300)
 		rs->flags |= HTTP_RS_TUNNEL;
+	return 0;
 }
 
 /* A client socket's connection as http_pending knows it. */
@@ -939,7 +1098,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	struct http_conn *c;
 	struct l4_pair_value *t;
 	struct tcphdr *th;
-	__u32 ip_len, off;
+	__u32 ip_len, off, seq;
+	int walk = 0;
 
 	if (!sk)
 		return 1;
@@ -996,16 +1156,20 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	/* Its server's socket, on this node, measures this connection for both sides. */
 	if (c->pair == HTTP_PAIR_CLIENT)
 		return 1;
+	seq = bpf_ntohl(th->seq);
 	if (c->pair >= HTTP_PAIR_H2) {
-		h2_conn_packet(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(bpf_ntohl(th->seq), egress));
-		return 1;
-	}
-	if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0)) {
+		walk = h2_conn_packet(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(seq, egress));
+		/* The response direction of an h2c upgrade whose 101 is still being decided (see h2_start). */
+		if ((c->role == HTTP_ROLE_CLIENT) != (egress != 0) && (c->resp.flags & HTTP_RS_UPGRADE))
+			walk = upgrade_packet(skb, c, H2_OL(off, skb->len - off), H2_SE(seq, egress));
+	} else if ((c->role == HTTP_ROLE_CLIENT) == (egress != 0)) {
 		if (request_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->ack_seq), egress))
-			h2_start(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(bpf_ntohl(th->seq), egress));
+			walk = h2_start(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(seq, egress));
 	} else {
-		response_packet(skb, sk, c, off, skb->len - off, bpf_ntohl(th->seq), egress);
+		walk = response_packet(skb, sk, c, off, skb->len - off, seq, egress);
 	}
+	if (walk)
+		h2_frames(skb, c, H2_OL(off, skb->len - off), H2_SE(seq, egress));
 	return 1;
 }
 

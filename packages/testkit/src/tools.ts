@@ -11,6 +11,7 @@ const APT_PACKAGE: Readonly<Record<string, string>> = {
   hey: 'hey',
   wrk: 'wrk',
   h2load: 'nghttp2-client',
+  nghttp: 'nghttp2-client',
   nginx: 'nginx',
   haproxy: 'haproxy',
   iperf3: 'iperf3',

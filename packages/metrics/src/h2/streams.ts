@@ -3,6 +3,9 @@
  * one HeaderDirection per connection direction, streams followed from the request's HEADERS to their end, and
  * aggregates per side (local cgroup, peer, port) with the OpenTelemetry buckets of the HTTP/1.x series.
  *
+ * An HTTP/1.1 request that switched the connection to h2c ("Upgrade: h2c", 101) is stream 1: the kernel hands
+ * over its method and start (KIND_UPGRADE), its answer comes as HTTP/2.
+ *
  * A stream ends at the response's END_STREAM (HEADERS, trailers, or a DATA frame's header), at RST_STREAM, or
  * at a GOAWAY that did not cover it. Its duration is, as for HTTP/1.x, first byte of the request to first byte
  * of the response (the response's HEADERS); a gRPC call's runs to its trailers (the call's lifetime). A stream
@@ -21,6 +24,7 @@ export const H2_RECORD_HEADER = 96;
 const KIND_FRAME = 1;
 const KIND_LOST = 2;
 const KIND_CLOSE = 3;
+const KIND_UPGRADE = 4;
 const F_RESPONSE = 1;
 const F_SERVER = 2;
 const F_PAIRED = 4;
@@ -197,6 +201,12 @@ export class H2Streams {
     dir.next = (seq + 1) >>> 0;
     if (kind === KIND_LOST) {
       this.lose(dir, 'the kernel lost its place in the frames');
+      return;
+    }
+    if (kind === KIND_UPGRADE) {
+      // An HTTP/1.1 request upgraded to h2c: stream 1, answered on the response direction that starts now.
+      if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
+      else conn.streams.set(1, { start: r.readBigUInt64LE(REC.ts), method: METHODS[r[REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
       return;
     }
     if (kind !== KIND_FRAME) return;
