@@ -2,9 +2,10 @@
 // that switches (101, its SETTINGS, the answer to the upgrade request on stream 1). The upgrade request counts as
 // HTTP/2 stream 1 with its real status, the streams after it as HTTP/2, none as HTTP/1 (no 101): exact per status
 // as the clients saw them, on both sides. A server that answers without switching keeps the connection HTTP/1.
+// Twice: both ends measured (the server's socket measures both sides) and only the client measured.
 import type { ChildProcess } from 'node:child_process';
 
-import { describePrivileged, ensureTool, waitForLine } from '@mesh/testkit';
+import { createCgroup, describePrivileged, ensureTool, waitForLine, type Cgroup } from '@mesh/testkit';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
@@ -16,9 +17,12 @@ const server = fileURLToPath(new URL('../fixtures/h2c-upgrade-server.py', import
 // The first one is the upgrade request (a literal status, so the response decoder's table is in use from it on).
 const PATHS = ['/s/201', '/s/200', '/s/503', '/s/404', '/s/201', '/s/429', '/s/200', '/s/503'];
 const ROUNDS = 5;
+// How the server writes the 101 and its first frames (h2c-upgrade-server.py): apart, in one write, or its
+// SETTINGS 50 ms late (the client's preface comes first).
+const WRITES = ['split', 'one', 'late'] as const;
 
-async function startServer(t: Topology, env: Record<string, string> = {}): Promise<{ port: number; child: ChildProcess }> {
-  const child = t.cg.spawn('/usr/bin/python3', [server, HOST], { env: { ...process.env, ...env } });
+async function startServer(cg: Cgroup, env: Record<string, string> = {}): Promise<{ port: number; child: ChildProcess }> {
+  const child = cg.spawn('/usr/bin/python3', [server, HOST], { env: { ...process.env, ...env } });
   const [line] = await waitForLine(child, /^\{"port":\d+\}$/, 15_000);
   return { port: (JSON.parse(line) as { port: number }).port, child };
 }
@@ -50,66 +54,73 @@ function curlStatuses(stdout: string, version: string): Record<string, number> {
   return out;
 }
 
-describePrivileged('HTTP/2 after Upgrade: h2c (both ends measured)', () => {
-  let t: Topology;
-  let port: number;
-  let plain: number;
+for (const placement of ['both ends measured', 'only the client measured'] as const) {
+  describePrivileged(`HTTP/2 after Upgrade: h2c (${placement})`, () => {
+    let t: Topology;
+    let serverCg: Cgroup | undefined;
+    const ports: Record<string, number> = {};
+    let plain: number;
+    const both = placement === 'both ends measured';
 
-  beforeAll(async () => {
-    t = await topology('methupg');
-    t.dp.consumeH2();
-    port = (await startServer(t)).port;
-    plain = (await startServer(t, { NO_UPGRADE: '1' })).port;
-  });
-  afterAll(async () => {
-    await t?.close();
-  });
+    beforeAll(async () => {
+      t = await topology('methupg');
+      t.dp.consumeH2();
+      if (!both) serverCg = await createCgroup('methupg-out');
+      for (const w of WRITES) ports[w] = (await startServer(serverCg ?? t.cg, { WRITES: w })).port;
+      plain = (await startServer(serverCg ?? t.cg, { NO_UPGRADE: '1' })).port;
+    });
+    afterAll(async () => {
+      await t?.close();
+      await serverCg?.close();
+    });
 
-  async function until(done: (http: H2HttpSample[]) => boolean): Promise<H2HttpSample[]> {
-    const deadline = performance.now() + 30_000;
-    for (;;) {
-      const { http } = t.dp.readH2();
-      if (done(http) || performance.now() > deadline) return http;
-      await new Promise((r) => setTimeout(r, 100));
+    async function until(done: (http: H2HttpSample[]) => boolean): Promise<H2HttpSample[]> {
+      const deadline = performance.now() + 30_000;
+      for (;;) {
+        const { http } = t.dp.readH2();
+        if (done(http) || performance.now() > deadline) return http;
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
-  }
 
-  it('curl --http2 and nghttp -u: the upgrade request is stream 1, every stream counted per status as the clients saw it', async () => {
-    const urls = Array.from({ length: ROUNDS }, () => PATHS.map((p) => `http://${HOST}:${port}${p}`)).flat();
-    // curl: the first URL upgrades the connection, the others follow on it as HTTP/2 streams.
-    const c = await t.cg.run(ensureTool('curl'), ['-s', '--http2', ...urls.flatMap((u) => ['-o', '/dev/null', u]), '-w', '%{http_code} %{http_version}\\n'], { timeoutMs: 60_000 });
-    expect(c.code, c.stderr).toBe(0);
-    const fromCurl = curlStatuses(c.stdout, '2');
-    expect(total(fromCurl)).toBe(urls.length);
-    // nghttp: its -s table, one row per request with the status ("id responseEnd requestStart process code size path");
-    // it asks for a URI once, so each gets a query of its own.
-    const n = await t.cg.run(ensureTool('nghttp'), ['-u', '-s', ...PATHS.map((p, i) => `http://${HOST}:${port}${p}?${i}`)], { timeoutMs: 60_000 });
-    expect(n.code, n.stderr).toBe(0);
-    const fromNghttp: Record<string, number> = {};
-    for (const m of n.stdout.matchAll(/^\s*\d+\s+\S+\s+\S+\s+\S+\s+(\d{3})\s+\d+\s+\//gm)) fromNghttp[m[1]!] = (fromNghttp[m[1]!] ?? 0) + 1;
-    expect(total(fromNghttp), n.stdout).toBe(PATHS.length);
-    const WANT = add(fromCurl, fromNghttp);
+    it.each(WRITES)('curl --http2 and nghttp -u (server writes: %s): the upgrade request is stream 1, every stream counted per status as the clients saw it', async (writes) => {
+      const port = ports[writes]!;
+      const urls = Array.from({ length: ROUNDS }, () => PATHS.map((p) => `http://${HOST}:${port}${p}`)).flat();
+      // curl: the first URL upgrades the connection, the others follow on it as HTTP/2 streams.
+      const c = await t.cg.run(ensureTool('curl'), ['-s', '--http2', ...urls.flatMap((u) => ['-o', '/dev/null', u]), '-w', '%{http_code} %{http_version}\\n'], { timeoutMs: 60_000 });
+      expect(c.code, c.stderr).toBe(0);
+      const fromCurl = curlStatuses(c.stdout, '2');
+      expect(total(fromCurl)).toBe(urls.length);
+      // nghttp: its -s table, one row per request with the status ("id responseEnd requestStart process code size path");
+      // it asks for a URI once, so each gets a query of its own.
+      const n = await t.cg.run(ensureTool('nghttp'), ['-u', '-s', ...PATHS.map((p, i) => `http://${HOST}:${port}${p}?${i}`)], { timeoutMs: 60_000 });
+      expect(n.code, n.stderr).toBe(0);
+      const fromNghttp: Record<string, number> = {};
+      for (const m of n.stdout.matchAll(/^\s*\d+\s+\S+\s+\S+\s+\S+\s+(\d{3})\s+\d+\s+\//gm)) fromNghttp[m[1]!] = (fromNghttp[m[1]!] ?? 0) + 1;
+      expect(total(fromNghttp), n.stdout).toBe(PATHS.length);
+      const WANT = add(fromCurl, fromNghttp);
 
-    const http = await until((h) => total(h2ByStatus(h, 'client', port)) >= total(WANT) && total(h2ByStatus(h, 'server', port)) >= total(WANT));
-    expect(h2ByStatus(http, 'client', port)).toEqual(WANT);
-    expect(h2ByStatus(http, 'server', port)).toEqual(WANT);
-    for (const s of http) if (s.port === port) expect(s.method).toBe('GET');
-    // Nothing of these connections is HTTP/1 (the 101 is not an answer of its own).
-    expect(t.dp.readHttp().filter((s) => s.port === port)).toEqual([]);
-    expect(t.dp.readH2().counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0 });
-    expect(t.dp.readCounters()).toMatchObject({ h2_drops: 0, h2_lost: 0 });
-  }, 120_000);
+      const http = await until((h) => total(h2ByStatus(h, 'client', port)) >= total(WANT) && (!both || total(h2ByStatus(h, 'server', port)) >= total(WANT)));
+      expect(h2ByStatus(http, 'client', port)).toEqual(WANT);
+      expect(h2ByStatus(http, 'server', port)).toEqual(both ? WANT : {});
+      for (const s of http) if (s.port === port) expect(s.method).toBe('GET');
+      // Nothing of these connections is HTTP/1 (the 101 is not an answer of its own).
+      expect(t.dp.readHttp().filter((s) => s.port === port)).toEqual([]);
+      expect(t.dp.readH2().counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0 });
+      expect(t.dp.readCounters()).toMatchObject({ h2_drops: 0, h2_lost: 0 });
+    }, 120_000);
 
-  it('a server that answers without switching keeps the connection HTTP/1', async () => {
-    const urls = PATHS.map((p) => `http://${HOST}:${plain}${p}`);
-    const c = await t.cg.run(ensureTool('curl'), ['-s', '--http2', ...urls.flatMap((u) => ['-o', '/dev/null', u]), '-w', '%{http_code} %{http_version}\\n'], { timeoutMs: 60_000 });
-    expect(c.code, c.stderr).toBe(0);
-    const WANT = curlStatuses(c.stdout, '1.1');
-    expect(total(WANT)).toBe(PATHS.length);
-    const deadline = performance.now() + 30_000;
-    while (total(http1ByStatus(t.dp.readHttp(), 'server', plain)) < PATHS.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(http1ByStatus(t.dp.readHttp(), 'client', plain)).toEqual(WANT);
-    expect(http1ByStatus(t.dp.readHttp(), 'server', plain)).toEqual(WANT);
-    expect(t.dp.readH2().http.filter((s) => s.port === plain)).toEqual([]);
-  }, 120_000);
-});
+    it('a server that answers without switching keeps the connection HTTP/1', async () => {
+      const urls = PATHS.map((p) => `http://${HOST}:${plain}${p}`);
+      const c = await t.cg.run(ensureTool('curl'), ['-s', '--http2', ...urls.flatMap((u) => ['-o', '/dev/null', u]), '-w', '%{http_code} %{http_version}\\n'], { timeoutMs: 60_000 });
+      expect(c.code, c.stderr).toBe(0);
+      const WANT = curlStatuses(c.stdout, '1.1');
+      expect(total(WANT)).toBe(PATHS.length);
+      const deadline = performance.now() + 30_000;
+      while (total(http1ByStatus(t.dp.readHttp(), 'client', plain)) < PATHS.length && performance.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(http1ByStatus(t.dp.readHttp(), 'client', plain)).toEqual(WANT);
+      expect(http1ByStatus(t.dp.readHttp(), 'server', plain)).toEqual(both ? WANT : {});
+      expect(t.dp.readH2().http.filter((s) => s.port === plain)).toEqual([]);
+    }, 120_000);
+  });
+}
