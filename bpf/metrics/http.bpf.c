@@ -1287,6 +1287,9 @@ int http_sockops(struct bpf_sock_ops *skops)
 		}
 		if (c->cgroup_id == 0)
 			return 1;
+		/* A 101 whose server never spoke after it: a tunnel (upgrade_packet decides on the server's bytes). */
+		if (c->resp.flags & HTTP_RS_UPGRADE)
+			upgrade_tunnel(sk, c);
 		if (c->pair >= HTTP_PAIR_H2) {
 			struct h2_record *r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
 

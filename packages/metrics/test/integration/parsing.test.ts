@@ -179,6 +179,19 @@ for (const placement of ['both ends measured', 'only the client measured'] as co
       expect(d.counters).toEqual({ http2: sides, ...(both ? { paired: 1 } : {}) });
     });
 
+    it('a 101 after which nothing comes back (the tunnel closed before its server spoke) is counted at the close', async () => {
+      const d = await delta(async () => {
+        expect((await rawAt(special, 'upgrade-quiet')).statuses).toEqual({ 101: 1 });
+        // The sockets close after the client's process ends: wait for the counts (bounded).
+        const deadline = performance.now() + 10_000;
+        const counted = () => t.dp.read().http.filter((s) => s.port === special && s.status === 101).reduce((a, s) => a + s.count, 0);
+        const before = counted();
+        while (counted() < before + sides && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      }, special);
+      expect(d.client).toEqual({ 101: 1 });
+      expect(d.server).toEqual(serverView({ 101: 1 }));
+    });
+
     it('curl through a CONNECT proxy: the CONNECT is counted once, the tunnel it opens is not parsed', async () => {
       const target = `http://${HOST}:${port}/through`;
       const atTarget = await delta(async () => {
