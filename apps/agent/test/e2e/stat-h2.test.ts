@@ -7,9 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { capturedOutput, describePrivileged, ensureTool, waitForExit, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { meshEnvPerTest, splitConfig } from './harness.js';
+import { meshEnvPerTest, splitConfig, testNet } from './harness.js';
 
-const NET = '127.107';
+const NET = testNet();
 const fixture = (f: string) => fileURLToPath(new URL(`../../../../packages/metrics/test/fixtures/${f}`, import.meta.url));
 // h2load visits the URIs round robin per client.
 const PATHS = ['/s/200', '/s/404', '/s/200', '/s/503'];

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { H2HttpSample } from '../../src/h2/streams.js';
 import { byStatus as http1ByStatus, topology, type Topology } from '../support.js';
 
-const HOST = '127.0.0.15';
+const HOST = '127.0.0.18';
 const server = fileURLToPath(new URL('../fixtures/h2c-upgrade-server.py', import.meta.url));
 // The first one is the upgrade request (a literal status, so the response decoder's table is in use from it on).
 const PATHS = ['/s/201', '/s/200', '/s/503', '/s/404', '/s/201', '/s/429', '/s/200', '/s/503'];
