@@ -64,6 +64,21 @@ describe('H2Streams', () => {
     expect(s!.buckets[3]).toBe(1); // (25 ms, 50 ms]
   });
 
+  it('an h2c upgrade record opens stream 1 (its method and start), numbered in the response direction', () => {
+    const h = new H2Streams();
+    const upgrade = rec({ kind: 4, flags: F_RESPONSE, seq: 0, ts: 0 });
+    upgrade[81] = 3; // the request's method: POST (METHODS[3])
+    h.records([
+      upgrade,
+      rec({ flags: F_RESPONSE, seq: 1, ts: 20, stream: 1, fflags: END_HEADERS | END_STREAM, payload: S404 }),
+      rec({ flags: 0, seq: 0, ts: 30, stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ flags: F_RESPONSE, seq: 2, ts: 40, stream: 3, fflags: END_HEADERS | END_STREAM, payload: S200 }),
+    ]);
+    expect(counts(h)).toEqual({ 'POST 404': 1, 'GET 200': 1 });
+    expect(h.read().http.find((x) => x.status === 404)!.sumSeconds).toBeCloseTo(0.02, 9);
+    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0 });
+  });
+
   it('a gap in a direction\'s record numbers: its later streams count unparsed, never with a status', () => {
     const h = new H2Streams();
     h.records([
