@@ -43,7 +43,7 @@ export interface AgentOptions {
   /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
   bpfStats?: boolean;
   /** Workload identities (SVIDs) for the config's workloads; off when absent. */
-  identity?: Omit<IdentityOptions, 'log'>;
+  identity?: Omit<IdentityOptions, 'log' | 'svidDir'> & { svidDir?: string | undefined };
   /** Datapath families run after the built-in ones (FAMILIES): how a test adds one without editing the agent. */
   families?: readonly Family[];
 }
@@ -138,8 +138,8 @@ export class Agent {
     // The CA opens before the kernel is touched: a bad state directory fails the start, naming the file.
     if (opts.identity) {
       // Loaded here, not at the top: the certificate library would slow every import of this file (meshctl's too).
-      const { WorkloadIdentities } = await import('./identities.js');
-      this.identities = await WorkloadIdentities.open({ ...opts.identity, log });
+      const { WorkloadIdentities, defaultSvidDir } = await import('./identities.js');
+      this.identities = await WorkloadIdentities.open({ ...opts.identity, svidDir: opts.identity.svidDir ?? defaultSvidDir(opts.pinRoot), log });
       this.identities.register(this.registry);
     }
     // Endpoints first: a socket that cannot be made fails before the kernel is touched, and /readyz answers

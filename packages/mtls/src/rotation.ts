@@ -1,6 +1,8 @@
-// Keeps one SVID per workload: issued at once, renewed at half its lifetime ± jitter; when the CA fails, the
-// last good SVID is kept and the renewal retried with backoff; an SVID is never handed out past its notAfter,
-// and a workload whose SVID expired is reported as without identity until the CA signs again.
+// Keeps one SVID per name (the agent names each SPIFFE ID in use by itself): issued at once, renewed at half its
+// lifetime ± jitter; when the CA fails, the last good SVID is kept and the renewal retried with backoff; an SVID
+// is never handed out past its notAfter, and a name whose SVID expired is reported as without identity until the
+// CA signs again. Issuances wait in a queue and run a few at a time, the event loop served between them: thousands
+// due at once (a start, a root switch) must not starve the agent's other work.
 import { formatSpiffeId, type SpiffeId } from './spiffe-id.js';
 import { DEFAULT_SVID_TTL_MS, MIN_SVID_TTL_MS, type Svid } from './svid.js';
 import type { CertificateAuthority } from './ca.js';
@@ -48,6 +50,8 @@ export interface RotatorOptions {
   random?: () => number;
   /** First retry after a failure, doubled per failure up to maxMs. Defaults: min(1 s, max); min(60 s, TTL/10). */
   retry?: { initialMs?: number; maxMs?: number };
+  /** Issuances in flight at most; default 4 (key generation and signing run on libuv's 4 threads). */
+  concurrency?: number;
   onEvent?: (e: RotationEvent) => void;
 }
 
@@ -64,6 +68,10 @@ interface Entry {
   failures: number;
   lastError?: string;
   removed: boolean;
+  /** Waiting in the queue, or being issued; `again`: renew once more when this issuance ends (renewAll). */
+  queued: boolean;
+  running: boolean;
+  again: boolean;
 }
 
 export class SvidRotator {
@@ -77,6 +85,10 @@ export class SvidRotator {
   readonly #onEvent: (e: RotationEvent) => void;
   readonly #entries = new Map<string, Entry>();
   readonly #inflight = new Set<Promise<void>>();
+  readonly #concurrency: number;
+  /** Entries due for issuance, in order; at most #concurrency of them issued at once. */
+  readonly #queue = new Set<Entry>();
+  #running = 0;
   #closed = false;
   /** Renewal outcomes since start, for `mesh_svid_renewals_total{result}`. */
   readonly renewals = { success: 0, failure: 0 };
@@ -92,6 +104,13 @@ export class SvidRotator {
     this.#retryMax = o.retry?.maxMs ?? Math.min(60_000, Math.max(100, Math.floor(this.#ttl / 10)));
     this.#retryInitial = o.retry?.initialMs ?? Math.min(1000, this.#retryMax);
     this.#onEvent = o.onEvent ?? (() => {});
+    this.#concurrency = o.concurrency ?? 4;
+    if (!Number.isInteger(this.#concurrency) || this.#concurrency < 1) throw new RangeError(`concurrency must be an integer ≥ 1, got ${o.concurrency}`);
+  }
+
+  /** Issuances waiting or in flight. */
+  get pending(): number {
+    return this.#queue.size + this.#running;
   }
 
   /** Makes the set of workloads exactly `wanted` (workload name → ID): new ones are issued, gone ones dropped. */
@@ -108,7 +127,7 @@ export class SvidRotator {
   add(workload: string, id: SpiffeId): void {
     if (this.#closed) throw new TypeError('the rotator is closed');
     if (this.#entries.has(workload)) throw new RangeError(`workload ${workload} already has an identity`);
-    const e: Entry = { workload, id, uri: formatSpiffeId(id), expiredReported: false, failures: 0, removed: false };
+    const e: Entry = { workload, id, uri: formatSpiffeId(id), expiredReported: false, failures: 0, removed: false, queued: false, running: false, again: false };
     this.#entries.set(workload, e);
     this.#run(e);
   }
@@ -118,6 +137,7 @@ export class SvidRotator {
     if (!e) return false;
     e.removed = true;
     this.#clearTimers(e);
+    this.#queue.delete(e);
     this.#entries.delete(workload);
     return true;
   }
@@ -193,39 +213,73 @@ export class SvidRotator {
     return nb + Math.round(life * (0.5 + this.#jitter * (2 * this.#random() - 1)));
   }
 
+  /** Queues an issuance for `e` (once: a renewal already due or running is not doubled). */
   #run(e: Entry): void {
+    if (e.removed) return;
+    if (e.running) {
+      e.again = true;
+      return;
+    }
+    if (e.queued) return;
+    e.queued = true;
+    this.#queue.add(e);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#running < this.#concurrency && this.#queue.size) {
+      const e = this.#queue.values().next().value as Entry;
+      this.#queue.delete(e);
+      e.queued = false;
+      this.#running++;
+      e.running = true;
+      const p = this.#issue(e).finally(() => {
+        this.#running--;
+        e.running = false;
+        this.#inflight.delete(p);
+        if (e.again && !e.removed) {
+          e.again = false;
+          this.#clearTimer(e);
+          this.#run(e);
+        }
+        this.#pump();
+      });
+      this.#inflight.add(p);
+    }
+  }
+
+  async #issue(e: Entry): Promise<void> {
+    // A turn of the event loop before each issuance: what waits (requests, timers) is served between them.
+    await new Promise((r) => setImmediate(r));
+    if (e.removed || this.#closed) return;
     const at = this.#clock.now();
     const scheduledAt = e.svid ? e.scheduledAt : undefined;
-    const p = this.#ca
-      .issue(e.id, { ttlMs: this.#ttl })
-      .then(
-        (svid) => {
-          if (e.removed) return;
-          const previous = e.svid;
-          e.svid = svid;
-          e.failures = 0;
-          e.lastError = undefined;
-          e.expiredReported = false;
-          this.renewals.success++;
-          const next = this.#renewAt(svid);
-          this.#schedule(e, next);
-          this.#watchExpiry(e, svid);
-          this.#onEvent({ type: 'issued', workload: e.workload, svid, at, ...(scheduledAt !== undefined ? { scheduledAt } : {}), ...(previous ? { previous } : {}), nextRenewalAt: next });
-        },
-        (err: unknown) => {
-          if (e.removed) return;
-          e.failures++;
-          e.lastError = err instanceof Error ? err.message : String(err);
-          this.renewals.failure++;
-          const delay = Math.min(this.#retryMax, this.#retryInitial * 2 ** Math.min(e.failures - 1, 30));
-          const retryAt = this.#clock.now() + delay;
-          this.#schedule(e, retryAt);
-          const kept = this.current(e.workload);
-          this.#onEvent({ type: 'failed', workload: e.workload, at: this.#clock.now(), error: e.lastError, retryAt, ...(kept ? { keptUntil: kept.notAfter.getTime() } : {}) });
-        },
-      )
-      .finally(() => this.#inflight.delete(p));
-    this.#inflight.add(p);
+    let svid: Svid;
+    try {
+      svid = await this.#ca.issue(e.id, { ttlMs: this.#ttl });
+    } catch (err) {
+      if (e.removed) return;
+      e.failures++;
+      e.lastError = err instanceof Error ? err.message : String(err);
+      this.renewals.failure++;
+      const delay = Math.min(this.#retryMax, this.#retryInitial * 2 ** Math.min(e.failures - 1, 30));
+      const retryAt = this.#clock.now() + delay;
+      this.#schedule(e, retryAt);
+      const kept = this.current(e.workload);
+      this.#onEvent({ type: 'failed', workload: e.workload, at: this.#clock.now(), error: e.lastError, retryAt, ...(kept ? { keptUntil: kept.notAfter.getTime() } : {}) });
+      return;
+    }
+    if (e.removed) return;
+    const previous = e.svid;
+    e.svid = svid;
+    e.failures = 0;
+    e.lastError = undefined;
+    e.expiredReported = false;
+    this.renewals.success++;
+    const next = this.#renewAt(svid);
+    this.#schedule(e, next);
+    this.#watchExpiry(e, svid);
+    this.#onEvent({ type: 'issued', workload: e.workload, svid, at, ...(scheduledAt !== undefined ? { scheduledAt } : {}), ...(previous ? { previous } : {}), nextRenewalAt: next });
   }
 
   /** Reports the moment an SVID expires with no successor: the workload is then without identity. */
