@@ -68,9 +68,11 @@ interface Entry {
   failures: number;
   lastError?: string;
   removed: boolean;
-  /** Waiting in the queue, or being issued; `again`: renew once more when this issuance ends (renewAll). */
+  /** Waiting in the queue; holding an issuance slot; asking the CA (from then on, a renewal requested is one
+   *  more: `again`, after this one). */
   queued: boolean;
   running: boolean;
+  signing: boolean;
   again: boolean;
 }
 
@@ -127,7 +129,7 @@ export class SvidRotator {
   add(workload: string, id: SpiffeId): void {
     if (this.#closed) throw new TypeError('the rotator is closed');
     if (this.#entries.has(workload)) throw new RangeError(`workload ${workload} already has an identity`);
-    const e: Entry = { workload, id, uri: formatSpiffeId(id), expiredReported: false, failures: 0, removed: false, queued: false, running: false, again: false };
+    const e: Entry = { workload, id, uri: formatSpiffeId(id), expiredReported: false, failures: 0, removed: false, queued: false, running: false, signing: false, again: false };
     this.#entries.set(workload, e);
     this.#run(e);
   }
@@ -217,7 +219,8 @@ export class SvidRotator {
   #run(e: Entry): void {
     if (e.removed) return;
     if (e.running) {
-      e.again = true;
+      // Not yet asking the CA: the issuance to come is the one wanted.
+      if (e.signing) e.again = true;
       return;
     }
     if (e.queued) return;
@@ -236,6 +239,7 @@ export class SvidRotator {
       const p = this.#issue(e).finally(() => {
         this.#running--;
         e.running = false;
+        e.signing = false;
         this.#inflight.delete(p);
         if (e.again && !e.removed) {
           e.again = false;
@@ -252,6 +256,7 @@ export class SvidRotator {
     // A turn of the event loop before each issuance: what waits (requests, timers) is served between them.
     await new Promise((r) => setImmediate(r));
     if (e.removed || this.#closed) return;
+    e.signing = true;
     const at = this.#clock.now();
     const scheduledAt = e.svid ? e.scheduledAt : undefined;
     let svid: Svid;

@@ -1,7 +1,7 @@
 // Workload identities in the agent: an SVID per workload of the config (by its service account), shown by
 // `meshctl certs` and /v1/certs, counted in /metrics; the built-in CA's root 0600 in --state-dir and reused after
 // a restart; a workload removed from the config loses its SVID; no key material in the logs or the API.
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { createIntermediate, createRoot, exportKeyPem, toPem } from '@mesh/mtls';
@@ -68,6 +68,12 @@ describePrivileged('workload identities in the agent', () => {
     expect(sample(metrics, 'mesh_svid_renewals_total', { result: 'success' })).toEqual([2]);
     expect(sample(metrics, 'mesh_svid_renewals_total', { result: 'failure' })).toEqual([0]);
     expect(sample(metrics, 'mesh_trust_bundle_roots', { trust_domain: 'mesh.test' })).toEqual([1]);
+
+    // The data plane's SVID files, by default under /run/mesh/<pin root's name>/svid: 0600 in a 0700 directory.
+    const svidFiles = ['bundle.pem', 'mesh.test+ns+shop+sa+web-sa.pem', 'mesh.test+ns+shop+sa+web-sa.key', 'mesh.test+ns+shop+sa+api-sa.pem'];
+    for (let i = 0; i < 50 && !svidFiles.every((f) => existsSync(join(e.svidDir, f))); i++) await new Promise((r) => setTimeout(r, 100));
+    expect((statSync(e.svidDir).mode & 0o777).toString(8)).toBe('700');
+    for (const f of svidFiles) expect((statSync(join(e.svidDir, f)).mode & 0o777).toString(8)).toBe('600');
 
     // The CA's files: 0600 in a 0700 directory.
     for (const f of ['root.crt', 'root.key']) expect((statSync(join(e.stateDir, 'ca', f)).mode & 0o777).toString(8)).toBe('600');
@@ -140,7 +146,8 @@ describePrivileged('workload identities in the agent', () => {
     expect(sample(text, 'mesh_svid_expiry_timestamp_seconds', { workload: 'shop/web' })[0]!).toBeLessThan(Date.now() / 1000);
     expect(sample(text, 'mesh_svid_renewals_total', { result: 'failure' })[0]!).toBeGreaterThan(0);
     const logs = agent.logs();
-    expect(logs.filter((l) => l.msg === 'workload without identity')).toEqual([expect.objectContaining({ level: 'error', workload: 'shop/web', expiredAt: first.notAfter })]);
+    // One line per SPIFFE ID, naming its workloads.
+    expect(logs.filter((l) => l.msg === 'workload without identity')).toEqual([expect.objectContaining({ level: 'error', id: 'spiffe://mesh.test/ns/shop/sa/web-sa', workloads: ['shop/web'], expiredAt: first.notAfter })]);
     expect(logs.some((l) => l.msg === 'svid renewal failed' && l.level === 'warn')).toBe(true);
 
     // Back: a new SVID within the retry cap (TTL/10 = 6 s).

@@ -8,7 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterEach } from 'vitest';
@@ -16,6 +16,7 @@ import { tryLockExclusive } from '@mesh/bpf';
 import { cgroup2Mount, capturedOutput, ProcessTracker, stopProcess, uniqueName, waitForLine } from '@mesh/testkit';
 
 import { uninstall } from '../../src/datapath.js';
+import { defaultSvidDir } from '../../src/identity-defaults.js';
 import { AGENT_BIN, agentApi, agentArgs, agentGet, agentSocket, exitReason, MESHCTL_BIN, waitReady, type HttpResult } from '../../../../scripts/lib/agent.mjs';
 
 export { AGENT_BIN, MESHCTL_BIN, type HttpResult };
@@ -90,6 +91,8 @@ export class MeshEnv implements AsyncDisposable {
   readonly procs = new ProcessTracker(this.name);
   /** The agent's control socket (its default for this pin root). */
   readonly apiSocket = agentSocket(this.pinRoot);
+  /** The agent's SVID files for the data plane (its default for this pin root). */
+  readonly svidDir = defaultSvidDir(this.pinRoot);
   port = 0;
   private readonly tempDirs: string[] = [];
 
@@ -175,6 +178,7 @@ export class MeshEnv implements AsyncDisposable {
     uninstall(this.pinRoot, this.cgroupRoot);
     rmSync(this.configDir, { recursive: true, force: true });
     rmSync(this.stateDir, { recursive: true, force: true });
+    rmSync(dirname(this.svidDir), { recursive: true, force: true });
     for (const d of this.tempDirs) rmSync(d, { recursive: true, force: true });
   }
 

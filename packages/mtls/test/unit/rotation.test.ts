@@ -3,7 +3,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRoot, createIntermediate, ExternalCa, SvidRotator, workloadSpiffeId, type RotationEvent } from '../../src/index.js';
+import { BuiltinCa, createRoot, createIntermediate, ExternalCa, SvidRotator, workloadSpiffeId, type CertificateAuthority, type RotationEvent } from '../../src/index.js';
 import { FakeClock, tempDir, writeIssuerDir, TD } from '../support.js';
 
 const cleanups: (() => void)[] = [];
@@ -105,5 +105,45 @@ describe('SvidRotator (fake clock)', () => {
     expect(rotator.status().map((s) => s.workload)).toEqual(['b']);
     expect(rotator.current('a')).toBeUndefined();
     expect(() => new SvidRotator({ ca: undefined as never, ttlMs: 10 })).toThrow(/ttlMs must be an integer ≥ 1000/);
+  });
+
+  it('issues at most `concurrency` SVIDs at once: 200 due together are queued, each issued once; a renewal already due is not doubled', async () => {
+    const start = Math.floor(Date.now() / 1000) * 1000;
+    const t = tempDir('rotc');
+    cleanups.push(t.remove);
+    const inner = await BuiltinCa.open({ stateDir: t.dir, trustDomain: TD });
+    let inFlight = 0;
+    let most = 0;
+    let issued = 0;
+    const ca: CertificateAuthority = {
+      kind: 'builtin',
+      trustDomain: TD,
+      bundle: () => inner.bundle(),
+      async issue(id, o) {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await inner.issue(id, o);
+        } finally {
+          inFlight--;
+          issued++;
+        }
+      },
+    };
+    const clock = new FakeClock(start);
+    const rotator = new SvidRotator({ ca, clock, ttlMs: TTL, concurrency: 3 });
+    cleanups.push(() => void rotator.close());
+    rotator.setWorkloads(new Map(Array.from({ length: 200 }, (_, i) => [`w${i}`, workloadSpiffeId(TD, 'ns', `sa-${i}`)])));
+    const due = rotator.pending;
+    await rotator.idle();
+    expect(most).toBe(3);
+    expect(issued).toBe(200);
+    expect(rotator.renewals).toEqual({ success: 200, failure: 0 });
+    expect([due, rotator.pending]).toEqual([200, 0]);
+    // Two root switches in a row: one renewal each, not two.
+    rotator.renewAll();
+    rotator.renewAll();
+    await rotator.idle();
+    expect(issued).toBe(400);
+    expect(() => new SvidRotator({ ca, ttlMs: TTL, concurrency: 0 })).toThrow(/concurrency must be an integer ≥ 1, got 0/);
   });
 });
