@@ -10,7 +10,7 @@ import { resolveConfig } from '../config/objects.js';
 import { DEFAULT_MAX_CONFIG_BYTES, FileSource, loadConfig, type ParseOptions } from '../config/file.js';
 import { kubepodsRoot, nodeName } from '../config/kubernetes/setup.js';
 import type { ConfigSource } from '../config/source.js';
-import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, defaultSvidDir, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
+import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS, type Logger } from '../log.js';
 import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort } from '../paths.js';
 import { VERSION } from '../version.js';
@@ -44,7 +44,7 @@ Options:
   --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
   --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
   --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
-  --svid-dir DIR       the SVID files the data plane reads (tmpfs)          [${defaultSvidDir(DEFAULT_PIN_ROOT)}, per --pin-root]
+  --svid-dir DIR       the SVID files the data plane reads (a tmpfs)    [/run/mesh/<pin root's name>/svid]
   --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
   --max-config-bytes N largest config file read                                            [${DEFAULT_MAX_CONFIG_BYTES}]
   --check              validate the config, print what it holds, and exit

@@ -2,7 +2,7 @@
 // shares it), and the SVID files the data plane reads (cert chain, key, bundle), written whole, 0600 in a 0700
 // directory, rewritten on renewal, removed with the last workload of their ID.
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import type { ResolvedWorkload } from '../../src/config/objects.js';
-import { WorkloadIdentities, type IdentityOptions } from '../../src/identities.js';
+import { svidFileName, WorkloadIdentities, type IdentityOptions } from '../../src/identities.js';
 import { createLogger } from '../../src/log.js';
 
 const TD = 'ids.test';
@@ -25,15 +25,15 @@ afterEach(async () => {
 
 async function open(o: Partial<IdentityOptions> = {}) {
   const dir = mkdtempSync(join(tmpdir(), `${uniqueName('ids', 40)}-`));
-  const logPath = join(dir, 'log');
-  const fd = openSync(logPath, 'w');
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   // On a tmpfs, as /run is on a node.
   const run = mkdtempSync(join('/dev/shm', `${uniqueName('ids', 40)}-`));
+  cleanups.push(() => rmSync(run, { recursive: true, force: true }));
+  const logPath = join(dir, 'log');
+  const fd = openSync(logPath, 'w');
+  cleanups.push(() => closeSync(fd));
   const svidDir = join(run, 'agent', 'svid');
   const ids = await WorkloadIdentities.open({ trustDomain: TD, stateDir: join(dir, 'state'), ca: { mode: 'builtin' }, svidTtlMs: 3600_000, svidDir, log: createLogger({ fd }), ...o });
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  cleanups.push(() => rmSync(run, { recursive: true, force: true }));
-  cleanups.push(() => closeSync(fd));
   cleanups.push(() => ids.close());
   return { ids, svidDir, logText: () => readFileSync(logPath, 'utf8') };
 }
@@ -166,4 +166,15 @@ describe('workload identities', () => {
     expect(reads).toBeGreaterThan(50);
     expect(serials.size).toBeGreaterThanOrEqual(3);
   }, 30_000);
+
+  it('names files by ID, injectively and within a file name\'s length; refuses an unusable SVID directory, naming it', async () => {
+    expect(svidFileName('spiffe://cluster.local/ns/shop/sa/web')).toBe('cluster.local+ns+shop+sa+web');
+    const long = (sa: string) => `spiffe://${TD}/ns/shop/sa/${'x'.repeat(300)}${sa}`;
+    expect(svidFileName(long('a')).length).toBeLessThanOrEqual(200);
+    expect(svidFileName(long('a'))).not.toBe(svidFileName(long('b')));
+    const dir = mkdtempSync(join(tmpdir(), `${uniqueName('ids', 40)}-`));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'file'), '');
+    await expect(open({ svidDir: join(dir, 'file', 'svid') })).rejects.toThrow(`SVID directory ${join(dir, 'file', 'svid')}: ENOTDIR`);
+  });
 });
