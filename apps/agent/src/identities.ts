@@ -6,7 +6,7 @@ import { chmodSync, mkdirSync, readdirSync } from 'node:fs';
 import { open as openFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { BuiltinCa, ExternalCa, SvidRotator, svidPem, toPem, workloadSpiffeId, type CertificateAuthority, type RotationEvent, type SpiffeId, type TrustBundle } from '@mesh/mtls';
+import { BuiltinCa, ExternalCa, formatSpiffeId, SvidRotator, svidPem, toPem, workloadSpiffeId, type CertificateAuthority, type RotationEvent, type SpiffeId, type TrustBundle } from '@mesh/mtls';
 import { Counter, Gauge, type Registry } from 'prom-client';
 
 import type { ResolvedWorkload } from './config/objects.js';
@@ -144,7 +144,7 @@ export class WorkloadIdentities {
     const ids = new Map<string, SpiffeId>();
     for (const w of workloads) {
       const id = workloadSpiffeId(this.opts.trustDomain, w.namespace, w.serviceAccount);
-      const uri = `spiffe://${id.trustDomain}${id.path}`;
+      const uri = formatSpiffeId(id);
       if (!ids.has(uri)) ids.set(uri, id);
       idOf.set(keyOf(w), uri);
       const list = workloadsOf.get(uri);

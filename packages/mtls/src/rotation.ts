@@ -219,7 +219,8 @@ export class SvidRotator {
   #run(e: Entry): void {
     if (e.removed) return;
     if (e.running) {
-      // Not yet asking the CA: the issuance to come is the one wanted.
+      // Already asking the CA: one more after it (after a root switch, a leaf of the new root); not yet: the
+      // issuance about to start is the one wanted.
       if (e.signing) e.again = true;
       return;
     }
