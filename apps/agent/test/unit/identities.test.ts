@@ -1,6 +1,7 @@
 // The agent's workload identities: one SVID per SPIFFE ID in use on the node (every workload of a service account
 // shares it), and the SVID files the data plane reads (cert chain, key, bundle), written whole, 0600 in a 0700
 // directory, rewritten on renewal, removed with the last workload of their ID.
+import { execFile } from 'node:child_process';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -150,21 +151,30 @@ describe('workload identities', () => {
     await until('a valid SVID', allValid(ids, 1), 20_000);
     await until('files written', () => ids.files('shop/web') !== undefined, 5_000);
     const f = ids.files('shop/web')!;
-    const serials = new Set<string>();
-    let reads = 0;
-    // ~5 s: about five renewals at 40–60 % of 2 s.
-    const end = Date.now() + 5000;
-    while (Date.now() < end) {
-      const cert = readFileSync(f.cert, 'utf8');
-      const key = readFileSync(f.key, 'utf8');
-      serials.add(new X509Certificate(cert).serialNumber);
-      expect(createPrivateKey(key).asymmetricKeyType).toBe('ec');
-      expect(cert.endsWith('-----END CERTIFICATE-----\n')).toBe(true);
-      reads++;
-      if (reads % 20 === 0) await sleep(1);
-    }
-    expect(reads).toBeGreaterThan(50);
-    expect(serials.size).toBeGreaterThanOrEqual(3);
+    // The reader is another process, as the data plane is: it reads while the agent writes. ~5 s: about five
+    // renewals at 40–60 % of 2 s.
+    const reader = `
+      const { readFileSync } = require('node:fs');
+      const { X509Certificate, createPrivateKey } = require('node:crypto');
+      const [cert, key] = process.argv.slice(1);
+      const serials = new Set(); const bad = []; let reads = 0;
+      for (const end = Date.now() + 5000; Date.now() < end; reads++) {
+        const c = readFileSync(cert, 'utf8'), k = readFileSync(key, 'utf8');
+        try {
+          serials.add(new X509Certificate(c).serialNumber);
+          if (!c.endsWith('-----END CERTIFICATE-----\\n')) throw new Error('cut certificate');
+          if (createPrivateKey(k).asymmetricKeyType !== 'ec') throw new Error('not an EC key');
+        } catch (err) { if (bad.length < 5) bad.push(err.message + ' ' + JSON.stringify(c.slice(-40)) + ' ' + k.length); }
+      }
+      process.stdout.write(JSON.stringify({ reads, serials: serials.size, bad }));
+    `;
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['-e', reader, f.cert, f.key], { timeout: 20_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    });
+    const r = JSON.parse(out) as { reads: number; serials: number; bad: string[] };
+    expect(r.bad).toEqual([]);
+    expect(r.reads).toBeGreaterThan(50);
+    expect(r.serials).toBeGreaterThanOrEqual(3);
   }, 30_000);
 
   it('names files by ID, injectively and within a file name\'s length; refuses an unusable SVID directory, naming it', async () => {
