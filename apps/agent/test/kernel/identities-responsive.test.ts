@@ -1,7 +1,7 @@
 // An agent issuing SVIDs for 2,000 workloads of 2,000 service accounts still answers /healthz: issuances run a few
 // at a time, with the event loop served between them. Before, every issuance started at once: thousands of key
 // generations and signatures queued together and the agent stopped answering until most were done.
-import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -131,5 +131,9 @@ describePrivileged('agent responsiveness while issuing SVIDs', () => {
     // Wide: a loaded 2-CPU machine; unthrottled issuance kept requests waiting for seconds.
     expect(times.length).toBeGreaterThanOrEqual(20);
     expect(p99).toBeLessThan(500);
+    // And the data plane's files follow: a cert and a key per ID, and the bundle (bounded wait).
+    const svidDir = join(run, 'svid');
+    for (let i = 0; i < 300 && readdirSync(svidDir).length < 2 * N + 1; i++) await sleep(100);
+    expect(readdirSync(svidDir).length).toBe(2 * N + 1);
   }, 300_000);
 });
