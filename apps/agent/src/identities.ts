@@ -77,6 +77,8 @@ export class WorkloadIdentities {
   /** IDs whose files are on disk. */
   private readonly written = new Set<string>();
   private writer: Promise<void> | undefined;
+  /** Set and cleared by writeAll itself, with no turn between its last look at `dirty` and the clearing. */
+  private writing = false;
   private readonly listeners = new Set<(c: SvidFilesChange) => void>();
   private unsignalled: { ids: Set<string>; bundle: boolean; since: number } | undefined;
   private signalTimer: NodeJS.Timeout | undefined;
@@ -202,7 +204,9 @@ export class WorkloadIdentities {
 
   private markDirty(uri: string): void {
     this.dirty.add(uri);
-    this.writer ??= this.writeAll().finally(() => (this.writer = undefined));
+    if (this.writing) return;
+    this.writing = true;
+    this.writer = this.writeAll();
   }
 
   /** Writes what is dirty until nothing is, one file at a time (the event loop is served between them); the
@@ -217,6 +221,7 @@ export class WorkloadIdentities {
     };
     while (!this.closed && (this.dirty.size || this.bundleDirty)) {
       await nextTurn();
+      if (this.closed) break;
       try {
         if (this.bundleDirty) {
           this.bundleDirty = false;
@@ -257,6 +262,7 @@ export class WorkloadIdentities {
         flush();
       }
     }
+    this.writing = false;
     flush();
   }
 
@@ -269,7 +275,7 @@ export class WorkloadIdentities {
     if (this.signalTimer) return;
     const check = () => {
       this.signalTimer = undefined;
-      const busy = this.writer !== undefined || this.rotator.pending > 0;
+      const busy = this.writing || this.rotator.pending > 0;
       if (busy && Date.now() - u.since < SIGNAL_MAX_DELAY_MS && !this.closed) {
         this.signalTimer = setTimeout(check, SIGNAL_QUIET_MS);
         return;
@@ -362,7 +368,7 @@ export class WorkloadIdentities {
 
   /** Resolves when no issuance or file write is under way (tests). */
   async idle(): Promise<void> {
-    while (this.rotator.pending || this.writer) {
+    while (this.rotator.pending || this.writing) {
       await this.rotator.idle();
       await this.writer;
     }
