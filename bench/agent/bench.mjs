@@ -83,7 +83,7 @@ const base = `http://${params.host}:${port}`;
 const apiSocket = agentSocket(params.pinRoot);
 
 function uninstall() {
-  const r = spawnSync(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, '--state-dir', join(dir, 'state')], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
   if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) throw new Error(`meshctl uninstall left ${params.pinRoot} or ${params.cgroupRoot} behind`);
 }

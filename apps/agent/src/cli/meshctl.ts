@@ -2,7 +2,7 @@
  *  use); `run` starts a command inside a workload's cgroup, `uninstall` removes the datapath from the kernel.
  *  Only uninstall loads the native addon (@mesh/bpf): the commands that talk to the agent work without it. */
 import { spawn } from 'node:child_process';
-import { closeSync, constants, fstatSync, lstatSync, openSync, statfsSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, rmdirSync, rmSync, statfsSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, isAbsolute, join, posix } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -58,9 +58,10 @@ add-root (the bundle gets a new root; the old one still signs), switch-root (the
 in the bundle), remove-old-root (refused until the last leaf the old root signed has expired).`,
   },
   uninstall: {
-    summary: 'detach every program of the mesh, remove its pins and its empty cgroups',
-    usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--force]',
-    help: `Refuses while an agent answers on the pin root's control socket (it owns the datapath; stop it first)
+    summary: 'detach every program of the mesh, remove its pins, its empty cgroups and its SVID files',
+    usage: 'meshctl uninstall [--pin-root DIR] [--cgroup-root DIR] [--svid-dir DIR] [--force]',
+    help: `The SVID files (private keys) under --svid-dir [/run/mesh/<pin root's name>/svid] are removed; the CA's
+state directory is kept. Refuses while an agent answers on the pin root's control socket (it owns the datapath; stop it first)
 unless --force.
 Exit status 0 when nothing of the mesh is left; 1 when cgroups still hold processes (listed).`,
   },
@@ -347,7 +348,7 @@ async function stat(agent: string, argv: string[]): Promise<number> {
 async function doUninstall(socket: string | undefined, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { 'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT }, 'cgroup-root': { type: 'string' }, force: { type: 'boolean', default: false } },
+    options: { 'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT }, 'cgroup-root': { type: 'string' }, 'svid-dir': { type: 'string' }, force: { type: 'boolean', default: false } },
     strict: true,
   });
   if (!values.force) {
@@ -362,11 +363,24 @@ async function doUninstall(socket: string | undefined, argv: string[]): Promise<
     }
   }
   // The kernel's part: loaded here, so that the other commands never load the native addon.
-  const [{ uninstall }, { defaultCgroupRoot }] = await Promise.all([import('../datapath.js'), import('../paths.js')]);
+  const [{ uninstall }, { defaultCgroupRoot }, { defaultSvidDir }] = await Promise.all([import('../datapath.js'), import('../paths.js'), import('../identity-defaults.js')]);
   const r = uninstall(values['pin-root']!, values['cgroup-root'] ?? defaultCgroupRoot());
   process.stdout.write(
     `detached ${r.linksDetached.length} links, removed ${r.pinsRemoved} pins under ${values['pin-root']}, removed ${r.cgroupsRemoved.length} cgroups\n`,
   );
+  // The SVID files the agent wrote for the data plane hold private keys: they go with the mesh. The CA's state
+  // directory (--state-dir) stays: a reinstall keeps the trust the workloads' peers have in its root.
+  const svidDir = values['svid-dir'] ?? defaultSvidDir(values['pin-root']!);
+  if (existsSync(svidDir)) {
+    rmSync(svidDir, { recursive: true, force: true });
+    // Its parent is the agent's run directory (/run/mesh/<name>), removed when nothing else is left in it.
+    try {
+      rmdirSync(dirname(svidDir));
+    } catch {
+      // not empty (or not ours to judge): left
+    }
+    process.stdout.write(`removed SVID files under ${svidDir}\n`);
+  }
   if (r.cgroupsBusy.length) {
     process.stderr.write(`meshctl: these cgroups still hold processes and were left in place:\n${r.cgroupsBusy.map((c) => `  ${c}`).join('\n')}\n`);
     return EXIT.FAILURE;

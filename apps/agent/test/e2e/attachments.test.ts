@@ -85,6 +85,9 @@ describePrivileged('agent attachments across restarts', () => {
     expect(r.stdout).toMatch(/detached 12 links/);
     expect(existsSync(env.pinRoot)).toBe(false);
     expect(existsSync(env.cgroupRoot)).toBe(false);
+    // The SVID files the data plane read (keys among them) go with the mesh; the CA's state directory stays.
+    expect(existsSync(env.svidDir)).toBe(false);
+    expect(r.stdout).toContain(`removed SVID files under ${env.svidDir}`);
     const progs = await bpftoolIds('prog');
     const links = await bpftoolIds('link');
     expect(ourProgs.filter((id) => progs.has(id))).toEqual([]);
