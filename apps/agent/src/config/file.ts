@@ -226,7 +226,7 @@ export function* parseSteps(
   opts: ParseOptions = {},
 ): Steps<{ snapshot: ConfigSnapshot; documents: Map<string, unknown> }> {
   const problems: string[] = [];
-  const out: ConfigSnapshot = { services: [], endpointSlices: [], httpRoutes: [], workloads: [], origins: new Map() };
+  const out: ConfigSnapshot = { services: [], endpointSlices: [], httpRoutes: [], workloads: [], securityPolicies: [], origins: new Map() };
   const documents = new Map<string, unknown>();
   const tick = every(64);
   for (const f of files) {
@@ -268,7 +268,7 @@ export function* parseSteps(
       }
       out.origins!.set(key, origin);
       documents.set(chunk.text, obj);
-      const list = { Service: out.services, EndpointSlice: out.endpointSlices, HTTPRoute: out.httpRoutes, Workload: out.workloads }[o.kind as keyof typeof KINDS & string] as unknown[];
+      const list = { Service: out.services, EndpointSlice: out.endpointSlices, HTTPRoute: out.httpRoutes, Workload: out.workloads, PeerAuthentication: out.securityPolicies, AuthorizationPolicy: out.securityPolicies }[o.kind as keyof typeof KINDS & string] as unknown[];
       list.push(obj);
     }
     if (objects === 0 && !broken && !opts.allowEmpty) {

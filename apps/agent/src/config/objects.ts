@@ -62,17 +62,26 @@ export interface Origin {
 
 export const originText = (o: Origin) => `${o.file}: document ${o.document} (line ${o.line})`;
 
+/** Istio's PeerAuthentication and AuthorizationPolicy: carried raw in the snapshot, compiled by @mesh/mtls. */
+export const ISTIO_SECURITY_API_VERSION = 'security.istio.io/v1';
+export const SECURITY_KINDS = ['PeerAuthentication', 'AuthorizationPolicy'] as const;
+
 /** The kinds a config may hold, with the apiVersion each must carry. */
 export const KINDS: Record<string, string> = {
   Service: 'v1',
   EndpointSlice: 'discovery.k8s.io/v1',
   HTTPRoute: 'gateway.networking.k8s.io/v1',
   Workload: WORKLOAD_API_VERSION,
+  PeerAuthentication: ISTIO_SECURITY_API_VERSION,
+  AuthorizationPolicy: ISTIO_SECURITY_API_VERSION,
 };
 
 /** The objects of one config, as a config source (file or Kubernetes) produces them. */
 export interface ConfigSnapshot extends Snapshot {
   workloads: Workload[];
+  /** PeerAuthentications and AuthorizationPolicies as written (file) or as the API server returns them
+   *  (managedFields dropped): parsed and compiled by @mesh/mtls `compilePolicies`, not by the routing config. */
+  securityPolicies: object[];
   /** "Kind namespace/name" → where it was defined (absent for objects from the API server). */
   origins?: Map<string, Origin>;
 }

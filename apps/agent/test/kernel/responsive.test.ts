@@ -50,6 +50,7 @@ function config(services: number, workloads: number): ConfigSnapshot {
     })),
     endpointSlices: [],
     httpRoutes: [],
+    securityPolicies: [],
   };
 }
 

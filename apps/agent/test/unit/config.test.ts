@@ -47,7 +47,7 @@ describe('config', () => {
   const cases: [string, string, RegExp][] = [
     ['YAML syntax', SVC('a', '127.9.0.1') + '---\nkind: [\n', /^mesh\.yaml: document 2 \(line 7, column 1\): YAML syntax: /],
     ['duplicate keys', 'kind: Service\nkind: Service\n', /^mesh\.yaml: document 1 \(line 2, column 1\): YAML syntax: duplicated mapping key/],
-    ['unknown kind', SVC('a', '127.9.0.1') + '---\napiVersion: v1\nkind: Pod\nmetadata: { name: p }\n', /^mesh\.yaml: document 2 \(line 6\): Pod default\/p: kind: "Pod" is not one of Service, EndpointSlice, HTTPRoute, Workload$/],
+    ['unknown kind', SVC('a', '127.9.0.1') + '---\napiVersion: v1\nkind: Pod\nmetadata: { name: p }\n', /^mesh\.yaml: document 2 \(line 6\): Pod default\/p: kind: "Pod" is not one of Service, EndpointSlice, HTTPRoute, Workload, PeerAuthentication, AuthorizationPolicy$/],
     ['no kind', 'apiVersion: v1\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): kind: is required/],
     ['wrong apiVersion', 'apiVersion: gateway.networking.k8s.io/v1beta1\nkind: Service\nmetadata: { name: a }\n', /^mesh\.yaml: document 1 \(line 1\): Service default\/a: apiVersion: must be v1, got "gateway\.networking\.k8s\.io\/v1beta1"$/],
     ['not a mapping', '- a\n- b\n', /^mesh\.yaml: document 1 \(line 1\): must be a mapping/],
@@ -97,6 +97,22 @@ describe('config', () => {
     const cond = cfg.routes[0]!.parents[0]!.conditions.find((c) => c.type === 'ResolvedRefs')!;
     expect(cond.status).toBe('False');
     expect(cond.reason).toBe('BackendNotFound');
+  });
+
+  it('reads PeerAuthentication and AuthorizationPolicy (security.istio.io/v1) into securityPolicies, as written', () => {
+    const pa = 'apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: strict, namespace: shop }\nspec: { mtls: { mode: STRICT } }\n';
+    const ap = 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: deny-all, namespace: shop }\nspec: { action: DENY, rules: [{}] }\n';
+    const cfg = parseConfig(file(`${SVC('a', '127.9.0.1')}---\n${pa}---\n${ap}`));
+    expect(cfg.securityPolicies).toEqual([
+      { apiVersion: 'security.istio.io/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } },
+      { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-all', namespace: 'shop' }, spec: { action: 'DENY', rules: [{}] } },
+    ]);
+    expect(cfg.origins!.get('AuthorizationPolicy shop/deny-all')).toEqual({ file: 'mesh.yaml', document: 3, line: expect.any(Number) });
+    // Parsed, not compiled here: the routing config resolves as without them.
+    expect(resolveConfig(cfg).compiled.services.length).toBe(1);
+    expect(() => parseConfig(file(pa.replace('security.istio.io/v1', 'security.istio.io/v1beta1')))).toThrow(
+      /PeerAuthentication shop\/strict: apiVersion: must be security\.istio\.io\/v1, got "security\.istio\.io\/v1beta1"/,
+    );
   });
 
   describe('directories', () => {

@@ -13,7 +13,7 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 
-export type ResourceName = 'services' | 'endpointslices' | 'pods' | 'httproutes' | 'namespaces';
+export type ResourceName = 'services' | 'endpointslices' | 'pods' | 'httproutes' | 'namespaces' | 'peerauthentications' | 'authorizationpolicies';
 
 export interface WatchedResource {
   name: ResourceName;
@@ -32,6 +32,8 @@ export const WATCHED: readonly WatchedResource[] = [
   { name: 'pods', group: '', version: 'v1', path: '/api/v1/pods', optional: false },
   { name: 'httproutes', group: 'gateway.networking.k8s.io', version: 'v1', path: '/apis/gateway.networking.k8s.io/v1/httproutes', optional: true },
   { name: 'namespaces', group: '', version: 'v1', path: '/api/v1/namespaces', optional: false },
+  { name: 'peerauthentications', group: 'security.istio.io', version: 'v1', path: '/apis/security.istio.io/v1/peerauthentications', optional: true },
+  { name: 'authorizationpolicies', group: 'security.istio.io', version: 'v1', path: '/apis/security.istio.io/v1/authorizationpolicies', optional: true },
 ];
 
 /** The field selector that limits Pods to one node's. */
@@ -40,17 +42,21 @@ export const nodeSelector = (nodeName: string) => `spec.nodeName=${nodeName}`;
 export type ListFn = () => Promise<KubernetesListObject<KubernetesObject>>;
 
 /** The list call of each resource, through client-node's typed clients (HTTPRoutes through the custom
- *  objects client, which returns the JSON as sent). */
+ *  objects client, which returns the JSON as sent; so are Istio's security objects). */
 export function listFunctions(kc: KubeConfig, nodeName: string): Record<ResourceName, ListFn> {
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
+  const customList = (group: string, plural: string): ListFn => () =>
+    custom.listClusterCustomObject({ group, version: 'v1', plural }) as Promise<KubernetesListObject<KubernetesObject>>;
   return {
     services: () => core.listServiceForAllNamespaces(),
     endpointslices: () => discovery.listEndpointSliceForAllNamespaces(),
     pods: () => core.listPodForAllNamespaces({ fieldSelector: nodeSelector(nodeName) }),
-    httproutes: () => custom.listClusterCustomObject({ group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' }) as Promise<KubernetesListObject<KubernetesObject>>,
+    httproutes: customList('gateway.networking.k8s.io', 'httproutes'),
     namespaces: () => core.listNamespace(),
+    peerauthentications: customList('security.istio.io', 'peerauthentications'),
+    authorizationpolicies: customList('security.istio.io', 'authorizationpolicies'),
   };
 }
 

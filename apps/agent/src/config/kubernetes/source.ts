@@ -17,7 +17,7 @@ import { findPodCgroup, type PodCgroup } from './cgroups.js';
 import { type InformerHealth, type InformerOptions, SupervisedInformer } from './informer.js';
 import { inMesh, isFinished, podProblem, podToWorkload, qosOf } from './pods.js';
 import { listFunctions, nodeSelector, type ResourceName, WATCHED } from './resources.js';
-import { endpointSliceView, type HTTPRouteObject, httpRouteView, serviceSkipReason, serviceView } from './views.js';
+import { endpointSliceView, type HTTPRouteObject, httpRouteView, securityPolicyView, serviceSkipReason, serviceView } from './views.js';
 
 export interface KubernetesSourceOptions {
   kubeConfig: KubeConfig;
@@ -184,21 +184,21 @@ export class KubernetesSource implements ConfigSource {
   }
 
   /** The view of an informer object (undefined: not one the mesh carries), computed once per object. */
-  private viewOf<V>(obj: object, make: () => V | undefined): Viewed<V> | undefined {
+  private viewOf<V>(obj: object, make: () => V | undefined, hashed: (v: V) => unknown = (v) => v): Viewed<V> | undefined {
     let v = this.views.get(obj) as Viewed<V> | null | undefined;
     if (v === undefined) {
       const view = make();
-      v = view === undefined ? null : { view, json: JSON.stringify(view) };
+      v = view === undefined ? null : { view, json: JSON.stringify(hashed(view)) };
       this.views.set(obj, v);
     }
     return v ?? undefined;
   }
 
   private build(): { snapshot: ConfigSnapshot; hash: string } {
-    const byKey = <V>(items: readonly KubernetesObject[], make: (o: never) => V | undefined): Viewed<V>[] => {
+    const byKey = <V>(items: readonly KubernetesObject[], make: (o: never) => V | undefined, hashed?: (v: V) => unknown): Viewed<V>[] => {
       const keyed: [string, Viewed<V>][] = [];
       for (const o of items) {
-        const v = this.viewOf(o, () => make(o as never));
+        const v = this.viewOf(o, () => make(o as never), hashed);
         if (v) keyed.push([`${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, v]);
       }
       return keyed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
@@ -206,9 +206,14 @@ export class KubernetesSource implements ConfigSource {
     const services = byKey(this.informers.services.list(), (s: V1Service) => (serviceSkipReason(s) ? undefined : serviceView(s)));
     const slices = byKey(this.informers.endpointslices.list(), (s: V1EndpointSlice) => endpointSliceView(s));
     const routes = byKey(this.informers.httproutes.list(), (r: HTTPRouteObject) => httpRouteView(r));
+    type Policy = Parameters<typeof securityPolicyView>[0];
+    const security = [
+      ...byKey(this.informers.peerauthentications.list(), (o: Policy) => securityPolicyView(o, 'PeerAuthentication'), (v) => v.hashed),
+      ...byKey(this.informers.authorizationpolicies.list(), (o: Policy) => securityPolicyView(o, 'AuthorizationPolicy'), (v) => v.hashed),
+    ];
     const workloads = this.workloads().map((w) => ({ view: w, json: JSON.stringify(w) }));
     const hash = createHash('sha256');
-    for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads]] as const) {
+    for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads], ['SecurityPolicy', security]] as const) {
       hash.update(kind).update('\0');
       for (const v of list as Viewed<unknown>[]) hash.update(v.json).update('\n');
     }
@@ -218,6 +223,7 @@ export class KubernetesSource implements ConfigSource {
         endpointSlices: slices.map((v) => v.view),
         httpRoutes: routes.map((v) => v.view),
         workloads: workloads.map((v) => v.view),
+        securityPolicies: security.map((v) => v.view.object),
       },
       hash: hash.digest('hex').slice(0, 16),
     };

@@ -10,6 +10,8 @@ import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 
 import type { EndpointSlice, HTTPRoute, Service } from '@mesh/split';
 
+import { ISTIO_SECURITY_API_VERSION } from '../objects.js';
+
 type Labels = Record<string, string>;
 
 /** Keys sorted, so two equal maps give the same JSON. */
@@ -121,5 +123,21 @@ export function httpRouteView(r: HTTPRouteObject): HTTPRoute {
         })),
       }),
     },
+  };
+}
+
+/** A PeerAuthentication or AuthorizationPolicy as the API server returned it, managedFields dropped (for
+ *  @mesh/mtls to compile), and the part of it that the hash covers: what a policy says, not its bookkeeping
+ *  (resourceVersion, generation, annotations). */
+export function securityPolicyView(
+  o: { apiVersion?: string; kind?: string; metadata?: Record<string, unknown>; spec?: unknown },
+  kind: 'PeerAuthentication' | 'AuthorizationPolicy',
+): { object: object; hashed: unknown } {
+  const { managedFields: _m, ...metadata } = o.metadata ?? {};
+  // List items may come without apiVersion and kind (a list names them once); the informer says which.
+  const head = { apiVersion: o.apiVersion ?? ISTIO_SECURITY_API_VERSION, kind: o.kind ?? kind };
+  return {
+    object: { ...head, metadata, spec: o.spec },
+    hashed: canonical({ ...head, namespace: metadata.namespace, name: metadata.name, labels: metadata.labels, spec: o.spec }),
   };
 }
