@@ -91,6 +91,7 @@ export class Agent {
       return { http: m.readHttp(), h2: h2.http, rpc: h2.rpc };
     }, () => this.resolver);
     this.agentMetrics = new AgentMetrics(this.registry, opts, () => this.notReady() === undefined);
+    opts.source.register?.(this.registry);
   }
 
   private dp(): MeshDatapath {
@@ -218,7 +219,7 @@ export class Agent {
   private notReady(): string | undefined {
     if (!this.datapath?.isAttached) return 'programs are not attached yet';
     if (!this.applied) return 'no config applied yet';
-    return undefined;
+    return this.opts.source.notReady?.();
   }
 
   private enqueue(u: ConfigUpdate): void {

@@ -1,5 +1,7 @@
 /** A config source produces snapshots of the mesh's objects: the file source on one machine, the Kubernetes
  *  source (Services, EndpointSlices, HTTPRoutes from the API server) across machines. Same snapshot type. */
+import type { Registry } from 'prom-client';
+
 import type { ConfigSnapshot } from './objects.js';
 
 export type ConfigUpdate =
@@ -18,4 +20,9 @@ export interface ConfigSource {
   readonly managesCgroups?: boolean;
   /** The source's own state (watches, last error), shown by status. */
   health?(): unknown;
+  /** Why the source cannot vouch for the state in force (its server unreachable, its watches not synced),
+   *  for /readyz; undefined when it can. The datapath keeps the last state either way. */
+  notReady?(): string | undefined;
+  /** Registers the source's own metrics. */
+  register?(registry: Registry): void;
 }

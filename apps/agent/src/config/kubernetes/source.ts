@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Pod, V1Service } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
 
 import type { Logger } from '../../log.js';
 import { msSince } from '../../log.js';
@@ -15,6 +16,7 @@ import type { ConfigSnapshot, Workload } from '../objects.js';
 import type { ConfigSource, ConfigUpdate } from '../source.js';
 import { findPodCgroup, type PodCgroup } from './cgroups.js';
 import { type InformerHealth, type InformerOptions, SupervisedInformer } from './informer.js';
+import { registerKubernetesMetrics } from './metrics.js';
 import { inMesh, isFinished, podProblem, podToWorkload, qosOf } from './pods.js';
 import { listFunctions, nodeSelector, type ResourceName, WATCHED } from './resources.js';
 import { endpointSliceView, type HTTPRouteObject, httpRouteView, securityPolicyView, serviceSkipReason, serviceView } from './views.js';
@@ -139,6 +141,21 @@ export class KubernetesSource implements ConfigSource {
       pendingCgroups: [...this.pending].slice(0, REPORTED_PODS).map(([uid, p]) => ({ uid, ...p })),
       skippedPods: this.skipped.slice(0, REPORTED_PODS),
     };
+  }
+
+  /** Why the state in force may be stale: an informer not listed yet, or a watch down (for /readyz). */
+  notReady(): string | undefined {
+    const h = this.health();
+    const failing = (pred: (i: InformerHealth) => boolean) => Object.entries(h.informers).filter(([, i]) => pred(i)).map(([k]) => k);
+    if (!h.synced) return `kubernetes: not listed yet: ${failing((i) => !i.synced).join(', ')}${h.lastError ? ` (${h.lastError.message})` : ''}`;
+    if (!h.healthy) {
+      return `kubernetes: watches down since ${h.since}: ${failing((i) => !i.healthy).join(', ')}${h.lastError ? ` (${h.lastError.message})` : ''}; the last state stays in force`;
+    }
+    return undefined;
+  }
+
+  register(registry: Registry): void {
+    registerKubernetesMetrics(registry, () => this.health());
   }
 
   private healthChanged(): void {
