@@ -20,6 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BpfMap, cgroup2Mount } from '@mesh/bpf';
 import { svcKey, svcValue } from '@mesh/split';
 
+import { AGENT_BIN, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 import { cleanup, header, median, onCleanup, quantile, root, round, writeResult } from '../lib.mjs';
 
 const params = {
@@ -28,8 +29,6 @@ const params = {
   latency: { services: 1000, routes: 100, samples: Number(process.env.KUBE_SAMPLES ?? 200), pollMs: 1, gapMs: 50 },
   rss: { services: 10_000, endpointsPerService: 10, settleS: 5, scrapes: 3 },
 };
-const agentBin = join(root, 'apps/agent/bin/mesh-agent.mjs');
-const meshctlBin = join(root, 'apps/agent/bin/meshctl.mjs');
 const apiSocket = `/run/mesh/${basename(params.pinRoot)}.sock`;
 const loadBefore = loadavg()[0];
 const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-kube-'));
@@ -40,7 +39,7 @@ if (tsc.status !== 0) throw new Error(`compiling @mesh/testkit failed:\n${tsc.st
 const { KubeApiServer } = await import(join(root, 'build/testkit/kube/index.js'));
 
 function uninstall() {
-  const r = spawnSync(process.execPath, [meshctlBin, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [MESHCTL_BIN, 'uninstall', '--force', '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(`meshctl uninstall exited ${r.status}:\n${r.stdout}${r.stderr}`);
 }
 if (existsSync(params.pinRoot) || existsSync(params.cgroupRoot)) throw new Error(`${params.pinRoot} or ${params.cgroupRoot} exists: a run is going on, or one was killed (meshctl uninstall --force --pin-root ${params.pinRoot} --cgroup-root ${params.cgroupRoot})`);
@@ -65,18 +64,12 @@ onCleanup(() => {
 /** mesh-agent --kubeconfig against `server`, ready (/readyz 200). */
 async function startAgent(server) {
   const port = await freePort();
-  const child = spawn(agentBin, ['--kubeconfig', server.kubeconfigPath, '--node-name', 'bench-node', '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, '--state-dir', mkdtempSync(join(dir, 'state-'))], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(AGENT_BIN, ['--kubeconfig', server.kubeconfigPath, '--node-name', 'bench-node', '--listen', `127.0.0.1:${port}`, '--api-socket', apiSocket, '--pin-root', params.pinRoot, '--cgroup-root', params.cgroupRoot, '--state-dir', mkdtempSync(join(dir, 'state-'))], { stdio: ['ignore', 'ignore', 'pipe'] });
   running = child;
   let tail = [];
   createInterface({ input: child.stderr }).on('line', (l) => (tail = [...tail.slice(-20), l]));
   const t0 = performance.now();
-  for (const deadline = t0 + 600_000; ; await sleep(100)) {
-    if (child.exitCode !== null) throw new Error(`mesh-agent exited ${child.exitCode}:\n${tail.join('\n')}`);
-    const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-    if (r) await r.text();
-    if (r?.status === 200) break;
-    if (performance.now() > deadline) throw new Error(`mesh-agent not ready after 600 s:\n${tail.join('\n')}`);
-  }
+  await waitReady(apiSocket, { timeoutMs: 600_000, intervalMs: 100, exited: () => exitReason(child), describe: () => tail.join('\n') });
   return {
     child,
     readyMs: round(performance.now() - t0, 1),

@@ -11,15 +11,14 @@
 // DEMO_PIN_ROOT (/sys/fs/bpf/mesh-kube-demo), DEMO_CGROUP_ROOT (<cgroup2 mount>/mesh-kube-demo).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { AGENT_BIN, agentApi, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
+
 const HERE = import.meta.dirname;
 const REPO = resolve(HERE, '../..');
-const AGENT_BIN = join(REPO, 'apps/agent/bin/mesh-agent.mjs');
-const MESHCTL_BIN = join(REPO, 'apps/agent/bin/meshctl.mjs');
 const SERVER = join(REPO, 'examples/single-host/server.mjs');
 const CLIENT = join(REPO, 'examples/single-host/client.mjs');
 const MANIFESTS = join(HERE, 'manifests.yaml');
@@ -52,8 +51,6 @@ function settings() {
     seconds: int('DEMO_SECONDS', 20, 6, 600),
     rate: int('DEMO_RATE', 40, 5, 500),
     listen,
-    host: m[1],
-    port: Number(m[2]),
     pinRoot,
     cgroupRoot: process.env.DEMO_CGROUP_ROOT || join(cgroup2, 'mesh-kube-demo'),
     socket: `/run/mesh/${basename(pinRoot)}.sock`,
@@ -62,20 +59,6 @@ function settings() {
 
 const say = (line = '') => process.stdout.write(`${line}\n`);
 const step = (title) => say(`\n== ${title}`);
-
-function get(opts, path, timeoutMs = 3000) {
-  return new Promise((resolveGet, reject) => {
-    const req = request({ ...opts, path, agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolveGet({ status: res.statusCode, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: timeout`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** Removes a cgroup directory and the ones below it, deepest first (each must be empty of processes). */
 function removeCgroupTree(dir) {
@@ -126,7 +109,13 @@ async function main() {
     return left.length === 0;
   };
   let interrupted = false;
-  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (interrupted = true));
+  const abort = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.once(sig, () => {
+      interrupted = true;
+      abort.abort(new DemoError('interrupted'));
+    });
+  }
   const checkInterrupt = () => {
     if (interrupted) throw new DemoError('interrupted');
   };
@@ -194,15 +183,8 @@ async function main() {
     step('mesh-agent in Kubernetes mode');
     agent = procs.spawn(AGENT_BIN, ['--kubeconfig', server.kubeconfigPath, '--node-name', NODE_NAME, '--listen', s.listen, '--api-socket', s.socket, '--pin-root', s.pinRoot, '--cgroup-root', s.cgroupRoot, '--state-dir', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
     say(`mesh-agent --kubeconfig ${server.kubeconfigPath} --node-name ${NODE_NAME} --cgroup-root ${s.cgroupRoot}`);
-    for (const deadline = Date.now() + 60_000; ;) {
-      if (agent.exitCode !== null) throw new DemoError(`mesh-agent exited (${agent.exitCode}):\n${capturedOutput(agent).stderr}`);
-      const r = await get({ host: s.host, port: s.port }, '/readyz', 1000).catch(() => undefined);
-      if (r?.status === 200) break;
-      if (Date.now() > deadline) throw new DemoError(`mesh-agent not ready after 60 s:\n${capturedOutput(agent).stderr}`);
-      checkInterrupt();
-      await sleep(200);
-    }
-    const status = JSON.parse((await get({ socketPath: s.socket }, '/v1/status')).body);
+    await waitReady(s.socket, { timeoutMs: 60_000, exited: () => exitReason(agent), signal: abort.signal, describe: () => capturedOutput(agent).stderr });
+    const status = await agentApi(s.socket, '/v1/status');
     say(`ready: source ${status.source}, watches ${status.sourceHealth?.healthy ? 'up' : 'down'}`);
     const ms = await run(process.execPath, [MESHCTL_BIN, '--api-socket', s.socket, 'services']);
     say(ms.stdout.trimEnd());

@@ -9,7 +9,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   capturedOutput,
@@ -25,7 +24,8 @@ import {
   waitForLine,
 } from '@mesh/testkit';
 
-import { AGENT_BIN, FIXTURES, httpGet, type MeshEnv } from './harness.js';
+import { exitReason, waitReady } from '../../../../scripts/lib/agent.mjs';
+import { AGENT_BIN, FIXTURES, type MeshEnv } from './harness.js';
 
 export const NODE = 'node-e2e';
 export const NS = 'shop';
@@ -134,14 +134,8 @@ export async function startKubeNode(env: MeshEnv): Promise<KubeNode> {
           ['--kubeconfig', server.kubeconfigPath, '--node-name', NODE, '--listen', env.listen, '--api-socket', env.apiSocket, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot, '--state-dir', env.stateDir],
           { stdio: ['ignore', 'pipe', 'pipe'] },
         );
-        const deadline = Date.now() + 60_000;
-        for (;;) {
-          if (child.exitCode !== null) throw new Error(`mesh-agent exited (${child.exitCode}):\n${capturedOutput(child).stderr}`);
-          const r = await httpGet('127.0.0.1', env.port, '/readyz', 1000).catch(() => undefined);
-          if (r?.status === 200) return child;
-          if (Date.now() > deadline) throw new Error(`mesh-agent not ready after 60 s:\n${capturedOutput(child).stderr}`);
-          await sleep(100);
-        }
+        await waitReady(env.apiSocket, { timeoutMs: 60_000, exited: () => exitReason(child), describe: () => capturedOutput(child).stderr });
+        return child;
       },
       trace(rate, seconds) {
         const [cmd, args] = inCgroup(clientCgroup, ...inNetns(client, process.execPath, [TRACE]));

@@ -13,7 +13,8 @@ import { capturedOutput, describePrivileged, KubeApiServer, type KubeObject } fr
 import { expect, it } from 'vitest';
 
 import { resolveConfig } from '../../src/config/objects.js';
-import { AGENT_BIN, httpGet, type MeshEnv, meshEnvPerTest } from './harness.js';
+import { exitReason, waitReady } from '../../../../scripts/lib/agent.mjs';
+import { AGENT_BIN, type MeshEnv, meshEnvPerTest } from './harness.js';
 
 const NODE = 'node-e2e';
 const ip4 = (b: Buffer) => [...b.subarray(0, 4)].join('.');
@@ -72,11 +73,7 @@ describePrivileged('mesh-agent with the Kubernetes source: 1,000 changes', () =>
       ['--kubeconfig', server.kubeconfigPath, '--node-name', NODE, '--listen', env.listen, '--api-socket', env.apiSocket, '--pin-root', env.pinRoot, '--cgroup-root', env.cgroupRoot, '--state-dir', env.stateDir],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    const deadline = Date.now() + 60_000;
-    while ((await httpGet('127.0.0.1', env.port, '/readyz', 1000).catch(() => undefined))?.status !== 200) {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`mesh-agent not ready:\n${capturedOutput(child).stderr}`);
-      await sleep(100);
-    }
+    await waitReady(env.apiSocket, { timeoutMs: 60_000, exited: () => exitReason(child), describe: () => capturedOutput(child).stderr });
 
     // A 32-bit LCG (exact in integer arithmetic), its high bits used: the script is the same every run.
     let rng = 7;

@@ -7,7 +7,11 @@ import { afterEach, expect, it } from 'vitest';
 
 import { describePrivileged, type KubeObject } from '@mesh/testkit';
 
+import { WATCHED } from '../../src/config/kubernetes/resources.js';
 import { converged, namespace, pod, type Rig, route, runPod, service, slice, startRig, WAIT_MS, waitFor } from './kube-harness.js';
+
+/** One watch per informer of the source. */
+const WATCHES = WATCHED.length;
 
 let rig: Rig | undefined;
 afterEach(async () => {
@@ -25,7 +29,7 @@ async function seeded(): Promise<Rig> {
   r.server.create(route('app', 'r', 'a', [['a', 1]]));
   runPod(r, r.server.create(pod('app', 'p1', '10.6.0.1')));
   await converged(r, 'the seed objects');
-  await waitFor(() => r.server.watches.length === 5 && r.source.health().healthy, WAIT_MS, 'five watches open');
+  await waitFor(() => r.server.watches.length === WATCHES && r.source.health().healthy, WAIT_MS, 'every watch open');
   return r;
 }
 
@@ -42,11 +46,11 @@ describePrivileged('Kubernetes source: recovery', () => {
   it('watches the server ends, then cuts: resumed without a relist, nothing missed', async () => {
     const r = await seeded();
     const lists = r.lists('/api/v1/services');
-    expect(r.server.dropWatches()).toBe(5);
+    expect(r.server.dropWatches()).toBe(WATCHES);
     changeEverything(r, 1);
     await converged(r, 'changes after a clean end');
-    await waitFor(() => r.server.watches.length === 5, WAIT_MS, 'five watches again');
-    expect(r.server.dropWatches({ abrupt: true })).toBe(5);
+    await waitFor(() => r.server.watches.length === WATCHES, WAIT_MS, 'every watch again');
+    expect(r.server.dropWatches({ abrupt: true })).toBe(WATCHES);
     changeEverything(r, 2);
     await converged(r, 'changes after a cut');
     // client-node stops an informer on a cut connection: the source restarted each, from its resourceVersion.
@@ -73,7 +77,7 @@ describePrivileged('Kubernetes source: recovery', () => {
   it('a watch silent past the bound is made again and catches up', async () => {
     const r = await seeded(); // silenceMs 1500
     const watches = r.server.requests.filter((q) => q.url.includes('watch=true')).length;
-    expect(r.server.stallWatches()).toBe(5);
+    expect(r.server.stallWatches()).toBe(WATCHES);
     changeEverything(r, 1);
     await sleep(500);
     expect(r.last()!.services.map((s) => s.metadata.name)).not.toContain('b1');
