@@ -12,6 +12,7 @@ import { epKey, epValue, svcKey, svcValue } from '@mesh/split';
 import { capturedOutput, describePrivileged, KubeApiServer, type KubeObject } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
+import { WATCHED } from '../../src/config/kubernetes/resources.js';
 import { resolveConfig } from '../../src/config/objects.js';
 import { exitReason, waitReady } from '../../../../scripts/lib/agent.mjs';
 import { AGENT_BIN, type MeshEnv, meshEnvPerTest } from './harness.js';
@@ -176,14 +177,20 @@ describePrivileged('mesh-agent with the Kubernetes source: 1,000 changes', () =>
       while (listsSince(since) < 7 && Date.now() < until) await sleep(50);
       expect(listsSince(since), `relists after a 410 (${form})`).toBeGreaterThanOrEqual(7);
     };
+    let stallMs = 0;
     const disruptions: Record<number, () => Promise<void>> = {
       150: async () => void server.dropWatches(),
       300: async () => void server.dropWatches({ abrupt: true }),
       450: async () => {
-        // Stalled watches: only the agent's silence bound (30 s) brings the changes made meanwhile.
-        server.stallWatches();
+        // Every informer watching again after the cut at 300 (its restart waits a backoff), then all stalled:
+        // only the agent's silence bound (30 s) brings the changes made meanwhile.
+        const open = Date.now() + 60_000;
+        while (server.watches.filter((w) => !w.stalled).length < WATCHED.length && Date.now() < open) await sleep(50);
+        expect(server.stallWatches()).toBe(WATCHED.length);
+        const stalledAt = Date.now();
         for (let i = 0; i < 20; i++) mutate();
         await converged('the changes made during a stall', 90_000);
+        stallMs = Date.now() - stalledAt;
       },
       650: () => expire('http'),
       850: () => expire('event'),
@@ -194,6 +201,8 @@ describePrivileged('mesh-agent with the Kubernetes source: 1,000 changes', () =>
       if (i % 25 === 0) await sleep(20);
     }
     const final = await converged('the final objects', 90_000);
+    // The stall was one: the changes made during it came with the silence bound's new watches, not before.
+    expect(stallMs).toBeGreaterThan(20_000);
     expect(Object.keys(final).length).toBeGreaterThan(10);
 
     // A relist that changes nothing (compaction forces it): no apply, no map write.
@@ -210,6 +219,6 @@ describePrivileged('mesh-agent with the Kubernetes source: 1,000 changes', () =>
     const after = await status();
     expect(after.config!.generation).toBe(before.config!.generation);
     expect(readTables(env)).toEqual(final);
-    console.log(`1,000 changes: ${Object.keys(final).length} service addresses equal entry by entry; generation ${after.config!.generation}; a relist of ${lists()} resources made no apply`);
+    console.log(`1,000 changes: ${Object.keys(final).length} service addresses equal entry by entry; the stall's changes in the maps after ${stallMs} ms; generation ${after.config!.generation}; a relist of ${lists()} resources made no apply`);
   }, 300_000);
 });
