@@ -151,7 +151,9 @@ describePrivileged('Kubernetes source: recovery', () => {
       150: async () => void server.dropWatches(),
       300: async () => void server.dropWatches({ abrupt: true }),
       450: async () => {
-        server.stallWatches();
+        // After the cut at 300 each informer restarts after a backoff: stall them once all watch again.
+        await waitFor(() => server.watches.filter((w) => !w.stalled).length === WATCHES, WAIT_MS, 'every watch open before the stall');
+        expect(server.stallWatches()).toBe(WATCHES);
         for (let i = 0; i < 20; i++) mutate();
         await sleep(2000); // past the 1.5 s silence bound
       },
