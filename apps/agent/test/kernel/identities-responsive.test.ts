@@ -38,6 +38,7 @@ const config = (): ConfigSnapshot => ({
   services: [],
   endpointSlices: [],
   httpRoutes: [],
+  securityPolicies: [],
 });
 
 async function freePort(): Promise<number> {

@@ -90,7 +90,7 @@ describePrivileged('agent responsiveness', () => {
   it('answers /healthz while it applies 10,000 services selecting 1,000 workloads', async () => {
     const source = new TestSource(config(1, 1));
     const port = await freePort();
-    agent = new Agent({ source, listen: `127.0.0.1:${port}`, apiSocket: join(sockDir, 'api.sock'), pinRoot, cgroupRoot, log: createLogger({ fd: devNull }), maxServices: 32_768 });
+    agent = new Agent({ source, listen: `127.0.0.1:${port}`, apiSocket: join(sockDir, 'api.sock'), pinRoot, cgroupRoot, log: createLogger({ fd: devNull }), maxServices: 32_768, maxEndpoints: 32_768 });
     await agent.start();
     expect(await healthz(port)).toBe(200);
 
