@@ -23,6 +23,7 @@ import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startSocketServer, startTcpServer } from './server.js';
 import { PairStats } from './stats.js';
+import { uiEndpoints } from './ui.js';
 import { type Applied, certsView, type LastError, servicesView, statusView, workloadsView } from './views.js';
 
 export interface AgentOptions {
@@ -40,6 +41,8 @@ export interface AgentOptions {
   maxServices?: number;
   maxEndpoints?: number;
   maxConnections?: number;
+  /** Serve the page (the service graph) on the metrics listener; on unless false. */
+  ui?: boolean;
   /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
   bpfStats?: boolean;
   /** Workload identities (SVIDs) for the config's workloads; off when absent. */
@@ -149,6 +152,7 @@ export class Agent {
       registry: this.registry,
       healthy: () => !this.stopping,
       notReady: () => this.notReady(),
+      ui: opts.ui === false ? undefined : uiEndpoints(this.stats, () => this.applied),
       api: {
         '/v1/status': () => this.status(),
         '/v1/services': () => this.services(),

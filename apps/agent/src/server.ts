@@ -18,6 +18,13 @@ export interface Endpoints {
   notReady(): string | undefined;
   /** JSON documents by path (/v1/…), given the query string; undefined on the TCP address. */
   api?: Record<string, (query: URLSearchParams) => unknown>;
+  /** The read-only page (/) and the graph it polls (/graph.json); undefined when the page is off (--no-ui). */
+  ui?: UiEndpoints;
+}
+
+export interface UiEndpoints {
+  page: { html: string; headers: Record<string, string> };
+  graph(query: URLSearchParams): unknown;
 }
 
 const json = (res: ServerResponse, status: number, body: unknown) => {
@@ -43,6 +50,14 @@ function createEndpoints(ep: Endpoints, log: Logger): Server {
         res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' });
         return res.end(why ? `not ready: ${why}\n` : 'ready\n');
       }
+      case '/':
+        if (!ep.ui) break;
+        res.writeHead(200, ep.ui.page.headers);
+        return res.end(req.method === 'HEAD' ? undefined : ep.ui.page.html);
+      case '/graph.json':
+        if (!ep.ui) break;
+        res.setHeader('cache-control', 'no-store');
+        return json(res, 200, ep.ui.graph(url.searchParams));
     }
     const api = ep.api?.[url.pathname];
     if (!api) {
@@ -62,7 +77,7 @@ function createEndpoints(ep: Endpoints, log: Logger): Server {
   return server;
 }
 
-/** /metrics, /healthz and /readyz on a loopback TCP address. Rejects with the listen error (EADDRINUSE…). */
+/** /metrics, /healthz, /readyz (and the page, unless it is off) on a loopback TCP address. Rejects with the listen error (EADDRINUSE…). */
 export function startTcpServer(host: string, port: number, ep: Endpoints, log: Logger): Promise<Server> {
   const server = createEndpoints({ ...ep, api: undefined }, log);
   return new Promise((resolve, reject) => {

@@ -87,6 +87,7 @@ export class PairStats {
   /** The timer's period now; 0 when not started. */
   private everyMs = 0;
   private lastQuery = 0;
+  private readonly listeners: ((at: number, totals: ReadonlyMap<string, number>) => void)[] = [];
 
   constructor(
     private readonly read: () => StatInput,
@@ -113,6 +114,11 @@ export class PairStats {
       if (this.everyMs === this.opts.watchedMs && performance.now() - this.lastQuery > this.opts.watchMs) this.schedule(this.opts.idleMs);
     }, everyMs);
     this.timer.unref();
+  }
+
+  /** Calls `fn` after each sample with every pair's request total so far, keyed direction|source|destination|service. */
+  onSample(fn: (at: number, totals: ReadonlyMap<string, number>) => void): void {
+    this.listeners.push(fn);
   }
 
   stop(): void {
@@ -149,6 +155,10 @@ export class PairStats {
     for (const s of input.h2 ?? []) add(s, 'HTTP/2', '', s.status === 0 || s.status >= 500 || s.errorType !== '');
     for (const s of input.rpc ?? []) add(s, 'gRPC', `${s.service}/${s.method}`, s.grpcStatus !== '0' || s.errorType !== '');
     this.samples.push({ at: now, pairs });
+    if (this.listeners.length) {
+      const totals = new Map([...pairs].map(([k, a]) => [k, a.count]));
+      for (const fn of this.listeners) fn(now, totals);
+    }
     while (this.samples.length > 1 && this.samples[0]!.at < now - this.keepMs) this.samples.shift();
   }
 

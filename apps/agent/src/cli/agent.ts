@@ -30,7 +30,8 @@ Options:
   --node-name NAME     the node whose pods are workloads here                      [$NODE_NAME or host name]
   --api-socket PATH    unix socket of the control API (meshctl), mode 0660 [/run/mesh/<pin root's name>.sock]
   --api-group GROUP    group that may use the control socket besides root                       [root]
-  --listen HOST:PORT   loopback address of /metrics, /healthz and /readyz (read-only)         [${DEFAULT_API}]
+  --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the page (read-only) [${DEFAULT_API}]
+  --no-ui              do not serve the page (the service graph, / and /graph.json; docs/ui.md)
   --pin-root DIR       bpffs directory for the mesh's pinned maps and links                    [${DEFAULT_PIN_ROOT}]
   --cgroup-root DIR    cgroup v2 directory whose subtree is the mesh        [<cgroup2 mount>/mesh]
                        (with Kubernetes: the kubepods directory, kubepods.slice or kubepods)
@@ -65,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
         kubernetes: { type: 'boolean', default: false },
         'node-name': { type: 'string' },
         listen: { type: 'string', default: DEFAULT_API },
+        'no-ui': { type: 'boolean', default: false },
         'api-socket': { type: 'string' },
         'api-group': { type: 'string' },
         'pin-root': { type: 'string', default: DEFAULT_PIN_ROOT },
@@ -170,6 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     cgroupRoot,
     log,
     bpfStats: args['bpf-stats'],
+    ui: !args['no-ui'],
     maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
     maxConnections: args['max-connections'] ? Number(args['max-connections']) : undefined,
