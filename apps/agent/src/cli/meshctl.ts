@@ -13,6 +13,7 @@ import { VERSION } from '../version.js';
 import type { CertsAnswer, ServicesView, StatusView, StatView, Wire, WorkloadsView } from '../views.js';
 import { EXIT, UsageError } from './exit.js';
 import { table } from './table.js';
+import { edgesTable, top, topFrame } from './top.js';
 
 const COMMANDS: Record<string, { summary: string; usage: string; help: string }> = {
   run: {
@@ -41,6 +42,19 @@ symbolic link anywhere on the way, or a cgroup.procs on another filesystem is re
 client rows are measured at the caller's sockets, server rows at the callee's. One row per protocol
 (HTTP/1.1, HTTP/2, gRPC), and for gRPC per method (RPC). Success: HTTP responses that are not 5xx (an HTTP/2
 stream reset before its end fails); gRPC calls that ended with grpc-status OK.`,
+  },
+  top: {
+    summary: 'the busiest workload pairs, live, fitted to the terminal (q quits)',
+    usage: 'meshctl top [--interval SECONDS] [--window SECONDS]',
+    help: `The rows of meshctl stat, busiest first, redrawn every --interval (default 2) and when the terminal is
+resized; columns and long names give way when it is narrow. q or Ctrl-C quits. Without a terminal it prints
+one frame and exits.`,
+  },
+  edges: {
+    summary: 'who talks to whom: each caller, callee and Service, with their identities',
+    usage: 'meshctl edges [--window SECONDS] [--json]',
+    help: `The pairs that sent requests in the last SECONDS (default 60), and each side's SPIFFE ID when workload
+identities are on ('-' otherwise).`,
   },
   certs: {
     summary: "workload identities: each workload's SPIFFE ID, certificate serial, not-after, next renewal, issuer",
@@ -345,6 +359,38 @@ async function stat(agent: string, argv: string[]): Promise<number> {
   return EXIT.OK;
 }
 
+const windowOption = (raw: string, flag: string) => {
+  const w = Number(raw.replace(/s$/, ''));
+  if (!Number.isFinite(w) || w <= 0 || w > 60) throw new UsageError(`${flag} must be a number of seconds in (0, 60]`);
+  return w;
+};
+
+async function topCommand(agent: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { interval: { type: 'string', default: '2' }, window: { type: 'string', default: '10' } }, strict: true });
+  const everyS = Number(values.interval!.replace(/s$/, ''));
+  if (!Number.isFinite(everyS) || everyS < 0.5 || everyS > 3600) throw new UsageError('--interval must be a number of seconds from 0.5 to 3600');
+  const w = windowOption(values.window!, '--window');
+  const read = () => get<Wire<StatView>>(agent, `/v1/stat?window=${w}`);
+  if (!process.stdout.isTTY || !process.stdin.isTTY) {
+    process.stdout.write(topFrame(await read(), undefined, process.stdout.columns || 200, 1000, everyS).join('\n') + '\n');
+    return EXIT.OK;
+  }
+  await read(); // an agent that cannot be reached fails here, before the screen is taken
+  return top({ everyS, read, input: process.stdin, output: process.stdout });
+}
+
+async function edges(agent: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { window: { type: 'string', default: '60' }, json: { type: 'boolean', default: false } }, strict: true });
+  const w = windowOption(values.window!, '--window');
+  const [s, c] = await Promise.all([get<Wire<StatView>>(agent, `/v1/stat?window=${w}`), get<Certs>(agent, '/v1/certs').catch(() => undefined)]);
+  const rows = edgesTable(s, c);
+  if (values.json) {
+    const [head, ...body] = rows;
+    process.stdout.write(JSON.stringify({ windowSeconds: s.windowSeconds, edges: body.map((r) => Object.fromEntries(head!.map((h, i) => [h.toLowerCase().replace(' ', '_'), r[i]]))) }, null, 2) + '\n');
+  } else process.stdout.write(`last ${s.windowSeconds}s\n` + (rows.length > 1 ? table(rows) : 'no requests seen yet\n'));
+  return EXIT.OK;
+}
+
 async function doUninstall(socket: string | undefined, argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
@@ -432,6 +478,10 @@ export async function main(argv: string[]): Promise<number> {
         return await services(agent, json());
       case 'stat':
         return await stat(agent, rest);
+      case 'top':
+        return await topCommand(agent, rest);
+      case 'edges':
+        return await edges(agent, rest);
       case 'certs':
         return await certs(agent, json());
       case 'ca': {
