@@ -10,9 +10,11 @@ source "$(dirname "$0")/lib.sh"
 # python3-h2 (an h2c-upgrade server for Debian's python3); bench:metrics: wrk.
 # bench/mesh: haproxy (the proxy-per-pod stand-in), openssl (its certificates).
 # mesh-dataplane: libssl-dev (Debian's OpenSSL 3, linked by the native data plane).
+# The agent's page and meshctl top: chromium (headless, reads the page's DOM, docs/ui.png), tmux (a real terminal).
 APT_PACKAGES=(clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config iproute2 util-linux curl tshark
   qemu-system-x86 linux-image-amd64 busybox-static
-  hey prometheus nginx-light nghttp2-client python3-h2 haproxy openssl wrk libssl-dev)
+  hey prometheus nginx-light nghttp2-client python3-h2 haproxy openssl wrk libssl-dev
+  chromium tmux)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

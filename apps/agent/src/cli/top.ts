@@ -45,9 +45,11 @@ export function topFrame(stat: Stat | undefined, error: string | undefined, cols
   let table: string[] = [];
   // Widest first: every column with whole names, then shorter names, then fewer columns.
   search: for (let n = COLUMNS.length; n >= 1; n--) {
-    for (let nameMax = longest; nameMax >= Math.min(MIN_NAME, longest); nameMax -= 4) {
-      table = fit(n, Math.max(nameMax, Math.min(MIN_NAME, longest)));
+    const floor = Math.min(MIN_NAME, longest);
+    for (let nameMax = longest; ; nameMax = Math.max(floor, nameMax - 4)) {
+      table = fit(n, nameMax);
       if (table.every((l) => l.length <= cols)) break search;
+      if (nameMax === floor) break;
     }
   }
   return [...lines, ...table].map((l) => l.slice(0, cols));
