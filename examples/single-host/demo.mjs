@@ -379,6 +379,7 @@ async function demo(s) {
     ['config', shown(s.config)],
     ['agent', `mesh-agent ${status.version}, pid ${status.pid}, its log in ${join(state.logDir, 'agent.log')}`],
     ['metrics', `http://${s.listen}/metrics (Prometheus text)`],
+    ['graph', `http://${s.listen}/ (the service graph, live, in a browser)`],
     ['control', `${s.socket} (meshctl's API: root only)`],
     ['pins', s.pinRoot],
     ['cgroups', s.cgroupRoot],
@@ -428,6 +429,7 @@ async function demo(s) {
   out(`While it runs, from another shell (as root):`);
   out(`  curl -s http://${s.listen}/metrics | grep ^http_client_request_duration_seconds_count`);
   out(`  ${ctl} stat       # the table below, for every workload pair and side`);
+  out(`  ${ctl} top        # the same, busiest first, live (q quits)`);
   out(`  ${ctl} services   # VIPs, backends, weights`);
   out(`  ${ctl} status     # programs, links, map fill`);
   out();
