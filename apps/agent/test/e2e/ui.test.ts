@@ -74,6 +74,10 @@ describePrivileged(
       }
       const rps = edges.reduce((a, x) => a + Number(x['data-rps']), 0);
       expect(Math.abs(rps - RATE) / RATE, `the page's rate ${rps}/s, the client's ${RATE}/s`).toBeLessThan(0.2);
+      // High contrast on request (?contrast=high; prefers-contrast: more needs no switch).
+      const hc = await chromium(e, ['--virtual-time-budget=5000', '--dump-dom'], `${url}&contrast=high`);
+      expect(hc.stdout).toMatch(/<html lang="en" class="hc">/);
+      expect(hc.stdout).toMatch(/<button id="contrast" type="button" aria-pressed="true">/);
       // The table view carries the same edges, one focusable row each.
       expect([...dom.matchAll(/<tr tabindex="0" data-id="client\|[^"]*productpage\|[^"]*reviews-v[12]\|reviews"/g)]).toHaveLength(2);
     }, 150_000);
