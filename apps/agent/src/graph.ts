@@ -4,8 +4,8 @@
  * p99, and, where a Service is split, the share each edge observed against the weight the config gives it; a
  * few minutes of each edge's rate for its sparkline.
  */
-import type { StatView } from './views.js';
-import type { Applied } from './views.js';
+import type { PairStat } from './stats.js';
+import type { Applied, StatView } from './views.js';
 
 export interface GraphNode {
   /** "workload:ns/name", "service:ns/name" or "peer:ADDRESS" (a peer outside the config). */
@@ -22,6 +22,8 @@ export interface GraphEdge {
   destination: string;
   /** The Service node the client dialled, when known. */
   via: string | undefined;
+  /** HTTP/1.1, HTTP/2, gRPC: those seen on this pair in the window. */
+  protocols: string[];
   requests: number;
   rps: number;
   successRate: number | undefined;
@@ -71,11 +73,14 @@ export class EdgeHistory {
   }
 }
 
-const pairKey = (p: { direction: string; source: string; destination: string; service: string }) => `${p.direction}|${p.source}|${p.destination}|${p.service}`;
+/** PairStats' key of a row (as onSample's totals are keyed). */
+const rowKey = (p: PairStat) => `${p.direction}|${p.source}|${p.destination}|${p.service}|${p.protocol}|${p.rpc}`;
 
 /**
  * The graph of one stats window. Client-side rows are the edges (they know the Service dialled); a server-side
- * row becomes an edge only when its caller is outside the config, where no client row exists.
+ * row becomes an edge only when its caller is outside the config, where no client row exists. A pair's rows of
+ * several protocols (HTTP/1.1, HTTP/2, each gRPC method) make one edge: their requests summed, their success
+ * weighted by requests, the slowest row's p50 and p99.
  */
 export function graphView(stat: StatView, applied: Applied | undefined, history: EdgeHistory): GraphView {
   const workloads = new Map<string, string>(); // address → ns/name
@@ -112,18 +117,33 @@ export function graphView(stat: StatView, applied: Applied | undefined, history:
     return share;
   };
 
-  const edges: GraphEdge[] = [];
+  const edges = new Map<string, GraphEdge & { ok: number; keys: string[] }>();
   const split = new Map<string, GraphEdge[]>(); // source|via → its edges through a split Service
   for (const p of stat.pairs) {
     if (p.direction === 'server' && known.has(p.source)) continue;
+    const id = `${p.direction}|${p.source}|${p.destination}|${p.service}`;
+    const max = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.max(a, b));
+    const had = edges.get(id);
+    if (had) {
+      had.requests += p.requests;
+      had.rps = Math.round((had.rps + p.rps) * 100) / 100;
+      had.ok += (p.successRate ?? 0) * p.requests;
+      had.successRate = had.requests > 0 ? had.ok / had.requests : undefined;
+      had.p50Ms = max(had.p50Ms, p.p50Ms);
+      had.p99Ms = max(had.p99Ms, p.p99Ms);
+      if (!had.protocols.includes(p.protocol)) had.protocols.push(p.protocol);
+      had.keys.push(rowKey(p));
+      continue;
+    }
     const ns = p.source.includes('/') ? p.source.split('/')[0]! : (p.destination.split('/')[0] ?? '');
     const svc = p.service ? serviceFor(p.service, ns) : undefined;
     const via = p.service ? node('service', svc?.service ?? `${ns}/${p.service}`) : undefined;
-    const e: GraphEdge = {
-      id: pairKey(p),
+    const e = {
+      id,
       source: nodeOf(p.source),
       destination: nodeOf(p.destination),
       via,
+      protocols: [p.protocol],
       requests: p.requests,
       rps: p.rps,
       successRate: p.successRate,
@@ -131,15 +151,21 @@ export function graphView(stat: StatView, applied: Applied | undefined, history:
       p99Ms: p.p99Ms,
       share: undefined,
       weight: svc && svc.backends.length > 1 ? expected(svc, p.destination) : undefined,
-      spark: history.rates(pairKey(p)),
+      spark: [],
+      ok: (p.successRate ?? 0) * p.requests,
+      keys: [rowKey(p)],
     };
-    edges.push(e);
+    edges.set(id, e);
     if (e.weight !== undefined) split.set(`${e.source}|${via}`, [...(split.get(`${e.source}|${via}`) ?? []), e]);
   }
   for (const group of split.values()) {
     const total = group.reduce((a, e) => a + e.requests, 0);
     for (const e of group) e.share = total > 0 ? e.requests / total : undefined;
   }
-  edges.sort((a, b) => b.rps - a.rps || a.id.localeCompare(b.id));
-  return { windowSeconds: stat.windowSeconds, sparkStepSeconds: history.stepMs / 1000, nodes: [...nodes.values()], edges };
+  const out: GraphEdge[] = [...edges.values()].map(({ ok: _ok, keys, ...e }) => {
+    const rates = keys.map((k) => history.rates(k));
+    return { ...e, spark: rates[0]!.map((_, i) => Math.round(rates.reduce((a, r) => a + r[i]!, 0) * 100) / 100) };
+  });
+  out.sort((a, b) => b.rps - a.rps || a.id.localeCompare(b.id));
+  return { windowSeconds: stat.windowSeconds, sparkStepSeconds: history.stepMs / 1000, nodes: [...nodes.values()], edges: out };
 }

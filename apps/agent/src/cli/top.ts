@@ -16,13 +16,15 @@ const COLUMNS: { head: string; cell: (p: PairStat) => string; right?: boolean }[
   { head: 'SUCCESS', cell: (p) => fmtPct(p.successRate), right: true },
   { head: 'P99', cell: (p) => fmtMs(p.p99Ms), right: true },
   { head: 'SERVICE', cell: (p) => p.service || '-' },
+  { head: 'PROTOCOL', cell: (p) => p.protocol },
   { head: 'SIDE', cell: (p) => p.direction },
+  { head: 'RPC', cell: (p) => p.rpc || '-' },
   { head: 'REQS', cell: (p) => String(p.requests), right: true },
   { head: 'P50', cell: (p) => fmtMs(p.p50Ms), right: true },
   { head: 'P95', cell: (p) => fmtMs(p.p95Ms), right: true },
 ];
 /** The order they are shown in (stat's). */
-const ORDER = ['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99'];
+const ORDER = ['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'PROTOCOL', 'RPC', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99'];
 const MIN_NAME = 12;
 
 /** The busiest rows first, as many as fit `rows` lines (after the two header lines), with the columns that fit
@@ -119,14 +121,23 @@ function identities(certs: Wire<CertsAnswer> | undefined): Map<string, string> {
 }
 
 /** Who talks to whom: one row per caller, callee and Service over the window (client-side rows, and server-side
- *  ones whose caller is outside the mesh's workloads), with each side's identity when there is one. */
+ *  ones whose caller is outside the mesh's workloads), its protocols, and each side's identity when there is one. */
 export function edgesTable(stat: Stat, certs: Wire<CertsAnswer> | undefined): string[][] {
   const ids = identities(certs);
   const id = (w: string) => ids.get(w) ?? ids.get(w.slice(w.indexOf('/') + 1)) ?? '-';
   const clients = new Set(stat.pairs.filter((p) => p.direction === 'client').map((p) => p.source));
-  const rows = stat.pairs
-    .filter((p) => p.direction === 'client' || !clients.has(p.source))
-    .filter((p) => p.requests > 0)
-    .sort((a, b) => a.source.localeCompare(b.source) || a.destination.localeCompare(b.destination));
-  return [['SOURCE', 'DESTINATION', 'SERVICE', 'SOURCE IDENTITY', 'DESTINATION IDENTITY', 'REQS'], ...rows.map((p) => [p.source, p.destination, p.service || '-', id(p.source), id(p.destination), String(p.requests)])];
+  const rows = new Map<string, { p: (typeof stat.pairs)[number]; protocols: Set<string>; requests: number }>();
+  for (const p of stat.pairs) {
+    if ((p.direction === 'server' && clients.has(p.source)) || p.requests <= 0) continue;
+    const k = `${p.direction}|${p.source}|${p.destination}|${p.service}`;
+    const r = rows.get(k) ?? { p, protocols: new Set(), requests: 0 };
+    r.protocols.add(p.protocol);
+    r.requests += p.requests;
+    rows.set(k, r);
+  }
+  const sorted = [...rows.values()].sort((a, b) => a.p.source.localeCompare(b.p.source) || a.p.destination.localeCompare(b.p.destination) || a.p.service.localeCompare(b.p.service));
+  return [
+    ['SOURCE', 'DESTINATION', 'SERVICE', 'PROTOCOLS', 'SOURCE IDENTITY', 'DESTINATION IDENTITY', 'REQS'],
+    ...sorted.map(({ p, protocols, requests }) => [p.source, p.destination, p.service || '-', [...protocols].sort().join(','), id(p.source), id(p.destination), String(requests)]),
+  ];
 }

@@ -20,6 +20,8 @@ interface StatRow {
   source: string;
   destination: string;
   service: string;
+  protocol: string;
+  rpc: string;
   rps: number;
 }
 
@@ -85,13 +87,15 @@ describePrivileged(
         expect(stat.code, stat.stderr).toBe(0);
         const want = (JSON.parse(stat.stdout) as { pairs: StatRow[] }).pairs;
 
-        expect(wide.head).toEqual(['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99']);
-        const key = (r: { side: string; source: string; destination: string; service: string }) => `${r.side} ${r.source} ${r.destination} ${r.service}`;
-        const got = wide.rows.map((r) => ({ side: r.SIDE!, source: r.SOURCE!, destination: r.DESTINATION!, service: r.SERVICE!, rps: Number(r.RPS) }));
-        expect(got.map(key).sort()).toEqual(want.map((p) => key({ side: p.direction, source: p.source, destination: p.destination, service: p.service || '-' })).sort());
+        expect(wide.head).toEqual(['SIDE', 'SOURCE', 'DESTINATION', 'SERVICE', 'PROTOCOL', 'RPC', 'REQS', 'RPS', 'SUCCESS', 'P50', 'P95', 'P99']);
+        type Key = { side: string; source: string; destination: string; service: string; protocol: string; rpc: string };
+        const key = (r: Key) => `${r.side} ${r.source} ${r.destination} ${r.service} ${r.protocol} ${r.rpc}`;
+        const statKey = (p: StatRow) => key({ side: p.direction, source: p.source, destination: p.destination, service: p.service || '-', protocol: p.protocol, rpc: p.rpc || '-' });
+        const got = wide.rows.map((r) => ({ side: r.SIDE!, source: r.SOURCE!, destination: r.DESTINATION!, service: r.SERVICE!, protocol: r.PROTOCOL!, rpc: r.RPC!, rps: Number(r.RPS) }));
+        expect(got.map(key).sort()).toEqual(want.map(statKey).sort());
         expect(got.some((r) => r.source === 'default/productpage' && r.destination === 'default/reviews-v1')).toBe(true);
         for (const p of want) {
-          const r = got.find((x) => key(x) === key({ side: p.direction, source: p.source, destination: p.destination, service: p.service || '-' }))!;
+          const r = got.find((x) => key(x) === statKey(p))!;
           // Two windows a moment apart: the same rate within 20 % (or 2 requests/s).
           expect(Math.abs(r.rps - p.rps), `${key(r)}: top ${r.rps}, stat ${p.rps}`).toBeLessThanOrEqual(Math.max(2, 0.2 * p.rps));
         }
@@ -110,7 +114,7 @@ describePrivileged(
         // Wider again: every column back.
         expect((await t.cmd('resize-window', '-t', 'top', '-x', '150', '-y', '30')).code).toBe(0);
         const back = await until(t.capture, (l) => parseFrame(l).head[0] === 'SIDE');
-        expect(parseFrame(back).head).toHaveLength(10);
+        expect(parseFrame(back).head).toHaveLength(12);
 
         expect((await t.cmd('send-keys', '-t', 'top', 'q')).code).toBe(0);
         for (let i = 0; i < 100 && !existsSync(exitFile); i++) await sleep(100);
@@ -134,9 +138,9 @@ describePrivileged(
       expect(r.code, r.stderr).toBe(0);
       const edges = (JSON.parse(r.stdout) as { edges: Record<string, string>[] }).edges;
       const pp = edges.filter((x) => x.source === 'default/productpage');
-      expect(pp.map((x) => [x.destination, x.service])).toEqual([
-        ['default/reviews-v1', 'reviews'],
-        ['default/reviews-v2', 'reviews'],
+      expect(pp.map((x) => [x.destination, x.service, x.protocols])).toEqual([
+        ['default/reviews-v1', 'reviews', 'HTTP/1.1'],
+        ['default/reviews-v2', 'reviews', 'HTTP/1.1'],
       ]);
       expect(pp.reduce((a, x) => a + Number(x.reqs), 0)).toBe(60);
       for (const x of pp) {
@@ -144,7 +148,7 @@ describePrivileged(
         expect(x.destination_identity).toMatch(/^spiffe:\/\/[^/]+\/ns\/default\/sa\/reviews$/);
       }
       const text = await e.meshctl(['edges']);
-      expect(text.stdout).toMatch(/default\/productpage\s+default\/reviews-v1\s+reviews\s+spiffe:\/\//);
+      expect(text.stdout).toMatch(/default\/productpage\s+default\/reviews-v1\s+reviews\s+HTTP\/1.1\s+spiffe:\/\//);
     }, 60_000);
   },
   { tools: ['tmux'] },

@@ -70,7 +70,7 @@ describePrivileged(
         expect(Math.abs(share - w), `${dest}: share ${share} of ${n} requests, weight ${w}, sigma ${sigma}`).toBeLessThan(3 * sigma);
         // Keyboard and screen readers: each edge is focusable and says what it shows.
         expect(x.tabindex).toBe('0');
-        expect(x['aria-label']).toMatch(new RegExp(`^productpage to ${dest} via reviews: [0-9.]+ requests per second, success 100.0%, p99 [0-9.]+ ms, share`));
+        expect(x['aria-label']).toMatch(new RegExp(`^productpage to ${dest} via reviews, HTTP/1.1: [0-9.]+ requests per second, success 100.0%, p99 [0-9.]+ ms, share`));
       }
       const rps = edges.reduce((a, x) => a + Number(x['data-rps']), 0);
       expect(Math.abs(rps - RATE) / RATE, `the page's rate ${rps}/s, the client's ${RATE}/s`).toBeLessThan(0.2);

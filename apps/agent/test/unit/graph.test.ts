@@ -11,7 +11,7 @@ import { loadPage, UI_PAGE } from '../../src/ui.js';
 import type { Applied } from '../../src/views.js';
 
 const pair = (p: Partial<PairStat> & Pick<PairStat, 'source' | 'destination'>): PairStat => ({
-  direction: 'client', service: '', requests: 0, rps: 0, successRate: 1, p50Ms: 1, p95Ms: 2, p99Ms: 3, ...p,
+  direction: 'client', service: '', protocol: 'HTTP/1.1', rpc: '', requests: 0, rps: 0, successRate: 1, p50Ms: 1, p95Ms: 2, p99Ms: 3, ...p,
 });
 
 const workload = (name: string, addr: string) => ({ name, namespace: 'default', serviceAccount: name, labels: {}, cgroup: `default/${name}`, addresses: [addr] });
@@ -45,6 +45,22 @@ describe('graphView', () => {
     expect(g.nodes.map((n) => n.id).sort()).toEqual(['peer:10.9.9.9', 'service:default/reviews', 'workload:default/productpage', 'workload:default/reviews-v1', 'workload:default/reviews-v2']);
   });
 
+  it("a pair's rows of several protocols make one edge: requests summed, success weighted, the slowest p99, each row's sparkline added", () => {
+    const h = new EdgeHistory(10_000, 3);
+    const k1 = 'client|default/productpage|default/reviews-v1|reviews|HTTP/1.1|';
+    const k2 = 'client|default/productpage|default/reviews-v1|reviews|gRPC|reviews.Reviews/Get';
+    h.record(0, new Map());
+    h.record(10_000, new Map([[k1, 100], [k2, 50]]));
+    const rows = [
+      pair({ source: 'default/productpage', destination: 'default/reviews-v1', service: 'reviews', requests: 30, rps: 3, successRate: 1, p99Ms: 5 }),
+      pair({ source: 'default/productpage', destination: 'default/reviews-v1', service: 'reviews', protocol: 'gRPC', rpc: 'reviews.Reviews/Get', requests: 10, rps: 1, successRate: 0.5, p99Ms: 9 }),
+    ];
+    const g = graphView({ windowSeconds: 10, pairs: rows }, applied, h);
+    expect(g.edges).toHaveLength(1);
+    expect(g.edges[0]).toMatchObject({ protocols: ['HTTP/1.1', 'gRPC'], requests: 40, rps: 4, successRate: 35 / 40, p99Ms: 9, spark: [15] });
+    expect(edgesTable({ windowSeconds: 10, pairs: rows }, undefined).slice(1)).toEqual([['default/productpage', 'default/reviews-v1', 'reviews', 'HTTP/1.1,gRPC', '-', '-', '40']]);
+  });
+
   it('sparklines: requests per second between snapshots a step apart; a pair first seen counts from zero', () => {
     const h = new EdgeHistory(10_000, 3);
     const key = 'client|default/productpage|default/reviews-v1|reviews';
@@ -75,8 +91,8 @@ describe('meshctl top frame', () => {
   const stat = { windowSeconds: 10, pairs: demo };
   it('busiest first with every column when wide; fewer columns and shortened names when narrow; never wider than the terminal', () => {
     const wide = topFrame(stat, undefined, 140, 30, 2);
-    expect(wide[2]).toMatch(/^SIDE\s+SOURCE\s+DESTINATION\s+SERVICE\s+REQS\s+RPS\s+SUCCESS\s+P50\s+P95\s+P99$/);
-    expect(wide.slice(3).map((l) => l.split(/\s+/)[5])).toEqual(['36.0', '36.0', '4.0', '0.5']);
+    expect(wide[2]).toMatch(/^SIDE\s+SOURCE\s+DESTINATION\s+SERVICE\s+PROTOCOL\s+RPC\s+REQS\s+RPS\s+SUCCESS\s+P50\s+P95\s+P99$/);
+    expect(wide.slice(3).map((l) => l.split(/\s+/)[7])).toEqual(['36.0', '36.0', '4.0', '0.5']);
     const narrow = topFrame(stat, undefined, 50, 30, 2);
     expect(narrow[2]).toMatch(/^SOURCE\s+DESTINATION\s+RPS\s+SUCCESS\s+P99$/);
     expect(narrow.some((l) => l.includes('…'))).toBe(true);
@@ -95,11 +111,11 @@ describe('meshctl edges', () => {
       { workload: 'default/productpage', id: 'spiffe://t/ns/default/sa/productpage', state: 'valid' },
     ] } as never;
     const rows = edgesTable({ windowSeconds: 60, pairs: demo }, certs);
-    expect(rows.slice(1).map((r) => [r[0], r[1], r[3], r[4]])).toEqual([
+    expect(rows.slice(1).map((r) => [r[0], r[1], r[4], r[5]])).toEqual([
       ['10.9.9.9', 'default/reviews-v1', '-', '-'],
       ['default/productpage', 'default/reviews-v1', 'spiffe://t/ns/default/sa/productpage', '-'],
       ['default/productpage', 'default/reviews-v2', 'spiffe://t/ns/default/sa/productpage', '-'],
     ]);
-    expect(edgesTable({ windowSeconds: 60, pairs: demo }, { error: 'workload identities are off' }).slice(1).every((r) => r[3] === '-' && r[4] === '-')).toBe(true);
+    expect(edgesTable({ windowSeconds: 60, pairs: demo }, { error: 'workload identities are off' }).slice(1).every((r) => r[4] === '-' && r[5] === '-')).toBe(true);
   });
 });
