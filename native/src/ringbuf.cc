@@ -1,6 +1,11 @@
 #include "ringbuf.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <cstring>
 
 #include "errors.h"
 #include "map.h"
@@ -9,6 +14,9 @@ namespace mesh {
 
 namespace {
 constexpr int kBatchFull = -ECANCELED;
+// Records the thread moves into the queue at a time while a long consume runs, so JS can start on them.
+constexpr size_t kFlushEvery = 256;
+constexpr uint32_t kRingReady = 0, kStop = 1;
 }
 
 Napi::Function RingBufferHandle::Init(Napi::Env env) {
@@ -22,7 +30,7 @@ Napi::Function RingBufferHandle::Init(Napi::Env env) {
                      });
 }
 
-// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch)
+// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes): queueBytes > 0 drains from a thread.
 RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufferHandle>(info) {
   Napi::Env env = info.Env();
   MapHandle* m = UnwrapTagged<MapHandle>(info[0], kMapTag, "map");
@@ -33,6 +41,14 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
   rb_ = ring_buffer__new(m->Fd(env), OnSample, this, nullptr);
   if (!rb_) ThrowBpf(env, "ringbuf_open", name_, errno);
   callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+  double queue_bytes = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 0;
+  if (queue_bytes > 0) {
+    queue_bytes_ = (size_t)queue_bytes;
+    StartThread(env);
+    self_ = Napi::Persistent(Value());
+    Track(env);
+    return;
+  }
   poll_ = new uv_poll_t;
   poll_->data = this;
   uv_loop_t* loop = nullptr;
@@ -52,6 +68,149 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
 
 RingBufferHandle::~RingBufferHandle() { Close(); }
 
+void RingBufferHandle::StartThread(Napi::Env env) {
+  uv_loop_t* loop = nullptr;
+  napi_get_uv_event_loop(env, &loop);
+  const char* op = "ringbuf_thread";
+  int err = 0;
+  async_ = new uv_async_t;
+  async_->data = this;
+  if ((err = uv_async_init(loop, async_, OnAsync))) {
+    delete async_;
+    async_ = nullptr;
+    Release();
+    ThrowBpf(env, op, name_, -err);
+  }
+  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+  stop_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  struct epoll_event ring_ev = {}, stop_ev = {};
+  ring_ev.events = stop_ev.events = EPOLLIN;
+  ring_ev.data.u32 = kRingReady;
+  stop_ev.data.u32 = kStop;
+  if (!epoll_.valid() || !stop_.valid() ||
+      epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, ring_buffer__epoll_fd(rb_), &ring_ev) ||
+      epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_.get(), &stop_ev)) {
+    err = errno;
+    Release();
+    ThrowBpf(env, op, name_, err);
+  }
+  try {
+    thread_ = std::thread(&RingBufferHandle::ThreadMain, this);
+  } catch (const std::system_error& e) {
+    Release();
+    ThrowBpf(env, op, name_, e.code().value());
+  }
+  pthread_setname_np(thread_.native_handle(), "ringbuf");
+}
+
+// The thread: wait for records or the stop signal; move records into the queue and wake the event loop.
+void RingBufferHandle::ThreadMain() {
+  struct epoll_event ev[2];
+  for (;;) {
+    int n = epoll_wait(epoll_.get(), ev, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    bool ready = false;
+    for (int i = 0; i < n; i++) {
+      if (ev[i].data.u32 == kStop) return;
+      ready = true;
+    }
+    if (!ready) continue;
+    std::lock_guard<std::mutex> g(ring_mu_);
+    // An error here (the ring's positions corrupt) repeats on every call: consume() reports it to JS.
+    if (ConsumeToQueue() < 0) return;
+  }
+}
+
+int RingBufferHandle::ConsumeToQueue() {
+  int n = ring_buffer__consume(rb_);
+  FlushPending();
+  return n;
+}
+
+// Moves pending_ into the queue (ring_mu_ held); what does not fit is dropped and counted.
+void RingBufferHandle::FlushPending() {
+  if (pending_.empty()) return;
+  size_t dropped = 0;
+  {
+    std::lock_guard<std::mutex> g(queue_mu_);
+    for (std::string& r : pending_) {
+      if (queued_ + r.size() > queue_bytes_) {
+        dropped++;
+        continue;
+      }
+      queued_ += r.size();
+      queue_.push_back(std::move(r));
+    }
+  }
+  if (dropped) dropped_ += dropped;
+  pending_.clear();
+  uv_async_send(async_);
+}
+
+void RingBufferHandle::OnAsync(uv_async_t* handle) {
+  auto* self = static_cast<RingBufferHandle*>(handle->data);
+  if (!self || !self->async_) return;
+  Napi::Env env = self->Env();
+  Napi::HandleScope scope(env);
+  size_t queued;
+  {
+    std::lock_guard<std::mutex> g(self->queue_mu_);
+    queued = self->queue_.size();
+  }
+  try {
+    // What is queued now, no more: records arriving meanwhile wait for the next turn, so other I/O runs.
+    self->DrainQueue(env, true, queued);
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
+  if (!self->async_) return;
+  std::lock_guard<std::mutex> g(self->queue_mu_);
+  if (!self->queue_.empty()) uv_async_send(self->async_);
+}
+
+size_t RingBufferHandle::DrainQueue(Napi::Env env, bool from_loop, size_t limit) {
+  size_t total = 0;
+  std::vector<std::string> batch;
+  while (async_ && total < limit) {
+    batch.clear();
+    {
+      std::lock_guard<std::mutex> g(queue_mu_);
+      while (!queue_.empty() && batch.size() < max_batch_ && total + batch.size() < limit) {
+        queued_ -= queue_.front().size();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    if (batch.empty()) break;
+    total += batch.size();
+    Deliver(env, from_loop, batch);
+  }
+  return total;
+}
+
+void RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std::string>& batch) {
+  Napi::HandleScope scope(env);
+  Napi::Array arr = Napi::Array::New(env, batch.size());
+  for (size_t i = 0; i < batch.size(); i++)
+    arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, (const uint8_t*)batch[i].data(), batch[i].size()));
+  delivered_ += batch.size();
+  batches_++;
+  batch.clear();
+  if (from_loop) {
+    // MakeCallback runs microtasks and reports a throwing callback as an uncaught exception.
+    callback_.MakeCallback(Value(), {arr});
+  } else {
+    callback_.Call(Value(), {arr});
+  }
+}
+
+uv_handle_t* RingBufferHandle::LoopHandle() const {
+  return poll_ ? reinterpret_cast<uv_handle_t*>(poll_) : reinterpret_cast<uv_handle_t*>(async_);
+}
+
 // libbpf's ring_buffer owns its epoll fd and mappings; the map's fd stays the MapHandle's.
 void RingBufferHandle::Release() {
   if (poll_) {
@@ -59,6 +218,25 @@ void RingBufferHandle::Release() {
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
     poll_ = nullptr;
   }
+  // The thread is joined before anything it uses goes.
+  if (thread_.joinable()) {
+    uint64_t one = 1;
+    // An eventfd write fails only when its counter would overflow, which one write cannot do.
+    (void)!write(stop_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  epoll_.reset();
+  stop_.reset();
+  if (async_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(async_), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+    async_ = nullptr;
+  }
+  {
+    std::lock_guard<std::mutex> g(queue_mu_);
+    queue_.clear();
+    queued_ = 0;
+  }
+  pending_.clear();
   ring_buffer__free(rb_);
   rb_ = nullptr;
   callback_.Reset();
@@ -67,6 +245,11 @@ void RingBufferHandle::Release() {
 
 int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {
   auto* self = static_cast<RingBufferHandle*>(ctx);
+  if (self->queue_bytes_) {
+    self->pending_.emplace_back(static_cast<const char*>(data), size);
+    if (self->pending_.size() >= kFlushEvery) self->FlushPending();
+    return 0;
+  }
   self->batch_.emplace_back(static_cast<const char*>(data), size);
   // A negative return stops ring_buffer__consume after this record (already consumed), so one JS call never
   // carries more than max_batch_ records.
@@ -83,21 +266,9 @@ size_t RingBufferHandle::Drain(Napi::Env env, bool from_loop) {
       break;
     }
     if (batch_.empty()) break;
-    Napi::HandleScope scope(env);
-    Napi::Array arr = Napi::Array::New(env, batch_.size());
-    for (size_t i = 0; i < batch_.size(); i++)
-      arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, (const uint8_t*)batch_[i].data(), batch_[i].size()));
     total += batch_.size();
-    delivered_ += batch_.size();
-    batches_++;
     bool full = batch_.size() >= max_batch_;
-    batch_.clear();
-    if (from_loop) {
-      // MakeCallback runs microtasks and reports a throwing callback as an uncaught exception.
-      callback_.MakeCallback(Value(), {arr});
-    } else {
-      callback_.Call(Value(), {arr});
-    }
+    Deliver(env, from_loop, batch_);
     if (!full) break;
   }
   return total;
@@ -120,16 +291,25 @@ void RingBufferHandle::OnPoll(uv_poll_t* handle, int status, int events) {
 Napi::Value RingBufferHandle::Consume(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!rb_) throw Napi::TypeError::New(env, "ring buffer " + name_ + " is closed");
-  return Napi::Number::New(env, (double)Drain(env, false));
+  if (!queue_bytes_) return Napi::Number::New(env, (double)Drain(env, false));
+  size_t queued;
+  {
+    std::lock_guard<std::mutex> g(ring_mu_);
+    int n = ConsumeToQueue();
+    if (n < 0) ThrowBpf(env, "ringbuf_consume", name_, -n);
+    std::lock_guard<std::mutex> q(queue_mu_);
+    queued = queue_.size();
+  }
+  return Napi::Number::New(env, (double)DrainQueue(env, false, queued));
 }
 
 Napi::Value RingBufferHandle::Ref(const Napi::CallbackInfo& info) {
-  if (poll_) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+  if (LoopHandle()) uv_ref(LoopHandle());
   return info.Env().Undefined();
 }
 
 Napi::Value RingBufferHandle::Unref(const Napi::CallbackInfo& info) {
-  if (poll_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+  if (LoopHandle()) uv_unref(LoopHandle());
   return info.Env().Undefined();
 }
 
@@ -138,6 +318,11 @@ Napi::Value RingBufferHandle::Stats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("records", Napi::Number::New(env, (double)delivered_));
   o.Set("batches", Napi::Number::New(env, (double)batches_));
+  if (queue_bytes_) {
+    o.Set("dropped", Napi::Number::New(env, (double)dropped_.load()));
+    std::lock_guard<std::mutex> g(queue_mu_);
+    o.Set("queuedBytes", Napi::Number::New(env, (double)queued_));
+  }
   return o;
 }
 

@@ -12,7 +12,7 @@ export type { TestRunOptions, TestRunResult, ProgramInfo } from './program.js';
 export { Link, attachCgroup, attachTc, attachSockMap } from './link.js';
 export type { LinkInfo, AttachableProgram, TcAttachOptions, CgroupAttachOptions, TcDirection } from './link.js';
 export { RingBuffer } from './ringbuf.js';
-export type { RingBufferOptions } from './ringbuf.js';
+export type { RingBufferOptions, RingBufferStats } from './ringbuf.js';
 export { features, missingFeatures, requireFeatures, supportsHelper } from './probe.js';
 export type { Features, MissingFeature } from './probe.js';
 export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, socketCookie, socketFd, ifIndex, liveHandles, tryLockExclusive } from './sys.js';

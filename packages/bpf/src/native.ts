@@ -140,7 +140,7 @@ export interface NativeRingBuffer {
   consume(): number;
   ref(): void;
   unref(): void;
-  stats(): { records: number; batches: number };
+  stats(): { records: number; batches: number; dropped?: number; queuedBytes?: number };
   close(): void;
 }
 
@@ -161,7 +161,7 @@ export interface Native {
   };
   ProgramHandle: { openPinned(path: string): NativeProgram; openById(id: number): NativeProgram };
   LinkHandle: { openPinned(path: string): NativeLink };
-  RingBufferHandle: new (map: NativeMap, cb: (batch: Buffer[]) => void, maxBatch: number) => NativeRingBuffer;
+  RingBufferHandle: new (map: NativeMap, cb: (batch: Buffer[]) => void, maxBatch: number, queueBytes: number) => NativeRingBuffer;
   embeddedObjects(): Record<string, Buffer>;
   setErrorClasses(bpfError: Function, notSupported: Function): void;
   liveHandles(): number;

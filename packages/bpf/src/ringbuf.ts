@@ -1,5 +1,7 @@
 /** Ring buffer consumption wired into the event loop: records arrive in batches through a callback, read when
- *  libbpf's epoll fd is readable. Nothing blocks JS and nothing spins. */
+ *  libbpf's epoll fd is readable. Nothing blocks JS and nothing spins. With `thread`, a native thread empties the
+ *  kernel's ring as records arrive, into a bounded queue the event loop takes batches from: a busy or starved
+ *  event loop then costs user-space memory (up to queueBytes), not lost records. */
 import type { Codec } from './codec.js';
 import type { MapBase } from './map.js';
 import { native, type NativeRingBuffer } from './native.js';
@@ -10,7 +12,27 @@ export interface RingBufferOptions {
   maxBatch?: number;
   /** Keep the event loop alive while open (like a server); default true. */
   ref?: boolean;
+  /** Drain the kernel's ring from a native thread into a queue of up to queueBytes bytes of records (default
+   *  64 MiB). A record the full queue has no room for is dropped and counted (stats().dropped), as the kernel
+   *  drops a record its ring has no room for. */
+  thread?: { queueBytes?: number };
 }
+
+export interface RingBufferStats {
+  /** Records delivered to the callback. */
+  records: number;
+  /** Callback calls. */
+  batches: number;
+  /** With a thread: records the full queue had no room for. */
+  dropped?: number;
+  /** With a thread: bytes of the records waiting in the queue. */
+  queuedBytes?: number;
+}
+
+/** The thread's queue when `thread` does not size it: 16x the largest ring a family allocates today. */
+export const DEFAULT_QUEUE_BYTES = 64 << 20;
+const MIN_QUEUE_BYTES = 4096;
+const MAX_QUEUE_BYTES = 2 ** 36;
 
 export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
   readonly name: string;
@@ -58,8 +80,15 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     if (typeof onRecords !== 'function') throw new TypeError('onRecords must be a function');
     const maxBatch = opts.maxBatch ?? 4096;
     if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1 << 20) throw new RangeError(`maxBatch must be in [1, 2^20], got ${maxBatch}`);
+    let queueBytes = 0;
+    if (opts.thread !== undefined) {
+      if (typeof opts.thread !== 'object' || opts.thread === null) throw new TypeError(`ring buffer ${map.name}: thread must be an object, got ${String(opts.thread)}`);
+      queueBytes = opts.thread.queueBytes ?? DEFAULT_QUEUE_BYTES;
+      if (!Number.isInteger(queueBytes) || queueBytes < MIN_QUEUE_BYTES || queueBytes > MAX_QUEUE_BYTES)
+        throw new RangeError(`ring buffer ${map.name}: thread.queueBytes must be an integer in [${MIN_QUEUE_BYTES}, 2^36], got ${queueBytes}`);
+    }
     const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes);
   }
 
   /** Delivers what is in the ring now, synchronously; returns the number of records. */
@@ -68,7 +97,7 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     return this.handle.consume();
   }
 
-  stats(): { records: number; batches: number } {
+  stats(): RingBufferStats {
     return this.handle.stats();
   }
 
