@@ -296,6 +296,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     const counters = {} as Record<CounterName, number>;
     const all = this.countersMap.getBatch({ batchSize: counterNames.length, max: counterNames.length });
     counterNames.forEach((n, i) => (counters[n] = Number((all[i]?.[1] ?? []).reduce((a, b) => a + b, 0n))));
+    // Records the user-space queue had no room for are lost the same way as the kernel's.
+    counters.h2_drops += this.h2?.ring.stats().dropped ?? 0;
     return counters;
   }
 
@@ -320,13 +322,19 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   }
 
   /**
-   * Starts consuming the kernel's HTTP/2 header frames (h2_events) on the event loop: HPACK is decoded per
-   * connection direction and streams are aggregated in user space (see readH2). Calling it again changes nothing.
+   * Starts consuming the kernel's HTTP/2 header frames (h2_events): a native thread empties the ring as records
+   * arrive (a busy or starved event loop would let it overflow), into a queue of up to `queueBytes` (default
+   * 64 MiB) that the event loop decodes from: HPACK per connection direction, streams aggregated in user space
+   * (see readH2). A record the full queue has no room for is lost like one the ring had no room for (a sequence
+   * gap; counted in h2_drops). Calling it again changes nothing.
    */
-  consumeH2(opts: H2StreamsOptions & { ref?: boolean } = {}): void {
+  consumeH2(opts: H2StreamsOptions & { ref?: boolean; queueBytes?: number } = {}): void {
     if (this.h2) return;
     const streams = new H2Streams(opts);
-    const ring = this.obj.ringBuffer(names.maps.h2_events, (records: Buffer[]) => streams.records(records), { ref: opts.ref ?? false });
+    const ring = this.obj.ringBuffer(names.maps.h2_events, (records: Buffer[]) => streams.records(records), {
+      ref: opts.ref ?? false,
+      thread: { queueBytes: opts.queueBytes },
+    });
     this.h2 = { streams, ring };
   }
 
