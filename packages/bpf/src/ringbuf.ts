@@ -15,7 +15,13 @@ export interface RingBufferOptions {
   /** Drain the kernel's ring from a native thread into a queue of up to queueBytes bytes of records (default
    *  64 MiB). A record the full queue has no room for is dropped and counted (stats().dropped), as the kernel
    *  drops a record its ring has no room for. */
-  thread?: { queueBytes?: number };
+  thread?: {
+    queueBytes?: number;
+    /** The thread's nice value, -20 to 19 (default: the process's). A negative one (needs CAP_SYS_NICE, else
+     *  ignored) lets the thread run soon after records arrive on a loaded machine: the kernel's ring only has
+     *  to hold what arrives meanwhile. */
+    nice?: number;
+  };
 }
 
 export interface RingBufferStats {
@@ -81,14 +87,17 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     const maxBatch = opts.maxBatch ?? 4096;
     if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1 << 20) throw new RangeError(`maxBatch must be in [1, 2^20], got ${maxBatch}`);
     let queueBytes = 0;
+    let nice = 0;
     if (opts.thread !== undefined) {
       if (typeof opts.thread !== 'object' || opts.thread === null) throw new TypeError(`ring buffer ${map.name}: thread must be an object, got ${String(opts.thread)}`);
       queueBytes = opts.thread.queueBytes ?? DEFAULT_QUEUE_BYTES;
       if (!Number.isInteger(queueBytes) || queueBytes < MIN_QUEUE_BYTES || queueBytes > MAX_QUEUE_BYTES)
         throw new RangeError(`ring buffer ${map.name}: thread.queueBytes must be an integer in [${MIN_QUEUE_BYTES}, 2^36], got ${queueBytes}`);
+      nice = opts.thread.nice ?? 0;
+      if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new RangeError(`ring buffer ${map.name}: thread.nice must be an integer in [-20, 19], got ${nice}`);
     }
     const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice);
   }
 
   /** Delivers what is in the ring now, synchronously; returns the number of records. */

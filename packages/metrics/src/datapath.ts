@@ -333,7 +333,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     const streams = new H2Streams(opts);
     const ring = this.obj.ringBuffer(names.maps.h2_events, (records: Buffer[]) => streams.records(records), {
       ref: opts.ref ?? false,
-      thread: { queueBytes: opts.queueBytes },
+      // Ahead of the workloads (nice -10): a starved drain thread is what lets the ring overflow.
+      thread: { queueBytes: opts.queueBytes, nice: -10 },
     });
     this.h2 = { streams, ring };
   }

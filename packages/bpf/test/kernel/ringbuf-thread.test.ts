@@ -1,7 +1,7 @@
 // A ring buffer drained by a native thread keeps every record while JS is blocked (a loaded machine starves the
 // event loop), counts what its bounded queue cannot hold, and closes without leaving a thread or an fd behind.
 import { describePrivileged, fdCount, packet } from '@mesh/testkit';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 
 import { codec as c, liveHandles, type BpfObject } from '../../src/index.js';
@@ -103,9 +103,25 @@ describePrivileged('ring buffer drained by a native thread', () => {
     expect(liveHandles()).toBe(live);
   });
 
+  it('thread.nice is the drain thread\'s nice value (the thread is named ringbuf)', async () => {
+    obj = loadDropping();
+    const rb = obj.ringBuffer(names.maps.drop_events, () => {}, { thread: { nice: -7 } });
+    // The thread sets its nice value as it starts.
+    const niceOf = () =>
+      readdirSync('/proc/self/task')
+        .map((tid) => readFileSync(`/proc/self/task/${tid}/stat`, 'utf8'))
+        .filter((st) => st.includes('(ringbuf)'))
+        .map((st) => Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]));
+    await until(() => niceOf()[0] === -7, 5000);
+    expect(niceOf()).toEqual([-7]);
+    rb.close();
+    expect(niceOf()).toEqual([]);
+  });
+
   it('refuses a queue size out of range, naming it', () => {
     obj = loadDropping();
     expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { queueBytes: 100 } })).toThrow(RangeError);
     expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { queueBytes: 1.5 * 4096 + 0.5 } })).toThrow(/queueBytes/);
+    expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { nice: -21 } })).toThrow(/thread.nice must be an integer in \[-20, 19\]/);
   });
 });
