@@ -11,7 +11,7 @@ import { runStepsAsync } from '@mesh/split';
 import { Registry } from 'prom-client';
 
 import { AgentMetrics } from './agent-metrics.js';
-import { ConfigError, type ResolvedConfig, resolveMemo, resolveSteps } from './config/objects.js';
+import { ConfigError, type ResolvedConfig, type ResolveMemo, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { FAMILIES, type Family, metricsFamily, sizesFor } from './families.js';
@@ -19,6 +19,7 @@ import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
 import type { IdentityOptions, WorkloadIdentities } from './identities.js';
 import { acquireLock, type Lock } from './lock.js';
+import { MtlsNode, type MtlsNodeOptions, type SvidFileSource } from './mtls.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startSocketServer, startTcpServer } from './server.js';
@@ -49,6 +50,8 @@ export interface AgentOptions {
   identity?: Omit<IdentityOptions, 'log' | 'svidDir'> & { svidDir?: string | undefined };
   /** Datapath families run after the built-in ones (FAMILIES): how a test adds one without editing the agent. */
   families?: readonly Family[];
+  /** Transparent mTLS for enrolled workloads (the mtls family and the supervised data plane); off when absent. */
+  mtls?: MtlsNodeOptions;
 }
 
 /** start() gave up because stop() was called (SIGTERM or SIGINT during start-up). */
@@ -77,8 +80,10 @@ export class Agent {
   private lock: Lock | undefined;
   private identities: WorkloadIdentities | undefined;
   private statsHandle: { close(): void } | undefined;
+  private mtls: MtlsNode | undefined;
+  private mtlsProbe: NodeJS.Timeout | undefined;
   /** What the last config resolved to, so the next one resolves only what changed. */
-  private readonly memo = resolveMemo();
+  private readonly memo: ResolveMemo;
   /** Config updates are applied one at a time, in steps that leave the event loop free (/healthz answers during
    *  a 50,000-service apply); an update that arrives meanwhile waits, and only the newest waiting one is applied. */
   private waiting: ConfigUpdate | undefined;
@@ -88,6 +93,7 @@ export class Agent {
 
   constructor(private readonly opts: AgentOptions) {
     this.log = opts.log;
+    this.memo = resolveMemo({ trustDomain: opts.identity?.trustDomain });
     this.stats = new PairStats(() => {
       const m = this.dp().get(metricsFamily);
       const h2 = m.readH2();
@@ -169,13 +175,28 @@ export class Agent {
     checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
-    const families = [...FAMILIES, ...(opts.families ?? [])];
+    if (opts.mtls) this.mtls = new MtlsNode(opts.mtls, { pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log });
+    // mtls after split: its connect program must see the endpoint the split chose.
+    const families = [...FAMILIES, ...(this.mtls ? [this.mtls.family] : []), ...(opts.families ?? [])];
     const sizes = sizesFor(opts, firstConfig);
     this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, ...sizes, families });
     log.info('datapath loaded; writing the first config', { ...sizes });
 
     // Each family brings its metrics (metrics' start consuming HTTP/2 header frames from the kernel).
     this.datapath.registerMetrics(this.registry);
+
+    if (this.mtls) {
+      // After the datapath: the data plane's config names the pinned map of original destinations.
+      await this.mtls.start(svidFiles(this.identities));
+      const probe = () => {
+        if (this.stopping || !this.mtls) return;
+        void this.mtls.supervisor.probe().finally(() => {
+          this.mtlsProbe = setTimeout(probe, 1000);
+          this.mtlsProbe.unref();
+        });
+      };
+      probe();
+    }
 
     // Tracked like any apply: stop() waits for it rather than closing the maps under it.
     this.applying = this.apply(firstConfig, first.revision, firstTimes);
@@ -223,6 +244,8 @@ export class Agent {
   private notReady(): string | undefined {
     if (!this.datapath?.isAttached) return 'programs are not attached yet';
     if (!this.applied) return 'no config applied yet';
+    const dp = this.mtls?.supervisor.health();
+    if (dp && dp.state !== 'serving') return `the mTLS data plane is ${dp.state}${dp.lastError ? `: ${dp.lastError}` : ''}`;
     return this.opts.source.notReady?.();
   }
 
@@ -317,6 +340,7 @@ export class Agent {
       applied: this.applied,
       lastError: this.lastError,
       datapath: this.datapath,
+      dataplane: this.mtls?.supervisor.health(),
     });
   }
 
@@ -338,6 +362,8 @@ export class Agent {
     this.stats.stop();
     // An apply in progress finishes (its map writes are ordered for connections in flight); later ones are dropped.
     await this.applying;
+    clearTimeout(this.mtlsProbe);
+    this.mtls?.close();
     await this.identities?.close();
     clearTimeout(this.tcpRetry);
     await Promise.all([closeServer(this.server), closeServer(this.tcp)]);
@@ -349,6 +375,12 @@ export class Agent {
     this.lock = undefined;
     if (had) this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
   }
+}
+
+/** The identities' SVID files, when they write them (the data plane reads its workloads' certificates there). */
+function svidFiles(ids: WorkloadIdentities | undefined): SvidFileSource | undefined {
+  const f = ids as Partial<SvidFileSource> | undefined;
+  return typeof f?.files === 'function' && typeof f.onChange === 'function' ? (f as SvidFileSource) : undefined;
 }
 
 /** How long requests in flight get to finish when the agent stops; then their connections are cut. */

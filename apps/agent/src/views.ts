@@ -3,6 +3,7 @@
  * the agent, typed here for meshctl. Type imports only: meshctl imports this file's types without loading what
  * the agent runs (the native addon among it).
  */
+import type { DataplaneHealth } from './dataplane.js';
 import type { MapFill } from '@mesh/bpf';
 import type { CompiledService, RouteStatus } from '@mesh/split';
 
@@ -53,6 +54,8 @@ export interface StatusInput {
   applied: Applied | undefined;
   lastError: LastError | undefined;
   datapath: DatapathStatus | undefined;
+  /** The mTLS data plane, when mTLS is on. */
+  dataplane?: DataplaneHealth;
 }
 
 export interface StatusView {
@@ -70,6 +73,8 @@ export interface StatusView {
   programs: LinkStatus[];
   maps: Record<string, MapFill>;
   counters: Record<string, Record<string, number | bigint>>;
+  /** The mTLS data plane (absent: mTLS off). */
+  dataplane?: DataplaneHealth;
 }
 
 export function statusView(s: StatusInput): StatusView {
@@ -89,6 +94,7 @@ export function statusView(s: StatusInput): StatusView {
     programs: dp?.links() ?? [],
     maps: dp?.fill() ?? {},
     counters: dp ? dp.counters() : {},
+    ...(s.dataplane ? { dataplane: s.dataplane } : {}),
   };
 }
 

@@ -122,7 +122,8 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   }
   if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
   onlyKeys(root,
-           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "originalDst"},
+           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "originalDst",
+            "inboundSource"},
            "config");
 
   auto cfg = std::make_shared<Config>();
@@ -163,6 +164,18 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
     } catch (const std::runtime_error& e) {
       if (dynamic_cast<const ConfigError*>(&e)) throw;
       fail("config.originalDst.map", e.what());
+    }
+  }
+
+  if (auto* src = optional(root, "inboundSource", Json::Type::Object, "config")) {
+    onlyKeys(*src, {"ipv4", "ipv6"}, "config.inboundSource");
+    if (auto* v = optional(*src, "ipv4", Json::Type::String, "config.inboundSource")) {
+      cfg->inboundSource4 = Addr::fromIpPort(ipField(*v, "config.inboundSource.ipv4"), 0);
+      if (cfg->inboundSource4->family() != AF_INET) fail("config.inboundSource.ipv4", "expected an IPv4 address, got \"" + v->str + "\"");
+    }
+    if (auto* v = optional(*src, "ipv6", Json::Type::String, "config.inboundSource")) {
+      cfg->inboundSource6 = Addr::fromIpPort(ipField(*v, "config.inboundSource.ipv6"), 0);
+      if (cfg->inboundSource6->family() != AF_INET6) fail("config.inboundSource.ipv6", "expected an IPv6 address, got \"" + v->str + "\"");
     }
   }
 

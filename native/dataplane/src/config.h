@@ -43,6 +43,10 @@ struct Config {
   std::map<std::string, Destination> destinations;                // key: "ip:port"
   SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context
   std::shared_ptr<const OrigDstMap> originalDst;  // "originalDst": {"map": PATH}; absent: the PROXY v1 preamble
+  // "inboundSource": {"ipv4", "ipv6"}: the source address of connections to workloads, per family (the only
+  // source a STRICT port accepts, docs/capture.md); absent: the kernel's choice.
+  std::optional<Addr> inboundSource4;
+  std::optional<Addr> inboundSource6;
 
   const Workload* workloadByIp(const std::string& ip) const;
   const Destination* destination(const Addr& dst) const;

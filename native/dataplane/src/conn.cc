@@ -261,7 +261,18 @@ bool Conn::readHeader() {
     fail(ConnError::NotAllowed);
     return false;
   }
+  stats.authorized(check_.peerId, check_.local->spiffeId);
   plain_ = socket(dst_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  // From the inbound source address: what lets the connection past a STRICT port (docs/capture.md).
+  const std::optional<Addr>& src = dst_.family() == AF_INET ? config_->inboundSource4 : config_->inboundSource6;
+  if (plain_ >= 0 && src) {
+    int one = 1;
+    setsockopt(plain_, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(plain_, src->sa(), src->len) != 0) {
+      fail(ConnError::BackendConnectFailed);
+      return false;
+    }
+  }
   if (plain_ < 0 || (connect(plain_, dst_.sa(), dst_.len) != 0 && errno != EINPROGRESS)) {
     fail(ConnError::BackendConnectFailed);
     return false;

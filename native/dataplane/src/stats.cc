@@ -52,6 +52,11 @@ void Stats::authzDenied(const std::string& policy, AuthzReason reason) {
   authz_[std::make_pair(policy, int(reason))]++;
 }
 
+void Stats::authorized(const std::string& source, const std::string& destination) {
+  std::lock_guard<std::mutex> lock(authzMu_);
+  authorized_[std::make_pair(source, destination)]++;
+}
+
 std::string Stats::prometheus() const {
   std::string out;
   auto line = [&out](const std::string& name, const std::string& labels, uint64_t v) {
@@ -94,6 +99,14 @@ std::string Stats::prometheus() const {
     for (auto& [key, v] : authz_)
       line("mesh_dataplane_authz_denied_total",
            "policy=\"" + key.first + "\",reason=\"" + authzReasonName(AuthzReason(key.second)) + "\"", v);
+  }
+  help("mesh_dataplane_inbound_authorized_total", "counter",
+       "Inbound connections that passed mutual TLS and policy, by the client's verified SPIFFE ID and the workload's.");
+  {
+    std::lock_guard<std::mutex> lock(authzMu_);
+    for (auto& [key, v] : authorized_)
+      line("mesh_dataplane_inbound_authorized_total",
+           "source_principal=\"" + key.first + "\",destination_principal=\"" + key.second + "\"", v);
   }
   help("mesh_dataplane_config_reloads_total", "counter", "SIGHUP reloads, by result (a failed reload keeps the previous config whole).");
   line("mesh_dataplane_config_reloads_total", "result=\"ok\"", reloadsOk.load());

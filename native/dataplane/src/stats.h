@@ -67,11 +67,16 @@ struct Stats {
   void authzSeries(const std::string& policy, AuthzReason reason);  // present from now on, at 0 if new
   void authzDenied(const std::string& policy, AuthzReason reason);
 
+  // Inbound connections that passed mTLS and policy, by the client's verified SPIFFE ID and the workload's (what
+  // the server side reports of its peers). Bounded by the identities the mesh issues.
+  void authorized(const std::string& source, const std::string& destination);
+
   std::string prometheus() const;
 
  private:
   mutable std::mutex authzMu_;
   std::map<std::pair<std::string, int>, uint64_t> authz_;
+  std::map<std::pair<std::string, std::string>, uint64_t> authorized_;
 };
 
 extern Stats stats;

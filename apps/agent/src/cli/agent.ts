@@ -1,5 +1,7 @@
 /** mesh-agent: the node agent. Reads the config (file or directory of YAML), attaches the datapath to the
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
+import { isIP } from 'node:net';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { trustDomainProblem } from '@mesh/mtls/spiffe-id';
@@ -12,9 +14,26 @@ import { kubepodsRoot, nodeName } from '../config/kubernetes/setup.js';
 import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS, type Logger } from '../log.js';
-import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort } from '../paths.js';
+import { DEFAULT_DATAPLANE } from '../mtls.js';
+import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort, RUN_DIR } from '../paths.js';
 import { VERSION } from '../version.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
+
+/** The data plane's addresses on a one-machine mesh (Istio's ports: 15001 outbound, 15008 tunnel; 127.0.0.6 is
+ *  the source of Istio's inbound passthrough). */
+const MTLS_DEFAULTS = { outbound: '127.0.0.1:15001', tunnel: '127.0.0.1:15008', inboundSource: '127.0.0.6', stats: '127.0.0.1:15020' };
+
+/** "IP" or "IPv4,IPv6" → one address per family. */
+function inboundSource(s: string): { ipv4?: string; ipv6?: string } {
+  const out: { ipv4?: string; ipv6?: string } = {};
+  for (const a of s.split(',')) {
+    const fam = isIP(a);
+    const key = fam === 4 ? 'ipv4' : fam === 6 ? 'ipv6' : undefined;
+    if (!key || out[key] !== undefined) throw new UsageError(`--mtls-inbound-source must be one IP address per family (IPv4,IPv6), got ${JSON.stringify(s)}`);
+    out[key] = a;
+  }
+  return out;
+}
 
 export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]
        mesh-agent --kubeconfig PATH | --kubernetes [--node-name NAME] [options]
@@ -46,6 +65,15 @@ Options:
   --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
   --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
   --svid-dir DIR       the SVID files the data plane reads (a tmpfs)    [/run/mesh/<pin root's name>/svid]
+  --mtls               transparent mTLS for workloads labelled mesh.dev/mtls=enabled (or
+                       istio.io/dataplane-mode=ambient): runs the data plane (docs/mtls.md)
+  --mtls-outbound IP:PORT  the data plane's outbound listener, reachable from workloads  [${MTLS_DEFAULTS.outbound}]
+  --mtls-tunnel IP:PORT    its tunnel listener, reachable from other nodes             [${MTLS_DEFAULTS.tunnel}]
+  --mtls-inbound-source IP[,IP6]  the source of its connections to workloads: the only
+                       source a STRICT port takes; one address per family             [${MTLS_DEFAULTS.inboundSource}]
+  --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
+  --dataplane PATH     the mesh-dataplane executable            [native/dataplane/build/mesh-dataplane]
+  --run-dir DIR        the data plane's config, pid file and log          [/run/mesh/<pin root's name>-dataplane]
   --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
   --max-config-bytes N largest config file read                                            [${DEFAULT_MAX_CONFIG_BYTES}]
   --check              validate the config, print what it holds, and exit
@@ -83,6 +111,13 @@ export async function main(argv: string[]): Promise<number> {
         'svid-ttl': { type: 'string', default: DEFAULT_SVID_TTL },
         'svid-dir': { type: 'string' },
         'allow-empty-config': { type: 'boolean', default: false },
+        mtls: { type: 'boolean', default: false },
+        'mtls-outbound': { type: 'string', default: MTLS_DEFAULTS.outbound },
+        'mtls-tunnel': { type: 'string', default: MTLS_DEFAULTS.tunnel },
+        'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
+        'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
+        dataplane: { type: 'string' },
+        'run-dir': { type: 'string' },
         'max-config-bytes': { type: 'string' },
         check: { type: 'boolean', default: false },
         version: { type: 'boolean', default: false },
@@ -117,6 +152,12 @@ export async function main(argv: string[]): Promise<number> {
     if (args.ca !== 'builtin' && args.ca !== 'external' && args.ca !== 'none') throw new UsageError(`--ca must be builtin, external or none, got ${JSON.stringify(args.ca)}`);
     if (args.ca === 'external' && !args['ca-dir']) throw new UsageError('--ca external needs --ca-dir (a directory with tls.crt, tls.key and ca.crt)');
     if (args.ca !== 'external' && args['ca-dir']) throw new UsageError('--ca-dir is for --ca external');
+    if (args.mtls && args.ca === 'none') throw new UsageError('--mtls needs workload identities: not with --ca none');
+    for (const f of ['mtls-outbound', 'mtls-tunnel', 'mtls-stats'] as const) {
+      const { host: h } = parseHostPort(args[f]!);
+      if (isIP(h) === 0) throw new UsageError(`--${f} must be IP:PORT, got ${JSON.stringify(args[f])}`);
+    }
+    inboundSource(args['mtls-inbound-source']!);
     const ttl = parseDuration(args['svid-ttl']!);
     if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
@@ -183,6 +224,16 @@ export async function main(argv: string[]): Promise<number> {
       svidTtlMs: parseDuration(args['svid-ttl']!)!,
       svidDir: args['svid-dir'],
     },
+    mtls: args.mtls
+      ? {
+          outbound: args['mtls-outbound']!,
+          tunnel: args['mtls-tunnel']!,
+          stats: args['mtls-stats']!,
+          inboundSource: inboundSource(args['mtls-inbound-source']!),
+          dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
+          runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
+        }
+      : undefined,
   });
   log.info('starting', { version: VERSION, pid: process.pid, config: args.config ?? source.description });
   // A hangup (the terminal that started the agent closed, `kill -HUP`, a reload) must not stop the datapath's

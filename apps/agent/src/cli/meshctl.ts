@@ -302,6 +302,9 @@ async function status(agent: string, json: boolean): Promise<number> {
       `last error   ${s.lastError ? `${s.lastError.at}: rejected:\n${s.lastError.problems.map((p) => `               ${p}`).join('\n')}` : 'none'}`,
       `cgroup root  ${s.cgroupRoot}`,
       `pins         ${s.pinRoot}`,
+      ...(s.dataplane
+        ? [`data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`]
+        : []),
       '',
     ];
     process.stdout.write(lines.join('\n') + '\n');

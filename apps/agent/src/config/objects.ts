@@ -5,6 +5,8 @@
  */
 import { posix } from 'node:path';
 
+import { compilePolicies, type WorkloadPolicy } from '@mesh/mtls/policy';
+
 import {
   type Compiled,
   Compiler,
@@ -94,6 +96,9 @@ export interface ResolvedConfig {
   compiled: Compiled;
   workloads: ResolvedWorkload[];
   routes: RouteStatus[];
+  /** Per workload ("<namespace>/<name>"): its mTLS mode per port and the AuthorizationPolicies that select it,
+   *  compiled from the snapshot's securityPolicies (every workload, PERMISSIVE and no policies without any). */
+  policies: ReadonlyMap<string, WorkloadPolicy>;
 }
 
 export interface ResolvedWorkload {
@@ -104,6 +109,8 @@ export interface ResolvedWorkload {
   /** Relative to the mesh's cgroup root. */
   cgroup: string;
   addresses: string[];
+  /** The ports of spec.ports (each gets its mTLS mode). */
+  ports: number[];
 }
 
 /** A config the agent rejects: the routing snapshot's error (problems, each naming object and field), for a
@@ -174,6 +181,7 @@ function checkWorkload(w: Workload, index: number, seen: WorkloadsSeen, problems
     labels: { ...(m.labels ?? {}) },
     cgroup: typeof cg === 'string' ? posix.normalize(cg) : '',
     addresses: spec.addresses.filter((a) => typeof a === 'string'),
+    ports: (spec.ports ?? []).map((p) => p?.port).filter((p) => isPort(p)),
   };
 }
 
@@ -229,10 +237,12 @@ export interface ResolveMemo {
   validator: Validator;
   compiler: Compiler;
   slices: SliceCache;
+  /** How securityPolicies are read: the mesh's trust domain (principals in it) and Istio's root namespace. */
+  policy: { trustDomain?: string; rootNamespace?: string };
 }
 
-export function resolveMemo(): ResolveMemo {
-  return { validator: new Validator(), compiler: new Compiler(), slices: { byService: new Map() } };
+export function resolveMemo(policy: ResolveMemo['policy'] = {}): ResolveMemo {
+  return { validator: new Validator(), compiler: new Compiler(), slices: { byService: new Map() }, policy };
 }
 
 /**
@@ -267,8 +277,16 @@ export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMe
       problems.push(...err.problems);
     }
   }
+  let policies: ReadonlyMap<string, WorkloadPolicy> = new Map();
+  if (problems.length === 0) {
+    yield;
+    // Rejected whole: applying the other policies without the bad one could let in what it was to keep out.
+    const r = compilePolicies({ objects: cfg.securityPolicies ?? [], workloads, ...memo.policy });
+    if (r.ok) policies = r.workloads;
+    else problems.push(...r.errors);
+  }
   if (problems.length || !compiled) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
-  return { routing, compiled, workloads, routes: compiled.routes };
+  return { routing, compiled, workloads, routes: compiled.routes, policies };
 }
 
 /** Prefixes a problem ("HTTPRoute default/reviews: spec…") with the document that defined its object. */

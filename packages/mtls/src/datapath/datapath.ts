@@ -3,7 +3,8 @@
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 
-import { type BpfMap, type BpfObject, codec as c, cgroupId, embedded, type Link, ObjectSpec, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import { type BpfMap, type BpfObject, codec as c, cgroupId, type DatapathFamily, embedded, type Link, ObjectSpec, type PartApplied, type PerCpuMap, type PinnedAttachment } from '@mesh/bpf';
+import type { Registry } from 'prom-client';
 
 import {
   addrKey,
@@ -26,6 +27,7 @@ import {
   type MtlsPortKey,
   normalIp,
 } from './maps.js';
+import { registerMtlsMetrics } from './metrics.js';
 
 const names = embedded.mtls;
 
@@ -137,7 +139,7 @@ function sync<K, V>(map: BpfMap<K, V>, keyCodec: c.Codec<K>, valueCodec: c.Codec
   for (const k of stale) if (map.delete(k)) stats.deleted++;
 }
 
-export class MtlsDatapath implements Disposable {
+export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
   private readonly obj: BpfObject;
   readonly enrolledMap: BpfMap<bigint, number>;
   readonly destsMap: BpfMap<MtlsAddr, number>;
@@ -278,6 +280,16 @@ export class MtlsDatapath implements Disposable {
     sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
     sync(this.enrolledMap, c.u64, c.u32, enrolled, stats);
     return stats;
+  }
+
+  /** apply() as a datapath family: the agent's share of a config (see families.ts in the agent). */
+  async applyPart(input: MtlsSnapshot): Promise<PartApplied> {
+    const r = this.apply(input);
+    return { mapWrites: r.written + r.deleted, log: { mtlsWorkloads: input.enrolled.length, mtlsDestinations: input.destinations.length } };
+  }
+
+  registerMetrics(registry: Registry): void {
+    registerMtlsMetrics(registry, { counters: () => this.counters(), fill: () => this.fill() });
   }
 
   /** The original destination the programs recorded for a connection the data plane accepted from `peer`

@@ -1,0 +1,354 @@
+/**
+ * The node's mTLS data plane (native/dataplane, docs/dataplane.md) as the agent supervises it: a process of its
+ * own session, so that an agent restart or `kill -9` never cuts a tunnelled connection; its pid and config path
+ * recorded in the run directory, where a restarted agent finds it and adopts it (alive, the same binary and
+ * config, its stats endpoint answering) instead of starting a second; started again within a second when it
+ * dies; its JSON config written whole (temporary file + rename) and re-read on SIGHUP, a reload confirmed on
+ * its stats endpoint.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { request } from 'node:http';
+import { basename, join } from 'node:path';
+
+import type { Logger } from './log.js';
+import { parseHostPort } from './paths.js';
+
+/** The data plane's config file, as docs/dataplane.md describes it. */
+export interface DataplaneConfig {
+  outbound?: string;
+  tunnel?: string;
+  stats: string;
+  workers?: number;
+  inboundSource?: { ipv4?: string; ipv6?: string };
+  workloads: {
+    address: string;
+    spiffeId: string;
+    cert: string;
+    key: string;
+    bundle: string;
+    policies?: { deny?: unknown[]; allow?: unknown[] };
+  }[];
+  destinations: { address: string; tunnel: string; spiffeId: string }[];
+  originalDst?: { map: string };
+}
+
+export interface DataplaneOptions {
+  /** The mesh-dataplane executable. */
+  binary: string;
+  /** Its config, pid file and log live here (not on bpffs: regular files). */
+  runDir: string;
+  log: Logger;
+  /** How often a dead process is looked for (it is started again at once when found). */
+  checkMs?: number;
+}
+
+export type DataplaneState = 'starting' | 'serving' | 'down';
+
+export interface DataplaneHealth {
+  state: DataplaneState;
+  pid?: number;
+  /** Config generation in force (1 at start, +1 per reload). */
+  generation?: number;
+  /** Starts after the first (it died and was started again). */
+  restarts: number;
+  adopted: boolean;
+  stats: string;
+  config: string;
+  lastError?: string;
+}
+
+interface PidRecord {
+  pid: number;
+  binary: string;
+  config: string;
+  startedAt: string;
+}
+
+const STATS_TIMEOUT_MS = 2000;
+const START_TIMEOUT_MS = 10_000;
+const RELOAD_TIMEOUT_MS = 10_000;
+
+/** The data plane's counters that supervision reads: config generation and reloads. */
+export interface DataplaneStats {
+  generation: number;
+  reloadsOk: number;
+  reloadsFailed: number;
+  text: string;
+}
+
+/** One scrape of the stats endpoint; rejects when it does not answer in time. */
+export function scrapeDataplane(address: string, timeoutMs = STATS_TIMEOUT_MS): Promise<DataplaneStats> {
+  const { host, port } = parseHostPort(address);
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port, path: '/metrics', timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+        const s = {
+          generation: num(/^mesh_dataplane_config_generation (\d+)$/m),
+          reloadsOk: num(/^mesh_dataplane_config_reloads_total\{result="ok"\} (\d+)$/m),
+          reloadsFailed: num(/^mesh_dataplane_config_reloads_total\{result="error"\} (\d+)$/m),
+          text,
+        };
+        if (Number.isNaN(s.generation)) reject(new Error(`stats endpoint ${address}: no mesh_dataplane_config_generation`));
+        else resolve(s);
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`stats endpoint ${address}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Whether `pid` is a live (not zombie) process running `binary --config config`. */
+function runs(pid: number, binary: string, config: string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (/\) Z /.test(stat)) return false;
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return basename(argv[0] ?? '') === basename(binary) && argv[1] === '--config' && argv[2] === config;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function writeWhole(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const f = await open(tmp, 'w', 0o600);
+  try {
+    await f.writeFile(text);
+    await f.sync();
+  } finally {
+    await f.close();
+  }
+  await rename(tmp, path);
+}
+
+export class DataplaneSupervisor {
+  readonly configPath: string;
+  readonly pidPath: string;
+  readonly logPath: string;
+  private pid: number | undefined;
+  private config: DataplaneConfig | undefined;
+  private written: string | undefined;
+  private state: DataplaneState = 'down';
+  private generation: number | undefined;
+  private restarts = 0;
+  private adopted = false;
+  private lastError: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private starting: Promise<void> | undefined;
+  private closed = false;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: DataplaneOptions) {
+    this.configPath = join(opts.runDir, 'dataplane.json');
+    this.pidPath = join(opts.runDir, 'dataplane.pid');
+    this.logPath = join(opts.runDir, 'dataplane.log');
+    this.log = opts.log.with({ subsystem: 'dataplane' });
+  }
+
+  /** The config a previous agent left in the run directory, if any (what the running data plane serves). */
+  previousConfig(): DataplaneConfig | undefined {
+    try {
+      return JSON.parse(readFileSync(this.configPath, 'utf8')) as DataplaneConfig;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Adopts the data plane a previous agent started, when it is alive and answers, or starts one with `config`.
+   * An adopted one is handed `config` by a reload (it keeps its connections).
+   */
+  async start(config: DataplaneConfig): Promise<void> {
+    mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
+    const rec = this.readPid();
+    if (rec && rec.config === this.configPath && runs(rec.pid, this.opts.binary, this.configPath)) {
+      try {
+        const s = await scrapeDataplane(config.stats);
+        this.pid = rec.pid;
+        this.adopted = true;
+        this.state = 'serving';
+        this.generation = s.generation;
+        this.config = this.previousConfig();
+        this.written = this.config && JSON.stringify(this.config, null, 2);
+        this.log.info('adopted the running data plane', { pid: rec.pid, generation: s.generation, stats: config.stats });
+      } catch (err) {
+        this.log.warn('a data plane runs but does not answer on its stats endpoint; starting another', { pid: rec.pid, error: (err as Error).message });
+        try {
+          process.kill(rec.pid, 'SIGKILL');
+        } catch {
+          /* gone meanwhile */
+        }
+      }
+    }
+    if (this.pid === undefined) {
+      this.config = config;
+      await this.writeConfig();
+      await this.spawnOne();
+    } else await this.reload(config);
+    this.watch();
+  }
+
+  private readPid(): PidRecord | undefined {
+    try {
+      return JSON.parse(readFileSync(this.pidPath, 'utf8')) as PidRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async writeConfig(): Promise<boolean> {
+    const text = JSON.stringify(this.config, null, 2);
+    if (text === this.written && existsSync(this.configPath)) return false;
+    await writeWhole(this.configPath, text);
+    this.written = text;
+    return true;
+  }
+
+  /** Starts the process and waits until its stats endpoint answers. */
+  private spawnOne(): Promise<void> {
+    this.starting ??= (async () => {
+      this.state = 'starting';
+      const fd = openSync(this.logPath, 'a', 0o600);
+      let exited: string | undefined;
+      try {
+        // Its own session (detached): signals to the agent's process group, and the agent's death, leave it be.
+        const child = spawn(this.opts.binary, ['--config', this.configPath], { detached: true, stdio: ['ignore', fd, fd] });
+        child.on('error', (err) => (exited = err.message));
+        child.on('exit', (code, signal) => {
+          exited = `exited with ${signal ?? `status ${code}`}`;
+          if (child.pid === this.pid) this.onDeath(exited);
+        });
+        child.unref();
+        if (child.pid === undefined) throw new Error(`cannot start ${this.opts.binary}: ${exited ?? 'no pid'}`);
+        this.pid = child.pid;
+        this.adopted = false;
+        const rec: PidRecord = { pid: child.pid, binary: this.opts.binary, config: this.configPath, startedAt: new Date().toISOString() };
+        await writeWhole(this.pidPath, JSON.stringify(rec));
+        const t0 = performance.now();
+        while (performance.now() - t0 < START_TIMEOUT_MS) {
+          if (exited) throw new Error(`data plane ${exited} at start; see ${this.logPath}`);
+          try {
+            const s = await scrapeDataplane(this.config!.stats, 500);
+            this.generation = s.generation;
+            this.state = 'serving';
+            this.lastError = undefined;
+            this.log.info('data plane serving', { pid: child.pid, ms: Math.round(performance.now() - t0), restarts: this.restarts });
+            return;
+          } catch {
+            await sleep(20);
+          }
+        }
+        throw new Error(`data plane (pid ${child.pid}) did not answer on ${this.config!.stats} within ${START_TIMEOUT_MS} ms; see ${this.logPath}`);
+      } catch (err) {
+        this.state = 'down';
+        this.lastError = (err as Error).message;
+        throw err;
+      } finally {
+        closeSync(fd);
+        this.starting = undefined;
+      }
+    })();
+    return this.starting;
+  }
+
+  private onDeath(why: string): void {
+    if (this.closed) return;
+    this.log.error('data plane died; starting it again', { pid: this.pid, why });
+    this.pid = undefined;
+    this.state = 'down';
+    this.lastError = `data plane ${why}`;
+    this.restarts++;
+    this.spawnOne().catch((err) => this.log.error('data plane could not be started', { error: (err as Error).message }));
+  }
+
+  /** An adopted process is not our child: its death is found by looking. */
+  private watch(): void {
+    const check = () => {
+      if (this.closed) return;
+      if (this.pid !== undefined && !this.starting && !runs(this.pid, this.opts.binary, this.configPath)) this.onDeath('is gone');
+      this.timer = setTimeout(check, this.opts.checkMs ?? 200);
+      this.timer.unref();
+    };
+    check();
+  }
+
+  /** Writes `config` and has the data plane re-read it; resolves once it is in force. Throws when the data
+   *  plane refuses it (it keeps the previous one). */
+  async reload(config: DataplaneConfig): Promise<void> {
+    this.config = config;
+    if (!(await this.writeConfig())) return;
+    if (this.starting) return void (await this.starting);
+    if (this.pid === undefined) return;
+    const before = await scrapeDataplane(config.stats).catch(() => undefined);
+    process.kill(this.pid, 'SIGHUP');
+    const t0 = performance.now();
+    while (before && performance.now() - t0 < RELOAD_TIMEOUT_MS) {
+      const s = await scrapeDataplane(config.stats).catch(() => undefined);
+      if (s && s.reloadsFailed > before.reloadsFailed) {
+        const why = /reload failed[^\n]*/.exec(readTail(this.logPath))?.[0] ?? 'see the data plane log';
+        this.lastError = why;
+        throw new Error(`the data plane refused its config: ${why}`);
+      }
+      if (s && s.reloadsOk > before.reloadsOk) {
+        this.generation = s.generation;
+        this.lastError = undefined;
+        return;
+      }
+      await sleep(10);
+    }
+    this.log.warn('data plane reload not confirmed', { pid: this.pid, ms: Math.round(performance.now() - t0) });
+  }
+
+  /** Whether it serves, by a scrape now (status and /readyz). */
+  async probe(): Promise<DataplaneHealth> {
+    if (this.config && this.pid !== undefined && !this.starting) {
+      try {
+        const s = await scrapeDataplane(this.config.stats);
+        this.state = 'serving';
+        this.generation = s.generation;
+      } catch (err) {
+        this.state = 'down';
+        this.lastError = (err as Error).message;
+      }
+    }
+    return this.health();
+  }
+
+  health(): DataplaneHealth {
+    return {
+      state: this.state,
+      pid: this.pid,
+      generation: this.generation,
+      restarts: this.restarts,
+      adopted: this.adopted,
+      stats: this.config?.stats ?? '',
+      config: this.configPath,
+      lastError: this.lastError,
+    };
+  }
+
+  /** Stops supervising; the data plane keeps running (a restarted agent adopts it). */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+}
+
+function readTail(path: string): string {
+  try {
+    const s = readFileSync(path, 'utf8');
+    return s.slice(-4096);
+  } catch {
+    return '';
+  }
+}

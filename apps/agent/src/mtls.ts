@@ -1,0 +1,213 @@
+/**
+ * Transparent mTLS on this node (docs/mtls.md, "Running mTLS"): which workloads are enrolled, the kernel's part
+ * (the mtls family: capture to the data plane, STRICT per port) and the data plane's config (the workloads'
+ * SVID files, the mesh destinations with their tunnel and SPIFFE ID, the compiled AuthorizationPolicies), made
+ * from one resolved config and kept in step: the data plane learns a workload before the kernel sends it
+ * anything, and learns new SVID files (a renewal) by a reload.
+ */
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { BpfMap, codec as c, pinLayout } from '@mesh/bpf';
+import { MtlsDatapath, type EnrolledWorkload, type MtlsSnapshot } from '@mesh/mtls/datapath';
+
+import type { ResolvedConfig, ResolvedWorkload } from './config/objects.js';
+import { type DataplaneConfig, DataplaneSupervisor } from './dataplane.js';
+import type { Family } from './families.js';
+import type { Logger } from './log.js';
+import { parseHostPort } from './paths.js';
+
+/** The data plane built in this tree (scripts/build.sh). */
+export const DEFAULT_DATAPLANE = fileURLToPath(new URL('../../../native/dataplane/build/mesh-dataplane', import.meta.url));
+
+/** Labels that enrol a workload (the first is the mesh's; the second is Istio ambient's, for migrating users). */
+export const ENROL_LABELS: Readonly<Record<string, string>> = { 'mesh.dev/mtls': 'enabled', 'istio.io/dataplane-mode': 'ambient' };
+
+export const enrolled = (w: Pick<ResolvedWorkload, 'labels'>): boolean => Object.entries(ENROL_LABELS).some(([k, v]) => w.labels[k] === v);
+
+/** This node's data plane addresses (the topology of docs/mtls.md). */
+export interface MtlsNodeOptions {
+  /** The outbound listener, reachable from the workloads: where the kernel sends their captured connects. */
+  outbound: string;
+  /** The tunnel listener, reachable from other nodes: where mesh peers' TLS connections arrive. */
+  tunnel: string;
+  /** The source address(es) the data plane connects to workloads from: the only source a STRICT port takes. */
+  inboundSource: { ipv4?: string; ipv6?: string };
+  /** The data plane's stats endpoint (Prometheus text; a scrape target of its own). */
+  stats: string;
+  /** The mesh-dataplane executable. */
+  dataplane: string;
+  /** Where its config, pid file and log live. */
+  runDir: string;
+  workers?: number;
+}
+
+/** The files of a workload's SVID, from the identities (see identities.ts). */
+export interface SvidFiles {
+  id: string;
+  cert: string;
+  key: string;
+  bundle: string;
+}
+
+/** What the mTLS part needs of the identities: each workload's SVID files once written, and a call after writes. */
+export interface SvidFileSource {
+  files(workload: string): SvidFiles | undefined;
+  onChange(listener: () => void): () => void;
+}
+
+interface Plan {
+  kernel: MtlsSnapshot;
+  dataplane: DataplaneConfig;
+}
+
+export class MtlsNode {
+  readonly supervisor: DataplaneSupervisor;
+  readonly family: Family<MtlsDatapath>;
+  private svids: SvidFileSource | undefined;
+  private unsubscribe: (() => void) | undefined;
+  private last: ResolvedConfig | undefined;
+  private datapath: MtlsDatapath | undefined;
+  /** Files a previous agent's data plane config named, by workload address: kept until the identities have
+   *  written this agent's (a restart does not drop a workload from the tunnel meanwhile). */
+  private inherited = new Map<string, DataplaneConfig['workloads'][number]>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly opts: MtlsNodeOptions,
+    private readonly mesh: { pinRoot: string; cgroupRoot: string; log: Logger },
+  ) {
+    parseHostPort(opts.outbound);
+    parseHostPort(opts.tunnel);
+    parseHostPort(opts.stats);
+    this.log = mesh.log.with({ subsystem: 'mtls' });
+    this.supervisor = new DataplaneSupervisor({ binary: opts.dataplane, runDir: opts.runDir, log: mesh.log });
+    const layout = pinLayout(mesh.pinRoot);
+    this.family = {
+      name: 'mtls',
+      mapPrefix: 'mtls_',
+      load: (pinDir, sizes) => {
+        // Capture must show getpeername the service address the split rewrote: it reads the split's table.
+        const path = join(layout.maps('split'), 'split_orig');
+        const m = BpfMap.openPinned(path, { key: c.u32, value: c.bytes(48) });
+        const slots = m.maxEntries;
+        m.close();
+        const dp = MtlsDatapath.load({ pinDir, maxConnections: sizes.maxConnections, splitOrig: { path, slots } });
+        this.datapath = dp;
+        return dp;
+      },
+      input: (ctx) => this.prepare(ctx.config),
+    };
+  }
+
+  private get origMapPath(): string {
+    return join(pinLayout(this.mesh.pinRoot).maps('mtls'), 'mtls_orig');
+  }
+
+  /** Starts (or adopts) the data plane; call after the datapath is open (its config names the pinned map). */
+  async start(svids: SvidFileSource | undefined): Promise<void> {
+    this.svids = svids;
+    const prev = this.supervisor.previousConfig();
+    for (const w of prev?.workloads ?? []) this.inherited.set(w.address, w);
+    await this.supervisor.start(prev && this.sameNode(prev) ? prev : this.dataplaneBase([], []));
+    // New SVID files (first issue, renewal): the data plane re-reads them, newly identified workloads enrol.
+    this.unsubscribe = svids?.onChange(() => void this.refresh());
+  }
+
+  /** A previous config the node's addresses still match (else the data plane starts with the new ones). */
+  private sameNode(prev: DataplaneConfig): boolean {
+    const base = this.dataplaneBase([], []);
+    return prev.outbound === base.outbound && prev.tunnel === base.tunnel && prev.stats === base.stats && prev.workers === base.workers;
+  }
+
+  private dataplaneBase(workloads: DataplaneConfig['workloads'], destinations: DataplaneConfig['destinations']): DataplaneConfig {
+    return {
+      outbound: this.opts.outbound,
+      tunnel: this.opts.tunnel,
+      stats: this.opts.stats,
+      ...(this.opts.workers !== undefined ? { workers: this.opts.workers } : {}),
+      inboundSource: this.opts.inboundSource,
+      workloads,
+      destinations,
+      originalDst: { map: this.origMapPath },
+    };
+  }
+
+  /** Both parts for a config: the workloads enrolled here that have an identity, with their modes and policies. */
+  private plan(config: ResolvedConfig): Plan {
+    const out = parseHostPort(this.opts.outbound);
+    const v4 = !out.host.includes(':');
+    const kernel: MtlsSnapshot = {
+      dataplane: {
+        outbound: { port: out.port, ...(v4 ? { ipv4: out.host } : { ipv6: out.host }) },
+        inboundSource: this.opts.inboundSource,
+      },
+      enrolled: [],
+      destinations: [],
+    };
+    const workloads: DataplaneConfig['workloads'] = [];
+    const destinations: DataplaneConfig['destinations'] = [];
+    for (const w of config.workloads) {
+      if (!enrolled(w)) continue;
+      const key = `${w.namespace}/${w.name}`;
+      const files = this.svids?.files(key);
+      const policy = config.policies.get(key);
+      const pol = policy && {
+        ...(policy.policies.deny.length ? { deny: [...policy.policies.deny] } : {}),
+        ...(policy.policies.allow.length ? { allow: [...policy.policies.allow] } : {}),
+      };
+      let id: string | undefined;
+      for (const address of w.addresses) {
+        const entry = files
+          ? { address, spiffeId: files.id, cert: files.cert, key: files.key, bundle: files.bundle }
+          : this.inherited.get(address);
+        if (!entry) continue;
+        id = entry.spiffeId;
+        workloads.push({ ...entry, address, ...(pol && Object.keys(pol).length ? { policies: pol } : {}) });
+        for (const port of w.ports) {
+          const dst = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+          kernel.destinations.push(dst);
+          destinations.push({ address: dst, tunnel: this.opts.tunnel, spiffeId: entry.spiffeId });
+        }
+      }
+      // Enrolled only with an identity: without one the data plane could neither send nor receive for it.
+      if (id === undefined) continue;
+      const e: EnrolledWorkload = { cgroup: join(this.mesh.cgroupRoot, w.cgroup), mode: policy?.mtls.mode ?? 'PERMISSIVE' };
+      if (policy && Object.keys(policy.mtls.ports).length) e.ports = { ...policy.mtls.ports };
+      kernel.enrolled.push(e);
+    }
+    return { kernel, dataplane: this.dataplaneBase(workloads, destinations) };
+  }
+
+  /** The family's input: the data plane gets its config first (a workload is known there before the kernel
+   *  sends its connections), then the kernel's part is returned for the family to write. */
+  prepare(config: ResolvedConfig): Promise<MtlsSnapshot> {
+    const run = async () => {
+      this.last = config;
+      const p = this.plan(config);
+      await this.supervisor.reload(p.dataplane);
+      return p.kernel;
+    };
+    const next = this.queue.then(run, run);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** After SVID files changed: the data plane re-reads them, and workloads that now have one are enrolled. */
+  private async refresh(): Promise<void> {
+    if (!this.last || !this.datapath) return;
+    try {
+      const kernel = await this.prepare(this.last);
+      const r = this.datapath.apply(kernel);
+      this.log.info('svid files changed: data plane reloaded', { workloads: kernel.enrolled.length, mapWrites: r.written + r.deleted });
+    } catch (err) {
+      this.log.error('applying new svid files failed', { error: (err as Error).message });
+    }
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+    this.supervisor.close();
+  }
+}

@@ -1,0 +1,46 @@
+/** The mTLS family's Prometheus metrics: what its programs counted (capture, STRICT), read from the kernel at
+ *  each scrape, and the fill of its tables. */
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+import type { CounterName } from './maps.js';
+
+export interface MtlsMetricsSource {
+  counters(): Record<CounterName, bigint>;
+  fill(): Record<string, { used: number; max: number }>;
+}
+
+export function registerMtlsMetrics(registry: Registry, source: MtlsMetricsSource): void {
+  const counter = (name: string, help: string, values: (c: Record<CounterName, bigint>) => [Record<string, string>, bigint][], labelNames: string[] = []) =>
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [labels, v] of values(source.counters())) this.inc(labels, Number(v));
+      },
+    });
+  counter('mesh_mtls_captures_total', "connect() calls of enrolled workloads to mesh destinations: sent to the node's data plane, or left alone because no data plane address is configured for the family.", (c) => [
+    [{ result: 'captured' }, c.capture],
+    [{ result: 'no_dataplane' }, c.capture_no_dataplane],
+  ], ['result']);
+  counter('mesh_mtls_original_destinations_total', "Captured connections whose original destination was recorded for the data plane, or not (no socket storage).", (c) => [
+    [{ result: 'recorded' }, c.orig_note],
+    [{ result: 'no_storage' }, c.orig_no_storage],
+  ], ['result']);
+  counter('mesh_mtls_getpeername_rewrites_total', 'getpeername() of captured connections answered with what the application dialled.', (c) => [[{}, c.getpeername_rewrite]]);
+  counter('mesh_mtls_strict_drops_total', "Packets to a STRICT port refused in the kernel, by reason: plaintext (a source other than the data plane's inbound source), malformed (headers that cannot be read).", (c) => [
+    [{ reason: 'plaintext' }, c.strict_drop_plaintext],
+    [{ reason: 'malformed' }, c.strict_drop_malformed],
+  ], ['reason']);
+  counter('mesh_mtls_strict_passes_total', "Packets to a STRICT port from the data plane's inbound source, let through.", (c) => [[{}, c.strict_pass_dataplane]]);
+  new Gauge({
+    name: 'mesh_mtls_enrolled_workloads',
+    help: 'Workload cgroups enrolled in mTLS (their outbound connections to mesh destinations are captured).',
+    registers: [registry],
+    collect() {
+      this.set(source.fill().workloads?.used ?? 0);
+    },
+  });
+}
