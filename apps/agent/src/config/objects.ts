@@ -281,12 +281,19 @@ export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMe
   if (problems.length === 0) {
     yield;
     // Rejected whole: applying the other policies without the bad one could let in what it was to keep out.
-    const r = compilePolicies({ objects: cfg.securityPolicies ?? [], workloads, ...memo.policy });
+    const r = compilePolicies({ objects: (cfg.securityPolicies ?? []).map(withNamespace), workloads, ...memo.policy });
     if (r.ok) policies = r.workloads;
     else problems.push(...r.errors);
   }
   if (problems.length || !compiled) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
   return { routing, compiled, workloads, routes: compiled.routes, policies };
+}
+
+/** A policy from a file may leave metadata.namespace out, as every kind of the config may: "default". */
+function withNamespace(o: object): object {
+  const m = (o as { metadata?: unknown }).metadata;
+  if (!m || typeof m !== 'object' || (m as { namespace?: unknown }).namespace !== undefined) return o;
+  return { ...o, metadata: { ...m, namespace: 'default' } };
 }
 
 /** Prefixes a problem ("HTTPRoute default/reviews: spec…") with the document that defined its object. */

@@ -44,6 +44,39 @@ describe('config', () => {
     expect(cfg.routes[0]!.parents[0]!.conditions.map((c) => `${c.type}=${c.status}`)).toEqual(['Accepted=True', 'ResolvedRefs=True']);
   });
 
+  const PWL = (name: string, labels: string, port = 8080) => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: ${name}, labels: ${labels} }
+spec: { serviceAccount: ${name}, addresses: [127.9.0.${port - 8070}], ports: [{ name: http, port: ${port} }] }
+`;
+  const PA = (name: string, mode: string, selector = '') => `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: ${name} }
+spec: { ${selector}mtls: { mode: ${mode} } }
+`;
+  const AP = (name: string, to: string) => `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ${name} }
+spec: { action: ALLOW, selector: { matchLabels: { app: server } }, rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }], to: [{ operation: ${to} }] }] }
+`;
+
+  it('compiles PeerAuthentication and AuthorizationPolicy into per-workload modes and policies', () => {
+    const text = [PWL('server', '{ app: server }', 8080), PWL('other', '{ app: other }', 8081), PA('strict', 'STRICT', 'selector: { matchLabels: { app: server } }, '), AP('allow-client', '{ ports: ["8080"] }')].join('---\n');
+    const cfg = resolveConfig(parseConfig(file(text)));
+    const server = cfg.policies.get('default/server')!;
+    expect(server.mtls).toEqual({ mode: 'STRICT', ports: { 8080: 'STRICT' }, from: ['default/strict'] });
+    expect(server.policies.allow.map((p) => p.name)).toEqual(['default/allow-client']);
+    expect(cfg.policies.get('default/other')!.mtls.mode).toBe('PERMISSIVE');
+    expect(cfg.policies.get('default/other')!.policies.allow).toEqual([]);
+  });
+
+  it('an AuthorizationPolicy with an L7 field rejects the whole config, naming document, policy and field', () => {
+    const problems = problemsOf([PWL('server', '{ app: server }'), AP('allow-get', '{ ports: ["8080"], methods: [GET] }')].join('---\n'));
+    expect(problems).toEqual([
+      'mesh.yaml: document 2 (line 6): AuthorizationPolicy default/allow-get: spec.rules[0].to[0].operation.methods: L7 field, cannot be enforced by the mesh (it sees connections, not requests)',
+    ]);
+  });
+
   const cases: [string, string, RegExp][] = [
     ['YAML syntax', SVC('a', '127.9.0.1') + '---\nkind: [\n', /^mesh\.yaml: document 2 \(line 7, column 1\): YAML syntax: /],
     ['duplicate keys', 'kind: Service\nkind: Service\n', /^mesh\.yaml: document 1 \(line 2, column 1\): YAML syntax: duplicated mapping key/],
