@@ -1,0 +1,202 @@
+// Transparent mTLS on one node, with real processes: the agent (--mtls) runs the data plane; a client workload
+// calls a server workload by its address in plaintext and the request crosses the node's tunnel in TLS; STRICT
+// refuses a plaintext client outside the mesh, PERMISSIVE serves it; an ALLOW policy naming another principal
+// refuses the client (counted with its name); an L7 policy is rejected naming the field, the previous policy
+// staying in force; `kill -9` of the agent under load fails no request, and the restarted agent adopts the data
+// plane. Addresses: a /24 of 127/8 of the test's own.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describePrivileged, waitForLine } from '@mesh/testkit';
+
+import { scrapeDataplane } from '../../src/dataplane.js';
+import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum } from './harness.js';
+
+const b = 100 + Math.floor(Math.random() * 150);
+const c = Math.floor(Math.random() * 256);
+const ip = (h: number) => `127.${b}.${c}.${h}`;
+const SERVER = ip(1);
+const CLIENT = ip(3);
+const DATAPLANE = ip(100);
+const INBOUND_SOURCE = ip(6);
+const OUTSIDER = ip(7);
+const MARKER = 'BODY-MARKER-5d1f';
+const PATH = '/secret-path-93ab';
+const CLIENT_ID = 'spiffe://cluster.local/ns/default/sa/client';
+const SERVER_ID = 'spiffe://cluster.local/ns/default/sa/server';
+
+const config = (mode: 'STRICT' | 'PERMISSIVE', policy = '') => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: client, labels: { app: client, mesh.dev/mtls: enabled } }
+spec: { serviceAccount: client, addresses: [${CLIENT}] }
+---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: server, labels: { app: server, mesh.dev/mtls: enabled } }
+spec: { serviceAccount: server, addresses: [${SERVER}], ports: [{ name: http, port: 8080 }] }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: server-mtls }
+spec: { selector: { matchLabels: { app: server } }, mtls: { mode: ${mode} } }
+${policy}`;
+
+const allowOnly = (name: string, principal: string, extra = '') => `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ${name} }
+spec: { action: ALLOW, selector: { matchLabels: { app: server } }, rules: [{ from: [{ source: { principals: ["${principal}"] } }], to: [{ operation: { ports: ["8080"]${extra} } }] }] }
+`;
+
+interface LoadResult {
+  sent: number;
+  ok: number;
+  failed: number;
+  errors: string[];
+}
+
+describePrivileged('transparent mTLS through the agent (one node)', () => {
+  let env: MeshEnv;
+  let agent: Agent;
+  let statsAddr: string;
+  let runDir: string;
+  let agentArgs: string[];
+
+  const metrics = () => env.metrics();
+  const dpStats = async () => (await scrapeDataplane(statsAddr)).text;
+  const generation = async () => (await env.api<{ config?: { generation: number } }>('/v1/status')).config?.generation ?? 0;
+
+  /** Waits until `f` holds (polling), failing with `what` after `ms`. */
+  async function until(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!(await f().catch(() => false))) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await sleep(50);
+    }
+  }
+
+  /** Writes a config and waits until it is applied (a new generation, and the data plane reloaded). */
+  async function apply(yaml: string): Promise<void> {
+    const g = await generation();
+    env.writeConfig(yaml);
+    await until(`config generation ${g + 1}`, async () => (await generation()) > g);
+  }
+
+  /** The client workload's load fixture: RATE new connections per second for SECONDS. */
+  async function load(rate: number, seconds: number, path = PATH): Promise<LoadResult> {
+    const child = env.meshRun('default/client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: `http://${SERVER}:8080${path}`, RATE: String(rate), SECONDS: String(seconds) });
+    const line = await waitForLine(child, /^\{.*"sent"/, seconds * 1000 + 60_000);
+    return JSON.parse(line.trim()) as LoadResult;
+  }
+
+  /** A plaintext request from outside the mesh (the test's own cgroup, an address of no workload). */
+  const outsider = () => env.procs.run('curl', ['-sS', '--max-time', '3', '--interface', OUTSIDER, `http://${SERVER}:8080${PATH}`], { timeoutMs: 30_000 });
+
+  beforeAll(async () => {
+    env = await MeshEnv.create();
+    runDir = env.tempDir('run');
+    statsAddr = `127.0.0.1:${await freePort()}`;
+    agentArgs = ['--mtls', '--mtls-outbound', `${DATAPLANE}:15001`, '--mtls-tunnel', `${DATAPLANE}:15008`, '--mtls-inbound-source', INBOUND_SOURCE, '--mtls-stats', statsAddr, '--run-dir', runDir];
+    env.writeConfig(config('STRICT'));
+    agent = await env.startAgent(agentArgs);
+    const server = env.meshRun('default/server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
+    await waitForLine(server, /^listening/, 30_000);
+    // Both workloads enrolled once their SVID files are written and the data plane has read them.
+    await until('both workloads enrolled', async () => sum(sample(await metrics(), 'mesh_mtls_enrolled_workloads')) === 2);
+  }, 120_000);
+
+  afterAll(async () => {
+    const pidFile = runDir && join(runDir, 'dataplane.pid');
+    await env?.close();
+    // The data plane runs in a session of its own (it outlives agents): stopped here, by its recorded pid.
+    if (pidFile && existsSync(pidFile)) {
+      try {
+        process.kill((JSON.parse(readFileSync(pidFile, 'utf8')) as { pid: number }).pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }, 60_000);
+
+  it('requests go through the tunnel in TLS: the capture holds neither path nor body; the server side names the client', async () => {
+    const capFile = join(env.tempDir('pcap'), 'tunnel.pcap');
+    const cap = env.procs.spawn('dumpcap', ['-q', '-i', 'lo', '-f', `tcp and host ${DATAPLANE} and port 15008`, '-w', capFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await until('dumpcap started', async () => existsSync(capFile), 20_000);
+    await sleep(500);
+    const before = { dp: await dpStats(), kernel: await metrics() };
+
+    const r = await load(20, 5);
+    expect(r, JSON.stringify(r.errors)).toMatchObject({ sent: 100, ok: 100, failed: 0 });
+
+    await sleep(500);
+    cap.kill('SIGINT');
+    await until('dumpcap stopped', async () => cap.exitCode !== null || cap.signalCode !== null, 20_000);
+    const pcap = readFileSync(capFile);
+    expect(pcap.length).toBeGreaterThan(100 * 1000); // 100 handshakes and requests crossed it
+    expect(pcap.indexOf(PATH)).toBe(-1);
+    expect(pcap.indexOf(MARKER)).toBe(-1);
+
+    const after = { dp: await dpStats(), kernel: await metrics() };
+    const authorized = (t: string) => sum(sample(t, 'mesh_dataplane_inbound_authorized_total', { source_principal: CLIENT_ID, destination_principal: SERVER_ID }));
+    expect(authorized(after.dp) - authorized(before.dp)).toBe(100);
+    const captured = (t: string) => sum(sample(t, 'mesh_mtls_captures_total', { result: 'captured' }));
+    expect(captured(after.kernel) - captured(before.kernel)).toBe(100);
+    // The server's STRICT port let in only the data plane's source address: every connection came from it.
+    const passes = (t: string) => sum(sample(t, 'mesh_mtls_strict_passes_total'));
+    expect(passes(after.kernel) - passes(before.kernel)).toBeGreaterThanOrEqual(100);
+  }, 180_000);
+
+  it('STRICT refuses a plaintext client outside the mesh and counts it; PERMISSIVE serves it', async () => {
+    const drops = async () => sum(sample(await metrics(), 'mesh_mtls_strict_drops_total', { reason: 'plaintext' }));
+    const d0 = await drops();
+    const r = await outsider();
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toBe('');
+    expect(await drops()).toBeGreaterThan(d0);
+
+    await apply(config('PERMISSIVE'));
+    const ok = await outsider();
+    expect(ok.stdout).toBe(MARKER);
+    await apply(config('STRICT'));
+  }, 120_000);
+
+  it('an ALLOW policy naming another principal refuses the client, counted with its name; an L7 policy is rejected and the previous one stays', async () => {
+    const denied = async () => sum(sample(await dpStats(), 'mesh_dataplane_authz_denied_total', { policy: 'default/allow-other' }));
+    await apply(config('STRICT', allowOnly('allow-other', 'cluster.local/ns/default/sa/other')));
+    const d0 = await denied();
+    const r = await load(10, 1);
+    expect(r).toMatchObject({ sent: 10, ok: 0, failed: 10 });
+    expect((await denied()) - d0).toBe(10);
+
+    const g = await generation();
+    env.writeConfig(config('STRICT', allowOnly('allow-get', CLIENT_ID, ', methods: [GET]')));
+    await until('the L7 policy rejected', async () => {
+      const s = await env.api<{ lastError?: { problems: string[] } }>('/v1/status');
+      return (s.lastError?.problems ?? []).some((p) => p.includes('AuthorizationPolicy default/allow-get: spec.rules[0].to[0].operation.methods: L7 field'));
+    });
+    expect(await generation()).toBe(g);
+    const again = await load(10, 1);
+    expect(again).toMatchObject({ sent: 10, ok: 0, failed: 10 });
+    expect((await denied()) - d0).toBe(20);
+
+    await apply(config('STRICT', allowOnly('allow-client', CLIENT_ID)));
+    expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
+  }, 180_000);
+
+  it('kill -9 of the agent under load: no request fails; the restarted agent adopts the data plane', async () => {
+    const status = () => env.api<{ dataplane?: { pid: number; state: string; adopted: boolean } }>('/v1/status');
+    const dp0 = (await status()).dataplane!;
+    expect(dp0.state).toBe('serving');
+    const running = load(50, 6);
+    await sleep(1500);
+    agent.child.kill('SIGKILL');
+    await until('agent gone', async () => agent.child.exitCode !== null || agent.child.signalCode !== null, 10_000);
+    agent = await env.startAgent(agentArgs);
+    const r = await running;
+    expect(r, JSON.stringify(r.errors)).toMatchObject({ sent: 300, ok: 300, failed: 0 });
+    const dp1 = (await status()).dataplane!;
+    expect(dp1).toMatchObject({ pid: dp0.pid, state: 'serving', adopted: true });
+  }, 180_000);
+});
