@@ -87,8 +87,8 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
   /** The client workload's load fixture: RATE new connections per second for SECONDS. */
   async function load(rate: number, seconds: number, path = PATH): Promise<LoadResult> {
     const child = env.meshRun('default/client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: `http://${SERVER}:8080${path}`, RATE: String(rate), SECONDS: String(seconds) });
-    const line = await waitForLine(child, /^\{.*"sent"/, seconds * 1000 + 60_000);
-    return JSON.parse(line.trim()) as LoadResult;
+    const line = (await waitForLine(child, /^\{.*"sent".*$/, seconds * 1000 + 60_000))[0];
+    return JSON.parse(line) as LoadResult;
   }
 
   /** A plaintext request from outside the mesh (the test's own cgroup, an address of no workload). */
