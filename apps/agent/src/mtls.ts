@@ -165,7 +165,7 @@ export class MtlsNode {
         if (!entry) continue;
         id = entry.spiffeId;
         workloads.push({ ...entry, address, ...(pol && Object.keys(pol).length ? { policies: pol } : {}) });
-        for (const port of w.ports) {
+        for (const port of w.ports ?? []) {
           const dst = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
           kernel.destinations.push(dst);
           destinations.push({ address: dst, tunnel: this.opts.tunnel, spiffeId: entry.spiffeId });

@@ -109,8 +109,8 @@ export interface ResolvedWorkload {
   /** Relative to the mesh's cgroup root. */
   cgroup: string;
   addresses: string[];
-  /** The ports of spec.ports (each gets its mTLS mode). */
-  ports: number[];
+  /** The ports of spec.ports (each gets its mTLS mode); absent: none. */
+  ports?: number[];
 }
 
 /** A config the agent rejects: the routing snapshot's error (problems, each naming object and field), for a

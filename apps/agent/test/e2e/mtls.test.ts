@@ -86,7 +86,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
 
   /** The client workload's load fixture: RATE new connections per second for SECONDS. */
   async function load(rate: number, seconds: number, path = PATH): Promise<LoadResult> {
-    const child = env.meshRun('default/client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: `http://${SERVER}:8080${path}`, RATE: String(rate), SECONDS: String(seconds) });
+    const child = env.meshRun('client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: `http://${SERVER}:8080${path}`, RATE: String(rate), SECONDS: String(seconds) });
     const line = (await waitForLine(child, /^\{.*"sent".*$/, seconds * 1000 + 60_000))[0];
     return JSON.parse(line) as LoadResult;
   }
@@ -101,7 +101,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     agentArgs = ['--mtls', '--mtls-outbound', `${DATAPLANE}:15001`, '--mtls-tunnel', `${DATAPLANE}:15008`, '--mtls-inbound-source', INBOUND_SOURCE, '--mtls-stats', statsAddr, '--run-dir', runDir];
     env.writeConfig(config('STRICT'));
     agent = await env.startAgent(agentArgs);
-    const server = env.meshRun('default/server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
+    const server = env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
     await waitForLine(server, /^listening/, 30_000);
     // Both workloads enrolled once their SVID files are written and the data plane has read them.
     await until('both workloads enrolled', async () => sum(sample(await metrics(), 'mesh_mtls_enrolled_workloads')) === 2);
@@ -171,7 +171,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect((await denied()) - d0).toBe(10);
 
     const g = await generation();
-    env.writeConfig(config('STRICT', allowOnly('allow-get', CLIENT_ID, ', methods: [GET]')));
+    env.writeConfig(config('STRICT', allowOnly('allow-get', 'cluster.local/ns/default/sa/client', ', methods: [GET]')));
     await until('the L7 policy rejected', async () => {
       const s = await env.api<{ lastError?: { problems: string[] } }>('/v1/status');
       return (s.lastError?.problems ?? []).some((p) => p.includes('AuthorizationPolicy default/allow-get: spec.rules[0].to[0].operation.methods: L7 field'));
@@ -181,7 +181,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect(again).toMatchObject({ sent: 10, ok: 0, failed: 10 });
     expect((await denied()) - d0).toBe(20);
 
-    await apply(config('STRICT', allowOnly('allow-client', CLIENT_ID)));
+    await apply(config('STRICT', allowOnly('allow-client', 'cluster.local/ns/default/sa/client')));
     expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
   }, 180_000);
 
