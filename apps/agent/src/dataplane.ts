@@ -295,7 +295,7 @@ export class DataplaneSupervisor {
     while (before && performance.now() - t0 < RELOAD_TIMEOUT_MS) {
       const s = await scrapeDataplane(config.stats).catch(() => undefined);
       if (s && s.reloadsFailed > before.reloadsFailed) {
-        const why = /reload failed[^\n]*/.exec(readTail(this.logPath))?.[0] ?? 'see the data plane log';
+        const why = [...readTail(this.logPath).matchAll(/reload failed[^\n]*/g)].pop()?.[0] ?? `see ${this.logPath}`;
         this.lastError = why;
         throw new Error(`the data plane refused its config: ${why}`);
       }

@@ -199,4 +199,23 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     const dp1 = (await status()).dataplane!;
     expect(dp1).toMatchObject({ pid: dp0.pid, state: 'serving', adopted: true });
   }, 180_000);
+
+  it('the data plane killed: started again and serving new connections within a second', async () => {
+    const status = () => env.api<{ dataplane?: { pid: number; state: string; restarts: number } }>('/v1/status');
+    const dp0 = (await status()).dataplane!;
+    process.kill(dp0.pid, 'SIGKILL');
+    const t0 = performance.now();
+    // A new process answering on the stats endpoint (it answers once its listeners are bound).
+    await until('a new data plane', async () => {
+      const pid = (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
+      return pid !== dp0.pid && (await scrapeDataplane(statsAddr, 500).then(() => true));
+    }, 10_000);
+    const ms = performance.now() - t0;
+    console.log(`data plane back in ${Math.round(ms)} ms`);
+    expect(ms).toBeLessThan(1000 * 2); // 1 s, with a margin for a loaded machine
+    expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
+    const dp1 = (await status()).dataplane!;
+    expect(dp1.state).toBe('serving');
+    expect(dp1.restarts).toBe(1);
+  }, 120_000);
 });
