@@ -108,16 +108,23 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
   }, 120_000);
 
   afterAll(async () => {
-    const pidFile = runDir && join(runDir, 'dataplane.pid');
-    await env?.close();
-    // The data plane runs in a session of its own (it outlives agents): stopped here, by its recorded pid.
-    if (pidFile && existsSync(pidFile)) {
+    // The data plane runs in a session of its own (it outlives agents): stopped by its recorded pid, once the
+    // agent (which would start it again) is stopped; read before the run directory goes.
+    let pid: number | undefined;
+    try {
+      pid = (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
+    } catch {
+      /* never started */
+    }
+    await env?.procs.close();
+    if (pid !== undefined) {
       try {
-        process.kill((JSON.parse(readFileSync(pidFile, 'utf8')) as { pid: number }).pid, 'SIGKILL');
+        process.kill(pid, 'SIGKILL');
       } catch {
         /* already gone */
       }
     }
+    await env?.close();
   }, 60_000);
 
   it('requests go through the tunnel in TLS: the capture holds neither path nor body; the server side names the client', async () => {
