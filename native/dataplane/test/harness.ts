@@ -117,6 +117,8 @@ export interface DataplaneConfig {
   destinations?: { address: string; tunnel: string; spiffeId: string }[];
   /** The pinned map of original destinations the kernel's capture fills; absent: the PROXY v1 preamble. */
   originalDst?: { map: string };
+  /** The source address of connections to workloads, per family (what a STRICT port lets in). */
+  inboundSource?: { ipv4?: string; ipv6?: string };
 }
 
 export interface Endpoint {

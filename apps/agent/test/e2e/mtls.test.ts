@@ -3,7 +3,7 @@
 // refuses a plaintext client outside the mesh, PERMISSIVE serves it; an ALLOW policy naming another principal
 // refuses the client (counted with its name); an L7 policy is rejected naming the field, the previous policy
 // staying in force; `kill -9` of the agent under load fails no request, and the restarted agent adopts the data
-// plane. Addresses: a /24 of 127/8 of the test's own.
+// plane. Addresses: a block of 127/8 claimed by testNet().
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,11 +12,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
-import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum } from './harness.js';
+import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
 
-const b = 100 + Math.floor(Math.random() * 150);
-const c = Math.floor(Math.random() * 256);
-const ip = (h: number) => `127.${b}.${c}.${h}`;
+const NET = testNet();
+const ip = (h: number) => `${NET}.0.${h}`;
 const SERVER = ip(1);
 const CLIENT = ip(3);
 const DATAPLANE = ip(100);
@@ -225,4 +224,4 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect(dp1.state).toBe('serving');
     expect(dp1.restarts).toBe(1);
   }, 120_000);
-});
+}, { tools: ['dumpcap', 'curl'] });
