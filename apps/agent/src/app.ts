@@ -50,6 +50,8 @@ export interface AgentOptions {
   identity?: Omit<IdentityOptions, 'log' | 'svidDir'> & { svidDir?: string | undefined };
   /** Datapath families run after the built-in ones (FAMILIES): how a test adds one without editing the agent. */
   families?: readonly Family[];
+  /** This node's name: workloads whose spec.nodeName is another run elsewhere. */
+  nodeName?: string;
   /** Transparent mTLS for enrolled workloads (the mtls family and the supervised data plane); off when absent. */
   mtls?: MtlsNodeOptions;
 }
@@ -175,7 +177,10 @@ export class Agent {
     checkKernel(log);
     if (opts.bpfStats) this.statsHandle = enableStats();
     const t0 = performance.now();
-    if (opts.mtls) this.mtls = new MtlsNode(opts.mtls, { pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log });
+    if (opts.mtls) {
+      const trustDomain = opts.identity?.trustDomain ?? 'cluster.local';
+      this.mtls = new MtlsNode(opts.mtls, { pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, nodeName: opts.nodeName, trustDomain });
+    }
     // mtls after split: its connect program must see the endpoint the split chose.
     const families = [...FAMILIES, ...(this.mtls ? [this.mtls.family] : []), ...(opts.families ?? [])];
     const sizes = sizesFor(opts, firstConfig);
@@ -280,14 +285,16 @@ export class Agent {
     try {
       const dp = this.dp();
       // The kernel makes cgroups one at a time (~0.1 ms each): made off the event loop while the maps are written.
-      const cgroups = this.opts.source.managesCgroups !== false ? dp.ensureCgroups(config.workloads.map((w) => w.cgroup)) : Promise.resolve();
+      // Workloads of another node (spec.nodeName) are endpoints and mTLS destinations here, not cgroups or identities.
+      const local = config.workloads.filter((w) => w.nodeName === undefined || w.nodeName === this.opts.nodeName);
+      const cgroups = this.opts.source.managesCgroups !== false ? dp.ensureCgroups(local.map((w) => w.cgroup)) : Promise.resolve();
       cgroups.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
       let resolver: Promise<ConfigResolver> | undefined;
       const resolve = () => (resolver ??= cgroups.then(() => ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services)));
       const r = await dp.apply({ config, resolver: resolve });
       await cgroups;
       this.resolver = await resolve();
-      this.identities?.apply(config.workloads);
+      this.identities?.apply(local);
       const writes = r.mapWrites;
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.

@@ -40,6 +40,8 @@ export interface MtlsNodeOptions {
   /** Where its config, pid file and log live. */
   runDir: string;
   workers?: number;
+  /** Other nodes' tunnel listeners, by node name: where their workloads (spec.nodeName) are reached. */
+  peers?: Record<string, string>;
 }
 
 /** The files of a workload's SVID, from the identities (see identities.ts). */
@@ -72,11 +74,12 @@ export class MtlsNode {
    *  written this agent's (a restart does not drop a workload from the tunnel meanwhile). */
   private inherited = new Map<string, DataplaneConfig['workloads'][number]>();
   private queue: Promise<unknown> = Promise.resolve();
+  private warned: Set<string> | undefined;
   private readonly log: Logger;
 
   constructor(
     private readonly opts: MtlsNodeOptions,
-    private readonly mesh: { pinRoot: string; cgroupRoot: string; log: Logger },
+    private readonly mesh: { pinRoot: string; cgroupRoot: string; log: Logger; nodeName?: string; trustDomain: string },
   ) {
     parseHostPort(opts.outbound);
     parseHostPort(opts.tunnel);
@@ -150,6 +153,10 @@ export class MtlsNode {
     const destinations: DataplaneConfig['destinations'] = [];
     for (const w of config.workloads) {
       if (!enrolled(w)) continue;
+      if (w.nodeName !== undefined && w.nodeName !== this.mesh.nodeName) {
+        this.remote(w, kernel, destinations);
+        continue;
+      }
       const key = `${w.namespace}/${w.name}`;
       const files = this.svids?.files(key);
       const policy = config.policies.get(key);
@@ -178,6 +185,26 @@ export class MtlsNode {
       kernel.enrolled.push(e);
     }
     return { kernel, dataplane: this.dataplaneBase(workloads, destinations) };
+  }
+
+  /** A workload of another node: its ports are tunnelled to that node's data plane, which must present its
+   *  service account's ID. Not enrolled here (its processes are not on this node). */
+  private remote(w: ResolvedWorkload, kernel: MtlsSnapshot, destinations: DataplaneConfig['destinations']): void {
+    const tunnel = this.opts.peers?.[w.nodeName!];
+    if (tunnel === undefined) {
+      this.warned ??= new Set();
+      if (!this.warned.has(w.nodeName!)) this.log.warn('no tunnel known for a node: its workloads are not reached through mTLS', { node: w.nodeName, workload: `${w.namespace}/${w.name}` });
+      this.warned.add(w.nodeName!);
+      return;
+    }
+    const spiffeId = `spiffe://${this.mesh.trustDomain}/ns/${w.namespace}/sa/${w.serviceAccount}`;
+    for (const address of w.addresses) {
+      for (const port of w.ports ?? []) {
+        const dst = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+        kernel.destinations.push(dst);
+        destinations.push({ address: dst, tunnel, spiffeId });
+      }
+    }
   }
 
   /** The family's input: the data plane gets its config first (a workload is known there before the kernel

@@ -1,6 +1,7 @@
 /** mesh-agent: the node agent. Reads the config (file or directory of YAML), attaches the datapath to the
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -22,6 +23,19 @@ import { EXIT, isLoopback, UsageError } from './exit.js';
 /** The data plane's addresses on a one-machine mesh (Istio's ports: 15001 outbound, 15008 tunnel; 127.0.0.6 is
  *  the source of Istio's inbound passthrough). */
 const MTLS_DEFAULTS = { outbound: '127.0.0.1:15001', tunnel: '127.0.0.1:15008', inboundSource: '127.0.0.6', stats: '127.0.0.1:15020' };
+
+/** --mtls-node NAME=IP:PORT, repeated → tunnel by node name. */
+function peers(list: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const p of list) {
+    const m = /^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)=(.+)$/.exec(p);
+    const hp = m ? /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(m[3]!) : null;
+    if (!m || !hp || isIP(hp[1] ?? hp[2]!) === 0 || Number(hp[3]) < 1 || Number(hp[3]) > 65535) throw new UsageError(`--mtls-node must be NAME=IP:PORT (a node name and its tunnel listener), got ${JSON.stringify(p)}`);
+    if (out[m[1]!] !== undefined) throw new UsageError(`--mtls-node: node ${m[1]} given twice`);
+    out[m[1]!] = m[3]!;
+  }
+  return out;
+}
 
 /** "IP" or "IPv4,IPv6" → one address per family. */
 function inboundSource(s: string): { ipv4?: string; ipv6?: string } {
@@ -46,7 +60,8 @@ Options:
   --config PATH        a YAML file, or a directory of *.yaml/*.yml/*.json files (multi-document)
   --kubeconfig PATH    read the objects from a Kubernetes API server instead (docs/kubernetes.md)
   --kubernetes         the same with in-cluster config (the pod's service account)
-  --node-name NAME     the node whose pods are workloads here                      [$NODE_NAME or host name]
+  --node-name NAME     the node whose pods are workloads here; with --config, Workloads whose spec.nodeName
+                       names another node run there                          [$NODE_NAME or host name]
   --api-socket PATH    unix socket of the control API (meshctl), mode 0660 [/run/mesh/<pin root's name>.sock]
   --api-group GROUP    group that may use the control socket besides root                       [root]
   --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the page (read-only) [${DEFAULT_API}]
@@ -72,6 +87,7 @@ Options:
   --mtls-inbound-source IP[,IP6]  the source of its connections to workloads: the only
                        source a STRICT port takes; one address per family             [${MTLS_DEFAULTS.inboundSource}]
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
+  --mtls-node NAME=IP:PORT another node's tunnel listener, for Workloads with spec.nodeName NAME (repeatable)
   --dataplane PATH     the mesh-dataplane executable            [native/dataplane/build/mesh-dataplane]
   --run-dir DIR        the data plane's config, pid file and log          [/run/mesh/<pin root's name>-dataplane]
   --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
@@ -116,6 +132,7 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-tunnel': { type: 'string', default: MTLS_DEFAULTS.tunnel },
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
+        'mtls-node': { type: 'string', multiple: true },
         dataplane: { type: 'string' },
         'run-dir': { type: 'string' },
         'max-config-bytes': { type: 'string' },
@@ -158,6 +175,7 @@ export async function main(argv: string[]): Promise<number> {
       if (isIP(h) === 0) throw new UsageError(`--${f} must be IP:PORT, got ${JSON.stringify(args[f])}`);
     }
     inboundSource(args['mtls-inbound-source']!);
+    peers(args['mtls-node'] ?? []);
     const ttl = parseDuration(args['svid-ttl']!);
     if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
@@ -208,6 +226,7 @@ export async function main(argv: string[]): Promise<number> {
     source,
     listen: args.listen!,
     apiSocket: args['api-socket'] ?? defaultApiSocket(args['pin-root']),
+    nodeName: args['node-name'] ?? process.env.NODE_NAME ?? hostname(),
     apiGid: args['api-group'] !== undefined ? groupId(args['api-group']) : undefined,
     pinRoot: args['pin-root']!,
     cgroupRoot,
@@ -232,6 +251,7 @@ export async function main(argv: string[]): Promise<number> {
           inboundSource: inboundSource(args['mtls-inbound-source']!),
           dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
           runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
+          peers: peers(args['mtls-node'] ?? []),
         }
       : undefined,
   });

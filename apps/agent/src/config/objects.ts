@@ -16,6 +16,7 @@ import {
   type HTTPRoute,
   ipExpected,
   isDnsLabel,
+  isDnsSubdomain,
   isIP,
   isPort,
   namespaceOf,
@@ -52,6 +53,9 @@ export interface Workload {
     addresses: string[];
     ports?: { name: string; port: number; protocol?: 'TCP' | 'UDP' }[];
     ready?: boolean;
+    /** The node it runs on (pod.spec.nodeName); absent: this node. Another node's workloads are endpoints and
+     *  mTLS destinations here, never cgroups or identities. */
+    nodeName?: string;
   };
 }
 
@@ -111,6 +115,8 @@ export interface ResolvedWorkload {
   addresses: string[];
   /** The ports of spec.ports (each gets its mTLS mode); absent: none. */
   ports?: number[];
+  /** spec.nodeName: absent on this node's workloads. */
+  nodeName?: string;
 }
 
 /** A config the agent rejects: the routing snapshot's error (problems, each naming object and field), for a
@@ -174,6 +180,7 @@ function checkWorkload(w: Workload, index: number, seen: WorkloadsSeen, problems
     if (!p || !isPort(p.port)) at(`spec.ports[${i}].port`, portExpected(p?.port));
   });
   if (spec.ready !== undefined && typeof spec.ready !== 'boolean') at('spec.ready', 'must be true or false');
+  if (spec.nodeName !== undefined && !isDnsSubdomain(spec.nodeName)) at('spec.nodeName', `must be a node name (a DNS subdomain), got ${JSON.stringify(spec.nodeName)}`);
   return {
     name: m.name,
     namespace: namespaceOf(m),
@@ -182,6 +189,7 @@ function checkWorkload(w: Workload, index: number, seen: WorkloadsSeen, problems
     cgroup: typeof cg === 'string' ? posix.normalize(cg) : '',
     addresses: spec.addresses.filter((a) => typeof a === 'string'),
     ports: (spec.ports ?? []).map((p) => p?.port).filter((p) => isPort(p)),
+    ...(spec.nodeName !== undefined ? { nodeName: spec.nodeName } : {}),
   };
 }
 
