@@ -112,6 +112,15 @@ describePrivileged('transparent mTLS across two nodes', () => {
 
     const child = envs['node-a']!.meshRun('client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: `http://${VIP}:80${PATH}`, RATE: '40', SECONDS: '5' });
     const r = JSON.parse((await waitForLine(child, /^\{.*"sent".*$/, 120_000))[0]) as { sent: number; ok: number; failed: number; errors: string[] };
+    if (r.failed) {
+      const interesting = (t: string) => t.split('\n').filter((l) => !l.startsWith('#') && / [1-9]\d*$/.test(l) && /mtls|dataplane/.test(l)).join('\n');
+      console.log('node A data plane:\n' + interesting((await scrapeDataplane(stats['node-a']!)).text));
+      console.log('node B data plane:\n' + interesting((await scrapeDataplane(stats['node-b']!)).text));
+      console.log('node A agent:\n' + interesting(await envs['node-a']!.metrics()));
+      console.log('node B agent:\n' + interesting(await envs['node-b']!.metrics()));
+      console.log('A dataplane.json:\n' + readFileSync(join(runDirs[0]!, 'dataplane.json'), 'utf8'));
+      console.log('A dataplane.log:\n' + readFileSync(join(runDirs[0]!, 'dataplane.log'), 'utf8'));
+    }
     expect(r, JSON.stringify(r.errors)).toMatchObject({ sent: 200, ok: 200, failed: 0 });
 
     await sleep(500);
