@@ -204,6 +204,8 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect(r, JSON.stringify(r.errors)).toMatchObject({ sent: 300, ok: 300, failed: 0 });
     const dp1 = (await status()).dataplane!;
     expect(dp1).toMatchObject({ pid: dp0.pid, state: 'serving', adopted: true });
+    const st = await env.meshctl(['status']);
+    expect(st.stdout).toMatch(new RegExp(`^data plane +serving \\(pid ${dp0.pid}, adopted, config generation \\d+, 0 restarts\\), stats http://${statsAddr.replaceAll('.', '\\.')}/metrics$`, 'm'));
   }, 180_000);
 
   it('the data plane killed: started again and serving new connections within a second', async () => {
