@@ -19,7 +19,7 @@ import { ConfigResolver } from './identity.js';
 import { checkKernel } from './kernel.js';
 import type { IdentityOptions, WorkloadIdentities } from './identities.js';
 import { acquireLock, type Lock } from './lock.js';
-import { MtlsNode, type MtlsNodeOptions, type SvidFileSource } from './mtls.js';
+import { MtlsNode, type MtlsNodeOptions } from './mtls.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
 import { startSocketServer, startTcpServer } from './server.js';
@@ -192,7 +192,7 @@ export class Agent {
 
     if (this.mtls) {
       // After the datapath: the data plane's config names the pinned map of original destinations.
-      await this.mtls.start(svidFiles(this.identities));
+      await this.mtls.start(this.identities);
       const probe = () => {
         if (this.stopping || !this.mtls) return;
         void this.mtls.supervisor.probe().finally(() => {
@@ -382,12 +382,6 @@ export class Agent {
     this.lock = undefined;
     if (had) this.log.info('stopped; the datapath keeps running from its pins', { pinRoot: this.opts.pinRoot });
   }
-}
-
-/** The identities' SVID files, when they write them (the data plane reads its workloads' certificates there). */
-function svidFiles(ids: WorkloadIdentities | undefined): SvidFileSource | undefined {
-  const f = ids as Partial<SvidFileSource> | undefined;
-  return typeof f?.files === 'function' && typeof f.onChange === 'function' ? (f as SvidFileSource) : undefined;
 }
 
 /** How long requests in flight get to finish when the agent stops; then their connections are cut. */

@@ -14,6 +14,7 @@ import { MtlsDatapath, type EnrolledWorkload, type MtlsSnapshot } from '@mesh/mt
 import type { ResolvedConfig, ResolvedWorkload } from './config/objects.js';
 import { type DataplaneConfig, DataplaneSupervisor } from './dataplane.js';
 import type { Family } from './families.js';
+import type { SvidFiles } from './identities.js';
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
 
@@ -44,15 +45,8 @@ export interface MtlsNodeOptions {
   peers?: Record<string, string>;
 }
 
-/** The files of a workload's SVID, from the identities (see identities.ts). */
-export interface SvidFiles {
-  id: string;
-  cert: string;
-  key: string;
-  bundle: string;
-}
-
-/** What the mTLS part needs of the identities: each workload's SVID files once written, and a call after writes. */
+/** What the mTLS part needs of the identities (WorkloadIdentities): each workload's SVID files once written,
+ *  and a call after each batch of writes. */
 export interface SvidFileSource {
   files(workload: string): SvidFiles | undefined;
   onChange(listener: () => void): () => void;
