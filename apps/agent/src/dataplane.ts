@@ -171,7 +171,13 @@ export class DataplaneSupervisor {
   async start(config: DataplaneConfig): Promise<void> {
     mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
     const rec = this.readPid();
-    if (rec && rec.config === this.configPath && runs(rec.pid, this.opts.binary, this.configPath)) {
+    const prev = this.previousConfig();
+    // Listen addresses and workers cannot change on a reload: a data plane with others is replaced.
+    const same = prev !== undefined && (['outbound', 'tunnel', 'stats', 'workers'] as const).every((k) => prev[k] === config[k]);
+    if (rec && !same && runs(rec.pid, this.opts.binary, this.configPath)) {
+      this.log.warn('the running data plane listens elsewhere; replacing it (its connections are cut)', { pid: rec.pid });
+      await stopPid(rec.pid);
+    } else if (rec && rec.config === this.configPath && runs(rec.pid, this.opts.binary, this.configPath)) {
       try {
         const s = await scrapeDataplane(config.stats);
         this.pid = rec.pid;
@@ -342,6 +348,25 @@ export class DataplaneSupervisor {
     this.closed = true;
     clearTimeout(this.timer);
   }
+}
+
+/** SIGTERM (the data plane exits at once), then waits until the process is gone. */
+async function stopPid(pid: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const gone = () => {
+    try {
+      return /\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    } catch {
+      return true;
+    }
+  };
+  for (let i = 0; i < 500 && !gone(); i++) await sleep(10);
+  if (gone()) return;
+  process.kill(pid, 'SIGKILL');
 }
 
 function readTail(path: string): string {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged, waitForLine } from '@mesh/testkit';
+import { describePrivileged, stopProcess, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
 import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
@@ -225,5 +225,29 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     const dp1 = (await status()).dataplane!;
     expect(dp1.state).toBe('serving');
     expect(dp1.restarts).toBe(1);
+  }, 120_000);
+
+  it('an agent started with other data plane addresses replaces the running data plane instead of adopting it', async () => {
+    const status = () => env.api<{ dataplane?: { pid: number; state: string; adopted: boolean } }>('/v1/status');
+    const old = (await status()).dataplane!;
+    await stopProcess(agent.child);
+    // Another tunnel port: a listener a reload cannot change.
+    agentArgs = agentArgs.map((a, i) => (agentArgs[i - 1] === '--mtls-tunnel' ? `${DATAPLANE}:15018` : a));
+    agent = await env.startAgent(agentArgs);
+    const now = (await status()).dataplane!;
+    expect(now).toMatchObject({ state: 'serving', adopted: false });
+    expect(now.pid).not.toBe(old.pid);
+    // Gone, or a zombie until whoever adopted the orphan reaps it.
+    const stat = (() => {
+      try {
+        return readFileSync(`/proc/${old.pid}/stat`, 'utf8');
+      } catch {
+        return 'gone';
+      }
+    })();
+    expect(stat === 'gone' || /\) Z /.test(stat), stat).toBe(true);
+    await until('both workloads enrolled again', async () => sum(sample(await metrics(), 'mesh_mtls_enrolled_workloads')) === 2);
+    expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
+    expect(sum(sample(await dpStats(), 'mesh_dataplane_inbound_authorized_total', { source_principal: CLIENT_ID }))).toBe(10);
   }, 120_000);
 }, { tools: ['dumpcap', 'curl'] });
