@@ -168,7 +168,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     await apply(config('STRICT'));
   }, 120_000);
 
-  it('an ALLOW policy naming another principal refuses the client, counted with its name; an L7 policy is rejected and the previous one stays', async () => {
+  it('an ALLOW policy naming another principal refuses the client, counted with its name; an L7 policy is rejected and the previous one stays; DENY by namespace refuses', async () => {
     const denied = async () => sum(sample(await dpStats(), 'mesh_dataplane_authz_denied_total', { policy: 'default/allow-other' }));
     await apply(config('STRICT', allowOnly('allow-other', 'cluster.local/ns/default/sa/other')));
     const d0 = await denied();
@@ -187,6 +187,21 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect(again).toMatchObject({ sent: 10, ok: 0, failed: 10 });
     expect((await denied()) - d0).toBe(20);
 
+    await apply(config('STRICT', allowOnly('allow-client', 'cluster.local/ns/default/sa/client')));
+    expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
+
+    // DENY by namespace wins over a matching ALLOW.
+    const denyNs = `---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-default }
+spec: { action: DENY, selector: { matchLabels: { app: server } }, rules: [{ from: [{ source: { namespaces: [default] } }] }] }
+`;
+    const denials = async () => sum(sample(await dpStats(), 'mesh_dataplane_authz_denied_total', { policy: 'default/deny-default', reason: 'deny_match' }));
+    await apply(config('STRICT', allowOnly('allow-client', 'cluster.local/ns/default/sa/client') + denyNs));
+    const n0 = await denials();
+    expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 0, failed: 10 });
+    expect((await denials()) - n0).toBe(10);
     await apply(config('STRICT', allowOnly('allow-client', 'cluster.local/ns/default/sa/client')));
     expect(await load(10, 1)).toMatchObject({ sent: 10, ok: 10, failed: 0 });
   }, 180_000);
