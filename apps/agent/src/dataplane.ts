@@ -145,6 +145,7 @@ export class DataplaneSupervisor {
   private lastError: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private starting: Promise<void> | undefined;
+  private lastAttempt = 0;
   private closed = false;
   private readonly log: Logger;
 
@@ -199,7 +200,9 @@ export class DataplaneSupervisor {
     if (this.pid === undefined) {
       this.config = config;
       await this.writeConfig();
-      await this.spawnOne();
+      // One that cannot start does not stop the agent: it is tried again every second, and the agent is not
+      // ready meanwhile (the routing and metrics programs keep working).
+      await this.spawnOne().catch((err) => this.log.error('data plane could not be started; trying again every second', { error: (err as Error).message }));
     } else await this.reload(config);
     this.watch();
   }
@@ -224,9 +227,11 @@ export class DataplaneSupervisor {
   private spawnOne(): Promise<void> {
     this.starting ??= (async () => {
       this.state = 'starting';
+      this.lastAttempt = Date.now();
       const fd = openSync(this.logPath, 'a', 0o600);
       let exited: string | undefined;
       try {
+        if (!existsSync(this.opts.binary)) throw new Error(`cannot start the data plane: ${this.opts.binary} does not exist`);
         // Its own session (detached): signals to the agent's process group, and the agent's death, leave it be.
         const child = spawn(this.opts.binary, ['--config', this.configPath], { detached: true, stdio: ['ignore', fd, fd] });
         child.on('error', (err) => (exited = err.message));
@@ -282,6 +287,9 @@ export class DataplaneSupervisor {
     const check = () => {
       if (this.closed) return;
       if (this.pid !== undefined && !this.starting && !runs(this.pid, this.opts.binary, this.configPath)) this.onDeath('is gone');
+      else if (this.pid === undefined && !this.starting && Date.now() - this.lastAttempt >= 1000) {
+        this.spawnOne().catch(() => undefined); // lastError and the state say why
+      }
       this.timer = setTimeout(check, this.opts.checkMs ?? 200);
       this.timer.unref();
     };

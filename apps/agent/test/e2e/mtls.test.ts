@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged, stopProcess, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
-import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
+import { type Agent, AGENT_BIN, FIXTURES, freePort, MeshEnv, sample, socketGet, sum, testNet } from './harness.js';
 
 const NET = testNet();
 const ip = (h: number) => `${NET}.0.${h}`;
@@ -266,3 +266,24 @@ spec: { action: DENY, selector: { matchLabels: { app: server } }, rules: [{ from
     expect(sum(sample(await dpStats(), 'mesh_dataplane_inbound_authorized_total', { source_principal: CLIENT_ID }))).toBe(10);
   }, 120_000);
 }, { tools: ['dumpcap', 'curl'] });
+
+describePrivileged('mTLS with a data plane that cannot start', () => {
+  it('the agent runs, not ready, saying why; meshctl status shows the data plane down', async () => {
+    await using env = await MeshEnv.create();
+    env.writeConfig(config('STRICT'));
+    const missing = join(env.tempDir('bin'), 'mesh-dataplane');
+    const child = env.procs.spawn(AGENT_BIN, env.agentArgs(['--mtls', '--mtls-outbound', `${DATAPLANE}:15001`, '--mtls-tunnel', `${DATAPLANE}:15008`, '--mtls-stats', `127.0.0.1:${await freePort()}`, '--run-dir', env.tempDir('run'), '--dataplane', missing]), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let ready: { status: number; body: string } | undefined;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && child.exitCode === null) {
+      ready = await socketGet(env.apiSocket, '/readyz', 1000).catch(() => undefined);
+      if (ready && ready.body.includes('data plane')) break;
+      await sleep(100);
+    }
+    expect(child.exitCode).toBe(null);
+    expect(ready?.status).toBe(503);
+    expect(ready?.body).toContain(`the mTLS data plane is down: cannot start the data plane: ${missing} does not exist`);
+    const st = await env.meshctl(['status']);
+    expect(st.stdout).toMatch(/^data plane +down, stats http:\/\/127\.0\.0\.1:\d+\/metrics; last error: cannot start the data plane: .* does not exist$/m);
+  }, 120_000);
+});
