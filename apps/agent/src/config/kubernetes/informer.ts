@@ -4,10 +4,16 @@
  * but on any other error (a cut connection, an unreachable server, a failed list) it reports the error and
  * STOPS: this wrapper restarts it with backoff (1 s, doubling to 30 s), from the resourceVersion it had, so a
  * short outage ends in a watch that resumes without a relist. Its cache stays as it was meanwhile.
+ *
+ * Memory: lists are read in pages, and every object, listed or watched, goes through `transform` before
+ * client-node caches it (as client-go's SetTransform), so the cache holds what the source reads, not whole objects.
  */
 import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
 
 import type { ListFn } from './resources.js';
+
+/** Items per list page (client-go's pager default). */
+export const LIST_PAGE = 500;
 
 export interface InformerOptions {
   /** First restart delay after an error; doubles per failed restart. Default 1,000 ms. */
@@ -74,6 +80,8 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
     private readonly opts: InformerOptions & {
       fieldSelector?: string;
       optional?: boolean;
+      /** What the cache keeps of an object; it must keep metadata.name, namespace and resourceVersion. */
+      transform?: (obj: KubernetesObject) => T;
       /** Called when the cache changed (add, update, delete, or the first list). */
       onChange: () => void;
       /** Called when health changed. */
@@ -86,12 +94,33 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
     const watch = new Watch(kc);
     // The inactivity bound is a plain field at run time (private in the typings).
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = opts.silenceMs ?? 30_000;
+    const keep = opts.transform ?? ((o: KubernetesObject) => o as T);
     const list = async () => {
-      const l = await listFn();
+      const items: T[] = [];
+      let page = await listFn({ limit: LIST_PAGE });
+      for (;;) {
+        for (const o of page.items) items.push(keep(o));
+        // Typed lists name it _continue; custom objects come as sent.
+        const next = page.metadata?._continue ?? (page.metadata as { continue?: string } | undefined)?.continue;
+        if (!next) break;
+        try {
+          page = await listFn({ limit: LIST_PAGE, _continue: next });
+        } catch (err) {
+          if (statusOf(err) !== 410) throw err;
+          // The continue token expired (the list outlived the server's history): one consistent list, whole.
+          items.length = 0;
+          page = await listFn({ limit: 0 });
+        }
+      }
       // client-node fills its cache from this right after; the change callback runs later (debounced).
       this.listed();
-      return l as never;
+      return { metadata: page.metadata, items } as never;
     };
+    // Watched objects go through the same transform before client-node caches them (not ERROR's Status,
+    // whose code it reads, nor a BOOKMARK's bare metadata).
+    const watchFn = watch.watch.bind(watch);
+    watch.watch = (path, query, callback, done) =>
+      watchFn(path, query, (phase, obj, raw) => callback(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? keep(obj as KubernetesObject) : obj, raw), done);
     this.lw = new ListWatch<T>(path, watch, list, false, undefined, opts.fieldSelector);
     for (const verb of ['add', 'update', 'delete'] as const) this.lw.on(verb, () => opts.onChange());
     this.lw.on('error', (err) => this.failed(err));

@@ -39,22 +39,29 @@ export const WATCHED: readonly WatchedResource[] = [
 /** The field selector that limits Pods to one node's. */
 export const nodeSelector = (nodeName: string) => `spec.nodeName=${nodeName}`;
 
-export type ListFn = () => Promise<KubernetesListObject<KubernetesObject>>;
+/** One page of a list: at most `limit` items, from `_continue` (a token of the previous page) when given. */
+export interface ListPage {
+  limit: number;
+  _continue?: string;
+}
+
+export type ListFn = (page: ListPage) => Promise<KubernetesListObject<KubernetesObject>>;
 
 /** The list call of each resource, through client-node's typed clients (HTTPRoutes through the custom
- *  objects client, which returns the JSON as sent; so are Istio's security objects). */
+ *  objects client, which returns the JSON as sent; so are Istio's security objects). Lists are read in pages
+ *  (limit/continue), so a big cluster is never held decoded whole at once. */
 export function listFunctions(kc: KubeConfig, nodeName: string): Record<ResourceName, ListFn> {
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
-  const customList = (group: string, plural: string): ListFn => () =>
-    custom.listClusterCustomObject({ group, version: 'v1', plural }) as Promise<KubernetesListObject<KubernetesObject>>;
+  const customList = (group: string, plural: string): ListFn => (page) =>
+    custom.listClusterCustomObject({ group, version: 'v1', plural, ...page }) as Promise<KubernetesListObject<KubernetesObject>>;
   return {
-    services: () => core.listServiceForAllNamespaces(),
-    endpointslices: () => discovery.listEndpointSliceForAllNamespaces(),
-    pods: () => core.listPodForAllNamespaces({ fieldSelector: nodeSelector(nodeName) }),
+    services: (page) => core.listServiceForAllNamespaces(page),
+    endpointslices: (page) => discovery.listEndpointSliceForAllNamespaces(page),
+    pods: (page) => core.listPodForAllNamespaces({ fieldSelector: nodeSelector(nodeName), ...page }),
     httproutes: customList('gateway.networking.k8s.io', 'httproutes'),
-    namespaces: () => core.listNamespace(),
+    namespaces: (page) => core.listNamespace(page),
     peerauthentications: customList('security.istio.io', 'peerauthentications'),
     authorizationpolicies: customList('security.istio.io', 'authorizationpolicies'),
   };

@@ -12,6 +12,8 @@ import type { Registry } from 'prom-client';
 
 import type { Logger } from '../../log.js';
 import { msSince } from '../../log.js';
+import type { EndpointSlice, HTTPRoute, Service } from '@mesh/split';
+
 import type { ConfigSnapshot, Workload } from '../objects.js';
 import type { ConfigSource, ConfigUpdate } from '../source.js';
 import { findPodCgroup, type PodCgroup } from './cgroups.js';
@@ -58,15 +60,53 @@ export interface KubernetesHealth {
   skippedPods: { pod: string; reason: string }[];
 }
 
-/** The hashable part of a snapshot: each object as canonical JSON, cached per informer object. */
-type Viewed<V> = { view: V; json: string };
+/** An object's view and the digest of its canonical JSON (what the snapshot hash covers), made once per object. */
+type Viewed<V> = { view: V; digest: string };
+
+/**
+ * What an informer caches of an object the mesh makes a view of: the metadata client-node's cache keys and
+ * compares on, and the view (null: not one the mesh carries), made when the object arrives. The whole object
+ * is dropped there, so the caches and the snapshot share one copy of what the mesh reads.
+ */
+interface Kept<V = unknown> extends KubernetesObject {
+  metadata: { name?: string; namespace?: string; resourceVersion?: string };
+  kept: Viewed<V> | null | { error: Error };
+}
+
+function keep<V>(o: KubernetesObject, make: () => V | undefined, hashed: (v: V) => unknown = (v) => v): Kept<V> {
+  const { name, namespace, resourceVersion } = o.metadata ?? {};
+  let kept: Kept<V>['kept'];
+  try {
+    const view = make();
+    kept = view === undefined ? null : { view, digest: createHash('sha256').update(JSON.stringify(hashed(view))).digest('base64') };
+  } catch (err) {
+    // An object shaped in a way no check foresaw: the snapshot that would hold it fails (build()).
+    kept = { error: err as Error };
+  }
+  return { metadata: { name, namespace, resourceVersion }, kept };
+}
+
+/** The parts of a Pod and a Namespace the source reads (pods.ts): the rest is dropped before caching. */
+function keepPod(p: V1Pod): V1Pod {
+  const { managedFields: _m, annotations: _a, ownerReferences: _o, ...metadata } = p.metadata ?? {};
+  const { containers, hostNetwork, nodeName, serviceAccountName } = p.spec ?? { containers: [] };
+  const { phase, qosClass, conditions, podIPs, podIP } = p.status ?? {};
+  return {
+    metadata,
+    spec: { containers: (containers ?? []).map((c) => ({ name: c.name, ...(c.ports && { ports: c.ports }) })), hostNetwork, nodeName, serviceAccountName },
+    status: { phase, qosClass, conditions: conditions?.filter((c) => c.type === 'Ready'), podIPs, podIP },
+  };
+}
+
+const keepNamespace = (n: V1Namespace): V1Namespace => ({
+  metadata: { name: n.metadata?.name, resourceVersion: n.metadata?.resourceVersion, ...(n.metadata?.labels && { labels: n.metadata.labels }) },
+});
 
 export class KubernetesSource implements ConfigSource {
   readonly description: string;
   /** Kubelet makes and removes pods' cgroups: the agent must not create workload cgroups for this source. */
   readonly managesCgroups = false;
   private readonly informers: Record<ResourceName, SupervisedInformer>;
-  private readonly views = new WeakMap<object, Viewed<unknown> | null>();
   private readonly cgroups = new Map<string, PodCgroup>();
   private readonly pending = new Map<string, { pod: string; since: string }>();
   private skipped: { pod: string; reason: string }[] = [];
@@ -91,12 +131,23 @@ export class KubernetesSource implements ConfigSource {
     const lists = listFunctions(opts.kubeConfig, opts.nodeName);
     const onChange = () => this.schedule();
     const onHealth = () => this.healthChanged();
+    type Policy = Parameters<typeof securityPolicyView>[0];
+    const transforms: Record<ResourceName, (o: KubernetesObject) => KubernetesObject> = {
+      services: (o) => keep(o, () => (serviceSkipReason(o as V1Service) ? undefined : serviceView(o as V1Service))),
+      endpointslices: (o) => keep(o, () => endpointSliceView(o as V1EndpointSlice)),
+      httproutes: (o) => keep(o, () => httpRouteView(o as HTTPRouteObject)),
+      peerauthentications: (o) => keep(o, () => securityPolicyView(o as Policy, 'PeerAuthentication'), (v) => v.hashed),
+      authorizationpolicies: (o) => keep(o, () => securityPolicyView(o as Policy, 'AuthorizationPolicy'), (v) => v.hashed),
+      pods: (o) => keepPod(o as V1Pod),
+      namespaces: (o) => keepNamespace(o as V1Namespace),
+    };
     this.informers = Object.fromEntries(
       WATCHED.map((r) => [
         r.name,
         new SupervisedInformer(r.name, opts.kubeConfig, r.path, lists[r.name], {
           ...opts.informer,
           optional: r.optional,
+          transform: transforms[r.name],
           ...(r.name === 'pods' && { fieldSelector: nodeSelector(opts.nodeName) }),
           onChange,
           onHealth,
@@ -200,39 +251,26 @@ export class KubernetesSource implements ConfigSource {
     this.onUpdate({ snapshot, revision: hash, readMs: msSince(t0) });
   }
 
-  /** The view of an informer object (undefined: not one the mesh carries), computed once per object. */
-  private viewOf<V>(obj: object, make: () => V | undefined, hashed: (v: V) => unknown = (v) => v): Viewed<V> | undefined {
-    let v = this.views.get(obj) as Viewed<V> | null | undefined;
-    if (v === undefined) {
-      const view = make();
-      v = view === undefined ? null : { view, json: JSON.stringify(hashed(view)) };
-      this.views.set(obj, v);
-    }
-    return v ?? undefined;
-  }
-
   private build(): { snapshot: ConfigSnapshot; hash: string } {
-    const byKey = <V>(items: readonly KubernetesObject[], make: (o: never) => V | undefined, hashed?: (v: V) => unknown): Viewed<V>[] => {
+    const byKey = <V>(name: ResourceName): Viewed<V>[] => {
       const keyed: [string, Viewed<V>][] = [];
-      for (const o of items) {
-        const v = this.viewOf(o, () => make(o as never), hashed);
-        if (v) keyed.push([`${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`, v]);
+      for (const o of this.informers[name].list() as Kept<V>[]) {
+        const v = o.kept;
+        if (v && 'error' in v) throw v.error;
+        if (v) keyed.push([`${o.metadata.namespace ?? ''}/${o.metadata.name ?? ''}`, v]);
       }
       return keyed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
     };
-    const services = byKey(this.informers.services.list(), (s: V1Service) => (serviceSkipReason(s) ? undefined : serviceView(s)));
-    const slices = byKey(this.informers.endpointslices.list(), (s: V1EndpointSlice) => endpointSliceView(s));
-    const routes = byKey(this.informers.httproutes.list(), (r: HTTPRouteObject) => httpRouteView(r));
-    type Policy = Parameters<typeof securityPolicyView>[0];
-    const security = [
-      ...byKey(this.informers.peerauthentications.list(), (o: Policy) => securityPolicyView(o, 'PeerAuthentication'), (v) => v.hashed),
-      ...byKey(this.informers.authorizationpolicies.list(), (o: Policy) => securityPolicyView(o, 'AuthorizationPolicy'), (v) => v.hashed),
-    ];
-    const workloads = this.workloads().map((w) => ({ view: w, json: JSON.stringify(w) }));
+    const services = byKey<Service>('services');
+    const slices = byKey<EndpointSlice>('endpointslices');
+    const routes = byKey<HTTPRoute>('httproutes');
+    const security = [...byKey<SecurityView>('peerauthentications'), ...byKey<SecurityView>('authorizationpolicies')];
+    // Workloads are few (this node's pods) and made anew each time: their JSON itself is hashed.
+    const workloads = this.workloads().map((w) => ({ view: w, digest: JSON.stringify(w) }));
     const hash = createHash('sha256');
     for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads], ['SecurityPolicy', security]] as const) {
       hash.update(kind).update('\0');
-      for (const v of list as Viewed<unknown>[]) hash.update(v.json).update('\n');
+      for (const v of list as Viewed<unknown>[]) hash.update(v.digest).update('\n');
     }
     return {
       snapshot: {
@@ -295,5 +333,7 @@ export class KubernetesSource implements ConfigSource {
     return out;
   }
 }
+
+type SecurityView = ReturnType<typeof securityPolicyView>;
 
 const podName = (p: V1Pod) => `${p.metadata?.namespace ?? 'default'}/${p.metadata?.name ?? ''}`;
