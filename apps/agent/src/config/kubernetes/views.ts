@@ -76,6 +76,25 @@ export function serviceView(svc: V1Service): Service {
   };
 }
 
+type Conditions = NonNullable<EndpointSlice['endpoints'][number]['conditions']>;
+/** One frozen object per combination of an endpoint's conditions (there are 27): every endpoint of a big
+ *  cluster shares one of them instead of holding its own. */
+const CONDITIONS = new Map<string, Conditions>();
+
+function conditionsOf(c: { ready?: boolean | null; serving?: boolean | null; terminating?: boolean | null } | undefined): Conditions | undefined {
+  if (!c) return undefined;
+  const flag = (v: boolean | null | undefined) => (typeof v === 'boolean' ? v : undefined);
+  const ready = flag(c.ready), serving = flag(c.serving), terminating = flag(c.terminating);
+  if (ready === undefined && serving === undefined && terminating === undefined) return undefined;
+  const key = `${ready}/${serving}/${terminating}`;
+  let shared = CONDITIONS.get(key);
+  if (!shared) {
+    shared = Object.freeze({ ...(ready !== undefined && { ready }), ...(serving !== undefined && { serving }), ...(terminating !== undefined && { terminating }) });
+    CONDITIONS.set(key, shared);
+  }
+  return shared;
+}
+
 export function endpointSliceView(es: V1EndpointSlice): EndpointSlice {
   return {
     apiVersion: 'discovery.k8s.io/v1',
@@ -83,13 +102,8 @@ export function endpointSliceView(es: V1EndpointSlice): EndpointSlice {
     metadata: meta(es.metadata),
     addressType: es.addressType as EndpointSlice['addressType'],
     endpoints: (es.endpoints ?? []).map((e) => {
-      const c = e.conditions;
-      const conditions = c && {
-        ...(c.ready !== undefined && c.ready !== null && { ready: c.ready }),
-        ...(c.serving !== undefined && c.serving !== null && { serving: c.serving }),
-        ...(c.terminating !== undefined && c.terminating !== null && { terminating: c.terminating }),
-      };
-      return { addresses: [...(e.addresses ?? [])], ...(conditions && Object.keys(conditions).length && { conditions }) };
+      const conditions = conditionsOf(e.conditions);
+      return { addresses: [...(e.addresses ?? [])], ...(conditions && { conditions }) };
     }),
     ...(es.ports && {
       ports: es.ports.map((p) => ({
