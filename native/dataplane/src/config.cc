@@ -122,8 +122,8 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   }
   if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
   onlyKeys(root,
-           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "workloads", "destinations", "originalDst",
-            "inboundSource"},
+           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "ktls", "workloads", "destinations",
+            "originalDst", "inboundSource"},
            "config");
 
   auto cfg = std::make_shared<Config>();
@@ -134,6 +134,7 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   if (auto* v = optional(root, "workers", Json::Type::Number, "config")) cfg->workers = intField(*v, "config.workers", 1, 64);
   if (auto* v = optional(root, "handshakeTimeoutMs", Json::Type::Number, "config"))
     cfg->handshakeTimeoutMs = intField(*v, "config.handshakeTimeoutMs", 100, 600000);
+  if (auto* v = optional(root, "ktls", Json::Type::Bool, "config")) cfg->ktls = v->b;
 
   const Json& workloads = need(root, "workloads", Json::Type::Array, "config");
   for (size_t i = 0; i < workloads.arr.size(); i++) {

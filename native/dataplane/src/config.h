@@ -39,6 +39,7 @@ struct Config {
   std::optional<Addr> stats;
   int workers = 2;
   int handshakeTimeoutMs = 10000;
+  bool ktls = true;  // hand the record layer to the kernel when it has kTLS ("ktls": false keeps user space)
   std::vector<std::unique_ptr<Workload>> workloads;
   std::map<std::string, Destination> destinations;                // key: "ip:port"
   SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context

@@ -89,6 +89,7 @@ Conn::Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd)
     return;
   }
   attachPeerCheck(ssl_, &check_);
+  prepareKtls();
   SSL_set_accept_state(ssl_);
 }
 
@@ -213,6 +214,7 @@ bool Conn::finishConnect(int fd) {
     return false;
   }
   attachPeerCheck(ssl_, &check_);
+  prepareKtls();
   SSL_set_tlsext_host_name(ssl_, sniFor(dst_).c_str());
   SSL_set_connect_state(ssl_);
   state_ = State::Handshaking;
@@ -223,6 +225,8 @@ bool Conn::handshake() {
   ERR_clear_error();
   int r = SSL_do_handshake(ssl_);
   if (r == 1) {
+    // Before any application record in either direction: the outbound header goes through the new record layer.
+    if (!handOver()) return false;
     if (role_ == Role::Outbound) {
       stats.established[int(role_)]++;
       state_ = State::Streaming;
@@ -238,7 +242,8 @@ bool Conn::handshake() {
 }
 
 bool Conn::readHeader() {
-  bool progress = tlsRead();
+  // With kTLS, not a byte past the header: what follows is the application's, and goes by splice.
+  bool progress = tlsRead(ktls_ ? kHeaderSize - down_.size() : SIZE_MAX);
   if (state_ == State::Closed) return false;
   if (down_.size() < kHeaderSize) {
     if (tlsEof_) fail(ConnError::BadHeader);
@@ -288,8 +293,9 @@ bool Conn::readHeader() {
 }
 
 // SSL_read into down_; false when blocked. Sets tlsEof_ on close_notify; fails the connection on a truncation.
-bool Conn::tlsRead() {
+bool Conn::tlsRead(size_t limit) {
   if (tlsEof_ || down_.space() == 0) return false;
+  if (ktls_) return ktlsRead(limit);
   ERR_clear_error();
   int n = SSL_read(ssl_, down_.writePtr(), int(down_.space()));
   if (n > 0) {
@@ -308,6 +314,7 @@ bool Conn::tlsRead() {
 }
 
 bool Conn::pump() {
+  if (ktls_) return splicePump();
   bool progress = false;
   // Plaintext → TLS.
   if (!plainEof_ && up_.space() > 0) {
@@ -402,6 +409,7 @@ void Conn::finish(bool abort) {
     SSL_free(ssl_);
     ssl_ = nullptr;
   }
+  closePipes();
   for (int* fd : {&plain_, &tls_}) {
     if (*fd < 0) continue;
     if (abort) resetOnClose(*fd);

@@ -6,11 +6,13 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "addr.h"
 #include "config.h"
+#include "ktls.h"
 #include "stats.h"
 #include "tls.h"
 
@@ -62,7 +64,14 @@ class Conn {
   bool finishConnect(int fd);
   bool handshake();
   bool readHeader();
-  bool tlsRead();
+  bool tlsRead(size_t limit = SIZE_MAX);
+  // The kTLS path (conn_splice.cc).
+  void prepareKtls();
+  bool handOver();
+  bool ktlsRead(size_t limit);
+  bool splicePump();
+  bool sealed(size_t bytes);
+  void closePipes();
   bool addFd(int fd);
   void fail(ConnError e);
   void failHandshake(HandshakeFailure f);
@@ -84,6 +93,16 @@ class Conn {
   bool plainShut_ = false; // we shut the plaintext socket's write side
   bool tlsShut_ = false;   // close_notify sent and the TLS socket's write side shut
   Clock::time_point deadline_;
+  // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer
+  // is the kernel's and bytes move through one pipe per direction.
+  bool wantKtls_ = false;
+  bool ktls_ = false;
+  TrafficSecrets secrets_;
+  int upPipe_[2] = {-1, -1};
+  int downPipe_[2] = {-1, -1};
+  size_t upQueued_ = 0;    // bytes in upPipe_
+  size_t downQueued_ = 0;  // bytes in downPipe_
+  uint64_t txRecords_ = 0; // an upper bound on the records the kernel sealed for us
 };
 
 }  // namespace mesh

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config.h"
+#include "ktls.h"
 #include "stats.h"
 #include "tls.h"
 #include "worker.h"
@@ -90,6 +91,13 @@ int main(int argc, char** argv) {
   }
   stats.generation = 1;
   addPolicySeries(*config);
+  {
+    // Probed whatever the config says ("ktls" may change on reload); one line tells which path connections take.
+    std::string why;
+    bool ktls = ktlsProbe(why);
+    stats.ktlsAvailable = ktls ? 1 : 0;
+    std::printf("mesh-dataplane: ktls %s%s\n", ktls ? "available" : "unavailable: ", why.c_str());
+  }
 
   // Writes to a reset peer report EPIPE instead of killing the process.
   signal(SIGPIPE, SIG_IGN);

@@ -37,6 +37,8 @@ const char* connErrorName(ConnError e) {
     case ConnError::BackendConnectFailed: return "backend_connect_failed";
     case ConnError::Reset: return "reset";
     case ConnError::FdLimit: return "fd_limit";
+    case ConnError::RecordLimit: return "record_limit";
+    case ConnError::KeyUpdate: return "key_update";
     case ConnError::Count: break;
   }
   return "?";
@@ -91,6 +93,17 @@ std::string Stats::prometheus() const {
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"plain_to_tls\"", bytes[r][0].load());
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"tls_to_plain\"", bytes[r][1].load());
   }
+  help("mesh_dataplane_record_layer_total", "counter",
+       "Established connections by record layer: path ktls (the kernel's, bytes spliced) or user (OpenSSL).");
+  for (int r = 0; r < kRoles; r++) {
+    line("mesh_dataplane_record_layer_total", role(r) + ",path=\"user\"", recordLayer[r][0].load());
+    line("mesh_dataplane_record_layer_total", role(r) + ",path=\"ktls\"", recordLayer[r][1].load());
+  }
+  help("mesh_dataplane_user_bytes_total", "counter",
+       "Application bytes copied through user space on kTLS connections after the hand-over, by role.");
+  for (int r = 0; r < kRoles; r++) line("mesh_dataplane_user_bytes_total", role(r), userBytes[r].load());
+  help("mesh_dataplane_ktls_available", "gauge", "1 when the kernel's TLS ULP was usable at start, else 0.");
+  line("mesh_dataplane_ktls_available", "", ktlsAvailable.load());
   help("mesh_dataplane_authz_denied_total", "counter",
        "Inbound connections refused by policy: reason deny_match with the DENY policy (<namespace>/<name>), or "
        "no_allow_match with the workload's ALLOW policies (joined by \",\").");

@@ -46,6 +46,8 @@ enum class ConnError : int {
   BackendConnectFailed,       // inbound: the destination workload did not answer
   Reset,                      // a side reset or failed mid-stream
   FdLimit,                    // accepted and closed at once: the process is out of file descriptors
+  RecordLimit,                // kTLS: the key sealed as many records as is safe; the kernel cannot rekey (< 6.14)
+  KeyUpdate,                  // kTLS: the peer rekeyed; the kernel cannot follow (< 6.14)
   Count
 };
 const char* connErrorName(ConnError e);
@@ -58,6 +60,12 @@ struct Stats {
   std::atomic<uint64_t> errors[kRoles][int(ConnError::Count)]{};
   // [role][0] plaintext side to TLS side, [role][1] TLS side to plaintext side.
   std::atomic<uint64_t> bytes[kRoles][2]{};
+  // Established connections by record layer: [role][0] OpenSSL in user space, [role][1] the kernel's (kTLS).
+  std::atomic<uint64_t> recordLayer[kRoles][2]{};
+  // Application bytes copied through the data plane's buffers on connections handed to kTLS, after the hand-over
+  // (records the splice path cannot carry: none in normal operation).
+  std::atomic<uint64_t> userBytes[kRoles]{};
+  std::atomic<uint64_t> ktlsAvailable{0};
   std::atomic<uint64_t> reloadsOk{0};
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};

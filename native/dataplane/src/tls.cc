@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "config.h"
+#include "ktls.h"
 
 namespace mesh {
 
@@ -108,6 +109,8 @@ SslCtxPtr newContext(bool serverBase) {
   // the pump keeps calling SSL_read while its buffer has room, so nothing waits in OpenSSL for an epoll edge.
   SSL_CTX_set_read_ahead(c, 1);
   SSL_CTX_set_default_read_buffer_len(c, 64 * 1024);
+  // Hands the traffic secrets to connections that will move their record layer to the kernel (ktls.h).
+  SSL_CTX_set_keylog_callback(c, ktlsKeylog);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(c, verifyPeer, nullptr);
   if (serverBase) SSL_CTX_set_tlsext_servername_callback(c, selectWorkload);

@@ -1,0 +1,215 @@
+// The kTLS half of Conn: the hand-over after the handshake and the splice(2) pump. Bytes move socket → pipe →
+// socket inside the kernel; only records splice cannot carry (alerts, post-handshake messages) are read here.
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "conn.h"
+
+namespace mesh {
+
+namespace {
+
+// What one pipe holds by default (16 pages). The pump tracks its own count, since a full pipe and an empty
+// socket both answer EAGAIN.
+constexpr size_t kPipeBytes = 64 * 1024;
+constexpr unsigned kSpliceFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+constexpr uint8_t kHandshakeKeyUpdate = 24;
+
+bool wouldBlock() { return errno == EAGAIN || errno == EWOULDBLOCK; }
+
+}  // namespace
+
+void Conn::prepareKtls() {
+  if (!config_->ktls || !ktlsAvailable()) return;
+  wantKtls_ = true;
+  // Without read-ahead OpenSSL reads exactly the records of the handshake, so nothing past it is left in user
+  // space at the hand-over (ktlsInstall still checks).
+  SSL_set_read_ahead(ssl_, 0);
+  ktlsTrack(ssl_, &secrets_);
+}
+
+bool Conn::handOver() {
+  if (!wantKtls_) {
+    stats.recordLayer[int(role_)][0]++;
+    return true;
+  }
+  std::string why;
+  KtlsInstall r = ktlsInstall(ssl_, tls_, role_ == Role::Outbound, secrets_, why);
+  OPENSSL_cleanse(secrets_.client.data(), secrets_.client.size());
+  OPENSSL_cleanse(secrets_.server.data(), secrets_.server.size());
+  if (r == KtlsInstall::Declined) {
+    stats.recordLayer[int(role_)][0]++;
+    return true;
+  }
+  if (r == KtlsInstall::Broken || pipe2(upPipe_, O_NONBLOCK | O_CLOEXEC) != 0 ||
+      pipe2(downPipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
+    fail(ConnError::Reset);
+    return false;
+  }
+  ktls_ = true;
+  stats.recordLayer[int(role_)][1]++;
+  return true;
+}
+
+void Conn::closePipes() {
+  for (int* fd : {&upPipe_[0], &upPipe_[1], &downPipe_[0], &downPipe_[1]}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
+// One record (or part of a data record, at most `limit` bytes) from the kTLS socket into down_. Data: queued.
+// close_notify: the peer's direction ended. Any other alert, a KeyUpdate, an EOF without close_notify: the
+// connection ends with a reset, so no byte the kernel could not vouch for reaches the application.
+bool Conn::ktlsRead(size_t limit) {
+  size_t want = std::min(down_.space(), limit);
+  uint8_t type;
+  ssize_t n = ktlsRecv(tls_, down_.writePtr(), want, type);
+  if (n < 0 && wouldBlock()) return false;
+  if (n <= 0) {
+    fail(ConnError::Reset);
+    return false;
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(down_.writePtr());
+  switch (type) {
+    case kRecordData:
+      down_.produced(size_t(n));
+      if (state_ == State::Streaming) stats.userBytes[int(role_)] += uint64_t(n);
+      return true;
+    case kRecordAlert:
+      if (n >= 2 && p[1] == 0) {  // close_notify
+        tlsEof_ = true;
+        return true;
+      }
+      fail(ConnError::Reset);
+      return false;
+    case kRecordHandshake:
+      // The records after a KeyUpdate use keys the kernel cannot install before 6.14.
+      fail(p[0] == kHandshakeKeyUpdate ? ConnError::KeyUpdate : ConnError::Reset);
+      return false;
+    default:
+      fail(ConnError::Reset);
+      return false;
+  }
+}
+
+// Counts the records `bytes` sealed at most (one per 16 KiB, none spans two writes); false past the limit.
+bool Conn::sealed(size_t bytes) {
+  txRecords_ += (bytes + 16383) / 16384;
+  if (txRecords_ < ktlsRecordLimit()) return true;
+  fail(ConnError::RecordLimit);
+  return false;
+}
+
+bool Conn::splicePump() {
+  bool progress = false;
+  // Plaintext → kTLS. up_ holds what came before the hand-over (the outbound header and early bytes): first.
+  if (!up_.empty() && !tlsShut_) {
+    ssize_t n = send(tls_, up_.readPtr(), up_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      up_.consume(size_t(n));
+      if (!sealed(size_t(n))) return false;
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (up_.empty()) {
+    if (!plainEof_ && upQueued_ < kPipeBytes) {
+      ssize_t n = splice(plain_, nullptr, upPipe_[1], nullptr, kPipeBytes - upQueued_, kSpliceFlags);
+      if (n > 0) {
+        upQueued_ += size_t(n);
+        stats.bytes[int(role_)][0] += uint64_t(n);
+        progress = true;
+      } else if (n == 0) {
+        plainEof_ = true;
+        progress = true;
+      } else if (!wouldBlock()) {
+        fail(ConnError::Reset);
+        return false;
+      }
+    }
+    if (upQueued_ > 0 && !tlsShut_) {
+      ssize_t n = splice(upPipe_[0], nullptr, tls_, nullptr, upQueued_, kSpliceFlags);
+      if (n > 0) {
+        upQueued_ -= size_t(n);
+        if (!sealed(size_t(n))) return false;
+        progress = true;
+      } else if (n < 0 && !wouldBlock()) {
+        fail(ConnError::Reset);
+        return false;
+      }
+    }
+  }
+  if (plainEof_ && up_.empty() && upQueued_ == 0 && !tlsShut_) {
+    // close_notify, then FIN; the other direction keeps flowing.
+    if (ktlsSendCloseNotify(tls_) == 0) {
+      shutdown(tls_, SHUT_WR);
+      tlsShut_ = true;
+      progress = true;
+    } else if (!wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+
+  // kTLS → plaintext. Oldest first: the pipe, then down_ (filled only when splice met a record it cannot carry).
+  if (downQueued_ > 0 && !plainShut_) {
+    ssize_t n = splice(downPipe_[0], nullptr, plain_, nullptr, downQueued_, kSpliceFlags);
+    if (n > 0) {
+      downQueued_ -= size_t(n);
+      stats.bytes[int(role_)][1] += uint64_t(n);
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (downQueued_ == 0 && !down_.empty() && !plainShut_) {
+    ssize_t n = send(plain_, down_.readPtr(), down_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      down_.consume(size_t(n));
+      stats.bytes[int(role_)][1] += uint64_t(n);
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (down_.empty() && !tlsEof_ && downQueued_ < kPipeBytes) {
+    ssize_t n = splice(tls_, nullptr, downPipe_[1], nullptr, kPipeBytes - downQueued_, kSpliceFlags);
+    if (n > 0) {
+      downQueued_ += size_t(n);
+      progress = true;
+    } else if (n == 0) {
+      fail(ConnError::Reset);  // FIN without close_notify: a truncation must not look like an end
+      return false;
+    } else if (errno == EINVAL || errno == EIO) {
+      // The next record is not application data (splice carries data records only).
+      if (ktlsRead(SIZE_MAX)) progress = true;
+      if (state_ == State::Closed) return false;
+    } else if (!wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (tlsEof_ && downQueued_ == 0 && down_.empty() && !plainShut_) {
+    shutdown(plain_, SHUT_WR);
+    plainShut_ = true;
+    progress = true;
+  }
+  if (plainEof_ && tlsEof_ && tlsShut_ && plainShut_ && up_.empty() && down_.empty() && upQueued_ == 0 &&
+      downQueued_ == 0) {
+    finish(false);
+    return false;
+  }
+  return progress;
+}
+
+}  // namespace mesh
