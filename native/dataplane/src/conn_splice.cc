@@ -7,6 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <set>
+#include <string>
 
 #include "conn.h"
 
@@ -21,6 +25,16 @@ constexpr unsigned kSpliceFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
 constexpr uint8_t kHandshakeKeyUpdate = 24;
 
 bool wouldBlock() { return errno == EAGAIN || errno == EWOULDBLOCK; }
+
+// Says once per reason why a connection kept (or lost) its record layer in user space on a kTLS kernel.
+void noteDeclined(const std::string& why) {
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!seen.insert(why).second) return;
+  std::printf("mesh-dataplane: ktls hand-over refused: %s\n", why.c_str());
+  std::fflush(stdout);
+}
 
 }  // namespace
 
@@ -42,6 +56,7 @@ bool Conn::handOver() {
   KtlsInstall r = ktlsInstall(ssl_, tls_, role_ == Role::Outbound, secrets_, why);
   OPENSSL_cleanse(secrets_.client.data(), secrets_.client.size());
   OPENSSL_cleanse(secrets_.server.data(), secrets_.server.size());
+  if (r != KtlsInstall::Installed) noteDeclined(why);
   if (r == KtlsInstall::Declined) {
     stats.recordLayer[int(role_)][0]++;
     return true;

@@ -61,10 +61,17 @@ bool probeOnce(std::string& why) {
   int a, b;
   if (!loopbackPair(a, b)) {
     why = std::string("no loopback TCP pair: ") + std::strerror(errno);
-  } else if (setUlp(a) == 0) {
-    why.clear();
-  } else {
+  } else if (setUlp(a) != 0) {
     why = std::string("setsockopt TCP_ULP \"tls\": ") + std::strerror(errno);
+  } else {
+    // The cipher too: the ULP loads without the AEAD (gcm(aes)) the kernel must find for TLS_TX.
+    tls12_crypto_info_aes_gcm_128 info{};
+    info.info.version = TLS_1_3_VERSION;
+    info.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+    if (setsockopt(a, SOL_TLS, TLS_TX, &info, sizeof info) != 0)
+      why = std::string("TLS_TX AES-128-GCM: ") + std::strerror(errno);
+    else
+      why.clear();
   }
   if (a >= 0) close(a);
   if (b >= 0) close(b);
@@ -221,11 +228,18 @@ KtlsInstall ktlsInstall(SSL* ssl, int fd, bool client, const TrafficSecrets& sec
     why = std::string("TCP_ULP: ") + std::strerror(errno);
     return KtlsInstall::Declined;
   }
-  bool ok = setsockopt(fd, SOL_TLS, TLS_TX, &tx, txSize) == 0 && setsockopt(fd, SOL_TLS, TLS_RX, &rx, rxSize) == 0;
-  if (!ok) why = std::string("TLS_TX/TLS_RX: ") + std::strerror(errno);
+  KtlsInstall r = KtlsInstall::Installed;
+  if (setsockopt(fd, SOL_TLS, TLS_TX, &tx, txSize) != 0) {
+    // The ULP without keys passes bytes to TCP unchanged: OpenSSL can go on over this socket.
+    why = std::string("TLS_TX ") + SSL_CIPHER_get_name(cipher) + ": " + std::strerror(errno);
+    r = KtlsInstall::Declined;
+  } else if (setsockopt(fd, SOL_TLS, TLS_RX, &rx, rxSize) != 0) {
+    why = std::string("TLS_RX ") + SSL_CIPHER_get_name(cipher) + ": " + std::strerror(errno);
+    r = KtlsInstall::Broken;
+  }
   OPENSSL_cleanse(&tx, sizeof tx);
   OPENSSL_cleanse(&rx, sizeof rx);
-  return ok ? KtlsInstall::Installed : KtlsInstall::Broken;
+  return r;
 }
 
 ssize_t ktlsRecv(int fd, char* buf, size_t len, uint8_t& type) {
