@@ -21,12 +21,14 @@ interface PairResult {
   size: number;
   error?: string;
   ktls: { a: string; b: string };
-  received: number;
+  received: number | string;
   up: { sent: string; got: string };
   down: { sent: string; got: string };
   tlsMid: Record<string, number> | null;
   tlsAfter: Record<string, number> | null;
   metrics: { a: Record<string, number>; b: Record<string, number> };
+  /** --peer=keyupdate: what the application behind A received, and how its connection ended (null: still open). */
+  end?: string | null;
   logs?: { a: string; b: string };
 }
 
@@ -34,23 +36,28 @@ function m(r: PairResult, node: 'a' | 'b', name: string, labels = ''): number | 
   return r.metrics[node][labels === '' ? name : `${name}{${labels}}`];
 }
 
-/** Runs the pair fixture (here, or in the guest with `inGuest`); its JSON result comes back through `build/`. */
-async function runPair(sizeMiB: number, inGuest: boolean): Promise<PairResult> {
+/**
+ * Runs the pair fixture once per entry of `runs` (its arguments after OUT), here or in one boot of the guest; the
+ * JSON results come back through `build/`, the guest's writable share.
+ */
+async function runPairs(runs: string[][], inGuest: boolean): Promise<PairResult[]> {
   const dir = mkdtempSync(join(repo, 'build', 'ktls-'));
-  const out = join(dir, 'result.json');
+  const outs = runs.map((_, i) => join(dir, `result-${i}.json`));
   try {
+    const script = runs.map((args, i) => `node ${pair} ${outs[i]} ${args.join(' ')}`).join('; ');
     const r = inGuest
       ? await run(
           guest,
-          ['--timeout', '900', '--', '/bin/sh', '-c',
-            `for m in ${GUEST_MODULES.join(' ')}; do modprobe $m 2>/dev/null; done; exec node ${pair} ${out} ${sizeMiB}`],
+          ['--timeout', '900', '--', '/bin/sh', '-c', `for m in ${GUEST_MODULES.join(' ')}; do modprobe $m 2>/dev/null; done; ${script}`],
           { cwd: repo, timeoutMs: 1_000_000 },
         )
-      : await run(process.execPath, [pair, out, String(sizeMiB)], { cwd: repo, timeoutMs: 300_000 });
-    expect(existsSync(out), `${r.stdout}\n${r.stderr}`).toBe(true);
-    const result = JSON.parse(readFileSync(out, 'utf8')) as PairResult;
-    expect(result.error, JSON.stringify(result, null, 2)).toBeUndefined();
-    return result;
+      : await run('/bin/sh', ['-c', script], { cwd: repo, timeoutMs: 300_000 });
+    return outs.map((out) => {
+      expect(existsSync(out), `${r.stdout}\n${r.stderr}`).toBe(true);
+      const result = JSON.parse(readFileSync(out, 'utf8')) as PairResult;
+      expect(result.error, JSON.stringify(result, null, 2)).toBeUndefined();
+      return result;
+    });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -72,7 +79,7 @@ describePrivileged('mesh-dataplane kTLS', () => {
   it('without kTLS on this host: 100 MiB each way through the user-space record layer, and the fallback reported', async () => {
     if (missing) throw new Error(missing);
     const size = 100 * 1024 * 1024;
-    const r = await runPair(100, false);
+    const [r, ku] = (await runPairs([['100'], ['0', '--peer=keyupdate']], false)) as [PairResult, PairResult];
     expectIntact(r, size);
     const hostHasTls = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
     if (!hostHasTls && !r.ktls.a.startsWith('available')) {
@@ -87,13 +94,18 @@ describePrivileged('mesh-dataplane kTLS', () => {
     } else {
       expect(m(r, 'a', 'mesh_dataplane_record_layer_total', 'role="outbound",path="ktls"')).toBe(1);
     }
+    if (!hostHasTls) {
+      // OpenSSL follows a peer's KeyUpdate: the connection goes on, every byte in order.
+      expect(ku.received).toBe('hello\nafter\n');
+      expect(ku.end).toBeNull();
+    }
   }, 400_000);
 
   it('in the 6.1 guest: both ends hand over to kTLS and splice 100 MiB each way, 0 bytes through user space', async () => {
     if (missing) throw new Error(missing);
     expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);
     const size = 100 * 1024 * 1024;
-    const r = await runPair(100, true);
+    const [r, ku] = (await runPairs([['100'], ['0', '--peer=keyupdate']], true)) as [PairResult, PairResult];
     expect(r.kernel).toMatch(/^6\.1\./);
     expect(r.ktls).toEqual({ a: 'available', b: 'available' });
     expectIntact(r, size);
@@ -108,5 +120,13 @@ describePrivileged('mesh-dataplane kTLS', () => {
     expect(r.tlsMid?.TlsCurrRxSw).toBe(2);
     expect(r.tlsAfter?.TlsDecryptError).toBe(0);
     expect(r.tlsAfter?.TlsCurrTxSw).toBe(0);
+
+    // `openssl s_server` as node B sends "hello", a KeyUpdate, then "after": the kernel (6.1) cannot take the new
+    // keys, so the application gets exactly the bytes before the KeyUpdate and then a reset, never a clean end.
+    expect(ku.ktls.a).toBe('available');
+    expect(m(ku, 'a', 'mesh_dataplane_record_layer_total', 'role="outbound",path="ktls"')).toBe(1);
+    expect(ku.received).toBe('hello\n');
+    expect(ku.end).toBe('ECONNRESET');
+    expect(m(ku, 'a', 'mesh_dataplane_connection_errors_total', 'role="outbound",reason="key_update"')).toBe(1);
   }, 1_100_000);
 });
