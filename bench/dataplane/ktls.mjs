@@ -1,0 +1,73 @@
+// kTLS + splice against the user-space record layer, in Debian's 6.1 kernel (qemu guest, ../shared/tools/guest-kernel):
+// the pair fixture of native/dataplane/test (two data planes on loopback, SIZE MiB each way through one connection)
+// with "ktls" on and off, ABBA, in one boot. Ratios only: the guest is emulated (TCG).
+//   node bench/dataplane/ktls.mjs [--size MIB] [--reps N]   → bench/results/ktls.json
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { header, median, onCleanup, root, round, runCommand, writeResult } from '../lib.mjs';
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const sizeMiB = arg('size', 32);
+const reps = arg('reps', 2);
+const guest = join(root, '..', 'shared', 'tools', 'guest-kernel');
+const pair = join(root, 'native/dataplane/test/fixtures/ktls-pair.mjs');
+if (!existsSync(join(root, 'native/dataplane/build/mesh-dataplane'))) throw new Error('run bash scripts/build.sh first');
+
+const loadBefore = loadavg()[0];
+const dir = mkdtempSync(join(root, 'build', 'bench-ktls-'));
+onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+
+// ABBA per rep: ktls, user, user, ktls.
+const order = [];
+for (let i = 0; i < reps; i++) order.push(...(i % 2 === 0 ? ['ktls', 'user'] : ['user', 'ktls']));
+const runs = order.map((arm, i) => `node ${pair} ${join(dir, `${i}-${arm}.json`)} ${sizeMiB}${arm === 'user' ? ' --ktls=false' : ''}`);
+const modules = 'gcm ghash-generic ctr aesni-intel chacha20poly1305 chacha-x86_64 poly1305-x86_64';
+const script = [
+  `for m in ${modules}; do modprobe $m 2>/dev/null; done`,
+  ...runs,
+  // Which AES-GCM the kernel used (the emulated CPU decides whether AES-NI is there); listed once instantiated.
+  `grep -A4 'name *: gcm(aes)' /proc/crypto | grep driver > ${join(dir, 'crypto.txt')}`,
+].join('; ');
+const r = await runCommand(guest, ['--timeout', '1800', '--', '/bin/sh', '-c', script], { timeoutMs: 1_900_000 });
+
+const GIB = 1024 ** 3;
+const arms = { ktls: [], user: [] };
+for (const f of readdirSync(dir).filter((f) => f.endsWith('.json')).sort((a, b) => parseInt(a) - parseInt(b))) {
+  const res = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+  if (res.error) throw new Error(`${f}: ${res.error}\n${r.stdout}`);
+  const arm = f.includes('ktls') ? 'ktls' : 'user';
+  const path = res.metrics.a['mesh_dataplane_record_layer_total{role="outbound",path="ktls"}'] === 1 ? 'ktls' : 'user';
+  if (path !== arm) throw new Error(`${f}: ran on the ${path} path`);
+  if (res.up.got !== res.up.sent || res.down.got !== res.down.sent) throw new Error(`${f}: bytes differ`);
+  const bytes = 2 * res.size;  // both directions
+  arms[arm].push({
+    throughput_mbit_s: (bytes * 8) / res.seconds / 1e6,
+    cpu_s_per_gib: res.dataplaneCpuSeconds / (bytes / GIB),
+    user_bytes: res.metrics.a['mesh_dataplane_user_bytes_total{role="outbound"}'] + res.metrics.b['mesh_dataplane_user_bytes_total{role="inbound"}'],
+  });
+}
+if (arms.ktls.length !== reps || arms.user.length !== reps) throw new Error(`missing runs:\n${r.stdout}\n${r.stderr}`);
+const med = (arm, k) => median(arms[arm].map((x) => x[k]));
+const result = {
+  ...header('ktls', loadBefore),
+  guest: { kernel: '6.1 (Debian, qemu TCG)', gcmAes: readFileSync(join(dir, 'crypto.txt'), 'utf8').trim().replace(/\s+/g, ' ') },
+  params: { sizeMiBEachWay: sizeMiB, repsPerArm: reps, order },
+  medians: {
+    ktls: { throughput_mbit_s: round(med('ktls', 'throughput_mbit_s'), 1), cpu_s_per_gib: round(med('ktls', 'cpu_s_per_gib')) },
+    user: { throughput_mbit_s: round(med('user', 'throughput_mbit_s'), 1), cpu_s_per_gib: round(med('user', 'cpu_s_per_gib')) },
+  },
+  ratios: {
+    throughput_ktls_vs_user: round(med('ktls', 'throughput_mbit_s') / med('user', 'throughput_mbit_s'), 2),
+    cpu_per_gib_ktls_vs_user: round(med('ktls', 'cpu_s_per_gib') / med('user', 'cpu_s_per_gib'), 2),
+  },
+  goal: { cpu_per_gib_ktls_vs_user: '<= 0.6' },
+  raw: arms,
+};
+const file = writeResult('ktls', result);
+console.log(JSON.stringify({ medians: result.medians, ratios: result.ratios, guest: result.guest }, null, 2));
+console.log(`wrote ${file}`);
+process.exit(0);
