@@ -94,7 +94,7 @@ std::string Stats::prometheus() const {
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"tls_to_plain\"", bytes[r][1].load());
   }
   help("mesh_dataplane_record_layer_total", "counter",
-       "Established connections by record layer: path ktls (the kernel's, bytes spliced) or user (OpenSSL).");
+       "Connections whose TLS handshake completed, by record layer: path ktls (the kernel's, bytes spliced) or user (OpenSSL).");
   for (int r = 0; r < kRoles; r++) {
     line("mesh_dataplane_record_layer_total", role(r) + ",path=\"user\"", recordLayer[r][0].load());
     line("mesh_dataplane_record_layer_total", role(r) + ",path=\"ktls\"", recordLayer[r][1].load());

@@ -60,7 +60,7 @@ struct Stats {
   std::atomic<uint64_t> errors[kRoles][int(ConnError::Count)]{};
   // [role][0] plaintext side to TLS side, [role][1] TLS side to plaintext side.
   std::atomic<uint64_t> bytes[kRoles][2]{};
-  // Established connections by record layer: [role][0] OpenSSL in user space, [role][1] the kernel's (kTLS).
+  // Connections whose handshake completed, by record layer: [role][0] OpenSSL in user space, [role][1] the kernel's (kTLS).
   std::atomic<uint64_t> recordLayer[kRoles][2]{};
   // Application bytes copied through the data plane's buffers on connections handed to kTLS, after the hand-over
   // (records the splice path cannot carry: none in normal operation).
