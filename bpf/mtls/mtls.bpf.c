@@ -320,14 +320,21 @@ int mtls_sockops(struct bpf_sock_ops *ctx)
 	return 1;
 }
 
-/* 1: the packet is TCP to a STRICT port of the socket's workload and its source is not the data plane. */
 /* IPv6 extension headers walked before giving up on finding the TCP header. */
 #define IPV6_EXT_MAX 4
 
+/*
+ * 1: the packet is TCP to a listener of the workload on a STRICT port and its source is not the data plane.
+ * Only a listener's packets are checked: the SYN, and the handshake's final ACK (tcp_v4_rcv/tcp_v6_rcv run the
+ * filter with the listener for a request socket, and a syncookie ACK finds the listener). A connection the
+ * workload accepted was checked there; any other socket is one the workload opened itself, whose replies come
+ * from wherever it dialled (its ephemeral port may fall under a workload-wide STRICT) and always pass.
+ */
 static __always_inline int strict_refuses(struct __sk_buff *skb)
 {
 	struct mtls_port_key key = {};
 	struct mtls_config *cfg;
+	struct bpf_sock *sk;
 	__u32 *mode, zero = 0, src[4] = {};
 	__u16 port, flags;
 	__u8 family;
@@ -336,6 +343,16 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 	key.cgroup_id = bpf_skb_cgroup_id(skb);
 	if (!bpf_map_lookup_elem(&mtls_enrolled, &key.cgroup_id))
 		return 0;
+	sk = skb->sk;
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk || sk->protocol != IPPROTO_TCP)
+		return 0;
+	if (sk->state != BPF_TCP_LISTEN) {
+		count(MTLS_STRICT_PASS_CONNECTED);
+		return 0;
+	}
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 

@@ -174,10 +174,9 @@ export class MtlsNode {
       }
       // Enrolled only with an identity: without one the data plane could neither send nor receive for it.
       if (id === undefined) continue;
-      // STRICT goes to the kernel per declared port, never workload-wide: the kernel's STRICT check looks at the
-      // destination port of every packet to the workload's sockets, and workload-wide it would also drop the
-      // replies to the workload's own outbound connections (their ephemeral ports), the data plane's included.
-      const e: EnrolledWorkload = { cgroup: join(this.mesh.cgroupRoot, w.cgroup) };
+      // The workload-wide mode goes to the kernel too: ports the workload serves without declaring them are
+      // covered (the kernel checks only packets to a listener, so replies to its own connections pass).
+      const e: EnrolledWorkload = { cgroup: join(this.mesh.cgroupRoot, w.cgroup), mode: policy?.mtls.mode ?? 'PERMISSIVE' };
       if (policy && Object.keys(policy.mtls.ports).length) e.ports = { ...policy.mtls.ports };
       kernel.enrolled.push(e);
     }

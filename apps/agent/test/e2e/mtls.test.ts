@@ -168,6 +168,18 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     await apply(config('STRICT'));
   }, 120_000);
 
+  it('STRICT covers a port the workload serves without declaring it: a plaintext client is dropped and counted', async () => {
+    const drops = async () => sum(sample(await metrics(), 'mesh_mtls_strict_drops_total', { reason: 'plaintext' }));
+    const undeclared = env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8090' });
+    await waitForLine(undeclared, /^listening/, 30_000);
+    const d0 = await drops();
+    const r = await env.procs.run('curl', ['-sS', '--max-time', '3', '--interface', OUTSIDER, `http://${SERVER}:8090${PATH}`], { timeoutMs: 30_000 });
+    expect(r.stdout).toBe('');
+    expect(r.code).not.toBe(0);
+    expect(await drops()).toBeGreaterThan(d0);
+    await stopProcess(undeclared);
+  }, 120_000);
+
   it('an ALLOW policy naming another principal refuses the client, counted with its name; an L7 policy is rejected and the previous one stays; DENY by namespace refuses', async () => {
     const denied = async () => sum(sample(await dpStats(), 'mesh_dataplane_authz_denied_total', { policy: 'default/allow-other' }));
     await apply(config('STRICT', allowOnly('allow-other', 'cluster.local/ns/default/sa/other')));

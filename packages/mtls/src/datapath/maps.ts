@@ -37,6 +37,7 @@ export const counterNames = [
   'strict_drop_plaintext',
   'strict_drop_malformed',
   'strict_pass_dataplane',
+  'strict_pass_connected',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

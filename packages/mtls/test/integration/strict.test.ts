@@ -23,11 +23,12 @@ const DATAPLANE_IP6 = 'fd31::3';
 const STRICT_PORT = 8081;
 const PERMISSIVE_PORT = 8082;
 const DEFAULT_PORT = 8083; // no port-level mode: the workload-wide one applies
+const PEER_PORT = 8084; // a server outside the mesh, in the client's namespace, that the workload dials
 
 describePrivileged('STRICT in the kernel', () => {
-  let root: Cgroup, wl: Cgroup;
+  let root: Cgroup, wl: Cgroup, peer: Cgroup;
   let nsW: Netns, nsC: Netns;
-  let server: ChildProcess;
+  let server: ChildProcess, peerServer: ChildProcess;
   let mtls: MtlsDatapath;
 
   beforeAll(async () => {
@@ -45,8 +46,14 @@ describePrivileged('STRICT in the kernel', () => {
     const [cmd, args] = inNetns(nsW, process.execPath, [serverScript, String(STRICT_PORT), String(PERMISSIVE_PORT), String(DEFAULT_PORT)]);
     server = wl.spawn(cmd, args);
     await waitForLine(server, /^ready$/, 30_000);
+    // Outside the mesh's cgroups: a server the workload itself connects to.
+    peer = await createCgroup('mtlspeer');
+    const [pcmd, pargs] = inNetns(nsC, process.execPath, [serverScript, String(PEER_PORT)]);
+    peerServer = peer.spawn(pcmd, pargs);
+    await waitForLine(peerServer, /^ready$/, 30_000);
   });
   afterAll(async () => {
+    await peer?.close();
     await wl?.close(); // stops the server
     await nsW?.close();
     await nsC?.close();
@@ -96,7 +103,11 @@ describePrivileged('STRICT in the kernel', () => {
     const r = await dialFrom(DATAPLANE_IP, STRICT_PORT);
     expect(r).toMatchObject({ line: 'served', error: null });
     expect(await seenReaches('accept', STRICT_PORT, 1)).toBe(1);
-    expect(mtls.counters().strict_pass_dataplane - before.strict_pass_dataplane).toBeGreaterThanOrEqual(3n);
+    // Checked while a listener's: the SYN and the handshake's final ACK; the request and the FIN reach the
+    // accepted socket and pass unchecked.
+    const after = mtls.counters();
+    expect(after.strict_pass_dataplane - before.strict_pass_dataplane).toBe(2n);
+    expect(after.strict_pass_connected - before.strict_pass_connected).toBeGreaterThanOrEqual(1n);
   });
 
   it('a PERMISSIVE port serves the plaintext client', async () => {
@@ -134,5 +145,32 @@ describePrivileged('STRICT in the kernel', () => {
     expect(mtls.counters().strict_drop_plaintext - before.strict_drop_plaintext).toBeGreaterThanOrEqual(2n);
     expect(await dial6(DATAPLANE_IP6, true, 10)).toBe('served');
     expect(await seenReaches('accept', STRICT_PORT, accepted + 1)).toBe(accepted + 1);
+  });
+
+  it('workload-wide STRICT: a plaintext client to a port with no entry of its own is refused, IPv4 and IPv6', async () => {
+    apply('STRICT', {});
+    const before = mtls.counters();
+    const accepted = seen('accept', DEFAULT_PORT);
+    expect(await dialFrom(CLIENT_IP, DEFAULT_PORT, 1500)).toMatchObject({ line: null, error: 'timeout' });
+    const r = await nsC.exec('python3', [dial6Script, WORKLOAD_IP6, String(DEFAULT_PORT), CLIENT_IP6, '0', '1.5'], { timeoutMs: 60_000 });
+    expect(r.stdout.trim(), r.stderr).toBe('timeout');
+    expect(seen('accept', DEFAULT_PORT)).toBe(accepted);
+    expect(mtls.counters().strict_drop_plaintext - before.strict_drop_plaintext).toBeGreaterThanOrEqual(2n);
+  });
+
+  it("workload-wide STRICT: the workload's own outbound connections get their replies, IPv4 and IPv6", async () => {
+    apply('STRICT', {});
+    const before = mtls.counters();
+    const [cmd, args] = inNetns(nsW, process.execPath, [dialScript, CLIENT_IP, String(PEER_PORT), '3', WORKLOAD_IP, '10000']);
+    const r = await wl.run(cmd, args, { timeoutMs: 60_000 });
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as Dialled[]).map((d) => d.line)).toEqual(['served', 'served', 'served']);
+    const [cmd6, args6] = inNetns(nsW, 'python3', [dial6Script, CLIENT_IP6, String(PEER_PORT), WORKLOAD_IP6, '0', '10']);
+    const r6 = await wl.run(cmd6, args6, { timeoutMs: 60_000 });
+    expect(r6.stdout.trim(), r6.stderr).toBe('served');
+    const after = mtls.counters();
+    expect(after.strict_drop_plaintext).toBe(before.strict_drop_plaintext);
+    // SYN-ACK, answer, FIN per connection: to the workload's connected socket, passed unchecked.
+    expect(after.strict_pass_connected - before.strict_pass_connected).toBeGreaterThanOrEqual(4n * 3n);
   });
 });
