@@ -184,8 +184,9 @@ export class Agent {
     // mtls after split: its connect program must see the endpoint the split chose.
     const families = [...FAMILIES, ...(this.mtls ? [this.mtls.family] : []), ...(opts.families ?? [])];
     const sizes = sizesFor(opts, firstConfig);
+    const mtlsSizes = this.mtls?.sizeFrom(firstConfig);
     this.datapath = MeshDatapath.open({ pinRoot: opts.pinRoot, cgroupRoot: opts.cgroupRoot, log, ...sizes, families });
-    log.info('datapath loaded; writing the first config', { ...sizes });
+    log.info('datapath loaded; writing the first config', { ...sizes, ...(mtlsSizes && { mtls: mtlsSizes }) });
 
     // Each family brings its metrics (metrics' start consuming HTTP/2 header frames from the kernel).
     this.datapath.registerMetrics(this.registry);

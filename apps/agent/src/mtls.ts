@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { BpfMap, codec as c, pinLayout } from '@mesh/bpf';
-import { MtlsDatapath, type EnrolledWorkload, type MtlsSnapshot } from '@mesh/mtls/datapath';
+import { MtlsDatapath, mtlsTableSizesFor, type EnrolledWorkload, type MtlsSnapshot } from '@mesh/mtls/datapath';
 
 import type { ResolvedConfig, ResolvedWorkload } from './config/objects.js';
 import { type DataplaneConfig, DataplaneSupervisor } from './dataplane.js';
@@ -43,6 +43,24 @@ export interface MtlsNodeOptions {
   workers?: number;
   /** Other nodes' tunnel listeners, by node name: where their workloads (spec.nodeName) are reached. */
   peers?: Record<string, string>;
+  /** Capacities of the enrolled-workload, port-mode and destination tables; from the first config when not
+   *  given (sizeFrom). */
+  maxWorkloads?: number;
+  maxPorts?: number;
+  maxDestinations?: number;
+}
+
+/** The entries a config can make in the mtls tables, at most (a workload enrolled before its SVID exists counts). */
+export function mtlsCountsOf(config: ResolvedConfig, nodeName: string | undefined): { workloads: number; ports: number; destinations: number } {
+  let workloads = 0, ports = 0, destinations = 0;
+  for (const w of config.workloads) {
+    if (!enrolled(w)) continue;
+    destinations += w.addresses.length * (w.ports?.length ?? 0);
+    if (w.nodeName !== undefined && w.nodeName !== nodeName) continue;
+    workloads++;
+    ports += 1 + Object.keys(config.policies.get(`${w.namespace}/${w.name}`)?.mtls.ports ?? {}).length;
+  }
+  return { workloads, ports, destinations };
 }
 
 /** What the mTLS part needs of the identities (WorkloadIdentities): each workload's SVID files once written,
@@ -70,6 +88,7 @@ export class MtlsNode {
   private queue: Promise<unknown> = Promise.resolve();
   private warned: Set<string> | undefined;
   private readonly log: Logger;
+  private sizes: { maxWorkloads: number; maxPorts: number; maxDestinations: number } | undefined;
 
   constructor(
     private readonly opts: MtlsNodeOptions,
@@ -90,12 +109,23 @@ export class MtlsNode {
         const m = BpfMap.openPinned(path, { key: c.u32, value: c.bytes(48) });
         const slots = m.maxEntries;
         m.close();
-        const dp = MtlsDatapath.load({ pinDir, maxConnections: sizes.maxConnections, splitOrig: { path, slots } });
+        const dp = MtlsDatapath.load({ pinDir, maxConnections: sizes.maxConnections, ...this.sizes, splitOrig: { path, slots } });
         this.datapath = dp;
         return dp;
       },
       input: (ctx) => this.prepare(ctx.config),
     };
+  }
+
+  /** Sizes the tables (unless flags pinned them) from the first config: call before the datapath opens. */
+  sizeFrom(first: ResolvedConfig): { maxWorkloads: number; maxPorts: number; maxDestinations: number } {
+    const fromConfig = mtlsTableSizesFor(mtlsCountsOf(first, this.mesh.nodeName));
+    this.sizes = {
+      maxWorkloads: this.opts.maxWorkloads ?? fromConfig.maxWorkloads,
+      maxPorts: this.opts.maxPorts ?? fromConfig.maxPorts,
+      maxDestinations: this.opts.maxDestinations ?? fromConfig.maxDestinations,
+    };
+    return this.sizes;
   }
 
   private get origMapPath(): string {

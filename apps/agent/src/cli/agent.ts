@@ -88,6 +88,8 @@ Options:
                        source a STRICT port takes; one address per family             [${MTLS_DEFAULTS.inboundSource}]
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
   --mtls-node NAME=IP:PORT another node's tunnel listener, for Workloads with spec.nodeName NAME (repeatable)
+  --mtls-max-workloads N, --mtls-max-ports N, --mtls-max-destinations N  capacity of mtls_enrolled, mtls_ports,
+                           mtls_dests  [from the first config: 2x, at least 1024 / 4096 / 4096, a power of 2]
   --dataplane PATH     the mesh-dataplane executable            [native/dataplane/build/mesh-dataplane]
   --run-dir DIR        the data plane's config, pid file and log          [/run/mesh/<pin root's name>-dataplane]
   --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
@@ -133,6 +135,9 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
         'mtls-node': { type: 'string', multiple: true },
+        'mtls-max-workloads': { type: 'string' },
+        'mtls-max-ports': { type: 'string' },
+        'mtls-max-destinations': { type: 'string' },
         dataplane: { type: 'string' },
         'run-dir': { type: 'string' },
         'max-config-bytes': { type: 'string' },
@@ -176,6 +181,9 @@ export async function main(argv: string[]): Promise<number> {
     }
     inboundSource(args['mtls-inbound-source']!);
     peers(args['mtls-node'] ?? []);
+    for (const f of ['mtls-max-workloads', 'mtls-max-ports', 'mtls-max-destinations'] as const) {
+      if (args[f] !== undefined && (!/^[1-9]\d*$/.test(args[f]!) || Number(args[f]) > 2 ** 24)) throw new UsageError(`--${f} must be a positive integer, at most 16777216`);
+    }
     const ttl = parseDuration(args['svid-ttl']!);
     if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
@@ -252,6 +260,9 @@ export async function main(argv: string[]): Promise<number> {
           dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
           runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
           peers: peers(args['mtls-node'] ?? []),
+          ...(args['mtls-max-workloads'] !== undefined && { maxWorkloads: Number(args['mtls-max-workloads']) }),
+          ...(args['mtls-max-ports'] !== undefined && { maxPorts: Number(args['mtls-max-ports']) }),
+          ...(args['mtls-max-destinations'] !== undefined && { maxDestinations: Number(args['mtls-max-destinations']) }),
         }
       : undefined,
   });

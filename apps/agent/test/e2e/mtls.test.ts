@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { BpfMap, codec, pinLayout } from '@mesh/bpf';
 import { describePrivileged, stopProcess, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
@@ -179,6 +180,21 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     expect(await drops()).toBeGreaterThan(d0);
     await stopProcess(undeclared);
   }, 120_000);
+
+  it('the mtls tables are sized from the config (floors for two workloads) and mtls_orig from --max-connections', () => {
+    const dir = pinLayout(env.pinRoot).maps('mtls');
+    // Key and value sizes as bpf/include/mtls.h has them.
+    const size = (name: string, key: number, value: number) => {
+      using m = BpfMap.openPinned(join(dir, name), { key: codec.bytes(key), value: codec.bytes(value) });
+      return m.maxEntries;
+    };
+    expect({ enrolled: size('mtls_enrolled', 8, 4), ports: size('mtls_ports', 16, 4), dests: size('mtls_dests', 20, 4), orig: size('mtls_orig', 20, 40) }).toEqual({
+      enrolled: 1024,
+      ports: 4096,
+      dests: 4096,
+      orig: 16384,
+    });
+  });
 
   it('an ALLOW policy naming another principal refuses the client, counted with its name; an L7 policy is rejected and the previous one stays; DENY by namespace refuses', async () => {
     const denied = async () => sum(sample(await dpStats(), 'mesh_dataplane_authz_denied_total', { policy: 'default/allow-other' }));

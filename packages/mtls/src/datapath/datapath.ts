@@ -39,6 +39,8 @@ export interface MtlsOptions {
   maxDestinations?: number;
   /** Capacity of the enrolled-workload table. Default 16,384. */
   maxWorkloads?: number;
+  /** Capacity of the per-port mode table (a workload's default and each port with a mode). Default 65,536. */
+  maxPorts?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
   /** The split's pinned per-socket table (split_orig) and its slot count, so that a connection to a service
@@ -84,6 +86,26 @@ export class MtlsSnapshotError extends Error {
 export interface OriginalDestination {
   dst: string;
   dialled: string;
+}
+
+/** The least each table holds when sized from a config (~0.9 MiB in all): a small mesh grows without a restart. */
+export const MIN_MTLS_WORKLOADS = 1024;
+export const MIN_MTLS_PORTS = 4096;
+export const MIN_MTLS_DESTINATIONS = 4096;
+
+/** Capacities of the enrolled, per-port mode and destination tables for a config's counts: twice what it holds
+ *  (the config can grow), at least the floors above, rounded up to a power of two (as the split's tables). */
+export function mtlsTableSizesFor(counts: { workloads: number; ports: number; destinations: number }): {
+  maxWorkloads: number;
+  maxPorts: number;
+  maxDestinations: number;
+} {
+  const size = (n: number, floor: number) => 2 ** Math.ceil(Math.log2(Math.max(floor, 2 * n)));
+  return {
+    maxWorkloads: size(counts.workloads, MIN_MTLS_WORKLOADS),
+    maxPorts: size(counts.ports, MIN_MTLS_PORTS),
+    maxDestinations: size(counts.destinations, MIN_MTLS_DESTINATIONS),
+  };
 }
 
 function checkCapacity(name: string, n: number): number {
@@ -167,6 +189,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
         const n = checkCapacity('maxWorkloads', opts.maxWorkloads);
         spec.setMaxEntries(names.maps.mtls_enrolled, n);
       }
+      if (opts.maxPorts !== undefined) spec.setMaxEntries(names.maps.mtls_ports, checkCapacity('maxPorts', opts.maxPorts));
       if (opts.pinDir !== undefined) {
         spec.pinMaps(opts.pinDir);
         // The split owns split_orig (and may pin it in this very directory, at another size); without splitOrig
@@ -208,6 +231,23 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
    * captured towards an old address.
    */
   apply(snap: MtlsSnapshot): MtlsApplyStats {
+    const { cfg, enrolled, ports, dests } = this.plan(snap);
+    const stats: MtlsApplyStats = { written: 0, deleted: 0 };
+    sync(this.configMap, c.u32, mtlsConfig, new Map([['00000000', [0, cfg]]]), stats);
+    sync(this.destsMap, mtlsAddr, c.u32, dests, stats);
+    sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
+    sync(this.enrolledMap, c.u64, c.u32, enrolled, stats);
+    return stats;
+  }
+
+  /** Throws, writing nothing, when `snap` is wrong or does not fit the tables (what apply() would refuse). */
+  check(snap: MtlsSnapshot): void {
+    this.plan(snap);
+  }
+
+  /** The entries `snap` makes, checked against the tables' capacities: the tables are not resized under a running
+   *  agent (a restart sizes them from the config), so a config that outgrows one is refused whole. */
+  private plan(snap: MtlsSnapshot) {
     if (!snap || typeof snap !== 'object') throw new MtlsSnapshotError('snapshot: expected an object');
     const dp = snap.dataplane;
     if (!dp || typeof dp !== 'object' || !dp.outbound || !dp.inboundSource) {
@@ -274,12 +314,17 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
       dests.set(hex(mtlsAddr, key), [key, 1]);
     });
 
-    const stats: MtlsApplyStats = { written: 0, deleted: 0 };
-    sync(this.configMap, c.u32, mtlsConfig, new Map([['00000000', [0, cfg]]]), stats);
-    sync(this.destsMap, mtlsAddr, c.u32, dests, stats);
-    sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
-    sync(this.enrolledMap, c.u64, c.u32, enrolled, stats);
-    return stats;
+    const fits = (n: number, map: BpfMap<any, any>, what: string, option: string, flag: string) => {
+      if (n > map.maxEntries) {
+        throw new MtlsSnapshotError(
+          `${n} ${what} do not fit ${map.name} (${map.maxEntries} entries): raise ${option} (mesh-agent: ${flag}, or a restart, which sizes the tables from the config)`,
+        );
+      }
+    };
+    fits(enrolled.size, this.enrolledMap, 'enrolled workload cgroups', 'maxWorkloads', '--mtls-max-workloads');
+    fits(ports.size, this.portsMap, 'port modes (a STRICT workload default, or a port with a mode)', 'maxPorts', '--mtls-max-ports');
+    fits(dests.size, this.destsMap, 'mesh destinations', 'maxDestinations', '--mtls-max-destinations');
+    return { cfg, enrolled, ports, dests };
   }
 
   /** apply() as a datapath family: the agent's share of a config (see families.ts in the agent). */
