@@ -1,0 +1,78 @@
+// The metrics family's known-peer set (http_peers: the addresses series may name) is sized from the config like
+// the routing tables, or pinned with --max-peers. A config with more peer addresses than it holds is rejected
+// before any family writes its part: the split keeps routing the previous config.
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { describePrivileged, run } from '@mesh/testkit';
+import { expect, it } from 'vitest';
+
+import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
+import { testNet } from './harness.js';
+
+const NET = testNet();
+
+/** A Workload no Service selects, with `n` addresses (IPv6 documentation-range: config only, no traffic). */
+function manyAddresses(n: number): string {
+  const addrs: string[] = [];
+  for (let i = 0; i < n; i++) addrs.push(`2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
+  return `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: many, labels: { app: many } }
+spec: { addresses: [${addrs.join(', ')}] }
+`;
+}
+
+/** The kernel's map id and max_entries of a pinned metrics map. */
+async function pinned(env: MeshEnv, map: string): Promise<{ id: number; max_entries: number }> {
+  const r = await run('bpftool', ['-j', 'map', 'show', 'pinned', join(env.pinRoot, 'maps', 'metrics', map)], { timeoutMs: 10_000 });
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as { id: number; max_entries: number };
+}
+
+type Status = { config: { generation: number }; lastError?: { problems: string[] } };
+
+describePrivileged('agent known-peer set', () => {
+  const newEnv = meshEnvPerTest();
+
+  it('a config with more peer addresses than http_peers holds is rejected whole naming --max-peers; the split keeps the previous config', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [100, 0]));
+    await env.startAgent();
+    await startBackends(env);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
+    const services = async () => (await run('bpftool', ['-j', 'map', 'dump', 'pinned', join(env.pinRoot, 'maps', 'split', 'split_services')], { timeoutMs: 10_000 })).stdout;
+    const before = await services();
+
+    // All traffic to web-b if it were applied, and 70,003 peer addresses: more than the map holds either way.
+    env.writeConfig(splitConfig(NET, [0, 100]) + manyAddresses(70_000));
+    const status = () => env.api<Status>('/v1/status');
+    let s = await status();
+    for (let i = 0; i < 600 && !s.lastError; i++) {
+      await sleep(100);
+      s = await status();
+    }
+    // Nothing of it reached the kernel: the split's table is byte for byte the previous config's.
+    expect(await services()).toBe(before);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
+    expect(s.config.generation).toBe(1);
+    expect(s.lastError?.problems.join('\n')).toMatch(/70003 peer addresses do not fit the known-peer table \(http_peers: 4096 entries\): raise --max-peers/);
+  }, 120_000);
+
+  it('70,000 peer addresses at start-up: http_peers sized from the config (2x, a power of two); --max-peers pins it, keeping the other metrics maps', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [1, 1]) + manyAddresses(70_000));
+    let agent = await env.startAgent();
+    expect((await pinned(env, 'http_peers')).max_entries).toBe(262_144);
+    const requests = await pinned(env, 'http_requests');
+
+    agent.child.kill('SIGTERM');
+    await new Promise((r) => agent.child.once('exit', r));
+    agent = await env.startAgent(['--max-peers', '100000']);
+    expect((await pinned(env, 'http_peers')).max_entries).toBe(100_000);
+    // Only the resized map was made anew: the request counts carry over.
+    expect((await pinned(env, 'http_requests')).id).toBe(requests.id);
+    expect(agent.logs().find((l) => String(l.msg).startsWith('tables of another capacity made anew'))?.maps).toEqual(['http_peers']);
+  }, 120_000);
+});
