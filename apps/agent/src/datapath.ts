@@ -29,7 +29,7 @@ export interface FamilyAttachment extends PinnedAttachment {
   family: string;
 }
 
-const sizesOf = (o: AgentSizes): AgentSizes => ({ maxServices: o.maxServices, maxEndpoints: o.maxEndpoints, maxConnections: o.maxConnections });
+const sizesOf = (o: AgentSizes): AgentSizes => ({ maxServices: o.maxServices, maxEndpoints: o.maxEndpoints, maxConnections: o.maxConnections, maxPeers: o.maxPeers });
 
 interface Loaded {
   family: Family;
@@ -112,12 +112,16 @@ export class MeshDatapath implements Disposable {
     return l.dp as unknown as D;
   }
 
-  /** Hands each family its part of a validated config, in list order. */
+  /** Hands each family its part of a validated config, in list order, once every family's check passed: a part
+   *  that does not fit its family's maps rejects the whole config before any family writes (the split never
+   *  routes a config whose metrics are refused). */
   async apply(ctx: ApplyContext): Promise<{ mapWrites: number; log: Record<string, number | string> }> {
+    const inputs = await Promise.all(this.loaded.map(({ family }) => family.input(ctx)));
+    this.loaded.forEach(({ dp }, i) => dp.check?.(inputs[i]));
     let mapWrites = 0;
     const log: Record<string, number | string> = {};
-    for (const { family, dp } of this.loaded) {
-      const r = await dp.applyPart(await family.input(ctx));
+    for (const [i, { dp }] of this.loaded.entries()) {
+      const r = await dp.applyPart(inputs[i]);
       mapWrites += r.mapWrites ?? 0;
       Object.assign(log, r.log);
     }

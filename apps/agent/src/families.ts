@@ -4,12 +4,12 @@
  * AgentOptions.families); docs/architecture.md, "Datapath families", has the checklist.
  */
 import type { DatapathFamily } from '@mesh/bpf';
-import { MetricsDatapath } from '@mesh/metrics';
+import { MetricsDatapath, peerTableSizeFor } from '@mesh/metrics';
 import { SplitDatapath, tableSizesFor } from '@mesh/split';
 import type { Registry } from 'prom-client';
 
 import type { ResolvedConfig } from './config/objects.js';
-import type { ConfigResolver } from './identity.js';
+import { type ConfigResolver, knownAddressesOf } from './identity.js';
 
 /** The agent's sizing options, handed to every family's load. */
 export interface AgentSizes {
@@ -17,6 +17,8 @@ export interface AgentSizes {
   maxEndpoints?: number;
   /** Live connections (and unconnected-UDP flows) the split keeps per-connection state for. */
   maxConnections?: number;
+  /** Addresses the metrics may name a peer by (its known-peer table, http_peers). */
+  maxPeers?: number;
 }
 
 /** What a family's load is handed: the sizes, and whom to tell of tables made anew for another capacity. */
@@ -29,14 +31,16 @@ export interface LoadContext extends AgentSizes {
  *  with more raises it (see docs/agent.md, "Table sizes"). */
 export const DEFAULT_MAX_CONNECTIONS = 16_384;
 
-/** The sizes the families load with: each flag as given; otherwise the routing tables from the first config
- *  (tableSizesFor: twice its size, a floor, a power of two) and the connection tables' default. */
+/** The sizes the families load with: each flag as given; otherwise the routing tables and the known-peer table
+ *  from the first config (tableSizesFor, peerTableSizeFor: twice its size, a floor, a power of two) and the
+ *  connection tables' default. */
 export function sizesFor(flags: AgentSizes, first: ResolvedConfig): Required<AgentSizes> {
   const fromConfig = tableSizesFor(first.compiled.services);
   return {
     maxServices: flags.maxServices ?? fromConfig.maxServices,
     maxEndpoints: flags.maxEndpoints ?? fromConfig.maxEndpoints,
     maxConnections: flags.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    maxPeers: flags.maxPeers ?? peerTableSizeFor(knownAddressesOf(first.workloads, first.compiled.services).length),
   };
 }
 
@@ -44,7 +48,7 @@ export function sizesFor(flags: AgentSizes, first: ResolvedConfig): Required<Age
 export interface ApplyContext {
   config: ResolvedConfig;
   /** The names of this config's workloads and peers. Made once, when first asked for, after the workloads'
-   *  cgroups exist: a family that asks waits for them, so families that do not come first in the list. */
+   *  cgroups exist: a family that asks waits for them. */
   resolver(): Promise<ConfigResolver>;
 }
 
@@ -74,9 +78,10 @@ export const splitFamily: Family<SplitDatapath> = {
 export const metricsFamily: Family<MetricsDatapath> = {
   name: 'metrics',
   mapPrefix: '',
-  load: (pinDir) => MetricsDatapath.load({ pinDir }),
+  load: (pinDir, s) => MetricsDatapath.load({ pinDir, maxPeers: s.maxPeers, onResize: s.onResize }),
   input: (ctx) => ctx.resolver(),
 };
 
-/** Split first: its map writes run while the workloads' cgroups are being made, which metrics' names wait for. */
+/** Split first, metrics after it. Every family's input is made (metrics' waits for the workloads' cgroups) and
+ *  checked before the first write. */
 export const FAMILIES: readonly Family[] = [splitFamily, metricsFamily];

@@ -47,7 +47,8 @@ export class ConfigResolver implements IdentityResolver {
     return r;
   }
 
-  /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"). */
+  /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"); the
+   *  same set as knownAddressesOf the config. */
   knownAddresses(): string[] {
     return [...new Set([...this.byAddress.keys(), ...[...this.serviceOf.keys()].map((k) => k.slice(0, k.lastIndexOf('|')))])];
   }
@@ -92,4 +93,13 @@ async function cgroupIds(root: string, paths: string[]): Promise<(bigint | undef
     await Promise.all(paths.slice(i, i + 256).map((p, j) => stat(p, { bigint: true }).then((st) => (out[i + j] = st.ino), () => undefined)));
   }
   return out;
+}
+
+/** The addresses metrics may name a peer by in a config, made from the config alone (the known-peer table's size
+ *  at start-up): its workloads' and its endpoints'. */
+export function knownAddressesOf(workloads: readonly ResolvedWorkload[], services: readonly CompiledService[]): string[] {
+  const out = new Set<string>();
+  for (const w of workloads) for (const a of w.addresses) out.add(a);
+  for (const s of services) for (const b of s.backends) for (const ep of b.endpoints) out.add(ep.addr);
+  return [...out];
 }

@@ -42,6 +42,10 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   /** Attaches every program to a cgroup v2 directory through links pinned in `linkDir`, adopting or replacing
    *  what is pinned there (see attachCgroupPinned): a restart never attaches a second copy. */
   attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[];
+  /** Throws, writing nothing, when `input` does not fit this family's maps (an error naming the capacity and how
+   *  to raise it). The agent runs every family's check before any family's applyPart, so a config one family
+   *  cannot take is rejected whole. */
+  check?(input: Input): void;
   /** Writes this family's part of a validated snapshot. One apply at a time; long writes yield to the event
    *  loop. A rejected input changes nothing. */
   applyPart(input: Input): Promise<PartApplied>;

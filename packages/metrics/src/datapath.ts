@@ -8,6 +8,7 @@ import {
   type BpfObject,
   codec as c,
   type DatapathFamily,
+  dropResizedPins,
   embedded,
   type FamilyLoadOptions,
   type Link,
@@ -95,15 +96,32 @@ export interface MetricsOptions extends FamilyLoadOptions {
   maxHttpKeys?: number;
   /** Capacity of the TCP pair map; default 8,192. */
   maxTcpKeys?: number;
-  /** Capacity of the known-peer set (see setKnownPeers); default 65,536. */
+  /** Capacity of the known-peer set (see setKnownPeers); default 65,536 (the agent sizes it from its config:
+   *  peerTableSizeFor). */
   maxPeers?: number;
   /** Bytes of the HTTP/2 ring buffer (h2_events): a power of two, at least 4,096; default 4 MiB. A record
    *  that finds no room is lost and its connection direction decoded no further. */
   h2RingBytes?: number;
   /** Pin every map here and adopt maps already pinned: a restarted agent keeps the counts and the state of
-   *  connections in flight. */
+   *  connections in flight. A pinned known-peer set of another capacity is made anew (see onResize); the
+   *  others are kept. */
   pinDir?: string;
+  /** Told which pinned maps were dropped for a new capacity (the attached programs use them until their links
+   *  are switched). */
+  onResize?: (maps: string[]) => void;
 }
+
+/** The known-peer table's smallest capacity when sized from a config: ~0.3 MiB of kernel memory. */
+export const MIN_PEERS = 4096;
+
+/** Capacity of the known-peer table for a config's peer addresses: twice them (room to grow without a restart),
+ *  at least MIN_PEERS, rounded up to a power of two; as the split's routing tables (tableSizesFor). */
+export function peerTableSizeFor(addresses: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(MIN_PEERS, 2 * addresses)));
+}
+
+/** Maps made anew when their capacity changes; the aggregates (counts) are kept whatever the peers' size. */
+const RESIZE_GROUPS = [[names.maps.http_peers]];
 
 
 /** The identity fields both aggregation keys carry; the overflow key has no workload and no peer, and a peer
@@ -200,7 +218,12 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
         if (!Number.isInteger(n) || n < 4096 || n > 2 ** 30 || (n & (n - 1)) !== 0) throw new RangeError(`h2RingBytes must be a power of two in [4096, 2^30], got ${n}`);
         spec.setMaxEntries(names.maps.h2_events, n);
       }
-      if (opts.pinDir !== undefined) spec.pinMaps(opts.pinDir);
+      if (opts.pinDir !== undefined) {
+        const sizes = new Map(spec.maps.map((m) => [m.name, m.maxEntries]));
+        const dropped = dropResizedPins(opts.pinDir, RESIZE_GROUPS, (m) => sizes.get(m)!);
+        if (dropped.length) opts.onResize?.(dropped);
+        spec.pinMaps(opts.pinDir);
+      }
     } catch (err) {
       spec.close();
       throw err;
@@ -227,6 +250,11 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
    * exceeds the map's capacity.
    */
   setKnownPeers(addresses: Iterable<string>): void {
+    this.writePeers(this.peerKeys(addresses));
+  }
+
+  /** The keys of a set of peer addresses; throws when one is not an address or they do not fit the map. */
+  private peerKeys(addresses: Iterable<string>): Map<string, PeerKey> {
     const want = new Map<string, PeerKey>();
     for (const a of addresses) {
       if (isIP(a) === 0) throw new TypeError(`setKnownPeers: ${JSON.stringify(a)} is not an IP address`);
@@ -238,7 +266,15 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
       const key = { ip, family: b.length === 4 ? AF_INET : AF_INET6 };
       want.set(peerId(key), key);
     }
-    if (want.size > this.peers.maxEntries) throw new RangeError(`setKnownPeers: ${want.size} addresses, more than the ${this.peers.maxEntries} the map holds (maxPeers)`);
+    if (want.size > this.peers.maxEntries) {
+      throw new RangeError(
+        `${want.size} peer addresses do not fit the known-peer table (http_peers: ${this.peers.maxEntries} entries): raise maxPeers (mesh-agent: --max-peers, or a restart, which sizes it from the config)`,
+      );
+    }
+    return want;
+  }
+
+  private writePeers(want: Map<string, PeerKey>): void {
     let have = this.known;
     if (!have) {
       have = new Map();
@@ -253,9 +289,20 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     this.known = want;
   }
 
+  /** The input checked last and its keys: applyPart of the same input does not make them again. */
+  private checked: { input: MetricsInput; keys: Map<string, PeerKey> } | undefined;
+
+  /** Throws, writing nothing, when an address is not one or the input's peers do not fit the known-peer table. */
+  check(input: MetricsInput): void {
+    this.checked = undefined;
+    this.checked = { input, keys: this.peerKeys(input.knownAddresses()) };
+  }
+
   /** The family's apply (see DatapathFamily): the known peers, and the names the metrics' labels use. */
   async applyPart(input: MetricsInput): Promise<PartApplied> {
-    this.setKnownPeers(input.knownAddresses());
+    const keys = this.checked?.input === input ? this.checked.keys : this.peerKeys(input.knownAddresses());
+    this.checked = undefined;
+    this.writePeers(keys);
     this.resolver = input;
     return {};
   }

@@ -1,4 +1,4 @@
-export { MetricsDatapath } from './datapath.js';
+export { MetricsDatapath, MIN_PEERS, peerTableSizeFor } from './datapath.js';
 export type { Direction, HttpSample, TcpSample, MetricsSnapshot, MetricsOptions, MetricsInput } from './datapath.js';
 export { KernelMetrics, defaultResolver } from './exporter.js';
 export type { Identity, IdentityResolver, MetricsSource, ExporterOptions } from './exporter.js';

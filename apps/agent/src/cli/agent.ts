@@ -74,6 +74,7 @@ Options:
   --max-services N     capacity of the service table      [from the first config: 2x, at least 1024, a power of 2]
   --max-endpoints N    capacity of the endpoint table     [from the first config: 2x, at least 4096, a power of 2]
   --max-connections N  live connections and UDP flows with per-connection state                  [16384]
+  --max-peers N        capacity of the metrics' known-peer table  [from the first config: 2x, at least 4096, a power of 2]
   --state-dir DIR      the agent's state: the built-in CA's root (0600)                  [${DEFAULT_STATE_DIR}]
   --trust-domain NAME  SPIFFE trust domain of the workloads' identities                  [${DEFAULT_TRUST_DOMAIN}]
   --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
@@ -122,6 +123,7 @@ export async function main(argv: string[]): Promise<number> {
         'max-services': { type: 'string' },
         'max-endpoints': { type: 'string' },
         'max-connections': { type: 'string' },
+        'max-peers': { type: 'string' },
         'state-dir': { type: 'string', default: DEFAULT_STATE_DIR },
         'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
         ca: { type: 'string', default: 'builtin' },
@@ -165,10 +167,11 @@ export async function main(argv: string[]): Promise<number> {
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
     if (args['api-group'] !== undefined) groupId(args['api-group']);
     if (args['api-socket'] !== undefined && !args['api-socket'].startsWith('/')) throw new UsageError('--api-socket must be an absolute path');
-    for (const f of ['max-services', 'max-endpoints', 'max-connections', 'max-config-bytes'] as const) {
+    for (const f of ['max-services', 'max-endpoints', 'max-connections', 'max-peers', 'max-config-bytes'] as const) {
       if (args[f] !== undefined && !/^[1-9]\d*$/.test(args[f]!)) throw new UsageError(`--${f} must be a positive integer`);
     }
     if (args['max-connections'] !== undefined && Number(args['max-connections']) > 2 ** 24) throw new UsageError('--max-connections must be at most 16777216');
+    if (args['max-peers'] !== undefined && Number(args['max-peers']) > 2 ** 24) throw new UsageError('--max-peers must be at most 16777216');
     const tdProblem = trustDomainProblem(args['trust-domain']!);
     if (tdProblem) throw new UsageError(`--trust-domain: ${tdProblem}`);
     if (args.ca !== 'builtin' && args.ca !== 'external' && args.ca !== 'none') throw new UsageError(`--ca must be builtin, external or none, got ${JSON.stringify(args.ca)}`);
@@ -244,6 +247,7 @@ export async function main(argv: string[]): Promise<number> {
     maxServices: args['max-services'] ? Number(args['max-services']) : undefined,
     maxEndpoints: args['max-endpoints'] ? Number(args['max-endpoints']) : undefined,
     maxConnections: args['max-connections'] ? Number(args['max-connections']) : undefined,
+    maxPeers: args['max-peers'] ? Number(args['max-peers']) : undefined,
     identity: args.ca === 'none' ? undefined : {
       stateDir: args['state-dir']!,
       trustDomain: args['trust-domain']!,

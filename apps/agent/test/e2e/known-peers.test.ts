@@ -57,7 +57,7 @@ describePrivileged('agent known-peer set', () => {
     expect(await services()).toBe(before);
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
     expect(s.config.generation).toBe(1);
-    expect(s.lastError?.problems.join('\n')).toMatch(/70003 peer addresses do not fit the known-peer table \(http_peers: 4096 entries\): raise --max-peers/);
+    expect(s.lastError?.problems.join('\n')).toMatch(/70003 peer addresses do not fit the known-peer table \(http_peers: 4096 entries\): raise maxPeers \(mesh-agent: --max-peers/);
   }, 120_000);
 
   it('70,000 peer addresses at start-up: http_peers sized from the config (2x, a power of two); --max-peers pins it, keeping the other metrics maps', async () => {
