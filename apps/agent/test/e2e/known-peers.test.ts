@@ -1,14 +1,14 @@
 // The metrics family's known-peer set (http_peers: the addresses series may name) is sized from the config like
 // the routing tables, or pinned with --max-peers. A config with more peer addresses than it holds is rejected
 // before any family writes its part: the split keeps routing the previous config.
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { describePrivileged, run } from '@mesh/testkit';
+import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends } from './harness.js';
-import { testNet } from './harness.js';
+import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
 
 const NET = testNet();
 
@@ -29,6 +29,18 @@ async function pinned(env: MeshEnv, map: string): Promise<{ id: number; max_entr
   const r = await run('bpftool', ['-j', 'map', 'show', 'pinned', join(env.pinRoot, 'maps', 'metrics', map)], { timeoutMs: 10_000 });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as { id: number; max_entries: number };
+}
+
+/** The ids of the maps the metrics programs use, through their pinned links. */
+async function programMapIds(env: MeshEnv): Promise<Set<number>> {
+  const ids = new Set<number>();
+  const dir = join(env.pinRoot, 'links', 'metrics');
+  for (const p of readdirSync(dir)) {
+    const link = await run('bpftool', ['-j', 'link', 'show', 'pinned', join(dir, p)], { timeoutMs: 10_000 });
+    const prog = await run('bpftool', ['-j', 'prog', 'show', 'id', String((JSON.parse(link.stdout) as { prog_id: number }).prog_id)], { timeoutMs: 10_000 });
+    for (const id of (JSON.parse(prog.stdout) as { map_ids?: number[] }).map_ids ?? []) ids.add(id);
+  }
+  return ids;
 }
 
 type Status = { config: { generation: number }; lastError?: { problems: string[] } };
@@ -66,11 +78,17 @@ describePrivileged('agent known-peer set', () => {
     let agent = await env.startAgent();
     expect((await pinned(env, 'http_peers')).max_entries).toBe(262_144);
     const requests = await pinned(env, 'http_requests');
+    const oldPeers = await pinned(env, 'http_peers');
 
-    agent.child.kill('SIGTERM');
-    await new Promise((r) => agent.child.once('exit', r));
+    signalChild(agent.child, 'SIGTERM');
+    expect(await waitForExit(agent.child, 10_000)).toBe(0);
     agent = await env.startAgent(['--max-peers', '100000']);
-    expect((await pinned(env, 'http_peers')).max_entries).toBe(100_000);
+    const peers = await pinned(env, 'http_peers');
+    expect(peers.max_entries).toBe(100_000);
+    // The programs switched to the new table (a program's tag ignores its maps).
+    const used = await programMapIds(env);
+    expect(used.has(peers.id)).toBe(true);
+    expect(used.has(oldPeers.id)).toBe(false);
     // Only the resized map was made anew: the request counts carry over.
     expect((await pinned(env, 'http_requests')).id).toBe(requests.id);
     expect(agent.logs().find((l) => String(l.msg).startsWith('tables of another capacity made anew'))?.maps).toEqual(['http_peers']);
