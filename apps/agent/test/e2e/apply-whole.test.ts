@@ -1,7 +1,9 @@
-// The metrics family's known-peer set (http_peers: the addresses series may name) is sized from the config like
-// the routing tables, or pinned with --max-peers. A config with more peer addresses than it holds is rejected
-// before any family writes its part: the split keeps routing the previous config.
-import { readdirSync } from 'node:fs';
+// A config is applied whole or not at all: every family's part is made and checked (and the workloads' cgroups
+// made) before the first map write. The metrics family's known-peer set (http_peers: the addresses series may
+// name) is sized from the config like the routing tables, or pinned with --max-peers; a config with more peer
+// addresses than it holds is rejected before any family writes its part: the split keeps routing the previous
+// config.
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -45,7 +47,25 @@ async function programMapIds(env: MeshEnv): Promise<Set<number>> {
 
 type Status = { config: { generation: number }; lastError?: { problems: string[] } };
 
-describePrivileged('agent known-peer set', () => {
+/** The split's service table as the kernel holds it. */
+async function services(env: MeshEnv): Promise<string> {
+  const r = await run('bpftool', ['-j', 'map', 'dump', 'pinned', join(env.pinRoot, 'maps', 'split', 'split_services')], { timeoutMs: 10_000 });
+  expect(r.code, r.stderr).toBe(0);
+  return r.stdout;
+}
+
+/** Status once a config was rejected (60 s at most). */
+async function rejected(env: MeshEnv): Promise<Status> {
+  const status = () => env.api<Status>('/v1/status');
+  let s = await status();
+  for (let i = 0; i < 600 && !s.lastError; i++) {
+    await sleep(100);
+    s = await status();
+  }
+  return s;
+}
+
+describePrivileged('agent applies a config whole or not at all', () => {
   const newEnv = meshEnvPerTest();
 
   it('a config with more peer addresses than http_peers holds is rejected whole naming --max-peers; the split keeps the previous config', async () => {
@@ -54,22 +74,39 @@ describePrivileged('agent known-peer set', () => {
     await env.startAgent();
     await startBackends(env);
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
-    const services = async () => (await run('bpftool', ['-j', 'map', 'dump', 'pinned', join(env.pinRoot, 'maps', 'split', 'split_services')], { timeoutMs: 10_000 })).stdout;
-    const before = await services();
+    const before = await services(env);
 
     // All traffic to web-b if it were applied, and 70,003 peer addresses: more than the map holds either way.
     env.writeConfig(splitConfig(NET, [0, 100]) + manyAddresses(70_000));
-    const status = () => env.api<Status>('/v1/status');
-    let s = await status();
-    for (let i = 0; i < 600 && !s.lastError; i++) {
-      await sleep(100);
-      s = await status();
-    }
+    const s = await rejected(env);
     // Nothing of it reached the kernel: the split's table is byte for byte the previous config's.
-    expect(await services()).toBe(before);
+    expect(await services(env)).toBe(before);
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
     expect(s.config.generation).toBe(1);
     expect(s.lastError?.problems.join('\n')).toMatch(/70003 peer addresses do not fit the known-peer table \(http_peers: 4096 entries\): raise maxPeers \(mesh-agent: --max-peers/);
+  }, 120_000);
+
+  it('a workload whose cgroup cannot be made is rejected before any map is written', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [100, 0]));
+    await env.startAgent();
+    await startBackends(env);
+    const before = await services(env);
+
+    // The mesh's cgroups may nest two deep (the default workloads' <namespace>/<name>): mkdir(2) refuses a third
+    // level with EAGAIN.
+    writeFileSync(join(env.cgroupRoot, 'cgroup.max.depth'), '2');
+    env.writeConfig(splitConfig(NET, [0, 100]) + `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: deep }
+spec: { addresses: [], cgroup: a/b/c }
+`);
+    const s = await rejected(env);
+    expect(await services(env)).toBe(before);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
+    expect(s.config.generation).toBe(1);
+    expect(s.lastError?.problems.join('\n')).toMatch(/mkdir .*\/a\/b\/c/);
   }, 120_000);
 
   it('70,000 peer addresses at start-up: http_peers sized from the config (2x, a power of two); --max-peers pins it, keeping the other metrics maps', async () => {
