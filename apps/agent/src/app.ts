@@ -287,15 +287,13 @@ export class Agent {
     const t0 = performance.now();
     try {
       const dp = this.dp();
-      // The kernel makes cgroups one at a time (~0.1 ms each): made off the event loop while the maps are written.
       // Workloads of another node (spec.nodeName) are endpoints and mTLS destinations here, not cgroups or identities.
       const local = config.workloads.filter((w) => w.nodeName === undefined || w.nodeName === this.opts.nodeName);
-      const cgroups = this.opts.source.managesCgroups !== false ? dp.ensureCgroups(local.map((w) => w.cgroup)) : Promise.resolve();
-      cgroups.catch(() => undefined); // awaited below; an early failure must not go unhandled meanwhile
+      // The workloads' cgroups before any map is written: a config whose cgroups cannot be made is rejected whole.
+      if (this.opts.source.managesCgroups !== false) await dp.ensureCgroups(local.map((w) => w.cgroup));
       let resolver: Promise<ConfigResolver> | undefined;
-      const resolve = () => (resolver ??= cgroups.then(() => ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services)));
+      const resolve = () => (resolver ??= ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services));
       const r = await dp.apply({ config, resolver: resolve });
-      await cgroups;
       this.resolver = await resolve();
       this.identities?.apply(local);
       const writes = r.mapWrites;

@@ -147,7 +147,13 @@ export class MeshDatapath implements Disposable {
     );
     const missing = relPaths.filter((p) => !present.has(p));
     for (let i = 0; i < missing.length; i += 16) {
-      await Promise.all(missing.slice(i, i + 16).map((p) => mkdir(join(this.cgroupRoot, p), { recursive: true })));
+      await Promise.all(
+        missing.slice(i, i + 16).map((p) =>
+          mkdir(join(this.cgroupRoot, p), { recursive: true }).catch((err: Error) => {
+            throw new Error(`cannot make the workload cgroup ${p} under ${this.cgroupRoot}: ${err.message}`, { cause: err });
+          }),
+        ),
+      );
     }
   }
 

@@ -47,8 +47,8 @@ export function sizesFor(flags: AgentSizes, first: ResolvedConfig): Required<Age
 /** What a family's input is made from at each apply. */
 export interface ApplyContext {
   config: ResolvedConfig;
-  /** The names of this config's workloads and peers. Made once, when first asked for, after the workloads'
-   *  cgroups exist: a family that asks waits for them. */
+  /** The names of this config's workloads and peers (their cgroups exist by then). Made once, when first
+   *  asked for. */
   resolver(): Promise<ConfigResolver>;
 }
 
@@ -82,6 +82,5 @@ export const metricsFamily: Family<MetricsDatapath> = {
   input: (ctx) => ctx.resolver(),
 };
 
-/** Split first, metrics after it. Every family's input is made (metrics' waits for the workloads' cgroups) and
- *  checked before the first write. */
+/** Split first, metrics after it; every family's input is made and checked before the first write. */
 export const FAMILIES: readonly Family[] = [splitFamily, metricsFamily];
