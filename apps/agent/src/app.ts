@@ -42,10 +42,10 @@ export interface AgentOptions {
   maxServices?: number;
   maxEndpoints?: number;
   maxConnections?: number;
-  /** Serve the page (the service graph) on the metrics listener; on unless false. */
-  ui?: boolean;
   /** Capacity of the metrics' known-peer table; from the first config when not given (sizesFor). */
   maxPeers?: number;
+  /** Serve the page (the service graph) on the metrics listener; on unless false. */
+  ui?: boolean;
   /** Keep BPF run-time statistics on (costs ~20 ns per program run); shown by `meshctl status`. */
   bpfStats?: boolean;
   /** Workload identities (SVIDs) for the config's workloads; off when absent. */
