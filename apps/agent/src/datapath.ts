@@ -116,8 +116,14 @@ export class MeshDatapath implements Disposable {
    *  that does not fit its family's maps rejects the whole config before any family writes (the split never
    *  routes a config whose metrics are refused). */
   async apply(ctx: ApplyContext): Promise<{ mapWrites: number; log: Record<string, number | string> }> {
-    const inputs = await Promise.all(this.loaded.map(({ family }) => family.input(ctx)));
-    this.loaded.forEach(({ dp }, i) => dp.check?.(inputs[i]));
+    // Made and checked in list order: a family whose input acts outside the kernel (mtls reloads its data plane)
+    // is asked only once the families before it accepted their parts.
+    const inputs: unknown[] = [];
+    for (const { family, dp } of this.loaded) {
+      const input = await family.input(ctx);
+      dp.check?.(input);
+      inputs.push(input);
+    }
     let mapWrites = 0;
     const log: Record<string, number | string> = {};
     for (const [i, { dp }] of this.loaded.entries()) {

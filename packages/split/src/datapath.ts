@@ -160,6 +160,11 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
     return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
   }
 
+  /** Throws the capacity error applyCompiled would, writing nothing (see DatapathFamily.check). */
+  check(compiled: Compiled): void {
+    this.table.check(compiled.services);
+  }
+
   /** The family's apply (see DatapathFamily): applyCompiledSteps with the event loop served between batches. */
   async applyPart(compiled: Compiled): Promise<PartApplied> {
     const r = await runStepsAsync(this.applyCompiledSteps(compiled));

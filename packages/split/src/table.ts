@@ -99,6 +99,40 @@ export class ServiceTable {
     return runSteps(this.applySteps(desired));
   }
 
+  /** Throws the error apply() would throw before its first write (too many backends, a full table), writing
+   *  nothing: the same plan as applySteps, counted only. */
+  check(desired: CompiledService[]): void {
+    let added = 0;
+    let epWrites = 0;
+    for (const d of desired) {
+      const old = this.installed.get(d.key);
+      if (!old) added++;
+      if (old?.compiled === d) continue;
+      if (d.backends.length > MAX_BACKENDS) throw new RangeError(`${d.service}: ${d.backends.length} backends, at most ${MAX_BACKENDS}`);
+      const lists = d.backends.map((b) => b.endpoints);
+      if (old !== undefined && sameLists(old.endpoints, lists)) continue;
+      for (const l of lists) epWrites += l.length;
+    }
+    this.checkFits(desired.length, this.installed.size + added, epWrites);
+  }
+
+  /** During the swap a changed service's old and new endpoint slots coexist, and removed services go after new
+   *  ones are written, so both count at the peak. */
+  private checkFits(services: number, peakServices: number, epWrites: number): void {
+    if (peakServices > this.services.maxEntries) {
+      throw new RangeError(
+        `${services} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices (mesh-agent: --max-services, or a restart, which sizes the tables from the config)`,
+      );
+    }
+    let slots = 0;
+    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
+    if (slots + epWrites > this.endpoints.maxEntries) {
+      throw new RangeError(
+        `${epWrites} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints (mesh-agent: --max-endpoints, or a restart, which sizes the tables from the config)`,
+      );
+    }
+  }
+
   /** apply() in steps (see runStepsAsync); the caller runs one at a time. */
   *applySteps(desired: CompiledService[]): Steps<ApplyStats> {
     const tick = every();
@@ -138,22 +172,8 @@ export class ServiceTable {
     }
     const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
 
-    // Capacity is checked before the first write, so a snapshot too big for the maps changes nothing. During the
-    // swap a changed service's old and new endpoint slots coexist.
-    // Removed services go after new ones are written, so both count at the peak.
-    const peakServices = this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length;
-    if (peakServices > this.services.maxEntries) {
-      throw new RangeError(
-        `${desired.length} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices (mesh-agent: --max-services, or a restart, which sizes the tables from the config)`,
-      );
-    }
-    let slots = 0;
-    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
-    if (slots + epWrites.length > this.endpoints.maxEntries) {
-      throw new RangeError(
-        `${epWrites.length} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints (mesh-agent: --max-endpoints, or a restart, which sizes the tables from the config)`,
-      );
-    }
+    // Capacity is checked before the first write, so a snapshot too big for the maps changes nothing.
+    this.checkFits(desired.length, this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length, epWrites.length);
 
     try {
       // 1. New endpoint slots (invisible until a service entry points at their version).
