@@ -96,7 +96,10 @@ async function afterFirstBatch<T>(e: MeshEnv, agent: Agent, round: number, then:
   return await then(endpoints, before);
 }
 
-const lockFiles = (e: MeshEnv) => (existsSync('/run/mesh') ? readdirSync('/run/mesh').filter((f) => f.includes(e.name)) : []);
+// The agent's lock and socket. Its run directory (/run/mesh/<name>/svid) is not among them: the SVID files stay
+// when the agent stops, for the data plane that outlives it (meshctl uninstall removes them).
+const lockFiles = (e: MeshEnv) =>
+  existsSync('/run/mesh') ? readdirSync('/run/mesh', { withFileTypes: true }).filter((f) => !f.isDirectory() && f.name.includes(e.name)).map((f) => f.name) : [];
 
 describePrivileged('interrupted applies', () => {
   const newEnv = meshEnvPerTest();
