@@ -162,7 +162,7 @@ export class Agent {
       registry: this.registry,
       healthy: () => !this.stopping,
       notReady: () => this.notReady(),
-      ui: opts.ui === false ? undefined : uiEndpoints(this.stats, () => this.applied),
+      ui: opts.ui === false ? undefined : uiEndpoints(this.stats, () => this.applied, () => this.mtls !== undefined),
       api: {
         '/v1/status': () => this.status(),
         '/v1/services': () => this.services(),

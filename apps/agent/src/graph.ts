@@ -4,6 +4,7 @@
  * p99, and, where a Service is split, the share each edge observed against the weight the config gives it; a
  * few minutes of each edge's rate for its sparkline.
  */
+import { enrolled } from './enrol.js';
 import type { PairStat } from './stats.js';
 import type { Applied, StatView } from './views.js';
 
@@ -35,6 +36,9 @@ export interface GraphEdge {
   weight: number | undefined;
   /** Requests per second over the last minutes, oldest first, one point per `sparkStepSeconds`. */
   spark: number[];
+  /** Carried in mutual TLS: both ends are workloads enrolled in mTLS (docs/mtls.md); undefined when the agent
+   *  does not run mTLS. */
+  mtls: boolean | undefined;
 }
 
 export interface GraphView {
@@ -82,11 +86,13 @@ const rowKey = (p: PairStat) => `${p.direction}|${p.source}|${p.destination}|${p
  * several protocols (HTTP/1.1, HTTP/2, each gRPC method) make one edge: their requests summed, their success
  * weighted by requests, the slowest row's p50 and p99.
  */
-export function graphView(stat: StatView, applied: Applied | undefined, history: EdgeHistory): GraphView {
+export function graphView(stat: StatView, applied: Applied | undefined, history: EdgeHistory, mtlsOn = false): GraphView {
   const workloads = new Map<string, string>(); // address → ns/name
   const known = new Set<string>();
+  const inMtls = new Set<string>();
   for (const w of applied?.workloads ?? []) {
     known.add(`${w.namespace}/${w.name}`);
+    if (mtlsOn && enrolled(w)) inMtls.add(`${w.namespace}/${w.name}`);
     for (const a of w.addresses) workloads.set(a, `${w.namespace}/${w.name}`);
   }
   const nodes = new Map<string, GraphNode>();
@@ -152,6 +158,7 @@ export function graphView(stat: StatView, applied: Applied | undefined, history:
       share: undefined,
       weight: svc && svc.backends.length > 1 ? expected(svc, p.destination) : undefined,
       spark: [],
+      mtls: mtlsOn ? inMtls.has(p.source) && inMtls.has(p.destination) : undefined,
       ok: (p.successRate ?? 0) * p.requests,
       keys: [rowKey(p)],
     };

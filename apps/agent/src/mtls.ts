@@ -15,16 +15,14 @@ import type { ResolvedConfig, ResolvedWorkload } from './config/objects.js';
 import { type DataplaneConfig, DataplaneSupervisor } from './dataplane.js';
 import type { Family } from './families.js';
 import type { SvidFiles } from './identities.js';
+import { enrolled } from './enrol.js';
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
 
 /** The data plane built in this tree (scripts/build.sh). */
 export const DEFAULT_DATAPLANE = fileURLToPath(new URL('../../../native/dataplane/build/mesh-dataplane', import.meta.url));
 
-/** Labels that enrol a workload (the first is the mesh's; the second is Istio ambient's, for migrating users). */
-export const ENROL_LABELS: Readonly<Record<string, string>> = { 'mesh.dev/mtls': 'enabled', 'istio.io/dataplane-mode': 'ambient' };
-
-export const enrolled = (w: Pick<ResolvedWorkload, 'labels'>): boolean => Object.entries(ENROL_LABELS).some(([k, v]) => w.labels[k] === v);
+export { ENROL_LABELS, enrolled } from './enrol.js';
 
 /** This node's data plane addresses (the topology of docs/mtls.md). */
 export interface MtlsNodeOptions {

@@ -26,7 +26,7 @@ export function loadPage(path: URL = UI_PAGE): UiEndpoints['page'] {
 }
 
 /** The page's endpoints over the agent's stats and its applied config; the history fills from each stats sample. */
-export function uiEndpoints(stats: PairStats, applied: () => Applied | undefined): UiEndpoints {
+export function uiEndpoints(stats: PairStats, applied: () => Applied | undefined, mtlsOn: () => boolean = () => false): UiEndpoints {
   const history = new EdgeHistory();
   stats.onSample((at, totals) => history.record(at, totals));
   const page = loadPage();
@@ -35,7 +35,7 @@ export function uiEndpoints(stats: PairStats, applied: () => Applied | undefined
     graph: (q) => {
       const w = Number(q.get('window') ?? 10);
       const windowS = Number.isFinite(w) ? Math.min(60, Math.max(1, w)) : 10;
-      return graphView(stats.query(windowS * 1000), applied(), history);
+      return graphView(stats.query(windowS * 1000), applied(), history, mtlsOn());
     },
   };
 }

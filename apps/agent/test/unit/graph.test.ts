@@ -34,6 +34,30 @@ const demo = [
 ];
 
 describe('graphView', () => {
+  it('an edge is marked mTLS when the agent runs mTLS and both ends are enrolled; undefined without mTLS', () => {
+    const enrolledApplied = {
+      ...applied,
+      workloads: [
+        { ...workload('productpage', '127.0.2.1'), labels: { 'mesh.dev/mtls': 'enabled' } },
+        { ...workload('reviews-v1', '127.0.1.1'), labels: { 'istio.io/dataplane-mode': 'ambient' } },
+        workload('reviews-v2', '127.0.1.2'),
+      ],
+    } as unknown as Applied;
+    const byDest = (g: ReturnType<typeof graphView>) => Object.fromEntries(g.edges.filter((e) => e.source === 'workload:default/productpage').map((e) => [e.destination, e.mtls]));
+    expect(byDest(graphView({ windowSeconds: 10, pairs: demo }, enrolledApplied, new EdgeHistory(), true))).toEqual({
+      'workload:default/reviews-v1': true,
+      // reviews-v2 is not enrolled: productpage's connections to it stay plaintext.
+      'workload:default/reviews-v2': false,
+    });
+    // A caller outside the config is never in mTLS.
+    expect(graphView({ windowSeconds: 10, pairs: demo }, enrolledApplied, new EdgeHistory(), true).edges.find((e) => e.source === 'peer:10.9.9.9')?.mtls).toBe(false);
+    expect(Object.values(byDest(graphView({ windowSeconds: 10, pairs: demo }, enrolledApplied, new EdgeHistory(), false)))).toEqual([undefined, undefined]);
+    // The page shows it, in the table and in each edge's spoken label.
+    const page = readFileSync(UI_PAGE, 'utf8');
+    expect(page).toMatch(/<th scope="col">mTLS<\/th>/);
+    expect(page).toMatch(/mutual TLS/);
+  });
+
   it('client rows are edges through their Service; a split edge carries its observed share and its weight', () => {
     const g = graphView({ windowSeconds: 10, pairs: demo }, applied, new EdgeHistory());
     expect(g.edges.map((e) => [e.source, e.via, e.destination, e.share, e.weight])).toEqual([
