@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,8 @@ describePrivileged('cleanup of what a dying process left open', () => {
     }
     writeFileSync(join(dir, 'leaker.mjs'), LEAKER);
     writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
+    // The modules import the testkit's dependencies (@mesh/bpf's codec among them): resolved from its node_modules.
+    symlinkSync(join(SRC, '..', 'node_modules'), join(dir, 'node_modules'));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
