@@ -8,7 +8,9 @@ import { RUN_DIR } from './api-socket.js';
 export const DEFAULT_STATE_DIR = '/var/lib/mesh';
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 export const DEFAULT_SVID_TTL = '24h';
-export const MIN_AGENT_SVID_TTL_MS = 60_000;
+/** 30 s: short-lived SVIDs as Istio allows them (renewed at half life, every ~15 s); below that a renewal that
+ *  fails once has no time left to be retried before the identity expires. */
+export const MIN_AGENT_SVID_TTL_MS = 30_000;
 
 /** "90s", "30m", "24h" (or a bare number of seconds) → ms; undefined when malformed. */
 export function parseDuration(s: string): number | undefined {

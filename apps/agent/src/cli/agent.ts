@@ -79,7 +79,7 @@ Options:
   --trust-domain NAME  SPIFFE trust domain of the workloads' identities                  [${DEFAULT_TRUST_DOMAIN}]
   --ca MODE            builtin (a root in --state-dir), external (--ca-dir) or none (no identities) [builtin]
   --ca-dir DIR         external CA: cert-manager Secret layout (tls.crt, tls.key, ca.crt)
-  --svid-ttl DURATION  lifetime of workload certificates, at least 1m (s, m, h)                  [${DEFAULT_SVID_TTL}]
+  --svid-ttl DURATION  lifetime of workload certificates, at least 30s (s, m, h)                 [${DEFAULT_SVID_TTL}]
   --svid-dir DIR       the SVID files the data plane reads (a tmpfs)    [/run/mesh/<pin root's name>/svid]
   --mtls               transparent mTLS for workloads labelled mesh.dev/mtls=enabled (or
                        istio.io/dataplane-mode=ambient): runs the data plane (docs/mtls.md)
@@ -188,7 +188,7 @@ export async function main(argv: string[]): Promise<number> {
       if (args[f] !== undefined && (!/^[1-9]\d*$/.test(args[f]!) || Number(args[f]) > 2 ** 24)) throw new UsageError(`--${f} must be a positive integer, at most 16777216`);
     }
     const ttl = parseDuration(args['svid-ttl']!);
-    if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 1m (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
+    if (ttl === undefined || ttl < MIN_AGENT_SVID_TTL_MS) throw new UsageError(`--svid-ttl must be a duration of at least 30s (e.g. 90s, 30m, 24h), got ${JSON.stringify(args['svid-ttl'])}`);
   } catch (err) {
     process.stderr.write(`mesh-agent: ${(err as Error).message}\n\n${AGENT_HELP}\n`);
     return EXIT.USAGE;

@@ -101,8 +101,8 @@ describe('mesh-agent', SPAWNS, () => {
     [['--ca', 'vault'], /--ca must be builtin, external or none, got "vault"/],
     [['--ca', 'external'], /--ca external needs --ca-dir/],
     [['--ca-dir', '/tmp'], /--ca-dir is for --ca external/],
-    [['--svid-ttl', '30s'], /--svid-ttl must be a duration of at least 1m/],
-    [['--svid-ttl', 'a day'], /--svid-ttl must be a duration of at least 1m .*got "a day"/],
+    [['--svid-ttl', '29s'], /--svid-ttl must be a duration of at least 30s/],
+    [['--svid-ttl', 'a day'], /--svid-ttl must be a duration of at least 30s .*got "a day"/],
   ])('identity flags: %j is a usage error (exit 2)', async (flags, message) => {
     const r = await exec(AGENT, ['--config', EXAMPLE, ...flags]);
     expect(r.code).toBe(2);

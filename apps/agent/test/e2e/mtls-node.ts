@@ -1,0 +1,138 @@
+// One mTLS node for e2e tests (the topology of mtls.test.ts): an agent with --mtls on loopback addresses of a
+// block of 127/8 claimed by testNet(), an enrolled client and an enrolled STRICT server workload, the data plane
+// started by the agent; helpers to load it and to read both metric endpoints. Stops the data plane (a session of
+// its own, outliving agents) at close.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ChildProcess } from 'node:child_process';
+
+import { waitForLine } from '@mesh/testkit';
+
+import { scrapeDataplane } from '../../src/dataplane.js';
+import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
+
+export const MARKER = 'BODY-MARKER-7c2e';
+export const PATH = '/secret-path-41fd';
+
+export const nodeConfig = (a: { client: string; server: string }) => `apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: client, labels: { app: client, mesh.dev/mtls: enabled } }
+spec: { serviceAccount: client, addresses: [${a.client}] }
+---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: server, labels: { app: server, mesh.dev/mtls: enabled } }
+spec: { serviceAccount: server, addresses: [${a.server}], ports: [{ name: http, port: 8080 }] }
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: server-mtls }
+spec: { selector: { matchLabels: { app: server } }, mtls: { mode: STRICT } }
+`;
+
+export interface LoadResult {
+  sent: number;
+  ok: number;
+  failed: number;
+  errors: string[];
+}
+
+export interface KeepAliveResult extends LoadResult {
+  conns: { localPort: number; ok: number; failed: number; closed: boolean }[];
+}
+
+/** Waits until `f` holds (polling), failing with `what` after `ms`. */
+export async function until(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await f().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+export class MtlsNode {
+  readonly net = testNet();
+  readonly server = `${this.net}.0.1`;
+  readonly client = `${this.net}.0.3`;
+  readonly dataplane = `${this.net}.0.100`;
+  readonly inboundSource = `${this.net}.0.6`;
+  env!: MeshEnv;
+  agent!: Agent;
+  statsAddr = '';
+  runDir = '';
+
+  /** Starts the agent (with `extraArgs`) and the server workload; resolves once both workloads are enrolled. */
+  static async start(extraArgs: string[] = []): Promise<MtlsNode> {
+    const n = new MtlsNode();
+    n.env = await MeshEnv.create();
+    n.runDir = n.env.tempDir('run');
+    n.statsAddr = `127.0.0.1:${await freePort()}`;
+    n.env.writeConfig(nodeConfig(n));
+    n.agent = await n.env.startAgent(['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs]);
+    const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
+    await waitForLine(server, /^listening/, 30_000);
+    await until('both workloads enrolled', async () => sum(sample(await n.env.metrics(), 'mesh_mtls_enrolled_workloads')) === 2, 60_000);
+    return n;
+  }
+
+  get url(): string {
+    return `http://${this.server}:8080${PATH}`;
+  }
+
+  dpStats = async (): Promise<string> => (await scrapeDataplane(this.statsAddr)).text;
+
+  /** The data plane's pid from its pid file (undefined before one started). */
+  dataplanePid(): number | undefined {
+    try {
+      return (JSON.parse(readFileSync(join(this.runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** New connections from the client workload: RATE per second for SECONDS (fixtures/load.mjs). */
+  load(rate: number, seconds: number): { child: ChildProcess; result: Promise<LoadResult> } {
+    const child = this.env.meshRun('client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: this.url, RATE: String(rate), SECONDS: String(seconds) });
+    const result = waitForLine(child, /^\{.*"sent".*$/, seconds * 1000 + 120_000).then((m) => JSON.parse(m[0]) as LoadResult);
+    return { child, result };
+  }
+
+  /** CONNS long-lived connections from the client workload (fixtures/keepalive.mjs); `started` resolves once
+   *  every one answered its first request. */
+  keepAlive(conns: number, intervalMs: number, seconds: number): { started: Promise<unknown>; result: Promise<KeepAliveResult> } {
+    const child = this.env.meshRun('client', [process.execPath, join(FIXTURES, 'keepalive.mjs')], { URL: this.url, CONNS: String(conns), INTERVAL_MS: String(intervalMs), SECONDS: String(seconds) });
+    const started = waitForLine(child, /^started$/, 60_000);
+    const result = waitForLine(child, /^\{.*"sent".*$/, seconds * 1000 + 120_000).then((m) => JSON.parse(m[0]) as KeepAliveResult);
+    return { started, result };
+  }
+
+  /** dumpcap on lo with `filter`, into a file of the test's; stop() returns the capture's bytes. */
+  async capture(filter: string): Promise<{ stop: () => Promise<Buffer> }> {
+    const file = join(this.env.tempDir('pcap'), 'cap.pcap');
+    const cap = this.env.procs.spawn('dumpcap', ['-q', '-i', 'lo', '-f', filter, '-w', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await until('dumpcap started', async () => existsSync(file), 20_000);
+    await sleep(500);
+    return {
+      stop: async () => {
+        await sleep(500);
+        cap.kill('SIGINT');
+        await until('dumpcap stopped', async () => cap.exitCode !== null || cap.signalCode !== null, 20_000);
+        return readFileSync(file);
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    const pid = this.dataplanePid();
+    await this.env?.procs.close();
+    if (pid !== undefined) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    await this.env?.close();
+  }
+}
