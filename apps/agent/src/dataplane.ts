@@ -297,10 +297,11 @@ export class DataplaneSupervisor {
   }
 
   /** Writes `config` and has the data plane re-read it; resolves once it is in force. Throws when the data
-   *  plane refuses it (it keeps the previous one). */
-  async reload(config: DataplaneConfig): Promise<void> {
+   *  plane refuses it (it keeps the previous one). An unchanged config is not sent again unless `filesChanged`:
+   *  renewed SVIDs are new files under the same names, which the data plane reads only on a reload. */
+  async reload(config: DataplaneConfig, filesChanged = false): Promise<void> {
     this.config = config;
-    if (!(await this.writeConfig())) return;
+    if (!(await this.writeConfig()) && !filesChanged) return;
     if (this.starting) return void (await this.starting);
     if (this.pid === undefined) return;
     const before = await scrapeDataplane(config.stats).catch(() => undefined);

@@ -233,11 +233,11 @@ export class MtlsNode {
 
   /** The family's input: the data plane gets its config first (a workload is known there before the kernel
    *  sends its connections), then the kernel's part is returned for the family to write. */
-  prepare(config: ResolvedConfig): Promise<MtlsSnapshot> {
+  prepare(config: ResolvedConfig, svidFilesChanged = false): Promise<MtlsSnapshot> {
     const run = async () => {
       this.last = config;
       const p = this.plan(config);
-      await this.supervisor.reload(p.dataplane);
+      await this.supervisor.reload(p.dataplane, svidFilesChanged);
       return p.kernel;
     };
     const next = this.queue.then(run, run);
@@ -249,7 +249,7 @@ export class MtlsNode {
   private async refresh(): Promise<void> {
     if (!this.last || !this.datapath) return;
     try {
-      const kernel = await this.prepare(this.last);
+      const kernel = await this.prepare(this.last, true);
       const r = this.datapath.apply(kernel);
       this.log.info('svid files changed: data plane reloaded', { workloads: kernel.enrolled.length, mapWrites: r.written + r.deleted });
     } catch (err) {

@@ -36,6 +36,8 @@ export interface LoadResult {
   ok: number;
   failed: number;
   errors: string[];
+  /** With `times`: per request [start, end (epoch ms), 1 = ok / 0 = failed]. */
+  times?: [number, number, number][];
 }
 
 export interface KeepAliveResult extends LoadResult {
@@ -92,8 +94,8 @@ export class MtlsNode {
   }
 
   /** New connections from the client workload: RATE per second for SECONDS (fixtures/load.mjs). */
-  load(rate: number, seconds: number): { child: ChildProcess; result: Promise<LoadResult> } {
-    const child = this.env.meshRun('client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: this.url, RATE: String(rate), SECONDS: String(seconds) });
+  load(rate: number, seconds: number, times = false): { child: ChildProcess; result: Promise<LoadResult> } {
+    const child = this.env.meshRun('client', [process.execPath, join(FIXTURES, 'load.mjs')], { URL: this.url, RATE: String(rate), SECONDS: String(seconds), TIMES: times ? '1' : '0' });
     const result = waitForLine(child, /^\{.*"sent".*$/, seconds * 1000 + 120_000).then((m) => JSON.parse(m[0]) as LoadResult);
     return { child, result };
   }

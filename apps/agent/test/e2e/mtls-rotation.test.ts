@@ -19,7 +19,7 @@ describePrivileged('SVID rotation under mTLS load', () => {
     try {
       const renewals = async () => sum(sample(await n.env.metrics(), 'mesh_svid_renewals_total', { result: 'success' }));
       const reloads = async () => sum(sample(await n.dpStats(), 'mesh_dataplane_config_reloads_total', { result: 'ok' }));
-      const expiry = async () => sum(sample(await n.env.metrics(), 'mesh_svid_expiry_timestamp_seconds', { workload: 'client' }));
+      const expiry = async () => sum(sample(await n.env.metrics(), 'mesh_svid_expiry_timestamp_seconds', { workload: 'default/client' }));
       const ka = n.keepAlive(CONNS, INTERVAL_MS, SECONDS);
       await ka.started;
       const before = { renewals: await renewals(), reloads: await reloads(), expiry: await expiry(), failed: sum(sample(await n.dpStats(), 'mesh_dataplane_handshake_failures_total')) };
