@@ -122,9 +122,11 @@ export class MeshEnv implements AsyncDisposable {
     return agentArgs({ config: this.configDir, listen: this.listen, apiSocket: this.apiSocket, pinRoot: this.pinRoot, cgroupRoot: this.cgroupRoot, stateDir: this.stateDir }, extra);
   }
 
-  /** Starts mesh-agent and waits until /readyz answers 200 on its control socket (or the agent exits). */
-  async startAgent(extra: string[] = []): Promise<Agent> {
-    const child = this.procs.spawn(AGENT_BIN, this.agentArgs(extra), { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Starts mesh-agent and waits until /readyz answers 200 on its control socket (or the agent exits). `wrap`: a
+   *  command that execs the agent (e.g. nsenter into a node's network namespace). */
+  async startAgent(extra: string[] = [], wrap: string[] = []): Promise<Agent> {
+    const [cmd, ...args] = [...wrap, AGENT_BIN, ...this.agentArgs(extra)];
+    const child = this.procs.spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const agent: Agent = {
       child,
       logs: () =>
