@@ -5,7 +5,9 @@
  * (service id, version); a changed endpoint set is written under a new version first, then the service entry
  * (one map update, in place) switches to it, then the old version's slots are deleted. A program that read the
  * old version just before the switch and finds its slot gone reads the service again (SPLIT_TABLE_RETRY).
- * A weight change alone rewrites only the service entry.
+ * A weight change alone rewrites only the service entry. Every write the kernel can refuse (a new element: slots,
+ * new services) comes before the first switch, and a refused one undoes the apply: no mix of two configs stays.
+ * docs/split.md, "A refused write".
  */
 import type { BpfMap } from '@mesh/bpf';
 
@@ -175,16 +177,36 @@ export class ServiceTable {
     // Capacity is checked before the first write, so a snapshot too big for the maps changes nothing.
     this.checkFits(desired.length, this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length, epWrites.length);
 
+    const entries = (list: [string, Installed][]) => list.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]);
+    const inserts = svcWrites.filter(([k]) => !this.installed.has(k));
+    const switches = svcWrites.filter(([k]) => this.installed.has(k));
     try {
       // 1. New endpoint slots (invisible until a service entry points at their version).
       stats.endpointWrites = yield* writeBatches(this.endpoints, epWrites);
-      // 2. Service entries switch to them, one atomic update each.
-      stats.serviceWrites = yield* writeBatches(this.services, svcWrites.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]), SERVICE_WRITE_FLAGS);
+      // 2. New services' entries. These and the slots are the only writes that take a free element, so the only
+      //    ones the kernel can refuse (E2BIG: the map is full of entries the capacity check did not count).
+      stats.serviceWrites = yield* writeBatches(this.services, entries(inserts), SERVICE_WRITE_FLAGS);
+    } catch (err) {
+      // Nothing the previous config routes has changed yet: undo what was written, so no connect() sees part of
+      // this config stay, and say so. The maps are then re-read (they hold what the table did not count).
+      try {
+        yield* deleteBatches(this.services, inserts.map(([, i]) => i.key));
+        yield* deleteBatches(this.endpoints, epWrites.map(([k]) => k));
+      } finally {
+        this.adopt();
+      }
+      const e = err as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`the kernel refused a routing table write (${e.message}); the apply was undone: the previous services stay in force`, { cause: err }), { code: e.code });
+    }
+    try {
+      // 3. Changed services switch to their new slots, one update each, in place: no element is taken, so the
+      //    kernel cannot refuse one for room.
+      stats.serviceWrites += yield* writeBatches(this.services, entries(switches), SERVICE_WRITE_FLAGS);
       for (const [k, i] of svcWrites) {
         if (tick()) yield;
         this.installed.set(k, i);
       }
-      // 3. Removed services disappear, then every slot no entry points at any more.
+      // 4. Removed services disappear, then every slot no entry points at any more.
       for (const [k, i] of removed) {
         if (tick()) yield;
         if (this.services.delete(i.key)) stats.serviceDeletes++;
@@ -193,8 +215,8 @@ export class ServiceTable {
       }
       stats.endpointDeletes = yield* deleteBatches(this.endpoints, epDeletes);
     } catch (err) {
-      // The kernel took part of a batch: what is installed is what the maps say now (and the slots written
-      // for versions no entry switched to go), so the next apply is planned from the truth.
+      // Not for room (an update in place or a delete failed): what is installed is what the maps say now (and
+      // the slots written for versions no entry switched to go), so the next apply is planned from the truth.
       this.adopt();
       throw err;
     }
