@@ -12,20 +12,20 @@
 //
 // Modules: topology.mjs (parameters, names, pods, servers, cleanup), arms.mjs (each arm), measurement.mjs (the
 // load generator and what is read around it), figures.mjs (the result file's figures), report.mjs (tables, chart).
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { enableStats } from '@mesh/bpf';
 
 import { AGENT_BIN } from '../../scripts/lib/agent.mjs';
 import { cleanup, root, round } from '../lib.mjs';
 import { arms, configureArms, meshConfig } from './arms.mjs';
-import { figures } from './figures.mjs';
+import { figures, mergeMemory } from './figures.mjs';
 import { allArmsPhase, load } from './measurement.mjs';
 import { markdownTable, latencySvg, updateReadme } from './report.mjs';
 import {
-  ADDR, ARMS, certificates, curlFromClient, log, loadBefore, meshCg, NS, params, pinRoot, plainCg, PORT, quick, run, startNginx, state, tmp, topology,
+  ADDR, ARMS, certificates, curlFromClient, log, loadBefore, meshCg, memoryOnly, NS, params, pinRoot, plainCg, PORT, quick, run, startNginx, state, tmp, topology,
   uninstallMesh, untilOk, workloadCg,
 } from './topology.mjs';
 
@@ -97,7 +97,7 @@ try {
       }
     }
   }
-  await allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns });
+  if (!memoryOnly) await allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns });
 } catch (err) {
   cleanup();
   throw err;
@@ -107,6 +107,15 @@ uninstallMesh(false); // the servers are gone: the cgroups go too
 cleanup();
 
 const result = figures({ raw, latencies, latencyRuns, closedRuns, order });
+if (memoryOnly) {
+  const file = join(quick ? join(root, 'build/bench/mesh-quick') : join(root, 'bench/results'), 'mesh.json');
+  const merged = mergeMemory(existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {}, result);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(`${file}.tmp`, JSON.stringify(merged, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
+  console.log(JSON.stringify({ file, memory_vs_haproxy_10_pairs: merged.ratios.memory_vs_haproxy_10_pairs, memory: merged.memory_run.memory }, null, 2));
+  process.exit(0);
+}
 
 const outDir = quick ? join(root, 'build/bench/mesh-quick') : join(root, 'bench/results');
 mkdirSync(outDir, { recursive: true });

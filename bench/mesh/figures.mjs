@@ -118,6 +118,9 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
       rss_mb: results.mesh.rss_mb,
       anon_mb: round(median(raw.mesh.map((r) => r.fixed.memory.agent.anon)), 1),
       bpf_maps_mb: med(raw.mesh.map((r) => r.checks.bpf_maps_mb), 2),
+      /** Part of the RSS: BPF maps mapped into the agent (the HTTP/2 ring buffer, its data pages mapped twice),
+       *  the same pages as their bytes_memlock: counted once, in bpf_maps_mb. */
+      bpf_mapped_in_rss_mb: med(raw.mesh.map((r) => r.fixed.memory.agent.bpf_mapped ?? 0), 2),
       config: `the bench's 3 Workloads, 3 Services and 1 HTTPRoute, plus ${params.extraPodPairs} more pod pairs (a client and a server Workload and a Service each)`,
     };
   }
@@ -131,7 +134,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     throughput_vs_direct: results.mesh?.throughput_vs_direct,
     cpu_vs_haproxy_http: ratio(results.mesh?.cpu_ms_per_1k, results.haproxy_http?.cpu_ms_per_1k),
     /** The agent's whole cost: its RSS and the kernel memory of its maps (memlock), which the proxies do not have. */
-    memory_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
+    memory_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb - memory.agent.bpf_mapped_in_rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
   };
   const goals = {
     added_p99_vs_haproxy_http:
@@ -227,4 +230,42 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     raw,
   };
   return result;
+}
+
+/** A memory-only run (BENCH_MESH_ONLY=memory) merged into the last full run's result: the memory figures it
+ *  measured replace the full run's, every other field stays the full run's (its header describes those);
+ *  `memory_run` carries this run's own header, parameters and readings. */
+export function mergeMemory(full, mem) {
+  const out = structuredClone(full);
+  const set = (path, value) => {
+    let o = out;
+    for (const k of path.slice(0, -1)) o = o[k] ??= {};
+    o[path.at(-1)] = value;
+  };
+  const replaced = [
+    ['memory', 'agent'],
+    ['memory', 'haproxy_http'],
+    ['arms', 'mesh', 'rss_mb'],
+    ['arms', 'haproxy_http', 'rss_mb'],
+    ['ratios', 'memory_vs_haproxy_10_pairs'],
+    ['goals', 'memory_vs_haproxy_10_pairs'],
+    ['secondary_ratios', 'memory_rss_only_vs_haproxy_10_pairs'],
+    ['secondary_ratios', 'memory_vs_haproxy_10_pairs_shared_files'],
+  ];
+  for (const path of replaced) set(path, path.reduce((o, k) => o?.[k], mem));
+  const { bench, machine, kernel, node, commit, date, duration_s: durationS, params: p } = mem;
+  out.memory_run = {
+    bench,
+    machine,
+    kernel,
+    node,
+    commit,
+    date,
+    duration_s: durationS,
+    params: { reps: p.reps, rate: p.rate, fixedS: p.fixedS, agentSettleS: p.agentSettleS, extraPodPairs: p.extraPodPairs, arms: p.arms },
+    replaced: replaced.map((path) => path.join('.')),
+    memory: mem.memory,
+    raw: Object.fromEntries(Object.entries(mem.raw).map(([arm, runs]) => [arm, runs.map((r) => ({ rep: r.rep, memory: r.fixed.memory, bpf_maps_mb: r.checks.bpf_maps_mb }))])),
+  };
+  return out;
 }

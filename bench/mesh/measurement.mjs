@@ -27,7 +27,19 @@ function threadsCpuNs(pid) {
 function rssMb(pid) {
   const st = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(st)?.[1] ?? 0);
-  return { rss: round(kb('VmRSS') / 1024, 2), anon: round(kb('RssAnon') / 1024, 2), file: round(kb('RssFile') / 1024, 2), hwm: round(kb('VmHWM') / 1024, 2) };
+  return { rss: round(kb('VmRSS') / 1024, 2), anon: round(kb('RssAnon') / 1024, 2), file: round(kb('RssFile') / 1024, 2), hwm: round(kb('VmHWM') / 1024, 2), bpf_mapped: round(bpfMappedKb(pid) / 1024, 2) };
+}
+/** kB of the RSS that are BPF maps mapped into the process (a ring buffer: its data pages mapped twice, so a
+ *  record can wrap): kernel memory that the maps' bytes_memlock already counts. */
+function bpfMappedKb(pid) {
+  let kb = 0;
+  let inMap = false;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ /.test(line);
+    if (head) inMap = line.endsWith('anon_inode:bpf-map');
+    else if (inMap && line.startsWith('Rss:')) kb += Number(/(\d+) kB/.exec(line)[1]);
+  }
+  return kb;
 }
 /** /proc/stat first line, in ms (tick-sampled at CONFIG_HZ, reported in USER_HZ). */
 function procStat() {

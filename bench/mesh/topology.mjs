@@ -18,8 +18,12 @@ export const t0 = performance.now();
 export const loadBefore = loadavg()[0];
 const env = (k, d) => (process.env[k] === undefined || process.env[k] === '' ? d : Number(process.env[k]));
 const DEFAULTS = { reps: 6, rate: 1000, fixedS: 10, closedS: 3, closedRounds: 8, latencyRuns: 4, latencyS: 20 };
+/** BENCH_MESH_ONLY=memory: only what memory_vs_haproxy_10_pairs needs (the mesh and haproxy_http arms' turns, no
+ *  latency or throughput phase); its figures are merged into bench/results/mesh.json, the rest of it kept. */
+export const memoryOnly = process.env.BENCH_MESH_ONLY === 'memory';
+if (process.env.BENCH_MESH_ONLY && !memoryOnly) throw new Error(`BENCH_MESH_ONLY=${process.env.BENCH_MESH_ONLY}: the only part that runs alone is "memory"`);
 export const params = {
-  reps: env('BENCH_MESH_REPS', DEFAULTS.reps),
+  reps: env('BENCH_MESH_REPS', memoryOnly ? 3 : DEFAULTS.reps),
   /** Fixed-rate load: requests per second over all connections. */
   rate: env('BENCH_MESH_RATE', DEFAULTS.rate),
   fixedS: env('BENCH_MESH_FIXED_S', DEFAULTS.fixedS),
@@ -44,11 +48,13 @@ export const params = {
   split: { v1: 90, v2: 10 },
   /** Extra pod pairs (a client and a server Workload, a Service) in the agent's config, besides the bench's own. */
   extraPodPairs: 10,
-  arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
+  arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : memoryOnly ? ['mesh', 'haproxy_http'] : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
   /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };
-export const quick = Object.entries(DEFAULTS).some(([k, v]) => params[k] !== v) || params.arms.length !== 4 || params.agentPrefix.length > 0;
+export const quick = memoryOnly
+  ? process.env.BENCH_MESH_ARMS !== undefined || params.rate !== DEFAULTS.rate || params.fixedS !== DEFAULTS.fixedS || params.agentPrefix.length > 0
+  : Object.entries(DEFAULTS).some(([k, v]) => params[k] !== v) || params.arms.length !== 4 || params.agentPrefix.length > 0;
 export const ARMS = params.arms;
 
 // --- names: unique per run (prefix + pid), so a leftover never collides -------------------------------------
