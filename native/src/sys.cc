@@ -8,7 +8,10 @@
 #include <net/if.h>
 #include <sched.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -138,6 +141,84 @@ static Napi::Value TryLockExclusive(const Napi::CallbackInfo& info) {
   ThrowBpf(env, "flock", "fd " + std::to_string(fd), errno);
 }
 
+// listenTcp(ip, port, backlog) → fd of a listening TCP socket (SO_REUSEADDR), for a child process to accept on
+// while the caller keeps it open: connects queue in the kernel while no child runs.
+static Napi::Value ListenTcp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string ip = ArgString(info, 0, "ip");
+  uint32_t port = ArgU32(info, 1, "port");
+  uint32_t backlog = ArgU32(info, 2, "backlog");
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (auto* a4 = reinterpret_cast<sockaddr_in*>(&ss); inet_pton(AF_INET, ip.c_str(), &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(port);
+    len = sizeof *a4;
+  } else if (auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss); inet_pton(AF_INET6, ip.c_str(), &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(port);
+    len = sizeof *a6;
+  } else {
+    ThrowBpf(env, "listen", ip + " is not an IP address", EINVAL);
+  }
+  std::string subject = (ss.ss_family == AF_INET6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) || bind(fd, (sockaddr*)&ss, len) ||
+      listen(fd, (int)backlog)) {
+    int err = errno;
+    if (fd >= 0) close(fd);
+    ThrowBpf(env, "listen", subject, err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// socketListening(fd) → { address, port } of a listening TCP socket, or null when fd is anything else.
+static Napi::Value SocketListening(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = (int)ArgU32(info, 0, "fd");
+  int v = 0;
+  socklen_t vl = sizeof v;
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) || !v) return env.Null();
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &vl) || v != SOCK_STREAM) return env.Null();
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (sockaddr*)&ss, &len)) return env.Null();
+  char buf[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+    port = ntohs(a->sin6_port);
+  } else {
+    return env.Null();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("address", buf);
+  o.Set("port", port);
+  return o;
+}
+
+// pidfdGetfd(pid, fd) → a duplicate, in this process, of another process's fd (pidfd_open + pidfd_getfd; needs
+// ptrace rights over it, as root has).
+static Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t pid = ArgU32(info, 0, "pid");
+  uint32_t target = ArgU32(info, 1, "fd");
+  std::string subject = "fd " + std::to_string(target) + " of pid " + std::to_string(pid);
+  int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+  if (pidfd < 0) ThrowBpf(env, "pidfd_open", subject, errno);
+  int fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)target, 0);  // the new fd is close-on-exec
+  int err = errno;
+  close(pidfd);
+  if (fd < 0) ThrowBpf(env, "pidfd_getfd", subject, err);
+  return Napi::Number::New(env, fd);
+}
+
 Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
   exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
@@ -147,6 +228,9 @@ Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));
   exports.Set("mountBpffs", Napi::Function::New<MountBpffs>(env, "mountBpffs"));
+  exports.Set("listenTcp", Napi::Function::New<ListenTcp>(env, "listenTcp"));
+  exports.Set("socketListening", Napi::Function::New<SocketListening>(env, "socketListening"));
+  exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfd>(env, "pidfdGetfd"));
   exports.Set("tryLockExclusive", Napi::Function::New<TryLockExclusive>(env, "tryLockExclusive"));
   return exports;
 }

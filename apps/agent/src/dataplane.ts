@@ -4,13 +4,17 @@
  * recorded in the run directory, where a restarted agent finds it and adopts it (alive, the same binary and
  * config, its stats endpoint answering) instead of starting a second; started again within a second when it
  * dies; its JSON config written whole (temporary file + rename) and re-read on SIGHUP, a reload confirmed on
- * its stats endpoint.
+ * its stats endpoint. The listening sockets (outbound, tunnel) are the agent's: made here, handed to each data plane
+ * it starts (inherited fds named on its command line), taken back from an adopted one (pidfd_getfd), so that
+ * connects made while the data plane is down wait in the kernel for the next one instead of being refused.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { request } from 'node:http';
 import { basename, join } from 'node:path';
+
+import { closeFd, fdOfProcess, listeningAddress, listenTcp } from '@mesh/bpf';
 
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -65,6 +69,10 @@ interface PidRecord {
   config: string;
   startedAt: string;
 }
+
+/** The listeners the agent holds and hands over; the stats listener stays the data plane's own. */
+const LISTENERS = ['outbound', 'tunnel'] as const;
+type ListenerName = (typeof LISTENERS)[number];
 
 const STATS_TIMEOUT_MS = 2000;
 const START_TIMEOUT_MS = 10_000;
@@ -147,6 +155,8 @@ export class DataplaneSupervisor {
   private starting: Promise<void> | undefined;
   private lastAttempt = 0;
   private closed = false;
+  /** The listening sockets held for the data plane, by name (fds of this process). */
+  private readonly listeners = new Map<ListenerName, number>();
   private readonly log: Logger;
 
   constructor(private readonly opts: DataplaneOptions) {
@@ -188,6 +198,7 @@ export class DataplaneSupervisor {
         this.config = this.previousConfig();
         this.written = this.config && JSON.stringify(this.config, null, 2);
         this.log.info('adopted the running data plane', { pid: rec.pid, generation: s.generation, stats: config.stats });
+        this.takeListeners(rec.pid, config);
       } catch (err) {
         this.log.warn('a data plane runs but does not answer on its stats endpoint; starting another', { pid: rec.pid, error: (err as Error).message });
         try {
@@ -205,6 +216,68 @@ export class DataplaneSupervisor {
       await this.spawnOne().catch((err) => this.log.error('data plane could not be started; trying again every second', { error: (err as Error).message }));
     } else await this.reload(config);
     this.watch();
+  }
+
+  /**
+   * Takes back the listening sockets an adopted data plane inherited (the `--listen-fd` its command line names),
+   * so that when it dies the next one gets them and nothing queued is lost. Failing that (a data plane that made
+   * its own, no ptrace rights) they are made anew when the next one starts, and connects in that gap are refused.
+   */
+  private takeListeners(pid: number, config: DataplaneConfig): void {
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      return;
+    }
+    const given = new Map<string, number>();
+    argv.forEach((a, i) => {
+      const m = a === '--listen-fd' ? /^(\w+)=(\d+)$/.exec(argv[i + 1] ?? '') : null;
+      if (m) given.set(m[1]!, Number(m[2]));
+    });
+    for (const name of LISTENERS) {
+      const want = config[name];
+      const theirs = given.get(name);
+      if (want === undefined) continue;
+      if (theirs === undefined) {
+        this.log.warn('the adopted data plane holds its own listener: it is made anew when the data plane next starts', { pid, listener: name });
+        continue;
+      }
+      try {
+        const fd = fdOfProcess(pid, theirs);
+        if (!listensOn(fd, want)) {
+          closeFd(fd);
+          throw new Error(`its fd ${theirs} is not a socket listening on ${want}`);
+        }
+        this.listeners.set(name, fd);
+      } catch (err) {
+        this.log.warn('could not take over the adopted data plane\'s listener: it is made anew when the data plane next starts', { pid, listener: name, error: (err as Error).message });
+      }
+    }
+  }
+
+  /** The listening sockets for `config`, made when not held (or held for another address). */
+  private holdListeners(config: DataplaneConfig): { name: ListenerName; fd: number }[] {
+    const out: { name: ListenerName; fd: number }[] = [];
+    for (const name of LISTENERS) {
+      const want = config[name];
+      const held = this.listeners.get(name);
+      if (held !== undefined && (want === undefined || !listensOn(held, want))) {
+        closeFd(held);
+        this.listeners.delete(name);
+      }
+      if (want === undefined) continue;
+      if (!this.listeners.has(name)) {
+        const { host, port } = parseHostPort(want);
+        try {
+          this.listeners.set(name, listenTcp(host, port));
+        } catch (err) {
+          throw new Error(`cannot listen on ${want} (${name}) for the data plane: ${(err as Error).message}`);
+        }
+      }
+      out.push({ name, fd: this.listeners.get(name)! });
+    }
+    return out;
   }
 
   private readPid(): PidRecord | undefined {
@@ -232,8 +305,11 @@ export class DataplaneSupervisor {
       let exited: string | undefined;
       try {
         if (!existsSync(this.opts.binary)) throw new Error(`cannot start the data plane: ${this.opts.binary} does not exist`);
+        // The listeners become its fds 3, 4, … (as socket activation numbers them), named on its command line.
+        const held = this.holdListeners(this.config!);
+        const args = ['--config', this.configPath, ...held.flatMap((l, i) => ['--listen-fd', `${l.name}=${3 + i}`])];
         // Its own session (detached): signals to the agent's process group, and the agent's death, leave it be.
-        const child = spawn(this.opts.binary, ['--config', this.configPath], { detached: true, stdio: ['ignore', fd, fd] });
+        const child = spawn(this.opts.binary, args, { detached: true, stdio: ['ignore', fd, fd, ...held.map((l) => l.fd)] });
         child.on('error', (err) => (exited = err.message));
         child.on('exit', (code, signal) => {
           exited = `exited with ${signal ?? `status ${code}`}`;
@@ -352,11 +428,21 @@ export class DataplaneSupervisor {
     };
   }
 
-  /** Stops supervising; the data plane keeps running (a restarted agent adopts it). */
+  /** Stops supervising; the data plane keeps running, with its copies of the listeners (a restarted agent
+   *  adopts it and takes them back). */
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
+    for (const fd of this.listeners.values()) closeFd(fd);
+    this.listeners.clear();
   }
+}
+
+/** Whether `fd` is a TCP socket listening on `address` (HOST:PORT; port 0: any). */
+function listensOn(fd: number, address: string): boolean {
+  const bound = listeningAddress(fd);
+  const { host, port } = parseHostPort(address);
+  return bound !== undefined && bound.address === host && (port === 0 || bound.port === port);
 }
 
 /** SIGTERM (the data plane exits at once), then waits until the process is gone. */

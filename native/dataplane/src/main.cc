@@ -1,7 +1,11 @@
 // mesh-dataplane: the per-node mutual-TLS data plane. The main thread accepts (outbound, tunnel, stats), handles
 // SIGHUP/SIGTERM, and hands connections to a fixed set of worker threads that run the handshakes and pump bytes.
 //
-//   mesh-dataplane --config FILE [--check]
+//   mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]...
+//
+// A listener given by fd (inherited from the agent, as systemd's socket activation hands them) is used as it is
+// and never closed: the agent keeps it open across this process's death, so connects made meanwhile wait in its
+// queue for the next data plane instead of being refused.
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -11,6 +15,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -40,6 +45,33 @@ int listenOn(const Addr& a, std::string& err) {
   return fd;
 }
 
+// Takes over an inherited listening socket after checking that it is one and is bound where the config says.
+int adoptListener(int fd, const char* name, const std::optional<Addr>& want, std::string& err) {
+  int v = 0;
+  socklen_t vl = sizeof v;
+  if (fcntl(fd, F_GETFD) < 0) {
+    err = std::string("--listen-fd ") + name + "=" + std::to_string(fd) + ": not an open fd";
+    return -1;
+  }
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) != 0 || !v) {
+    err = std::string("--listen-fd ") + name + "=" + std::to_string(fd) + ": not a listening socket";
+    return -1;
+  }
+  if (!want) {
+    err = std::string("--listen-fd ") + name + "=" + std::to_string(fd) + ": the config has no \"" + name + "\" address";
+    return -1;
+  }
+  auto bound = localOf(fd);
+  if (!bound || bound->ip() != want->ip() || (want->port() != 0 && want->port() != bound->port())) {
+    err = std::string("--listen-fd ") + name + "=" + std::to_string(fd) + ": bound to " + (bound ? bound->str() : "?") +
+          ", the config says " + want->str();
+    return -1;
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return fd;
+}
+
 // Whether a reloaded listen address names the socket already bound (port 0 matches the port the kernel chose).
 bool sameListener(const std::optional<Addr>& want, int fd) {
   if (!want) return fd < 0;
@@ -64,17 +96,31 @@ void addPolicySeries(const Config& config) {
 int main(int argc, char** argv) {
   std::string configPath;
   bool checkOnly = false;
+  int givenOutbound = -1, givenTunnel = -1;
+  const char* usage = "usage: mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]...\n";
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--config" && i + 1 < argc) configPath = argv[++i];
     else if (arg == "--check") checkOnly = true;
-    else {
-      std::fprintf(stderr, "mesh-dataplane: unknown argument \"%s\"\nusage: mesh-dataplane --config FILE [--check]\n", argv[i]);
+    else if (arg == "--listen-fd" && i + 1 < argc) {
+      std::string v = argv[++i];
+      auto eq = v.find('=');
+      std::string name = v.substr(0, eq == std::string::npos ? 0 : eq);
+      char* end = nullptr;
+      long fd = eq == std::string::npos ? -1 : std::strtol(v.c_str() + eq + 1, &end, 10);
+      int* slot = name == "outbound" ? &givenOutbound : name == "tunnel" ? &givenTunnel : nullptr;
+      if (!slot || fd < 0 || fd > 65535 || !end || *end || end == v.c_str() + eq + 1) {
+        std::fprintf(stderr, "mesh-dataplane: --listen-fd \"%s\": expected outbound=FD or tunnel=FD\n%s", v.c_str(), usage);
+        return 2;
+      }
+      *slot = int(fd);
+    } else {
+      std::fprintf(stderr, "mesh-dataplane: unknown argument \"%s\"\n%s", argv[i], usage);
       return 2;
     }
   }
   if (configPath.empty()) {
-    std::fprintf(stderr, "usage: mesh-dataplane --config FILE [--check]\n");
+    std::fprintf(stderr, "%s", usage);
     return 2;
   }
   tlsInit();
@@ -112,11 +158,13 @@ int main(int argc, char** argv) {
 
   std::string err;
   int outboundFd = -1, tunnelFd = -1, statsFd = -1;
-  if (config->outbound && (outboundFd = listenOn(*config->outbound, err)) < 0) {
+  if (givenOutbound >= 0 ? (outboundFd = adoptListener(givenOutbound, "outbound", config->outbound, err)) < 0
+                         : config->outbound && (outboundFd = listenOn(*config->outbound, err)) < 0) {
     std::fprintf(stderr, "mesh-dataplane: %s\n", err.c_str());
     return 1;
   }
-  if (config->tunnel && (tunnelFd = listenOn(*config->tunnel, err)) < 0) {
+  if (givenTunnel >= 0 ? (tunnelFd = adoptListener(givenTunnel, "tunnel", config->tunnel, err)) < 0
+                       : config->tunnel && (tunnelFd = listenOn(*config->tunnel, err)) < 0) {
     std::fprintf(stderr, "mesh-dataplane: %s\n", err.c_str());
     return 1;
   }
@@ -147,8 +195,9 @@ int main(int argc, char** argv) {
   // the (level-triggered) listener readable and the main thread spinning; with this fd it is accepted and closed.
   int reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
-  std::printf("mesh-dataplane: listening outbound=%s tunnel=%s stats=%s workers=%d\n", bound(outboundFd).c_str(),
-              bound(tunnelFd).c_str(), bound(statsFd).c_str(), config->workers);
+  std::printf("mesh-dataplane: listening outbound=%s%s tunnel=%s%s stats=%s workers=%d\n", bound(outboundFd).c_str(),
+              givenOutbound >= 0 ? " (inherited)" : "", bound(tunnelFd).c_str(), givenTunnel >= 0 ? " (inherited)" : "",
+              bound(statsFd).c_str(), config->workers);
   std::fflush(stdout);
 
   constexpr int kShed = -2;

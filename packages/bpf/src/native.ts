@@ -175,6 +175,9 @@ export interface Native {
   isBpffs(path: string): boolean;
   mountBpffs(path: string): void;
   tryLockExclusive(fd: number): boolean;
+  listenTcp(ip: string, port: number, backlog: number): number;
+  socketListening(fd: number): { address: string; port: number } | null;
+  pidfdGetfd(pid: number, fd: number): number;
   probeProgramType(type: number): number;
   probeMapType(type: number): number;
   probeHelper(programType: number, helper: number, attachType?: number): number;

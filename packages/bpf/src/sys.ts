@@ -68,3 +68,31 @@ export function tryLockExclusive(fd: number): boolean {
   if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
   return native.tryLockExclusive(fd);
 }
+
+/**
+ * A listening TCP socket's fd (SO_REUSEADDR, close-on-exec), made to be handed to a child process
+ * (`spawn(…, { stdio: [..., fd] })`) and kept open here: while no child accepts, connects wait in its queue.
+ */
+export function listenTcp(ip: string, port: number, backlog = 1024): number {
+  if (typeof ip !== 'string') throw new TypeError('ip must be a string');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port must be 0-65535, got ${port}`);
+  return native.listenTcp(ip, port, backlog);
+}
+
+/** Where a listening TCP socket is bound; undefined when `fd` is not one. */
+export function listeningAddress(fd: number): { address: string; port: number } | undefined {
+  if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
+  return native.socketListening(fd) ?? undefined;
+}
+
+/** A duplicate of fd `fd` of process `pid` in this process (pidfd_getfd; needs ptrace rights over `pid`). */
+export function fdOfProcess(pid: number, fd: number): number {
+  if (!Number.isInteger(pid) || pid <= 0) throw new TypeError(`pid must be a positive integer, got ${pid}`);
+  if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${fd}`);
+  return native.pidfdGetfd(pid, fd);
+}
+
+/** Closes an fd these functions returned. */
+export function closeFd(fd: number): void {
+  native.closeFd(fd);
+}

@@ -63,6 +63,7 @@ export class MtlsNode {
   agent!: Agent;
   statsAddr = '';
   runDir = '';
+  agentArgs: string[] = [];
 
   /** Starts the agent (with `extraArgs`) and the server workload; resolves once both workloads are enrolled. */
   static async start(extraArgs: string[] = []): Promise<MtlsNode> {
@@ -71,11 +72,20 @@ export class MtlsNode {
     n.runDir = n.env.tempDir('run');
     n.statsAddr = `127.0.0.1:${await freePort()}`;
     n.env.writeConfig(nodeConfig(n));
-    n.agent = await n.env.startAgent(['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs]);
+    n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs];
+    n.agent = await n.env.startAgent(n.agentArgs);
     const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
     await waitForLine(server, /^listening/, 30_000);
     await until('both workloads enrolled', async () => sum(sample(await n.env.metrics(), 'mesh_mtls_enrolled_workloads')) === 2, 60_000);
     return n;
+  }
+
+  /** `kill -9` of the agent, then a new one with the same arguments (it adopts the running data plane). */
+  async restartAgent(): Promise<void> {
+    const old = this.agent.child;
+    old.kill('SIGKILL');
+    await until('agent gone', async () => old.exitCode !== null || old.signalCode !== null, 10_000);
+    this.agent = await this.env.startAgent(this.agentArgs);
   }
 
   get url(): string {
