@@ -67,6 +67,7 @@ enum mtls_counter {
 	MTLS_STRICT_DROP_MALFORMED, /* a packet to an enrolled workload whose TCP header could not be read */
 	MTLS_STRICT_PASS_DATAPLANE, /* packets to a STRICT port from the data plane */
 	MTLS_STRICT_PASS_CONNECTED, /* TCP packets to a connected socket (not a listener) of the subtree: not checked */
+	MTLS_BIND_REFUSED,        /* bind() to the data plane's inbound source address from another cgroup */
 	MTLS_COUNTER_MAX,
 };
 

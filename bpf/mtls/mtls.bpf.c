@@ -47,6 +47,15 @@ struct {
 	__type(value, struct mtls_config);
 } mtls_config SEC(".maps");
 
+/* cgroup id → 1: the cgroups of the data plane's processes, the only ones that may bind its inbound source
+ * address (a STRICT port's only accepted plaintext source). Written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u64);
+	__type(value, __u32);
+} mtls_bind_allowed SEC(".maps");
+
 /* Per socket: freed with the socket, so nothing is given back by hand. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -429,6 +438,54 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 	}
 	count(MTLS_STRICT_DROP_PLAINTEXT);
 	return 1;
+}
+
+/*
+ * The bind guard: the inbound source address is the data plane's credential towards STRICT ports, so a bind()
+ * to it from any cgroup but the data plane's is refused (EPERM), in every network namespace (a pod could
+ * otherwise bind it with IP_FREEBIND and send as the data plane). 1 lets the bind proceed, 0 refuses it.
+ */
+static __always_inline int bind_allowed(struct bpf_sock_addr *ctx, int v6)
+{
+	__u32 zero = 0, a0, a1 = 0, a2 = 0, a3 = 0;
+	struct mtls_config *cfg = bpf_map_lookup_elem(&mtls_config, &zero);
+	__u64 cg;
+	int ours;
+
+	if (!cfg)
+		return 1;
+	if (!v6) {
+		ours = (cfg->flags & MTLS_CFG_IN4) && ctx->user_ip4 == cfg->in4;
+	} else {
+		a0 = ctx->user_ip6[0];
+		a1 = ctx->user_ip6[1];
+		a2 = ctx->user_ip6[2];
+		a3 = ctx->user_ip6[3];
+		if (is_mapped(a0, a1, a2)) /* a dual-stack socket binding ::ffff:a.b.c.d */
+			ours = (cfg->flags & MTLS_CFG_IN4) && a3 == cfg->in4;
+		else
+			ours = (cfg->flags & MTLS_CFG_IN6) && a0 == cfg->in6[0] && a1 == cfg->in6[1] &&
+			       a2 == cfg->in6[2] && a3 == cfg->in6[3];
+	}
+	if (!ours)
+		return 1;
+	cg = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&mtls_bind_allowed, &cg))
+		return 1;
+	count(MTLS_BIND_REFUSED);
+	return 0;
+}
+
+SEC("cgroup/bind4")
+int mtls_bind4(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx, 0);
+}
+
+SEC("cgroup/bind6")
+int mtls_bind6(struct bpf_sock_addr *ctx)
+{
+	return bind_allowed(ctx, 1);
 }
 
 SEC("cgroup_skb/ingress")

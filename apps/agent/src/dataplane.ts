@@ -14,7 +14,7 @@ import { open, rename } from 'node:fs/promises';
 import { request } from 'node:http';
 import { basename, join } from 'node:path';
 
-import { closeFd, fdOfProcess, listeningAddress, listenTcp } from '@mesh/bpf';
+import { cgroup2Mount, closeFd, fdOfProcess, listeningAddress, listenTcp } from '@mesh/bpf';
 
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -413,6 +413,25 @@ export class DataplaneSupervisor {
       }
     }
     return this.health();
+  }
+
+  /**
+   * The cgroup v2 directories the data plane runs in: this agent's (where each one it starts lands) and the
+   * running one's (an adopted one may have been started from elsewhere). The kernel lets only these bind the
+   * inbound source address.
+   */
+  cgroups(): string[] {
+    const mount = cgroup2Mount();
+    const of = (pid: number | 'self') => {
+      try {
+        const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+        return line === undefined ? undefined : join(mount, line.slice(3));
+      } catch {
+        return undefined; // gone meanwhile
+      }
+    };
+    const dirs = [of('self'), this.pid === undefined ? undefined : of(this.pid)];
+    return [...new Set(dirs.filter((d): d is string => d !== undefined && existsSync(d)))];
   }
 
   health(): DataplaneHealth {

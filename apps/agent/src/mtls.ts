@@ -167,6 +167,7 @@ export class MtlsNode {
       dataplane: {
         outbound: { port: out.port, ...(v4 ? { ipv4: out.host } : { ipv6: out.host }) },
         inboundSource: this.opts.inboundSource,
+        cgroups: this.supervisor.cgroups(),
       },
       enrolled: [],
       destinations: [],

@@ -67,6 +67,9 @@ export interface MtlsSnapshot {
     /** The source address the data plane's inbound side connects to workloads from: the only source a STRICT
      *  port accepts. */
     inboundSource: { ipv4?: string; ipv6?: string };
+    /** The cgroups (v2 directory or id) of the data plane's processes: the only ones whose bind() to the inbound
+     *  source address the kernel lets through (at most 8). */
+    cgroups?: (string | bigint)[];
   };
   enrolled: EnrolledWorkload[];
   /** Mesh workloads: "ip" (every port), "ip:port" or "[ipv6]:port". */
@@ -168,6 +171,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
   readonly portsMap: BpfMap<MtlsPortKey, number>;
   readonly configMap: BpfMap<number, MtlsConfig>;
   readonly origMap: BpfMap<MtlsAddr, MtlsOrig>;
+  readonly bindAllowedMap: BpfMap<bigint, number>;
   private readonly countersMap: PerCpuMap<number, bigint>;
 
   private constructor(obj: BpfObject) {
@@ -177,6 +181,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
     this.portsMap = obj.map(names.maps.mtls_ports, { key: mtlsPortKey, value: c.u32 });
     this.configMap = obj.map(names.maps.mtls_config, { key: c.u32, value: mtlsConfig });
     this.origMap = obj.map(names.maps.mtls_orig, { key: mtlsAddr, value: mtlsOrig });
+    this.bindAllowedMap = obj.map(names.maps.mtls_bind_allowed, { key: c.u64, value: c.u32 });
     this.countersMap = obj.perCpuMap(names.maps.mtls_counters, { key: c.u32, value: c.u64 });
   }
 
@@ -213,7 +218,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
     return new MtlsDatapath(spec.load());
   }
 
-  /** Attaches every hook (connect, getpeername, sockops, cgroup_skb ingress) to a cgroup v2 directory. Attach
+  /** Attaches every hook (connect, getpeername, bind, sockops, cgroup_skb ingress) to a cgroup v2 directory. Attach
    *  after the split at the same cgroup: programs of one hook run in attach order, and capture must see the
    *  endpoint the split chose. */
   attach(cgroupPath: string): Link[] {
@@ -231,8 +236,10 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
    * captured towards an old address.
    */
   apply(snap: MtlsSnapshot): MtlsApplyStats {
-    const { cfg, enrolled, ports, dests } = this.plan(snap);
+    const { cfg, bindAllowed, enrolled, ports, dests } = this.plan(snap);
     const stats: MtlsApplyStats = { written: 0, deleted: 0 };
+    // The data plane's cgroups before the address they guard: its own binds never meet a refusal.
+    sync(this.bindAllowedMap, c.u64, c.u32, bindAllowed, stats);
     sync(this.configMap, c.u32, mtlsConfig, new Map([['00000000', [0, cfg]]]), stats);
     sync(this.destsMap, mtlsAddr, c.u32, dests, stats);
     sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
@@ -279,20 +286,31 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
       cfg.flags |= CFG_IN6;
     }
 
+    const cgroupOf = (where: string, cg: unknown): bigint => {
+      if (typeof cg === 'bigint') return cg;
+      if (typeof cg !== 'string') throw new MtlsSnapshotError(`${where}: expected a cgroup v2 path or id`);
+      try {
+        return cgroupId(cg);
+      } catch (err) {
+        throw new MtlsSnapshotError(`${where}: ${(err as Error).message}`);
+      }
+    };
+    const bindAllowed = new Map<string, [bigint, number]>();
+    if (dp.cgroups !== undefined && !Array.isArray(dp.cgroups)) throw new MtlsSnapshotError('dataplane.cgroups: expected an array');
+    (dp.cgroups ?? []).forEach((cg, i) => {
+      const id = cgroupOf(`dataplane.cgroups[${i}]`, cg);
+      bindAllowed.set(hex(c.u64, id), [id, 1]);
+    });
+    if (bindAllowed.size > this.bindAllowedMap.maxEntries) {
+      throw new MtlsSnapshotError(`dataplane.cgroups: at most ${this.bindAllowedMap.maxEntries} cgroups, got ${bindAllowed.size}`);
+    }
+
     if (!Array.isArray(snap.enrolled)) throw new MtlsSnapshotError('enrolled: expected an array');
     const enrolled = new Map<string, [bigint, number]>();
     const ports = new Map<string, [MtlsPortKey, number]>();
     snap.enrolled.forEach((w, i) => {
       const where = `enrolled[${i}]`;
-      let id: bigint;
-      if (typeof w?.cgroup === 'bigint') id = w.cgroup;
-      else if (typeof w?.cgroup === 'string') {
-        try {
-          id = cgroupId(w.cgroup);
-        } catch (err) {
-          throw new MtlsSnapshotError(`${where}.cgroup: ${(err as Error).message}`);
-        }
-      } else throw new MtlsSnapshotError(`${where}.cgroup: expected a cgroup v2 path or id`);
+      const id = cgroupOf(`${where}.cgroup`, w?.cgroup);
       const kh = hex(c.u64, id);
       if (enrolled.has(kh)) throw new MtlsSnapshotError(`${where}.cgroup: cgroup ${id} enrolled twice`);
       enrolled.set(kh, [id, 1]);
@@ -324,7 +342,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
     fits(enrolled.size, this.enrolledMap, 'enrolled workload cgroups', 'maxWorkloads', '--mtls-max-workloads');
     fits(ports.size, this.portsMap, 'port modes (a STRICT workload default, or a port with a mode)', 'maxPorts', '--mtls-max-ports');
     fits(dests.size, this.destsMap, 'mesh destinations', 'maxDestinations', '--mtls-max-destinations');
-    return { cfg, enrolled, ports, dests };
+    return { cfg, bindAllowed, enrolled, ports, dests };
   }
 
   /** apply() as a datapath family: the agent's share of a config (see families.ts in the agent). */

@@ -38,6 +38,7 @@ export const counterNames = [
   'strict_drop_malformed',
   'strict_pass_dataplane',
   'strict_pass_connected',
+  'bind_refused',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 

@@ -35,6 +35,8 @@ export function registerMtlsMetrics(registry: Registry, source: MtlsMetricsSourc
     [{ reason: 'malformed' }, c.strict_drop_malformed],
   ], ['reason']);
   counter('mesh_mtls_strict_passes_total', "Packets to a STRICT port from the data plane's inbound source, let through.", (c) => [[{}, c.strict_pass_dataplane]]);
+  counter('mesh_mtls_strict_unchecked_total', "TCP packets to a connected socket (not a listener) of an enrolled workload, let through unchecked: STRICT checks the packets to a listener (the SYN and the handshake's last ACK), so replies to a workload's own connections pass.", (c) => [[{}, c.strict_pass_connected]]);
+  counter('mesh_mtls_bind_refusals_total', "bind() calls to the data plane's inbound source address (what a STRICT port accepts plaintext from) refused because they came from a cgroup other than the data plane's.", (c) => [[{}, c.bind_refused]]);
   new Gauge({
     name: 'mesh_mtls_enrolled_workloads',
     help: 'Workload cgroups enrolled in mTLS (their outbound connections to mesh destinations are captured).',
