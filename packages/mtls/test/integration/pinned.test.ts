@@ -36,7 +36,7 @@ describePrivileged('MtlsDatapath across restarts', () => {
       first = dp.attachPinned(root.path, linkDir);
       expect(dp.apply(snap()).written).toBeGreaterThan(0);
     }
-    expect(first.map((a) => a.outcome)).toEqual(Array(6).fill('attached'));
+    expect(first.map((a) => a.outcome)).toEqual(Array(8).fill('attached')); // connect, getpeername, bind (4 and 6 each), sockops, ingress
     using dp = MtlsDatapath.load({ pinDir });
     expect(dp.apply(snap())).toEqual({ written: 0, deleted: 0 });
     const second = dp.attachPinned(root.path, linkDir);
