@@ -17,6 +17,7 @@ import type { Family } from './families.js';
 import type { SvidFiles } from './identities.js';
 import { enrolled } from './enrol.js';
 import type { Logger } from './log.js';
+import { nodeTunnel } from './mtls-topology.js';
 import { parseHostPort } from './paths.js';
 
 /** The data plane built in this tree (scripts/build.sh). */
@@ -177,7 +178,7 @@ export class MtlsNode {
     for (const w of config.workloads) {
       if (!enrolled(w)) continue;
       if (w.nodeName !== undefined && w.nodeName !== this.mesh.nodeName) {
-        this.remote(w, kernel, destinations);
+        this.remote(w, config, kernel, destinations);
         continue;
       }
       const key = `${w.namespace}/${w.name}`;
@@ -214,8 +215,8 @@ export class MtlsNode {
 
   /** A workload of another node: its ports are tunnelled to that node's data plane, which must present its
    *  service account's ID. Not enrolled here (its processes are not on this node). */
-  private remote(w: ResolvedWorkload, kernel: MtlsSnapshot, destinations: DataplaneConfig['destinations']): void {
-    const tunnel = this.opts.peers?.[w.nodeName!];
+  private remote(w: ResolvedWorkload, config: ResolvedConfig, kernel: MtlsSnapshot, destinations: DataplaneConfig['destinations']): void {
+    const tunnel = nodeTunnel(w.nodeName!, config, { tunnel: this.opts.tunnel, peers: this.opts.peers });
     if (tunnel === undefined) {
       this.warned ??= new Set();
       if (!this.warned.has(w.nodeName!)) this.log.warn('no tunnel known for a node: its workloads are not reached through mTLS', { node: w.nodeName, workload: `${w.namespace}/${w.name}` });

@@ -227,7 +227,7 @@ export async function main(argv: string[]): Promise<number> {
           ...parse,
           onWaiting: (writers) => log.info('a config file is still being written; waiting for its writer to finish', { writers }),
         })
-      : await kubernetesSource({ kubeconfig: args.kubeconfig, nodeName: nodeName(args['node-name']), cgroupRoot, log });
+      : await kubernetesSource({ kubeconfig: args.kubeconfig, nodeName: nodeName(args['node-name']), cgroupRoot, log, remotePods: args.mtls === true });
   } catch (err) {
     log.error('cannot set up the Kubernetes source', { err });
     process.stderr.write(`mesh-agent: ${(err as Error).message}\n`);
@@ -311,12 +311,14 @@ export async function main(argv: string[]): Promise<number> {
 
 /** The Kubernetes source, loaded only when asked for: @kubernetes/client-node adds ~67 MiB to the agent's RSS, which
  *  an agent reading a config file should not pay. */
-async function kubernetesSource(o: { kubeconfig: string | undefined; nodeName: string; cgroupRoot: string; log: Logger }): Promise<ConfigSource> {
+async function kubernetesSource(o: { kubeconfig: string | undefined; nodeName: string; cgroupRoot: string; log: Logger; remotePods: boolean }): Promise<ConfigSource> {
   const { KubernetesSource, loadKubeConfig } = await import('../config/kubernetes/index.js');
   return new KubernetesSource({
     kubeConfig: loadKubeConfig(o.kubeconfig ? { kubeconfig: o.kubeconfig } : { inCluster: true }),
     nodeName: o.nodeName,
     cgroupRoot: o.cgroupRoot,
     log: o.log,
+    // mTLS reaches other nodes' pods through their nodes' tunnels: it needs those pods and their nodes' addresses.
+    remotePods: o.remotePods,
   });
 }

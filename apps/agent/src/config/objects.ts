@@ -90,6 +90,9 @@ export interface ConfigSnapshot extends Snapshot {
   securityPolicies: object[];
   /** "Kind namespace/name" → where it was defined (absent for objects from the API server). */
   origins?: Map<string, Origin>;
+  /** Node name → the node's address, where its data plane listens for tunnels (Kubernetes: its pods'
+   *  status.hostIP); the file source has none (--mtls-node names them). */
+  nodeAddresses?: Record<string, string>;
 }
 
 /** A validated config: the routing snapshot (endpoints computed from workloads where a Service selects them),
@@ -103,6 +106,8 @@ export interface ResolvedConfig {
   /** Per workload ("<namespace>/<name>"): its mTLS mode per port and the AuthorizationPolicies that select it,
    *  compiled from the snapshot's securityPolicies (every workload, PERMISSIVE and no policies without any). */
   policies: ReadonlyMap<string, WorkloadPolicy>;
+  /** The snapshot's nodeAddresses (empty without). */
+  nodeAddresses: ReadonlyMap<string, string>;
 }
 
 export interface ResolvedWorkload {
@@ -293,8 +298,14 @@ export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMe
     if (r.ok) policies = r.workloads;
     else problems.push(...r.errors);
   }
+  const nodeAddresses = new Map<string, string>();
+  for (const [node, ip] of Object.entries(cfg.nodeAddresses ?? {})) {
+    if (!isDnsSubdomain(node)) problems.push(`nodeAddresses: ${JSON.stringify(node)} is not a node name (a DNS subdomain)`);
+    else if (typeof ip !== 'string' || !isIP(ip)) problems.push(`nodeAddresses.${node}: expected an IP address, got ${JSON.stringify(ip)}`);
+    else nodeAddresses.set(node, ip);
+  }
   if (problems.length || !compiled) throw new ConfigError(problems.map((p) => locate(p, cfg.origins)));
-  return { routing, compiled, workloads, routes: compiled.routes, policies };
+  return { routing, compiled, workloads, routes: compiled.routes, policies, nodeAddresses };
 }
 
 /** A policy from a file may leave metadata.namespace out, as every kind of the config may: "default". */

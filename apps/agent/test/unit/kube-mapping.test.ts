@@ -42,7 +42,7 @@ describe('pod → workload', () => {
       status: { podIPs: [{ ip: '10.0.0.1' }, { ip: 'fd00::1' }], conditions: [{ type: 'Ready', status: 'True' }] },
     });
     p.spec!.serviceAccountName = 'reviews';
-    expect(podToWorkload(p, 'kubepods-pod1.slice')).toEqual({
+    expect(podToWorkload(p, { cgroup: 'kubepods-pod1.slice' })).toEqual({
       apiVersion: 'mesh.dev/v1alpha1',
       kind: 'Workload',
       metadata: { name: 'p', namespace: 'n', labels: { a: '2', z: '1' } },
@@ -51,8 +51,8 @@ describe('pod → workload', () => {
   });
 
   it('a pod without IPs yet is an unready workload with no address; podIP alone is read', () => {
-    expect(podToWorkload(pod(), 'x').spec).toMatchObject({ addresses: [], ready: false });
-    expect(podToWorkload(pod({}, { status: { podIP: '10.0.0.2' } }), 'x').spec.addresses).toEqual(['10.0.0.2']);
+    expect(podToWorkload(pod(), { cgroup: 'x' }).spec).toMatchObject({ addresses: [], ready: false });
+    expect(podToWorkload(pod({}, { status: { podIP: '10.0.0.2' } }), { cgroup: 'x' }).spec.addresses).toEqual(['10.0.0.2']);
   });
 
   it('names what keeps a pod out', () => {

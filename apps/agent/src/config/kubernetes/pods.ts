@@ -58,9 +58,9 @@ export function podAddresses(pod: V1Pod): string[] {
   return pod.status?.podIP ? [pod.status.podIP] : [];
 }
 
-/** The workload a pod is, given its cgroup (relative to the agent's cgroup root). Labels and ports sorted,
- *  so the same pod always gives the same object. */
-export function podToWorkload(pod: V1Pod, cgroup: string): Workload {
+/** The workload a pod is: a pod of this node with its cgroup (relative to the agent's cgroup root), another
+ *  node's with that node's name. Labels and ports sorted, so the same pod always gives the same object. */
+export function podToWorkload(pod: V1Pod, where: { cgroup: string } | { nodeName: string }): Workload {
   const m = pod.metadata!;
   const labels = Object.fromEntries(Object.entries(m.labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const ports = (pod.spec?.containers ?? [])
@@ -73,7 +73,7 @@ export function podToWorkload(pod: V1Pod, cgroup: string): Workload {
     metadata: { name: m.name!, namespace: namespaceOf(m), labels },
     spec: {
       serviceAccount: pod.spec?.serviceAccountName ?? 'default',
-      cgroup,
+      ...where,
       addresses: podAddresses(pod),
       ...(ports.length && { ports }),
       ready: isReady(pod),

@@ -1,6 +1,6 @@
 /**
  * What the Kubernetes source reads from the API server: one list-and-watch per resource, cluster-wide except
- * Pods (this node's only). The RBAC the agent needs is exactly `list` and `watch` on these (docs/kubernetes.md).
+ * Pods (this node's only, unless mTLS needs other nodes' too). The RBAC the agent needs is exactly `list` and `watch` on these (docs/kubernetes.md).
  */
 import { existsSync } from 'node:fs';
 
@@ -50,7 +50,7 @@ export type ListFn = (page: ListPage) => Promise<KubernetesListObject<Kubernetes
 /** The list call of each resource, through client-node's typed clients (HTTPRoutes through the custom
  *  objects client, which returns the JSON as sent; so are Istio's security objects). Lists are read in pages
  *  (limit/continue), so a big cluster is never held decoded whole at once. */
-export function listFunctions(kc: KubeConfig, nodeName: string): Record<ResourceName, ListFn> {
+export function listFunctions(kc: KubeConfig, nodeName: string | undefined): Record<ResourceName, ListFn> {
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
@@ -59,7 +59,7 @@ export function listFunctions(kc: KubeConfig, nodeName: string): Record<Resource
   return {
     services: (page) => core.listServiceForAllNamespaces(page),
     endpointslices: (page) => discovery.listEndpointSliceForAllNamespaces(page),
-    pods: (page) => core.listPodForAllNamespaces({ fieldSelector: nodeSelector(nodeName), ...page }),
+    pods: (page) => core.listPodForAllNamespaces({ ...(nodeName !== undefined && { fieldSelector: nodeSelector(nodeName) }), ...page }),
     httproutes: customList('gateway.networking.k8s.io', 'httproutes'),
     namespaces: (page) => core.listNamespace(page),
     peerauthentications: customList('security.istio.io', 'peerauthentications'),

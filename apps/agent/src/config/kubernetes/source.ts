@@ -6,6 +6,7 @@
  * server is away the informers keep their caches and nothing is delivered: the datapath keeps its state.
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 
 import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
@@ -19,7 +20,7 @@ import type { ConfigSource, ConfigUpdate } from '../source.js';
 import { findPodCgroup, type PodCgroup } from './cgroups.js';
 import { type InformerHealth, type InformerOptions, SupervisedInformer } from './informer.js';
 import { registerKubernetesMetrics } from './metrics.js';
-import { inMesh, isFinished, podProblem, podToWorkload, qosOf } from './pods.js';
+import { inMesh, isFinished, podAddresses, podProblem, podToWorkload, qosOf } from './pods.js';
 import { listFunctions, nodeSelector, type ResourceName, WATCHED } from './resources.js';
 import { endpointSliceView, type HTTPRouteObject, httpRouteView, securityPolicyView, serviceSkipReason, serviceView } from './views.js';
 
@@ -33,6 +34,13 @@ export interface KubernetesSourceOptions {
   debounceMs?: number;
   /** Longest a change waits under a steady stream of others (the debounce alone would wait forever); default 1,000 ms. */
   maxDelayMs?: number;
+  /**
+   * Also read other nodes' pods (every pod, not only this node's): their in-mesh pods become Workloads with
+   * spec.nodeName (endpoints and mTLS destinations here, never cgroups), and their status.hostIP names their
+   * node's address (snapshot.nodeAddresses), where that node's data plane listens for tunnels. What mTLS needs;
+   * off, only this node's pods are listed (field selector spec.nodeName=<node>).
+   */
+  remotePods?: boolean;
   /** How often pods whose cgroup kubelet has not made yet are looked for again; default 1,000 ms. */
   cgroupRetryMs?: number;
   informer?: InformerOptions;
@@ -90,11 +98,11 @@ function keep<V>(o: KubernetesObject, make: () => V | undefined, hashed: (v: V) 
 function keepPod(p: V1Pod): V1Pod {
   const { managedFields: _m, annotations: _a, ownerReferences: _o, ...metadata } = p.metadata ?? {};
   const { containers, hostNetwork, nodeName, serviceAccountName } = p.spec ?? { containers: [] };
-  const { phase, qosClass, conditions, podIPs, podIP } = p.status ?? {};
+  const { phase, qosClass, conditions, podIPs, podIP, hostIP } = p.status ?? {};
   return {
     metadata,
     spec: { containers: (containers ?? []).map((c) => ({ name: c.name, ...(c.ports && { ports: c.ports }) })), hostNetwork, nodeName, serviceAccountName },
-    status: { phase, qosClass, conditions: conditions?.filter((c) => c.type === 'Ready'), podIPs, podIP },
+    status: { phase, qosClass, conditions: conditions?.filter((c) => c.type === 'Ready'), podIPs, podIP, ...(hostIP && { hostIP }) },
   };
 }
 
@@ -128,7 +136,8 @@ export class KubernetesSource implements ConfigSource {
     if (!server) throw new TypeError('KubernetesSource: the kube config has no current cluster');
     this.description = `kubernetes ${server} node ${opts.nodeName}`;
     this.log = opts.log;
-    const lists = listFunctions(opts.kubeConfig, opts.nodeName);
+    // With remotePods every pod is read (RBAC cannot narrow a list by field anyway: the role allows all pods).
+    const lists = listFunctions(opts.kubeConfig, opts.remotePods ? undefined : opts.nodeName);
     const onChange = () => this.schedule();
     const onHealth = () => this.healthChanged();
     type Policy = Parameters<typeof securityPolicyView>[0];
@@ -148,7 +157,7 @@ export class KubernetesSource implements ConfigSource {
           ...opts.informer,
           optional: r.optional,
           transform: transforms[r.name],
-          ...(r.name === 'pods' && { fieldSelector: nodeSelector(opts.nodeName) }),
+          ...(r.name === 'pods' && !opts.remotePods && { fieldSelector: nodeSelector(opts.nodeName) }),
           onChange,
           onHealth,
         }),
@@ -265,10 +274,13 @@ export class KubernetesSource implements ConfigSource {
     const slices = byKey<EndpointSlice>('endpointslices');
     const routes = byKey<HTTPRoute>('httproutes');
     const security = [...byKey<SecurityView>('peerauthentications'), ...byKey<SecurityView>('authorizationpolicies')];
-    // Workloads are few (this node's pods) and made anew each time: their JSON itself is hashed.
-    const workloads = this.workloads().map((w) => ({ view: w, digest: JSON.stringify(w) }));
+    // Workloads are few (this node's pods; with remotePods the mesh's pods) and made anew each time: their JSON
+    // itself is hashed.
+    const { local, remote, nodeAddresses } = this.workloads();
+    const workloads = [...local, ...remote].map((w) => ({ view: w, digest: JSON.stringify(w) }));
+    const nodes = Object.entries(nodeAddresses).map(([n, ip]) => ({ view: n, digest: `${n}=${ip}` }));
     const hash = createHash('sha256');
-    for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads], ['SecurityPolicy', security]] as const) {
+    for (const [kind, list] of [['Service', services], ['EndpointSlice', slices], ['HTTPRoute', routes], ['Workload', workloads], ['SecurityPolicy', security], ['Node', nodes]] as const) {
       hash.update(kind).update('\0');
       for (const v of list as Viewed<unknown>[]) hash.update(v.digest).update('\n');
     }
@@ -279,22 +291,36 @@ export class KubernetesSource implements ConfigSource {
         httpRoutes: routes.map((v) => v.view),
         workloads: workloads.map((v) => v.view),
         securityPolicies: security.map((v) => v.view.object),
+        ...(this.opts.remotePods && { nodeAddresses }),
       },
       hash: hash.digest('hex').slice(0, 16),
     };
   }
 
-  /** This node's in-mesh pods whose cgroup is found, as workloads; the others are reported in health. */
-  private workloads(): Workload[] {
+  /** This node's in-mesh pods whose cgroup is found, as workloads (the others are reported in health); with
+   *  remotePods, other nodes' in-mesh pods too, and those nodes' addresses. */
+  private workloads(): { local: Workload[]; remote: Workload[]; nodeAddresses: Record<string, string> } {
     const namespaces = new Map<string, V1Namespace>();
     for (const ns of this.informers.namespaces.list() as V1Namespace[]) namespaces.set(ns.metadata?.name ?? '', ns);
     const out: Workload[] = [];
     const skipped: { pod: string; reason: string }[] = [];
     const seen = new Set<string>();
     const now = new Date().toISOString();
-    const pods = (this.informers.pods.list() as V1Pod[])
-      .filter((p) => p.spec?.nodeName === this.opts.nodeName && !isFinished(p))
-      .sort((a, b) => podName(a).localeCompare(podName(b)));
+    const all = (this.informers.pods.list() as V1Pod[]).filter((p) => !isFinished(p)).sort((a, b) => podName(a).localeCompare(podName(b)));
+    const pods = all.filter((p) => p.spec?.nodeName === this.opts.nodeName);
+    const remote: Workload[] = [];
+    const nodeAddresses: Record<string, string> = {};
+    if (this.opts.remotePods) {
+      for (const pod of all) {
+        const node = pod.spec?.nodeName;
+        if (!node || node === this.opts.nodeName || !inMesh(pod, namespaces.get(pod.metadata?.namespace ?? 'default'))) continue;
+        // Not started yet (no address), or one the mesh cannot take (its own node reports why).
+        if (podProblem(pod) || podAddresses(pod).length === 0) continue;
+        remote.push(podToWorkload(pod, { nodeName: node }));
+        const hostIP = pod.status?.hostIP;
+        if (hostIP && isIP(hostIP) && nodeAddresses[node] === undefined) nodeAddresses[node] = hostIP;
+      }
+    }
     for (const pod of pods) {
       if (!inMesh(pod, namespaces.get(pod.metadata?.namespace ?? 'default'))) continue;
       const name = podName(pod);
@@ -321,7 +347,7 @@ export class KubernetesSource implements ConfigSource {
           continue;
         }
       }
-      out.push(podToWorkload(pod, cg.path));
+      out.push(podToWorkload(pod, { cgroup: cg.path }));
     }
     for (const uid of [...this.cgroups.keys()]) if (!seen.has(uid)) this.cgroups.delete(uid);
     for (const uid of [...this.pending.keys()]) if (!seen.has(uid)) this.pending.delete(uid);
@@ -330,7 +356,7 @@ export class KubernetesSource implements ConfigSource {
     clearTimeout(this.retry);
     this.retry = undefined;
     if (this.pending.size && !this.stopped) this.retry = setTimeout(() => this.schedule(), this.opts.cgroupRetryMs ?? 1000);
-    return out;
+    return { local: out, remote, nodeAddresses: Object.fromEntries(Object.entries(nodeAddresses).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
   }
 }
 
