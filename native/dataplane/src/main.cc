@@ -195,9 +195,13 @@ int main(int argc, char** argv) {
   // the (level-triggered) listener readable and the main thread spinning; with this fd it is accepted and closed.
   int reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
-  std::printf("mesh-dataplane: listening outbound=%s%s tunnel=%s%s stats=%s workers=%d\n", bound(outboundFd).c_str(),
-              givenOutbound >= 0 ? " (inherited)" : "", bound(tunnelFd).c_str(), givenTunnel >= 0 ? " (inherited)" : "",
-              bound(statsFd).c_str(), config->workers);
+  std::string inherited = givenOutbound >= 0 && givenTunnel >= 0 ? "outbound,tunnel"
+                          : givenOutbound >= 0                   ? "outbound"
+                          : givenTunnel >= 0                     ? "tunnel"
+                                                                 : "-";
+  std::printf("mesh-dataplane: listening outbound=%s tunnel=%s stats=%s workers=%d inherited=%s\n",
+              bound(outboundFd).c_str(), bound(tunnelFd).c_str(), bound(statsFd).c_str(), config->workers,
+              inherited.c_str());
   std::fflush(stdout);
 
   constexpr int kShed = -2;
