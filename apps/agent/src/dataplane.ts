@@ -201,6 +201,8 @@ export class DataplaneSupervisor {
         this.takeListeners(rec.pid, config);
       } catch (err) {
         this.log.warn('a data plane runs but does not answer on its stats endpoint; starting another', { pid: rec.pid, error: (err as Error).message });
+        // Its listeners first: the next one gets them with what is queued (and the addresses are never free).
+        this.takeListeners(rec.pid, config);
         try {
           process.kill(rec.pid, 'SIGKILL');
         } catch {

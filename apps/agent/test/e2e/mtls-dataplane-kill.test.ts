@@ -6,6 +6,8 @@
 // path (the tunnel port, and any packet between the client's and the server's addresses directly) over the whole
 // test never holds the request path or the response's marker: nothing falls back to plaintext while it is down.
 // The same holds for a data plane a restarted agent adopted (the agent takes the listeners back from it).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { expect, it } from 'vitest';
@@ -42,6 +44,7 @@ async function killUnderLoad(n: MtlsNode): Promise<void> {
   const firstOk = times.filter(([s, , ok]) => ok && s >= killedAt).sort((a, b) => a[0] - b[0])[0]!;
   const recoveryMs = firstOk[1] - killedAt;
   const closed = k.conns.filter((c) => c.closed).length;
+  console.log(`data plane log (tail): ${readFileSync(join(n.runDir, 'dataplane.log'), 'utf8').split('\n').slice(-6).join('\n')}`);
   console.log(`data plane killed: ${open} outbound connections open at the kill by the data plane's gauge (${CONNS} long-lived), ${inFlight} new-connection requests in flight; new connections ${r.ok}/${r.sent} ok, failed ${failedBefore} started before the kill and ${failedAfter.length} after (${JSON.stringify(failedAfter.map(([s, e]) => [s - killedAt, e - killedAt]))} ms from the kill); long-lived closed ${closed}/${CONNS}; first success ${recoveryMs} ms after the kill; errors ${JSON.stringify(r.errors.slice(0, 3))}`);
 
   // The long-lived connections were open: each is cut (the fixture never reconnects), none else fails.
