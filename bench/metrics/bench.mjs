@@ -5,25 +5,32 @@
 // per-connection state costs on these hooks). Both wrk and nginx are measured, so every connection is measured
 // once for both sides at nginx's socket; the cost with only one end measured (its peer outside the mesh, as a
 // peer on another node is) is reported beside it, for each end.
-// Writes bench/results/metrics.json.
+// An HTTP/2 arm beside it: h2load against nginx on an h2c listener (http2 without TLS), with the programs and the
+// agent's consumer of their records (the ring buffer's drain thread, HPACK decoding, stream aggregation) against
+// without: throughput, and the cost per request in the kernel and in user space, as a ratio to HTTP/1.1's.
+// Writes bench/results/metrics.json (BENCH_METRICS_QUICK=1: only the kernel and user-space costs, one round, to
+// build/bench/metrics-quick.json).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { ObjectSpec } from '@mesh/bpf';
 import { testprogFile, testprogs } from '@mesh/testkit/testprogs';
 import { MetricsDatapath } from '@mesh/metrics';
 
-import { bpfRunTime, buildC, cleanup, header, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, taggedLatencies, writeResult } from '../lib.mjs';
+import { bpfRunTime, buildC, cleanup, header, root, inCgroup, median, onCleanup, round, runCommand, scratchCgroup, taggedLatencies, writeResult } from '../lib.mjs';
 
 // fixedRate: requests per second of the latency runs over all three arms (bench/mesh/loadgen.c, one process loading
 // the three, their requests interleaved one by one), far below what one nginx serves here (~240,000/s), so a
 // request seldom waits for another; latencyRuns runs of latencyS seconds.
+// h2Streams: streams in flight per connection (h2load -m): 1, as wrk keeps one request in flight per connection,
+// so that both protocols make the same exchanges, packet for packet.
+const QUICK = process.env.BENCH_METRICS_QUICK === '1';
 const params = {
-  host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: 6, kernelReps: 3, clientCpu: 0, serverCpu: 1,
-  fixedRate: 20000, latencyRuns: 3, latencyS: 10,
+  host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: QUICK ? 0 : 6, kernelReps: QUICK ? 1 : 3, clientCpu: 0, serverCpu: 1,
+  fixedRate: 20000, latencyRuns: QUICK ? 0 : 3, latencyS: 10, h2Streams: 1,
 };
 const loadBefore = loadavg()[0];
 
@@ -50,14 +57,14 @@ const stateLinks = Object.fromEntries(
 // One nginx per arm, each inside its arm's cgroup, so the server side is measured (or not) too. Keep-alive
 // connections are never closed by nginx (its default closes one every 1,000 requests), so the latency runs'
 // connections stay in the cgroups they were made in.
-function startNginx(cg, port, cpu = params.serverCpu) {
+function startNginx(cg, port, cpu = params.serverCpu, { http2 = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'mesh-bench-nginx-'));
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'nginx.conf'), `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
 events { worker_connections 1024; }
 http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
   keepalive_requests 1000000000; keepalive_timeout 600s;
-  server { listen ${params.host}:${port}; location / { return 200 "${'x'.repeat(1024)}"; } } }
+  server { listen ${params.host}:${port}${http2 ? ' http2' : ''}; location / { return 200 "${'x'.repeat(1024)}"; } } }
 `);
   const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(cpu), 'nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
   const child = spawn(cmd, args, { stdio: 'ignore' });
@@ -73,6 +80,14 @@ startNginx(stateCgs.write, params.port + 5);
 startNginx(meshCg, params.port + 3, params.clientCpu);
 // One outside the mesh, for the cost of measuring the client's end alone (wrk in the mesh, nginx not).
 startNginx(plainCg, params.port + 6);
+// HTTP/2 (h2c with prior knowledge, as the h2 tests configure nginx): the same body, with and without the mesh.
+// keepalive_requests bounds HTTP/2 connections' streams too (nginx ≥ 1.19.7): never reached here.
+const H2_PORT = { with: params.port + 7, without: params.port + 8 };
+startNginx(meshCg, H2_PORT.with, params.serverCpu, { http2: true });
+startNginx(plainCg, H2_PORT.without, params.serverCpu, { http2: true });
+// The agent's consumer of the HTTP/2 records, in this process: its drain thread and the decoding on this event
+// loop, which is otherwise idle while a load runs (see h2UserCost).
+dp.consumeH2();
 await sleep(500);
 
 // wrk, one thread (C, epoll): its latency percentiles resolve 10 µs at this scale. hey's summary (used before)
@@ -89,6 +104,22 @@ async function load(cg, port) {
   if (!rps || !p99 || !total) throw new Error(`unexpected wrk output:\n${r.stdout}`);
   if (/Non-2xx|Socket errors/.test(r.stdout)) throw new Error(`wrk saw failed requests:\n${r.stdout}`);
   return { rps, p99_ms: round(Number(p99[1]) * UNIT_MS[p99[2]], 4), requests: total };
+}
+
+// h2load, one thread, closed loop like wrk: params.connections connections, params.h2Streams streams in flight each.
+async function loadH2(cg, port) {
+  const url = `http://${params.host}:${port}/`;
+  const [cmd, args] = inCgroup(cg, ['taskset', '-c', String(params.clientCpu), 'h2load', '-t1', `-c${params.connections}`, `-m${params.h2Streams}`, `-D${params.durationS}`, url]);
+  const r = await runCommand(cmd, args, { timeoutMs: (params.durationS + 30) * 1000 });
+  if (r.status !== 0) throw new Error(`h2load failed: ${r.stderr}${r.stdout}`);
+  const rps = Number(/finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(r.stdout)?.[1]);
+  const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(r.stdout);
+  const codes = /status codes: (\d+) 2xx/.exec(r.stdout);
+  if (!rps || !m || !codes) throw new Error(`unexpected h2load output:\n${r.stdout}`);
+  const done = Number(m[3]);
+  if (Number(m[5]) || Number(m[6]) || Number(m[7]) || Number(codes[1]) !== done) throw new Error(`h2load saw failed requests:\n${r.stdout}`);
+  // With -D, streams still in flight at the end are started but not done: the programs saw their requests.
+  return { rps, requests: done, started: Number(m[2]) };
 }
 
 // Latency at a fixed rate: what the programs add to a request's time. Closed-loop latency is not that: with 16
@@ -124,11 +155,15 @@ const pct = (sorted, q) => round(sorted[Math.min(sorted.length - 1, Math.floor(q
 // programs at all (the hooks' own cost) and how much is the metrics programs' work. The closed loops (wrk:
 // throughput) take turns, the order rotated each round; then the fixed-rate runs load the three at once.
 const raw = { without: [], with: [], noop: [] };
+const rawH2 = { with: [], without: [] };
 for (const arm of ARMS) await load(...armCg[arm]); // warm-up
+for (const arm of ['with', 'without']) await loadH2(arm === 'with' ? meshCg : plainCg, H2_PORT[arm]);
 for (let i = 0; i < params.reps; i++) {
   const order = [...ARMS];
   for (let k = 0; k < i % 3; k++) order.push(order.shift());
   for (const arm of order) raw[arm].push(await load(...armCg[arm]));
+  // HTTP/2, with and without, in turn (the order alternating).
+  for (const arm of i % 2 ? ['without', 'with'] : ['with', 'without']) rawH2[arm].push(await loadH2(arm === 'with' ? meshCg : plainCg, H2_PORT[arm]));
 }
 const fixed = { runs: [], samples: Object.fromEntries(ARMS.map((a) => [a, []])) };
 for (let i = 0; i < params.latencyRuns; i++) {
@@ -144,14 +179,37 @@ for (let i = 0; i < params.latencyRuns; i++) {
 
 // In-kernel cost: the programs' run time over one measured run, per request; the metrics programs, then the
 // no-op ones (the floor: what the statistics charge a run that does no work).
-async function kernelCost(cg, port, progLinks, loadCg = cg) {
-  const { result: run, programs } = await bpfRunTime(progLinks, () => load(loadCg, port));
+async function kernelCost(cg, port, progLinks, loadCg = cg, loader = load) {
+  const cpu0 = process.cpuUsage();
+  const { result: run, programs } = await bpfRunTime(progLinks, () => loader(loadCg, port));
+  // This process's CPU over the run (every thread): for HTTP/2 the consumer's, see h2UserCost.
+  const cpu = process.cpuUsage(cpu0);
   const perProgram = Object.fromEntries(Object.entries(programs).map(([name, { runs, ns }]) => [name, { runs, ns_per_run: runs ? round(ns / runs, 1) : 0 }]));
   const totalNs = Object.values(programs).reduce((a, x) => a + x.ns, 0);
-  return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1) };
+  return { run, programs: perProgram, ns_per_request: round(totalNs / run.requests, 1), cpu_us: { user: cpu.user, system: cpu.system } };
 }
+
+// HTTP/2: the programs' run time as for HTTP/1.1, and the user-space work of the agent's consumer: the drain
+// thread and the decoding on this process's event loop, which does nothing else while h2load runs. The records
+// still queued when h2load ends are decoded (readH2) inside the measured interval. The same process's CPU over
+// an HTTP/1.1 run of the same length (cost.cpu_us: spawning the load, reading its output) is subtracted.
+async function h2Cost() {
+  const before = dp.readH2();
+  const streams0 = countH2(before.http);
+  const cpu0 = process.cpuUsage();
+  const k = await kernelCost(meshCg, H2_PORT.with, links, meshCg, loadH2);
+  let after = dp.readH2();
+  for (let i = 0; i < 20 && countH2(after.http) - streams0 < k.run.requests; i++) {
+    await sleep(50);
+    after = dp.readH2();
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return { ...k, cpu_us: { user: cpu.user, system: cpu.system }, streams_counted_server_side: countH2(after.http) - streams0, counters: after.counters };
+}
+// Streams answered 200 as the server's socket counted them (both ends measured there).
+const countH2 = (http) => http.filter((s) => s.port === H2_PORT.with && s.direction === 'server' && s.status === 200 && !s.errorType).reduce((a, s) => a + s.count, 0);
 // Each figure is the median of kernelReps runs, taken in turn (one 5 s run moves by a tenth on this VM).
-const kernelRuns = { cost: [], floor: [], oneCpu: [], serverOnly: [], clientOnly: [], stateRead: [], stateWrite: [] };
+const kernelRuns = { cost: [], floor: [], h2: [], oneCpu: [], serverOnly: [], clientOnly: [], stateRead: [], stateWrite: [] };
 const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per_request)[Math.floor(runs.length / 2)];
 // On loopback a packet is received on the CPU that sent it, so each connection's state is written on the client's
 // CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
@@ -160,6 +218,8 @@ const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per
 for (let i = 0; i < params.kernelReps; i++) {
   kernelRuns.cost.push(await kernelCost(meshCg, params.port + 1, links));
   kernelRuns.floor.push(await kernelCost(noopCg, params.port + 2, noopLinks));
+  kernelRuns.h2.push(await h2Cost());
+  if (QUICK) continue;
   kernelRuns.oneCpu.push(await kernelCost(meshCg, params.port + 3, links));
   // One end measured: wrk outside the mesh against the measured nginx, then wrk in the mesh against nginx outside.
   kernelRuns.serverOnly.push(await kernelCost(meshCg, params.port + 1, links, plainCg));
@@ -169,6 +229,39 @@ for (let i = 0; i < params.kernelReps; i++) {
 }
 const cost = medianRun(kernelRuns.cost);
 const floor = medianRun(kernelRuns.floor);
+// HTTP/2 per request: the programs' run time plus the consumer's CPU above the same round's HTTP/1.1 run.
+const h2Runs = kernelRuns.h2.map((r, i) => {
+  const base = kernelRuns.cost[i].cpu_us;
+  const userNs = Math.max(0, (r.cpu_us.user + r.cpu_us.system - base.user - base.system) * 1000);
+  const user = round(userNs / r.run.requests, 1);
+  return { ...r, user_ns_per_request: user, total_ns_per_request: round(r.ns_per_request + user, 1) };
+});
+const h2 = [...h2Runs].sort((a, b) => a.total_ns_per_request - b.total_ns_per_request)[Math.floor(h2Runs.length / 2)];
+const h2Figures = {
+  kernel: { ...h2.run, programs: h2.programs, ns_per_request: h2.ns_per_request },
+  // The consumer's CPU per request (drain thread, HPACK decoding, streams), and the process's CPU it is read from.
+  user_space: { ns_per_request: h2.user_ns_per_request, cpu_us: h2.cpu_us, baseline_cpu_us: kernelRuns.cost[h2Runs.indexOf(h2)].cpu_us },
+  ns_per_request: h2.total_ns_per_request,
+  streams_counted_server_side: h2.streams_counted_server_side,
+  counters: h2.counters,
+  runs: h2Runs.map((r) => ({ kernel: r.ns_per_request, user: r.user_ns_per_request, total: r.total_ns_per_request })),
+};
+const costRatios = {
+  cost_vs_floor: round(cost.ns_per_request / floor.ns_per_request),
+  h2_cost_vs_h1: round(h2.total_ns_per_request / cost.ns_per_request),
+  h2_kernel_vs_h1: round(h2.ns_per_request / cost.ns_per_request),
+};
+if (QUICK) {
+  const out = join(root, 'build/bench/metrics-quick.json');
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify({ ...header('metrics-quick', loadBefore), params, ns_per_request: cost.ns_per_request, programs: cost.programs, floor: { ns_per_request: floor.ns_per_request, programs: floor.programs }, h2: h2Figures, ratios: costRatios }, null, 2) + '\n');
+  cleanup();
+  console.log(`HTTP/1.1 ${cost.ns_per_request} ns per request, floor ${floor.ns_per_request}: cost_vs_floor ×${costRatios.cost_vs_floor}`);
+  for (const [name, p] of Object.entries(cost.programs)) console.log(`  ${name}: ${p.ns_per_run} ns per run, ${round(p.runs / cost.run.requests, 2)} runs per request`);
+  console.log(`HTTP/2 ${h2.ns_per_request} ns in the kernel + ${h2.user_ns_per_request} in user space per request: ×${costRatios.h2_cost_vs_h1} HTTP/1.1's (kernel alone ×${costRatios.h2_kernel_vs_h1}); ${h2.streams_counted_server_side} of ${h2.run.requests} streams counted`);
+  console.log(`wrote ${out}`);
+  process.exit(0);
+}
 const oneCpu = medianRun(kernelRuns.oneCpu);
 const serverOnly = medianRun(kernelRuns.serverOnly);
 const clientOnly = medianRun(kernelRuns.clientOnly);
@@ -215,7 +308,23 @@ const result = {
   // design that writes per-connection state on these hooks costs less here than socket_state_write.
   socket_state_read: { programs: stateRead.programs, ns_per_request: stateRead.ns_per_request, rps: stateRead.run.rps },
   socket_state_write: { programs: stateWrite.programs, ns_per_request: stateWrite.ns_per_request, rps: stateWrite.run.rps },
+  // HTTP/2 (h2load against nginx h2c, params.h2Streams streams in flight per connection): throughput with the
+  // programs and the consumer against without, and the cost per request in the kernel and in user space.
+  h2: {
+    medians: { with: { rps: round(median(rawH2.with.map((r) => r.rps)), 1) }, without: { rps: round(median(rawH2.without.map((r) => r.rps)), 1) } },
+    raw: rawH2,
+    ...h2Figures,
+    ratios: {
+      // HTTP/2's cost per request (kernel and user space) ÷ HTTP/1.1's (kernel: HTTP/1.1 has no per-request user-space work).
+      cost_vs_h1: costRatios.h2_cost_vs_h1,
+      kernel_vs_h1: costRatios.h2_kernel_vs_h1,
+      throughput: round(median(rawH2.with.map((r) => r.rps)) / median(rawH2.without.map((r) => r.rps))),
+    },
+  },
   ratios: {
+    // HTTP/1.1's ns_per_request ÷ the no-op programs' on the same hooks, same run (absolute figures differ 2–3×
+    // between machines of one kind; this does not).
+    cost_vs_floor: costRatios.cost_vs_floor,
     throughput: round(medians.with.rps / medians.without.rps),
     // At the fixed rate: what the programs add to a request's p99.
     p99: round(fixedPooled.with.p99_ms / fixedPooled.without.p99_ms),
@@ -240,4 +349,6 @@ console.log(`  no-op programs on the same hooks: ${result.floor.ns_per_request} 
 console.log(`  client and server on one CPU: ${result.one_cpu.ns_per_request} ns per request (no connection state moves between CPUs)`);
 console.log(`  one end measured: the server ${result.one_end.server.ns_per_request} ns per request, the client ${result.one_end.client.ns_per_request}`);
 console.log(`  socket storage looked up and read per packet: ${result.socket_state_read.ns_per_request} ns per request; written: ${result.socket_state_write.ns_per_request}`);
+console.log(`  ×${result.ratios.cost_vs_floor} the no-op floor`);
+console.log(`HTTP/2 (h2load -c${params.connections} -m${params.h2Streams}): with ${result.h2.medians.with.rps} rps, without ${result.h2.medians.without.rps} (×${result.h2.ratios.throughput}); ${h2.ns_per_request} ns per request in the kernel + ${h2.user_ns_per_request} in user space: ×${result.h2.ratios.cost_vs_h1} HTTP/1.1's`);
 console.log(`wrote ${file}`);

@@ -32,8 +32,9 @@ Napi::Function RingBufferHandle::Init(Napi::Env env) {
                      });
 }
 
-// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice): queueBytes > 0 drains from
-// a thread, at nice value `nice` when not 0.
+// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice, pollMs): queueBytes > 0 drains
+// from a thread, at nice value `nice` when not 0, and also every pollMs ms when pollMs > 0 (for producers that
+// submit without waking the consumer).
 RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufferHandle>(info) {
   Napi::Env env = info.Env();
   MapHandle* m = UnwrapTagged<MapHandle>(info[0], kMapTag, "map");
@@ -48,6 +49,7 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
   if (queue_bytes > 0) {
     queue_bytes_ = (size_t)queue_bytes;
     nice_ = info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : 0;
+    poll_ms_ = info[5].IsNumber() ? info[5].As<Napi::Number>().Int32Value() : 0;
     StartThread(env);
     self_ = Napi::Persistent(Value());
     Track(env);
@@ -114,12 +116,13 @@ void RingBufferHandle::ThreadMain() {
   if (nice_) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_);
   struct epoll_event ev[2];
   for (;;) {
-    int n = epoll_wait(epoll_.get(), ev, 2, -1);
+    int n = epoll_wait(epoll_.get(), ev, 2, poll_ms_ > 0 ? poll_ms_ : -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       return;
     }
-    bool ready = false;
+    // A timeout: records submitted without a wake-up may be waiting.
+    bool ready = n == 0;
     for (int i = 0; i < n; i++) {
       if (ev[i].data.u32 == kStop) return;
       ready = true;

@@ -65,6 +65,7 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   // Thread mode.
   size_t queue_bytes_ = 0;  // the queue's capacity in record bytes; 0: event-loop mode
   int nice_ = 0;             // the thread's nice value; 0 leaves it as inherited
+  int poll_ms_ = 0;          // > 0: the thread also drains every poll_ms_ ms, woken or not
   std::thread thread_;
   OwnedFd epoll_, stop_;       // the thread waits on both: the ring's epoll fd and an eventfd that ends it
   std::mutex ring_mu_;         // ring_buffer__consume and pending_: the thread and consume() take turns

@@ -21,6 +21,10 @@ export interface RingBufferOptions {
      *  ignored) lets the thread run soon after records arrive on a loaded machine: the kernel's ring only has
      *  to hold what arrives meanwhile. */
     nice?: number;
+    /** Also drain every pollMs milliseconds (1 to 10,000), woken or not: for producers that submit records
+     *  without waking the consumer (BPF_RB_NO_WAKEUP) and wake it only once enough have piled up, so that a
+     *  record costs no wake-up of its own. Default: only when woken. */
+    pollMs?: number;
   };
 }
 
@@ -88,6 +92,7 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     if (!Number.isInteger(maxBatch) || maxBatch < 1 || maxBatch > 1 << 20) throw new RangeError(`maxBatch must be in [1, 2^20], got ${maxBatch}`);
     let queueBytes = 0;
     let nice = 0;
+    let pollMs = 0;
     if (opts.thread !== undefined) {
       if (typeof opts.thread !== 'object' || opts.thread === null) throw new TypeError(`ring buffer ${map.name}: thread must be an object, got ${String(opts.thread)}`);
       queueBytes = opts.thread.queueBytes ?? DEFAULT_QUEUE_BYTES;
@@ -95,9 +100,11 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
         throw new RangeError(`ring buffer ${map.name}: thread.queueBytes must be an integer in [${MIN_QUEUE_BYTES}, 2^36], got ${queueBytes}`);
       nice = opts.thread.nice ?? 0;
       if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new RangeError(`ring buffer ${map.name}: thread.nice must be an integer in [-20, 19], got ${nice}`);
+      pollMs = opts.thread.pollMs ?? 0;
+      if (!Number.isInteger(pollMs) || pollMs < 0 || pollMs > 10_000) throw new RangeError(`ring buffer ${map.name}: thread.pollMs must be an integer in [0, 10000] (0: only when woken), got ${pollMs}`);
     }
     const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice, pollMs);
   }
 
   /** Delivers what is in the ring now, synchronously; returns the number of records. */

@@ -49,6 +49,11 @@ import {
 const names = embedded.http;
 const { AF_INET, AF_INET6 } = c;
 const DIRECTIONS = ['client', 'server'] as const;
+/** h2_events' default size (H2_RINGBUF_SIZE in bpf/include/http.h). */
+const H2_RING_BYTES = 4 << 20;
+/** How often the consumer drains the ring when not woken (see h2_wakeup_bytes in http.bpf.c): records wait at
+ *  most this long, and a scrape (readH2) reads what is there at once. */
+const H2_POLL_MS = 20;
 
 export type Direction = 'client' | 'server';
 
@@ -218,6 +223,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
         if (!Number.isInteger(n) || n < 4096 || n > 2 ** 30 || (n & (n - 1)) !== 0) throw new RangeError(`h2RingBytes must be a power of two in [4096, 2^30], got ${n}`);
         spec.setMaxEntries(names.maps.h2_events, n);
       }
+      // Records wake the consumer only once an eighth of the ring waits (see h2_wakeup_bytes in http.bpf.c).
+      spec.setConstant(names.constants.h2_wakeup_bytes, (opts.h2RingBytes ?? H2_RING_BYTES) / 8);
       if (opts.pinDir !== undefined) {
         const sizes = new Map(spec.maps.map((m) => [m.name, m.maxEntries]));
         const dropped = dropResizedPins(opts.pinDir, RESIZE_GROUPS, (m) => sizes.get(m)!);
@@ -381,7 +388,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     const ring = this.obj.ringBuffer(names.maps.h2_events, (records: Buffer[]) => streams.records(records), {
       ref: opts.ref ?? false,
       // Ahead of the workloads (nice -10): a starved drain thread is what lets the ring overflow.
-      thread: { queueBytes: opts.queueBytes, nice: -10 },
+      // Drained every H2_POLL_MS, and at once when an eighth of the ring waits: a record has no wake-up of its own.
+      thread: { queueBytes: opts.queueBytes, nice: -10, pollMs: H2_POLL_MS },
     });
     this.h2 = { streams, ring };
   }
