@@ -29,7 +29,7 @@ import { bpfRunTime, buildC, cleanup, header, root, inCgroup, median, onCleanup,
 // so that both protocols make the same exchanges, packet for packet.
 const QUICK = process.env.BENCH_METRICS_QUICK === '1';
 const params = {
-  host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: QUICK ? 0 : 6, kernelReps: QUICK ? 1 : 3, clientCpu: 0, serverCpu: 1,
+  host: '127.0.0.18', port: 18418, durationS: 5, connections: 16, reps: QUICK ? 0 : 6, kernelReps: QUICK ? Number(process.env.BENCH_METRICS_QUICK_REPS ?? 1) : 3, clientCpu: 0, serverCpu: 1,
   fixedRate: 20000, latencyRuns: QUICK ? 0 : 3, latencyS: 10, h2Streams: 1,
 };
 const loadBefore = loadavg()[0];
@@ -215,8 +215,22 @@ const medianRun = (runs) => [...runs].sort((a, b) => a.ns_per_request - b.ns_per
 // CPU and on the server's in turn and its cache lines travel between them every half exchange. With client and
 // server on one CPU nothing travels: the difference is what those transfers cost (from a NIC, a
 // flow's packets are received on its application's CPU when receive flow steering (RFS) is on).
+// BENCH_METRICS_BASELINE=<http.bpf.o of another build> (quick mode): its cost per request too, in the same rounds,
+// against its own nginx, to compare two builds under the same load.
+let baseline;
+if (QUICK && process.env.BENCH_METRICS_BASELINE) {
+  const cg = scratchCgroup('base');
+  const obj = ObjectSpec.file(process.env.BENCH_METRICS_BASELINE).setConstant('cell_epoch', 7).load();
+  const base = new MetricsDatapath(obj);
+  onCleanup(() => base.close());
+  baseline = { cg, links: base.attach(cg), runs: [] };
+  startNginx(cg, params.port + 9);
+  await sleep(300);
+}
 for (let i = 0; i < params.kernelReps; i++) {
+  if (baseline) baseline.runs.push(await kernelCost(baseline.cg, params.port + 9, baseline.links));
   kernelRuns.cost.push(await kernelCost(meshCg, params.port + 1, links));
+  if (baseline) baseline.runs.push(await kernelCost(baseline.cg, params.port + 9, baseline.links));
   kernelRuns.floor.push(await kernelCost(noopCg, params.port + 2, noopLinks));
   kernelRuns.h2.push(await h2Cost());
   if (QUICK) continue;
@@ -256,6 +270,8 @@ if (QUICK) {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify({ ...header('metrics-quick', loadBefore), params, ns_per_request: cost.ns_per_request, programs: cost.programs, floor: { ns_per_request: floor.ns_per_request, programs: floor.programs }, h2: h2Figures, ratios: costRatios }, null, 2) + '\n');
   cleanup();
+  if (baseline) console.log(`baseline ${process.env.BENCH_METRICS_BASELINE}: ${baseline.runs.map((r) => r.ns_per_request).join(', ')} ns per request (${baseline.runs.map((r) => Object.values(r.programs).map((p) => p.ns_per_run).join('/')).join(', ')})`);
+  console.log(`runs: ${kernelRuns.cost.map((r) => r.ns_per_request).join(", ")} (${kernelRuns.cost.map((r) => Object.values(r.programs).map((p) => p.ns_per_run).join("/")).join(", ")}); floor ${kernelRuns.floor.map((r) => r.ns_per_request).join(", ")}`);
   console.log(`HTTP/1.1 ${cost.ns_per_request} ns per request, floor ${floor.ns_per_request}: cost_vs_floor ×${costRatios.cost_vs_floor}`);
   for (const [name, p] of Object.entries(cost.programs)) console.log(`  ${name}: ${p.ns_per_run} ns per run, ${round(p.runs / cost.run.requests, 2)} runs per request`);
   console.log(`HTTP/2 ${h2.ns_per_request} ns in the kernel + ${h2.user_ns_per_request} in user space per request: ×${costRatios.h2_cost_vs_h1} HTTP/1.1's (kernel alone ×${costRatios.h2_kernel_vs_h1}); ${h2.streams_counted_server_side} of ${h2.run.requests} streams counted`);

@@ -272,18 +272,25 @@ static __always_inline __u32 series_cell(const struct side *s, __u8 method, __u1
  * Counts one exchange for one side. *cell and *tag remember the side's last series, so the next response with
  * the same method and status skips the hash (the epoch is checked by the caller, once for both sides).
  */
-static __always_inline void record(const struct side *s, __u32 *cell, __u32 *tag, __u8 method, __u16 status, __u64 d,
-				   int fresh)
+static __always_inline void record(const struct http_conn *c, int peer, __u32 *cell, __u32 *tag, __u8 method,
+				   __u16 status, __u64 d, int fresh)
 {
 	__u32 t = method | (__u32)status << 8 | 1U << 31, b = http_bucket_of(d);
 	struct http_value *v;
 
 	if (fresh || *tag != t) {
-		*cell = series_cell(s, method, status);
+		/* The side's name only for the hash: a response like the last one does not build it. */
+		struct side s;
+
+		if (peer)
+			peer_side(c, &s);
+		else
+			own_side(c, &s);
+		*cell = series_cell(&s, method, status);
 		*tag = t;
 	}
 	if (*cell == 0) {
-		__u32 dir = s->dir;
+		__u32 dir = peer || c->role == HTTP_ROLE_CLIENT ? HTTP_DIR_CLIENT : HTTP_DIR_SERVER;
 
 		count(HTTP_C_HTTP_OVERFLOW, 1);
 		v = bpf_map_lookup_elem(&http_overflow, &dir);
@@ -310,15 +317,11 @@ static __always_inline void record_exchange(struct http_conn *c, __u8 method, __
 	__u64 d = resp_start > req_start ? resp_start - req_start : 0;
 	/* Cells remembered under another load's maps do not count (see cell_epoch). */
 	int fresh = rs->cell_epoch != cell_epoch;
-	struct side s;
 
 	rs->cell_epoch = cell_epoch;
-	own_side(c, &s);
-	record(&s, &rs->cell, &rs->cell_tag, method, status, d, fresh);
-	if (both) {
-		peer_side(c, &s);
-		record(&s, &rs->peer_cell, &rs->peer_cell_tag, method, status, d, fresh);
-	}
+	record(c, 0, &rs->cell, &rs->cell_tag, method, status, d, fresh);
+	if (both)
+		record(c, 1, &rs->peer_cell, &rs->peer_cell_tag, method, status, d, fresh);
 }
 
 /*
@@ -356,9 +359,10 @@ struct {
 /*
  * Records are submitted without waking the consumer, which drains the ring on a timer (its thread's pollMs), until
  * this many bytes wait: then the submit wakes it. A wake-up per record cost more than everything else per
- * request (bench:metrics, docs/metrics.md). Set at load to an eighth of the ring.
+ * request (bench:metrics, docs/metrics.md). Set at load to a 32nd of the ring: the rest is room for what arrives
+ * before the consumer runs.
  */
-const volatile __u32 h2_wakeup_bytes = H2_RINGBUF_SIZE / 8;
+const volatile __u32 h2_wakeup_bytes = H2_RINGBUF_SIZE / 32;
 
 static __always_inline __u64 h2_wakeup(void)
 {
@@ -1119,6 +1123,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	c = bpf_sk_storage_get(&http_conns, sk, 0, 0);
 	if (!c)
 		return 1;
+	/* Its server's socket, on this node, measures this connection for both sides (decided below, at its first
+	 * payload): nothing to read, not even the packet's headers. */
+	if (c->pair == HTTP_PAIR_CLIENT)
+		return 1;
 	if (c->cgroup_id == 0) {
 		struct side s;
 
@@ -1163,11 +1171,11 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	/* Pure ACKs and other packets without payload change nothing. */
 	if (skb->len <= off)
 		return 1;
-	if (c->pair == HTTP_PAIR_UNKNOWN)
+	if (c->pair == HTTP_PAIR_UNKNOWN) {
 		decide_pair(c);
-	/* Its server's socket, on this node, measures this connection for both sides. */
-	if (c->pair == HTTP_PAIR_CLIENT)
-		return 1;
+		if (c->pair == HTTP_PAIR_CLIENT)
+			return 1;
+	}
 	seq = bpf_ntohl(th->seq);
 	if (c->pair >= HTTP_PAIR_H2) {
 		walk = h2_conn_packet(skb, sk, c, H2_OL(off, skb->len - off), H2_SE(seq, egress));
