@@ -117,6 +117,8 @@ interface DirState {
 
 interface Conn {
   sides: Side[];
+  /** Each side's part of the aggregates' keys, made once per connection. */
+  keys: string[];
   dirs: [DirState, DirState];
   streams: Map<number, Stream>;
 }
@@ -140,7 +142,7 @@ const methodOf = (m: string | undefined): (typeof METHODS)[number] => (m === und
 
 export class H2Streams {
   readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0 };
-  private readonly conns = new Map<bigint, Conn>();
+  private readonly conns = new Map<number | bigint, Conn>();
   private readonly http = new Map<string, { sample: Omit<H2HttpSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpcMethods = new Set<string>();
@@ -169,7 +171,7 @@ export class H2Streams {
 
   record(r: Buffer): void {
     if (r.length < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${r.length} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
-    const cookie = r.readBigUInt64LE(REC.cookie);
+    const cookie = cookieOf(r);
     const kind = r[REC.kind]!;
     if (kind === KIND_CLOSE) {
       const conn = this.conns.get(cookie);
@@ -230,7 +232,7 @@ export class H2Streams {
     // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
     if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
     const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
-    return { sides, dirs: [dir(), dir()], streams: new Map() };
+    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map() };
   }
 
   private lose(dir: DirState, why: string): void {
@@ -337,8 +339,10 @@ export class H2Streams {
           service = method = '_OTHER';
         }
       }
-      for (const side of conn.sides) {
-        const key = `${side.direction}|${side.cgroupId}|${side.remoteIp}|${side.port}|${service}|${method}|${s.grpcStatus}|${errorType}`;
+      const rest = `|${service}|${method}|${s.grpcStatus}|${errorType}`;
+      for (let i = 0; i < conn.sides.length; i++) {
+        const side = conn.sides[i]!;
+        const key = conn.keys[i]! + rest;
         let e = this.rpc.get(key);
         if (!e) this.rpc.set(key, (e = { sample: { ...side, service, method, grpcStatus: s.grpcStatus, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
         add(e.acc, d);
@@ -349,8 +353,10 @@ export class H2Streams {
     const d = end > s.start ? end - s.start : 0n;
     const status = s.unknown ? 0 : s.status;
     const method = s.unknown ? '' : s.method;
-    for (const side of conn.sides) {
-      const key = `${side.direction}|${side.cgroupId}|${side.remoteIp}|${side.port}|${method}|${status}|${errorType}`;
+    const rest = `|${method}|${status}|${errorType}`;
+    for (let i = 0; i < conn.sides.length; i++) {
+      const side = conn.sides[i]!;
+      const key = conn.keys[i]! + rest;
       let e = this.http.get(key);
       if (!e) this.http.set(key, (e = { sample: { ...side, method, status, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
       add(e.acc, d);
@@ -363,6 +369,12 @@ export class H2Streams {
       [...m.values()].map(({ sample, acc }) => ({ ...sample, count: acc.count, sumSeconds: Number(acc.sumNs) / 1e9, buckets: [...acc.buckets] }));
     return { http: out(this.http), rpc: out(this.rpc) };
   }
+}
+
+/** A socket's cookie as a Map key: a number while it fits one exactly (a BigInt key hashes slower), else a BigInt. */
+function cookieOf(r: Buffer): number | bigint {
+  const hi = r.readUInt32LE(REC.cookie + 4);
+  return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(REC.cookie) : r.readBigUInt64LE(REC.cookie);
 }
 
 function add(acc: Acc, d: bigint): void {
