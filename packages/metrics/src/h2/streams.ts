@@ -206,7 +206,13 @@ export class H2Streams {
       return;
     }
     if (kind === KIND_UPGRADE) {
-      // An HTTP/1.1 request upgraded to h2c: stream 1, answered on the response direction that starts now.
+      // An HTTP/1.1 request upgraded to h2c: stream 1, answered on the response direction that starts now. The
+      // client's first SETTINGS were its request's HTTP2-Settings header, which the kernel does not hand over:
+      // whatever SETTINGS_HEADER_TABLE_SIZE it allowed there, the server's encoder may use, so table size updates
+      // are accepted up to the decoder's own bound (maxTableSize) until the client's SETTINGS say otherwise. A
+      // larger table than allowed is the encoder's error, never a wrong label: the updates it sends say the size.
+      const hpack = dir.decoder.hpack;
+      hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
       else conn.streams.set(1, { start: r.readBigUInt64LE(REC.ts), method: METHODS[r[REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
       return;
