@@ -117,8 +117,8 @@ async function loadH2(cg, port) {
   const codes = /status codes: (\d+) 2xx/.exec(r.stdout);
   if (!rps || !m || !codes) throw new Error(`unexpected h2load output:\n${r.stdout}`);
   const done = Number(m[3]);
-  if (Number(m[5]) || Number(m[6]) || Number(m[7]) || Number(codes[1]) !== done) throw new Error(`h2load saw failed requests:\n${r.stdout}`);
-  // With -D, streams still in flight at the end are started but not done: the programs saw their requests.
+  if (Number(m[5]) || Number(m[6]) || Number(m[7]) || Number(codes[1]) < done) throw new Error(`h2load saw failed requests:\n${r.stdout}`);
+  // With -D, streams still in flight at the end are started but not done (their 2xx may be counted already).
   return { rps, requests: done, started: Number(m[2]) };
 }
 
