@@ -12,7 +12,7 @@
 // build/bench/metrics-quick.json).
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { loadavg, release, tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
 
@@ -296,6 +296,8 @@ const fixedPooled = Object.fromEntries(
 );
 const result = {
   ...header('metrics', loadBefore),
+  // header()'s `kernel` (the release) is taken below by the kernel cost: the release is here.
+  kernel_release: release(),
   params,
   units: 'rps: requests per second (wrk, closed loop); p99_ms: 99th percentile latency in ms; ns_per_request: BPF run time of all metrics programs (client and server side sockets, both ends measured: each connection measured once at the server socket for both sides) per request; one_end: the same with only the server or only the client in the mesh; floor: the same for no-op programs on the same hooks; socket_state_read/socket_state_write: the same for programs that look up 8 bytes of socket storage per packet and read or write them',
   raw,

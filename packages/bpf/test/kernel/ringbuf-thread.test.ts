@@ -118,10 +118,33 @@ describePrivileged('ring buffer drained by a native thread', () => {
     expect(niceOf()).toEqual([]);
   });
 
+  // For producers that submit without a wake-up (BPF_RB_NO_WAKEUP): the thread drains on a timer too. With no
+  // records at all it still wakes every pollMs; without pollMs it sleeps until woken.
+  it('thread.pollMs: the drain thread also wakes every pollMs milliseconds', async () => {
+    obj = loadDropping();
+    const switchesOf = () =>
+      readdirSync('/proc/self/task')
+        .filter((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'ringbuf')
+        .map((tid) => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]));
+    for (const [pollMs, atLeast, below] of [[0, 0, 5], [10, 10, Infinity]] as const) {
+      const rb = obj.ringBuffer(names.maps.drop_events, () => {}, { thread: pollMs ? { pollMs } : {} });
+      await new Promise((r) => setTimeout(r, 50));
+      const before = switchesOf();
+      expect(before).toHaveLength(1);
+      await new Promise((r) => setTimeout(r, 500));
+      const woke = switchesOf()[0]! - before[0]!;
+      expect(woke, `pollMs ${pollMs}`).toBeGreaterThanOrEqual(atLeast);
+      expect(woke, `pollMs ${pollMs}`).toBeLessThan(below);
+      rb.close();
+    }
+  });
+
   it('refuses a queue size out of range, naming it', () => {
     obj = loadDropping();
     expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { queueBytes: 100 } })).toThrow(RangeError);
     expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { queueBytes: 1.5 * 4096 + 0.5 } })).toThrow(/queueBytes/);
     expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { nice: -21 } })).toThrow(/thread.nice must be an integer in \[-20, 19\]/);
+    expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { pollMs: 2.5 } })).toThrow(/thread.pollMs must be an integer in \[0, 10000\]/);
+    expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { pollMs: 10_001 } })).toThrow(/thread.pollMs/);
   });
 });
