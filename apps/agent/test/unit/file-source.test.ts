@@ -75,12 +75,18 @@ it('holds back a file some process has open for writing until it is closed, and 
   const { spawn } = await import('node:child_process');
   const fd = openSync(file, 'w');
   writeSync(fd, svc('127.9.0.2'));
-  const child = spawn('/bin/sleep', ['1'], { stdio: ['ignore', fd, 'ignore'] });
+  // The child writes nothing more and holds the file until the test closes its stdin: no race with the clock on a
+  // loaded machine (a fixed `sleep 1` child could exit before the test looked).
+  const child = spawn('/bin/sh', ['-c', 'read line'], { stdio: ['pipe', fd, 'ignore'] });
   closeSync(fd);
-  await sleep(700);
+  const deadline = Date.now() + 10_000;
+  while (!waiting.length && Date.now() < deadline) await sleep(20);
+  await sleep(500); // ten more polls while the writer holds the file
   expect(updates).toHaveLength(1);
   expect(waiting).toEqual([[child.pid]]);
-  await new Promise((r) => child.once('exit', r));
+  const exited = new Promise((r) => child.once('exit', r));
+  child.stdin!.end();
+  await exited;
   await until(updates, 2);
   expect(updates[1]!.snapshot?.services[0]!.spec.clusterIP).toBe('127.9.0.2');
 });
