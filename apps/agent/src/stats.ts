@@ -207,12 +207,17 @@ export class PairStats {
     }
     pairs.sort(
       (x, y) =>
-        x.direction.localeCompare(y.direction) ||
-        x.source.localeCompare(y.source) ||
-        x.destination.localeCompare(y.destination) ||
-        x.protocol.localeCompare(y.protocol) ||
-        x.rpc.localeCompare(y.rpc),
+        byCodeUnit(x.direction, y.direction) ||
+        byCodeUnit(x.source, y.source) ||
+        byCodeUnit(x.destination, y.destination) ||
+        byCodeUnit(x.protocol, y.protocol) ||
+        byCodeUnit(x.rpc, y.rpc),
     );
     return { windowSeconds: Math.round(seconds * 10) / 10, pairs };
   }
+}
+
+/** Not localeCompare: that loads ICU's collation data (~2.7 MiB of RSS) on the first stats query. */
+function byCodeUnit(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -173,7 +173,8 @@ export class SvidRotator {
         if (e.lastError !== undefined) s.lastError = e.lastError;
         return s;
       })
-      .sort((a, b) => a.workload.localeCompare(b.workload));
+      // By code unit, not localeCompare: that loads ICU's collation data (~2.7 MiB of RSS) on the first status.
+      .sort((a, b) => (a.workload < b.workload ? -1 : a.workload > b.workload ? 1 : 0));
   }
 
   /** Resolves when no issuance is in flight (for tests that drive a fake clock, and for shutdown). */
