@@ -50,6 +50,21 @@ describe('PairStats', () => {
     expect(p!.p99Ms).toBeLessThanOrEqual(50);
   });
 
+  it('sorts its pairs without localeCompare (ICU collation data would cost the agent ~2.7 MiB of RSS)', () => {
+    const at = (direction: 'client' | 'server', port: number): HttpSample => ({ ...sampleOf(10, 200, { 0: 10 }), direction, port });
+    const s = new PairStats(() => ({ http: [at('server', 80), at('client', 80)] }), resolver);
+    s.sample(0);
+    const localeCompare = String.prototype.localeCompare;
+    String.prototype.localeCompare = () => {
+      throw new Error('localeCompare called');
+    };
+    try {
+      expect(s.query(10_000).pairs.map((p) => p.direction)).toEqual(['client', 'server']);
+    } finally {
+      String.prototype.localeCompare = localeCompare;
+    }
+  });
+
   it('drops samples older than it keeps, and a counter reset reads as zero, not negative', () => {
     let current: HttpSample[] = [sampleOf(500, 200, { 0: 500 })];
     const s = new PairStats(() => ({ http: current }), resolver, 5_000);
