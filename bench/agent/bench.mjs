@@ -43,7 +43,7 @@ const params = {
   quietS: 90,
   quietScrapeS: 15,
   /** The scale runs: SCALE's config applied to a running agent (from the idle config), /healthz probed meanwhile. */
-  scale: { ...SCALE, reps: Number(process.env.SCALE_REPS ?? 3), probeEveryMs: 10, maxServices: 65_536, maxEndpoints: 262_144 },
+  scale: { ...SCALE, reps: Number(process.env.SCALE_REPS ?? 3), probeEveryMs: 10, maxServices: 65_536, maxEndpoints: 262_144, maxPeers: 65_536 },
 };
 /** `--only scale`: the scale runs alone, printed and not written (for trying a change). */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
@@ -332,7 +332,7 @@ async function scaleRun() {
   writeConfig(idleConfig());
   // Identities off (--ca none): issuing 20,000 workloads' certificates is its own cost (bench:mtls), and it would
   // hide the apply this measures.
-  const agent = new Agent(['--max-services', String(sp.maxServices), '--max-endpoints', String(sp.maxEndpoints), '--ca', 'none']);
+  const agent = new Agent(['--max-services', String(sp.maxServices), '--max-endpoints', String(sp.maxEndpoints), '--max-peers', String(sp.maxPeers), '--ca', 'none']);
   await agent.ready();
   const idleProbe = probeHealthz(sp.probeEveryMs);
   await sleep(2000);

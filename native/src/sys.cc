@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/magic.h>
@@ -103,6 +104,30 @@ static Napi::Value CgroupId(const Napi::CallbackInfo& info) {
   uint64_t id;
   memcpy(&id, h.fh.f_handle, sizeof id);
   return Napi::BigInt::New(env, id);
+}
+
+// dirInodes(dir) → [name, inode][] of the subdirectories of `dir`, from getdents (d_ino) alone: on cgroupfs an
+// entry's d_ino is its kernfs id, which is the cgroup id, read without the path lookup and inode a stat() of each
+// child would make (20,000 workload cgroups: ~30 ms instead of ~0.5-2 s).
+static Napi::Value DirInodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "dir");
+  DIR* d = opendir(path.c_str());
+  if (!d) ThrowBpf(env, "opendir", path, errno);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  errno = 0;
+  while (struct dirent* e = readdir(d)) {
+    if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, Napi::String::New(env, e->d_name));
+    pair.Set(1u, Napi::BigInt::New(env, (uint64_t)e->d_ino));
+    out.Set(n++, pair);
+  }
+  int err = errno;
+  closedir(d);
+  if (err) ThrowBpf(env, "readdir", path, err);
+  return out;
 }
 
 // enableStats() → fd; run counts and run time are collected while any such fd is open.
@@ -224,6 +249,7 @@ Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
   exports.Set("ifNameToIndex", Napi::Function::New<IfNameToIndex>(env, "ifNameToIndex"));
   exports.Set("cgroupId", Napi::Function::New<CgroupId>(env, "cgroupId"));
+  exports.Set("dirInodes", Napi::Function::New<DirInodes>(env, "dirInodes"));
   exports.Set("enableStats", Napi::Function::New<EnableStats>(env, "enableStats"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("isBpffs", Napi::Function::New<IsBpffs>(env, "isBpffs"));

@@ -11,7 +11,7 @@ import { runStepsAsync } from '@mesh/split';
 import { Registry } from 'prom-client';
 
 import { AgentMetrics } from './agent-metrics.js';
-import { ConfigError, type ResolvedConfig, type ResolveMemo, resolveMemo, resolveSteps } from './config/objects.js';
+import { ConfigError, type ResolvedConfig, type ResolvedWorkload, type ResolveMemo, resolveMemo, resolveSteps } from './config/objects.js';
 import type { ConfigSource, ConfigUpdate } from './config/source.js';
 import { MeshDatapath } from './datapath.js';
 import { FAMILIES, type Family, metricsFamily, sizesFor } from './families.js';
@@ -273,24 +273,39 @@ export class Agent {
     if (u.error) return this.reject(u.error, u.revision);
     let config: ResolvedConfig;
     const v0 = performance.now();
+    // The workloads' cgroups are made in the thread pool while the rest of the config is resolved (the kernel
+    // makes them one at a time: 20,000 take seconds); a config rejected meanwhile takes away those it made.
+    let cgroups: Promise<string[]> | undefined;
+    const early = (workloads: ResolvedWorkload[]) => {
+      if (this.opts.source.managesCgroups === false || !this.datapath) return;
+      cgroups = this.datapath.ensureCgroups(this.localOf(workloads).map((w) => w.cgroup));
+      cgroups.catch(() => undefined); // awaited (and reported) by apply
+    };
     try {
-      config = await runStepsAsync(resolveSteps(u.snapshot, this.memo));
+      config = await runStepsAsync(resolveSteps(u.snapshot, this.memo, early));
     } catch (err) {
+      const made = await cgroups?.catch(() => [] as string[]);
+      if (made?.length) await this.datapath?.removeCgroups(made);
       return this.reject(err as Error, u.revision);
     }
-    await this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) });
+    await this.apply(config, u.revision, { parseMs: u.readMs, validateMs: msSince(v0) }, cgroups);
+  }
+
+  /** Workloads of another node (spec.nodeName) are endpoints and mTLS destinations here, not cgroups or identities. */
+  private localOf(workloads: ResolvedWorkload[]): ResolvedWorkload[] {
+    return workloads.filter((w) => w.nodeName === undefined || w.nodeName === this.opts.nodeName);
   }
 
   /** Hands each part of a validated config to its owner: cgroups, each family's maps, identities. */
-  private async apply(config: ResolvedConfig, revision: string, times: { parseMs?: number; validateMs: number }): Promise<void> {
+  private async apply(config: ResolvedConfig, revision: string, times: { parseMs?: number; validateMs: number }, cgroups?: Promise<string[]>): Promise<void> {
     const { log } = this;
     const t0 = performance.now();
     try {
       const dp = this.dp();
-      // Workloads of another node (spec.nodeName) are endpoints and mTLS destinations here, not cgroups or identities.
-      const local = config.workloads.filter((w) => w.nodeName === undefined || w.nodeName === this.opts.nodeName);
-      // The workloads' cgroups before any map is written: a config whose cgroups cannot be made is rejected whole.
-      if (this.opts.source.managesCgroups !== false) await dp.ensureCgroups(local.map((w) => w.cgroup));
+      const local = this.localOf(config.workloads);
+      // The workloads' cgroups before any map is written (made while the config was resolved, when it was): a
+      // config whose cgroups cannot be made is rejected whole.
+      if (this.opts.source.managesCgroups !== false) await (cgroups ?? dp.ensureCgroups(local.map((w) => w.cgroup)));
       let resolver: Promise<ConfigResolver> | undefined;
       const resolve = () => (resolver ??= ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services));
       const r = await dp.apply({ config, resolver: resolve });

@@ -5,7 +5,7 @@
  * second copy and never leaves a moment without programs; stopping the agent leaves the datapath running.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
 import { type DatapathFamily, ensureBpffs, loadAdoptingPins, type MapFill, type PinnedAttachment, type PinnedLink, pinLayout, pinnedLinks, removePins } from '@mesh/bpf';
@@ -121,7 +121,7 @@ export class MeshDatapath implements Disposable {
     const inputs: unknown[] = [];
     for (const { family, dp } of this.loaded) {
       const input = await family.input(ctx);
-      dp.check?.(input);
+      await dp.check?.(input);
       inputs.push(input);
     }
     let mapWrites = 0;
@@ -141,8 +141,9 @@ export class MeshDatapath implements Disposable {
 
   /** Creates the cgroup directory of each workload (relative to the mesh's root) that does not exist yet. What
    *  exists is read with one readdir per parent directory, and the rest is made in the thread pool: the event loop
-   *  stays free while the kernel makes 20,000 cgroups (one at a time, ~0.1 ms each). */
-  async ensureCgroups(relPaths: string[]): Promise<void> {
+   *  stays free while the kernel makes 20,000 cgroups (one at a time, ~0.1 ms each). Returns the directories it
+   *  made (parents it had to make included), for removeCgroups. */
+  async ensureCgroups(relPaths: string[]): Promise<string[]> {
     const present = new Set<string>();
     const parents = new Set(relPaths.map((p) => posix.dirname(p)));
     await Promise.all(
@@ -152,14 +153,33 @@ export class MeshDatapath implements Disposable {
       }),
     );
     const missing = relPaths.filter((p) => !present.has(p));
+    const made: string[] = [];
     for (let i = 0; i < missing.length; i += 16) {
       await Promise.all(
-        missing.slice(i, i + 16).map((p) =>
-          mkdir(join(this.cgroupRoot, p), { recursive: true }).catch((err: Error) => {
+        missing.slice(i, i + 16).map(async (p) => {
+          const full = join(this.cgroupRoot, p);
+          const first = await mkdir(full, { recursive: true }).catch((err: Error) => {
             throw new Error(`cannot make the workload cgroup ${p} under ${this.cgroupRoot}: ${err.message}`, { cause: err });
-          }),
-        ),
+          });
+          // mkdir -p names the first directory it made: every one from there down to p is new.
+          for (let d = full; first !== undefined && d.length >= first.length; d = posix.dirname(d)) made.push(d);
+        }),
       );
+    }
+    return made;
+  }
+
+  /** Removes cgroups ensureCgroups made (for a config rejected after they were made), deepest first; one that
+   *  holds a process or another cgroup by now stays. */
+  async removeCgroups(made: string[]): Promise<void> {
+    const byDepth = new Map<number, string[]>();
+    for (const d of new Set(made)) {
+      const depth = d.split('/').length;
+      byDepth.set(depth, [...(byDepth.get(depth) ?? []), d]);
+    }
+    for (const depth of [...byDepth.keys()].sort((a, b) => b - a)) {
+      const dirs = byDepth.get(depth)!;
+      for (let i = 0; i < dirs.length; i += 16) await Promise.all(dirs.slice(i, i + 16).map((d) => rmdir(d).catch(() => undefined)));
     }
   }
 

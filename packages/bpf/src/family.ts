@@ -44,8 +44,8 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[];
   /** Throws, writing nothing, when `input` does not fit this family's maps (an error naming the capacity and how
    *  to raise it). The agent runs every family's check before any family's applyPart, so a config one family
-   *  cannot take is rejected whole. */
-  check?(input: Input): void;
+   *  cannot take is rejected whole. A long check may return a promise and serve the event loop meanwhile. */
+  check?(input: Input): void | Promise<void>;
   /** Writes this family's part of a validated snapshot. One apply at a time; long writes yield to the event
    *  loop. A rejected input changes nothing. */
   applyPart(input: Input): Promise<PartApplied>;

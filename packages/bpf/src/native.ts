@@ -170,6 +170,7 @@ export interface Native {
   socketCookie(fd: number): bigint;
   ifNameToIndex(name: string, netns?: string): number;
   cgroupId(path: string): bigint;
+  dirInodes(dir: string): [string, bigint][];
   enableStats(): number;
   closeFd(fd: number): void;
   isBpffs(path: string): boolean;

@@ -35,6 +35,14 @@ export function cgroupId(path: string): bigint {
   return native.cgroupId(path);
 }
 
+/** The subdirectories of `dir` with their inode numbers, read from the directory alone (getdents): no stat() of
+ *  each. On cgroup v2 a directory's inode number is its cgroup id on 64-bit kernels since 5.5 (check one with
+ *  cgroupId before relying on that). */
+export function subdirInodes(dir: string): Map<string, bigint> {
+  if (typeof dir !== 'string') throw new TypeError('directory path must be a string');
+  return new Map(native.dirInodes(dir));
+}
+
 /** The socket's fd, for a node:net Socket or a number. */
 export function socketFd(socket: Socket | number): number {
   if (typeof socket === 'number') return socket;

@@ -262,8 +262,33 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
 
   /** The keys of a set of peer addresses; throws when one is not an address or they do not fit the map. */
   private peerKeys(addresses: Iterable<string>): Map<string, PeerKey> {
+    const steps = this.peerKeySteps(addresses);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** peerKeys a slice of time at a time, the event loop served in between (20,000 workloads' addresses). */
+  private async peerKeysAsync(addresses: Iterable<string>, sliceMs = 5): Promise<Map<string, PeerKey>> {
+    const steps = this.peerKeySteps(addresses);
+    let start = performance.now();
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+      if (performance.now() - start >= sliceMs) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        start = performance.now();
+      }
+    }
+  }
+
+  /** peerKeys in steps: yields every 256 addresses. */
+  private *peerKeySteps(addresses: Iterable<string>): Generator<void, Map<string, PeerKey>, void> {
     const want = new Map<string, PeerKey>();
+    let n = 0;
     for (const a of addresses) {
+      if (++n % 256 === 0) yield;
       if (isIP(a) === 0) throw new TypeError(`setKnownPeers: ${JSON.stringify(a)} is not an IP address`);
       let b = c.ipToBytes(a);
       // The kernel names an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) by its IPv4 address.
@@ -300,14 +325,14 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   private checked: { input: MetricsInput; keys: Map<string, PeerKey> } | undefined;
 
   /** Throws, writing nothing, when an address is not one or the input's peers do not fit the known-peer table. */
-  check(input: MetricsInput): void {
+  async check(input: MetricsInput): Promise<void> {
     this.checked = undefined;
-    this.checked = { input, keys: this.peerKeys(input.knownAddresses()) };
+    this.checked = { input, keys: await this.peerKeysAsync(input.knownAddresses()) };
   }
 
   /** The family's apply (see DatapathFamily): the known peers, and the names the metrics' labels use. */
   async applyPart(input: MetricsInput): Promise<PartApplied> {
-    const keys = this.checked?.input === input ? this.checked.keys : this.peerKeys(input.knownAddresses());
+    const keys = this.checked?.input === input ? this.checked.keys : await this.peerKeysAsync(input.knownAddresses());
     this.checked = undefined;
     this.writePeers(keys);
     this.resolver = input;

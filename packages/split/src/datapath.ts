@@ -160,9 +160,10 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
     return { stats, routes: compiled.routes, services: this.table.size, compiled: compiled.services };
   }
 
-  /** Throws the capacity error applyCompiled would, writing nothing (see DatapathFamily.check). */
-  check(compiled: Compiled): void {
-    this.table.check(compiled.services);
+  /** Throws the capacity error applyCompiled would, writing nothing (see DatapathFamily.check); in steps, the
+   *  event loop served between them (50,000 services). */
+  async check(compiled: Compiled): Promise<void> {
+    await runStepsAsync(this.table.checkSteps(compiled.services));
   }
 
   /** The family's apply (see DatapathFamily): applyCompiledSteps with the event loop served between batches. */

@@ -104,9 +104,16 @@ export class ServiceTable {
   /** Throws the error apply() would throw before its first write (too many backends, a full table), writing
    *  nothing: the same plan as applySteps, counted only. */
   check(desired: CompiledService[]): void {
+    runSteps(this.checkSteps(desired));
+  }
+
+  /** check() in steps (see runStepsAsync). */
+  *checkSteps(desired: CompiledService[]): Steps<void> {
+    const tick = every();
     let added = 0;
     let epWrites = 0;
     for (const d of desired) {
+      if (tick()) yield;
       const old = this.installed.get(d.key);
       if (!old) added++;
       if (old?.compiled === d) continue;

@@ -268,10 +268,13 @@ export function resolveConfig(cfg: ConfigSnapshot, memo?: ResolveMemo): Resolved
 }
 
 /** resolveConfig in steps (runStepsAsync serves the event loop between them); `memo` carries what did not change
- *  from the previous config (objects are values: a changed object is a new object). */
-export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMemo()): Steps<ResolvedConfig> {
+ *  from the previous config (objects are values: a changed object is a new object). `onWorkloads` is handed the
+ *  workloads as soon as they are checked and found valid, before the rest is resolved (the agent makes their
+ *  cgroups meanwhile); the config may still be rejected after it. */
+export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMemo(), onWorkloads?: (workloads: ResolvedWorkload[]) => void): Steps<ResolvedConfig> {
   const problems: string[] = [];
   const workloads = yield* validateWorkloads(cfg.workloads, problems);
+  if (problems.length === 0) onWorkloads?.(workloads);
   const computed = problems.length === 0 ? yield* endpointSliceSteps(cfg.services, cfg.workloads as never, memo.slices) : [];
   // Explicit slices win over computed ones for the same Service (a user who writes slices manages them).
   const explicit = new Set(cfg.endpointSlices.map((s) => `${namespaceOf(s.metadata ?? { name: '' })}/${s.metadata?.labels?.[SERVICE_NAME_LABEL]}`));

@@ -3,7 +3,7 @@
 // name) is sized from the config like the routing tables, or pinned with --max-peers; a config with more peer
 // addresses than it holds is rejected before any family writes its part: the split keeps routing the previous
 // config.
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -107,6 +107,41 @@ spec: { addresses: [], cgroup: a/b/c }
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
     expect(s.config.generation).toBe(1);
     expect(s.lastError?.problems.join('\n')).toMatch(/cannot make the workload cgroup a\/b\/c under /);
+  }, 120_000);
+
+  it('a config rejected after its workloads were checked leaves none of the cgroups made for them meanwhile', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [100, 0]));
+    await env.startAgent();
+    const before = await services(env);
+
+    // Valid workloads (their cgroups are made while the rest is resolved), one in a parent of its own, and a
+    // Service the routing validation refuses.
+    const late = Array.from({ length: 50 }, (_, i) => `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: late-${i} }
+spec: { addresses: [] }
+`).join('');
+    env.writeConfig(splitConfig(NET, [0, 100]) + late + `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: nested }
+spec: { addresses: [], cgroup: fresh/nested }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: broken }
+spec: { clusterIP: not-an-address, ports: [{ port: 8080 }] }
+`);
+    const s = await rejected(env);
+    expect(s.lastError?.problems.join('\n')).toMatch(/Service default\/broken: spec.clusterIP/);
+    expect(s.config.generation).toBe(1);
+    expect(await services(env)).toBe(before);
+    // The previous config's cgroups stay; the rejected one's are gone (parents made for them too).
+    expect(readdirSync(join(env.cgroupRoot, 'default')).filter((n) => n.startsWith('late-') || n === 'nested')).toEqual([]);
+    expect(existsSync(join(env.cgroupRoot, 'fresh'))).toBe(false);
+    expect(existsSync(join(env.cgroupRoot, 'default', 'web-a'))).toBe(true);
   }, 120_000);
 
   it('70,000 peer addresses at start-up: http_peers sized from the config (2x, a power of two); --max-peers pins it, keeping the other metrics maps', async () => {
