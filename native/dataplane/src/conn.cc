@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -111,6 +113,12 @@ void Conn::drive() {
 }
 
 void Conn::checkDeadline(Clock::time_point now) {
+  if (draining_ != ConnError::Count && state_ != State::Closed) {
+    // Waiting for the application to take the last bytes (drainDown); one that never reads is reset anyway.
+    if (now >= deadline_) fail(draining_);
+    else drive();
+    return;
+  }
   if (state_ == State::Streaming || state_ == State::Closed || now < deadline_) return;
   if (state_ == State::Connecting)
     fail(role_ == Role::Outbound ? ConnError::TunnelConnectFailed : ConnError::BackendConnectFailed);
@@ -294,7 +302,7 @@ bool Conn::readHeader() {
 
 // SSL_read into down_; false when blocked. Sets tlsEof_ on close_notify; fails the connection on a truncation.
 bool Conn::tlsRead(size_t limit) {
-  if (tlsEof_ || down_.space() == 0) return false;
+  if (tlsEof_ || draining_ != ConnError::Count || down_.space() == 0) return false;
   if (ktls_) return ktlsRead(limit);
   ERR_clear_error();
   int n = SSL_read(ssl_, down_.writePtr(), int(down_.space()));
@@ -308,12 +316,59 @@ bool Conn::tlsRead(size_t limit) {
     tlsEof_ = true;
     return true;
   }
+  // OpenSSL files a received fatal alert under reason SSL_AD_REASON_OFFSET + its description.
+  unsigned long err = ERR_peek_error();
+  bool alert = ERR_GET_LIB(err) == ERR_LIB_SSL && ERR_GET_REASON(err) >= SSL_AD_REASON_OFFSET;
   ERR_clear_error();
-  fail(ConnError::Reset);
-  return false;
+  failAfterDelivery(alert ? ConnError::PeerAlert : ConnError::Reset);
+  return state_ != State::Closed;
+}
+
+void Conn::failAfterDelivery(ConnError e) {
+  if (state_ != State::Streaming) {
+    fail(e);
+    return;
+  }
+  draining_ = e;
+  deadline_ = Clock::now() + std::chrono::milliseconds(config_->handshakeTimeoutMs);
+}
+
+// Queued bytes (the pipe first, then down_) to the application; once the kernel has handed them all over (the
+// send queue is empty: a reset would drop what is still in it), the reset.
+bool Conn::drainDown() {
+  bool progress = false;
+  if (downQueued_ > 0) {
+    ssize_t n = splice(downPipe_[0], nullptr, plain_, nullptr, downQueued_, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0) {
+      downQueued_ -= size_t(n);
+      stats.bytes[int(role_)][1] += uint64_t(n);
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(draining_);
+      return false;
+    }
+  }
+  if (downQueued_ == 0 && !down_.empty()) {
+    ssize_t n = send(plain_, down_.readPtr(), down_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      down_.consume(size_t(n));
+      stats.bytes[int(role_)][1] += uint64_t(n);
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(draining_);
+      return false;
+    }
+  }
+  int unsent = 0;
+  if (downQueued_ == 0 && down_.empty() && (ioctl(plain_, SIOCOUTQ, &unsent) != 0 || unsent == 0)) {
+    fail(draining_);
+    return false;
+  }
+  return progress;
 }
 
 bool Conn::pump() {
+  if (draining_ != ConnError::Count) return drainDown();
   if (ktls_) return splicePump();
   bool progress = false;
   // Plaintext → TLS.

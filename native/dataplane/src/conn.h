@@ -73,6 +73,10 @@ class Conn {
   bool sealed(size_t bytes);
   void closePipes();
   bool addFd(int fd);
+  // The TLS side ended abnormally mid-stream (a fatal alert, a record that fails authentication, a truncation):
+  // the bytes authenticated before it still reach the application, then the reset.
+  void failAfterDelivery(ConnError e);
+  bool drainDown();
   void fail(ConnError e);
   void failHandshake(HandshakeFailure f);
   void finish(bool abort);
@@ -93,6 +97,7 @@ class Conn {
   bool plainShut_ = false; // we shut the plaintext socket's write side
   bool tlsShut_ = false;   // close_notify sent and the TLS socket's write side shut
   Clock::time_point deadline_;
+  ConnError draining_ = ConnError::Count;  // set by failAfterDelivery: the reason the reset will carry
   // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer
   // is the kernel's and bytes move through one pipe per direction.
   bool wantKtls_ = false;

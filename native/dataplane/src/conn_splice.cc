@@ -79,16 +79,17 @@ void Conn::closePipes() {
 }
 
 // One record (or part of a data record, at most `limit` bytes) from the kTLS socket into down_. Data: queued.
-// close_notify: the peer's direction ended. Any other alert, a KeyUpdate, an EOF without close_notify: the
-// connection ends with a reset, so no byte the kernel could not vouch for reaches the application.
+// close_notify: the peer's direction ended. Any other alert, a KeyUpdate, a record that fails authentication, an
+// EOF without close_notify: what came before reaches the application, then a reset, so no byte the kernel could
+// not vouch for does and a truncation never looks like an end.
 bool Conn::ktlsRead(size_t limit) {
   size_t want = std::min(down_.space(), limit);
   uint8_t type;
   ssize_t n = ktlsRecv(tls_, down_.writePtr(), want, type);
   if (n < 0 && wouldBlock()) return false;
   if (n <= 0) {
-    fail(ConnError::Reset);
-    return false;
+    failAfterDelivery(ConnError::Reset);
+    return true;
   }
   const auto* p = reinterpret_cast<const uint8_t*>(down_.writePtr());
   switch (type) {
@@ -101,15 +102,15 @@ bool Conn::ktlsRead(size_t limit) {
         tlsEof_ = true;
         return true;
       }
-      fail(ConnError::Reset);
-      return false;
+      failAfterDelivery(ConnError::PeerAlert);
+      return true;
     case kRecordHandshake:
       // The records after a KeyUpdate use keys the kernel cannot install before 6.14.
-      fail(p[0] == kHandshakeKeyUpdate ? ConnError::KeyUpdate : ConnError::Reset);
-      return false;
+      failAfterDelivery(p[0] == kHandshakeKeyUpdate ? ConnError::KeyUpdate : ConnError::Reset);
+      return true;
     default:
-      fail(ConnError::Reset);
-      return false;
+      failAfterDelivery(ConnError::Reset);
+      return true;
   }
 }
 
@@ -203,15 +204,15 @@ bool Conn::splicePump() {
       downQueued_ += size_t(n);
       progress = true;
     } else if (n == 0) {
-      fail(ConnError::Reset);  // FIN without close_notify: a truncation must not look like an end
-      return false;
+      failAfterDelivery(ConnError::Reset);  // FIN without close_notify: a truncation must not look like an end
+      return true;
     } else if (errno == EINVAL || errno == EIO) {
       // The next record is not application data (splice carries data records only).
       if (ktlsRead(SIZE_MAX)) progress = true;
-      if (state_ == State::Closed) return false;
+      if (state_ == State::Closed || draining_ != ConnError::Count) return state_ != State::Closed;
     } else if (!wouldBlock()) {
-      fail(ConnError::Reset);
-      return false;
+      failAfterDelivery(ConnError::Reset);  // e.g. EBADMSG: a record that fails authentication
+      return true;
     }
   }
   if (tlsEof_ && downQueued_ == 0 && down_.empty() && !plainShut_) {

@@ -39,6 +39,7 @@ const char* connErrorName(ConnError e) {
     case ConnError::FdLimit: return "fd_limit";
     case ConnError::RecordLimit: return "record_limit";
     case ConnError::KeyUpdate: return "key_update";
+    case ConnError::PeerAlert: return "peer_alert";
     case ConnError::Count: break;
   }
   return "?";

@@ -48,6 +48,7 @@ enum class ConnError : int {
   FdLimit,                    // accepted and closed at once: the process is out of file descriptors
   RecordLimit,                // kTLS: the key sealed as many records as is safe; the kernel cannot rekey (< 6.14)
   KeyUpdate,                  // kTLS: the peer rekeyed; the kernel cannot follow (< 6.14)
+  PeerAlert,                  // the peer ended the stream with a fatal alert (bytes before it were delivered)
   Count
 };
 const char* connErrorName(ConnError e);

@@ -1,6 +1,8 @@
 // The kTLS fast path: in Debian's 6.1 kernel (qemu guest, ../shared/tools/guest-kernel) both data planes hand
 // the record layer to the kernel after the handshake and splice 100 MiB each way without a byte through user
-// space; on this host (no CONFIG_TLS) the same transfer goes through OpenSSL and the fallback is reported.
+// space, across a veth link between two network namespaces whose capture holds no plaintext; on this host (no
+// CONFIG_TLS) the same transfer goes through OpenSSL and the fallback is reported. On both, a peer that ends the
+// stream with a fatal alert or a close_notify while bytes are queued: every byte before it, then a reset or an end.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,8 +15,17 @@ const guest = fileURLToPath(new URL('../../../../shared/tools/guest-kernel', imp
 const pair = fileURLToPath(new URL('./fixtures/ktls-pair.mjs', import.meta.url));
 const missing = missingDataplane();
 
-// Module autoloading does not reach the guest's modules: the AEADs kTLS asks the crypto API for, by hand.
-const GUEST_MODULES = ['gcm', 'ghash-generic', 'ctr', 'aesni-intel', 'chacha20poly1305', 'chacha-x86_64', 'poly1305-x86_64'];
+// Module autoloading does not reach the guest's modules: the AEADs kTLS asks the crypto API for, and veth, by
+// hand. The guest's root is read-only: `ip netns` gets a tmpfs /run.
+const GUEST_MODULES = ['gcm', 'ghash-generic', 'ctr', 'aesni-intel', 'chacha20poly1305', 'chacha-x86_64', 'poly1305-x86_64', 'veth'];
+const GUEST_PRELUDE = `for m in ${GUEST_MODULES.join(' ')}; do modprobe $m 2>/dev/null; done; mount -t tmpfs tmpfs /run`;
+
+interface Capture {
+  bytes: number;
+  markers: number;
+  packets: number | null;
+  dropped: number | null;
+}
 
 interface PairResult {
   kernel: string;
@@ -27,8 +38,13 @@ interface PairResult {
   tlsMid: Record<string, number> | null;
   tlsAfter: Record<string, number> | null;
   metrics: { a: Record<string, number>; b: Record<string, number> };
-  /** --peer=keyupdate: what the application behind A received, and how its connection ended (null: still open). */
+  /** --peer: what the application behind A received (alert/close: its length), how its connection ended (null: still open). */
   end?: string | null;
+  /** --peer=alert|close: the bytes received are exactly "hello\n" and the peer's data. */
+  exact?: boolean;
+  expected?: number;
+  /** --link: the capture of the link between the nodes, and of the application's plaintext leg. */
+  capture?: { link: Capture; plain: Capture };
   logs?: { a: string; b: string };
 }
 
@@ -48,7 +64,7 @@ async function runPairs(runs: string[][], inGuest: boolean): Promise<PairResult[
     const r = inGuest
       ? await run(
           guest,
-          ['--timeout', '900', '--', '/bin/sh', '-c', `for m in ${GUEST_MODULES.join(' ')}; do modprobe $m 2>/dev/null; done; ${script}`],
+          ['--timeout', '900', '--', '/bin/sh', '-c', `${GUEST_PRELUDE}; ${script}`],
           { cwd: repo, timeoutMs: 1_000_000 },
         )
       : await run('/bin/sh', ['-c', script], { cwd: repo, timeoutMs: 300_000 });
@@ -76,11 +92,31 @@ function expectIntact(r: PairResult, size: number): void {
   expect(errors).toEqual([]);
 }
 
+const PEER_BYTES = 4 * 1024 * 1024;
+
+// A fatal alert after 4 MiB (bad_record_mac, from s_server, the data and the alert let go at once) and a
+// close_notify after 4 MiB, both met while the application is not reading: every byte before them, in order,
+// then a reset (peer_alert counted) or a clean end.
+function expectPeerEnds(alert: PairResult, close: PairResult, path: 'ktls' | 'user'): void {
+  for (const r of [alert, close]) {
+    expect(m(r, 'a', 'mesh_dataplane_record_layer_total', `role="outbound",path="${path}"`), JSON.stringify(r, null, 2)).toBe(1);
+    expect(r.expected).toBe(PEER_BYTES + 6);
+    expect({ received: r.received, exact: r.exact }).toEqual({ received: PEER_BYTES + 6, exact: true });
+  }
+  expect(alert.end).toBe('ECONNRESET');
+  expect(m(alert, 'a', 'mesh_dataplane_connection_errors_total', 'role="outbound",reason="peer_alert"')).toBe(1);
+  expect(close.end).toBe('end');
+  expect(Object.keys(close.metrics.a).filter((k) => k.startsWith('mesh_dataplane_connection_errors_total'))).toEqual([]);
+}
+
 describePrivileged('mesh-dataplane kTLS', () => {
   it('without kTLS on this host: 100 MiB each way through the user-space record layer, and the fallback reported', async () => {
     if (missing) throw new Error(missing);
     const size = 100 * 1024 * 1024;
-    const [r, ku] = (await runPairs([['100'], ['0', '--peer=keyupdate']], false)) as [PairResult, PairResult];
+    const [r, ku, alert, close] = (await runPairs(
+      [['100'], ['0', '--peer=keyupdate'], ['4', '--peer=alert'], ['4', '--peer=close']],
+      false,
+    )) as [PairResult, PairResult, PairResult, PairResult];
     expectIntact(r, size);
     const hostHasTls = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
     if (!hostHasTls && !r.ktls.a.startsWith('available')) {
@@ -99,6 +135,7 @@ describePrivileged('mesh-dataplane kTLS', () => {
       // OpenSSL follows a peer's KeyUpdate: the connection goes on, every byte in order.
       expect(ku.received).toBe('hello\nafter\n');
       expect(ku.end).toBeNull();
+      expectPeerEnds(alert, close, 'user');
     }
   }, 400_000);
 
@@ -106,11 +143,10 @@ describePrivileged('mesh-dataplane kTLS', () => {
     if (missing) throw new Error(missing);
     expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);
     const size = 100 * 1024 * 1024;
-    const [r, ku, limited] = (await runPairs([['100'], ['0', '--peer=keyupdate'], ['4', '--record-limit=64']], true)) as [
-      PairResult,
-      PairResult,
-      PairResult,
-    ];
+    const [r, ku, limited, alert, close] = (await runPairs(
+      [['100', '--link'], ['0', '--peer=keyupdate'], ['4', '--record-limit=64'], ['4', '--peer=alert'], ['4', '--peer=close']],
+      true,
+    )) as [PairResult, PairResult, PairResult, PairResult, PairResult];
     expect(r.kernel).toMatch(/^6\.1\./);
     expect(r.ktls).toEqual({ a: 'available', b: 'available' });
     expectIntact(r, size);
@@ -125,6 +161,15 @@ describePrivileged('mesh-dataplane kTLS', () => {
     expect(r.tlsMid?.TlsCurrRxSw).toBe(2);
     expect(r.tlsAfter?.TlsDecryptError).toBe(0);
     expect(r.tlsAfter?.TlsCurrTxSw).toBe(0);
+    // Node B in its own namespace behind a veth pair: the capture of that link carried every byte of the tunnel
+    // (at least the 200 MiB of application bytes, none dropped) and not one marker, which the plaintext leg of
+    // the application to node A shows (the control: more than half of the 51,200 markers, a few may straddle
+    // two frames).
+    const cap = r.capture!;
+    expect(cap.link.dropped).toBe(0);
+    expect(cap.link.bytes).toBeGreaterThan(2 * size);
+    expect(cap.link.markers).toBe(0);
+    expect(cap.plain.markers).toBeGreaterThan(25_600);
 
     // `openssl s_server` as node B sends "hello", a KeyUpdate, then "after": the kernel (6.1) cannot take the new
     // keys, so the application gets exactly the bytes before the KeyUpdate and then a reset, never a clean end.
@@ -142,5 +187,9 @@ describePrivileged('mesh-dataplane kTLS', () => {
       (m(limited, 'b', 'mesh_dataplane_connection_errors_total', 'role="inbound",reason="record_limit"') ?? 0);
     expect(limitHits).toBeGreaterThanOrEqual(1);
     expect(m(limited, 'a', 'mesh_dataplane_bytes_total', 'role="outbound",direction="plain_to_tls"')).toBeLessThan(4 * 1024 * 1024);
+
+    expectPeerEnds(alert, close, 'ktls');
+    expect(m(alert, 'a', 'mesh_dataplane_user_bytes_total', 'role="outbound"')).toBe(0);
+    expect(close.tlsAfter?.TlsDecryptError).toBe(0);
   }, 1_100_000);
 });
