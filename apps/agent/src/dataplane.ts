@@ -61,6 +61,17 @@ export interface DataplaneHealth {
   stats: string;
   config: string;
   lastError?: string;
+  /** The record layer: whether the kernel's (kTLS) is there, and which one each connection took (absent: not scraped yet). */
+  recordLayer?: RecordLayer;
+}
+
+/** From the data plane's stats: its start-up kTLS probe, and connections by record layer and role. */
+export interface RecordLayer {
+  ktlsAvailable: boolean;
+  /** Why kTLS is unavailable ('' when it is available). */
+  reason: string;
+  /** Connections whose handshake completed: `ktls` (kernel record layer, bytes spliced) or `user` (OpenSSL). */
+  connections: Record<'outbound' | 'inbound', { ktls: number; user: number }>;
 }
 
 interface PidRecord {
@@ -78,12 +89,30 @@ const STATS_TIMEOUT_MS = 2000;
 const START_TIMEOUT_MS = 10_000;
 const RELOAD_TIMEOUT_MS = 10_000;
 
-/** The data plane's counters that supervision reads: config generation and reloads. */
+/** The data plane's counters that supervision reads: config generation, reloads and the record layer. */
 export interface DataplaneStats {
   generation: number;
   reloadsOk: number;
   reloadsFailed: number;
+  recordLayer: RecordLayer | undefined;
   text: string;
+}
+
+/** The record layer series of a scrape (undefined from a data plane that has none). */
+export function recordLayerOf(text: string): RecordLayer | undefined {
+  const available = /^mesh_dataplane_ktls_available (\d+)$/m.exec(text);
+  const info = /^mesh_dataplane_ktls_info\{reason="((?:[^"\\]|\\.)*)"\} 1$/m.exec(text);
+  if (!available || !info) return undefined;
+  const count = (role: string, path: string) =>
+    Number(new RegExp(`^mesh_dataplane_record_layer_total\\{role="${role}",path="${path}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  return {
+    ktlsAvailable: available[1] === '1',
+    reason: info[1]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c)),
+    connections: {
+      outbound: { ktls: count('outbound', 'ktls'), user: count('outbound', 'user') },
+      inbound: { ktls: count('inbound', 'ktls'), user: count('inbound', 'user') },
+    },
+  };
 }
 
 /** One scrape of the stats endpoint; rejects when it does not answer in time. */
@@ -100,6 +129,7 @@ export function scrapeDataplane(address: string, timeoutMs = STATS_TIMEOUT_MS): 
           generation: num(/^mesh_dataplane_config_generation (\d+)$/m),
           reloadsOk: num(/^mesh_dataplane_config_reloads_total\{result="ok"\} (\d+)$/m),
           reloadsFailed: num(/^mesh_dataplane_config_reloads_total\{result="error"\} (\d+)$/m),
+          recordLayer: recordLayerOf(text),
           text,
         };
         if (Number.isNaN(s.generation)) reject(new Error(`stats endpoint ${address}: no mesh_dataplane_config_generation`));
@@ -148,6 +178,7 @@ export class DataplaneSupervisor {
   private written: string | undefined;
   private state: DataplaneState = 'down';
   private generation: number | undefined;
+  private recordLayer: RecordLayer | undefined;
   private restarts = 0;
   private adopted = false;
   private lastError: string | undefined;
@@ -409,6 +440,7 @@ export class DataplaneSupervisor {
         const s = await scrapeDataplane(this.config.stats);
         this.state = 'serving';
         this.generation = s.generation;
+        this.recordLayer = s.recordLayer;
       } catch (err) {
         this.state = 'down';
         this.lastError = (err as Error).message;
@@ -446,6 +478,7 @@ export class DataplaneSupervisor {
       stats: this.config?.stats ?? '',
       config: this.configPath,
       lastError: this.lastError,
+      ...(this.recordLayer ? { recordLayer: this.recordLayer } : {}),
     };
   }
 

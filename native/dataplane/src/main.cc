@@ -142,6 +142,7 @@ int main(int argc, char** argv) {
     std::string why;
     bool ktls = ktlsProbe(why);
     stats.ktlsAvailable = ktls ? 1 : 0;
+    if (!ktls) stats.ktlsReason = why;
     std::printf("mesh-dataplane: ktls %s%s\n", ktls ? "available" : "unavailable: ", why.c_str());
   }
 

@@ -105,6 +105,17 @@ std::string Stats::prometheus() const {
   for (int r = 0; r < kRoles; r++) line("mesh_dataplane_user_bytes_total", role(r), userBytes[r].load());
   help("mesh_dataplane_ktls_available", "gauge", "1 when the kernel's TLS ULP was usable at start, else 0.");
   line("mesh_dataplane_ktls_available", "", ktlsAvailable.load());
+  help("mesh_dataplane_ktls_info", "gauge", "Always 1; reason: why the start-up probe found no kTLS (empty when it did).");
+  {
+    // A label value escapes backslash, double quote and newline (Prometheus text format).
+    std::string reason;
+    for (char c : ktlsReason) {
+      if (c == '\\' || c == '"') reason += '\\';
+      if (c == '\n') reason += "\\n";
+      else reason += c;
+    }
+    line("mesh_dataplane_ktls_info", "reason=\"" + reason + "\"", 1);
+  }
   help("mesh_dataplane_authz_denied_total", "counter",
        "Inbound connections refused by policy: reason deny_match with the DENY policy (<namespace>/<name>), or "
        "no_allow_match with the workload's ALLOW policies (joined by \",\").");

@@ -67,6 +67,8 @@ struct Stats {
   // (records the splice path cannot carry: none in normal operation).
   std::atomic<uint64_t> userBytes[kRoles]{};
   std::atomic<uint64_t> ktlsAvailable{0};
+  // Why the start-up probe found no kTLS (empty when it did); written once before any thread reads it.
+  std::string ktlsReason;
   std::atomic<uint64_t> reloadsOk{0};
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};

@@ -291,6 +291,12 @@ async function run(agent: string, argv: string[]): Promise<number> {
   });
 }
 
+/** kTLS there or why not, then connections by record layer: `ktls` (the kernel's) and `user` (OpenSSL). */
+function recordLayerLine(r: NonNullable<Status['dataplane']>['recordLayer'] & object): string {
+  const c = r.connections;
+  return `record layer kTLS ${r.ktlsAvailable ? 'available' : `unavailable (${r.reason})`}; connections: outbound ${c.outbound.ktls} ktls, ${c.outbound.user} user; inbound ${c.inbound.ktls} ktls, ${c.inbound.user} user`;
+}
+
 async function status(agent: string, json: boolean): Promise<number> {
   const s = await get<Status>(agent, '/v1/status');
   if (json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
@@ -303,7 +309,10 @@ async function status(agent: string, json: boolean): Promise<number> {
       `cgroup root  ${s.cgroupRoot}`,
       `pins         ${s.pinRoot}`,
       ...(s.dataplane
-        ? [`data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`]
+        ? [
+            `data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`,
+            ...(s.dataplane.recordLayer ? [recordLayerLine(s.dataplane.recordLayer)] : []),
+          ]
         : []),
       '',
     ];

@@ -153,6 +153,24 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     // The server's STRICT port let in only the data plane's source address: every connection came from it.
     const passes = (t: string) => sum(sample(t, 'mesh_mtls_strict_passes_total'));
     expect(passes(after.kernel) - passes(before.kernel)).toBeGreaterThanOrEqual(100);
+
+    // Which record layer the connections took, and why kTLS is not there, read from the data plane's stats by the
+    // agent's probe (once a second): this host has no tls ULP, so every connection is on the user path.
+    type RecordLayer = { ktlsAvailable: boolean; reason: string; connections: Record<'outbound' | 'inbound', { ktls: number; user: number }> };
+    const recordLayer = async () => (await env.api<{ dataplane?: { recordLayer?: RecordLayer } }>('/v1/status')).dataplane?.recordLayer;
+    await until('the probe to see the 100 connections', async () => ((await recordLayer())?.connections.outbound.user ?? 0) >= 100, 10_000);
+    const rl = (await recordLayer())!;
+    const hostHasTls = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
+    if (!hostHasTls) {
+      expect(rl.ktlsAvailable).toBe(false);
+      expect(rl.reason).toMatch(/TCP_ULP/);
+      expect(rl.connections.outbound.ktls + rl.connections.inbound.ktls).toBe(0);
+      expect(rl.connections.inbound.user).toBeGreaterThanOrEqual(100);
+      const st = await env.meshctl(['status']);
+      expect(st.stdout).toMatch(/^record layer kTLS unavailable \(setsockopt TCP_ULP .*\); connections: outbound 0 ktls, \d+ user; inbound 0 ktls, \d+ user$/m);
+      const json = JSON.parse((await env.meshctl(['status', '--json'])).stdout) as { dataplane: { recordLayer: RecordLayer } };
+      expect(json.dataplane.recordLayer).toMatchObject({ ktlsAvailable: false, reason: rl.reason });
+    }
   }, 180_000);
 
   it('STRICT refuses a plaintext client outside the mesh and counts it; PERMISSIVE serves it', async () => {
