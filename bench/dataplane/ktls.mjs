@@ -1,8 +1,11 @@
 // kTLS + splice against the user-space record layer, in Debian's 6.1 kernel (qemu guest, ../shared/tools/guest-kernel):
 // the pair fixture of native/dataplane/test (two data planes on loopback, SIZE MiB each way through one connection)
 // with "ktls" on and off, ABBA, in one boot. Ratios only: the guest is emulated (TCG).
-//   node bench/dataplane/ktls.mjs [--size MIB] [--reps N]   → bench/results/ktls.json
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+//   node bench/dataplane/ktls.mjs [--size MIB] [--reps N] [--cpu MODEL]   → bench/results/ktls.json
+// --cpu is qemu's CPU model for the guest, default `max`: TCG then emulates AES-NI and PCLMULQDQ, so the kernel
+// seals with aesni-intel as a real machine's would (qemu's default model has neither: generic C AES-GCM).
+// guest-kernel takes no qemu options: a qemu-system-x86_64 first on PATH adds `-cpu`.
+import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { header, median, onCleanup, root, round, runCommand, writeResult } from '../lib.mjs';
@@ -13,6 +16,7 @@ const arg = (name, dflt) => {
 };
 const sizeMiB = arg('size', 32);
 const reps = arg('reps', 2);
+const cpuModel = process.argv.includes('--cpu') ? process.argv[process.argv.indexOf('--cpu') + 1] : 'max';
 const guest = join(root, '..', 'shared', 'tools', 'guest-kernel');
 const pair = join(root, 'native/dataplane/test/fixtures/ktls-pair.mjs');
 if (!existsSync(join(root, 'native/dataplane/build/mesh-dataplane'))) throw new Error('run bash scripts/build.sh first');
@@ -20,19 +24,32 @@ if (!existsSync(join(root, 'native/dataplane/build/mesh-dataplane'))) throw new 
 const loadBefore = loadavg()[0];
 const dir = mkdtempSync(join(root, 'build', 'bench-ktls-'));
 onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+// The fixture and the binary as they are now: a rebuild during the (long) run does not reach it.
+const fixture = join(dir, 'ktls-pair.mjs');
+const binary = join(dir, 'mesh-dataplane');
+copyFileSync(pair, fixture);
+copyFileSync(join(root, 'native/dataplane/build/mesh-dataplane'), binary);
+chmodSync(binary, 0o755);
+const qemuDir = join(dir, 'qemu');
+mkdirSync(qemuDir);
+const qemu = runCommand('/bin/sh', ['-c', 'command -v qemu-system-x86_64']);
+const realQemu = (await qemu).stdout.trim() || '/usr/bin/qemu-system-x86_64';
+writeFileSync(join(qemuDir, 'qemu-system-x86_64'), `#!/bin/sh\nexec ${realQemu} "$@" -cpu ${cpuModel}\n`);
+chmodSync(join(qemuDir, 'qemu-system-x86_64'), 0o755);
 
 // ABBA per rep: ktls, user, user, ktls.
 const order = [];
 for (let i = 0; i < reps; i++) order.push(...(i % 2 === 0 ? ['ktls', 'user'] : ['user', 'ktls']));
-const runs = order.map((arm, i) => `node ${pair} ${join(dir, `${i}-${arm}.json`)} ${sizeMiB}${arm === 'user' ? ' --ktls=false' : ''}`);
-const modules = 'gcm ghash-generic ctr aesni-intel chacha20poly1305 chacha-x86_64 poly1305-x86_64';
+const runs = order.map((arm, i) => `MESH_DATAPLANE_BIN=${binary} node ${fixture} ${join(dir, `${i}-${arm}.json`)} ${sizeMiB}${arm === 'user' ? ' --ktls=false' : ''}`);
+const modules = 'gcm ghash-generic ctr aesni-intel ghash-clmulni-intel chacha20poly1305 chacha-x86_64 poly1305-x86_64';
 const script = [
   `for m in ${modules}; do modprobe $m 2>/dev/null; done`,
+  `grep -m1 -o -w 'aes\\|pclmulqdq\\|avx2' /proc/cpuinfo | sort -u | tr '\\n' ' ' > ${join(dir, 'cpu.txt')}`,
   ...runs,
   // Which AES-GCM the kernel used (the emulated CPU decides whether AES-NI is there); listed once instantiated.
   `grep -A4 'name *: gcm(aes)' /proc/crypto | grep driver > ${join(dir, 'crypto.txt')}`,
 ].join('; ');
-const r = await runCommand(guest, ['--timeout', '1800', '--', '/bin/sh', '-c', script], { timeoutMs: 1_900_000 });
+const r = await runCommand('/usr/bin/env', [`PATH=${qemuDir}:${process.env.PATH}`, guest, '--timeout', '1800', '--', '/bin/sh', '-c', script], { timeoutMs: 1_900_000 });
 
 const GIB = 1024 ** 3;
 const arms = { ktls: [], user: [] };
@@ -54,7 +71,14 @@ if (arms.ktls.length !== reps || arms.user.length !== reps) throw new Error(`mis
 const med = (arm, k) => median(arms[arm].map((x) => x[k]));
 const result = {
   ...header('ktls', loadBefore),
-  guest: { kernel: '6.1 (Debian, qemu TCG)', gcmAes: readFileSync(join(dir, 'crypto.txt'), 'utf8').trim().replace(/\s+/g, ' ') },
+  guest: {
+    kernel: '6.1 (Debian, qemu TCG)',
+    cpu: `qemu -cpu ${cpuModel}`,
+    cpuFlags: readFileSync(join(dir, 'cpu.txt'), 'utf8').trim(),
+    // The data plane's first TLS 1.3 suite (both ends are data planes): kTLS TLS_CIPHER_AES_GCM_128, "gcm(aes)".
+    cipherSuite: 'TLS_AES_128_GCM_SHA256',
+    gcmAes: readFileSync(join(dir, 'crypto.txt'), 'utf8').trim().replace(/\s+/g, ' '),
+  },
   params: { sizeMiBEachWay: sizeMiB, repsPerArm: reps, order },
   medians: {
     ktls: { throughput_mbit_s: round(med('ktls', 'throughput_mbit_s'), 1), cpu_s_per_gib: round(med('ktls', 'cpu_s_per_gib')) },
