@@ -1,12 +1,17 @@
 // mesh-dataplane: the per-node mutual-TLS data plane. The main thread accepts (outbound, tunnel, stats), handles
 // SIGHUP/SIGTERM, and hands connections to a fixed set of worker threads that run the handshakes and pump bytes.
 //
-//   mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]...
+//   mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]... [--nice N]
 //
 // A listener given by fd (inherited from the agent, as systemd's socket activation hands them) is used as it is
 // and never closed: the agent keeps it open across this process's death, so connects made meanwhile wait in its
 // queue for the next data plane instead of being refused.
+//
+// --nice N: every thread runs at nice N, and so does the autogroup of its session where the kernel schedules by
+// autogroup (each session then weighs as much as one task: a data plane in a session of its own, as the agent
+// starts it, would get 1/(busy sessions) of the CPUs, and every tunnelled connection of the node waits on it).
 #include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -19,6 +24,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -97,11 +103,22 @@ int main(int argc, char** argv) {
   std::string configPath;
   bool checkOnly = false;
   int givenOutbound = -1, givenTunnel = -1;
-  const char* usage = "usage: mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]...\n";
+  std::optional<int> nice;
+  const char* usage = "usage: mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]... [--nice N]\n";
   for (int i = 1; i < argc; i++) {
     std::string arg = argv[i];
     if (arg == "--config" && i + 1 < argc) configPath = argv[++i];
     else if (arg == "--check") checkOnly = true;
+    else if (arg == "--nice" && i + 1 < argc) {
+      std::string v = argv[++i];
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || !end || *end || n < -20 || n > 19) {
+        std::fprintf(stderr, "mesh-dataplane: --nice \"%s\": expected an integer from -20 to 19\n%s", v.c_str(), usage);
+        return 2;
+      }
+      nice = int(n);
+    }
     else if (arg == "--listen-fd" && i + 1 < argc) {
       std::string v = argv[++i];
       auto eq = v.find('=');
@@ -144,6 +161,17 @@ int main(int argc, char** argv) {
     stats.ktlsAvailable = ktls ? 1 : 0;
     if (!ktls) stats.ktlsReason = why;
     std::printf("mesh-dataplane: ktls %s%s\n", ktls ? "available" : "unavailable: ", why.c_str());
+  }
+
+  if (nice) {
+    // Before the workers start: threads inherit the creating thread's nice value (setpriority sets one thread's).
+    if (setpriority(PRIO_PROCESS, 0, *nice) != 0)
+      std::printf("mesh-dataplane: cannot set nice %d: %s\n", *nice, std::strerror(errno));
+    if (FILE* f = std::fopen("/proc/self/autogroup", "w")) {
+      bool written = std::fprintf(f, "%d", *nice) >= 0;
+      if (std::fclose(f) != 0 || !written)
+        std::printf("mesh-dataplane: cannot set the autogroup's nice %d: %s\n", *nice, std::strerror(errno));
+    }
   }
 
   // Writes to a reset peer report EPIPE instead of killing the process.
