@@ -46,6 +46,8 @@ export interface DataplaneOptions {
   log: Logger;
   /** How often a dead process is looked for (it is started again at once when found). */
   checkMs?: number;
+  /** Its nice value (mesh-dataplane --nice); DATAPLANE_NICE when not given. */
+  nice?: number;
 }
 
 export type DataplaneState = 'starting' | 'serving' | 'down';
@@ -84,6 +86,12 @@ interface PidRecord {
 /** The listeners the agent holds and hands over; the stats listener stays the data plane's own. */
 const LISTENERS = ['outbound', 'tunnel'] as const;
 type ListenerName = (typeof LISTENERS)[number];
+
+/** The data plane's nice value (its threads and, where the kernel schedules by autogroup, its session's): above
+ *  the workloads', whose every tunnelled connection waits on it. At the default weight, in a session of its own,
+ *  a dozen busy sessions on 2 CPUs left it ~0.27 CPU, about what 200 new connections/s take: it fell behind and
+ *  every connection then waited past its client's timeout. */
+export const DATAPLANE_NICE = -10;
 
 const STATS_TIMEOUT_MS = 2000;
 const START_TIMEOUT_MS = 10_000;
@@ -340,7 +348,7 @@ export class DataplaneSupervisor {
         if (!existsSync(this.opts.binary)) throw new Error(`cannot start the data plane: ${this.opts.binary} does not exist`);
         // The listeners become its fds 3, 4, … (as socket activation numbers them), named on its command line.
         const held = this.holdListeners(this.config!);
-        const args = ['--config', this.configPath, ...held.flatMap((l, i) => ['--listen-fd', `${l.name}=${3 + i}`])];
+        const args = ['--config', this.configPath, ...held.flatMap((l, i) => ['--listen-fd', `${l.name}=${3 + i}`]), '--nice', String(this.opts.nice ?? DATAPLANE_NICE)];
         // Its own session (detached): signals to the agent's process group, and the agent's death, leave it be.
         const child = spawn(this.opts.binary, args, { detached: true, stdio: ['ignore', fd, fd, ...held.map((l) => l.fd)] });
         child.on('error', (err) => (exited = err.message));

@@ -2,7 +2,7 @@
 // block of 127/8 claimed by testNet(), an enrolled client and an enrolled STRICT server workload, the data plane
 // started by the agent; helpers to load it and to read both metric endpoints. Stops the data plane (a session of
 // its own, outliving agents) at close.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
@@ -101,6 +101,24 @@ export class MtlsNode {
     } catch {
       return undefined;
     }
+  }
+
+  /** The data plane's CPU priority: each thread's nice value, and its session's autogroup's (undefined where the
+   *  kernel does not schedule by autogroup). */
+  dataplanePriority(): { threads: number[]; autogroup?: number } {
+    const pid = this.dataplanePid();
+    if (pid === undefined) throw new Error('no data plane pid file');
+    const threads = readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+    });
+    let autogroup: number | undefined;
+    try {
+      if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1') autogroup = Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1]);
+    } catch {
+      /* no autogroup scheduling */
+    }
+    return { threads, ...(autogroup !== undefined ? { autogroup } : {}) };
   }
 
   /** New connections from the client workload: RATE per second for SECONDS (fixtures/load.mjs). */
