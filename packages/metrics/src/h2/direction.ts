@@ -12,7 +12,7 @@
  */
 import { FrameType, H2FrameError, HeaderBlockAssembler, type FrameHeader, type HeaderBlock } from './frames.js';
 import { HpackDecoder, HpackError, type HpackDecoderOptions } from './hpack.js';
-import { SignalCollector, type HeaderSignals } from './signals.js';
+import { SIGNAL_FIELDS, SignalCollector, type HeaderSignals } from './signals.js';
 
 export interface DecodedBlock {
   streamId: number;
@@ -39,7 +39,8 @@ export class HeaderDirection {
   #seq = 0;
 
   constructor(options: DirectionOptions = {}) {
-    this.hpack = new HpackDecoder(options);
+    // Values of fields the signals do not read are only measured (the table still needs their sizes).
+    this.hpack = new HpackDecoder({ valuesOf: SIGNAL_FIELDS, ...options });
     this.#assembler = new HeaderBlockAssembler(options.maxBlockSize === undefined ? {} : { maxBlockSize: options.maxBlockSize });
   }
 

@@ -65,6 +65,12 @@ export interface HpackDecoderOptions {
   maxTableSize?: number;
   /** Largest header list accepted, counted as RFC 7540 §6.5.2 does (names + values + 32 per field; default 65536). */
   maxHeaderListSize?: number;
+  /**
+   * Names whose values are read (default: all). Another field's value is never made into a string: the sink and
+   * the table get '' for it, while its length (a Huffman string's decoded one) still counts exactly in the
+   * table's size and the header list's, so the table stays in step with the encoder's.
+   */
+  valuesOf?: ReadonlySet<string>;
 }
 
 /** Entry overhead, RFC 7541 §4.1. */
@@ -129,10 +135,13 @@ export class HpackDecoder {
   // direction costs ~2 KiB at the default 4,096 octets, not what the cap would allow.
   #names: string[];
   #values: string[];
+  /** Each entry's size (§4.1): a skipped value is '' in #values but counts here. */
+  #sizes: number[];
   #capacity: number;
   #head = 0;
   #count = 0;
   #broken: HpackError | undefined;
+  readonly #valuesOf: ReadonlySet<string> | undefined;
 
   // The block being decoded.
   #buf: Buffer = Buffer.alloc(0);
@@ -147,6 +156,8 @@ export class HpackDecoder {
     this.#capacity = slotsFor(this.#tableMax);
     this.#names = new Array<string>(this.#capacity).fill('');
     this.#values = new Array<string>(this.#capacity).fill('');
+    this.#sizes = new Array<number>(this.#capacity).fill(0);
+    this.#valuesOf = options.valuesOf;
   }
 
   /** The error that broke this decoder, if any. */
@@ -229,6 +240,7 @@ export class HpackDecoder {
       const b = buf[start]!;
       let name: string;
       let value: string;
+      let size: number;
       let sensitive = false;
       if (b & 0x80) {
         // §6.1 indexed field
@@ -237,10 +249,12 @@ export class HpackDecoder {
         if (index <= STATIC_LENGTH) {
           name = STATIC_NAMES[index - 1]!;
           value = STATIC_VALUES[index - 1]!;
+          size = name.length + value.length + ENTRY_OVERHEAD;
         } else {
           const slot = this.#slot(index, start);
           name = this.#names[slot]!;
           value = this.#values[slot]!;
+          size = this.#sizes[slot]!;
           this.stats.dynamicHits++;
         }
       } else if ((b & 0xe0) === 0x20) {
@@ -271,11 +285,17 @@ export class HpackDecoder {
           name = this.#names[this.#slot(index, start)]!;
           this.stats.dynamicHits++;
         }
-        value = this.#string();
-        if (indexing) this.#insert(name, value);
+        if (this.#valuesOf === undefined || this.#valuesOf.has(name)) {
+          value = this.#string();
+          size = name.length + value.length + ENTRY_OVERHEAD;
+        } else {
+          value = '';
+          size = name.length + this.#skipString() + ENTRY_OVERHEAD;
+        }
+        if (indexing) this.#insert(name, value, size);
       }
       fields++;
-      listSize += name.length + value.length + ENTRY_OVERHEAD;
+      listSize += size;
       if (listSize > this.maxHeaderListSize) {
         throw new HpackError('header-list-too-large', `HPACK: header list larger than ${this.maxHeaderListSize} octets`, start);
       }
@@ -319,6 +339,19 @@ export class HpackDecoder {
 
   /** §5.2 string literal. */
   #string(): string {
+    const n = this.#literal();
+    return n < 0 ? latin1(this.#buf, this.#pos - ~n, this.#pos) : latin1(scratch, 0, n);
+  }
+
+  /** A string literal passed over: its decoded length. */
+  #skipString(): number {
+    const n = this.#literal();
+    return n < 0 ? ~n : n;
+  }
+
+  /** Reads a string literal's octets: a raw one's length L as ~L (its octets end at #pos), a Huffman one decoded
+   *  into scratch, as its decoded length. */
+  #literal(): number {
     const start = this.#pos;
     if (start >= this.#end) throw new HpackError('truncated', 'HPACK: block ends before a string literal', start);
     const huffman = (this.#buf[start]! & 0x80) !== 0;
@@ -328,19 +361,18 @@ export class HpackDecoder {
       throw new HpackError('truncated', `HPACK: string literal of ${len} octets with ${this.#end - from} left in the block`, start);
     }
     this.#pos = from + len;
-    if (!huffman) return latin1(this.#buf, from, from + len);
+    if (!huffman) return ~len;
     const bound = huffmanDecodedBound(len);
     if (scratch.length < bound) scratch = Buffer.allocUnsafe(Math.max(bound, scratch.length * 2));
     const n = huffmanDecode(this.#buf, from, from + len, scratch, 0);
-    if (n >= 0) return latin1(scratch, 0, n);
+    if (n >= 0) return n;
     if (n === HUFFMAN_EOS) throw new HpackError('huffman-eos', 'HPACK: Huffman string contains EOS', start);
     const why = n === HUFFMAN_PADDING_TOO_LONG ? 'longer than 7 bits' : n === HUFFMAN_PADDING_NOT_EOS ? 'not all ones' : 'invalid';
     throw new HpackError('huffman-padding', `HPACK: Huffman string padding ${why}`, start);
   }
 
   /** §4.4: evict from the oldest end until the entry fits; an entry larger than the table empties it. */
-  #insert(name: string, value: string): void {
-    const size = name.length + value.length + ENTRY_OVERHEAD;
+  #insert(name: string, value: string, size: number): void {
     if (size > this.#tableMax) {
       this.#evictTo(0);
       return;
@@ -349,6 +381,7 @@ export class HpackDecoder {
     this.#head = (this.#head + 1) % this.#capacity;
     this.#names[this.#head] = name;
     this.#values[this.#head] = value;
+    this.#sizes[this.#head] = size;
     this.#count++;
     this.#tableSize += size;
     this.stats.inserted++;
@@ -359,13 +392,16 @@ export class HpackDecoder {
     if (slots <= this.#capacity) return;
     const names = new Array<string>(slots).fill('');
     const values = new Array<string>(slots).fill('');
+    const sizes = new Array<number>(slots).fill(0);
     for (let i = 0; i < this.#count; i++) {
       const slot = (this.#head - this.#count + 1 + i + this.#capacity) % this.#capacity;
       names[i] = this.#names[slot]!;
       values[i] = this.#values[slot]!;
+      sizes[i] = this.#sizes[slot]!;
     }
     this.#names = names;
     this.#values = values;
+    this.#sizes = sizes;
     this.#capacity = slots;
     this.#head = this.#count - 1 < 0 ? slots - 1 : this.#count - 1;
   }
@@ -373,7 +409,7 @@ export class HpackDecoder {
   #evictTo(size: number): void {
     while (this.#tableSize > size) {
       const slot = (this.#head - this.#count + 1 + this.#capacity) % this.#capacity;
-      this.#tableSize -= this.#names[slot]!.length + this.#values[slot]!.length + ENTRY_OVERHEAD;
+      this.#tableSize -= this.#sizes[slot]!;
       this.#names[slot] = '';
       this.#values[slot] = '';
       this.#count--;

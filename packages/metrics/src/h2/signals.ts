@@ -29,6 +29,9 @@ export function grpcPath(path: string): [service: string, method: string] | unde
   return [path.slice(1, slash), path.slice(slash + 1)];
 }
 
+/** The fields SignalCollector reads: a decoder need not make strings of the others' values. */
+export const SIGNAL_FIELDS: ReadonlySet<string> = new Set([':status', ':method', ':path', 'content-type', 'grpc-status']);
+
 const GRPC_TYPE = 'application/grpc';
 
 /** application/grpc, application/grpc+proto, application/grpc;charset=… (case-insensitive). Allocates nothing. */

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { HpackDecoder, HpackError, type HpackDecoderOptions } from '../../src/h2/hpack.js';
+import { SIGNAL_FIELDS } from '../../src/h2/signals.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -15,9 +16,12 @@ interface Step {
   table: Table;
 }
 
-/** Decodes the steps in order on one decoder, checking each header list and table state. */
+/** Decodes the steps in order on one decoder, checking each header list and table state; then again on a decoder
+ *  that reads only the signals' values, which must see the same names, sizes and evictions with '' for the rest. */
 function run(steps: Step[], options: HpackDecoderOptions = {}): void {
   const d = new HpackDecoder(options);
+  const only = new HpackDecoder({ ...options, valuesOf: SIGNAL_FIELDS });
+  const skipped = ([n, v]: readonly [string, string]): [string, string] => [n, SIGNAL_FIELDS.has(n) ? v : ''];
   for (const step of steps) {
     expect(d.decodeList(hex(step.wire)), step.name).toEqual(step.headers);
     const entries = Array.from({ length: d.tableLength }, (_, i) => {
@@ -25,6 +29,11 @@ function run(steps: Step[], options: HpackDecoderOptions = {}): void {
       return [n.length + v.length + 32, n, v];
     });
     expect({ entries, size: d.tableSize }, step.name).toEqual(step.table);
+    // A static entry's value comes free; any other value of a field the signals do not read is ''.
+    const list = only.decodeList(hex(step.wire));
+    expect(list.map((f, i) => (f[1] === step.headers[i]?.[1] ? skipped(f) : f)), `${step.name} (signals' values only)`).toEqual(step.headers.map(skipped));
+    const names = Array.from({ length: only.tableLength }, (_, i) => only.tableEntry(i + 1));
+    expect({ names, size: only.tableSize }, `${step.name} (signals' values only)`).toEqual({ names: step.table.entries.map(([, n, v]) => skipped([n, v])), size: step.table.size });
   }
 }
 
