@@ -32,9 +32,9 @@ Napi::Function RingBufferHandle::Init(Napi::Env env) {
                      });
 }
 
-// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice, pollMs): queueBytes > 0 drains
-// from a thread, at nice value `nice` when not 0, and also every pollMs ms when pollMs > 0 (for producers that
-// submit without waking the consumer).
+// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice, pollMs, packed): queueBytes > 0
+// drains from a thread, at nice value `nice` when not 0, and also every pollMs ms when pollMs > 0 (for producers
+// that submit without waking the consumer); packed (thread mode) hands over one Buffer of records per batch.
 RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufferHandle>(info) {
   Napi::Env env = info.Env();
   MapHandle* m = UnwrapTagged<MapHandle>(info[0], kMapTag, "map");
@@ -50,6 +50,7 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
     queue_bytes_ = (size_t)queue_bytes;
     nice_ = info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : 0;
     poll_ms_ = info[5].IsNumber() ? info[5].As<Napi::Number>().Int32Value() : 0;
+    packed_ = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
     StartThread(env);
     self_ = Napi::Persistent(Value());
     Track(env);
@@ -144,7 +145,31 @@ int RingBufferHandle::ConsumeToQueue() {
 void RingBufferHandle::FlushPending() {
   if (pending_.empty()) return;
   size_t dropped = 0;
-  {
+  if (packed_) {
+    std::string& chunk = pending_.back();
+    std::lock_guard<std::mutex> g(queue_mu_);
+    if (queued_ + chunk.size() > queue_bytes_) {
+      // The records that fit, in order; the rest are dropped (a gap the consumer sees, as with a full ring).
+      size_t keep = 0;
+      while (keep < chunk.size()) {
+        uint32_t len;
+        memcpy(&len, chunk.data() + keep, sizeof(len));
+        if (queued_ + keep + sizeof(len) + len > queue_bytes_) break;
+        keep += sizeof(len) + len;
+      }
+      for (size_t at = keep; at < chunk.size(); dropped++) {
+        uint32_t len;
+        memcpy(&len, chunk.data() + at, sizeof(len));
+        at += sizeof(len) + len;
+      }
+      chunk.resize(keep);
+    }
+    if (!chunk.empty()) {
+      queued_ += chunk.size();
+      queue_.push_back(std::move(chunk));
+    }
+    pending_records_ = 0;
+  } else {
     std::lock_guard<std::mutex> g(queue_mu_);
     for (std::string& r : pending_) {
       if (queued_ + r.size() > queue_bytes_) {
@@ -182,7 +207,7 @@ void RingBufferHandle::OnAsync(uv_async_t* handle) {
 }
 
 size_t RingBufferHandle::DrainQueue(Napi::Env env, bool from_loop, size_t limit) {
-  size_t total = 0;
+  size_t total = 0, records = 0;
   std::vector<std::string> batch;
   while (async_ && total < limit) {
     batch.clear();
@@ -196,17 +221,39 @@ size_t RingBufferHandle::DrainQueue(Napi::Env env, bool from_loop, size_t limit)
     }
     if (batch.empty()) break;
     total += batch.size();
-    Deliver(env, from_loop, batch);
+    records += Deliver(env, from_loop, batch);
   }
-  return total;
+  return records;
 }
 
-void RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std::string>& batch) {
+size_t RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std::string>& batch) {
   Napi::HandleScope scope(env);
-  Napi::Array arr = Napi::Array::New(env, batch.size());
-  for (size_t i = 0; i < batch.size(); i++)
-    arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, (const uint8_t*)batch[i].data(), batch[i].size()));
-  delivered_ += batch.size();
+  Napi::Array arr;
+  size_t records = batch.size();
+  if (packed_) {
+    // The chunks end to end in one Buffer: one allocation and one JS object per batch.
+    size_t bytes = 0;
+    for (const std::string& c : batch) bytes += c.size();
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, bytes);
+    records = 0;
+    size_t at = 0;
+    for (const std::string& c : batch) {
+      memcpy(buf.Data() + at, c.data(), c.size());
+      at += c.size();
+      for (size_t i = 0; i < c.size(); records++) {
+        uint32_t len;
+        memcpy(&len, c.data() + i, sizeof(len));
+        i += sizeof(len) + len;
+      }
+    }
+    arr = Napi::Array::New(env, 1);
+    arr.Set(0u, buf);
+  } else {
+    arr = Napi::Array::New(env, batch.size());
+    for (size_t i = 0; i < batch.size(); i++)
+      arr.Set(i, Napi::Buffer<uint8_t>::Copy(env, (const uint8_t*)batch[i].data(), batch[i].size()));
+  }
+  delivered_ += records;
   batches_++;
   batch.clear();
   if (from_loop) {
@@ -215,6 +262,7 @@ void RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std::s
   } else {
     callback_.Call(Value(), {arr});
   }
+  return records;
 }
 
 uv_handle_t* RingBufferHandle::LoopHandle() const {
@@ -247,6 +295,7 @@ void RingBufferHandle::Release() {
     queued_ = 0;
   }
   pending_.clear();
+  pending_records_ = 0;
   ring_buffer__free(rb_);
   rb_ = nullptr;
   callback_.Reset();
@@ -255,6 +304,11 @@ void RingBufferHandle::Release() {
 
 int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {
   auto* self = static_cast<RingBufferHandle*>(ctx);
+  if (self->packed_) {
+    self->Pack(data, size);
+    if (self->pending_records_ >= kFlushEvery) self->FlushPending();
+    return 0;
+  }
   if (self->queue_bytes_) {
     self->pending_.emplace_back(static_cast<const char*>(data), size);
     if (self->pending_.size() >= kFlushEvery) self->FlushPending();
@@ -264,6 +318,16 @@ int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {
   // A negative return stops ring_buffer__consume after this record (already consumed), so one JS call never
   // carries more than max_batch_ records.
   return self->batch_.size() >= self->max_batch_ ? kBatchFull : 0;
+}
+
+void RingBufferHandle::Pack(const void* data, size_t size) {
+  if (pending_.empty()) pending_.emplace_back();
+  std::string& chunk = pending_.back();
+  if (chunk.capacity() == 0) chunk.reserve(16384);
+  uint32_t len = (uint32_t)size;
+  chunk.append(reinterpret_cast<const char*>(&len), sizeof(len));
+  chunk.append(static_cast<const char*>(data), size);
+  pending_records_++;
 }
 
 size_t RingBufferHandle::Drain(Napi::Env env, bool from_loop) {

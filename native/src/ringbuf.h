@@ -4,7 +4,8 @@
 // - From a native thread (queueBytes > 0): the thread waits on the ring and copies records into a bounded queue
 //   as soon as they arrive, so a starved event loop does not let the kernel's ring overflow; a uv_async_t wakes
 //   the loop, which hands the queue to JS in batches. A record the full queue has no room for is dropped and
-//   counted, as the kernel counts a record its ring has no room for.
+//   counted, as the kernel counts a record its ring has no room for. Packed (thread mode only): records are laid
+//   end to end, each after its length (u32, host order), and JS gets one Buffer per batch instead of one per record.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -40,7 +41,10 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   // Thread mode, with ring_mu_ held: consumes the kernel ring into the queue.
   int ConsumeToQueue();
   void FlushPending();
-  void Deliver(Napi::Env env, bool from_loop, std::vector<std::string>& batch);
+  // Returns the records delivered (a packed batch's entries hold many).
+  size_t Deliver(Napi::Env env, bool from_loop, std::vector<std::string>& batch);
+  // Packed: appends one record to pending_'s last chunk.
+  void Pack(const void* data, size_t size);
   void StartThread(Napi::Env env);
   void ThreadMain();
 
@@ -69,7 +73,9 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   std::thread thread_;
   OwnedFd epoll_, stop_;       // the thread waits on both: the ring's epoll fd and an eventfd that ends it
   std::mutex ring_mu_;         // ring_buffer__consume and pending_: the thread and consume() take turns
-  std::vector<std::string> pending_;  // records read from the ring, not yet in the queue
+  std::vector<std::string> pending_;  // records read from the ring, not yet in the queue (packed: one chunk)
+  bool packed_ = false;
+  size_t pending_records_ = 0;        // packed: records in pending_'s chunk
   std::mutex queue_mu_;
   std::deque<std::string> queue_;
   size_t queued_ = 0;          // bytes of the records in queue_

@@ -11,7 +11,7 @@ export { Program, enableStats } from './program.js';
 export type { TestRunOptions, TestRunResult, ProgramInfo } from './program.js';
 export { Link, attachCgroup, attachTc, attachSockMap } from './link.js';
 export type { LinkInfo, AttachableProgram, TcAttachOptions, CgroupAttachOptions, TcDirection } from './link.js';
-export { RingBuffer } from './ringbuf.js';
+export { RingBuffer, packedRecords } from './ringbuf.js';
 export type { RingBufferOptions, RingBufferStats } from './ringbuf.js';
 export { features, missingFeatures, requireFeatures, supportsHelper } from './probe.js';
 export type { Features, MissingFeature } from './probe.js';

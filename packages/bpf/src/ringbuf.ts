@@ -25,6 +25,10 @@ export interface RingBufferOptions {
      *  without waking the consumer (BPF_RB_NO_WAKEUP) and wake it only once enough have piled up, so that a
      *  record costs no wake-up of its own. Default: only when woken. */
     pollMs?: number;
+    /** Hand over records packed (one Buffer per callback, not one per record): the callback's array holds one
+     *  Buffer in which each record follows its length (u32, little-endian). Walk it with packedRecords(). For
+     *  consumers of many small records, where a Buffer each costs more than reading them; not with a codec. */
+    packed?: boolean;
   };
 }
 
@@ -37,6 +41,22 @@ export interface RingBufferStats {
   dropped?: number;
   /** With a thread: bytes of the records waiting in the queue. */
   queuedBytes?: number;
+}
+
+/**
+ * The records of a packed batch (thread.packed), in order: calls `each(buf, start, end)` per record, the record
+ * being buf[start, end). Throws on a batch whose lengths do not add up.
+ */
+export function packedRecords(buf: Buffer, each: (buf: Buffer, start: number, end: number) => void): void {
+  let at = 0;
+  while (at < buf.length) {
+    if (at + 4 > buf.length) throw new RangeError(`packed ring buffer batch: ${buf.length - at} octets left, short of a record length`);
+    const start = at + 4;
+    const end = start + buf.readUInt32LE(at);
+    if (end > buf.length) throw new RangeError(`packed ring buffer batch: record of ${end - start} octets with ${buf.length - start} left`);
+    each(buf, start, end);
+    at = end;
+  }
 }
 
 /** The thread's queue when `thread` does not size it: 16x the largest ring a family allocates today. */
@@ -93,6 +113,7 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     let queueBytes = 0;
     let nice = 0;
     let pollMs = 0;
+    let packed = false;
     if (opts.thread !== undefined) {
       if (typeof opts.thread !== 'object' || opts.thread === null) throw new TypeError(`ring buffer ${map.name}: thread must be an object, got ${String(opts.thread)}`);
       queueBytes = opts.thread.queueBytes ?? DEFAULT_QUEUE_BYTES;
@@ -102,9 +123,12 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
       if (!Number.isInteger(nice) || nice < -20 || nice > 19) throw new RangeError(`ring buffer ${map.name}: thread.nice must be an integer in [-20, 19], got ${nice}`);
       pollMs = opts.thread.pollMs ?? 0;
       if (!Number.isInteger(pollMs) || pollMs < 0 || pollMs > 10_000) throw new RangeError(`ring buffer ${map.name}: thread.pollMs must be an integer in [0, 10000] (0: only when woken), got ${pollMs}`);
+      packed = opts.thread.packed ?? false;
+      if (typeof packed !== 'boolean') throw new TypeError(`ring buffer ${map.name}: thread.packed must be a boolean, got ${String(packed)}`);
+      if (packed && decode) throw new TypeError(`ring buffer ${map.name}: thread.packed hands over raw records; it does not take a codec`);
     }
     const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice, pollMs);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice, pollMs, packed);
   }
 
   /** Delivers what is in the ring now, synchronously; returns the number of records. */

@@ -4,7 +4,7 @@ import { describePrivileged, fdCount, packet } from '@mesh/testkit';
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 
-import { codec as c, liveHandles, type BpfObject } from '../../src/index.js';
+import { codec as c, liveHandles, packedRecords, type BpfObject } from '../../src/index.js';
 import { dropEvent, lpmV4Key, testprog, testprogs } from '../programs.js';
 
 const names = testprogs.tc_filter;
@@ -71,6 +71,42 @@ describePrivileged('ring buffer drained by a native thread', () => {
     await until(() => got.length >= 2 * CHUNK, 20_000);
     expect(got.length).toBe(2 * CHUNK);
     expect(rb.stats().dropped).toBe(9 * CHUNK);
+  }, 60_000);
+
+  it('packed: one Buffer per batch holds the records in order, each after its length; a full queue drops and counts', async () => {
+    obj = loadDropping();
+    const got: ReturnType<typeof dropEvent.decode>[] = [];
+    let buffers = 0;
+    // Room for exactly 1,000 records with their 4-byte lengths.
+    const rb = obj.ringBuffer(
+      names.maps.drop_events,
+      (batches) => {
+        for (const buf of batches) {
+          buffers++;
+          packedRecords(buf, (b, start, end) => {
+            expect(end - start).toBe(dropEvent.size);
+            got.push(dropEvent.decode(b, start));
+          });
+        }
+      },
+      { thread: { queueBytes: 1000 * (dropEvent.size + 4), packed: true } },
+    );
+    produce(obj, 3);
+    await until(() => got.length >= CHUNK, 20_000);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(got.length).toBe(CHUNK);
+    expect(got.every((e) => e.sport === 1 && e.ruleId === 7)).toBe(true);
+    expect(rb.stats()).toMatchObject({ records: CHUNK, dropped: 2 * CHUNK, queuedBytes: 0 });
+    // Far fewer Buffers than records: the thread queues up to 256 records a chunk and a batch takes every chunk queued.
+    expect(buffers).toBeLessThanOrEqual(CHUNK / 256 + 1);
+    produce(obj, 1);
+    expect(rb.consume()).toBeGreaterThanOrEqual(0);
+    await until(() => got.length >= 2 * CHUNK, 20_000);
+    expect(got.slice(CHUNK).every((e) => e.sport === 1)).toBe(true);
+    expect(got.length).toBe(2 * CHUNK);
+    expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { codec: dropEvent, thread: { packed: true } })).toThrow(
+      'ring buffer drop_events: thread.packed hands over raw records; it does not take a codec',
+    );
   }, 60_000);
 
   it('consume() delivers the ring and the queue synchronously, in batches of maxBatch', () => {

@@ -169,17 +169,36 @@ export class H2Streams {
     for (const r of batch) this.record(r);
   }
 
+  /** Packed batches (RingBuffer thread.packed): records read in place, no Buffer each. */
+  packed(batches: Buffer[]): void {
+    for (const buf of batches) {
+      let at = 0;
+      while (at < buf.length) {
+        if (at + 4 > buf.length) throw new RangeError(`h2 records: ${buf.length - at} octets left, short of a record length`);
+        const end = at + 4 + buf.readUInt32LE(at);
+        if (end > buf.length) throw new RangeError(`h2 records: a record of ${end - at - 4} octets with ${buf.length - at - 4} left`);
+        this.recordAt(buf, at + 4, end);
+        at = end;
+      }
+    }
+  }
+
   record(r: Buffer): void {
-    if (r.length < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${r.length} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
-    const cookie = cookieOf(r);
-    const kind = r[REC.kind]!;
+    this.recordAt(r, 0, r.length);
+  }
+
+  /** The record r[o, end). */
+  private recordAt(r: Buffer, o: number, end: number): void {
+    if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
+    const cookie = cookieOf(r, o);
+    const kind = r[o + REC.kind]!;
     if (kind === KIND_CLOSE) {
       const conn = this.conns.get(cookie);
       // Streams still open when the connection closes ended without their response ending; unless the response
       // direction was lost after their status came: then how they ended is not known, and they count as answered.
       if (conn) {
         const lost = conn.dirs[1].decoder.error !== undefined;
-        for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(REC.ts), lost && s.respAt !== undefined ? '' : 'CLOSED');
+        for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(o + REC.ts), lost && s.respAt !== undefined ? '' : 'CLOSED');
       }
       this.conns.delete(cookie);
       return;
@@ -190,12 +209,12 @@ export class H2Streams {
         this.counters.untracked++;
         return;
       }
-      conn = this.newConn(r);
+      conn = this.newConn(r.subarray(o, end));
       this.conns.set(cookie, conn);
     }
-    const di = r[REC.flags]! & F_RESPONSE ? 1 : 0;
+    const di = r[o + REC.flags]! & F_RESPONSE ? 1 : 0;
     const dir = conn.dirs[di];
-    const seq = r.readUInt32LE(REC.seq);
+    const seq = r.readUInt32LE(o + REC.seq);
     if (seq !== dir.next) {
       this.counters.gaps++;
       this.lose(dir, `records ${dir.next}..${seq - 1} of this direction were lost`);
@@ -214,15 +233,16 @@ export class H2Streams {
       const hpack = dir.decoder.hpack;
       hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
-      else conn.streams.set(1, { start: r.readBigUInt64LE(REC.ts), method: METHODS[r[REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
+      else conn.streams.set(1, { start: r.readBigUInt64LE(o + REC.ts), method: METHODS[r[o + REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
       return;
     }
     if (kind !== KIND_FRAME) return;
-    const f = r.subarray(REC.frame, REC.frame + 9);
-    const header: FrameHeader = { length: (f[0]! << 16) | (f[1]! << 8) | f[2]!, type: f[3]!, flags: f[4]!, streamId: f.readUInt32BE(5) & 0x7fffffff };
-    const captured = r.readUInt16LE(REC.captured);
-    const payload = r.subarray(REC.data, REC.data + Math.min(captured, r.length - REC.data));
-    const ts = r.readBigUInt64LE(REC.ts);
+    const f = o + REC.frame;
+    const header: FrameHeader = { length: (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!, type: r[f + 3]!, flags: r[f + 4]!, streamId: r.readUInt32BE(f + 5) & 0x7fffffff };
+    const captured = r.readUInt16LE(o + REC.captured);
+    const data = o + REC.data;
+    const payload = r.subarray(data, data + Math.min(captured, end - data));
+    const ts = r.readBigUInt64LE(o + REC.ts);
     this.frame(conn, di, header, payload, ts);
   }
 
@@ -378,9 +398,9 @@ export class H2Streams {
 }
 
 /** A socket's cookie as a Map key: a number while it fits one exactly (a BigInt key hashes slower), else a BigInt. */
-function cookieOf(r: Buffer): number | bigint {
-  const hi = r.readUInt32LE(REC.cookie + 4);
-  return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(REC.cookie) : r.readBigUInt64LE(REC.cookie);
+function cookieOf(r: Buffer, o: number): number | bigint {
+  const hi = r.readUInt32LE(o + REC.cookie + 4);
+  return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(o + REC.cookie) : r.readBigUInt64LE(o + REC.cookie);
 }
 
 function add(acc: Acc, d: bigint): void {
