@@ -121,6 +121,9 @@ interface Conn {
   keys: string[];
   dirs: [DirState, DirState];
   streams: Map<number, Stream>;
+  /** The aggregates this connection's streams went to, one per side, by label: a stream's key is then short
+   *  (a number for an HTTP stream without error), not side + labels made and hashed per stream. */
+  accs: Map<number | string, Acc[]>;
 }
 
 interface Acc {
@@ -129,8 +132,10 @@ interface Acc {
   buckets: number[];
 }
 
-const BOUNDS_NS = BUCKET_BOUNDS_S.map((s) => BigInt(Math.round(s * 1e9)));
-function bucketOf(ns: bigint): number {
+// Numbers: one conversion per stream rather than a BigInt comparison per bound (exact below 2^53 ns, 104 days).
+const BOUNDS_NS = BUCKET_BOUNDS_S.map((s) => Math.round(s * 1e9));
+function bucketOf(d: bigint): number {
+  const ns = Number(d);
   for (let i = 0; i < BOUNDS_NS.length; i++) if (ns <= BOUNDS_NS[i]!) return i;
   return HTTP_BUCKETS - 1;
 }
@@ -241,7 +246,8 @@ export class H2Streams {
     const header: FrameHeader = { length: (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!, type: r[f + 3]!, flags: r[f + 4]!, streamId: r.readUInt32BE(f + 5) & 0x7fffffff };
     const captured = r.readUInt16LE(o + REC.captured);
     const data = o + REC.data;
-    const payload = r.subarray(data, data + Math.min(captured, end - data));
+    // A DATA frame's record is its header only: no view of its (empty) payload.
+    const payload = header.type === FrameType.DATA ? EMPTY : r.subarray(data, data + Math.min(captured, end - data));
     const ts = r.readBigUInt64LE(o + REC.ts);
     this.frame(conn, di, header, payload, ts);
   }
@@ -258,7 +264,7 @@ export class H2Streams {
     // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
     if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
     const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
-    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map() };
+    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map(), accs: new Map() };
   }
 
   private lose(dir: DirState, why: string): void {
@@ -366,27 +372,38 @@ export class H2Streams {
         }
       }
       const rest = `|${service}|${method}|${s.grpcStatus}|${errorType}`;
-      for (let i = 0; i < conn.sides.length; i++) {
-        const side = conn.sides[i]!;
-        const key = conn.keys[i]! + rest;
-        let e = this.rpc.get(key);
-        if (!e) this.rpc.set(key, (e = { sample: { ...side, service, method, grpcStatus: s.grpcStatus, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
-        add(e.acc, d);
+      let accs = conn.accs.get(rest);
+      if (!accs) {
+        accs = conn.sides.map((side, i) => {
+          const key = conn.keys[i]! + rest;
+          let e = this.rpc.get(key);
+          if (!e) this.rpc.set(key, (e = { sample: { ...side, service, method, grpcStatus: s.grpcStatus, errorType }, acc: newAcc() }));
+          return e.acc;
+        });
+        conn.accs.set(rest, accs);
       }
+      for (const acc of accs) add(acc, d);
       return;
     }
     const end = s.respAt ?? ts;
     const d = end > s.start ? end - s.start : 0n;
     const status = s.unknown ? 0 : s.status;
     const method = s.unknown ? '' : s.method;
-    const rest = `|${method}|${status}|${errorType}`;
-    for (let i = 0; i < conn.sides.length; i++) {
-      const side = conn.sides[i]!;
-      const key = conn.keys[i]! + rest;
-      let e = this.http.get(key);
-      if (!e) this.http.set(key, (e = { sample: { ...side, method, status, errorType }, acc: { count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) } }));
-      add(e.acc, d);
+    // An HTTP stream's labels as one number (method index, status below 1000) when it ended without error;
+    // a gRPC one's key starts with '|', so the two never meet.
+    const short = errorType === '' ? METHODS.indexOf(method) * 1000 + status : `${method}|${status}|${errorType}`;
+    let accs = conn.accs.get(short);
+    if (!accs) {
+      const rest = `|${method}|${status}|${errorType}`;
+      accs = conn.sides.map((side, i) => {
+        const key = conn.keys[i]! + rest;
+        let e = this.http.get(key);
+        if (!e) this.http.set(key, (e = { sample: { ...side, method, status, errorType }, acc: newAcc() }));
+        return e.acc;
+      });
+      conn.accs.set(short, accs);
     }
+    for (const acc of accs) add(acc, d);
   }
 
   /** The aggregates so far (counts only grow). */
@@ -397,11 +414,15 @@ export class H2Streams {
   }
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** A socket's cookie as a Map key: a number while it fits one exactly (a BigInt key hashes slower), else a BigInt. */
 function cookieOf(r: Buffer, o: number): number | bigint {
   const hi = r.readUInt32LE(o + REC.cookie + 4);
   return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(o + REC.cookie) : r.readBigUInt64LE(o + REC.cookie);
 }
+
+const newAcc = (): Acc => ({ count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) });
 
 function add(acc: Acc, d: bigint): void {
   acc.count++;
