@@ -94,7 +94,7 @@ export interface H2StreamsOptions {
 }
 
 interface Stream {
-  start: bigint | undefined;
+  start: number | undefined;
   method: (typeof METHODS)[number];
   grpc: boolean;
   service: string;
@@ -103,7 +103,7 @@ interface Stream {
   unknown: boolean;
   status: number;
   /** When the final response's HEADERS came. */
-  respAt: bigint | undefined;
+  respAt: number | undefined;
   grpcStatus: string;
 }
 
@@ -128,14 +128,12 @@ interface Conn {
 
 interface Acc {
   count: number;
-  sumNs: bigint;
+  sumNs: number;
   buckets: number[];
 }
 
-// Numbers: one conversion per stream rather than a BigInt comparison per bound (exact below 2^53 ns, 104 days).
 const BOUNDS_NS = BUCKET_BOUNDS_S.map((s) => Math.round(s * 1e9));
-function bucketOf(d: bigint): number {
-  const ns = Number(d);
+function bucketOf(ns: number): number {
   for (let i = 0; i < BOUNDS_NS.length; i++) if (ns <= BOUNDS_NS[i]!) return i;
   return HTTP_BUCKETS - 1;
 }
@@ -203,7 +201,7 @@ export class H2Streams {
       // direction was lost after their status came: then how they ended is not known, and they count as answered.
       if (conn) {
         const lost = conn.dirs[1].decoder.error !== undefined;
-        for (const [id, s] of conn.streams) this.finish(conn, id, s, r.readBigUInt64LE(o + REC.ts), lost && s.respAt !== undefined ? '' : 'CLOSED');
+        for (const [id, s] of conn.streams) this.finish(conn, id, s, tsOf(r, o), lost && s.respAt !== undefined ? '' : 'CLOSED');
       }
       this.conns.delete(cookie);
       return;
@@ -238,7 +236,7 @@ export class H2Streams {
       const hpack = dir.decoder.hpack;
       hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
-      else conn.streams.set(1, { start: r.readBigUInt64LE(o + REC.ts), method: METHODS[r[o + REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
+      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
       return;
     }
     if (kind !== KIND_FRAME) return;
@@ -248,7 +246,7 @@ export class H2Streams {
     const data = o + REC.data;
     // A DATA frame's record is its header only: no view of its (empty) payload.
     const payload = header.type === FrameType.DATA ? EMPTY : r.subarray(data, data + Math.min(captured, end - data));
-    const ts = r.readBigUInt64LE(o + REC.ts);
+    const ts = tsOf(r, o);
     this.frame(conn, di, header, payload, ts);
   }
 
@@ -272,7 +270,7 @@ export class H2Streams {
     dir.decoder.markLost(why);
   }
 
-  private frame(conn: Conn, di: number, h: FrameHeader, payload: Buffer, ts: bigint): void {
+  private frame(conn: Conn, di: number, h: FrameHeader, payload: Buffer, ts: number): void {
     const dir = conn.dirs[di]!;
     switch (h.type) {
       case FrameType.SETTINGS: {
@@ -355,13 +353,13 @@ export class H2Streams {
     }
   }
 
-  private finish(conn: Conn, id: number, s: Stream, ts: bigint, errorType: string): void {
+  private finish(conn: Conn, id: number, s: Stream, ts: number, errorType: string): void {
     conn.streams.delete(id);
     if (s.start === undefined) return;
     if (s.unknown) this.counters.unparsedStreams++;
     if (s.grpc && !s.unknown) {
       const end = errorType === '' ? ts : (s.respAt ?? ts);
-      const d = end > s.start ? end - s.start : 0n;
+      const d = end > s.start ? end - s.start : 0;
       let service = s.service, method = s.rpcMethod;
       const name = `${service}/${method}`;
       if (!this.rpcMethods.has(name)) {
@@ -386,7 +384,7 @@ export class H2Streams {
       return;
     }
     const end = s.respAt ?? ts;
-    const d = end > s.start ? end - s.start : 0n;
+    const d = end > s.start ? end - s.start : 0;
     const status = s.unknown ? 0 : s.status;
     const method = s.unknown ? '' : s.method;
     // An HTTP stream's labels as one number (method index, status below 1000) when it ended without error;
@@ -409,12 +407,16 @@ export class H2Streams {
   /** The aggregates so far (counts only grow). */
   read(): { http: H2HttpSample[]; rpc: RpcSample[] } {
     const out = <T>(m: Map<string, { sample: T; acc: Acc }>) =>
-      [...m.values()].map(({ sample, acc }) => ({ ...sample, count: acc.count, sumSeconds: Number(acc.sumNs) / 1e9, buckets: [...acc.buckets] }));
+      [...m.values()].map(({ sample, acc }) => ({ ...sample, count: acc.count, sumSeconds: acc.sumNs / 1e9, buckets: [...acc.buckets] }));
     return { http: out(this.http), rpc: out(this.rpc) };
   }
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A record's time (ns since boot) as a number, not a BigInt allocated per record: exact below 2^53 ns (104
+ *  days of uptime), and past that off by a few nanoseconds at most. */
+const tsOf = (r: Buffer, o: number): number => r.readUInt32LE(o + REC.ts + 4) * 0x100000000 + r.readUInt32LE(o + REC.ts);
 
 /** A socket's cookie as a Map key: a number while it fits one exactly (a BigInt key hashes slower), else a BigInt. */
 function cookieOf(r: Buffer, o: number): number | bigint {
@@ -422,9 +424,9 @@ function cookieOf(r: Buffer, o: number): number | bigint {
   return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(o + REC.cookie) : r.readBigUInt64LE(o + REC.cookie);
 }
 
-const newAcc = (): Acc => ({ count: 0, sumNs: 0n, buckets: new Array<number>(HTTP_BUCKETS).fill(0) });
+const newAcc = (): Acc => ({ count: 0, sumNs: 0, buckets: new Array<number>(HTTP_BUCKETS).fill(0) });
 
-function add(acc: Acc, d: bigint): void {
+function add(acc: Acc, d: number): void {
   acc.count++;
   acc.sumNs += d;
   acc.buckets[bucketOf(d)]!++;
