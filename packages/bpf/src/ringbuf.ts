@@ -27,7 +27,8 @@ export interface RingBufferOptions {
     pollMs?: number;
     /** Hand over records packed (one Buffer per callback, not one per record): the callback's array holds one
      *  Buffer in which each record follows its length (u32, little-endian). Walk it with packedRecords(). For
-     *  consumers of many small records, where a Buffer each costs more than reading them; not with a codec. */
+     *  consumers of many small records, where a Buffer each costs more than reading them; not with a codec.
+     *  queueBytes then counts each record's 4-byte length too. */
     packed?: boolean;
   };
 }
