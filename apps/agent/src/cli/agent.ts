@@ -309,8 +309,7 @@ export async function main(argv: string[]): Promise<number> {
   return stoppedBySignal;
 }
 
-/** The Kubernetes source, loaded only when asked for: @kubernetes/client-node adds ~67 MiB to the agent's RSS, which
- *  an agent reading a config file should not pay. */
+/** The Kubernetes source, loaded only when asked for: an agent reading a config file does not load its code. */
 async function kubernetesSource(o: { kubeconfig: string | undefined; nodeName: string; cgroupRoot: string; log: Logger; remotePods: boolean }): Promise<ConfigSource> {
   const { KubernetesSource, loadKubeConfig } = await import('../config/kubernetes/index.js');
   return new KubernetesSource({

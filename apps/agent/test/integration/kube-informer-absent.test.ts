@@ -1,33 +1,36 @@
 // A custom resource whose definition is not installed (the API server answers 404): for an optional resource
 // (HTTPRoute on a cluster without the Gateway API) the informer is synced and empty, not an outage that would
 // keep the first snapshot from ever being made; for a required one it is an error, named in health.
-import { CustomObjectsApi, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { KubeApiServer } from '@mesh/testkit';
 
+import { KubeClient } from '../../src/config/kubernetes/client.js';
 import { SupervisedInformer } from '../../src/config/kubernetes/informer.js';
 import { loadKubeConfig } from '../../src/config/kubernetes/resources.js';
 import { waitFor } from './kube-harness.js';
 
 let server: KubeApiServer | undefined;
 let informer: SupervisedInformer | undefined;
+let client: KubeClient | undefined;
 afterEach(async () => {
   await informer?.stop();
+  client?.close();
+  client = undefined;
   await server?.close();
   informer = server = undefined;
 });
 
 async function watchMissing(optional: boolean): Promise<{ informer: SupervisedInformer; changes: () => number }> {
   server = await KubeApiServer.start();
-  const kc = loadKubeConfig({ kubeconfig: server.kubeconfigPath });
-  const custom = kc.makeApiClient(CustomObjectsApi);
+  const c = new KubeClient(loadKubeConfig({ kubeconfig: server.kubeconfigPath }));
+  client = c;
   let changes = 0;
   const inf = new SupervisedInformer(
     'things',
-    kc,
+    c,
     '/apis/nosuch.example.com/v1/things',
-    () => custom.listClusterCustomObject({ group: 'nosuch.example.com', version: 'v1', plural: 'things' }) as Promise<KubernetesListObject<KubernetesObject>>,
+    (page, signal) => c.list('/apis/nosuch.example.com/v1/things', { limit: page.limit }, signal),
     { optional, backoffMinMs: 100, backoffMaxMs: 300, onChange: () => changes++ },
   );
   informer = inf;

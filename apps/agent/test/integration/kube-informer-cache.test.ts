@@ -1,19 +1,23 @@
 // What an informer holds: lists are read in pages (limit/continue, as client-go's pager), and every object,
-// listed or watched, goes through the transform before client-node caches it, so a big cluster is neither
+// listed or watched, goes through the transform before the informer caches it, so a big cluster is neither
 // decoded whole at once nor kept whole (managedFields, annotations, status…) in the agent.
-import type { KubernetesObject, V1Service } from '@kubernetes/client-node';
+import type { V1Service } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { KubeApiServer } from '@mesh/testkit';
 
-import { LIST_PAGE, SupervisedInformer } from '../../src/config/kubernetes/informer.js';
+import { KubeClient } from '../../src/config/kubernetes/client.js';
+import { type KubernetesObject, LIST_PAGE, SupervisedInformer } from '../../src/config/kubernetes/informer.js';
 import { listFunctions, loadKubeConfig } from '../../src/config/kubernetes/resources.js';
 import { namespace, service, WAIT_MS, waitFor } from './kube-harness.js';
 
 let server: KubeApiServer | undefined;
 let informer: SupervisedInformer | undefined;
+let client: KubeClient | undefined;
 afterEach(async () => {
   await informer?.stop();
+  client?.close();
+  client = undefined;
   await server?.close();
   informer = server = undefined;
 });
@@ -38,8 +42,8 @@ describe('an informer over a big list', () => {
     server.create(namespace('ns'));
     const total = 2 * LIST_PAGE + 1;
     for (let i = 0; i < total; i++) server.create(bulky(i));
-    const kc = loadKubeConfig({ kubeconfig: server.kubeconfigPath });
-    const inf = new SupervisedInformer('services', kc, '/api/v1/services', listFunctions(kc, 'node-a').services, { transform: keep, onChange: () => {} });
+    client = new KubeClient(loadKubeConfig({ kubeconfig: server.kubeconfigPath }));
+    const inf = new SupervisedInformer('services', client, '/api/v1/services', listFunctions(client, 'node-a').services, { transform: keep, onChange: () => {} });
     informer = inf;
     inf.start();
     await waitFor(() => inf.health().synced && inf.list().length === total, WAIT_MS, `${total} services cached`);

@@ -102,7 +102,7 @@ describe('node name and in-cluster config', () => {
       writeFileSync(join(dir, 'token'), 'tok');
       writeFileSync(join(dir, 'ca.crt'), 'ca');
       const kc = loadKubeConfig({ inCluster: true, serviceAccountDir: dir });
-      expect(kc.getCurrentCluster()).toMatchObject({ server: 'https://10.96.0.1:443', caFile: join(dir, 'ca.crt') });
+      expect(kc).toMatchObject({ server: 'https://10.96.0.1:443', caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') });
     } finally {
       process.env = saved;
       rmSync(root, { recursive: true, force: true });

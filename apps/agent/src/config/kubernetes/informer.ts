@@ -1,16 +1,27 @@
 /**
- * One client-node informer (list, then watch from the list's resourceVersion) kept alive. client-node relists
- * by itself after a 410 and re-makes a watch the server ended or that stayed silent past its inactivity bound,
- * but on any other error (a cut connection, an unreachable server, a failed list) it reports the error and
- * STOPS: this wrapper restarts it with backoff (1 s, doubling to 30 s), from the resourceVersion it had, so a
- * short outage ends in a watch that resumes without a relist. Its cache stays as it was meanwhile.
+ * One informer kept alive: list (in pages), then watch from the list's resourceVersion, caching the objects by
+ * namespace/name, as client-go's reflector does. What it does when the server misbehaves:
+ *  - a watch the server ends is made again at once from the last resourceVersion (bookmarks asked for, so that
+ *    stays recent); a watch that hears nothing for `silenceMs` is made again likewise;
+ *  - an expired resourceVersion, as HTTP 410 or as HTTP 200 then an ERROR event whose Status has code 410 (what
+ *    real servers send), relists;
+ *  - any other error (a cut connection, an unreachable server, a failed list) marks it unhealthy and retries with
+ *    backoff (1 s, doubling to 30 s, reset once a watch is open again), from the resourceVersion it had, so a
+ *    short outage ends in a watch that resumes without a relist. Its cache stays as it was meanwhile;
+ *  - an update whose resourceVersion equals the cached one is dropped.
  *
- * Memory: lists are read in pages, and every object, listed or watched, goes through `transform` before
- * client-node caches it (as client-go's SetTransform), so the cache holds what the source reads, not whole objects.
+ * Memory: lists are read in pages, and every object, listed or watched, goes through `transform` before it is
+ * cached (as client-go's SetTransform), so the cache holds what the source reads, not whole objects.
  */
-import { type KubeConfig, type KubernetesObject, ListWatch, Watch } from '@kubernetes/client-node';
+import { setTimeout as sleep } from 'node:timers/promises';
 
+import { ApiError, type KubeClient, type WatchEvent } from './client.js';
 import type { ListFn } from './resources.js';
+
+/** What an informer caches: an object with the metadata its cache is keyed and compared on. */
+export interface KubernetesObject {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
 
 /** Items per list page (client-go's pager default). */
 export const LIST_PAGE = 500;
@@ -37,7 +48,7 @@ export interface InformerHealth {
   lastError?: { at: string; message: string };
 }
 
-/** A short message for an error of client-node's (its ApiException message carries the headers and body). */
+/** A short message for an error: HTTP status and the Status message for an answer, else the error's own. */
 export function errorText(err: unknown): string {
   const e = err as { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown; cause?: { code?: unknown; message?: unknown } };
   const status = typeof e?.code === 'number' ? e.code : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
@@ -61,28 +72,37 @@ const statusOf = (err: unknown) => {
   return typeof e?.code === 'number' ? e.code : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
 };
 
+/** Why a watch loop turns to listing again. */
+class Expired extends Error {}
+
 export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
-  private readonly lw: ListWatch<T>;
   private readonly backoffMinMs: number;
   private readonly backoffMaxMs: number;
+  private readonly silenceMs: number;
+  private readonly keep: (o: KubernetesObject) => T;
   private backoff: number;
+  private readonly cache = new Map<string, T>();
+  /** Where the next watch starts; undefined: list first. */
+  private resourceVersion: string | undefined;
+  private abort: AbortController | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = true;
-  private errors = 0;
+  /** Watches in a row the server ended without an event. */
+  private quietEnds = 0;
   private state: InformerHealth = { synced: false, healthy: false, since: new Date().toISOString(), restarts: 0 };
 
   constructor(
     readonly name: string,
-    kc: KubeConfig,
-    path: string,
-    listFn: ListFn,
+    private readonly client: KubeClient,
+    private readonly path: string,
+    private readonly listFn: ListFn,
     private readonly opts: InformerOptions & {
       fieldSelector?: string;
       optional?: boolean;
       /** What the cache keeps of an object; it must keep metadata.name, namespace and resourceVersion. */
       transform?: (obj: KubernetesObject) => T;
-      /** Called when the cache changed (add, update, delete, or the first list). */
+      /** Called when the cache changed (add, update, delete, or a list). */
       onChange: () => void;
       /** Called when health changed. */
       onHealth?: () => void;
@@ -90,45 +110,14 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
   ) {
     this.backoffMinMs = opts.backoffMinMs ?? 1000;
     this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
+    this.silenceMs = opts.silenceMs ?? 30_000;
     this.backoff = this.backoffMinMs;
-    const watch = new Watch(kc);
-    // The inactivity bound is a plain field at run time (private in the typings).
-    (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = opts.silenceMs ?? 30_000;
-    const keep = opts.transform ?? ((o: KubernetesObject) => o as T);
-    const list = async () => {
-      const items: T[] = [];
-      let page = await listFn({ limit: LIST_PAGE });
-      for (;;) {
-        for (const o of page.items) items.push(keep(o));
-        // Typed lists name it _continue; custom objects come as sent.
-        const next = page.metadata?._continue ?? (page.metadata as { continue?: string } | undefined)?.continue;
-        if (!next) break;
-        try {
-          page = await listFn({ limit: LIST_PAGE, _continue: next });
-        } catch (err) {
-          if (statusOf(err) !== 410) throw err;
-          // The continue token expired (the list outlived the server's history): one consistent list, whole.
-          items.length = 0;
-          page = await listFn({ limit: 0 });
-        }
-      }
-      // client-node fills its cache from this right after; the change callback runs later (debounced).
-      this.listed();
-      return { metadata: page.metadata, items } as never;
-    };
-    // Watched objects go through the same transform before client-node caches them (not ERROR's Status,
-    // whose code it reads, nor a BOOKMARK's bare metadata).
-    const watchFn = watch.watch.bind(watch);
-    watch.watch = (path, query, callback, done) =>
-      watchFn(path, query, (phase, obj, raw) => callback(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? keep(obj as KubernetesObject) : obj, raw), done);
-    this.lw = new ListWatch<T>(path, watch, list, false, undefined, opts.fieldSelector);
-    for (const verb of ['add', 'update', 'delete'] as const) this.lw.on(verb, () => opts.onChange());
-    this.lw.on('error', (err) => this.failed(err));
+    this.keep = opts.transform ?? ((o: KubernetesObject) => o as T);
   }
 
   /** The cached objects ([] for an absent custom resource). */
   list(): readonly T[] {
-    return this.state.absent ? [] : this.lw.list();
+    return this.state.absent ? [] : [...this.cache.values()];
   }
 
   health(): InformerHealth {
@@ -141,40 +130,110 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
     this.run();
   }
 
-  /** Stops watching; resolves once a start in flight has finished (and been stopped). */
+  /** Stops watching; resolves once a list or watch in flight has ended. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
-    await this.lw.stop();
+    this.abort?.abort();
     await this.running;
   }
 
   private run(): void {
-    const before = this.errors;
+    const abort = new AbortController();
+    this.abort = abort;
     const attempt = (async () => {
       try {
-        await this.lw.start();
+        await this.loop(abort.signal);
       } catch (err) {
-        this.failed(err);
+        if (!abort.signal.aborted) this.failed(err);
       }
-      // A stop during the list: client-node would go on to watch, so stop it again now.
-      if (this.stopped) return void (await this.lw.stop());
-      if (this.errors === before) this.setHealthy(true);
     })();
     this.running = attempt.finally(() => {
       if (this.running === attempt) this.running = undefined;
     });
   }
 
-  private listed(): void {
+  /** List when there is nothing to watch from, then watch, again and again, until an error or a stop. */
+  private async loop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      if (this.resourceVersion === undefined) {
+        await this.relist(signal);
+        if (signal.aborted) return;
+      }
+      let events = 0;
+      try {
+        const end = await this.client.watch(
+          this.path,
+          { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, ...(this.opts.fieldSelector && { fieldSelector: this.opts.fieldSelector }) },
+          { silenceMs: this.silenceMs, signal, onOpen: () => this.setHealthy(true), onEvent: (e) => (events++, this.event(e)) },
+        );
+        // A server that ends watches as soon as they are made (no event) is asked again with backoff, not in a spin.
+        this.quietEnds = end === 'closed' && events === 0 ? this.quietEnds + 1 : 0;
+        if (this.quietEnds > 1) await sleep(Math.min(this.backoffMinMs * 2 ** (this.quietEnds - 2), this.backoffMaxMs), undefined, { signal }).catch(() => undefined);
+      } catch (err) {
+        if (!(err instanceof Expired) && !(err instanceof ApiError && err.code === 410)) throw err;
+        // The resourceVersion is older than the server's history: list again.
+        this.resourceVersion = undefined;
+      }
+    }
+  }
+
+  private async relist(signal: AbortSignal): Promise<void> {
+    const items: T[] = [];
+    let page = await this.listFn({ limit: LIST_PAGE }, signal);
+    for (;;) {
+      for (const o of page.items) items.push(this.keep(o));
+      const next = page.metadata?.continue;
+      if (!next) break;
+      try {
+        page = await this.listFn({ limit: LIST_PAGE, _continue: next }, signal);
+      } catch (err) {
+        if (statusOf(err) !== 410) throw err;
+        // The continue token expired (the list outlived the server's history): one consistent list, whole.
+        items.length = 0;
+        page = await this.listFn({ limit: 0 }, signal);
+      }
+    }
+    if (signal.aborted) return;
+    this.cache.clear();
+    for (const o of items) this.cache.set(keyOf(o), o);
+    this.resourceVersion = page.metadata?.resourceVersion ?? '';
     const first = !this.state.synced || this.state.absent;
     this.state.synced = true;
     this.state.absent = undefined;
-    if (first) {
-      this.opts.onChange();
-      this.opts.onHealth?.();
+    this.opts.onChange();
+    if (first) this.opts.onHealth?.();
+  }
+
+  /** One watch event into the cache; 'stop' ends the watch (at an ERROR, after which the server closes it). */
+  private event(e: WatchEvent): void | 'stop' {
+    const rv = e.object?.metadata?.resourceVersion;
+    switch (e.type) {
+      case 'ADDED':
+      case 'MODIFIED': {
+        const kept = this.keep(e.object as KubernetesObject);
+        const key = keyOf(kept);
+        if (this.cache.get(key)?.metadata?.resourceVersion !== rv || rv === undefined) {
+          this.cache.set(key, kept);
+          this.opts.onChange();
+        }
+        break;
+      }
+      case 'DELETED':
+        if (this.cache.delete(keyOf(e.object))) this.opts.onChange();
+        break;
+      case 'BOOKMARK':
+        break;
+      case 'ERROR': {
+        const { code, message } = e.object ?? {};
+        if (code === 410) throw new Expired(message ?? 'resourceVersion expired');
+        throw new ApiError(typeof code === 'number' ? code : 500, JSON.stringify(e.object ?? {}), this.path);
+      }
+      default:
+        return;
     }
+    if (rv) this.resourceVersion = rv;
   }
 
   private setHealthy(healthy: boolean): void {
@@ -186,7 +245,6 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
   }
 
   private failed(err: unknown): void {
-    this.errors++;
     if (this.stopped) return;
     let delay: number;
     if (this.opts.optional && statusOf(err) === 404) {
@@ -195,6 +253,8 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
       this.state.absent = true;
       this.state.synced = true;
       this.state.lastError = undefined;
+      this.resourceVersion = undefined;
+      this.cache.clear();
       this.setHealthy(true);
       if (!was) {
         this.opts.onChange();
@@ -217,3 +277,5 @@ export class SupervisedInformer<T extends KubernetesObject = KubernetesObject> {
     }, delay);
   }
 }
+
+const keyOf = (o: KubernetesObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;

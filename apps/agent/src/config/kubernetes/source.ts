@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import type { KubeConfig, KubernetesObject, V1EndpointSlice, V1Namespace, V1Pod, V1Service } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1Namespace, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 
 import type { Logger } from '../../log.js';
@@ -18,14 +18,15 @@ import type { EndpointSlice, HTTPRoute, Service } from '@mesh/split';
 import type { ConfigSnapshot, Workload } from '../objects.js';
 import type { ConfigSource, ConfigUpdate } from '../source.js';
 import { findPodCgroup, type PodCgroup } from './cgroups.js';
-import { type InformerHealth, type InformerOptions, SupervisedInformer } from './informer.js';
+import { KubeClient, type KubeClientConfig } from './client.js';
+import { type InformerHealth, type InformerOptions, type KubernetesObject, SupervisedInformer } from './informer.js';
 import { registerKubernetesMetrics } from './metrics.js';
 import { inMesh, isFinished, podAddresses, podProblem, podToWorkload, qosOf } from './pods.js';
 import { listFunctions, nodeSelector, type ResourceName, WATCHED } from './resources.js';
 import { endpointSliceView, type HTTPRouteObject, httpRouteView, securityPolicyView, serviceSkipReason, serviceView } from './views.js';
 
 export interface KubernetesSourceOptions {
-  kubeConfig: KubeConfig;
+  kubeConfig: KubeClientConfig;
   /** This node: only its Pods become workloads. */
   nodeName: string;
   /** The agent's cgroup root: pods' cgroups are looked for under it (the kubepods directory or above it). */
@@ -114,6 +115,7 @@ export class KubernetesSource implements ConfigSource {
   readonly description: string;
   /** Kubelet makes and removes pods' cgroups: the agent must not create workload cgroups for this source. */
   readonly managesCgroups = false;
+  private readonly client: KubeClient;
   private readonly informers: Record<ResourceName, SupervisedInformer>;
   private readonly cgroups = new Map<string, PodCgroup>();
   private readonly pending = new Map<string, { pod: string; since: string }>();
@@ -132,12 +134,12 @@ export class KubernetesSource implements ConfigSource {
 
   constructor(private readonly opts: KubernetesSourceOptions) {
     if (!opts.nodeName) throw new TypeError('KubernetesSource: nodeName is required');
-    const server = opts.kubeConfig.getCurrentCluster()?.server;
-    if (!server) throw new TypeError('KubernetesSource: the kube config has no current cluster');
-    this.description = `kubernetes ${server} node ${opts.nodeName}`;
+    if (!opts.kubeConfig?.server) throw new TypeError('KubernetesSource: the client configuration has no server');
+    this.description = `kubernetes ${opts.kubeConfig.server} node ${opts.nodeName}`;
     this.log = opts.log;
+    this.client = new KubeClient(opts.kubeConfig);
     // With remotePods every pod is read (RBAC cannot narrow a list by field anyway: the role allows all pods).
-    const lists = listFunctions(opts.kubeConfig, opts.remotePods ? undefined : opts.nodeName);
+    const lists = listFunctions(this.client, opts.remotePods ? undefined : opts.nodeName);
     const onChange = () => this.schedule();
     const onHealth = () => this.healthChanged();
     type Policy = Parameters<typeof securityPolicyView>[0];
@@ -153,7 +155,7 @@ export class KubernetesSource implements ConfigSource {
     this.informers = Object.fromEntries(
       WATCHED.map((r) => [
         r.name,
-        new SupervisedInformer(r.name, opts.kubeConfig, r.path, lists[r.name], {
+        new SupervisedInformer(r.name, this.client, r.path, lists[r.name], {
           ...opts.informer,
           optional: r.optional,
           transform: transforms[r.name],
@@ -181,6 +183,7 @@ export class KubernetesSource implements ConfigSource {
     clearTimeout(this.debounce);
     clearTimeout(this.retry);
     await Promise.all(Object.values(this.informers).map((i) => i.stop()));
+    this.client.close();
   }
 
   health(): KubernetesHealth {
