@@ -301,7 +301,7 @@ export class KubeClient {
           if (!res.complete) reject(new Error(`watch ${path}: the connection was cut (socket closed mid-stream)`));
           else resolve('closed');
         });
-        res.on('error', (err) => (ended ? resolve(ended) : reject(err)));
+        res.on('error', (err) => (ended ? resolve(ended) : reject(new Error(`watch ${path}: the connection was cut (socket closed mid-stream: ${err.message})`))));
       });
     } finally {
       clearTimeout(timer);
