@@ -213,7 +213,7 @@ try {
       params,
       latency: lat
         ? { samples: lat.ms.length, p50_ms: p50, p90_ms: round(quantile(lat.ms, 0.9), 1), p99_ms: p99, max_ms: round(Math.max(...lat.ms), 1), min_ms: round(Math.min(...lat.ms), 1), median_ms: round(median(lat.ms), 1), ready_ms: lat.readyMs }
-        : { ...prev.kubernetes.latency, from_run: prev.kubernetes.date, note: 'KUBE_PART=rss: kept from the run of from_run' },
+        : { ...prev.kubernetes.latency, from_run: prev.kubernetes.latency.from_run ?? prev.kubernetes.date, note: 'KUBE_PART=rss: kept from the run of from_run' },
       rss: { rss_mb: rss.rssMb, ready_ms: rss.readyMs, memory: rss.memory, empty_cluster: { rss_mb: empty.rssMb, memory: empty.memory } },
     },
   };
