@@ -1,12 +1,13 @@
-// The Kubernetes source against the test API server: a server per test, objects made the way a cluster makes
-// them (pods bound to a node, with status; their cgroups made under a scratch cgroup as kubelet would), and
-// what the source's last snapshot should hold, computed from the server's objects independently of the
-// source's own conversion.
+// The Kubernetes source against the test API server (a server per test) or, with MESH_TEST_KUBECONFIG, a real
+// cluster (startKubeCluster of @mesh/testkit): objects made the way a cluster makes them (pods bound to a node,
+// with status; their cgroups made under a scratch cgroup as kubelet would), and what the source's last snapshot
+// should hold, computed from the server's objects independently of the source's own conversion. Against a real
+// cluster only the namespaces the test wrote to are compared (a cluster has objects of its own).
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { type Cgroup, createCgroup, KubeApiServer, type KubeObject } from '@mesh/testkit';
+import { type Cgroup, createCgroup, FAKE_ONLY, type KubeApiServer, type KubeCluster, type KubeObject, startKubeCluster } from '@mesh/testkit';
 
 import type { ConfigSnapshot } from '../../src/config/objects.js';
 import { KubernetesSource, type KubernetesSourceOptions } from '../../src/config/kubernetes/source.js';
@@ -17,7 +18,16 @@ export const NODE = 'node-a';
 export const WAIT_MS = 30_000;
 
 export interface Rig {
+  /** Where objects are written: the test API server or a real cluster. */
+  cluster: KubeCluster;
+  /** The test API server, for its switches; throws against a real cluster (tests using it skip there). */
   server: KubeApiServer;
+  /** Against a real cluster: the namespaces this test wrote to (the ones compared). */
+  namespaces: Set<string>;
+  create(o: KubeObject): Promise<KubeObject>;
+  replace(o: KubeObject): Promise<KubeObject>;
+  delete(o: KubeObject): Promise<void>;
+  get(o: KubeObject): Promise<KubeObject | undefined>;
   cgroups: Cgroup;
   source: KubernetesSource;
   updates: ConfigUpdate[];
@@ -28,15 +38,17 @@ export interface Rig {
 }
 
 export async function startRig(opts: Partial<Omit<KubernetesSourceOptions, 'kubeConfig' | 'cgroupRoot'>> & { serverDown?: boolean; before?: (s: KubeApiServer) => void } = {}): Promise<Rig> {
-  const server = await KubeApiServer.start();
+  const cluster = await startKubeCluster();
   let cgroups: Cgroup | undefined;
   try {
+    const fake = cluster.fake;
+    if (!fake && (opts.serverDown || opts.before)) throw new Error(`startRig: ${FAKE_ONLY}`);
     cgroups = await createCgroup('ksrc');
-    opts.before?.(server);
-    if (opts.serverDown) await server.stop();
+    if (fake) opts.before?.(fake);
+    if (opts.serverDown) await fake!.stop();
     const { serverDown: _d, before: _b, ...sourceOpts } = opts;
     const source = new KubernetesSource({
-      kubeConfig: loadKubeConfig({ kubeconfig: server.kubeconfigPath }),
+      kubeConfig: loadKubeConfig({ kubeconfig: cluster.kubeconfigPath }),
       nodeName: NODE,
       cgroupRoot: cgroups.path,
       debounceMs: 50,
@@ -47,21 +59,32 @@ export async function startRig(opts: Partial<Omit<KubernetesSourceOptions, 'kube
     const updates: ConfigUpdate[] = [];
     source.start((u) => updates.push(u));
     const cg = cgroups;
+    const namespaces = new Set<string>();
+    const seen = (o: KubeObject) => namespaces.add(o.kind === 'Namespace' ? o.metadata.name! : o.metadata.namespace ?? 'default');
     return {
-      server,
+      cluster,
+      get server(): KubeApiServer {
+        if (!fake) throw new Error(FAKE_ONLY);
+        return fake;
+      },
+      namespaces,
+      create: (o) => (seen(o), cluster.create(o)),
+      replace: (o) => (seen(o), cluster.replace(o)),
+      delete: (o) => cluster.delete(o),
+      get: (o) => cluster.get(o),
       cgroups: cg,
       source,
       updates,
       last: () => updates.at(-1)?.snapshot,
-      lists: (path) => server.requests.filter((r) => r.method === 'GET' && new URL(r.url, 'http://x').pathname === path && !r.url.includes('watch=true')).length,
+      lists: (path) => (fake ?? (() => { throw new Error(FAKE_ONLY); })()).requests.filter((r) => r.method === 'GET' && new URL(r.url, 'http://x').pathname === path && !r.url.includes('watch=true')).length,
       async close() {
         await source.close();
-        await server.close();
+        await cluster.close();
         await cg.close();
       },
     };
   } catch (err) {
-    await server.close();
+    await cluster.close();
     await cgroups?.close();
     throw err;
   }
@@ -137,8 +160,10 @@ export interface Summary {
 
 const sortedRecord = (entries: [string, string][]) => Object.fromEntries(entries.sort(([a], [b]) => a.localeCompare(b)));
 
-export function summarize(s: ConfigSnapshot | undefined): Summary {
-  if (!s) return { services: {}, slices: {}, routes: {}, workloads: {} };
+export function summarize(snapshot: ConfigSnapshot | undefined, inScope: (namespace: string) => boolean = () => true): Summary {
+  if (!snapshot) return { services: {}, slices: {}, routes: {}, workloads: {} };
+  const mine = <T extends { metadata: { namespace?: string } }>(l: T[]) => l.filter((x) => inScope(x.metadata.namespace ?? 'default'));
+  const s = { services: mine(snapshot.services), endpointSlices: mine(snapshot.endpointSlices), httpRoutes: mine(snapshot.httpRoutes), workloads: mine(snapshot.workloads) };
   return {
     services: sortedRecord(s.services.map((x) => [`${x.metadata.namespace}/${x.metadata.name}`, `${x.spec.clusterIP} ${x.spec.ports.map((p) => `${p.port}>${p.targetPort}`).join(',')}`])),
     slices: sortedRecord(s.endpointSlices.map((x) => [`${x.metadata.namespace}/${x.metadata.name}`, x.endpoints.map((e) => `${e.addresses.join('+')}${e.conditions?.ready === false ? '!' : ''}`).join(',')])),
@@ -149,9 +174,14 @@ export function summarize(s: ConfigSnapshot | undefined): Summary {
 
 /** The summary the server's objects call for: Services with a cluster IP, every slice and route, and this
  *  node's pods in the mesh (by namespace or pod label) whose cgroup exists. */
-export function expected(rig: Rig): Summary {
-  const { server } = rig;
-  const nsLabels = new Map(server.list({ apiVersion: 'v1', kind: 'Namespace' }).map((n) => [n.metadata.name!, n.metadata.labels ?? {}]));
+export async function expected(rig: Rig): Promise<Summary> {
+  const inScope = scope(rig);
+  const all = await Promise.all(
+    [['v1', 'Namespace'], ['v1', 'Service'], ['discovery.k8s.io/v1', 'EndpointSlice'], ['gateway.networking.k8s.io/v1', 'HTTPRoute'], ['v1', 'Pod']].map(([apiVersion, kind]) => rig.cluster.list({ apiVersion, kind })),
+  );
+  const [namespaces, services, slices, routes, pods] = all.map((l, i) => (i === 0 ? l : l.filter((o) => inScope(o.metadata.namespace ?? 'default')))) as KubeObject[][];
+  const server = { list: (ref: { apiVersion?: string; kind: string }) => ({ Namespace: namespaces, Service: services, EndpointSlice: slices, HTTPRoute: routes, Pod: pods })[ref.kind]! };
+  const nsLabels = new Map(server.list({ kind: 'Namespace' }).map((n) => [n.metadata.name!, n.metadata.labels ?? {}]));
   const key = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
   const spec = (o: KubeObject) => o.spec as any;
   return {
@@ -184,19 +214,22 @@ export function expected(rig: Rig): Summary {
   };
 }
 
+/** Which namespaces are compared: all on the test server, the test's own on a real cluster. */
+const scope = (rig: Rig) => (rig.cluster.fake ? () => true : (ns: string) => rig.namespaces.has(ns));
+
 /** Waits until the source's last snapshot says what the server's objects say; returns it. */
 export async function converged(rig: Rig, what: string, timeoutMs = WAIT_MS): Promise<Summary> {
   const deadline = Date.now() + timeoutMs;
-  let want = expected(rig);
-  let got = summarize(rig.last());
+  let want = await expected(rig);
+  let got = summarize(rig.last(), scope(rig));
   while (JSON.stringify(want) !== JSON.stringify(got)) {
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: the last snapshot differs from the server's objects\n` +
         `want ${JSON.stringify(want)}\ngot  ${JSON.stringify(got)}\nhealth ${JSON.stringify(rig.source.health())}`);
     }
     await sleep(25);
-    want = expected(rig);
-    got = summarize(rig.last());
+    want = await expected(rig);
+    got = summarize(rig.last(), scope(rig));
   }
   return got;
 }

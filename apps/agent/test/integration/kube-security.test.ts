@@ -3,11 +3,14 @@
 // create, update and delete, and a write that changes neither spec nor labels delivers nothing.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it as vitestIt } from 'vitest';
 
-import { describePrivileged, type KubeObject } from '@mesh/testkit';
+import { describePrivileged, realCluster, type KubeObject } from '@mesh/testkit';
 
 import { namespace, type Rig, startRig, WAIT_MS, waitFor } from './kube-harness.js';
+
+/** Against a real cluster (MESH_TEST_KUBECONFIG) these are skipped: see the reason. */
+const it: typeof vitestIt = realCluster() ? (((name: string, fn: () => Promise<void>, timeout?: number) => vitestIt.skip(`${name} (skipped: it compares every policy of the cluster, and a cluster may hold its own)`, fn, timeout)) as typeof vitestIt) : vitestIt;
 
 let rig: Rig | undefined;
 afterEach(async () => {

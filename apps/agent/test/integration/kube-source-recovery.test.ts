@@ -3,15 +3,18 @@
 // those among them. Each ends with the source's last snapshot equal to what the server's objects say.
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it as vitestIt } from 'vitest';
 
-import { describePrivileged, type KubeObject } from '@mesh/testkit';
+import { describePrivileged, FAKE_ONLY, realCluster, type KubeObject } from '@mesh/testkit';
 
 import { WATCHED } from '../../src/config/kubernetes/resources.js';
 import { converged, namespace, pod, type Rig, route, runPod, service, slice, startRig, WAIT_MS, waitFor } from './kube-harness.js';
 
 /** One watch per informer of the source. */
 const WATCHES = WATCHED.length;
+
+/** Against a real cluster (MESH_TEST_KUBECONFIG) these are skipped: they use the test server's switches. */
+const it: typeof vitestIt = realCluster() ? (((name: string, fn: () => Promise<void>, timeout?: number) => vitestIt.skip(`${name} (skipped: ${FAKE_ONLY})`, fn, timeout)) as typeof vitestIt) : vitestIt;
 
 let rig: Rig | undefined;
 afterEach(async () => {
