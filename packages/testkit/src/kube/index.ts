@@ -7,4 +7,3 @@ export { KubeApiServer, type KubeApiServerOptions, type RequestRecord } from './
 export { ApiError, type Status } from './status.js';
 export { ObjectStore, type ChangeEvent, type StoreOptions } from './store.js';
 export type { ExpiredForm, Watch, WatchEventType } from './watch.js';
-export { FAKE_ONLY, type KubeCluster, MESH_TEST_KUBECONFIG, realCluster, startKubeCluster } from './cluster.js';
