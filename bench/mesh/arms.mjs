@@ -6,10 +6,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Program } from '@mesh/bpf';
 
-import { AGENT_BIN, agentArgs, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
+import { AGENT_BIN, agentArgs, agentGet, exitReason, MESHCTL_BIN, waitReady } from '../../scripts/lib/agent.mjs';
 import { agentApi, round } from '../lib.mjs';
 import {
-  ADDR, apiSocket, assertNoMesh, curlFromClient, effectivePrograms, MESH_PROGRAM, meshCg, NS, params, pinRoot, plainCg, podCommand, PORT, Proc, run, state, tmp,
+  ADDR, apiSocket, assertNoMesh, curlFromClient, DP, effectivePrograms, MESH_PROGRAM, meshCg, NS, params, pinRoot, plainCg, podCommand, PORT, Proc, run, state, tmp,
   uninstallMesh, untilOk, workloadCg,
 } from './topology.mjs';
 
@@ -23,15 +23,17 @@ export function configureArms(opts) {
 }
 export const haproxyVersion = run('haproxy', ['-v']).stdout.split('\n')[0];
 
-export function meshConfig() {
-  const wl = (name, labels, addr) => `apiVersion: mesh.dev/v1alpha1
+/** The agent's config; with `mtls`, the bench's three workloads enrolled (their own service accounts, the
+ *  servers' port declared) and STRICT namespace-wide, as the mesh_mtls arm runs it. */
+export function meshConfig({ mtls = false } = {}) {
+  const wl = (name, labels, addr, sa) => `apiVersion: mesh.dev/v1alpha1
 kind: Workload
 metadata:
   name: ${name}
-  labels: { ${Object.entries(labels).map(([k, v]) => `${k}: ${v}`).join(', ')} }
+  labels: { ${Object.entries({ ...labels, ...(sa ? { 'mesh.dev/mtls': 'enabled' } : {}) }).map(([k, v]) => `${k}: ${v}`).join(', ')} }
 spec:
   addresses: [${addr}]
-`;
+${sa ? `  serviceAccount: ${sa}\n  ports: [{ name: http, port: ${PORT.app} }]\n` : ''}`;
   const svc = (name, ip, selector) => `apiVersion: v1
 kind: Service
 metadata:
@@ -42,9 +44,9 @@ spec:
   ports: [{ port: ${PORT.app} }]
 `;
   const docs = [
-    wl('client', { app: 'client' }, ADDR.client),
-    wl('v1', { app: 'server', version: 'v1' }, ADDR.v1),
-    wl('v2', { app: 'server', version: 'v2' }, ADDR.v2),
+    wl('client', { app: 'client' }, ADDR.client, mtls && 'client'),
+    wl('v1', { app: 'server', version: 'v1' }, ADDR.v1, mtls && 'server'),
+    wl('v2', { app: 'server', version: 'v2' }, ADDR.v2, mtls && 'server'),
     svc('server', ADDR.vip, { app: 'server' }),
     svc('server-v1', ADDR.vipV1, { app: 'server', version: 'v1' }),
     svc('server-v2', ADDR.vipV2, { app: 'server', version: 'v2' }),
@@ -60,6 +62,13 @@ spec:
         - { name: server-v2, port: ${PORT.app}, weight: ${params.split.v2} }
 `,
   ];
+  if (mtls) {
+    docs.push(`apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: { name: strict, namespace: default }
+spec: { mtls: { mode: STRICT } }
+`);
+  }
   // More pod pairs, for the memory comparison at 10 pairs: config only (no namespaces, no traffic).
   for (let i = 1; i <= params.extraPodPairs; i++) {
     const n = String(i).padStart(2, '0');
@@ -152,9 +161,106 @@ export const arms = {
       };
     },
   },
+  mesh_mtls: {
+    targets: () => [`${ADDR.vip}:${PORT.app}`],
+    closedTargets: () => [`${ADDR.vipV1}:${PORT.app}`],
+    servers: 'app',
+    cgroup: () => workloadCg('client'),
+    start: startMeshMtls,
+  },
   haproxy_http: haproxyArm(false),
   haproxy_tls: haproxyArm(true),
 };
+
+/** The metrics text of the data plane (its stats listener is in the node's namespace). */
+function dataplaneMetrics() {
+  return run('ip', ['netns', 'exec', NS.node, 'curl', '-sS', '--max-time', '3', `http://${DP.addr}:${DP.stats}/metrics`]).stdout;
+}
+
+/**
+ * The agent with --mtls, run in the node's network namespace (its data plane listens on the node's dummy
+ * address, which every pod reaches through its route to the node): the client, v1 and v2 enrolled, STRICT in
+ * namespace default; client → VIP → split → captured → data plane → mutual TLS 1.3 to the data plane's tunnel
+ * (the same node) → v1/v2 from the inbound source address.
+ */
+async function startMeshMtls() {
+  curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
+  const cfg = join(tmp, 'mesh-mtls.yaml');
+  writeFileSync(cfg, meshConfig({ mtls: true }));
+  const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
+    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', join(tmp, 'dataplane-run')];
+  const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];
+  const [cmd, ...args] = [...params.agentPrefix, 'nsenter', `--net=/run/netns/${NS.node}`, ...agentArgv];
+  agent = new Proc('mesh-agent (mtls)', cmd, args);
+  const metrics = async () => {
+    const r = await agentGet({ socketPath: apiSocket }, '/metrics');
+    if (r.status !== 200) throw new Error(`agent /metrics answered ${r.status}`);
+    return r.body;
+  };
+  let dpPid;
+  const stopAll = async () => {
+    for (const p of state.openProgs) p.prog.close();
+    state.openProgs = [];
+    const { code, signal } = agent ? await agent.stop() : { code: 0 };
+    agent = undefined;
+    // The data plane is a session of its own that outlives the agent (by design): stopped here.
+    if (dpPid) {
+      try {
+        process.kill(dpPid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      state.dataplanePid = undefined;
+    }
+    uninstallMesh(true);
+    assertNoMesh('after the mesh_mtls arm');
+    return { code, signal };
+  };
+  try {
+    await waitReady(apiSocket, { timeoutMs: 60_000, exited: () => exitReason(agent.child), describe: () => agent.describe() });
+    for (let deadline = Date.now() + 60_000; ; ) {
+      const n = Number(/^mesh_mtls_enrolled_workloads ([0-9.]+)$/m.exec(await metrics())?.[1] ?? 0);
+      if (n >= 3) break;
+      if (Date.now() > deadline) throw new Error(`the agent enrolled ${n} of the 3 workloads within 60 s: ${agent.describe()}`);
+      await sleep(200);
+    }
+    const status = await agentApi(apiSocket, '/v1/status');
+    dpPid = status.dataplane?.pid;
+    if (!dpPid) throw new Error(`the agent runs no data plane: ${JSON.stringify(status.dataplane)}`);
+    state.dataplanePid = dpPid;
+    state.openProgs = status.programs.map((p) => ({ name: p.program, prog: Program.openById(p.programId) }));
+    const meshctlRun = [process.execPath, MESHCTL_BIN, '--api-socket', apiSocket, 'run', '--workload', 'client', '--'];
+    await untilOk(() => curlFromClient(`http://${ADDR.vip}/`, { wrap: meshctlRun }), 'the VIP did not answer through the data plane', 20_000);
+    curlFromClient(`http://${ADDR.vipV1}/`, { wrap: meshctlRun });
+    // STRICT: plaintext from outside the mesh never reaches the server.
+    curlFromClient(`http://${ADDR.v1}:${PORT.app}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
+    const authorized = promSum(dataplaneMetrics(), 'mesh_dataplane_inbound_authorized_total', { source_principal: 'spiffe://cluster.local/ns/default/sa/client' });
+    if (!(authorized >= 2)) throw new Error(`the data plane authorized ${authorized} tunnelled connections from the client, expected the 2 requests'`);
+  } catch (err) {
+    await stopAll().catch(() => undefined);
+    throw err;
+  }
+  await sleep(params.agentSettleS * 1000);
+  let authorizedBefore = promSum(dataplaneMetrics(), 'mesh_dataplane_inbound_authorized_total', {});
+  return {
+    procs: { agent: agent.pid, dataplane: dpPid },
+    progs: state.openProgs,
+    async check(res) {
+      const text = dataplaneMetrics();
+      const authorized = promSum(text, 'mesh_dataplane_inbound_authorized_total', {});
+      const tunnelled = authorized - authorizedBefore;
+      authorizedBefore = authorized;
+      // Keep-alive load: at least its connections; new-connection load: one per request.
+      const want = res.connectionPerRequest ? res.requests : params.connections;
+      if (tunnelled < want) throw new Error(`the data plane authorized ${tunnelled} connections from the client during the run, expected at least ${want}`);
+      return { tunnelled_connections: tunnelled };
+    },
+    async stop() {
+      const { code, signal } = await stopAll();
+      if (code !== 0) throw new Error(`the agent (mtls) exited ${code ?? signal} on SIGTERM`);
+    },
+  };
+}
 
 function mapsMemory() {
   let bytes = 0;

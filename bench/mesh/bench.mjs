@@ -5,7 +5,9 @@
 //   mesh          client → service VIP, the agent's split and metrics programs attached (the agent runs only
 //                 during this arm; between its runs it is stopped and the datapath uninstalled);
 //   haproxy_http  client → HAProxy (client pod) → HAProxy (server pod) → server, HTTP mode, keep-alive;
-//   haproxy_tls   the same with mutual TLS between the two proxies.
+//   haproxy_tls   the same with mutual TLS between the two proxies;
+//   mesh_mtls     (BENCH_MESH_ARMS, instead of mesh) the mesh arm with the agent's --mtls: the three pods
+//                 enrolled, STRICT, client → data plane → mutual TLS 1.3 tunnel → data plane → server.
 // Each arm runs a fixed-rate load (latency, CPU, memory) and a closed-loop load (maximum throughput), with
 // bench/mesh/loadgen.c. See bench/README.md ("bench:mesh") for what is measured and the formulas.
 // Writes bench/results/mesh.json, mesh.md and mesh-latency.svg (and the table in bench/README.md).
@@ -34,8 +36,12 @@ topology();
 const pki = certificates();
 const configPath = join(tmp, 'mesh.yaml');
 writeFileSync(configPath, meshConfig());
-{
-  const check = run(process.execPath, [AGENT_BIN, '--config', configPath, '--check'], { allowFail: true });
+for (const [file, text] of [
+  [configPath, undefined],
+  [join(tmp, 'mesh-mtls-check.yaml'), meshConfig({ mtls: true })],
+]) {
+  if (text) writeFileSync(file, text);
+  const check = run(process.execPath, [AGENT_BIN, '--config', file, '--check'], { allowFail: true });
   if (check.status !== 0) throw new Error(`the agent rejects the bench's config:\n${check.stdout}${check.stderr}`);
 }
 const port = await new Promise((resolve) => {
@@ -68,6 +74,7 @@ const raw = Object.fromEntries(ARMS.map((a) => [a, []]));
 const latencies = Object.fromEntries(ARMS.map((a) => [a, []]));
 const latencyRuns = [];
 const closedRuns = [];
+const newConnRuns = [];
 const order = [];
 try {
   for (let rep = 0; rep < params.reps; rep++) {
@@ -97,7 +104,7 @@ try {
       }
     }
   }
-  if (!memoryOnly) await allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns });
+  if (!memoryOnly) await allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns, newConnRuns });
 } catch (err) {
   cleanup();
   throw err;
@@ -106,7 +113,7 @@ for (const set of Object.values(nginx)) for (const p of Object.values(set)) awai
 uninstallMesh(false); // the servers are gone: the cgroups go too
 cleanup();
 
-const result = figures({ raw, latencies, latencyRuns, closedRuns, order });
+const result = figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns, order });
 if (memoryOnly) {
   const file = join(quick ? join(root, 'build/bench/mesh-quick') : join(root, 'bench/results'), 'mesh.json');
   const merged = mergeMemory(existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {}, result);
@@ -127,6 +134,22 @@ const write = (name, text) => {
 };
 const md = markdownTable(result);
 write('mesh.json', JSON.stringify(result, null, 2) + '\n');
+// A run of the mTLS arms (direct, mesh_mtls, haproxy_tls) is recorded into bench/results/mesh.json beside the
+// default run's figures, under mesh_mtls: its own header (machine, kernel, commit), parameters, arms and ratios.
+if (ARMS.includes('mesh_mtls') && process.env.BENCH_MESH_RECORD_MTLS === '1') {
+  const file = join(root, 'bench/results/mesh.json');
+  const doc = JSON.parse(readFileSync(file, 'utf8'));
+  const { machine, kernel, node, commit, date, duration_s, params: p, topology: t, units, arms: a, ratios, goals, noise, new_connection_runs, closed_loop_runs, latency_runs } = result;
+  const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
+  doc.mesh_mtls = {
+    machine, kernel, node, commit, date, duration_s, params: p, topology: pick(t, ['mesh_mtls', 'new_connections', 'haproxy', 'latency_phase']), units,
+    arms: a, ratios: pick(ratios, Object.keys(ratios).filter((k) => k.includes('mtls'))), goals: pick(goals, Object.keys(goals).filter((k) => k.includes('mtls'))),
+    noise, new_connection_runs, closed_loop_runs, latency_runs,
+  };
+  writeFileSync(`${file}.tmp`, JSON.stringify(doc, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
+  console.error(`recorded the mTLS arms' figures in ${file} (mesh_mtls)`);
+}
 write('mesh.md', md);
 write('mesh-latency.svg', latencySvg(result));
 if (!quick) updateReadme(join(root, 'bench/README.md'), md);

@@ -5,11 +5,11 @@ import { performance } from 'node:perf_hooks';
 import { header, median, round } from '../lib.mjs';
 import { haproxyVersion } from './arms.mjs';
 import { pctMs } from './measurement.mjs';
-import { ADDR, ARMS, loadBefore, params, PORT, quick, run, t0 } from './topology.mjs';
+import { ADDR, ARMS, DP, loadBefore, params, PORT, quick, run, t0 } from './topology.mjs';
 
 /** The result file's content from what the run collected. */
-export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
-  const OWN = { direct: [], mesh: ['agent'], haproxy_http: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'], haproxy_tls: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'] };
+export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns = [], order }) {
+  const OWN = { direct: [], mesh: ['agent'], mesh_mtls: ['agent', 'dataplane'], haproxy_http: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'], haproxy_tls: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'] };
   const APP = ['loadgen', 'nginx_v1', 'nginx_v2', 'ksoftirqd'];
   const sum = (obj, keys) => keys.reduce((a, k) => a + (obj[k] ?? 0), 0);
   const per1k = (ms, requests) => (ms * 1000) / requests;
@@ -34,7 +34,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
         softirq_delta_ms_per_1k: per1k(f.system_ms.softirq, f.requests) - (direct ? per1k(direct.system_ms.softirq, direct.requests) : 0),
         machine_busy_ms_per_1k: per1k(f.system_ms.busy, f.requests),
         // The mesh's programs run inside the app processes: never count less than their measured run time.
-        cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm === 'mesh' ? Math.max(app - appDirect, bpf) : app - appDirect),
+        cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm === 'mesh' || arm === 'mesh_mtls' ? Math.max(app - appDirect, bpf) : app - appDirect),
       };
     });
   }
@@ -71,6 +71,9 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
         p99_ms: med(fx.map((f) => f.p99_us / 1000), 4),
       },
       rps: med(closedOf(arm).map((r) => r.rps), 0),
+      /** One connection per request, closed loop: requests (= new connections) per second, medians. */
+      new_connections_per_s: newConnRuns.some((r) => r.arm === arm) ? med(newConnRuns.filter((r) => r.arm === arm).map((r) => r.rps), 0) : undefined,
+      new_connections_p99_ms: newConnRuns.some((r) => r.arm === arm) ? med(newConnRuns.filter((r) => r.arm === arm).map((r) => r.p99_us / 1000), 3) : undefined,
       cpu_ms_per_1k: med(c.map((x) => x.cpu_ms_per_1k), 2),
       rss_mb: round(rssOf(arm, OWN[arm]), 1),
       fixed_rate_rps: med(fx.map((f) => f.rps), 1),
@@ -136,6 +139,13 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     /** The agent's whole cost: its RSS and the kernel memory of its maps (memlock), which the proxies do not have. */
     memory_vs_haproxy_10_pairs: ratio(memory.agent && memory.agent.rss_mb - memory.agent.bpf_mapped_in_rss_mb + memory.agent.bpf_maps_mb, memory.haproxy_http?.ten_pairs_mb),
   };
+  // The mTLS arm against the HAProxy pair in mutual TLS (issue 18, Done when 6).
+  if (results.mesh_mtls) {
+    ratios.added_p99_mtls_vs_haproxy_tls = addedRatio(results.mesh_mtls.added_p99_ms, results.haproxy_tls?.added_p99_ms);
+    ratios.cpu_mtls_vs_haproxy_tls = ratio(results.mesh_mtls.cpu_ms_per_1k, results.haproxy_tls?.cpu_ms_per_1k);
+    ratios.throughput_mtls_vs_haproxy_tls = ratio(results.mesh_mtls.rps, results.haproxy_tls?.rps);
+    ratios.new_connections_mtls_vs_haproxy_tls = ratio(results.mesh_mtls.new_connections_per_s, results.haproxy_tls?.new_connections_per_s);
+  }
   const goals = {
     added_p99_vs_haproxy_http:
       ratios.added_p99_vs_haproxy_http === undefined && results.haproxy_http?.added_p99_ms !== undefined
@@ -145,6 +155,15 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     cpu_vs_haproxy_http: { goal: '≤ 0.25', met: ratios.cpu_vs_haproxy_http !== undefined && ratios.cpu_vs_haproxy_http <= 0.25 },
     memory_vs_haproxy_10_pairs: { goal: '≤ 0.25', met: ratios.memory_vs_haproxy_10_pairs !== undefined && ratios.memory_vs_haproxy_10_pairs <= 0.25 },
   };
+  if (results.mesh_mtls) {
+    const goal = (k, text, ok) => (goals[k] = ratios[k] === undefined ? { goal: text, met: null, why: 'not measurable in this run (an arm missing, or the direct arm\'s p99 not below the other\'s)' } : { goal: text, met: ok(ratios[k]) });
+    goal('added_p99_mtls_vs_haproxy_tls', '≤ 0.5', (x) => x <= 0.5);
+    goal('cpu_mtls_vs_haproxy_tls', '≤ 0.5', (x) => x <= 0.5);
+    goal('throughput_mtls_vs_haproxy_tls', '≥ 1.5', (x) => x >= 1.5);
+    goal('new_connections_mtls_vs_haproxy_tls', '≥ 0.5', (x) => x >= 0.5);
+  }
+  // The mesh arm's goals mean nothing in a run without it.
+  for (const k of Object.keys(goals)) if (!results.mesh && !k.includes('mtls')) delete goals[k];
   const byRep = (arm, rep) => raw[arm]?.find((r) => r.rep === rep);
   const perRep = (fn) => (results.direct ? raw.direct.map((d) => fn(d.rep)).filter((x) => x !== undefined).map((x) => round(x, 3)) : []);
   const secondary = {
@@ -213,6 +232,8 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
       servers: `two nginx 1.22 in each server pod, one process each, ${params.bodyBytes}-byte body, pinned to CPU ${params.serverCpu}: on port ${PORT.app} inside the pod's workload cgroup (the mesh arm's), on port ${PORT.plain} in a cgroup outside the mesh's (the direct and proxy arms'); the same configuration otherwise`,
       direct: `connections dial the servers directly (port ${PORT.plain}): 14 of 16 to v1, 2 to v2 (closed loop: all to v1)`,
       mesh: `connections dial the VIP ${ADDR.vip}:80, split ${params.split.v1}/${params.split.v2} per connection by the agent's programs (closed loop: the VIP of Service server-v1, ${ADDR.vipV1}:80); the load generator's sockets are in the client workload's cgroup; the agent runs (unpinned) only during this arm's runs and the latency phase`,
+      mesh_mtls: `the mesh arm's path with the agent started with --mtls in the node's namespace: client, v1, v2 enrolled (mesh.dev/mtls), PeerAuthentication STRICT for namespace default; the data plane (native/dataplane) listens on ${DP.addr} (an address of the node's namespace) and reaches the servers from ${DP.inboundSource}; both tunnel ends are this node's data plane (one process); CPU counts the agent's and the data plane's threads`,
+      new_connections: `closed loops of ${params.closedS} s with one connection per request (Connection: close, a blocking connect for each), ${params.connections} at once, the arms taking turns, ${params.newConnRounds} rounds; medians`,
       haproxy: `HAProxy ${haproxyVersion.split(' ')[2]}: client-side proxy in pod-client on 127.0.0.1:${PORT.outbound} (CPU ${params.clientCpu}), mode http, roundrobin ${params.split.v1}/${params.split.v2} per request over the server-side proxies on <pod>:${PORT.inbound} (CPU ${params.serverCpu}), which forward to nginx on 127.0.0.1:${PORT.plain} (closed loop: a second frontend, 127.0.0.1:${PORT.outboundV1}, to v1 alone); nbthread 1, http-reuse always, keep-alive both ways; TLS arm: the same 100 ports higher, mutual TLS (ECDSA P-256, a throwaway CA) between the proxies, server name verified`,
       latency_phase: `after the repetitions, every arm up at once and one load generator loading all of them, ${params.rate} requests/s in all, each arm on its own ${params.connections} connections, the arms' requests interleaved one by one (in a de Bruijn order: every arm's request follows every pair of arms' equally often); ${params.latencyRuns} runs of ${params.latencyS} s; the direct and proxy arms' sockets in cgroups outside the mesh's`,
     },
@@ -227,6 +248,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, order }) {
     distribution,
     latency_runs: latencyRuns,
     closed_loop_runs: closedRuns,
+    new_connection_runs: newConnRuns,
     raw,
   };
   return result;

@@ -4,6 +4,8 @@
 //            evenly spaced stream of RATE requests per second; a connection still waiting for a response when its
 //            turn comes sends as soon as the response is in (counted in late_sends, never skipped);
 //   -r 0     closed loop: every connection sends its next request as soon as the previous response is in.
+// With -n every request goes on a connection of its own ("Connection: close"; the next request of that slot dials
+// anew, a blocking connect): the load of clients that do not keep connections alive (new connections per second).
 // Latency of a request: from the write() of the request to the read() that completes the response, in ns
 // (CLOCK_MONOTONIC). Every response is checked: status 200, Content-Length equal to -b, a body of 'x' bytes.
 // With several targets, -g CG1,CG2,… puts each target's sockets in a cgroup of its own (the process joins the
@@ -53,7 +55,7 @@ static int ncgroups, current_cgroup = -1, per_target;
 static struct conn conns[MAXCONN];
 static int nconns = 16, epfd;
 static double rate = 0, duration = 10, warmup = 1;
-static int sync_end;
+static int sync_end, conn_per_request;
 static long body_bytes = 1024;
 static const char *host = "bench", *path = "/", *outfile;
 static char request[512];
@@ -209,7 +211,13 @@ static void on_readable(struct conn *c) {
       return;
     }
     c->rlen = 0;
-    if (close_after) reopen(c);
+    if (conn_per_request) {
+      epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+      close(c->fd);
+      open_conn(c);
+    } else if (close_after) {
+      reopen(c);
+    }
     return;  // the main loop sends the next request
   }
 }
@@ -232,7 +240,7 @@ static double pct(double p) { return pct_of(&lat, p); }
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen -t ADDR:PORT[,ADDR:PORT...] [-c CONNS] [-d SECONDS] [-w WARMUP_S] [-r RATE|0] [-b BODY_BYTES]\n"
-          "               [-H HOST] [-P PATH] [-o LATENCY_FILE [-T]] [-g CGROUP[,CGROUP...]] [-s]\n"
+          "               [-H HOST] [-P PATH] [-o LATENCY_FILE [-T]] [-g CGROUP[,CGROUP...]] [-s] [-n]\n"
           "connection i dials target i %% (number of targets); -g: target i's sockets in cgroup i\n");
   exit(1);
 }
@@ -258,7 +266,7 @@ static void parse_targets(char *s) {
 
 int main(int argc, char **argv) {
   int opt;
-  while ((opt = getopt(argc, argv, "t:c:d:w:r:b:H:P:o:sg:T")) != -1) {
+  while ((opt = getopt(argc, argv, "t:c:d:w:r:b:H:P:o:sg:Tn")) != -1) {
     switch (opt) {
       case 't': parse_targets(optarg); break;
       case 'c': nconns = atoi(optarg); break;
@@ -272,12 +280,14 @@ int main(int argc, char **argv) {
       case 's': sync_end = 1; break;
       case 'g': parse_cgroups(optarg); break;
       case 'T': per_target = 1; break;
+      case 'n': conn_per_request = 1; break;
       default: usage();
     }
   }
   if (!ntargets || nconns < 1 || nconns > MAXCONN || duration <= 0 || rate < 0 || body_bytes < 0) usage();
   if (ncgroups && ncgroups != ntargets) usage();
-  request_len = (size_t)snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mesh-bench-loadgen\r\nAccept: */*\r\n\r\n", path, host);
+  request_len = (size_t)snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mesh-bench-loadgen\r\nAccept: */*\r\n%s\r\n", path, host,
+                                 conn_per_request ? "Connection: close\r\n" : "");
   expected_body = malloc((size_t)body_bytes + 1);
   memset(expected_body, 'x', (size_t)body_bytes);
   prctl(PR_SET_TIMERSLACK, 1UL);  // wake up at the due time, not up to 50 µs later

@@ -72,9 +72,10 @@ export function snapshot(procs, progs) {
 }
 
 /** Runs the load generator in the client pod; samples CPU at the start and the end of its measured window. */
-export async function load(arm, targets, { rate, durationS, warmupS, latFile, cgroups, connections = params.connections }, procs, progs = [], cg) {
+export async function load(arm, targets, { rate, durationS, warmupS, latFile, cgroups, connections = params.connections, connectionPerRequest = false }, procs, progs = [], cg) {
   const argv = [loadgen, '-s', '-t', targets.join(','), '-c', String(connections), '-d', String(durationS), '-w', String(warmupS), '-r', String(rate), '-b', String(params.bodyBytes), '-H', 'server.default.svc'];
   if (latFile) argv.push('-o', latFile);
+  if (connectionPerRequest) argv.push('-n');
   // Each target's sockets in a cgroup of its own, each latency tagged with its target's index.
   if (cgroups) argv.push('-g', cgroups.join(','), '-T');
   const [cmd, args] = podCommand(NS.client, params.clientCpu, argv, cg);
@@ -108,6 +109,7 @@ export async function load(arm, targets, { rate, durationS, warmupS, latFile, cg
   for (const k of Object.keys(after.bpf)) bpf[k] = { runs: after.bpf[k].runs - before.bpf[k].runs, ms: round((after.bpf[k].ns - before.bpf[k].ns) / 1e6, 3) };
   return {
     ...summary,
+    connectionPerRequest,
     window_ms: round(after.at - before.at, 1),
     cpu_ms: cpuMs,
     system_ms: { busy: round(after.stat.busy - before.stat.busy, 1), softirq: round(after.stat.softirq - before.stat.softirq, 1) },
@@ -127,11 +129,11 @@ export async function load(arm, targets, { rate, durationS, warmupS, latFile, cg
  * same arm, as much as the differences measured. The mesh's programs see only its own connections: the other
  * arms' sockets are in cgroups outside the mesh's (plainCg), their servers the plain nginx.
  */
-export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns }) {
+export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closedRuns, newConnRuns }) {
   const sessions = {};
   try {
     // The others first (each checks that nothing of the mesh is attached), then the mesh.
-    for (const arm of [...ARMS.filter((x) => x !== 'mesh'), ...ARMS.filter((x) => x === 'mesh')]) sessions[arm] = await arms[arm].start();
+    for (const arm of [...ARMS.filter((x) => !arms[x].cgroup), ...ARMS.filter((x) => arms[x].cgroup)]) sessions[arm] = await arms[arm].start();
     const leaked = meshProgramsOn(plainCgroups());
     if (leaked.length) throw new Error(`latency phase: mesh programs reach the other arms' cgroups: ${leaked.join(', ')}`);
     // One target per connection (the load generator gives connection k target k), the arms in a de Bruijn order:
@@ -169,6 +171,7 @@ export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closed
       log(`latency run ${run + 1}/${params.latencyRuns}, all arms at once, ${res.rps} rps: p99 ${ARMS.map((a) => `${a} ${Math.round(perArm[a].p99_ms * 1000)} µs`).join(', ')}`);
     }
     if (sessions.mesh) await sessions.mesh.check({ requests: meshRequests });
+    if (sessions.mesh_mtls) await sessions.mesh_mtls.check({ requests: 0 });
     // Throughput: a closed loop per arm in turn, the order rotated each round, a few seconds each; the other arms
     // are up but idle. One arm at a time (at saturation, arms loaded together would share the CPUs' queues and
     // each other's costs), but in short turns many times over: a slow stretch of the machine lands on a few
@@ -185,8 +188,21 @@ export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closed
       const r = Object.fromEntries(closedRuns.filter((x) => x.round === round).map((x) => [x.arm, x.rps]));
       log(`closed-loop round ${round + 1}/${params.closedRounds}: ${ARMS.map((a) => `${a} ${Math.round(r[a])} rps`).join(', ')}`);
     }
+    // One connection per request (as clients that do not keep connections alive): new connections per second,
+    // a closed loop per arm in turn as above. HAProxy's client-side proxy keeps its connections to the far proxy;
+    // each new connection of the mesh_mtls arm is a tunnelled connection of the data plane's.
+    for (let round = 0; round < params.newConnRounds; round++) {
+      for (const arm of ARMS.map((_, i) => ARMS[(i + round) % ARMS.length])) {
+        const armProcs = { ...serverProcs(arms[arm].servers), ...sessions[arm].procs };
+        const res = await load(arm, arms[arm].closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS, connectionPerRequest: true }, armProcs, [], clientCgroup(arm));
+        newConnRuns.push({ round, arm, rps: res.rps, connects: res.connects, p50_us: res.p50_us, p99_us: res.p99_us, requests: res.requests, cpu_ms: res.cpu_ms });
+        if (arm === 'mesh_mtls') await sessions[arm].check(res);
+      }
+      const r = Object.fromEntries(newConnRuns.filter((x) => x.round === round).map((x) => [x.arm, x.rps]));
+      log(`new-connection round ${round + 1}/${params.newConnRounds}: ${ARMS.map((a) => `${a} ${Math.round(r[a])} conn/s`).join(', ')}`);
+    }
     // The proxies carried their arm's requests (each used CPU), as in their own runs.
-    for (const [arm, s] of Object.entries(sessions)) if (s.check && arm !== 'mesh') await s.check({ cpu_ms: Object.fromEntries(Object.keys(s.procs).map((role) => [role, cpuMs[`${arm}.${role}`]])) });
+    for (const [arm, s] of Object.entries(sessions)) if (s.check && !arms[arm].cgroup) await s.check({ cpu_ms: Object.fromEntries(Object.keys(s.procs).map((role) => [role, cpuMs[`${arm}.${role}`]])) });
   } finally {
     for (const s of Object.values(sessions)) await s.stop();
   }

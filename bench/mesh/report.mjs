@@ -5,10 +5,11 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 export const LABELS = {
   direct: 'direct (no mesh)',
   mesh: 'mesh (eBPF: split + metrics)',
+  mesh_mtls: 'mesh with mTLS (STRICT, data plane)',
   haproxy_http: 'HAProxy pair, HTTP',
   haproxy_tls: 'HAProxy pair, mutual TLS',
 };
-const COLORS = { direct: '#555555', mesh: '#1b9e77', haproxy_http: '#d95f02', haproxy_tls: '#7570b3' };
+const COLORS = { direct: '#555555', mesh: '#1b9e77', mesh_mtls: '#e7298a', haproxy_http: '#d95f02', haproxy_tls: '#7570b3' };
 
 const f = (x, d) => (x === undefined || x === null || Number.isNaN(x) ? '–' : x.toFixed(d));
 const signed = (x, d) => (x === undefined ? '–' : `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(d)}`);
@@ -24,16 +25,16 @@ export function markdownTable(r) {
       `the arms taking turns; medians.`,
   );
   lines.push('');
-  lines.push('| arm | p50 ms | p90 ms | p99 ms | added p50 / p99 ms | max rps | vs direct | CPU ms per 1k req | RSS MiB |');
-  lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|');
+  lines.push('| arm | p50 ms | p90 ms | p99 ms | added p50 / p99 ms | max rps | vs direct | new conn/s | CPU ms per 1k req | RSS MiB |');
+  lines.push('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
   for (const [arm, a] of Object.entries(r.arms)) {
     const added = arm === 'direct' ? '–' : `${signed(a.added_p50_ms, 3)} / ${signed(a.added_p99_ms, 3)}`;
     lines.push(
-      `| ${LABELS[arm] ?? arm} | ${f(a.p50_ms, 3)} | ${f(a.p90_ms, 3)} | ${f(a.p99_ms, 3)} | ${added} | ${int(a.rps)} | ${arm === 'direct' ? '1' : f(a.throughput_vs_direct, 3)} | ${arm === 'direct' ? '0 (baseline)' : f(a.cpu_ms_per_1k, 1)} | ${arm === 'direct' ? '–' : f(a.rss_mb, 1)} |`,
+      `| ${LABELS[arm] ?? arm} | ${f(a.p50_ms, 3)} | ${f(a.p90_ms, 3)} | ${f(a.p99_ms, 3)} | ${added} | ${int(a.rps)} | ${arm === 'direct' ? '1' : f(a.throughput_vs_direct, 3)} | ${int(a.new_connections_per_s)} | ${arm === 'direct' ? '0 (baseline)' : f(a.cpu_ms_per_1k, 1)} | ${arm === 'direct' ? '–' : f(a.rss_mb, 1)} |`,
     );
   }
   lines.push('');
-  lines.push('| ratio (mesh ÷ …) | value | goal | met |');
+  lines.push('| ratio (mesh or mesh_mtls ÷ …) | value | goal | met |');
   lines.push('|---|--:|--|--|');
   for (const [k, g] of Object.entries(r.goals)) lines.push(`| \`${k}\` | ${f(r.ratios[k], 3)} | ${g.goal} | ${g.met === null ? g.why : g.met ? 'yes' : '**no**'} |`);
   lines.push('');
@@ -44,7 +45,7 @@ export function markdownTable(r) {
   for (const [arm, a] of Object.entries(r.arms)) {
     const c = a.cpu_components_ms_per_1k;
     lines.push(
-      `| ${LABELS[arm] ?? arm} | ${arm === 'direct' ? '0' : f(a.cpu_ms_per_1k, 1)} | ${f(c.own, 1)} | ${arm === 'direct' ? `(${f(c.app_total, 1)} in all)` : signed(c.app_delta, 1)} | ${arm === 'mesh' ? f(c.bpf, 2) : '–'} | ${arm === 'direct' ? '0' : f(a.saturated_cpu_ms_per_1k, 2)} |`,
+      `| ${LABELS[arm] ?? arm} | ${arm === 'direct' ? '0' : f(a.cpu_ms_per_1k, 1)} | ${f(c.own, 1)} | ${arm === 'direct' ? `(${f(c.app_total, 1)} in all)` : signed(c.app_delta, 1)} | ${arm === 'mesh' || arm === 'mesh_mtls' ? f(c.bpf, 2) : '–'} | ${arm === 'direct' ? '0' : f(a.saturated_cpu_ms_per_1k, 2)} |`,
     );
   }
   lines.push('');
@@ -60,7 +61,7 @@ export function markdownTable(r) {
     lines.push('');
   }
   const s2 = r.secondary_ratios;
-  if (s2?.per_repetition) {
+  if (s2?.per_repetition && r.arms.mesh) {
     const list = (xs) => xs.map((x) => f(x, 3)).join(', ');
     lines.push(
       `Per latency run: added p99 ms, mesh ${list(s2.per_latency_run.mesh_added_p99_ms)}, HAProxy HTTP ${list(s2.per_latency_run.haproxy_http_added_p99_ms)}; ` +

@@ -48,13 +48,23 @@ export const params = {
   split: { v1: 90, v2: 10 },
   /** Extra pod pairs (a client and a server Workload, a Service) in the agent's config, besides the bench's own. */
   extraPodPairs: 10,
+  /** BENCH_MESH_ARMS=direct,mesh_mtls,haproxy_tls picks arms (mesh and mesh_mtls, one agent each on the same
+   *  cgroups and pins, never in one run). */
   arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : memoryOnly ? ['mesh', 'haproxy_http'] : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
+  /** Closed-loop rounds with one connection per request (Connection: close, a new connect for each request). */
+  newConnRounds: env('BENCH_MESH_NEWCONN_ROUNDS', 4),
   /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };
+{
+  const known = ['direct', 'mesh', 'mesh_mtls', 'haproxy_http', 'haproxy_tls'];
+  const bad = params.arms.filter((a) => !known.includes(a));
+  if (bad.length || !params.arms.length) throw new Error(`BENCH_MESH_ARMS: unknown arm ${bad.join(', ') || '(none given)'}; the arms are ${known.join(', ')}`);
+  if (params.arms.includes('mesh') && params.arms.includes('mesh_mtls')) throw new Error('BENCH_MESH_ARMS: mesh and mesh_mtls cannot run in one run (one agent each, on the same cgroups and pins)');
+}
 export const quick = memoryOnly
   ? process.env.BENCH_MESH_ARMS !== undefined || params.rate !== DEFAULTS.rate || params.fixedS !== DEFAULTS.fixedS || params.agentPrefix.length > 0
-  : Object.entries(DEFAULTS).some(([k, v]) => params[k] !== v) || params.arms.length !== 4 || params.agentPrefix.length > 0;
+  : Object.entries(DEFAULTS).some(([k, v]) => params[k] !== v) || params.arms.join() !== 'direct,mesh,haproxy_http,haproxy_tls' || params.agentPrefix.length > 0;
 export const ARMS = params.arms;
 
 // --- names: unique per run (prefix + pid), so a leftover never collides -------------------------------------
@@ -65,6 +75,9 @@ export const ADDR = { client: '198.18.1.2', v1: '198.18.2.2', v2: '198.18.3.2', 
  *  outside the mesh's cgroups (the direct and proxy arms' server), so that the latency phase can run every arm at
  *  once without the mesh's programs seeing the other arms' connections. The proxy ports: HTTP pair; TLS pair +100. */
 export const PORT = { app: 80, plain: 8080, outbound: 15001, outboundV1: 15002, inbound: 15006 };
+/** The mesh_mtls arm's data plane: its listeners on an address of the node's namespace (every pod routes
+ *  198.18.0.0/15 through the node), and the source of its connections to the server pods (what STRICT admits). */
+export const DP = { addr: '198.18.250.1', inboundSource: '198.18.250.6', outbound: 15401, tunnel: 15408, stats: 15420 };
 export const cgroup2 = cgroup2Mount();
 export const meshCg = join(cgroup2, `meshbench-${process.pid}`);
 /** Outside the mesh's cgroup tree: the plain nginx and, in the latency phase, the other arms' client sockets. */
@@ -189,7 +202,7 @@ export class Proc {
 export const tmp = mkdtempSync(join(tmpdir(), `mesh-bench-mesh-${process.pid}-`));
 const made = { namespaces: [] };
 /** What cleanup must close that the arms and the run open: the mesh arm's program handles, BPF run-time stats. */
-export const state = { stats: undefined, openProgs: [] };
+export const state = { stats: undefined, openProgs: [], dataplanePid: undefined };
 onCleanup(() => {
   const step = (what, fn) => {
     try {
@@ -205,6 +218,15 @@ onCleanup(() => {
         p.child.kill('SIGKILL');
         killed = true;
       }
+    }
+    // The mesh_mtls arm's data plane: a session of its own, not a child of ours.
+    if (state.dataplanePid) {
+      try {
+        process.kill(state.dataplanePid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      killed = true;
     }
     if (killed) spawnSync('sleep', ['0.3']); // let the kernel take them out of their cgroups
   });
@@ -248,6 +270,8 @@ export function topology() {
     // Only the bench's range, through the node: no default route, nothing leaves the machine.
     run('ip', ['-n', NS[pod], 'route', 'add', '198.18.0.0/15', 'via', `198.18.${n}.1`]);
   }
+  // The mesh_mtls arm's data plane addresses: local to the node (on its lo; this kernel has no dummy links).
+  for (const a of [DP.addr, DP.inboundSource]) run('ip', ['-n', NS.node, 'addr', 'add', `${a}/32`, 'dev', 'lo']);
 }
 
 // --- certificates for the TLS arm (a throwaway CA; a server cert per server pod, a client cert) ------------
@@ -316,7 +340,7 @@ export async function untilOk(fn, what, timeoutMs = 10_000) {
   }
 }
 
-export const MESH_PROGRAM = /^(split_|http_)/;
+export const MESH_PROGRAM = /^(split_|http_|mtls_)/;
 /** Programs effective on cgroup `cg` (attached there or inherited), by name. */
 export function effectivePrograms(cg) {
   if (!existsSync(cg)) return [];
