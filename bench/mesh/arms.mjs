@@ -188,7 +188,7 @@ async function startMeshMtls() {
   const cfg = join(tmp, 'mesh-mtls.yaml');
   writeFileSync(cfg, meshConfig({ mtls: true }));
   const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
-    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', join(tmp, 'dataplane-run')];
+    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', join(tmp, 'dataplane-run'), ...(params.mtlsPool ? ['--mtls-pool'] : [])];
   const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];
   const [cmd, ...args] = [...params.agentPrefix, 'nsenter', `--net=/run/netns/${NS.node}`, ...agentArgv];
   agent = new Proc('mesh-agent (mtls)', cmd, args);

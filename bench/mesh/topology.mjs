@@ -53,6 +53,8 @@ export const params = {
   arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : memoryOnly ? ['mesh', 'haproxy_http'] : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
   /** Closed-loop rounds with one connection per request (Connection: close, a new connect for each request). */
   newConnRounds: env('BENCH_MESH_NEWCONN_ROUNDS', 4),
+  /** BENCH_MESH_MTLS_POOL=1: the mesh_mtls arm's agent with --mtls-pool (pooled tunnel connections). */
+  mtlsPool: process.env.BENCH_MESH_MTLS_POOL === '1',
   /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };

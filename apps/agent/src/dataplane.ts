@@ -25,6 +25,9 @@ export interface DataplaneConfig {
   tunnel?: string;
   stats: string;
   workers?: number;
+  /** Pooled tunnel connections (docs/mtls.md); needs ktls false. */
+  pool?: boolean;
+  ktls?: boolean;
   inboundSource?: { ipv4?: string; ipv6?: string };
   workloads: {
     address: string;

@@ -40,6 +40,8 @@ export interface MtlsNodeOptions {
   /** Where its config, pid file and log live. */
   runDir: string;
   workers?: number;
+  /** Outbound connections as streams over pooled tunnel connections instead of one TLS connection each. */
+  pool?: boolean;
   /** Other nodes' tunnel listeners, by node name: where their workloads (spec.nodeName) are reached. */
   peers?: Record<string, string>;
   /** Capacities of the enrolled-workload, port-mode and destination tables; from the first config when not
@@ -153,6 +155,8 @@ export class MtlsNode {
       tunnel: this.opts.tunnel,
       stats: this.opts.stats,
       ...(this.opts.workers !== undefined ? { workers: this.opts.workers } : {}),
+      // The pooled tunnel frames its streams in user space: no kTLS hand-over on this node's connections.
+      ...(this.opts.pool ? { pool: true, ktls: false } : {}),
       inboundSource: this.opts.inboundSource,
       workloads,
       destinations,

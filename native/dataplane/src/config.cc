@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include <atomic>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -122,8 +123,8 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   }
   if (!root.isObject()) throw ConfigError(path + ": expected a JSON object");
   onlyKeys(root,
-           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "ktls", "workloads", "destinations",
-            "originalDst", "inboundSource"},
+           {"outbound", "tunnel", "stats", "workers", "handshakeTimeoutMs", "ktls", "pool", "poolIdleMs", "workloads",
+            "destinations", "originalDst", "inboundSource"},
            "config");
 
   auto cfg = std::make_shared<Config>();
@@ -135,6 +136,11 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   if (auto* v = optional(root, "handshakeTimeoutMs", Json::Type::Number, "config"))
     cfg->handshakeTimeoutMs = intField(*v, "config.handshakeTimeoutMs", 100, 600000);
   if (auto* v = optional(root, "ktls", Json::Type::Bool, "config")) cfg->ktls = v->b;
+  if (auto* v = optional(root, "pool", Json::Type::Bool, "config")) cfg->pool = v->b;
+  if (auto* v = optional(root, "poolIdleMs", Json::Type::Number, "config"))
+    cfg->poolIdleMs = intField(*v, "config.poolIdleMs", 100, 600000);
+  if (cfg->pool && cfg->ktls)
+    fail("config.pool", "needs \"ktls\": false (a pooled tunnel frames its streams in user space)");
 
   const Json& workloads = need(root, "workloads", Json::Type::Array, "config");
   for (size_t i = 0; i < workloads.arr.size(); i++) {
@@ -185,5 +191,16 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   OriginalDst::useMap(cfg->originalDst);  // only a config loaded whole switches how destinations are found
   return cfg;
 }
+
+}  // namespace mesh
+
+namespace mesh {
+
+namespace {
+std::shared_ptr<const Config> current;
+}
+
+void setCurrentConfig(std::shared_ptr<const Config> config) { std::atomic_store(&current, std::move(config)); }
+std::shared_ptr<const Config> currentConfig() { return std::atomic_load(&current); }
 
 }  // namespace mesh

@@ -40,6 +40,10 @@ struct Config {
   int workers = 2;
   int handshakeTimeoutMs = 10000;
   bool ktls = true;  // hand the record layer to the kernel when it has kTLS ("ktls": false keeps user space)
+  // "pool": outbound connections go as streams over pooled tunnel connections, one stream at a time per
+  // connection, reused (docs/mtls.md, "Pooled tunnel"); needs "ktls": false (framed streams are user space).
+  bool pool = false;
+  int poolIdleMs = 5000;  // an idle pooled connection is closed after this (the server waits 6 times longer)
   std::vector<std::unique_ptr<Workload>> workloads;
   std::map<std::string, Destination> destinations;                // key: "ip:port"
   SslCtxPtr inboundBase;  // no certificate: the SNI callback switches to the workload's context
@@ -59,5 +63,10 @@ struct ConfigError : std::runtime_error {
 
 // Reads and checks everything (files, keys, SPIFFE IDs); throws ConfigError naming the field and the problem.
 std::shared_ptr<const Config> loadConfig(const std::string& path);
+
+// The config in force (the latest loaded): a pooled tunnel's later streams are checked against it, not against
+// the config its connection started with.
+void setCurrentConfig(std::shared_ptr<const Config> config);
+std::shared_ptr<const Config> currentConfig();
 
 }  // namespace mesh

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -64,13 +65,14 @@ bool Buffer::prepend(const char* p, size_t n) {
   return true;
 }
 
-Conn::Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd)
+Conn::Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd, Pool* pool)
     : role_(role),
       state_(role == Role::Outbound ? State::ReadPreamble : State::Handshaking),
       config_(std::move(config)),
       epfd_(epfd),
       up_(kBufferSize),
-      down_(kBufferSize) {
+      down_(kBufferSize),
+      pool_(pool) {
   stats.accepted[int(role_)]++;
   stats.active[int(role_)]++;
   deadline_ = Clock::now() + std::chrono::milliseconds(config_->handshakeTimeoutMs);
@@ -120,7 +122,9 @@ void Conn::checkDeadline(Clock::time_point now) {
     return;
   }
   if (state_ == State::Streaming || state_ == State::Closed || now < deadline_) return;
-  if (state_ == State::Connecting)
+  if (state_ == State::Idle || (state_ == State::ReadHeader && idleWait_))
+    finish(false);  // a pooled connection idle for too long: closed cleanly
+  else if (state_ == State::Connecting)
     fail(role_ == Role::Outbound ? ConnError::TunnelConnectFailed : ConnError::BackendConnectFailed);
   else if (state_ == State::ReadPreamble)
     fail(ConnError::NoOriginalDestination);
@@ -136,7 +140,8 @@ bool Conn::step() {
     case State::Connecting: return finishConnect(role_ == Role::Outbound ? tls_ : plain_);
     case State::Handshaking: return handshake();
     case State::ReadHeader: return readHeader();
-    case State::Streaming: return pump();
+    case State::Streaming: return framed_ ? framedPump() : pump();
+    case State::Idle: return idleStep();
     case State::Closed: return false;
   }
   return false;
@@ -177,8 +182,33 @@ bool Conn::readPreamble() {
   }
   check_.local = source;
   check_.expectedId = dest->spiffeId;
-  std::string header = encodeHeader(dst_);
-  up_.prepend(header.data(), header.size());
+  if (config_->pool && pool_) {
+    // A stream of a pooled tunnel: its header, then what the application sent early as a DATA frame.
+    framed_ = true;
+    std::string pre = encodeHeader(dst_, true);
+    if (!up_.empty()) {
+      char fh[kFrameHeaderSize];
+      encodeFrameHeader(fh, kFrameData, up_.size());
+      pre.append(fh, sizeof fh);
+    }
+    up_.prepend(pre.data(), pre.size());
+    // Pooled per source identity and destination (the server checks each stream against the workload its SNI
+    // named), per tunnel, and per config (a reload's new SVIDs and policies get connections of their own).
+    poolKey_ = source->spiffeId + '|' + dst_.ip() + '|' + dest->tunnel.str() + '|' + dest->spiffeId + '|' +
+               std::to_string(reinterpret_cast<uintptr_t>(config_.get()));
+    if (Conn* idle = pool_->take(poolKey_)) {
+      adopt(idle);
+      stats.tunnelStreams[0][2]++;
+      stats.established[int(role_)]++;
+      state_ = State::Streaming;
+      return true;
+    }
+    stats.tunnelStreams[0][1]++;
+  } else {
+    stats.tunnelStreams[0][0]++;
+    std::string header = encodeHeader(dst_);
+    up_.prepend(header.data(), header.size());
+  }
   return startTunnelConnect(dest->tunnel);
 }
 
@@ -250,20 +280,33 @@ bool Conn::handshake() {
 }
 
 bool Conn::readHeader() {
-  // With kTLS, not a byte past the header: what follows is the application's, and goes by splice.
-  bool progress = tlsRead(ktls_ ? kHeaderSize - down_.size() : SIZE_MAX);
+  // Not a byte past the header: with kTLS what follows is the application's and goes by splice; on a pooled
+  // connection it is the stream's frames.
+  bool progress = tlsRead(kHeaderSize - down_.size());
   if (state_ == State::Closed) return false;
   if (down_.size() < kHeaderSize) {
-    if (tlsEof_) fail(ConnError::BadHeader);
+    // The client closed a pooled connection between streams: its normal end.
+    if (tlsEof_ && idleWait_ && down_.empty()) finish(false);
+    else if (tlsEof_) fail(ConnError::BadHeader);
     return progress;
   }
-  auto dst = decodeHeader(reinterpret_cast<const uint8_t*>(down_.readPtr()));
-  if (!dst) {
+  bool framed = false;
+  auto dst = decodeHeader(reinterpret_cast<const uint8_t*>(down_.readPtr()), &framed);
+  if (!dst || (idleWait_ && !framed) || (framed && ktls_)) {
     fail(ConnError::BadHeader);
     return false;
   }
   down_.consume(kHeaderSize);
   dst_ = *dst;
+  framed_ = framed;
+  stats.tunnelStreams[1][framed ? 1 : 0]++;
+  if (idleWait_) {
+    // A later stream of a pooled connection: a new application connection, checked as the first one was, against
+    // the config in force now.
+    idleWait_ = false;
+    stats.accepted[int(role_)]++;
+    if (!checkStreamAgainstCurrentConfig()) return false;
+  }
   // The client asked (SNI) for one workload's identity; it may only reach that workload.
   if (dst_.ip() != check_.local->address) {
     fail(ConnError::DestinationMismatch);
@@ -302,10 +345,10 @@ bool Conn::readHeader() {
 
 // SSL_read into down_; false when blocked. Sets tlsEof_ on close_notify; fails the connection on a truncation.
 bool Conn::tlsRead(size_t limit) {
-  if (tlsEof_ || draining_ != ConnError::Count || down_.space() == 0) return false;
+  if (tlsEof_ || draining_ != ConnError::Count || down_.space() == 0 || limit == 0) return false;
   if (ktls_) return ktlsRead(limit);
   ERR_clear_error();
-  int n = SSL_read(ssl_, down_.writePtr(), int(down_.space()));
+  int n = SSL_read(ssl_, down_.writePtr(), int(std::min(down_.space(), limit)));
   if (n > 0) {
     down_.produced(size_t(n));
     return true;
@@ -456,9 +499,17 @@ void Conn::failHandshake(HandshakeFailure f) {
 
 void Conn::finish(bool abort) {
   if (state_ == State::Closed) return;
+  bool idle = state_ == State::Idle || (state_ == State::ReadHeader && idleWait_);
+  if (state_ == State::Idle && pool_) pool_->remove(poolKey_, this);
   state_ = State::Closed;
   stats.active[int(role_)]--;
   if (ssl_) {
+    // A pooled connection closed between streams says so (close_notify), so the peer sees a clean end.
+    if (idle && !abort) {
+      ERR_clear_error();
+      SSL_shutdown(ssl_);
+      ERR_clear_error();
+    }
     // A clean end already sent close_notify; an abort sends nothing more over TLS.
     SSL_set_quiet_shutdown(ssl_, 1);
     SSL_free(ssl_);
@@ -472,6 +523,204 @@ void Conn::finish(bool abort) {
     close(*fd);
     *fd = -1;
   }
+}
+
+
+// --- the pooled tunnel: framed streams, one at a time per TLS connection ---------------------------------------
+
+Conn* Pool::take(const std::string& key) {
+  auto it = idle.find(key);
+  if (it == idle.end()) return nullptr;
+  Conn* c = it->second;
+  idle.erase(it);
+  return c;
+}
+
+void Pool::remove(const std::string& key, Conn* c) {
+  auto range = idle.equal_range(key);
+  for (auto it = range.first; it != range.second; ++it) {
+    if (it->second == c) {
+      idle.erase(it);
+      return;
+    }
+  }
+}
+
+// Takes over an idle pooled connection's TLS socket and session; the idle Conn ends without touching them.
+void Conn::adopt(Conn* idle) {
+  ssl_ = idle->ssl_;
+  tls_ = idle->tls_;
+  idle->ssl_ = nullptr;
+  idle->tls_ = -1;
+  idle->state_ = State::Streaming;  // not Idle any more: finish() neither looks in the pool nor says goodbye
+  check_.peerId = idle->check_.peerId;
+  attachPeerCheck(ssl_, &check_);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.ptr = this;
+  epoll_ctl(epfd_, EPOLL_CTL_MOD, tls_, &ev);
+  idle->finish(false);
+}
+
+// After an SSL_read that returned n <= 0: true when it only has to wait; else the tunnel is gone (mid-stream,
+// so the stream fails) and the connection is ended.
+bool Conn::sslReadBlocked(int n) {
+  int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
+  ERR_clear_error();
+  fail(ConnError::Reset);
+  return false;
+}
+
+// TLS → down_, frame by frame: DATA payloads into down_, FIN sets finRecv_. Reads no further than the stream's
+// FIN (what follows belongs to the next stream).
+bool Conn::framedRead() {
+  bool progress = false;
+  while (!finRecv_) {
+    if (frameLeft_ == 0) {
+      ERR_clear_error();
+      int n = SSL_read(ssl_, fh_ + fhLen_, int(kFrameHeaderSize - fhLen_));
+      if (n <= 0) return sslReadBlocked(n) && progress;
+      progress = true;
+      fhLen_ += size_t(n);
+      if (fhLen_ < kFrameHeaderSize) continue;
+      fhLen_ = 0;
+      size_t len = size_t(fh_[1]) << 16 | size_t(fh_[2]) << 8 | size_t(fh_[3]);
+      if (fh_[0] == kFrameFin && len == 0) {
+        finRecv_ = true;
+        break;
+      }
+      if (fh_[0] != kFrameData || len == 0) {
+        fail(ConnError::BadHeader);
+        return false;
+      }
+      frameLeft_ = len;
+    }
+    if (down_.space() == 0) break;
+    ERR_clear_error();
+    int n = SSL_read(ssl_, down_.writePtr(), int(std::min(down_.space(), frameLeft_)));
+    if (n <= 0) return sslReadBlocked(n) && progress;
+    down_.produced(size_t(n));
+    frameLeft_ -= size_t(n);
+    progress = true;
+  }
+  return progress;
+}
+
+bool Conn::framedPump() {
+  bool progress = false;
+  // Plaintext → TLS: a DATA frame per read (the header written in front of the bytes), a FIN frame at EOF.
+  if (!plainEof_ && up_.empty()) {
+    char* p = up_.writePtr();
+    ssize_t n = read(plain_, p + kFrameHeaderSize, up_.space() - kFrameHeaderSize);
+    if (n > 0) {
+      encodeFrameHeader(p, kFrameData, size_t(n));
+      up_.produced(size_t(n) + kFrameHeaderSize);
+      stats.bytes[int(role_)][0] += uint64_t(n);
+      progress = true;
+    } else if (n == 0) {
+      plainEof_ = true;
+      progress = true;
+    } else if (!wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (plainEof_ && up_.empty() && !finSent_) {
+    encodeFrameHeader(up_.writePtr(), kFrameFin, 0);
+    up_.produced(kFrameHeaderSize);
+    finSent_ = true;
+    progress = true;
+  }
+  if (!up_.empty()) {
+    ERR_clear_error();
+    int n = SSL_write(ssl_, up_.readPtr(), int(up_.size()));
+    if (n > 0) {
+      up_.consume(size_t(n));
+      progress = true;
+    } else {
+      int e = SSL_get_error(ssl_, n);
+      if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) {
+        ERR_clear_error();
+        fail(ConnError::Reset);
+        return false;
+      }
+    }
+  }
+  // TLS → plaintext.
+  if (framedRead()) progress = true;
+  if (state_ == State::Closed) return false;
+  if (!down_.empty() && !plainShut_) {
+    ssize_t n = send(plain_, down_.readPtr(), down_.size(), MSG_NOSIGNAL);
+    if (n > 0) {
+      down_.consume(size_t(n));
+      stats.bytes[int(role_)][1] += uint64_t(n);
+      progress = true;
+    } else if (n < 0 && !wouldBlock()) {
+      fail(ConnError::Reset);
+      return false;
+    }
+  }
+  if (finRecv_ && down_.empty() && !plainShut_) {
+    shutdown(plain_, SHUT_WR);
+    plainShut_ = true;
+    progress = true;
+  }
+  if (plainEof_ && finSent_ && up_.empty() && finRecv_ && plainShut_ && down_.empty()) return streamDone();
+  return progress;
+}
+
+// Both directions of the stream are done: the plaintext socket closes, the TLS connection waits for the next
+// stream (outbound: idle in the worker's pool; inbound: for the next header).
+bool Conn::streamDone() {
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, plain_, nullptr);
+  close(plain_);
+  plain_ = -1;
+  plainEof_ = plainShut_ = finSent_ = finRecv_ = false;
+  frameLeft_ = fhLen_ = 0;
+  deadline_ = Clock::now() + std::chrono::milliseconds(role_ == Role::Outbound ? config_->poolIdleMs : 6 * config_->poolIdleMs);
+  if (role_ == Role::Outbound) {
+    state_ = State::Idle;
+    pool_->idle.emplace(poolKey_, this);
+    return true;  // idleStep() sees whatever OpenSSL already holds
+  }
+  idleWait_ = true;
+  state_ = State::ReadHeader;
+  return true;
+}
+
+// An idle pooled connection: the server sends nothing between streams; anything (its close, an error) ends it.
+bool Conn::idleStep() {
+  char b;
+  ERR_clear_error();
+  int n = SSL_read(ssl_, &b, 1);
+  if (n > 0) {
+    fail(ConnError::BadHeader);
+    return false;
+  }
+  int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return false;
+  ERR_clear_error();
+  pool_->remove(poolKey_, this);
+  state_ = State::Streaming;  // out of the pool; no goodbye on a connection the peer ended
+  finish(e != SSL_ERROR_ZERO_RETURN);
+  return false;
+}
+
+// A later stream of a pooled inbound connection: the destination must still be a workload of this node with the
+// identity this connection presented, and is authorized by the policies in force now.
+bool Conn::checkStreamAgainstCurrentConfig() {
+  auto now = currentConfig();
+  if (!now || now.get() == config_.get()) return true;
+  const Workload* w = now->workloadByIp(dst_.ip());
+  if (!w || w->spiffeId != check_.local->spiffeId) {
+    fail(ConnError::DestinationMismatch);
+    return false;
+  }
+  config_ = now;
+  check_.config = config_.get();
+  check_.local = w;
+  return true;
 }
 
 }  // namespace mesh

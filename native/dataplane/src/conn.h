@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "addr.h"
@@ -39,13 +41,24 @@ class Buffer {
   size_t tail_ = 0;
 };
 
+class Conn;
+
+// A worker's idle pooled tunnel connections (outbound), by key: source SPIFFE ID, destination, tunnel and the
+// config they were made with. Only the worker's thread touches it.
+struct Pool {
+  std::unordered_multimap<std::string, Conn*> idle;
+  Conn* take(const std::string& key);
+  void remove(const std::string& key, Conn* c);
+};
+
 class Conn {
  public:
-  enum class State { ReadPreamble, Connecting, Handshaking, ReadHeader, Streaming, Closed };
+  // Idle: a pooled outbound TLS connection between streams, waiting in the worker's Pool.
+  enum class State { ReadPreamble, Connecting, Handshaking, ReadHeader, Streaming, Idle, Closed };
   using Clock = std::chrono::steady_clock;
 
   // Outbound: `fd` is the accepted application socket. Inbound: the accepted tunnel socket.
-  Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd);
+  Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd, Pool* pool = nullptr);
   ~Conn();
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
@@ -65,6 +78,14 @@ class Conn {
   bool handshake();
   bool readHeader();
   bool tlsRead(size_t limit = SIZE_MAX);
+  // The pooled tunnel (framed streams, one at a time).
+  void adopt(Conn* idle);
+  bool framedPump();
+  bool framedRead();
+  bool sslReadBlocked(int n);
+  bool streamDone();
+  bool idleStep();
+  bool checkStreamAgainstCurrentConfig();
   // The kTLS path (conn_splice.cc).
   void prepareKtls();
   bool handOver();
@@ -108,6 +129,17 @@ class Conn {
   size_t upQueued_ = 0;    // bytes in upPipe_
   size_t downQueued_ = 0;  // bytes in downPipe_
   uint64_t txRecords_ = 0; // an upper bound on the records the kernel sealed for us
+  // Pooled tunnel: framed streams; finSent_/finRecv_ are the stream's half-closes (FIN frames); frameLeft_ the
+  // payload bytes of the DATA frame being read; fh_ a frame header read in part.
+  Pool* pool_ = nullptr;
+  std::string poolKey_;
+  bool framed_ = false;
+  bool finSent_ = false;
+  bool finRecv_ = false;
+  bool idleWait_ = false;  // inbound: between streams of a pooled connection
+  size_t frameLeft_ = 0;
+  uint8_t fh_[4] = {};
+  size_t fhLen_ = 0;
 };
 
 }  // namespace mesh

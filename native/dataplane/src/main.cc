@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   stats.generation = 1;
+  setCurrentConfig(config);
   addPolicySeries(*config);
   {
     // Probed whatever the config says ("ktls" may change on reload); one line tells which path connections take.
@@ -300,6 +301,7 @@ int main(int argc, char** argv) {
                 !sameListener(fresh->stats, statsFd) || fresh->workers != config->workers)
               throw ConfigError("config: listen addresses and workers cannot change on reload; restart instead");
             config = fresh;
+            setCurrentConfig(config);
             addPolicySeries(*config);
             stats.reloadsOk++;
             stats.generation++;

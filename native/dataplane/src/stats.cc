@@ -94,6 +94,14 @@ std::string Stats::prometheus() const {
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"plain_to_tls\"", bytes[r][0].load());
     line("mesh_dataplane_bytes_total", role(r) + ",direction=\"tls_to_plain\"", bytes[r][1].load());
   }
+  help("mesh_dataplane_tunnel_streams_total", "counter",
+       "Tunnelled connections by tunnel: dedicated (one TLS connection each) or pooled (streams over pooled TLS "
+       "connections); handshake new (this connection made one) or reused (none: an idle pooled connection carried it).");
+  line("mesh_dataplane_tunnel_streams_total", role(0) + ",tunnel=\"dedicated\",handshake=\"new\"", tunnelStreams[0][0].load());
+  line("mesh_dataplane_tunnel_streams_total", role(0) + ",tunnel=\"pooled\",handshake=\"new\"", tunnelStreams[0][1].load());
+  line("mesh_dataplane_tunnel_streams_total", role(0) + ",tunnel=\"pooled\",handshake=\"reused\"", tunnelStreams[0][2].load());
+  line("mesh_dataplane_tunnel_streams_total", role(1) + ",tunnel=\"dedicated\"", tunnelStreams[1][0].load());
+  line("mesh_dataplane_tunnel_streams_total", role(1) + ",tunnel=\"pooled\"", tunnelStreams[1][1].load());
   help("mesh_dataplane_record_layer_total", "counter",
        "Connections whose TLS handshake completed, by record layer: path ktls (the kernel's, bytes spliced) or user (OpenSSL).");
   for (int r = 0; r < kRoles; r++) {

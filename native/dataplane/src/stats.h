@@ -69,6 +69,9 @@ struct Stats {
   std::atomic<uint64_t> ktlsAvailable{0};
   // Why the start-up probe found no kTLS (empty when it did); written once before any thread reads it.
   std::string ktlsReason;
+  // Outbound connections by tunnel: [0] dedicated (a TLS connection of their own), [1] pooled on a new TLS
+  // connection (a handshake), [2] pooled on a reused one (no handshake). Inbound: [role 1][0] dedicated, [1] pooled.
+  std::atomic<uint64_t> tunnelStreams[kRoles][3]{};
   std::atomic<uint64_t> reloadsOk{0};
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};

@@ -44,7 +44,7 @@ void Worker::takePosted() {
     q.swap(queue_);
   }
   for (auto& p : q) {
-    auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_);
+    auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_, &pool_);
     c->drive();
     if (c->closed()) delete c;
     else conns_.insert(c);

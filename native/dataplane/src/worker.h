@@ -36,6 +36,7 @@ class Worker {
   };
   std::vector<Posted> queue_;
   std::unordered_set<Conn*> conns_;
+  Pool pool_;
   std::thread thread_;
 };
 

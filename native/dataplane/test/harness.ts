@@ -113,6 +113,10 @@ export interface DataplaneConfig {
   stats?: string;
   workers?: number;
   handshakeTimeoutMs?: number;
+  ktls?: boolean;
+  /** Outbound connections as streams over pooled tunnel connections (needs ktls false). */
+  pool?: boolean;
+  poolIdleMs?: number;
   workloads: WorkloadConfig[];
   destinations?: { address: string; tunnel: string; spiffeId: string }[];
   /** The pinned map of original destinations the kernel's capture fills; absent: the PROXY v1 preamble. */

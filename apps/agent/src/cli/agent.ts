@@ -88,6 +88,8 @@ Options:
   --mtls-inbound-source IP[,IP6]  the source of its connections to workloads: the only
                        source a STRICT port takes; one address per family             [${MTLS_DEFAULTS.inboundSource}]
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
+  --mtls-pool          outbound connections as streams over pooled tunnel connections, reused
+                       (no handshake per connection; no kTLS) instead of one TLS connection each
   --mtls-node NAME=IP:PORT another node's tunnel listener, for Workloads with spec.nodeName NAME (repeatable)
   --mtls-max-workloads N, --mtls-max-ports N, --mtls-max-destinations N  capacity of mtls_enrolled, mtls_ports,
                            mtls_dests  [from the first config: 2x, at least 1024 / 4096 / 4096, a power of 2]
@@ -136,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-tunnel': { type: 'string', default: MTLS_DEFAULTS.tunnel },
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
+        'mtls-pool': { type: 'boolean', default: false },
         'mtls-node': { type: 'string', multiple: true },
         'mtls-max-workloads': { type: 'string' },
         'mtls-max-ports': { type: 'string' },
@@ -264,6 +267,7 @@ export async function main(argv: string[]): Promise<number> {
           dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
           runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
           peers: peers(args['mtls-node'] ?? []),
+          ...(args['mtls-pool'] && { pool: true }),
           ...(args['mtls-max-workloads'] !== undefined && { maxWorkloads: Number(args['mtls-max-workloads']) }),
           ...(args['mtls-max-ports'] !== undefined && { maxPorts: Number(args['mtls-max-ports']) }),
           ...(args['mtls-max-destinations'] !== undefined && { maxDestinations: Number(args['mtls-max-destinations']) }),
