@@ -2,6 +2,7 @@
 // to node B's tunnel that it keeps and reuses (one stream at a time per connection), so new connections cost no
 // handshake; every stream is still checked at B (destination, policy in force) before a byte reaches the workload.
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged } from '@mesh/testkit';
@@ -127,6 +128,45 @@ describePrivileged('mesh-dataplane pooled tunnel', () => {
     victim.resetAndDestroy();
     await other;
     await exchange(1000, 1000);
+  });
+
+  it('a stream whose reader stops does not stall another, and what the data plane holds for it stays bounded', async () => {
+    // A server that never reads: the writer's stream fills its buffers and is pushed back by TCP.
+    const stalled = new Set<Socket>();
+    const sink = createServer((s) => {
+      stalled.add(s);
+      s.pause();
+    });
+    await new Promise<void>((r) => sink.listen(0, n.target.host, () => r()));
+    const sinkAt = { host: n.target.host, port: (sink.address() as AddressInfo).port };
+    const config = structuredClone(n.configA);
+    config.destinations!.push({ address: `${sinkAt.host}:${sinkAt.port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
+    await n.a.reload(config);
+    n.configA = config;
+    const writer = dial(n.a, n.client, sinkAt);
+    writer.on('error', () => {});
+    await new Promise<void>((r) => writer.once('connect', () => r()));
+    let written = 0;
+    const chunk = Buffer.alloc(256 * 1024, 7);
+    // Write until the socket stays blocked for 500 ms: everything between it and the sink is full.
+    for (let i = 0; i < 400; i++) {
+      if (writer.write(chunk)) {
+        written += chunk.length;
+        continue;
+      }
+      written += chunk.length;
+      const drained = await Promise.race([new Promise((r) => writer.once('drain', () => r(true))), new Promise((r) => setTimeout(() => r(false), 500))]);
+      if (!drained) break;
+    }
+    expect(written).toBeLessThan(400 * chunk.length);
+    // Meanwhile another stream goes through, whole.
+    await exchange(512 * 1024, 512 * 1024);
+    // The data plane's memory did not grow with what the writer pushed (its buffers are fixed per connection).
+    const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+    expect(rssKb(n.a.child.pid!)).toBeLessThan(64 * 1024);
+    writer.destroy();
+    for (const s of stalled) s.destroy();
+    await new Promise((r) => sink.close(r));
   });
 
   it('checks a later stream of a pooled connection against the policy in force: refused and counted, then served again', async () => {
