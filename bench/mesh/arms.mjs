@@ -1,6 +1,6 @@
 // bench:mesh's arms: how each one starts, checks that its path carries the load, and stops (direct, the mesh
 // with its agent, the HAProxy pair in HTTP and in mutual TLS), and the agent's config for the mesh arm.
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -186,9 +186,10 @@ function dataplaneMetrics() {
 async function startMeshMtls() {
   curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
   const cfg = join(tmp, 'mesh-mtls.yaml');
+  const runDir = join(tmp, 'dataplane-run');
   writeFileSync(cfg, meshConfig({ mtls: true }));
   const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
-    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', join(tmp, 'dataplane-run'), ...(params.mtlsPool ? ['--mtls-pool'] : [])];
+    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, ...(params.mtlsPool ? ['--mtls-pool'] : [])];
   const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];
   const [cmd, ...args] = [...params.agentPrefix, 'nsenter', `--net=/run/netns/${NS.node}`, ...agentArgv];
   agent = new Proc('mesh-agent (mtls)', cmd, args);
@@ -203,6 +204,12 @@ async function startMeshMtls() {
     state.openProgs = [];
     const { code, signal } = agent ? await agent.stop() : { code: 0 };
     agent = undefined;
+    // The pid file names the data plane the agent ran last (also when it failed before we asked it).
+    try {
+      dpPid = JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')).pid ?? dpPid;
+    } catch {
+      /* none started */
+    }
     // The data plane is a session of its own that outlives the agent (by design): stopped here.
     if (dpPid) {
       try {
