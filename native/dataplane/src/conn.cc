@@ -104,11 +104,22 @@ Conn::~Conn() {
 bool Conn::addFd(int fd) {
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.ptr = this;
+  ev.data.u64 = tagEvent(fd);
   return epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0;
 }
 
 void Conn::drive() {
+  plainReadable_ = tlsReadable_ = true;
+  run();
+}
+
+void Conn::onEvent(uint32_t events, uint64_t data) {
+  // An event that only says writable leaves what is known of reads as it was.
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) (data & 1 ? tlsReadable_ : plainReadable_) = true;
+  run();
+}
+
+void Conn::run() {
   // Each step either makes progress or finds every way forward blocked (EAGAIN, a full buffer).
   while (state_ != State::Closed && step()) {
   }
@@ -334,6 +345,7 @@ bool Conn::readHeader() {
     return false;
   }
   setNoDelay(plain_);
+  plainReadable_ = true;
   if (!addFd(plain_)) {
     fail(ConnError::Reset);
     return false;
@@ -347,6 +359,7 @@ bool Conn::readHeader() {
 bool Conn::tlsRead(size_t limit) {
   if (tlsEof_ || draining_ != ConnError::Count || down_.space() == 0 || limit == 0) return false;
   if (ktls_) return ktlsRead(limit);
+  if (!tlsReadable()) return false;
   ERR_clear_error();
   int n = SSL_read(ssl_, down_.writePtr(), int(std::min(down_.space(), limit)));
   if (n > 0) {
@@ -354,6 +367,7 @@ bool Conn::tlsRead(size_t limit) {
     return true;
   }
   int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ) tlsReadable_ = false;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return false;
   if (e == SSL_ERROR_ZERO_RETURN) {
     tlsEof_ = true;
@@ -415,16 +429,21 @@ bool Conn::pump() {
   if (ktls_) return splicePump();
   bool progress = false;
   // Plaintext → TLS.
-  if (!plainEof_ && up_.space() > 0) {
-    ssize_t n = read(plain_, up_.writePtr(), up_.space());
+  if (!plainEof_ && up_.space() > 0 && plainReadable_) {
+    size_t want = up_.space();
+    ssize_t n = read(plain_, up_.writePtr(), want);
     if (n > 0) {
       up_.produced(size_t(n));
       stats.bytes[int(role_)][0] += uint64_t(n);
+      // Short: the socket had no more (what arrives later comes with an event).
+      if (size_t(n) < want) plainReadable_ = false;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;
       progress = true;
-    } else if (!wouldBlock()) {
+    } else if (wouldBlock()) {
+      plainReadable_ = false;
+    } else {
       fail(ConnError::Reset);
       return false;
     }
@@ -557,8 +576,9 @@ void Conn::adopt(Conn* idle) {
   attachPeerCheck(ssl_, &check_);
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.ptr = this;
+  ev.data.u64 = tagEvent(tls_);
   epoll_ctl(epfd_, EPOLL_CTL_MOD, tls_, &ev);
+  tlsReadable_ = true;
   idle->finish(false);
 }
 
@@ -566,6 +586,7 @@ void Conn::adopt(Conn* idle) {
 // so the stream fails) and the connection is ended.
 bool Conn::sslReadBlocked(int n) {
   int e = SSL_get_error(ssl_, n);
+  if (e == SSL_ERROR_WANT_READ) tlsReadable_ = false;
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return true;
   ERR_clear_error();
   fail(ConnError::Reset);
@@ -576,7 +597,7 @@ bool Conn::sslReadBlocked(int n) {
 // FIN (what follows belongs to the next stream).
 bool Conn::framedRead() {
   bool progress = false;
-  while (!finRecv_) {
+  while (!finRecv_ && tlsReadable()) {
     if (frameLeft_ == 0) {
       ERR_clear_error();
       int n = SSL_read(ssl_, fh_ + fhLen_, int(kFrameHeaderSize - fhLen_));
@@ -610,18 +631,22 @@ bool Conn::framedRead() {
 bool Conn::framedPump() {
   bool progress = false;
   // Plaintext → TLS: a DATA frame per read (the header written in front of the bytes), a FIN frame at EOF.
-  if (!plainEof_ && up_.empty()) {
+  if (!plainEof_ && up_.empty() && plainReadable_) {
     char* p = up_.writePtr();
-    ssize_t n = read(plain_, p + kFrameHeaderSize, up_.space() - kFrameHeaderSize);
+    size_t want = up_.space() - kFrameHeaderSize;
+    ssize_t n = read(plain_, p + kFrameHeaderSize, want);
     if (n > 0) {
       encodeFrameHeader(p, kFrameData, size_t(n));
       up_.produced(size_t(n) + kFrameHeaderSize);
       stats.bytes[int(role_)][0] += uint64_t(n);
+      if (size_t(n) < want) plainReadable_ = false;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;
       progress = true;
-    } else if (!wouldBlock()) {
+    } else if (wouldBlock()) {
+      plainReadable_ = false;
+    } else {
       fail(ConnError::Reset);
       return false;
     }

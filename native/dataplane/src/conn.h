@@ -63,14 +63,20 @@ class Conn {
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  // Make all the progress possible now; called on every epoll event of either fd.
+  // Make all the progress possible now, trying both sockets.
   void drive();
+  // An epoll event: `data` is what the entry carries (tagEvent), `events` what epoll reported.
+  void onEvent(uint32_t events, uint64_t data);
+  // Epoll entries carry the Conn with the low bit set for its TLS socket (a Conn is at least 8-byte aligned).
+  static Conn* fromEvent(uint64_t data) { return reinterpret_cast<Conn*>(data & ~uint64_t(1)); }
   // Called by the worker's sweep: ends a connection still setting up past its deadline.
   void checkDeadline(Clock::time_point now);
   bool closed() const { return state_ == State::Closed; }
 
  private:
   bool step();
+  void run();
+  uint64_t tagEvent(int fd) const { return reinterpret_cast<uintptr_t>(this) | (fd == tls_ ? 1 : 0); }
   bool pump();
   bool readPreamble();
   bool startTunnelConnect(const Addr& tunnelAddr);
@@ -78,6 +84,7 @@ class Conn {
   bool handshake();
   bool readHeader();
   bool tlsRead(size_t limit = SIZE_MAX);
+  bool tlsReadable() const { return tlsReadable_ || SSL_has_pending(ssl_); }
   // The pooled tunnel (framed streams, one at a time).
   void adopt(Conn* idle);
   bool framedPump();
@@ -117,6 +124,11 @@ class Conn {
   bool tlsEof_ = false;    // close_notify received
   bool plainShut_ = false; // we shut the plaintext socket's write side
   bool tlsShut_ = false;   // close_notify sent and the TLS socket's write side shut
+  // Whether a read of the socket may return bytes: cleared when one came back empty (EAGAIN) or short, set again
+  // by an event that says readable. Edge-triggered epoll reports every arrival after that, so the pumps skip
+  // reads that could only say EAGAIN (most of what an exchange of small messages cost).
+  bool plainReadable_ = true;
+  bool tlsReadable_ = true;
   Clock::time_point deadline_;
   ConnError draining_ = ConnError::Count;  // set by failAfterDelivery: the reason the reset will carry
   // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer

@@ -16,7 +16,7 @@ Worker::Worker() {
   if (epfd_ < 0 || eventfd_ < 0) throw std::system_error(errno, std::generic_category(), "worker epoll/eventfd");
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.ptr = nullptr;  // nullptr marks the eventfd; every other entry is a Conn
+  ev.data.u64 = 0;  // 0 marks the eventfd; every other entry is a Conn (Conn::fromEvent)
   epoll_ctl(epfd_, EPOLL_CTL_ADD, eventfd_, &ev);
 }
 
@@ -70,18 +70,18 @@ void Worker::run() {
   while (true) {
     int n = epoll_wait(epfd_, events, 128, 500);
     for (int i = 0; i < n; i++) {
-      auto* c = static_cast<Conn*>(events[i].data.ptr);
+      auto* c = Conn::fromEvent(events[i].data.u64);
       if (!c) {
         takePosted();
         continue;
       }
       // A connection closed earlier in this batch was deleted below only after the batch.
       if (c->closed()) continue;
-      c->drive();
+      c->onEvent(events[i].events, events[i].data.u64);
     }
     // Delete closed connections after the batch: a later event of the same batch may still point at one.
     for (int i = 0; i < n; i++) {
-      auto* c = static_cast<Conn*>(events[i].data.ptr);
+      auto* c = Conn::fromEvent(events[i].data.u64);
       if (c && conns_.count(c) && c->closed()) {
         conns_.erase(c);
         delete c;
