@@ -116,6 +116,7 @@ void Conn::drive() {
 void Conn::onEvent(uint32_t events, uint64_t data) {
   // An event that only says writable leaves what is known of reads as it was.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) (data & 1 ? tlsReadable_ : plainReadable_) = true;
+  if (!(data & 1) && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) plainHup_ = true;
   run();
 }
 
@@ -346,6 +347,7 @@ bool Conn::readHeader() {
   }
   setNoDelay(plain_);
   plainReadable_ = true;
+  plainHup_ = false;
   if (!addFd(plain_)) {
     fail(ConnError::Reset);
     return false;
@@ -435,8 +437,8 @@ bool Conn::pump() {
     if (n > 0) {
       up_.produced(size_t(n));
       stats.bytes[int(role_)][0] += uint64_t(n);
-      // Short: the socket had no more (what arrives later comes with an event).
-      if (size_t(n) < want) plainReadable_ = false;
+      // Short: the socket had no more (what arrives later comes with an event; an EOF already queued does not).
+      if (size_t(n) < want && !plainHup_) plainReadable_ = false;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;
@@ -639,7 +641,7 @@ bool Conn::framedPump() {
       encodeFrameHeader(p, kFrameData, size_t(n));
       up_.produced(size_t(n) + kFrameHeaderSize);
       stats.bytes[int(role_)][0] += uint64_t(n);
-      if (size_t(n) < want) plainReadable_ = false;
+      if (size_t(n) < want && !plainHup_) plainReadable_ = false;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;

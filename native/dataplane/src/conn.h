@@ -129,6 +129,9 @@ class Conn {
   // reads that could only say EAGAIN (most of what an exchange of small messages cost).
   bool plainReadable_ = true;
   bool tlsReadable_ = true;
+  // The plaintext peer's FIN (or an error) was reported: a short read no longer means an empty socket, since the
+  // EOF after the bytes comes with no event of its own.
+  bool plainHup_ = false;
   Clock::time_point deadline_;
   ConnError draining_ = ConnError::Count;  // set by failAfterDelivery: the reason the reset will carry
   // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer
