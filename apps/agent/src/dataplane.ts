@@ -14,7 +14,7 @@ import { open, rename } from 'node:fs/promises';
 import { request } from 'node:http';
 import { basename, join } from 'node:path';
 
-import { cgroup2Mount, closeFd, fdOfProcess, listeningAddress, listenTcp } from '@mesh/bpf';
+import { cgroup2Mount, cgroupOfProcess, closeFd, fdOfProcess, listeningAddress, listenTcp } from '@mesh/bpf';
 
 import type { Logger } from './log.js';
 import { parseHostPort } from './paths.js';
@@ -199,6 +199,8 @@ export class DataplaneSupervisor {
   private closed = false;
   /** The listening sockets held for the data plane, by name (fds of this process). */
   private readonly listeners = new Map<ListenerName, number>();
+  /** cgroups(): the directory each process was last found in (a search is needed only when it moved). */
+  private readonly cgroupSeen = new Map<number, string>();
   private readonly log: Logger;
 
   constructor(private readonly opts: DataplaneOptions) {
@@ -467,16 +469,17 @@ export class DataplaneSupervisor {
    */
   cgroups(): string[] {
     const mount = cgroup2Mount();
-    const of = (pid: number | 'self') => {
-      try {
-        const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
-        return line === undefined ? undefined : join(mount, line.slice(3));
-      } catch {
-        return undefined; // gone meanwhile
-      }
+    // Found from cgroup.procs, not taken from /proc/<pid>/cgroup as written: in a container (a cgroup namespace of
+    // its own, as a DaemonSet pod has) that reads "/" for a directory deep under the attach root.
+    const find = (pid: number) => {
+      const dir = cgroupOfProcess(pid, mount, this.cgroupSeen.get(pid));
+      if (dir === undefined) this.cgroupSeen.delete(pid);
+      else this.cgroupSeen.set(pid, dir);
+      return dir;
     };
-    const dirs = [of('self'), this.pid === undefined ? undefined : of(this.pid)];
-    return [...new Set(dirs.filter((d): d is string => d !== undefined && existsSync(d)))];
+    for (const pid of this.cgroupSeen.keys()) if (pid !== process.pid && pid !== this.pid) this.cgroupSeen.delete(pid);
+    const dirs = [find(process.pid), this.pid === undefined ? undefined : find(this.pid)];
+    return [...new Set(dirs.filter((d): d is string => d !== undefined))];
   }
 
   health(): DataplaneHealth {

@@ -1,7 +1,8 @@
 /** System facilities around BPF: bpffs, the cgroup v2 mount, cgroup ids, socket cookies, interface indexes, and
  *  the file lock a process that owns pins holds. */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { join } from 'node:path';
 
 import { native } from './native.js';
 
@@ -27,6 +28,51 @@ export function cgroup2Mount(mountsFile = '/proc/mounts'): string {
     if (type === 'cgroup2' && target) return target.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   }
   throw new Error(`no cgroup2 filesystem is mounted (see ${mountsFile}): cgroup programs need cgroup v2`);
+}
+
+/** Most directories cgroupOfProcess() looks through before it gives up (a node has a few thousand). */
+const CGROUP_SEARCH_LIMIT = 100_000;
+
+/**
+ * The cgroup v2 directory (below `mount`) that process `pid` runs in; undefined when the process is gone or the
+ * directory cannot be found. /proc/<pid>/cgroup names it relative to the reader's cgroup namespace: outside a
+ * container that is the mount's root, but a container runtime gives each container a namespace of its own (a
+ * DaemonSet pod's process reads "0::/" for its own cgroup, a directory deep under kubepods). So the named path
+ * is taken only when that directory's cgroup.procs lists the process; otherwise the directory is searched for,
+ * breadth first, among those whose path ends in the name (under a namespace, the name is a suffix of the real path).
+ * `hint`, a directory found before, is taken first when it still lists the process (no search).
+ */
+export function cgroupOfProcess(pid: number, mount: string = cgroup2Mount(), hint?: string): string | undefined {
+  let rel: string | undefined;
+  try {
+    rel = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))?.slice(3);
+  } catch {
+    return undefined;
+  }
+  if (rel === undefined) return undefined;
+  rel = rel.replace(/ \(deleted\)$/, '');
+  const lists = (dir: string) => {
+    try {
+      return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').includes(String(pid));
+    } catch {
+      return false;
+    }
+  };
+  if (hint !== undefined && hint.startsWith(mount) && lists(hint)) return hint;
+  const named = join(mount, rel);
+  if (lists(named)) return named;
+  const suffix = rel === '/' ? '' : rel.replace(/\/$/, '');
+  const queue = [mount];
+  for (let i = 0; i < queue.length && i < CGROUP_SEARCH_LIMIT; i++) {
+    const dir = queue[i]!;
+    if (dir.endsWith(suffix) && lists(dir)) return dir;
+    try {
+      for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) queue.push(join(dir, e.name));
+    } catch {
+      /* removed meanwhile */
+    }
+  }
+  return undefined;
 }
 
 /** The id BPF programs see for a cgroup v2 directory (bpf_get_current_cgroup_id, bpf_skb_cgroup_id). */

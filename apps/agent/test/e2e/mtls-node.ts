@@ -64,16 +64,20 @@ export class MtlsNode {
   statsAddr = '';
   runDir = '';
   agentArgs: string[] = [];
+  agentWrap: string[] = [];
 
-  /** Starts the agent (with `extraArgs`) and the server workload; resolves once both workloads are enrolled. */
-  static async start(extraArgs: string[] = []): Promise<MtlsNode> {
+  /** Starts the agent (with `extraArgs`; `wrap`: a command that execs it, see MeshEnv.startAgent, and whose
+   *  processes the test stops) and the server workload; resolves once both workloads are enrolled. `wrap` may
+   *  name `this.env` paths: it is given the new node's environment. */
+  static async start(extraArgs: string[] = [], wrap: (env: MeshEnv) => string[] = () => []): Promise<MtlsNode> {
     const n = new MtlsNode();
     n.env = await MeshEnv.create();
+    n.agentWrap = wrap(n.env);
     n.runDir = n.env.tempDir('run');
     n.statsAddr = `127.0.0.1:${await freePort()}`;
     n.env.writeConfig(nodeConfig(n));
     n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs];
-    n.agent = await n.env.startAgent(n.agentArgs);
+    n.agent = await n.env.startAgent(n.agentArgs, n.agentWrap);
     const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
     await waitForLine(server, /^listening/, 30_000);
     await until('both workloads enrolled', async () => sum(sample(await n.env.metrics(), 'mesh_mtls_enrolled_workloads')) === 2, 60_000);
@@ -85,7 +89,7 @@ export class MtlsNode {
     const old = this.agent.child;
     old.kill('SIGKILL');
     await until('agent gone', async () => old.exitCode !== null || old.signalCode !== null, 10_000);
-    this.agent = await this.env.startAgent(this.agentArgs);
+    this.agent = await this.env.startAgent(this.agentArgs, this.agentWrap);
   }
 
   get url(): string {
