@@ -9,7 +9,7 @@
  * connects made while the data plane is down wait in the kernel for the next one instead of being refused.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { request } from 'node:http';
 import { basename, join } from 'node:path';
@@ -51,6 +51,16 @@ export interface DataplaneOptions {
   checkMs?: number;
   /** Its nice value (mesh-dataplane --nice); DATAPLANE_NICE when not given. */
   nice?: number;
+  /**
+   * Started and restarted by something else — in Kubernetes, a container of the agent's pod (a process of the
+   * agent's container dies with it: the runtime kills the container's processes when its first one exits). The
+   * agent writes the config, finds the process running `<binary's name> --config <config>` (the pod shares one
+   * process namespace), reloads and watches it, and never starts or stops it except to have it re-read listen
+   * addresses (SIGTERM; its container is restarted). It makes its own listeners: connects while it is down are refused.
+   */
+  external?: boolean;
+  /** Called when an external data plane is found (at start or again after it died): its cgroup is new to cgroups(). */
+  onFound?: () => void;
 }
 
 export type DataplaneState = 'starting' | 'serving' | 'down';
@@ -63,6 +73,8 @@ export interface DataplaneHealth {
   /** Starts after the first (it died and was started again). */
   restarts: number;
   adopted: boolean;
+  /** Started by something else (DataplaneOptions.external): restarts counts the times it was found gone. */
+  external?: boolean;
   stats: string;
   config: string;
   lastError?: string;
@@ -166,6 +178,18 @@ function runs(pid: number, binary: string, config: string): boolean {
   }
 }
 
+/** The live process running `binary --config config` (by the binary's name), if any. */
+function findProcess(binary: string, config: string): number | undefined {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return undefined;
+  }
+  for (const p of pids) if (Number(p) !== process.pid && runs(Number(p), binary, config)) return Number(p);
+  return undefined;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function writeWhole(path: string, text: string): Promise<void> {
@@ -225,6 +249,14 @@ export class DataplaneSupervisor {
    */
   async start(config: DataplaneConfig): Promise<void> {
     mkdirSync(this.opts.runDir, { recursive: true, mode: 0o700 });
+    if (this.opts.external) {
+      const prev = this.previousConfig();
+      this.config = config;
+      await this.writeConfig();
+      await this.findExternal(prev);
+      this.watch();
+      return;
+    }
     const rec = this.readPid();
     const prev = this.previousConfig();
     // Listen addresses and workers cannot change on a reload: a data plane with others is replaced.
@@ -262,6 +294,45 @@ export class DataplaneSupervisor {
       await this.spawnOne().catch((err) => this.log.error('data plane could not be started; trying again every second', { error: (err as Error).message }));
     } else await this.reload(config);
     this.watch();
+  }
+
+  /**
+   * External mode: the running data plane for our config, adopted and handed the config in force by a reload.
+   * One found with other listen addresses than `config`'s (`prev`: what it was started with) is stopped, to be
+   * started again by its owner with the new file. None found: down, and looked for again every second.
+   */
+  private async findExternal(prev: DataplaneConfig | undefined = this.config): Promise<void> {
+    this.lastAttempt = Date.now();
+    const pid = findProcess(this.opts.binary, this.configPath);
+    if (pid === undefined) {
+      this.state = 'down';
+      this.lastError = `waiting for the data plane to be started beside the agent (a process running ${basename(this.opts.binary)} --config ${this.configPath})`;
+      return;
+    }
+    const config = this.config!;
+    if (prev !== undefined && !(['outbound', 'tunnel', 'stats', 'workers'] as const).every((k) => prev[k] === config[k])) {
+      this.log.warn('the data plane beside the agent listens elsewhere; stopping it so that it restarts with the new config (its connections are cut)', { pid });
+      await stopPid(pid);
+      this.state = 'down';
+      return;
+    }
+    try {
+      await scrapeDataplane(config.stats);
+    } catch (err) {
+      this.state = 'down';
+      this.lastError = `the data plane beside the agent (pid ${pid}) does not answer on ${config.stats}: ${(err as Error).message}`;
+      return;
+    }
+    this.pid = pid;
+    this.adopted = true;
+    this.state = 'serving';
+    this.log.info('found the data plane beside the agent', { pid, stats: config.stats });
+    this.opts.onFound?.();
+    // It read the file at its start, or an older one: the one in force now, confirmed.
+    await this.signalReload(config).catch((err) => {
+      this.lastError = (err as Error).message;
+      this.log.error('the data plane beside the agent refused its config', { pid, error: (err as Error).message });
+    });
   }
 
   /**
@@ -396,11 +467,12 @@ export class DataplaneSupervisor {
 
   private onDeath(why: string): void {
     if (this.closed) return;
-    this.log.error('data plane died; starting it again', { pid: this.pid, why });
+    this.log.error(this.opts.external ? 'data plane died; waiting for it to be started again beside the agent' : 'data plane died; starting it again', { pid: this.pid, why });
     this.pid = undefined;
     this.state = 'down';
     this.lastError = `data plane ${why}`;
     this.restarts++;
+    if (this.opts.external) return;
     this.spawnOne().catch((err) => this.log.error('data plane could not be started', { error: (err as Error).message }));
   }
 
@@ -410,7 +482,9 @@ export class DataplaneSupervisor {
       if (this.closed) return;
       if (this.pid !== undefined && !this.starting && !runs(this.pid, this.opts.binary, this.configPath)) this.onDeath('is gone');
       else if (this.pid === undefined && !this.starting && Date.now() - this.lastAttempt >= 1000) {
-        this.spawnOne().catch(() => undefined); // lastError and the state say why
+        if (this.opts.external) {
+          this.starting = this.findExternal().finally(() => (this.starting = undefined));
+        } else this.spawnOne().catch(() => undefined); // lastError and the state say why
       }
       this.timer = setTimeout(check, this.opts.checkMs ?? 200);
       this.timer.unref();
@@ -424,7 +498,14 @@ export class DataplaneSupervisor {
   async reload(config: DataplaneConfig, filesChanged = false): Promise<void> {
     this.config = config;
     if (!(await this.writeConfig()) && !filesChanged) return;
-    if (this.starting) return void (await this.starting);
+    // One being started (or found) may have read the file before this write: it is told to read it again.
+    if (this.starting) await this.starting;
+    if (this.pid === undefined) return;
+    await this.signalReload(config);
+  }
+
+  /** SIGHUP to the running data plane; resolves once the reload is confirmed on its stats endpoint. */
+  private async signalReload(config: DataplaneConfig): Promise<void> {
     if (this.pid === undefined) return;
     const before = await scrapeDataplane(config.stats).catch(() => undefined);
     process.kill(this.pid, 'SIGHUP');
@@ -489,6 +570,7 @@ export class DataplaneSupervisor {
       generation: this.generation,
       restarts: this.restarts,
       adopted: this.adopted,
+      ...(this.opts.external ? { external: true } : {}),
       stats: this.config?.stats ?? '',
       config: this.configPath,
       lastError: this.lastError,

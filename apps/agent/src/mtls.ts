@@ -39,6 +39,8 @@ export interface MtlsNodeOptions {
   dataplane: string;
   /** Where its config, pid file and log live. */
   runDir: string;
+  /** The data plane is started and restarted by something else (a container beside the agent's): DataplaneOptions.external. */
+  externalDataplane?: boolean;
   workers?: number;
   /** Outbound connections as streams over pooled tunnel connections instead of one TLS connection each. */
   pool?: boolean;
@@ -99,7 +101,14 @@ export class MtlsNode {
     parseHostPort(opts.tunnel);
     parseHostPort(opts.stats);
     this.log = mesh.log.with({ subsystem: 'mtls' });
-    this.supervisor = new DataplaneSupervisor({ binary: opts.dataplane, runDir: opts.runDir, log: mesh.log });
+    this.supervisor = new DataplaneSupervisor({
+      binary: opts.dataplane,
+      runDir: opts.runDir,
+      log: mesh.log,
+      external: opts.externalDataplane,
+      // Its cgroup (another container's) may bind the inbound source only once the kernel's part names it.
+      onFound: () => void this.refresh(),
+    });
     const layout = pinLayout(mesh.pinRoot);
     this.family = {
       name: 'mtls',

@@ -39,7 +39,8 @@ const CGROUP_SEARCH_LIMIT = 100_000;
  * container that is the mount's root, but a container runtime gives each container a namespace of its own (a
  * DaemonSet pod's process reads "0::/" for its own cgroup, a directory deep under kubepods). So the named path
  * is taken only when that directory's cgroup.procs lists the process; otherwise the directory is searched for,
- * breadth first, among those whose path ends in the name (under a namespace, the name is a suffix of the real path).
+ * breadth first, among those whose path ends in the name (under a namespace, the name is a suffix of the real path;
+ * a process outside the namespace's root reads as "/../<rest>", and <rest> is the suffix).
  * `hint`, a directory found before, is taken first when it still lists the process (no search).
  */
 export function cgroupOfProcess(pid: number, mount: string = cgroup2Mount(), hint?: string): string | undefined {
@@ -59,9 +60,14 @@ export function cgroupOfProcess(pid: number, mount: string = cgroup2Mount(), hin
     }
   };
   if (hint !== undefined && hint.startsWith(mount) && lists(hint)) return hint;
-  const named = join(mount, rel);
-  if (lists(named)) return named;
-  const suffix = rel === '/' ? '' : rel.replace(/\/$/, '');
+  // A process outside the reader's namespace root reads as "/../x": "/x" is then what its path ends in.
+  const up = /^(\/\.\.)+(?=\/|$)/.exec(rel)?.[0] ?? '';
+  if (up === '') {
+    const named = join(mount, rel);
+    if (lists(named)) return named;
+  }
+  const tail = rel.slice(up.length);
+  const suffix = tail === '/' || tail === '' ? '' : tail.replace(/\/$/, '');
   const queue = [mount];
   for (let i = 0; i < queue.length && i < CGROUP_SEARCH_LIMIT; i++) {
     const dir = queue[i]!;

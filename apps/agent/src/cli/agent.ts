@@ -90,6 +90,9 @@ Options:
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
   --mtls-pool          outbound connections as streams over pooled tunnel connections, reused
                        (no handshake per connection; no kTLS) instead of one TLS connection each
+  --mtls-dataplane-external  the data plane is started beside the agent by something else (a container of
+                       the agent's pod sharing its process namespace and --run-dir): found, reloaded and
+                       watched, never started or stopped (docs/kubernetes.md, "mTLS")
   --mtls-node NAME=IP:PORT another node's tunnel listener, for Workloads with spec.nodeName NAME (repeatable)
   --mtls-max-workloads N, --mtls-max-ports N, --mtls-max-destinations N  capacity of mtls_enrolled, mtls_ports,
                            mtls_dests  [from the first config: 2x, at least 1024 / 4096 / 4096, a power of 2]
@@ -139,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
         'mtls-pool': { type: 'boolean', default: false },
+        'mtls-dataplane-external': { type: 'boolean', default: false },
         'mtls-node': { type: 'string', multiple: true },
         'mtls-max-workloads': { type: 'string' },
         'mtls-max-ports': { type: 'string' },
@@ -181,6 +185,7 @@ export async function main(argv: string[]): Promise<number> {
     if (args.ca === 'external' && !args['ca-dir']) throw new UsageError('--ca external needs --ca-dir (a directory with tls.crt, tls.key and ca.crt)');
     if (args.ca !== 'external' && args['ca-dir']) throw new UsageError('--ca-dir is for --ca external');
     if (args.mtls && args.ca === 'none') throw new UsageError('--mtls needs workload identities: not with --ca none');
+    if (args['mtls-dataplane-external'] && !args.mtls) throw new UsageError('--mtls-dataplane-external is for --mtls');
     for (const f of ['mtls-outbound', 'mtls-tunnel', 'mtls-stats'] as const) {
       const { host: h } = parseHostPort(args[f]!);
       if (isIP(h) === 0) throw new UsageError(`--${f} must be IP:PORT, got ${JSON.stringify(args[f])}`);
@@ -268,6 +273,7 @@ export async function main(argv: string[]): Promise<number> {
           runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
           peers: peers(args['mtls-node'] ?? []),
           ...(args['mtls-pool'] && { pool: true }),
+          ...(args['mtls-dataplane-external'] && { externalDataplane: true }),
           ...(args['mtls-max-workloads'] !== undefined && { maxWorkloads: Number(args['mtls-max-workloads']) }),
           ...(args['mtls-max-ports'] !== undefined && { maxPorts: Number(args['mtls-max-ports']) }),
           ...(args['mtls-max-destinations'] !== undefined && { maxDestinations: Number(args['mtls-max-destinations']) }),

@@ -66,10 +66,10 @@ export class MtlsNode {
   agentArgs: string[] = [];
   agentWrap: string[] = [];
 
-  /** Starts the agent (with `extraArgs`; `wrap`: a command that execs it, see MeshEnv.startAgent, and whose
-   *  processes the test stops) and the server workload; resolves once both workloads are enrolled. `wrap` may
-   *  name `this.env` paths: it is given the new node's environment. */
-  static async start(extraArgs: string[] = [], wrap: (env: MeshEnv) => string[] = () => []): Promise<MtlsNode> {
+  /** Starts the agent (with `extraArgs`; `wrap`: a command that execs it, see MeshEnv.startAgent — given the new
+   *  node's environment, it may name its paths; `beforeAgent`: run just before the agent starts) and the server
+   *  workload; resolves once both workloads are enrolled. */
+  static async start(extraArgs: string[] = [], wrap: (env: MeshEnv) => string[] = () => [], beforeAgent?: (n: MtlsNode) => void): Promise<MtlsNode> {
     const n = new MtlsNode();
     n.env = await MeshEnv.create();
     n.agentWrap = wrap(n.env);
@@ -77,6 +77,7 @@ export class MtlsNode {
     n.statsAddr = `127.0.0.1:${await freePort()}`;
     n.env.writeConfig(nodeConfig(n));
     n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs];
+    beforeAgent?.(n);
     n.agent = await n.env.startAgent(n.agentArgs, n.agentWrap);
     const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
     await waitForLine(server, /^listening/, 30_000);
