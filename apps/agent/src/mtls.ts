@@ -5,7 +5,7 @@
  * from one resolved config and kept in step: the data plane learns a workload before the kernel sends it
  * anything, and learns new SVID files (a renewal) by a reload.
  */
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { BpfMap, codec as c, pinLayout } from '@mesh/bpf';
@@ -18,10 +18,16 @@ import type { SvidFiles } from './identities.js';
 import { enrolled } from './enrol.js';
 import type { Logger } from './log.js';
 import { nodeTunnel } from './mtls-topology.js';
-import { parseHostPort } from './paths.js';
+import { parseHostPort, RUN_DIR } from './paths.js';
 
 /** The data plane built in this tree (scripts/build.sh). */
 export const DEFAULT_DATAPLANE = fileURLToPath(new URL('../../../native/dataplane/build/mesh-dataplane', import.meta.url));
+
+/** The mTLS flags' defaults (mesh-agent --help): loopback addresses for one machine. */
+export const MTLS_DEFAULTS = { outbound: '127.0.0.1:15001', tunnel: '127.0.0.1:15008', inboundSource: '127.0.0.6', stats: '127.0.0.1:15020' };
+
+/** --run-dir's default: the data plane's config, pid file and log, one directory per pin root. */
+export const defaultRunDir = (pinRoot: string) => join(RUN_DIR, `${basename(pinRoot)}-dataplane`);
 
 export { ENROL_LABELS, enrolled } from './enrol.js';
 

@@ -2,7 +2,6 @@
  *  mesh's cgroup subtree (adopting a previous agent's pins), applies config changes as they are saved. */
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { trustDomainProblem } from '@mesh/mtls/spiffe-id';
@@ -15,14 +14,13 @@ import { kubepodsRoot, nodeName } from '../config/kubernetes/setup.js';
 import type { ConfigSource } from '../config/source.js';
 import { DEFAULT_STATE_DIR, DEFAULT_SVID_TTL, DEFAULT_TRUST_DOMAIN, MIN_AGENT_SVID_TTL_MS, parseDuration } from '../identity-defaults.js';
 import { createLogger, type Level, LEVELS, type Logger } from '../log.js';
-import { DEFAULT_DATAPLANE } from '../mtls.js';
-import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort, RUN_DIR } from '../paths.js';
+import { DEFAULT_DATAPLANE, defaultRunDir, MTLS_DEFAULTS } from '../mtls.js';
+import { cgroup2Mount, DEFAULT_API, DEFAULT_PIN_ROOT, defaultApiSocket, defaultCgroupRoot, groupId, parseHostPort } from '../paths.js';
 import { VERSION } from '../version.js';
 import { EXIT, isLoopback, UsageError } from './exit.js';
 
 /** The data plane's addresses on a one-machine mesh (Istio's ports: 15001 outbound, 15008 tunnel; 127.0.0.6 is
  *  the source of Istio's inbound passthrough). */
-const MTLS_DEFAULTS = { outbound: '127.0.0.1:15001', tunnel: '127.0.0.1:15008', inboundSource: '127.0.0.6', stats: '127.0.0.1:15020' };
 
 /** --mtls-node NAME=IP:PORT, repeated → tunnel by node name. */
 function peers(list: string[]): Record<string, string> {
@@ -270,7 +268,7 @@ export async function main(argv: string[]): Promise<number> {
           stats: args['mtls-stats']!,
           inboundSource: inboundSource(args['mtls-inbound-source']!),
           dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
-          runDir: args['run-dir'] ?? join(RUN_DIR, `${basename(args['pin-root']!)}-dataplane`),
+          runDir: args['run-dir'] ?? defaultRunDir(args['pin-root']!),
           peers: peers(args['mtls-node'] ?? []),
           ...(args['mtls-pool'] && { pool: true }),
           ...(args['mtls-dataplane-external'] && { externalDataplane: true }),

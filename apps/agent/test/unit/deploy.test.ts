@@ -3,20 +3,22 @@
 // opens by default, no container is privileged and each added capability has a reason (docs/kubernetes.md).
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
-import { BPFFS } from '@mesh/bpf';
+import { BPFFS, pinLayout } from '@mesh/bpf';
 import { loadAll } from 'js-yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { WATCHED } from '../../src/config/kubernetes/resources.js';
-import { DEFAULT_STATE_DIR } from '../../src/identity-defaults.js';
+import { DEFAULT_STATE_DIR, defaultSvidDir } from '../../src/identity-defaults.js';
 import { LOCK_DIR } from '../../src/lock.js';
+import { DEFAULT_DATAPLANE, defaultRunDir, MTLS_DEFAULTS } from '../../src/mtls.js';
 import { DEFAULT_API, DEFAULT_PIN_ROOT, parseHostPort } from '../../src/paths.js';
 
 const KUBECTL = '/usr/bin/kubectl';
 const BASE = resolve(import.meta.dirname, '../../../../deploy/kubernetes');
+const MTLS_OVERLAY = resolve(import.meta.dirname, '../../../../deploy/kubernetes-mtls');
 // The cgroup2 mount of a cgroup v2 node; the agent finds it in /proc/mounts at run time (cgroup2Mount), so there
 // is no constant to import. The kubepods directory below it is found the same way (--cgroup-root unset).
 const CGROUP2 = '/sys/fs/cgroup';
@@ -134,5 +136,57 @@ describe.skipIf(!hasKubectl)('deploy/kubernetes', { timeout: 30_000 }, () => {
     expect(c.resources?.limits).toHaveProperty('memory');
     expect(podSpec().tolerations).toContainEqual({ operator: 'Exists' });
     expect((one('DaemonSet') as unknown as { spec: { updateStrategy: unknown } }).spec.updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
+  });
+});
+
+// The mTLS overlay: the data plane as a container of its own beside the agent's (docs/kubernetes.md, "mTLS").
+describe.skipIf(!hasKubectl)('deploy/kubernetes-mtls', { timeout: 30_000 }, () => {
+  let objs: Obj[] = [];
+  type PodSpec = Record<string, unknown> & { containers: Container[]; volumes: { name: string; hostPath?: { path: string } }[] };
+  const podSpec = () => (objs.find((o) => o.kind === 'DaemonSet') as unknown as { spec: { template: { spec: PodSpec } } }).spec.template.spec;
+  const container = (name: string) => podSpec().containers.find((c) => c.name === name)!;
+  const hostPathOf = (c: Container, mountPath: string) => podSpec().volumes.find((v) => v.name === c.volumeMounts?.find((m) => m.mountPath === mountPath)?.name)?.hostPath?.path;
+
+  beforeAll(async () => {
+    const { stdout } = await promisify(execFile)(KUBECTL, ['kustomize', MTLS_OVERLAY], { timeout: 20_000 });
+    objs = (loadAll(stdout) as Obj[]).filter(Boolean);
+  });
+
+  it('the base\'s objects, the agent with --mtls and --mtls-dataplane-external on the node\'s address, one process namespace', () => {
+    expect(objs.map((o) => o.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'Namespace', 'ServiceAccount']);
+    const spec = podSpec();
+    expect(spec.shareProcessNamespace).toBe(true); // the agent finds, signals and reads the cgroup of the data plane's process
+    expect(spec.hostPID).toBe(false);
+    const agent = container('agent');
+    expect(agent.args).toEqual(expect.arrayContaining(['--kubernetes', '--mtls', '--mtls-dataplane-external']));
+    // Reached from pods (outbound) and other nodes (tunnel): the node's address, not the loopback defaults.
+    for (const flag of ['--mtls-outbound', '--mtls-tunnel', '--mtls-inbound-source']) expect(agent.args?.find((a) => a.startsWith(`${flag}=`)), flag).toMatch(/=\$\(HOST_IP\)(:\d+)?$/);
+    expect(agent.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
+    expect(agent.args?.some((a) => a.startsWith('--run-dir') || a.startsWith('--pin-root') || a.startsWith('--mtls-stats'))).toBe(false);
+  });
+
+  it('the data plane container runs what the agent looks for, on the config the agent writes, and mounts what that names', () => {
+    const dp = container('dataplane');
+    const agent = container('agent');
+    const config = dp.env?.find((e) => e.name === 'DATAPLANE_CONFIG')?.value;
+    // The agent writes its --run-dir default's dataplane.json and looks for `<binary name> --config <that file>`.
+    expect(config).toBe(join(defaultRunDir(DEFAULT_PIN_ROOT), 'dataplane.json'));
+    expect(dp.command?.join(' ')).toContain(`exec ${basename(DEFAULT_DATAPLANE)} --config "$DATAPLANE_CONFIG"`);
+    // Files the data plane opens: its config and the SVID files (under the run directory), the pinned map of
+    // original destinations (on bpffs) — from the node's paths the agent's container mounts too.
+    const opened = [config!, join(defaultSvidDir(DEFAULT_PIN_ROOT), 'x'), join(pinLayout(DEFAULT_PIN_ROOT).maps('mtls'), 'mtls_orig')];
+    for (const file of opened) {
+      const mount = dp.volumeMounts!.find((m) => file.startsWith(`${m.mountPath}/`));
+      expect(mount, file).toBeDefined();
+      expect(hostPathOf(dp, mount!.mountPath), file).toBe(hostPathOf(agent, mount!.mountPath));
+      expect(mount!.readOnly, `${file}: the data plane writes nothing there`).toBe(true);
+    }
+    const { port } = parseHostPort(MTLS_DEFAULTS.stats);
+    expect(dp.livenessProbe?.httpGet).toEqual({ host: '127.0.0.1', port, path: '/metrics' });
+    const sc = dp.securityContext!;
+    expect(sc.privileged ?? false).toBe(false);
+    expect(sc.allowPrivilegeEscalation).toBe(false);
+    expect(sc.capabilities).toEqual({ drop: ['ALL'], add: ['BPF'] });
+    expect(dp.resources?.limits).toHaveProperty('memory');
   });
 });
