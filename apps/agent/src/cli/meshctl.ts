@@ -310,7 +310,7 @@ async function status(agent: string, json: boolean): Promise<number> {
       `pins         ${s.pinRoot}`,
       ...(s.dataplane
         ? [
-            `data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`,
+            `data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.external ? ', beside the agent' : s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`,
             ...(s.dataplane.recordLayer ? [recordLayerLine(s.dataplane.recordLayer)] : []),
           ]
         : []),

@@ -61,6 +61,7 @@ describePrivileged('the data plane beside the agent (--mtls-dataplane-external)'
       expect(pids0).toEqual([container!.pid]);
       expect(dp0).toMatchObject({ pid: container!.pid, external: true, adopted: true });
       expect(readFileSync(`/proc/${dp0.pid}/cgroup`, 'utf8')).toMatch(/^0::\/.*\/mesh-system\/dataplane$/m);
+      expect((await n.env.meshctl(['status'])).stdout).toMatch(new RegExp(`^data plane +serving \\(pid ${dp0.pid}, beside the agent, config generation \\d+, 0 restarts\\)`, 'm'));
       const first = await n.load(20, 1).result;
       expect(first, JSON.stringify(first.errors)).toMatchObject({ sent: 20, ok: 20, failed: 0 });
 
