@@ -22,15 +22,27 @@ import { acquireLock, type Lock } from './lock.js';
 import { MtlsNode, type MtlsNodeOptions } from './mtls.js';
 import { type Logger, msSince } from './log.js';
 import { parseHostPort } from './paths.js';
-import { startSocketServer, startTcpServer } from './server.js';
+import { type Endpoints, startSocketServer, startTcpServer } from './server.js';
 import { PairStats } from './stats.js';
 import { uiEndpoints } from './ui.js';
 import { type Applied, certsView, type LastError, servicesView, statusView, workloadsView } from './views.js';
+
+interface TcpListener {
+  address: string;
+  /** What it serves, for the log. */
+  serves: string;
+  endpoints: Endpoints;
+  server?: Server;
+  error?: string;
+  retry?: NodeJS.Timeout;
+}
 
 export interface AgentOptions {
   source: ConfigSource;
   /** HOST:PORT of /metrics, /healthz and /readyz; a loopback address. */
   listen: string;
+  /** HOST:PORT of /metrics alone, on any address (a Prometheus scraping the node's address); none when absent. */
+  metricsListen?: string;
   /** Path of the control socket (the /v1 API meshctl uses, and the read-only endpoints). */
   apiSocket: string;
   /** Group allowed on the control socket besides root. */
@@ -69,9 +81,8 @@ export class StartAborted extends Error {
 export class Agent {
   private datapath: MeshDatapath | undefined;
   private server: Server | undefined;
-  private tcp: Server | undefined;
-  private tcpRetry: NodeJS.Timeout | undefined;
-  private tcpError: string | undefined;
+  /** The TCP listeners: --listen's, then --metrics-listen's if given. */
+  private readonly tcp: TcpListener[] = [];
   private applied: Applied | undefined;
   private lastError: LastError | undefined;
   private resolver: IdentityResolver = { local: () => undefined, peer: () => undefined };
@@ -173,7 +184,9 @@ export class Agent {
     };
     this.server = await startSocketServer({ path: opts.apiSocket, gid: opts.apiGid }, endpoints, log);
     this.checkStop();
-    await this.listenTcp(endpoints);
+    this.tcp.push({ address: opts.listen, serves: '/metrics, /healthz and /readyz', endpoints });
+    if (opts.metricsListen) this.tcp.push({ address: opts.metricsListen, serves: '/metrics', endpoints: { ...endpoints, api: undefined, ui: undefined, only: ['/metrics'] } });
+    for (const l of this.tcp) await this.listenTcp(l);
     this.checkStop();
 
     checkKernel(log);
@@ -227,25 +240,25 @@ export class Agent {
   }
 
   /**
-   * /metrics, /healthz and /readyz on the TCP address. A port someone else holds is not fatal: the control
-   * socket and the datapath do not depend on it, and exiting would let any local user stop the mesh's control
-   * plane (a restart loop). It is logged once, shown by status, and tried again every 10 s.
+   * A TCP listener (/metrics, /healthz and /readyz on --listen; /metrics on --metrics-listen). A port someone else
+   * holds is not fatal: the control socket and the datapath do not depend on it, and exiting would let any local
+   * user stop the mesh's control plane (a restart loop). It is logged once, shown by status, and tried again every 10 s.
    */
-  private async listenTcp(endpoints: Parameters<typeof startTcpServer>[2]): Promise<void> {
-    const { host, port } = parseHostPort(this.opts.listen);
+  private async listenTcp(l: TcpListener): Promise<void> {
+    const { host, port } = parseHostPort(l.address);
     try {
-      this.tcp = await startTcpServer(host, port, endpoints, this.log);
-      if (this.tcpError) this.log.info('serving /metrics, /healthz and /readyz again', { address: this.opts.listen });
-      this.tcpError = undefined;
+      l.server = await startTcpServer(host, port, l.endpoints, this.log);
+      if (l.error) this.log.info(`serving ${l.serves} again`, { address: l.address });
+      l.error = undefined;
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
       const why = e.code === 'EADDRINUSE' ? `port ${port} on ${host} is in use by another process` : `${e.code ?? e.message}`;
-      const message = `cannot serve /metrics, /healthz and /readyz on ${this.opts.listen}: ${why}; the control socket and the datapath are unaffected; trying again every 10 s`;
-      if (message !== this.tcpError) this.log.error(message, { address: this.opts.listen, code: e.code });
-      this.tcpError = message;
+      const message = `cannot serve ${l.serves} on ${l.address}: ${why}; the control socket and the datapath are unaffected; trying again every 10 s`;
+      if (message !== l.error) this.log.error(message, { address: l.address, code: e.code });
+      l.error = message;
       if (this.stopping) return;
-      this.tcpRetry = setTimeout(() => void this.listenTcp(endpoints), 10_000);
-      this.tcpRetry.unref();
+      l.retry = setTimeout(() => void this.listenTcp(l), 10_000);
+      l.retry.unref();
     }
   }
 
@@ -359,7 +372,8 @@ export class Agent {
       pinRoot: this.opts.pinRoot,
       cgroupRoot: this.opts.cgroupRoot,
       notReady: this.notReady(),
-      metrics: { serving: this.tcp !== undefined, error: this.tcpError },
+      metrics: { serving: this.tcp[0]?.server !== undefined, error: this.tcp[0]?.error },
+      ...(this.tcp[1] ? { metricsOnly: { address: this.tcp[1].address, serving: this.tcp[1].server !== undefined, error: this.tcp[1].error } } : {}),
       applied: this.applied,
       lastError: this.lastError,
       datapath: this.datapath,
@@ -388,8 +402,8 @@ export class Agent {
     clearTimeout(this.mtlsProbe);
     this.mtls?.close();
     await this.identities?.close();
-    clearTimeout(this.tcpRetry);
-    await Promise.all([closeServer(this.server), closeServer(this.tcp)]);
+    for (const l of this.tcp) clearTimeout(l.retry);
+    await Promise.all([closeServer(this.server), ...this.tcp.map((l) => closeServer(l.server))]);
     const had = this.datapath !== undefined;
     this.datapath?.close();
     this.datapath = undefined;

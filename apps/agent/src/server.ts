@@ -2,7 +2,8 @@
  *  /v1/workloads: every workload, its cgroup and every config error) is served only on a unix socket that root
  *  (and a group the operator names) can reach; the read-only /metrics, /healthz and /readyz are served there
  *  too and on a loopback TCP address, for Prometheus and probes. A loopback port is anyone's to take first, so
- *  nothing that meshctl acts on crosses it. */
+ *  nothing that meshctl acts on crosses it. /metrics alone may also be served on any address (--metrics-listen),
+ *  for a Prometheus that scrapes the node's address. */
 import { chmodSync, chownSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
@@ -20,6 +21,8 @@ export interface Endpoints {
   api?: Record<string, (query: URLSearchParams) => unknown>;
   /** The read-only page (/) and the graph it polls (/graph.json); undefined when the page is off (--no-ui). */
   ui?: UiEndpoints;
+  /** Only these paths are served (any other is 404); every endpoint above when undefined. */
+  only?: readonly string[];
 }
 
 export interface UiEndpoints {
@@ -36,6 +39,7 @@ function createEndpoints(ep: Endpoints, log: Logger): Server {
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://agent');
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: `${req.method} not allowed` });
+    if (ep.only && !ep.only.includes(url.pathname)) return json(res, 404, { error: `no such endpoint here (this address serves ${ep.only.join(', ')}): ${url.pathname}` });
     switch (url.pathname) {
       case '/metrics': {
         const text = await ep.registry.metrics();
@@ -77,7 +81,8 @@ function createEndpoints(ep: Endpoints, log: Logger): Server {
   return server;
 }
 
-/** /metrics, /healthz, /readyz (and the page, unless it is off) on a loopback TCP address. Rejects with the listen error (EADDRINUSE…). */
+/** /metrics, /healthz, /readyz (and the page, unless it is off) on a TCP address — or what `ep.only` names.
+ *  Rejects with the listen error (EADDRINUSE…). */
 export function startTcpServer(host: string, port: number, ep: Endpoints, log: Logger): Promise<Server> {
   const server = createEndpoints({ ...ep, api: undefined }, log);
   return new Promise((resolve, reject) => {

@@ -51,6 +51,8 @@ export interface StatusInput {
   /** Undefined when ready; otherwise why not. */
   notReady: string | undefined;
   metrics: { serving: boolean; error: string | undefined };
+  /** --metrics-listen's listener, when given. */
+  metricsOnly?: { address: string; serving: boolean; error: string | undefined };
   applied: Applied | undefined;
   lastError: LastError | undefined;
   datapath: DatapathStatus | undefined;
@@ -66,6 +68,8 @@ export interface StatusView {
   source: string;
   sourceHealth: unknown;
   metrics: { address: string; serving: boolean; error: string | undefined };
+  /** /metrics alone on another address (--metrics-listen); absent when not given. */
+  metricsOnly?: { address: string; serving: boolean; error: string | undefined };
   cgroupRoot: string;
   pinRoot: string;
   config: { generation: number; revision: string; appliedAt: string; mapWrites: number } | undefined;
@@ -87,6 +91,7 @@ export function statusView(s: StatusInput): StatusView {
     source: s.source.description,
     sourceHealth: s.source.health?.(),
     metrics: { address: s.listen, serving: s.metrics.serving, error: s.metrics.error },
+    ...(s.metricsOnly ? { metricsOnly: s.metricsOnly } : {}),
     cgroupRoot: s.cgroupRoot,
     pinRoot: s.pinRoot,
     config: s.applied ? { generation: s.applied.generation, revision: s.applied.revision, appliedAt: s.applied.at, mapWrites: s.applied.writes } : undefined,

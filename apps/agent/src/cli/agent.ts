@@ -63,6 +63,8 @@ Options:
   --api-socket PATH    unix socket of the control API (meshctl), mode 0660 [/run/mesh/<pin root's name>.sock]
   --api-group GROUP    group that may use the control socket besides root                       [root]
   --listen HOST:PORT   loopback address of /metrics, /healthz, /readyz and the page (read-only) [${DEFAULT_API}]
+  --metrics-listen IP:PORT  /metrics alone (nothing else) on any address, e.g. the node's for a
+                       Prometheus that scrapes it (deploy/kubernetes: $(HOST_IP):15090)          [none]
   --no-ui              do not serve the page (the service graph, / and /graph.json; docs/ui.md)
   --pin-root DIR       bpffs directory for the mesh's pinned maps and links                    [${DEFAULT_PIN_ROOT}]
   --cgroup-root DIR    cgroup v2 directory whose subtree is the mesh        [<cgroup2 mount>/mesh]
@@ -116,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
         kubernetes: { type: 'boolean', default: false },
         'node-name': { type: 'string' },
         listen: { type: 'string', default: DEFAULT_API },
+        'metrics-listen': { type: 'string' },
         'no-ui': { type: 'boolean', default: false },
         'api-socket': { type: 'string' },
         'api-group': { type: 'string' },
@@ -170,6 +173,10 @@ export async function main(argv: string[]): Promise<number> {
     if (!LEVELS.includes(args['log-level'] as Level)) throw new UsageError(`--log-level must be one of ${LEVELS.join(', ')}`);
     const { host } = parseHostPort(args.listen!);
     if (!isLoopback(host)) throw new UsageError(`--listen must be a loopback address (127.0.0.0/8, ::1 or localhost), got ${host}`);
+    if (args['metrics-listen'] !== undefined) {
+      const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(args['metrics-listen']);
+      if (!m || isIP(m[1] ?? m[2]!) === 0 || Number(m[3]) < 1 || Number(m[3]) > 65535) throw new UsageError(`--metrics-listen must be IP:PORT (an IPv6 address in brackets), got ${JSON.stringify(args['metrics-listen'])}`);
+    }
     if (args['api-group'] !== undefined) groupId(args['api-group']);
     if (args['api-socket'] !== undefined && !args['api-socket'].startsWith('/')) throw new UsageError('--api-socket must be an absolute path');
     for (const f of ['max-services', 'max-endpoints', 'max-connections', 'max-peers', 'max-config-bytes'] as const) {
@@ -242,6 +249,7 @@ export async function main(argv: string[]): Promise<number> {
   const agent = new Agent({
     source,
     listen: args.listen!,
+    ...(args['metrics-listen'] !== undefined && { metricsListen: args['metrics-listen'] }),
     apiSocket: args['api-socket'] ?? defaultApiSocket(args['pin-root']),
     nodeName: args['node-name'] ?? process.env.NODE_NAME ?? hostname(),
     apiGid: args['api-group'] !== undefined ? groupId(args['api-group']) : undefined,

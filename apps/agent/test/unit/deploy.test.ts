@@ -1,7 +1,7 @@
 // deploy/kubernetes/ as the machine's kubectl renders it, checked against the agent's own code: the ClusterRole
 // grants list and watch on exactly what the Kubernetes source watches, the DaemonSet mounts every path the agent
 // opens by default, no container is privileged and each added capability has a reason (docs/kubernetes.md).
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -123,8 +123,12 @@ describe.skipIf(!hasKubectl)('deploy/kubernetes', { timeout: 30_000 }, () => {
     expect(podSpec().hostNetwork).toBe(true);
     expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz', port, host });
     expect(c.readinessProbe?.httpGet).toEqual({ path: '/readyz', port, host });
+    // Prometheus scrapes the pod's address (the node's): /metrics alone is served there (--metrics-listen).
+    const metricsListen = c.args?.find((a) => a.startsWith('--metrics-listen='))?.slice('--metrics-listen='.length);
+    expect(metricsListen).toMatch(/^\$\(HOST_IP\):\d+$/);
+    expect(c.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
     const annotations = (one('DaemonSet') as unknown as { spec: { template: { metadata: { annotations: Record<string, string> } } } }).spec.template.metadata.annotations;
-    expect(annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(port), 'prometheus.io/path': '/metrics' });
+    expect(annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': metricsListen!.split(':').pop(), 'prometheus.io/path': '/metrics' });
   });
 
   it('selects the in-cluster Kubernetes source, names the node from the downward API, and runs everywhere', () => {
@@ -159,6 +163,9 @@ describe.skipIf(!hasKubectl)('deploy/kubernetes-mtls', { timeout: 30_000 }, () =
     expect(spec.hostPID).toBe(false);
     const agent = container('agent');
     expect(agent.args).toEqual(expect.arrayContaining(['--kubernetes', '--mtls', '--mtls-dataplane-external']));
+    // A patch replaces the args list: the base's flags must all still be there.
+    const base = (loadAll(execFileSync(KUBECTL, ['kustomize', BASE], { encoding: 'utf8' })) as Obj[]).find((o) => o.kind === 'DaemonSet') as unknown as { spec: { template: { spec: { containers: Container[] } } } };
+    expect(agent.args).toEqual(expect.arrayContaining(base.spec.template.spec.containers.find((c) => c.name === 'agent')!.args!));
     // Reached from pods (outbound) and other nodes (tunnel): the node's address, not the loopback defaults.
     for (const flag of ['--mtls-outbound', '--mtls-tunnel', '--mtls-inbound-source']) expect(agent.args?.find((a) => a.startsWith(`${flag}=`)), flag).toMatch(/=\$\(HOST_IP\)(:\d+)?$/);
     expect(agent.env).toContainEqual({ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } });
