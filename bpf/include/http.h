@@ -247,9 +247,9 @@ struct l4_pair_value {
  */
 #define H2_PREFACE_LEN 24
 #define H2_FRAME_HEADER 9
-#define H2_SMALL_PAYLOAD 256   /* records come in two sizes: most header blocks fit the small one */
 #define H2_MAX_PAYLOAD 4096    /* a longer payload is cut here (captured < length): user space marks the direction */
 #define H2_RINGBUF_SIZE (4U << 20)
+#define H2_RECORD_MAX 8192     /* a record of frames (header and items) stays within this; more frames go in the next */
 #define H2_MAX_FRAMES 512      /* frame headers followed per packet; more and the direction is lost */
 
 /* H2_DIR_PREFACE: the request direction after an h2c upgrade, until the client's preface (its next bytes). */
@@ -265,16 +265,30 @@ struct h2_dir {
 	__u8 pad;
 }; /* 20 bytes */
 
+/*
+ * A response packet whose record would hold only header blocks that end no stream (a response's HEADERS, which
+ * many servers write apart from the DATA that follows) is held back, up to this size, and goes out with the
+ * direction's next record in one ring entry: a stream then costs two records (request, response) instead of three.
+ * Nothing is counted before its stream ends, and the end comes in that next record, so holding delays no count.
+ */
+#define H2_HOLD 320
+
 struct h2_conn {
 	struct h2_dir dir[2];
-}; /* 40 bytes */
+	__u32 hold_len;      /* bytes held (a whole record of the response direction), 0 for none */
+	__u32 pad;
+	__u8 hold[H2_HOLD];
+}; /* 368 bytes */
 
+/* A ring entry holds one record or more, back to back (a held record, then the next; see H2_HOLD). */
 enum h2_kind {
-	H2_REC_FRAME = 1, /* a frame header and its payload (or its first H2_MAX_PAYLOAD bytes) */
+	/* The frames of one packet that user space needs (struct h2_item each, after the record's header): one
+	 * record per packet, not one per frame. */
+	H2_REC_FRAME = 1,
 	H2_REC_LOST = 2,  /* the direction's frames can no longer be followed (a gap in the TCP stream, too many frames) */
 	H2_REC_CLOSE = 3, /* the connection closed: its decoders can go */
 	/* An HTTP/1.1 request switched to HTTP/2 ("Upgrade: h2c", then 101): it is stream 1, whose answer comes as
-	 * HTTP/2. ts_ns: the request's first byte; frame[0]: its method (enum http_method). Numbered in the
+	 * HTTP/2. ts_ns: the request's first byte; method: its method (enum http_method). Numbered in the
 	 * response direction, before that direction's first frame. */
 	H2_REC_UPGRADE = 4,
 };
@@ -283,8 +297,8 @@ enum h2_kind {
 #define H2_F_SERVER 2   /* the socket is the server's */
 #define H2_F_PAIRED 4   /* a server socket that measures its client's side too (peer_cgroup, local_ip) */
 
-/* Frames sent: HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS (not ACKs), RST_STREAM, GOAWAY, and DATA frames
- * that end a stream (header only). */
+/* Frames handed over: HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS (not ACKs), RST_STREAM, the server's GOAWAY,
+ * and the 9-byte header of a response DATA frame that ends a stream. */
 struct h2_record {
 	__u64 cookie;        /* the socket's */
 	__u64 ts_ns;         /* when the packet left (egress) or arrived (ingress); bpf_ktime_get_ns's clock */
@@ -293,17 +307,24 @@ struct h2_record {
 	__u32 remote_ip[4];  /* network order; IPv4 in [0]; all zero for a peer that is not known */
 	__u32 local_ip[4];   /* H2_F_PAIRED: the address the client dialled (all zero when not known) */
 	__u32 seq;           /* records of this direction before this one (kind LOST counts too) */
-	__u32 length;        /* the frame's payload length */
+	__u32 length;        /* H2_REC_FRAME: bytes of the items after this header */
 	__u16 remote_port;   /* host order */
 	__u16 local_port;
-	__u16 captured;      /* payload bytes in data */
+	__u16 frames;        /* H2_REC_FRAME: items */
 	__u8 kind;           /* enum h2_kind */
 	__u8 flags;          /* H2_F_* */
 	__u8 family;
-	__u8 frame[H2_FRAME_HEADER];
-	__u8 pad[6];
+	__u8 method;         /* H2_REC_UPGRADE: the request's enum http_method */
+	__u8 pad[14];
 	__u8 data[];
-}; /* 96 bytes, then the payload */
+}; /* 96 bytes, then the items */
+
+/* One frame in an H2_REC_FRAME record: its header, then `captured` bytes of its payload (none for DATA). */
+struct h2_item {
+	__u8 frame[H2_FRAME_HEADER];
+	__u8 pad;
+	__u16 captured;
+}; /* 12 bytes, then the payload */
 
 #ifdef __cplusplus
 #define HTTP_ASSERT static_assert
@@ -331,7 +352,8 @@ HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);
 HTTP_SIZE_CHECK(l4_pair_value, 32);
 HTTP_SIZE_CHECK(h2_dir, 20);
-HTTP_SIZE_CHECK(h2_conn, 40);
+HTTP_SIZE_CHECK(h2_conn, 368);
 HTTP_SIZE_CHECK(h2_record, 96);
+HTTP_SIZE_CHECK(h2_item, 12);
 
 #endif /* MESH_BPF_HTTP_H */

@@ -357,6 +357,39 @@ struct {
 } h2_events SEC(".maps");
 
 /*
+ * A packet's record is put together here, then copied into the ring in one bpf_ringbuf_output of its own size
+ * (a reservation's size must be a constant). Per CPU, one buffer per nesting level: a program run in process
+ * context (a send) can be interrupted by one in softirq context on the same CPU (a receive, or a send that an
+ * incoming ACK released), never deeper; h2_depth says how many runs use the CPU's buffers now.
+ */
+#define H2_SCRATCH (2 * H2_RECORD_MAX)
+
+/* The entry's bookkeeping lives here too, not in the walk's context on the stack: the verifier follows values in
+ * map memory as unknowns, so the frame walk's callback is verified once, not once per length it could reach. */
+struct h2_scratch {
+	__u32 base;    /* where this packet's record starts in buf (after a held one) */
+	__u32 pos;     /* the entry's length so far */
+	__u16 frames;  /* the record's items */
+	__u8 holdable; /* the record's items are all header blocks that end no stream (see H2_HOLD) */
+	__u8 pad[5];
+	__u8 buf[H2_SCRATCH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct h2_scratch);
+} h2_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} h2_depth SEC(".maps");
+
+/*
  * Records are submitted without waking the consumer, which drains the ring on a timer (its thread's pollMs), until
  * this many bytes wait: then the submit wakes it. A wake-up per record cost more than everything else per
  * request (bench:metrics, docs/metrics.md). Set at load to a 32nd of the ring: the rest is room for what arrives
@@ -397,6 +430,7 @@ struct h2_walk {
 	__u32 len;    /* its length */
 	__u32 seq;    /* the sequence number of its first byte */
 	__u32 o;      /* where the next frame header starts, from off */
+	struct h2_scratch *s; /* the ring entry being put together: a held record, then this packet's */
 	__u8 flags;   /* H2_F_* of the records */
 	__u8 lost;    /* set when the walk gave up */
 	__u8 egress;
@@ -425,52 +459,100 @@ static __always_inline void h2_fill(struct h2_record *r, const struct http_conn 
 	r->length = 0;
 	r->remote_port = c->remote_port;
 	r->local_port = c->local_port;
-	r->captured = 0;
+	r->frames = 0;
 	r->kind = kind;
 	r->flags = flags | (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (paired ? H2_F_PAIRED : 0);
 	r->family = c->family;
-	__builtin_memset(r->frame, 0, sizeof(r->frame));
+	r->method = 0;
 	__builtin_memset(r->pad, 0, sizeof(r->pad));
 }
 
 /* Payload bytes [1, max] for bpf_skb_load_bytes, in a form every verifier follows (see collect in http_parse.h). */
 #define H2_BOUND(n, max) ((((n) - 1) & ((max) - 1)) + 1)
 
-/* A frame to user space: its header and the part of its payload in this packet (up to H2_MAX_PAYLOAD). */
-static __always_inline void h2_emit(struct h2_walk *w, const __u8 *h, __u32 at, __u32 flen)
+/*
+ * The record put together so far (its items), numbered in its direction, to the ring after the held one it follows
+ * (if any); with `hold` (the packet's last record) held back instead when it may be (see H2_HOLD). The next
+ * record starts empty.
+ */
+static __always_inline void h2_flush(struct h2_walk *w, struct h2_conn *h, int hold)
 {
-	__u32 n = flen, avail = at < w->len ? w->len - at : 0;
-	struct h2_record *r;
+	struct h2_scratch *x = w->s;
+	__u32 base = x->base & (H2_RECORD_MAX - 1), size = x->pos;
+	struct h2_record *r = (struct h2_record *)(x->buf + base);
+	__u16 frames = x->frames;
+
+	if (!frames && !base)
+		return;
+	if (frames) {
+		h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
+		r->length = size - base - sizeof(*r);
+		r->frames = frames;
+	} else {
+		size = base; /* only the held record */
+	}
+	if (hold && x->holdable && frames && !base && size <= H2_HOLD && h && (w->flags & H2_F_RESPONSE)) {
+		__builtin_memcpy(h->hold, x->buf, H2_HOLD);
+		h->hold_len = size;
+	} else {
+		if (size > H2_RECORD_MAX)
+			size = H2_RECORD_MAX;
+		asm volatile("" : "+r"(size));
+		/* The sequence numbers moved all the same: when the ring is full, user space sees the gap. */
+		if (bpf_ringbuf_output(&h2_events, x->buf, H2_BOUND(size, H2_RECORD_MAX), h2_wakeup()))
+			count(HTTP_C_H2_DROPS, 1);
+	}
+	x->base = 0;
+	x->pos = sizeof(*r);
+	x->frames = 0;
+	x->holdable = 1;
+}
+
+/* A held record to the ring on its own (before a record that does not go through a walk: lost, closed). */
+static __always_inline void h2_release(struct h2_conn *h)
+{
+	__u32 n;
+
+	if (!h || !h->hold_len)
+		return;
+	n = h->hold_len;
+	h->hold_len = 0;
+	if (n > H2_HOLD)
+		n = H2_HOLD;
+	asm volatile("" : "+r"(n));
+	if (bpf_ringbuf_output(&h2_events, h->hold, n, h2_wakeup()))
+		count(HTTP_C_H2_DROPS, 1);
+}
+
+/* A frame for user space: its header and the part of its payload in this packet (up to H2_MAX_PAYLOAD; none for
+ * DATA), added to the packet's record. */
+static __always_inline void h2_add(struct h2_walk *w, const __u8 *h, __u32 at, __u32 flen)
+{
+	__u32 n = flen, avail = at < w->len ? w->len - at : 0, pos;
+	struct h2_scratch *x = w->s;
+	struct h2_item *it;
 
 	if (n > avail)
 		n = avail;
+	if (n > H2_MAX_PAYLOAD)
+		n = H2_MAX_PAYLOAD;
+	if (x->pos + sizeof(*it) + n > H2_RECORD_MAX)
+		h2_flush(w, 0, 0);
+	if ((h[3] != H2_HEADERS && h[3] != H2_CONTINUATION) || (h[4] & H2_END_STREAM))
+		x->holdable = 0;
+	/* For the verifier: the offset and the length within the buffer, by masks it follows (H2_SCRATCH is twice
+	 * H2_RECORD_MAX). */
+	pos = x->pos & (H2_RECORD_MAX - 1);
+	it = (struct h2_item *)(x->buf + pos);
+	__builtin_memcpy(it->frame, h, H2_FRAME_HEADER);
+	it->pad = 0;
+	pos = (pos + sizeof(*it)) & (H2_RECORD_MAX - 1);
 	asm volatile("" : "+r"(n));
-	if (n <= H2_SMALL_PAYLOAD) {
-		r = bpf_ringbuf_reserve(&h2_events, sizeof(*r) + H2_SMALL_PAYLOAD, 0);
-		if (!r)
-			goto drop;
-		if (n && bpf_skb_load_bytes(w->skb, w->off + at, r->data, H2_BOUND(n, H2_SMALL_PAYLOAD)))
-			n = 0;
-	} else {
-		r = bpf_ringbuf_reserve(&h2_events, sizeof(*r) + H2_MAX_PAYLOAD, 0);
-		if (!r)
-			goto drop;
-		if (n > H2_MAX_PAYLOAD)
-			n = H2_MAX_PAYLOAD;
-		asm volatile("" : "+r"(n));
-		if (bpf_skb_load_bytes(w->skb, w->off + at, r->data, H2_BOUND(n, H2_MAX_PAYLOAD)))
-			n = 0;
-	}
-	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
-	r->length = flen;
-	r->captured = n;
-	__builtin_memcpy(r->frame, h, H2_FRAME_HEADER);
-	bpf_ringbuf_submit(r, h2_wakeup());
-	return;
-drop:
-	/* The sequence number moves all the same: user space sees the gap. */
-	w->d->seq++;
-	count(HTTP_C_H2_DROPS, 1);
+	if (n && bpf_skb_load_bytes(w->skb, w->off + at, x->buf + pos, H2_BOUND(n, H2_MAX_PAYLOAD)))
+		n = 0;
+	it->captured = n;
+	x->pos += sizeof(*it) + n;
+	x->frames++;
 }
 
 /* One frame header of the packet (bpf_loop's callback): read it (or its rest), send the frame if it carries
@@ -520,19 +602,25 @@ static long h2_step(__u32 i, void *ctx)
 	flen = (__u32)d->hdr[0] << 16 | (__u32)d->hdr[1] << 8 | d->hdr[2];
 	type = d->hdr[3];
 	fl = d->hdr[4];
+	/* What user space reads: header blocks (HPACK needs every one), SETTINGS (table sizes), resets, the server's
+	 * GOAWAY, and where a response ends (a client's GOAWAY and its DATA end no stream it counts). */
 	if (type == H2_HEADERS || type == H2_CONTINUATION || type == H2_PUSH_PROMISE || type == H2_RST_STREAM ||
-	    type == H2_GOAWAY || (type == H2_SETTINGS && !(fl & H2_ACK)) || (type == H2_DATA && (fl & H2_END_STREAM)))
-		h2_emit(w, d->hdr, o, type == H2_DATA ? 0 : flen);
+	    (type == H2_SETTINGS && !(fl & H2_ACK)) ||
+	    ((w->flags & H2_F_RESPONSE) && (type == H2_GOAWAY || (type == H2_DATA && (fl & H2_END_STREAM)))))
+		h2_add(w, d->hdr, o, type == H2_DATA ? 0 : flen);
 	d->next = w->seq + o + flen;
 	w->o = o + flen;
 	return w->o >= w->len;
 }
 
-/* A direction lost for good: user space is told, and its later frames are not followed. */
-static __always_inline void h2_lose(struct h2_walk *w)
+/* A direction lost for good: user space is told (after the record held back, if any), and its later frames are
+ * not followed. */
+static __always_inline void h2_lose(struct h2_walk *w, struct h2_conn *h)
 {
 	struct h2_record *r;
 
+	if (w->flags & H2_F_RESPONSE)
+		h2_release(h);
 	w->d->state = H2_DIR_LOST;
 	count(HTTP_C_H2_LOST, 1);
 	r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
@@ -552,7 +640,7 @@ static __always_inline void h2_lose(struct h2_walk *w)
  */
 static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c, struct h2_conn *h, __u64 ol, __u64 se)
 {
-	__u32 off = ol >> 32, len = (__u32)ol, seq = (__u32)se, pos, skip;
+	__u32 off = ol >> 32, len = (__u32)ol, seq = (__u32)se, pos, skip, zero = 0, level, *depth;
 	int egress = se >> 32, response;
 	struct h2_walk w = {};
 	struct h2_dir *d;
@@ -576,16 +664,44 @@ static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c,
 	w.egress = egress;
 	w.flags = response ? H2_F_RESPONSE : 0;
 	if (skip == 0xffffffff) {
-		h2_lose(&w);
+		h2_lose(&w, h);
 		return 0;
 	}
 	w.off = off;
 	w.len = len;
 	w.seq = seq;
 	w.o = skip;
+	depth = bpf_map_lookup_elem(&h2_depth, &zero);
+	if (!depth)
+		return 0;
+	level = *depth;
+	/* Deeper than a softirq run inside a process-context one cannot happen; were it to, the record would be lost. */
+	w.s = level < 2 ? bpf_map_lookup_elem(&h2_scratch, &level) : 0;
+	if (!w.s) {
+		h2_lose(&w, h);
+		return 0;
+	}
+	*depth = level + 1;
+	w.s->base = 0;
+	w.s->pos = sizeof(struct h2_record);
+	w.s->frames = 0;
+	w.s->holdable = 1;
+	/* A record held back goes first, in the same ring entry. */
+	if (response && h->hold_len) {
+		__u32 held = h->hold_len;
+
+		__builtin_memcpy(w.s->buf, h->hold, H2_HOLD);
+		h->hold_len = 0;
+		if (held > H2_HOLD)
+			held = H2_HOLD;
+		w.s->base = held;
+		w.s->pos = held + sizeof(struct h2_record);
+	}
 	bpf_loop(H2_MAX_FRAMES, h2_step, &w, 0);
+	h2_flush(&w, h, !w.lost && w.o >= w.len);
+	*depth = level;
 	if (w.lost || w.o < w.len)
-		h2_lose(&w);
+		h2_lose(&w, h);
 	return 0;
 }
 
@@ -740,7 +856,7 @@ __noinline int upgrade_packet(struct __sk_buff *skb, struct http_conn *c, __u64 
 	r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
 	if (r) {
 		h2_fill(r, c, &h->dir[1], H2_F_RESPONSE, info->start_ns, H2_REC_UPGRADE, bpf_get_socket_cookie(skb));
-		r->frame[0] = info->method;
+		r->method = info->method;
 		bpf_ringbuf_submit(r, h2_wakeup());
 	} else {
 		h->dir[1].seq++; /* user space sees the gap */
@@ -1311,7 +1427,12 @@ int http_sockops(struct bpf_sock_ops *skops)
 		if (c->resp.flags & HTTP_RS_UPGRADE)
 			upgrade_tunnel(sk, c);
 		if (c->pair >= HTTP_PAIR_H2) {
-			struct h2_record *r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
+			struct h2_conn *h = bpf_sk_storage_get(&h2_conns, sk, 0, 0);
+			struct h2_record *r;
+
+			if (h)
+				h2_release(h);
+			r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
 
 			if (r) {
 				h2_fill(r, c, 0, 0, bpf_ktime_get_ns(), H2_REC_CLOSE, bpf_get_socket_cookie(skops));

@@ -18,9 +18,12 @@ import { BUCKET_BOUNDS_S, HTTP_BUCKETS, METHODS } from '../maps.js';
 import { HeaderDirection } from './direction.js';
 import { FrameType, type FrameHeader } from './frames.js';
 
-/** struct h2_record's layout (96 bytes, then the payload). */
-const REC = { cookie: 0, ts: 8, cgroup: 16, peerCgroup: 24, remoteIp: 32, localIp: 48, seq: 64, length: 68, remotePort: 72, localPort: 74, captured: 76, kind: 78, flags: 79, family: 80, frame: 81, data: 96 } as const;
+/** struct h2_record's layout (96 bytes, then the items of a frames record). */
+const REC = { cookie: 0, ts: 8, cgroup: 16, peerCgroup: 24, remoteIp: 32, localIp: 48, seq: 64, length: 68, remotePort: 72, localPort: 74, frames: 76, kind: 78, flags: 79, family: 80, method: 81, data: 96 } as const;
 export const H2_RECORD_HEADER = 96;
+/** struct h2_item: a frame's 9-byte header, a pad byte, the payload bytes captured (u16), then those bytes. */
+export const H2_ITEM_HEADER = 12;
+const ITEM_CAPTURED = 10;
 const KIND_FRAME = 1;
 const KIND_LOST = 2;
 const KIND_CLOSE = 3;
@@ -82,6 +85,11 @@ export interface H2Counters {
   untracked: number;
   /** gRPC methods folded into _OTHER past maxRpcMethods. */
   rpcMethodsCapped: number;
+  /** Ring entries read (each one record, or a record the kernel held back and the next), the records in them
+   *  (every kind) and the frames those carried: what a stream costs the ring and the consumer. */
+  entries: number;
+  records: number;
+  frames: number;
 }
 
 export interface H2StreamsOptions {
@@ -144,7 +152,7 @@ const ipString = (b: Buffer, family: number): string => (b.every((x) => x === 0)
 const methodOf = (m: string | undefined): (typeof METHODS)[number] => (m === undefined ? '' : ((METHODS as readonly string[]).includes(m) && m !== '' ? (m as (typeof METHODS)[number]) : '_OTHER'));
 
 export class H2Streams {
-  readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0 };
+  readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, records: 0, frames: 0 };
   private readonly conns = new Map<number | bigint, Conn>();
   private readonly http = new Map<string, { sample: Omit<H2HttpSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
@@ -180,21 +188,34 @@ export class H2Streams {
         if (at + 4 > buf.length) throw new RangeError(`h2 records: ${buf.length - at} octets left, short of a record length`);
         const end = at + 4 + buf.readUInt32LE(at);
         if (end > buf.length) throw new RangeError(`h2 records: a record of ${end - at - 4} octets with ${buf.length - at - 4} left`);
-        this.recordAt(buf, at + 4, end);
+        this.entryAt(buf, at + 4, end);
         at = end;
       }
     }
   }
 
+  /** One ring entry: a record, or a record held back by the kernel and the one that followed it. */
   record(r: Buffer): void {
-    this.recordAt(r, 0, r.length);
+    this.entryAt(r, 0, r.length);
+  }
+
+  /** The records of the ring entry r[o, end), back to back: each its header and `length` bytes of items. */
+  private entryAt(r: Buffer, o: number, end: number): void {
+    this.counters.entries++;
+    do {
+      if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
+      const next = o + H2_RECORD_HEADER + r.readUInt32LE(o + REC.length);
+      if (next > end) throw new RangeError(`h2 record of ${next - o} bytes with ${end - o} left in its ring entry`);
+      this.recordAt(r, o, next);
+      o = next;
+    } while (o < end);
   }
 
   /** The record r[o, end). */
   private recordAt(r: Buffer, o: number, end: number): void {
-    if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
     const cookie = cookieOf(r, o);
     const kind = r[o + REC.kind]!;
+    this.counters.records++;
     if (kind === KIND_CLOSE) {
       const conn = this.conns.get(cookie);
       // Streams still open when the connection closes ended without their response ending; unless the response
@@ -236,18 +257,25 @@ export class H2Streams {
       const hpack = dir.decoder.hpack;
       hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
-      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.frame]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
+      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.method]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
       return;
     }
     if (kind !== KIND_FRAME) return;
-    const f = o + REC.frame;
-    const header: FrameHeader = { length: (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!, type: r[f + 3]!, flags: r[f + 4]!, streamId: r.readUInt32BE(f + 5) & 0x7fffffff };
-    const captured = r.readUInt16LE(o + REC.captured);
-    const data = o + REC.data;
-    // A DATA frame's record is its header only: no view of its (empty) payload.
-    const payload = header.type === FrameType.DATA ? EMPTY : r.subarray(data, data + Math.min(captured, end - data));
+    // The frames of one packet, in order: one time for all.
+    const frames = r.readUInt16LE(o + REC.frames);
     const ts = tsOf(r, o);
-    this.frame(conn, di, header, payload, ts);
+    this.counters.frames += frames;
+    let f = o + REC.data;
+    for (let i = 0; i < frames; i++) {
+      if (f + H2_ITEM_HEADER > end) throw new RangeError(`h2 record: frame ${i} of ${frames} past the record's ${end - o} bytes`);
+      const header: FrameHeader = { length: (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!, type: r[f + 3]!, flags: r[f + 4]!, streamId: r.readUInt32BE(f + 5) & 0x7fffffff };
+      const data = f + H2_ITEM_HEADER;
+      const next = data + r.readUInt16LE(f + ITEM_CAPTURED);
+      if (next > end) throw new RangeError(`h2 record: frame ${i} of ${frames} with ${next - data} payload bytes past the record's end`);
+      // A DATA frame comes as its header only: no view of its (empty) payload.
+      this.frame(conn, di, header, header.type === FrameType.DATA ? EMPTY : r.subarray(data, next), ts);
+      f = next;
+    }
   }
 
   private newConn(r: Buffer): Conn {

@@ -2,7 +2,7 @@
 // later streams unparsed, RST_STREAM and GOAWAY as errors, close records freeing connections, and the bounds.
 import { describe, expect, it } from 'vitest';
 
-import { H2_RECORD_HEADER, H2Streams } from '../../src/h2/streams.js';
+import { H2_ITEM_HEADER, H2_RECORD_HEADER, H2Streams } from '../../src/h2/streams.js';
 
 const F_RESPONSE = 1, F_SERVER = 2;
 const HEADERS = 1, DATA = 0, RST_STREAM = 3, GOAWAY = 7;
@@ -12,39 +12,50 @@ const GET = Buffer.from([0x82, 0x84]);
 const S200 = Buffer.from([0x88]);
 const S404 = Buffer.from([0x8d]);
 
-interface Rec {
-  cookie?: bigint;
-  kind?: number;
-  flags: number;
-  seq: number;
-  ts: number;
+interface Frame {
   type?: number;
   fflags?: number;
   stream?: number;
   payload?: Buffer;
 }
 
+interface Rec extends Frame {
+  cookie?: bigint;
+  kind?: number;
+  flags: number;
+  seq: number;
+  ts: number;
+  /** A frames record's frames: by default the one the fields above describe (none for other kinds). */
+  frames?: Frame[];
+}
+
 function rec(r: Rec): Buffer {
-  const payload = r.payload ?? Buffer.alloc(0);
-  const b = Buffer.alloc(H2_RECORD_HEADER + payload.length);
+  const frames = r.frames ?? ((r.kind ?? 1) === 1 ? [r] : []);
+  const items = frames.map((f) => {
+    const payload = f.payload ?? Buffer.alloc(0);
+    const item = Buffer.alloc(H2_ITEM_HEADER + payload.length);
+    item.writeUIntBE(payload.length, 0, 3);
+    item[3] = f.type ?? HEADERS;
+    item[4] = f.fflags ?? END_HEADERS;
+    item.writeUInt32BE(f.stream ?? 1, 5);
+    item.writeUInt16LE(payload.length, 10);
+    payload.copy(item, H2_ITEM_HEADER);
+    return item;
+  });
+  const b = Buffer.alloc(H2_RECORD_HEADER);
   b.writeBigUInt64LE(r.cookie ?? 1n, 0);
   b.writeBigUInt64LE(BigInt(r.ts) * 1_000_000n, 8);
   b.writeBigUInt64LE(7n, 16);
   b.set([127, 0, 0, 2], 32);
   b.writeUInt32LE(r.seq, 64);
-  b.writeUInt32LE(payload.length, 68);
+  b.writeUInt32LE(items.reduce((a, x) => a + x.length, 0), 68);
   b.writeUInt16LE(40000, 72);
   b.writeUInt16LE(8080, 74);
-  b.writeUInt16LE(payload.length, 76);
+  b.writeUInt16LE(frames.length, 76);
   b[78] = r.kind ?? 1;
   b[79] = r.flags | F_SERVER;
   b[80] = 2;
-  b.writeUIntBE(payload.length, 81, 3);
-  b[84] = r.type ?? HEADERS;
-  b[85] = r.fflags ?? END_HEADERS;
-  b.writeUInt32BE(r.stream ?? 1, 86);
-  payload.copy(b, H2_RECORD_HEADER);
-  return b;
+  return Buffer.concat([b, ...items]);
 }
 
 const counts = (h: H2Streams) => Object.fromEntries(h.read().http.map((s) => [`${s.method} ${s.status}${s.errorType ? ` ${s.errorType}` : ''}`, s.count]));
@@ -62,6 +73,38 @@ describe('H2Streams', () => {
     expect(s).toMatchObject({ direction: 'server', remoteIp: '127.0.0.2', port: 8080, method: 'GET', status: 200, errorType: '', count: 1 });
     expect(s!.sumSeconds).toBeCloseTo(0.03, 9);
     expect(s!.buckets[3]).toBe(1); // (25 ms, 50 ms]
+  });
+
+  it('one record carries a packet\'s frames in order: streams answered and ended by one response record each', () => {
+    const h = new H2Streams();
+    h.records([
+      // Two requests in one packet, then one packet answering both: HEADERS, the DATA that ends each stream.
+      rec({ flags: 0, seq: 0, ts: 0, frames: [
+        { stream: 1, fflags: END_HEADERS | END_STREAM, payload: GET },
+        { stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET },
+      ] }),
+      rec({ flags: F_RESPONSE, seq: 0, ts: 20, frames: [
+        { stream: 1, payload: S200 },
+        { stream: 3, payload: S404 },
+        { stream: 1, type: DATA, fflags: END_STREAM },
+        { stream: 3, type: DATA, fflags: END_STREAM },
+      ] }),
+    ]);
+    expect(counts(h)).toEqual({ 'GET 200': 1, 'GET 404': 1 });
+    expect(h.read().http.every((x) => Math.abs(x.sumSeconds - 0.02) < 1e-9)).toBe(true);
+    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0, entries: 2, records: 2, frames: 6 });
+  });
+
+  it('a ring entry of two records: a response HEADERS held back by the kernel, then the record that ends its stream', () => {
+    const h = new H2Streams();
+    h.record(rec({ flags: 0, seq: 0, ts: 0, fflags: END_HEADERS | END_STREAM, payload: GET }));
+    h.record(Buffer.concat([
+      rec({ flags: F_RESPONSE, seq: 0, ts: 30, payload: S200 }),
+      rec({ flags: F_RESPONSE, seq: 1, ts: 90, type: DATA, fflags: END_STREAM }),
+    ]));
+    expect(counts(h)).toEqual({ 'GET 200': 1 });
+    expect(h.read().http[0]!.sumSeconds).toBeCloseTo(0.03, 9); // to the held HEADERS' time
+    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, entries: 2, records: 3, frames: 3 });
   });
 
   it('an h2c upgrade record opens stream 1 (its method and start), numbered in the response direction', () => {
@@ -123,5 +166,7 @@ describe('H2Streams', () => {
   it('checks its options and its records', () => {
     expect(() => new H2Streams({ maxRpcMethods: 0 })).toThrow(/maxRpcMethods must be a positive integer/);
     expect(() => new H2Streams().record(Buffer.alloc(10))).toThrow(/h2 record of 10 bytes/);
+    const cut = rec({ flags: 0, seq: 0, ts: 0, payload: GET });
+    expect(() => new H2Streams().record(cut.subarray(0, cut.length - 1))).toThrow(/h2 record of 110 bytes with 109 left in its ring entry/);
   });
 });
