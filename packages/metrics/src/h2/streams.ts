@@ -157,6 +157,7 @@ export class H2Streams {
   private readonly http = new Map<string, { sample: Omit<H2HttpSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpcMethods = new Set<string>();
+  private readonly header: FrameHeader = { length: 0, type: 0, flags: 0, streamId: 0 };
   private readonly maxConnections: number;
   private readonly maxStreams: number;
   private readonly maxRpcMethods: number;
@@ -266,9 +267,14 @@ export class H2Streams {
     const ts = tsOf(r, o);
     this.counters.frames += frames;
     let f = o + REC.data;
+    // One header object for every frame: nothing keeps it past the call (an open header block copies its fields).
+    const header = this.header;
     for (let i = 0; i < frames; i++) {
       if (f + H2_ITEM_HEADER > end) throw new RangeError(`h2 record: frame ${i} of ${frames} past the record's ${end - o} bytes`);
-      const header: FrameHeader = { length: (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!, type: r[f + 3]!, flags: r[f + 4]!, streamId: r.readUInt32BE(f + 5) & 0x7fffffff };
+      header.length = (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!;
+      header.type = r[f + 3]!;
+      header.flags = r[f + 4]!;
+      header.streamId = r.readUInt32BE(f + 5) & 0x7fffffff;
       const data = f + H2_ITEM_HEADER;
       const next = data + r.readUInt16LE(f + ITEM_CAPTURED);
       if (next > end) throw new RangeError(`h2 record: frame ${i} of ${frames} with ${next - data} payload bytes past the record's end`);
