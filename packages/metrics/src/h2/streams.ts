@@ -113,6 +113,9 @@ interface Stream {
   /** When the final response's HEADERS came. */
   respAt: number | undefined;
   grpcStatus: string;
+  /** Reset by the client before any response was read: its error type, and when (see Conn.resets). */
+  reset: string | undefined;
+  resetAt: number;
 }
 
 interface DirState {
@@ -132,6 +135,13 @@ interface Conn {
   /** The aggregates this connection's streams went to, one per side, by label: a stream's key is then short
    *  (a number for an HTTP stream without error), not side + labels made and hashed per stream. */
   accs: Map<number | string, Acc[]>;
+  /**
+   * Streams the client reset before any response was read. The kernel may hold back a response's HEADERS until
+   * the direction's next packet (H2_HOLD in bpf/include/http.h): such a stream ends once the response direction's
+   * next record was read (what was held comes first), at the close, or at the next read(), with the status it
+   * got by then.
+   */
+  resets: number[];
 }
 
 interface Acc {
@@ -158,6 +168,8 @@ export class H2Streams {
   private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpcMethods = new Set<string>();
   private readonly header: FrameHeader = { length: 0, type: 0, flags: 0, streamId: 0 };
+  /** Connections with streams in Conn.resets. */
+  private readonly resetting = new Set<Conn>();
   private readonly maxConnections: number;
   private readonly maxStreams: number;
   private readonly maxRpcMethods: number;
@@ -207,13 +219,24 @@ export class H2Streams {
       if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
       const next = o + H2_RECORD_HEADER + r.readUInt32LE(o + REC.length);
       if (next > end) throw new RangeError(`h2 record of ${next - o} bytes with ${end - o} left in its ring entry`);
-      this.recordAt(r, o, next);
+      const conn = this.recordAt(r, o, next);
+      if (conn?.resets.length && r[o + REC.flags]! & F_RESPONSE) this.endResets(conn);
       o = next;
     } while (o < end);
   }
 
-  /** The record r[o, end). */
-  private recordAt(r: Buffer, o: number, end: number): void {
+  /** The streams the client reset, waiting for the response direction's next record (see Conn.resets). */
+  private endResets(conn: Conn): void {
+    for (const id of conn.resets) {
+      const s = conn.streams.get(id);
+      if (s?.reset !== undefined) this.finish(conn, id, s, s.resetAt, s.reset);
+    }
+    conn.resets = [];
+    this.resetting.delete(conn);
+  }
+
+  /** The record r[o, end); returns its connection while it is followed. */
+  private recordAt(r: Buffer, o: number, end: number): Conn | undefined {
     const cookie = cookieOf(r, o);
     const kind = r[o + REC.kind]!;
     this.counters.records++;
@@ -223,7 +246,11 @@ export class H2Streams {
       // direction was lost after their status came: then how they ended is not known, and they count as answered.
       if (conn) {
         const lost = conn.dirs[1].decoder.error !== undefined;
-        for (const [id, s] of conn.streams) this.finish(conn, id, s, tsOf(r, o), lost && s.respAt !== undefined ? '' : 'CLOSED');
+        for (const [id, s] of conn.streams) {
+          if (s.reset !== undefined) this.finish(conn, id, s, s.resetAt, s.reset);
+          else this.finish(conn, id, s, tsOf(r, o), lost && s.respAt !== undefined ? '' : 'CLOSED');
+        }
+        this.resetting.delete(conn);
       }
       this.conns.delete(cookie);
       return;
@@ -247,7 +274,7 @@ export class H2Streams {
     dir.next = (seq + 1) >>> 0;
     if (kind === KIND_LOST) {
       this.lose(dir, 'the kernel lost its place in the frames');
-      return;
+      return conn;
     }
     if (kind === KIND_UPGRADE) {
       // An HTTP/1.1 request upgraded to h2c: stream 1, answered on the response direction that starts now. The
@@ -258,10 +285,10 @@ export class H2Streams {
       const hpack = dir.decoder.hpack;
       hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
-      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.method]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
-      return;
+      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.method]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 });
+      return conn;
     }
-    if (kind !== KIND_FRAME) return;
+    if (kind !== KIND_FRAME) return conn;
     // The frames of one packet, in order: one time for all.
     const frames = r.readUInt16LE(o + REC.frames);
     const ts = tsOf(r, o);
@@ -282,6 +309,7 @@ export class H2Streams {
       this.frame(conn, di, header, header.type === FrameType.DATA ? EMPTY : r.subarray(data, next), ts);
       f = next;
     }
+    return conn;
   }
 
   private newConn(r: Buffer): Conn {
@@ -296,7 +324,7 @@ export class H2Streams {
     // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
     if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
     const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
-    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map(), accs: new Map() };
+    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map(), accs: new Map(), resets: [] };
   }
 
   private lose(dir: DirState, why: string): void {
@@ -327,7 +355,7 @@ export class H2Streams {
           if (conn.streams.size >= this.maxStreams) {
             this.counters.untracked++;
           } else {
-            conn.streams.set(h.streamId, { start: ts, method: '', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '' });
+            conn.streams.set(h.streamId, { start: ts, method: '', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 });
           }
         }
         if (!dir.decoder.error && payload.length < h.length) this.counters.lostDirections++;
@@ -360,18 +388,31 @@ export class H2Streams {
           s.status = s.unknown ? 0 : (status ?? 0);
         }
         if (b.signals?.grpcStatus !== undefined) s.grpcStatus = String(b.signals.grpcStatus);
-        if (b.endStream) this.finish(conn, b.streamId, s, ts, '');
+        // A stream the client reset ends as reset, with the status read (see Conn.resets).
+        if (b.endStream) this.finish(conn, b.streamId, s, s.reset === undefined ? ts : s.resetAt, s.reset ?? '');
         return;
       }
       case FrameType.DATA: {
         // Only DATA frames that end a stream come (header only).
         const s = conn.streams.get(h.streamId);
-        if (di === 1 && s && s.respAt !== undefined) this.finish(conn, h.streamId, s, ts, '');
+        if (di === 1 && s && s.respAt !== undefined) this.finish(conn, h.streamId, s, s.reset === undefined ? ts : s.resetAt, s.reset ?? '');
         return;
       }
       case FrameType.RST_STREAM: {
         const s = conn.streams.get(h.streamId);
-        if (s) this.finish(conn, h.streamId, s, ts, payload.length >= 4 ? errorName(payload.readUInt32BE(0)) : '_OTHER');
+        if (!s) return;
+        const error = payload.length >= 4 ? errorName(payload.readUInt32BE(0)) : '_OTHER';
+        if (di === 0 && s.respAt === undefined) {
+          // The client's, before any response was read: the kernel may still hold its response's HEADERS.
+          if (s.reset === undefined) {
+            s.reset = error;
+            s.resetAt = ts;
+            conn.resets.push(h.streamId);
+            this.resetting.add(conn);
+          }
+          return;
+        }
+        this.finish(conn, h.streamId, s, ts, error);
         return;
       }
       case FrameType.GOAWAY: {
@@ -438,8 +479,9 @@ export class H2Streams {
     for (const acc of accs) add(acc, d);
   }
 
-  /** The aggregates so far (counts only grow). */
+  /** The aggregates so far (counts only grow). Streams the client reset are counted by now, whatever came. */
   read(): { http: H2HttpSample[]; rpc: RpcSample[] } {
+    for (const conn of this.resetting) this.endResets(conn);
     const out = <T>(m: Map<string, { sample: T; acc: Acc }>) =>
       [...m.values()].map(({ sample, acc }) => ({ ...sample, count: acc.count, sumSeconds: acc.sumNs / 1e9, buckets: [...acc.buckets] }));
     return { http: out(this.http), rpc: out(this.rpc) };

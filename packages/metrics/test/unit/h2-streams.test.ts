@@ -107,6 +107,23 @@ describe('H2Streams', () => {
     expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, entries: 2, records: 3, frames: 3 });
   });
 
+  it('a client\'s reset read before the response\'s held HEADERS: the stream keeps its status; with none, counted at the next read', () => {
+    const h = new H2Streams();
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(8); // CANCEL
+    h.records([
+      rec({ flags: 0, seq: 0, ts: 0, stream: 1, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ flags: 0, seq: 1, ts: 50, stream: 1, type: RST_STREAM, payload: cancel }),
+      // The response's HEADERS (sent at 30 ms), held back by the kernel until the direction's next packet.
+      rec({ flags: F_RESPONSE, seq: 0, ts: 30, stream: 1, payload: S200 }),
+      rec({ flags: 0, seq: 2, ts: 60, stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ flags: 0, seq: 3, ts: 70, stream: 3, type: RST_STREAM, payload: cancel }),
+    ]);
+    expect(counts(h)).toEqual({ 'GET 200 CANCEL': 1, 'GET 0 CANCEL': 1 });
+    expect(h.read().http.find((x) => x.status === 200)!.sumSeconds).toBeCloseTo(0.03, 9);
+    expect(h.counters).toMatchObject({ orphanStreams: 0, unparsedStreams: 0 });
+  });
+
   it('an h2c upgrade record opens stream 1 (its method and start), numbered in the response direction', () => {
     const h = new H2Streams();
     const upgrade = rec({ kind: 4, flags: F_RESPONSE, seq: 0, ts: 0 });
