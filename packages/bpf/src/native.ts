@@ -171,6 +171,7 @@ export interface Native {
   ifNameToIndex(name: string, netns?: string): number;
   cgroupId(path: string): bigint;
   dirInodes(dir: string): [string, bigint][];
+  makeDirs(paths: string[]): Promise<string[]>;
   enableStats(): number;
   closeFd(fd: number): void;
   isBpffs(path: string): boolean;

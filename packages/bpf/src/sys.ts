@@ -95,6 +95,18 @@ export function subdirInodes(dir: string): Map<string, bigint> {
   return new Map(native.dirInodes(dir));
 }
 
+/**
+ * Makes each directory with its missing parents (mkdir -p), one after the other on one thread of libuv's pool:
+ * the directories it made, parents before children. For many directories at once (a config's workload cgroups,
+ * which the kernel makes one at a time): the event loop pays for one call, not one request per directory. The
+ * first directory that cannot be made rejects the promise (BpfError, op "mkdir", naming it); those made before
+ * it stay.
+ */
+export function makeDirs(paths: readonly string[]): Promise<string[]> {
+  if (!Array.isArray(paths) || paths.some((p) => typeof p !== 'string' || p === '')) throw new TypeError('paths must be an array of non-empty strings');
+  return native.makeDirs([...paths]);
+}
+
 /** The socket's fd, for a node:net Socket or a number. */
 export function socketFd(socket: Socket | number): number {
   if (typeof socket === 'number') return socket;
