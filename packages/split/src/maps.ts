@@ -66,7 +66,9 @@ function portWord(port: number, b2: number, b3: number): number {
 export function svcCheck(key: SvcKey, v: SvcValue): number {
   let h = mixAddr(CHECK_SEED, key.addr);
   h = mix(h, portWord(key.port, key.proto, key.family));
-  for (const w of [v.id, v.version, v.nbackends, v.totalWeight, ...v.cumWeight, ...v.nendpoints]) h = mix(h, w);
+  h = mix(mix(mix(mix(h, v.id), v.version), v.nbackends), v.totalWeight);
+  for (const w of v.cumWeight) h = mix(h, w);
+  for (const w of v.nendpoints) h = mix(h, w);
   return h;
 }
 

@@ -150,6 +150,8 @@ export class ServiceTable {
     const svcWrites: [string, Installed][] = [];
     const epDeletes: EpKey[] = [];
     const wanted = new Set<string>();
+    // Endpoint addresses repeat across services (a workload behind many): each one's bytes made once per apply.
+    const addrs = new Map<string, { addr: Buffer; family: number }>();
 
     for (const d of desired) {
       if (tick()) yield;
@@ -167,7 +169,9 @@ export class ServiceTable {
         lists.forEach((list, b) =>
           list.forEach((ep, index) => {
             const k = { svcId: id, version, backend: b, index };
-            epWrites.push([k, epValueOf(k, ep.addr, ep.port)]);
+            let a = addrs.get(ep.addr);
+            if (!a) addrs.set(ep.addr, (a = { addr: addr16(ep.addr), family: familyOf(ep.addr) }));
+            epWrites.push([k, epValueOf(k, a.addr, a.family, ep.port)]);
           }),
         );
         if (old) epDeletes.push(...slotsOf(old));
@@ -248,8 +252,9 @@ function svcKeyOf(d: CompiledService): SvcKey {
   return { addr: addr16(d.addr), port: d.port, proto: IPPROTO[d.proto], family: d.family === 4 ? AF_INET : AF_INET6 };
 }
 
-function epValueOf(key: EpKey, addr: string, port: number): EpValue {
-  const v = { addr: addr16(addr), port, family: familyOf(addr), check: 0 };
+/** An endpoint entry; `addr` (addr16) may be shared between entries: entries are encoded, never changed. */
+function epValueOf(key: EpKey, addr: Buffer, family: number, port: number): EpValue {
+  const v = { addr, port, family, check: 0 };
   v.check = epCheck(key, v);
   return v;
 }
