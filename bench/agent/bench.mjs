@@ -45,7 +45,7 @@ const params = {
   /** The scale runs: SCALE's config applied to a running agent (from the idle config), /healthz probed meanwhile. */
   scale: { ...SCALE, reps: Number(process.env.SCALE_REPS ?? 3), probeEveryMs: 10, maxServices: 65_536, maxEndpoints: 262_144, maxPeers: 65_536 },
 };
-/** `--only scale`: the scale runs alone, printed and not written (for trying a change). */
+/** `--only scale`: the scale runs alone (see below). */
 const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const loadBefore = loadavg()[0];
 
@@ -383,9 +383,64 @@ function agentCpuMs(pid) {
   return (Number(f[11]) + Number(f[12])) * 10;
 }
 
+/** Medians over scale runs of one reload's figures (`pick`: the apply or the one-weight reload). */
+function scaleMedians(runs, pick) {
+  const xs = runs.map(pick);
+  const m = (f) => round(median(xs.map(f)), 1);
+  return {
+    parse_ms: m((x) => x.parse_ms), resolve_ms: m((x) => x.resolve_ms), write_ms: m((x) => x.write_ms), apply_ms: m((x) => x.apply_ms),
+    wall_ms: m((x) => x.wall_ms), agent_cpu_ms: m((x) => x.agent_cpu_ms), map_writes: m((x) => x.map_writes),
+    healthz: { probes: m((x) => x.healthz.probes), failures: m((x) => x.healthz.failures), p50_ms: m((x) => x.healthz.p50_ms), p99_ms: m((x) => x.healthz.p99_ms), max_ms: m((x) => x.healthz.max_ms) },
+    healthz_whole_reload: { probes: m((x) => x.healthz_whole_reload.probes), p50_ms: m((x) => x.healthz_whole_reload.p50_ms), p99_ms: m((x) => x.healthz_whole_reload.p99_ms), max_ms: m((x) => x.healthz_whole_reload.max_ms) },
+  };
+}
+
+/** The scale figures of a result file: the two results, their goals, the medians and the runs. */
+function scaleResults(runs) {
+  const apply = round(median(runs.map((x) => x.apply.apply_ms)), 1);
+  const healthz = round(median(runs.map((x) => x.apply.healthz.p99_ms)), 1);
+  return {
+    results: { apply_ms_50k_services: apply, healthz_p99_ms_during_50k_apply: healthz },
+    goals_scale: {
+      apply_ms_50k_services: '≤ 2000',
+      apply_met: apply <= 2000,
+      healthz_p99_ms_during_50k_apply: '≤ 50',
+      healthz_met: healthz <= 50,
+      note: 'absolute times: read them with machine.loadavg1m (the machine may have been shared)',
+    },
+    medians: {
+      idle_healthz: { p50_ms: round(median(runs.map((x) => x.idle_healthz.p50_ms)), 1), p99_ms: round(median(runs.map((x) => x.idle_healthz.p99_ms)), 1) },
+      apply: scaleMedians(runs, (x) => x.apply),
+      one_weight: scaleMedians(runs, (x) => x.one_weight),
+      stop_ms: round(median(runs.map((x) => x.stop_ms)), 1),
+    },
+  };
+}
+
+// `--only scale`: the scale runs alone, their figures written into bench/results/agent.json beside the other
+// parts' (kept as they are, with the header of their own run); `scale_run` holds this run's machine, kernel,
+// commit and date. `--dry-run`: printed, not written (for trying a change).
 if (only === 'scale') {
   try {
-    for (let rep = 0; rep < params.scale.reps; rep++) console.log(JSON.stringify(await scaleRun(), null, 1));
+    const runs = [];
+    for (let rep = 0; rep < params.scale.reps; rep++) {
+      runs.push(await scaleRun());
+      console.log(JSON.stringify(runs.at(-1), null, 1));
+    }
+    if (!process.argv.includes('--dry-run')) {
+      const file = join(root, 'bench/results/agent.json');
+      const prev = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : { bench: 'agent', results: {} };
+      const s = scaleResults(runs);
+      const result = {
+        ...prev,
+        results: { ...prev.results, ...s.results },
+        goals_scale: s.goals_scale,
+        scale_run: { ...header('agent', loadBefore), params: params.scale, note: '--only scale: the scale figures (results.apply_ms_50k_services, results.healthz_p99_ms_during_50k_apply, goals_scale, medians.scale, raw.scale) are from this run; the others from the run of the top-level header' },
+        medians: { ...prev.medians, scale: s.medians },
+        raw: { ...prev.raw, scale: runs },
+      };
+      console.error(`wrote ${writeResult('agent', result)}: apply ${s.results.apply_ms_50k_services} ms, /healthz p99 ${s.results.healthz_p99_ms_during_50k_apply} ms during it; load ${result.scale_run.machine.loadavg1m.before} → ${result.scale_run.machine.loadavg1m.after}`);
+    }
   } finally {
     cleanup();
   }
@@ -432,16 +487,6 @@ const results = {
   apply_ms_1k_services: med(raw.big.map((x) => x.apply_ms)),
   apply_ms_50k_services: med(raw.scale.map((x) => x.apply.apply_ms)),
   healthz_p99_ms_during_50k_apply: med(raw.scale.map((x) => x.apply.healthz.p99_ms)),
-};
-const scaleMedians = (pick) => {
-  const xs = raw.scale.map(pick);
-  const m = (f) => med(xs.map(f));
-  return {
-    parse_ms: m((x) => x.parse_ms), resolve_ms: m((x) => x.resolve_ms), write_ms: m((x) => x.write_ms), apply_ms: m((x) => x.apply_ms),
-    wall_ms: m((x) => x.wall_ms), agent_cpu_ms: m((x) => x.agent_cpu_ms), map_writes: m((x) => x.map_writes),
-    healthz: { probes: m((x) => x.healthz.probes), failures: m((x) => x.healthz.failures), p50_ms: m((x) => x.healthz.p50_ms), p99_ms: m((x) => x.healthz.p99_ms), max_ms: m((x) => x.healthz.max_ms) },
-    healthz_whole_reload: { probes: m((x) => x.healthz_whole_reload.probes), p50_ms: m((x) => x.healthz_whole_reload.p50_ms), p99_ms: m((x) => x.healthz_whole_reload.p99_ms), max_ms: m((x) => x.healthz_whole_reload.max_ms) },
-  };
 };
 const result = {
   ...header('agent', loadBefore),
@@ -490,8 +535,8 @@ const result = {
     },
     scale: {
       idle_healthz: { p50_ms: med(raw.scale.map((x) => x.idle_healthz.p50_ms)), p99_ms: med(raw.scale.map((x) => x.idle_healthz.p99_ms)) },
-      apply: scaleMedians((x) => x.apply),
-      one_weight: scaleMedians((x) => x.one_weight),
+      apply: scaleMedians(raw.scale, (x) => x.apply),
+      one_weight: scaleMedians(raw.scale, (x) => x.one_weight),
       stop_ms: med(raw.scale.map((x) => x.stop_ms)),
     },
     one_weight_reload: {
