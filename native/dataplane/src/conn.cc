@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "header.h"
 #include "original_dst.h"
@@ -18,10 +20,6 @@
 namespace mesh {
 
 namespace {
-
-// Per direction: four full TLS records. With OpenSSL's own buffers (64 KiB read-ahead, ~16 KiB write) a
-// connection holds about 210 KiB, allocated up front; lazy buffers for idle connections are for later.
-constexpr size_t kBufferSize = 64 * 1024;
 
 bool wouldBlock() { return errno == EAGAIN || errno == EWOULDBLOCK; }
 
@@ -38,40 +36,93 @@ void resetOnClose(int fd) {
 
 }  // namespace
 
+// Free blocks of the thread's buffers (a connection never changes thread). A few are kept for the next
+// exchange; past that they go back to malloc, so what is cached stays bounded whatever the peak was.
+namespace {
+constexpr size_t kKeptBlocks = 64;
+thread_local std::vector<std::unique_ptr<char[]>> freeBlocks;
+}  // namespace
+
 char* Buffer::writePtr() {
-  if (head_ > 0 && tail_ == data_.size()) {
-    std::memmove(data_.data(), data_.data() + head_, tail_ - head_);
+  if (!data_) {
+    if (freeBlocks.empty()) {
+      data_ = new char[kSize];  // not zeroed: only what a read writes is ever read
+    } else {
+      data_ = freeBlocks.back().release();
+      freeBlocks.pop_back();
+    }
+  } else if (head_ > 0 && tail_ == kSize) {
+    std::memmove(data_, data_ + head_, tail_ - head_);
     tail_ -= head_;
     head_ = 0;
   }
-  return data_.data() + tail_;
+  return data_ + tail_;
 }
 
 void Buffer::consume(size_t n) {
   head_ += n;
-  if (head_ == tail_) head_ = tail_ = 0;
+  if (head_ == tail_) release();
+}
+
+void Buffer::release() {
+  head_ = tail_ = 0;
+  if (!data_) return;
+  if (freeBlocks.size() < kKeptBlocks) freeBlocks.emplace_back(data_);
+  else delete[] data_;
+  data_ = nullptr;
 }
 
 bool Buffer::prepend(const char* p, size_t n) {
+  if (size() + n > kSize) return false;
   if (head_ >= n) {
     head_ -= n;
   } else {
-    if (size() + n > data_.size()) return false;
-    std::memmove(data_.data() + n, data_.data() + head_, size());
+    writePtr();  // storage, if it had none
+    std::memmove(data_ + n, data_ + head_, size());
     tail_ = size() + n;
     head_ = 0;
   }
-  std::memcpy(data_.data() + head_, p, n);
+  std::memcpy(data_ + head_, p, n);
   return true;
 }
+
+namespace localTunnels {
+namespace {
+std::mutex mu;
+std::unordered_map<std::string, int> owners;
+std::atomic<size_t> count{0};
+}  // namespace
+
+std::string key(const Addr& a) {
+  uint16_t port = a.port();
+  return a.ipBytes() + char(port >> 8) + char(port & 0xff);
+}
+
+void add(const std::string& key, int epfd) {
+  std::lock_guard<std::mutex> lock(mu);
+  owners[key] = epfd;
+  count = owners.size();
+}
+
+void remove(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu);
+  owners.erase(key);
+  count = owners.size();
+}
+
+int find(const std::string& key) {
+  if (count.load(std::memory_order_relaxed) == 0) return -1;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = owners.find(key);
+  return it == owners.end() ? -1 : it->second;
+}
+}  // namespace localTunnels
 
 Conn::Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd, Pool* pool)
     : role_(role),
       state_(role == Role::Outbound ? State::ReadPreamble : State::Handshaking),
       config_(std::move(config)),
       epfd_(epfd),
-      up_(kBufferSize),
-      down_(kBufferSize),
       pool_(pool) {
   stats.accepted[int(role_)]++;
   stats.active[int(role_)]++;
@@ -93,6 +144,7 @@ Conn::Conn(Role role, int fd, std::shared_ptr<const Config> config, int epfd, Po
     return;
   }
   attachPeerCheck(ssl_, &check_);
+  watchTlsReads();
   prepareKtls();
   SSL_set_accept_state(ssl_);
 }
@@ -116,7 +168,7 @@ void Conn::drive() {
 void Conn::onEvent(uint32_t events, uint64_t data) {
   // An event that only says writable leaves what is known of reads as it was.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) (data & 1 ? tlsReadable_ : plainReadable_) = true;
-  if (!(data & 1) && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) plainHup_ = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) (data & 1 ? tlsHup_ : plainHup_) = true;
   run();
 }
 
@@ -124,6 +176,9 @@ void Conn::run() {
   // Each step either makes progress or finds every way forward blocked (EAGAIN, a full buffer).
   while (state_ != State::Closed && step()) {
   }
+  // Blocked: an empty buffer keeps no storage while the connection waits.
+  up_.trim();
+  down_.trim();
 }
 
 void Conn::checkDeadline(Clock::time_point now) {
@@ -160,22 +215,27 @@ bool Conn::step() {
 }
 
 bool Conn::readPreamble() {
-  if (up_.space() == 0) {
-    fail(ConnError::NoOriginalDestination);
-    return false;
-  }
-  ssize_t n = read(plain_, up_.writePtr(), up_.space());
-  if (n < 0 && wouldBlock()) return false;
-  if (n <= 0) {
-    fail(n == 0 ? ConnError::NoOriginalDestination : ConnError::Reset);
-    return false;
-  }
-  up_.produced(size_t(n));
+  // The kernel's map knows the destination at accept, before any byte: nothing is read first (where the server
+  // speaks first the client sends none, and the tunnel is set up while the client writes). The PROXY preamble
+  // stand-in needs its line.
   auto peer = peerOf(plain_);
   size_t consumed = 0;
-  LookupResult r = peer ? OriginalDst::lookup(plain_, *peer, up_.readPtr(), up_.size(), dst_, consumed)
+  LookupResult r = peer ? OriginalDst::lookup(plain_, *peer, up_.empty() ? "" : up_.readPtr(), up_.size(), dst_, consumed)
                         : LookupResult::Failed;
-  if (r == LookupResult::NeedMore) return true;
+  if (r == LookupResult::NeedMore) {
+    if (up_.space() == 0) {
+      fail(ConnError::NoOriginalDestination);
+      return false;
+    }
+    ssize_t n = read(plain_, up_.writePtr(), up_.space());
+    if (n < 0 && wouldBlock()) return false;
+    if (n <= 0) {
+      fail(n == 0 ? ConnError::NoOriginalDestination : ConnError::Reset);
+      return false;
+    }
+    up_.produced(size_t(n));
+    return true;
+  }
   if (r == LookupResult::Failed) {
     fail(ConnError::NoOriginalDestination);
     return false;
@@ -239,6 +299,10 @@ bool Conn::startTunnelConnect(const Addr& tunnelAddr) {
     fail(ConnError::Reset);
     return false;
   }
+  if (auto local = localOf(tls_)) {
+    localTunnel_ = localTunnels::key(*local);
+    localTunnels::add(localTunnel_, epfd_);
+  }
   state_ = State::Connecting;
   return true;
 }
@@ -264,6 +328,7 @@ bool Conn::finishConnect(int fd) {
     return false;
   }
   attachPeerCheck(ssl_, &check_);
+  watchTlsReads();
   prepareKtls();
   SSL_set_tlsext_host_name(ssl_, sniFor(dst_).c_str());
   SSL_set_connect_state(ssl_);
@@ -355,6 +420,21 @@ bool Conn::readHeader() {
   state_ = State::Connecting;
   deadline_ = Clock::now() + std::chrono::milliseconds(config_->handshakeTimeoutMs);
   return true;
+}
+
+void Conn::watchTlsReads() {
+  BIO* b = SSL_get_rbio(ssl_);
+  BIO_set_callback_arg(b, reinterpret_cast<char*>(this));
+  BIO_set_callback_ex(b, onTlsRead);
+}
+
+long Conn::onTlsRead(BIO* b, int oper, const char*, size_t len, int, long, int ret, size_t* processed) {
+  if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed && *processed < len) {
+    auto* c = reinterpret_cast<Conn*>(BIO_get_callback_arg(b));
+    // Short: the socket had no more. An EOF queued behind the bytes brings no event of its own, so not after one.
+    if (c && !c->tlsHup_) c->tlsReadable_ = false;
+  }
+  return ret;
 }
 
 // SSL_read into down_; false when blocked. Sets tlsEof_ on close_notify; fails the connection on a truncation.
@@ -537,6 +617,10 @@ void Conn::finish(bool abort) {
     ssl_ = nullptr;
   }
   closePipes();
+  if (!localTunnel_.empty()) {
+    localTunnels::remove(localTunnel_);
+    localTunnel_.clear();
+  }
   for (int* fd : {&plain_, &tls_}) {
     if (*fd < 0) continue;
     if (abort) resetOnClose(*fd);
@@ -573,9 +657,13 @@ void Conn::adopt(Conn* idle) {
   tls_ = idle->tls_;
   idle->ssl_ = nullptr;
   idle->tls_ = -1;
+  localTunnel_ = std::move(idle->localTunnel_);  // the same socket, in the same worker
+  idle->localTunnel_.clear();
   idle->state_ = State::Streaming;  // not Idle any more: finish() neither looks in the pool nor says goodbye
   check_.peerId = idle->check_.peerId;
+  tlsHup_ = idle->tlsHup_;
   attachPeerCheck(ssl_, &check_);
+  watchTlsReads();
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = tagEvent(tls_);

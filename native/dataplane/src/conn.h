@@ -20,28 +20,50 @@
 
 namespace mesh {
 
-// A fixed-size byte queue; when full, the side that fills it stops reading (backpressure reaches the sender
-// through TCP's window).
+// A bounded byte queue (kSize); when full, the side that fills it stops reading (backpressure reaches the
+// sender through TCP's window). Its storage is taken from the thread's free blocks when bytes are to be written
+// and given back as soon as it is empty, so an idle connection holds none and a new one zeroes nothing.
 class Buffer {
  public:
-  explicit Buffer(size_t cap) : data_(cap) {}
+  static constexpr size_t kSize = 64 * 1024;
+  Buffer() = default;
+  ~Buffer() { release(); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
   size_t size() const { return tail_ - head_; }
   bool empty() const { return head_ == tail_; }
-  size_t space() const { return data_.size() - tail_; }
-  char* readPtr() { return data_.data() + head_; }
+  size_t space() const { return kSize - tail_; }
+  char* readPtr() { return data_ + head_; }
   char* writePtr();
   void produced(size_t n) { tail_ += n; }
   void consume(size_t n);
   // Put `n` bytes in front of what is queued (the tunnel header in front of early application bytes).
   bool prepend(const char* p, size_t n);
+  // Gives the storage back when nothing is queued (after a read that found nothing, say).
+  void trim() {
+    if (empty()) release();
+  }
 
  private:
-  std::vector<char> data_;
+  void release();
+  char* data_ = nullptr;
   size_t head_ = 0;
   size_t tail_ = 0;
 };
 
 class Conn;
+
+// Tunnels between two workloads of this node end in this process at both ends. Each outbound tunnel socket's
+// local address is noted with the epoll of the worker that owns it, so the accepted end of that tunnel is given
+// to the same worker: an exchange then wakes one thread, not two (each hop through the tunnel was a cross-thread
+// wake-up). Thread-safe.
+namespace localTunnels {
+std::string key(const Addr& a);
+void add(const std::string& key, int epfd);
+void remove(const std::string& key);
+// The owning worker's epoll, or -1.
+int find(const std::string& key);
+}  // namespace localTunnels
 
 // A worker's idle pooled tunnel connections (outbound), by key: source SPIFFE ID, destination, tunnel and the
 // config they were made with. Only the worker's thread touches it.
@@ -84,6 +106,11 @@ class Conn {
   bool handshake();
   bool readHeader();
   bool tlsRead(size_t limit = SIZE_MAX);
+  // OpenSSL reads the TLS socket itself; this sees each read so a short one says the socket ran dry, as the
+  // pumps' own reads do (without it every record cost an extra read that could only say EAGAIN).
+  void watchTlsReads();
+  static long onTlsRead(BIO* b, int oper, const char* argp, size_t len, int argi, long argl, int ret,
+                        size_t* processed);
   bool tlsReadable() const { return tlsReadable_ || SSL_has_pending(ssl_); }
   // The pooled tunnel (framed streams, one at a time).
   void adopt(Conn* idle);
@@ -132,6 +159,7 @@ class Conn {
   // The plaintext peer's FIN (or an error) was reported: a short read no longer means an empty socket, since the
   // EOF after the bytes comes with no event of its own.
   bool plainHup_ = false;
+  bool tlsHup_ = false;    // the same for the TLS socket
   Clock::time_point deadline_;
   ConnError draining_ = ConnError::Count;  // set by failAfterDelivery: the reason the reset will carry
   // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer
@@ -147,6 +175,7 @@ class Conn {
   // Pooled tunnel: framed streams; finSent_/finRecv_ are the stream's half-closes (FIN frames); frameLeft_ the
   // payload bytes of the DATA frame being read; fh_ a frame header read in part.
   Pool* pool_ = nullptr;
+  std::string localTunnel_;  // outbound: this tunnel socket's entry in localTunnels
   std::string poolKey_;
   bool framed_ = false;
   bool finSent_ = false;

@@ -236,8 +236,10 @@ int main(int argc, char** argv) {
 
   constexpr int kShed = -2;
   // An accepted fd; -1 when nothing is pending (or a transient error); kShed when one was refused for lack of fds.
+  Addr peer;
   auto acceptOne = [&](int lfd) {
-    int fd = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    peer.len = sizeof peer.ss;
+    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || reserveFd < 0) return fd;
     close(reserveFd);
     fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -252,8 +254,14 @@ int main(int argc, char** argv) {
   size_t next = 0;
   auto acceptAll = [&](int lfd, Role role) {
     for (int fd; (fd = acceptOne(lfd)) != -1;) {
-      if (fd == kShed) stats.errors[int(role)][int(ConnError::FdLimit)]++;
-      else workers[next++ % workers.size()]->post(role, fd, config);
+      if (fd == kShed) {
+        stats.errors[int(role)][int(ConnError::FdLimit)]++;
+        continue;
+      }
+      // A tunnel from this process's own outbound side goes to the worker that holds its other end.
+      Worker* owner = role == Role::Inbound ? Worker::byEpoll(localTunnels::find(localTunnels::key(peer))) : nullptr;
+      if (owner) owner->post(role, fd, config);
+      else workers[next++ % workers.size()]->post(role, fd, config, role == Role::Inbound);
     }
   };
 

@@ -10,7 +10,19 @@
 
 namespace mesh {
 
+namespace {
+// Every worker, made by the main thread before any starts; read-only afterwards.
+std::vector<Worker*> all;
+}  // namespace
+
+Worker* Worker::byEpoll(int epfd) {
+  for (Worker* w : all)
+    if (w->epfd_ == epfd) return w;
+  return nullptr;
+}
+
 Worker::Worker() {
+  all.push_back(this);
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   eventfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (epfd_ < 0 || eventfd_ < 0) throw std::system_error(errno, std::generic_category(), "worker epoll/eventfd");
@@ -26,10 +38,10 @@ Worker::~Worker() {
 
 void Worker::start() { thread_ = std::thread([this] { run(); }); thread_.detach(); }
 
-void Worker::post(Role role, int fd, std::shared_ptr<const Config> config) {
+void Worker::post(Role role, int fd, std::shared_ptr<const Config> config, bool recheck) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back({role, fd, std::move(config)});
+    queue_.push_back({role, fd, std::move(config), recheck});
   }
   uint64_t one = 1;
   (void)!write(eventfd_, &one, sizeof one);
@@ -44,6 +56,15 @@ void Worker::takePosted() {
     q.swap(queue_);
   }
   for (auto& p : q) {
+    if (p.recheck) {
+      // The tunnel's client end is noted right after its connect returns: by now it is, if it is ours.
+      auto peer = peerOf(p.fd);
+      Worker* owner = peer ? byEpoll(localTunnels::find(localTunnels::key(*peer))) : nullptr;
+      if (owner && owner != this) {
+        owner->post(p.role, p.fd, std::move(p.config));
+        continue;
+      }
+    }
     auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_, &pool_);
     c->drive();
     if (c->closed()) delete c;

@@ -18,8 +18,11 @@ class Worker {
   Worker();
   ~Worker();
   void start();
-  // Thread-safe: the worker takes ownership of `fd`.
-  void post(Role role, int fd, std::shared_ptr<const Config> config);
+  // Thread-safe: the worker takes ownership of `fd`. `recheck`: an accepted tunnel whose other end was not (yet)
+  // known to be this process's; the worker looks again and passes it to the owner (localTunnels).
+  void post(Role role, int fd, std::shared_ptr<const Config> config, bool recheck = false);
+  // The worker whose epoll is `epfd` (localTunnels), or nullptr.
+  static Worker* byEpoll(int epfd);
 
  private:
   void run();
@@ -33,6 +36,7 @@ class Worker {
     Role role;
     int fd;
     std::shared_ptr<const Config> config;
+    bool recheck;
   };
   std::vector<Posted> queue_;
   std::unordered_set<Conn*> conns_;

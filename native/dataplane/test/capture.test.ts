@@ -4,6 +4,7 @@
 // tunnel to node B and the server. A config naming a map that is not there is refused, naming the field.
 import { rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BPFFS } from '@mesh/bpf';
@@ -57,6 +58,39 @@ describePrivileged('mesh-dataplane with the kernel capture', () => {
     expect(n.accepts() - before).toBe(5);
     expect(mtls.counters().capture - captured).toBe(5n);
   });
+
+  it('a protocol where the server speaks first works: the data plane does not wait for a client byte', async () => {
+    // Like SMTP or MySQL: the server greets on accept; the client reads the greeting before it writes anything.
+    const greeting = `220 ${MARKER} greeting\r\n`;
+    const server = createServer((s) => {
+      s.on('error', () => {});
+      s.end(greeting);
+    });
+    await new Promise<void>((r) => server.listen(0, n.target.host, () => r()));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const config = structuredClone(n.configA);
+      config.destinations!.push({ address: `${n.target.host}:${port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
+      await n.a.reload(config);
+      n.configA = config;
+      mtls.apply({
+        dataplane: { outbound: { ipv4: n.a.outbound!.host, port: n.a.outbound!.port }, inboundSource: { ipv4: n.ip(2) } },
+        enrolled: [{ cgroup: client.path }],
+        destinations: [`${n.target.host}:${n.target.port}`, `${n.target.host}:${port}`],
+      });
+      const script = `const s = require('node:net').connect({ host: ${JSON.stringify(n.target.host)}, port: ${port}, localAddress: ${JSON.stringify(n.client)} });
+let got = ''; s.on('data', (c) => (got += c)); s.on('end', () => { process.stdout.write(got); process.exit(0); });
+s.on('error', (e) => { process.stderr.write(String(e)); process.exit(1); }); setTimeout(() => { process.stderr.write('timed out'); process.exit(1); }, 20000);`;
+      const started = Date.now();
+      const r = await client.run(process.execPath, ['-e', script], { timeoutMs: 60_000 });
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(greeting);
+      // Not after the data plane's set-up deadline gave up on a first byte.
+      expect(Date.now() - started).toBeLessThan(8_000);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  }, 90_000);
 
   it('a config naming a map that is not pinned is refused, naming the field', async () => {
     const path = join(n.dir, 'bad.json');

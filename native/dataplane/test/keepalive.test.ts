@@ -120,10 +120,11 @@ describePrivileged('mesh-dataplane keep-alive round trips', () => {
       // 500 × 40 ms = 20 s, hundreds of times the direct path's ≈ 50–200 ms.
       console.log(`keep-alive ${pool ? 'pooled' : 'dedicated'}: direct ${direct.map((x) => x.toFixed(0)).join('/')} ms, tunnel ${tunnel.map((x) => x.toFixed(0)).join('/')} ms for ${ROUND_TRIPS} round trips`);
       expect(t / d, `tunnel ${t.toFixed(0)} ms against direct ${d.toFixed(0)} ms`).toBeLessThan(25);
-      // Four reads carry an exchange (request and response, at each data plane), plus the empty read that ends
-      // each TLS record's (OpenSSL cannot say the socket ran dry): 6. A pump that retries both sockets after every
-      // event until each says EAGAIN made 16–18 (bench:mesh: 11 of 15 reads per request came back empty).
-      expect(reads / (2 * ROUND_TRIPS), 'reads per round trip, both data planes').toBeLessThan(8);
+      // Four reads carry an exchange (request and response, at each data plane). A short read through OpenSSL
+      // says the socket ran dry as one of the pump's own does (a BIO callback sees it); before, each TLS record
+      // cost one more read that could only say EAGAIN (6), and a pump that retried both sockets after every
+      // event until each said EAGAIN made 16–18 (bench:mesh: 11 of 15 reads per request came back empty).
+      expect(reads / (2 * ROUND_TRIPS), 'reads per round trip, both data planes').toBeLessThan(5);
     }, 240_000);
   }
 }, { tools: [] });
