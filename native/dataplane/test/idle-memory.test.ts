@@ -68,8 +68,8 @@ describePrivileged('mesh-dataplane idle connection memory', () => {
     const grown = pids.map((p, i) => rssKb(p) - before[i]!);
     const perConnKb = (grown[0]! + grown[1]!) / IDLE;
     console.log(`idle connections: RSS grew by ${grown.join(' + ')} KiB (A + B) for ${IDLE}: ${perConnKb.toFixed(1)} KiB per connection`);
-    // Two 64 KiB buffers per connection at each end were 256 KiB; OpenSSL's own state and the pages a small
-    // exchange touched in its buffers stay well below a third of that.
-    expect(perConnKb).toBeLessThan(80);
+    // Two 64 KiB buffers per connection at each end were 256 KiB (334 KiB per connection measured with them);
+    // OpenSSL's own state and the pages a small exchange touched in its buffers come to about 70.
+    expect(perConnKb).toBeLessThan(100);
   }, 180_000);
 }, { tools: [] });
