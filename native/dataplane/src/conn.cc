@@ -429,12 +429,26 @@ void Conn::watchTlsReads() {
 }
 
 long Conn::onTlsRead(BIO* b, int oper, const char*, size_t len, int, long, int ret, size_t* processed) {
-  if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed && *processed < len) {
+  if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed) {
     auto* c = reinterpret_cast<Conn*>(BIO_get_callback_arg(b));
+    if (c && *processed > 0) c->mayMove_ = false;  // OpenSSL holds bytes of it now
     // Short: the socket had no more. An EOF queued behind the bytes brings no event of its own, so not after one.
-    if (c && !c->tlsHup_) c->tlsReadable_ = false;
+    if (c && *processed < len && !c->tlsHup_) c->tlsReadable_ = false;
   }
   return ret;
+}
+
+int Conn::detach(std::shared_ptr<const Config>& config) {
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, tls_, nullptr);
+  SSL_free(ssl_);
+  ssl_ = nullptr;
+  int fd = tls_;
+  tls_ = -1;
+  stats.accepted[int(role_)]--;
+  stats.active[int(role_)]--;
+  state_ = State::Closed;
+  config = config_;
+  return fd;
 }
 
 // SSL_read into down_; false when blocked. Sets tlsEof_ on close_notify; fails the connection on a truncation.

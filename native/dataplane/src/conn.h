@@ -94,6 +94,14 @@ class Conn {
   // Called by the worker's sweep: ends a connection still setting up past its deadline.
   void checkDeadline(Clock::time_point now);
   bool closed() const { return state_ == State::Closed; }
+  // An accepted tunnel whose client end may be this process's, not yet seen in localTunnels: it may still move to
+  // the worker that dialled it, until its first bytes (the ClientHello, written only after the dialling side has
+  // noted its socket) reach OpenSSL.
+  void mayMove() { mayMove_ = true; }
+  bool movable() const { return mayMove_ && state_ == State::Handshaking; }
+  int tlsFd() const { return tls_; }
+  // Undoes the constructor of a movable connection and hands back its socket (not closed) and config.
+  int detach(std::shared_ptr<const Config>& config);
 
  private:
   bool step();
@@ -160,6 +168,7 @@ class Conn {
   // EOF after the bytes comes with no event of its own.
   bool plainHup_ = false;
   bool tlsHup_ = false;    // the same for the TLS socket
+  bool mayMove_ = false;   // see mayMove()
   Clock::time_point deadline_;
   ConnError draining_ = ConnError::Count;  // set by failAfterDelivery: the reason the reset will carry
   // kTLS: wanted (the kernel has it and the config allows it) until the hand-over decides; then the record layer

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -56,20 +57,31 @@ void Worker::takePosted() {
     q.swap(queue_);
   }
   for (auto& p : q) {
+    bool movable = false;
     if (p.recheck) {
-      // The tunnel's client end is noted right after its connect returns: by now it is, if it is ours.
-      auto peer = peerOf(p.fd);
-      Worker* owner = peer ? byEpoll(localTunnels::find(localTunnels::key(*peer))) : nullptr;
+      // The tunnel's client end is noted right after its connect returns, before its ClientHello is written: once
+      // a byte is here the note is too, if the tunnel is ours. Before, the connection waits for its first bytes
+      // here and may move then (run()).
+      char b;
+      bool data = recv(p.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+      Worker* owner = ownerOf(p.fd);
       if (owner && owner != this) {
         owner->post(p.role, p.fd, std::move(p.config));
         continue;
       }
+      movable = !owner && !data;
     }
     auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_, &pool_);
+    if (movable) c->mayMove();
     c->drive();
     if (c->closed()) delete c;
     else conns_.insert(c);
   }
+}
+
+Worker* Worker::ownerOf(int fd) {
+  auto peer = peerOf(fd);
+  return peer ? byEpoll(localTunnels::find(localTunnels::key(*peer))) : nullptr;
 }
 
 void Worker::sweep() {
@@ -98,6 +110,15 @@ void Worker::run() {
       }
       // A connection closed earlier in this batch was deleted below only after the batch.
       if (c->closed()) continue;
+      if (c->movable() && (events[i].events & EPOLLIN)) {
+        Worker* owner = ownerOf(c->tlsFd());
+        if (owner && owner != this) {
+          std::shared_ptr<const Config> config;
+          int fd = c->detach(config);
+          owner->post(Role::Inbound, fd, std::move(config));
+          continue;  // closed: deleted after the batch
+        }
+      }
       c->onEvent(events[i].events, events[i].data.u64);
     }
     // Delete closed connections after the batch: a later event of the same batch may still point at one.

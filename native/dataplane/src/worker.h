@@ -28,6 +28,8 @@ class Worker {
   void run();
   void takePosted();
   void sweep();
+  // The worker that dialled the tunnel accepted as `fd` (localTunnels), or nullptr.
+  static Worker* ownerOf(int fd);
 
   int epfd_;
   int eventfd_;
