@@ -98,6 +98,7 @@ class Conn {
   // the worker that dialled it, until its first bytes (the ClientHello, written only after the dialling side has
   // noted its socket) reach OpenSSL.
   void mayMove() { mayMove_ = true; }
+  void settle() { mayMove_ = false; }
   bool movable() const { return mayMove_ && state_ == State::Handshaking; }
   int tlsFd() const { return tls_; }
   // Undoes the constructor of a movable connection and hands back its socket (not closed) and config.

@@ -72,7 +72,12 @@ void Worker::takePosted() {
       movable = !owner && !data;
     }
     auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_, &pool_);
-    if (movable) c->mayMove();
+    if (movable) {
+      // Not driven: OpenSSL must not read its first bytes here before run() has looked for the owner again.
+      c->mayMove();
+      conns_.insert(c);
+      continue;
+    }
     c->drive();
     if (c->closed()) delete c;
     else conns_.insert(c);
@@ -110,7 +115,10 @@ void Worker::run() {
       }
       // A connection closed earlier in this batch was deleted below only after the batch.
       if (c->closed()) continue;
-      if (c->movable() && (events[i].events & EPOLLIN)) {
+      if (c->movable()) {
+        // Bytes first, then the owner: once the ClientHello is here the dialling side's note is too.
+        char b;
+        bool data = recv(c->tlsFd(), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
         Worker* owner = ownerOf(c->tlsFd());
         if (owner && owner != this) {
           std::shared_ptr<const Config> config;
@@ -118,6 +126,9 @@ void Worker::run() {
           owner->post(Role::Inbound, fd, std::move(config));
           continue;  // closed: deleted after the batch
         }
+        // Nothing to do before its first bytes (their arrival is an event of its own), unless the peer gave up.
+        if (!owner && !data && !(events[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) continue;
+        c->settle();
       }
       c->onEvent(events[i].events, events[i].data.u64);
     }
