@@ -8,7 +8,7 @@
  */
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 
-import type { EndpointSlice, HTTPRoute, Service } from '@mesh/split';
+import type { EndpointSlice, HTTPRoute, ObjectMeta, Protocol, Service, ServicePort } from '@mesh/split';
 
 import { ISTIO_SECURITY_API_VERSION } from '../objects.js';
 
@@ -42,9 +42,17 @@ function timestamp(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-const meta = (m: { name?: string; namespace?: string; labels?: Labels } | undefined) => {
+/*
+ * Views are built by assigning optional fields to an empty literal (or picking one of fixed literals), never with
+ * `...(cond && {…})` spreads: V8 gave each object built by a spread between other fields a hidden class of its
+ * own (map, descriptors and an out-of-object property array, ~200 bytes), 30,000 of them at 10,000 Services.
+ * Fields are assigned in the order the spreads had, so the views' JSON (and the snapshot hash) is unchanged.
+ */
+
+const meta = (m: { name?: string; namespace?: string; labels?: Labels } | undefined): ObjectMeta => {
   const labels = sortedMap(m?.labels);
-  return { name: m?.name ?? '', namespace: m?.namespace ?? 'default', ...(labels && { labels }) };
+  const name = m?.name ?? '', namespace = m?.namespace ?? 'default';
+  return labels ? { name, namespace, labels } : { name, namespace };
 };
 
 /** Why the mesh has nothing to do with a Service (no virtual address or no port), or undefined. */
@@ -58,22 +66,19 @@ export function serviceSkipReason(svc: V1Service): string | undefined {
 export function serviceView(svc: V1Service): Service {
   const s = svc.spec!;
   const selector = sortedMap(s.selector);
-  return {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: meta(svc.metadata),
-    spec: {
-      ...(s.clusterIP !== undefined && { clusterIP: s.clusterIP }),
-      ...(s.clusterIPs?.length && { clusterIPs: [...s.clusterIPs] }),
-      ports: (s.ports ?? []).map((p) => ({
-        ...(p.name && { name: p.name }),
-        port: p.port,
-        ...(p.targetPort !== undefined && { targetPort: p.targetPort as number | string }),
-        ...(p.protocol && { protocol: p.protocol as 'TCP' | 'UDP' | 'SCTP' }),
-      })),
-      ...(selector && { selector }),
-    },
-  };
+  const spec = {} as Service['spec'];
+  if (s.clusterIP !== undefined) spec.clusterIP = s.clusterIP;
+  if (s.clusterIPs?.length) spec.clusterIPs = [...s.clusterIPs];
+  spec.ports = (s.ports ?? []).map((p) => {
+    const port = {} as ServicePort;
+    if (p.name) port.name = p.name;
+    port.port = p.port;
+    if (p.targetPort !== undefined) port.targetPort = p.targetPort as number | string;
+    if (p.protocol) port.protocol = p.protocol as Protocol;
+    return port;
+  });
+  if (selector) spec.selector = selector;
+  return { apiVersion: 'v1', kind: 'Service', metadata: meta(svc.metadata), spec };
 }
 
 type Conditions = NonNullable<EndpointSlice['endpoints'][number]['conditions']>;
@@ -96,23 +101,27 @@ function conditionsOf(c: { ready?: boolean | null; serving?: boolean | null; ter
 }
 
 export function endpointSliceView(es: V1EndpointSlice): EndpointSlice {
-  return {
+  const view: EndpointSlice = {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
     metadata: meta(es.metadata),
     addressType: es.addressType as EndpointSlice['addressType'],
     endpoints: (es.endpoints ?? []).map((e) => {
       const conditions = conditionsOf(e.conditions);
-      return { addresses: [...(e.addresses ?? [])], ...(conditions && { conditions }) };
-    }),
-    ...(es.ports && {
-      ports: es.ports.map((p) => ({
-        ...(p.name && { name: p.name }),
-        ...(p.port !== undefined && p.port !== null && { port: p.port }),
-        ...(p.protocol && { protocol: p.protocol as 'TCP' | 'UDP' | 'SCTP' }),
-      })),
+      const addresses = [...(e.addresses ?? [])];
+      return conditions ? { addresses, conditions } : { addresses };
     }),
   };
+  if (es.ports) {
+    view.ports = es.ports.map((p) => {
+      const port = {} as NonNullable<EndpointSlice['ports']>[number];
+      if (p.name) port.name = p.name;
+      if (p.port !== undefined && p.port !== null) port.port = p.port;
+      if (p.protocol) port.protocol = p.protocol as Protocol;
+      return port;
+    });
+  }
+  return view;
 }
 
 /** An HTTPRoute as the API server sends it (a custom resource: plain JSON). */
