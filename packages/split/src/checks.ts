@@ -21,9 +21,9 @@ import { ipExpected, isDnsLabel, isInt, isIP, isPort, objectName, portExpected, 
 export type Finding = string | { unique: string; key: string; obj: string } | { vip: string; obj: string; field: string; text: string };
 
 /** Findings of each object by identity, per kind it was checked as (an object moved to another kind's list is
- *  checked again): a Validator keeps them across snapshots (objects are never changed in place) and drops those
- *  of objects gone. Maps, not WeakMaps: a WeakMap of 100,000 objects makes each full garbage collection longer
- *  (its entries are resolved in the collector's final pause). */
+ *  checked again), for one validation of a Validator (objects are never changed in place). Maps, not WeakMaps:
+ *  a WeakMap of 100,000 objects makes each full garbage collection longer (its entries are resolved in the
+ *  collector's final pause). */
 export type CheckCache = Record<Kind, Map<object, Finding[]>>;
 
 export const checkCache = (): CheckCache => ({ Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map() });
