@@ -14,8 +14,6 @@ export class ConfigResolver implements IdentityResolver {
   private readonly byAddress = new Map<string, Identity>();
   /** "addr|port" of an endpoint → the Service clients dialled to reach it (the route's parent first). */
   private readonly serviceOf = new Map<string, string>();
-  /** The workloads' addresses, then the endpoints': knownAddresses(), made with the maps. */
-  private readonly known = new Set<string>();
 
   private constructor() {}
 
@@ -34,20 +32,18 @@ export class ConfigResolver implements IdentityResolver {
       const id: Identity = { workload: w.name, namespace: w.namespace };
       // No id: no such cgroup (yet); its sockets show as unknown until the next config apply.
       if (ids[i] !== undefined) r.byCgroup.set(ids[i]!, id);
-      for (const a of w.addresses) {
-        r.byAddress.set(a, id);
-        r.known.add(a);
-      }
+      for (const a of w.addresses) r.byAddress.set(a, id);
     }
     // A routed service (one an HTTPRoute splits) names its endpoints before the backend Services do.
     for (const s of [...services.filter((x) => x.route !== undefined), ...services.filter((x) => x.route === undefined)]) {
       if (tick()) yield;
+      // One name per Service, shared by its endpoints' entries (not a copy per endpoint).
+      const name = s.service.split('/')[1]!;
       for (const b of s.backends) {
         for (const ep of b.endpoints) {
           // join() makes a flat string; a template literal this long is a cons string, 32 bytes more per key kept.
           const k = [ep.addr, ep.port].join('|');
-          if (!r.serviceOf.has(k)) r.serviceOf.set(k, s.service.split('/')[1]!);
-          r.known.add(ep.addr);
+          if (!r.serviceOf.has(k)) r.serviceOf.set(k, name);
         }
       }
     }
@@ -55,9 +51,12 @@ export class ConfigResolver implements IdentityResolver {
   }
 
   /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"); the
-   *  same set as knownAddressesOf the config. */
+   *  same set as knownAddressesOf the config. Made from the maps when asked (once per apply), not kept beside
+   *  them: every endpoint's address is in a serviceOf key. */
   knownAddresses(): string[] {
-    return [...this.known];
+    const out = new Set(this.byAddress.keys());
+    for (const k of this.serviceOf.keys()) out.add(k.slice(0, k.lastIndexOf('|')));
+    return [...out];
   }
 
   local(id: bigint): Identity | undefined {
