@@ -73,26 +73,31 @@ export interface KubernetesHealth {
 type Viewed<V> = { view: V; digest: string };
 
 /**
- * What an informer caches of an object the mesh makes a view of: the metadata client-node's cache keys and
- * compares on, and the view (null: not one the mesh carries), made when the object arrives. The whole object
- * is dropped there, so the caches and the snapshot share one copy of what the mesh reads.
+ * What an informer caches of an object the mesh makes a view of: the metadata the informer's cache keys and
+ * compares on, the view (undefined: not one the mesh carries) and its digest, made when the object arrives, in
+ * one object (20,000 of them at 10,000 Services). The whole object is dropped there, so the caches and the
+ * snapshot share one copy of what the mesh reads.
  */
 interface Kept<V = unknown> extends KubernetesObject {
   metadata: { name?: string; namespace?: string; resourceVersion?: string };
-  kept: Viewed<V> | null | { error: Error };
+  view: V | undefined;
+  digest: string;
+  /** An object shaped in a way no check foresaw: the snapshot that would hold it fails (build()). */
+  error?: Error;
 }
 
-function keep<V>(o: KubernetesObject, make: () => V | undefined, hashed: (v: V) => unknown = (v) => v): Kept<V> {
+/** 128 bits of SHA-256, base64 (24 characters): what tells two views apart, at 40 bytes of heap instead of 64. */
+const digestOf = (json: string) => createHash('sha256').update(json).digest().toString('base64', 0, 16);
+
+export function keep<V>(o: KubernetesObject, make: () => V | undefined, hashed: (v: V) => unknown = (v) => v): Kept<V> {
   const { name, namespace, resourceVersion } = o.metadata ?? {};
-  let kept: Kept<V>['kept'];
+  const metadata = { name, namespace, resourceVersion };
   try {
     const view = make();
-    kept = view === undefined ? null : { view, digest: createHash('sha256').update(JSON.stringify(hashed(view))).digest('base64') };
+    return { metadata, view, digest: view === undefined ? '' : digestOf(JSON.stringify(hashed(view))) };
   } catch (err) {
-    // An object shaped in a way no check foresaw: the snapshot that would hold it fails (build()).
-    kept = { error: err as Error };
+    return { metadata, view: undefined, digest: '', error: err as Error };
   }
-  return { metadata: { name, namespace, resourceVersion }, kept };
 }
 
 /** The parts of a Pod and a Namespace the source reads (pods.ts): the rest is dropped before caching. */
@@ -267,9 +272,8 @@ export class KubernetesSource implements ConfigSource {
     const byKey = <V>(name: ResourceName): Viewed<V>[] => {
       const keyed: [string, Viewed<V>][] = [];
       for (const o of this.informers[name].list() as Kept<V>[]) {
-        const v = o.kept;
-        if (v && 'error' in v) throw v.error;
-        if (v) keyed.push([`${o.metadata.namespace ?? ''}/${o.metadata.name ?? ''}`, v]);
+        if (o.error) throw o.error;
+        if (o.view !== undefined) keyed.push([`${o.metadata.namespace ?? ''}/${o.metadata.name ?? ''}`, o as Viewed<V>]);
       }
       return keyed.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, v]) => v);
     };
