@@ -106,8 +106,9 @@ export class Compiler {
   private readonly services = new Map<string, Service>();
   private readonly slices = new Map<string, EndpointSlice[]>();
   private readonly entries = new Map<Service, Entry>();
-  /** Service key → the Services compiled from it. */
-  private readonly dependents = new Map<string, Set<Service>>();
+  /** Service key → the Services compiled from it: the one Service itself (nearly always), or a Set when several
+   *  are (a route's backends). A Set of one per key was ~190 bytes per Service. */
+  private readonly dependents = new Map<string, Service | Set<Service>>();
   /** Routes in precedence order; each one's status and the Service keys it names (parents, backends). */
   private sorted: HTTPRoute[] = [];
   private readonly routeInfo = new Map<HTTPRoute, { status: RouteStatus; parents: string[]; backends: string[] }>();
@@ -206,7 +207,9 @@ export class Compiler {
     for (const keys of changed) {
       for (const k of keys) {
         if (tick()) yield;
-        for (const svc of this.dependents.get(k) ?? []) stale.add(svc);
+        const d = this.dependents.get(k);
+        if (d instanceof Set) for (const svc of d) stale.add(svc);
+        else if (d) stale.add(d);
       }
     }
     const out: CompiledService[] = [];
@@ -218,9 +221,10 @@ export class Compiler {
         e = this.compileService(svc, this.keyOf(svc, 'Service'));
         this.entries.set(svc, e);
         for (const k of e.depKeys) {
-          const set = this.dependents.get(k);
-          if (set) set.add(svc);
-          else this.dependents.set(k, new Set([svc]));
+          const d = this.dependents.get(k);
+          if (d === undefined) this.dependents.set(k, svc);
+          else if (d instanceof Set) d.add(svc);
+          else if (d !== svc) this.dependents.set(k, new Set([d, svc]));
         }
       }
       for (const c of e.out) out.push(c);
@@ -234,9 +238,12 @@ export class Compiler {
     if (!e) return;
     this.entries.delete(svc);
     for (const k of e.depKeys) {
-      const set = this.dependents.get(k);
-      set?.delete(svc);
-      if (set?.size === 0) this.dependents.delete(k);
+      const d = this.dependents.get(k);
+      if (d === svc) this.dependents.delete(k);
+      else if (d instanceof Set) {
+        d.delete(svc);
+        if (d.size === 0) this.dependents.delete(k);
+      }
     }
   }
 
