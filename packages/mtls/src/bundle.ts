@@ -1,6 +1,6 @@
 // Trust bundles: the roots a trust domain's SVIDs chain to. Read from PEM files or SPIFFE bundle documents
 // (spiffe/standards SPIFFE_Trust_Domain_and_Bundle.md §4: a JWKS whose `x509-svid` keys carry a root in `x5c`).
-import { x509, parseCertificatesPem, toPem } from './x509.js';
+import { Certificate, parseCertificatesPem, toPem } from './x509.js';
 import { checkTrustDomain } from './spiffe-id.js';
 
 /** A bundle document or file that does not parse; the message names the field. */
@@ -13,8 +13,8 @@ export class BundleError extends Error {
 
 /** The roots of one trust domain. Several roots at once during a rotation. */
 export class TrustBundle {
-  readonly roots: readonly x509.X509Certificate[];
-  constructor(readonly trustDomain: string, roots: readonly x509.X509Certificate[], readonly sequence?: number, readonly refreshHintSeconds?: number) {
+  readonly roots: readonly Certificate[];
+  constructor(readonly trustDomain: string, roots: readonly Certificate[], readonly sequence?: number, readonly refreshHintSeconds?: number) {
     checkTrustDomain(trustDomain);
     // The same root twice (one file read twice) counts once.
     const seen = new Set<string>();
@@ -30,11 +30,11 @@ export class TrustBundle {
     return this.roots.length ? toPem(this.roots) : '';
   }
 
-  with(roots: readonly x509.X509Certificate[]): TrustBundle {
+  with(roots: readonly Certificate[]): TrustBundle {
     return new TrustBundle(this.trustDomain, [...this.roots, ...roots], this.sequence, this.refreshHintSeconds);
   }
 
-  without(root: x509.X509Certificate): TrustBundle {
+  without(root: Certificate): TrustBundle {
     const k = root.toString('base64');
     return new TrustBundle(this.trustDomain, this.roots.filter((r) => r.toString('base64') !== k), this.sequence, this.refreshHintSeconds);
   }
@@ -82,7 +82,7 @@ export class TrustBundleSet {
   }
 
   /** Every root of every trust domain (what node:tls's `ca` gets; the SPIFFE checks then pick by trust domain). */
-  allRoots(): x509.X509Certificate[] {
+  allRoots(): Certificate[] {
     return [...this.#bundles.values()].flatMap((b) => b.roots);
   }
 
@@ -94,7 +94,7 @@ export class TrustBundleSet {
 }
 
 export function bundleFromPem(trustDomain: string, pem: string, source = 'PEM bundle'): TrustBundle {
-  let roots: x509.X509Certificate[];
+  let roots: Certificate[];
   try {
     roots = parseCertificatesPem(pem, source);
   } catch (e) {
@@ -138,7 +138,7 @@ export function bundleFromSpiffeDocument(trustDomain: string, text: string, sour
   for (const f of ['spiffe_sequence', 'spiffe_refresh_hint'] as const) {
     if (d[f] !== undefined && !(Number.isInteger(d[f]) && (d[f] as number) >= 0)) fail(f, 'expected a non-negative integer');
   }
-  const roots: x509.X509Certificate[] = [];
+  const roots: Certificate[] = [];
   (d.keys as unknown[]).forEach((k, i) => {
     const at = `keys[${i}]`;
     if (typeof k !== 'object' || k === null || Array.isArray(k)) fail(at, 'expected a JWK object');
@@ -149,15 +149,15 @@ export function bundleFromSpiffeDocument(trustDomain: string, text: string, sour
     if (!Array.isArray(key.x5c) || key.x5c.length !== 1) fail(`${at}.x5c`, 'an x509-svid key needs exactly one certificate');
     const b64 = (key.x5c as unknown[])[0];
     if (typeof b64 !== 'string' || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) fail(`${at}.x5c[0]`, 'expected base64 DER');
-    let cert: x509.X509Certificate;
+    let cert: Certificate;
     try {
-      cert = new x509.X509Certificate(Buffer.from(b64 as string, 'base64'));
+      cert = new Certificate(Buffer.from(b64 as string, 'base64'));
     } catch (e) {
       return fail(`${at}.x5c[0]`, `not a DER certificate (${(e as Error).message})`);
     }
     const alg = KEY_ALGORITHMS[key.kty as string];
     if (alg === undefined) fail(`${at}.kty`, `unsupported key type ${JSON.stringify(key.kty)} (EC or RSA)`);
-    if (cert.publicKey.algorithm.name !== alg) fail(`${at}.kty`, `${key.kty} does not match the certificate's ${cert.publicKey.algorithm.name} key`);
+    if (cert.publicKeyAlgorithm !== alg) fail(`${at}.kty`, `${key.kty} does not match the certificate's ${cert.publicKeyAlgorithm} key`);
     roots.push(cert);
   });
   return new TrustBundle(trustDomain, roots, d.spiffe_sequence as number | undefined, d.spiffe_refresh_hint as number | undefined);

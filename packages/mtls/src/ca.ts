@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createPrivateKey, createPublicKey, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { x509, type CryptoKey, importKeyPem, exportKeyPem, parseCertificatesPem } from './x509.js';
+import { KeyUsageFlags, type Certificate, type CryptoKey, importKeyPem, exportKeyPem, parseCertificatesPem } from './x509.js';
 import { checkTrustDomain, trySpiffeId, type SpiffeId } from './spiffe-id.js';
 import { createRoot, issueSvid, type IssueOptions, type SigningAuthority, type Svid } from './svid.js';
 import { TrustBundle } from './bundle.js';
@@ -31,27 +31,24 @@ function checkIdInDomain(id: SpiffeId, trustDomain: string): void {
   if (id.trustDomain !== trustDomain) throw new RangeError(`this CA signs for ${trustDomain}, not ${id.trustDomain}`);
 }
 
-function trustDomainOf(cert: x509.X509Certificate): string | undefined {
-  for (const e of cert.getExtensions(x509.SubjectAlternativeNameExtension)) {
-    for (const n of e.names.items) {
-      if (n.type !== 'url') continue;
-      const r = trySpiffeId(n.value);
-      if ('id' in r) return r.id.trustDomain;
-    }
+function trustDomainOf(cert: Certificate): string | undefined {
+  for (const uri of cert.uris) {
+    const r = trySpiffeId(uri);
+    if ('id' in r) return r.id.trustDomain;
   }
   return undefined;
 }
 
 /** Does `keyPem` hold the private half of `cert`'s public key? */
-function keyMatches(cert: x509.X509Certificate, keyPem: string): boolean {
+function keyMatches(cert: Certificate, keyPem: string): boolean {
   const spki = createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'der' });
-  return Buffer.from(cert.publicKey.rawData).equals(spki);
+  return cert.spki.equals(spki);
 }
 
-function checkSigningCert(cert: x509.X509Certificate, what: string, now: number): void {
-  if (!cert.getExtension(x509.BasicConstraintsExtension)?.ca) throw new CaError(`${what}: not a CA certificate (basicConstraints CA=true is required)`);
-  const ku = cert.getExtension(x509.KeyUsagesExtension);
-  if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) throw new CaError(`${what}: keyUsage lacks keyCertSign`);
+function checkSigningCert(cert: Certificate, what: string, now: number): void {
+  if (!cert.basicConstraints?.ca) throw new CaError(`${what}: not a CA certificate (basicConstraints CA=true is required)`);
+  const ku = cert.keyUsage;
+  if (ku !== undefined && !(ku & KeyUsageFlags.keyCertSign)) throw new CaError(`${what}: keyUsage lacks keyCertSign`);
   if (now > cert.notAfter.getTime()) throw new CaError(`${what}: expired at ${cert.notAfter.toISOString()}`);
   if (now < cert.notBefore.getTime()) throw new CaError(`${what}: not valid before ${cert.notBefore.toISOString()}`);
 }
@@ -86,7 +83,7 @@ export class BuiltinCa implements CertificateAuthority {
   readonly #rootTtlMs: number | undefined;
   #root!: StoredRoot;
   #next: StoredRoot | undefined;
-  #retired: { certificate: x509.X509Certificate; issuedUntil: number } | undefined;
+  #retired: { certificate: Certificate; issuedUntil: number } | undefined;
 
   private constructor(o: BuiltinCaOptions) {
     this.trustDomain = checkTrustDomain(o.trustDomain);
@@ -151,9 +148,15 @@ export class BuiltinCa implements CertificateAuthority {
     const keyPem = readFileSync(key, 'utf8');
     const td = trustDomainOf(cert);
     if (td !== this.trustDomain) throw new CaError(`${crt}: the root is for trust domain ${td ?? '(none)'}, the agent is configured for ${this.trustDomain}`);
+    let privateKey: CryptoKey;
+    try {
+      privateKey = await importKeyPem(keyPem, key);
+    } catch (e) {
+      throw new CaError((e as Error).message);
+    }
     if (!keyMatches(cert, keyPem)) throw new CaError(`${key}: does not match the public key of ${crt}`);
     checkSigningCert(cert, crt, this.#now());
-    return { authority: { certificate: cert, privateKey: await importKeyPem(keyPem, key), chain: [] }, issuedUntil: this.#readIssuedUntil(name) };
+    return { authority: { certificate: cert, privateKey, chain: [] }, issuedUntil: this.#readIssuedUntil(name) };
   }
 
   async #create(name: string, dir = this.dir): Promise<StoredRoot> {
@@ -164,7 +167,7 @@ export class BuiltinCa implements CertificateAuthority {
     return { authority: a, issuedUntil: 0 };
   }
 
-  get root(): x509.X509Certificate {
+  get root(): Certificate {
     return this.#root.authority.certificate;
   }
 
@@ -201,7 +204,7 @@ export class BuiltinCa implements CertificateAuthority {
    * Rotation step 1: create the new root and add it to the bundle. It signs nothing yet, so every peer can
    * learn it before the first leaf it signs appears.
    */
-  async addNewRoot(): Promise<x509.X509Certificate> {
+  async addNewRoot(): Promise<Certificate> {
     if (this.#next) throw new CaError('root rotation: a new root is already in the bundle; switch to it first');
     if (this.#retired) throw new CaError('root rotation: the previous rotation is not finished (the retired root is still in the bundle)');
     this.#next = await this.#create('next');
@@ -227,7 +230,7 @@ export class BuiltinCa implements CertificateAuthority {
   }
 
   /** Rotation step 3: drop the old root, refused while a leaf it signed may still be valid. */
-  removeOldRoot(): x509.X509Certificate {
+  removeOldRoot(): Certificate {
     if (!this.#retired) throw new CaError('root rotation: there is no retired root to remove');
     const now = this.#now();
     if (now <= this.#retired.issuedUntil) {
@@ -258,7 +261,7 @@ export class ExternalCa implements CertificateAuthority {
   readonly dir: string;
   readonly #now: () => number;
   #stamp: string | undefined;
-  #loaded: { authority: SigningAuthority; roots: x509.X509Certificate[] } | undefined;
+  #loaded: { authority: SigningAuthority; roots: Certificate[] } | undefined;
 
   constructor(o: ExternalCaOptions) {
     this.trustDomain = checkTrustDomain(o.trustDomain);
@@ -267,7 +270,7 @@ export class ExternalCa implements CertificateAuthority {
   }
 
   /** Reads the files (again, if they changed); throws CaError naming the file and the problem. */
-  async load(): Promise<{ authority: SigningAuthority; roots: x509.X509Certificate[] }> {
+  async load(): Promise<{ authority: SigningAuthority; roots: Certificate[] }> {
     const files = ['tls.crt', 'tls.key', 'ca.crt'].map((f) => join(this.dir, f));
     const stamp = files.map(fileStamp).join('|');
     if (this.#loaded && stamp === this.#stamp) return this.#loaded;
@@ -290,7 +293,7 @@ export class ExternalCa implements CertificateAuthority {
     const chain = parse(crtPath);
     const roots = parse(caPath);
     const keyPem = read(keyPath);
-    const [cert, ...rest] = chain as [x509.X509Certificate, ...x509.X509Certificate[]];
+    const [cert, ...rest] = chain as [Certificate, ...Certificate[]];
     checkSigningCert(cert, field(crtPath), this.#now());
     let privateKey: CryptoKey;
     try {
@@ -302,17 +305,17 @@ export class ExternalCa implements CertificateAuthority {
     const td = trustDomainOf(cert);
     if (td !== undefined && td !== this.trustDomain) throw new CaError(`${field(crtPath)}: the issuer is for trust domain ${td}, the agent is configured for ${this.trustDomain}`);
     for (const r of roots) {
-      if (!r.getExtension(x509.BasicConstraintsExtension)?.ca) throw new CaError(`${field(caPath)}: ${r.subject} is not a CA certificate`);
+      if (!r.basicConstraints?.ca) throw new CaError(`${field(caPath)}: ${r.subject} is not a CA certificate`);
     }
     // The issuer must chain to one of the roots, or every SVID it signs would be rejected by peers.
     const intermediates = rest.filter((c) => c.subject !== c.issuer);
     let tip = cert;
     for (const c of intermediates) {
-      if (!(await tip.verify({ publicKey: c.publicKey, signatureOnly: true }))) throw new CaError(`${field(crtPath)}: ${tip.subject} is not signed by the next certificate in the file, ${c.subject}`);
+      if (!tip.signedBy(c)) throw new CaError(`${field(crtPath)}: ${tip.subject} is not signed by the next certificate in the file, ${c.subject}`);
       tip = c;
     }
     let anchored = false;
-    for (const r of roots) if (r.subject === tip.issuer && (await tip.verify({ publicKey: r.publicKey, signatureOnly: true }))) anchored = true;
+    for (const r of roots) if (r.subject === tip.issuer && tip.signedBy(r)) anchored = true;
     if (!anchored) throw new CaError(`${field(crtPath)}: does not chain to a root in ca.crt (issuer ${tip.issuer})`);
     this.#loaded = { authority: { certificate: cert, privateKey, chain: intermediates }, roots };
     this.#stamp = stamp;

@@ -1,5 +1,6 @@
 // X.509-SVIDs (spiffe/standards X509-SVID.md): what a leaf and a signing certificate carry, and how they are made.
-import { x509, type CryptoKey, generateKeyPair, exportKeyPem, randomSerial, toPem, wholeSeconds, EC_ALGORITHM } from './x509.js';
+import { Certificate, createCertificate, extension, ExtendedKeyUsage, KeyUsageFlags, keyIdentifier, type CryptoKey, type ExtensionDer, generateKeyPair, exportKeyPem, randomSerial, toPem, wholeSeconds } from './x509.js';
+import { KeyObject } from 'node:crypto';
 import { formatSpiffeId, checkTrustDomain, type SpiffeId } from './spiffe-id.js';
 
 export const DEFAULT_SVID_TTL_MS = 24 * 3600_000;
@@ -8,9 +9,9 @@ export const MIN_SVID_TTL_MS = 1000;
 
 /** A certificate and the key that signs with it, plus the intermediates between it and its root (root excluded). */
 export interface SigningAuthority {
-  readonly certificate: x509.X509Certificate;
+  readonly certificate: Certificate;
   readonly privateKey: CryptoKey;
-  readonly chain: readonly x509.X509Certificate[];
+  readonly chain: readonly Certificate[];
 }
 
 /** A workload's identity: its leaf, the intermediates a peer needs to reach the root, and its private key. */
@@ -18,8 +19,8 @@ export interface Svid {
   readonly id: SpiffeId;
   /** `spiffe://…` */
   readonly uri: string;
-  readonly certificate: x509.X509Certificate;
-  readonly intermediates: readonly x509.X509Certificate[];
+  readonly certificate: Certificate;
+  readonly intermediates: readonly Certificate[];
   readonly privateKey: CryptoKey;
   readonly serial: string;
   readonly notBefore: Date;
@@ -37,14 +38,25 @@ function checkTtl(ttlMs: number, what: string): void {
   if (!Number.isInteger(ttlMs) || ttlMs < MIN_SVID_TTL_MS) throw new RangeError(`${what} must be an integer number of ms ≥ ${MIN_SVID_TTL_MS}, got ${ttlMs}`);
 }
 
+/** The key identifier of a public key (the SKID it gets, the AKID of what it signs). */
+function keyIdOf(publicKey: CryptoKey): Buffer {
+  return keyIdentifier(KeyObject.from(publicKey).export({ type: 'spki', format: 'der' }));
+}
+
+/** The AKID of a certificate `issuer` signs: the issuer's own SKID when it has one (a root made elsewhere may
+ *  compute it another way), else its key's. */
+function authorityKeyId(issuer: Certificate): Buffer {
+  return issuer.subjectKeyId !== undefined ? Buffer.from(issuer.subjectKeyId, 'hex') : keyIdentifier(issuer.spki);
+}
+
 /** The extensions of a CA certificate: critical basicConstraints CA=true, keyCertSign|cRLSign, SKID, the trust domain's ID. */
-async function caExtensions(trustDomain: string, publicKey: CryptoKey, pathLength: number | undefined, issuerKey: CryptoKey): Promise<x509.Extension[]> {
+function caExtensions(trustDomain: string, publicKey: CryptoKey, pathLength: number | undefined, issuerKeyId: Buffer): ExtensionDer[] {
   return [
-    new x509.BasicConstraintsExtension(true, pathLength, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    await x509.SubjectKeyIdentifierExtension.create(publicKey),
-    await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
-    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: formatSpiffeId({ trustDomain, path: '' }) }], false),
+    extension.basicConstraints(true, pathLength, true),
+    extension.keyUsage(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+    extension.subjectKeyIdentifier(keyIdOf(publicKey)),
+    extension.authorityKeyIdentifier(issuerKeyId),
+    extension.subjectAltName({ uris: [formatSpiffeId({ trustDomain, path: '' })] }, false),
   ];
 }
 
@@ -66,16 +78,15 @@ export async function createRoot(o: RootOptions): Promise<SigningAuthority> {
   const now = o.now ?? Date.now();
   const keys = await generateKeyPair();
   const name = `O=mesh, OU=${o.trustDomain}, CN=${o.name ?? 'mesh root'} ${randomSerial().slice(0, 8)}`;
-  const certificate = await x509.X509CertificateGenerator.create({
+  const certificate = createCertificate({
     serialNumber: randomSerial(),
     subject: name,
     issuer: name,
     notBefore: wholeSeconds(now),
     notAfter: wholeSeconds(now + ttl),
-    signingAlgorithm: EC_ALGORITHM,
     publicKey: keys.publicKey,
     signingKey: keys.privateKey,
-    extensions: await caExtensions(o.trustDomain, keys.publicKey, o.pathLength, keys.publicKey),
+    extensions: caExtensions(o.trustDomain, keys.publicKey, o.pathLength, keyIdOf(keys.publicKey)),
   });
   return { certificate, privateKey: keys.privateKey, chain: [] };
 }
@@ -87,31 +98,30 @@ export async function createIntermediate(parent: SigningAuthority, o: RootOption
   checkTtl(ttl, 'intermediate TTL');
   const now = o.now ?? Date.now();
   const keys = await generateKeyPair();
-  const certificate = await x509.X509CertificateGenerator.create({
+  const certificate = createCertificate({
     serialNumber: randomSerial(),
     subject: `O=mesh, OU=${o.trustDomain}, CN=${o.name ?? 'mesh intermediate'} ${randomSerial().slice(0, 8)}`,
-    issuer: parent.certificate.subjectName,
+    issuer: parent.certificate.subjectDer,
     notBefore: wholeSeconds(now),
     notAfter: wholeSeconds(Math.min(now + ttl, parent.certificate.notAfter.getTime())),
-    signingAlgorithm: EC_ALGORITHM,
     publicKey: keys.publicKey,
     signingKey: parent.privateKey,
-    extensions: await caExtensions(o.trustDomain, keys.publicKey, o.pathLength, await parent.certificate.publicKey.export()),
+    extensions: caExtensions(o.trustDomain, keys.publicKey, o.pathLength, authorityKeyId(parent.certificate)),
   });
   const parentIsRoot = parent.certificate.subject === parent.certificate.issuer;
   return { certificate, privateKey: keys.privateKey, chain: parentIsRoot ? [] : [parent.certificate, ...parent.chain] };
 }
 
 /** The extensions every leaf SVID carries. */
-export async function leafExtensions(uri: string, publicKey: CryptoKey, issuerKey: CryptoKey): Promise<x509.Extension[]> {
+export function leafExtensions(uri: string, publicKey: CryptoKey, issuer: Certificate): ExtensionDer[] {
   return [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], false),
+    extension.basicConstraints(false, undefined, true),
+    extension.keyUsage(KeyUsageFlags.digitalSignature, true),
+    extension.extendedKeyUsage([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth], false),
     // Critical: the subject carries no identity, the URI SAN is the identity.
-    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], true),
-    await x509.SubjectKeyIdentifierExtension.create(publicKey),
-    await x509.AuthorityKeyIdentifierExtension.create(issuerKey),
+    extension.subjectAltName({ uris: [uri] }, true),
+    extension.subjectKeyIdentifier(keyIdOf(publicKey)),
+    extension.authorityKeyIdentifier(authorityKeyId(issuer)),
   ];
 }
 
@@ -135,16 +145,15 @@ export async function issueSvid(authority: SigningAuthority, id: SpiffeId, o: Is
   const notAfter = wholeSeconds(Math.min(notBefore.getTime() + ttl, authority.certificate.notAfter.getTime()));
   if (notAfter <= notBefore) throw new Error(`the issuing certificate ${authority.certificate.subject} has expired (${authority.certificate.notAfter.toISOString()})`);
   const keys = await generateKeyPair();
-  const certificate = await x509.X509CertificateGenerator.create({
+  const certificate = createCertificate({
     serialNumber: randomSerial(),
     subject: `O=mesh, OU=${id.trustDomain}`,
-    issuer: authority.certificate.subjectName,
+    issuer: authority.certificate.subjectDer,
     notBefore,
     notAfter,
-    signingAlgorithm: EC_ALGORITHM,
     publicKey: keys.publicKey,
     signingKey: authority.privateKey,
-    extensions: await leafExtensions(uri, keys.publicKey, await authority.certificate.publicKey.export()),
+    extensions: leafExtensions(uri, keys.publicKey, authority.certificate),
   });
   const chain = authority.certificate.subject === authority.certificate.issuer ? [] : [authority.certificate, ...authority.chain];
   return {

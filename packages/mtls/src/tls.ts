@@ -45,7 +45,7 @@ export function peerChain(socket: TLSSocket): Buffer[] {
  */
 export async function verifyPeer(socket: TLSSocket, bundles: TrustBundleSet, o: ValidateOptions = {}, verifier?: SvidVerifier): Promise<ValidationResult> {
   // Certificates that are our own bundle's roots are not parsed again: the validator has them.
-  const roots = bundles.allRoots().map((r) => Buffer.from(r.rawData));
+  const roots = bundles.allRoots().map((r) => r.raw);
   const chain = peerChain(socket)
     .filter((der, i) => i === 0 || !roots.some((r) => r.equals(der)))
     .map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));

@@ -1,8 +1,8 @@
 // Validation of a peer's X.509-SVID chain per spiffe/standards X509-SVID.md §4/§5: build a path from the leaf
-// to a root of the bundle for the leaf's trust domain, verify each signature (WebCrypto), and check times,
+// to a root of the bundle for the leaf's trust domain, verify each signature (OpenSSL), and check times,
 // basic constraints, key usage, path length and the one URI SAN. Each failure has its own reason.
 import { createHash } from 'node:crypto';
-import { x509, type CryptoKey } from './x509.js';
+import { Certificate, KeyUsageFlags } from './x509.js';
 import { trySpiffeId, type SpiffeId } from './spiffe-id.js';
 import type { TrustBundleSet } from './bundle.js';
 
@@ -23,7 +23,7 @@ export const REJECTION_REASONS = [
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
 
 export type ValidationResult =
-  | { ok: true; id: SpiffeId; uri: string; leaf: x509.X509Certificate; path: x509.X509Certificate[] }
+  | { ok: true; id: SpiffeId; uri: string; leaf: Certificate; path: Certificate[] }
   | { ok: false; reason: RejectionReason; detail: string };
 
 export interface ValidateOptions {
@@ -38,50 +38,30 @@ const MAX_PATH = 8;
 
 const reject = (reason: RejectionReason, detail: string): ValidationResult => ({ ok: false, reason, detail });
 
-function certOf(c: x509.X509Certificate | Uint8Array | ArrayBuffer | string): x509.X509Certificate {
-  return c instanceof x509.X509Certificate ? c : new x509.X509Certificate(c as ArrayBuffer);
+function certOf(c: Certificate | Uint8Array | ArrayBuffer | string): Certificate {
+  return c instanceof Certificate ? c : new Certificate(c);
 }
 
-function uriSans(cert: x509.X509Certificate): string[] {
-  return cert.getExtensions(x509.SubjectAlternativeNameExtension).flatMap((e) => e.names.items.filter((n) => n.type === 'url').map((n) => n.value));
+function uriSans(cert: Certificate): string[] {
+  return [...cert.uris];
 }
 
-function timeProblem(cert: x509.X509Certificate, now: number, what: string): ValidationResult | undefined {
+function timeProblem(cert: Certificate, now: number, what: string): ValidationResult | undefined {
   if (now < cert.notBefore.getTime()) return reject('not-yet-valid', `${what} is valid from ${cert.notBefore.toISOString()}`);
   if (now > cert.notAfter.getTime()) return reject('expired', `${what} expired at ${cert.notAfter.toISOString()}`);
   return undefined;
 }
 
-function keyId(cert: x509.X509Certificate, which: 'subject' | 'authority'): string | undefined {
-  if (which === 'subject') return cert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
-  return cert.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId;
-}
-
 /** Could `issuer` have issued `cert`, going by names and key identifiers (the signature is checked after)? */
-function mayHaveIssued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boolean {
+function mayHaveIssued(issuer: Certificate, cert: Certificate): boolean {
   if (issuer.subject !== cert.issuer) return false;
-  const akid = keyId(cert, 'authority');
-  const skid = keyId(issuer, 'subject');
+  const akid = cert.authorityKeyId;
+  const skid = issuer.subjectKeyId;
   return akid === undefined || skid === undefined || akid === skid;
 }
 
-// Importing a public key costs more than the signature check itself: a bundle root's key is imported once.
-const importedKeys = new WeakMap<x509.X509Certificate, Promise<CryptoKey>>();
-function publicKeyOf(cert: x509.X509Certificate): Promise<CryptoKey> {
-  let k = importedKeys.get(cert);
-  if (!k) {
-    k = cert.publicKey.export() as Promise<CryptoKey>;
-    importedKeys.set(cert, k);
-  }
-  return k;
-}
-
-async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate): Promise<boolean> {
-  try {
-    return await cert.verify({ publicKey: await publicKeyOf(issuer), signatureOnly: true });
-  } catch {
-    return false;
-  }
+function signedBy(cert: Certificate, issuer: Certificate): boolean {
+  return cert.signedBy(issuer);
 }
 
 /**
@@ -89,13 +69,13 @@ async function signedBy(cert: x509.X509Certificate, issuer: x509.X509Certificate
  * Never throws for a bad certificate: every failure is a `reason`.
  */
 export async function validateSvid(
-  chain: readonly (x509.X509Certificate | Uint8Array | ArrayBuffer | string)[],
+  chain: readonly (Certificate | Uint8Array | ArrayBuffer | string)[],
   bundles: TrustBundleSet,
   o: ValidateOptions = {},
 ): Promise<ValidationResult> {
   const now = o.now ?? Date.now();
   if (chain.length === 0) return reject('untrusted-chain', 'no certificate');
-  let certs: x509.X509Certificate[];
+  let certs: Certificate[];
   try {
     certs = chain.map(certOf);
   } catch (e) {
@@ -114,13 +94,13 @@ export async function validateSvid(
   if (id.path === '') return reject('malformed-id', `${uri} names a trust domain, not a workload`);
 
   // The leaf's role: not a CA, signs TLS handshakes, signs nothing else.
-  const bc = leaf.getExtension(x509.BasicConstraintsExtension);
+  const bc = leaf.basicConstraints;
   if (bc?.ca) return reject('leaf-is-ca', 'the leaf has basicConstraints CA=true');
-  const ku = leaf.getExtension(x509.KeyUsagesExtension);
-  if (ku && ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) {
+  const ku = leaf.keyUsage;
+  if (ku !== undefined && ku & (KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign)) {
     return reject('leaf-can-sign', 'the leaf has keyUsage keyCertSign or cRLSign');
   }
-  if (!ku || !(ku.usages & x509.KeyUsageFlags.digitalSignature)) return reject('no-digital-signature', 'the leaf lacks keyUsage digitalSignature');
+  if (ku === undefined || !(ku & KeyUsageFlags.digitalSignature)) return reject('no-digital-signature', 'the leaf lacks keyUsage digitalSignature');
 
   // The trust domain picks the bundle: a root of another trust domain never vouches for this ID.
   if (o.trustDomain !== undefined && id.trustDomain !== o.trustDomain) {
@@ -137,16 +117,16 @@ export async function validateSvid(
   const roots = bundle.roots;
   const roster = certs.slice(1);
   let badSignature: string | undefined;
-  const extend = async (path: x509.X509Certificate[]): Promise<x509.X509Certificate[] | undefined> => {
+  const extend = async (path: Certificate[]): Promise<Certificate[] | undefined> => {
     const tip = path[path.length - 1]!;
     if (path.length > MAX_PATH) return undefined;
     const rootCandidates = roots.filter((r) => mayHaveIssued(r, tip));
     for (const r of rootCandidates) {
-      if (await signedBy(tip, r)) return [...path, r];
+      if (signedBy(tip, r)) return [...path, r];
       badSignature = `the signature of ${tip.subject} does not verify with root ${r.subject}`;
     }
     for (const c of roster.filter((c) => !path.includes(c) && mayHaveIssued(c, tip))) {
-      if (!(await signedBy(tip, c))) {
+      if (!signedBy(tip, c)) {
         badSignature = `the signature of ${tip.subject} does not verify with ${c.subject}`;
         continue;
       }
@@ -165,10 +145,10 @@ export async function validateSvid(
   for (let i = 1; i < path.length; i++) {
     const ca = path[i]!;
     const what = i === path.length - 1 ? `root ${ca.subject}` : `intermediate ${ca.subject}`;
-    const cbc = ca.getExtension(x509.BasicConstraintsExtension);
+    const cbc = ca.basicConstraints;
     if (!cbc?.ca) return reject('untrusted-chain', `${what} is not a CA (basicConstraints CA=false or absent)`);
-    const cku = ca.getExtension(x509.KeyUsagesExtension);
-    if (cku && !(cku.usages & x509.KeyUsageFlags.keyCertSign)) return reject('untrusted-chain', `${what} lacks keyUsage keyCertSign`);
+    const cku = ca.keyUsage;
+    if (cku !== undefined && !(cku & KeyUsageFlags.keyCertSign)) return reject('untrusted-chain', `${what} lacks keyUsage keyCertSign`);
     const t = timeProblem(ca, now, what);
     if (t) return t;
     // Intermediates below this CA, not counting the leaf (RFC 5280 §4.2.1.9).

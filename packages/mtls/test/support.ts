@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ensureTool, uniqueName } from '@mesh/testkit';
-import { x509, generateKeyPair, type SigningAuthority } from '../src/index.js';
-import { randomSerial, wholeSeconds, EC_ALGORITHM, type CryptoKey } from '../src/x509.js';
+import { generateKeyPair, KeyUsageFlags, ExtendedKeyUsage, type Certificate, type SigningAuthority } from '../src/index.js';
+import { createCertificate, extension, keyIdentifier, randomSerial, wholeSeconds, type CryptoKey } from '../src/x509.js';
+import { KeyObject } from 'node:crypto';
 
 export const TD = 'example.org';
 
@@ -36,22 +37,21 @@ export async function buildCert(spec: CertSpec): Promise<SigningAuthority> {
   const now = Date.now();
   const subject = spec.subject ?? `O=test, CN=${randomSerial().slice(0, 12)}`;
   const issuerCert = spec.issuer?.certificate;
-  const names: x509.JsonGeneralNames = [...(spec.uris ?? []).map((value) => ({ type: 'url' as const, value })), ...(spec.dns ?? []).map((value) => ({ type: 'dns' as const, value }))];
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(spec.ca ?? false, spec.pathLength, true),
-    new x509.KeyUsagesExtension(spec.keyUsage ?? (spec.ca ? x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign : x509.KeyUsageFlags.digitalSignature), true),
-    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    await x509.AuthorityKeyIdentifierExtension.create(issuerCert ? await issuerCert.publicKey.export() : keys.publicKey),
+  const keyId = (k: CryptoKey) => keyIdentifier(KeyObject.from(k).export({ type: 'spki', format: 'der' }));
+  const extensions = [
+    extension.basicConstraints(spec.ca ?? false, spec.pathLength, true),
+    extension.keyUsage(spec.keyUsage ?? (spec.ca ? KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign : KeyUsageFlags.digitalSignature), true),
+    extension.subjectKeyIdentifier(keyId(keys.publicKey)),
+    extension.authorityKeyIdentifier(issuerCert ? keyIdentifier(issuerCert.spki) : keyId(keys.publicKey)),
   ];
-  if (names.length) extensions.push(new x509.SubjectAlternativeNameExtension(names, true));
-  if (!spec.ca) extensions.push(new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]));
-  const certificate = await x509.X509CertificateGenerator.create({
+  if (spec.uris?.length || spec.dns?.length) extensions.push(extension.subjectAltName({ uris: spec.uris ?? [], dns: spec.dns ?? [] }, true));
+  if (!spec.ca) extensions.push(extension.extendedKeyUsage([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth]));
+  const certificate = createCertificate({
     serialNumber: randomSerial(),
     subject,
-    issuer: issuerCert ? issuerCert.subjectName : subject,
+    issuer: issuerCert ? issuerCert.subjectDer : subject,
     notBefore: wholeSeconds(spec.notBefore ?? now - 60_000),
     notAfter: wholeSeconds(spec.notAfter ?? now + 3600_000),
-    signingAlgorithm: EC_ALGORITHM,
     publicKey: keys.publicKey,
     signingKey: spec.signWith ?? spec.issuer?.privateKey ?? keys.privateKey,
     extensions,
@@ -61,11 +61,11 @@ export async function buildCert(spec: CertSpec): Promise<SigningAuthority> {
 }
 
 /** `openssl verify -x509_strict` of `leaf` with `roots` trusted and `untrusted` as intermediates. */
-export function opensslVerify(roots: x509.X509Certificate[], untrusted: x509.X509Certificate[], leaf: x509.X509Certificate): { ok: boolean; output: string } {
+export function opensslVerify(roots: Certificate[], untrusted: Certificate[], leaf: Certificate): { ok: boolean; output: string } {
   const openssl = ensureTool('openssl');
   const t = tempDir('ossl');
   try {
-    const pem = (cs: x509.X509Certificate[]) => cs.map((c) => c.toString('pem')).join('\n') + '\n';
+    const pem = (cs: Certificate[]) => cs.map((c) => c.toString('pem')).join('\n') + '\n';
     writeFileSync(join(t.dir, 'roots.pem'), pem(roots));
     writeFileSync(join(t.dir, 'leaf.pem'), pem([leaf]));
     const args = ['verify', '-x509_strict', '-CAfile', join(t.dir, 'roots.pem')];

@@ -1,16 +1,16 @@
 // One real certificate per rejection reason (X509-SVID spec §4/§5), and the valid shapes; where OpenSSL judges
 // the same property, `openssl verify -x509_strict` must reach the same verdict.
 import { beforeAll, describe, expect, it } from 'vitest';
-import { x509, createRoot, createIntermediate, issueSvid, workloadSpiffeId, TrustBundle, TrustBundleSet, validateSvid, REJECTION_REASONS, generateKeyPair, type RejectionReason, type SigningAuthority } from '../../src/index.js';
+import { KeyUsageFlags, createRoot, createIntermediate, issueSvid, workloadSpiffeId, TrustBundle, TrustBundleSet, validateSvid, REJECTION_REASONS, generateKeyPair, type RejectionReason, type SigningAuthority, type Certificate } from '../../src/index.js';
 import { buildCert, opensslVerify, TD } from '../support.js';
 
-const KU = x509.KeyUsageFlags;
+const KU = KeyUsageFlags;
 const ID = `spiffe://${TD}/ns/default/sa/web`;
 
 interface Row {
   name: string;
   /** Builds the chain the peer would send (leaf first) and the bundles the validator trusts. */
-  build(): Promise<{ chain: SigningAuthority[] | x509.X509Certificate[]; bundles?: TrustBundleSet; trustDomain?: string }>;
+  build(): Promise<{ chain: SigningAuthority[] | Certificate[]; bundles?: TrustBundleSet; trustDomain?: string }>;
   want: RejectionReason | 'ok';
   /** Whether OpenSSL checks this property too (then its verdict must match ours; else it accepts the chain). */
   openssl: boolean;
