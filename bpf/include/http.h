@@ -248,7 +248,7 @@ struct l4_pair_value {
 #define H2_PREFACE_LEN 24
 #define H2_FRAME_HEADER 9
 #define H2_MAX_PAYLOAD 4096    /* a longer payload is cut here (captured < length): user space marks the direction */
-#define H2_RINGBUF_SIZE (4U << 20)
+#define H2_RINGBUF_SIZE (1U << 20)
 #define H2_RECORD_MAX 8192     /* a record of frames (header and items) stays within this; more frames go in the next */
 #define H2_MAX_FRAMES 512      /* frame headers followed per packet; more and the direction is lost */
 

@@ -50,7 +50,7 @@ const names = embedded.http;
 const { AF_INET, AF_INET6 } = c;
 const DIRECTIONS = ['client', 'server'] as const;
 /** h2_events' default size (H2_RINGBUF_SIZE in bpf/include/http.h). */
-const H2_RING_BYTES = 4 << 20;
+const H2_RING_BYTES = 1 << 20;
 /** How often the consumer drains the ring when not woken (see h2_wakeup_bytes in http.bpf.c): records wait at
  *  most this long, and a scrape (readH2) reads what is there at once. */
 const H2_POLL_MS = 20;
@@ -104,7 +104,7 @@ export interface MetricsOptions extends FamilyLoadOptions {
   /** Capacity of the known-peer set (see setKnownPeers); default 65,536 (the agent sizes it from its config:
    *  peerTableSizeFor). */
   maxPeers?: number;
-  /** Bytes of the HTTP/2 ring buffer (h2_events): a power of two, at least 4,096; default 4 MiB. A record
+  /** Bytes of the HTTP/2 ring buffer (h2_events): a power of two, at least 4,096; default 1 MiB. A record
    *  that finds no room is lost and its connection direction decoded no further. */
   h2RingBytes?: number;
   /** Pin every map here and adopt maps already pinned: a restarted agent keeps the counts and the state of
@@ -126,7 +126,9 @@ export function peerTableSizeFor(addresses: number): number {
 }
 
 /** Maps made anew when their capacity changes; the aggregates (counts) are kept whatever the peers' size. */
-const RESIZE_GROUPS = [[names.maps.http_peers]];
+// A pinned ring of another size (another h2RingBytes, or a build with another default) is made anew rather
+// than refused: it holds only records in flight, and the other maps' counts are kept.
+const RESIZE_GROUPS = [[names.maps.http_peers], [names.maps.h2_events]];
 
 
 /** The identity fields both aggregation keys carry; the overflow key has no workload and no peer, and a peer
