@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size
+#!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size --no-sparkplug
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
