@@ -331,7 +331,9 @@ export class Certificate {
       const validity = children(der, tbsFields[i++]!) as [Tlv, Tlv];
       const subject = tbsFields[i++]!;
       const spki = tbsFields[i++]!;
-      this.serialNumber = der.toString('hex', serial.start, serial.end);
+      // As OpenSSL prints it: without the 00 byte that keeps a DER INTEGER positive.
+      const serialStart = serial.end - serial.start > 1 && der[serial.start] === 0 ? serial.start + 1 : serial.start;
+      this.serialNumber = der.toString('hex', serialStart, serial.end);
       this.issuer = nameText(der, issuer);
       this.subject = nameText(der, subject);
       this.subjectDer = der.subarray(subject.at, subject.end);

@@ -72,7 +72,7 @@ describe('certificates the CA writes, read by OpenSSL', () => {
     const x = new X509Certificate(leaf.certificate.raw);
     expect(new Date(x.validFrom).getTime()).toBe(leaf.notBefore.getTime());
     expect(new Date(x.validTo).getTime()).toBe(leaf.notAfter.getTime());
-    expect(x.serialNumber.toLowerCase().replace(/^0+/, '')).toBe(leaf.serial.replace(/^0+/, ''));
+    expect(leaf.serial).toBe(x.serialNumber.toLowerCase());
   });
 
   it('a certificate valid past 2049 carries a GeneralizedTime that OpenSSL reads', async () => {
