@@ -181,6 +181,7 @@ class Conn {
   int downPipe_[2] = {-1, -1};
   size_t upQueued_ = 0;    // bytes in upPipe_
   size_t downQueued_ = 0;  // bytes in downPipe_
+  size_t pipeBytes_ = 0;   // what each pipe holds (the kernel's grant)
   uint64_t txRecords_ = 0; // an upper bound on the records the kernel sealed for us
   // Pooled tunnel: framed streams; finSent_/finRecv_ are the stream's half-closes (FIN frames); frameLeft_ the
   // payload bytes of the DATA frame being read; fh_ a frame header read in part.

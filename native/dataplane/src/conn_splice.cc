@@ -18,9 +18,11 @@ namespace mesh {
 
 namespace {
 
-// What one pipe holds by default (16 pages). The pump tracks its own count, since a full pipe and an empty
-// socket both answer EAGAIN.
-constexpr size_t kPipeBytes = 64 * 1024;
+// What each pipe is asked to hold: 16 records, so one splice into the kTLS socket seals up to 16 full records
+// and one splice to the application passes on every record read since (the default, 64 KiB, is 16 pages). The
+// kernel may grant less (fs.pipe-max-size, pipe-user-pages-soft): pipeBytes_ is what it gave. The pump tracks
+// what each pipe holds itself, since a full pipe and an empty socket both answer EAGAIN.
+constexpr int kPipeBytesWanted = 256 * 1024;
 constexpr unsigned kSpliceFlags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
 constexpr uint8_t kHandshakeKeyUpdate = 24;
 
@@ -66,6 +68,14 @@ bool Conn::handOver() {
     fail(ConnError::Reset);
     return false;
   }
+  long granted = kPipeBytesWanted;
+  for (int fd : {upPipe_[1], downPipe_[1]}) {
+    fcntl(fd, F_SETPIPE_SZ, kPipeBytesWanted);  // refused: the default size stays
+    granted = std::min(granted, long(fcntl(fd, F_GETPIPE_SZ)));
+  }
+  pipeBytes_ = granted > 0 ? size_t(granted) : 4096;
+  // What was known of the sockets' readability was about OpenSSL's reads: start over.
+  plainReadable_ = tlsReadable_ = true;
   ktls_ = true;
   stats.recordLayer[int(role_)][1]++;
   return true;
@@ -137,8 +147,8 @@ bool Conn::splicePump() {
     }
   }
   if (up_.empty()) {
-    if (!plainEof_ && upQueued_ < kPipeBytes) {
-      ssize_t n = splice(plain_, nullptr, upPipe_[1], nullptr, kPipeBytes - upQueued_, kSpliceFlags);
+    if (!plainEof_ && plainReadable_ && upQueued_ < pipeBytes_) {
+      ssize_t n = splice(plain_, nullptr, upPipe_[1], nullptr, pipeBytes_ - upQueued_, kSpliceFlags);
       if (n > 0) {
         upQueued_ += size_t(n);
         stats.bytes[int(role_)][0] += uint64_t(n);
@@ -146,7 +156,11 @@ bool Conn::splicePump() {
       } else if (n == 0) {
         plainEof_ = true;
         progress = true;
-      } else if (!wouldBlock()) {
+      } else if (wouldBlock()) {
+        // Into an empty pipe EAGAIN means an empty socket: skip it until epoll says readable (a pipe short of
+        // slots answers EAGAIN too, so only then).
+        if (upQueued_ == 0) plainReadable_ = false;
+      } else {
         fail(ConnError::Reset);
         return false;
       }
@@ -198,8 +212,10 @@ bool Conn::splicePump() {
       return false;
     }
   }
-  if (down_.empty() && !tlsEof_ && downQueued_ < kPipeBytes) {
-    ssize_t n = splice(tls_, nullptr, downPipe_[1], nullptr, kPipeBytes - downQueued_, kSpliceFlags);
+  // A splice from a kTLS socket carries one record (tls_sw_splice_read): take every record ready while the pipe
+  // has room, so that one splice to the application passes them all on.
+  while (down_.empty() && !tlsEof_ && tlsReadable_ && downQueued_ < pipeBytes_) {
+    ssize_t n = splice(tls_, nullptr, downPipe_[1], nullptr, pipeBytes_ - downQueued_, kSpliceFlags);
     if (n > 0) {
       downQueued_ += size_t(n);
       progress = true;
@@ -210,7 +226,12 @@ bool Conn::splicePump() {
       // The next record is not application data (splice carries data records only).
       if (ktlsRead(SIZE_MAX)) progress = true;
       if (state_ == State::Closed || draining_ != ConnError::Count) return state_ != State::Closed;
-    } else if (!wouldBlock()) {
+      break;
+    } else if (wouldBlock()) {
+      // As above: only EAGAIN into an empty pipe says that no record is ready.
+      if (downQueued_ == 0) tlsReadable_ = false;
+      break;
+    } else {
       failAfterDelivery(ConnError::Reset);  // e.g. EBADMSG: a record that fails authentication
       return true;
     }
