@@ -78,10 +78,17 @@ bool probeOnce(std::string& why) {
   return why.empty();
 }
 
-void modprobeTls() {
+// The ULP and the AEADs its keys ask the crypto API for. A normal system autoloads them (and udev loads aesni_intel
+// at boot on a CPU with AES-NI); where the kernel's module loader cannot reach the modules (a chroot, the test
+// guest) the ULP is unknown and TLS_TX fails with ENOENT. The accelerated ones first: each socket's key gets the
+// highest priority implementation registered at the time (aesni_intel's gcm(aes): 400, the C gcm(aes-generic):
+// 100), and aesni_intel and ghash_clmulni_intel refuse to load on a CPU without AES-NI/PCLMULQDQ (or are absent:
+// not x86), which -q keeps quiet.
+void modprobeKtls() {
   pid_t pid;
-  char arg0[] = "modprobe", arg1[] = "-q", arg2[] = "tls";
-  char* argv[] = {arg0, arg1, arg2, nullptr};
+  char arg0[] = "modprobe", arg1[] = "-q", arg2[] = "-a", m0[] = "tls", m1[] = "aesni_intel",
+       m2[] = "ghash_clmulni_intel", m3[] = "gcm", m4[] = "ctr", m5[] = "ghash_generic", m6[] = "chacha20poly1305";
+  char* argv[] = {arg0, arg1, arg2, m0, m1, m2, m3, m4, m5, m6, nullptr};
   if (posix_spawnp(&pid, "modprobe", nullptr, nullptr, argv, environ) != 0) return;
   int status;
   waitpid(pid, &status, 0);
@@ -174,8 +181,8 @@ bool cryptoInfo(uint32_t suite, const EVP_MD* md, const std::string& secret, Cry
 bool ktlsProbe(std::string& why) {
   bool ok = probeOnce(why);
   if (!ok && why.find(std::strerror(ENOENT)) != std::string::npos) {
-    // The ULP is unknown until its module is loaded; the kernel's autoload does not cover every setup.
-    modprobeTls();
+    // The ULP or the AEAD is unknown until its module is loaded; the kernel's autoload does not cover every setup.
+    modprobeKtls();
     ok = probeOnce(why);
   }
   available = ok;

@@ -12,7 +12,8 @@
 namespace mesh {
 
 // Once, before the workers start: whether the `tls` ULP can be set on a connected TCP socket here (a loopback
-// pair; `modprobe tls` is tried once when the ULP is unknown). `why` says what failed.
+// pair; when the ULP or the AEAD is unknown, `modprobe` of tls and the AEAD modules, AES-NI first, is tried once).
+// `why` says what failed.
 bool ktlsProbe(std::string& why);
 // The probe's result (false before it ran).
 bool ktlsAvailable();

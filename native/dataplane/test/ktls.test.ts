@@ -3,7 +3,7 @@
 // space, across a veth link between two network namespaces whose capture holds no plaintext; on this host (no
 // CONFIG_TLS) the same transfer goes through OpenSSL and the fallback is reported. On both, a peer that ends the
 // stream with a fatal alert or a close_notify while bytes are queued: every byte before it, then a reset or an end.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describePrivileged, run } from '@mesh/testkit';
@@ -221,4 +221,33 @@ describePrivileged('mesh-dataplane kTLS', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 600_000);
+  it('in the 6.1 guest with no AEAD module loaded: the data plane loads them, AES-NI GCM first', async () => {
+    if (missing) throw new Error(missing);
+    expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);
+    const dir = mkdtempSync(join(repo, 'build', 'ktls-modules-'));
+    try {
+      // qemu's `max` CPU model has AES-NI and PCLMULQDQ (its default has neither); guest-kernel takes no qemu
+      // options, so a qemu first on PATH adds it. In the guest only `tls` is loaded, by guest-kernel itself.
+      mkdirSync(join(dir, 'qemu'));
+      writeFileSync(join(dir, 'qemu', 'qemu-system-x86_64'), '#!/bin/sh\nexec /usr/bin/qemu-system-x86_64 "$@" -cpu max\n', { mode: 0o755 });
+      const out = join(dir, 'result.json');
+      const script = `node ${pair} ${out} 1; grep -A4 'name *: gcm(aes)' /proc/crypto > ${dir}/crypto.txt; lsmod > ${dir}/lsmod.txt`;
+      const g = await run(guest, ['--timeout', '600', '--', '/bin/sh', '-c', script], {
+        cwd: repo,
+        timeoutMs: 700_000,
+        env: { ...process.env, PATH: `${join(dir, 'qemu')}:${process.env.PATH}` },
+      });
+      expect(existsSync(out), `${g.stdout}\n${g.stderr}`).toBe(true);
+      const r = JSON.parse(readFileSync(out, 'utf8')) as PairResult;
+      expect(r.error, JSON.stringify(r, null, 2)).toBeUndefined();
+      expect(r.ktls).toEqual({ a: 'available', b: 'available' });
+      expectIntact(r, 1024 * 1024);
+      expect(m(r, 'a', 'mesh_dataplane_record_layer_total', 'role="outbound",path="ktls"')).toBe(1);
+      expect(readFileSync(join(dir, 'lsmod.txt'), 'utf8')).toMatch(/^aesni_intel /m);
+      // The sockets' gcm(aes) came after aesni_intel: the kernel's AES-NI GCM, not gcm_base(ctr(aes-generic),…).
+      expect(readFileSync(join(dir, 'crypto.txt'), 'utf8')).toMatch(/driver\s*: generic-gcm-aesni/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 800_000);
 });
