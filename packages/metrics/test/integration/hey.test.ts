@@ -2,7 +2,9 @@
 // the requests made, on the client side and on the server side, with keep-alive on and off. Three placements:
 // both ends measured (the connection is measured once, at the server's socket, for both sides), only the client
 // measured (the server outside the mesh, as a peer on another node is), only the server measured.
-import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh/testkit';
+import type { ChildProcess } from 'node:child_process';
+
+import { capturedOutput, createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import { byStatus, startServer, topology, type Topology } from '../support.js';
@@ -16,11 +18,14 @@ describePrivileged(
     let outside: Cgroup;
     const HOST = '127.0.0.12';
     const port = { inside: 0, outside: 0 };
+    let insideServer: ChildProcess;
+    /** Connections the server inside accepted so far (its last {"connections":N} line). */
+    const accepted = () => Number([...capturedOutput(insideServer).stdout.matchAll(/^\{"connections":(\d+)\}$/gm)].pop()?.[1] ?? 0);
 
     beforeAll(async () => {
       t = await topology('metrics');
       outside = await createCgroup('metout');
-      port.inside = (await startServer(t.cg, HOST, [200, 200, 404, 503])).port;
+      ({ port: port.inside, child: insideServer } = await startServer(t.cg, HOST, [200, 200, 404, 503]));
       port.outside = (await startServer(outside, HOST, [200, 200, 404, 503])).port;
     });
     afterAll(async () => {
@@ -34,7 +39,7 @@ describePrivileged(
     /** Runs hey from `from` against the server on `serverPort`; returns what each side's series gained. */
     async function hey(from: Cgroup, serverPort: number, keepAlive: boolean) {
       const side = (d: 'client' | 'server') => byStatus(t.dp.read().http, d, serverPort);
-      const before = { client: side('client'), server: side('server'), paired: t.dp.readCounters().paired };
+      const before = { client: side('client'), server: side('server'), paired: t.dp.readCounters().paired, accepted: accepted() };
       const args = ['-n', '2000', '-c', '8', ...(keepAlive ? [] : ['-disable-keepalive']), `http://${HOST}:${serverPort}/`];
       const r = await from.run(ensureTool('hey'), args, { timeoutMs: 120_000 });
       expect(r.code, r.stderr).toBe(0);
@@ -48,6 +53,7 @@ describePrivileged(
         client: delta(side('client'), before.client),
         server: delta(side('server'), before.server),
         paired: snap.counters.paired - before.paired,
+        accepted: accepted() - before.accepted,
       };
     }
 
@@ -60,8 +66,11 @@ describePrivileged(
         // Every one, in practice. Not asserted: when the kernel defers its packet processing (to ksoftirqd, under
         // load), a client can send its request before the handshake's last packet reached the server's socket,
         // and then each end measures its own side (the counts above stay exact either way).
-        expect(got.paired).toBeLessThanOrEqual(connections);
-        expect(got.paired).toBeGreaterThanOrEqual(connections * 0.9);
+        // hey's Go client may dial a ninth connection with -c 8 (a request that finds no idle connection while
+        // another is being returned): the bound is what the server accepted, not what hey was asked for.
+        expect(got.accepted).toBeGreaterThanOrEqual(connections);
+        expect(got.paired).toBeLessThanOrEqual(got.accepted);
+        expect(got.paired).toBeGreaterThanOrEqual(got.accepted * 0.9);
       });
 
       it(`hey -n 2000 (keep-alive ${keepAlive ? 'on' : 'off'}), only the client measured: exact counts on the client side`, async () => {

@@ -17,7 +17,7 @@ const heap = () => {
   return process.memoryUsage().heapUsed;
 };
 
-it('a Validator holds at most 400 bytes per object of the last snapshot, and stays incremental', () => {
+it('a Validator holds at most 560 bytes per object of the last snapshot, and stays incremental', () => {
   const n = 10_000;
   const ip = (i: number) => `127.1.${i >> 8}.${i & 255}`;
   const services = Array.from({ length: n }, (_, i) => service(`s-${i}`, ip(i), 80));
@@ -27,8 +27,10 @@ it('a Validator holds at most 400 bytes per object of the last snapshot, and sta
   const first = v.validate(snapshot({ services, endpointSlices: slices }));
   const perObject = (heap() - before) / (2 * n);
   expect(first.services).toHaveLength(n);
-  // Measured on Node 20: 832 bytes per object with every object's findings cached and cons-string claim keys, 302 now.
-  expect(Math.round(perObject)).toBeLessThanOrEqual(400);
+  // Measured on Node 20: 832 bytes per object with every object's findings cached and cons-string claim keys, 302 now
+  // (482 once in a CI run beside another: a heap delta moves with what else the process holds). The bound sits
+  // between the two, as the other memory tests' do.
+  expect(Math.round(perObject)).toBeLessThanOrEqual(560);
 
   // Still incremental and still checking names and addresses against the objects it no longer caches findings of.
   const moved = service('s-0', ip(1), 80); // s-0 edited onto s-1's address
