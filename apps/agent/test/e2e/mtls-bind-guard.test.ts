@@ -40,11 +40,14 @@ describePrivileged('the bind guard of the inbound source address, with the agent
   // the data plane's cgroup (not the namespace's root as the agent sees it), or every inbound connect is refused.
   it('with the agent in a cgroup namespace of its own below the attach root, the data plane still binds it', async () => {
     let agentCg = '';
+    const made: string[] = [];
     const n = await MtlsNode.start([], (env) => {
       agentCg = join(env.cgroupRoot, 'mesh-system');
       mkdirSync(agentCg, { recursive: true });
+      made.push(agentCg);
       return ['sh', '-c', `echo $$ > ${agentCg}/cgroup.procs && exec unshare --cgroup "$@"`, 'sh'];
     });
+    n.extraCgroups.push(...made);
     try {
       const pid = n.agent.child.pid!;
       const seen = execFileSync('nsenter', [`--cgroup=/proc/${pid}/ns/cgroup`, 'cat', `/proc/${pid}/cgroup`], { encoding: 'utf8' });

@@ -42,6 +42,7 @@ describePrivileged('the data plane beside the agent (--mtls-dataplane-external)'
     const startContainer = (node: MtlsNode) => {
       container = node.env.procs.spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs"; until [ -s "$2" ]; do sleep 0.1; done; exec "$3" --config "$2"', 'sh', dpCg, join(node.runDir, 'dataplane.json'), DEFAULT_DATAPLANE], { stdio: ['ignore', 'pipe', 'pipe'] });
     };
+    const made: string[] = [];
     const n: MtlsNode = await MtlsNode.start(
       ['--mtls-dataplane-external'],
       (env) => {
@@ -49,10 +50,12 @@ describePrivileged('the data plane beside the agent (--mtls-dataplane-external)'
         dpCg = join(env.cgroupRoot, 'mesh-system', 'dataplane');
         mkdirSync(agentCg, { recursive: true });
         mkdirSync(dpCg, { recursive: true });
+        made.push(join(env.cgroupRoot, 'mesh-system'), agentCg, dpCg);
         return ['sh', '-c', `echo $$ > ${agentCg}/cgroup.procs && exec unshare --cgroup "$@"`, 'sh'];
       },
       startContainer,
     );
+    n.extraCgroups.push(...made);
     try {
       const status = async () => (await n.env.api<Status>('/v1/status')).dataplane!;
       await until('the data plane found', async () => (await status()).state === 'serving', 30_000);

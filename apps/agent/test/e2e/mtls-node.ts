@@ -2,7 +2,7 @@
 // block of 127/8 claimed by testNet(), an enrolled client and an enrolled STRICT server workload, the data plane
 // started by the agent; helpers to load it and to read both metric endpoints. Stops the data plane (a session of
 // its own, outliving agents) at close.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
@@ -169,5 +169,18 @@ export class MtlsNode {
       }
     }
     await this.env?.close();
+    // Cgroups a test made below the root for the agent or the data plane (uninstall leaves a root that holds them).
+    const rmdir = (d: string) => {
+      try {
+        rmdirSync(d);
+      } catch {
+        /* gone already */
+      }
+    };
+    for (const d of [...this.extraCgroups].reverse()) rmdir(d);
+    if (this.extraCgroups.length > 0 && this.env) rmdir(this.env.cgroupRoot);
   }
+
+  /** Directories below the cgroup root a test made itself (deepest last): removed at close, after the processes. */
+  readonly extraCgroups: string[] = [];
 }
