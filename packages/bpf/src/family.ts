@@ -58,3 +58,28 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   /** Closes the handles; pinned links and maps keep the programs running. */
   close(): void;
 }
+
+/** Runs `steps` (a generator that yields between units of work) to its end at once. */
+export function runSteps<T>(steps: Generator<void, T, void>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * Runs `steps` (a generator that yields between units of work) `sliceMs` of work at a time (0: one step at a
+ * time), letting pending I/O and timers run (setImmediate) between slices: how a family checks or writes a large
+ * config without holding the event loop.
+ */
+export async function runSliced<T>(steps: Generator<void, T, void>, sliceMs = 5): Promise<T> {
+  let start = performance.now();
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    if (performance.now() - start >= sliceMs) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      start = performance.now();
+    }
+  }
+}

@@ -22,3 +22,4 @@ export type { EmbeddedName } from './generated/objects.js';
 export { attachCgroupPinned, dropResizedPins, loadAdoptingPins, pinLayout, pinnedLinks, removePins } from './pin.js';
 export type { PinLayout, PinnedLink } from './pin.js';
 export type { DatapathFamily, FamilyLoadOptions, MapFill, MeshView, PartApplied } from './family.js';
+export { runSliced, runSteps } from './family.js';

@@ -19,6 +19,8 @@ import {
   type PerCpuMap,
   type PinnedAttachment,
   type RingBuffer,
+  runSliced,
+  runSteps,
 } from '@mesh/bpf';
 import type { Registry } from 'prom-client';
 
@@ -270,7 +272,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
    * exceeds the map's capacity.
    */
   setKnownPeers(addresses: Iterable<string>): void {
-    runSync(this.writePeerSteps(runSync(this.peerKeySteps(addresses))));
+    runSteps(this.writePeerSteps(runSteps(this.peerKeySteps(addresses))));
   }
 
   /** The keys of a set of peer addresses a slice of time at a time, the event loop served in between (20,000
@@ -472,22 +474,4 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
 /** Known peers written or deleted per syscall. */
 const PEER_BATCH = 1024;
 
-function runSync<T>(steps: Generator<void, T, void>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-  }
-}
 
-/** Runs `steps` `sliceMs` of work at a time (0: one step at a time), the event loop served in between. */
-async function runSliced<T>(steps: Generator<void, T, void>, sliceMs = 5): Promise<T> {
-  let start = performance.now();
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-    if (performance.now() - start >= sliceMs) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      start = performance.now();
-    }
-  }
-}

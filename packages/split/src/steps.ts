@@ -4,28 +4,15 @@
  * runs it a slice of time at a time and lets the event loop turn in between, so an agent applying 50,000
  * services still answers /healthz (a liveness probe) within milliseconds.
  */
+import { runSliced, runSteps as runStepsSync } from '@mesh/bpf';
+
 export type Steps<T> = Generator<void, T, void>;
 
 /** Runs to completion synchronously. */
-export function runSteps<T>(steps: Steps<T>): T {
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-  }
-}
+export const runSteps: <T>(steps: Steps<T>) => T = runStepsSync;
 
 /** Runs `sliceMs` of work at a time, then lets pending I/O and timers run (setImmediate) before the next slice. */
-export async function runStepsAsync<T>(steps: Steps<T>, sliceMs = 5): Promise<T> {
-  let start = performance.now();
-  for (;;) {
-    const r = steps.next();
-    if (r.done) return r.value;
-    if (performance.now() - start >= sliceMs) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      start = performance.now();
-    }
-  }
-}
+export const runStepsAsync: <T>(steps: Steps<T>, sliceMs?: number) => Promise<T> = runSliced;
 
 /** A counter for loops: true every `every` calls, when the loop should yield. */
 export function every(n = 256): () => boolean {
