@@ -1,10 +1,9 @@
 // Keep-alive request/response through the tunnel: small exchanges one after another on one connection must not
 // wait on TCP's timers (Nagle, delayed ACK, a missed wake-up) anywhere on the way. The yardstick is the same
 // exchanges straight to the backend, measured in the same test: a ratio, not an absolute time.
-import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged } from '@mesh/testkit';
+import { describePrivileged, threadsOf } from '@mesh/testkit';
 import { dial, missingDataplane, type Endpoint } from './harness.js';
 import { SERVER_ID, startNodes, type Nodes } from './fixture.js';
 
@@ -45,9 +44,9 @@ async function roundTrips(sock: Socket): Promise<number> {
 function activity(pid: number): { reads: number; wakeups: number } {
   let reads = 0;
   let wakeups = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    reads += Number(/^syscr: (\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/io`, 'utf8'))![1]);
-    wakeups += Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1]);
+  for (const t of threadsOf(pid)) {
+    reads += t.readSyscalls;
+    wakeups += t.voluntarySwitches;
   }
   return { reads, wakeups };
 }

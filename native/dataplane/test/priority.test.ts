@@ -2,34 +2,16 @@
 // autogroup where the kernel schedules by autogroup (a session of its own, as the agent starts it), so that busy
 // sessions beside it cannot starve the process every tunnelled connection of the node waits on. A value out of
 // range is refused at start, naming it.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { capturedOutput, describePrivileged, ProcessTracker, waitForExit, waitForLine } from '@mesh/testkit';
+import { autogroupNice, capturedOutput, describePrivileged, ProcessTracker, threadsOf, waitForExit, waitForLine } from '@mesh/testkit';
 
 import { DATAPLANE, loopbackNet, missingDataplane } from './harness.js';
 
 const missing = missingDataplane();
-
-/** Nice value of each thread of `pid` (field 19 of /proc/PID/task/TID/stat). */
-function threadNice(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).map((tid) => {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-  });
-}
-
-/** "nice N" of the autogroup of `pid`'s session; undefined where the kernel has no autogroup scheduling. */
-function autogroupNice(pid: number): number | undefined {
-  try {
-    if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() !== '1') return undefined;
-    return Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1]);
-  } catch {
-    return undefined;
-  }
-}
 
 describePrivileged('mesh-dataplane --nice', () => {
   const tracker = new ProcessTracker('dp-nice');
@@ -52,7 +34,7 @@ describePrivileged('mesh-dataplane --nice', () => {
     // The tracker starts it in a session of its own (as the agent does): the autogroup written is its alone.
     const child = tracker.spawn(DATAPLANE, ['--config', path, '--nice', '-7']);
     await waitForLine(child, /listening outbound=\S+ tunnel=\S+ stats=\S+ workers=3/, 30_000);
-    expect(threadNice(child.pid!)).toEqual([-7, -7, -7, -7]);
+    expect(threadsOf(child.pid!).map((t) => t.nice)).toEqual([-7, -7, -7, -7]);
     const group = autogroupNice(child.pid!);
     if (group !== undefined) expect(group).toBe(-7);
   });

@@ -2,10 +2,9 @@
 // tunnel listener). Both ends belong to the worker thread that dialled, so an exchange wakes one thread, not one
 // per hop: with the tunnel's accepted end on another worker, every request and every response crossed threads
 // through the kernel, and each crossing was a wake-up (bench:mesh's one-node topology pays it on every request).
-import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { describePrivileged } from '@mesh/testkit';
+import { describePrivileged, threadsOf } from '@mesh/testkit';
 import { dial, missingDataplane, type DataplaneConfig, type Endpoint } from './harness.js';
 import { CLIENT_ID, SERVER_ID, startNodes, type Nodes } from './fixture.js';
 
@@ -16,10 +15,7 @@ const MESSAGE = Buffer.alloc(200, 'r');
 /** Voluntary context switches (wake-ups after blocking) of each worker thread of `pid` (all but the main one). */
 function workerWakeups(pid: number): Map<string, number> {
   const out = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    if (tid === String(pid)) continue;
-    out.set(tid, Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1]));
-  }
+  for (const t of threadsOf(pid)) if (t.tid !== pid) out.set(String(t.tid), t.voluntarySwitches);
   return out;
 }
 

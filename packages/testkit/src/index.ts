@@ -9,6 +9,7 @@ export * from './netns.js';
 export * from './packet.js';
 export * from './pcap.js';
 export * from './proc.js';
+export * from './runtime.js';
 export * from './tools.js';
 export * from './kube/index.js';
 // Not in kube/index.js: the compiled server (build/testkit, for the demo and bench:agent) runs where

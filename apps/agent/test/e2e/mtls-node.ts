@@ -2,12 +2,12 @@
 // block of 127/8 claimed by testNet(), an enrolled client and an enrolled STRICT server workload, the data plane
 // started by the agent; helpers to load it and to read both metric endpoints. Stops the data plane (a session of
 // its own, outliving agents) at close.
-import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChildProcess } from 'node:child_process';
 
-import { waitForLine } from '@mesh/testkit';
+import { autogroupNice, threadsOf, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
 import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
@@ -113,16 +113,8 @@ export class MtlsNode {
   dataplanePriority(): { threads: number[]; autogroup?: number } {
     const pid = this.dataplanePid();
     if (pid === undefined) throw new Error('no data plane pid file');
-    const threads = readdirSync(`/proc/${pid}/task`).map((tid) => {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-    });
-    let autogroup: number | undefined;
-    try {
-      if (readFileSync('/proc/sys/kernel/sched_autogroup_enabled', 'utf8').trim() === '1') autogroup = Number(/nice (-?\d+)/.exec(readFileSync(`/proc/${pid}/autogroup`, 'utf8'))?.[1]);
-    } catch {
-      /* no autogroup scheduling */
-    }
+    const threads = threadsOf(pid).map((t) => t.nice);
+    const autogroup = autogroupNice(pid);
     return { threads, ...(autogroup !== undefined ? { autogroup } : {}) };
   }
 

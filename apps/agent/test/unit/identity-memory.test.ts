@@ -1,21 +1,13 @@
 // What the identity resolver keeps for the metrics' names of peers: at 10,000 Services of 10 endpoints on 50,000
 // pod addresses (bench:agent's Kubernetes RSS case) it was ~6 MiB of the agent's heap.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
 import type { CompiledService } from '@mesh/split';
+import { heapUsedAfterGc } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 import { ConfigResolver, knownAddressesOf } from '../../src/identity.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const heap = () => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
+const heap = heapUsedAfterGc;
 
 it('the resolver of 10,000 Services x 10 endpoints on 50,000 addresses holds at most 50 bytes per endpoint', async () => {
   const services: CompiledService[] = Array.from({ length: 10_000 }, (_, i) => ({

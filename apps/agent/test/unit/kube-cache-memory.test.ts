@@ -1,21 +1,13 @@
 // What an informer's cache holds per object besides the view (its key, metadata and digest): 20,000 of them at
 // 10,000 Services and EndpointSlices.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
+import { heapUsedAfterGc } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 import { keyOf } from '../../src/config/kubernetes/informer.js';
 import { keep } from '../../src/config/kubernetes/source.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const heap = () => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
+const heap = heapUsedAfterGc;
 
 it('an informer cache entry takes at most 150 bytes of heap besides the object\'s view', () => {
   const n = 100_000;

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { createCgroup, describePrivileged } from '@mesh/testkit';
+import { createCgroup, describePrivileged, loopTurnsWhile } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 import { BpfError, makeDirs } from '../../src/index.js';
@@ -16,16 +16,8 @@ describePrivileged('makeDirs', () => {
     mkdirSync(join(cg.path, 'ns-0'));
     mkdirSync(join(cg.path, 'ns-0', 'w-0'));
     const paths = Array.from({ length: 2000 }, (_, i) => join(cg.path, `ns-${i % 4}`, `w-${i}`));
-    let turns = 0;
-    let done = false;
-    const tick = () => {
-      if (done) return;
-      turns++;
-      setImmediate(tick);
-    };
-    setImmediate(tick);
-    const made = await makeDirs(paths);
-    done = true;
+    let made: string[] = [];
+    const turns = await loopTurnsWhile(async () => (made = await makeDirs(paths)));
     // ns-0 and ns-0/w-0 were there; ns-1..3 are made before their first child.
     const expected = [...[1, 2, 3].map((n) => join(cg.path, `ns-${n}`)), ...paths.slice(1)];
     expect([...made].sort()).toEqual(expected.sort());

@@ -1,7 +1,7 @@
 // A ring buffer drained by a native thread keeps every record while JS is blocked (a loaded machine starves the
 // event loop), counts what its bounded queue cannot hold, and closes without leaving a thread or an fd behind.
-import { describePrivileged, fdCount, packet } from '@mesh/testkit';
-import { readdirSync, readFileSync } from 'node:fs';
+import { describePrivileged, fdCount, packet, threadsOf } from '@mesh/testkit';
+import { readdirSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 
 import { codec as c, liveHandles, packedRecords, type BpfObject } from '../../src/index.js';
@@ -144,10 +144,7 @@ describePrivileged('ring buffer drained by a native thread', () => {
     const rb = obj.ringBuffer(names.maps.drop_events, () => {}, { thread: { nice: -7 } });
     // The thread sets its nice value as it starts.
     const niceOf = () =>
-      readdirSync('/proc/self/task')
-        .map((tid) => readFileSync(`/proc/self/task/${tid}/stat`, 'utf8'))
-        .filter((st) => st.includes('(ringbuf)'))
-        .map((st) => Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]));
+      threadsOf().filter((t) => t.comm === 'ringbuf').map((t) => t.nice);
     await until(() => niceOf()[0] === -7, 5000);
     expect(niceOf()).toEqual([-7]);
     rb.close();
@@ -159,9 +156,7 @@ describePrivileged('ring buffer drained by a native thread', () => {
   it('thread.pollMs: the drain thread also wakes every pollMs milliseconds', async () => {
     obj = loadDropping();
     const switchesOf = () =>
-      readdirSync('/proc/self/task')
-        .filter((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'ringbuf')
-        .map((tid) => Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))![1]));
+      threadsOf().filter((t) => t.comm === 'ringbuf').map((t) => t.voluntarySwitches);
     for (const [pollMs, atLeast, below] of [[0, 0, 5], [10, 10, Infinity]] as const) {
       const rb = obj.ringBuffer(names.maps.drop_events, () => {}, { thread: pollMs ? { pollMs } : {} });
       await new Promise((r) => setTimeout(r, 50));

@@ -4,8 +4,8 @@
 // request (bench:metrics). h2load against nginx (h2c), both in the mesh: the streams are all counted, exact, and
 // the drain thread's context switches stay far below the streams; a stream's frames (its request's HEADERS, the
 // response's HEADERS and the DATA that ends it) come in two ring entries, not one per frame.
-import { describePrivileged, ensureTool, waitForPort } from '@mesh/testkit';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { describePrivileged, ensureTool, threadsOf, waitForPort } from '@mesh/testkit';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,18 +16,18 @@ import { topology, type Topology, writeNginxConfig } from '../support.js';
 const HOST = '127.0.0.14';
 const REQUESTS = 10_000;
 
-const ringThreads = () => new Set(readdirSync('/proc/self/task').filter((tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() === 'ringbuf'));
+const ringThreads = () => new Set(threadsOf().filter((t) => t.comm === 'ringbuf').map((t) => t.tid));
 /** A thread's context switches so far (voluntary: it waited; nonvoluntary: it was preempted). */
-function switches(tid: string): number {
-  const status = readFileSync(`/proc/self/task/${tid}/status`, 'utf8');
-  return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]);
-}
+const switches = (tid: number): number => {
+  const t = threadsOf().find((x) => x.tid === tid)!;
+  return t.voluntarySwitches + t.involuntarySwitches;
+};
 
 describePrivileged('HTTP/2 records wake their consumer in batches', () => {
   let t: Topology;
   let dir: string;
   let port: number;
-  let tid: string;
+  let tid: number;
 
   beforeAll(async () => {
     t = await topology('meth2wake');

@@ -1,31 +1,13 @@
 // The known peers of a big config (20,000 workloads' and endpoints' addresses) are written in batches with the
 // event loop served between them: an agent's /healthz answers meanwhile. Before, applyPart wrote them in one
 // synchronous block (~150 ms at 20,000 addresses on a loaded 2-CPU machine) once check() had made the keys.
-import { describePrivileged } from '@mesh/testkit';
+import { describePrivileged, loopTurnsWhile } from '@mesh/testkit';
 import { afterAll, expect, it } from 'vitest';
 
 import { MetricsDatapath, type MetricsInput } from '../../src/index.js';
 
 const input = (addresses: string[]): MetricsInput => ({ knownAddresses: () => addresses, local: () => undefined, peer: () => undefined });
 const addrs = (n: number, second: number) => Array.from({ length: n }, (_, i) => `127.${second}.${(i >> 8) & 0xff}.${i & 0xff}`);
-
-/** How often the event loop turned (setImmediate callbacks ran) while `p` settled. */
-async function turnsWhile(p: () => Promise<unknown>): Promise<number> {
-  let turns = 0;
-  let done = false;
-  const tick = () => {
-    if (done) return;
-    turns++;
-    setImmediate(tick);
-  };
-  setImmediate(tick);
-  try {
-    await p();
-  } finally {
-    done = true;
-  }
-  return turns;
-}
 
 describePrivileged('known peers written in slices', () => {
   const dp = MetricsDatapath.load({ maxPeers: 65_536 });
@@ -35,12 +17,12 @@ describePrivileged('known peers written in slices', () => {
     // As the agent does: the input checked is the input applied (check() made its keys already).
     const first = input(addrs(20_000, 60));
     await dp.check(first);
-    const turnsFirst = await turnsWhile(() => dp.applyPart(first));
+    const turnsFirst = await loopTurnsWhile(() => dp.applyPart(first));
     expect(dp.fill().http_peers!.used).toBe(20_000);
 
     const second = input(addrs(20_000, 61));
     await dp.check(second);
-    const turnsSecond = await turnsWhile(() => dp.applyPart(second));
+    const turnsSecond = await loopTurnsWhile(() => dp.applyPart(second));
     // The two sets are disjoint: 20,000 entries means the first set went and the second came.
     expect(dp.fill().http_peers!.used).toBe(20_000);
     // 20 batches of 1,024 written (and, the second time, 20 deleted): the loop turned between them.

@@ -1,22 +1,14 @@
 // What a Compiler keeps between snapshots per Service: its compiled addresses and which inputs it was compiled
 // from (for 10,000 Services, each compiled from itself and its slices alone, a Set of one Service per input key was
 // ~1.9 MiB of the agent's heap).
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
+import { heapUsedAfterGc } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 import { Compiler, Validator } from '../../src/index.js';
 import { service, slice, snapshot } from '../support.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const heap = () => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
+const heap = heapUsedAfterGc;
 
 it('a Compiler holds at most 1,240 bytes per Service of one endpoint, and recompiles what an edit touches', () => {
   const n = 40_000;

@@ -1,21 +1,13 @@
 // What a Validator keeps between snapshots: who holds each name and address, and the last snapshot's objects,
 // not each object's findings (at 10,000 Services and 10,000 EndpointSlices those were ~7.7 MiB of the agent's heap).
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
+import { heapUsedAfterGc } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
 import { SnapshotError, Validator } from '../../src/index.js';
 import { service, slice, snapshot } from '../support.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const heap = () => {
-  gc();
-  gc();
-  return process.memoryUsage().heapUsed;
-};
+const heap = heapUsedAfterGc;
 
 it('a Validator holds at most 560 bytes per object of the last snapshot, and stays incremental', () => {
   const n = 10_000;
