@@ -141,17 +141,21 @@ export class Agent {
     let queued: ConfigUpdate | undefined;
     // The first config may be long in coming (a file still being written): a stop does not wait for it.
     const aborted = this.stopRequested.then(() => undefined);
-    const first = await Promise.race([aborted, new Promise<ConfigUpdate>((resolve) => {
+    // Handed over in a box emptied once taken: the source's callback and the stop race keep their (resolved)
+    // promises for the agent's life, and with them the first snapshot if it were their value.
+    const box = await Promise.race([aborted, new Promise<{ u?: ConfigUpdate }>((resolve) => {
       let got = false;
       opts.source.start((u) => {
         if (!got) {
           got = true;
-          resolve(u);
+          resolve({ u });
         } else if (this.applied) this.enqueue(u);
         else queued = u;
       });
     })]);
-    if (first === undefined) throw new StartAborted();
+    if (box === undefined) throw new StartAborted();
+    const first = box.u!;
+    box.u = undefined;
     if (first.error) throw first.error;
     // Validated (and compiled) before the kernel is touched; throws ConfigError naming every problem.
     const v0 = performance.now();
@@ -230,6 +234,7 @@ export class Agent {
     log.info('datapath ready', { cgroupRoot: opts.cgroupRoot, pinRoot: opts.pinRoot, programs: attachments.length, ...outcomes, ...sizes, ms: Math.round(performance.now() - t0) });
     // An update that came while the first apply ran (and found it still tracked) is waiting: apply the newest.
     const pending = this.waiting ?? queued;
+    queued = undefined; // the source's callback keeps this scope
     if (pending) this.enqueue(pending);
     this.stats.start();
     log.info('serving', {
@@ -322,6 +327,7 @@ export class Agent {
       let resolver: Promise<ConfigResolver> | undefined;
       const resolve = () => (resolver ??= ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services));
       const r = await dp.apply({ config, resolver: resolve });
+      for (const w of r.warnings) log.warn(w.msg, { revision, ...w.fields });
       this.resolver = await resolve();
       this.identities?.apply(local);
       const writes = r.mapWrites;

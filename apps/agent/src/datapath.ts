@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'nod
 import { readdir, rmdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 
-import { type DatapathFamily, ensureBpffs, loadAdoptingPins, makeDirs, type MapFill, type PinnedAttachment, type PinnedLink, pinLayout, pinnedLinks, removePins } from '@mesh/bpf';
+import { type DatapathFamily, ensureBpffs, loadAdoptingPins, makeDirs, type MapFill, type PartApplied, type PinnedAttachment, type PinnedLink, pinLayout, pinnedLinks, removePins } from '@mesh/bpf';
 import type { Registry } from 'prom-client';
 
 import type { AgentSizes, ApplyContext, Family } from './families.js';
@@ -113,9 +113,10 @@ export class MeshDatapath implements Disposable {
   }
 
   /** Hands each family its part of a validated config, in list order, once every family's check passed: a part
-   *  that does not fit its family's maps rejects the whole config before any family writes (the split never
-   *  routes a config whose metrics are refused). */
-  async apply(ctx: ApplyContext): Promise<{ mapWrites: number; log: Record<string, number | string> }> {
+   *  a family refuses rejects the whole config before any family writes (the split never routes a config whose
+   *  policy is refused). A part applied degraded (metrics that name fewer peers than the config has) comes back
+   *  as warnings for the agent's log. */
+  async apply(ctx: ApplyContext): Promise<{ mapWrites: number; log: Record<string, number | string>; warnings: NonNullable<PartApplied['warnings']> }> {
     // Made and checked in list order: a family whose input acts outside the kernel (mtls reloads its data plane)
     // is asked only once the families before it accepted their parts.
     const inputs: unknown[] = [];
@@ -126,12 +127,14 @@ export class MeshDatapath implements Disposable {
     }
     let mapWrites = 0;
     const log: Record<string, number | string> = {};
-    for (const [i, { dp }] of this.loaded.entries()) {
+    const warnings: NonNullable<PartApplied['warnings']> = [];
+    for (const [i, { family, dp }] of this.loaded.entries()) {
       const r = await dp.applyPart(inputs[i]);
       mapWrites += r.mapWrites ?? 0;
       Object.assign(log, r.log);
+      for (const w of r.warnings ?? []) warnings.push({ msg: w.msg, fields: { family: family.name, ...w.fields } });
     }
-    return { mapWrites, log };
+    return { mapWrites, log, warnings };
   }
 
   /** Registers every family's metrics with the agent's registry. */

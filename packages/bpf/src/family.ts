@@ -25,6 +25,9 @@ export interface PartApplied {
   mapWrites?: number;
   /** Figures for the agent's "config applied" log line, e.g. { serviceAddresses: 12 }. */
   log?: Record<string, number | string>;
+  /** What was applied in a degraded form (metrics that name fewer peers than the config has): a warning each
+   *  for the agent's log, saying how much and what to do. */
+  warnings?: { msg: string; fields?: Record<string, unknown> }[];
 }
 
 /** What a family sees of the whole mesh when it registers metrics. */

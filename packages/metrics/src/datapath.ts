@@ -198,6 +198,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   private readonly peers: BpfMap<PeerKey, number>;
   /** What setKnownPeers last wrote there (undefined: read the map). */
   private known: Set<string> | undefined;
+  /** Addresses of the last set written that did not fit the table (see setKnownPeers). */
+  private unnamed = 0;
   /** HTTP/2 streams from the h2_events ring buffer, once consumeH2 started them. */
   private h2: { streams: H2Streams; ring: RingBuffer } | undefined;
 
@@ -268,11 +270,27 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
    * The peers that series may name: the addresses of the mesh's workloads and endpoints. A connection with any
    * other peer (any local process can connect from any 127/8 address) is counted under one "unknown" peer
    * (remoteIp ''), so that what a peer can create in the aggregation tables is bounded by the config. Applies to
-   * connections established from now on. Throws before changing anything when an address is not one or the set
-   * exceeds the map's capacity.
+   * connections established from now on. Throws before changing anything when an address is not one.
+   * A set larger than the table is written as far as it fits, never refused (metrics capacity must not refuse
+   * the config routing is part of): the peers already known stay (their series keep their names), then new
+   * ones in the order given; the rest count as "unknown" and are counted in `unnamed` (unnamedPeers).
    */
-  setKnownPeers(addresses: Iterable<string>): void {
+  setKnownPeers(addresses: Iterable<string>): { known: number; unnamed: number } {
     runSteps(this.writePeerSteps(runSteps(this.peerKeySteps(addresses))));
+    return { known: this.known?.size ?? 0, unnamed: this.unnamed };
+  }
+
+  /** Addresses of the last known-peer set that did not fit http_peers: their connections count as "unknown". */
+  unnamedPeers(): number {
+    return this.unnamed;
+  }
+
+  /** The addresses in the known-peer table now (none but the all-zero "every address" key before a set is
+   *  written: then empty). */
+  knownPeers(): string[] {
+    const out: string[] = [];
+    for (const [k] of this.peers.getBatch({ batchSize: PEER_BATCH })) if (k.family !== 0) out.push(c.bytesToIp(k.ip, k.family));
+    return out;
   }
 
   /** The keys of a set of peer addresses a slice of time at a time, the event loop served in between (20,000
@@ -281,8 +299,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     return runSliced(this.peerKeySteps(addresses));
   }
 
-  /** The keys (peerId) of a set of peer addresses, yielding every 256; throws when one is not an address or they
-   *  do not fit the map. */
+  /** The keys (peerId) of a set of peer addresses, yielding every 256; throws when one is not an address. */
   private *peerKeySteps(addresses: Iterable<string>): Generator<void, Set<string>, void> {
     const want = new Set<string>();
     let n = 0;
@@ -297,15 +314,11 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
       const key = { ip, family: b.length === 4 ? AF_INET : AF_INET6 };
       want.add(peerId(key));
     }
-    if (want.size > this.peers.maxEntries) {
-      throw new RangeError(
-        `${want.size} peer addresses do not fit the known-peer table (http_peers: ${this.peers.maxEntries} entries): raise maxPeers (mesh-agent: --max-peers, or a restart, which sizes it from the config)`,
-      );
-    }
     return want;
   }
 
-  /** Writes the known-peer set `want`, PEER_BATCH keys a syscall, yielding after each batch. */
+  /** Writes the known-peer set `want`, PEER_BATCH keys a syscall, yielding after each batch; as much of it as
+   *  fits, the peers already known first (see setKnownPeers). */
   private *writePeerSteps(want: Set<string>): Generator<void, void, void> {
     let have = this.known;
     if (!have) {
@@ -329,19 +342,30 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
       }
       yield;
     }
+    const kept = have.size - gone.length;
+    const room = Math.max(0, this.peers.maxEntries - kept);
     const added: [PeerKey, number][] = [];
-    for (const id of want) if (!have.has(id)) added.push([peerKeyOf(id), 1]);
+    const written = new Set<string>();
+    for (const id of want) {
+      if (have.has(id)) written.add(id);
+      else if (added.length < room) {
+        added.push([peerKeyOf(id), 1]);
+        written.add(id);
+      }
+    }
     for (let i = 0; i < added.length; i += PEER_BATCH) {
       this.peers.setBatch(added.slice(i, i + PEER_BATCH));
       yield;
     }
-    this.known = want;
+    this.known = written;
+    this.unnamed = want.size - written.size;
   }
 
   /** The input checked last and its keys: applyPart of the same input does not make them again. */
   private checked: { input: MetricsInput; keys: Set<string> } | undefined;
 
-  /** Throws, writing nothing, when an address is not one or the input's peers do not fit the known-peer table. */
+  /** Throws, writing nothing, when an address is not one. Peers beyond the known-peer table's capacity are not
+   *  an error (see setKnownPeers): they are named "unknown", and applyPart reports how many. */
   async check(input: MetricsInput): Promise<void> {
     this.checked = undefined;
     this.checked = { input, keys: await this.peerKeysAsync(input.knownAddresses()) };
@@ -354,7 +378,17 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     // Each batch is a syscall of ~1 ms: the event loop turns after every one (/healthz during a 20,000-peer apply).
     await runSliced(this.writePeerSteps(keys), 0);
     this.resolver = input;
-    return {};
+    if (this.unnamed === 0) return {};
+    const max = this.peers.maxEntries;
+    return {
+      log: { unnamedPeers: this.unnamed },
+      warnings: [
+        {
+          msg: `peer addresses do not fit the known-peer table: their connections are counted under the "unknown" peer until the agent restarts (which sizes it from the config) or runs with a larger --max-peers (at least ${keys.size})`,
+          fields: { unnamed: this.unnamed, peers: keys.size, capacity: max, map: names.maps.http_peers },
+        },
+      ],
+    };
   }
 
   /** The request, gRPC and TCP metrics (KernelMetrics) and the mesh's map fill; starts consuming HTTP/2 frames
@@ -362,7 +396,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   registerMetrics(registry: Registry, mesh: MeshView): void {
     this.consumeH2();
     const metrics = new KernelMetrics(
-      { read: () => this.read(), fill: () => mesh.fill(), readH2: () => this.readH2() },
+      { read: () => this.read(), fill: () => mesh.fill(), readH2: () => this.readH2(), unnamedPeers: () => this.unnamedPeers() },
       { resolver: { local: (...a) => this.resolver.local(...a), peer: (...a) => this.resolver.peer(...a) } },
     );
     metrics.register(registry);

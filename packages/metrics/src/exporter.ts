@@ -36,6 +36,8 @@ export interface MetricsSource {
   fill(): Record<string, { used: number; max: number }>;
   /** HTTP/2 and gRPC aggregates (MetricsDatapath.readH2), when the source has them. */
   readH2?(): { http: H2HttpSample[]; rpc: RpcSample[]; counters: H2Counters | undefined };
+  /** Peer addresses of the config that did not fit the known-peer table (MetricsDatapath.unnamedPeers). */
+  unnamedPeers?(): number;
 }
 
 export interface ExporterOptions {
@@ -270,6 +272,9 @@ export class KernelMetrics {
       ]),
       this.simple('mesh_metrics_series_overflow_total', 'Requests merged into an overflow series because a metric reached its series cap.', 'counter', () => [
         { labels: {}, value: this.snapshot().overflowed },
+      ]),
+      this.simple('mesh_metrics_peers_unnamed', 'Peer addresses of the config that did not fit the known-peer table (http_peers): their connections count under the "unknown" peer. A restart sizes the table from the config; --max-peers pins it.', 'gauge', () => [
+        { labels: {}, value: this.source.unnamedPeers?.() ?? 0 },
       ]),
       this.simple('mesh_bpf_map_entries', 'Entries in use in a BPF map of the mesh.', 'gauge', () =>
         Object.entries(this.snapshot().fill).map(([map, f]) => ({ labels: { map }, value: f.used })),

@@ -1,0 +1,77 @@
+// Metrics capacity never blocks routing. The known-peer table (http_peers) is sized from the first config; a
+// cluster that outgrows it keeps getting its routing updates: the peers that do not fit are counted under the
+// "unknown" peer, a gauge and a warning say how many and what to do. Before, the whole config was refused
+// (the split kept routing the previous one) until an operator restarted the agent.
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { describePrivileged, run } from '@mesh/testkit';
+import { expect, it } from 'vitest';
+
+import { type MeshEnv, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
+
+const NET = testNet();
+const EXTRA = 5000;
+
+/** A Workload no Service selects, with `n` addresses (IPv6 documentation range: config only, no traffic). */
+function manyAddresses(n: number): string {
+  const addrs: string[] = [];
+  for (let i = 0; i < n; i++) addrs.push(`2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
+  return `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: many, labels: { app: many } }
+spec: { addresses: [${addrs.join(', ')}] }
+`;
+}
+
+type Status = { config: { generation: number }; lastError?: { problems: string[] } };
+
+/** Status once the config of `generation` was applied or a config was rejected (60 s at most). */
+async function settled(env: MeshEnv, generation: number): Promise<Status> {
+  const status = () => env.api<Status>('/v1/status');
+  let s = await status();
+  for (let i = 0; i < 600 && !s.lastError && s.config.generation < generation; i++) {
+    await sleep(100);
+    s = await status();
+  }
+  return s;
+}
+
+async function peersCapacity(env: MeshEnv): Promise<number> {
+  const r = await run('bpftool', ['-j', 'map', 'show', 'pinned', join(env.pinRoot, 'maps', 'metrics', 'http_peers')], { timeoutMs: 10_000 });
+  expect(r.code, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as { max_entries: number }).max_entries;
+}
+
+describePrivileged('a config with more peers than the known-peer table', () => {
+  const newEnv = meshEnvPerTest();
+
+  it('routes the new config; the peers already named stay named, the rest count as unknown, a gauge and a warning say how many', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [100, 0]));
+    const agent = await env.startAgent();
+    expect(await peersCapacity(env)).toBe(4096);
+    await startBackends(env);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
+
+    // All traffic to web-b, and 5,003 peer addresses: more than the 4,096 the table was sized for at start.
+    env.writeConfig(splitConfig(NET, [0, 100]) + manyAddresses(EXTRA));
+    const s = await settled(env, 2);
+    expect(s.lastError?.problems, 'the config was refused').toBeUndefined();
+    expect(s.config.generation).toBe(2);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ b: 50 });
+
+    // The metrics still count, and name the workloads the table held before: web-b's server side saw the client.
+    const text = await env.metrics();
+    expect(sum(sample(text, 'http_server_request_duration_seconds_count', { source_workload: 'client', destination_workload: 'web-b' }))).toBe(50);
+    expect(sum(sample(text, 'http_client_request_duration_seconds_count', { source_workload: 'client', destination_workload: 'web-b' }))).toBe(50);
+    // The overflow is visible: the table is full, and the gauge says how many of the config's peers are unnamed.
+    const left = 3 + EXTRA - 4096;
+    expect(sample(text, 'mesh_bpf_map_entries', { map: 'http_peers' })).toEqual([4096]);
+    expect(sample(text, 'mesh_metrics_peers_unnamed')).toEqual([left]);
+    const warn = agent.logs().find((l) => String(l.msg).startsWith('peer addresses do not fit the known-peer table'));
+    expect(warn, JSON.stringify(agent.logs().filter((l) => l.level === 'warn'))).toMatchObject({ level: 'warn', unnamed: left, capacity: 4096 });
+    expect(String(warn!.msg)).toMatch(/--max-peers/);
+  }, 120_000);
+});
