@@ -92,8 +92,9 @@ async function startAgent(server) {
 
 const ns = 'bench';
 const service = (i) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name: `s-${i}`, namespace: ns }, spec: { ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
-/** Distinct pod addresses behind the endpoints: 100,000 distinct ones exceed the metrics family's known-peers
- *  map (65,536, not configurable), so pods back two Services each, as pods do under several Services. */
+/** Distinct pod addresses behind the endpoints: 100,000 distinct ones exceeded the metrics family's known-peers
+ *  map (65,536 then, not configurable; now sized from the config, and peers beyond it named "unknown"), so pods
+ *  back two Services each, as pods do under several Services. Kept for figures comparable with earlier runs. */
 const DISTINCT_ADDRESSES = 50_000;
 const slice = (i, n) => ({
   apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',

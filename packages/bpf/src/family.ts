@@ -47,7 +47,9 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   attachPinned(cgroupPath: string, linkDir: string): PinnedAttachment[];
   /** Throws, writing nothing, when `input` does not fit this family's maps (an error naming the capacity and how
    *  to raise it). The agent runs every family's check before any family's applyPart, so a config one family
-   *  cannot take is rejected whole. A long check may return a promise and serve the event loop meanwhile. */
+   *  cannot take is rejected whole: so only a capacity the config cannot do without (routing, policy) may throw
+   *  here; one that can degrade (metrics' known peers) applies what fits and says so in PartApplied.warnings.
+   *  A long check may return a promise and serve the event loop meanwhile. */
   check?(input: Input): void | Promise<void>;
   /** Writes this family's part of a validated snapshot. One apply at a time; long writes yield to the event
    *  loop. A rejected input changes nothing. */
