@@ -5,10 +5,8 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 
-import { cgroup2Mount, describePrivileged, uniqueName } from '@mesh/testkit';
+import { cgroup2Mount, describePrivileged, heapUsedAfterGc, uniqueName } from '@mesh/testkit';
 import { afterAll, expect, it } from 'vitest';
 
 import { Agent } from '../../src/app.js';
@@ -16,9 +14,6 @@ import type { ConfigSnapshot } from '../../src/config/objects.js';
 import type { ConfigSource, ConfigUpdate } from '../../src/config/source.js';
 import { uninstall } from '../../src/datapath.js';
 import { createLogger } from '../../src/log.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 /** A config source the test drives; it keeps no snapshot it delivered. */
 class TestSource implements ConfigSource {
@@ -78,10 +73,10 @@ describePrivileged('agent memory: the first config', () => {
     for (let i = 0; i < 3_000 && agent.status().config?.generation !== 2; i++) await sleep(10);
     expect(agent.status().config?.generation, JSON.stringify(agent.status().lastError)).toBe(2);
 
-    // WeakRef targets live at least until the current job ends: collect after a turn of the event loop, twice.
+    // A WeakRef's target lives at least until the current job ends: collect after a turn of the event loop.
     for (let i = 0; i < 3 && first.deref() !== undefined; i++) {
       await sleep(10);
-      gc();
+      heapUsedAfterGc();
     }
     expect(first.deref(), 'the first config snapshot is still reachable').toBeUndefined();
   }, 60_000);
