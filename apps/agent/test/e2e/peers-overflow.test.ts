@@ -5,10 +5,10 @@
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { describePrivileged, run } from '@mesh/testkit';
+import { describePrivileged, run, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type MeshEnv, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
+import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
 
 const NET = testNet();
 const EXTRA = 5000;
@@ -23,6 +23,21 @@ kind: Workload
 metadata: { name: many, labels: { app: many } }
 spec: { addresses: [${addrs.join(', ')}] }
 `;
+}
+
+/** A Workload named late on `addr`: after the many addresses, so it is among those that do not fit. */
+const late = (addr: string) => `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: late, labels: { app: late } }
+spec: { addresses: [${addr}] }
+`;
+
+/** `n` requests over one second from workload `workload` to `url`. */
+async function loadFrom(env: MeshEnv, workload: string, url: string, n: number): Promise<LoadResult> {
+  const child = env.meshRun(workload, [process.execPath, LOAD], { URL: url, RATE: String(n), SECONDS: '1' });
+  const line = await waitForLine(child, /^\{.*\}$/, 40_000);
+  return JSON.parse(line[0]) as LoadResult;
 }
 
 type Status = { config: { generation: number }; lastError?: { problems: string[] } };
@@ -55,19 +70,24 @@ describePrivileged('a config with more peers than the known-peer table', () => {
     await startBackends(env);
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
 
-    // All traffic to web-b, and 5,003 peer addresses: more than the 4,096 the table was sized for at start.
-    env.writeConfig(splitConfig(NET, [0, 100]) + manyAddresses(EXTRA));
+    // All traffic to web-b, and 5,004 peer addresses: more than the 4,096 the table was sized for at start.
+    env.writeConfig(splitConfig(NET, [0, 100]) + manyAddresses(EXTRA) + late(`${NET}.0.4`));
     const s = await settled(env, 2);
     expect(s.lastError?.problems, 'the config was refused').toBeUndefined();
     expect(s.config.generation).toBe(2);
     expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ b: 50 });
+    // A workload whose address did not fit: routed like any other, its requests counted under the unknown peer.
+    const r = await loadFrom(env, 'late', `http://${NET}.1.1:8080/`, 20);
+    expect(r.errors).toEqual([]);
+    expect(r.byBody).toEqual({ b: 20 });
 
     // The metrics still count, and name the workloads the table held before: web-b's server side saw the client.
     const text = await env.metrics();
     expect(sum(sample(text, 'http_server_request_duration_seconds_count', { source_workload: 'client', destination_workload: 'web-b' }))).toBe(50);
     expect(sum(sample(text, 'http_client_request_duration_seconds_count', { source_workload: 'client', destination_workload: 'web-b' }))).toBe(50);
+    expect(sum(sample(text, 'http_server_request_duration_seconds_count', { source_workload: 'unknown', destination_workload: 'web-b' }))).toBe(20);
     // The overflow is visible: the table is full, and the gauge says how many of the config's peers are unnamed.
-    const left = 3 + EXTRA - 4096;
+    const left = 3 + EXTRA + 1 - 4096;
     expect(sample(text, 'mesh_bpf_map_entries', { map: 'http_peers' })).toEqual([4096]);
     expect(sample(text, 'mesh_metrics_peers_unnamed')).toEqual([left]);
     const warn = agent.logs().find((l) => String(l.msg).startsWith('peer addresses do not fit the known-peer table'));
