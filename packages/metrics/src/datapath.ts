@@ -375,11 +375,30 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
   async applyPart(input: MetricsInput): Promise<PartApplied> {
     const keys = this.checked?.input === input ? this.checked.keys : await this.peerKeysAsync(input.knownAddresses());
     this.checked = undefined;
-    // Each batch is a syscall of ~1 ms: the event loop turns after every one (/healthz during a 20,000-peer apply).
-    await runSliced(this.writePeerSteps(keys), 0);
+    const max = this.peers.maxEntries;
+    try {
+      // Each batch is a syscall of ~1 ms: the event loop turns after every one (/healthz during a 20,000-peer apply).
+      await runSliced(this.writePeerSteps(keys), 0);
+    } catch (err) {
+      // The families before this one (the split) have written their parts by now: a write the kernel refuses
+      // (no memory for an element, a table someone else filled) must not make the agent report a config it
+      // routes as refused. The peers the table holds stay named; the rest count as "unknown".
+      let named = 0;
+      for (const [k] of this.peers.getBatch({ batchSize: PEER_BATCH })) if (keys.has(peerId(k))) named++;
+      this.unnamed = keys.size - named;
+      this.resolver = input;
+      return {
+        log: { unnamedPeers: this.unnamed },
+        warnings: [
+          {
+            msg: `the known-peer table could not be written (${(err as Error).message}): the connections of ${this.unnamed} peers are counted under the "unknown" peer; it is written again with the next config`,
+            fields: { unnamed: this.unnamed, peers: keys.size, capacity: max, map: names.maps.http_peers },
+          },
+        ],
+      };
+    }
     this.resolver = input;
     if (this.unnamed === 0) return {};
-    const max = this.peers.maxEntries;
     return {
       log: { unnamedPeers: this.unnamed },
       warnings: [

@@ -2,6 +2,7 @@
 // cluster that outgrows it keeps getting its routing updates: the peers that do not fit are counted under the
 // "unknown" peer, a gauge and a warning say how many and what to do. Before, the whole config was refused
 // (the split kept routing the previous one) until an operator restarted the agent.
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -93,5 +94,33 @@ describePrivileged('a config with more peers than the known-peer table', () => {
     const warn = agent.logs().find((l) => String(l.msg).startsWith('peer addresses do not fit the known-peer table'));
     expect(warn, JSON.stringify(agent.logs().filter((l) => l.level === 'warn'))).toMatchObject({ level: 'warn', unnamed: left, capacity: 4096 });
     expect(String(warn!.msg)).toMatch(/--max-peers/);
+  }, 120_000);
+
+  it('a known-peer write the kernel refuses does not refuse the config: the split routes it, status says so, a warning says why', async () => {
+    const env = await newEnv();
+    env.writeConfig(splitConfig(NET, [100, 0]));
+    const agent = await env.startAgent();
+    await startBackends(env);
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ a: 50 });
+
+    // Another process fills the pinned table behind the agent's back (as a kernel short of memory would refuse
+    // the agent's next insert): the next write of a new peer fails.
+    const map = join(env.pinRoot, 'maps', 'metrics', 'http_peers');
+    const hex = (i: number) => [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i >> 8, i & 0xff].map((b) => b.toString(16)).join(' ');
+    const batch = env.tempDir('peers');
+    const lines = Array.from({ length: 4096 - 3 }, (_, i) => `map update pinned ${map} key hex ${hex(i)} 0a 0 0 0 value hex 1 0 0 0`);
+    writeFileSync(join(batch, 'fill'), lines.join('\n') + '\n');
+    const filled = await run('bpftool', ['batch', 'file', join(batch, 'fill')], { timeoutMs: 60_000 });
+    expect(filled.code, filled.stderr).toBe(0);
+
+    env.writeConfig(splitConfig(NET, [0, 100]) + late(`${NET}.0.4`));
+    const s = await settled(env, 2);
+    // The split wrote its part before the metrics family wrote its own: status must say the config is in force.
+    expect((await runLoad(env, NET, 200, 0.25)).byBody).toEqual({ b: 50 });
+    expect(s.lastError?.problems, 'status says the config was refused').toBeUndefined();
+    expect(s.config.generation).toBe(2);
+    const warn = agent.logs().find((l) => String(l.msg).startsWith('the known-peer table could not be written'));
+    expect(warn, JSON.stringify(agent.logs().filter((l) => l.level !== 'info'))).toMatchObject({ level: 'warn', unnamed: 1 });
+    expect(sample(await env.metrics(), 'mesh_metrics_peers_unnamed')).toEqual([1]);
   }, 120_000);
 });
