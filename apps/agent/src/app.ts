@@ -334,7 +334,8 @@ export class Agent {
       const generation = (this.applied?.generation ?? 0) + 1;
       // Only what status and meshctl read is kept: the parsed objects become garbage here.
       const { services, routes } = config.compiled;
-      this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services, routes, writes };
+      const warnings = r.warnings.map((w) => w.msg);
+      this.applied = { generation, revision, at: new Date().toISOString(), workloads: config.workloads, services, routes, writes, warnings };
       this.agentMetrics.applied(generation);
       for (const rt of routes) {
         for (const p of rt.parents) {

@@ -25,6 +25,8 @@ export interface Applied {
   services: CompiledService[];
   routes: RouteStatus[];
   writes: number;
+  /** What the apply wrote only in part, and what to do (e.g. peers beyond the metrics' known-peer table). */
+  warnings: string[];
 }
 
 /** The last config the agent rejected. */
@@ -72,7 +74,7 @@ export interface StatusView {
   metricsOnly?: { address: string; serving: boolean; error: string | undefined };
   cgroupRoot: string;
   pinRoot: string;
-  config: { generation: number; revision: string; appliedAt: string; mapWrites: number } | undefined;
+  config: { generation: number; revision: string; appliedAt: string; mapWrites: number; warnings: string[] } | undefined;
   lastError: LastError | undefined;
   programs: LinkStatus[];
   maps: Record<string, MapFill>;
@@ -94,7 +96,7 @@ export function statusView(s: StatusInput): StatusView {
     ...(s.metricsOnly ? { metricsOnly: s.metricsOnly } : {}),
     cgroupRoot: s.cgroupRoot,
     pinRoot: s.pinRoot,
-    config: s.applied ? { generation: s.applied.generation, revision: s.applied.revision, appliedAt: s.applied.at, mapWrites: s.applied.writes } : undefined,
+    config: s.applied ? { generation: s.applied.generation, revision: s.applied.revision, appliedAt: s.applied.at, mapWrites: s.applied.writes, warnings: s.applied.warnings } : undefined,
     lastError: s.lastError,
     programs: dp?.links() ?? [],
     maps: dp?.fill() ?? {},

@@ -306,6 +306,7 @@ async function status(agent: string, json: boolean): Promise<number> {
       `metrics      ${s.metrics ? (s.metrics.serving ? `http://${s.metrics.address}/metrics` : `NOT SERVED: ${s.metrics.error}`) : '-'}`,
       ...(s.metricsOnly ? [`metrics only ${s.metricsOnly.serving ? `http://${s.metricsOnly.address}/metrics` : `NOT SERVED: ${s.metricsOnly.error}`}`] : []),
       `config       ${s.source}: ${s.config ? `generation ${s.config.generation} (revision ${s.config.revision}, applied ${s.config.appliedAt}, ${s.config.mapWrites} map writes)` : 'none applied'}`,
+      ...(s.config?.warnings ?? []).map((w, i) => `${i === 0 ? 'warnings    ' : '            '} ${w}`),
       `last error   ${s.lastError ? `${s.lastError.at}: rejected:\n${s.lastError.problems.map((p) => `               ${p}`).join('\n')}` : 'none'}`,
       `cgroup root  ${s.cgroupRoot}`,
       `pins         ${s.pinRoot}`,

@@ -41,7 +41,7 @@ async function loadFrom(env: MeshEnv, workload: string, url: string, n: number):
   return JSON.parse(line[0]) as LoadResult;
 }
 
-type Status = { config: { generation: number }; lastError?: { problems: string[] } };
+type Status = { config: { generation: number; warnings: string[] }; lastError?: { problems: string[] } };
 
 /** Status once the config of `generation` was applied or a config was rejected (60 s at most). */
 async function settled(env: MeshEnv, generation: number): Promise<Status> {
@@ -94,6 +94,11 @@ describePrivileged('a config with more peers than the known-peer table', () => {
     const warn = agent.logs().find((l) => String(l.msg).startsWith('peer addresses do not fit the known-peer table'));
     expect(warn, JSON.stringify(agent.logs().filter((l) => l.level === 'warn'))).toMatchObject({ level: 'warn', unnamed: left, capacity: 4096 });
     expect(String(warn!.msg)).toMatch(/--max-peers/);
+    // Status keeps the warning with the config in force (the log scrolls away); meshctl status prints it.
+    expect(s.config.warnings).toEqual([warn!.msg]);
+    const shown = await env.meshctl(['status']);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/^warnings +peer addresses do not fit the known-peer table/m);
   }, 120_000);
 
   it('a known-peer write the kernel refuses does not refuse the config: the split routes it, status says so, a warning says why', async () => {
