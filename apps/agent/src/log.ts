@@ -1,6 +1,6 @@
 /** Structured logs: one JSON object per line ({"time","level","msg",…fields}), written synchronously so the
  *  last lines before a crash are not lost. */
-import { writeSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 
 export const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type Level = (typeof LEVELS)[number];
@@ -45,4 +45,16 @@ export function createLogger(opts: { level?: Level; fd?: number; base?: Record<s
 /** Milliseconds since `t0` (a performance.now() reading), to a tenth, for log fields. */
 export function msSince(t0: number): number {
   return Math.round((performance.now() - t0) * 10) / 10;
+}
+
+/** CPU time (user + system) the calling thread has used so far, in ms (10 ms steps): how much of an apply was
+ *  the event loop's own work, whatever share of the machine it got. 0 where /proc has no thread-self. */
+export function threadCpuMs(): number {
+  try {
+    const f = readFileSync('/proc/thread-self/stat', 'utf8');
+    const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(x[11]) + Number(x[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
