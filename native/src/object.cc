@@ -1,6 +1,7 @@
 #include "object.h"
 
 #include <bpf/btf.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -278,12 +279,41 @@ Napi::Value ObjectHandle::SetAutoload(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+namespace {
+// The verifier gives up with EAGAIN when a signal is pending for the loading thread, and libbpf retries a few
+// times only: a thread signalled often (a sampling profiler's SIGPROF every 0.2-1 ms, a timer) never loaded a
+// large program. Asynchronous signals are held for the thread while the object loads and delivered after it;
+// the synchronous ones (a fault in this thread) stay unblocked. Other threads still take process-wide signals.
+class HoldSignals {
+ public:
+  HoldSignals() {
+    sigset_t all;
+    sigfillset(&all);
+    for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&all, s);
+    held_ = pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+  }
+  ~HoldSignals() {
+    if (held_) pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  HoldSignals(const HoldSignals&) = delete;
+  HoldSignals& operator=(const HoldSignals&) = delete;
+
+ private:
+  sigset_t old_;
+  bool held_;
+};
+}  // namespace
+
 Napi::Value ObjectHandle::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct bpf_object* obj = Obj(env, "object_load");
   RequireNotLoaded(env, "object_load");
   LogCapture cap;
-  int err = bpf_object__load(obj);
+  int err;
+  {
+    HoldSignals hold;
+    err = bpf_object__load(obj);
+  }
   if (err) {
     std::string all = cap.Take();
     std::string subject = name_;
