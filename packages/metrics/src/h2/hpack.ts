@@ -71,6 +71,11 @@ export interface HpackDecoderOptions {
    * table's size and the header list's, so the table stays in step with the encoder's.
    */
   valuesOf?: ReadonlySet<string>;
+  /**
+   * Replay a block that refers to no dynamic entry when the same bytes were decoded before (default true): its
+   * fields and the entries it inserts depend on its bytes alone (see BlockMemo). false: decode every block.
+   */
+  reuse?: boolean;
 }
 
 /** Entry overhead, RFC 7541 §4.1. */
@@ -119,12 +124,14 @@ export interface HpackStats {
   evicted: number;
   /** Dynamic table size updates applied. */
   sizeUpdates: number;
+  /** Blocks replayed from BlockMemo instead of decoded (counted in blocks and fields too). */
+  reused: number;
 }
 
 export class HpackDecoder {
   readonly maxTableSize: number;
   readonly maxHeaderListSize: number;
-  readonly stats: HpackStats = { blocks: 0, fields: 0, dynamicHits: 0, inserted: 0, evicted: 0, sizeUpdates: 0 };
+  readonly stats: HpackStats = { blocks: 0, fields: 0, dynamicHits: 0, inserted: 0, evicted: 0, sizeUpdates: 0, reused: 0 };
 
   #limit: number;
   /** Current maximum size of the dynamic table (§4.2), changed by size updates. */
@@ -142,6 +149,7 @@ export class HpackDecoder {
   #count = 0;
   #broken: HpackError | undefined;
   readonly #valuesOf: ReadonlySet<string> | undefined;
+  readonly #reuse: boolean;
 
   // The block being decoded.
   #buf: Buffer = Buffer.alloc(0);
@@ -158,6 +166,7 @@ export class HpackDecoder {
     this.#values = new Array<string>(this.#capacity).fill('');
     this.#sizes = new Array<number>(this.#capacity).fill(0);
     this.#valuesOf = options.valuesOf;
+    this.#reuse = options.reuse ?? true;
   }
 
   /** The error that broke this decoder, if any. */
@@ -211,8 +220,12 @@ export class HpackDecoder {
     this.#buf = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength);
     this.#pos = 0;
     this.#end = block.byteLength;
+    // A sink that decodes another block (re-entering) finds the memo busy and decodes without it.
+    const memo = this.#reuse && !memoBusy && this.#end <= MEMO_MAX_BLOCK ? memoSlot(this.#buf, this.#end) : undefined;
+    if (memo) memoBusy = true;
     try {
-      this.#decodeBlock(sink);
+      if (memo?.matches(this.#buf, this.#end, this.#valuesOf, this.maxHeaderListSize)) this.#replay(memo, sink);
+      else this.#decodeBlock(sink, memo);
     } catch (err) {
       // A half-decoded block leaves the table out of step with the encoder, whatever failed.
       this.#broken =
@@ -220,6 +233,7 @@ export class HpackDecoder {
       throw err;
     } finally {
       this.#buf = EMPTY;
+      if (memo) memoBusy = false;
     }
   }
 
@@ -230,10 +244,28 @@ export class HpackDecoder {
     return out;
   }
 
-  #decodeBlock(sink: FieldSink): void {
+  /** A memoized block: its fields and inserts again, in the order decoding made them. */
+  #replay(memo: BlockMemo, sink: FieldSink): void {
+    this.stats.blocks++;
+    this.stats.reused++;
+    const { names, values, sizes, flags } = memo;
+    for (let i = 0; i < memo.count; i++) {
+      const f = flags[i]!;
+      if (f & MEMO_INSERT) this.#insert(names[i]!, values[i]!, sizes[i]!);
+      sink(names[i]!, values[i]!, (f & MEMO_SENSITIVE) !== 0);
+    }
+    this.stats.fields += memo.count;
+  }
+
+  /** Decodes the block at #buf; `memo` (the block's slot) takes it when no field referred to the dynamic table. */
+  #decodeBlock(sink: FieldSink, memo?: BlockMemo): void {
     const buf = this.#buf;
     let listSize = 0;
     let fields = 0;
+    // Fields so far, into `recording` while nothing read the dynamic table or changed its size.
+    let pure = memo !== undefined;
+    const rec = recording;
+    rec.count = 0;
     this.stats.blocks++;
     while (this.#pos < this.#end) {
       const start = this.#pos;
@@ -256,7 +288,9 @@ export class HpackDecoder {
           value = this.#values[slot]!;
           size = this.#sizes[slot]!;
           this.stats.dynamicHits++;
+          pure = false;
         }
+        if (pure) rec.push(name, value, size, 0);
       } else if ((b & 0xe0) === 0x20) {
         // §6.3 dynamic table size update: only before the first field (§4.2)
         if (fields !== 0) throw new HpackError('table-size-update-late', 'HPACK: dynamic table size update after a field of the block', start);
@@ -271,6 +305,7 @@ export class HpackDecoder {
         this.#evictTo(size);
         this.#grow(slotsFor(size));
         this.stats.sizeUpdates++;
+        pure = false;
         continue;
       } else {
         // §6.2 literals: 01 incremental indexing (6-bit index), 0000 without indexing, 0001 never indexed (4-bit)
@@ -284,6 +319,7 @@ export class HpackDecoder {
         } else {
           name = this.#names[this.#slot(index, start)]!;
           this.stats.dynamicHits++;
+          pure = false;
         }
         if (this.#valuesOf === undefined || this.#valuesOf.has(name)) {
           value = this.#string();
@@ -293,6 +329,7 @@ export class HpackDecoder {
           size = name.length + this.#skipString() + ENTRY_OVERHEAD;
         }
         if (indexing) this.#insert(name, value, size);
+        if (pure) rec.push(name, value, size, (indexing ? MEMO_INSERT : 0) | (sensitive ? MEMO_SENSITIVE : 0));
       }
       fields++;
       listSize += size;
@@ -302,6 +339,7 @@ export class HpackDecoder {
       sink(name, value, sensitive);
     }
     this.stats.fields += fields;
+    if (pure) memo!.take(buf, this.#end, this.#valuesOf, this.maxHeaderListSize, rec);
   }
 
   /** Ring slot of HPACK index (> 61), or an error naming the table's length. */
@@ -419,6 +457,79 @@ export class HpackDecoder {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * A block none of whose fields refers to the dynamic table (no indexed field or literal name above 61, no size
+ * update) decodes to the same fields, inserts the same entries and passes the same header-list bound whatever
+ * the table holds: its bytes decide all of it, given the decoder's valuesOf and maxHeaderListSize. Such a block is
+ * kept, and the same bytes later are replayed (each insert, evicting as it must, then the field to the sink, as
+ * decoding does) instead of parsed and Huffman-decoded again. Encoders that never refer to their table repeat
+ * most of each response: nginx's differs from the last only when the second of its date changes. Blocks that
+ * failed are never kept. Slots are shared by all decoders (a few KiB whatever the connections).
+ */
+class BlockMemo {
+  bytes: Buffer = Buffer.alloc(0);
+  length = -1;
+  valuesOf: ReadonlySet<string> | undefined;
+  maxHeaderListSize = 0;
+  count = 0;
+  names: string[] = [];
+  values: string[] = [];
+  sizes: number[] = [];
+  flags: number[] = [];
+
+  matches(buf: Buffer, n: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number): boolean {
+    if (n !== this.length || valuesOf !== this.valuesOf || maxHeaderListSize !== this.maxHeaderListSize) return false;
+    const b = this.bytes;
+    // From the end: what changes between an encoder's blocks (a date) is seldom at the start.
+    for (let i = n - 1; i >= 0; i--) if (buf[i] !== b[i]) return false;
+    return true;
+  }
+
+  take(buf: Buffer, n: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number, rec: Recording): void {
+    if (this.bytes.length < n) this.bytes = Buffer.allocUnsafe(MEMO_MAX_BLOCK);
+    buf.copy(this.bytes, 0, 0, n);
+    this.length = n;
+    this.valuesOf = valuesOf;
+    this.maxHeaderListSize = maxHeaderListSize;
+    this.count = rec.count;
+    for (let i = 0; i < rec.count; i++) {
+      this.names[i] = rec.names[i]!;
+      this.values[i] = rec.values[i]!;
+      this.sizes[i] = rec.sizes[i]!;
+      this.flags[i] = rec.flags[i]!;
+    }
+  }
+}
+const MEMO_INSERT = 1;
+const MEMO_SENSITIVE = 2;
+/** Blocks up to this many octets are kept (a typical response's is 20–80). */
+const MEMO_MAX_BLOCK = 256;
+const MEMO_SLOTS = 16;
+const memos = Array.from({ length: MEMO_SLOTS }, () => new BlockMemo());
+/** A block's slot, from its length and its first and last octets (a date in the middle moves neither). */
+const memoSlot = (buf: Buffer, n: number): BlockMemo | undefined =>
+  n === 0 ? undefined : memos[(n * 7 + buf[0]! + buf[n - 1]! * 3) & (MEMO_SLOTS - 1)];
+
+/** The fields of the block being decoded, while it may be kept: one for all decoders (see memoBusy). */
+class Recording {
+  count = 0;
+  names: string[] = [];
+  values: string[] = [];
+  sizes: number[] = [];
+  flags: number[] = [];
+  push(name: string, value: string, size: number, flags: number): void {
+    const i = this.count++;
+    this.names[i] = name;
+    this.values[i] = value;
+    this.sizes[i] = size;
+    this.flags[i] = flags;
+  }
+}
+const recording = new Recording();
+/** A decode is using the memo slots and `recording`. */
+let memoBusy = false;
+
 /** Huffman output, shared by all decoders: each string leaves it before anything else can run. */
 let scratch = Buffer.allocUnsafe(256);
 /** Ring slots a table of `size` octets can need. */

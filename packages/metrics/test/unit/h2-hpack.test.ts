@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { HpackDecoder, HpackError, type HpackDecoderOptions } from '../../src/h2/hpack.js';
+import { huffmanEncode } from '../../src/h2/huffman.js';
 import { SIGNAL_FIELDS } from '../../src/h2/signals.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -406,5 +407,54 @@ describe('HPACK on hostile input', () => {
     expect(decoded).toBeGreaterThan(0);
     // The common refusals all occur (the exact mix is whatever the seed gives).
     for (const reason of ['truncated', 'index-out-of-range', 'huffman-padding']) expect(reasons.get(reason), reason).toBeGreaterThan(0);
+  });
+});
+
+describe('HPACK blocks that refer to no dynamic entry, decoded once', () => {
+  // nginx's response block (captured from bench:metrics' h2load run): :status 200 indexed, then server, date,
+  // content-type and content-length as literals with incremental indexing, Huffman-coded. Every response of a
+  // connection repeats it byte for byte but the date, and inserts four entries; no field refers to the table.
+  const str = (s: string) => {
+    const h = huffmanEncode(Buffer.from(s, 'latin1'));
+    return Buffer.concat([Buffer.from([0x80 | h.length]), h]);
+  };
+  const nginx = (date: string) => Buffer.concat([hex('88 76'), str('nginx/1.22.1'), hex('61'), str(date), hex('5f'), str('text/plain'), hex('5c 04'), Buffer.from('1024')]);
+  const fieldsAndTable = (d: HpackDecoder, block: Buffer) => {
+    const fields: [string, string, boolean][] = [];
+    d.decode(block, (n, v, s) => fields.push([n, v, s]));
+    const table = Array.from({ length: d.tableLength }, (_, i) => d.tableEntry(i + 1));
+    return { fields, table, size: d.tableSize };
+  };
+
+  it('replays them exactly: fields, table, evictions and errors as a decoder that decodes every block', () => {
+    const blocks: Buffer[] = [];
+    for (let i = 0; i < 2000; i++) {
+      blocks.push(nginx(`Mon, 07 Dec 2026 18:${String(10 + Math.floor(i / 100)).padStart(2, '0')}:00 GMT`));
+      // Now and then a block that does refer to the table (the newest entry, then the fourth), one with a
+      // literal name from it, and one that starts with size updates (to 200 octets, evicting, then 256).
+      if (i % 97 === 5) blocks.push(hex('88 be'));
+      if (i % 89 === 7) blocks.push(hex('88 c1'));
+      if (i % 83 === 3) blocks.push(Buffer.concat([hex('7e'), str('x')]));
+      if (i % 211 === 11) blocks.push(Buffer.concat([hex('3f a9 01 3f e1 01'), nginx('Mon, 07 Dec 2026 18:00:00 GMT')]));
+    }
+    for (const options of [{ tableSizeLimit: 4096 }, { tableSizeLimit: 4096, valuesOf: SIGNAL_FIELDS }, { tableSizeLimit: 256, maxTableSize: 256 }]) {
+      const d = new HpackDecoder(options);
+      const every = new HpackDecoder({ ...options, reuse: false });
+      for (const [i, b] of blocks.entries()) expect(fieldsAndTable(d, b), `block ${i}`).toEqual(fieldsAndTable(every, b));
+      expect({ ...d.stats, reused: 0 }).toEqual({ ...every.stats, reused: 0 });
+      expect(every.stats.reused).toBe(0);
+      // Decoded once per date (20) and after each block that changed what a replay would have to check.
+      expect(d.stats.reused).toBeGreaterThan(1900);
+    }
+    // A block that failed is never replayed: the same bytes fail again, on any decoder.
+    const bad = Buffer.concat([nginx('Mon, 07 Dec 2026 18:00:00 GMT'), hex('5c 82 ff ff')]);
+    for (let i = 0; i < 2; i++) {
+      const d = new HpackDecoder();
+      expect(() => d.decode(bad, () => {})).toThrow(expect.objectContaining({ reason: 'huffman-padding' }));
+      expect(d.stats.reused).toBe(0);
+    }
+    // A header list over a decoder's bound is refused by it, though another decoder replays the same block.
+    const small = new HpackDecoder({ maxHeaderListSize: 100 });
+    expect(() => small.decode(blocks[0]!, () => {})).toThrow(expect.objectContaining({ reason: 'header-list-too-large' }));
   });
 });

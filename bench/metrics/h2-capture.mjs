@@ -1,0 +1,90 @@
+// Records the h2_events ring's packed batches of a short h2load run against nginx (h2c), both ends in the mesh,
+// as bench:metrics makes them, into a file that h2-replay.mjs feeds to H2Streams offline.
+// Prints each thread's CPU per request over the run (OUT '-': nothing recorded, the consumer's cost as it is).
+// Run (root): node bench/metrics/h2-capture.mjs OUT [seconds]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { MetricsDatapath, H2Streams } from '@mesh/metrics';
+
+import { cleanup, inCgroup, onCleanup, runCommand, scratchCgroup } from '../lib.mjs';
+
+const [out, seconds = '2'] = process.argv.slice(2);
+if (!out) throw new Error('usage: h2-capture.mjs OUT [seconds]');
+const host = '127.0.0.18';
+const port = 18440;
+const cg = scratchCgroup('h2cap');
+const dp = MetricsDatapath.load();
+onCleanup(() => dp.close());
+dp.attach(cg);
+const batches = [];
+const packed = H2Streams.prototype.packed;
+if (out !== '-') {
+  H2Streams.prototype.packed = function (bs) {
+    for (const b of bs) batches.push(Buffer.from(b));
+    return packed.call(this, bs);
+  };
+}
+// CPU time (user + system, clock ticks) of each of this process's threads, by name.
+function threadTicks() {
+  const t = {};
+  for (const tid of readdirSync('/proc/self/task')) {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const name = tid === String(process.pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    t[name] = (t[name] ?? 0) + Number(f[11]) + Number(f[12]);
+  }
+  return t;
+}
+dp.consumeH2();
+const dir = mkdtempSync(join(tmpdir(), 'mesh-h2cap-'));
+onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(join(dir, 'nginx.conf'), `daemon off; master_process off; worker_processes 1; pid ${dir}/pid; error_log ${dir}/error.log;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;
+  keepalive_requests 1000000000; keepalive_timeout 600s;
+  server { listen ${host}:${port} http2; location / { return 200 "${'x'.repeat(1024)}"; } } }
+`);
+const [cmd, args] = inCgroup(cg, ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf')]);
+const child = spawn(cmd, args, { stdio: 'ignore' });
+onCleanup(() => child.kill('SIGKILL'));
+await sleep(500);
+const [lc, la] = inCgroup(cg, ['h2load', '-t1', '-c16', '-m1', `-D${seconds}`, `http://${host}:${port}/`]);
+// H2_CAPTURE_PROF=FILE: a CPU profile of this process over the run (started after the load: a profiler's
+// signals interrupt the verifier, EAGAIN).
+let session;
+if (process.env.H2_CAPTURE_PROF) {
+  const { Session } = await import('node:inspector/promises');
+  session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+const t0 = threadTicks();
+const r = await runCommand(lc, la, { timeoutMs: 60_000 });
+if (r.status !== 0) throw new Error(r.stdout + r.stderr);
+await sleep(300);
+const h = dp.readH2();
+const t1 = threadTicks();
+if (session) writeFileSync(process.env.H2_CAPTURE_PROF, JSON.stringify((await session.post('Profiler.stop')).profile));
+const done = Number(/(\d+) done/.exec(r.stdout)?.[1]);
+// Ticks are 10 ms: ns per request by thread.
+console.log(Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, Math.round(((v - (t0[k] ?? 0)) * 1e7) / done)]).filter(([, v]) => v)));
+console.log(/requests: .*/.exec(r.stdout)?.[0], JSON.stringify(h.counters));
+if (out === '-') {
+  cleanup();
+  process.exit(0);
+}
+const len = Buffer.alloc(4);
+const parts = [];
+for (const b of batches) {
+  len.writeUInt32LE(b.length);
+  parts.push(Buffer.from(len), b);
+}
+writeFileSync(out, Buffer.concat(parts));
+console.log(`${batches.length} batches, ${parts.reduce((a, p) => a + p.length, 0)} bytes -> ${out}`);
+cleanup();
+process.exit(0);
