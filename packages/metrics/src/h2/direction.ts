@@ -10,7 +10,7 @@
  * Whoever delivers frames must therefore number them: pass `seq`, counting this direction's header-carrying frames
  * (HEADERS, PUSH_PROMISE, CONTINUATION) from 0, and a gap marks the direction lost.
  */
-import { FrameType, H2FrameError, HeaderBlockAssembler, type FrameHeader, type HeaderBlock } from './frames.js';
+import { FrameFlag, FrameType, H2FrameError, HeaderBlockAssembler, type FrameHeader, type HeaderBlock } from './frames.js';
 import { HpackDecoder, HpackError, type HpackDecoderOptions } from './hpack.js';
 import { SIGNAL_FIELDS, SignalCollector, type HeaderSignals } from './signals.js';
 
@@ -64,10 +64,7 @@ export class HeaderDirection {
    */
   frame(header: FrameHeader, payload: Uint8Array, seq?: number): DecodedBlock | undefined {
     const carries = header.type === FrameType.HEADERS || header.type === FrameType.PUSH_PROMISE || header.type === FrameType.CONTINUATION;
-    if (carries && seq !== undefined) {
-      if (seq >>> 0 !== this.#seq && !this.#error) this.markLost(`header frames ${this.#seq}..${((seq >>> 0) - 1) >>> 0} of this direction were lost`);
-      this.#seq = ((seq >>> 0) + 1) >>> 0;
-    }
+    if (carries && seq !== undefined) this.#number(seq);
     let block: HeaderBlock | undefined;
     try {
       if (carries && payload.length < header.length) {
@@ -85,22 +82,47 @@ export class HeaderDirection {
     return block && this.block(block);
   }
 
+  /**
+   * frame() of the payload buf[start, end), without a view of it: a HEADERS frame that is a whole block by itself
+   * (END_HEADERS, no padding or priority, no block open: what nearly every response and request is) is decoded
+   * in place; any other frame goes through frame().
+   */
+  frameAt(header: FrameHeader, buf: Buffer, start: number, end: number, seq?: number): DecodedBlock | undefined {
+    const n = end - start;
+    if (
+      header.type !== FrameType.HEADERS ||
+      (header.flags & (FrameFlag.END_HEADERS | FrameFlag.PADDED | FrameFlag.PRIORITY)) !== FrameFlag.END_HEADERS ||
+      header.streamId === 0 ||
+      this.#assembler.open ||
+      n < header.length ||
+      n > this.#assembler.maxBlockSize
+    ) {
+      return this.frame(header, buf.subarray(start, end), seq);
+    }
+    if (seq !== undefined) this.#number(seq);
+    return this.#decode(header.streamId, FrameType.HEADERS, (header.flags & FrameFlag.END_STREAM) !== 0, 0, buf, start, end);
+  }
+
+  /** A header-carrying frame's number (see frame()): a gap marks the direction lost. */
+  #number(seq: number): void {
+    if (seq >>> 0 !== this.#seq && !this.#error) this.markLost(`header frames ${this.#seq}..${((seq >>> 0) - 1) >>> 0} of this direction were lost`);
+    this.#seq = ((seq >>> 0) + 1) >>> 0;
+  }
+
   /** Decodes one complete header block. */
   block(b: HeaderBlock): DecodedBlock {
-    const out: DecodedBlock = {
-      streamId: b.streamId,
-      type: b.type,
-      endStream: b.endStream,
-      promisedStreamId: b.promisedStreamId,
-      signals: undefined,
-      error: undefined,
-    };
+    const buf = Buffer.isBuffer(b.block) ? b.block : Buffer.from(b.block.buffer, b.block.byteOffset, b.block.byteLength);
+    return this.#decode(b.streamId, b.type, b.endStream, b.promisedStreamId, buf, 0, buf.length);
+  }
+
+  #decode(streamId: number, type: number, endStream: boolean, promisedStreamId: number, buf: Buffer, start: number, end: number): DecodedBlock {
+    const out: DecodedBlock = { streamId, type, endStream, promisedStreamId, signals: undefined, error: undefined };
     if (this.#error) {
       out.error = this.#error;
       return out;
     }
     try {
-      this.hpack.decode(b.block, this.#collector.sink);
+      this.hpack.decodeAt(buf, start, end, this.#collector.sink);
     } catch (err) {
       if (!(err instanceof HpackError)) throw err;
       this.#collector.take();

@@ -212,25 +212,36 @@ export class HpackDecoder {
 
   /** Decodes one complete header block, calling sink per field. Throws HpackError; after one, the decoder is broken. */
   decode(block: Uint8Array, sink: FieldSink): void {
+    this.decodeAt(Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength), 0, block.byteLength, sink);
+  }
+
+  /**
+   * decode() of the block buf[start, end), read in place (no view made): errors' offsets count from start.
+   */
+  decodeAt(buf: Buffer, start: number, end: number, sink: FieldSink): void {
     if (this.#broken) {
       throw new HpackError('broken', `HPACK: decoder broken by an earlier error (${this.#broken.reason}): ${this.#broken.message}`, -1, {
         cause: this.#broken,
       });
     }
-    this.#buf = Buffer.isBuffer(block) ? block : Buffer.from(block.buffer, block.byteOffset, block.byteLength);
-    this.#pos = 0;
-    this.#end = block.byteLength;
+    if (!(start >= 0 && start <= end && end <= buf.length)) throw new RangeError(`HpackDecoder: block [${start}, ${end}) outside the ${buf.length}-octet buffer`);
+    this.#buf = buf;
+    this.#pos = start;
+    this.#end = end;
     // A sink that decodes another block (re-entering) finds the memo busy and decodes without it.
-    const memo = this.#reuse && !memoBusy && this.#end <= MEMO_MAX_BLOCK ? memoSlot(this.#buf, this.#end) : undefined;
+    const memo = this.#reuse && !memoBusy && end - start <= MEMO_MAX_BLOCK ? memoSlot(buf, start, end) : undefined;
     if (memo) memoBusy = true;
     try {
-      if (memo?.matches(this.#buf, this.#end, this.#valuesOf, this.maxHeaderListSize)) this.#replay(memo, sink);
-      else this.#decodeBlock(sink, memo);
+      if (memo?.matches(buf, start, end, this.#valuesOf, this.maxHeaderListSize)) this.#replay(memo, sink);
+      else this.#decodeBlock(sink, start, memo);
     } catch (err) {
       // A half-decoded block leaves the table out of step with the encoder, whatever failed.
-      this.#broken =
-        err instanceof HpackError ? err : new HpackError('broken', `HPACK: the field sink threw: ${String(err)}`, -1, { cause: err });
-      throw err;
+      if (!(err instanceof HpackError)) {
+        this.#broken = new HpackError('broken', `HPACK: the field sink threw: ${String(err)}`, -1, { cause: err });
+        throw err;
+      }
+      this.#broken = start !== 0 && err.offset >= 0 ? new HpackError(err.reason, err.message, err.offset - start, { cause: err.cause }) : err;
+      throw this.#broken;
     } finally {
       this.#buf = EMPTY;
       if (memo) memoBusy = false;
@@ -257,8 +268,8 @@ export class HpackDecoder {
     this.stats.fields += memo.count;
   }
 
-  /** Decodes the block at #buf; `memo` (the block's slot) takes it when no field referred to the dynamic table. */
-  #decodeBlock(sink: FieldSink, memo?: BlockMemo): void {
+  /** Decodes the block #buf[from, #end); `memo` (the block's slot) takes it when no field referred to the dynamic table. */
+  #decodeBlock(sink: FieldSink, from: number, memo?: BlockMemo): void {
     const buf = this.#buf;
     let listSize = 0;
     let fields = 0;
@@ -339,7 +350,7 @@ export class HpackDecoder {
       sink(name, value, sensitive);
     }
     this.stats.fields += fields;
-    if (pure) memo!.take(buf, this.#end, this.#valuesOf, this.maxHeaderListSize, rec);
+    if (pure) memo!.take(buf, from, this.#end, this.#valuesOf, this.maxHeaderListSize, rec);
   }
 
   /** Ring slot of HPACK index (> 61), or an error naming the table's length. */
@@ -478,17 +489,18 @@ class BlockMemo {
   sizes: number[] = [];
   flags: number[] = [];
 
-  matches(buf: Buffer, n: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number): boolean {
-    if (n !== this.length || valuesOf !== this.valuesOf || maxHeaderListSize !== this.maxHeaderListSize) return false;
+  matches(buf: Buffer, start: number, end: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number): boolean {
+    if (end - start !== this.length || valuesOf !== this.valuesOf || maxHeaderListSize !== this.maxHeaderListSize) return false;
     const b = this.bytes;
     // From the end: what changes between an encoder's blocks (a date) is seldom at the start.
-    for (let i = n - 1; i >= 0; i--) if (buf[i] !== b[i]) return false;
+    for (let i = end - 1, k = this.length - 1; k >= 0; i--, k--) if (buf[i] !== b[k]) return false;
     return true;
   }
 
-  take(buf: Buffer, n: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number, rec: Recording): void {
+  take(buf: Buffer, start: number, end: number, valuesOf: ReadonlySet<string> | undefined, maxHeaderListSize: number, rec: Recording): void {
+    const n = end - start;
     if (this.bytes.length < n) this.bytes = Buffer.allocUnsafe(MEMO_MAX_BLOCK);
-    buf.copy(this.bytes, 0, 0, n);
+    buf.copy(this.bytes, 0, start, end);
     this.length = n;
     this.valuesOf = valuesOf;
     this.maxHeaderListSize = maxHeaderListSize;
@@ -508,8 +520,8 @@ const MEMO_MAX_BLOCK = 256;
 const MEMO_SLOTS = 16;
 const memos = Array.from({ length: MEMO_SLOTS }, () => new BlockMemo());
 /** A block's slot, from its length and its first and last octets (a date in the middle moves neither). */
-const memoSlot = (buf: Buffer, n: number): BlockMemo | undefined =>
-  n === 0 ? undefined : memos[(n * 7 + buf[0]! + buf[n - 1]! * 3) & (MEMO_SLOTS - 1)];
+const memoSlot = (buf: Buffer, start: number, end: number): BlockMemo | undefined =>
+  end === start ? undefined : memos[((end - start) * 7 + buf[start]! + buf[end - 1]! * 3) & (MEMO_SLOTS - 1)];
 
 /** The fields of the block being decoded, while it may be kept: one for all decoders (see memoBusy). */
 class Recording {

@@ -305,8 +305,7 @@ export class H2Streams {
       const data = f + H2_ITEM_HEADER;
       const next = data + r.readUInt16LE(f + ITEM_CAPTURED);
       if (next > end) throw new RangeError(`h2 record: frame ${i} of ${frames} with ${next - data} payload bytes past the record's end`);
-      // A DATA frame comes as its header only: no view of its (empty) payload.
-      this.frame(conn, di, header, header.type === FrameType.DATA ? EMPTY : r.subarray(data, next), ts);
+      this.frame(conn, di, header, r, data, next, ts);
       f = next;
     }
     return conn;
@@ -332,10 +331,12 @@ export class H2Streams {
     dir.decoder.markLost(why);
   }
 
-  private frame(conn: Conn, di: number, h: FrameHeader, payload: Buffer, ts: number): void {
+  /** A frame of the record r, its payload r[start, end) (a view made only for the few frames that read one). */
+  private frame(conn: Conn, di: number, h: FrameHeader, r: Buffer, start: number, end: number, ts: number): void {
     const dir = conn.dirs[di]!;
     switch (h.type) {
       case FrameType.SETTINGS: {
+        const payload = r.subarray(start, end);
         // The receiver's table size limit: it bounds the other direction's encoder.
         for (let i = 0; i + 6 <= payload.length; i += 6) {
           if (payload.readUInt16BE(i) === SETTINGS_HEADER_TABLE_SIZE) {
@@ -358,8 +359,8 @@ export class H2Streams {
             conn.streams.set(h.streamId, { start: ts, method: '', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 });
           }
         }
-        if (!dir.decoder.error && payload.length < h.length) this.counters.lostDirections++;
-        const b = dir.decoder.frame(h, payload, dir.headerSeq);
+        if (!dir.decoder.error && end - start < h.length) this.counters.lostDirections++;
+        const b = dir.decoder.frameAt(h, r, start, end, dir.headerSeq);
         dir.headerSeq = (dir.headerSeq + 1) >>> 0;
         if (!b || b.type !== FrameType.HEADERS) return;
         const s = conn.streams.get(b.streamId);
@@ -401,7 +402,7 @@ export class H2Streams {
       case FrameType.RST_STREAM: {
         const s = conn.streams.get(h.streamId);
         if (!s) return;
-        const error = payload.length >= 4 ? errorName(payload.readUInt32BE(0)) : '_OTHER';
+        const error = end - start >= 4 ? errorName(r.readUInt32BE(start)) : '_OTHER';
         if (di === 0 && s.respAt === undefined) {
           // The client's, before any response was read: the kernel may still hold its response's HEADERS.
           if (s.reset === undefined) {
@@ -418,8 +419,8 @@ export class H2Streams {
       case FrameType.GOAWAY: {
         // The server's: streams above the last one it processed were not answered. (A client's GOAWAY names the
         // last server-initiated stream, and ends none of the client's.)
-        if (di !== 1 || payload.length < 4) return;
-        const last = payload.readUInt32BE(0) & 0x7fffffff;
+        if (di !== 1 || end - start < 4) return;
+        const last = r.readUInt32BE(start) & 0x7fffffff;
         for (const [id, s] of conn.streams) if (id > last && (id & 1) === 1) this.finish(conn, id, s, ts, 'GOAWAY');
         return;
       }
@@ -487,8 +488,6 @@ export class H2Streams {
     return { http: out(this.http), rpc: out(this.rpc) };
   }
 }
-
-const EMPTY = Buffer.alloc(0);
 
 /** A record's time (ns since boot) as a number, not a BigInt allocated per record: exact below 2^53 ns (104
  *  days of uptime), and past that off by a few nanoseconds at most. */

@@ -239,6 +239,31 @@ describe('HeaderDirection', () => {
     expect(d.frame(header(FrameType.DATA, 0, 1, 1000), Buffer.alloc(0))).toBeUndefined();
     expect(d.frame(header(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, REQUEST.length), REQUEST)?.signals?.path).toBe('/');
   });
+
+  it('frameAt (a payload inside a larger buffer, read in place when it is a whole block) gives what frame gives', () => {
+    // Whole blocks, a padded one, a block over CONTINUATION, a cut one, then blocks after the error.
+    const padded = Buffer.concat([Buffer.from([2]), REQUEST, Buffer.alloc(2)]);
+    const frames: [FrameHeader, Buffer][] = [
+      [header(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, REQUEST.length), REQUEST],
+      [header(FrameType.HEADERS, FrameFlag.END_HEADERS | FrameFlag.END_STREAM, 3, REQUEST.length), REQUEST],
+      [header(FrameType.HEADERS, FrameFlag.END_HEADERS | FrameFlag.PADDED, 5, padded.length), padded],
+      [header(FrameType.DATA, 0, 5, 1000), Buffer.alloc(0)],
+      [header(FrameType.HEADERS, 0, 7, 4), REQUEST.subarray(0, 4)],
+      [header(FrameType.CONTINUATION, FrameFlag.END_HEADERS, 7, REQUEST.length - 4), REQUEST.subarray(4)],
+      [header(FrameType.HEADERS, FrameFlag.END_HEADERS, 9, 6), hex('8286 84be')],
+      [header(FrameType.HEADERS, FrameFlag.END_HEADERS, 11, REQUEST.length), REQUEST],
+    ];
+    const d = new HeaderDirection();
+    const at = new HeaderDirection();
+    let seq = 0;
+    for (const [i, [h, payload]] of frames.entries()) {
+      const inside = Buffer.concat([Buffer.from('before'), payload, Buffer.from('after')]);
+      expect(at.frameAt(h, inside, 6, 6 + payload.length, seq), `frame ${i}`).toEqual(d.frame(h, payload, seq));
+      if (h.type !== FrameType.DATA) seq++;
+    }
+    expect(at.hpack.stats).toEqual(d.hpack.stats);
+    expect(at.error?.message).toBe('frame of stream 9 with 4 of its 6 payload octets');
+  });
 });
 
 describe('signals', () => {

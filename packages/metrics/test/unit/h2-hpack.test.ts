@@ -453,6 +453,21 @@ describe('HPACK blocks that refer to no dynamic entry, decoded once', () => {
       expect(() => d.decode(bad, () => {})).toThrow(expect.objectContaining({ reason: 'huffman-padding' }));
       expect(d.stats.reused).toBe(0);
     }
+    // In place inside a larger buffer: the same fields; an error's offset counts from the block's start.
+    const inside = Buffer.concat([Buffer.from('xyz'), blocks[0]!, Buffer.from('z')]);
+    const fields: string[] = [];
+    new HpackDecoder().decodeAt(inside, 3, 3 + blocks[0]!.length, (n) => fields.push(n));
+    expect(fields).toEqual([':status', 'server', 'date', 'content-type', 'content-length']);
+    const offsetOf = (decode: (d: HpackDecoder) => void) => {
+      try {
+        decode(new HpackDecoder({ reuse: false }));
+      } catch (e) {
+        return (e as HpackError).offset;
+      }
+    };
+    expect(offsetOf((d) => d.decodeAt(Buffer.concat([Buffer.from('xyz'), bad]), 3, 3 + bad.length, () => {}))).toBe(bad.length - 3);
+    expect(offsetOf((d) => d.decode(bad, () => {}))).toBe(bad.length - 3);
+    expect(() => new HpackDecoder().decodeAt(inside, 3, inside.length + 1, () => {})).toThrow(/block \[3, \d+\) outside the \d+-octet buffer/);
     // A header list over a decoder's bound is refused by it, though another decoder replays the same block.
     const small = new HpackDecoder({ maxHeaderListSize: 100 });
     expect(() => small.decode(blocks[0]!, () => {})).toThrow(expect.objectContaining({ reason: 'header-list-too-large' }));
