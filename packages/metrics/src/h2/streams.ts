@@ -199,7 +199,7 @@ export class H2Streams {
       let at = 0;
       while (at < buf.length) {
         if (at + 4 > buf.length) throw new RangeError(`h2 records: ${buf.length - at} octets left, short of a record length`);
-        const end = at + 4 + buf.readUInt32LE(at);
+        const end = at + 4 + u32(buf, at);
         if (end > buf.length) throw new RangeError(`h2 records: a record of ${end - at - 4} octets with ${buf.length - at - 4} left`);
         this.entryAt(buf, at + 4, end);
         at = end;
@@ -217,7 +217,7 @@ export class H2Streams {
     this.counters.entries++;
     do {
       if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
-      const next = o + H2_RECORD_HEADER + r.readUInt32LE(o + REC.length);
+      const next = o + H2_RECORD_HEADER + u32(r, o + REC.length);
       if (next > end) throw new RangeError(`h2 record of ${next - o} bytes with ${end - o} left in its ring entry`);
       const conn = this.recordAt(r, o, next);
       if (conn?.resets.length && r[o + REC.flags]! & F_RESPONSE) this.endResets(conn);
@@ -266,7 +266,7 @@ export class H2Streams {
     }
     const di = r[o + REC.flags]! & F_RESPONSE ? 1 : 0;
     const dir = conn.dirs[di];
-    const seq = r.readUInt32LE(o + REC.seq);
+    const seq = u32(r, o + REC.seq);
     if (seq !== dir.next) {
       this.counters.gaps++;
       this.lose(dir, `records ${dir.next}..${seq - 1} of this direction were lost`);
@@ -290,7 +290,7 @@ export class H2Streams {
     }
     if (kind !== KIND_FRAME) return conn;
     // The frames of one packet, in order: one time for all.
-    const frames = r.readUInt16LE(o + REC.frames);
+    const frames = r[o + REC.frames]! | (r[o + REC.frames + 1]! << 8);
     const ts = tsOf(r, o);
     this.counters.frames += frames;
     let f = o + REC.data;
@@ -301,9 +301,9 @@ export class H2Streams {
       header.length = (r[f]! << 16) | (r[f + 1]! << 8) | r[f + 2]!;
       header.type = r[f + 3]!;
       header.flags = r[f + 4]!;
-      header.streamId = r.readUInt32BE(f + 5) & 0x7fffffff;
+      header.streamId = ((r[f + 5]! & 0x7f) << 24) | (r[f + 6]! << 16) | (r[f + 7]! << 8) | r[f + 8]!;
       const data = f + H2_ITEM_HEADER;
-      const next = data + r.readUInt16LE(f + ITEM_CAPTURED);
+      const next = data + (r[f + ITEM_CAPTURED]! | (r[f + ITEM_CAPTURED + 1]! << 8));
       if (next > end) throw new RangeError(`h2 record: frame ${i} of ${frames} with ${next - data} payload bytes past the record's end`);
       this.frame(conn, di, header, r, data, next, ts);
       f = next;
@@ -491,13 +491,16 @@ export class H2Streams {
 
 /** A record's time (ns since boot) as a number, not a BigInt allocated per record: exact below 2^53 ns (104
  *  days of uptime), and past that off by a few nanoseconds at most. */
-const tsOf = (r: Buffer, o: number): number => r.readUInt32LE(o + REC.ts + 4) * 0x100000000 + r.readUInt32LE(o + REC.ts);
+const tsOf = (r: Buffer, o: number): number => u32(r, o + REC.ts + 4) * 0x100000000 + u32(r, o + REC.ts);
 
 /** A socket's cookie as a Map key: a number while it fits one exactly (a BigInt key hashes slower), else a BigInt. */
 function cookieOf(r: Buffer, o: number): number | bigint {
-  const hi = r.readUInt32LE(o + REC.cookie + 4);
-  return hi < 0x200000 ? hi * 0x100000000 + r.readUInt32LE(o + REC.cookie) : r.readBigUInt64LE(o + REC.cookie);
+  const hi = u32(r, o + REC.cookie + 4);
+  return hi < 0x200000 ? hi * 0x100000000 + u32(r, o + REC.cookie) : r.readBigUInt64LE(o + REC.cookie);
 }
+
+/** A little-endian u32 at o, which the caller checked is inside r (Buffer#readUInt32LE checks it again). */
+const u32 = (r: Buffer, o: number): number => (r[o]! | (r[o + 1]! << 8) | (r[o + 2]! << 16) | (r[o + 3]! << 24)) >>> 0;
 
 const newAcc = (): Acc => ({ count: 0, sumNs: 0, buckets: new Array<number>(HTTP_BUCKETS).fill(0) });
 
