@@ -35,6 +35,8 @@ export class HeaderDirection {
   readonly hpack: HpackDecoder;
   readonly #assembler: HeaderBlockAssembler;
   readonly #collector = new SignalCollector();
+  /** frameAt's result, reused (see there). */
+  readonly #out: DecodedBlock = { streamId: 0, type: 0, endStream: false, promisedStreamId: 0, signals: undefined, error: undefined };
   #error: HpackError | H2FrameError | undefined;
   #seq = 0;
 
@@ -85,7 +87,8 @@ export class HeaderDirection {
   /**
    * frame() of the payload buf[start, end), without a view of it: a HEADERS frame that is a whole block by itself
    * (END_HEADERS, no padding or priority, no block open: what nearly every response and request is) is decoded
-   * in place; any other frame goes through frame().
+   * in place, and its result (the DecodedBlock and its signals) is valid until the next frameAt or frame call:
+   * what a caller reads at once need not be allocated per block. Any other frame goes through frame().
    */
   frameAt(header: FrameHeader, buf: Buffer, start: number, end: number, seq?: number): DecodedBlock | undefined {
     const n = end - start;
@@ -100,7 +103,7 @@ export class HeaderDirection {
       return this.frame(header, buf.subarray(start, end), seq);
     }
     if (seq !== undefined) this.#number(seq);
-    return this.#decode(header.streamId, FrameType.HEADERS, (header.flags & FrameFlag.END_STREAM) !== 0, 0, buf, start, end);
+    return this.#decode(header.streamId, FrameType.HEADERS, (header.flags & FrameFlag.END_STREAM) !== 0, 0, buf, start, end, true);
   }
 
   /** A header-carrying frame's number (see frame()): a gap marks the direction lost. */
@@ -115,12 +118,24 @@ export class HeaderDirection {
     return this.#decode(b.streamId, b.type, b.endStream, b.promisedStreamId, buf, 0, buf.length);
   }
 
-  #decode(streamId: number, type: number, endStream: boolean, promisedStreamId: number, buf: Buffer, start: number, end: number): DecodedBlock {
-    const out: DecodedBlock = { streamId, type, endStream, promisedStreamId, signals: undefined, error: undefined };
+  #decode(streamId: number, type: number, endStream: boolean, promisedStreamId: number, buf: Buffer, start: number, end: number, reuse = false): DecodedBlock {
+    let out: DecodedBlock;
+    if (reuse) {
+      out = this.#out;
+      out.streamId = streamId;
+      out.type = type;
+      out.endStream = endStream;
+      out.promisedStreamId = promisedStreamId;
+      out.signals = undefined;
+      out.error = undefined;
+    } else {
+      out = { streamId, type, endStream, promisedStreamId, signals: undefined, error: undefined };
+    }
     if (this.#error) {
       out.error = this.#error;
       return out;
     }
+    this.#collector.begin();
     try {
       this.hpack.decodeAt(buf, start, end, this.#collector.sink);
     } catch (err) {
@@ -130,7 +145,7 @@ export class HeaderDirection {
       out.error = err;
       return out;
     }
-    out.signals = this.#collector.take();
+    out.signals = reuse ? this.#collector.takeShared() : this.#collector.take();
     return out;
   }
 }

@@ -88,16 +88,40 @@ const fresh = (): HeaderSignals => ({
 
 export class SignalCollector {
   #s: HeaderSignals = fresh();
+  /** #s went out by takeShared: cleared when the next block begins. */
+  #shared = false;
   readonly sink: FieldSink = (name, value) => this.#field(name, value);
+
+  /** A block starts: signals handed out by takeShared are cleared for it (nothing is needed after take). */
+  begin(): void {
+    if (!this.#shared) return;
+    const s = this.#s;
+    s.method = s.path = s.contentType = s.rpcService = s.rpcMethod = undefined;
+    s.status = s.grpcStatus = undefined;
+    s.grpc = s.malformed = false;
+    this.#shared = false;
+  }
 
   /** The signals of the block decoded since the last take. */
   take(): HeaderSignals {
+    const s = this.#finish();
+    this.#s = fresh();
+    this.#shared = false;
+    return s;
+  }
+
+  /** take(), in an object the collector reuses from the next begin() on: for a caller that reads it at once. */
+  takeShared(): HeaderSignals {
+    this.#shared = true;
+    return this.#finish();
+  }
+
+  #finish(): HeaderSignals {
     const s = this.#s;
     if (s.grpc && s.path !== undefined) {
       const rpc = grpcPath(s.path);
       if (rpc) [s.rpcService, s.rpcMethod] = rpc;
     }
-    this.#s = fresh();
     return s;
   }
 
