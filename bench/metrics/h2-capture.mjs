@@ -53,8 +53,7 @@ const child = spawn(cmd, args, { stdio: 'ignore' });
 onCleanup(() => child.kill('SIGKILL'));
 await sleep(500);
 const [lc, la] = inCgroup(cg, ['h2load', '-t1', '-c16', '-m1', `-D${seconds}`, `http://${host}:${port}/`]);
-// H2_CAPTURE_PROF=FILE: a CPU profile of this process over the run (started after the load: a profiler's
-// signals interrupt the verifier, EAGAIN).
+// H2_CAPTURE_PROF=FILE: a CPU profile of this process over the h2load run only (not the load and setup).
 let session;
 if (process.env.H2_CAPTURE_PROF) {
   const { Session } = await import('node:inspector/promises');
