@@ -54,6 +54,24 @@ struct mtls_port_key {
 	__u32 pad2;
 }; /* 16 bytes */
 
+/*
+ * The same-node shortcut (docs/mtls.md, "Same-node connections"): the enrolled workload whose cgroup is
+ * `cgroup_id` may connect to the workload of this node at `dst` directly (the agent evaluated the policies of
+ * `dst` for its SPIFFE ID). mtls_pairs' key.
+ */
+struct mtls_pair_key {
+	__u64 cgroup_id;
+	struct mtls_addr dst;
+	__u32 pad;
+}; /* 32 bytes */
+
+/* A direct connection of a local pair as the server's side sees its packets: the client's local address and
+ * the destination. mtls_direct's key, noted when the client's SYN is about to leave, removed at close. */
+struct mtls_conn_key {
+	struct mtls_addr src;
+	struct mtls_addr dst;
+}; /* 40 bytes */
+
 #define MTLS_MODE_STRICT 1
 #define MTLS_MODE_PERMISSIVE 2
 
@@ -68,6 +86,8 @@ enum mtls_counter {
 	MTLS_STRICT_PASS_DATAPLANE, /* packets to a STRICT port from the data plane */
 	MTLS_STRICT_PASS_CONNECTED, /* TCP packets to a connected socket (not a listener) of the subtree: not checked */
 	MTLS_BIND_REFUSED,        /* bind() to the data plane's inbound source address from another cgroup */
+	MTLS_LOCAL_DIRECT,        /* connect() of an allowed local pair left alone: a direct connection */
+	MTLS_STRICT_PASS_LOCAL,   /* packets to a STRICT port from a direct connection of an allowed local pair */
 	MTLS_COUNTER_MAX,
 };
 
@@ -80,5 +100,7 @@ MTLS_SIZE_CHECK(mtls_addr, 20);
 MTLS_SIZE_CHECK(mtls_orig, 40);
 MTLS_SIZE_CHECK(mtls_config, 44);
 MTLS_SIZE_CHECK(mtls_port_key, 16);
+MTLS_SIZE_CHECK(mtls_pair_key, 32);
+MTLS_SIZE_CHECK(mtls_conn_key, 40);
 
 #endif /* MESH_BPF_MTLS_H */

@@ -6,6 +6,8 @@
  * looks it up). Attached after the split in the same cgroup, these programs see the endpoint the split chose.
  * On ingress, a packet to a STRICT port of an enrolled workload from anywhere but the data plane's inbound
  * source address is dropped. Anything else passes untouched.
+ * The same-node shortcut: a connect of an allowed local pair (mtls_pairs, written by the agent from the
+ * policies) is left alone, and its packets pass STRICT (mtls_direct); any other goes to the data plane.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -55,6 +57,36 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } mtls_bind_allowed SEC(".maps");
+
+/* (enrolled cgroup, destination) → 1: the allowed local pairs. Written by user space; empty with the shortcut
+ * off. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mtls_pair_key);
+	__type(value, __u32);
+} mtls_pairs SEC(".maps");
+
+/* Per socket of a local pair: its destination, for sockops to note the connection once its local port is
+ * known, and to remove it at close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mtls_addr);
+} mtls_local_sk SEC(".maps");
+
+/*
+ * Direct connections of local pairs, live: the only plaintext besides the data plane's that a STRICT port takes.
+ * Removed at close (the socket's state callback); LRU so that a missed removal cannot fill it. Addresses as the
+ * server sees them: pods on one node reach each other without address translation.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct mtls_conn_key);
+	__type(value, __u32);
+} mtls_direct SEC(".maps");
 
 /* Per socket: freed with the socket, so nothing is given back by hand. */
 struct {
@@ -214,6 +246,25 @@ static __always_inline void dialled_of(__u64 cookie, const struct mtls_addr *dst
 	}
 }
 
+/* 1: an allowed local pair, marked for sockops and left alone. Without room for the mark it goes to the data
+ * plane, as any other connection (STRICT would drop it unmarked). */
+static __always_inline int local_direct(struct bpf_sock_addr *ctx, __u64 cg, const struct mtls_addr *dst)
+{
+	struct mtls_pair_key pk = {};
+	struct mtls_addr *l;
+
+	pk.cgroup_id = cg;
+	pk.dst = *dst;
+	if (!bpf_map_lookup_elem(&mtls_pairs, &pk))
+		return 0;
+	l = bpf_sk_storage_get(&mtls_local_sk, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!l)
+		return 0;
+	*l = *dst;
+	count(MTLS_LOCAL_DIRECT);
+	return 1;
+}
+
 static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 {
 	__u64 cg = bpf_get_current_cgroup_id();
@@ -226,6 +277,8 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 		return 1;
 	load_addr(ctx, v6, &dst);
 	if (!is_mesh_dest(&dst))
+		return 1;
+	if (local_direct(ctx, cg, &dst))
 		return 1;
 	cfg = bpf_map_lookup_elem(&mtls_config, &zero);
 	if (!cfg || !dataplane_out(cfg, dst.family, &out) || (!v6 && out.family != AF_INET)) {
@@ -294,17 +347,24 @@ int mtls_getpeername6(struct bpf_sock_addr *ctx)
 SEC("sockops")
 int mtls_sockops(struct bpf_sock_ops *ctx)
 {
+	struct mtls_conn_key ck = {};
 	struct mtls_addr local = {};
+	struct mtls_addr *l;
 	struct mtls_orig *o;
 	struct bpf_sock *sk;
+	int op = ctx->op;
 
-	if (ctx->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
 	sk = ctx->sk;
 	if (!sk)
 		return 1;
-	o = bpf_sk_storage_get(&mtls_sk, sk, 0, 0);
-	if (!o)
+	l = bpf_sk_storage_get(&mtls_local_sk, sk, 0, 0);
+	o = l ? NULL : bpf_sk_storage_get(&mtls_sk, sk, 0, 0);
+	if (!l && !o)
+		return 1;
+	/* Only local pairs ask for state callbacks: the direct connection is forgotten as it closes. */
+	if (op == BPF_SOCK_OPS_STATE_CB && (!l || ctx->args[1] != BPF_TCP_CLOSE))
 		return 1;
 	local.port = bpf_htons((__u16)ctx->local_port); /* sockops: host order */
 	if (ctx->family == AF_INET) {
@@ -324,7 +384,20 @@ int mtls_sockops(struct bpf_sock_ops *ctx)
 			local.family = AF_INET;
 		}
 	}
-	if (bpf_map_update_elem(&mtls_orig, &local, o, BPF_ANY) == 0)
+	if (l) {
+		__u32 one = 1;
+
+		ck.src = local;
+		ck.dst = *l;
+		if (op == BPF_SOCK_OPS_STATE_CB) {
+			bpf_map_delete_elem(&mtls_direct, &ck);
+			return 1;
+		}
+		bpf_map_update_elem(&mtls_direct, &ck, &one, BPF_ANY);
+		bpf_sock_ops_cb_flags_set(ctx, ctx->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	}
+	if (o && bpf_map_update_elem(&mtls_orig, &local, o, BPF_ANY) == 0)
 		count(MTLS_ORIG_NOTE);
 	return 1;
 }
@@ -344,8 +417,9 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 	struct mtls_port_key key = {};
 	struct mtls_config *cfg;
 	struct bpf_sock *sk;
-	__u32 *mode, zero = 0, src[4] = {};
-	__u16 port, flags;
+	struct mtls_conn_key ck = {};
+	__u32 *mode, zero = 0, src[4] = {}, dst[4] = {};
+	__u16 ports[2], flags;
 	__u8 family;
 	int l4;
 
@@ -371,6 +445,7 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 		if (bpf_ntohs(ip.frag_off) & IP_OFFSET)
 			return 0;
 		src[0] = ip.saddr;
+		dst[0] = ip.daddr;
 		family = AF_INET;
 		l4 = ip.ihl * 4;
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
@@ -404,21 +479,26 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 			return 0;
 		}
 		__builtin_memcpy(src, &ip6.saddr, sizeof(src));
+		__builtin_memcpy(dst, &ip6.daddr, sizeof(dst));
 		family = AF_INET6;
 		if (is_mapped(src[0], src[1], src[2])) {
 			src[0] = src[3];
 			src[1] = src[2] = src[3] = 0;
 			family = AF_INET;
 		}
+		if (is_mapped(dst[0], dst[1], dst[2])) {
+			dst[0] = dst[3];
+			dst[1] = dst[2] = dst[3] = 0;
+		}
 	} else {
 		return 0;
 	}
-	/* dest port: bytes 2-3 of the TCP header */
-	if (bpf_skb_load_bytes(skb, l4 + 2, &port, sizeof(port))) {
+	/* source and dest port: bytes 0-3 of the TCP header */
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports))) {
 		count(MTLS_STRICT_DROP_MALFORMED);
 		return 1;
 	}
-	key.port = bpf_ntohs(port);
+	key.port = bpf_ntohs(ports[1]);
 	mode = bpf_map_lookup_elem(&mtls_ports, &key);
 	if (!mode) {
 		key.port = 0;
@@ -435,6 +515,15 @@ static __always_inline int strict_refuses(struct __sk_buff *skb)
 			count(MTLS_STRICT_PASS_DATAPLANE);
 			return 0;
 		}
+	}
+	ck.src.family = ck.dst.family = family;
+	ck.src.port = ports[0];
+	ck.dst.port = ports[1];
+	__builtin_memcpy(ck.src.addr, src, sizeof(src));
+	__builtin_memcpy(ck.dst.addr, dst, sizeof(dst));
+	if (bpf_map_lookup_elem(&mtls_direct, &ck)) {
+		count(MTLS_STRICT_PASS_LOCAL);
+		return 0;
 	}
 	count(MTLS_STRICT_DROP_PLAINTEXT);
 	return 1;

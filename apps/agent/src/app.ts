@@ -390,6 +390,7 @@ export class Agent {
       lastError: this.lastError,
       datapath: this.datapath,
       dataplane: this.mtls?.supervisor.health(),
+      mtlsLocalShortcut: this.mtls?.localShortcut,
     });
   }
 

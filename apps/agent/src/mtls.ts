@@ -9,6 +9,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { BpfMap, codec as c, pinLayout } from '@mesh/bpf';
+import { authorize } from '@mesh/mtls/policy';
 import { MtlsDatapath, mtlsTableSizesFor, type EnrolledWorkload, type MtlsSnapshot } from '@mesh/mtls/datapath';
 
 import type { ResolvedConfig, ResolvedWorkload } from './config/objects.js';
@@ -50,6 +51,11 @@ export interface MtlsNodeOptions {
   workers?: number;
   /** Outbound connections as streams over pooled tunnel connections instead of one TLS connection each. */
   pool?: boolean;
+  /** The same-node shortcut (docs/mtls.md, "Same-node connections"): a connection between two enrolled workloads
+   *  of this node that the destination's policies allow is made directly, not through the tunnel. Default on. */
+  localShortcut?: boolean;
+  /** Capacity of the allowed local pair table; from the first config when not given (sizeFrom). */
+  maxLocalPairs?: number;
   /** Other nodes' tunnel listeners, by node name: where their workloads (spec.nodeName) are reached. */
   peers?: Record<string, string>;
   /** Capacities of the enrolled-workload, port-mode and destination tables; from the first config when not
@@ -60,16 +66,18 @@ export interface MtlsNodeOptions {
 }
 
 /** The entries a config can make in the mtls tables, at most (a workload enrolled before its SVID exists counts). */
-export function mtlsCountsOf(config: ResolvedConfig, nodeName: string | undefined): { workloads: number; ports: number; destinations: number } {
-  let workloads = 0, ports = 0, destinations = 0;
+export function mtlsCountsOf(config: ResolvedConfig, nodeName: string | undefined): { workloads: number; ports: number; destinations: number; localPairs: number } {
+  let workloads = 0, ports = 0, destinations = 0, localDestinations = 0;
   for (const w of config.workloads) {
     if (!enrolled(w)) continue;
     destinations += w.addresses.length * (w.ports?.length ?? 0);
     if (w.nodeName !== undefined && w.nodeName !== nodeName) continue;
     workloads++;
+    localDestinations += w.addresses.length * (w.ports?.length ?? 0);
     ports += 1 + Object.keys(config.policies.get(`${w.namespace}/${w.name}`)?.mtls.ports ?? {}).length;
   }
-  return { workloads, ports, destinations };
+  // At most every local workload to every local destination (the policies allow fewer).
+  return { workloads, ports, destinations, localPairs: workloads * localDestinations };
 }
 
 /** What the mTLS part needs of the identities (WorkloadIdentities): each workload's SVID files once written,
@@ -97,7 +105,7 @@ export class MtlsNode {
   private queue: Promise<unknown> = Promise.resolve();
   private warned: Set<string> | undefined;
   private readonly log: Logger;
-  private sizes: { maxWorkloads: number; maxPorts: number; maxDestinations: number } | undefined;
+  private sizes: { maxWorkloads: number; maxPorts: number; maxDestinations: number; maxLocalPairs: number } | undefined;
 
   constructor(
     private readonly opts: MtlsNodeOptions,
@@ -134,14 +142,20 @@ export class MtlsNode {
   }
 
   /** Sizes the tables (unless flags pinned them) from the first config: call before the datapath opens. */
-  sizeFrom(first: ResolvedConfig): { maxWorkloads: number; maxPorts: number; maxDestinations: number } {
+  sizeFrom(first: ResolvedConfig): { maxWorkloads: number; maxPorts: number; maxDestinations: number; maxLocalPairs: number } {
     const fromConfig = mtlsTableSizesFor(mtlsCountsOf(first, this.mesh.nodeName));
     this.sizes = {
       maxWorkloads: this.opts.maxWorkloads ?? fromConfig.maxWorkloads,
       maxPorts: this.opts.maxPorts ?? fromConfig.maxPorts,
       maxDestinations: this.opts.maxDestinations ?? fromConfig.maxDestinations,
+      maxLocalPairs: this.opts.maxLocalPairs ?? fromConfig.maxLocalPairs,
     };
     return this.sizes;
+  }
+
+  /** Whether same-node connections between enrolled workloads skip the tunnel (--no-mtls-local-shortcut). */
+  get localShortcut(): boolean {
+    return this.opts.localShortcut !== false;
   }
 
   private get origMapPath(): string {
@@ -191,9 +205,14 @@ export class MtlsNode {
       },
       enrolled: [],
       destinations: [],
+      localPairs: [],
     };
     const workloads: DataplaneConfig['workloads'] = [];
     const destinations: DataplaneConfig['destinations'] = [];
+    // The enrolled workloads of this node (cgroup, SPIFFE ID) and their destinations with the policies that guard
+    // them: the same-node shortcut's pairs are made from both below.
+    const sources: { cgroup: string; id: string }[] = [];
+    const targets: { destination: string; port: number; policies: NonNullable<ReturnType<ResolvedConfig['policies']['get']>>['policies'] | undefined }[] = [];
     for (const w of config.workloads) {
       if (!enrolled(w)) continue;
       if (w.nodeName !== undefined && w.nodeName !== this.mesh.nodeName) {
@@ -219,15 +238,28 @@ export class MtlsNode {
           const dst = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
           kernel.destinations.push(dst);
           destinations.push({ address: dst, tunnel: this.opts.tunnel, spiffeId: entry.spiffeId });
+          targets.push({ destination: dst, port, policies: policy?.policies });
         }
       }
       // Enrolled only with an identity: without one the data plane could neither send nor receive for it.
       if (id === undefined) continue;
+      sources.push({ cgroup: join(this.mesh.cgroupRoot, w.cgroup), id });
       // The workload-wide mode goes to the kernel too: ports the workload serves without declaring them are
       // covered (the kernel checks only packets to a listener, so replies to its own connections pass).
       const e: EnrolledWorkload = { cgroup: join(this.mesh.cgroupRoot, w.cgroup), mode: policy?.mtls.mode ?? 'PERMISSIVE' };
       if (policy && Object.keys(policy.mtls.ports).length) e.ports = { ...policy.mtls.ports };
       kernel.enrolled.push(e);
+    }
+    // The same-node shortcut: a pair is allowed when the destination's policies, evaluated as its data plane
+    // inbound would for the source's SPIFFE ID (DENY first, then ALLOW), let the connection in. Every other
+    // connection keeps going to the data plane, which refuses it as it would any tunnelled one.
+    if (this.localShortcut) {
+      for (const src of sources) {
+        for (const t of targets) {
+          if (t.policies && !authorize(t.policies, src.id, t.port).allowed) continue;
+          kernel.localPairs!.push({ cgroup: src.cgroup, destination: t.destination });
+        }
+      }
     }
     return { kernel, dataplane: this.dataplaneBase(workloads, destinations) };
   }
@@ -258,6 +290,9 @@ export class MtlsNode {
     const run = async () => {
       this.last = config;
       const p = this.plan(config);
+      // The kernel's part is checked whole before the data plane hears of it, and the local pairs the new policies
+      // refuse are dropped first: from here on such a connect goes to the data plane, reloaded next.
+      this.datapath?.dropLocalPairs(p.kernel);
       await this.supervisor.reload(p.dataplane, svidFilesChanged);
       return p.kernel;
     };

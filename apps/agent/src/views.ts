@@ -60,6 +60,8 @@ export interface StatusInput {
   datapath: DatapathStatus | undefined;
   /** The mTLS data plane, when mTLS is on. */
   dataplane?: DataplaneHealth;
+  /** The same-node shortcut's switch, when mTLS is on. */
+  mtlsLocalShortcut?: boolean;
 }
 
 export interface StatusView {
@@ -81,6 +83,8 @@ export interface StatusView {
   counters: Record<string, Record<string, number | bigint>>;
   /** The mTLS data plane (absent: mTLS off). */
   dataplane?: DataplaneHealth;
+  /** The same-node shortcut (absent: mTLS off). */
+  mtlsLocal?: MtlsLocalView;
 }
 
 export function statusView(s: StatusInput): StatusView {
@@ -102,7 +106,23 @@ export function statusView(s: StatusInput): StatusView {
     maps: dp?.fill() ?? {},
     counters: dp ? dp.counters() : {},
     ...(s.dataplane ? { dataplane: s.dataplane } : {}),
+    ...(s.mtlsLocalShortcut !== undefined ? { mtlsLocal: localShortcutView(s.mtlsLocalShortcut, dp) } : {}),
   };
+}
+
+/** The same-node shortcut: on or off, the pairs it allows, and what its programs counted. */
+export interface MtlsLocalView {
+  enabled: boolean;
+  pairs: number;
+  /** Connects left alone as allowed local pairs (direct connections), since the programs were loaded. */
+  direct: number;
+  /** Packets a STRICT port took from direct connections. */
+  strictPasses: number;
+}
+
+function localShortcutView(enabled: boolean, dp: StatusInput['datapath']): MtlsLocalView {
+  const c = (dp?.counters().mtls ?? {}) as Record<string, number | bigint>;
+  return { enabled, pairs: dp?.fill().mtls_local_pairs?.used ?? 0, direct: Number(c.local_direct ?? 0), strictPasses: Number(c.strict_pass_local ?? 0) };
 }
 
 export interface ServiceView {

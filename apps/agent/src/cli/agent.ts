@@ -90,12 +90,17 @@ Options:
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
   --mtls-pool          outbound connections as streams over pooled tunnel connections, reused
                        (no handshake per connection; no kTLS) instead of one TLS connection each
+  --no-mtls-local-shortcut  same-node connections between enrolled workloads go through the tunnel too
+                       (by default the pairs the policies allow connect directly, plaintext never leaving
+                       the host: docs/mtls.md, "Same-node connections")
   --mtls-dataplane-external  the data plane is started beside the agent by something else (a container of
                        the agent's pod sharing its process namespace and --run-dir): found, reloaded and
                        watched, never started or stopped (docs/kubernetes.md, "mTLS")
   --mtls-node NAME=IP:PORT another node's tunnel listener, for Workloads with spec.nodeName NAME (repeatable)
   --mtls-max-workloads N, --mtls-max-ports N, --mtls-max-destinations N  capacity of mtls_enrolled, mtls_ports,
                            mtls_dests  [from the first config: 2x, at least 1024 / 4096 / 4096, a power of 2]
+  --mtls-max-local-pairs N  capacity of mtls_pairs (allowed enrolled workload × destination pairs of this
+                           node)  [from the first config: 2x every pair, at least 4096, at most 65536, a power of 2]
   --dataplane PATH     the mesh-dataplane executable            [native/dataplane/build/mesh-dataplane]
   --run-dir DIR        the data plane's config, pid file and log          [/run/mesh/<pin root's name>-dataplane]
   --allow-empty-config apply a config file that holds no objects (it deletes the services it held)
@@ -143,6 +148,8 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
         'mtls-pool': { type: 'boolean', default: false },
+        'no-mtls-local-shortcut': { type: 'boolean', default: false },
+        'mtls-max-local-pairs': { type: 'string' },
         'mtls-dataplane-external': { type: 'boolean', default: false },
         'mtls-node': { type: 'string', multiple: true },
         'mtls-max-workloads': { type: 'string' },
@@ -197,7 +204,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     inboundSource(args['mtls-inbound-source']!);
     peers(args['mtls-node'] ?? []);
-    for (const f of ['mtls-max-workloads', 'mtls-max-ports', 'mtls-max-destinations'] as const) {
+    for (const f of ['mtls-max-workloads', 'mtls-max-ports', 'mtls-max-destinations', 'mtls-max-local-pairs'] as const) {
       if (args[f] !== undefined && (!/^[1-9]\d*$/.test(args[f]!) || Number(args[f]) > 2 ** 24)) throw new UsageError(`--${f} must be a positive integer, at most 16777216`);
     }
     const ttl = parseDuration(args['svid-ttl']!);
@@ -279,6 +286,8 @@ export async function main(argv: string[]): Promise<number> {
           runDir: args['run-dir'] ?? defaultRunDir(args['pin-root']!),
           peers: peers(args['mtls-node'] ?? []),
           ...(args['mtls-pool'] && { pool: true }),
+          localShortcut: !args['no-mtls-local-shortcut'],
+          ...(args['mtls-max-local-pairs'] !== undefined && { maxLocalPairs: Number(args['mtls-max-local-pairs']) }),
           ...(args['mtls-dataplane-external'] && { externalDataplane: true }),
           ...(args['mtls-max-workloads'] !== undefined && { maxWorkloads: Number(args['mtls-max-workloads']) }),
           ...(args['mtls-max-ports'] !== undefined && { maxPorts: Number(args['mtls-max-ports']) }),

@@ -316,6 +316,13 @@ async function status(agent: string, json: boolean): Promise<number> {
             ...(s.dataplane.recordLayer ? [recordLayerLine(s.dataplane.recordLayer)] : []),
           ]
         : []),
+      ...(s.mtlsLocal
+        ? [
+            s.mtlsLocal.enabled
+              ? `same node    shortcut on: ${s.mtlsLocal.pairs} allowed local pairs; ${s.mtlsLocal.direct} connections direct, ${s.mtlsLocal.strictPasses} packets let in by STRICT`
+              : 'same node    shortcut off (--no-mtls-local-shortcut): same-node connections go through the tunnel',
+          ]
+        : []),
       '',
     ];
     process.stdout.write(lines.join('\n') + '\n');

@@ -21,8 +21,12 @@ import {
   type MtlsAddr,
   mtlsConfig,
   type MtlsConfig,
+  mtlsConnKey,
+  type MtlsConnKey,
   mtlsOrig,
   type MtlsOrig,
+  mtlsPairKey,
+  type MtlsPairKey,
   mtlsPortKey,
   type MtlsPortKey,
   normalIp,
@@ -41,6 +45,8 @@ export interface MtlsOptions {
   maxWorkloads?: number;
   /** Capacity of the per-port mode table (a workload's default and each port with a mode). Default 65,536. */
   maxPorts?: number;
+  /** Capacity of the allowed local pair table (enrolled workload × destination of this node). Default 65,536. */
+  maxLocalPairs?: number;
   /** Pin the maps here and adopt maps already pinned (a restarted agent keeps the tables it finds). */
   pinDir?: string;
   /** The split's pinned per-socket table (split_orig) and its slot count, so that a connection to a service
@@ -74,6 +80,12 @@ export interface MtlsSnapshot {
   enrolled: EnrolledWorkload[];
   /** Mesh workloads: "ip" (every port), "ip:port" or "[ipv6]:port". */
   destinations: string[];
+  /**
+   * The same-node shortcut: an enrolled workload (its cgroup) and a destination of this node ("ip:port" or
+   * "[ipv6]:port", one of `destinations`) it may reach directly — its connect is left alone and STRICT lets the
+   * connection in. Absent or empty: every connection to a destination goes to the data plane.
+   */
+  localPairs?: { cgroup: string | bigint; destination: string }[];
 }
 
 export interface MtlsApplyStats {
@@ -95,19 +107,25 @@ export interface OriginalDestination {
 export const MIN_MTLS_WORKLOADS = 1024;
 export const MIN_MTLS_PORTS = 4096;
 export const MIN_MTLS_DESTINATIONS = 4096;
+export const MIN_MTLS_LOCAL_PAIRS = 4096;
+/** The most local pairs sized from a config (~6 MiB): pairs grow with the square of a node's workloads, and a
+ *  config that needs more is refused until --mtls-max-local-pairs says so (or the shortcut is off). */
+export const MAX_AUTO_MTLS_LOCAL_PAIRS = 65536;
 
-/** Capacities of the enrolled, per-port mode and destination tables for a config's counts: twice what it holds
- *  (the config can grow), at least the floors above, rounded up to a power of two (as the split's tables). */
-export function mtlsTableSizesFor(counts: { workloads: number; ports: number; destinations: number }): {
+/** Capacities of the enrolled, per-port mode, destination and local pair tables for a config's counts: twice what
+ *  it holds (the config can grow), at least the floors above, rounded up to a power of two (as the split's tables). */
+export function mtlsTableSizesFor(counts: { workloads: number; ports: number; destinations: number; localPairs?: number }): {
   maxWorkloads: number;
   maxPorts: number;
   maxDestinations: number;
+  maxLocalPairs: number;
 } {
   const size = (n: number, floor: number) => 2 ** Math.ceil(Math.log2(Math.max(floor, 2 * n)));
   return {
     maxWorkloads: size(counts.workloads, MIN_MTLS_WORKLOADS),
     maxPorts: size(counts.ports, MIN_MTLS_PORTS),
     maxDestinations: size(counts.destinations, MIN_MTLS_DESTINATIONS),
+    maxLocalPairs: Math.min(MAX_AUTO_MTLS_LOCAL_PAIRS, size(counts.localPairs ?? 0, MIN_MTLS_LOCAL_PAIRS)),
   };
 }
 
@@ -172,6 +190,8 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
   readonly configMap: BpfMap<number, MtlsConfig>;
   readonly origMap: BpfMap<MtlsAddr, MtlsOrig>;
   readonly bindAllowedMap: BpfMap<bigint, number>;
+  readonly localPairsMap: BpfMap<MtlsPairKey, number>;
+  readonly localConnsMap: BpfMap<MtlsConnKey, number>;
   private readonly countersMap: PerCpuMap<number, bigint>;
 
   private constructor(obj: BpfObject) {
@@ -182,6 +202,8 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
     this.configMap = obj.map(names.maps.mtls_config, { key: c.u32, value: mtlsConfig });
     this.origMap = obj.map(names.maps.mtls_orig, { key: mtlsAddr, value: mtlsOrig });
     this.bindAllowedMap = obj.map(names.maps.mtls_bind_allowed, { key: c.u64, value: c.u32 });
+    this.localPairsMap = obj.map(names.maps.mtls_pairs, { key: mtlsPairKey, value: c.u32 });
+    this.localConnsMap = obj.map(names.maps.mtls_direct, { key: mtlsConnKey, value: c.u32 });
     this.countersMap = obj.perCpuMap(names.maps.mtls_counters, { key: c.u32, value: c.u64 });
   }
 
@@ -195,6 +217,7 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
         spec.setMaxEntries(names.maps.mtls_enrolled, n);
       }
       if (opts.maxPorts !== undefined) spec.setMaxEntries(names.maps.mtls_ports, checkCapacity('maxPorts', opts.maxPorts));
+      if (opts.maxLocalPairs !== undefined) spec.setMaxEntries(names.maps.mtls_pairs, checkCapacity('maxLocalPairs', opts.maxLocalPairs));
       if (opts.pinDir !== undefined) {
         spec.pinMaps(opts.pinDir);
         // The split owns split_orig (and may pin it in this very directory, at another size); without splitOrig
@@ -236,15 +259,34 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
    * captured towards an old address.
    */
   apply(snap: MtlsSnapshot): MtlsApplyStats {
-    const { cfg, bindAllowed, enrolled, ports, dests } = this.plan(snap);
+    const { cfg, bindAllowed, enrolled, ports, dests, pairs } = this.plan(snap);
     const stats: MtlsApplyStats = { written: 0, deleted: 0 };
+    // Pairs the new snapshot drops go before anything else: a connect never bypasses a policy that now refuses it.
+    this.dropPairs(pairs, stats);
     // The data plane's cgroups before the address they guard: its own binds never meet a refusal.
     sync(this.bindAllowedMap, c.u64, c.u32, bindAllowed, stats);
     sync(this.configMap, c.u32, mtlsConfig, new Map([['00000000', [0, cfg]]]), stats);
     sync(this.destsMap, mtlsAddr, c.u32, dests, stats);
     sync(this.portsMap, mtlsPortKey, c.u32, ports, stats);
     sync(this.enrolledMap, c.u64, c.u32, enrolled, stats);
+    sync(this.localPairsMap, mtlsPairKey, c.u32, pairs, stats);
     return stats;
+  }
+
+  /** Deletes the local pairs `snap` no longer allows (after checking it whole; nothing is written when it is
+   *  wrong), leaving the rest: call before anything else acts on a new policy (the agent, before the data plane
+   *  reloads), so that new connections of a pair it refuses go to the data plane. */
+  dropLocalPairs(snap: MtlsSnapshot): MtlsApplyStats {
+    const { pairs } = this.plan(snap);
+    const stats: MtlsApplyStats = { written: 0, deleted: 0 };
+    this.dropPairs(pairs, stats);
+    return stats;
+  }
+
+  private dropPairs(want: Map<string, [MtlsPairKey, number]>, stats: MtlsApplyStats): void {
+    const stale: MtlsPairKey[] = [];
+    for (const k of this.localPairsMap.keys()) if (!want.has(hex(mtlsPairKey, k))) stale.push(k);
+    for (const k of stale) if (this.localPairsMap.delete(k)) stats.deleted++;
   }
 
   /** Throws, writing nothing, when `snap` is wrong or does not fit the tables (what apply() would refuse). */
@@ -332,6 +374,19 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
       dests.set(hex(mtlsAddr, key), [key, 1]);
     });
 
+    if (snap.localPairs !== undefined && !Array.isArray(snap.localPairs)) throw new MtlsSnapshotError('localPairs: expected an array');
+    const pairs = new Map<string, [MtlsPairKey, number]>();
+    (snap.localPairs ?? []).forEach((p, i) => {
+      const where = `localPairs[${i}]`;
+      const cgroupId = cgroupOf(`${where}.cgroup`, p?.cgroup);
+      if (!enrolled.has(hex(c.u64, cgroupId))) throw new MtlsSnapshotError(`${where}.cgroup: cgroup ${cgroupId} is not enrolled`);
+      const dst = parseDestination(p.destination, `${where}.destination`);
+      if (dst.port === 0) throw new MtlsSnapshotError(`${where}.destination: expected "ip:port" or "[ipv6]:port", got ${JSON.stringify(p.destination)}`);
+      if (!dests.has(hex(mtlsAddr, dst))) throw new MtlsSnapshotError(`${where}.destination: ${p.destination} is not a mesh destination`);
+      const key: MtlsPairKey = { cgroupId, dst };
+      pairs.set(hex(mtlsPairKey, key), [key, 1]);
+    });
+
     const fits = (n: number, map: BpfMap<any, any>, what: string, option: string, flag: string) => {
       if (n > map.maxEntries) {
         throw new MtlsSnapshotError(
@@ -342,13 +397,17 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
     fits(enrolled.size, this.enrolledMap, 'enrolled workload cgroups', 'maxWorkloads', '--mtls-max-workloads');
     fits(ports.size, this.portsMap, 'port modes (a STRICT workload default, or a port with a mode)', 'maxPorts', '--mtls-max-ports');
     fits(dests.size, this.destsMap, 'mesh destinations', 'maxDestinations', '--mtls-max-destinations');
-    return { cfg, bindAllowed, enrolled, ports, dests };
+    fits(pairs.size, this.localPairsMap, 'allowed local pairs (enrolled workload × destination of this node)', 'maxLocalPairs', '--mtls-max-local-pairs');
+    return { cfg, bindAllowed, enrolled, ports, dests, pairs };
   }
 
   /** apply() as a datapath family: the agent's share of a config (see families.ts in the agent). */
   async applyPart(input: MtlsSnapshot): Promise<PartApplied> {
     const r = this.apply(input);
-    return { mapWrites: r.written + r.deleted, log: { mtlsWorkloads: input.enrolled.length, mtlsDestinations: input.destinations.length } };
+    return {
+      mapWrites: r.written + r.deleted,
+      log: { mtlsWorkloads: input.enrolled.length, mtlsDestinations: input.destinations.length, mtlsLocalPairs: input.localPairs?.length ?? 0 },
+    };
   }
 
   registerMetrics(registry: Registry): void {
@@ -375,8 +434,10 @@ export class MtlsDatapath implements DatapathFamily<MtlsSnapshot, Registry> {
   }
 
   /** Entries in use and capacity of each table (map pressure). */
-  fill(): Record<'workloads' | 'destinations' | 'ports' | 'connections', { used: number; max: number }> {
+  fill(): Record<'workloads' | 'destinations' | 'ports' | 'connections' | 'local_pairs' | 'local_connections', { used: number; max: number }> {
     return {
+      local_pairs: { used: this.localPairsMap.count(), max: this.localPairsMap.maxEntries },
+      local_connections: { used: this.localConnsMap.count(), max: this.localConnsMap.maxEntries },
       workloads: { used: this.enrolledMap.count(), max: this.enrolledMap.maxEntries },
       destinations: { used: this.destsMap.count(), max: this.destsMap.maxEntries },
       ports: { used: this.portsMap.count(), max: this.portsMap.maxEntries },

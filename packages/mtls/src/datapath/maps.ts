@@ -13,11 +13,15 @@ export const mtlsConfig = c.struct(
   { name: 'mtls_config' },
 );
 export const mtlsPortKey = c.struct({ cgroupId: c.u64, port: c.u16, pad1: c.pad(2), pad2: c.pad(4) }, { name: 'mtls_port_key' });
+export const mtlsPairKey = c.struct({ cgroupId: c.u64, dst: mtlsAddr, pad: c.pad(4) }, { name: 'mtls_pair_key' });
+export const mtlsConnKey = c.struct({ src: mtlsAddr, dst: mtlsAddr }, { name: 'mtls_conn_key' });
 
 export type MtlsAddr = c.Infer<typeof mtlsAddr>;
 export type MtlsOrig = c.Infer<typeof mtlsOrig>;
 export type MtlsConfig = c.Infer<typeof mtlsConfig>;
 export type MtlsPortKey = c.Infer<typeof mtlsPortKey>;
+export type MtlsPairKey = c.Infer<typeof mtlsPairKey>;
+export type MtlsConnKey = c.Infer<typeof mtlsConnKey>;
 
 export const CFG_OUT4 = 1;
 export const CFG_OUT6 = 2;
@@ -39,6 +43,8 @@ export const counterNames = [
   'strict_pass_dataplane',
   'strict_pass_connected',
   'bind_refused',
+  'local_direct',
+  'strict_pass_local',
 ] as const;
 export type CounterName = (typeof counterNames)[number];
 
