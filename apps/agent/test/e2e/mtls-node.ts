@@ -76,7 +76,9 @@ export class MtlsNode {
     n.runDir = n.env.tempDir('run');
     n.statsAddr = `127.0.0.1:${await freePort()}`;
     n.env.writeConfig(nodeConfig(n));
-    n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, ...extraArgs];
+    // Client and server are workloads of this one node: the tests using it exercise the tunnel between them, so
+    // the same-node shortcut (mtls-local.test.ts) is off.
+    n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, '--no-mtls-local-shortcut', ...extraArgs];
     beforeAgent?.(n);
     n.agent = await n.env.startAgent(n.agentArgs, n.agentWrap);
     const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });

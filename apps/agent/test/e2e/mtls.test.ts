@@ -98,7 +98,9 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     env = await MeshEnv.create();
     runDir = env.tempDir('run');
     statsAddr = `127.0.0.1:${await freePort()}`;
-    agentArgs = ['--mtls', '--mtls-outbound', `${DATAPLANE}:15001`, '--mtls-tunnel', `${DATAPLANE}:15008`, '--mtls-inbound-source', INBOUND_SOURCE, '--mtls-stats', statsAddr, '--run-dir', runDir];
+    // Both workloads are on this node: the tunnel between them is what is tested, so the same-node shortcut
+    // (mtls-local.test.ts) is off.
+    agentArgs = ['--mtls', '--mtls-outbound', `${DATAPLANE}:15001`, '--mtls-tunnel', `${DATAPLANE}:15008`, '--mtls-inbound-source', INBOUND_SOURCE, '--mtls-stats', statsAddr, '--run-dir', runDir, '--no-mtls-local-shortcut'];
     env.writeConfig(config('STRICT'));
     agent = await env.startAgent(agentArgs);
     const server = env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });

@@ -32,6 +32,8 @@ describePrivileged('MtlsDatapath.apply', () => {
       destinations: { used: 4, max: 100 },
       ports: { used: 3, max: 65536 },
       connections: { used: 0, max: 1000 },
+      local_pairs: { used: 0, max: 65536 },
+      local_connections: { used: 0, max: 65536 },
     });
     const dests = [...dp.destsMap.keys()].map((k) => `${k.family}:${c.bytesToIp(k.family === 2 ? k.addr.subarray(0, 4) : k.addr)}:${k.port}`).sort();
     // An IPv4-mapped address is held as IPv4, as the programs look it up.
