@@ -166,7 +166,16 @@ export const arms = {
     closedTargets: () => [`${ADDR.vipV1}:${PORT.app}`],
     servers: 'app',
     cgroup: () => workloadCg('client'),
-    start: startMeshMtls,
+    start: () => startMeshMtls({ local: false }),
+  },
+  // The same agent with the same-node shortcut on (its default): every pod is on this node, so the client's
+  // connections to v1 and v2 are direct, STRICT letting them in; the data plane runs but sees none.
+  mesh_mtls_local: {
+    targets: () => [`${ADDR.vip}:${PORT.app}`],
+    closedTargets: () => [`${ADDR.vipV1}:${PORT.app}`],
+    servers: 'app',
+    cgroup: () => workloadCg('client'),
+    start: () => startMeshMtls({ local: true }),
   },
   haproxy_http: haproxyArm(false),
   haproxy_tls: haproxyArm(true),
@@ -183,13 +192,16 @@ function dataplaneMetrics() {
  * namespace default; client → VIP → split → captured → data plane → mutual TLS 1.3 to the data plane's tunnel
  * (the same node) → v1/v2 from the inbound source address.
  */
-async function startMeshMtls() {
+async function startMeshMtls({ local }) {
+  const arm = local ? 'mesh_mtls_local' : 'mesh_mtls';
   curlFromClient(`http://${ADDR.vip}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
   const cfg = join(tmp, 'mesh-mtls.yaml');
   const runDir = join(tmp, 'dataplane-run');
   writeFileSync(cfg, meshConfig({ mtls: true }));
   const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
-    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, ...(params.mtlsPool ? ['--mtls-pool'] : [])];
+    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, ...(params.mtlsPool ? ['--mtls-pool'] : []),
+    // mesh_mtls measures the tunnel: with every pod on one node, the shortcut would take all of its connections.
+    ...(local ? [] : ['--no-mtls-local-shortcut'])];
   const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];
   const [cmd, ...args] = [...params.agentPrefix, 'nsenter', `--net=/run/netns/${NS.node}`, ...agentArgv];
   agent = new Proc('mesh-agent (mtls)', cmd, args);
@@ -220,7 +232,7 @@ async function startMeshMtls() {
       state.dataplanePid = undefined;
     }
     uninstallMesh(true);
-    assertNoMesh('after the mesh_mtls arm');
+    assertNoMesh(`after the ${arm} arm`);
     return { code, signal };
   };
   try {
@@ -242,13 +254,16 @@ async function startMeshMtls() {
     // STRICT: plaintext from outside the mesh never reaches the server.
     curlFromClient(`http://${ADDR.v1}:${PORT.app}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
     const authorized = promSum(dataplaneMetrics(), 'mesh_dataplane_inbound_authorized_total', { source_principal: 'spiffe://cluster.local/ns/default/sa/client' });
-    if (!(authorized >= 2)) throw new Error(`the data plane authorized ${authorized} tunnelled connections from the client, expected the 2 requests'`);
+    const direct = promSum(await metrics(), 'mesh_mtls_captures_total', { result: 'local_direct' });
+    if (local ? !(direct >= 2 && authorized === 0) : !(authorized >= 2))
+      throw new Error(`the data plane authorized ${authorized} tunnelled connections from the client and the kernel left ${direct} direct, expected the 2 requests' ${local ? 'direct' : 'tunnelled'}`);
   } catch (err) {
     await stopAll().catch(() => undefined);
     throw err;
   }
   await sleep(params.agentSettleS * 1000);
   let authorizedBefore = promSum(dataplaneMetrics(), 'mesh_dataplane_inbound_authorized_total', {});
+  let directBefore = promSum(await metrics(), 'mesh_mtls_captures_total', { result: 'local_direct' });
   return {
     procs: { agent: agent.pid, dataplane: dpPid },
     progs: state.openProgs,
@@ -257,14 +272,21 @@ async function startMeshMtls() {
       const authorized = promSum(text, 'mesh_dataplane_inbound_authorized_total', {});
       const tunnelled = authorized - authorizedBefore;
       authorizedBefore = authorized;
+      const directNow = promSum(await metrics(), 'mesh_mtls_captures_total', { result: 'local_direct' });
+      const direct = directNow - directBefore;
+      directBefore = directNow;
       // Keep-alive load: at least its connections; new-connection load: one per request.
       const want = res.connectionPerRequest ? res.requests : params.connections;
+      if (local) {
+        if (tunnelled > 0 || direct < want) throw new Error(`the kernel left ${direct} connections direct and the data plane authorized ${tunnelled} during the run, expected at least ${want} direct and none tunnelled`);
+        return { direct_connections: direct };
+      }
       if (tunnelled < want) throw new Error(`the data plane authorized ${tunnelled} connections from the client during the run, expected at least ${want}`);
       return { tunnelled_connections: tunnelled };
     },
     async stop() {
       const { code, signal } = await stopAll();
-      if (code !== 0) throw new Error(`the agent (mtls) exited ${code ?? signal} on SIGTERM`);
+      if (code !== 0) throw new Error(`the agent (${arm}) exited ${code ?? signal} on SIGTERM`);
     },
   };
 }

@@ -9,7 +9,7 @@ import { ADDR, ARMS, DP, loadBefore, params, PORT, quick, run, t0 } from './topo
 
 /** The result file's content from what the run collected. */
 export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns = [], order }) {
-  const OWN = { direct: [], mesh: ['agent'], mesh_mtls: ['agent', 'dataplane'], haproxy_http: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'], haproxy_tls: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'] };
+  const OWN = { direct: [], mesh: ['agent'], mesh_mtls: ['agent', 'dataplane'], mesh_mtls_local: ['agent', 'dataplane'], haproxy_http: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'], haproxy_tls: ['haproxy_client', 'haproxy_v1', 'haproxy_v2'] };
   const APP = ['loadgen', 'nginx_v1', 'nginx_v2', 'ksoftirqd'];
   const sum = (obj, keys) => keys.reduce((a, k) => a + (obj[k] ?? 0), 0);
   const per1k = (ms, requests) => (ms * 1000) / requests;
@@ -34,7 +34,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns =
         softirq_delta_ms_per_1k: per1k(f.system_ms.softirq, f.requests) - (direct ? per1k(direct.system_ms.softirq, direct.requests) : 0),
         machine_busy_ms_per_1k: per1k(f.system_ms.busy, f.requests),
         // The mesh's programs run inside the app processes: never count less than their measured run time.
-        cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm === 'mesh' || arm === 'mesh_mtls' ? Math.max(app - appDirect, bpf) : app - appDirect),
+        cpu_ms_per_1k: arm === 'direct' ? 0 : own + (arm.startsWith('mesh') ? Math.max(app - appDirect, bpf) : app - appDirect),
       };
     });
   }
@@ -146,6 +146,8 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns =
     ratios.throughput_mtls_vs_haproxy_tls = ratio(results.mesh_mtls.rps, results.haproxy_tls?.rps);
     ratios.new_connections_mtls_vs_haproxy_tls = ratio(results.mesh_mtls.new_connections_per_s, results.haproxy_tls?.new_connections_per_s);
   }
+  // The same-node shortcut against no mesh (issue 20, Done when 5).
+  if (results.mesh_mtls_local) ratios.throughput_mtls_local_vs_direct = ratio(results.mesh_mtls_local.rps, results.direct?.rps);
   const goals = {
     added_p99_vs_haproxy_http:
       ratios.added_p99_vs_haproxy_http === undefined && results.haproxy_http?.added_p99_ms !== undefined
@@ -161,6 +163,10 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns =
     goal('cpu_mtls_vs_haproxy_tls', '≤ 0.5', (x) => x <= 0.5);
     goal('throughput_mtls_vs_haproxy_tls', '≥ 1.5', (x) => x >= 1.5);
     goal('new_connections_mtls_vs_haproxy_tls', '≥ 0.5', (x) => x >= 0.5);
+  }
+  if (results.mesh_mtls_local) {
+    const k = 'throughput_mtls_local_vs_direct';
+    goals[k] = ratios[k] === undefined ? { goal: '≥ 0.9', met: null, why: 'not measurable in this run (no direct arm)' } : { goal: '≥ 0.9', met: ratios[k] >= 0.9 };
   }
   // The mesh arm's goals mean nothing in a run without it.
   for (const k of Object.keys(goals)) if (!results.mesh && !k.includes('mtls')) delete goals[k];
@@ -233,6 +239,7 @@ export function figures({ raw, latencies, latencyRuns, closedRuns, newConnRuns =
       direct: `connections dial the servers directly (port ${PORT.plain}): 14 of 16 to v1, 2 to v2 (closed loop: all to v1)`,
       mesh: `connections dial the VIP ${ADDR.vip}:80, split ${params.split.v1}/${params.split.v2} per connection by the agent's programs (closed loop: the VIP of Service server-v1, ${ADDR.vipV1}:80); the load generator's sockets are in the client workload's cgroup; the agent runs (unpinned) only during this arm's runs and the latency phase`,
       mesh_mtls: `the mesh arm's path with the agent started with --mtls in the node's namespace: client, v1, v2 enrolled (mesh.dev/mtls), PeerAuthentication STRICT for namespace default; the data plane (native/dataplane) listens on ${DP.addr} (an address of the node's namespace) and reaches the servers from ${DP.inboundSource}; both tunnel ends are this node's data plane (one process); CPU counts the agent's and the data plane's threads`,
+      mesh_mtls_local: `the mesh_mtls arm's agent with the same-node shortcut on (its default; mesh_mtls runs with --no-mtls-local-shortcut): the client's connections to v1 and v2 (all pods are on this node) are left alone by the capture and let in by STRICT as an allowed local pair: no data plane, no TLS; CPU counts the agent's and the data plane's threads`,
       new_connections: `closed loops of ${params.closedS} s with one connection per request (Connection: close, a blocking connect for each), ${params.connections} at once, the arms taking turns, ${params.newConnRounds} rounds; medians`,
       haproxy: `HAProxy ${haproxyVersion.split(' ')[2]}: client-side proxy in pod-client on 127.0.0.1:${PORT.outbound} (CPU ${params.clientCpu}), mode http, roundrobin ${params.split.v1}/${params.split.v2} per request over the server-side proxies on <pod>:${PORT.inbound} (CPU ${params.serverCpu}), which forward to nginx on 127.0.0.1:${PORT.plain} (closed loop: a second frontend, 127.0.0.1:${PORT.outboundV1}, to v1 alone); nbthread 1, http-reuse always, keep-alive both ways; TLS arm: the same 100 ports higher, mutual TLS (ECDSA P-256, a throwaway CA) between the proxies, server name verified`,
       latency_phase: `after the repetitions, every arm up at once and one load generator loading all of them, ${params.rate} requests/s in all, each arm on its own ${params.connections} connections, the arms' requests interleaved one by one (in a de Bruijn order: every arm's request follows every pair of arms' equally often); ${params.latencyRuns} runs of ${params.latencyS} s; the direct and proxy arms' sockets in cgroups outside the mesh's`,

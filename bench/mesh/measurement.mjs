@@ -171,7 +171,7 @@ export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closed
       log(`latency run ${run + 1}/${params.latencyRuns}, all arms at once, ${res.rps} rps: p99 ${ARMS.map((a) => `${a} ${Math.round(perArm[a].p99_ms * 1000)} µs`).join(', ')}`);
     }
     if (sessions.mesh) await sessions.mesh.check({ requests: meshRequests });
-    if (sessions.mesh_mtls) await sessions.mesh_mtls.check({ requests: 0 });
+    for (const arm of ['mesh_mtls', 'mesh_mtls_local']) if (sessions[arm]) await sessions[arm].check({ requests: 0 });
     // Throughput: a closed loop per arm in turn, the order rotated each round, a few seconds each; the other arms
     // are up but idle. One arm at a time (at saturation, arms loaded together would share the CPUs' queues and
     // each other's costs), but in short turns many times over: a slow stretch of the machine lands on a few
@@ -196,7 +196,7 @@ export async function allArmsPhase({ serverProcs, latencies, latencyRuns, closed
         const armProcs = { ...serverProcs(arms[arm].servers), ...sessions[arm].procs };
         const res = await load(arm, arms[arm].closedTargets(), { rate: 0, durationS: params.closedS, warmupS: params.closedWarmupS, connectionPerRequest: true }, armProcs, [], clientCgroup(arm));
         newConnRuns.push({ round, arm, rps: res.rps, connects: res.connects, p50_us: res.p50_us, p99_us: res.p99_us, requests: res.requests, cpu_ms: res.cpu_ms });
-        if (arm === 'mesh_mtls') await sessions[arm].check(res);
+        if (arm === 'mesh_mtls' || arm === 'mesh_mtls_local') await sessions[arm].check(res);
       }
       const r = Object.fromEntries(newConnRuns.filter((x) => x.round === round).map((x) => [x.arm, x.rps]));
       log(`new-connection round ${round + 1}/${params.newConnRounds}: ${ARMS.map((a) => `${a} ${Math.round(r[a])} conn/s`).join(', ')}`);

@@ -6,10 +6,11 @@ export const LABELS = {
   direct: 'direct (no mesh)',
   mesh: 'mesh (eBPF: split + metrics)',
   mesh_mtls: 'mesh with mTLS (STRICT, data plane)',
+  mesh_mtls_local: 'mesh with mTLS, same-node shortcut (STRICT, direct)',
   haproxy_http: 'HAProxy pair, HTTP',
   haproxy_tls: 'HAProxy pair, mutual TLS',
 };
-const COLORS = { direct: '#555555', mesh: '#1b9e77', mesh_mtls: '#e7298a', haproxy_http: '#d95f02', haproxy_tls: '#7570b3' };
+const COLORS = { direct: '#555555', mesh: '#1b9e77', mesh_mtls: '#e7298a', mesh_mtls_local: '#e6ab02', haproxy_http: '#d95f02', haproxy_tls: '#7570b3' };
 
 const f = (x, d) => (x === undefined || x === null || Number.isNaN(x) ? '–' : x.toFixed(d));
 const signed = (x, d) => (x === undefined ? '–' : `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(d)}`);
@@ -45,7 +46,7 @@ export function markdownTable(r) {
   for (const [arm, a] of Object.entries(r.arms)) {
     const c = a.cpu_components_ms_per_1k;
     lines.push(
-      `| ${LABELS[arm] ?? arm} | ${arm === 'direct' ? '0' : f(a.cpu_ms_per_1k, 1)} | ${f(c.own, 1)} | ${arm === 'direct' ? `(${f(c.app_total, 1)} in all)` : signed(c.app_delta, 1)} | ${arm === 'mesh' || arm === 'mesh_mtls' ? f(c.bpf, 2) : '–'} | ${arm === 'direct' ? '0' : f(a.saturated_cpu_ms_per_1k, 2)} |`,
+      `| ${LABELS[arm] ?? arm} | ${arm === 'direct' ? '0' : f(a.cpu_ms_per_1k, 1)} | ${f(c.own, 1)} | ${arm === 'direct' ? `(${f(c.app_total, 1)} in all)` : signed(c.app_delta, 1)} | ${arm.startsWith('mesh') ? f(c.bpf, 2) : '–'} | ${arm === 'direct' ? '0' : f(a.saturated_cpu_ms_per_1k, 2)} |`,
     );
   }
   lines.push('');

@@ -59,10 +59,10 @@ export const params = {
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };
 {
-  const known = ['direct', 'mesh', 'mesh_mtls', 'haproxy_http', 'haproxy_tls'];
+  const known = ['direct', 'mesh', 'mesh_mtls', 'mesh_mtls_local', 'haproxy_http', 'haproxy_tls'];
   const bad = params.arms.filter((a) => !known.includes(a));
   if (bad.length || !params.arms.length) throw new Error(`BENCH_MESH_ARMS: unknown arm ${bad.join(', ') || '(none given)'}; the arms are ${known.join(', ')}`);
-  if (params.arms.includes('mesh') && params.arms.includes('mesh_mtls')) throw new Error('BENCH_MESH_ARMS: mesh and mesh_mtls cannot run in one run (one agent each, on the same cgroups and pins)');
+  if (params.arms.filter((a) => a.startsWith('mesh')).length > 1) throw new Error('BENCH_MESH_ARMS: mesh, mesh_mtls and mesh_mtls_local cannot run in one run (one agent each, on the same cgroups and pins)');
 }
 export const quick = memoryOnly
   ? process.env.BENCH_MESH_ARMS !== undefined || params.rate !== DEFAULTS.rate || params.fixedS !== DEFAULTS.fixedS || params.agentPrefix.length > 0

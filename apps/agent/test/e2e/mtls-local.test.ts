@@ -181,6 +181,7 @@ describePrivileged('the same-node shortcut of mTLS (one node, real processes)', 
     const denied = await load(10, 1);
     expect(denied).toMatchObject({ sent: 10, ok: 0, failed: 10 });
     refusedWithShortcut = denied.errors;
+    console.log(`a refused local pair, as the client sees it: ${JSON.stringify([...new Set(denied.errors)])}`);
     let k1 = kernel(await metrics());
     expect(k1.direct - k0.direct).toBe(0);
     expect(k1.captured - k0.captured).toBe(10);
