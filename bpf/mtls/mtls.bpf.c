@@ -271,6 +271,7 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 	struct mtls_addr dst = {}, out;
 	struct mtls_config *cfg;
 	struct mtls_orig *o;
+	struct mtls_addr *l;
 	__u32 zero = 0;
 
 	if (ctx->protocol != IPPROTO_TCP || !bpf_map_lookup_elem(&mtls_enrolled, &cg))
@@ -290,6 +291,10 @@ static __always_inline int do_connect(struct bpf_sock_addr *ctx, int v6)
 		count(MTLS_ORIG_NO_STORAGE);
 		return 1;
 	}
+	/* A socket connecting again (after a failed connect) is captured now: its old local mark no longer holds. */
+	l = bpf_sk_storage_get(&mtls_local_sk, ctx->sk, 0, 0);
+	if (l)
+		l->family = 0;
 	o->dst = dst;
 	dialled_of(bpf_get_socket_cookie(ctx), &dst, &o->dialled);
 	store_addr(ctx, v6, out.addr, out.port, out.family);
@@ -360,6 +365,8 @@ int mtls_sockops(struct bpf_sock_ops *ctx)
 	if (!sk)
 		return 1;
 	l = bpf_sk_storage_get(&mtls_local_sk, sk, 0, 0);
+	if (l && !l->family) /* unmarked: captured after all */
+		l = NULL;
 	o = l ? NULL : bpf_sk_storage_get(&mtls_sk, sk, 0, 0);
 	if (!l && !o)
 		return 1;
