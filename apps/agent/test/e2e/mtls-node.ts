@@ -69,7 +69,7 @@ export class MtlsNode {
   /** Starts the agent (with `extraArgs`; `wrap`: a command that execs it, see MeshEnv.startAgent — given the new
    *  node's environment, it may name its paths; `beforeAgent`: run just before the agent starts) and the server
    *  workload; resolves once both workloads are enrolled. */
-  static async start(extraArgs: string[] = [], wrap: (env: MeshEnv) => string[] = () => [], beforeAgent?: (n: MtlsNode) => void): Promise<MtlsNode> {
+  static async start(extraArgs: string[] = [], wrap: (env: MeshEnv) => string[] = () => [], beforeAgent?: (n: MtlsNode) => void, serverEnv: Record<string, string> = {}): Promise<MtlsNode> {
     const n = new MtlsNode();
     n.env = await MeshEnv.create();
     n.agentWrap = wrap(n.env);
@@ -81,7 +81,7 @@ export class MtlsNode {
     n.agentArgs = ['--mtls', '--mtls-outbound', `${n.dataplane}:15001`, '--mtls-tunnel', `${n.dataplane}:15008`, '--mtls-inbound-source', n.inboundSource, '--mtls-stats', n.statsAddr, '--run-dir', n.runDir, '--no-mtls-local-shortcut', ...extraArgs];
     beforeAgent?.(n);
     n.agent = await n.env.startAgent(n.agentArgs, n.agentWrap);
-    const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080' });
+    const server = n.env.meshRun('server', [process.execPath, join(FIXTURES, 'backend.mjs')], { NAME: MARKER, PORT: '8080', ...serverEnv });
     await waitForLine(server, /^listening/, 30_000);
     await until('both workloads enrolled', async () => sum(sample(await n.env.metrics(), 'mesh_mtls_enrolled_workloads')) === 2, 60_000);
     return n;

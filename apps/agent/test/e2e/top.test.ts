@@ -96,8 +96,10 @@ describePrivileged(
         expect(got.some((r) => r.source === 'default/productpage' && r.destination === 'default/reviews-v1')).toBe(true);
         for (const p of want) {
           const r = got.find((x) => key(x) === statKey(p))!;
-          // Two windows a moment apart: the same rate within 20 % (or 2 requests/s).
-          expect(Math.abs(r.rps - p.rps), `${key(r)}: top ${r.rps}, stat ${p.rps}`).toBeLessThanOrEqual(Math.max(2, 0.2 * p.rps));
+          // Two windows a moment apart: the same rate within 40 % (or 3 requests/s) — a wrong row or a rate off by a
+          // factor is far outside it. 20 % failed once in CI beside another run and five builds (top 8, stat 12.06
+          // requests/s on the quarter of the split): the load's client stalls on such a machine.
+          expect(Math.abs(r.rps - p.rps), `${key(r)}: top ${r.rps}, stat ${p.rps}`).toBeLessThanOrEqual(Math.max(3, 0.4 * p.rps));
         }
         // Busiest first.
         expect(got.map((r) => r.rps)).toEqual([...got.map((r) => r.rps)].sort((a, b) => b - a));
