@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "json.h"
+#include "ktls.h"
 
 namespace mesh {
 
@@ -17,6 +18,14 @@ const Workload* Config::workloadByIp(const std::string& ip) const {
   for (auto& w : workloads)
     if (w->address == ip) return w.get();
   return nullptr;
+}
+
+bool Config::pooled() const { return pool ? *pool : !(ktls && ktlsAvailable()); }
+
+const char* Config::tunnelChoice() const {
+  if (pool) return "config";
+  if (!ktls) return "auto: \"ktls\": false";
+  return ktlsAvailable() ? "auto: kTLS available" : "auto: kTLS unavailable";
 }
 
 const Destination* Config::destination(const Addr& dst) const {
@@ -139,7 +148,7 @@ std::shared_ptr<const Config> loadConfig(const std::string& path) {
   if (auto* v = optional(root, "pool", Json::Type::Bool, "config")) cfg->pool = v->b;
   if (auto* v = optional(root, "poolIdleMs", Json::Type::Number, "config"))
     cfg->poolIdleMs = intField(*v, "config.poolIdleMs", 100, 600000);
-  if (cfg->pool && cfg->ktls)
+  if (cfg->pool.value_or(false) && cfg->ktls)
     fail("config.pool", "needs \"ktls\": false (a pooled tunnel frames its streams in user space)");
 
   const Json& workloads = need(root, "workloads", Json::Type::Array, "config");

@@ -41,8 +41,9 @@ struct Config {
   int handshakeTimeoutMs = 10000;
   bool ktls = true;  // hand the record layer to the kernel when it has kTLS ("ktls": false keeps user space)
   // "pool": outbound connections go as streams over pooled tunnel connections, one stream at a time per
-  // connection, reused (docs/mtls.md, "Pooled tunnel"); needs "ktls": false (framed streams are user space).
-  bool pool = false;
+  // connection, reused (docs/mtls.md, "Pooled tunnel"); true needs "ktls": false (framed streams are user
+  // space). Absent: pooled unless the connection can hand its record layer to the kernel (pooled()).
+  std::optional<bool> pool;
   int poolIdleMs = 5000;  // an idle pooled connection is closed after this (the server waits 6 times longer)
   std::vector<std::unique_ptr<Workload>> workloads;
   std::map<std::string, Destination> destinations;                // key: "ip:port"
@@ -52,6 +53,12 @@ struct Config {
   // source a STRICT port accepts, docs/capture.md); absent: the kernel's choice.
   std::optional<Addr> inboundSource4;
   std::optional<Addr> inboundSource6;
+
+  // Whether outbound connections go pooled: as "pool" says, else wherever kTLS would not be used — kTLS needs
+  // one TLS connection per application connection, and without it the pool saves a handshake per connection.
+  bool pooled() const;
+  // Why, for the stats and `meshctl status`: "config" ("pool" given), or "auto: …".
+  const char* tunnelChoice() const;
 
   const Workload* workloadByIp(const std::string& ip) const;
   const Destination* destination(const Addr& dst) const;

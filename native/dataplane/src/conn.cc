@@ -254,7 +254,7 @@ bool Conn::readPreamble() {
   }
   check_.local = source;
   check_.expectedId = dest->spiffeId;
-  if (config_->pool && pool_) {
+  if (pool_ && config_->pooled()) {
     // A stream of a pooled tunnel: its header, then what the application sent early as a DATA frame.
     framed_ = true;
     std::string pre = encodeHeader(dst_, true);
@@ -329,7 +329,12 @@ bool Conn::finishConnect(int fd) {
   }
   attachPeerCheck(ssl_, &check_);
   watchTlsReads();
-  prepareKtls();
+  if (framed_) {
+    // Framed streams stay in user space here; the ALPN tells a server with kTLS to keep them there too.
+    SSL_set_alpn_protos(ssl_, reinterpret_cast<const unsigned char*>(kPooledAlpn), sizeof kPooledAlpn - 1);
+  } else {
+    prepareKtls();
+  }
   SSL_set_tlsext_host_name(ssl_, sniFor(dst_).c_str());
   SSL_set_connect_state(ssl_);
   state_ = State::Handshaking;

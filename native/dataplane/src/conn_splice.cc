@@ -54,12 +54,13 @@ bool Conn::handOver() {
     stats.recordLayer[int(role_)][0]++;
     return true;
   }
-  std::string why;
-  KtlsInstall r = ktlsInstall(ssl_, tls_, role_ == Role::Outbound, secrets_, why);
+  std::string why = "the client's pooled tunnel frames its streams in user space";
+  KtlsInstall r = check_.pooledPeer ? KtlsInstall::Declined : ktlsInstall(ssl_, tls_, role_ == Role::Outbound, secrets_, why);
   OPENSSL_cleanse(secrets_.client.data(), secrets_.client.size());
   OPENSSL_cleanse(secrets_.server.data(), secrets_.server.size());
   if (r != KtlsInstall::Installed) noteDeclined(why);
   if (r == KtlsInstall::Declined) {
+    SSL_set_read_ahead(ssl_, 1);  // prepareKtls turned it off for the hand-over that did not happen
     stats.recordLayer[int(role_)][0]++;
     return true;
   }

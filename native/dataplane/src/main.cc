@@ -97,6 +97,17 @@ void addPolicySeries(const Config& config) {
   }
 }
 
+// How the config's outbound connections go (after the kTLS probe, which an automatic choice follows); said on
+// stdout when it changes.
+void noteTunnel(const Config& config) {
+  bool pooled = config.pooled();
+  const char* choice = config.tunnelChoice();
+  bool was = stats.tunnelPooled.exchange(pooled);
+  const char* before = stats.tunnelChoice.exchange(choice);
+  if (was != pooled || std::strcmp(before, choice) != 0)
+    std::printf("mesh-dataplane: outbound tunnel %s (%s)\n", pooled ? "pooled" : "dedicated", choice);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -163,6 +174,7 @@ int main(int argc, char** argv) {
     if (!ktls) stats.ktlsReason = why;
     std::printf("mesh-dataplane: ktls %s%s\n", ktls ? "available" : "unavailable: ", why.c_str());
   }
+  noteTunnel(*config);
 
   if (nice) {
     // Before the workers start: threads inherit the creating thread's nice value (setpriority sets one thread's).
@@ -311,6 +323,7 @@ int main(int argc, char** argv) {
             config = fresh;
             setCurrentConfig(config);
             addPolicySeries(*config);
+            noteTunnel(*config);
             stats.reloadsOk++;
             stats.generation++;
             std::printf("mesh-dataplane: config generation %llu loaded\n", (unsigned long long)stats.generation.load());

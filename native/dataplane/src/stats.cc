@@ -113,17 +113,23 @@ std::string Stats::prometheus() const {
   for (int r = 0; r < kRoles; r++) line("mesh_dataplane_user_bytes_total", role(r), userBytes[r].load());
   help("mesh_dataplane_ktls_available", "gauge", "1 when the kernel's TLS ULP was usable at start, else 0.");
   line("mesh_dataplane_ktls_available", "", ktlsAvailable.load());
-  help("mesh_dataplane_ktls_info", "gauge", "Always 1; reason: why the start-up probe found no kTLS (empty when it did).");
-  {
-    // A label value escapes backslash, double quote and newline (Prometheus text format).
-    std::string reason;
-    for (char c : ktlsReason) {
-      if (c == '\\' || c == '"') reason += '\\';
-      if (c == '\n') reason += "\\n";
-      else reason += c;
+  // A label value escapes backslash, double quote and newline (Prometheus text format).
+  auto label = [](const std::string& v) {
+    std::string out;
+    for (char c : v) {
+      if (c == '\\' || c == '"') out += '\\';
+      if (c == '\n') out += "\\n";
+      else out += c;
     }
-    line("mesh_dataplane_ktls_info", "reason=\"" + reason + "\"", 1);
-  }
+    return out;
+  };
+  help("mesh_dataplane_ktls_info", "gauge", "Always 1; reason: why the start-up probe found no kTLS (empty when it did).");
+  line("mesh_dataplane_ktls_info", "reason=\"" + label(ktlsReason) + "\"", 1);
+  help("mesh_dataplane_outbound_tunnel_info", "gauge",
+       "Always 1; tunnel: how new outbound connections go under the config in force, pooled or dedicated; choice: "
+       "config (its \"pool\") or auto (pooled unless the record layer can go to the kernel, and why).");
+  line("mesh_dataplane_outbound_tunnel_info",
+       std::string("tunnel=\"") + (tunnelPooled.load() ? "pooled" : "dedicated") + "\",choice=\"" + label(tunnelChoice.load()) + "\"", 1);
   help("mesh_dataplane_authz_denied_total", "counter",
        "Inbound connections refused by policy: reason deny_match with the DENY policy (<namespace>/<name>), or "
        "no_allow_match with the workload's ALLOW policies (joined by \",\").");

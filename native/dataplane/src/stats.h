@@ -72,6 +72,9 @@ struct Stats {
   // Outbound connections by tunnel: [0] dedicated (a TLS connection of their own), [1] pooled on a new TLS
   // connection (a handshake), [2] pooled on a reused one (no handshake). Inbound: [role 1][0] dedicated, [1] pooled.
   std::atomic<uint64_t> tunnelStreams[kRoles][3]{};
+  // How outbound connections of the config in force go (Config::pooled, tunnelChoice); set by the main thread.
+  std::atomic<bool> tunnelPooled{false};
+  std::atomic<const char*> tunnelChoice{""};
   std::atomic<uint64_t> reloadsOk{0};
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};

@@ -79,6 +79,20 @@ int selectWorkload(SSL* ssl, int* alert, void*) {
   return SSL_TLSEXT_ERR_OK;
 }
 
+// Inbound: notes a client that offered the pooled tunnel's protocol and selects it; any other offer is left
+// unanswered (a dedicated tunnel's client offers none).
+int selectAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned inlen, void*) {
+  const auto* want = reinterpret_cast<const unsigned char*>(kPooledAlpn);
+  for (unsigned i = 0; i < inlen && i + 1 + in[i] <= inlen; i += 1 + in[i]) {
+    if (in[i] != want[0] || std::memcmp(in + i + 1, want + 1, want[0]) != 0) continue;
+    if (PeerCheck* check = checkOf(ssl)) check->pooledPeer = true;
+    *out = in + i + 1;
+    *outlen = in[i];
+    return SSL_TLSEXT_ERR_OK;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
 bool dnsChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
 }
@@ -114,6 +128,8 @@ SslCtxPtr newContext(bool serverBase) {
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(c, verifyPeer, nullptr);
   if (serverBase) SSL_CTX_set_tlsext_servername_callback(c, selectWorkload);
+  // On every context: the SNI callback switches the connection to its workload's before ALPN is decided.
+  SSL_CTX_set_alpn_select_cb(c, selectAlpn, nullptr);
   return ctx;
 }
 

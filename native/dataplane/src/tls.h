@@ -37,7 +37,13 @@ struct PeerCheck {
   std::optional<HandshakeFailure> failure;
   // The peer's SPIFFE ID once verified.
   std::string peerId;
+  // Inbound: the client offered ALPN kPooledAlpn — it frames streams in user space, so no kTLS hand-over.
+  bool pooledPeer = false;
 };
+
+// The ALPN protocol a pooled tunnel's client offers (wire: length-prefixed), so that a server whose kernel has
+// kTLS keeps that connection's record layer in user space.
+constexpr char kPooledAlpn[] = "\x04msh2";
 
 // One process-wide init; registers the ex_data index.
 void tlsInit();
