@@ -199,7 +199,7 @@ async function startMeshMtls({ local }) {
   const runDir = join(tmp, 'dataplane-run');
   writeFileSync(cfg, meshConfig({ mtls: true }));
   const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
-    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, ...(params.mtlsPool ? ['--mtls-pool'] : []),
+    '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, `--mtls-tunnel-mode=${params.mtlsTunnel}`,
     // mesh_mtls measures the tunnel: with every pod on one node, the shortcut would take all of its connections.
     ...(local ? [] : ['--no-mtls-local-shortcut'])];
   const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];
@@ -253,7 +253,12 @@ async function startMeshMtls({ local }) {
     curlFromClient(`http://${ADDR.vipV1}/`, { wrap: meshctlRun });
     // STRICT: plaintext from outside the mesh never reaches the server.
     curlFromClient(`http://${ADDR.v1}:${PORT.app}/`, { expectFail: true, extra: ['--connect-timeout', '1'] });
-    const authorized = promSum(dataplaneMetrics(), 'mesh_dataplane_inbound_authorized_total', { source_principal: 'spiffe://cluster.local/ns/default/sa/client' });
+    const dpText = dataplaneMetrics();
+    const authorized = promSum(dpText, 'mesh_dataplane_inbound_authorized_total', { source_principal: 'spiffe://cluster.local/ns/default/sa/client' });
+    // The tunnel the data plane took (with auto, its own choice): what the run measured, and where it is recorded.
+    const tunnel = /^mesh_dataplane_outbound_tunnel_info\{tunnel="(\w+)",choice="((?:[^"\\]|\\.)*)"\} 1$/m.exec(dpText);
+    if (!tunnel) throw new Error('the data plane does not say which tunnel it takes (mesh_dataplane_outbound_tunnel_info)');
+    params.mtlsTunnelTaken = { tunnel: tunnel[1], choice: tunnel[2].replace(/\\(.)/g, '$1') };
     const direct = promSum(await metrics(), 'mesh_mtls_captures_total', { result: 'local_direct' });
     if (local ? !(direct >= 2 && authorized === 0) : !(authorized >= 2))
       throw new Error(`the data plane authorized ${authorized} tunnelled connections from the client and the kernel left ${direct} direct, expected the 2 requests' ${local ? 'direct' : 'tunnelled'}`);

@@ -135,17 +135,20 @@ const write = (name, text) => {
 const md = markdownTable(result);
 write('mesh.json', JSON.stringify(result, null, 2) + '\n');
 // A run of the mTLS arms (direct, mesh_mtls, haproxy_tls) is recorded into bench/results/mesh.json beside the
-// default run's figures, under mesh_mtls_dedicated or mesh_mtls_pooled (BENCH_MESH_MTLS_POOL): its own header (machine, kernel, commit), parameters, arms and ratios.
+// default run's figures, under mesh_mtls_dedicated or mesh_mtls_pooled (the tunnel the data plane took): its own header (machine, kernel, commit), parameters, arms and ratios.
 // A run with mesh_mtls_local (the same-node shortcut) goes under mesh_mtls_local.
 const mtlsArm = ARMS.find((a) => a === 'mesh_mtls' || a === 'mesh_mtls_local');
 if (mtlsArm && process.env.BENCH_MESH_RECORD_MTLS === '1') {
-  const key = mtlsArm === 'mesh_mtls_local' ? 'mesh_mtls_local' : `mesh_mtls_${params.mtlsPool ? 'pooled' : 'dedicated'}`;
+  const taken = params.mtlsTunnelTaken;
+  const key = mtlsArm === 'mesh_mtls_local' ? 'mesh_mtls_local' : `mesh_mtls_${taken.tunnel}`;
   const file = join(root, 'bench/results/mesh.json');
   const doc = JSON.parse(readFileSync(file, 'utf8'));
   const { machine, kernel, node, commit, date, duration_s, params: p, topology: t, units, arms: a, ratios, goals, noise, new_connection_runs, closed_loop_runs, latency_runs } = result;
   const pick = (o, keys) => Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
   doc[key] = {
-    tunnel: mtlsArm === 'mesh_mtls_local' ? 'none: the same-node shortcut (direct connections)' : params.mtlsPool ? 'pooled (--mtls-pool)' : 'dedicated (one TLS connection per application connection)',
+    tunnel: mtlsArm === 'mesh_mtls_local'
+      ? 'none: the same-node shortcut (direct connections)'
+      : `${taken.tunnel} (${taken.tunnel === 'pooled' ? 'streams over reused TLS connections' : 'one TLS connection per application connection'}; --mtls-tunnel-mode ${params.mtlsTunnel}, the data plane's choice: ${taken.choice})`,
     machine, kernel, node, commit, date, duration_s, params: p, topology: pick(t, [mtlsArm, 'new_connections', 'haproxy', 'latency_phase']), units,
     arms: a, ratios: pick(ratios, Object.keys(ratios).filter((k) => k.includes('mtls'))), goals: pick(goals, Object.keys(goals).filter((k) => k.includes('mtls'))),
     noise, new_connection_runs, closed_loop_runs, latency_runs,

@@ -53,8 +53,9 @@ export const params = {
   arms: process.env.BENCH_MESH_ARMS ? process.env.BENCH_MESH_ARMS.split(',') : memoryOnly ? ['mesh', 'haproxy_http'] : ['direct', 'mesh', 'haproxy_http', 'haproxy_tls'],
   /** Closed-loop rounds with one connection per request (Connection: close, a new connect for each request). */
   newConnRounds: env('BENCH_MESH_NEWCONN_ROUNDS', 4),
-  /** BENCH_MESH_MTLS_POOL=1: the mesh_mtls arm's agent with --mtls-pool (pooled tunnel connections). */
-  mtlsPool: process.env.BENCH_MESH_MTLS_POOL === '1',
+  /** BENCH_MESH_MTLS_TUNNEL=auto|pooled|dedicated: the mesh_mtls arm's agent's --mtls-tunnel-mode (auto, the
+   *  agent's default: pooled unless the kernel has kTLS); BENCH_MESH_MTLS_POOL=1 is pooled. */
+  mtlsTunnel: process.env.BENCH_MESH_MTLS_TUNNEL ?? (process.env.BENCH_MESH_MTLS_POOL === '1' ? 'pooled' : 'auto'),
   /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };
@@ -62,6 +63,7 @@ export const params = {
   const known = ['direct', 'mesh', 'mesh_mtls', 'mesh_mtls_local', 'haproxy_http', 'haproxy_tls'];
   const bad = params.arms.filter((a) => !known.includes(a));
   if (bad.length || !params.arms.length) throw new Error(`BENCH_MESH_ARMS: unknown arm ${bad.join(', ') || '(none given)'}; the arms are ${known.join(', ')}`);
+  if (!['auto', 'pooled', 'dedicated'].includes(params.mtlsTunnel)) throw new Error(`BENCH_MESH_MTLS_TUNNEL: expected auto, pooled or dedicated, got ${JSON.stringify(params.mtlsTunnel)}`);
   if (params.arms.filter((a) => a.startsWith('mesh')).length > 1) throw new Error('BENCH_MESH_ARMS: mesh, mesh_mtls and mesh_mtls_local cannot run in one run (one agent each, on the same cgroups and pins)');
 }
 export const quick = memoryOnly

@@ -25,7 +25,8 @@ export interface DataplaneConfig {
   tunnel?: string;
   stats: string;
   workers?: number;
-  /** Pooled tunnel connections (docs/mtls.md); needs ktls false. */
+  /** Pooled tunnel connections (true; needs ktls false) or dedicated ones (false); absent: the data plane
+   *  chooses (docs/mtls.md). */
   pool?: boolean;
   ktls?: boolean;
   inboundSource?: { ipv4?: string; ipv6?: string };
@@ -80,6 +81,8 @@ export interface DataplaneHealth {
   lastError?: string;
   /** The record layer: whether the kernel's (kTLS) is there, and which one each connection took (absent: not scraped yet). */
   recordLayer?: RecordLayer;
+  /** How outbound connections go to other data planes, and why (absent: not scraped yet). */
+  tunnel?: TunnelChoice;
 }
 
 /** From the data plane's stats: its start-up kTLS probe, and connections by record layer and role. */
@@ -89,6 +92,32 @@ export interface RecordLayer {
   reason: string;
   /** Connections whose handshake completed: `ktls` (kernel record layer, bytes spliced) or `user` (OpenSSL). */
   connections: Record<'outbound' | 'inbound', { ktls: number; user: number }>;
+}
+
+/** From the data plane's stats: the tunnel new outbound connections take and why, and the streams so far. */
+export interface TunnelChoice {
+  tunnel: 'pooled' | 'dedicated';
+  /** `config` (its "pool" set: --mtls-tunnel-mode) or `auto: …` (pooled unless kTLS takes the record layer). */
+  choice: string;
+  /** Outbound connections: dedicated (a TLS connection each), pooled with a handshake (new) or without (reused). */
+  outbound: { dedicated: number; pooledNew: number; pooledReused: number };
+}
+
+/** The tunnel series of a scrape (undefined from a data plane that has none). */
+export function tunnelOf(text: string): TunnelChoice | undefined {
+  const info = /^mesh_dataplane_outbound_tunnel_info\{tunnel="(pooled|dedicated)",choice="((?:[^"\\]|\\.)*)"\} 1$/m.exec(text);
+  if (!info) return undefined;
+  const count = (labels: string) =>
+    Number(new RegExp(`^mesh_dataplane_tunnel_streams_total\\{role="outbound",${labels}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+  return {
+    tunnel: info[1] as TunnelChoice['tunnel'],
+    choice: info[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c)),
+    outbound: {
+      dedicated: count('tunnel="dedicated",handshake="new"'),
+      pooledNew: count('tunnel="pooled",handshake="new"'),
+      pooledReused: count('tunnel="pooled",handshake="reused"'),
+    },
+  };
 }
 
 interface PidRecord {
@@ -118,6 +147,7 @@ export interface DataplaneStats {
   reloadsOk: number;
   reloadsFailed: number;
   recordLayer: RecordLayer | undefined;
+  tunnel: TunnelChoice | undefined;
   text: string;
 }
 
@@ -153,6 +183,7 @@ export function scrapeDataplane(address: string, timeoutMs = STATS_TIMEOUT_MS): 
           reloadsOk: num(/^mesh_dataplane_config_reloads_total\{result="ok"\} (\d+)$/m),
           reloadsFailed: num(/^mesh_dataplane_config_reloads_total\{result="error"\} (\d+)$/m),
           recordLayer: recordLayerOf(text),
+          tunnel: tunnelOf(text),
           text,
         };
         if (Number.isNaN(s.generation)) reject(new Error(`stats endpoint ${address}: no mesh_dataplane_config_generation`));
@@ -214,6 +245,7 @@ export class DataplaneSupervisor {
   private state: DataplaneState = 'down';
   private generation: number | undefined;
   private recordLayer: RecordLayer | undefined;
+  private tunnel: TunnelChoice | undefined;
   private restarts = 0;
   private adopted = false;
   private lastError: string | undefined;
@@ -535,6 +567,7 @@ export class DataplaneSupervisor {
         this.state = 'serving';
         this.generation = s.generation;
         this.recordLayer = s.recordLayer;
+        this.tunnel = s.tunnel;
       } catch (err) {
         this.state = 'down';
         this.lastError = (err as Error).message;
@@ -575,6 +608,7 @@ export class DataplaneSupervisor {
       config: this.configPath,
       lastError: this.lastError,
       ...(this.recordLayer ? { recordLayer: this.recordLayer } : {}),
+      ...(this.tunnel ? { tunnel: this.tunnel } : {}),
     };
   }
 

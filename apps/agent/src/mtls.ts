@@ -49,7 +49,8 @@ export interface MtlsNodeOptions {
   /** The data plane is started and restarted by something else (a container beside the agent's): DataplaneOptions.external. */
   externalDataplane?: boolean;
   workers?: number;
-  /** Outbound connections as streams over pooled tunnel connections instead of one TLS connection each. */
+  /** Outbound connections as streams over pooled tunnel connections (true) or one TLS connection each (false);
+   *  absent: the data plane chooses, pooled unless the kernel takes the record layer (kTLS). */
   pool?: boolean;
   /** The same-node shortcut (docs/mtls.md, "Same-node connections"): a connection between two enrolled workloads
    *  of this node that the destination's policies allow is made directly, not through the tunnel. Default on. */
@@ -185,7 +186,7 @@ export class MtlsNode {
       stats: this.opts.stats,
       ...(this.opts.workers !== undefined ? { workers: this.opts.workers } : {}),
       // The pooled tunnel frames its streams in user space: no kTLS hand-over on this node's connections.
-      ...(this.opts.pool ? { pool: true, ktls: false } : {}),
+      ...(this.opts.pool === true ? { pool: true, ktls: false } : this.opts.pool === false ? { pool: false } : {}),
       inboundSource: this.opts.inboundSource,
       workloads,
       destinations,

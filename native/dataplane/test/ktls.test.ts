@@ -192,6 +192,18 @@ describePrivileged('mesh-dataplane kTLS', () => {
     expect(m(alert, 'a', 'mesh_dataplane_user_bytes_total', 'role="outbound"')).toBe(0);
     expect(close.tlsAfter?.TlsDecryptError).toBe(0);
   }, 1_100_000);
+  it('in the 6.1 guest: a pooled client (what a node without kTLS runs) to a node with kTLS: that connection stays in user space at both ends', async () => {
+    if (missing) throw new Error(missing);
+    expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);
+    const [r] = (await runPairs([['4', '--pool-a']], true)) as [PairResult];
+    expect(r.ktls).toEqual({ a: 'available', b: 'available' });
+    expectIntact(r, 4 * 1024 * 1024);
+    expect(m(r, 'a', 'mesh_dataplane_tunnel_streams_total', 'role="outbound",tunnel="pooled",handshake="new"')).toBe(1);
+    expect(m(r, 'b', 'mesh_dataplane_tunnel_streams_total', 'role="inbound",tunnel="pooled"')).toBe(1);
+    // B saw the client's ALPN and kept the record layer in user space, where the pool's frames are read.
+    expect(m(r, 'b', 'mesh_dataplane_record_layer_total', 'role="inbound",path="user"')).toBe(1);
+    expect(m(r, 'b', 'mesh_dataplane_record_layer_total', 'role="inbound",path="ktls"')).toBe(0);
+  }, 600_000);
   it('in the 6.1 guest: the splice pump takes every ready record before passing them on, through 256 KiB pipes', async () => {
     if (missing) throw new Error(missing);
     expect(existsSync(guest), `${guest} (DEVELOPERS.md, Tests: the qemu route to a second kernel)`).toBe(true);

@@ -75,7 +75,7 @@ describePrivileged('mesh-dataplane same-node tunnel', () => {
         ...structuredClone(n.configB),
         outbound: `${n.b.outbound!.host}:${n.b.outbound!.port}`,
         destinations: [{ address: `${at.host}:${at.port}`, tunnel: n.configB.tunnel!, spiffeId: SERVER_ID }],
-        ...(pool ? { pool: true, ktls: false } : {}),
+        ...(pool ? { pool: true, ktls: false } : { pool: false }),
       };
       await n.b.reload(config);
       const sock = dial(n.b, n.client, at);

@@ -47,6 +47,20 @@ function inboundSource(s: string): { ipv4?: string; ipv6?: string } {
   return out;
 }
 
+const TUNNEL_MODES = ['auto', 'pooled', 'dedicated'] as const;
+type TunnelMode = (typeof TUNNEL_MODES)[number];
+
+/** --mtls-tunnel-mode, with --mtls-pool as its shorthand for pooled. */
+function tunnelMode(mode: string | undefined, pool: boolean): TunnelMode {
+  if (mode !== undefined && !(TUNNEL_MODES as readonly string[]).includes(mode))
+    throw new UsageError(`--mtls-tunnel-mode must be one of ${TUNNEL_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  if (pool && mode !== undefined && mode !== 'pooled') throw new UsageError(`--mtls-pool is --mtls-tunnel-mode pooled: not with --mtls-tunnel-mode ${mode}`);
+  return pool ? 'pooled' : ((mode ?? 'auto') as TunnelMode);
+}
+
+/** The data plane's "pool": absent lets it choose (pooled unless kTLS takes the record layer). */
+const poolOption = (mode: TunnelMode) => (mode === 'auto' ? {} : { pool: mode === 'pooled' });
+
 export const AGENT_HELP = `Usage: mesh-agent --config PATH [options]
        mesh-agent --kubeconfig PATH | --kubernetes [--node-name NAME] [options]
 
@@ -88,8 +102,10 @@ Options:
   --mtls-inbound-source IP[,IP6]  the source of its connections to workloads: the only
                        source a STRICT port takes; one address per family             [${MTLS_DEFAULTS.inboundSource}]
   --mtls-stats IP:PORT     its Prometheus stats endpoint                               [${MTLS_DEFAULTS.stats}]
-  --mtls-pool          outbound connections as streams over pooled tunnel connections, reused
-                       (no handshake per connection; no kTLS) instead of one TLS connection each
+  --mtls-tunnel-mode MODE  how outbound connections cross to other data planes: pooled (streams over
+                       reused TLS connections: no handshake per connection; no kTLS), dedicated (one TLS
+                       connection each: what kTLS needs) or auto (pooled unless the kernel has kTLS)  [auto]
+  --mtls-pool          the same as --mtls-tunnel-mode pooled
   --no-mtls-local-shortcut  same-node connections between enrolled workloads go through the tunnel too
                        (by default the pairs the policies allow connect directly, plaintext never leaving
                        the host: docs/mtls.md, "Same-node connections")
@@ -147,6 +163,7 @@ export async function main(argv: string[]): Promise<number> {
         'mtls-tunnel': { type: 'string', default: MTLS_DEFAULTS.tunnel },
         'mtls-inbound-source': { type: 'string', default: MTLS_DEFAULTS.inboundSource },
         'mtls-stats': { type: 'string', default: MTLS_DEFAULTS.stats },
+        'mtls-tunnel-mode': { type: 'string' },
         'mtls-pool': { type: 'boolean', default: false },
         'no-mtls-local-shortcut': { type: 'boolean', default: false },
         'mtls-max-local-pairs': { type: 'string' },
@@ -202,6 +219,7 @@ export async function main(argv: string[]): Promise<number> {
       const { host: h } = parseHostPort(args[f]!);
       if (isIP(h) === 0) throw new UsageError(`--${f} must be IP:PORT, got ${JSON.stringify(args[f])}`);
     }
+    tunnelMode(args['mtls-tunnel-mode'], args['mtls-pool']!);
     inboundSource(args['mtls-inbound-source']!);
     peers(args['mtls-node'] ?? []);
     for (const f of ['mtls-max-workloads', 'mtls-max-ports', 'mtls-max-destinations', 'mtls-max-local-pairs'] as const) {
@@ -285,7 +303,7 @@ export async function main(argv: string[]): Promise<number> {
           dataplane: args.dataplane ?? DEFAULT_DATAPLANE,
           runDir: args['run-dir'] ?? defaultRunDir(args['pin-root']!),
           peers: peers(args['mtls-node'] ?? []),
-          ...(args['mtls-pool'] && { pool: true }),
+          ...poolOption(tunnelMode(args['mtls-tunnel-mode'], args['mtls-pool']!)),
           localShortcut: !args['no-mtls-local-shortcut'],
           ...(args['mtls-max-local-pairs'] !== undefined && { maxLocalPairs: Number(args['mtls-max-local-pairs']) }),
           ...(args['mtls-dataplane-external'] && { externalDataplane: true }),

@@ -297,6 +297,12 @@ function recordLayerLine(r: NonNullable<Status['dataplane']>['recordLayer'] & ob
   return `record layer kTLS ${r.ktlsAvailable ? 'available' : `unavailable (${r.reason})`}; connections: outbound ${c.outbound.ktls} ktls, ${c.outbound.user} user; inbound ${c.inbound.ktls} ktls, ${c.inbound.user} user`;
 }
 
+/** The tunnel outbound connections take and why, then the streams by tunnel (reused: no handshake). */
+function tunnelLine(t: NonNullable<Status['dataplane']>['tunnel'] & object): string {
+  const o = t.outbound;
+  return `tunnel       ${t.tunnel} (${t.choice}); outbound connections: ${o.pooledNew + o.pooledReused} pooled (${o.pooledReused} without a handshake), ${o.dedicated} dedicated`;
+}
+
 async function status(agent: string, json: boolean): Promise<number> {
   const s = await get<Status>(agent, '/v1/status');
   if (json) process.stdout.write(JSON.stringify(s, null, 2) + '\n');
@@ -313,6 +319,7 @@ async function status(agent: string, json: boolean): Promise<number> {
       ...(s.dataplane
         ? [
             `data plane   ${s.dataplane.state}${s.dataplane.pid ? ` (pid ${s.dataplane.pid}${s.dataplane.external ? ', beside the agent' : s.dataplane.adopted ? ', adopted' : ''}, config generation ${s.dataplane.generation ?? '-'}, ${s.dataplane.restarts} restarts)` : ''}, stats http://${s.dataplane.stats}/metrics${s.dataplane.lastError ? `; last error: ${s.dataplane.lastError}` : ''}`,
+            ...(s.dataplane.tunnel ? [tunnelLine(s.dataplane.tunnel)] : []),
             ...(s.dataplane.recordLayer ? [recordLayerLine(s.dataplane.recordLayer)] : []),
           ]
         : []),

@@ -109,6 +109,15 @@ describe('mesh-agent', SPAWNS, () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it.each([
+    [['--mtls-tunnel-mode', 'multiplexed'], /--mtls-tunnel-mode must be one of auto, pooled, dedicated, got "multiplexed"/],
+    [['--mtls-pool', '--mtls-tunnel-mode', 'dedicated'], /--mtls-pool is --mtls-tunnel-mode pooled: not with --mtls-tunnel-mode dedicated/],
+  ])('tunnel flags: %j is a usage error (exit 2)', async (flags, message) => {
+    const r = await exec(AGENT, ['--config', EXAMPLE, '--mtls', ...flags]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+  });
+
   it('--check validates without touching the kernel: 0 for the example, 3 for a broken file', async () => {
     const ok = await exec(AGENT, ['--config', EXAMPLE, '--check']);
     expect(ok.code).toBe(0);
