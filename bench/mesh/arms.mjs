@@ -200,6 +200,7 @@ async function startMeshMtls({ local }) {
   writeFileSync(cfg, meshConfig({ mtls: true }));
   const extra = ['--mtls', '--mtls-outbound', `${DP.addr}:${DP.outbound}`, '--mtls-tunnel', `${DP.addr}:${DP.tunnel}`, '--mtls-inbound-source', DP.inboundSource,
     '--mtls-stats', `${DP.addr}:${DP.stats}`, '--run-dir', runDir, `--mtls-tunnel-mode=${params.mtlsTunnel}`,
+    ...(params.dataplane ? ['--dataplane', params.dataplane] : []),
     // mesh_mtls measures the tunnel: with every pod on one node, the shortcut would take all of its connections.
     ...(local ? [] : ['--no-mtls-local-shortcut'])];
   const agentArgv = [AGENT_BIN, ...agentArgs({ config: cfg, listen: `127.0.0.1:${port}`, apiSocket, pinRoot, cgroupRoot: meshCg, stateDir: join(tmp, 'state-mtls') }, extra)];

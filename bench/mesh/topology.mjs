@@ -56,6 +56,9 @@ export const params = {
   /** BENCH_MESH_MTLS_TUNNEL=auto|pooled|dedicated: the mesh_mtls arm's agent's --mtls-tunnel-mode (auto, the
    *  agent's default: pooled unless the kernel has kTLS); BENCH_MESH_MTLS_POOL=1 is pooled. */
   mtlsTunnel: process.env.BENCH_MESH_MTLS_TUNNEL ?? (process.env.BENCH_MESH_MTLS_POOL === '1' ? 'pooled' : 'auto'),
+  /** BENCH_MESH_DATAPLANE=PATH: the mesh_mtls arm's data plane executable (the agent's --dataplane; default: this
+   *  tree's build), for before/after runs of the data plane alone. */
+  dataplane: process.env.BENCH_MESH_DATAPLANE || undefined,
   /** What-if: a command the agent runs under, e.g. "chrt --idle 0" (none: the agent as shipped). */
   agentPrefix: (process.env.BENCH_MESH_AGENT_PREFIX ?? '').split(' ').filter(Boolean),
 };

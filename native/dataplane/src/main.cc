@@ -1,5 +1,5 @@
-// mesh-dataplane: the per-node mutual-TLS data plane. The main thread accepts (outbound, tunnel, stats), handles
-// SIGHUP/SIGTERM, and hands connections to a fixed set of worker threads that run the handshakes and pump bytes.
+// mesh-dataplane: the per-node mutual-TLS data plane. A fixed set of worker threads accept (outbound, tunnel),
+// run the handshakes and pump bytes; the main thread serves the stats and handles SIGHUP/SIGTERM.
 //
 //   mesh-dataplane --config FILE [--check] [--listen-fd outbound|tunnel=FD]... [--nice N]
 //
@@ -87,7 +87,7 @@ bool sameListener(const std::optional<Addr>& want, int fd) {
 }
 
 // epoll tags for the main thread's fds.
-enum Tag : uint64_t { kOutbound = 1, kTunnel, kStatsListen, kSignal, kStatsClient = 1000 };
+enum Tag : uint64_t { kStatsListen = 1, kSignal, kStatsClient = 1000 };
 
 // Every policy a connection can be refused by has its series from the moment its config is in force.
 void addPolicySeries(const Config& config) {
@@ -215,9 +215,12 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Each worker accepts from both listeners itself: a new connection wakes the thread that will carry it.
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < config->workers; i++) {
     workers.push_back(std::make_unique<Worker>());
+    if (outboundFd >= 0) workers.back()->listen(outboundFd, Role::Outbound);
+    if (tunnelFd >= 0) workers.back()->listen(tunnelFd, Role::Inbound);
     workers.back()->start();
   }
 
@@ -228,14 +231,9 @@ int main(int argc, char** argv) {
     ev.data.u64 = tag;
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   };
-  if (outboundFd >= 0) watch(outboundFd, kOutbound);
-  if (tunnelFd >= 0) watch(tunnelFd, kTunnel);
   if (statsFd >= 0) watch(statsFd, kStatsListen);
   watch(sigfd, kSignal);
 
-  // Kept for the moment the process runs out of fds: a pending connection the listener cannot accept would keep
-  // the (level-triggered) listener readable and the main thread spinning; with this fd it is accepted and closed.
-  int reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
   std::string inherited = givenOutbound >= 0 && givenTunnel >= 0 ? "outbound,tunnel"
                           : givenOutbound >= 0                   ? "outbound"
@@ -246,49 +244,14 @@ int main(int argc, char** argv) {
               inherited.c_str());
   std::fflush(stdout);
 
-  constexpr int kShed = -2;
-  // An accepted fd; -1 when nothing is pending (or a transient error); kShed when one was refused for lack of fds.
-  Addr peer;
-  auto acceptOne = [&](int lfd) {
-    peer.len = sizeof peer.ss;
-    int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&peer.ss), &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || reserveFd < 0) return fd;
-    close(reserveFd);
-    fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd >= 0) {
-      linger l{1, 0};
-      setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
-      close(fd);
-    }
-    reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return fd >= 0 ? kShed : -1;
-  };
-  size_t next = 0;
-  auto acceptAll = [&](int lfd, Role role) {
-    for (int fd; (fd = acceptOne(lfd)) != -1;) {
-      if (fd == kShed) {
-        stats.errors[int(role)][int(ConnError::FdLimit)]++;
-        continue;
-      }
-      // A tunnel from this process's own outbound side goes to the worker that holds its other end.
-      Worker* owner = role == Role::Inbound ? Worker::byEpoll(localTunnels::find(localTunnels::key(peer))) : nullptr;
-      if (owner) owner->post(role, fd, config);
-      else workers[next++ % workers.size()]->post(role, fd, config, role == Role::Inbound);
-    }
-  };
-
   epoll_event events[64];
   while (true) {
     int n = epoll_wait(ep, events, 64, -1);
     for (int i = 0; i < n; i++) {
       uint64_t tag = events[i].data.u64;
-      if (tag == kOutbound) {
-        acceptAll(outboundFd, Role::Outbound);
-      } else if (tag == kTunnel) {
-        acceptAll(tunnelFd, Role::Inbound);
-      } else if (tag == kStatsListen) {
+      if (tag == kStatsListen) {
         // One response per connection, then FIN; the client's close ends it (no read timeout to manage).
-        for (int fd; (fd = acceptOne(statsFd)) != -1;) {
+        for (int fd; (fd = acceptShedding(statsFd, nullptr)) != -1;) {
           if (fd == kShed) continue;
           std::string body = stats.prometheus();
           std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +

@@ -2,6 +2,7 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,7 +15,36 @@ namespace mesh {
 namespace {
 // Every worker, made by the main thread before any starts; read-only afterwards.
 std::vector<Worker*> all;
+
+// Epoll tags of the listeners in a worker's epoll: never a Conn's address (those are heap pointers), nor the
+// eventfd's 0.
+constexpr uint64_t kListenOutbound = 2;
+constexpr uint64_t kListenTunnel = 4;
+// Accepts per listener event, so that a burst is shared with the other workers (the listener stays readable).
+constexpr int kAcceptBatch = 16;
+
+std::mutex reserveMu;
+int reserveFd = -1;  // /dev/null, held for the moment the process runs out of fds
 }  // namespace
+
+int acceptShedding(int lfd, Addr* peer) {
+  Addr scratch;
+  Addr& p = peer ? *peer : scratch;
+  p.len = sizeof p.ss;
+  int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&p.ss), &p.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
+  std::lock_guard<std::mutex> lock(reserveMu);
+  if (reserveFd < 0) return -1;
+  close(reserveFd);
+  fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) {
+    linger l{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    close(fd);
+  }
+  reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0 ? kShed : -1;
+}
 
 Worker* Worker::byEpoll(int epfd) {
   for (Worker* w : all)
@@ -23,6 +53,10 @@ Worker* Worker::byEpoll(int epfd) {
 }
 
 Worker::Worker() {
+  {
+    std::lock_guard<std::mutex> lock(reserveMu);
+    if (reserveFd < 0) reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
   all.push_back(this);
   epfd_ = epoll_create1(EPOLL_CLOEXEC);
   eventfd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -35,6 +69,37 @@ Worker::Worker() {
 
 Worker::~Worker() {
   for (Conn* c : conns_) delete c;
+}
+
+void Worker::listen(int fd, Role role) {
+  epoll_event ev{};
+  // Exclusive: a connection wakes one of the workers waiting, not all of them.
+  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+  ev.data.u64 = role == Role::Outbound ? kListenOutbound : kListenTunnel;
+  (role == Role::Outbound ? listenOutbound_ : listenTunnel_) = fd;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0)
+    throw std::system_error(errno, std::generic_category(), "worker epoll: listener");
+}
+
+void Worker::accepted(int lfd, Role role) {
+  Addr peer;
+  for (int i = 0; i < kAcceptBatch; i++) {
+    int fd = acceptShedding(lfd, &peer);
+    if (fd == -1) return;
+    if (fd == kShed) {
+      stats.errors[int(role)][int(ConnError::FdLimit)]++;
+      continue;
+    }
+    auto config = currentConfig();
+    if (role == Role::Outbound) {
+      adopt(role, fd, std::move(config), false);
+      continue;
+    }
+    // A tunnel from this process's own outbound side goes to the worker that holds its other end.
+    Worker* owner = byEpoll(localTunnels::find(localTunnels::key(peer)));
+    if (owner && owner != this) owner->post(role, fd, std::move(config));
+    else adopt(role, fd, std::move(config), !owner);
+  }
 }
 
 void Worker::start() { thread_ = std::thread([this] { run(); }); thread_.detach(); }
@@ -56,32 +121,34 @@ void Worker::takePosted() {
     std::lock_guard<std::mutex> lock(mu_);
     q.swap(queue_);
   }
-  for (auto& p : q) {
-    bool movable = false;
-    if (p.recheck) {
-      // The tunnel's client end is noted right after its connect returns, before its ClientHello is written: once
-      // a byte is here the note is too, if the tunnel is ours. Before, the connection waits for its first bytes
-      // here and may move then (run()).
-      char b;
-      bool data = recv(p.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
-      Worker* owner = ownerOf(p.fd);
-      if (owner && owner != this) {
-        owner->post(p.role, p.fd, std::move(p.config));
-        continue;
-      }
-      movable = !owner && !data;
+  for (auto& p : q) adopt(p.role, p.fd, std::move(p.config), p.recheck);
+}
+
+void Worker::adopt(Role role, int fd, std::shared_ptr<const Config> config, bool recheck) {
+  bool movable = false;
+  if (recheck) {
+    // The tunnel's client end is noted right after its connect returns, before its ClientHello is written: once
+    // a byte is here the note is too, if the tunnel is ours. Before, the connection waits for its first bytes
+    // here and may move then (run()).
+    char b;
+    bool data = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    Worker* owner = ownerOf(fd);
+    if (owner && owner != this) {
+      owner->post(role, fd, std::move(config));
+      return;
     }
-    auto* c = new Conn(p.role, p.fd, std::move(p.config), epfd_, &pool_);
-    if (movable) {
-      // Not driven: OpenSSL must not read its first bytes here before run() has looked for the owner again.
-      c->mayMove();
-      conns_.insert(c);
-      continue;
-    }
-    c->drive();
-    if (c->closed()) delete c;
-    else conns_.insert(c);
+    movable = !owner && !data;
   }
+  auto* c = new Conn(role, fd, std::move(config), epfd_, &pool_);
+  if (movable) {
+    // Not driven: OpenSSL must not read its first bytes here before run() has looked for the owner again.
+    c->mayMove();
+    conns_.insert(c);
+    return;
+  }
+  c->drive();
+  if (c->closed()) delete c;
+  else conns_.insert(c);
 }
 
 Worker* Worker::ownerOf(int fd) {
@@ -108,7 +175,12 @@ void Worker::run() {
   while (true) {
     int n = epoll_wait(epfd_, events, 128, 500);
     for (int i = 0; i < n; i++) {
-      auto* c = Conn::fromEvent(events[i].data.u64);
+      uint64_t tag = events[i].data.u64;
+      if (tag == kListenOutbound || tag == kListenTunnel) {
+        accepted(tag == kListenOutbound ? listenOutbound_ : listenTunnel_, tag == kListenOutbound ? Role::Outbound : Role::Inbound);
+        continue;
+      }
+      auto* c = Conn::fromEvent(tag);
       if (!c) {
         takePosted();
         continue;
@@ -134,7 +206,9 @@ void Worker::run() {
     }
     // Delete closed connections after the batch: a later event of the same batch may still point at one.
     for (int i = 0; i < n; i++) {
-      auto* c = Conn::fromEvent(events[i].data.u64);
+      uint64_t tag = events[i].data.u64;
+      if (tag == kListenOutbound || tag == kListenTunnel) continue;
+      auto* c = Conn::fromEvent(tag);
       if (c && conns_.count(c) && c->closed()) {
         conns_.erase(c);
         delete c;
