@@ -749,6 +749,10 @@ bool Conn::framedPump() {
       up_.produced(size_t(n) + kFrameHeaderSize);
       stats.bytes[int(role_)][0] += uint64_t(n);
       if (size_t(n) < want && !plainHup_) plainReadable_ = false;
+      // The peer's FIN already reported and nothing more to read: the FIN frame goes in the same record as the
+      // last bytes (a request or response and its close cost one record and one segment through the tunnel).
+      char b;
+      if (size_t(n) < want && plainHup_ && recv(plain_, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) plainEof_ = true;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;
@@ -760,7 +764,7 @@ bool Conn::framedPump() {
       return false;
     }
   }
-  if (plainEof_ && up_.empty() && !finSent_) {
+  if (plainEof_ && !finSent_ && (up_.empty() || up_.space() >= kFrameHeaderSize)) {
     encodeFrameHeader(up_.writePtr(), kFrameFin, 0);
     up_.produced(kFrameHeaderSize);
     finSent_ = true;
