@@ -207,7 +207,7 @@ bool Conn::step() {
     case State::Connecting: return finishConnect(role_ == Role::Outbound ? tls_ : plain_);
     case State::Handshaking: return handshake();
     case State::ReadHeader: return readHeader();
-    case State::Streaming: return framed_ ? framedPump() : pump();
+    case State::Streaming: return pump();
     case State::Idle: return idleStep();
     case State::Closed: return false;
   }
@@ -525,19 +525,29 @@ bool Conn::drainDown() {
   return progress;
 }
 
+// Both directions between the plaintext socket and TLS, as far as they go now. Dedicated: the bytes as they are,
+// the half-close as close_notify then FIN. Framed (a pooled stream): a DATA frame per read, the half-close as a
+// FIN frame, and the end of both directions leaves the TLS connection for the next stream.
 bool Conn::pump() {
   if (draining_ != ConnError::Count) return drainDown();
   if (ktls_) return splicePump();
   bool progress = false;
-  // Plaintext → TLS.
-  if (!plainEof_ && up_.space() > 0 && plainReadable_) {
-    size_t want = up_.space();
-    ssize_t n = read(plain_, up_.writePtr(), want);
+  // Plaintext → TLS. Framed: one frame per read, its header written in front of the bytes.
+  const size_t frame = framed_ ? kFrameHeaderSize : 0;
+  if (!plainEof_ && plainReadable_ && (framed_ ? up_.empty() : up_.space() > 0)) {
+    char* p = up_.writePtr();
+    size_t want = up_.space() - frame;
+    ssize_t n = read(plain_, p + frame, want);
     if (n > 0) {
-      up_.produced(size_t(n));
+      if (framed_) encodeFrameHeader(p, kFrameData, size_t(n));
+      up_.produced(frame + size_t(n));
       stats.bytes[int(role_)][0] += uint64_t(n);
       // Short: the socket had no more (what arrives later comes with an event; an EOF already queued does not).
       if (size_t(n) < want && !plainHup_) plainReadable_ = false;
+      // Framed, the peer's FIN already reported and nothing more to read: the FIN frame goes in the same record
+      // as the last bytes (a request or reply and its close cost one record and one segment through the tunnel).
+      char b;
+      if (framed_ && size_t(n) < want && plainHup_ && recv(plain_, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) plainEof_ = true;
       progress = true;
     } else if (n == 0) {
       plainEof_ = true;
@@ -548,6 +558,12 @@ bool Conn::pump() {
       fail(ConnError::Reset);
       return false;
     }
+  }
+  if (framed_ && plainEof_ && !finSent_ && (up_.empty() || up_.space() >= kFrameHeaderSize)) {
+    encodeFrameHeader(up_.writePtr(), kFrameFin, 0);
+    up_.produced(kFrameHeaderSize);
+    finSent_ = true;
+    progress = true;
   }
   if (!up_.empty() && !tlsShut_) {
     ERR_clear_error();
@@ -564,7 +580,7 @@ bool Conn::pump() {
       }
     }
   }
-  if (plainEof_ && up_.empty() && !tlsShut_) {
+  if (!framed_ && plainEof_ && up_.empty() && !tlsShut_) {
     // close_notify, then FIN; TLS 1.3 lets the peer keep sending after it (half-close).
     ERR_clear_error();
     int r = SSL_shutdown(ssl_);
@@ -582,7 +598,7 @@ bool Conn::pump() {
     }
   }
   // TLS → plaintext.
-  if (tlsRead()) progress = true;
+  if (framed_ ? framedRead() : tlsRead()) progress = true;
   if (state_ == State::Closed) return false;
   if (!down_.empty() && !plainShut_) {
     ssize_t n = send(plain_, down_.readPtr(), down_.size(), MSG_NOSIGNAL);
@@ -595,14 +611,23 @@ bool Conn::pump() {
       return false;
     }
   }
-  if (tlsEof_ && down_.empty() && !plainShut_) {
+  bool ended = halfCloseTail(framed_ ? finRecv_ : tlsEof_, framed_ ? finSent_ : tlsShut_);
+  return state_ != State::Closed && (ended || progress);
+}
+
+// The end of every pump's pass (this one and the splice pump): the peer's direction over (`downEnded`: its end
+// and every byte before it arrived) and delivered, so the plaintext socket's write side shuts; both directions
+// over (`upEnded`: ours said so), so the connection (framed: the stream) ends. True when that made progress.
+bool Conn::halfCloseTail(bool downEnded, bool upEnded) {
+  bool progress = false;
+  if (downEnded && down_.empty() && !plainShut_) {
     shutdown(plain_, SHUT_WR);
     plainShut_ = true;
     progress = true;
   }
-  if (plainEof_ && tlsEof_ && tlsShut_ && plainShut_ && up_.empty() && down_.empty()) {
+  if (plainEof_ && upEnded && downEnded && plainShut_ && up_.empty() && down_.empty()) {
+    if (framed_) return streamDone();
     finish(false);
-    return false;
   }
   return progress;
 }
@@ -734,77 +759,6 @@ bool Conn::framedRead() {
     frameLeft_ -= size_t(n);
     progress = true;
   }
-  return progress;
-}
-
-bool Conn::framedPump() {
-  bool progress = false;
-  // Plaintext → TLS: a DATA frame per read (the header written in front of the bytes), a FIN frame at EOF.
-  if (!plainEof_ && up_.empty() && plainReadable_) {
-    char* p = up_.writePtr();
-    size_t want = up_.space() - kFrameHeaderSize;
-    ssize_t n = read(plain_, p + kFrameHeaderSize, want);
-    if (n > 0) {
-      encodeFrameHeader(p, kFrameData, size_t(n));
-      up_.produced(size_t(n) + kFrameHeaderSize);
-      stats.bytes[int(role_)][0] += uint64_t(n);
-      if (size_t(n) < want && !plainHup_) plainReadable_ = false;
-      // The peer's FIN already reported and nothing more to read: the FIN frame goes in the same record as the
-      // last bytes (a request or response and its close cost one record and one segment through the tunnel).
-      char b;
-      if (size_t(n) < want && plainHup_ && recv(plain_, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) plainEof_ = true;
-      progress = true;
-    } else if (n == 0) {
-      plainEof_ = true;
-      progress = true;
-    } else if (wouldBlock()) {
-      plainReadable_ = false;
-    } else {
-      fail(ConnError::Reset);
-      return false;
-    }
-  }
-  if (plainEof_ && !finSent_ && (up_.empty() || up_.space() >= kFrameHeaderSize)) {
-    encodeFrameHeader(up_.writePtr(), kFrameFin, 0);
-    up_.produced(kFrameHeaderSize);
-    finSent_ = true;
-    progress = true;
-  }
-  if (!up_.empty()) {
-    ERR_clear_error();
-    int n = SSL_write(ssl_, up_.readPtr(), int(up_.size()));
-    if (n > 0) {
-      up_.consume(size_t(n));
-      progress = true;
-    } else {
-      int e = SSL_get_error(ssl_, n);
-      if (e != SSL_ERROR_WANT_WRITE && e != SSL_ERROR_WANT_READ) {
-        ERR_clear_error();
-        fail(ConnError::Reset);
-        return false;
-      }
-    }
-  }
-  // TLS → plaintext.
-  if (framedRead()) progress = true;
-  if (state_ == State::Closed) return false;
-  if (!down_.empty() && !plainShut_) {
-    ssize_t n = send(plain_, down_.readPtr(), down_.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      down_.consume(size_t(n));
-      stats.bytes[int(role_)][1] += uint64_t(n);
-      progress = true;
-    } else if (n < 0 && !wouldBlock()) {
-      fail(ConnError::Reset);
-      return false;
-    }
-  }
-  if (finRecv_ && down_.empty() && !plainShut_) {
-    shutdown(plain_, SHUT_WR);
-    plainShut_ = true;
-    progress = true;
-  }
-  if (plainEof_ && finSent_ && up_.empty() && finRecv_ && plainShut_ && down_.empty()) return streamDone();
   return progress;
 }
 

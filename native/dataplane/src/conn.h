@@ -109,6 +109,7 @@ class Conn {
   void run();
   uint64_t tagEvent(int fd) const { return reinterpret_cast<uintptr_t>(this) | (fd == tls_ ? 1 : 0); }
   bool pump();
+  bool halfCloseTail(bool downEnded, bool upEnded);
   bool readPreamble();
   bool startTunnelConnect(const Addr& tunnelAddr);
   bool finishConnect(int fd);
@@ -123,7 +124,6 @@ class Conn {
   bool tlsReadable() const { return tlsReadable_ || SSL_has_pending(ssl_); }
   // The pooled tunnel (framed streams, one at a time).
   void adopt(Conn* idle);
-  bool framedPump();
   bool framedRead();
   bool sslReadBlocked(int n);
   bool streamDone();

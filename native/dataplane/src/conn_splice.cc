@@ -237,17 +237,8 @@ bool Conn::splicePump() {
       return true;
     }
   }
-  if (tlsEof_ && downQueued_ == 0 && down_.empty() && !plainShut_) {
-    shutdown(plain_, SHUT_WR);
-    plainShut_ = true;
-    progress = true;
-  }
-  if (plainEof_ && tlsEof_ && tlsShut_ && plainShut_ && up_.empty() && down_.empty() && upQueued_ == 0 &&
-      downQueued_ == 0) {
-    finish(false);
-    return false;
-  }
-  return progress;
+  bool ended = halfCloseTail(tlsEof_ && downQueued_ == 0, tlsShut_ && upQueued_ == 0);
+  return state_ != State::Closed && (ended || progress);
 }
 
 }  // namespace mesh
