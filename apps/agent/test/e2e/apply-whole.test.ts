@@ -9,21 +9,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged, run, signalChild, waitForExit } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { type MeshEnv, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
+import { type MeshEnv, manyAddresses, meshEnvPerTest, runLoad, splitConfig, startBackends, testNet } from './harness.js';
 
 const NET = testNet();
-
-/** A Workload no Service selects, with `n` addresses (IPv6 documentation-range: config only, no traffic). */
-function manyAddresses(n: number): string {
-  const addrs: string[] = [];
-  for (let i = 0; i < n; i++) addrs.push(`2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
-  return `---
-apiVersion: mesh.dev/v1alpha1
-kind: Workload
-metadata: { name: many, labels: { app: many } }
-spec: { addresses: [${addrs.join(', ')}] }
-`;
-}
 
 /** The kernel's map id and max_entries of a pinned metrics map. */
 async function pinned(env: MeshEnv, map: string): Promise<{ id: number; max_entries: number }> {

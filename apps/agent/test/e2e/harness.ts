@@ -227,6 +227,18 @@ spec:
   );
 }
 
+/** A Workload no Service selects, with `n` addresses (IPv6 documentation range: config only, no traffic). */
+export function manyAddresses(n: number): string {
+  const addrs: string[] = [];
+  for (let i = 0; i < n; i++) addrs.push(`2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
+  return `---
+apiVersion: mesh.dev/v1alpha1
+kind: Workload
+metadata: { name: many, labels: { app: many } }
+spec: { addresses: [${addrs.join(', ')}] }
+`;
+}
+
 export const BACKEND = join(FIXTURES, 'backend.mjs');
 export const LOAD = join(FIXTURES, 'load.mjs');
 

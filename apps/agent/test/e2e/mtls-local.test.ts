@@ -4,15 +4,14 @@
 // the tunnel, which refuses it as it refuses it with the shortcut off; STRICT still drops plaintext from outside
 // the mesh, even from the client's own address; a policy change holds for the next connection; a config whose
 // pairs do not fit is rejected whole; --no-mtls-local-shortcut sends everything through the tunnel.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describePrivileged, stopProcess, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
 import { type Agent, FIXTURES, freePort, MeshEnv, sample, sum, testNet } from './harness.js';
+import { type LoadResult, stopNode, until } from './mtls-node.js';
 
 const NET = testNet();
 const ip = (h: number) => `${NET}.0.${h}`;
@@ -53,13 +52,6 @@ metadata: { name: deny-client }
 spec: { action: DENY, selector: { matchLabels: { app: server } }, rules: [{ from: [{ source: { principals: ["cluster.local/ns/default/sa/client"] } }], to: [{ operation: { ports: ["8080"] } }] }] }
 `;
 
-interface LoadResult {
-  sent: number;
-  ok: number;
-  failed: number;
-  errors: string[];
-}
-
 describePrivileged('the same-node shortcut of mTLS (one node, real processes)', () => {
   let env: MeshEnv;
   let agent: Agent;
@@ -85,14 +77,6 @@ describePrivileged('the same-node shortcut of mTLS (one node, real processes)', 
     authorized: sum(sample(t, 'mesh_dataplane_inbound_authorized_total', { source_principal: CLIENT_ID })),
     denied: sum(sample(t, 'mesh_dataplane_authz_denied_total')),
   });
-
-  async function until(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!(await f().catch(() => false))) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
-  }
 
   async function apply(yaml: string): Promise<void> {
     const g = await generation();
@@ -125,23 +109,7 @@ describePrivileged('the same-node shortcut of mTLS (one node, real processes)', 
     await waitForLine(server, /^listening/, 30_000);
   }, 120_000);
 
-  afterAll(async () => {
-    let pid: number | undefined;
-    try {
-      pid = (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
-    } catch {
-      /* never started */
-    }
-    await env?.procs.close();
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await env?.close();
-  }, 60_000);
+  afterAll(() => stopNode(env, runDir), 60_000);
 
   it('an allowed local pair connects directly: the data plane sees no connection, STRICT lets it in, the metrics family measures it, meshctl status shows it', async () => {
     const before = { dp: dpConnections(await dpStats()), k: kernel(await metrics()) };

@@ -53,6 +53,31 @@ export async function until(what: string, f: () => Promise<boolean>, ms = 30_000
   }
 }
 
+/** The data plane's pid from its pid file in `runDir` (undefined before one started). */
+export function dataplanePidIn(runDir: string): number | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Stops a node: its processes, then its data plane — which runs in a session of its own (it outlives agents), so
+ *  it is stopped by its recorded pid once the agent (which would start it again) is gone; read before the run
+ *  directory goes — then the environment. */
+export async function stopNode(env: MeshEnv | undefined, runDir: string): Promise<void> {
+  const pid = dataplanePidIn(runDir);
+  await env?.procs.close();
+  if (pid !== undefined) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  await env?.close();
+}
+
 export class MtlsNode {
   readonly net = testNet();
   readonly server = `${this.net}.0.1`;
@@ -103,11 +128,7 @@ export class MtlsNode {
 
   /** The data plane's pid from its pid file (undefined before one started). */
   dataplanePid(): number | undefined {
-    try {
-      return (JSON.parse(readFileSync(join(this.runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
-    } catch {
-      return undefined;
-    }
+    return dataplanePidIn(this.runDir);
   }
 
   /** The data plane's CPU priority: each thread's nice value, and its session's autogroup's (undefined where the
@@ -153,16 +174,7 @@ export class MtlsNode {
   }
 
   async close(): Promise<void> {
-    const pid = this.dataplanePid();
-    await this.env?.procs.close();
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await this.env?.close();
+    await stopNode(this.env, this.runDir);
     // Cgroups a test made below the root for the agent or the data plane (uninstall leaves a root that holds them).
     const rmdir = (d: string) => {
       try {

@@ -14,6 +14,7 @@ import { describePrivileged, stopProcess, waitForLine } from '@mesh/testkit';
 
 import { scrapeDataplane } from '../../src/dataplane.js';
 import { type Agent, AGENT_BIN, FIXTURES, freePort, MeshEnv, sample, socketGet, sum, testNet } from './harness.js';
+import { dataplanePidIn, type LoadResult, stopNode, until } from './mtls-node.js';
 
 const NET = testNet();
 const ip = (h: number) => `${NET}.0.${h}`;
@@ -50,13 +51,6 @@ metadata: { name: ${name} }
 spec: { action: ALLOW, selector: { matchLabels: { app: server } }, rules: [{ from: [{ source: { principals: ["${principal}"] } }], to: [{ operation: { ports: ["8080"]${extra} } }] }] }
 `;
 
-interface LoadResult {
-  sent: number;
-  ok: number;
-  failed: number;
-  errors: string[];
-}
-
 describePrivileged('transparent mTLS through the agent (one node)', () => {
   let env: MeshEnv;
   let agent: Agent;
@@ -67,15 +61,6 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
   const metrics = () => env.metrics();
   const dpStats = async () => (await scrapeDataplane(statsAddr)).text;
   const generation = async () => (await env.api<{ config?: { generation: number } }>('/v1/status')).config?.generation ?? 0;
-
-  /** Waits until `f` holds (polling), failing with `what` after `ms`. */
-  async function until(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!(await f().catch(() => false))) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
-  }
 
   /** Writes a config and waits until it is applied (a new generation, and the data plane reloaded). */
   async function apply(yaml: string): Promise<void> {
@@ -109,25 +94,7 @@ describePrivileged('transparent mTLS through the agent (one node)', () => {
     await until('both workloads enrolled', async () => sum(sample(await metrics(), 'mesh_mtls_enrolled_workloads')) === 2);
   }, 120_000);
 
-  afterAll(async () => {
-    // The data plane runs in a session of its own (it outlives agents): stopped by its recorded pid, once the
-    // agent (which would start it again) is stopped; read before the run directory goes.
-    let pid: number | undefined;
-    try {
-      pid = (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
-    } catch {
-      /* never started */
-    }
-    await env?.procs.close();
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-    await env?.close();
-  }, 60_000);
+  afterAll(() => stopNode(env, runDir), 60_000);
 
   it('requests go through the tunnel in TLS: the capture holds neither path nor body; the server side names the client', async () => {
     const capFile = join(env.tempDir('pcap'), 'tunnel.pcap');
@@ -286,8 +253,8 @@ spec: { action: DENY, selector: { matchLabels: { app: server } }, rules: [{ from
     const t0 = performance.now();
     // A new process answering on the stats endpoint (it answers once its listeners are bound).
     await until('a new data plane', async () => {
-      const pid = (JSON.parse(readFileSync(join(runDir, 'dataplane.pid'), 'utf8')) as { pid: number }).pid;
-      return pid !== dp0.pid && (await scrapeDataplane(statsAddr, 500).then(() => true));
+      const pid = dataplanePidIn(runDir);
+      return pid !== undefined && pid !== dp0.pid && (await scrapeDataplane(statsAddr, 500).then(() => true));
     }, 10_000);
     const ms = performance.now() - t0;
     console.log(`data plane back in ${Math.round(ms)} ms`);

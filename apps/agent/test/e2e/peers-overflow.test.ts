@@ -9,22 +9,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describePrivileged, run, waitForLine } from '@mesh/testkit';
 import { expect, it } from 'vitest';
 
-import { LOAD, type LoadResult, type MeshEnv, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
+import { LOAD, type LoadResult, type MeshEnv, manyAddresses, meshEnvPerTest, runLoad, sample, splitConfig, startBackends, sum, testNet } from './harness.js';
 
 const NET = testNet();
 const EXTRA = 5000;
-
-/** A Workload no Service selects, with `n` addresses (IPv6 documentation range: config only, no traffic). */
-function manyAddresses(n: number): string {
-  const addrs: string[] = [];
-  for (let i = 0; i < n; i++) addrs.push(`2001:db8::${(i >> 16).toString(16)}:${(i & 0xffff).toString(16)}`);
-  return `---
-apiVersion: mesh.dev/v1alpha1
-kind: Workload
-metadata: { name: many, labels: { app: many } }
-spec: { addresses: [${addrs.join(', ')}] }
-`;
-}
 
 /** A Workload named late on `addr`: after the many addresses, so it is among those that do not fit. */
 const late = (addr: string) => `---
