@@ -147,4 +147,16 @@ MESH_SIZE_CHECK(flow_info, 16);
 MESH_SIZE_CHECK(skb_counters, 16);
 #undef MESH_SIZE_CHECK
 
+/* ---- split_hold ---- */
+
+/* hold_ns is set by user space; the program writes the rest (ktime ns; 0: not reached). */
+struct hold_state {
+	__u64 hold_ns;
+	__u64 began; /* the run began */
+	__u64 read;  /* the service entry was read (version noted) */
+	__u64 ended; /* the slot was looked up, after the hold */
+	__u32 version;
+	__u32 found; /* 1: the slot of the version read was there */
+}; /* 40 bytes */
+
 #endif /* MESH_BPF_TESTPROGS_H */

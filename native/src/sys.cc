@@ -337,6 +337,79 @@ static Napi::Value MakeDirs(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// A grace period for BPF programs: returns once every program run that began before the call has ended. The
+// kernel waits for running programs (synchronize_rcu; cgroup, tc and socket programs run inside
+// rcu_read_lock) after every update of a map-in-map element, so that user space knows the old inner map is out
+// of use (kernel/bpf/syscall.c, maybe_wait_bpf_programs: on every update since 4.17, on every successful one
+// since 6.8). A one-element ARRAY_OF_MAPS is made, updated once and closed: nothing is kept between calls.
+// 0, or the errno of the step that failed (its name in *op).
+static int WaitForPrograms(const char** op) {
+  LIBBPF_OPTS(bpf_map_create_opts, opts);
+  int inner = bpf_map_create(BPF_MAP_TYPE_ARRAY, "mesh_grace_in", 4, 4, 1, nullptr);
+  if (inner < 0) {
+    *op = "map_create";
+    return errno;
+  }
+  opts.inner_map_fd = inner;
+  int outer = bpf_map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, "mesh_grace", 4, 4, 1, &opts);
+  int err = 0;
+  if (outer < 0) {
+    *op = "map_create";
+    err = errno;
+  } else {
+    uint32_t key = 0;
+    uint32_t value = (uint32_t)inner;
+    if (bpf_map_update_elem(outer, &key, &value, BPF_ANY)) {
+      *op = "map_update";
+      err = errno;
+    }
+    close(outer);
+  }
+  close(inner);
+  return err;
+}
+
+// waitForPrograms() → Promise<void>: the grace period above, waited for on a thread of the pool (a few ms, more
+// under load), so the event loop runs meanwhile.
+class WaitForProgramsWorker : public Napi::AsyncWorker {
+ public:
+  explicit WaitForProgramsWorker(Napi::Env env)
+      : Napi::AsyncWorker(env, "mesh:waitForPrograms"), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override { err_ = mesh::WaitForPrograms(&op_); }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (err_) return deferred_.Reject(BpfError(env, op_, "mesh_grace", err_).Value());
+    deferred_.Resolve(env.Undefined());
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  const char* op_ = "";
+  int err_ = 0;
+};
+
+static Napi::Value WaitForProgramsAsync(const Napi::CallbackInfo& info) {
+  auto* w = new WaitForProgramsWorker(info.Env());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// waitForProgramsSync(): the same, blocking the calling thread.
+static Napi::Value WaitForProgramsSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "";
+  int err = WaitForPrograms(&op);
+  if (err) ThrowBpf(env, op, "mesh_grace", err);
+  return env.Undefined();
+}
+
 Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("numPossibleCpus", Napi::Function::New<NumPossibleCpus>(env, "numPossibleCpus"));
   exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
@@ -352,6 +425,8 @@ Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("socketListening", Napi::Function::New<SocketListening>(env, "socketListening"));
   exports.Set("pidfdGetfd", Napi::Function::New<PidfdGetfd>(env, "pidfdGetfd"));
   exports.Set("tryLockExclusive", Napi::Function::New<TryLockExclusive>(env, "tryLockExclusive"));
+  exports.Set("waitForPrograms", Napi::Function::New<WaitForProgramsAsync>(env, "waitForPrograms"));
+  exports.Set("waitForProgramsSync", Napi::Function::New<WaitForProgramsSync>(env, "waitForProgramsSync"));
   return exports;
 }
 

@@ -15,7 +15,7 @@ export { RingBuffer, packedRecords } from './ringbuf.js';
 export type { RingBufferOptions, RingBufferStats } from './ringbuf.js';
 export { features, missingFeatures, requireFeatures, supportsHelper } from './probe.js';
 export type { Features, MissingFeature } from './probe.js';
-export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, cgroupOfProcess, subdirInodes, makeDirs, socketCookie, socketFd, ifIndex, liveHandles, tryLockExclusive, listenTcp, listeningAddress, fdOfProcess, closeFd } from './sys.js';
+export { BPFFS, ensureBpffs, isBpffs, cgroup2Mount, cgroupId, cgroupOfProcess, subdirInodes, makeDirs, socketCookie, socketFd, ifIndex, liveHandles, tryLockExclusive, listenTcp, listeningAddress, fdOfProcess, closeFd, waitForPrograms, waitForProgramsSync } from './sys.js';
 export { queryCgroup } from './query.js';
 export { embedded, helperIds } from './generated/objects.js';
 export type { EmbeddedName } from './generated/objects.js';

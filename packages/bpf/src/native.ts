@@ -172,6 +172,8 @@ export interface Native {
   cgroupId(path: string): bigint;
   dirInodes(dir: string): [string, bigint][];
   makeDirs(paths: string[]): Promise<string[]>;
+  waitForPrograms(): Promise<void>;
+  waitForProgramsSync(): void;
   enableStats(): number;
   closeFd(fd: number): void;
   isBpffs(path: string): boolean;

@@ -107,6 +107,22 @@ export function makeDirs(paths: readonly string[]): Promise<string[]> {
   return native.makeDirs([...paths]);
 }
 
+/**
+ * Resolves once every BPF program run that began before the call has ended (cgroup, tc and socket programs; not
+ * sleepable ones): an RCU grace period. What a program may still hold from a map (an element it looked up, an
+ * entry pointing at another map's elements) can be deleted after it. The kernel waits so after an update of a
+ * map-in-map element (synchronize_rcu; 4.17+); this makes and drops a one-element one, on a thread of the pool.
+ * Takes a few milliseconds, more on a loaded machine; concurrent calls wait in parallel.
+ */
+export function waitForPrograms(): Promise<void> {
+  return native.waitForPrograms();
+}
+
+/** waitForPrograms(), blocking the calling thread for the grace period. */
+export function waitForProgramsSync(): void {
+  native.waitForProgramsSync();
+}
+
 /** The socket's fd, for a node:net Socket or a number. */
 export function socketFd(socket: Socket | number): number {
   if (typeof socket === 'number') return socket;

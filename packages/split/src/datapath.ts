@@ -166,11 +166,24 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
     await runStepsAsync(this.table.checkSteps(compiled.services));
   }
 
-  /** The family's apply (see DatapathFamily): applyCompiledSteps with the event loop served between batches. */
+  /** The family's apply (see DatapathFamily): applyCompiledSteps with the event loop served between batches; when
+   *  the endpoint table's room is held by retired slots, their grace period is waited for first. */
   async applyPart(compiled: Compiled): Promise<PartApplied> {
+    await this.table.makeRoom(compiled.services);
     const r = await runStepsAsync(this.applyCompiledSteps(compiled));
     const s = r.stats;
     return { mapWrites: s.serviceWrites + s.serviceDeletes + s.endpointWrites + s.endpointDeletes, log: { serviceAddresses: r.services } };
+  }
+
+  /** Resolves once the endpoint slots that applies took out of use are deleted (after a grace period: no
+   *  program run that read a service entry pointing at them can still be running). */
+  reclaimed(): Promise<void> {
+    return this.table.reclaimed();
+  }
+
+  /** Endpoint slots taken out of use and not yet deleted (they count in fill().endpoints.used). */
+  get retiredSlots(): number {
+    return this.table.retiredSlots;
   }
 
   /** mesh_split_* counters (connects, UDP sends, table retries, full peer table) and the weights gauge. */
@@ -212,8 +225,10 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
     return Number(n.orig_claim - n.orig_release);
   }
 
-  /** Detaches (unless links were pinned) and closes everything. */
+  /** Detaches (unless links were pinned) and closes everything. Retired slots not yet deleted stay in pinned
+   *  maps for the next load to find (and retire again). */
   close(): void {
+    this.table.close();
     this.obj.close();
   }
 

@@ -3,23 +3,26 @@
  *
  * No connect() ever sees a service without backends or a mix of two tables: a service's endpoints live under
  * (service id, version); a changed endpoint set is written under a new version first, then the service entry
- * (one map update, in place) switches to it, then the old version's slots are deleted. A program that read the
- * old version just before the switch and finds its slot gone reads the service again (SPLIT_TABLE_RETRY).
- * A weight change alone rewrites only the service entry. Every write the kernel can refuse (a new element: slots,
+ * (one map update, in place) switches to it, then the old version's slots are retired: deleted only after a
+ * grace period (waitForPrograms), once no program run that read the entry before the switch can still be
+ * reading them, many applies' retired slots by one grace period, off the event loop. Retired slots hold room in
+ * the endpoint table until then: an apply that needs that room waits for the grace period. A weight change
+ * alone rewrites only the service entry. Every write the kernel can refuse (a new element: slots,
  * new services) comes before the first switch, and a refused one undoes the apply: no mix of two configs stays.
  * docs/split.md, "A refused write".
  */
-import type { BpfMap } from '@mesh/bpf';
+import { type BpfMap, waitForPrograms, waitForProgramsSync } from '@mesh/bpf';
 
 import type { CompiledBackend, CompiledService } from './compile.js';
 import { addr16, AF_INET, AF_INET6, BPF_F_LOCK, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
-import { every, runSteps, type Steps } from './steps.js';
+import { every, runSteps, runStepsAsync, type Steps } from './steps.js';
 
 export interface ApplyStats {
   /** Map element writes and deletes this apply made, per map. */
   serviceWrites: number;
   serviceDeletes: number;
   endpointWrites: number;
+  /** Endpoint slots this apply took out of use (retired: deleted after a grace period, see ServiceTable). */
   endpointDeletes: number;
 }
 
@@ -30,6 +33,9 @@ interface Installed {
   endpoints: { addr: string; port: number }[][];
   /** The compiled service last applied here: when a Compiler hands the same object again, nothing changed. */
   compiled?: CompiledService;
+  /** The highest version this service's slots may exist under (an apply undone or killed leaves a version no
+   *  entry points at, retired until a grace period): a new version goes above it, never onto a retired key. */
+  top: number;
 }
 
 // Entries per map batch: one batch is encoded and written between two turns of the caller's event loop.
@@ -42,29 +48,40 @@ export const SERVICE_WRITE_FLAGS = BPF_F_LOCK;
 export class ServiceTable {
   private readonly installed = new Map<string, Installed>();
   private nextId = 1;
+  /** Slots no service entry points at any more, still in the map: a program run that read an entry pointing at
+   *  them before it switched may be reading them. Deleted after the next grace period. */
+  private retired: EpKey[] = [];
+  /** The retired slots a grace period is being waited for; `taken` once reclaimSync deleted them meanwhile. */
+  private freeing?: { keys: EpKey[]; taken: boolean };
+  private reclaiming?: Promise<void>;
+  private reclaimError?: unknown;
+  private closed = false;
 
   constructor(
     private readonly services: BpfMap<SvcKey, SvcValue>,
     private readonly endpoints: BpfMap<EpKey, EpValue>,
   ) {}
 
-  /** Endpoint slots that no service entry pointed at, removed by the last adopt(). */
-  orphansRemoved = 0;
+  /** Endpoint slots that no service entry pointed at, found (and retired) by the last adopt(). */
+  orphansFound = 0;
 
   /**
    * Rebuilds what is installed from the maps themselves (a restarted agent adopting pinned maps, or after a
    * write the kernel refused). An apply killed between its batches leaves endpoint slots no service entry
    * points at (a new version written but not switched to, an old one not yet deleted): programs never read
-   * them, but they fill the table unseen by the capacity check, so they are deleted here. New ids start above
-   * every id in either map.
+   * them, but they fill the table, so they are retired here (deleted after a grace period: the slots of an old
+   * version may be what a program is reading). New ids start above every id in either map, new versions above
+   * every version of their service in the endpoint map.
    */
   adopt(): number {
     this.installed.clear();
     const slots = new Map<string, EpValue>();
+    const top = new Map<number, number>();
     let maxId = 0;
     for (const [k, v] of this.endpoints.getBatch()) {
       slots.set(slotName(k), v);
       maxId = Math.max(maxId, k.svcId);
+      top.set(k.svcId, Math.max(top.get(k.svcId) ?? 0, k.version));
     }
     const referenced = new Set<string>();
     for (const [key, value] of this.services.getBatch()) {
@@ -82,14 +99,92 @@ export class ServiceTable {
         endpoints.push(list);
       }
       const proto = key.proto === IPPROTO.UDP ? 'UDP' : 'TCP';
-      this.installed.set(`${fromAddr16(key.addr, family)}|${key.port}|${proto}`, { key, value, endpoints });
+      this.installed.set(`${fromAddr16(key.addr, family)}|${key.port}|${proto}`, { key, value, endpoints, top: Math.max(value.version, top.get(value.id) ?? 0) });
       maxId = Math.max(maxId, value.id);
     }
-    const orphans: EpKey[] = [];
-    for (const name of slots.keys()) if (!referenced.has(name)) orphans.push(slotKey(name));
-    this.orphansRemoved = runSteps(deleteBatches(this.endpoints, orphans));
+    // Every slot still retired is among the orphans; those a grace period is being waited for stay with it.
+    const freeing = new Set(this.freeing && !this.freeing.taken ? this.freeing.keys.map(slotName) : []);
+    this.retired = [];
+    this.orphansFound = 0;
+    for (const name of slots.keys()) {
+      if (referenced.has(name)) continue;
+      this.orphansFound++;
+      if (!freeing.has(name)) this.retired.push(slotKey(name));
+    }
     this.nextId = Math.max(this.nextId, maxId + 1);
+    this.reclaim();
     return this.installed.size;
+  }
+
+  /** Retired slots not yet deleted: they hold room in the endpoint table until the grace period has passed. */
+  get retiredSlots(): number {
+    return this.retired.length + (this.freeing && !this.freeing.taken ? this.freeing.keys.length : 0);
+  }
+
+  /** Resolves once every slot retired so far is deleted (rejects with what stopped a deletion). */
+  async reclaimed(): Promise<void> {
+    for (;;) {
+      this.reclaim();
+      if (!this.reclaiming) break;
+      await this.reclaiming;
+      if (this.reclaimError !== undefined) {
+        const err = this.reclaimError;
+        this.reclaimError = undefined;
+        throw err;
+      }
+    }
+  }
+
+  /** Stops deleting: the maps are about to close. What is still retired stays, for the next adopt(). */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Starts deleting the retired slots unless that is under way: a grace period, then their deletion, again
+   *  while more were retired meanwhile (every slot retired during one grace period waits for the next). */
+  private reclaim(): void {
+    if (this.reclaiming || this.closed || this.retired.length === 0) return;
+    this.reclaiming = this.reclaimLoop().finally(() => {
+      this.reclaiming = undefined;
+    });
+  }
+
+  private async reclaimLoop(): Promise<void> {
+    while (this.retired.length > 0 && !this.closed) {
+      const batch = { keys: this.retired, taken: false };
+      this.retired = [];
+      this.freeing = batch;
+      try {
+        await waitForPrograms();
+        if (!batch.taken && !this.closed) await runStepsAsync(deleteBatches(this.endpoints, batch.keys));
+      } catch (err) {
+        // Kept retired (and counted) for the next attempt, after the next apply or reclaimed().
+        if (!batch.taken) this.retired.unshift(...batch.keys);
+        this.reclaimError = err;
+        return;
+      } finally {
+        if (this.freeing === batch) this.freeing = undefined;
+      }
+    }
+  }
+
+  /** Deletes every retired slot now, after a grace period waited for on this thread (an apply that needs the
+   *  room they hold and cannot wait asynchronously: apply()). */
+  private reclaimSync(): void {
+    const keys = [...this.retired, ...(this.freeing && !this.freeing.taken ? this.freeing.keys : [])];
+    if (this.freeing) this.freeing.taken = true;
+    this.retired = [];
+    waitForProgramsSync();
+    runSteps(deleteBatches(this.endpoints, keys));
+  }
+
+  /** Waits for the grace period of the retired slots when `desired` needs the room they hold (the agent's apply,
+   *  before applySteps: the event loop turns meanwhile). */
+  async makeRoom(desired: CompiledService[]): Promise<void> {
+    if (this.retiredSlots === 0) return;
+    const { epWrites } = await runStepsAsync(this.planSteps(desired));
+    const free = this.endpoints.maxEntries - this.installedSlots();
+    if (epWrites <= free && epWrites > free - this.retiredSlots) await this.reclaimed();
   }
 
   get size(): number {
@@ -109,6 +204,12 @@ export class ServiceTable {
 
   /** check() in steps (see runStepsAsync). */
   *checkSteps(desired: CompiledService[]): Steps<void> {
+    const { added, epWrites } = yield* this.planSteps(desired);
+    this.checkFits(desired.length, this.installed.size + added, epWrites, false);
+  }
+
+  /** How many service addresses `desired` adds and how many endpoint slots it writes. */
+  private *planSteps(desired: CompiledService[]): Steps<{ added: number; epWrites: number }> {
     const tick = every();
     let added = 0;
     let epWrites = 0;
@@ -122,24 +223,31 @@ export class ServiceTable {
       if (old !== undefined && sameLists(old.endpoints, lists)) continue;
       for (const l of lists) epWrites += l.length;
     }
-    this.checkFits(desired.length, this.installed.size + added, epWrites);
+    return { added, epWrites };
+  }
+
+  private installedSlots(): number {
+    let slots = 0;
+    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
+    return slots;
   }
 
   /** During the swap a changed service's old and new endpoint slots coexist, and removed services go after new
-   *  ones are written, so both count at the peak. */
-  private checkFits(services: number, peakServices: number, epWrites: number): void {
+   *  ones are written, so both count at the peak. Retired slots are not refused for: they go after a grace
+   *  period, which `makeRoom` (before the write) waits for; here it is waited for on this thread. */
+  private checkFits(services: number, peakServices: number, epWrites: number, write = true): void {
     if (peakServices > this.services.maxEntries) {
       throw new RangeError(
         `${services} service addresses (${peakServices} while the old ones are replaced) do not fit the service table (${this.services.maxEntries} entries): raise maxServices (mesh-agent: --max-services, or a restart, which sizes the tables from the config)`,
       );
     }
-    let slots = 0;
-    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
+    const slots = this.installedSlots();
     if (slots + epWrites > this.endpoints.maxEntries) {
       throw new RangeError(
         `${epWrites} new endpoint slots do not fit beside the ${slots} installed (endpoint table: ${this.endpoints.maxEntries} entries): raise maxEndpoints (mesh-agent: --max-endpoints, or a restart, which sizes the tables from the config)`,
       );
     }
+    if (write && slots + this.retiredSlots + epWrites > this.endpoints.maxEntries) this.reclaimSync();
   }
 
   /** apply() in steps (see runStepsAsync); the caller runs one at a time. */
@@ -162,7 +270,7 @@ export class ServiceTable {
       const lists = d.backends.map((b) => b.endpoints);
       const sameEndpoints = old !== undefined && sameLists(old.endpoints, lists);
       const id = old?.value.id ?? this.nextId++;
-      const version = sameEndpoints ? old.value.version : (old?.value.version ?? 0) + 1;
+      const version = sameEndpoints ? old.value.version : (old?.top ?? 0) + 1;
       const key = old?.key ?? svcKeyOf(d);
       const value = svcValueOf(key, id, version, d.backends);
       if (!sameEndpoints) {
@@ -178,7 +286,7 @@ export class ServiceTable {
       }
       // A new version always changes the value, so this also covers every endpoint change.
       if (!old || !sameValue(old.value, value)) {
-        svcWrites.push([d.key, { key, value, endpoints: lists, compiled: d }]);
+        svcWrites.push([d.key, { key, value, endpoints: lists, compiled: d, top: Math.max(version, old?.top ?? 0) }]);
       } else {
         old.compiled = d;
       }
@@ -217,14 +325,17 @@ export class ServiceTable {
         if (tick()) yield;
         this.installed.set(k, i);
       }
-      // 4. Removed services disappear, then every slot no entry points at any more.
+      // 4. Removed services disappear, then every slot no entry points at any more is retired: a program run that
+      //    read an entry before its switch may still be reading them (deleted after a grace period).
       for (const [k, i] of removed) {
         if (tick()) yield;
         if (this.services.delete(i.key)) stats.serviceDeletes++;
         epDeletes.push(...slotsOf(i));
         this.installed.delete(k);
       }
-      stats.endpointDeletes = yield* deleteBatches(this.endpoints, epDeletes);
+      for (const k of epDeletes) this.retired.push(k);
+      stats.endpointDeletes = epDeletes.length;
+      this.reclaim();
     } catch (err) {
       // Not for room (an update in place or a delete failed): what is installed is what the maps say now (and
       // the slots written for versions no entry switched to go), so the next apply is planned from the truth.
