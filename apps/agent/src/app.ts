@@ -418,6 +418,7 @@ export class Agent {
     for (const l of this.tcp) clearTimeout(l.retry);
     await Promise.all([closeServer(this.server), ...this.tcp.map((l) => closeServer(l.server))]);
     const had = this.datapath !== undefined;
+    await this.datapath?.settle();
     this.datapath?.close();
     this.datapath = undefined;
     this.statsHandle?.close();

@@ -205,6 +205,12 @@ export class MeshDatapath implements Disposable {
     return pinnedLinks(this.pinRoot);
   }
 
+  /** Waits for what the families' applies left for later (see DatapathFamily.settle); a failure is the
+   *  family's to report at its next load, not a reason to stop otherwise. */
+  async settle(): Promise<void> {
+    await Promise.all(this.loaded.map(({ dp }) => dp.settle?.().catch(() => undefined)));
+  }
+
   /** Closes the agent's handles, last family first; the pinned links and maps keep the datapath running. */
   close(): void {
     for (const { dp } of [...this.loaded].reverse()) dp.close();

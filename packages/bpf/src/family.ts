@@ -60,6 +60,9 @@ export interface DatapathFamily<Input = unknown, Registry = unknown> extends Dis
   counters(): Record<string, number | bigint>;
   /** Registers this family's metrics; they read the kernel at each scrape. Called once. */
   registerMetrics(registry: Registry, mesh: MeshView): void;
+  /** Resolves once what the family's applies left for later is done (the split table's retired endpoint slots,
+   *  deleted after a grace period): awaited before a graceful stop, so the pins are left clean. */
+  settle?(): Promise<void>;
   /** Closes the handles; pinned links and maps keep the programs running. */
   close(): void;
 }

@@ -181,6 +181,11 @@ export class SplitDatapath implements DatapathFamily<Compiled, Registry> {
     return this.table.reclaimed();
   }
 
+  /** See DatapathFamily.settle: the retired slots are deleted. */
+  settle(): Promise<void> {
+    return this.table.reclaimed();
+  }
+
   /** Endpoint slots taken out of use and not yet deleted (they count in fill().endpoints.used). */
   get retiredSlots(): number {
     return this.table.retiredSlots;

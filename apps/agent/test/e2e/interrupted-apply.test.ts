@@ -78,9 +78,14 @@ function readTables(e: MeshEnv, want: Map<string, string>): Tables {
   return out;
 }
 
-function expectConverged(e: MeshEnv, want: Map<string, string>, what: string): void {
-  const t = readTables(e, want);
-  expect({ services: t.services, orphans: t.orphans, missing: t.missing, wrong: t.wrong }, what).toEqual({ services: want.size, orphans: 0, missing: 0, wrong: [] });
+/** The slots an apply replaced (or a restarted agent found orphaned) are deleted a grace period after it, so
+ *  the tables converge shortly after the apply: polled. */
+async function expectConverged(e: MeshEnv, want: Map<string, string>, what: string): Promise<void> {
+  const summary = () => {
+    const t = readTables(e, want);
+    return { services: t.services, orphans: t.orphans, missing: t.missing, wrong: t.wrong };
+  };
+  await expect.poll(summary, { message: what, timeout: 30_000, interval: 20 }).toEqual({ services: want.size, orphans: 0, missing: 0, wrong: [] });
 }
 
 /** Waits until the running agent's reload has written its first batch of endpoint slots (the apply plans
@@ -110,7 +115,7 @@ describePrivileged('interrupted applies', () => {
     e.writeConfig(yaml);
     const start = () => e.startAgent();
     let agent = await start();
-    expectConverged(e, want, 'first start');
+    await expectConverged(e, want, 'first start');
     // How long the writes last after the first batch (new slots, service entries, old slots deleted): one
     // reload watched to its end (~0.15 s here).
     ({ yaml, want } = roundConfig(1));
@@ -121,7 +126,7 @@ describePrivileged('interrupted applies', () => {
       return Date.now() - t0;
     });
     await expect.poll(() => agent.logs().some((l) => l.msg === 'config applied' && l.generation === 2), { timeout: 30_000 }).toBe(true);
-    expectConverged(e, want, 'the reload watched to its end');
+    await expectConverged(e, want, 'the reload watched to its end');
     const kills: { delayMs: number; midApply: boolean; orphans: number; wrong: number }[] = [];
 
     for (let r = 2; r <= ROUNDS + 1; r++) {
@@ -141,7 +146,7 @@ describePrivileged('interrupted applies', () => {
       kills.push({ delayMs: Math.round(delayMs), midApply, orphans: left.orphans, wrong: left.wrong.length });
 
       agent = await start();
-      expectConverged(e, want, `round ${r}: restarted after SIGKILL at ${Math.round(delayMs)} ms (${midApply ? 'mid-apply' : 'after the apply'})`);
+      await expectConverged(e, want, `round ${r}: restarted after SIGKILL at ${Math.round(delayMs)} ms (${midApply ? 'mid-apply' : 'after the apply'})`);
     }
     // The kills did land in the writes: they left tables unlike the config (slots no entry points at, entries
     // not yet switched) for the restart to put right (3 in 4 of them here; a quarter is asked).
@@ -177,9 +182,9 @@ describePrivileged('interrupted applies', () => {
     expect(log).toMatch(/"msg":"stopped; the datapath keeps running from its pins"/);
     expect(existsSync(e.apiSocket)).toBe(false);
     expect(lockFiles(e)).toEqual([]);
-    expectConverged(e, want, 'after SIGINT during the first apply');
+    await expectConverged(e, want, 'after SIGINT during the first apply');
 
     await e.startAgent();
-    expectConverged(e, want, 'restarted');
+    await expectConverged(e, want, 'restarted');
   }, 120_000);
 });

@@ -1,7 +1,9 @@
 // A connect() sees one service's entry whole, and sees it at all, while the agent rewrites entries: 10,000 applies
-// each give two services new endpoints (entries rewritten, new table versions, old slots freed for the next
-// apply to reuse) while 8 clients dial the first; no connection reaches the second's backends and every connect()
-// is served (a lookup that missed the entry would let it through to the bare service address).
+// each give two services new endpoints (entries rewritten, new table versions, old slots retired and freed after
+// a grace period for later applies to reuse) while 8 clients dial the first; no connection reaches the second's
+// backends, every connect() is served (a lookup that missed the entry would let it through to the bare service
+// address) and none finds the slots of the version it read gone (table_retry; retired-slots.test.ts holds a
+// reader across an apply).
 import { createCgroup, describePrivileged, spawnTracked, stopProcess, waitForLine, type Cgroup } from '@mesh/testkit';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -84,6 +86,8 @@ describePrivileged('whole service entries under concurrent updates', () => {
     expect(Object.keys(out.byName).sort()).toEqual(['a1', 'a2']);
     expect((out.byName.a1 ?? 0) + (out.byName.a2 ?? 0)).toBe(out.done);
     expect(c.connect_rewrite - before.connect_rewrite).toBe(BigInt(out.done));
+    // No connect() found the slots of the version it read gone: they are deleted after a grace period.
+    expect(c.table_retry - before.table_retry).toBe(0n);
     // The applies overlapped the dialling: both of a's tables served it.
     expect(out.done).toBeGreaterThanOrEqual(500);
   }, 300_000);
@@ -101,6 +105,7 @@ describePrivileged('whole service entries under concurrent updates', () => {
     const c = dp.counters();
     console.log(`torn UDP: ${APPLIES} applies in ${ms.toFixed(0)} ms, ${out.connects} connects, received ${JSON.stringify(received)}, counters ${show(c)}`);
     expect(c.connect_rewrite - before.connect_rewrite).toBe(BigInt(out.connects));
+    expect(c.table_retry - before.table_retry).toBe(0n);
     expect(out.errors).toEqual({});
     expect({ b1: received.b1, b2: received.b2 }).toEqual({ b1: 0, b2: 0 });
     expect(received.a1).toBeGreaterThan(0);

@@ -1,6 +1,6 @@
 // What a killed or failed apply leaves in the maps, and how the table gets back to the truth. Endpoint slots no
 // service entry points at (an apply killed between its batches: new versions written, or old ones not yet
-// deleted) are removed when the table adopts the maps, and ids are never reused; a batch the kernel refuses
+// deleted) are retired when the table adopts the maps (deleted after a grace period), and ids are never reused; a batch the kernel refuses
 // half-way leaves the table re-read from the maps, so the next apply is planned from what is installed.
 import { describePrivileged } from '@mesh/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -28,7 +28,7 @@ describePrivileged('split table after an interrupted apply', () => {
   const junk = (svcId: number, version: number, n: number) =>
     Array.from({ length: n }, (_, index) => [{ svcId, version, backend: 0, index }, { addr: addr16('127.0.65.1'), port: 9, family: 2, check: 0 }] as const);
 
-  it('adopt removes endpoint slots no service points at, and new ids are above every id seen', () => {
+  it('adopt retires endpoint slots no service points at (gone after a grace period), and new ids are above every id seen', async () => {
     const table = new ServiceTable(dp.servicesMap, dp.endpointsMap);
     table.adopt();
     table.apply(services([svc(1, ['127.0.65.1', '127.0.65.2']), svc(2, ['127.0.65.3'])]));
@@ -42,6 +42,9 @@ describePrivileged('split table after an interrupted apply', () => {
 
     const restarted = new ServiceTable(dp.servicesMap, dp.endpointsMap);
     expect(restarted.adopt()).toBe(2);
+    expect(restarted.orphansFound).toBe(5);
+    expect(restarted.retiredSlots).toBe(5);
+    await restarted.reclaimed();
     expect(slots()).toEqual(installed);
     restarted.apply(services([svc(1, ['127.0.65.1', '127.0.65.2']), svc(2, ['127.0.65.3']), svc(3, ['127.0.65.4'])]));
     const ids = [...dp.servicesMap.getBatch()].map(([k, v]) => [fromAddr16(k.addr, 2), v.id] as const).sort();
@@ -49,20 +52,23 @@ describePrivileged('split table after an interrupted apply', () => {
     expect(slots()).toEqual(referenced());
   });
 
-  it('a batch the kernel refuses half-way: the table is re-read from the maps and the next apply converges', () => {
+  it('a batch the kernel refuses half-way: the table is re-read from the maps and the next apply converges', async () => {
     const table = new ServiceTable(dp.servicesMap, dp.endpointsMap);
     table.adopt();
     table.apply(services([svc(1, ['127.0.65.1', '127.0.65.2']), svc(2, ['127.0.65.3'])]));
+    await table.reclaimed();
     expect(slots()).toEqual(referenced());
     // Slots the table does not know of fill the endpoint map: 3 installed + 8 unknown of 12.
     dp.endpointsMap.setBatch(junk(50, 1, 8));
     // Moving every endpoint needs 3 new slots: the capacity check (3 + 3 <= 12) passes, the kernel refuses the 2nd.
     const moved = services([svc(1, ['127.0.66.1', '127.0.66.2']), svc(2, ['127.0.66.3'])]);
     expect(() => table.apply(moved)).toThrow(/E2BIG|no space|full/i);
-    // Re-read: the slots nothing points at (the unknown ones, the half-written new version) are gone.
+    // Re-read: the slots nothing points at (the unknown ones, the half-written new version) are retired, then gone.
+    await table.reclaimed();
     expect(slots()).toEqual(referenced());
     expect(table.size).toBe(2);
     table.apply(moved);
+    await table.reclaimed();
     expect(slots()).toEqual(referenced());
     const eps = [...dp.endpointsMap.getBatch()].map(([, v]) => fromAddr16(v.addr, 2)).sort();
     expect(eps).toEqual(['127.0.66.1', '127.0.66.2', '127.0.66.3']);
