@@ -34,7 +34,7 @@ describePrivileged('on a second kernel (6.1 guest)', () => {
 function check(out: Record<string, unknown>): void {
   expect(out.kernel).toMatch(/^6\.1\./);
   expect(out.attach).toEqual({ tcx: false, sockmapLink: false, cgroupLink: true, stats: true });
-  expect(out.loaded).toEqual({ skb_guard: 2, skb_noop: 2, skb_sk_state: 3, sock_redirect: 8, sock_track: 3, http: 3, mtls: 8, split: 9, tc_filter: 1 }); // mtls: capture, STRICT and the bind guard (bind4/6)
+  expect(out.loaded).toEqual({ skb_guard: 2, skb_noop: 2, skb_sk_state: 3, sock_redirect: 8, sock_track: 3, http: 3, mtls: 8, split: 9, split_hold: 1, tc_filter: 1 }); // mtls: capture, STRICT and the bind guard (bind4/6)
   expect(out.retval).toBe(0);
   expect(out.tcLinkKind).toBe('tc');
   expect(out.sockmapLinkKind).toBe('attach');
