@@ -73,4 +73,24 @@ describePrivileged('split table after an interrupted apply', () => {
     const eps = [...dp.endpointsMap.getBatch()].map(([, v]) => fromAddr16(v.addr, 2)).sort();
     expect(eps).toEqual(['127.0.66.1', '127.0.66.2', '127.0.66.3']);
   });
+
+  it('a new version goes above one retired but not yet deleted: no live slot is written onto a retired key', async () => {
+    const table = new ServiceTable(dp.servicesMap, dp.endpointsMap);
+    table.adopt();
+    table.apply(services([svc(5, ['127.0.65.5'])]));
+    await table.reclaimed();
+    const v5 = [...dp.servicesMap.getBatch()].find(([k]) => k.addr.equals(addr16('127.0.64.5')))![1];
+    // An apply undone after writing version v+1 of service 5: its slot stays, retired by the next adoption.
+    dp.endpointsMap.setBatch(junk(v5.id, v5.version + 1, 1));
+    const restarted = new ServiceTable(dp.servicesMap, dp.endpointsMap);
+    restarted.adopt();
+    expect(restarted.retiredSlots).toBe(1);
+    // Before its grace period has passed, service 5 changes endpoints: v+2, so deleting v+1 takes nothing live.
+    restarted.apply(services([svc(5, ['127.0.65.6'])]));
+    const now5 = [...dp.servicesMap.getBatch()].find(([k]) => k.addr.equals(addr16('127.0.64.5')))![1];
+    expect(now5.version).toBe(v5.version + 2);
+    await restarted.reclaimed();
+    expect(slots()).toEqual(referenced());
+    expect([...dp.endpointsMap.getBatch()].map(([, v]) => fromAddr16(v.addr, 2))).toEqual(['127.0.65.6']);
+  });
 });
