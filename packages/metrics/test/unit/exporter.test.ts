@@ -12,7 +12,7 @@ const buckets = (at: Record<number, number>) => {
 const http = (direction: 'client' | 'server', remoteIp: string, count: number, bucketAt: Record<number, number>, overflow = false): HttpSample => ({
   direction, cgroupId: overflow ? undefined : 7n, remoteIp, port: 80, method: 'GET', status: 200, count, sumSeconds: count * 0.001, buckets: buckets(bucketAt),
 });
-const counters = { not_http: 0, unparsed_status: 0, http_overflow: 0, tcp_overflow: 0, paired: 0, http2: 0, h2_drops: 0, h2_lost: 0 };
+const counters = { not_http: 0, unparsed_status: 0, http_overflow: 0, tcp_overflow: 0, paired: 0, http2: 0, h2_drops: 0, h2_lost: 0, h2_wakeups: 0 };
 
 function source(snap: () => MetricsSnapshot): MetricsSource & { reads: number } {
   const s = {
