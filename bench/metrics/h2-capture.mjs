@@ -72,7 +72,7 @@ if (session) writeFileSync(process.env.H2_CAPTURE_PROF, JSON.stringify((await se
 const done = Number(/(\d+) done/.exec(r.stdout)?.[1]);
 // Ticks are 10 ms: ns per request by thread.
 console.log(Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, Math.round(((v - (t0[k] ?? 0)) * 1e7) / done)]).filter(([, v]) => v)));
-console.log(/requests: .*/.exec(r.stdout)?.[0], JSON.stringify(h.counters));
+console.log(/requests: .*/.exec(r.stdout)?.[0], JSON.stringify(h.counters), JSON.stringify(dp.readCounters()));
 if (out === '-') {
   cleanup();
   process.exit(0);

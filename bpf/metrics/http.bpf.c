@@ -390,19 +390,20 @@ struct {
 } h2_depth SEC(".maps");
 
 /*
- * Records are submitted without waking the consumer, which drains the ring on a timer (its thread's pollMs), until
- * this many bytes wait: then the submit wakes it. A wake-up per record cost more than everything else per
- * request (bench:metrics, docs/metrics.md). Set at load to a 32nd of the ring: the rest is room for what arrives
- * before the consumer runs.
+ * Records are submitted without waking the consumer, which drains the ring on a timer (its thread's pollMs, 20 ms),
+ * until this many more bytes wait: then the submit wakes it. A wake-up per record cost more than everything else
+ * per request (bench:metrics, docs/metrics.md). Set at load to a quarter of the ring: more than the timer lets
+ * gather under h2load (~200 KiB in 20 ms), so the timer drains it and a wake-up is for bursts; the other three
+ * quarters are room for what arrives before the woken consumer runs.
  */
-const volatile __u32 h2_wakeup_bytes = H2_RINGBUF_SIZE / 32;
+const volatile __u32 h2_wakeup_bytes = H2_RINGBUF_SIZE / 4;
 
 /*
  * The submit flag for a record of `size` bytes: a wake-up only for the record whose bytes reach the next multiple
  * of h2_wakeup_bytes waiting, not for every record while they wait. A wake-up is the kernel's irq_work, a
- * self-interrupt each time (on a VM an APIC write that traps): asked for by each record until the woken thread
- * ran, it was 14 % of the programs' time under h2load (perf). Two CPUs submitting at once may both miss a
- * crossing: the next one, or the consumer's timer, drains the ring.
+ * self-interrupt (on this VM an APIC write that traps, ~20 µs): asked for by each record until the woken thread
+ * ran, with a 32nd of the ring, wake-ups were 11-14 % of the programs' time under h2load (perf). Two CPUs
+ * submitting at once may both miss a crossing: the next one, or the consumer's timer, drains the ring.
  */
 static __always_inline __u64 h2_wakeup(__u32 size)
 {

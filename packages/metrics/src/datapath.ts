@@ -240,8 +240,8 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
         if (!Number.isInteger(n) || n < 4096 || n > 2 ** 30 || (n & (n - 1)) !== 0) throw new RangeError(`h2RingBytes must be a power of two in [4096, 2^30], got ${n}`);
         spec.setMaxEntries(names.maps.h2_events, n);
       }
-      // Records wake the consumer only once a 32nd of the ring waits (see h2_wakeup_bytes in http.bpf.c).
-      spec.setConstant(names.constants.h2_wakeup_bytes, (opts.h2RingBytes ?? H2_RING_BYTES) / 32);
+      // Records wake the consumer only when another quarter of the ring waits (see h2_wakeup_bytes in http.bpf.c).
+      spec.setConstant(names.constants.h2_wakeup_bytes, (opts.h2RingBytes ?? H2_RING_BYTES) / 4);
       if (opts.pinDir !== undefined) {
         const sizes = new Map(spec.maps.map((m) => [m.name, m.maxEntries]));
         const dropped = dropResizedPins(opts.pinDir, RESIZE_GROUPS, (m) => sizes.get(m)!);
@@ -484,7 +484,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     const ring = this.obj.ringBuffer(names.maps.h2_events, (batches: Buffer[]) => streams.packed(batches), {
       ref: opts.ref ?? false,
       // Ahead of the workloads (nice -10): a starved drain thread is what lets the ring overflow.
-      // Drained every H2_POLL_MS, and at once when a 32nd of the ring waits: a record has no wake-up of its own.
+      // Drained every H2_POLL_MS, and at once when another quarter of the ring waits: a record has no wake-up of its own.
       // Packed: one Buffer per batch, records read in place (not an allocation and a JS object per record).
       thread: { queueBytes: opts.queueBytes, nice: -10, pollMs: H2_POLL_MS, packed: true },
     });
