@@ -2,12 +2,15 @@
 // as bench:metrics makes them, into a file that h2-replay.mjs feeds to H2Streams offline.
 // Prints each thread's CPU per request over the run (OUT '-': nothing recorded, the consumer's cost as it is).
 // Run (root): node bench/metrics/h2-capture.mjs OUT [seconds]
+// H2_CAPTURE_OBJECT=<http.bpf.o of another build>: its programs instead of this build's (their own constants'
+// defaults), to compare the drain thread's CPU per request of two builds in turn.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { ObjectSpec } from '@mesh/bpf';
 import { MetricsDatapath, H2Streams } from '@mesh/metrics';
 
 import { cleanup, inCgroup, onCleanup, runCommand, scratchCgroup } from '../lib.mjs';
@@ -17,7 +20,7 @@ if (!out) throw new Error('usage: h2-capture.mjs OUT [seconds]');
 const host = '127.0.0.18';
 const port = 18440;
 const cg = scratchCgroup('h2cap');
-const dp = MetricsDatapath.load();
+const dp = process.env.H2_CAPTURE_OBJECT ? new MetricsDatapath(ObjectSpec.file(process.env.H2_CAPTURE_OBJECT).setConstant('cell_epoch', 7).load()) : MetricsDatapath.load();
 onCleanup(() => dp.close());
 dp.attach(cg);
 const batches = [];
