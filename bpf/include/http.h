@@ -277,8 +277,9 @@ struct h2_conn {
 	struct h2_dir dir[2];
 	__u32 hold_len;      /* bytes held (a whole record of the response direction), 0 for none */
 	__u32 pad;
+	__u64 cookie;        /* the socket's, read once for the records (0: not yet) */
 	__u8 hold[H2_HOLD];
-}; /* 368 bytes */
+}; /* 376 bytes */
 
 /* A ring entry holds one record or more, back to back (a held record, then the next; see H2_HOLD). */
 enum h2_kind {
@@ -352,7 +353,7 @@ HTTP_SIZE_CHECK(http_value, 136);
 HTTP_SIZE_CHECK(l4_pair_key, 32);
 HTTP_SIZE_CHECK(l4_pair_value, 32);
 HTTP_SIZE_CHECK(h2_dir, 20);
-HTTP_SIZE_CHECK(h2_conn, 368);
+HTTP_SIZE_CHECK(h2_conn, 376);
 HTTP_SIZE_CHECK(h2_record, 96);
 HTTP_SIZE_CHECK(h2_item, 12);
 

@@ -445,6 +445,7 @@ struct h2_walk {
 	__u32 seq;    /* the sequence number of its first byte */
 	__u32 o;      /* where the next frame header starts, from off */
 	struct h2_scratch *s; /* the ring entry being put together: a held record, then this packet's */
+	__u64 cookie; /* the socket's (h2_conn keeps it: one helper call per connection, not per record) */
 	__u8 flags;   /* H2_F_* of the records */
 	__u8 lost;    /* set when the walk gave up */
 	__u8 egress;
@@ -499,7 +500,7 @@ static __always_inline void h2_flush(struct h2_walk *w, struct h2_conn *h, int h
 	if (!frames && !base)
 		return;
 	if (frames) {
-		h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, bpf_get_socket_cookie(w->skb));
+		h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, w->cookie);
 		r->length = size - base - sizeof(*r);
 		r->frames = frames;
 	} else {
@@ -643,7 +644,7 @@ static __always_inline void h2_lose(struct h2_walk *w, struct h2_conn *h)
 		count(HTTP_C_H2_DROPS, 1);
 		return;
 	}
-	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_LOST, bpf_get_socket_cookie(w->skb));
+	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_LOST, w->cookie);
 	bpf_ringbuf_submit(r, h2_wakeup(sizeof(*r)));
 }
 
@@ -672,9 +673,12 @@ static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c,
 		skip = pos - seq;
 	if (skip != 0xffffffff && skip >= len)
 		return 0; /* within a frame's payload, or a retransmission */
+	if (!h->cookie)
+		h->cookie = bpf_get_socket_cookie(skb);
 	w.skb = skb;
 	w.c = c;
 	w.d = d;
+	w.cookie = h->cookie;
 	w.egress = egress;
 	w.flags = response ? H2_F_RESPONSE : 0;
 	if (skip == 0xffffffff) {
