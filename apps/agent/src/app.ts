@@ -328,7 +328,8 @@ export class Agent {
       // config whose cgroups cannot be made is rejected whole.
       if (this.opts.source.managesCgroups !== false) await (cgroups ?? dp.ensureCgroups(local.map((w) => w.cgroup)));
       let resolver: Promise<ConfigResolver> | undefined;
-      const resolve = () => (resolver ??= ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services));
+      const previous = this.resolver instanceof ConfigResolver ? this.resolver : undefined;
+      const resolve = () => (resolver ??= ConfigResolver.create(this.opts.cgroupRoot, config.workloads, config.compiled.services, previous));
       const r = await dp.apply({ config, resolver: resolve });
       for (const w of r.warnings) log.warn(w.msg, { revision, ...w.fields });
       this.resolver = await resolve();
@@ -354,6 +355,8 @@ export class Agent {
         routes: config.routing.httpRoutes.length,
         ...r.log,
         mapWrites: writes,
+        // The identity names metrics use: kept when the config names the same workloads, cgroups and endpoints.
+        names: this.resolver === previous ? 'kept' : 'made',
         // ms: writing the kernel's tables; parseMs and validateMs come before it. cpuMs, validateCpuMs: the
         // event loop's thread's CPU time in each (what the wall times are, less the waits of a shared machine).
         ms: msSince(t0),

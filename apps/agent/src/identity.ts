@@ -15,17 +15,56 @@ export class ConfigResolver implements IdentityResolver {
   /** "addr|port" of an endpoint → the Service clients dialled to reach it (the route's parent first). */
   private readonly serviceOf = new Map<string, string>();
 
-  private constructor() {}
+  private constructor(
+    /** What the names were made from: a config that names the same (kept()) keeps them. */
+    private readonly ids: (bigint | undefined)[],
+    private readonly workloads: readonly ResolvedWorkload[],
+    private readonly services: readonly CompiledService[],
+  ) {}
 
   /** The names of a config's workloads and services. The event loop is served meanwhile: cgroup ids are read
-   *  in the thread pool (cgroupIds), the maps built in steps. */
-  static async create(cgroupRoot: string, workloads: ResolvedWorkload[], services: CompiledService[]): Promise<ConfigResolver> {
+   *  from the parent directories (cgroupIds), the maps built in steps. `previous` (the names in use) is handed
+   *  back when the config names the same (kept()): a reload that changes a weight does not make 20,000
+   *  workloads' and 50,000 services' names again (~0.3 s of the event loop's CPU). */
+  static async create(cgroupRoot: string, workloads: ResolvedWorkload[], services: CompiledService[], previous?: ConfigResolver): Promise<ConfigResolver> {
     const ids = await cgroupIds(cgroupRoot, workloads.map((w) => join(cgroupRoot, w.cgroup)));
+    if (previous && (await runStepsAsync(previous.kept(ids, workloads, services)))) return previous;
     return runStepsAsync(ConfigResolver.build(ids, workloads, services));
   }
 
+  /** Whether these names are a config's: the same cgroup ids (a cgroup made anew has a new one), workloads
+   *  (name, namespace, addresses) and, per service in order, its name, whether a route made it and its
+   *  endpoints; weights do not matter. Unchanged objects are the same objects (the Compiler's memo), so most
+   *  are compared by identity. */
+  private *kept(ids: (bigint | undefined)[], workloads: readonly ResolvedWorkload[], services: readonly CompiledService[]): Steps<boolean> {
+    if (ids.length !== this.ids.length || workloads.length !== this.workloads.length || services.length !== this.services.length) return false;
+    const tick = every(1024);
+    for (let i = 0; i < ids.length; i++) {
+      if (tick()) yield;
+      const a = workloads[i]!;
+      const b = this.workloads[i]!;
+      if (ids[i] !== this.ids[i]) return false;
+      if (a === b) continue;
+      if (a.name !== b.name || a.namespace !== b.namespace || a.addresses.length !== b.addresses.length || a.addresses.some((x, j) => x !== b.addresses[j])) return false;
+    }
+    for (let i = 0; i < services.length; i++) {
+      if (tick()) yield;
+      const a = services[i]!;
+      const b = this.services[i]!;
+      if (a === b) continue;
+      if (a.service !== b.service || (a.route === undefined) !== (b.route === undefined) || a.backends.length !== b.backends.length) return false;
+      for (let j = 0; j < a.backends.length; j++) {
+        const x = a.backends[j]!.endpoints;
+        const y = b.backends[j]!.endpoints;
+        if (x === y) continue;
+        if (x.length !== y.length || x.some((e, k) => e.addr !== y[k]!.addr || e.port !== y[k]!.port)) return false;
+      }
+    }
+    return true;
+  }
+
   private static *build(ids: (bigint | undefined)[], workloads: ResolvedWorkload[], services: CompiledService[]): Steps<ConfigResolver> {
-    const r = new ConfigResolver();
+    const r = new ConfigResolver(ids, workloads, services);
     const tick = every();
     for (const [i, w] of workloads.entries()) {
       if (tick()) yield;

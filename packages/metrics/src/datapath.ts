@@ -276,6 +276,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
    * ones in the order given; the rest count as "unknown" and are counted in `unnamed` (unnamedPeers).
    */
   setKnownPeers(addresses: Iterable<string>): { known: number; unnamed: number } {
+    this.written = undefined;
     runSteps(this.writePeerSteps(runSteps(this.peerKeySteps(addresses))));
     return { known: this.known?.size ?? 0, unnamed: this.unnamed };
   }
@@ -368,17 +369,23 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
    *  an error (see setKnownPeers): they are named "unknown", and applyPart reports how many. */
   async check(input: MetricsInput): Promise<void> {
     this.checked = undefined;
-    this.checked = { input, keys: await this.peerKeysAsync(input.knownAddresses()) };
+    this.checked = this.written?.input === input ? this.written : { input, keys: await this.peerKeysAsync(input.knownAddresses()) };
   }
+
+  /** The input last written whole and its keys: the same input again (the agent keeps its names across a
+   *  reload that changes no workload or endpoint) writes nothing. */
+  private written: { input: MetricsInput; keys: Set<string> } | undefined;
 
   /** The family's apply (see DatapathFamily): the known peers, and the names the metrics' labels use. */
   async applyPart(input: MetricsInput): Promise<PartApplied> {
     const keys = this.checked?.input === input ? this.checked.keys : await this.peerKeysAsync(input.knownAddresses());
     this.checked = undefined;
     const max = this.peers.maxEntries;
+    const same = this.written?.input === input && this.known !== undefined;
+    this.written = undefined;
     try {
       // Each batch is a syscall of ~1 ms: the event loop turns after every one (/healthz during a 20,000-peer apply).
-      await runSliced(this.writePeerSteps(keys), 0);
+      if (!same) await runSliced(this.writePeerSteps(keys), 0);
     } catch (err) {
       // The families before this one (the split) have written their parts by now: a write the kernel refuses
       // (no memory for an element, a table someone else filled) must not make the agent report a config it
@@ -398,6 +405,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
       };
     }
     this.resolver = input;
+    this.written = { input, keys };
     if (this.unnamed === 0) return {};
     return {
       log: { unnamedPeers: this.unnamed },
