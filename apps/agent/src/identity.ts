@@ -1,7 +1,7 @@
 /** Names for what the kernel knows by number: a socket's cgroup id is a workload, an address is a workload
  *  (by its addresses) and, for a client's destination, the Service that routed to it. */
 import { stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 import { cgroupId, subdirInodes } from '@mesh/bpf';
 import type { Identity, IdentityResolver } from '@mesh/metrics';
@@ -27,7 +27,7 @@ export class ConfigResolver implements IdentityResolver {
    *  back when the config names the same (kept()): a reload that changes a weight does not make 20,000
    *  workloads' and 50,000 services' names again (~0.3 s of the event loop's CPU). */
   static async create(cgroupRoot: string, workloads: ResolvedWorkload[], services: CompiledService[], previous?: ConfigResolver): Promise<ConfigResolver> {
-    const ids = await cgroupIds(cgroupRoot, workloads.map((w) => join(cgroupRoot, w.cgroup)));
+    const ids = await cgroupIds(cgroupRoot, workloads.map((w) => w.cgroup));
     if (previous && (await runStepsAsync(previous.kept(ids, workloads, services)))) return previous;
     return runStepsAsync(ConfigResolver.build(ids, workloads, services));
   }
@@ -92,10 +92,19 @@ export class ConfigResolver implements IdentityResolver {
   /** The addresses metrics may name a peer by: the workloads' and the endpoints' (others are "unknown"); the
    *  same set as knownAddressesOf the config. Made from the maps when asked (once per apply), not kept beside
    *  them: every endpoint's address is in a serviceOf key. */
-  knownAddresses(): string[] {
-    const out = new Set(this.byAddress.keys());
-    for (const k of this.serviceOf.keys()) out.add(k.slice(0, k.lastIndexOf('|')));
-    return [...out];
+  *knownAddresses(): Generator<string, void, void> {
+    // Lazily: the metrics' check takes them a slice of time at a time (some 100,000 keys at scale).
+    const seen = new Set<string>();
+    for (const a of this.byAddress.keys()) {
+      seen.add(a);
+      yield a;
+    }
+    for (const k of this.serviceOf.keys()) {
+      const a = k.slice(0, k.lastIndexOf('|'));
+      if (seen.has(a)) continue;
+      seen.add(a);
+      yield a;
+    }
   }
 
   local(id: bigint): Identity | undefined {
@@ -110,15 +119,23 @@ export class ConfigResolver implements IdentityResolver {
   }
 }
 
+/** Per cgroup root: whether its cgroups' ids are their inode numbers (see cgroupIds). */
+const idsAreInodes = new Map<string, boolean>();
+
 /**
- * The cgroup id of each path (undefined where there is none). A cgroup's id is its directory's inode number on
- * 64-bit kernels since 5.5; when the mesh's root shows that, the ids are read from the parent directories'
- * entries (one getdents per parent: 20,000 workloads in 10 namespaces take ~30 ms, where a stat() of each took
- * ~0.5-2 s of kernel time to look up and instantiate every inode), else one name_to_handle_at() each. In steps
- * either way.
+ * The cgroup id of each path (relative to the root; undefined where there is none). A cgroup's id is its
+ * directory's inode number on 64-bit kernels since 5.5; when the mesh's root shows that, the ids are read from
+ * the parent directories' entries (one getdents per parent: 20,000 workloads in 10 namespaces take ~30 ms, where
+ * a stat() of each took ~0.5-2 s of kernel time to look up and instantiate every inode), else one
+ * name_to_handle_at() each. In steps either way.
  */
 async function cgroupIds(root: string, paths: string[]): Promise<(bigint | undefined)[]> {
-  const byInode = await stat(root, { bigint: true }).then((st) => st.ino === cgroupId(root), () => false);
+  let byInode = idsAreInodes.get(root);
+  if (byInode === undefined) {
+    byInode = await stat(root, { bigint: true }).then((st) => st.ino === cgroupId(root), () => false);
+    // Known once the root exists (the kernel's, for the process's life); asked again while it does not.
+    if (byInode) idsAreInodes.set(root, byInode);
+  }
   const out = new Array<bigint | undefined>(paths.length);
   const dirs = new Map<string, Map<string, bigint> | undefined>();
   return runStepsAsync(
@@ -128,22 +145,26 @@ async function cgroupIds(root: string, paths: string[]): Promise<(bigint | undef
         if (tick()) yield;
         if (!byInode) {
           try {
-            out[i] = cgroupId(p);
+            out[i] = cgroupId(join(root, p));
           } catch {
             out[i] = undefined;
           }
           continue;
         }
-        const dir = dirname(p);
-        if (!dirs.has(dir)) {
+        // Paths are normalized and relative (validateWorkloads): the parent is what comes before the last "/".
+        const cut = p.lastIndexOf('/');
+        const dir = cut < 0 ? '' : p.slice(0, cut);
+        let inodes = dirs.get(dir);
+        if (inodes === undefined && !dirs.has(dir)) {
           yield;
           try {
-            dirs.set(dir, subdirInodes(dir));
+            inodes = subdirInodes(dir === '' ? root : `${root}/${dir}`);
           } catch {
-            dirs.set(dir, undefined);
+            inodes = undefined;
           }
+          dirs.set(dir, inodes);
         }
-        out[i] = dirs.get(dir)?.get(basename(p));
+        out[i] = inodes?.get(cut < 0 ? p : p.slice(cut + 1));
       }
       return out;
     })(),

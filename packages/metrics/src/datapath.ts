@@ -331,7 +331,12 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     // Removed first, so that the map has room for the new set; a connection established meanwhile may name a
     // peer that stays known as "unknown".
     const gone: PeerKey[] = [];
-    for (const id of have) if (!want.has(id)) gone.push(peerKeyOf(id));
+    let n = 0;
+    // Yielding every 1,024 keys here and below: 20,000 peers looked up at once held the event loop ~40 ms.
+    for (const id of have) {
+      if (++n % 1024 === 0) yield;
+      if (!want.has(id)) gone.push(peerKeyOf(id));
+    }
     for (let i = 0; i < gone.length; i += PEER_BATCH) {
       const chunk = gone.slice(i, i + PEER_BATCH);
       try {
@@ -348,6 +353,7 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
     const added: [PeerKey, number][] = [];
     const written = new Set<string>();
     for (const id of want) {
+      if (++n % 1024 === 0) yield;
       if (have.has(id)) written.add(id);
       else if (added.length < room) {
         added.push([peerKeyOf(id), 1]);

@@ -11,8 +11,10 @@ export const IPPROTO = { TCP: 6, UDP: 17 } as const;
 
 /** An address as the split maps hold it: 16 bytes, IPv4 in the first 4. */
 export function addr16(ip: string): Buffer {
-  const b = Buffer.alloc(16);
-  c.ipToBytes(ip).copy(b, 0);
+  // From Node's shared pool (allocUnsafe): a table apply makes 100,000 of them, and an ArrayBuffer each (what
+  // Buffer.alloc makes) is a backing store the collector tracks one by one.
+  const b = Buffer.allocUnsafe(16).fill(0);
+  if (!c.ipv4Into(ip, b, 0)) c.ipToBytes(ip).copy(b, 0);
   return b;
 }
 
@@ -74,9 +76,109 @@ export function svcCheck(key: SvcKey, v: SvcValue): number {
 
 /** The check an endpoint entry carries (ep_value.check). */
 export function epCheck(key: EpKey, v: EpValue): number {
-  let h = mix(mix(mix(CHECK_SEED, key.svcId), key.version), (key.backend | (key.index << 16)) >>> 0);
-  h = mixAddr(h, v.addr);
-  return mix(h, portWord(v.port, v.family, 0));
+  return epCheckOf(key.svcId, key.version, key.backend, key.index, v.addr, v.port, v.family);
+}
+
+function epCheckOf(svcId: number, version: number, backend: number, index: number, addr: Uint8Array, port: number, family: number): number {
+  let h = mix(mix(mix(CHECK_SEED, svcId), version), (backend | (index << 16)) >>> 0);
+  for (let i = 0; i < 16; i += 4) h = mix(h, (addr[i]! | (addr[i + 1]! << 8) | (addr[i + 2]! << 16) | (addr[i + 3]! << 24)) >>> 0);
+  return mix(h, portWord(port, family, 0));
+}
+
+// The entries' layouts as the codecs lay them out (checked below): the Entries classes write them field by field.
+const EP_KEY_SIZE = 12;
+const EP_VALUE_SIZE = 24;
+const SVC_KEY_SIZE = 20;
+const SVC_VALUE_SIZE = 152;
+
+/**
+ * Map entries encoded as they are made, for BpfMap.setBatchEncoded: a table apply makes 150,000 of them, and an
+ * object for each key, value and pair (then encoded one by one by the codecs) was most of its garbage.
+ */
+abstract class Entries {
+  keys: Buffer;
+  values: Buffer;
+  count = 0;
+
+  constructor(
+    private readonly keySize: number,
+    private readonly valueSize: number,
+  ) {
+    this.keys = Buffer.allocUnsafe(keySize * 256);
+    this.values = Buffer.allocUnsafe(valueSize * 256);
+  }
+
+  /** Room for one more entry; its key's and value's offsets. */
+  protected next(): [number, number] {
+    if ((this.count + 1) * this.keySize > this.keys.length) {
+      const keys = Buffer.allocUnsafe(this.keys.length * 2);
+      const values = Buffer.allocUnsafe(this.values.length * 2);
+      this.keys.copy(keys, 0, 0, this.count * this.keySize);
+      this.values.copy(values, 0, 0, this.count * this.valueSize);
+      this.keys = keys;
+      this.values = values;
+    }
+    const i = this.count++;
+    return [i * this.keySize, i * this.valueSize];
+  }
+
+  /** Entries [from, to): their keys and values. */
+  slice(from: number, to: number): { keys: Buffer; values: Buffer } {
+    return { keys: this.keys.subarray(from * this.keySize, to * this.keySize), values: this.values.subarray(from * this.valueSize, to * this.valueSize) };
+  }
+}
+
+/** Endpoint entries (ep_key, ep_value), check included. */
+export class EpEntries extends Entries {
+  constructor() {
+    super(EP_KEY_SIZE, EP_VALUE_SIZE);
+  }
+
+  push(svcId: number, version: number, backend: number, index: number, addr: Buffer, family: number, port: number): void {
+    const [k, v] = this.next();
+    this.keys.writeUInt32LE(svcId >>> 0, k);
+    this.keys.writeUInt32LE(version >>> 0, k + 4);
+    this.keys.writeUInt16LE(backend, k + 8);
+    this.keys.writeUInt16LE(index, k + 10);
+    addr.copy(this.values, v, 0, 16);
+    this.values.writeUInt16BE(port, v + 16);
+    this.values[v + 18] = family;
+    this.values[v + 19] = 0;
+    this.values.writeUInt32LE(epCheckOf(svcId, version, backend, index, addr, port, family), v + 20);
+  }
+
+  /** The keys as objects (to undo a refused apply). */
+  keyList(): EpKey[] {
+    const out: EpKey[] = [];
+    for (let i = 0; i < this.count; i++) out.push(epKey.decode(this.keys, i * EP_KEY_SIZE));
+    return out;
+  }
+}
+
+/** Service entries (svc_key, svc_value); the value's check as the caller made it (svcCheck). */
+export class SvcEntries extends Entries {
+  constructor() {
+    super(SVC_KEY_SIZE, SVC_VALUE_SIZE);
+  }
+
+  push(key: SvcKey, value: SvcValue): void {
+    const [k, v] = this.next();
+    const { keys, values } = this;
+    key.addr.copy(keys, k, 0, 16);
+    keys.writeUInt16BE(key.port, k + 16);
+    keys[k + 18] = key.proto;
+    keys[k + 19] = key.family;
+    values.writeUInt32LE(value.id >>> 0, v);
+    values.writeUInt32LE(value.version >>> 0, v + 4);
+    values.writeUInt32LE(value.nbackends >>> 0, v + 8);
+    values.writeUInt32LE(value.totalWeight >>> 0, v + 12);
+    for (let i = 0; i < MAX_BACKENDS; i++) {
+      values.writeUInt32LE((value.cumWeight[i] ?? 0) >>> 0, v + 16 + 4 * i);
+      values.writeUInt32LE((value.nendpoints[i] ?? 0) >>> 0, v + 80 + 4 * i);
+    }
+    values.writeUInt32LE(value.check >>> 0, v + 144);
+    values.writeUInt32LE(0, v + 148);
+  }
 }
 
 /** BPF_F_LOCK: service entries are updated in place (split.h, svc_value.lock). */
@@ -88,4 +190,8 @@ export type CounterName = (typeof counterNames)[number];
 
 export function familyOf(ip: string): number {
   return isIPv4(ip) ? AF_INET : AF_INET6;
+}
+
+if (epKey.size !== EP_KEY_SIZE || epValue.size !== EP_VALUE_SIZE || svcKey.size !== SVC_KEY_SIZE || svcValue.size !== SVC_VALUE_SIZE) {
+  throw new Error(`ep_key/ep_value/svc_key/svc_value are ${epKey.size}/${epValue.size}/${svcKey.size}/${svcValue.size} bytes: the Entries classes lay out ${EP_KEY_SIZE}/${EP_VALUE_SIZE}/${SVC_KEY_SIZE}/${SVC_VALUE_SIZE}`);
 }

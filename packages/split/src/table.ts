@@ -14,7 +14,7 @@
 import { type BpfMap, waitForPrograms, waitForProgramsSync } from '@mesh/bpf';
 
 import type { CompiledBackend, CompiledService } from './compile.js';
-import { addr16, AF_INET, AF_INET6, BPF_F_LOCK, epCheck, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, svcCheck, type SvcKey, type SvcValue } from './maps.js';
+import { addr16, AF_INET, AF_INET6, BPF_F_LOCK, EpEntries, type EpKey, type EpValue, familyOf, fromAddr16, IPPROTO, MAX_BACKENDS, SvcEntries, svcCheck, type SvcKey, type SvcValue } from './maps.js';
 import { every, runSteps, runStepsAsync, type Steps } from './steps.js';
 
 export interface ApplyStats {
@@ -47,6 +47,13 @@ export const SERVICE_WRITE_FLAGS = BPF_F_LOCK;
 
 export class ServiceTable {
   private readonly installed = new Map<string, Installed>();
+  /** Endpoint slots of every installed service, kept as services are installed and removed: the capacity check
+   *  does not walk 50,000 services to count them. */
+  private slots = 0;
+  /** The services the last apply installed, in order: a service at the same place in the next list as the same
+   *  object (the Compiler's memo) is installed as it is, found without hashing its key (50,000 lookups and a set
+   *  of 50,000 keys were most of a one-weight reload's diff). Cleared by adopt(). */
+  private last: readonly CompiledService[] = [];
   private nextId = 1;
   /** Slots no service entry points at any more, still in the map: a program run that read an entry pointing at
    *  them before it switched may be reading them. Deleted after the next grace period. */
@@ -75,6 +82,8 @@ export class ServiceTable {
    */
   adopt(): number {
     this.installed.clear();
+    this.slots = 0;
+    this.last = [];
     const slots = new Map<string, EpValue>();
     const top = new Map<number, number>();
     let maxId = 0;
@@ -100,6 +109,7 @@ export class ServiceTable {
       }
       const proto = key.proto === IPPROTO.UDP ? 'UDP' : 'TCP';
       this.installed.set(`${fromAddr16(key.addr, family)}|${key.port}|${proto}`, { key, value, endpoints, top: Math.max(value.version, top.get(value.id) ?? 0) });
+      this.slots += slotCount(endpoints);
       maxId = Math.max(maxId, value.id);
     }
     // Every slot still retired is among the orphans; those a grace period is being waited for stay with it.
@@ -191,7 +201,8 @@ export class ServiceTable {
     return this.installed.size;
   }
 
-  /** Installs `desired` (the whole set of services) and removes what is no longer in it. */
+  /** Installs `desired` (the whole set of services, each key once, as compile() makes them) and removes what is
+   *  no longer in it. */
   apply(desired: CompiledService[]): ApplyStats {
     return runSteps(this.applySteps(desired));
   }
@@ -213,8 +224,11 @@ export class ServiceTable {
     const tick = every();
     let added = 0;
     let epWrites = 0;
-    for (const d of desired) {
+    const last = this.last;
+    for (let i = 0; i < desired.length; i++) {
+      const d = desired[i]!;
       if (tick()) yield;
+      if (last[i] === d) continue;
       const old = this.installed.get(d.key);
       if (!old) added++;
       if (old?.compiled === d) continue;
@@ -227,9 +241,7 @@ export class ServiceTable {
   }
 
   private installedSlots(): number {
-    let slots = 0;
-    for (const i of this.installed.values()) slots += i.endpoints.reduce((n, l) => n + l.length, 0);
-    return slots;
+    return this.slots;
   }
 
   /** During the swap a changed service's old and new endpoint slots coexist, and removed services go after new
@@ -254,17 +266,29 @@ export class ServiceTable {
   *applySteps(desired: CompiledService[]): Steps<ApplyStats> {
     const tick = every();
     const stats: ApplyStats = { serviceWrites: 0, serviceDeletes: 0, endpointWrites: 0, endpointDeletes: 0 };
-    const epWrites: [EpKey, EpValue][] = [];
+    const epWrites = new EpEntries();
     const svcWrites: [string, Installed][] = [];
+    // The service entries to write, new ones (inserts) apart from changed ones (switches): see below.
+    const inserts = new SvcEntries();
+    const insertKeys: SvcKey[] = [];
+    const switches = new SvcEntries();
     const epDeletes: EpKey[] = [];
-    const wanted = new Set<string>();
+    // How many of the desired services are installed: when all installed ones are, none is removed (keys are
+    // unique: a validated snapshot's are), and no set of 50,000 keys is made to find them.
+    let found = 0;
+    const last = this.last;
     // Endpoint addresses repeat across services (a workload behind many): each one's bytes made once per apply.
     const addrs = new Map<string, { addr: Buffer; family: number }>();
 
-    for (const d of desired) {
+    for (let i = 0; i < desired.length; i++) {
+      const d = desired[i]!;
       if (tick()) yield;
-      wanted.add(d.key);
+      if (last[i] === d) {
+        found++;
+        continue;
+      }
       const old = this.installed.get(d.key);
+      if (old) found++;
       if (old?.compiled === d) continue;
       if (d.backends.length > MAX_BACKENDS) throw new RangeError(`${d.service}: ${d.backends.length} backends, at most ${MAX_BACKENDS}`);
       const lists = d.backends.map((b) => b.endpoints);
@@ -274,43 +298,57 @@ export class ServiceTable {
       const key = old?.key ?? svcKeyOf(d);
       const value = svcValueOf(key, id, version, d.backends);
       if (!sameEndpoints) {
-        lists.forEach((list, b) =>
-          list.forEach((ep, index) => {
-            const k = { svcId: id, version, backend: b, index };
+        for (let b = 0; b < lists.length; b++) {
+          const list = lists[b]!;
+          for (let index = 0; index < list.length; index++) {
+            const ep = list[index]!;
             let a = addrs.get(ep.addr);
             if (!a) addrs.set(ep.addr, (a = { addr: addr16(ep.addr), family: familyOf(ep.addr) }));
-            epWrites.push([k, epValueOf(k, a.addr, a.family, ep.port)]);
-          }),
-        );
+            epWrites.push(id, version, b, index, a.addr, a.family, ep.port);
+          }
+        }
         if (old) epDeletes.push(...slotsOf(old));
       }
       // A new version always changes the value, so this also covers every endpoint change.
       if (!old || !sameValue(old.value, value)) {
         svcWrites.push([d.key, { key, value, endpoints: lists, compiled: d, top: Math.max(version, old?.top ?? 0) }]);
+        if (old) switches.push(key, value);
+        else {
+          inserts.push(key, value);
+          insertKeys.push(key);
+        }
       } else {
         old.compiled = d;
       }
     }
-    const removed = [...this.installed.entries()].filter(([k]) => !wanted.has(k));
+    const removed: [string, Installed][] = [];
+    if (found !== this.installed.size) {
+      const wanted = new Set<string>();
+      for (let i = 0; i < desired.length; i++) {
+        if (tick()) yield;
+        wanted.add(desired[i]!.key);
+      }
+      for (const e of this.installed) {
+        if (tick()) yield;
+        if (!wanted.has(e[0])) removed.push(e);
+      }
+    }
 
     // Capacity is checked before the first write, so a snapshot too big for the maps changes nothing.
-    this.checkFits(desired.length, this.installed.size + desired.filter((d) => !this.installed.has(d.key)).length, epWrites.length);
+    this.checkFits(desired.length, this.installed.size + inserts.count, epWrites.count);
 
-    const entries = (list: [string, Installed][]) => list.map(([, i]) => [i.key, i.value] as [SvcKey, SvcValue]);
-    const inserts = svcWrites.filter(([k]) => !this.installed.has(k));
-    const switches = svcWrites.filter(([k]) => this.installed.has(k));
     try {
       // 1. New endpoint slots (invisible until a service entry points at their version).
-      stats.endpointWrites = yield* writeBatches(this.endpoints, epWrites);
+      stats.endpointWrites = yield* writeEncoded(this.endpoints, epWrites);
       // 2. New services' entries. These and the slots are the only writes that take a free element, so the only
       //    ones the kernel can refuse (E2BIG: the map is full of entries the capacity check did not count).
-      stats.serviceWrites = yield* writeBatches(this.services, entries(inserts), SERVICE_WRITE_FLAGS);
+      stats.serviceWrites = yield* writeEncoded(this.services, inserts, SERVICE_WRITE_FLAGS);
     } catch (err) {
       // Nothing the previous config routes has changed yet: undo what was written, so no connect() sees part of
       // this config stay, and say so. The maps are then re-read (they hold what the table did not count).
       try {
-        yield* deleteBatches(this.services, inserts.map(([, i]) => i.key));
-        yield* deleteBatches(this.endpoints, epWrites.map(([k]) => k));
+        yield* deleteBatches(this.services, insertKeys);
+        yield* deleteBatches(this.endpoints, epWrites.keyList());
       } finally {
         this.adopt();
       }
@@ -320,9 +358,11 @@ export class ServiceTable {
     try {
       // 3. Changed services switch to their new slots, one update each, in place: no element is taken, so the
       //    kernel cannot refuse one for room.
-      stats.serviceWrites += yield* writeBatches(this.services, entries(switches), SERVICE_WRITE_FLAGS);
+      stats.serviceWrites += yield* writeEncoded(this.services, switches, SERVICE_WRITE_FLAGS);
       for (const [k, i] of svcWrites) {
         if (tick()) yield;
+        const old = this.installed.get(k);
+        this.slots += slotCount(i.endpoints) - (old ? slotCount(old.endpoints) : 0);
         this.installed.set(k, i);
       }
       // 4. Removed services disappear, then every slot no entry points at any more is retired: a program run that
@@ -331,10 +371,13 @@ export class ServiceTable {
         if (tick()) yield;
         if (this.services.delete(i.key)) stats.serviceDeletes++;
         epDeletes.push(...slotsOf(i));
+        this.slots -= slotCount(i.endpoints);
         this.installed.delete(k);
       }
       for (const k of epDeletes) this.retired.push(k);
       stats.endpointDeletes = epDeletes.length;
+      // A copy: the caller's list may change after it.
+      this.last = desired.slice();
       this.reclaim();
     } catch (err) {
       // Not for room (an update in place or a delete failed): what is installed is what the maps say now (and
@@ -353,6 +396,12 @@ function slotKey(name: string): EpKey {
   return { svcId, version, backend, index };
 }
 
+function slotCount(lists: readonly (readonly unknown[])[]): number {
+  let n = 0;
+  for (const l of lists) n += l.length;
+  return n;
+}
+
 function slotsOf(i: Installed): EpKey[] {
   const out: EpKey[] = [];
   i.endpoints.forEach((list, b) => list.forEach((_, index) => out.push({ svcId: i.value.id, version: i.value.version, backend: b, index })));
@@ -361,13 +410,6 @@ function slotsOf(i: Installed): EpKey[] {
 
 function svcKeyOf(d: CompiledService): SvcKey {
   return { addr: addr16(d.addr), port: d.port, proto: IPPROTO[d.proto], family: d.family === 4 ? AF_INET : AF_INET6 };
-}
-
-/** An endpoint entry; `addr` (addr16) may be shared between entries: entries are encoded, never changed. */
-function epValueOf(key: EpKey, addr: Buffer, family: number, port: number): EpValue {
-  const v = { addr, port, family, check: 0 };
-  v.check = epCheck(key, v);
-  return v;
 }
 
 function svcValueOf(key: SvcKey, id: number, version: number, backends: CompiledBackend[]): SvcValue {
@@ -396,10 +438,12 @@ function sameValue(a: SvcValue, b: SvcValue): boolean {
     a.cumWeight.every((x, i) => x === b.cumWeight[i]) && a.nendpoints.every((x, i) => x === b.nendpoints[i]);
 }
 
-function* writeBatches<K, V>(map: BpfMap<K, V>, entries: [K, V][], flags = 0): Steps<number> {
+function* writeEncoded<K, V>(map: BpfMap<K, V>, entries: EpEntries | SvcEntries, flags = 0): Steps<number> {
   let n = 0;
-  for (let i = 0; i < entries.length; i += BATCH) {
-    n += map.setBatch(entries.slice(i, i + BATCH), flags);
+  for (let i = 0; i < entries.count; i += BATCH) {
+    const to = Math.min(entries.count, i + BATCH);
+    const { keys, values } = entries.slice(i, to);
+    n += map.setBatchEncoded(keys, values, to - i, flags);
     yield;
   }
   return n;
