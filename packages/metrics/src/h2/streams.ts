@@ -32,6 +32,8 @@ const F_RESPONSE = 1;
 const F_SERVER = 2;
 const F_PAIRED = 4;
 const SETTINGS_HEADER_TABLE_SIZE = 1;
+/** Finished streams' objects kept for reuse (see H2Streams.free). */
+const FREE_STREAMS = 1024;
 
 /** RST_STREAM / GOAWAY error codes (RFC 9113 §7), as error_type names them. */
 const ERROR_CODES = [
@@ -131,7 +133,7 @@ interface Conn {
   /** Each side's part of the aggregates' keys, made once per connection. */
   keys: string[];
   dirs: [DirState, DirState];
-  streams: Map<number, Stream>;
+  streams: StreamTable;
   /** The aggregates this connection's streams went to, one per side, by label: a stream's key is then short
    *  (a number for an HTTP stream without error), not side + labels made and hashed per stream. */
   accs: Map<number | string, Acc[]>;
@@ -161,6 +163,52 @@ const ipString = (b: Buffer, family: number): string => (b.every((x) => x === 0)
 
 const methodOf = (m: string | undefined): (typeof METHODS)[number] => (m === undefined ? '' : ((METHODS as readonly string[]).includes(m) && m !== '' ? (m as (typeof METHODS)[number]) : '_OTHER'));
 
+/**
+ * A connection's open streams: two parallel arrays, searched from the newest, an entry removed by moving the last
+ * into its place. A Map here allocated a new hash table every few streams (growing past its deleted entries, and
+ * shrinking again once empty), most of the consumer's garbage; a connection has a few streams open at a time
+ * (at most maxStreams). Iterate from the end (size - 1 down to 0): a removal moves only an entry already seen.
+ */
+class StreamTable {
+  readonly ids: number[] = [];
+  readonly streams: Stream[] = [];
+
+  get size(): number {
+    return this.ids.length;
+  }
+
+  indexOf(id: number): number {
+    const ids = this.ids;
+    for (let i = ids.length - 1; i >= 0; i--) if (ids[i] === id) return i;
+    return -1;
+  }
+
+  get(id: number): Stream | undefined {
+    const i = this.indexOf(id);
+    return i < 0 ? undefined : this.streams[i];
+  }
+
+  has(id: number): boolean {
+    return this.indexOf(id) >= 0;
+  }
+
+  /** Adds a stream whose id is not in the table. */
+  add(id: number, s: Stream): void {
+    this.ids.push(id);
+    this.streams.push(s);
+  }
+
+  delete(id: number): void {
+    const i = this.indexOf(id);
+    if (i < 0) return;
+    const last = this.ids.length - 1;
+    this.ids[i] = this.ids[last]!;
+    this.streams[i] = this.streams[last]!;
+    this.ids.pop();
+    this.streams.pop();
+  }
+}
+
 export class H2Streams {
   readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, records: 0, frames: 0 };
   private readonly conns = new Map<number | bigint, Conn>();
@@ -170,6 +218,8 @@ export class H2Streams {
   private readonly header: FrameHeader = { length: 0, type: 0, flags: 0, streamId: 0 };
   /** Connections with streams in Conn.resets. */
   private readonly resetting = new Set<Conn>();
+  /** Finished streams' objects, for new streams: a stream then allocates nothing that outlives it. */
+  private readonly free: Stream[] = [];
   private readonly maxConnections: number;
   private readonly maxStreams: number;
   private readonly maxRpcMethods: number;
@@ -246,7 +296,9 @@ export class H2Streams {
       // direction was lost after their status came: then how they ended is not known, and they count as answered.
       if (conn) {
         const lost = conn.dirs[1].decoder.error !== undefined;
-        for (const [id, s] of conn.streams) {
+        const t = conn.streams;
+        for (let i = t.size - 1; i >= 0; i--) {
+          const id = t.ids[i]!, s = t.streams[i]!;
           if (s.reset !== undefined) this.finish(conn, id, s, s.resetAt, s.reset);
           else this.finish(conn, id, s, tsOf(r, o), lost && s.respAt !== undefined ? '' : 'CLOSED');
         }
@@ -285,7 +337,10 @@ export class H2Streams {
       const hpack = dir.decoder.hpack;
       hpack.setTableSizeLimit(hpack.maxTableSize);
       if (conn.streams.size >= this.maxStreams) this.counters.untracked++;
-      else conn.streams.set(1, { start: tsOf(r, o), method: METHODS[r[o + REC.method]!] ?? '_OTHER', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 });
+      else {
+        conn.streams.delete(1);
+        conn.streams.add(1, this.newStream(tsOf(r, o), METHODS[r[o + REC.method]!] ?? '_OTHER'));
+      }
       return conn;
     }
     if (kind !== KIND_FRAME) return conn;
@@ -323,7 +378,7 @@ export class H2Streams {
     // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
     if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
     const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
-    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new Map(), accs: new Map(), resets: [] };
+    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new StreamTable(), accs: new Map(), resets: [] };
   }
 
   private lose(dir: DirState, why: string): void {
@@ -356,7 +411,7 @@ export class H2Streams {
           if (conn.streams.size >= this.maxStreams) {
             this.counters.untracked++;
           } else {
-            conn.streams.set(h.streamId, { start: ts, method: '', grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 });
+            conn.streams.add(h.streamId, this.newStream(ts, ''));
           }
         }
         if (!dir.decoder.error && end - start < h.length) this.counters.lostDirections++;
@@ -421,7 +476,11 @@ export class H2Streams {
         // last server-initiated stream, and ends none of the client's.)
         if (di !== 1 || end - start < 4) return;
         const last = r.readUInt32BE(start) & 0x7fffffff;
-        for (const [id, s] of conn.streams) if (id > last && (id & 1) === 1) this.finish(conn, id, s, ts, 'GOAWAY');
+        const t = conn.streams;
+        for (let i = t.size - 1; i >= 0; i--) {
+          const id = t.ids[i]!;
+          if (id > last && (id & 1) === 1) this.finish(conn, id, t.streams[i]!, ts, 'GOAWAY');
+        }
         return;
       }
       default:
@@ -429,8 +488,29 @@ export class H2Streams {
     }
   }
 
+  /** A stream starting at `start`: a finished one's object when there is one (see finish). */
+  private newStream(start: number, method: Stream['method']): Stream {
+    const s = this.free.pop();
+    if (!s) return { start, method, grpc: false, service: '', rpcMethod: '', unknown: false, status: 0, respAt: undefined, grpcStatus: '', reset: undefined, resetAt: 0 };
+    s.start = start;
+    s.method = method;
+    s.grpc = false;
+    s.service = s.rpcMethod = s.grpcStatus = '';
+    s.unknown = false;
+    s.status = 0;
+    s.respAt = s.reset = undefined;
+    s.resetAt = 0;
+    return s;
+  }
+
+  /** Counts the stream and removes it; its object then starts a later stream (nothing holds it past this). */
   private finish(conn: Conn, id: number, s: Stream, ts: number, errorType: string): void {
     conn.streams.delete(id);
+    this.count(conn, s, ts, errorType);
+    if (this.free.length < FREE_STREAMS) this.free.push(s);
+  }
+
+  private count(conn: Conn, s: Stream, ts: number, errorType: string): void {
     if (s.start === undefined) return;
     if (s.unknown) this.counters.unparsedStreams++;
     if (s.grpc && !s.unknown) {
