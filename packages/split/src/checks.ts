@@ -18,7 +18,28 @@ import { ipExpected, isDnsLabel, isInt, isIP, isPort, objectName, portExpected, 
 
 /** What one object's checks found: a problem, or a fact that is a problem only beside other objects (a name
  *  seen twice, an address two Services claim). Depends on the object alone, so it can be cached per object. */
-export type Finding = string | { unique: string; key: string; obj: string } | { vip: string; obj: string; field: string; text: string };
+export type Finding = string | { unique: Kind; key: string; obj: string } | VipFinding;
+
+/** A service address a Service claims; its field and text are made for a problem only (100,000 of these at scale
+ *  are claimed without one). */
+export class VipFinding {
+  constructor(
+    readonly vip: string,
+    readonly obj: string,
+    private readonly index: number,
+    private readonly ip: string,
+    private readonly port: number,
+    private readonly proto: string,
+  ) {}
+
+  get field(): string {
+    return portField(this.index);
+  }
+
+  get text(): string {
+    return `${this.ip}:${this.port}/${this.proto}`;
+  }
+}
 
 /** Findings of each object by identity, per kind it was checked as (an object moved to another kind's list is
  *  checked again), for one validation of a Validator (objects are never changed in place). Maps, not WeakMaps:
@@ -41,16 +62,17 @@ interface Checked {
 
 const CHECKS: Record<Kind, (o: never, c: Checked) => void> = { Service: checkService, EndpointSlice: checkSlice, HTTPRoute: checkRoute };
 
-/** An object's findings, from `cache` when it was checked before. */
-export function checkObject(kind: Kind, o: unknown, cache?: CheckCache): Finding[] {
+/** An object's findings, from `cache` when it was checked before; kept in it unless `keep` is false (a pass that
+ *  checks every object once needs no cache of its own). */
+export function checkObject(kind: Kind, o: unknown, cache?: CheckCache, keep = true): Finding[] {
   const byKind = cache?.[kind];
   const cacheable = byKind !== undefined && typeof o === 'object' && o !== null;
-  let findings = cacheable ? byKind.get(o) : undefined;
+  let findings = cacheable && byKind.size ? byKind.get(o) : undefined;
   if (!findings) {
     findings = [];
     const checked = checkMeta(kind, o as never, findings);
     if (checked) CHECKS[kind](o as never, checked);
-    if (cacheable) byKind.set(o, findings);
+    if (cacheable && keep) byKind.set(o, findings);
   }
   return findings;
 }
@@ -86,9 +108,10 @@ function checkService(svc: Service, { obj, at, out }: Checked): void {
 
 function checkServiceIPs(spec: Service['spec'], ips: string[], at: At): void {
   if (spec.clusterIPs !== undefined && !Array.isArray(spec.clusterIPs)) at('spec.clusterIPs', 'must be a list of addresses');
-  ips.forEach((ip, i) => {
+  for (let i = 0; i < ips.length; i++) {
+    const ip = ips[i];
     if (!isIP(ip)) at(spec.clusterIPs ? `spec.clusterIPs[${i}]` : 'spec.clusterIP', ipExpected(ip));
-  });
+  }
   if (spec.clusterIP && spec.clusterIPs && spec.clusterIPs[0] !== spec.clusterIP) at('spec.clusterIPs[0]', 'must equal spec.clusterIP');
   if (ips.length === 2 && (isIPv4(ips[0]!) === isIPv4(ips[1]!))) at('spec.clusterIPs', 'two addresses must be one IPv4 and one IPv6');
   if (ips.length > 2) at('spec.clusterIPs', 'at most two addresses (one per family)');
@@ -97,46 +120,62 @@ function checkServiceIPs(spec: Service['spec'], ips: string[], at: At): void {
 /** Each port's fields, and the service addresses (address, protocol, port) the Service claims. */
 function checkServicePorts(ports: Service['spec']['ports'], ips: string[], obj: string, at: At, out: Finding[]): void {
   if (!Array.isArray(ports) || ports.length === 0) return at('spec.ports', 'must list at least one port');
-  const names = new Set<string>();
-  ports.forEach((p, i) => {
-    const f = `spec.ports[${i}]`;
-    if (!p || typeof p !== 'object') return at(f, 'must be an object');
-    if (!isPort(p.port)) at(`${f}.port`, portExpected(p.port));
-    if (p.protocol !== undefined && !['TCP', 'UDP', 'SCTP'].includes(p.protocol)) at(`${f}.protocol`, `must be TCP, UDP or SCTP, got ${JSON.stringify(p.protocol)}`);
+  const names = ports.length > 1 ? new Set<string>() : undefined;
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i]!;
+    if (!p || typeof p !== 'object') {
+      at(portField(i), 'must be an object');
+      continue;
+    }
+    if (!isPort(p.port)) at(`${portField(i)}.port`, portExpected(p.port));
+    if (p.protocol !== undefined && !PROTOCOLS.includes(p.protocol)) at(`${portField(i)}.protocol`, `must be TCP, UDP or SCTP, got ${JSON.stringify(p.protocol)}`);
     const tp = p.targetPort;
     if (tp !== undefined && !isPort(tp) && !(typeof tp === 'string' && tp.length > 0)) {
-      at(`${f}.targetPort`, `must be a port number in [1, 65535] or a port name, got ${JSON.stringify(tp)}`);
+      at(`${portField(i)}.targetPort`, `must be a port number in [1, 65535] or a port name, got ${JSON.stringify(tp)}`);
     }
-    if (ports.length > 1 && !p.name) at(`${f}.name`, 'is required when a Service has more than one port');
-    if (p.name) {
-      if (names.has(p.name)) at(`${f}.name`, `duplicate port name ${JSON.stringify(p.name)}`);
+    if (names && !p.name) at(`${portField(i)}.name`, 'is required when a Service has more than one port');
+    if (p.name && names) {
+      if (names.has(p.name)) at(`${portField(i)}.name`, `duplicate port name ${JSON.stringify(p.name)}`);
       names.add(p.name);
     }
     for (const ip of ips) {
       if (typeof ip !== 'string' || !isInt(p.port)) continue;
-      out.push({ vip: `${ip}/${p.protocol ?? 'TCP'}/${p.port}`, obj, field: f, text: `${ip}:${p.port}/${p.protocol ?? 'TCP'}` });
+      const proto = p.protocol ?? 'TCP';
+      out.push(new VipFinding(`${ip}/${proto}/${p.port}`, obj, i, ip, p.port, proto));
     }
-  });
+  }
 }
+
+/** A port's field, for its problems. */
+const portField = (i: number) => `spec.ports[${i}]`;
+const PROTOCOLS: readonly unknown[] = ['TCP', 'UDP', 'SCTP'];
+const ADDRESS_TYPES: readonly unknown[] = ['IPv4', 'IPv6', 'FQDN'];
 
 function checkSlice(es: EndpointSlice, { at }: Checked): void {
   if (!es.metadata.labels?.[SERVICE_NAME_LABEL]) at(`metadata.labels["${SERVICE_NAME_LABEL}"]`, 'names the Service and is required');
-  if (!['IPv4', 'IPv6', 'FQDN'].includes(es.addressType)) at('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(es.addressType)}`);
+  if (!ADDRESS_TYPES.includes(es.addressType)) at('addressType', `must be IPv4, IPv6 or FQDN, got ${JSON.stringify(es.addressType)}`);
   if (!Array.isArray(es.endpoints)) return at('endpoints', 'must be a list');
   checkEndpoints(es, at);
-  (es.ports ?? []).forEach((p, i) => {
+  const ports = es.ports ?? [];
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i]!;
     if (p.port !== undefined && !isPort(p.port)) at(`ports[${i}].port`, portExpected(p.port));
-  });
+  }
 }
 
 function checkEndpoints(es: EndpointSlice, at: At): void {
-  es.endpoints.forEach((ep, i) => {
-    if (!ep || !Array.isArray(ep.addresses) || ep.addresses.length === 0) return at(`endpoints[${i}].addresses`, 'must list at least one address');
-    ep.addresses.forEach((a, j) => {
-      const ok = es.addressType === 'IPv4' ? isIPv4(a) : es.addressType === 'IPv6' ? isIPv6(a) : typeof a === 'string';
+  for (let i = 0; i < es.endpoints.length; i++) {
+    const ep = es.endpoints[i];
+    if (!ep || !Array.isArray(ep.addresses) || ep.addresses.length === 0) {
+      at(`endpoints[${i}].addresses`, 'must list at least one address');
+      continue;
+    }
+    for (let j = 0; j < ep.addresses.length; j++) {
+      const a = ep.addresses[j];
+      const ok = es.addressType === 'IPv4' ? isIPv4(a as string) : es.addressType === 'IPv6' ? isIPv6(a as string) : typeof a === 'string';
       if (!ok) at(`endpoints[${i}].addresses[${j}]`, `must be an ${es.addressType} address, got ${JSON.stringify(a)}`);
-    });
-  });
+    }
+  }
 }
 
 function checkRoute(r: HTTPRoute, { at }: Checked): void {

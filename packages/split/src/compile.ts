@@ -249,26 +249,37 @@ export class Compiler {
 
   private endpointsFor(svc: Service, port: ServicePort, family: 4 | 6): Endpoint[] {
     const want = family === 4 ? 'IPv4' : 'IPv6';
-    const out = new Map<string, Endpoint>();
+    const out: Endpoint[] = [];
     for (const es of this.slices.get(this.keyOf(svc, 'Service')) ?? []) {
       if (es.addressType !== want) continue;
       // EndpointSlice ports carry the Service port's name ("" when unnamed); without ports, a numeric
       // targetPort (or the port itself) is the endpoint port.
       let epPort: number | undefined;
       if (es.ports && es.ports.length) {
-        const p = es.ports.find((x) => (x.name ?? '') === (port.name ?? '') && (x.protocol ?? 'TCP') === (port.protocol ?? 'TCP'));
-        epPort = p?.port;
+        for (const x of es.ports) {
+          if ((x.name ?? '') === (port.name ?? '') && (x.protocol ?? 'TCP') === (port.protocol ?? 'TCP')) {
+            epPort = x.port;
+            break;
+          }
+        }
       } else {
         epPort = typeof port.targetPort === 'number' ? port.targetPort : port.targetPort === undefined ? port.port : undefined;
       }
       if (epPort === undefined) continue;
       for (const ep of es.endpoints) {
         if (ep.conditions?.ready === false) continue;
-        const addr = ep.addresses[0]!;
-        out.set(`${addr}|${epPort}`, { addr, port: epPort });
+        out.push({ addr: ep.addresses[0]!, port: epPort });
       }
     }
-    return [...out.values()].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : a.port - b.port));
+    if (out.length < 2) return out;
+    // Sorted by address then port, each once (an address listed twice, or in two slices, is one endpoint).
+    out.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : a.port - b.port));
+    let n = 1;
+    for (let i = 1; i < out.length; i++) {
+      if (out[i]!.addr !== out[n - 1]!.addr || out[i]!.port !== out[n - 1]!.port) out[n++] = out[i]!;
+    }
+    out.length = n;
+    return out;
   }
 
   private resolve(ref: BackendRef, rns: string): { svc?: Service; port?: ServicePort; error?: { reason: string; message: string } } {
@@ -431,16 +442,9 @@ export class Compiler {
               };
             })
           : [{ ref: `${sk}:${port.port}`, weight: 1, endpoints: this.endpointsFor(svc, port, family) }];
-        out.push({
-          key: `${addr}|${port.port}|${proto}`,
-          addr,
-          family,
-          port: port.port,
-          proto,
-          service: sk,
-          ...(claim ? { route: serviceKey(namespaceOf(claim.route.metadata), claim.route.metadata.name) } : {}),
-          backends,
-        });
+        const c: CompiledService = { key: `${addr}|${port.port}|${proto}`, addr, family, port: port.port, proto, service: sk, backends };
+        if (claim) c.route = serviceKey(namespaceOf(claim.route.metadata), claim.route.metadata.name);
+        out.push(c);
       }
     }
     return { depKeys, out };

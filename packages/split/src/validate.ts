@@ -76,48 +76,41 @@ export function validateSteps(s: Snapshot, cache?: CheckCache): Steps<string[]> 
   return problemSteps(s, cache);
 }
 
-/** validateSteps, telling `held` each name and address an object holds, in snapshot order. */
-function* problemSteps(s: Snapshot, cache?: CheckCache, held?: (f: Exclude<Finding, string>) => void): Steps<string[]> {
+/** Who holds each name (per kind, by "namespace/name") and each service address ("addr/proto/port"): the
+ *  display name of the object. Keyed by the findings' own strings, so holding one makes no new string. */
+interface Owners {
+  names: Record<Kind, Map<string, string>>;
+  vips: Map<string, string>;
+}
+
+const owners = (): Owners => ({ names: { Service: new Map(), EndpointSlice: new Map(), HTTPRoute: new Map() }, vips: new Map() });
+const ownersOf = (o: Owners, f: Exclude<Finding, string>): [Map<string, string>, string] => ('unique' in f ? [o.names[f.unique], f.key] : [o.vips, f.vip]);
+
+/** validateSteps, recording in `held` who holds each name and address (the later of two that share one), in
+ *  snapshot order. Each object is checked once: findings are read from `cache` but not added to it. */
+function* problemSteps(s: Snapshot, cache?: CheckCache, held: Owners = owners()): Steps<string[]> {
   if (!isSnapshot(s)) return [NOT_A_SNAPSHOT];
   const problems: string[] = [];
-  const shared = sharedNames(problems, held);
   const tick = every();
   for (const kind of KINDS) {
     for (const o of listOf(s, kind)) {
       if (tick()) yield;
-      for (const f of checkObject(kind, o, cache)) {
+      for (const f of checkObject(kind, o, cache, false)) {
         if (typeof f === 'string') problems.push(f);
-        else shared(f);
+        else if ('unique' in f) {
+          // A name held twice within its kind; an address held by two Services (with both names).
+          const names = held.names[f.unique];
+          if (names.has(f.key)) problems.push(`${f.obj}: metadata.name: appears twice in the snapshot`);
+          names.set(f.key, f.obj);
+        } else {
+          const owner = held.vips.get(f.vip);
+          if (owner && owner !== f.obj) problems.push(`${f.obj}: ${f.field}: ${f.text} is already the address of ${owner}`);
+          held.vips.set(f.vip, f.obj);
+        }
       }
     }
   }
   return problems;
-}
-
-/** Takes in the names and addresses objects hold, in snapshot order, and reports each one held twice: a name
- *  within its kind, an address by two Services (with both names). */
-function sharedNames(problems: string[], held?: (f: Exclude<Finding, string>) => void): (f: Exclude<Finding, string>) => void {
-  const seen = new Map<string, Set<string>>();
-  const vips = new Map<string, string>();
-  return (f) => {
-    held?.(f);
-    if ('unique' in f) {
-      const set = seen.get(f.unique) ?? new Set<string>();
-      seen.set(f.unique, set);
-      if (set.has(f.key)) problems.push(`${f.obj}: metadata.name: appears twice in the snapshot`);
-      set.add(f.key);
-    } else {
-      const owner = vips.get(f.vip);
-      if (owner && owner !== f.obj) problems.push(`${f.obj}: ${f.field}: ${f.text} is already the address of ${owner}`);
-      vips.set(f.vip, f.obj);
-    }
-  };
-}
-
-/** What two objects may not share: a name within a kind, or a service address. */
-function claimKey(f: Exclude<Finding, string>): string {
-  // join() makes a flat string; a template literal is a tree of cons strings, ~64 bytes more per key held in owners.
-  return 'unique' in f ? [f.unique, f.key].join(' ') : ['address', f.vip].join(' ');
 }
 
 /**
@@ -137,7 +130,7 @@ export class Validator {
   private lastId: number | undefined;
   /** Who holds each name and address in the last snapshot (while `owned`): an object new in a snapshot is
    *  checked against these alone. */
-  private readonly owners = new Map<string, unknown>();
+  private readonly owners = owners();
   private owned = false;
 
   validate(snapshot: Snapshot): ValidatedSnapshot {
@@ -238,7 +231,9 @@ export class Validator {
       for (const o of removed[kind]) {
         if (tick()) yield;
         for (const f of checkObject(kind, o, this.checks)) {
-          if (typeof f !== 'string' && this.owners.get(claimKey(f)) === f.obj) this.owners.delete(claimKey(f));
+          if (typeof f === 'string') continue;
+          const [held, k] = ownersOf(this.owners, f);
+          if (held.get(k) === f.obj) held.delete(k);
         }
       }
     }
@@ -247,24 +242,29 @@ export class Validator {
         if (tick()) yield;
         for (const f of checkObject(kind, o, this.checks)) {
           if (typeof f === 'string') return false;
-          const k = claimKey(f);
-          const owner = this.owners.get(k);
+          const [held, k] = ownersOf(this.owners, f);
+          const owner = held.get(k);
           // Two objects of one name share their display name: a name is held at most once, an address by one Service.
           if (owner !== undefined && ('unique' in f || owner !== f.obj)) return false;
-          this.owners.set(k, f.obj);
+          held.set(k, f.obj);
         }
       }
     }
     return true;
   }
 
+  private clearOwners(): void {
+    for (const kind of KINDS) this.owners.names[kind].clear();
+    this.owners.vips.clear();
+  }
+
   /** Validates every object (SnapshotError on any problem) and records who holds each name and address. */
   private *validateAll(snapshot: Snapshot): Steps<void> {
     this.owned = false;
-    this.owners.clear();
-    const problems = yield* problemSteps(snapshot, this.checks, (f) => this.owners.set(claimKey(f), f.obj));
+    this.clearOwners();
+    const problems = yield* problemSteps(snapshot, this.checks, this.owners);
     if (problems.length) {
-      this.owners.clear();
+      this.clearOwners();
       throw new SnapshotError(problems);
     }
     this.owned = true;

@@ -30,18 +30,28 @@ export function endpointSlicesFor(services: Service[], workloads: WorkloadEndpoi
   return runSteps(endpointSliceSteps(services, workloads));
 }
 
+/** A workload's endpoints by family, made once per computation: each is listed by every Service selecting it
+ *  (a workload behind 2–3 Services at scale), and a Service of one member lists these very arrays. */
+interface MemberEndpoints {
+  v4: EndpointSlice['endpoints'] | undefined;
+  v6: EndpointSlice['endpoints'] | undefined;
+}
+
 /** endpointSlicesFor in steps. Workloads are indexed by namespace and label, so a Service's members are found
  *  from its selector's rarest label: time grows with services + workloads, not their product. */
 export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndpoints[], cache?: SliceCache): Steps<EndpointSlice[]> {
   const tick = every();
   // namespace → label → value → the workloads carrying it, in config order.
   const index = new Map<string, Map<string, Map<unknown, WorkloadEndpoints[]>>>();
+  const endpoints = new Map<WorkloadEndpoints, MemberEndpoints>();
   for (const w of workloads) {
     if (tick()) yield;
     const ns = namespaceOf(w.metadata);
     let byLabel = index.get(ns);
     if (!byLabel) index.set(ns, (byLabel = new Map()));
-    for (const [k, v] of Object.entries(w.metadata.labels ?? {})) {
+    const labels = w.metadata.labels;
+    for (const k in labels) {
+      const v = labels[k];
       let byValue = byLabel.get(k);
       if (!byValue) byLabel.set(k, (byValue = new Map()));
       const list = byValue.get(v);
@@ -55,38 +65,60 @@ export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndp
   for (const svc of services) {
     if (tick()) yield;
     const selector = svc.spec.selector;
-    if (!selector || Object.keys(selector).length === 0) continue; // no selector: endpoints are managed by hand
-    const ns = namespaceOf(svc.metadata);
-    const entries = Object.entries(selector);
-    let candidates: WorkloadEndpoints[] = [];
-    for (const [i, [k, v]] of entries.entries()) {
-      const list = index.get(ns)?.get(k)?.get(v) ?? [];
-      if (i === 0 || list.length < candidates.length) candidates = list;
+    if (!selector) continue; // no selector: endpoints are managed by hand
+    const byLabel = index.get(namespaceOf(svc.metadata));
+    let candidates: WorkloadEndpoints[] | undefined;
+    let labels = 0;
+    for (const k in selector) {
+      const list = byLabel?.get(k)?.get(selector[k]) ?? [];
+      if (labels++ === 0 || list.length < candidates!.length) candidates = list;
     }
-    const members = candidates.filter((w) => entries.every(([k, v]) => w.metadata.labels?.[k] === v));
+    if (labels === 0) continue;
+    // One label: every candidate carries it (the index's own list, not copied).
+    const members = labels === 1 ? candidates! : candidates!.filter((w) => selects(selector, w));
     const cached = cache?.byService.get(svc);
     if (cached && cached.members.length === members.length && cached.members.every((w, i) => w === members[i])) {
       seen.set(svc, cached);
-      out.push(...cached.slices);
+      for (const s of cached.slices) out.push(s);
       continue;
     }
-    const slices = slicesOf(svc, ns, members);
+    const slices = slicesOf(svc, members, endpoints);
     if (cache) seen.set(svc, { members, slices });
-    out.push(...slices);
+    for (const s of slices) out.push(s);
   }
   if (cache) cache.byService = seen;
   return out;
 }
 
-function slicesOf(svc: Service, ns: string, members: WorkloadEndpoints[]): EndpointSlice[] {
-  // One pass over the members' addresses (50,000 Services at a time: no per-family filter and map arrays).
+function selects(selector: Record<string, string>, w: WorkloadEndpoints): boolean {
+  const labels = w.metadata.labels;
+  for (const k in selector) if (labels?.[k] !== selector[k]) return false;
+  return true;
+}
+
+/** A workload's endpoints, made on first use. */
+function endpointsOf(w: WorkloadEndpoints, made: Map<WorkloadEndpoints, MemberEndpoints>): MemberEndpoints {
+  let e = made.get(w);
+  if (e) return e;
+  e = { v4: undefined, v6: undefined };
+  const conditions = { ready: w.spec.ready !== false };
+  for (const a of w.spec.addresses) {
+    if (isIPv4(a)) (e.v4 ??= []).push({ addresses: [a], conditions });
+    else if (isIPv6(a)) (e.v6 ??= []).push({ addresses: [a], conditions });
+  }
+  made.set(w, e);
+  return e;
+}
+
+function slicesOf(svc: Service, members: WorkloadEndpoints[], made: Map<WorkloadEndpoints, MemberEndpoints>): EndpointSlice[] {
   let v4: EndpointSlice['endpoints'] | undefined;
   let v6: EndpointSlice['endpoints'] | undefined;
-  for (const w of members) {
-    const conditions = { ready: w.spec.ready !== false };
-    for (const a of w.spec.addresses) {
-      if (isIPv4(a)) (v4 ??= []).push({ addresses: [a], conditions });
-      else if (isIPv6(a)) (v6 ??= []).push({ addresses: [a], conditions });
+  if (members.length === 1) ({ v4, v6 } = endpointsOf(members[0]!, made));
+  else {
+    for (const w of members) {
+      const e = endpointsOf(w, made);
+      if (e.v4) for (const x of e.v4) (v4 ??= []).push(x);
+      if (e.v6) for (const x of e.v6) (v6 ??= []).push(x);
     }
   }
   if (!v4 && !v6) return [];
@@ -96,22 +128,20 @@ function slicesOf(svc: Service, ns: string, members: WorkloadEndpoints[]): Endpo
     const port = typeof tp === 'number' ? tp : namedPort(members, tp);
     if (port !== undefined) ports.push({ name: p.name ?? '', port, protocol: p.protocol ?? 'TCP' });
   }
-  const out: EndpointSlice[] = [];
-  for (const [family, addressType, endpoints] of [[4, 'IPv4', v4], [6, 'IPv6', v6]] as const) {
-    if (!endpoints) continue;
-    out.push({
-      kind: 'EndpointSlice',
-      apiVersion: 'discovery.k8s.io/v1',
-      metadata: { name: `${svc.metadata.name}-${family === 4 ? 'v4' : 'v6'}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: svc.metadata.name } },
-      addressType,
-      endpoints,
-      // Each slice its own list: objects are values, and the two slices are two objects.
-      ports: out.length ? ports.map((p) => ({ ...p })) : ports,
-    });
-  }
-  return out;
+  const ns = namespaceOf(svc.metadata);
+  const slice = (family: 'v4' | 'v6', addressType: 'IPv4' | 'IPv6', endpoints: EndpointSlice['endpoints'], ports: EndpointSlice['ports']): EndpointSlice => ({
+    kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    metadata: { name: `${svc.metadata.name}-${family}`, namespace: ns, labels: { [SERVICE_NAME_LABEL]: svc.metadata.name } },
+    addressType,
+    endpoints,
+    ports,
+  });
+  if (!v6) return [slice('v4', 'IPv4', v4!, ports)];
+  if (!v4) return [slice('v6', 'IPv6', v6, ports)];
+  // Each slice its own list: objects are values, and the two slices are two objects.
+  return [slice('v4', 'IPv4', v4, ports), slice('v6', 'IPv6', v6, ports.map((p) => ({ ...p })))];
 }
-
 /** The port a member names `name` (the first member's that has one). */
 function namedPort(members: WorkloadEndpoints[], name: string): number | undefined {
   for (const w of members) for (const wp of w.spec.ports ?? []) if (wp.name === name) return wp.port;

@@ -5,7 +5,7 @@
  */
 import { posix } from 'node:path';
 
-import { compilePolicies, type WorkloadPolicy } from '@mesh/mtls/policy';
+import { compilePolicySteps, type WorkloadPolicy } from '@mesh/mtls/policy';
 
 import {
   type Compiled,
@@ -297,7 +297,7 @@ export function* resolveSteps(cfg: ConfigSnapshot, memo: ResolveMemo = resolveMe
   if (problems.length === 0) {
     yield;
     // Rejected whole: applying the other policies without the bad one could let in what it was to keep out.
-    const r = compilePolicies({ objects: (cfg.securityPolicies ?? []).map(withNamespace), workloads, ...memo.policy });
+    const r = yield* compilePolicySteps({ objects: (cfg.securityPolicies ?? []).map(withNamespace), workloads, ...memo.policy });
     if (r.ok) policies = r.workloads;
     else problems.push(...r.errors);
   }
