@@ -8,7 +8,7 @@
 // collections, and the longest step between two yields (the event loop cannot turn within one): figures a
 // loaded machine changes little, except the longest step's milliseconds.
 import { setFlagsFromString } from 'node:v8';
-import { readFileSync } from 'node:fs';
+import { openSync, readSync } from 'node:fs';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { Session } from 'node:inspector/promises';
 import { writeFileSync } from 'node:fs';
@@ -30,7 +30,13 @@ if (session) {
   await session.post('Profiler.setSamplingInterval', { interval: 200 });
   await session.post('HeapProfiler.enable');
 }
-const threadCpuNs = () => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[0]);
+// The main thread's CPU time in ns: one pread of its schedstat (read per step: it must cost little).
+const schedstat = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r');
+const statBuf = Buffer.alloc(128);
+const threadCpuNs = () => {
+  const n = readSync(schedstat, statBuf, 0, statBuf.length, 0);
+  return Number(statBuf.toString('latin1', 0, n).split(' ')[0]);
+};
 
 // Collections are reported later than they happen: counted by their start time, within the resolve's.
 let gcs = { minor: 0, major: 0, ms: 0, from: Infinity, to: Infinity };
@@ -48,15 +54,15 @@ const settle = () => new Promise((r) => setImmediate(r));
 /** Runs steps to their end, timing each step between yields: wall time, and the thread's CPU time (what a
  *  step would hold the event loop for on an idle core). */
 function timed(steps) {
-  let longest = 0, longestCpu = 0, count = 0;
+  let longest = 0, longestCpu = 0, count = 0, longestAt;
   for (;;) {
-    const t = performance.now(), c = threadCpuNs();
+    const t = performance.now(), c = threadCpuNs(), h = process.hrtime.bigint();
     const r = steps.next();
     const d = performance.now() - t, dc = (threadCpuNs() - c) / 1e6;
     count++;
     if (d > longest) longest = d;
-    if (dc > longestCpu) longestCpu = dc;
-    if (r.done) return { value: r.value, longest, longestCpu, count };
+    if (dc > longestCpu) (longestCpu = dc), (longestAt = globalThis.__phases?.length), (globalThis.longestWindowUs = [Number(h / 1000n), Number(process.hrtime.bigint() / 1000n)]);
+    if (r.done) return { value: r.value, longest, longestCpu, count, longestAt };
   }
 }
 
@@ -67,13 +73,16 @@ async function measure(label, snapshot, memo) {
   if (profOut) await session.post('Profiler.start');
   if (heapOut) await session.post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   const c0 = threadCpuNs(), t0 = performance.now();
-  const { value, longest, longestCpu, count } = timed(resolveSteps(snapshot, memo));
+  const { value, longest, longestCpu, count, longestAt } = timed(resolveSteps(snapshot, memo));
   const wall = performance.now() - t0, cpu = (threadCpuNs() - c0) / 1e6;
   gcs.to = performance.now();
   const name = label.trim().replace(' ', '-');
-  if (profOut) writeFileSync(`${profOut}-${name}.cpuprofile`, JSON.stringify((await session.post('Profiler.stop')).profile));
+  // The longest step's window (monotonic µs, the profile's clock) rides along in the profile.
+  if (profOut) writeFileSync(`${profOut}-${name}.cpuprofile`, JSON.stringify({ ...(await session.post('Profiler.stop')).profile, longestWindowUs: globalThis.longestWindowUs }));
   if (heapOut) writeFileSync(`${heapOut}-${name}.heapprofile`, JSON.stringify((await session.post('HeapProfiler.stopSampling')).profile));
   await new Promise((r) => setTimeout(r, 100));
+  // With resolveSteps instrumented by hand (globalThis.__phases: [label, cpu ms] at each phase's end).
+  if (globalThis.__phases?.length) console.log(globalThis.__phases.map(([l, c]) => `${l} ${c.toFixed(0)}`).join(', '), `; longest step in ${globalThis.__phases[longestAt]?.[0]}`);
   console.log(`${label}: cpu ${cpu.toFixed(0)} ms, wall ${wall.toFixed(0)} ms, scavenges ${gcs.minor}, other gcs ${gcs.major}, ${gcs.ms.toFixed(0)} ms in gc, steps ${count}, longest step ${longest.toFixed(1)} ms (cpu ${longestCpu.toFixed(1)} ms); ${value.compiled.services.length} service addresses`);
   return value;
 }

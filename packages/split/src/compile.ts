@@ -99,7 +99,7 @@ const NONE: ByKind = { Service: [], EndpointSlice: [], HTTPRoute: [] };
  * Validator's, or one skipped) is compiled from scratch.
  */
 export class Compiler {
-  /** Per object: a Service's "namespace/name", an EndpointSlice's Service's, an HTTPRoute's own. */
+  /** Per HTTPRoute: its "namespace/name". */
   private readonly keys = new Map<object, string>();
   /** The Validation id of the snapshot the indexes hold; NaN while they are being changed. */
   private at: number | undefined;
@@ -123,38 +123,40 @@ export class Compiler {
   }
 
   private keyOf(o: Service | HTTPRoute | EndpointSlice, kind: Kind): string {
+    // Made again for Services and slices (a string, soon collected) rather than kept: a map of 100,000 objects
+    // cost more to fill and look up than the strings. Routes are sorted by theirs: kept.
+    if (kind === 'EndpointSlice') return serviceKey(namespaceOf(o.metadata), o.metadata.labels![SERVICE_NAME_LABEL]!);
+    if (kind === 'Service') return keyOf(o);
     let k = this.keys.get(o);
-    if (k === undefined) {
-      k = kind === 'EndpointSlice' ? serviceKey(namespaceOf(o.metadata), o.metadata.labels![SERVICE_NAME_LABEL]!) : keyOf(o);
-      this.keys.set(o, k);
-    }
+    if (k === undefined) this.keys.set(o, (k = keyOf(o)));
     return k;
   }
 
   /** compile() in steps (see runStepsAsync). */
   *steps(snapshot: ValidatedSnapshot): Steps<Compiled> {
-    const { id, added, removed } = this.changes(snapshot);
-    // The Service keys whose objects changed.
-    const dirty = new Set<string>();
+    const { id, added, removed, fresh } = this.changes(snapshot);
+    // The Service keys whose objects changed. From scratch, none is needed: every route is new (evaluated) and no
+    // Service was compiled before.
+    const dirty = fresh ? undefined : new Set<string>();
     yield* this.indexServices(removed.Service as Service[], added.Service as Service[], dirty);
     yield* this.indexSlices(removed.EndpointSlice as EndpointSlice[], added.EndpointSlice as EndpointSlice[], dirty);
-    const reclaimed = yield* this.route(snapshot.httpRoutes, dirty, removed.HTTPRoute as HTTPRoute[], added.HTTPRoute as HTTPRoute[]);
-    for (const kind of KINDS) for (const o of removed[kind]) this.keys.delete(o);
-    const services = yield* this.compileServices(snapshot.services, [dirty, reclaimed]);
+    const reclaimed = yield* this.route(snapshot.httpRoutes, dirty ?? new Set(), removed.HTTPRoute as HTTPRoute[], added.HTTPRoute as HTTPRoute[]);
+    for (const o of removed.HTTPRoute) this.keys.delete(o);
+    const services = yield* this.compileServices(snapshot.services, dirty ? [dirty, reclaimed] : undefined);
     this.at = id;
     return { services, routes: this.statuses };
   }
 
   /** What came and went since the snapshot compiled last: the Validator's finding when this one follows it,
    *  else everything (the indexes emptied). */
-  private changes(snapshot: ValidatedSnapshot): { id: number; added: ByKind; removed: ByKind } {
+  private changes(snapshot: ValidatedSnapshot): { id: number; added: ByKind; removed: ByKind; fresh: boolean } {
     const v = snapshot?.[VALIDATED];
     if (!v) throw new TypeError('compile: the snapshot is not validated (compile what validate() or a Validator returns)');
     const follows = v.base === this.at;
     this.at = NaN;
-    if (follows) return v;
+    if (follows) return { ...v, fresh: false };
     this.reset();
-    return { id: v.id, added: { Service: snapshot.services, EndpointSlice: snapshot.endpointSlices, HTTPRoute: snapshot.httpRoutes }, removed: NONE };
+    return { id: v.id, added: { Service: snapshot.services, EndpointSlice: snapshot.endpointSlices, HTTPRoute: snapshot.httpRoutes }, removed: NONE, fresh: true };
   }
 
   private reset(): void {
@@ -163,24 +165,24 @@ export class Compiler {
     this.statuses = [];
   }
 
-  private *indexServices(removed: Service[], added: Service[], dirty: Set<string>): Steps<void> {
+  private *indexServices(removed: Service[], added: Service[], dirty: Set<string> | undefined): Steps<void> {
     const tick = every();
     for (const svc of removed) {
       if (tick()) yield;
       const k = this.keyOf(svc, 'Service');
       if (this.services.get(k) === svc) this.services.delete(k);
       this.forget(svc);
-      dirty.add(k);
+      dirty?.add(k);
     }
     for (const svc of added) {
       if (tick()) yield;
       const k = this.keyOf(svc, 'Service');
       this.services.set(k, svc);
-      dirty.add(k);
+      dirty?.add(k);
     }
   }
 
-  private *indexSlices(removed: EndpointSlice[], added: EndpointSlice[], dirty: Set<string>): Steps<void> {
+  private *indexSlices(removed: EndpointSlice[], added: EndpointSlice[], dirty: Set<string> | undefined): Steps<void> {
     const tick = every();
     for (const es of removed) {
       if (tick()) yield;
@@ -188,7 +190,7 @@ export class Compiler {
       const list = this.slices.get(k)!;
       list.splice(list.indexOf(es), 1);
       if (list.length === 0) this.slices.delete(k);
-      dirty.add(k);
+      dirty?.add(k);
     }
     for (const es of added) {
       if (tick()) yield;
@@ -196,15 +198,16 @@ export class Compiler {
       const list = this.slices.get(k);
       if (list) list.push(es);
       else this.slices.set(k, [es]);
-      dirty.add(k);
+      dirty?.add(k);
     }
   }
 
-  /** Every Service, compiled again only when something it was compiled from changed (a key in `changed`). */
-  private *compileServices(services: readonly Service[], changed: Set<string>[]): Steps<CompiledService[]> {
+  /** Every Service, compiled again only when something it was compiled from changed (a key in `changed`);
+   *  `changed` undefined: compiled from scratch (none was compiled before). */
+  private *compileServices(services: readonly Service[], changed: Set<string>[] | undefined): Steps<CompiledService[]> {
     const tick = every();
     const stale = new Set<Service>();
-    for (const keys of changed) {
+    for (const keys of changed ?? []) {
       for (const k of keys) {
         if (tick()) yield;
         const d = this.dependents.get(k);
@@ -215,7 +218,7 @@ export class Compiler {
     const out: CompiledService[] = [];
     for (const svc of services) {
       if (tick()) yield;
-      let e = this.entries.get(svc);
+      let e = changed ? this.entries.get(svc) : undefined;
       if (!e || stale.has(svc)) {
         this.forget(svc);
         e = this.compileService(svc, this.keyOf(svc, 'Service'));
@@ -247,10 +250,11 @@ export class Compiler {
     }
   }
 
-  private endpointsFor(svc: Service, port: ServicePort, family: 4 | 6): Endpoint[] {
+  /** The endpoints of the Service of key `sk`, on one of its ports. */
+  private endpointsFor(sk: string, port: ServicePort, family: 4 | 6): Endpoint[] {
     const want = family === 4 ? 'IPv4' : 'IPv6';
     const out: Endpoint[] = [];
-    for (const es of this.slices.get(this.keyOf(svc, 'Service')) ?? []) {
+    for (const es of this.slices.get(sk) ?? []) {
       if (es.addressType !== want) continue;
       // EndpointSlice ports carry the Service port's name ("" when unnamed); without ports, a numeric
       // targetPort (or the port itself) is the endpoint port.
@@ -271,29 +275,30 @@ export class Compiler {
         out.push({ addr: ep.addresses[0]!, port: epPort });
       }
     }
-    if (out.length < 2) return out;
+    // The list a Compiler keeps is an exact copy: one grown by push() holds room for 16 more.
+    if (out.length < 2) return out.length ? [out[0]!] : [];
     // Sorted by address then port, each once (an address listed twice, or in two slices, is one endpoint).
     out.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : a.port - b.port));
     let n = 1;
     for (let i = 1; i < out.length; i++) {
       if (out[i]!.addr !== out[n - 1]!.addr || out[i]!.port !== out[n - 1]!.port) out[n++] = out[i]!;
     }
-    out.length = n;
-    return out;
+    return out.slice(0, n);
   }
 
-  private resolve(ref: BackendRef, rns: string): { svc?: Service; port?: ServicePort; error?: { reason: string; message: string } } {
+  private resolve(ref: BackendRef, rns: string): { svc?: Service; key?: string; port?: ServicePort; error?: { reason: string; message: string } } {
     if ((ref.group ?? '') !== '' || (ref.kind ?? 'Service') !== 'Service') {
       return { error: { reason: 'InvalidKind', message: `backendRef ${ref.name}: kind ${ref.group ?? ''}/${ref.kind} is not supported` } };
     }
     if (ref.namespace !== undefined && ref.namespace !== rns) {
       return { error: { reason: 'RefNotPermitted', message: `backendRef ${ref.namespace}/${ref.name}: cross-namespace references need a ReferenceGrant, which is not supported` } };
     }
-    const svc = this.services.get(serviceKey(rns, ref.name));
+    const key = serviceKey(rns, ref.name);
+    const svc = this.services.get(key);
     if (!svc) return { error: { reason: 'BackendNotFound', message: `backendRef ${ref.name}: Service ${rns}/${ref.name} does not exist` } };
     const port = svc.spec.ports.find((p) => p.port === ref.port);
     if (!port) return { error: { reason: 'BackendNotFound', message: `backendRef ${ref.name}: Service ${rns}/${ref.name} has no port ${ref.port}` } };
-    return { svc, port };
+    return { svc, key, port };
   }
 
   /**
@@ -302,8 +307,13 @@ export class Compiler {
    * Returns the parent keys whose claims were made again.
    */
   private *route(httpRoutes: readonly HTTPRoute[], dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): Steps<Set<string>> {
-    for (const r of gone) this.indexRoute(r, false);
+    const tick = every();
+    for (const r of gone) {
+      if (tick()) yield;
+      this.indexRoute(r, false);
+    }
     for (const r of added) {
+      if (tick()) yield;
       const rns = namespaceOf(r.metadata);
       this.routeInfo.set(r, {
         status: { route: '', parents: [] },
@@ -312,7 +322,7 @@ export class Compiler {
       });
       this.indexRoute(r, true);
     }
-    const { stale, parents } = this.staleRoutes(dirty, gone, added);
+    const { stale, parents } = yield* this.staleRoutes(dirty, gone, added);
     for (const r of gone) this.routeInfo.delete(r);
     if (stale.size === 0 && gone.length === 0) return parents;
 
@@ -326,7 +336,6 @@ export class Compiler {
       });
     }
     for (const pk of parents) this.claims.delete(pk);
-    const tick = every();
     for (const route of this.sorted) {
       if (tick()) yield;
       if (!stale.has(route)) continue;
@@ -365,13 +374,18 @@ export class Compiler {
 
   /** The routes to evaluate again and the parents whose claims are made again: those of routes that came,
    *  went or name a changed Service, and (transitively) those of every route sharing such a parent. */
-  private staleRoutes(dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): { stale: Set<HTTPRoute>; parents: Set<string> } {
+  private *staleRoutes(dirty: Set<string>, gone: HTTPRoute[], added: HTTPRoute[]): Steps<{ stale: Set<HTTPRoute>; parents: Set<string> }> {
+    const tick = every();
     const parents = new Set<string>();
     const todo: HTTPRoute[] = [...gone, ...added];
-    for (const k of dirty) for (const r of this.routesByKey.get(k) ?? []) todo.push(r);
+    for (const k of dirty) {
+      if (tick()) yield;
+      for (const r of this.routesByKey.get(k) ?? []) todo.push(r);
+    }
     const goneSet = new Set(gone);
     const stale = new Set<HTTPRoute>();
     while (todo.length) {
+      if (tick()) yield;
       const r = todo.pop()!;
       if (!goneSet.has(r)) {
         if (stale.has(r)) continue;
@@ -438,10 +452,10 @@ export class Compiler {
               return {
                 ref: `${namespaceOf(claim.route.metadata)}/${ref.name}:${ref.port}`,
                 weight: ref.weight ?? 1,
-                endpoints: r.svc && r.port ? this.endpointsFor(r.svc, r.port, family) : [],
+                endpoints: r.key && r.port ? this.endpointsFor(r.key, r.port, family) : [],
               };
             })
-          : [{ ref: `${sk}:${port.port}`, weight: 1, endpoints: this.endpointsFor(svc, port, family) }];
+          : [{ ref: `${sk}:${port.port}`, weight: 1, endpoints: this.endpointsFor(sk, port, family) }];
         const c: CompiledService = { key: `${addr}|${port.port}|${proto}`, addr, family, port: port.port, proto, service: sk, backends };
         if (claim) c.route = serviceKey(namespaceOf(claim.route.metadata), claim.route.metadata.name);
         out.push(c);

@@ -100,8 +100,8 @@ function* problemSteps(s: Snapshot, cache?: CheckCache, held: Owners = owners())
         else if ('unique' in f) {
           // A name held twice within its kind; an address held by two Services (with both names).
           const names = held.names[f.unique];
-          if (names.has(f.key)) problems.push(`${f.obj}: metadata.name: appears twice in the snapshot`);
-          names.set(f.key, f.obj);
+          const size = names.size;
+          if (names.set(f.key, f.obj).size === size) problems.push(`${f.obj}: metadata.name: appears twice in the snapshot`);
         } else {
           const owner = held.vips.get(f.vip);
           if (owner && owner !== f.obj) problems.push(`${f.obj}: ${f.field}: ${f.text} is already the address of ${owner}`);

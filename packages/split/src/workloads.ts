@@ -23,7 +23,15 @@ export interface WorkloadEndpoints {
  *  replaces `byService` with the Services it saw. */
 export interface SliceCache {
   byService: Map<Service, { members: WorkloadEndpoints[]; slices: EndpointSlice[] }>;
+  /** The last computation's lists and what it made of them: the same workloads (the very objects, in order)
+   *  keep their index, and the same Services too their slices, without a look at each. */
+  last?: { services: Service[]; workloads: WorkloadEndpoints[]; index: WorkloadIndex; endpoints: Map<WorkloadEndpoints, MemberEndpoints>; out: EndpointSlice[] };
 }
+
+/** namespace → label → value → the workloads carrying it, in config order. */
+type WorkloadIndex = Map<string, Map<string, Map<unknown, WorkloadEndpoints[]>>>;
+
+const sameList = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** One EndpointSlice per Service and address family, listing the workloads its selector matches. */
 export function endpointSlicesFor(services: Service[], workloads: WorkloadEndpoints[]): EndpointSlice[] {
@@ -41,10 +49,12 @@ interface MemberEndpoints {
  *  from its selector's rarest label: time grows with services + workloads, not their product. */
 export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndpoints[], cache?: SliceCache): Steps<EndpointSlice[]> {
   const tick = every();
-  // namespace → label → value → the workloads carrying it, in config order.
-  const index = new Map<string, Map<string, Map<unknown, WorkloadEndpoints[]>>>();
-  const endpoints = new Map<WorkloadEndpoints, MemberEndpoints>();
-  for (const w of workloads) {
+  const last = cache?.last;
+  const sameWorkloads = last !== undefined && sameList(last.workloads, workloads);
+  if (sameWorkloads && sameList(last.services, services)) return last.out;
+  const index: WorkloadIndex = sameWorkloads ? last.index : new Map();
+  const endpoints = sameWorkloads ? last.endpoints : new Map<WorkloadEndpoints, MemberEndpoints>();
+  for (const w of sameWorkloads ? [] : workloads) {
     if (tick()) yield;
     const ns = namespaceOf(w.metadata);
     let byLabel = index.get(ns);
@@ -86,7 +96,11 @@ export function* endpointSliceSteps(services: Service[], workloads: WorkloadEndp
     if (cache) seen.set(svc, { members, slices });
     for (const s of slices) out.push(s);
   }
-  if (cache) cache.byService = seen;
+  if (cache) {
+    cache.byService = seen;
+    // Copies: the caller's lists may change after this (objects are values; lists are the caller's).
+    cache.last = { services: services.slice(), workloads: workloads.slice(), index, endpoints, out };
+  }
   return out;
 }
 
@@ -103,8 +117,9 @@ function endpointsOf(w: WorkloadEndpoints, made: Map<WorkloadEndpoints, MemberEn
   e = { v4: undefined, v6: undefined };
   const conditions = { ready: w.spec.ready !== false };
   for (const a of w.spec.addresses) {
-    if (isIPv4(a)) (e.v4 ??= []).push({ addresses: [a], conditions });
-    else if (isIPv6(a)) (e.v6 ??= []).push({ addresses: [a], conditions });
+    // [x] for the first: a list grown by push() from empty holds room for 16 more.
+    if (isIPv4(a)) e.v4 ? e.v4.push({ addresses: [a], conditions }) : (e.v4 = [{ addresses: [a], conditions }]);
+    else if (isIPv6(a)) e.v6 ? e.v6.push({ addresses: [a], conditions }) : (e.v6 = [{ addresses: [a], conditions }]);
   }
   made.set(w, e);
   return e;
