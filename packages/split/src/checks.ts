@@ -64,18 +64,22 @@ const CHECKS: Record<Kind, (o: never, c: Checked) => void> = { Service: checkSer
 
 /** An object's findings, from `cache` when it was checked before; kept in it unless `keep` is false (a pass that
  *  checks every object once needs no cache of its own). */
-export function checkObject(kind: Kind, o: unknown, cache?: CheckCache, keep = true): Finding[] {
+export function checkObject(kind: Kind, o: unknown, cache?: CheckCache, keep = true): readonly Finding[] {
   const byKind = cache?.[kind];
   const cacheable = byKind !== undefined && typeof o === 'object' && o !== null;
   let findings = cacheable && byKind.size ? byKind.get(o) : undefined;
   if (!findings) {
-    findings = [];
+    // Not kept: the caller reads them before the next check, so one list serves every object.
+    findings = keep ? [] : FINDINGS_SCRATCH;
+    findings.length = 0;
     const checked = checkMeta(kind, o as never, findings);
     if (checked) CHECKS[kind](o as never, checked);
     if (cacheable && keep) byKind.set(o, findings);
   }
   return findings;
 }
+
+const FINDINGS_SCRATCH: Finding[] = [];
 
 /** The metadata and kind checks every kind shares; what the kind's own check is given when the metadata passes
  *  (the rest of the object is checked only then). */

@@ -253,7 +253,8 @@ export class Compiler {
   /** The endpoints of the Service of key `sk`, on one of its ports. */
   private endpointsFor(sk: string, port: ServicePort, family: 4 | 6): Endpoint[] {
     const want = family === 4 ? 'IPv4' : 'IPv6';
-    const out: Endpoint[] = [];
+    const out = ENDPOINTS_SCRATCH;
+    out.length = 0;
     for (const es of this.slices.get(sk) ?? []) {
       if (es.addressType !== want) continue;
       // EndpointSlice ports carry the Service port's name ("" when unnamed); without ports, a numeric
@@ -275,7 +276,6 @@ export class Compiler {
         out.push({ addr: ep.addresses[0]!, port: epPort });
       }
     }
-    // The list a Compiler keeps is an exact copy: one grown by push() holds room for 16 more.
     if (out.length < 2) return out.length ? [out[0]!] : [];
     // Sorted by address then port, each once (an address listed twice, or in two slices, is one endpoint).
     out.sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : a.port - b.port));
@@ -439,7 +439,8 @@ export class Compiler {
       const claim = claims?.get(port.port);
       if (claim) for (const ref of claim.refs) depKeys.push(serviceKey(ref.namespace ?? namespaceOf(claim.route.metadata), ref.name));
     }
-    const out: CompiledService[] = [];
+    const out = SERVICES_SCRATCH;
+    out.length = 0;
     for (const addr of serviceIPs(svc)) {
       const family: 4 | 6 = isIPv4(addr) ? 4 : 6;
       for (const port of svc.spec.ports) {
@@ -461,9 +462,14 @@ export class Compiler {
         out.push(c);
       }
     }
-    return { depKeys, out };
+    return { depKeys, out: out.slice() };
   }
 }
+
+/** Where lists are gathered before the exact copy a Compiler keeps: a list grown by push() from empty holds
+ *  room for 16 more (~130 bytes), and would be one more object for the young generation to collect. */
+const SERVICES_SCRATCH: CompiledService[] = [];
+const ENDPOINTS_SCRATCH: Endpoint[] = [];
 
 /** The rule that splits connections: the one that matches every request (no matches, or PathPrefix "/"),
  *  else the first. */

@@ -137,12 +137,14 @@ function slicesOf(svc: Service, members: WorkloadEndpoints[], made: Map<Workload
     }
   }
   if (!v4 && !v6) return [];
-  const ports: EndpointSlice['ports'] = [];
+  const ports: NonNullable<EndpointSlice['ports']> = [];
   for (const p of svc.spec.ports) {
     const tp = p.targetPort ?? p.port;
     const port = typeof tp === 'number' ? tp : namedPort(members, tp);
     if (port !== undefined) ports.push({ name: p.name ?? '', port, protocol: p.protocol ?? 'TCP' });
   }
+  // Kept with the slice: an exact copy (one grown by push() from empty holds room for 16 more).
+  const kept = ports.length === 1 ? [ports[0]!] : ports;
   const ns = namespaceOf(svc.metadata);
   const slice = (family: 'v4' | 'v6', addressType: 'IPv4' | 'IPv6', endpoints: EndpointSlice['endpoints'], ports: EndpointSlice['ports']): EndpointSlice => ({
     kind: 'EndpointSlice',
@@ -152,10 +154,10 @@ function slicesOf(svc: Service, members: WorkloadEndpoints[], made: Map<Workload
     endpoints,
     ports,
   });
-  if (!v6) return [slice('v4', 'IPv4', v4!, ports)];
-  if (!v4) return [slice('v6', 'IPv6', v6, ports)];
+  if (!v6) return [slice('v4', 'IPv4', v4!, kept)];
+  if (!v4) return [slice('v6', 'IPv6', v6, kept)];
   // Each slice its own list: objects are values, and the two slices are two objects.
-  return [slice('v4', 'IPv4', v4, ports), slice('v6', 'IPv6', v6, ports.map((p) => ({ ...p })))];
+  return [slice('v4', 'IPv4', v4, kept), slice('v6', 'IPv6', v6, ports.map((p) => ({ ...p })))];
 }
 /** The port a member names `name` (the first member's that has one). */
 function namedPort(members: WorkloadEndpoints[], name: string): number | undefined {

@@ -133,8 +133,6 @@ export class ConfigError extends SnapshotError {
   }
 }
 
-const CGROUP_SEGMENT = /^[A-Za-z0-9_.:-]+$/;
-
 /** What the checks of the config's workloads share: names, cgroups and addresses held so far, and each valid
  *  cgroup path with the workload's place in the config and its name (for nestedCgroups). */
 interface WorkloadsSeen {
@@ -166,58 +164,72 @@ function checkWorkload(w: Workload, index: number, seen: WorkloadsSeen, problems
   const m = w.metadata;
   if (!m || !isDnsLabel(m.name)) return void at('metadata.name', 'must be a DNS label (lower-case letters, digits, -)');
   if (m.namespace !== undefined && !isDnsLabel(m.namespace)) at('metadata.namespace', 'must be a DNS label');
-  if (m.labels !== undefined && (typeof m.labels !== 'object' || m.labels === null || Object.values(m.labels).some((v) => typeof v !== 'string'))) {
-    at('metadata.labels', 'must map names to strings');
-  }
+  if (m.labels !== undefined && !isLabels(m.labels)) at('metadata.labels', 'must map names to strings');
   const id = qualifiedName(m);
-  if (seen.names.has(id)) at('metadata.name', 'appears twice in the config');
-  seen.names.add(id);
+  if (seen.names.size === seen.names.add(id).size) at('metadata.name', 'appears twice in the config');
   const spec = w.spec;
   if (!spec || typeof spec !== 'object') return void at('spec', 'is required');
   const sa = spec.serviceAccount ?? 'default';
   if (!isDnsLabel(sa)) at('spec.serviceAccount', `must be a DNS label, got ${JSON.stringify(sa)}`);
   const cg = spec.cgroup ?? id;
-  checkWorkloadCgroup(cg, [index, obj], seen, at);
+  const cgroup = checkWorkloadCgroup(cg, [index, obj], seen, at);
   if (!Array.isArray(spec.addresses)) return void at('spec.addresses', 'must list the addresses the workload serves on (may be empty: [])');
   checkWorkloadAddresses(spec.addresses, obj, seen, at);
-  (spec.ports ?? []).forEach((p, i) => {
+  const ports = spec.ports ?? [];
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i];
     if (!p || typeof p.name !== 'string' || !p.name) at(`spec.ports[${i}].name`, 'is required');
     if (!p || !isPort(p.port)) at(`spec.ports[${i}].port`, portExpected(p?.port));
-  });
+  }
   if (spec.ready !== undefined && typeof spec.ready !== 'boolean') at('spec.ready', 'must be true or false');
   if (spec.nodeName !== undefined && !isDnsSubdomain(spec.nodeName)) at('spec.nodeName', `must be a node name (a DNS subdomain), got ${JSON.stringify(spec.nodeName)}`);
-  return {
+  const r: ResolvedWorkload = {
     name: m.name,
     namespace: namespaceOf(m),
     serviceAccount: sa,
     labels: { ...(m.labels ?? {}) },
-    cgroup: typeof cg === 'string' ? posix.normalize(cg) : '',
+    cgroup: cgroup ?? (typeof cg === 'string' ? posix.normalize(cg) : ''),
     addresses: spec.addresses.filter((a) => typeof a === 'string'),
-    ports: (spec.ports ?? []).map((p) => p?.port).filter((p) => isPort(p)),
-    ...(spec.nodeName !== undefined ? { nodeName: spec.nodeName } : {}),
+    ports: ports.map((p) => p?.port).filter((p) => isPort(p)),
   };
+  if (spec.nodeName !== undefined) r.nodeName = spec.nodeName;
+  return r;
 }
 
-/** A relative path under the mesh's cgroup root that no other workload holds. */
-function checkWorkloadCgroup(cg: unknown, [index, obj]: [number, string], seen: WorkloadsSeen, at: At): void {
-  if (typeof cg !== 'string' || cg.startsWith('/') || cg.split('/').some((s) => !CGROUP_SEGMENT.test(s) || s === '.' || s === '..')) {
-    return at('spec.cgroup', `must be a relative path under the mesh's cgroup root (letters, digits, _ . : -), got ${JSON.stringify(cg)}`);
+function isLabels(labels: unknown): boolean {
+  if (typeof labels !== 'object' || labels === null) return false;
+  for (const k in labels) if (typeof (labels as Record<string, unknown>)[k] !== 'string') return false;
+  return true;
+}
+
+/** Relative, each segment of letters, digits, _ . : - (none empty: the path is its own normal form), none "." or "..". */
+const CGROUP_PATH = /^[A-Za-z0-9_.:-]+(?:\/[A-Za-z0-9_.:-]+)*$/;
+const DOT_SEGMENT = /(?:^|\/)\.\.?(?:\/|$)/;
+
+/** A relative path under the mesh's cgroup root that no other workload holds; the path when it is one. */
+function checkWorkloadCgroup(cg: unknown, [index, obj]: [number, string], seen: WorkloadsSeen, at: At): string | undefined {
+  if (typeof cg !== 'string' || !CGROUP_PATH.test(cg) || DOT_SEGMENT.test(cg)) {
+    return void at('spec.cgroup', `must be a relative path under the mesh's cgroup root (letters, digits, _ . : -), got ${JSON.stringify(cg)}`);
   }
-  const norm = posix.normalize(cg);
-  const owner = seen.cgroups.get(norm);
-  if (owner) at('spec.cgroup', `${JSON.stringify(norm)} is already the cgroup of ${owner}`);
-  seen.cgroups.set(norm, obj);
-  seen.paths.push([norm, index, obj]);
+  const owner = seen.cgroups.get(cg);
+  if (owner) at('spec.cgroup', `${JSON.stringify(cg)} is already the cgroup of ${owner}`);
+  seen.cgroups.set(cg, obj);
+  seen.paths.push([cg, index, obj]);
+  return cg;
 }
 
 /** Addresses, each held by one workload. */
 function checkWorkloadAddresses(addresses: unknown[], obj: string, seen: WorkloadsSeen, at: At): void {
-  addresses.forEach((a, i) => {
-    if (!isIP(a)) return at(`spec.addresses[${i}]`, ipExpected(a));
+  for (let i = 0; i < addresses.length; i++) {
+    const a = addresses[i];
+    if (!isIP(a)) {
+      at(`spec.addresses[${i}]`, ipExpected(a));
+      continue;
+    }
     const owner = seen.addresses.get(a);
     if (owner) at(`spec.addresses[${i}]`, `${a} is already an address of ${owner}`);
     seen.addresses.set(a, obj);
-  });
+  }
 }
 
 /**
