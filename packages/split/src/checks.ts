@@ -84,14 +84,16 @@ const FINDINGS_SCRATCH: Finding[] = [];
 /** The metadata and kind checks every kind shares; what the kind's own check is given when the metadata passes
  *  (the rest of the object is checked only then). */
 function checkMeta(kind: Kind, o: { kind?: unknown; metadata?: ObjectMeta }, out: Finding[]): Checked | undefined {
-  const obj = objectName(kind, o?.metadata);
+  const key = o?.metadata ? qualifiedName(o.metadata) : undefined;
+  // objectName()'s text, its "namespace/name" made once.
+  const obj = key === undefined ? objectName(kind, undefined) : `${kind} ${key}`;
   const at: At = (field, msg) => out.push(`${obj}: ${field}: ${msg}`);
   if (!o || typeof o !== 'object') return void out.push(`${kind}: not an object`);
   if (!o.metadata || !isDnsLabel(o.metadata.name) || o.metadata.name.length > 253) {
     return void at('metadata.name', 'must be a DNS name (lower-case letters, digits, -)');
   }
   if (o.metadata.namespace !== undefined && !isDnsLabel(o.metadata.namespace)) return void at('metadata.namespace', 'must be a DNS label');
-  out.push({ unique: kind, key: qualifiedName(o.metadata), obj });
+  out.push({ unique: kind, key: key!, obj });
   if (o.kind !== kind) at('kind', `must be ${kind}, got ${JSON.stringify(o.kind)}`);
   return { obj, at, out };
 }

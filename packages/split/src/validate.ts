@@ -204,15 +204,17 @@ export class Validator {
     const next = new Map<object, Kind>();
     const added = none();
     let plain = true;
+    const first = this.last.size === 0;
     for (const kind of KINDS) {
       for (const o of listOf(snapshot, kind)) {
         if (tick()) yield;
-        if (typeof o !== 'object' || o === null || next.has(o)) {
+        const size = next.size;
+        // An object twice (its kind then the later one's: the snapshot fails validation, `next` is not kept).
+        if (typeof o !== 'object' || o === null || next.set(o, kind).size === size) {
           plain = false;
           continue;
         }
-        next.set(o, kind);
-        if (this.last.get(o) !== kind) added[kind].push(o);
+        if (first || this.last.get(o) !== kind) added[kind].push(o);
       }
     }
     const removed = none();
