@@ -457,7 +457,9 @@ export class Compiler {
               };
             })
           : [{ ref: `${sk}:${port.port}`, weight: 1, endpoints: this.endpointsFor(sk, port, family) }];
-        const c: CompiledService = { key: `${addr}|${port.port}|${proto}`, addr, family, port: port.port, proto, service: sk, backends };
+        // join() makes one flat string; a template literal a tree of cons strings (~100 bytes more per Service,
+        // each copied by the young generation's collections, and flattened when the table hashes the key).
+        const c: CompiledService = { key: [addr, port.port, proto].join('|'), addr, family, port: port.port, proto, service: sk, backends };
         if (claim) c.route = serviceKey(namespaceOf(claim.route.metadata), claim.route.metadata.name);
         out.push(c);
       }
