@@ -147,7 +147,9 @@ function checkServicePorts(ports: Service['spec']['ports'], ips: string[], obj: 
     for (const ip of ips) {
       if (typeof ip !== 'string' || !isInt(p.port)) continue;
       const proto = p.protocol ?? 'TCP';
-      out.push(new VipFinding(`${ip}/${proto}/${p.port}`, obj, i, ip, p.port, proto));
+      // join(): one flat string, held as the address's key (a template literal's cons strings, hashed, keep a flat
+      // copy beside them).
+      out.push(new VipFinding([ip, proto, p.port].join('/'), obj, i, ip, p.port, proto));
     }
   }
 }

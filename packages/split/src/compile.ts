@@ -76,8 +76,9 @@ export function compile(snapshot: ValidatedSnapshot): Compiled {
 }
 
 interface Entry {
-  /** Keys of the Services its addresses were compiled from: its own, and its route's backends. */
-  depKeys: string[];
+  /** Keys of the Services its addresses were compiled from: its own (nearly always alone: the string, not a list
+   *  of one), and its route's backends. */
+  depKeys: string | string[];
   out: CompiledService[];
 }
 
@@ -220,15 +221,11 @@ export class Compiler {
       if (tick()) yield;
       let e = changed ? this.entries.get(svc) : undefined;
       if (!e || stale.has(svc)) {
-        this.forget(svc);
+        if (changed) this.forget(svc);
         e = this.compileService(svc, this.keyOf(svc, 'Service'));
         this.entries.set(svc, e);
-        for (const k of e.depKeys) {
-          const d = this.dependents.get(k);
-          if (d === undefined) this.dependents.set(k, svc);
-          else if (d instanceof Set) d.add(svc);
-          else if (d !== svc) this.dependents.set(k, new Set([d, svc]));
-        }
+        if (typeof e.depKeys === 'string') this.depend(e.depKeys, svc);
+        else for (const k of e.depKeys) this.depend(k, svc);
       }
       for (const c of e.out) out.push(c);
     }
@@ -240,7 +237,7 @@ export class Compiler {
     const e = this.entries.get(svc);
     if (!e) return;
     this.entries.delete(svc);
-    for (const k of e.depKeys) {
+    for (const k of typeof e.depKeys === 'string' ? [e.depKeys] : e.depKeys) {
       const d = this.dependents.get(k);
       if (d === svc) this.dependents.delete(k);
       else if (d instanceof Set) {
@@ -248,6 +245,14 @@ export class Compiler {
         if (d.size === 0) this.dependents.delete(k);
       }
     }
+  }
+
+  /** Records that `svc` was compiled from the Service of key `k`. */
+  private depend(k: string, svc: Service): void {
+    const d = this.dependents.get(k);
+    if (d === undefined) this.dependents.set(k, svc);
+    else if (d instanceof Set) d.add(svc);
+    else if (d !== svc) this.dependents.set(k, new Set([d, svc]));
   }
 
   /** The endpoints of the Service of key `sk`, on one of its ports. */
@@ -433,11 +438,13 @@ export class Compiler {
   }
 
   private compileService(svc: Service, sk: string): Entry {
-    const depKeys = [sk];
+    let depKeys: string | string[] = sk;
     const claims = this.claims.get(sk);
     for (const port of svc.spec.ports) {
       const claim = claims?.get(port.port);
-      if (claim) for (const ref of claim.refs) depKeys.push(serviceKey(ref.namespace ?? namespaceOf(claim.route.metadata), ref.name));
+      if (!claim) continue;
+      if (typeof depKeys === 'string') depKeys = [depKeys];
+      for (const ref of claim.refs) depKeys.push(serviceKey(ref.namespace ?? namespaceOf(claim.route.metadata), ref.name));
     }
     const out = SERVICES_SCRATCH;
     out.length = 0;
@@ -456,7 +463,7 @@ export class Compiler {
                 endpoints: r.key && r.port ? this.endpointsFor(r.key, r.port, family) : [],
               };
             })
-          : [{ ref: `${sk}:${port.port}`, weight: 1, endpoints: this.endpointsFor(sk, port, family) }];
+          : [{ ref: [sk, port.port].join(':'), weight: 1, endpoints: this.endpointsFor(sk, port, family) }];
         // join() makes one flat string; a template literal a tree of cons strings (~100 bytes more per Service,
         // each copied by the young generation's collections, and flattened when the table hashes the key).
         const c: CompiledService = { key: [addr, port.port, proto].join('|'), addr, family, port: port.port, proto, service: sk, backends };
