@@ -138,10 +138,12 @@ export function* compilePolicySteps(input: PolicyInput): Generator<void, PolicyR
     const wl = usable.length ? usable.find((p) => p.namespace === w.namespace && p.selector && selects(p.selector, w)) : undefined;
     let mode: EffectiveMode = 'PERMISSIVE';
     let from = NO_PEER_AUTHENTICATIONS;
-    for (const p of mesh || ns || wl ? [mesh, ns, wl] : []) {
-      if (!p) continue;
-      mode = effective(p.mode, mode);
-      from = [refOf(p), ...from];
+    if (mesh || ns || wl) {
+      for (const p of [mesh, ns, wl]) {
+        if (!p) continue;
+        mode = effective(p.mode, mode);
+        from = [refOf(p), ...from];
+      }
     }
     const ports: Record<number, EffectiveMode> = {};
     for (const port of w.ports ?? []) ports[port] = mode;
