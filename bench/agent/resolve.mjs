@@ -4,14 +4,13 @@
 //
 //   node --max-semi-space-size=1 --optimize-for-size --no-sparkplug --expose-gc bench/agent/resolve.mjs [--reps N]
 //
-// Per resolve: the thread's CPU time (/proc/thread-self/schedstat, ns), wall time, young- and old-generation
-// collections, and the longest step between two yields (the event loop cannot turn within one): figures a
-// loaded machine changes little, except the longest step's milliseconds.
-import { setFlagsFromString } from 'node:v8';
-import { openSync, readSync } from 'node:fs';
-import { PerformanceObserver, constants } from 'node:perf_hooks';
+// Per resolve: the main thread's CPU time (its schedstat, ns), wall time, young- and old-generation collections,
+// and the longest step between two yields, in wall and in the thread's CPU time (the event loop cannot turn
+// within one): compare figures taken before/after alternately, in one window. Not recorded in bench/results.
+import { openSync, readSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { writeFileSync } from 'node:fs';
+import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
 
 import { parseSteps } from '../../apps/agent/dist/config/file.js';
 import { resolveMemo, resolveSteps } from '../../apps/agent/dist/config/objects.js';
