@@ -11,29 +11,9 @@ import { afterAll, expect, it } from 'vitest';
 
 import { Agent } from '../../src/app.js';
 import type { ConfigSnapshot } from '../../src/config/objects.js';
-import type { ConfigSource, ConfigUpdate } from '../../src/config/source.js';
 import { uninstall } from '../../src/datapath.js';
 import { createLogger } from '../../src/log.js';
-
-/** A config source the test drives; it keeps no snapshot it delivered. */
-class TestSource implements ConfigSource {
-  readonly description = 'test';
-  private deliver: ((u: ConfigUpdate) => void) | undefined;
-  private first: ConfigSnapshot | undefined;
-  constructor(first: ConfigSnapshot) {
-    this.first = first;
-  }
-  start(onUpdate: (u: ConfigUpdate) => void): void {
-    this.deliver = onUpdate;
-    const first = this.first!;
-    this.first = undefined;
-    onUpdate({ snapshot: first, revision: 'first' });
-  }
-  push(snapshot: ConfigSnapshot, revision: string): void {
-    this.deliver!({ snapshot, revision });
-  }
-  stop(): void {}
-}
+import { TestSource } from './test-source.js';
 
 function config(n: number): ConfigSnapshot {
   return {

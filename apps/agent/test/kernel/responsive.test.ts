@@ -13,24 +13,9 @@ import { afterAll, expect, it } from 'vitest';
 
 import { Agent } from '../../src/app.js';
 import type { ConfigSnapshot, Workload } from '../../src/config/objects.js';
-import type { ConfigSource, ConfigUpdate } from '../../src/config/source.js';
 import { uninstall } from '../../src/datapath.js';
 import { createLogger } from '../../src/log.js';
-
-/** A config source the test drives: start() delivers the first snapshot, push() the next ones. */
-class TestSource implements ConfigSource {
-  readonly description = 'test';
-  private deliver: ((u: ConfigUpdate) => void) | undefined;
-  constructor(private readonly first: ConfigSnapshot) {}
-  start(onUpdate: (u: ConfigUpdate) => void): void {
-    this.deliver = onUpdate;
-    onUpdate({ snapshot: this.first, revision: 'first' });
-  }
-  push(snapshot: ConfigSnapshot, revision: string): void {
-    this.deliver!({ snapshot, revision });
-  }
-  stop(): void {}
-}
+import { TestSource } from './test-source.js';
 
 const quad = (a: number, i: number) => `127.${a + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`;
 
