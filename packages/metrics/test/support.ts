@@ -1,7 +1,9 @@
 /** A measured topology: a scratch cgroup with the metrics programs, an HTTP server and clients inside it. */
-import { createCgroup, type Cgroup, waitForLine } from '@mesh/testkit';
+import { createCgroup, type Cgroup, ensureTool, waitForLine, waitForPort } from '@mesh/testkit';
 import type { ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -79,4 +81,33 @@ export function writeNginxConfig(dir: string, opts: { workerConnections: number;
     ].join('\n'),
   );
   return path;
+}
+
+/** nginx serving HTTP/2 on a cleartext listener (h2c, prior knowledge) at `host` on a free port, started by `by` (a
+ *  cgroup, to be measured, or a ProcessTracker). `locations`: its server's location lines. `keepaliveRequests`:
+ *  above a run's requests on one connection (nginx's default 1,000 would send GOAWAY mid-run). Returns its
+ *  directory (the caller removes it) and port. */
+export async function startNginxH2(
+  by: { spawn(cmd: string, args: readonly string[]): ChildProcess },
+  host: string,
+  opts: { prefix: string; keepaliveRequests: number; locations: string },
+): Promise<{ dir: string; port: number }> {
+  const dir = mkdtempSync(join(tmpdir(), opts.prefix));
+  const s = createServer().listen(0, host);
+  await new Promise((resolve) => s.once('listening', resolve));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  const conf = writeNginxConfig(dir, {
+    workerConnections: 64,
+    http: [`keepalive_requests ${opts.keepaliveRequests}; # default 1000: nginx would send GOAWAY mid-run`],
+    server: [`    listen ${host}:${port} http2;`, opts.locations],
+  });
+  try {
+    by.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
+    await waitForPort(host, port, 15_000);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true }); // the caller has no directory to remove
+    throw err;
+  }
+  return { dir, port };
 }

@@ -2,28 +2,17 @@
 // and HTTP/2 framer: 3,000 requests over one connection through the recording relay to locations answering
 // statuses outside the static table (and some inside it); the decoded status of every stream is the one the
 // client got.
-import { ProcessTracker, ensureTool, waitForPort } from '@mesh/testkit';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { ProcessTracker } from '@mesh/testkit';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { HeaderDirection } from '../../src/h2/direction.js';
 import { FrameType } from '../../src/h2/frames.js';
 import { frames, get, runCalls, startRelay } from '../h2-relay.js';
-import { writeNginxConfig } from '../support.js';
+import { startNginxH2 } from '../support.js';
 
 const STATUSES = [200, 201, 204, 302, 404, 418, 429, 500, 503, 504];
 const CALLS = 3000;
-
-async function freePort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await new Promise((resolve) => s.once('listening', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 describe('HPACK against nginx (h2c)', () => {
   const procs = new ProcessTracker('h2-nginx');
@@ -31,16 +20,8 @@ describe('HPACK against nginx (h2c)', () => {
   let port: number;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'mesh-h2-nginx-'));
-    port = await freePort();
     const locations = STATUSES.map((s) => `    location = /s/${s} { return ${s} "status ${s}\\n"; }`).join('\n');
-    const conf = writeNginxConfig(dir, {
-      workerConnections: 64,
-      http: [`keepalive_requests ${CALLS + 100}; # default 1000: nginx would send GOAWAY mid-run`],
-      server: [`    listen 127.0.0.1:${port} http2;`, locations],
-    });
-    procs.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
-    await waitForPort('127.0.0.1', port, 15_000);
+    ({ dir, port } = await startNginxH2(procs, '127.0.0.1', { prefix: 'mesh-h2-nginx-', keepaliveRequests: CALLS + 100, locations }));
   }, 30_000);
   afterAll(async () => {
     await procs.close();

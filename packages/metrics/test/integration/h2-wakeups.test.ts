@@ -4,14 +4,11 @@
 // request (bench:metrics). h2load against nginx (h2c), both in the mesh: the streams are all counted, exact, and
 // the drain thread's context switches stay far below the streams; a stream's frames (its request's HEADERS, the
 // response's HEADERS and the DATA that ends it) come in two ring entries, not one per frame.
-import { describePrivileged, ensureTool, threadsOf, waitForPort } from '@mesh/testkit';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { describePrivileged, ensureTool, threadsOf } from '@mesh/testkit';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { topology, type Topology, writeNginxConfig } from '../support.js';
+import { startNginxH2, topology, type Topology } from '../support.js';
 
 const HOST = '127.0.0.14';
 const REQUESTS = 10_000;
@@ -36,18 +33,7 @@ describePrivileged('HTTP/2 records wake their consumer in batches', () => {
     const mine = [...ringThreads()].filter((x) => !before.has(x));
     expect(mine).toHaveLength(1);
     tid = mine[0]!;
-    dir = mkdtempSync(join(tmpdir(), 'mesh-h2-wake-'));
-    const s = createServer().listen(0, HOST);
-    await new Promise((resolve) => s.once('listening', resolve));
-    port = (s.address() as AddressInfo).port;
-    await new Promise((resolve) => s.close(resolve));
-    const conf = writeNginxConfig(dir, {
-      workerConnections: 64,
-      http: [`keepalive_requests ${REQUESTS + 100};`],
-      server: [`    listen ${HOST}:${port} http2;`, '    location / { return 200 "ok\\n"; }'],
-    });
-    t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
-    await waitForPort(HOST, port, 15_000);
+    ({ dir, port } = await startNginxH2(t.cg, HOST, { prefix: 'mesh-h2-wake-', keepaliveRequests: REQUESTS + 100, locations: '    location / { return 200 "ok\\n"; }' }));
   }, 30_000);
   afterAll(async () => {
     await t?.close();
@@ -95,18 +81,7 @@ describePrivileged('HTTP/2 records ask for a wake-up once per quarter of the rin
 
   beforeAll(async () => {
     t = await topology('meth2late');
-    dir = mkdtempSync(join(tmpdir(), 'mesh-h2-wake2-'));
-    const s = createServer().listen(0, HOST);
-    await new Promise((resolve) => s.once('listening', resolve));
-    port = (s.address() as AddressInfo).port;
-    await new Promise((resolve) => s.close(resolve));
-    const conf = writeNginxConfig(dir, {
-      workerConnections: 64,
-      http: [`keepalive_requests ${STREAMS + 100};`],
-      server: [`    listen ${HOST}:${port} http2;`, '    location / { return 200 "ok\\n"; }'],
-    });
-    t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
-    await waitForPort(HOST, port, 15_000);
+    ({ dir, port } = await startNginxH2(t.cg, HOST, { prefix: 'mesh-h2-wake2-', keepaliveRequests: STREAMS + 100, locations: '    location / { return 200 "ok\\n"; }' }));
   }, 30_000);
   afterAll(async () => {
     await t?.close();

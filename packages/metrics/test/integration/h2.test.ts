@@ -2,16 +2,13 @@
 // 503 in known proportions; the streams the kernel hands over and user space decodes count exactly what h2load
 // got, per status, on the client's and on the server's side. Twice: with both ends measured (the server's socket
 // measures both sides) and with only the client measured (the server outside the mesh).
-import { createCgroup, describePrivileged, ensureTool, waitForPort, type Cgroup } from '@mesh/testkit';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createCgroup, describePrivileged, ensureTool, type Cgroup } from '@mesh/testkit';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
 import type { H2HttpSample, RpcSample } from '../../src/h2/streams.js';
-import { startFixture, topology, type Topology, writeNginxConfig } from '../support.js';
+import { startFixture, startNginxH2, topology, type Topology } from '../support.js';
 
 const HOST = '127.0.0.14';
 const resetClient = fileURLToPath(new URL('../fixtures/h2-reset-client.mjs', import.meta.url));
@@ -227,19 +224,8 @@ describePrivileged('HTTP/2 against nginx (h2c)', () => {
   beforeAll(async () => {
     t = await topology('methtwo-nginx');
     t.dp.consumeH2();
-    dir = mkdtempSync(join(tmpdir(), 'mesh-h2-nginx-'));
-    const s = createServer().listen(0, HOST);
-    await new Promise((resolve) => s.once('listening', resolve));
-    port = (s.address() as AddressInfo).port;
-    await new Promise((resolve) => s.close(resolve));
     const locations = [200, 404, 503].map((st) => `    location = /s/${st} { return ${st} "status ${st}\\n"; }`).join('\n');
-    const conf = writeNginxConfig(dir, {
-      workerConnections: 64,
-      http: [`keepalive_requests ${REQUESTS + 100}; # default 1000: nginx would send GOAWAY mid-run`],
-      server: [`    listen ${HOST}:${port} http2;`, locations],
-    });
-    t.cg.spawn(ensureTool('nginx'), ['-p', dir, '-c', conf]);
-    await waitForPort(HOST, port, 15_000);
+    ({ dir, port } = await startNginxH2(t.cg, HOST, { prefix: 'mesh-h2-nginx-', keepaliveRequests: REQUESTS + 100, locations }));
   }, 30_000);
   afterAll(async () => {
     await t?.close();
