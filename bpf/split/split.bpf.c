@@ -12,22 +12,9 @@
 #include <bpf/bpf_endian.h>
 #include "bpf_consts.h"
 #include "split.h"
+#include "split_maps.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct svc_key);
-	__type(value, struct svc_value);
-} split_services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
-	__type(key, struct ep_key);
-	__type(value, struct ep_value);
-} split_endpoints SEC(".maps");
 
 /*
  * Socket cookie → the address it dialled: an array of slots (struct orig_slot) claimed by compare-and-swap and

@@ -5,28 +5,15 @@
  * passed, then looks up that version's first endpoint slot. Run by BPF_PROG_TEST_RUN in one process while
  * another applies a config that replaces the version (the slot must still be there), or waits for a grace
  * period (it must not end before this run does). Times are bpf_ktime_get_ns (CLOCK_MONOTONIC).
- * The split maps are the pinned ones of a SplitDatapath (same definitions as bpf/split/split.bpf.c).
+ * The split maps are the pinned ones of a SplitDatapath (split_maps.h: the split's own definitions).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include "split.h"
+#include "split_maps.h"
 #include "testprogs.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct svc_key);
-	__type(value, struct svc_value);
-} split_services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
-	__type(key, struct ep_key);
-	__type(value, struct ep_value);
-} split_endpoints SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
