@@ -231,7 +231,8 @@ int main(int argc, char** argv) {
     ev.data.u64 = tag;
     epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
   };
-  if (statsFd >= 0) watch(statsFd, kStatsListen);
+  Listener statsListener;
+  if (statsFd >= 0) statsListener = Listener(ep, statsFd, kStatsListen, EPOLLIN);
   watch(sigfd, kSignal);
 
   auto bound = [](int fd) { return fd < 0 ? std::string("-") : localOf(fd)->str(); };
@@ -246,12 +247,16 @@ int main(int argc, char** argv) {
 
   epoll_event events[64];
   while (true) {
-    int n = epoll_wait(ep, events, 64, -1);
+    int n = epoll_wait(ep, events, 64, statsListener.timeoutMs(-1));
     for (int i = 0; i < n; i++) {
       uint64_t tag = events[i].data.u64;
       if (tag == kStatsListen) {
         // One response per connection, then FIN; the client's close ends it (no read timeout to manage).
         for (int fd; (fd = acceptShedding(statsFd, nullptr)) != -1;) {
+          if (fd == kNoFd) {
+            statsListener.pause();
+            break;
+          }
           if (fd == kShed) continue;
           std::string body = stats.prometheus();
           std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: " +
@@ -299,5 +304,6 @@ int main(int argc, char** argv) {
         }
       }
     }
+    statsListener.resumeIfDue();
   }
 }

@@ -147,6 +147,9 @@ std::string Stats::prometheus() const {
       line("mesh_dataplane_inbound_authorized_total",
            "source_principal=\"" + key.first + "\",destination_principal=\"" + key.second + "\"", v);
   }
+  help("mesh_dataplane_accept_pauses_total", "counter",
+       "Times a listener was set aside for 50 ms: out of file descriptors, with none in reserve to refuse a connection with (the connection waits in the backlog).");
+  line("mesh_dataplane_accept_pauses_total", "", acceptPauses.load());
   help("mesh_dataplane_config_reloads_total", "counter", "SIGHUP reloads, by result (a failed reload keeps the previous config whole).");
   line("mesh_dataplane_config_reloads_total", "result=\"ok\"", reloadsOk.load());
   line("mesh_dataplane_config_reloads_total", "result=\"error\"", reloadsFailed.load());

@@ -75,6 +75,8 @@ struct Stats {
   // How outbound connections of the config in force go (Config::pooled, tunnelChoice); set by the main thread.
   std::atomic<bool> tunnelPooled{false};
   std::atomic<const char*> tunnelChoice{""};
+  // Times a listener was set aside for a back-off: out of fds, with no reserve fd to refuse a connection with.
+  std::atomic<uint64_t> acceptPauses{0};
   std::atomic<uint64_t> reloadsOk{0};
   std::atomic<uint64_t> reloadsFailed{0};
   std::atomic<uint64_t> generation{0};

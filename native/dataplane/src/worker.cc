@@ -34,16 +34,59 @@ int acceptShedding(int lfd, Addr* peer) {
   int fd = accept4(lfd, reinterpret_cast<sockaddr*>(&p.ss), &p.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd >= 0 || (errno != EMFILE && errno != ENFILE)) return fd;
   std::lock_guard<std::mutex> lock(reserveMu);
-  if (reserveFd < 0) return -1;
+  // Lost to a race below earlier: fds may have been freed since.
+  if (reserveFd < 0) reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (reserveFd < 0) return kNoFd;
   close(reserveFd);
+  // Another thread may take the fd just freed before this accept does (its accept or connect is not under the
+  // lock): then this accept fails too, the re-open below as well, and the reserve is gone until fds free up.
   fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+  int acceptErrno = errno;
   if (fd >= 0) {
     linger l{1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
     close(fd);
   }
   reserveFd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  return fd >= 0 ? kShed : -1;
+  if (fd >= 0) return kShed;
+  return acceptErrno == EMFILE || acceptErrno == ENFILE ? kNoFd : -1;
+}
+
+Listener::Listener(int epfd, int fd, uint64_t tag, uint32_t events) : epfd_(epfd), fd_(fd), tag_(tag), events_(events) {
+  epoll_event ev{};
+  ev.events = events_;
+  ev.data.u64 = tag_;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd_, &ev) != 0)
+    throw std::system_error(errno, std::generic_category(), "epoll: listener");
+}
+
+void Listener::pause() {
+  if (paused_ || fd_ < 0) return;
+  // EPOLLEXCLUSIVE entries cannot be modified, only removed and added again.
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, fd_, nullptr);
+  paused_ = true;
+  due_ = std::chrono::steady_clock::now() + kBackoff;
+  stats.acceptPauses++;
+}
+
+int Listener::timeoutMs(int otherwise) const {
+  if (!paused_) return otherwise;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(due_ - std::chrono::steady_clock::now()).count();
+  int ms = left < 0 ? 0 : int(left);
+  return otherwise < 0 || ms < otherwise ? ms : otherwise;
+}
+
+void Listener::resumeIfDue() {
+  if (!paused_ || std::chrono::steady_clock::now() < due_) return;
+  epoll_event ev{};
+  ev.events = events_;
+  ev.data.u64 = tag_;
+  // Failing here would leave the listener out for good: try again after another back-off.
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd_, &ev) != 0) {
+    due_ = std::chrono::steady_clock::now() + kBackoff;
+    return;
+  }
+  paused_ = false;
 }
 
 Worker* Worker::byEpoll(int epfd) {
@@ -72,20 +115,20 @@ Worker::~Worker() {
 }
 
 void Worker::listen(int fd, Role role) {
-  epoll_event ev{};
   // Exclusive: a connection wakes one of the workers waiting, not all of them.
-  ev.events = EPOLLIN | EPOLLEXCLUSIVE;
-  ev.data.u64 = role == Role::Outbound ? kListenOutbound : kListenTunnel;
-  (role == Role::Outbound ? listenOutbound_ : listenTunnel_) = fd;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0)
-    throw std::system_error(errno, std::generic_category(), "worker epoll: listener");
+  (role == Role::Outbound ? outbound_ : tunnel_) =
+      Listener(epfd_, fd, role == Role::Outbound ? kListenOutbound : kListenTunnel, EPOLLIN | EPOLLEXCLUSIVE);
 }
 
-void Worker::accepted(int lfd, Role role) {
+void Worker::accepted(Listener& listener, Role role) {
   Addr peer;
   for (int i = 0; i < kAcceptBatch; i++) {
-    int fd = acceptShedding(lfd, &peer);
+    int fd = acceptShedding(listener.fd(), &peer);
     if (fd == -1) return;
+    if (fd == kNoFd) {
+      listener.pause();
+      return;
+    }
     if (fd == kShed) {
       stats.errors[int(role)][int(ConnError::FdLimit)]++;
       continue;
@@ -173,11 +216,11 @@ void Worker::run() {
   epoll_event events[128];
   auto nextSweep = Conn::Clock::now() + std::chrono::seconds(1);
   while (true) {
-    int n = epoll_wait(epfd_, events, 128, 500);
+    int n = epoll_wait(epfd_, events, 128, outbound_.timeoutMs(tunnel_.timeoutMs(500)));
     for (int i = 0; i < n; i++) {
       uint64_t tag = events[i].data.u64;
       if (tag == kListenOutbound || tag == kListenTunnel) {
-        accepted(tag == kListenOutbound ? listenOutbound_ : listenTunnel_, tag == kListenOutbound ? Role::Outbound : Role::Inbound);
+        accepted(tag == kListenOutbound ? outbound_ : tunnel_, tag == kListenOutbound ? Role::Outbound : Role::Inbound);
         continue;
       }
       auto* c = Conn::fromEvent(tag);
@@ -214,6 +257,8 @@ void Worker::run() {
         delete c;
       }
     }
+    outbound_.resumeIfDue();
+    tunnel_.resumeIfDue();
     auto now = Conn::Clock::now();
     if (now >= nextSweep) {
       sweep();

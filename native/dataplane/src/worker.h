@@ -3,6 +3,8 @@
 // worker woken per connection), so a new connection wakes one thread; another worker hands it sockets through a
 // locked queue and an eventfd (a tunnel whose other end it holds). After that a connection never changes thread.
 #pragma once
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -14,6 +16,40 @@
 #include "conn.h"
 
 namespace mesh {
+
+constexpr int kShed = -2;
+constexpr int kNoFd = -3;
+// accept4 (non-blocking, close-on-exec) of one pending connection on `lfd`, its peer in `*peer` if given; -1 when
+// none is pending (or a transient error). Out of fds, the pending connection is accepted with a reserve fd and
+// reset (kShed), so that a level-triggered listener does not keep its threads spinning. kNoFd: out of fds with no
+// reserve to shed with (another thread took the fd the reserve freed); the connection stays pending and the caller
+// sets the listener aside (Listener::pause). Thread-safe.
+int acceptShedding(int lfd, Addr* peer);
+
+// A listening socket in one thread's epoll set. Out of fds with nothing to shed with, it is taken out of the set
+// for a back-off, since a level-triggered listener left in would wake its thread for ever, and put back when due.
+class Listener {
+ public:
+  Listener() = default;
+  // Adds `fd` to `epfd` with `events`, tagged `tag`; throws when epoll refuses.
+  Listener(int epfd, int fd, uint64_t tag, uint32_t events);
+  int fd() const { return fd_; }
+  // Out of the epoll set for the back-off (counted in stats.acceptPauses).
+  void pause();
+  // epoll_wait's timeout: `otherwise` (-1: none), or less when a paused listener is due back sooner.
+  int timeoutMs(int otherwise) const;
+  // Back into the epoll set if paused and due.
+  void resumeIfDue();
+
+ private:
+  static constexpr std::chrono::milliseconds kBackoff{50};
+  int epfd_ = -1;
+  int fd_ = -1;
+  uint64_t tag_ = 0;
+  uint32_t events_ = 0;
+  bool paused_ = false;
+  std::chrono::steady_clock::time_point due_{};
+};
 
 class Worker {
  public:
@@ -31,7 +67,7 @@ class Worker {
  private:
   void run();
   void takePosted();
-  void accepted(int lfd, Role role);
+  void accepted(Listener& listener, Role role);
   void adopt(Role role, int fd, std::shared_ptr<const Config> config, bool recheck);
   void sweep();
   // The worker that dialled the tunnel accepted as `fd` (localTunnels), or nullptr.
@@ -39,8 +75,8 @@ class Worker {
 
   int epfd_;
   int eventfd_;
-  int listenOutbound_ = -1;
-  int listenTunnel_ = -1;
+  Listener outbound_;
+  Listener tunnel_;
   std::mutex mu_;
   struct Posted {
     Role role;
@@ -53,11 +89,5 @@ class Worker {
   Pool pool_;
   std::thread thread_;
 };
-
-constexpr int kShed = -2;
-// accept4 (non-blocking, close-on-exec) of one pending connection on `lfd`, its peer in `*peer` if given; -1 when
-// none is pending (or a transient error). Out of fds, the pending connection is accepted with a reserve fd and
-// reset (kShed), so that a level-triggered listener does not keep its threads spinning. Thread-safe.
-int acceptShedding(int lfd, Addr* peer);
 
 }  // namespace mesh
