@@ -19,6 +19,10 @@ constexpr int kBatchFull = -ECANCELED;
 // Records the thread moves into the queue at a time while a long consume runs, so JS can start on them.
 constexpr size_t kFlushEvery = 256;
 constexpr uint32_t kRingReady = 0, kStop = 1;
+// Reuse: the kept Buffer starts at kLentMin bytes and doubles to fit a batch, up to kLentMax; a larger batch gets
+// a Buffer of its own. Chunks go back to the thread for its next records, up to kSpareChunks of up to kSpareMax.
+constexpr size_t kLentMin = 64 << 10, kLentMax = 4 << 20;
+constexpr size_t kSpareChunks = 8, kSpareMax = 1 << 20;
 }
 
 Napi::Function RingBufferHandle::Init(Napi::Env env) {
@@ -32,9 +36,10 @@ Napi::Function RingBufferHandle::Init(Napi::Env env) {
                      });
 }
 
-// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice, pollMs, packed): queueBytes > 0
-// drains from a thread, at nice value `nice` when not 0, and also every pollMs ms when pollMs > 0 (for producers
-// that submit without waking the consumer); packed (thread mode) hands over one Buffer of records per batch.
+// new RingBufferHandle(map, callback(batch: Buffer[]), maxBatch, queueBytes, nice, pollMs, packed, reuse):
+// queueBytes > 0 drains from a thread, at nice value `nice` when not 0, and also every pollMs ms when pollMs > 0
+// (for producers that submit without waking the consumer); packed (thread mode) hands over one Buffer of records
+// per batch, and with reuse that Buffer is a view of memory kept from batch to batch (valid during the call).
 RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufferHandle>(info) {
   Napi::Env env = info.Env();
   MapHandle* m = UnwrapTagged<MapHandle>(info[0], kMapTag, "map");
@@ -51,6 +56,7 @@ RingBufferHandle::RingBufferHandle(const Napi::CallbackInfo& info) : Napi::Objec
     nice_ = info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : 0;
     poll_ms_ = info[5].IsNumber() ? info[5].As<Napi::Number>().Int32Value() : 0;
     packed_ = info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
+    reuse_ = packed_ && info[7].IsBoolean() && info[7].As<Napi::Boolean>().Value();
     StartThread(env);
     self_ = Napi::Persistent(Value());
     Track(env);
@@ -230,11 +236,28 @@ size_t RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std:
   Napi::HandleScope scope(env);
   Napi::Array arr;
   size_t records = batch.size();
+  bool lending = false;
   if (packed_) {
-    // The chunks end to end in one Buffer: one allocation and one JS object per batch.
+    // The chunks end to end in one Buffer: one allocation and one JS object per batch. With reuse, the same memory
+    // every batch: a new Buffer per batch of ~200 KiB cost the event loop more than reading the records (its pages
+    // faulted in on the copy, and malloc grew and trimmed the heap each time: a quarter of its samples under h2load).
+    // Not while a lent batch is being read (a callback that calls consume()).
     size_t bytes = 0;
     for (const std::string& c : batch) bytes += c.size();
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, bytes);
+    lending = reuse_ && !lending_ && bytes <= kLentMax;
+    Napi::Buffer<uint8_t> buf;
+    if (lending) {
+      if (lent_.IsEmpty() || lent_bytes_ < bytes) {
+        size_t n = kLentMin;
+        while (n < bytes) n *= 2;
+        lent_.Reset();
+        lent_ = Napi::Persistent(Napi::Buffer<uint8_t>::New(env, n));
+        lent_bytes_ = n;
+      }
+      buf = lent_.Value();
+    } else {
+      buf = Napi::Buffer<uint8_t>::New(env, bytes);
+    }
     records = 0;
     size_t at = 0;
     for (const std::string& c : batch) {
@@ -246,8 +269,22 @@ size_t RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std:
         i += sizeof(len) + len;
       }
     }
+    if (reuse_) {
+      // The chunks' memory back to the thread, for its next records (a fresh one grows by reallocation).
+      std::lock_guard<std::mutex> g(queue_mu_);
+      for (std::string& c : batch) {
+        if (spare_.size() >= kSpareChunks || c.capacity() > kSpareMax) continue;
+        c.clear();
+        spare_.push_back(std::move(c));
+      }
+    }
     arr = Napi::Array::New(env, 1);
-    arr.Set(0u, buf);
+    if (lending) {
+      Napi::Value view = buf.Get("subarray").As<Napi::Function>().Call(buf, {Napi::Number::New(env, 0), Napi::Number::New(env, (double)bytes)});
+      arr.Set(0u, view);
+    } else {
+      arr.Set(0u, buf);
+    }
   } else {
     arr = Napi::Array::New(env, batch.size());
     for (size_t i = 0; i < batch.size(); i++)
@@ -256,6 +293,15 @@ size_t RingBufferHandle::Deliver(Napi::Env env, bool from_loop, std::vector<std:
   delivered_ += records;
   batches_++;
   batch.clear();
+  // Cleared however the callback ends (a throw propagates as a C++ exception).
+  struct Lend {
+    bool& flag;
+    bool on;
+    ~Lend() {
+      if (on) flag = false;
+    }
+  } lend{lending_, lending};
+  if (lending) lending_ = true;
   if (from_loop) {
     // MakeCallback runs microtasks and reports a throwing callback as an uncaught exception.
     callback_.MakeCallback(Value(), {arr});
@@ -296,6 +342,11 @@ void RingBufferHandle::Release() {
   }
   pending_.clear();
   pending_records_ = 0;
+  {
+    std::lock_guard<std::mutex> g(queue_mu_);
+    spare_.clear();
+  }
+  lent_.Reset();
   ring_buffer__free(rb_);
   rb_ = nullptr;
   callback_.Reset();
@@ -321,7 +372,17 @@ int RingBufferHandle::OnSample(void* ctx, void* data, size_t size) {
 }
 
 void RingBufferHandle::Pack(const void* data, size_t size) {
-  if (pending_.empty()) pending_.emplace_back();
+  if (pending_.empty()) {
+    std::string spare;
+    if (reuse_) {
+      std::lock_guard<std::mutex> g(queue_mu_);
+      if (!spare_.empty()) {
+        spare = std::move(spare_.back());
+        spare_.pop_back();
+      }
+    }
+    pending_.push_back(std::move(spare));
+  }
   std::string& chunk = pending_.back();
   if (chunk.capacity() == 0) chunk.reserve(16384);
   uint32_t len = (uint32_t)size;

@@ -5,7 +5,8 @@
 //   as soon as they arrive, so a starved event loop does not let the kernel's ring overflow; a uv_async_t wakes
 //   the loop, which hands the queue to JS in batches. A record the full queue has no room for is dropped and
 //   counted, as the kernel counts a record its ring has no room for. Packed (thread mode only): records are laid
-//   end to end, each after its length (u32, host order), and JS gets one Buffer per batch instead of one per record.
+//   end to end, each after its length (u32, host order), and JS gets one Buffer per batch instead of one per record;
+//   with reuse, a view of one Buffer kept across batches, valid only during the callback.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -75,6 +76,12 @@ class RingBufferHandle : public Napi::ObjectWrap<RingBufferHandle>, public Closa
   std::mutex ring_mu_;         // ring_buffer__consume and pending_: the thread and consume() take turns
   std::vector<std::string> pending_;  // records read from the ring, not yet in the queue (packed: one chunk)
   bool packed_ = false;
+  // Packed with reuse: batches are copied into lent_ (lent_bytes_ long) and handed over as a view of it; lending_
+  // while the callback reads one. Chunks the event loop copied go back to the thread through spare_ (queue_mu_).
+  bool reuse_ = false, lending_ = false;
+  Napi::Reference<Napi::Buffer<uint8_t>> lent_;
+  size_t lent_bytes_ = 0;
+  std::vector<std::string> spare_;
   size_t pending_records_ = 0;        // packed: records in pending_'s chunk
   std::mutex queue_mu_;
   std::deque<std::string> queue_;

@@ -161,7 +161,7 @@ export interface Native {
   };
   ProgramHandle: { openPinned(path: string): NativeProgram; openById(id: number): NativeProgram };
   LinkHandle: { openPinned(path: string): NativeLink };
-  RingBufferHandle: new (map: NativeMap, cb: (batch: Buffer[]) => void, maxBatch: number, queueBytes: number, nice: number, pollMs: number, packed: boolean) => NativeRingBuffer;
+  RingBufferHandle: new (map: NativeMap, cb: (batch: Buffer[]) => void, maxBatch: number, queueBytes: number, nice: number, pollMs: number, packed: boolean, reuse: boolean) => NativeRingBuffer;
   embeddedObjects(): Record<string, Buffer>;
   setErrorClasses(bpfError: Function, notSupported: Function): void;
   liveHandles(): number;

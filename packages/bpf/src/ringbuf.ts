@@ -30,6 +30,10 @@ export interface RingBufferOptions {
      *  consumers of many small records, where a Buffer each costs more than reading them; not with a codec.
      *  queueBytes then counts each record's 4-byte length too. */
     packed?: boolean;
+    /** With packed: each batch's Buffer is lent, a view of memory kept from one batch to the next (up to 4 MiB;
+     *  a larger batch gets its own), so it is valid only during the callback: copy what is kept. A new Buffer per
+     *  batch costs the event loop an allocation, page faults and malloc's heap growing and shrinking each time. */
+    reuse?: boolean;
   };
 }
 
@@ -115,6 +119,7 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
     let nice = 0;
     let pollMs = 0;
     let packed = false;
+    let reuse = false;
     if (opts.thread !== undefined) {
       if (typeof opts.thread !== 'object' || opts.thread === null) throw new TypeError(`ring buffer ${map.name}: thread must be an object, got ${String(opts.thread)}`);
       queueBytes = opts.thread.queueBytes ?? DEFAULT_QUEUE_BYTES;
@@ -127,9 +132,12 @@ export class RingBuffer<T = Buffer> extends Handle<NativeRingBuffer> {
       packed = opts.thread.packed ?? false;
       if (typeof packed !== 'boolean') throw new TypeError(`ring buffer ${map.name}: thread.packed must be a boolean, got ${String(packed)}`);
       if (packed && decode) throw new TypeError(`ring buffer ${map.name}: thread.packed hands over raw records; it does not take a codec`);
+      reuse = opts.thread.reuse ?? false;
+      if (typeof reuse !== 'boolean') throw new TypeError(`ring buffer ${map.name}: thread.reuse must be a boolean, got ${String(reuse)}`);
+      if (reuse && !packed) throw new TypeError(`ring buffer ${map.name}: thread.reuse lends the packed batch; it needs thread.packed`);
     }
     const cb = decode ? (batch: Buffer[]) => onRecords(batch.map(decode)) : (onRecords as unknown as (b: Buffer[]) => void);
-    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice, pollMs, packed);
+    return new native.RingBufferHandle(map.nativeHandle(), cb, maxBatch, queueBytes, nice, pollMs, packed, reuse);
   }
 
   /** Delivers what is in the ring now, synchronously; returns the number of records. */

@@ -499,8 +499,9 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
       ref: opts.ref ?? false,
       // Ahead of the workloads (nice -10): a starved drain thread is what lets the ring overflow.
       // Drained every H2_POLL_MS, and at once when another quarter of the ring waits: a record has no wake-up of its own.
-      // Packed: one Buffer per batch, records read in place (not an allocation and a JS object per record).
-      thread: { queueBytes: opts.queueBytes, nice: -10, pollMs: H2_POLL_MS, packed: true },
+      // Packed: one Buffer per batch, records read in place (not an allocation and a JS object per record); reused
+      // from batch to batch, since H2Streams keeps nothing of a batch past its call (it copies what it keeps).
+      thread: { queueBytes: opts.queueBytes, nice: -10, pollMs: H2_POLL_MS, packed: true, reuse: true },
     });
     this.h2 = { streams, ring };
   }

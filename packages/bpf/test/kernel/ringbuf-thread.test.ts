@@ -109,6 +109,38 @@ describePrivileged('ring buffer drained by a native thread', () => {
     );
   }, 60_000);
 
+  it('packed with reuse: every batch is lent in one kept Buffer, the records in order', () => {
+    obj = loadDropping();
+    const prog = obj.program(names.programs.tc_filter);
+    const memories = new Set<ArrayBufferLike>();
+    const got: number[] = [];
+    let batches = 0;
+    const rb = obj.ringBuffer(
+      names.maps.drop_events,
+      (bufs) => {
+        for (const buf of bufs) {
+          batches++;
+          memories.add(buf.buffer);
+          packedRecords(buf, (b, start) => got.push(dropEvent.decode(b, start).sport));
+        }
+      },
+      { thread: { packed: true, reuse: true } },
+    );
+    // Batches of 300, 600, 100 and 300 records, each delivered at once: the later ones fit the memory the largest
+    // one grew to, the first ones smaller than it.
+    [300, 600, 100, 300].forEach((n, i) => {
+      prog.testRun(denied(i + 1), { repeat: n });
+      expect(rb.consume()).toBe(n);
+    });
+    expect(batches).toBe(4);
+    expect(got).toEqual([...[300, 600, 100, 300].entries()].flatMap(([i, n]) => new Array<number>(n).fill(i + 1)));
+    // One allocation, grown once: at most two memories for four batches (a new Buffer each before).
+    expect(memories.size).toBeLessThanOrEqual(2);
+    expect(() => obj!.ringBuffer(names.maps.drop_events, () => {}, { thread: { reuse: true } })).toThrow(
+      'ring buffer drop_events: thread.reuse lends the packed batch; it needs thread.packed',
+    );
+  });
+
   it('consume() delivers the ring and the queue synchronously, in batches of maxBatch', () => {
     obj = loadDropping();
     const sizes: number[] = [];

@@ -243,7 +243,8 @@ export class H2Streams {
     for (const r of batch) this.record(r);
   }
 
-  /** Packed batches (RingBuffer thread.packed): records read in place, no Buffer each. */
+  /** Packed batches (RingBuffer thread.packed): records read in place, no Buffer each. Nothing of a batch is kept
+   *  past the call (a block split across frames and a replayed block are copies), so its memory may be reused. */
   packed(batches: Buffer[]): void {
     for (const buf of batches) {
       let at = 0;
