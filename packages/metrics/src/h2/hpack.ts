@@ -73,7 +73,9 @@ export interface HpackDecoderOptions {
   valuesOf?: ReadonlySet<string>;
   /**
    * Replay a block that refers to no dynamic entry when the same bytes were decoded before (default true): its
-   * fields and the entries it inserts depend on its bytes alone (see BlockMemo). false: decode every block.
+   * fields and the entries it inserts depend on its bytes alone (see BlockMemo). Also a block that changed nothing
+   * in the table, when this decoder's next block is the same bytes and its table did not change since (see
+   * LastBlock). false: decode every block.
    */
   reuse?: boolean;
 }
@@ -150,6 +152,10 @@ export class HpackDecoder {
   #broken: HpackError | undefined;
   readonly #valuesOf: ReadonlySet<string> | undefined;
   readonly #reuse: boolean;
+  /** Counts changes to the table (inserts, evictions, size updates, limits): equal counts, the same table. */
+  #generation = 0;
+  /** This decoder's last block that changed nothing in the table (see LastBlock); made on first use. */
+  #last: LastBlock | undefined;
 
   // The block being decoded.
   #buf: Buffer = Buffer.alloc(0);
@@ -199,6 +205,7 @@ export class HpackDecoder {
   setTableSizeLimit(limit: number): void {
     checkSize('tableSizeLimit', limit, 0, MAX_INTEGER);
     this.#limit = limit;
+    this.#generation++;
     if (this.#tableMax > limit) {
       this.#tableMax = limit;
       this.#evictTo(limit);
@@ -225,6 +232,16 @@ export class HpackDecoder {
       });
     }
     if (!(start >= 0 && start <= end && end <= buf.length)) throw new RangeError(`HpackDecoder: block [${start}, ${end}) outside the ${buf.length}-octet buffer`);
+    const last = this.#last;
+    if (last !== undefined && last.generation === this.#generation && last.matches(buf, start, end)) {
+      try {
+        this.#replayLast(last, sink);
+      } catch (err) {
+        this.#broken = new HpackError('broken', `HPACK: the field sink threw: ${String(err)}`, -1, { cause: err });
+        throw err;
+      }
+      return;
+    }
     this.#buf = buf;
     this.#pos = start;
     this.#end = end;
@@ -268,6 +285,16 @@ export class HpackDecoder {
     this.stats.fields += memo.count;
   }
 
+  /** LastBlock's fields again: the table is as it was when they were decoded, and they change nothing in it. */
+  #replayLast(last: LastBlock, sink: FieldSink): void {
+    const { names, values, sensitive } = last;
+    this.stats.blocks++;
+    this.stats.reused++;
+    this.stats.fields += last.count;
+    this.stats.dynamicHits += last.dynamicHits;
+    for (let i = 0; i < last.count; i++) sink(names[i]!, values[i]!, sensitive[i]!);
+  }
+
   /** Decodes the block #buf[from, #end); `memo` (the block's slot) takes it when no field referred to the dynamic table. */
   #decodeBlock(sink: FieldSink, from: number, memo?: BlockMemo): void {
     const buf = this.#buf;
@@ -277,6 +304,16 @@ export class HpackDecoder {
     let pure = memo !== undefined;
     const rec = recording;
     rec.count = 0;
+    // Every field, into this decoder's LastBlock while the block may be kept there (short, table unchanged so far).
+    const generation = this.#generation;
+    let last: LastBlock | undefined;
+    if (this.#reuse && this.#end - from <= LAST_MAX_BLOCK) {
+      last = this.#last ??= new LastBlock();
+      last.generation = -1;
+      last.count = 0;
+      last.dynamicHits = 0;
+    }
+    const hits = this.stats.dynamicHits;
     this.stats.blocks++;
     while (this.#pos < this.#end) {
       const start = this.#pos;
@@ -313,6 +350,7 @@ export class HpackDecoder {
           throw new HpackError('table-size-over-limit', `HPACK: dynamic table size update to ${size} above this decoder's cap ${this.maxTableSize}`, start);
         }
         this.#tableMax = size;
+        this.#generation++;
         this.#evictTo(size);
         this.#grow(slotsFor(size));
         this.stats.sizeUpdates++;
@@ -347,10 +385,12 @@ export class HpackDecoder {
       if (listSize > this.maxHeaderListSize) {
         throw new HpackError('header-list-too-large', `HPACK: header list larger than ${this.maxHeaderListSize} octets`, start);
       }
+      if (last !== undefined) last.push(name, value, sensitive);
       sink(name, value, sensitive);
     }
     this.stats.fields += fields;
     if (pure) memo!.take(buf, from, this.#end, this.#valuesOf, this.maxHeaderListSize, rec);
+    if (last !== undefined && this.#generation === generation) last.take(buf, from, this.#end, generation, this.stats.dynamicHits - hits);
   }
 
   /** Ring slot of HPACK index (> 61), or an error naming the table's length. */
@@ -422,6 +462,7 @@ export class HpackDecoder {
 
   /** §4.4: evict from the oldest end until the entry fits; an entry larger than the table empties it. */
   #insert(name: string, value: string, size: number): void {
+    this.#generation++;
     if (size > this.#tableMax) {
       this.#evictTo(0);
       return;
@@ -463,6 +504,7 @@ export class HpackDecoder {
       this.#values[slot] = '';
       this.#count--;
       this.stats.evicted++;
+      this.#generation++;
     }
   }
 }
@@ -513,6 +555,51 @@ class BlockMemo {
     }
   }
 }
+/**
+ * A decoder's last block that changed nothing in its table (no insert, eviction or size update): decoded again
+ * against the same table (no change since, by the decoder's generation count), the same bytes give the same
+ * fields, the same references into the table and the same header-list size, so they are replayed. Such blocks
+ * are what an encoder that indexes its repeated fields sends: h2load's requests after the first are six indexed
+ * fields, three of them dynamic entries, which BlockMemo cannot keep (they read the table). One per decoder: 16
+ * connections sending the same bytes each have theirs, where one shared slot would be taken in turn.
+ */
+class LastBlock {
+  bytes = new Uint8Array(0);
+  length = -1;
+  /** The decoder's generation the fields hold for; -1 while none. */
+  generation = -1;
+  count = 0;
+  dynamicHits = 0;
+  names: string[] = [];
+  values: string[] = [];
+  sensitive: boolean[] = [];
+
+  push(name: string, value: string, sensitive: boolean): void {
+    const i = this.count++;
+    this.names[i] = name;
+    this.values[i] = value;
+    this.sensitive[i] = sensitive;
+  }
+
+  matches(buf: Buffer, start: number, end: number): boolean {
+    if (end - start !== this.length) return false;
+    const b = this.bytes;
+    for (let i = start, k = 0; i < end; i++, k++) if (buf[i] !== b[k]) return false;
+    return true;
+  }
+
+  take(buf: Buffer, start: number, end: number, generation: number, dynamicHits: number): void {
+    const n = end - start;
+    if (this.bytes.length < n) this.bytes = new Uint8Array(LAST_MAX_BLOCK);
+    buf.copy(this.bytes, 0, start, end);
+    this.length = n;
+    this.generation = generation;
+    this.dynamicHits = dynamicHits;
+  }
+}
+/** Blocks up to this many octets are kept as a decoder's LastBlock (h2load's repeated request: 6). */
+const LAST_MAX_BLOCK = 64;
+
 const MEMO_INSERT = 1;
 const MEMO_SENSITIVE = 2;
 /** Blocks up to this many octets are kept (a typical response's is 20–80). */

@@ -410,6 +410,50 @@ describe('HPACK on hostile input', () => {
   });
 });
 
+describe('HPACK blocks that change nothing in the table, repeated on an unchanged table: decoded once per decoder', () => {
+  const str = (s: string) => {
+    const h = huffmanEncode(Buffer.from(s, 'latin1'));
+    return Buffer.concat([Buffer.from([0x80 | h.length]), h]);
+  };
+  // h2load's requests: the first inserts :authority, user-agent and accept-encoding (literals with incremental
+  // indexing); every later one is the same six indexed fields, three of them dynamic entries (64, 63, 62).
+  const first = Buffer.concat([hex('82 86 84 41'), str('127.0.0.18:18440'), hex('7a'), str('h2load nghttp2/1.52.0'), hex('50'), str('gzip, deflate')]);
+  const repeat = hex('82 86 84 c0 bf be');
+  const fieldsAndTable = (d: HpackDecoder, block: Buffer) => {
+    const fields: [string, string, boolean][] = [];
+    d.decode(block, (n, v, s) => fields.push([n, v, s]));
+    const table = Array.from({ length: d.tableLength }, (_, i) => d.tableEntry(i + 1));
+    return { fields, table, size: d.tableSize };
+  };
+
+  it('replays them exactly, and decodes again once anything changed the table', () => {
+    const blocks: Buffer[] = [first];
+    for (let i = 0; i < 2000; i++) {
+      blocks.push(repeat);
+      // Now and then an insert (the same bytes then name other entries), a size update (to 256 octets) followed by
+      // the first block again, a block reading the table with a literal value, and a pure static one.
+      if (i % 97 === 5) blocks.push(Buffer.concat([hex('7a'), str(`agent-${i}`)]));
+      if (i % 89 === 7) blocks.push(Buffer.concat([hex('3f e1 01'), first]));
+      if (i % 83 === 3) blocks.push(Buffer.concat([hex('82 c0'), hex('0f 2a'), str('x')]));
+      if (i % 79 === 2) blocks.push(hex('82 86 84'));
+    }
+    for (const options of [{}, { valuesOf: SIGNAL_FIELDS }, { tableSizeLimit: 256, maxTableSize: 256 }]) {
+      const d = new HpackDecoder(options);
+      const every = new HpackDecoder({ ...options, reuse: false });
+      for (const [i, b] of blocks.entries()) expect(fieldsAndTable(d, b), `block ${i}`).toEqual(fieldsAndTable(every, b));
+      expect({ ...d.stats, reused: 0 }).toEqual({ ...every.stats, reused: 0 });
+      // Decoded again only after a block that changed the table (about 50 of them).
+      expect(d.stats.reused).toBeGreaterThan(1900);
+    }
+    // A lower table size limit evicts: the same bytes then refer past the table, and fail as decoding fails.
+    const d = new HpackDecoder();
+    d.decode(first, () => {});
+    d.decode(repeat, () => {});
+    d.setTableSizeLimit(64);
+    expect(() => d.decode(repeat, () => {})).toThrow(expect.objectContaining({ reason: 'index-out-of-range' }));
+  });
+});
+
 describe('HPACK blocks that refer to no dynamic entry, decoded once', () => {
   // nginx's response block (captured from bench:metrics' h2load run): :status 200 indexed, then server, date,
   // content-type and content-length as literals with incremental indexing, Huffman-coded. Every response of a
