@@ -2,7 +2,7 @@
 // resolveSteps of apps/agent), on scaleConfig's 50,000 Services / 20,000 Workloads, then one weight changed (the
 // memo keeps what did not change). Run it with the agent's V8 flags (bin/mesh-agent.mjs's shebang):
 //
-//   node --max-semi-space-size=1 --optimize-for-size --no-sparkplug --expose-gc bench/agent/resolve.mjs [--reps N]
+//   node --max-semi-space-size=4 --no-sparkplug --expose-gc bench/agent/resolve.mjs [--reps N]
 //
 // Per resolve: the main thread's CPU time (its schedstat, ns), wall time, young- and old-generation collections,
 // and the longest step between two yields, in wall and in the thread's CPU time (the event loop cannot turn
@@ -10,9 +10,9 @@
 import { openSync, readSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
-import { setFlagsFromString } from 'node:v8';
 
 import { parseSteps } from '../../apps/agent/dist/config/file.js';
+import { heapModeFor } from '../../apps/agent/dist/heap.js';
 import { resolveMemo, resolveSteps } from '../../apps/agent/dist/config/objects.js';
 import { SCALE, scaleConfig } from './config.mjs';
 
@@ -89,8 +89,9 @@ async function measure(label, snapshot, memo) {
 const text = scaleConfig(SCALE);
 const oneText = text.replace(/name: r-s-00042,[^]*?weight: 90 \}, \{ name: s-\d+, port: 80, weight: 10/, (m) => `${m.slice(0, -2)}20`);
 if (oneText === text) throw new Error('the one-weight edit did not apply');
-// What heapModeFor does for a config this big.
-setFlagsFromString('--no-optimize-for-size');
+// The agent's heap mode for a config this big (bin/mesh-agent.mjs starts in the small one).
+heapModeFor(0);
+heapModeFor(text.length);
 for (let rep = 0; rep < reps; rep++) {
   const parsed = parseSteps([{ path: 'scale.yaml', text }], undefined, {});
   let r;
