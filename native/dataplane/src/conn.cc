@@ -532,9 +532,10 @@ bool Conn::pump() {
   if (draining_ != ConnError::Count) return drainDown();
   if (ktls_) return splicePump();
   bool progress = false;
-  // Plaintext → TLS. Framed: one frame per read, its header written in front of the bytes.
+  // Plaintext → TLS. Framed: one frame per read, its header written in front of the bytes. Bytes read behind
+  // what is still queued (a new stream's header, say) go out with it: one record and one segment, not two.
   const size_t frame = framed_ ? kFrameHeaderSize : 0;
-  if (!plainEof_ && plainReadable_ && (framed_ ? up_.empty() : up_.space() > 0)) {
+  if (!plainEof_ && plainReadable_ && up_.space() > frame) {
     char* p = up_.writePtr();
     size_t want = up_.space() - frame;
     ssize_t n = read(plain_, p + frame, want);
