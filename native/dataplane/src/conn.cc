@@ -621,12 +621,15 @@ bool Conn::pump() {
 // over (`upEnded`: ours said so), so the connection (framed: the stream) ends. True when that made progress.
 bool Conn::halfCloseTail(bool downEnded, bool upEnded) {
   bool progress = false;
+  bool over = plainEof_ && upEnded && downEnded && up_.empty() && down_.empty();
   if (downEnded && down_.empty() && !plainShut_) {
-    shutdown(plain_, SHUT_WR);
+    // When both directions end here, the close just below sends the FIN (the EOF was read: nothing is left
+    // unread to turn it into a reset), so no shutdown of its own.
+    if (!over) shutdown(plain_, SHUT_WR);
     plainShut_ = true;
     progress = true;
   }
-  if (plainEof_ && upEnded && downEnded && plainShut_ && up_.empty() && down_.empty()) {
+  if (over) {
     if (framed_) return streamDone();
     finish(false);
   }
@@ -669,8 +672,7 @@ void Conn::finish(bool abort) {
   for (int* fd : {&plain_, &tls_}) {
     if (*fd < 0) continue;
     if (abort) resetOnClose(*fd);
-    epoll_ctl(epfd_, EPOLL_CTL_DEL, *fd, nullptr);
-    close(*fd);
+    close(*fd);  // leaves the epoll with it (no fd is duplicated), so no EPOLL_CTL_DEL first
     *fd = -1;
   }
 }
@@ -766,8 +768,7 @@ bool Conn::framedRead() {
 // Both directions of the stream are done: the plaintext socket closes, the TLS connection waits for the next
 // stream (outbound: idle in the worker's pool; inbound: for the next header).
 bool Conn::streamDone() {
-  epoll_ctl(epfd_, EPOLL_CTL_DEL, plain_, nullptr);
-  close(plain_);
+  close(plain_);  // leaves the epoll with it
   plain_ = -1;
   plainEof_ = plainShut_ = finSent_ = finRecv_ = false;
   frameLeft_ = fhLen_ = 0;
