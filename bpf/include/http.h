@@ -262,7 +262,7 @@ struct h2_dir {
 	__u8 state;   /* enum h2_dir_state */
 	__u8 have;    /* bytes of a frame header split across packets, collected in hdr */
 	__u8 hdr[H2_FRAME_HEADER];
-	__u8 pad;
+	__u8 ident;   /* a ring entry with the connection's identity (H2_REC_CONN) went out for this direction */
 }; /* 20 bytes */
 
 /*
@@ -292,33 +292,48 @@ enum h2_kind {
 	 * HTTP/2. ts_ns: the request's first byte; method: its method (enum http_method). Numbered in the
 	 * response direction, before that direction's first frame. */
 	H2_REC_UPGRADE = 4,
+	/* The connection's identity (struct h2_ident after the header; seq 0, not numbered): in the ring entry of each
+	 * direction's first record, before it, and again in the direction's next entry as long as no entry carrying it
+	 * found room in the ring (a reservation that failed is known). A record of a connection whose identity never
+	 * came is counted on no side: its direction is marked lost in user space. */
+	H2_REC_CONN = 5,
 };
 
-#define H2_F_RESPONSE 1 /* the server-to-client direction */
-#define H2_F_SERVER 2   /* the socket is the server's */
-#define H2_F_PAIRED 4   /* a server socket that measures its client's side too (peer_cgroup, local_ip) */
+#define H2_F_RESPONSE 1 /* a record's: the server-to-client direction */
+#define H2_F_SERVER 2   /* an identity's: the socket is the server's */
+#define H2_F_PAIRED 4   /* an identity's: a server socket that measures its client's side too (peer_cgroup, local_ip) */
 
 /* Frames handed over: HEADERS, PUSH_PROMISE, CONTINUATION, SETTINGS (not ACKs), RST_STREAM, the server's GOAWAY,
- * and the 9-byte header of a response DATA frame that ends a stream. */
+ * and the 9-byte header of a response DATA frame that ends a stream. What names the connection (cgroups,
+ * addresses, ports) is in its H2_REC_CONN record, once per direction, not in every record: 96 bytes per record
+ * before, 32 now. */
 struct h2_record {
 	__u64 cookie;        /* the socket's */
 	__u64 ts_ns;         /* when the packet left (egress) or arrived (ingress); bpf_ktime_get_ns's clock */
+	__u32 seq;           /* records of this direction before this one (kind LOST counts too) */
+	__u32 length;        /* bytes after this header: H2_REC_FRAME's items, H2_REC_CONN's struct h2_ident */
+	__u16 frames;        /* H2_REC_FRAME: items */
+	__u8 kind;           /* enum h2_kind */
+	__u8 flags;          /* H2_F_RESPONSE */
+	__u8 method;         /* H2_REC_UPGRADE: the request's enum http_method */
+	__u8 pad[3];
+	__u8 data[];
+}; /* 32 bytes, then the items */
+
+/* An H2_REC_CONN record's payload: who the connection's records are about. */
+struct h2_ident {
 	__u64 cgroup_id;
 	__u64 peer_cgroup;   /* H2_F_PAIRED: the client's cgroup */
 	__u32 remote_ip[4];  /* network order; IPv4 in [0]; all zero for a peer that is not known */
 	__u32 local_ip[4];   /* H2_F_PAIRED: the address the client dialled (all zero when not known) */
-	__u32 seq;           /* records of this direction before this one (kind LOST counts too) */
-	__u32 length;        /* H2_REC_FRAME: bytes of the items after this header */
 	__u16 remote_port;   /* host order */
 	__u16 local_port;
-	__u16 frames;        /* H2_REC_FRAME: items */
-	__u8 kind;           /* enum h2_kind */
-	__u8 flags;          /* H2_F_* */
 	__u8 family;
-	__u8 method;         /* H2_REC_UPGRADE: the request's enum http_method */
-	__u8 pad[14];
-	__u8 data[];
-}; /* 96 bytes, then the items */
+	__u8 flags;          /* H2_F_SERVER, H2_F_PAIRED */
+	__u8 pad[2];
+}; /* 56 bytes */
+
+#define H2_IDENT_RECORD 88 /* an H2_REC_CONN record: header and struct h2_ident */
 
 /* One frame in an H2_REC_FRAME record: its header, then `captured` bytes of its payload (none for DATA). */
 struct h2_item {
@@ -354,7 +369,9 @@ HTTP_SIZE_CHECK(l4_pair_key, 32);
 HTTP_SIZE_CHECK(l4_pair_value, 32);
 HTTP_SIZE_CHECK(h2_dir, 20);
 HTTP_SIZE_CHECK(h2_conn, 376);
-HTTP_SIZE_CHECK(h2_record, 96);
+HTTP_SIZE_CHECK(h2_record, 32);
+HTTP_SIZE_CHECK(h2_ident, 56);
+HTTP_ASSERT(sizeof(struct h2_record) + sizeof(struct h2_ident) == H2_IDENT_RECORD, "H2_IDENT_RECORD");
 HTTP_SIZE_CHECK(h2_item, 12);
 
 #endif /* MESH_BPF_HTTP_H */

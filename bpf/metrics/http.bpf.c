@@ -371,7 +371,8 @@ struct h2_scratch {
 	__u32 pos;     /* the entry's length so far */
 	__u16 frames;  /* the record's items */
 	__u8 holdable; /* the record's items are all header blocks that end no stream (see H2_HOLD) */
-	__u8 pad[5];
+	__u8 ident;    /* buf starts with the connection's identity (H2_REC_CONN), before base */
+	__u8 pad[4];
 	__u8 buf[H2_SCRATCH];
 };
 
@@ -451,35 +452,44 @@ struct h2_walk {
 	__u8 egress;
 };
 
-/* The record's fixed part: who, which direction, when. */
-static __always_inline void h2_fill(struct h2_record *r, const struct http_conn *c, struct h2_dir *d, __u8 flags,
-				    __u64 ts, __u8 kind, __u64 cookie)
+/* The record's fixed part: which direction, when. */
+static __always_inline void h2_fill(struct h2_record *r, struct h2_dir *d, __u8 flags, __u64 ts, __u8 kind, __u64 cookie)
 {
 	r->cookie = cookie;
 	r->ts_ns = ts;
-	r->cgroup_id = c->cgroup_id;
+	r->seq = d ? d->seq++ : 0;
+	r->length = 0;
+	r->frames = 0;
+	r->kind = kind;
+	r->flags = flags;
+	r->method = 0;
+	__builtin_memset(r->pad, 0, sizeof(r->pad));
+}
+
+/* The connection's identity (H2_IDENT_RECORD bytes at r): who its records are about, sent once per direction. */
+static __always_inline void h2_ident(struct h2_record *r, const struct http_conn *c, __u64 cookie)
+{
+	struct h2_ident *id = (struct h2_ident *)(r + 1);
 	/* A paired server socket (HTTP_PAIR_SERVER before the preface arrives: its SETTINGS often go out first). */
 	int paired = c->pair == HTTP_PAIR_H2_BOTH || c->pair == HTTP_PAIR_SERVER;
 
-	r->peer_cgroup = paired ? c->peer_cgroup : 0;
+	h2_fill(r, 0, 0, 0, H2_REC_CONN, cookie);
+	r->length = sizeof(*id);
+	id->cgroup_id = c->cgroup_id;
+	id->peer_cgroup = paired ? c->peer_cgroup : 0;
 	if (c->peers & HTTP_PEER_REMOTE)
-		__builtin_memcpy(r->remote_ip, c->remote_ip, sizeof(r->remote_ip));
+		__builtin_memcpy(id->remote_ip, c->remote_ip, sizeof(id->remote_ip));
 	else
-		__builtin_memset(r->remote_ip, 0, sizeof(r->remote_ip));
+		__builtin_memset(id->remote_ip, 0, sizeof(id->remote_ip));
 	if (c->peers & HTTP_PEER_LOCAL)
-		__builtin_memcpy(r->local_ip, c->local_ip, sizeof(r->local_ip));
+		__builtin_memcpy(id->local_ip, c->local_ip, sizeof(id->local_ip));
 	else
-		__builtin_memset(r->local_ip, 0, sizeof(r->local_ip));
-	r->seq = d ? d->seq++ : 0;
-	r->length = 0;
-	r->remote_port = c->remote_port;
-	r->local_port = c->local_port;
-	r->frames = 0;
-	r->kind = kind;
-	r->flags = flags | (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (paired ? H2_F_PAIRED : 0);
-	r->family = c->family;
-	r->method = 0;
-	__builtin_memset(r->pad, 0, sizeof(r->pad));
+		__builtin_memset(id->local_ip, 0, sizeof(id->local_ip));
+	id->remote_port = c->remote_port;
+	id->local_port = c->local_port;
+	id->family = c->family;
+	id->flags = (c->role == HTTP_ROLE_SERVER ? H2_F_SERVER : 0) | (paired ? H2_F_PAIRED : 0);
+	id->pad[0] = id->pad[1] = 0;
 }
 
 /* Payload bytes [1, max] for bpf_skb_load_bytes, in a form every verifier follows (see collect in http_parse.h). */
@@ -497,16 +507,18 @@ static __always_inline void h2_flush(struct h2_walk *w, struct h2_conn *h, int h
 	struct h2_record *r = (struct h2_record *)(x->buf + base);
 	__u16 frames = x->frames;
 
-	if (!frames && !base)
+	/* Nothing, or only the identity: it waits for the direction's first record. */
+	if (!frames && (!base || x->ident))
 		return;
 	if (frames) {
-		h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, w->cookie);
+		h2_fill(r, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_FRAME, w->cookie);
 		r->length = size - base - sizeof(*r);
 		r->frames = frames;
 	} else {
 		size = base; /* only the held record */
 	}
-	if (hold && x->holdable && frames && !base && size <= H2_HOLD && h && (w->flags & H2_F_RESPONSE)) {
+	/* Held only once the direction's identity is out: a held record goes first in its entry. */
+	if (hold && x->holdable && frames && !base && size <= H2_HOLD && h && (w->flags & H2_F_RESPONSE) && w->d->ident) {
 		__builtin_memcpy(h->hold, x->buf, H2_HOLD);
 		h->hold_len = size;
 	} else {
@@ -516,7 +528,10 @@ static __always_inline void h2_flush(struct h2_walk *w, struct h2_conn *h, int h
 		/* The sequence numbers moved all the same: when the ring is full, user space sees the gap. */
 		if (bpf_ringbuf_output(&h2_events, x->buf, H2_BOUND(size, H2_RECORD_MAX), h2_wakeup(size)))
 			count(HTTP_C_H2_DROPS, 1);
+		else if (x->ident)
+			w->d->ident = 1; /* else the direction's next entry carries it again */
 	}
+	x->ident = 0;
 	x->base = 0;
 	x->pos = sizeof(*r);
 	x->frames = 0;
@@ -644,7 +659,7 @@ static __always_inline void h2_lose(struct h2_walk *w, struct h2_conn *h)
 		count(HTTP_C_H2_DROPS, 1);
 		return;
 	}
-	h2_fill(r, w->c, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_LOST, w->cookie);
+	h2_fill(r, w->d, w->flags, line_time(w->skb, w->egress), H2_REC_LOST, w->cookie);
 	bpf_ringbuf_submit(r, h2_wakeup(sizeof(*r)));
 }
 
@@ -704,8 +719,15 @@ static __always_inline int h2_packet(struct __sk_buff *skb, struct http_conn *c,
 	w.s->pos = sizeof(struct h2_record);
 	w.s->frames = 0;
 	w.s->holdable = 1;
-	/* A record held back goes first, in the same ring entry. */
-	if (response && h->hold_len) {
+	w.s->ident = 0;
+	if (!d->ident) {
+		/* The connection's identity first, in the entry of the direction's first record (see H2_REC_CONN). */
+		h2_ident((struct h2_record *)w.s->buf, c, w.cookie);
+		w.s->ident = 1;
+		w.s->base = H2_IDENT_RECORD;
+		w.s->pos = H2_IDENT_RECORD + sizeof(struct h2_record);
+	} else if (response && h->hold_len) {
+		/* A record held back goes first, in the same ring entry. */
 		__u32 held = h->hold_len;
 
 		__builtin_memcpy(w.s->buf, h->hold, H2_HOLD);
@@ -871,11 +893,17 @@ __noinline int upgrade_packet(struct __sk_buff *skb, struct http_conn *c, __u64 
 	h->dir[1].next = seq;
 	h->dir[1].state = H2_DIR_ON;
 	info = &c->ex.req[rs->up_slot & 1];
-	r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
+	/* The identity, then the upgrade record: the response direction's first entry. */
+	r = bpf_ringbuf_reserve(&h2_events, H2_IDENT_RECORD + sizeof(*r), 0);
 	if (r) {
-		h2_fill(r, c, &h->dir[1], H2_F_RESPONSE, info->start_ns, H2_REC_UPGRADE, bpf_get_socket_cookie(skb));
-		r->method = info->method;
-		bpf_ringbuf_submit(r, h2_wakeup(sizeof(*r)));
+		__u64 cookie = bpf_get_socket_cookie(skb);
+		struct h2_record *u = (struct h2_record *)((__u8 *)r + H2_IDENT_RECORD);
+
+		h2_ident(r, c, cookie);
+		h2_fill(u, &h->dir[1], H2_F_RESPONSE, info->start_ns, H2_REC_UPGRADE, cookie);
+		u->method = info->method;
+		h->dir[1].ident = 1;
+		bpf_ringbuf_submit(r, h2_wakeup(H2_IDENT_RECORD + sizeof(*r)));
 	} else {
 		h->dir[1].seq++; /* user space sees the gap */
 		count(HTTP_C_H2_DROPS, 1);
@@ -1453,7 +1481,7 @@ int http_sockops(struct bpf_sock_ops *skops)
 			r = bpf_ringbuf_reserve(&h2_events, sizeof(*r), 0);
 
 			if (r) {
-				h2_fill(r, c, 0, 0, bpf_ktime_get_ns(), H2_REC_CLOSE, bpf_get_socket_cookie(skops));
+				h2_fill(r, 0, 0, bpf_ktime_get_ns(), H2_REC_CLOSE, bpf_get_socket_cookie(skops));
 				bpf_ringbuf_submit(r, h2_wakeup(sizeof(*r)));
 			} else {
 				count(HTTP_C_H2_DROPS, 1);

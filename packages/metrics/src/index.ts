@@ -26,5 +26,5 @@ export { SignalCollector, grpcPath, isGrpcContentType } from './h2/signals.js';
 export type { HeaderSignals } from './h2/signals.js';
 export { HeaderDirection } from './h2/direction.js';
 export type { DecodedBlock, DirectionOptions } from './h2/direction.js';
-export { H2Streams, H2_ITEM_HEADER, H2_RECORD_HEADER } from './h2/streams.js';
+export { H2Streams, H2_IDENT, H2_ITEM_HEADER, H2_RECORD_HEADER } from './h2/streams.js';
 export type { H2Counters, H2HttpSample, H2StreamsOptions, RpcSample } from './h2/streams.js';

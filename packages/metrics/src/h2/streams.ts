@@ -18,9 +18,12 @@ import { BUCKET_BOUNDS_S, HTTP_BUCKETS, METHODS } from '../maps.js';
 import { HeaderDirection } from './direction.js';
 import { FrameType, type FrameHeader } from './frames.js';
 
-/** struct h2_record's layout (96 bytes, then the items of a frames record). */
-const REC = { cookie: 0, ts: 8, cgroup: 16, peerCgroup: 24, remoteIp: 32, localIp: 48, seq: 64, length: 68, remotePort: 72, localPort: 74, frames: 76, kind: 78, flags: 79, family: 80, method: 81, data: 96 } as const;
-export const H2_RECORD_HEADER = 96;
+/** struct h2_record's layout (32 bytes, then the items of a frames record, or a connection record's identity). */
+const REC = { cookie: 0, ts: 8, seq: 16, length: 20, frames: 24, kind: 26, flags: 27, method: 28, data: 32 } as const;
+export const H2_RECORD_HEADER = 32;
+/** struct h2_ident, a connection record's payload: who the connection's records are about. */
+const IDENT = { cgroup: 0, peerCgroup: 8, remoteIp: 16, localIp: 32, remotePort: 48, localPort: 50, family: 52, flags: 53 } as const;
+export const H2_IDENT = 56;
 /** struct h2_item: a frame's 9-byte header, a pad byte, the payload bytes captured (u16), then those bytes. */
 export const H2_ITEM_HEADER = 12;
 const ITEM_CAPTURED = 10;
@@ -28,6 +31,7 @@ const KIND_FRAME = 1;
 const KIND_LOST = 2;
 const KIND_CLOSE = 3;
 const KIND_UPGRADE = 4;
+const KIND_CONN = 5;
 const F_RESPONSE = 1;
 const F_SERVER = 2;
 const F_PAIRED = 4;
@@ -87,9 +91,11 @@ export interface H2Counters {
   untracked: number;
   /** gRPC methods folded into _OTHER past maxRpcMethods. */
   rpcMethodsCapped: number;
-  /** Ring entries read (each one record, or a record the kernel held back and the next), the records in them
-   *  (every kind) and the frames those carried: what a stream costs the ring and the consumer. */
+  /** Ring entries read (each one record, or a record the kernel held back and the next, or a connection's identity
+   *  and its first record), their bytes (without the ring's 8-byte header each), the records in them (every kind)
+   *  and the frames those carried: what a stream costs the ring and the consumer. */
   entries: number;
+  bytes: number;
   records: number;
   frames: number;
 }
@@ -129,6 +135,7 @@ interface DirState {
 }
 
 interface Conn {
+  /** Empty until the connection's identity (a KIND_CONN record) came: its streams then count on no side. */
   sides: Side[];
   /** Each side's part of the aggregates' keys, made once per connection. */
   keys: string[];
@@ -210,7 +217,7 @@ class StreamTable {
 }
 
 export class H2Streams {
-  readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, records: 0, frames: 0 };
+  readonly counters: H2Counters = { gaps: 0, lostDirections: 0, unparsedStreams: 0, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, bytes: 0, records: 0, frames: 0 };
   private readonly conns = new Map<number | bigint, Conn>();
   private readonly http = new Map<string, { sample: Omit<H2HttpSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
   private readonly rpc = new Map<string, { sample: Omit<RpcSample, 'count' | 'sumSeconds' | 'buckets'>; acc: Acc }>();
@@ -266,6 +273,7 @@ export class H2Streams {
   /** The records of the ring entry r[o, end), back to back: each its header and `length` bytes of items. */
   private entryAt(r: Buffer, o: number, end: number): void {
     this.counters.entries++;
+    this.counters.bytes += end - o;
     do {
       if (end - o < H2_RECORD_HEADER) throw new RangeError(`h2 record of ${end - o} bytes, shorter than its ${H2_RECORD_HEADER}-byte header`);
       const next = o + H2_RECORD_HEADER + u32(r, o + REC.length);
@@ -309,15 +317,29 @@ export class H2Streams {
       return;
     }
     let conn = this.conns.get(cookie);
+    if (kind === KIND_CONN) {
+      // Once per direction, before its first record (the same ring entry), or again after the kernel lost it.
+      if (end - o - H2_RECORD_HEADER < H2_IDENT) throw new RangeError(`h2 connection record of ${end - o} bytes, short of its ${H2_RECORD_HEADER + H2_IDENT}`);
+      if (!conn) {
+        if (this.conns.size >= this.maxConnections) {
+          this.counters.untracked++;
+          return;
+        }
+        this.conns.set(cookie, (conn = this.newConn()));
+      }
+      if (!conn.sides.length) this.identify(conn, r, o + REC.data);
+      return conn;
+    }
+    const di = r[o + REC.flags]! & F_RESPONSE ? 1 : 0;
     if (!conn) {
       if (this.conns.size >= this.maxConnections) {
         this.counters.untracked++;
         return;
       }
-      conn = this.newConn(r.subarray(o, end));
-      this.conns.set(cookie, conn);
+      this.conns.set(cookie, (conn = this.newConn()));
+      // Its identity was lost (or came before this consumer): nothing of this direction is trusted.
+      this.lose(conn.dirs[di], 'a record before its connection\'s identity');
     }
-    const di = r[o + REC.flags]! & F_RESPONSE ? 1 : 0;
     const dir = conn.dirs[di];
     const seq = u32(r, o + REC.seq);
     if (seq !== dir.next) {
@@ -367,19 +389,26 @@ export class H2Streams {
     return conn;
   }
 
-  private newConn(r: Buffer): Conn {
-    const flags = r[REC.flags]!;
-    const family = r[REC.family]!;
+  private newConn(): Conn {
+    const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
+    return { sides: [], keys: [], dirs: [dir(), dir()], streams: new StreamTable(), accs: new Map(), resets: [] };
+  }
+
+  /** The connection's sides from its identity (struct h2_ident at r[i]). */
+  private identify(conn: Conn, r: Buffer, i: number): void {
+    const flags = r[i + IDENT.flags]!;
+    const family = r[i + IDENT.family]!;
     const server = (flags & F_SERVER) !== 0;
-    const cgroupId = r.readBigUInt64LE(REC.cgroup);
-    const remoteIp = ipString(r.subarray(REC.remoteIp, REC.remoteIp + 16), family);
-    const remotePort = r.readUInt16LE(REC.remotePort);
-    const localPort = r.readUInt16LE(REC.localPort);
+    const cgroupId = r.readBigUInt64LE(i + IDENT.cgroup);
+    const remoteIp = ipString(r.subarray(i + IDENT.remoteIp, i + IDENT.remoteIp + 16), family);
+    const remotePort = r.readUInt16LE(i + IDENT.remotePort);
+    const localPort = r.readUInt16LE(i + IDENT.localPort);
     const sides: Side[] = [server ? { direction: 'server', cgroupId, remoteIp, port: localPort } : { direction: 'client', cgroupId, remoteIp, port: remotePort }];
     // A server socket measuring its client's side too names it as the client's own socket would (see http.h).
-    if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(REC.peerCgroup), remoteIp: ipString(r.subarray(REC.localIp, REC.localIp + 16), family), port: localPort });
-    const dir = (): DirState => ({ decoder: new HeaderDirection(), next: 0, headerSeq: 0 });
-    return { sides, keys: sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`), dirs: [dir(), dir()], streams: new StreamTable(), accs: new Map(), resets: [] };
+    if (server && flags & F_PAIRED) sides.push({ direction: 'client', cgroupId: r.readBigUInt64LE(i + IDENT.peerCgroup), remoteIp: ipString(r.subarray(i + IDENT.localIp, i + IDENT.localIp + 16), family), port: localPort });
+    conn.sides = sides;
+    conn.keys = sides.map((x) => `${x.direction}|${x.cgroupId}|${x.remoteIp}|${x.port}`);
+    conn.accs.clear();
   }
 
   private lose(dir: DirState, why: string): void {
@@ -513,6 +542,11 @@ export class H2Streams {
 
   private count(conn: Conn, s: Stream, ts: number, errorType: string): void {
     if (s.start === undefined) return;
+    // A connection whose identity never came: no side to count it on, and nothing read from it is trusted.
+    if (!conn.sides.length) {
+      this.counters.unparsedStreams++;
+      return;
+    }
     if (s.unknown) this.counters.unparsedStreams++;
     if (s.grpc && !s.unknown) {
       const end = errorType === '' ? ts : (s.respAt ?? ts);

@@ -1,8 +1,9 @@
 // H2Streams over hand-made kernel records (struct h2_record): stream timing, a record gap making the direction's
-// later streams unparsed, RST_STREAM and GOAWAY as errors, close records freeing connections, and the bounds.
+// later streams unparsed, RST_STREAM and GOAWAY as errors, close records freeing connections, the connection's
+// identity sent once per direction (and what happens when it is lost), and the bounds.
 import { describe, expect, it } from 'vitest';
 
-import { H2_ITEM_HEADER, H2_RECORD_HEADER, H2Streams } from '../../src/h2/streams.js';
+import { H2_IDENT, H2_ITEM_HEADER, H2_RECORD_HEADER, H2Streams } from '../../src/h2/streams.js';
 
 const F_RESPONSE = 1, F_SERVER = 2;
 const HEADERS = 1, DATA = 0, RST_STREAM = 3, GOAWAY = 7;
@@ -27,8 +28,29 @@ interface Rec extends Frame {
   ts: number;
   /** A frames record's frames: by default the one the fields above describe (none for other kinds). */
   frames?: Frame[];
+  /** Not preceded by the connection's identity (which the kernel sends in the entry of a direction's first record,
+   *  seq 0): by default the identity comes with seq 0 only. */
+  bare?: boolean;
+  method?: number;
 }
 
+/** A connection record (KIND_CONN): the identity of connection `cookie` (cgroup 7, a server on port 8080, peer 127.0.0.2). */
+function conn(cookie = 1n, peer = [127, 0, 0, 2]): Buffer {
+  const b = Buffer.alloc(H2_RECORD_HEADER + H2_IDENT);
+  b.writeBigUInt64LE(cookie, 0);
+  b.writeUInt32LE(H2_IDENT, 20);
+  b[26] = 5;
+  const i = H2_RECORD_HEADER;
+  b.writeBigUInt64LE(7n, i);
+  b.set(peer, i + 16);
+  b.writeUInt16LE(40000, i + 48);
+  b.writeUInt16LE(8080, i + 50);
+  b[i + 52] = 2;
+  b[i + 53] = F_SERVER;
+  return b;
+}
+
+/** A record (with its connection's identity in front when it is its direction's first: seq 0, not `bare`). */
 function rec(r: Rec): Buffer {
   const frames = r.frames ?? ((r.kind ?? 1) === 1 ? [r] : []);
   const items = frames.map((f) => {
@@ -45,17 +67,14 @@ function rec(r: Rec): Buffer {
   const b = Buffer.alloc(H2_RECORD_HEADER);
   b.writeBigUInt64LE(r.cookie ?? 1n, 0);
   b.writeBigUInt64LE(BigInt(r.ts) * 1_000_000n, 8);
-  b.writeBigUInt64LE(7n, 16);
-  b.set([127, 0, 0, 2], 32);
-  b.writeUInt32LE(r.seq, 64);
-  b.writeUInt32LE(items.reduce((a, x) => a + x.length, 0), 68);
-  b.writeUInt16LE(40000, 72);
-  b.writeUInt16LE(8080, 74);
-  b.writeUInt16LE(frames.length, 76);
-  b[78] = r.kind ?? 1;
-  b[79] = r.flags | F_SERVER;
-  b[80] = 2;
-  return Buffer.concat([b, ...items]);
+  b.writeUInt32LE(r.seq, 16);
+  b.writeUInt32LE(items.reduce((a, x) => a + x.length, 0), 20);
+  b.writeUInt16LE(frames.length, 24);
+  b[26] = r.kind ?? 1;
+  b[27] = r.flags;
+  b[28] = r.method ?? 0;
+  const ident = r.seq === 0 && !r.bare && r.kind !== 3 ? [conn(r.cookie ?? 1n)] : [];
+  return Buffer.concat([...ident, b, ...items]);
 }
 
 const counts = (h: H2Streams) => Object.fromEntries(h.read().http.map((s) => [`${s.method} ${s.status}${s.errorType ? ` ${s.errorType}` : ''}`, s.count]));
@@ -92,7 +111,7 @@ describe('H2Streams', () => {
     ]);
     expect(counts(h)).toEqual({ 'GET 200': 1, 'GET 404': 1 });
     expect(h.read().http.every((x) => Math.abs(x.sumSeconds - 0.02) < 1e-9)).toBe(true);
-    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0, entries: 2, records: 2, frames: 6 });
+    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, unparsedStreams: 0, entries: 2, records: 4, frames: 6 });
   });
 
   it('a ring entry of two records: a response HEADERS held back by the kernel, then the record that ends its stream', () => {
@@ -104,7 +123,7 @@ describe('H2Streams', () => {
     ]));
     expect(counts(h)).toEqual({ 'GET 200': 1 });
     expect(h.read().http[0]!.sumSeconds).toBeCloseTo(0.03, 9); // to the held HEADERS' time
-    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, entries: 2, records: 3, frames: 3 });
+    expect(h.counters).toMatchObject({ gaps: 0, lostDirections: 0, entries: 2, records: 5, frames: 3 });
   });
 
   it('a client\'s reset read before the response\'s held HEADERS: the stream keeps its status; with none, counted at the next read', () => {
@@ -126,8 +145,7 @@ describe('H2Streams', () => {
 
   it('an h2c upgrade record opens stream 1 (its method and start), numbered in the response direction', () => {
     const h = new H2Streams();
-    const upgrade = rec({ kind: 4, flags: F_RESPONSE, seq: 0, ts: 0 });
-    upgrade[81] = 3; // the request's method: POST (METHODS[3])
+    const upgrade = rec({ kind: 4, flags: F_RESPONSE, seq: 0, ts: 0, method: 3 }); // the request's method: POST (METHODS[3])
     h.records([
       upgrade,
       rec({ flags: F_RESPONSE, seq: 1, ts: 20, stream: 1, fflags: END_HEADERS | END_STREAM, payload: S404 }),
@@ -174,17 +192,58 @@ describe('H2Streams', () => {
     h.record(rec({ cookie: 1n, flags: 0, seq: 0, ts: 0, payload: GET }));
     h.record(rec({ cookie: 2n, flags: 0, seq: 0, ts: 0, payload: GET }));
     expect(h.connections).toBe(1);
-    expect(h.counters.untracked).toBe(1);
+    expect(h.counters.untracked).toBe(2); // its identity and its record
     h.record(rec({ cookie: 1n, kind: 3, flags: 0, seq: 0, ts: 4 }));
     expect(h.connections).toBe(0);
     expect(counts(h)).toEqual({ 'GET 0 CLOSED': 1 });
   });
 
+  it('the identity comes once per connection direction (a 32-byte record header, not 96 with the addresses each time)', () => {
+    expect(H2_RECORD_HEADER).toBe(32);
+    const h = new H2Streams();
+    const first = rec({ cookie: 9n, flags: 0, seq: 0, ts: 0, stream: 1, fflags: END_HEADERS | END_STREAM, payload: GET });
+    expect(first.length).toBe(H2_RECORD_HEADER + H2_IDENT + H2_RECORD_HEADER + H2_ITEM_HEADER + GET.length);
+    h.records([
+      first,
+      rec({ cookie: 9n, flags: F_RESPONSE, seq: 0, ts: 10, stream: 1, fflags: END_HEADERS | END_STREAM, payload: S200 }),
+      rec({ cookie: 9n, flags: 0, seq: 1, ts: 20, stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET }),
+      rec({ cookie: 9n, flags: F_RESPONSE, seq: 1, ts: 30, stream: 3, fflags: END_HEADERS | END_STREAM, payload: S404 }),
+    ]);
+    expect(h.read().http.map((s) => ({ direction: s.direction, cgroupId: s.cgroupId, remoteIp: s.remoteIp, port: s.port, status: s.status, count: s.count }))).toEqual([
+      { direction: 'server', cgroupId: 7n, remoteIp: '127.0.0.2', port: 8080, status: 200, count: 1 },
+      { direction: 'server', cgroupId: 7n, remoteIp: '127.0.0.2', port: 8080, status: 404, count: 1 },
+    ]);
+    expect(h.counters).toMatchObject({ entries: 4, records: 6, bytes: 2 * (H2_RECORD_HEADER + H2_IDENT) + 4 * (H2_RECORD_HEADER + H2_ITEM_HEADER) + 2 * GET.length + 2 });
+  });
+
+  it('a connection whose identity was lost: its records count on no side (unparsed), and once it comes again (with a gap) the lost direction stays unparsed', () => {
+    const h = new H2Streams();
+    // The request direction's first entry (identity and record 0) found no room: record 1 comes bare, after a gap.
+    h.records([
+      rec({ flags: 0, seq: 1, ts: 0, stream: 3, fflags: END_HEADERS | END_STREAM, payload: GET, bare: true }),
+      rec({ flags: F_RESPONSE, seq: 0, ts: 1, stream: 3, fflags: END_HEADERS | END_STREAM, payload: S200, bare: true }),
+    ]);
+    expect(h.read().http).toEqual([]);
+    expect(h.counters).toMatchObject({ unparsedStreams: 1, lostDirections: 1 });
+    // The kernel sends the identity again with the direction's next entry: the connection has sides from then on,
+    // and the lost direction's streams still count unparsed, never with a status.
+    h.records([
+      Buffer.concat([conn(), rec({ flags: 0, seq: 2, ts: 2, stream: 5, fflags: END_HEADERS | END_STREAM, payload: GET, bare: true })]),
+      Buffer.concat([conn(), rec({ flags: F_RESPONSE, seq: 1, ts: 3, stream: 5, fflags: END_HEADERS | END_STREAM, payload: S404, bare: true })]),
+    ]);
+    expect(counts(h)).toEqual({ ' 0': 1 });
+    expect(h.counters).toMatchObject({ unparsedStreams: 2 });
+    // A connection record alone, for another connection, then its records: counted on its side.
+    h.records([conn(2n, [127, 0, 0, 3]), rec({ cookie: 2n, flags: 0, seq: 0, ts: 0, bare: true, fflags: END_HEADERS | END_STREAM, payload: GET }), rec({ cookie: 2n, flags: F_RESPONSE, seq: 0, ts: 1, fflags: END_HEADERS | END_STREAM, payload: S200 })]);
+    expect(h.read().http.find((s) => s.remoteIp === '127.0.0.3')).toMatchObject({ method: 'GET', status: 200, count: 1 });
+  });
+
   it('checks its options and its records', () => {
     expect(() => new H2Streams({ maxRpcMethods: 0 })).toThrow(/maxRpcMethods must be a positive integer/);
     expect(() => new H2Streams().record(Buffer.alloc(10))).toThrow(/h2 record of 10 bytes/);
-    const cut = rec({ flags: 0, seq: 0, ts: 0, payload: GET });
-    expect(() => new H2Streams().record(cut.subarray(0, cut.length - 1))).toThrow(/h2 record of 110 bytes with 109 left in its ring entry/);
+    const cut = rec({ flags: 0, seq: 0, ts: 0, payload: GET, bare: true });
+    expect(() => new H2Streams().record(cut.subarray(0, cut.length - 1))).toThrow(/h2 record of 46 bytes with 45 left in its ring entry/);
+    expect(() => new H2Streams().record(conn().subarray(0, H2_RECORD_HEADER + 8))).toThrow(/h2 record of 88 bytes with 40 left/);
   });
 });
 
