@@ -1,9 +1,14 @@
 // Records the h2_events ring's packed batches of a short h2load run against nginx (h2c), both ends in the mesh,
 // as bench:metrics makes them, into a file that h2-replay.mjs feeds to H2Streams offline.
-// Prints each thread's CPU per request over the run (OUT '-': nothing recorded, the consumer's cost as it is).
+// Prints each thread's CPU per request over the run (OUT '-': nothing recorded, the consumer's cost as it is) and
+// the programs' run time per request (BPF run-time statistics, on during the h2load run only).
 // Run (root): node bench/metrics/h2-capture.mjs OUT [seconds]
 // H2_CAPTURE_OBJECT=<http.bpf.o of another build>: its programs instead of this build's (their own constants'
 // defaults), to compare the drain thread's CPU per request of two builds in turn.
+// H2_CAPTURE_DIST=DIR: MetricsDatapath and H2Streams from DIR/index.js (a copy of packages/metrics/dist inside
+// packages/metrics, where its imports resolve), for a build whose records this one's H2Streams does not read.
+// OUT: "H2REC", a zero byte, the u16 record header size (struct h2_record: 32, 96 before the connection records),
+// then each batch as a u32 length and its bytes.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,9 +16,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ObjectSpec } from '@mesh/bpf';
-import { MetricsDatapath, H2Streams } from '@mesh/metrics';
 
-import { cleanup, inCgroup, onCleanup, runCommand, scratchCgroup } from '../lib.mjs';
+import { bpfRunTime, cleanup, inCgroup, onCleanup, runCommand, scratchCgroup } from '../lib.mjs';
+
+const { MetricsDatapath, H2Streams, H2_RECORD_HEADER } = process.env.H2_CAPTURE_DIST ? await import(`${process.env.H2_CAPTURE_DIST}/index.js`) : await import('@mesh/metrics');
 
 const [out, seconds = '2'] = process.argv.slice(2);
 if (!out) throw new Error('usage: h2-capture.mjs OUT [seconds]');
@@ -22,7 +28,7 @@ const port = 18440;
 const cg = scratchCgroup('h2cap');
 const dp = process.env.H2_CAPTURE_OBJECT ? new MetricsDatapath(ObjectSpec.file(process.env.H2_CAPTURE_OBJECT).setConstant('cell_epoch', 7).load()) : MetricsDatapath.load();
 onCleanup(() => dp.close());
-dp.attach(cg);
+const links = dp.attach(cg);
 const batches = [];
 const packed = H2Streams.prototype.packed;
 if (out !== '-') {
@@ -69,7 +75,7 @@ if (process.env.H2_CAPTURE_PROF) {
   await session.post('Profiler.start');
 }
 const t0 = threadTicks();
-const r = await runCommand(lc, la, { timeoutMs: 60_000 });
+const { result: r, programs } = await bpfRunTime(links, () => runCommand(lc, la, { timeoutMs: 60_000 }));
 if (r.status !== 0) throw new Error(r.stdout + r.stderr);
 await sleep(300);
 const h = dp.readH2();
@@ -79,12 +85,18 @@ const done = Number(/(\d+) done/.exec(r.stdout)?.[1]);
 // Ticks are 10 ms: ns per request by thread; page faults per 1,000 requests.
 console.log(Object.fromEntries(Object.entries(t1).map(([k, v]) => [k, Math.round(((v - (t0[k] ?? 0)) * (k === 'faults' ? 1000 : 1e7)) / done)]).filter(([, v]) => v)));
 console.log(/requests: .*/.exec(r.stdout)?.[0], JSON.stringify(h.counters), JSON.stringify(dp.readCounters()));
+// The programs' run time per request (every hook: both ends are in the mesh), and per program ns per run × runs per request.
+const kernelNs = Object.values(programs).reduce((a, p) => a + p.ns, 0);
+console.log(`kernel: ${Math.round(kernelNs / done)} ns per request (${Object.entries(programs).filter(([, p]) => p.runs).map(([n, p]) => `${n} ${Math.round(p.ns / p.runs)}×${(p.runs / done).toFixed(2)}`).join(', ')}); ring bytes per request ${h.counters.bytes === undefined ? '-' : Math.round((h.counters.bytes + 8 * h.counters.entries) / done)} (with the 8-byte ring header each)`);
 if (out === '-') {
   cleanup();
   process.exit(0);
 }
 const len = Buffer.alloc(4);
-const parts = [];
+const head = Buffer.alloc(8);
+head.write('H2REC', 0, 'latin1');
+head.writeUInt16LE(H2_RECORD_HEADER ?? 96, 6);
+const parts = [head];
 for (const b of batches) {
   len.writeUInt32LE(b.length);
   parts.push(Buffer.from(len), b);

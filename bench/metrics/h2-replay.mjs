@@ -5,14 +5,17 @@ import { readFileSync } from 'node:fs';
 
 // H2_REPLAY_DIST=DIR: H2Streams from DIR/h2/streams.js (a copy of packages/metrics/dist inside packages/metrics,
 // where its imports resolve), to compare two builds in turn.
-const { H2Streams } = process.env.H2_REPLAY_DIST ? await import(`${process.env.H2_REPLAY_DIST}/h2/streams.js`) : await import('@mesh/metrics');
+const { H2Streams, H2_RECORD_HEADER } = process.env.H2_REPLAY_DIST ? await import(`${process.env.H2_REPLAY_DIST}/h2/streams.js`) : await import('@mesh/metrics');
 
 import { median } from '../lib.mjs';
 
 const [file, repsArg = '15'] = process.argv.slice(2);
 const raw = readFileSync(file);
+// The records' layout is the kernel's of the build that recorded them (see h2-capture.mjs): the same as this H2Streams' or nothing.
+if (raw.toString('latin1', 0, 6) !== 'H2REC\0') throw new Error(`${file}: no H2REC header (recorded before the records' header size was written, with 96-byte headers); record it again with h2-capture.mjs`);
+if (raw.readUInt16LE(6) !== H2_RECORD_HEADER) throw new Error(`${file}: recorded with ${raw.readUInt16LE(6)}-byte record headers, this H2Streams reads ${H2_RECORD_HEADER}-byte ones`);
 const batches = [];
-for (let at = 0; at < raw.length; ) {
+for (let at = 8; at < raw.length; ) {
   const n = raw.readUInt32LE(at);
   batches.push(raw.subarray(at + 4, at + 4 + n));
   at += 4 + n;
