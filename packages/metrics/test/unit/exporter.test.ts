@@ -52,7 +52,7 @@ describe('KernelMetrics', () => {
       rpc: [
         { direction: 'client' as const, cgroupId: 7n, remoteIp: '127.0.0.3', port: 50051, service: 'pkg.Echo', method: 'Say', grpcStatus: '5', errorType: '', count: 4, sumSeconds: 0.004, buckets: buckets({ 0: 4 }) },
       ],
-      counters: { gaps: 0, lostDirections: 1, unparsedStreams: 3, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, records: 0, frames: 0 },
+      counters: { gaps: 0, lostDirections: 1, unparsedStreams: 3, orphanStreams: 0, untracked: 0, rpcMethodsCapped: 0, entries: 0, bytes: 0, records: 0, frames: 0 },
     };
     const out = await (await scrape({ cacheMs: 0 }, { ...source(() => snap), readH2: () => h2 })).text();
     expect(value(out, 'http_server_request_duration_seconds_count', 'http_response_status_code="200",source_workload="127.0.0.2"')).toBe(10);
