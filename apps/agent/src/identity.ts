@@ -73,16 +73,20 @@ export class ConfigResolver implements IdentityResolver {
       if (ids[i] !== undefined) r.byCgroup.set(ids[i]!, id);
       for (const a of w.addresses) r.byAddress.set(a, id);
     }
-    // A routed service (one an HTTPRoute splits) names its endpoints before the backend Services do.
-    for (const s of [...services.filter((x) => x.route !== undefined), ...services.filter((x) => x.route === undefined)]) {
-      if (tick()) yield;
-      // One name per Service, shared by its endpoints' entries (not a copy per endpoint).
-      const name = s.service.split('/')[1]!;
-      for (const b of s.backends) {
-        for (const ep of b.endpoints) {
-          // join() makes a flat string; a template literal this long is a cons string, 32 bytes more per key kept.
-          const k = [ep.addr, ep.port].join('|');
-          if (!r.serviceOf.has(k)) r.serviceOf.set(k, name);
+    // A routed service (one an HTTPRoute splits) names its endpoints before the backend Services do: two passes,
+    // not two filter()s and a copy of 50,000 in one step.
+    for (const routed of [true, false]) {
+      for (const s of services) {
+        if (tick()) yield;
+        if ((s.route !== undefined) !== routed) continue;
+        // One name per Service, shared by its endpoints' entries (not a copy per endpoint).
+        const name = s.service.split('/')[1]!;
+        for (const b of s.backends) {
+          for (const ep of b.endpoints) {
+            // join() makes a flat string; a template literal this long is a cons string, 32 bytes more per key kept.
+            const k = [ep.addr, ep.port].join('|');
+            if (!r.serviceOf.has(k)) r.serviceOf.set(k, name);
+          }
         }
       }
     }
