@@ -177,9 +177,8 @@ function sumCpus(perCpu: HttpValue[] | undefined): Pick<HttpSample, 'count' | 's
 
 /** The metrics family's part of a snapshot: who the mesh's workloads and peers are (labels, known peers). */
 export interface MetricsInput extends IdentityResolver {
-  /** Every address of the mesh's workloads and endpoints (see setKnownPeers). Undefined: no address, a point at
-   *  which a long walk may pause (counted as one towards the next yield). */
-  knownAddresses(): Iterable<string | undefined>;
+  /** Every address of the mesh's workloads and endpoints (see setKnownPeers). */
+  knownAddresses(): Iterable<string>;
 }
 
 export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
@@ -297,17 +296,16 @@ export class MetricsDatapath implements DatapathFamily<MetricsInput, Registry> {
 
   /** The keys of a set of peer addresses a slice of time at a time, the event loop served in between (20,000
    *  workloads' addresses). */
-  private peerKeysAsync(addresses: Iterable<string | undefined>): Promise<Set<string>> {
+  private peerKeysAsync(addresses: Iterable<string>): Promise<Set<string>> {
     return runSliced(this.peerKeySteps(addresses));
   }
 
   /** The keys (peerId) of a set of peer addresses, yielding every 256; throws when one is not an address. */
-  private *peerKeySteps(addresses: Iterable<string | undefined>): Generator<void, Set<string>, void> {
+  private *peerKeySteps(addresses: Iterable<string>): Generator<void, Set<string>, void> {
     const want = new Set<string>();
     let n = 0;
     for (const a of addresses) {
       if (++n % 256 === 0) yield;
-      if (a === undefined) continue;
       if (isIP(a) === 0) throw new TypeError(`setKnownPeers: ${JSON.stringify(a)} is not an IP address`);
       let b = c.ipToBytes(a);
       // The kernel names an IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) by its IPv4 address.

@@ -36,7 +36,7 @@ it('the resolver of 10,000 Services x 10 endpoints on 50,000 addresses holds at 
   // What it answers is unchanged: the Service clients dialled (the first that names the address), known peers.
   expect(resolver.peer('10.60.0.5', 8080, 'client')).toEqual({ workload: 'unknown', namespace: '', service: 's-0' });
   expect(resolver.peer('10.60.0.5', 8080, 'server')).toBeUndefined();
-  expect([...resolver.knownAddresses()].filter((a) => a !== undefined).sort()).toEqual(knownAddressesOf([], services).sort());
+  expect([...resolver.knownAddresses()].sort()).toEqual(knownAddressesOf([], services).sort());
 }, 60_000);
 
 it('the resolver is built a few hundred Services a step: none read in one step the whole list of 10,000', () => {
@@ -80,48 +80,4 @@ it('the resolver is built a few hundred Services a step: none read in one step t
   // Unchanged: a routed Service names its endpoints before the backend Services do.
   expect(resolver.peer('10.61.0.5', 8080, 'client')).toEqual({ workload: 'unknown', namespace: '', service: 's-1000' });
   expect(resolver.peer('10.61.0.7', 8080, 'client')).toEqual({ workload: 'unknown', namespace: '', service: 's-7' });
-});
-
-it('the known addresses are walked a few hundred keys between two values, when endpoints are workload addresses', () => {
-  // Every endpoint address also a workload's (as in bench:agent's scale config): the walk of the endpoints found
-  // nothing new and gave no value for 100,000 keys, so the metrics' check, which yields every 256 values, ran it
-  // in one step (10-12 ms of the thread's CPU in a step log). Counted in endpoint keys looked at between values.
-  const n = 10_000;
-  const addr = (i: number) => `10.62.${i >> 8}.${i & 255}`;
-  const workloads = Array.from({ length: n }, (_, i) => ({ name: `w-${i}`, namespace: 'bench', addresses: [addr(i)] }));
-  const services: CompiledService[] = Array.from({ length: n }, (_, i) => ({
-    key: `127.98.${i >> 8}.${i & 255}|80|TCP`,
-    addr: `127.98.${i >> 8}.${i & 255}`,
-    family: 4,
-    port: 80,
-    proto: 'TCP',
-    service: `bench/s-${i}`,
-    backends: [{ ref: `bench/s-${i}:80`, weight: 1, endpoints: [{ addr: addr(i), port: 8080 }, { addr: addr((i + 1) % n), port: 8080 }] }],
-  }));
-  const build = (ConfigResolver as unknown as { build(ids: unknown[], w: unknown[], s: CompiledService[]): Generator<void, ConfigResolver, void> }).build;
-  const steps = build([], workloads, services);
-  let r = steps.next();
-  while (!r.done) r = steps.next();
-  const resolver = r.value;
-
-  const lastIndexOf = String.prototype.lastIndexOf;
-  let looked = 0;
-  String.prototype.lastIndexOf = function (this: string, ...args: Parameters<typeof lastIndexOf>) {
-    looked++;
-    return lastIndexOf.apply(this, args);
-  };
-  let most = 0;
-  const got: string[] = [];
-  try {
-    for (const a of resolver.knownAddresses()) {
-      most = Math.max(most, looked);
-      looked = 0;
-      if (a !== undefined) got.push(a);
-    }
-    most = Math.max(most, looked);
-  } finally {
-    String.prototype.lastIndexOf = lastIndexOf;
-  }
-  expect(most, 'endpoint keys looked at between two values').toBeLessThanOrEqual(1024);
-  expect(got.sort()).toEqual(knownAddressesOf(workloads as never, services).sort());
 });
