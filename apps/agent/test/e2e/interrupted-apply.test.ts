@@ -89,12 +89,18 @@ async function expectConverged(e: MeshEnv, want: Map<string, string>, what: stri
 }
 
 /** Waits until the running agent's reload has written its first batch of endpoint slots (the apply plans
- *  first, ~0.7 s here for 10,000 addresses, writing nothing), then `then(endpoints)`. */
+ *  first, ~0.7 s here for 10,000 addresses, writing nothing), then `then(endpoints)`. The slot count is up only
+ *  while the reload writes and for the grace period after it (~0.15 s here): a poller held off the CPU that long
+ *  (two CI runs side by side) sees the count back where it was. The reload's log line says it happened all the
+ *  same; the kill then lands after the apply (the round counts as such). */
 async function afterFirstBatch<T>(e: MeshEnv, agent: Agent, round: number, then: (endpoints: BpfMap<EpKeyT, EpValueT>, before: number) => Promise<T>): Promise<T> {
   using endpoints = BpfMap.openPinned(join(e.pinRoot, 'maps', 'split', 'split_endpoints'), { key: epKey, value: epValue });
   const before = endpoints.count();
   const deadline = Date.now() + 60_000;
-  while (endpoints.count() === before) {
+  const applied = () => agent.logs().filter((l) => l.msg === 'config applied').length;
+  const appliedBefore = applied();
+  const reloaded = () => applied() > appliedBefore;
+  while (endpoints.count() === before && !reloaded()) {
     if (Date.now() > deadline || agent.child.exitCode !== null) throw new Error(`round ${round}: the agent wrote nothing:\n${capturedOutput(agent.child).stderr}`);
     await sleep(1);
   }
