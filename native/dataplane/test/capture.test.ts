@@ -59,6 +59,20 @@ describePrivileged('mesh-dataplane with the kernel capture', () => {
     expect(mtls.counters().capture - captured).toBe(5n);
   });
 
+  // Node A tunnels the target host's `port` too (beside the target's own), and the kernel captures the client's
+  // connects to it.
+  async function captureAlso(port: number): Promise<void> {
+    const config = structuredClone(n.configA);
+    config.destinations!.push({ address: `${n.target.host}:${port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
+    await n.a.reload(config);
+    n.configA = config;
+    mtls.apply({
+      dataplane: { outbound: { ipv4: n.a.outbound!.host, port: n.a.outbound!.port }, inboundSource: { ipv4: n.ip(2) } },
+      enrolled: [{ cgroup: client.path }],
+      destinations: [`${n.target.host}:${n.target.port}`, `${n.target.host}:${port}`],
+    });
+  }
+
   it('a protocol where the server speaks first works: the data plane does not wait for a client byte', async () => {
     // Like SMTP or MySQL: the server greets on accept; the client reads the greeting before it writes anything.
     const greeting = `220 ${MARKER} greeting\r\n`;
@@ -69,15 +83,7 @@ describePrivileged('mesh-dataplane with the kernel capture', () => {
     await new Promise<void>((r) => server.listen(0, n.target.host, () => r()));
     try {
       const port = (server.address() as AddressInfo).port;
-      const config = structuredClone(n.configA);
-      config.destinations!.push({ address: `${n.target.host}:${port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
-      await n.a.reload(config);
-      n.configA = config;
-      mtls.apply({
-        dataplane: { outbound: { ipv4: n.a.outbound!.host, port: n.a.outbound!.port }, inboundSource: { ipv4: n.ip(2) } },
-        enrolled: [{ cgroup: client.path }],
-        destinations: [`${n.target.host}:${n.target.port}`, `${n.target.host}:${port}`],
-      });
+      await captureAlso(port);
       const script = `const s = require('node:net').connect({ host: ${JSON.stringify(n.target.host)}, port: ${port}, localAddress: ${JSON.stringify(n.client)} });
 let got = ''; s.on('data', (c) => (got += c)); s.on('end', () => { process.stdout.write(got); process.exit(0); });
 s.on('error', (e) => { process.stderr.write(String(e)); process.exit(1); }); setTimeout(() => { process.stderr.write('timed out'); process.exit(1); }, 20000);`;
@@ -124,15 +130,7 @@ rl.on('line', (l) => {
     let stopped = false;
     try {
       const port = (echo.address() as AddressInfo).port;
-      const config = structuredClone(n.configA);
-      config.destinations!.push({ address: `${n.target.host}:${port}`, tunnel: n.configB.tunnel!, spiffeId: config.destinations![0]!.spiffeId });
-      await n.a.reload(config);
-      n.configA = config;
-      mtls.apply({
-        dataplane: { outbound: { ipv4: n.a.outbound!.host, port: n.a.outbound!.port }, inboundSource: { ipv4: n.ip(2) } },
-        enrolled: [{ cgroup: client.path }],
-        destinations: [`${n.target.host}:${n.target.port}`, `${n.target.host}:${port}`],
-      });
+      await captureAlso(port);
       const child = client.spawn(process.execPath, ['-e', script, String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
       const say = (line: string) => child.stdin!.write(`${line}\n`);
       const STREAMS = 5;
